@@ -1,0 +1,213 @@
+//! From findings to alerts: thresholds, severities, cooldown, and the
+//! built-in outputs (human lines or JSON lines on stdout, a JSON-lines file).
+//!
+//! A finding becomes an alert when its severity reaches `min_severity`, any
+//! per-metric rule agrees, and the same (pipeline, detector, metric, column)
+//! has not alerted in the last `cooldown_windows` windows. A window whose
+//! quality score falls below `quality_threshold` raises one more alert of its
+//! own (metric `quality_score`).
+
+mod output;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+pub use output::Outputs;
+
+use crate::analysis::{FindingOrigin, HostFinding};
+use crate::runtime::bindings::{Severity, WindowInfo};
+
+/// Severity as config and outputs spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl From<Severity> for Level {
+    fn from(s: Severity) -> Self {
+        match s {
+            Severity::Info => Level::Info,
+            Severity::Warning => Level::Warning,
+            Severity::Critical => Level::Critical,
+        }
+    }
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Info => "info",
+            Level::Warning => "warning",
+            Level::Critical => "critical",
+        }
+    }
+}
+
+/// Overrides for one metric.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricRule {
+    /// Alert only when the finding's value is above this.
+    pub above: Option<f64>,
+    /// Alert only when the finding's value is below this.
+    pub below: Option<f64>,
+    /// Severity to use instead of the detector's.
+    pub severity: Option<Level>,
+    /// Never alert on this metric (its findings still lower the score).
+    pub mute: bool,
+}
+
+/// How findings become alerts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertConfig {
+    /// A window scoring below this raises a `quality_score` alert.
+    pub quality_threshold: f64,
+    /// Findings below this severity never alert.
+    pub min_severity: Level,
+    /// Windows during which the same detector, metric and column stay quiet after an alert.
+    pub cooldown_windows: u64,
+    /// Per-metric rules, by metric name.
+    pub metrics: BTreeMap<String, MetricRule>,
+}
+
+impl Default for AlertConfig {
+    fn default() -> Self {
+        AlertConfig { quality_threshold: 0.8, min_severity: Level::Warning, cooldown_windows: 10, metrics: BTreeMap::new() }
+    }
+}
+
+impl AlertConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.quality_threshold) {
+            return Err(format!("alerts.quality_threshold must be within 0..1, not {}", self.quality_threshold));
+        }
+        Ok(())
+    }
+}
+
+/// Which window an alert is about.
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowRef {
+    pub seq: u64,
+    pub partition: u32,
+    pub first_offset: u64,
+    pub last_offset: u64,
+    pub records: u32,
+    pub start_ms: i64,
+    pub end_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Alert {
+    pub pipeline: String,
+    pub detector: String,
+    pub metric: String,
+    pub column: Option<String>,
+    pub value: f64,
+    pub threshold: f64,
+    pub severity: Level,
+    pub message: String,
+    pub window: WindowRef,
+    pub sample_rows: Vec<u32>,
+    /// The window's quality score.
+    pub score: f64,
+}
+
+/// Routes one pipeline's findings; keeps the cooldown state.
+pub struct Router {
+    config: AlertConfig,
+    pipeline: String,
+    windows: u64,
+    last_alert: HashMap<(String, String, Option<String>), u64>,
+    pub suppressed: u64,
+}
+
+impl Router {
+    pub fn new(pipeline: &str, config: AlertConfig) -> Self {
+        Router { config, pipeline: pipeline.to_string(), windows: 0, last_alert: HashMap::new(), suppressed: 0 }
+    }
+
+    fn cooled_down(&mut self, key: (String, String, Option<String>)) -> bool {
+        let now = self.windows;
+        match self.last_alert.get(&key) {
+            Some(&last) if now - last < self.config.cooldown_windows => {
+                self.suppressed += 1;
+                false
+            }
+            _ => {
+                self.last_alert.insert(key, now);
+                true
+            }
+        }
+    }
+
+    /// The alerts for one analysed window.
+    pub fn route(&mut self, info: &WindowInfo, records: u32, findings: &[HostFinding], score: f64) -> Vec<Alert> {
+        let window = WindowRef {
+            seq: info.seq,
+            partition: info.partition,
+            first_offset: info.first_offset,
+            last_offset: info.last_offset,
+            records,
+            start_ms: info.start_ms,
+            end_ms: info.end_ms,
+        };
+        let mut alerts = Vec::new();
+        for f in findings {
+            let finding = &f.finding;
+            let rule = self.config.metrics.get(&finding.metric).cloned().unwrap_or_default();
+            let severity = rule.severity.unwrap_or(finding.severity.into());
+            let quarantine = f.origin == FindingOrigin::Quarantine;
+            let wanted = quarantine
+                || (severity >= self.config.min_severity
+                    && !rule.mute
+                    && rule.above.is_none_or(|a| finding.value > a)
+                    && rule.below.is_none_or(|b| finding.value < b));
+            if !wanted || !self.cooled_down((f.detector.clone(), finding.metric.clone(), finding.column.clone())) {
+                continue;
+            }
+            alerts.push(Alert {
+                pipeline: self.pipeline.clone(),
+                detector: f.detector.clone(),
+                metric: finding.metric.clone(),
+                column: finding.column.clone(),
+                value: finding.value,
+                threshold: rule.above.or(rule.below).unwrap_or(finding.threshold),
+                severity,
+                message: finding.message.clone(),
+                window: window.clone(),
+                sample_rows: finding.sample_rows.clone(),
+                score,
+            });
+        }
+        if score < self.config.quality_threshold && self.cooled_down(("host".into(), "quality_score".into(), None)) {
+            let worst: Vec<String> = findings
+                .iter()
+                .filter(|f| f.origin == FindingOrigin::Data)
+                .map(|f| format!("{}/{}", f.detector, f.finding.metric))
+                .collect();
+            alerts.push(Alert {
+                pipeline: self.pipeline.clone(),
+                detector: "host".into(),
+                metric: "quality_score".into(),
+                column: None,
+                value: score,
+                threshold: self.config.quality_threshold,
+                severity: if score < self.config.quality_threshold / 2.0 { Level::Critical } else { Level::Warning },
+                message: format!("window quality {score:.2} is below {:.2} ({})", self.config.quality_threshold, worst.join(", ")),
+                window,
+                sample_rows: Vec::new(),
+                score,
+            });
+        }
+        self.windows += 1;
+        alerts
+    }
+}

@@ -1,0 +1,81 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::OutputFormat;
+
+/// Watch the quality of streaming data with WebAssembly detectors.
+///
+/// With no command, runs the pipelines: those of --config, or one built from
+/// --source, or (with neither) the built-in event generator, each feeding
+/// every detector in --plugins.
+#[derive(Debug, Parser)]
+#[command(name = "clean-host", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Folder of detector plugins (`NAME.wasm`, optional `NAME.toml` beside each).
+    #[arg(long, global = true, default_value = "plugins")]
+    pub plugins: PathBuf,
+    /// TOML config with pipelines, alert rules and limits.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Read JSON lines from this file, `-` for stdin, or `generator`.
+    #[arg(long, global = true)]
+    pub source: Option<String>,
+    /// Records per count window (overrides the config's window size).
+    #[arg(long, global = true)]
+    pub window: Option<usize>,
+    /// Field holding each record's event time.
+    #[arg(long, global = true)]
+    pub event_time: Option<String>,
+    /// How alerts are written to stdout.
+    #[arg(long, value_enum)]
+    pub format: Option<OutputFormat>,
+    /// Also append alerts as JSON lines to this file.
+    #[arg(long)]
+    pub alerts_file: Option<PathBuf>,
+    /// Where undecodable lines go (default: DATA_DIR/dead-letters.jsonl).
+    #[arg(long)]
+    pub dead_letters: Option<PathBuf>,
+    /// Folder for dead letters and the compiled-plugin cache.
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Generator: stop after this many records.
+    #[arg(long, global = true)]
+    pub records: Option<u64>,
+    /// Generator: records per second of wall time.
+    #[arg(long, global = true)]
+    pub rate: Option<u64>,
+    /// Generator: random seed.
+    #[arg(long, global = true)]
+    pub seed: Option<u64>,
+    /// Generator: faults to inject, `KIND@START+LEN` (comma-separated).
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub inject: Vec<String>,
+    /// No live status line on the terminal.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the config and load every plugin, then exit.
+    Check,
+    /// List the plugins with their versions and metrics.
+    Plugins {
+        /// One JSON object per plugin instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the generator's records to stdout (a fixture for --source).
+    Generate,
+}

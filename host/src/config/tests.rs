@@ -1,0 +1,62 @@
+use super::*;
+
+#[test]
+fn empty_file_is_the_default() {
+    let c = ConfigFile::parse("").unwrap();
+    assert!(c.pipelines.is_empty());
+    assert_eq!(c.limits, Limits::default());
+}
+
+#[test]
+fn full_example_parses() {
+    let c = ConfigFile::parse(
+        r#"
+        data_dir = "d"
+        max_consecutive_failures = 5
+        [limits]
+        memory_mib = 64
+        timeout_ms = 100
+        [alerts]
+        quality_threshold = 0.7
+        min_severity = "critical"
+        cooldown_windows = 3
+        [alerts.metrics.null_rate]
+        above = 0.2
+        [output]
+        format = "json"
+        file = "alerts.jsonl"
+        [[pipelines]]
+        name = "orders"
+        source = "orders.jsonl"
+        event_time_field = "ts"
+        detectors = ["outliers"]
+        [pipelines.window]
+        kind = "event-time"
+        duration_ms = 60000
+        lateness_ms = 5000
+        [pipelines.detector_config.outliers]
+        z_threshold = 4.0
+        "#,
+    )
+    .unwrap();
+    let p = &c.pipelines[0];
+    assert_eq!(p.window_spec().unwrap(), WindowSpec::EventTime { size_ms: 60_000, lateness_ms: 5000 });
+    assert_eq!(p.detector_json("outliers", None), r#"{"z_threshold":4.0}"#);
+    assert_eq!(p.detector_json("schema", None), "{}");
+}
+
+#[test]
+fn mistakes_are_named() {
+    let cases = [
+        ("[[pipelines]]\nname = \"a\"\nsource = \"x\"\nwindoww = 1", "windoww"),
+        ("[[pipelines]]\nname = \"a\"\nsource = \"x\"\n[pipelines.window]\nsize = 0", "window.size"),
+        ("[[pipelines]]\nname = \"a\"\nsource = \"x\"\n[pipelines.window]\nkind = \"event-time\"\nduration_ms = 10", "event_time_field"),
+        ("[[pipelines]]\nname = \"a\"\nsource = \"x\"\n[[pipelines]]\nname = \"a\"\nsource = \"y\"", "two pipelines"),
+        ("[alerts]\nquality_threshold = 2.0", "quality_threshold"),
+        ("[limits]\nmemory_mib = 0", "memory_mib"),
+    ];
+    for (text, needle) in cases {
+        let err = ConfigFile::parse(text).unwrap_err();
+        assert!(err.contains(needle), "{text:?}: {err}");
+    }
+}

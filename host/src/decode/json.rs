@@ -1,0 +1,420 @@
+//! A strict JSON object parser that writes fields straight into a [`Record`].
+//!
+//! Building a DOM per line and then walking it costs more than the whole
+//! rest of the pipeline, so this parser does both in one pass: keys become
+//! interned field ids, scalars land in the record, nested objects flatten to
+//! dotted names, arrays are validated and kept as their JSON text. Anything
+//! that is not RFC 8259 JSON is an error with the byte where it went wrong.
+
+use super::{DecodeError, FieldNames, FieldValue, Kind, Record, MAX_DEPTH};
+
+/// Arrays and objects nested deeper than this are rejected.
+const MAX_NESTING: usize = 128;
+
+/// Exact powers of ten, for the fast decimal path.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19,
+    1e20, 1e21, 1e22,
+];
+
+pub struct Parser<'a> {
+    b: &'a [u8],
+    i: usize,
+    fields: &'a mut FieldNames,
+    record: &'a mut Record,
+    name: &'a mut String,
+    position: usize,
+}
+
+fn syntax(at: usize, what: &str) -> DecodeError {
+    DecodeError::Syntax(format!("{what} at byte {at}"))
+}
+
+impl<'a> Parser<'a> {
+    pub fn new(b: &'a [u8], fields: &'a mut FieldNames, record: &'a mut Record, name: &'a mut String) -> Self {
+        Parser { b, i: 0, fields, record, name, position: 0 }
+    }
+
+    /// Parse the line as one object.
+    pub fn parse_line(mut self) -> Result<(), DecodeError> {
+        self.ws();
+        match self.peek() {
+            Some(b'{') => {
+                self.i += 1;
+                self.object_body(0)?;
+            }
+            Some(_) => {
+                let kind = match self.peek() {
+                    Some(b'[') => "an array",
+                    Some(b'"') => "a string",
+                    Some(b't' | b'f') => "a boolean",
+                    Some(b'n') => "null",
+                    _ => "a number",
+                };
+                self.skip_value(0)?;
+                self.ws();
+                if self.i == self.b.len() {
+                    return Err(DecodeError::NotAnObject(kind));
+                }
+                return Err(syntax(self.i, "unexpected text after the value"));
+            }
+            None => return Err(DecodeError::Empty),
+        }
+        self.ws();
+        if self.i != self.b.len() {
+            return Err(syntax(self.i, "unexpected text after the object"));
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    #[inline]
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.i += 1;
+        }
+    }
+
+    fn expect(&mut self, c: u8, what: &str) -> Result<(), DecodeError> {
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(syntax(self.i, what))
+        }
+    }
+
+    /// After `{`: members, then `}`; each value is added under `name`.
+    fn object_body(&mut self, depth: usize) -> Result<(), DecodeError> {
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            self.ws();
+            if self.peek() != Some(b'"') {
+                return Err(syntax(self.i, "expected a key"));
+            }
+            let prefix = self.name.len();
+            if depth > 0 {
+                self.name.push('.');
+            }
+            self.key_into_name()?;
+            self.ws();
+            self.expect(b':', "expected ':'")?;
+            self.ws();
+            self.member_value(depth)?;
+            self.name.truncate(prefix);
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                _ => return Err(syntax(self.i, "expected ',' or '}'")),
+            }
+        }
+    }
+
+    fn key_into_name(&mut self) -> Result<(), DecodeError> {
+        self.i += 1;
+        let start = self.i;
+        // Fast path: no escapes.
+        while let Some(&c) = self.b.get(self.i) {
+            match c {
+                b'"' => {
+                    let key = std::str::from_utf8(&self.b[start..self.i]).map_err(|_| syntax(start, "invalid UTF-8"))?;
+                    self.name.push_str(key);
+                    self.i += 1;
+                    return Ok(());
+                }
+                b'\\' | 0..=0x1f => break,
+                _ => self.i += 1,
+            }
+        }
+        self.i = start - 1;
+        let mut key = Vec::new();
+        self.string_into(&mut key)?;
+        self.name.push_str(std::str::from_utf8(&key).map_err(|_| syntax(start, "invalid escape in key"))?);
+        Ok(())
+    }
+
+    fn member_value(&mut self, depth: usize) -> Result<(), DecodeError> {
+        let at = self.i;
+        match self.peek() {
+            Some(b'{') if depth < MAX_DEPTH => {
+                self.i += 1;
+                self.object_body(depth + 1)
+            }
+            Some(b'{' | b'[') => {
+                self.skip_value(depth)?;
+                let raw = (at, self.i);
+                self.push_text_slice(raw);
+                Ok(())
+            }
+            Some(b'"') => {
+                let field = self.field();
+                let start = self.record.text.len() as u32;
+                let mut text = std::mem::take(&mut self.record.text);
+                let r = self.string_into(&mut text);
+                self.record.text = text;
+                r?;
+                let end = self.record.text.len() as u32;
+                self.record.values.push(FieldValue { field, kind: Kind::Text, bits: 0, text: (start, end) });
+                Ok(())
+            }
+            Some(b't') => self.literal(b"true", Kind::Bool, 1),
+            Some(b'f') => self.literal(b"false", Kind::Bool, 0),
+            Some(b'n') => self.literal(b"null", Kind::Null, 0),
+            Some(b'-' | b'0'..=b'9') => {
+                let (kind, bits) = self.number()?;
+                let field = self.field();
+                self.record.values.push(FieldValue { field, kind, bits, text: (0, 0) });
+                Ok(())
+            }
+            _ => Err(syntax(at, "expected a value")),
+        }
+    }
+
+    fn field(&mut self) -> u32 {
+        let id = self.fields.id_at(self.position, self.name);
+        self.position += 1;
+        id
+    }
+
+    fn push_text_slice(&mut self, (from, to): (usize, usize)) {
+        let field = self.field();
+        let start = self.record.text.len() as u32;
+        self.record.text.extend_from_slice(&self.b[from..to]);
+        let text = (start, self.record.text.len() as u32);
+        self.record.values.push(FieldValue { field, kind: Kind::Text, bits: 0, text });
+    }
+
+    fn literal(&mut self, word: &[u8], kind: Kind, bits: u64) -> Result<(), DecodeError> {
+        if !self.b[self.i..].starts_with(word) {
+            return Err(syntax(self.i, "expected true, false or null"));
+        }
+        self.i += word.len();
+        let field = self.field();
+        self.record.values.push(FieldValue { field, kind, bits, text: (0, 0) });
+        Ok(())
+    }
+
+    /// A JSON string at `self.i` (on its `"`), unescaped onto `out`. Bytes
+    /// above 0x7f can only be valid inside strings, so UTF-8 is checked here.
+    fn string_into(&mut self, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+        self.i += 1;
+        loop {
+            let start = self.i;
+            while let Some(&c) = self.b.get(self.i) {
+                if c == b'"' || c == b'\\' || c < 0x20 {
+                    break;
+                }
+                self.i += 1;
+            }
+            let run = &self.b[start..self.i];
+            if !run.is_ascii() && std::str::from_utf8(run).is_err() {
+                return Err(syntax(start, "invalid UTF-8"));
+            }
+            out.extend_from_slice(run);
+            match self.peek() {
+                Some(b'"') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                Some(b'\\') => self.escape(out)?,
+                Some(_) => return Err(syntax(self.i, "control character in a string")),
+                None => return Err(syntax(self.i, "unterminated string")),
+            }
+        }
+    }
+
+    fn escape(&mut self, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+        let at = self.i;
+        let c = self.b.get(self.i + 1).copied();
+        self.i += 2;
+        let simple = match c {
+            Some(b'"') => b'"',
+            Some(b'\\') => b'\\',
+            Some(b'/') => b'/',
+            Some(b'b') => 8,
+            Some(b'f') => 12,
+            Some(b'n') => b'\n',
+            Some(b'r') => b'\r',
+            Some(b't') => b'\t',
+            Some(b'u') => {
+                let hi = self.hex4()?;
+                let code = if (0xD800..0xDC00).contains(&hi) {
+                    if !self.b[self.i..].starts_with(b"\\u") {
+                        return Err(syntax(at, "unpaired surrogate"));
+                    }
+                    self.i += 2;
+                    let lo = self.hex4()?;
+                    if !(0xDC00..0xE000).contains(&lo) {
+                        return Err(syntax(at, "unpaired surrogate"));
+                    }
+                    0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                } else if (0xDC00..0xE000).contains(&hi) {
+                    return Err(syntax(at, "unpaired surrogate"));
+                } else {
+                    hi
+                };
+                let ch = char::from_u32(code).ok_or_else(|| syntax(at, "invalid \\u escape"))?;
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                return Ok(());
+            }
+            _ => return Err(syntax(at, "invalid escape")),
+        };
+        out.push(simple);
+        Ok(())
+    }
+
+    fn hex4(&mut self) -> Result<u32, DecodeError> {
+        let digits = self.b.get(self.i..self.i + 4).ok_or_else(|| syntax(self.i, "short \\u escape"))?;
+        let mut v = 0u32;
+        for &d in digits {
+            let x = (d as char).to_digit(16).ok_or_else(|| syntax(self.i, "invalid \\u escape"))?;
+            v = v * 16 + x;
+        }
+        self.i += 4;
+        Ok(v)
+    }
+
+    /// A JSON number: an `i64` when it is a whole number that fits, else an `f64`.
+    fn number(&mut self) -> Result<(Kind, u64), DecodeError> {
+        let start = self.i;
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.i += 1;
+        }
+        let int_start = self.i;
+        let mut mantissa: u64 = 0;
+        let mut digits = 0usize;
+        match self.peek() {
+            Some(b'0') => {
+                self.i += 1;
+                digits = 1;
+            }
+            Some(b'1'..=b'9') => {
+                while let Some(d @ b'0'..=b'9') = self.peek() {
+                    mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+                    digits += 1;
+                    self.i += 1;
+                }
+            }
+            _ => return Err(syntax(self.i, "expected a digit")),
+        }
+        let int_digits = self.i - int_start;
+        let mut frac_digits = 0usize;
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            let frac_start = self.i;
+            while let Some(d @ b'0'..=b'9') = self.peek() {
+                mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+                digits += 1;
+                self.i += 1;
+            }
+            frac_digits = self.i - frac_start;
+            if frac_digits == 0 {
+                return Err(syntax(self.i, "expected a digit after '.'"));
+            }
+        }
+        let mut has_exponent = false;
+        if let Some(b'e' | b'E') = self.peek() {
+            has_exponent = true;
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.i += 1;
+            }
+            let exp_start = self.i;
+            while let Some(b'0'..=b'9') = self.peek() {
+                self.i += 1;
+            }
+            if self.i == exp_start {
+                return Err(syntax(self.i, "expected a digit in the exponent"));
+            }
+        }
+        if frac_digits == 0 && !has_exponent && int_digits <= 18 {
+            let v = mantissa as i64;
+            return Ok((Kind::Int, (if negative { -v } else { v }) as u64));
+        }
+        // Exact when the digits fit in 53 bits and the power of ten is exact.
+        if !has_exponent && digits <= 15 && frac_digits < POW10.len() {
+            let v = mantissa as f64 / POW10[frac_digits];
+            return Ok((Kind::Float, (if negative { -v } else { v }).to_bits()));
+        }
+        let text = std::str::from_utf8(&self.b[start..self.i]).unwrap_or_default();
+        if frac_digits == 0 && !has_exponent {
+            if let Ok(v) = text.parse::<i64>() {
+                return Ok((Kind::Int, v as u64));
+            }
+        }
+        let v: f64 = text.parse().map_err(|_| syntax(start, "invalid number"))?;
+        Ok((Kind::Float, v.to_bits()))
+    }
+
+    /// Check one value of any kind and step over it.
+    fn skip_value(&mut self, depth: usize) -> Result<(), DecodeError> {
+        if depth > MAX_NESTING {
+            return Err(syntax(self.i, "nested too deeply"));
+        }
+        match self.peek() {
+            Some(b'"') => {
+                let mut sink = Vec::new();
+                self.string_into(&mut sink)
+            }
+            Some(b'-' | b'0'..=b'9') => self.number().map(|_| ()),
+            Some(b't') | Some(b'f') | Some(b'n') => {
+                let word: &[u8] = match self.peek() {
+                    Some(b't') => b"true",
+                    Some(b'f') => b"false",
+                    _ => b"null",
+                };
+                if !self.b[self.i..].starts_with(word) {
+                    return Err(syntax(self.i, "expected true, false or null"));
+                }
+                self.i += word.len();
+                Ok(())
+            }
+            Some(open @ (b'[' | b'{')) => {
+                let close = if open == b'[' { b']' } else { b'}' };
+                self.i += 1;
+                self.ws();
+                if self.peek() == Some(close) {
+                    self.i += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.ws();
+                    if open == b'{' {
+                        if self.peek() != Some(b'"') {
+                            return Err(syntax(self.i, "expected a key"));
+                        }
+                        self.skip_value(depth + 1)?;
+                        self.ws();
+                        self.expect(b':', "expected ':'")?;
+                        self.ws();
+                    }
+                    self.skip_value(depth + 1)?;
+                    self.ws();
+                    match self.peek() {
+                        Some(b',') => self.i += 1,
+                        Some(c) if c == close => {
+                            self.i += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(syntax(self.i, "expected ',' or a closing bracket")),
+                    }
+                }
+            }
+            _ => Err(syntax(self.i, "expected a value")),
+        }
+    }
+}

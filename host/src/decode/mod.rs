@@ -1,0 +1,150 @@
+//! JSON lines to records.
+//!
+//! A line becomes a flat list of (field id, value): nested objects are
+//! flattened to dotted names (`geo.lat`), arrays are kept as their JSON text.
+//! Field names are interned per pipeline; the common case of records with the
+//! same fields in the same order costs one string compare per field. Nothing
+//! here decides types: that happens per window, when columns are built.
+
+use std::collections::HashMap;
+
+
+mod json;
+#[cfg(test)]
+mod tests;
+
+/// Objects nested deeper than this are kept as JSON text.
+const MAX_DEPTH: usize = 16;
+
+/// What a value is, as stored per row in a window's columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    Missing = 0,
+    Null = 1,
+    Bool = 2,
+    Int = 3,
+    Float = 4,
+    Text = 5,
+}
+
+/// One decoded value: numbers and booleans in `bits`, text in the record's buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct FieldValue {
+    pub field: u32,
+    pub kind: Kind,
+    /// `i64` / `f64` bits, or 0 / 1 for booleans.
+    pub bits: u64,
+    pub text: (u32, u32),
+}
+
+/// A decoded record, reused from line to line.
+#[derive(Debug, Default)]
+pub struct Record {
+    pub values: Vec<FieldValue>,
+    pub text: Vec<u8>,
+}
+
+impl Record {
+    pub fn text_of(&self, v: &FieldValue) -> &[u8] {
+        &self.text[v.text.0 as usize..v.text.1 as usize]
+    }
+
+    pub fn get(&self, field: u32) -> Option<&FieldValue> {
+        self.values.iter().find(|v| v.field == field)
+    }
+}
+
+/// Why a line could not be decoded; it goes to the dead letters with this reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("empty line")]
+    Empty,
+    #[error("invalid JSON: {0}")]
+    Syntax(String),
+    #[error("not a JSON object but {0}")]
+    NotAnObject(&'static str),
+}
+
+/// Field names of one pipeline, each with a stable small id.
+#[derive(Debug, Default)]
+pub struct FieldNames {
+    names: Vec<Box<str>>,
+    ids: HashMap<Box<str>, u32>,
+    /// Field ids by position in the previous record: the fast path.
+    last_order: Vec<u32>,
+}
+
+impl FieldNames {
+    pub fn name(&self, id: u32) -> &str {
+        &self.names[id as usize]
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// The id of `name`, interning it if new.
+    pub fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(name.into());
+        self.ids.insert(name.into(), id);
+        id
+    }
+
+    /// The id of the field at `position` in a record.
+    fn id_at(&mut self, position: usize, name: &str) -> u32 {
+        if let Some(&id) = self.last_order.get(position) {
+            if &*self.names[id as usize] == name {
+                return id;
+            }
+        }
+        let id = self.intern(name);
+        if position < self.last_order.len() {
+            self.last_order[position] = id;
+        } else {
+            self.last_order.push(id);
+        }
+        id
+    }
+}
+
+/// Decodes JSON lines of one pipeline.
+#[derive(Debug, Default)]
+pub struct JsonDecoder {
+    pub fields: FieldNames,
+    record: Record,
+    name: String,
+}
+
+impl JsonDecoder {
+    pub fn decode(&mut self, line: &[u8]) -> Result<&Record, DecodeError> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        self.record.values.clear();
+        self.record.text.clear();
+        self.name.clear();
+        json::Parser::new(line, &mut self.fields, &mut self.record, &mut self.name).parse_line()?;
+        Ok(&self.record)
+    }
+}
+
+/// An event time from a decoded value: epoch milliseconds (numbers above
+/// 10^11; smaller numbers are seconds) or an RFC 3339 string.
+pub fn event_time(record: &Record, value: &FieldValue) -> Option<i64> {
+    match value.kind {
+        Kind::Int => {
+            let v = value.bits as i64;
+            Some(if v.abs() < 100_000_000_000 { v * 1000 } else { v })
+        }
+        Kind::Float => {
+            let v = f64::from_bits(value.bits);
+            v.is_finite().then(|| if v.abs() < 1e11 { (v * 1000.0) as i64 } else { v as i64 })
+        }
+        Kind::Text => crate::timestamp::parse_ms(record.text_of(value)),
+        _ => None,
+    }
+}

@@ -1,0 +1,110 @@
+use super::*;
+
+fn decode(d: &mut JsonDecoder, line: &str) -> Vec<(String, Kind, u64, String)> {
+    let record = d.decode(line.as_bytes()).unwrap();
+    let out: Vec<_> = record
+        .values
+        .iter()
+        .map(|v| (v.field, v.kind, v.bits, String::from_utf8_lossy(record.text_of(v)).into_owned()))
+        .collect();
+    out.into_iter().map(|(f, k, b, t)| (d.fields.name(f).to_string(), k, b, t)).collect()
+}
+
+#[test]
+fn scalars_keep_their_kinds() {
+    let mut d = JsonDecoder::default();
+    let v = decode(&mut d, r#"{"a": 1, "b": 2.5, "c": "x", "d": true, "e": null, "f": -7}"#);
+    assert_eq!(v[0], ("a".into(), Kind::Int, 1, String::new()));
+    assert_eq!(v[1].1, Kind::Float);
+    assert_eq!(f64::from_bits(v[1].2), 2.5);
+    assert_eq!(v[2], ("c".into(), Kind::Text, 0, "x".into()));
+    assert_eq!(v[3], ("d".into(), Kind::Bool, 1, String::new()));
+    assert_eq!(v[4].1, Kind::Null);
+    assert_eq!(v[5].2 as i64, -7);
+}
+
+#[test]
+fn nested_objects_flatten_and_arrays_stay_text() {
+    let mut d = JsonDecoder::default();
+    let v = decode(&mut d, r#"{"geo": {"lat": 1.5, "p": {"q": 2}}, "tags": [1, "a"]}"#);
+    let names: Vec<&str> = v.iter().map(|x| x.0.as_str()).collect();
+    assert_eq!(names, ["geo.lat", "geo.p.q", "tags"]);
+    assert_eq!(v[2].3, r#"[1, "a"]"#);
+}
+
+#[test]
+fn field_ids_are_stable_when_order_changes() {
+    let mut d = JsonDecoder::default();
+    decode(&mut d, r#"{"a": 1, "b": 2}"#);
+    let a = d.fields.intern("a");
+    let b = d.fields.intern("b");
+    let record = d.decode(br#"{"b": 3, "a": 4}"#).unwrap();
+    assert_eq!(record.values[0].field, b);
+    assert_eq!(record.values[1].field, a);
+    assert_eq!(d.fields.len(), 2);
+}
+
+#[test]
+fn bad_lines_say_why() {
+    let mut d = JsonDecoder::default();
+    assert_eq!(d.decode(b"  ").unwrap_err(), DecodeError::Empty);
+    assert!(matches!(d.decode(br#"{"a": 1"#).unwrap_err(), DecodeError::Syntax(_)));
+    assert_eq!(d.decode(b"[1, 2]").unwrap_err(), DecodeError::NotAnObject("an array"));
+    assert!(matches!(d.decode(b"\xff\xfe{}").unwrap_err(), DecodeError::Syntax(_)));
+    assert!(matches!(d.decode(b"{\"a\": \"\xff\"}").unwrap_err(), DecodeError::Syntax(_)));
+    for bad in [&br#"{"a": 1} x"#[..], br#"{"a": 1}}"#, br#"{"a": tru}"#, br#"{"a": [1,}"#, br#"{"a": {"b": }}"#, br#"{"a" 1}"#, b"\"str\""] {
+        assert!(d.decode(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+    }
+}
+
+#[test]
+fn event_times_from_numbers_and_strings() {
+    let mut d = JsonDecoder::default();
+    let r = d.decode(br#"{"ms": 1764250000123, "s": 1764250000, "t": "2025-11-27T13:26:40.123Z", "x": "no"}"#).unwrap();
+    let times: Vec<Option<i64>> = r.values.iter().map(|v| event_time(r, v)).collect();
+    assert_eq!(times, [Some(1_764_250_000_123), Some(1_764_250_000_000), Some(1_764_250_000_123), None]);
+}
+
+#[test]
+fn strings_unescape() {
+    let mut d = JsonDecoder::default();
+    let v = decode(&mut d, r#"{"s": "a\"b\\c\/\n\u00e9\ud83d\ude00", "k\u0041": 1}"#);
+    assert_eq!(v[0].3, "a\"b\\c/\né😀");
+    assert_eq!(v[1].0, "kA");
+    for bad in [r#"{"s": "\ud83d"}"#, r#"{"s": "\x"}"#, "{\"s\": \"a\tb\"}".replace("\\t", "\t").as_str()] {
+        assert!(d.decode(bad.as_bytes()).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn numbers_parse_exactly() {
+    let mut d = JsonDecoder::default();
+    let cases = ["0", "-0", "12", "-7", "9223372036854775807", "-9223372036854775808", "18446744073709551615",
+        "0.1", "23.45", "-1.5", "1e3", "2.5E-3", "123456789012345678901234567890", "0.30000000000000004", "1234567.891011121314"];
+    for text in cases {
+        let r = d.decode(format!(r#"{{"n": {text}}}"#).as_bytes()).unwrap();
+        let v = r.values[0];
+        match v.kind {
+            Kind::Int => assert_eq!(v.bits as i64, text.parse::<i64>().unwrap(), "{text}"),
+            Kind::Float => assert_eq!(f64::from_bits(v.bits), text.parse::<f64>().unwrap(), "{text}"),
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+    for bad in ["01", "1.", ".5", "-", "1e", "+1", "0x10", "NaN", "1.5e+"] {
+        assert!(d.decode(format!(r#"{{"n": {bad}}}"#).as_bytes()).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn deep_nesting_is_refused_and_deep_objects_stay_text() {
+    let mut d = JsonDecoder::default();
+    let deep = format!(r#"{{"a": {}1{}}}"#, "[".repeat(200), "]".repeat(200));
+    assert!(d.decode(deep.as_bytes()).unwrap_err().to_string().contains("nested too deeply"));
+    let mut nested = String::from("1");
+    for _ in 0..20 {
+        nested = format!(r#"{{"x": {nested}}}"#);
+    }
+    let r = d.decode(format!(r#"{{"a": {nested}}}"#).as_bytes()).unwrap();
+    assert_eq!(r.values.len(), 1);
+    assert_eq!(r.values[0].kind, Kind::Text);
+}

@@ -1,0 +1,288 @@
+//! clean-host: a data-quality monitor for streams whose checks are
+//! sandboxed WebAssembly components.
+
+mod alert;
+mod analysis;
+mod cli;
+mod config;
+mod dead_letter;
+mod decode;
+mod pipeline;
+mod runtime;
+mod source;
+mod timestamp;
+mod window;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use serde_json::json;
+
+use alert::{Outputs, Router};
+use analysis::Detectors;
+use cli::{Cli, Command, RunArgs};
+use config::{ConfigFile, OutputFormat, PipelineConfig};
+use dead_letter::DeadLetters;
+use pipeline::{Counters, Pipeline, PipelineReport, Shared};
+use runtime::{load_dir, Plugin, Runtime};
+
+/// Consecutive failed calls before a plugin is quarantined, unless configured.
+const DEFAULT_MAX_FAILURES: u32 = 3;
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let config = settings(&cli)?;
+    match cli.command {
+        Some(Command::Generate) => generate(&config),
+        Some(Command::Plugins { json }) => list_plugins(&cli, &config, json),
+        Some(Command::Check) => {
+            let (runtime, plugins) = load_plugins(&cli, &config)?;
+            let pipelines = build_pipelines(&config, &runtime, &plugins)?;
+            println!("config ok: {} pipeline(s), {} plugin(s)", pipelines.len(), plugins.len());
+            for p in &pipelines {
+                println!("  {} <- {}: {} detector(s)", p.name, p.source.name(), p.detectors.stats().len());
+            }
+            Ok(())
+        }
+        None => monitor(&cli, &config),
+    }
+}
+
+/// The config file (or the defaults) with command-line overrides applied.
+fn settings(cli: &Cli) -> Result<ConfigFile> {
+    let mut config = match &cli.config {
+        Some(path) => ConfigFile::load(path)?,
+        None => ConfigFile::default(),
+    };
+    let args: &RunArgs = &cli.run;
+    if config.pipelines.is_empty() {
+        config.pipelines.push(PipelineConfig::from_source(args.source.as_deref().unwrap_or("generator")));
+    } else if let Some(source) = &args.source {
+        if config.pipelines.len() > 1 {
+            bail!("--source needs a config with a single pipeline ({} has {})", display(&cli.config), config.pipelines.len());
+        }
+        config.pipelines[0].source = source.clone();
+    }
+    for p in &mut config.pipelines {
+        if let Some(size) = args.window {
+            p.window.kind = config::WindowKind::Count;
+            p.window.size = size;
+            p.window.slide = None;
+        }
+        if let Some(field) = &args.event_time {
+            p.event_time_field = Some(field.clone());
+        }
+        let g = &mut p.generator;
+        g.records = args.records.or(g.records);
+        g.rate = args.rate.or(g.rate);
+        g.seed = args.seed.unwrap_or(g.seed);
+        if !args.inject.is_empty() {
+            g.inject = args.inject.clone();
+        }
+    }
+    if let Some(format) = args.format {
+        config.output.format = Some(format);
+    }
+    if args.alerts_file.is_some() {
+        config.output.file = args.alerts_file.clone();
+    }
+    if args.data_dir.is_some() {
+        config.data_dir = args.data_dir.clone();
+    }
+    config.validate().map_err(|e| anyhow::anyhow!("{}: {e}", display(&cli.config)))?;
+    Ok(config)
+}
+
+fn display(path: &Option<PathBuf>) -> String {
+    path.as_ref().map_or_else(|| "command line".into(), |p| p.display().to_string())
+}
+
+fn data_dir(config: &ConfigFile) -> PathBuf {
+    config.data_dir.clone().unwrap_or_else(|| PathBuf::from("clean-data"))
+}
+
+fn load_plugins(cli: &Cli, config: &ConfigFile) -> Result<(Arc<Runtime>, Vec<Arc<Plugin>>)> {
+    let runtime = Runtime::new(Some(data_dir(config).join("cache")))
+        .map_err(|e| anyhow::anyhow!("starting the wasm runtime: {e:#}"))?;
+    let plugins = load_dir(&runtime, &cli.plugins, config.limits)?;
+    if plugins.is_empty() {
+        bail!("no plugins (*.wasm) in {}; build the bundled ones with scripts/build", cli.plugins.display());
+    }
+    Ok((Arc::new(runtime), plugins))
+}
+
+fn build_pipelines(config: &ConfigFile, runtime: &Arc<Runtime>, plugins: &[Arc<Plugin>]) -> Result<Vec<Pipeline>> {
+    let max_failures = config.max_consecutive_failures.unwrap_or(DEFAULT_MAX_FAILURES);
+    let mut pipelines = Vec::new();
+    for p in &config.pipelines {
+        let chosen: Vec<Arc<Plugin>> = match &p.detectors {
+            None => plugins.to_vec(),
+            Some(names) => names
+                .iter()
+                .map(|n| {
+                    plugins.iter().find(|pl| &pl.name == n).cloned().with_context(|| {
+                        let known: Vec<&str> = plugins.iter().map(|pl| pl.name.as_str()).collect();
+                        format!("pipeline '{}': no plugin named '{n}' (have: {})", p.name, known.join(", "))
+                    })
+                })
+                .collect::<Result<_>>()?,
+        };
+        for name in p.detector_config.keys() {
+            if !chosen.iter().any(|pl| &pl.name == name) {
+                bail!("pipeline '{}': detector_config.{name} names no detector of the pipeline", p.name);
+            }
+        }
+        let with_config =
+            chosen.into_iter().map(|pl| (pl.clone(), p.detector_json(&pl.name, pl.manifest.config.as_ref()))).collect();
+        let detectors = Detectors::new(runtime.clone(), with_config, max_failures)
+            .map_err(|e| anyhow::anyhow!("pipeline '{}': {e}", p.name))?;
+        let source = source::open(&p.source, &p.generator).with_context(|| format!("pipeline '{}'", p.name))?;
+        pipelines.push(Pipeline {
+            name: p.name.clone(),
+            source,
+            window: p.window_spec().map_err(anyhow::Error::msg)?,
+            event_time_field: p.event_time_field.clone(),
+            detectors,
+            router: Router::new(&p.name, config.alerts.clone()),
+        });
+    }
+    Ok(pipelines)
+}
+
+fn monitor(cli: &Cli, config: &ConfigFile) -> Result<()> {
+    let started = Instant::now();
+    let (runtime, plugins) = load_plugins(cli, config)?;
+    let pipelines = build_pipelines(config, &runtime, &plugins)?;
+    let format = config.output.format.unwrap_or(OutputFormat::Human);
+    let dead_letter_path = cli.run.dead_letters.clone().unwrap_or_else(|| data_dir(config).join("dead-letters.jsonl"));
+    let shared = Arc::new(Shared {
+        outputs: Mutex::new(Outputs::new(format, config.output.file.as_deref())?),
+        dead_letters: Mutex::new(DeadLetters::new(&dead_letter_path)),
+        counters: Counters::default(),
+        stop: Default::default(),
+    });
+    {
+        let shared = shared.clone();
+        ctrlc::set_handler(move || shared.stop.store(true, Ordering::Relaxed)).context("installing the Ctrl-C handler")?;
+    }
+    let status = (!cli.run.quiet && std::io::stderr().is_terminal()).then(|| status_line(shared.clone()));
+    let reports: Vec<Result<PipelineReport>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = pipelines.into_iter().map(|p| scope.spawn(|| pipeline::run(p, &shared))).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a pipeline thread panicked")))).collect()
+    });
+    if let Some((done, handle)) = status {
+        done.store(true, Ordering::Relaxed);
+        let _ = handle.join();
+    }
+    let reports = reports.into_iter().collect::<Result<Vec<_>>>()?;
+    let c = &shared.counters;
+    let dead = c.dead_letters.load(Ordering::Relaxed);
+    if dead > 0 {
+        eprintln!("{dead} dead letter(s) in {}", dead_letter_path.display());
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let records = c.records.load(Ordering::Relaxed);
+    let plugins: Vec<serde_json::Value> = reports
+        .iter()
+        .flat_map(|r| {
+            r.plugins.iter().map(move |p| {
+                let mut v = serde_json::to_value(p).unwrap_or_default();
+                v["pipeline"] = json!(r.name);
+                v
+            })
+        })
+        .collect();
+    let summary = json!({
+        "records": records,
+        "dead_letters": dead,
+        "late_records": c.late.load(Ordering::Relaxed),
+        "windows": c.windows.load(Ordering::Relaxed),
+        "alerts": c.alerts.load(Ordering::Relaxed),
+        "seconds": (seconds * 1000.0).round() / 1000.0,
+        "records_per_second": (records as f64 / seconds.max(1e-9)).round(),
+        "plugins": plugins,
+        "pipelines": reports,
+    });
+    eprintln!("{summary}");
+    Ok(())
+}
+
+/// Redraws one status line on stderr every half second until told to stop.
+fn status_line(shared: Arc<Shared>) -> (Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>) {
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = done.clone();
+    let handle = std::thread::spawn(move || {
+        let started = Instant::now();
+        let mut last = (Instant::now(), 0u64);
+        while !flag.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(500));
+            let c = &shared.counters;
+            let records = c.records.load(Ordering::Relaxed);
+            let rate = (records - last.1) as f64 / last.0.elapsed().as_secs_f64().max(1e-9);
+            last = (Instant::now(), records);
+            eprint!(
+                "\r\x1b[2K{:>7.1}s  {records} records  {:.0} rec/s  {} windows  {} alerts  {} dead letters",
+                started.elapsed().as_secs_f64(),
+                rate,
+                c.windows.load(Ordering::Relaxed),
+                c.alerts.load(Ordering::Relaxed),
+                c.dead_letters.load(Ordering::Relaxed),
+            );
+            let _ = std::io::stderr().flush();
+        }
+        eprint!("\r\x1b[2K");
+    });
+    (done, handle)
+}
+
+fn list_plugins(cli: &Cli, config: &ConfigFile, as_json: bool) -> Result<()> {
+    let (_, plugins) = load_plugins(cli, config)?;
+    for p in &plugins {
+        let metrics: Vec<&str> = p.info.metrics.iter().map(|m| m.name.as_str()).collect();
+        if as_json {
+            let line = json!({
+                "name": p.name, "version": p.info.version, "description": p.info.description,
+                "metrics": metrics, "path": p.path, "sha256": p.hash,
+                "memory_mib": p.limits.memory_mib, "timeout_ms": p.limits.timeout_ms,
+            });
+            println!("{line}");
+        } else {
+            println!("{:<14} {:<8} {}  [{}]", p.name, p.info.version, p.info.description, metrics.join(", "));
+        }
+    }
+    Ok(())
+}
+
+fn generate(config: &ConfigFile) -> Result<()> {
+    let [p] = config.pipelines.as_slice() else { bail!("generate uses one pipeline's generator settings") };
+    if p.generator.records.is_none() {
+        bail!("generate needs --records N");
+    }
+    let source = source::open("generator", &p.generator)?;
+    let (tx, rx) = crossbeam_channel::bounded(16);
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        for event in rx {
+            if let source::SourceEvent::Lines { data, .. } = event {
+                out.write_all(&data)?;
+            }
+        }
+        out.flush()
+    });
+    source.run(&tx)?;
+    drop(tx);
+    writer.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
+    Ok(())
+}

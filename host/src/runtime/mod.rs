@@ -1,0 +1,243 @@
+//! The WebAssembly runtime: one engine, one store per plugin instance.
+//!
+//! Plugins are components of the `detector-plugin` world. Each instance gets a
+//! WASI context that grants nothing (no files, sockets, environment, args or
+//! stdio; both clocks frozen at zero, since time reaches a plugin only through
+//! the batch), a memory cap over all its memories, and an epoch deadline
+//! before every call. Whatever a plugin does, the host gets a
+//! [`PluginFault`] back, never a crash.
+
+pub mod bindings;
+mod cache;
+mod limits;
+mod loader;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, Trap};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use bindings::{Analysis, Batch, DetectorPlugin, DetectorPluginPre, LogLevel, PluginInfo};
+pub use cache::content_hash;
+pub use limits::Limits;
+use limits::{EpochTicker, MemoryCap};
+pub use loader::{load_dir, Plugin};
+
+/// Most log lines one call may write; the rest are counted, not printed.
+const LOG_LINES_PER_CALL: u32 = 100;
+/// Longest log line kept, in bytes.
+const LOG_LINE_BYTES: usize = 1024;
+
+/// Why a call into a plugin did not return a usable answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PluginFault {
+    #[error("timed out after {ms} ms")]
+    Timeout { ms: u64 },
+    #[error("exceeded its memory limit of {mib} MiB")]
+    MemoryLimit { mib: u64 },
+    #[error("trapped: {0}")]
+    Trap(String),
+    /// The plugin returned an error of its own; the instance is still sound.
+    #[error("returned an error: {0}")]
+    Guest(String),
+    #[error("returned invalid output: {0}")]
+    InvalidOutput(String),
+    #[error("could not be instantiated: {0}")]
+    Instantiate(String),
+}
+
+impl PluginFault {
+    /// Traps leave an instance in an unknown state: it must be rebuilt.
+    pub fn needs_rebuild(&self) -> bool {
+        !matches!(self, PluginFault::Guest(_) | PluginFault::InvalidOutput(_))
+    }
+}
+
+/// A clock that always reads zero.
+struct FrozenClock;
+
+impl HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// The data of one plugin's store.
+pub struct PluginState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    memory: MemoryCap,
+    plugin: String,
+    log_lines: u32,
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// The `types` interface has no functions; its (empty) host trait still needs an impl.
+impl bindings::clean_host::plugin::types::Host for PluginState {}
+
+impl bindings::Host for PluginState {
+    fn log(&mut self, level: LogLevel, message: String) {
+        self.log_lines += 1;
+        if self.log_lines > LOG_LINES_PER_CALL {
+            return;
+        }
+        let mut message = message;
+        if message.len() > LOG_LINE_BYTES {
+            let mut cut = LOG_LINE_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        let level = match level {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        };
+        eprintln!("plugin {} {level}: {}", self.plugin, message.escape_debug());
+    }
+}
+
+/// The engine, the linker every plugin is linked with, and the compile cache.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<PluginState>,
+    cache: cache::ComponentCache,
+    _ticker: EpochTicker,
+}
+
+impl Runtime {
+    /// `cache_dir`: where compiled plugins are kept between runs (`None`: compile every time).
+    pub fn new(cache_dir: Option<PathBuf>) -> wasmtime::Result<Self> {
+        let mut config = Config::new();
+        config.wasm_component_model(true).epoch_interruption(true).max_wasm_stack(1 << 20);
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        // wasip2 guests import wasi:cli and friends even when unused; the
+        // context below makes every one of them grant nothing.
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        DetectorPlugin::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
+        let cache = cache::ComponentCache::new(&engine, cache_dir);
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(Runtime { engine, linker, cache, _ticker: ticker })
+    }
+
+    fn store(&self, plugin: &str, limits: &Limits) -> Store<PluginState> {
+        let wasi = WasiCtxBuilder::new()
+            .wall_clock(FrozenClock)
+            .monotonic_clock(FrozenClock)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = PluginState {
+            wasi,
+            table: ResourceTable::new(),
+            memory: MemoryCap::new(limits.memory_bytes()),
+            plugin: plugin.to_string(),
+            log_lines: 0,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.memory);
+        store.epoch_deadline_trap();
+        store
+    }
+
+    /// A fresh instance of `plugin`, configured with `config` (JSON).
+    pub fn instantiate(&self, plugin: &Arc<Plugin>, config: &str) -> Result<DetectorInstance, PluginFault> {
+        let mut store = self.store(&plugin.name, &plugin.limits);
+        store.set_epoch_deadline(plugin.limits.deadline_ticks());
+        let bindings = plugin
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| classify(e, &store, &plugin.limits))
+            .map_err(|f| match f {
+                PluginFault::Trap(m) => PluginFault::Instantiate(m),
+                other => other,
+            })?;
+        let mut instance = DetectorInstance { store, bindings, plugin: plugin.clone() };
+        instance.call(|b, s| b.clean_host_plugin_detector().call_configure(s, config))?;
+        Ok(instance)
+    }
+
+    fn describe(&self, pre: &DetectorPluginPre<PluginState>, name: &str, limits: &Limits) -> Result<PluginInfo, PluginFault> {
+        let mut store = self.store(name, limits);
+        store.set_epoch_deadline(limits.deadline_ticks());
+        let bindings = pre.instantiate(&mut store).map_err(|e| classify(e, &store, limits))?;
+        bindings.clean_host_plugin_detector().call_describe(&mut store).map_err(|e| classify(e, &store, limits))
+    }
+}
+
+/// Turn a wasmtime error from a call into what happened.
+fn classify(error: wasmtime::Error, store: &Store<PluginState>, limits: &Limits) -> PluginFault {
+    if store.data().memory.hit {
+        return PluginFault::MemoryLimit { mib: limits.memory_mib };
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => PluginFault::Timeout { ms: limits.timeout_ms },
+        Some(trap) => PluginFault::Trap(trap.to_string()),
+        None => PluginFault::Trap(format!("{error:#}")),
+    }
+}
+
+/// One plugin instance serving one pipeline: a store and its bindings.
+pub struct DetectorInstance {
+    store: Store<PluginState>,
+    bindings: DetectorPlugin,
+    pub plugin: Arc<Plugin>,
+}
+
+impl DetectorInstance {
+    fn call<R>(
+        &mut self,
+        f: impl FnOnce(&DetectorPlugin, &mut Store<PluginState>) -> wasmtime::Result<Result<R, String>>,
+    ) -> Result<R, PluginFault> {
+        let limits = self.plugin.limits;
+        self.store.set_epoch_deadline(limits.deadline_ticks());
+        self.store.data_mut().log_lines = 0;
+        let result = f(&self.bindings, &mut self.store);
+        let dropped = self.store.data().log_lines.saturating_sub(LOG_LINES_PER_CALL);
+        if dropped > 0 {
+            eprintln!("plugin {}: {dropped} more log lines in one call were dropped", self.plugin.name);
+        }
+        match result {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(message)) => Err(PluginFault::Guest(message)),
+            Err(e) => Err(classify(e, &self.store, &limits)),
+        }
+    }
+
+    pub fn analyze(&mut self, batch: &Batch) -> Result<Analysis, PluginFault> {
+        self.call(|b, s| b.clean_host_plugin_detector().call_analyze(s, batch))
+    }
+
+    pub fn snapshot(&mut self) -> Result<Vec<u8>, PluginFault> {
+        self.call(|b, s| b.clean_host_plugin_detector().call_snapshot(s).map(Ok))
+    }
+
+    pub fn restore(&mut self, state: &[u8]) -> Result<(), PluginFault> {
+        self.call(|b, s| b.clean_host_plugin_detector().call_restore(s, state))
+    }
+}

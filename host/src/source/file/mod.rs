@@ -1,0 +1,106 @@
+//! JSON-lines files and standard input.
+
+#[cfg(test)]
+mod tests;
+
+use std::fs::File;
+use std::io::{self, Read};
+
+use crossbeam_channel::Sender;
+
+use super::{Source, SourceEvent, MAX_LINE_BYTES};
+
+/// Bytes read per system call.
+const READ_BLOCK: usize = 256 << 10;
+
+pub struct LineReader {
+    name: String,
+    input: Box<dyn Read + Send>,
+    max_line: usize,
+}
+
+impl LineReader {
+    pub fn open(path: &str) -> io::Result<Self> {
+        let file = File::open(path).map_err(|e| io::Error::new(e.kind(), format!("cannot open source {path}: {e}")))?;
+        Ok(LineReader { name: path.to_string(), input: Box::new(file), max_line: MAX_LINE_BYTES })
+    }
+
+    pub fn stdin() -> Self {
+        LineReader { name: "stdin".into(), input: Box::new(io::stdin()), max_line: MAX_LINE_BYTES }
+    }
+
+    #[cfg(test)]
+    fn from_reader(input: impl Read + Send + 'static, max_line: usize) -> Self {
+        LineReader { name: "test".into(), input: Box::new(input), max_line }
+    }
+}
+
+impl Source for LineReader {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn run(mut self: Box<Self>, tx: &Sender<SourceEvent>) -> io::Result<()> {
+        // Read straight into the block that will be sent; only the partial
+        // last line is copied into the next one.
+        let mut pending: Vec<u8> = Vec::new();
+        let mut offset = 0u64;
+        // Bytes of an oversized line seen so far, while skipping to its end.
+        let mut skipping: Option<u64> = None;
+        let send = |event: SourceEvent| tx.send(event).is_ok();
+        loop {
+            let filled = pending.len();
+            pending.resize(filled + READ_BLOCK, 0);
+            let n = match self.input.read(&mut pending[filled..]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    pending.truncate(filled);
+                    continue;
+                }
+                Err(e) => return Err(io::Error::new(e.kind(), format!("reading {}: {e}", self.name))),
+            };
+            pending.truncate(filled + n);
+            if n == 0 {
+                break;
+            }
+            if let Some(bytes) = skipping {
+                match pending.iter().position(|&b| b == b'\n') {
+                    None => {
+                        skipping = Some(bytes + pending.len() as u64);
+                        pending.clear();
+                        continue;
+                    }
+                    Some(pos) => {
+                        if !send(SourceEvent::Oversized { partition: 0, offset, bytes: bytes + pos as u64 }) {
+                            return Ok(());
+                        }
+                        offset += 1;
+                        skipping = None;
+                        pending.drain(..=pos);
+                    }
+                }
+            }
+            if let Some(last) = pending.iter().rposition(|&b| b == b'\n') {
+                let tail = pending[last + 1..].to_vec();
+                pending.truncate(last + 1);
+                let lines = pending.iter().filter(|&&b| b == b'\n').count() as u64;
+                let block = std::mem::replace(&mut pending, tail);
+                if !send(SourceEvent::Lines { partition: 0, first_offset: offset, data: block }) {
+                    return Ok(());
+                }
+                offset += lines;
+            }
+            if pending.len() > self.max_line {
+                skipping = Some(pending.len() as u64);
+                pending.clear();
+            }
+        }
+        if let Some(bytes) = skipping {
+            send(SourceEvent::Oversized { partition: 0, offset, bytes });
+        } else if !pending.is_empty() {
+            pending.push(b'\n');
+            send(SourceEvent::Lines { partition: 0, first_offset: offset, data: pending });
+        }
+        Ok(())
+    }
+}

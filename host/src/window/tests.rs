@@ -1,0 +1,96 @@
+use super::*;
+use crate::decode::{FieldNames, JsonDecoder};
+use crate::runtime::bindings::{Batch, ColumnValues, TimeBasis};
+
+/// Pushes `{"v": i}` records with the given event times (ms) and read times.
+struct Feed {
+    decoder: JsonDecoder,
+    windower: Windower,
+    closed: Vec<ClosedWindow>,
+    offset: u64,
+}
+
+impl Feed {
+    fn new(spec: WindowSpec) -> Self {
+        Feed { decoder: JsonDecoder::default(), windower: Windower::new(spec), closed: Vec::new(), offset: 0 }
+    }
+
+    fn push(&mut self, event_time: Option<i64>, read_at_ms: i64) -> Placement {
+        let line = format!(r#"{{"v": {}}}"#, self.offset);
+        let record = self.decoder.decode(line.as_bytes()).unwrap();
+        let meta = RecordMeta { offset: self.offset, hash: self.offset, event_time, read_at_ms };
+        self.offset += 1;
+        self.windower.push(record, &meta, &mut self.closed)
+    }
+
+    fn batches(&mut self) -> Vec<Batch> {
+        let names: &FieldNames = &self.decoder.fields;
+        self.closed.drain(..).map(|w| w.buffer.into_batch(names, "p", "s", 0, w.bounds, 0)).collect()
+    }
+}
+
+fn offsets(batches: &[Batch]) -> Vec<(u64, u64, u64)> {
+    batches.iter().map(|b| (b.info.seq, b.info.first_offset, b.info.last_offset)).collect()
+}
+
+#[test]
+fn count_tumbling_closes_on_size_and_flushes_the_rest() {
+    let mut f = Feed::new(WindowSpec::Count { size: 4, slide: 4 });
+    for _ in 0..10 {
+        assert_eq!(f.push(None, 0), Placement::Accepted);
+    }
+    f.windower.flush(&mut f.closed);
+    let b = f.batches();
+    assert_eq!(offsets(&b), [(0, 0, 3), (1, 4, 7), (2, 8, 9)]);
+    assert_eq!(b[2].row_count, 2);
+    match &b[0].columns[0].values {
+        ColumnValues::Int64(v) => assert_eq!(v, &[0, 1, 2, 3]),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn count_sliding_overlaps_and_flush_adds_only_unseen_records() {
+    let mut f = Feed::new(WindowSpec::Count { size: 4, slide: 2 });
+    for _ in 0..8 {
+        f.push(None, 0);
+    }
+    f.windower.flush(&mut f.closed);
+    assert_eq!(offsets(&f.batches()), [(0, 0, 3), (1, 2, 5), (2, 4, 7)]);
+    for _ in 0..3 {
+        f.push(None, 0);
+    }
+    f.windower.flush(&mut f.closed);
+    assert_eq!(offsets(&f.batches()), [(3, 8, 10)]);
+}
+
+#[test]
+fn processing_time_windows_close_on_the_clock_with_empty_idle_windows() {
+    let mut f = Feed::new(WindowSpec::ProcessingTime { size_ms: 1000 });
+    f.push(None, 100);
+    f.push(None, 900);
+    f.push(None, 1100);
+    f.windower.tick(3500, &mut f.closed);
+    let b = f.batches();
+    let bounds: Vec<(i64, i64, u32)> = b.iter().map(|b| (b.info.start_ms, b.info.end_ms, b.row_count)).collect();
+    assert_eq!(bounds, [(0, 1000, 2), (1000, 2000, 1), (2000, 3000, 0)]);
+    assert_eq!(b[0].info.time_basis, TimeBasis::Processing);
+}
+
+#[test]
+fn event_time_windows_wait_for_the_watermark_and_count_late_records() {
+    let mut f = Feed::new(WindowSpec::EventTime { size_ms: 1000, lateness_ms: 500 });
+    f.push(Some(100), 0);
+    f.push(Some(1200), 0);
+    f.push(Some(900), 0); // out of order but within lateness: window 0 is still open
+    assert!(f.closed.is_empty());
+    f.push(Some(1600), 0); // watermark 1100 closes window [0, 1000)
+    assert_eq!(f.push(Some(50), 0), Placement::Late);
+    assert_eq!(f.push(None, 0), Placement::NoEventTime);
+    f.windower.flush(&mut f.closed);
+    let b = f.batches();
+    let got: Vec<(u64, i64, u32)> = b.iter().map(|b| (b.info.seq, b.info.start_ms, b.row_count)).collect();
+    assert_eq!(got, [(0, 0, 2), (1, 1000, 2)]);
+    assert_eq!(b[0].event_times, [100, 900]);
+    assert_eq!(b[0].info.time_basis, TimeBasis::Event);
+}

@@ -1,0 +1,282 @@
+//! Duplicates: the same record (or the same key) arriving more than once.
+//!
+//! Records are identified by the host's hash of their raw bytes, or by a hash
+//! of the configured key fields. A bounded memory of recent identities spans
+//! windows, so a copy that arrives a few windows later is still caught: two
+//! generations of `memory / 2` identities each, the older dropped whole when
+//! the newer fills (no per-record eviction on the hot path). Each
+//! identity remembers the (partition, offset) it was first seen at: the same
+//! record seen again at the same position (an overlapping window, a replay
+//! after a restart) is not a duplicate.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+
+use clean_host_sdk::stats::RateBaseline;
+use clean_host_sdk::{
+    decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch, Cell,
+    Detector, Finding, PluginInfo, Severity,
+};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Config {
+    /// Identify records by these fields instead of their whole content.
+    key_fields: Vec<String>,
+    /// How many recent identities to remember across windows.
+    memory: usize,
+    /// Windows used to learn the usual duplicate rate.
+    warmup_windows: u32,
+    /// Smallest rise in the duplicate rate that counts as a departure.
+    min_increase: f64,
+    /// Fewest duplicates that can make a finding.
+    min_count: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { key_fields: Vec::new(), memory: 100_000, warmup_windows: 5, min_increase: 0.01, min_count: 5 }
+    }
+}
+
+/// Identities are already well-mixed 64-bit hashes: use them as they are.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Seen = HashMap<u64, (u32, u64), BuildHasherDefault<PassThrough>>;
+
+#[derive(Default, Serialize, Deserialize)]
+struct State {
+    windows: u32,
+    baseline: RateBaseline,
+    /// Identity -> (partition, offset) of its first sighting: the filling generation...
+    #[serde(with = "seen_as_list")]
+    seen: Seen,
+    /// ...and the one before it.
+    #[serde(with = "seen_as_list")]
+    previous: Seen,
+}
+
+/// JSON keys must be strings; store the map as a list of triples instead.
+mod seen_as_list {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Seen;
+
+    pub fn serialize<S: Serializer>(map: &Seen, s: S) -> Result<S::Ok, S::Error> {
+        map.iter().map(|(k, (p, o))| (*k, *p, *o)).collect::<Vec<_>>().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Seen, D::Error> {
+        Ok(Vec::<(u64, u32, u64)>::deserialize(d)?.into_iter().map(|(k, p, o)| (k, (p, o))).collect())
+    }
+}
+
+#[derive(Default)]
+pub struct Duplicates {
+    config: Config,
+    state: State,
+}
+
+impl Duplicates {
+    fn identities(&self, batch: &Batch) -> Result<Vec<u64>, String> {
+        if self.config.key_fields.is_empty() {
+            if batch.record_hashes.len() != batch.row_count as usize {
+                return Err("the batch carries no record hashes".into());
+            }
+            return Ok(batch.record_hashes.clone());
+        }
+        let columns = self
+            .config
+            .key_fields
+            .iter()
+            .map(|k| batch.column(k))
+            .collect::<Vec<_>>();
+        Ok((0..batch.row_count as usize)
+            .map(|row| {
+                let mut h = DefaultHasher::new();
+                for column in &columns {
+                    match column.map(|c| c.cell(row)) {
+                        Some(Cell::Float(v)) => v.to_bits().hash(&mut h),
+                        Some(Cell::Int(v)) | Some(Cell::Time(v)) => v.hash(&mut h),
+                        Some(Cell::Bool(v)) => v.hash(&mut h),
+                        Some(Cell::Text(v)) => v.hash(&mut h),
+                        _ => 0xFFu8.hash(&mut h),
+                    }
+                }
+                h.finish()
+            })
+            .collect())
+    }
+
+    fn first_seen(&self, identity: u64) -> Option<(u32, u64)> {
+        self.state.seen.get(&identity).or_else(|| self.state.previous.get(&identity)).copied()
+    }
+
+    fn remember(&mut self, identity: u64, position: (u32, u64)) {
+        if self.state.seen.len() >= self.config.memory.div_ceil(2) {
+            self.state.previous = std::mem::take(&mut self.state.seen);
+        }
+        self.state.seen.insert(identity, position);
+    }
+}
+
+impl Detector for Duplicates {
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: "duplicates".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Exact duplicate records (whole record or key fields) within and across windows".into(),
+            metrics: vec![metric_info("duplicate_rate", "Share of a window's records already seen at another position")],
+            config_schema: r#"{"type":"object","properties":{"key_fields":{"type":"array","items":{"type":"string"}},"memory":{"type":"integer"},"warmup_windows":{"type":"integer"},"min_increase":{"type":"number"},"min_count":{"type":"integer"}}}"#.into(),
+        }
+    }
+
+    fn configure(&mut self, config: &str) -> Result<(), String> {
+        let config: Config = parse_config(config)?;
+        if config.memory == 0 {
+            return Err("memory must be at least 1".into());
+        }
+        self.config = config;
+        Ok(())
+    }
+
+    fn analyze(&mut self, batch: &Batch) -> Result<Analysis, String> {
+        let mut out = Analysis::new();
+        let rows = batch.row_count as usize;
+        if rows == 0 {
+            return Ok(out);
+        }
+        let identities = self.identities(batch)?;
+        let partition = batch.info.partition;
+        let mut duplicate_rows = Vec::new();
+        for (row, &identity) in identities.iter().enumerate() {
+            let offset = batch.offsets.get(row).copied().unwrap_or(batch.info.first_offset + row as u64);
+            match self.first_seen(identity) {
+                Some(first) if first != (partition, offset) => duplicate_rows.push(row as u32),
+                Some(_) => {}
+                None => self.remember(identity, (partition, offset)),
+            }
+        }
+        let rate = duplicate_rows.len() as f64 / rows as f64;
+        out.metric("duplicate_rate", None, rate);
+        if self.state.windows < self.config.warmup_windows {
+            self.state.baseline.observe(duplicate_rows.len(), rows);
+        } else {
+            let limit = self.state.baseline.upper_limit(rows, self.config.min_increase);
+            if rate > limit && duplicate_rows.len() >= self.config.min_count {
+                let what = if self.config.key_fields.is_empty() {
+                    "records".to_string()
+                } else {
+                    format!("keys ({})", self.config.key_fields.join(", "))
+                };
+                let severity = if rate > 0.2 { Severity::Critical } else { Severity::Warning };
+                out.findings.push(
+                    Finding::new(
+                        "duplicate_rate",
+                        None,
+                        rate,
+                        limit,
+                        severity,
+                        format!("{} of {rows} {what} were seen before ({:.1}%)", duplicate_rows.len(), rate * 100.0),
+                    )
+                    .with_rows(duplicate_rows),
+                );
+            }
+        }
+        self.state.windows += 1;
+        Ok(out)
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        encode_state(&self.state)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        self.state = decode_state(state)?;
+        Ok(())
+    }
+}
+
+export_detector!(Duplicates);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clean_host_sdk::testing::BatchBuilder;
+
+    fn window(seq: u64, hashes: &[u64]) -> Batch {
+        let offsets: Vec<u64> = (0..hashes.len() as u64).map(|i| seq * 1000 + i).collect();
+        BatchBuilder::new(seq).records(hashes, &offsets).build()
+    }
+
+    fn unique(seq: u64) -> Vec<u64> {
+        (0..1000).map(|i| seq * 1000 + i + 1).collect()
+    }
+
+    #[test]
+    fn unique_records_are_quiet_and_copies_across_windows_are_found() {
+        let mut d = Duplicates::default();
+        d.configure("{}").unwrap();
+        for seq in 0..10 {
+            assert!(d.analyze(&window(seq, &unique(seq))).unwrap().findings.is_empty());
+        }
+        // 50 records of window 8 arrive again in window 10.
+        let mut hashes = unique(10);
+        hashes[..50].copy_from_slice(&unique(8)[..50]);
+        let a = d.analyze(&window(10, &hashes)).unwrap();
+        assert_eq!(a.findings.len(), 1);
+        assert!((a.findings[0].value - 0.05).abs() < 1e-9);
+        assert_eq!(a.findings[0].sample_rows[0], 0);
+    }
+
+    #[test]
+    fn the_same_record_at_the_same_offset_is_not_a_duplicate() {
+        let mut d = Duplicates::default();
+        for _ in 0..10 {
+            // A replay of window 0.
+            assert!(d.analyze(&window(0, &unique(0))).unwrap().findings.is_empty());
+        }
+    }
+
+    #[test]
+    fn key_fields_identify_records() {
+        let mut d = Duplicates::default();
+        d.configure(r#"{"key_fields": ["id"], "warmup_windows": 0}"#).unwrap();
+        let ids: Vec<Option<i64>> = (0..100).map(|i| Some(i % 80)).collect();
+        let b = BatchBuilder::new(0).int("id", &ids).records(&unique(0)[..100], &(0..100).collect::<Vec<_>>()).build();
+        let a = d.analyze(&b).unwrap();
+        assert_eq!(a.findings.len(), 1);
+        assert_eq!(a.findings[0].sample_rows.len(), 20);
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let mut d = Duplicates::default();
+        d.configure(r#"{"memory": 1500}"#).unwrap();
+        for seq in 0..5 {
+            d.analyze(&window(seq, &unique(seq))).unwrap();
+        }
+        let remembered = d.state.seen.len() + d.state.previous.len();
+        assert!(remembered <= 1500 && remembered >= 750, "{remembered}");
+        let mut e = Duplicates::default();
+        e.restore(&d.snapshot()).unwrap();
+        assert_eq!(e.state.seen.len() + e.state.previous.len(), remembered);
+    }
+}

@@ -1,0 +1,223 @@
+//! Freshness: how old records are when the host closes their window.
+//!
+//! Lag is the window's close time (given by the host: plugins have no clock)
+//! minus each record's event time. The detector learns the usual 95th
+//! percentile lag over the first windows and flags a window whose p95 is both
+//! `factor` times and `min_increase_ms` above it, or above a fixed
+//! `max_lag_ms`. Records stamped well in the future are flagged too.
+
+use clean_host_sdk::stats::quantile;
+use clean_host_sdk::{
+    decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch,
+    ColumnValues, Detector, Finding, PluginInfo, Severity,
+};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Config {
+    /// Windows used to learn the usual lag.
+    warmup_windows: u32,
+    /// How many times the usual p95 lag a window's p95 must reach to be flagged.
+    factor: f64,
+    /// And by how many milliseconds at least.
+    min_increase_ms: f64,
+    /// A fixed limit on the p95 lag, instead of learning one.
+    max_lag_ms: Option<f64>,
+    /// Records more than this far in the future are counted as future-stamped.
+    future_tolerance_ms: i64,
+    /// Event-time column when the pipeline declares none (default: the first timestamp column).
+    column: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            warmup_windows: 5,
+            factor: 3.0,
+            min_increase_ms: 60_000.0,
+            max_lag_ms: None,
+            future_tolerance_ms: 300_000,
+            column: None,
+        }
+    }
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct State {
+    warmup_p95: Vec<f64>,
+    usual_p95: Option<f64>,
+}
+
+#[derive(Default)]
+pub struct Freshness {
+    config: Config,
+    state: State,
+}
+
+impl Freshness {
+    /// `(row, event time)` of every row that has one.
+    fn event_times(&self, batch: &Batch) -> Vec<(u32, i64)> {
+        if !batch.event_times.is_empty() && self.config.column.is_none() {
+            return batch.event_times.iter().enumerate().map(|(r, &t)| (r as u32, t)).collect();
+        }
+        let column = match &self.config.column {
+            Some(name) => batch.column(name),
+            None => batch.columns.iter().find(|c| matches!(c.values, ColumnValues::Timestamp(_))),
+        };
+        match column.map(|c| (c, &c.values)) {
+            Some((c, ColumnValues::Timestamp(v))) | Some((c, ColumnValues::Int64(v))) => {
+                (0..v.len()).filter(|&r| c.is_present(r)).map(|r| (r as u32, v[r])).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl Detector for Freshness {
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: "freshness".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Event-time lag at window close against a learned or fixed limit".into(),
+            metrics: vec![
+                metric_info("lag_p95_ms", "95th percentile of close time minus event time"),
+                metric_info("lag_max_ms", "Largest close time minus event time"),
+                metric_info("future_rate", "Share of records stamped in the future"),
+            ],
+            config_schema: r#"{"type":"object","properties":{"warmup_windows":{"type":"integer"},"factor":{"type":"number"},"min_increase_ms":{"type":"number"},"max_lag_ms":{"type":"number"},"future_tolerance_ms":{"type":"integer"},"column":{"type":"string"}}}"#.into(),
+        }
+    }
+
+    fn configure(&mut self, config: &str) -> Result<(), String> {
+        self.config = parse_config(config)?;
+        Ok(())
+    }
+
+    fn analyze(&mut self, batch: &Batch) -> Result<Analysis, String> {
+        let mut out = Analysis::new();
+        let times = self.event_times(batch);
+        if times.is_empty() {
+            return Ok(out);
+        }
+        let now = batch.info.closed_at_ms;
+        let mut lags: Vec<f64> = times.iter().map(|&(_, t)| (now - t) as f64).collect();
+        let p95 = quantile(&mut lags, 0.95);
+        let max = lags.iter().copied().fold(f64::MIN, f64::max);
+        out.metric("lag_p95_ms", None, p95);
+        out.metric("lag_max_ms", None, max);
+
+        let future: Vec<u32> =
+            times.iter().filter(|&&(_, t)| t > now + self.config.future_tolerance_ms).map(|&(r, _)| r).collect();
+        let future_rate = future.len() as f64 / times.len() as f64;
+        out.metric("future_rate", None, future_rate);
+        if future_rate > 0.01 {
+            out.findings.push(
+                Finding::new(
+                    "future_rate",
+                    None,
+                    future_rate,
+                    0.01,
+                    Severity::Warning,
+                    format!(
+                        "{} of {} records are stamped more than {} s in the future",
+                        future.len(),
+                        times.len(),
+                        self.config.future_tolerance_ms / 1000
+                    ),
+                )
+                .with_rows(future),
+            );
+        }
+
+        let limit = match (self.config.max_lag_ms, self.state.usual_p95) {
+            (Some(fixed), _) => fixed,
+            (None, Some(usual)) => (usual * self.config.factor).max(usual + self.config.min_increase_ms),
+            (None, None) => {
+                self.state.warmup_p95.push(p95);
+                if self.state.warmup_p95.len() as u32 >= self.config.warmup_windows {
+                    self.state.usual_p95 = Some(quantile(&mut self.state.warmup_p95.clone(), 0.5));
+                }
+                return Ok(out);
+            }
+        };
+        if p95 > limit {
+            let severity = if p95 > 10.0 * limit { Severity::Critical } else { Severity::Warning };
+            let stale = times.iter().filter(|&&(_, t)| (now - t) as f64 > limit).map(|&(r, _)| r);
+            out.findings.push(
+                Finding::new(
+                    "lag_p95_ms",
+                    None,
+                    p95,
+                    limit,
+                    severity,
+                    format!("records are {:.1} s old at the 95th percentile, limit {:.1} s", p95 / 1000.0, limit / 1000.0),
+                )
+                .with_rows(stale),
+            );
+        }
+        Ok(out)
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        encode_state(&self.state)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        self.state = decode_state(state)?;
+        Ok(())
+    }
+}
+
+export_detector!(Freshness);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clean_host_sdk::testing::{BatchBuilder, Rng};
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn window(seq: u64, rng: &mut Rng, late_share: f64) -> Batch {
+        let times: Vec<i64> = (0..1000)
+            .map(|_| {
+                let lag = if rng.uniform() < late_share { 600_000.0 } else { -200.0 * rng.uniform().max(1e-9).ln() };
+                NOW - lag as i64
+            })
+            .collect();
+        BatchBuilder::new(seq).event_times(&times, NOW).build()
+    }
+
+    #[test]
+    fn steady_lag_is_quiet_and_late_records_are_flagged() {
+        let mut d = Freshness::default();
+        d.configure("{}").unwrap();
+        let mut rng = Rng(2);
+        for seq in 0..200 {
+            assert!(d.analyze(&window(seq, &mut rng, 0.0)).unwrap().findings.is_empty());
+        }
+        let a = d.analyze(&window(200, &mut rng, 0.2)).unwrap();
+        assert_eq!(a.findings.len(), 1);
+        assert_eq!(a.findings[0].metric, "lag_p95_ms");
+        assert!(a.findings[0].value >= 590_000.0);
+    }
+
+    #[test]
+    fn timestamp_column_is_used_without_event_times() {
+        let mut d = Freshness::default();
+        d.configure(r#"{"max_lag_ms": 1000}"#).unwrap();
+        let ts: Vec<Option<i64>> = (0..100).map(|i| Some(NOW - 5000 - i)).collect();
+        let mut b = BatchBuilder::new(0).timestamp("ts", &ts).build();
+        b.info.closed_at_ms = NOW;
+        assert_eq!(d.analyze(&b).unwrap().findings.len(), 1);
+    }
+
+    #[test]
+    fn future_stamps_are_flagged() {
+        let mut d = Freshness::default();
+        let times: Vec<i64> = (0..100).map(|i| if i < 10 { NOW + 3_600_000 } else { NOW - 100 }).collect();
+        let a = d.analyze(&BatchBuilder::new(0).event_times(&times, NOW).build()).unwrap();
+        assert_eq!(a.findings[0].metric, "future_rate");
+        assert_eq!(a.findings[0].sample_rows.len(), 10);
+    }
+}

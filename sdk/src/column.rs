@@ -1,0 +1,138 @@
+//! Typed, zero-copy reads of a batch's columns.
+
+use crate::{Batch, Column, ColumnValues};
+
+/// Row states in [`Column::validity`], as the WIT contract numbers them.
+pub const PRESENT: u8 = 0;
+pub const NULL: u8 = 1;
+pub const MISSING: u8 = 2;
+pub const WRONG_TYPE: u8 = 3;
+
+/// One cell of a column, borrowed from the batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cell<'a> {
+    Null,
+    Missing,
+    WrongType,
+    Float(f64),
+    Int(i64),
+    Bool(bool),
+    Time(i64),
+    Text(&'a str),
+}
+
+impl Column {
+    /// Rows in the column (the batch's row count).
+    pub fn len(&self) -> usize {
+        match &self.values {
+            ColumnValues::Float64(v) => v.len(),
+            ColumnValues::Int64(v) | ColumnValues::Timestamp(v) => v.len(),
+            ColumnValues::Boolean(v) => v.len(),
+            ColumnValues::Text(s) => s.offsets.len().saturating_sub(1),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The row's state: [`PRESENT`], [`NULL`], [`MISSING`] or [`WRONG_TYPE`].
+    pub fn state(&self, row: usize) -> u8 {
+        self.validity.get(row).copied().unwrap_or(PRESENT)
+    }
+
+    pub fn is_present(&self, row: usize) -> bool {
+        self.state(row) == PRESENT
+    }
+
+    /// How many rows are in `state`.
+    pub fn count(&self, state: u8) -> usize {
+        if self.validity.is_empty() {
+            return if state == PRESENT { self.len() } else { 0 };
+        }
+        self.validity.iter().filter(|&&s| s == state).count()
+    }
+
+    /// The column's type as the WIT names it.
+    pub fn type_name(&self) -> &'static str {
+        match &self.values {
+            ColumnValues::Float64(_) => "float64",
+            ColumnValues::Int64(_) => "int64",
+            ColumnValues::Boolean(_) => "boolean",
+            ColumnValues::Timestamp(_) => "timestamp",
+            ColumnValues::Text(_) => "text",
+        }
+    }
+
+    /// The string at `row` of a text column ("" for other types or absent rows).
+    pub fn text(&self, row: usize) -> &str {
+        std::str::from_utf8(self.bytes(row)).unwrap_or("")
+    }
+
+    /// The UTF-8 bytes at `row` of a text column, unchecked and uncopied: the
+    /// fastest way to compare or hash strings.
+    pub fn bytes(&self, row: usize) -> &[u8] {
+        match &self.values {
+            ColumnValues::Text(s) => {
+                let (a, b) = (s.offsets[row] as usize, s.offsets[row + 1] as usize);
+                s.bytes.get(a..b).unwrap_or_default()
+            }
+            _ => &[],
+        }
+    }
+
+    pub fn cell(&self, row: usize) -> Cell<'_> {
+        match self.state(row) {
+            NULL => return Cell::Null,
+            MISSING => return Cell::Missing,
+            WRONG_TYPE => return Cell::WrongType,
+            _ => {}
+        }
+        match &self.values {
+            ColumnValues::Float64(v) => Cell::Float(v[row]),
+            ColumnValues::Int64(v) => Cell::Int(v[row]),
+            ColumnValues::Boolean(v) => Cell::Bool(v[row]),
+            ColumnValues::Timestamp(v) => Cell::Time(v[row]),
+            ColumnValues::Text(_) => Cell::Text(self.text(row)),
+        }
+    }
+
+    /// Numbers as `f64`, for float and integer columns only.
+    pub fn numeric(&self) -> Option<NumericView<'_>> {
+        match &self.values {
+            ColumnValues::Float64(_) | ColumnValues::Int64(_) => Some(NumericView { column: self }),
+            _ => None,
+        }
+    }
+}
+
+/// A float or integer column read as `f64`.
+#[derive(Clone, Copy)]
+pub struct NumericView<'a> {
+    column: &'a Column,
+}
+
+impl<'a> NumericView<'a> {
+    pub fn get(&self, row: usize) -> f64 {
+        match &self.column.values {
+            ColumnValues::Float64(v) => v[row],
+            ColumnValues::Int64(v) => v[row] as f64,
+            _ => f64::NAN,
+        }
+    }
+
+    /// `(row, value)` of every present, finite value.
+    pub fn present(self) -> impl Iterator<Item = (u32, f64)> + 'a {
+        let validity = &self.column.validity;
+        (0..self.column.len())
+            .filter(move |&r| validity.is_empty() || validity[r] == PRESENT)
+            .map(move |r| (r as u32, self.get(r)))
+            .filter(|(_, v)| v.is_finite())
+    }
+}
+
+impl Batch {
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
