@@ -64,6 +64,9 @@ pub struct RunArgs {
     /// No live status line on the terminal.
     #[arg(long)]
     pub quiet: bool,
+    /// Run the bundled detectors as native code instead of the plugins (benchmark builds only).
+    #[arg(long, hide = true)]
+    pub native: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,6 +7,8 @@ mod cli;
 mod config;
 mod dead_letter;
 mod decode;
+#[cfg(feature = "native-detectors")]
+mod native;
 mod pipeline;
 mod runtime;
 mod source;
@@ -24,12 +26,12 @@ use clap::Parser;
 use serde_json::json;
 
 use alert::{Outputs, Router};
-use analysis::Detectors;
+use analysis::{DetectorSource, Detectors};
 use cli::{Cli, Command, RunArgs};
 use config::{ConfigFile, OutputFormat, PipelineConfig};
 use dead_letter::DeadLetters;
 use pipeline::{Counters, Pipeline, PipelineReport, Shared};
-use runtime::{load_dir, Plugin, Runtime};
+use runtime::{load_dir, Plugin, Runtime, WasmDetector};
 
 /// Consecutive failed calls before a plugin is quarantined, unless configured.
 const DEFAULT_MAX_FAILURES: u32 = 3;
@@ -49,7 +51,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Plugins { json }) => list_plugins(&cli, &config, json),
         Some(Command::Check) => {
             let (runtime, plugins) = load_plugins(&cli, &config)?;
-            let pipelines = build_pipelines(&config, &runtime, &plugins)?;
+            let pipelines = build_pipelines(&cli, &config, &runtime, &plugins)?;
             println!("config ok: {} pipeline(s), {} plugin(s)", pipelines.len(), plugins.len());
             for p in &pipelines {
                 println!("  {} <- {}: {} detector(s)", p.name, p.source.name(), p.detectors.stats().len());
@@ -123,30 +125,50 @@ fn load_plugins(cli: &Cli, config: &ConfigFile) -> Result<(Arc<Runtime>, Vec<Arc
     Ok((Arc::new(runtime), plugins))
 }
 
-fn build_pipelines(config: &ConfigFile, runtime: &Arc<Runtime>, plugins: &[Arc<Plugin>]) -> Result<Vec<Pipeline>> {
+/// The detectors pipelines choose from: the loaded plugins (or, in a
+/// benchmark build with `--native`, the same detectors as native code), each
+/// with the default config of its manifest.
+fn detector_sources(cli: &Cli, runtime: &Arc<Runtime>, plugins: &[Arc<Plugin>]) -> Result<Vec<(Arc<dyn DetectorSource>, Option<toml::Table>)>> {
+    if cli.run.native {
+        #[cfg(feature = "native-detectors")]
+        return Ok(native::detectors().into_iter().map(|d| (d, None)).collect());
+        #[cfg(not(feature = "native-detectors"))]
+        bail!("--native needs a build with --features native-detectors");
+    }
+    Ok(plugins
+        .iter()
+        .map(|pl| {
+            let source: Arc<dyn DetectorSource> = Arc::new(WasmDetector { runtime: runtime.clone(), plugin: pl.clone() });
+            (source, pl.manifest.config.clone())
+        })
+        .collect())
+}
+
+fn build_pipelines(cli: &Cli, config: &ConfigFile, runtime: &Arc<Runtime>, plugins: &[Arc<Plugin>]) -> Result<Vec<Pipeline>> {
     let max_failures = config.max_consecutive_failures.unwrap_or(DEFAULT_MAX_FAILURES);
+    let sources = detector_sources(cli, runtime, plugins)?;
     let mut pipelines = Vec::new();
     for p in &config.pipelines {
-        let chosen: Vec<Arc<Plugin>> = match &p.detectors {
-            None => plugins.to_vec(),
+        let chosen: Vec<&(Arc<dyn DetectorSource>, Option<toml::Table>)> = match &p.detectors {
+            None => sources.iter().collect(),
             Some(names) => names
                 .iter()
                 .map(|n| {
-                    plugins.iter().find(|pl| &pl.name == n).cloned().with_context(|| {
-                        let known: Vec<&str> = plugins.iter().map(|pl| pl.name.as_str()).collect();
+                    sources.iter().find(|(s, _)| s.name() == n).with_context(|| {
+                        let known: Vec<&str> = sources.iter().map(|(s, _)| s.name()).collect();
                         format!("pipeline '{}': no plugin named '{n}' (have: {})", p.name, known.join(", "))
                     })
                 })
                 .collect::<Result<_>>()?,
         };
         for name in p.detector_config.keys() {
-            if !chosen.iter().any(|pl| &pl.name == name) {
+            if !chosen.iter().any(|(s, _)| s.name() == name) {
                 bail!("pipeline '{}': detector_config.{name} names no detector of the pipeline", p.name);
             }
         }
         let with_config =
-            chosen.into_iter().map(|pl| (pl.clone(), p.detector_json(&pl.name, pl.manifest.config.as_ref()))).collect();
-        let detectors = Detectors::new(runtime.clone(), with_config, max_failures)
+            chosen.into_iter().map(|(s, default)| (s.clone(), p.detector_json(s.name(), default.as_ref()))).collect();
+        let detectors = Detectors::new(with_config, max_failures)
             .map_err(|e| anyhow::anyhow!("pipeline '{}': {e}", p.name))?;
         let source = source::open(&p.source, &p.generator).with_context(|| format!("pipeline '{}'", p.name))?;
         pipelines.push(Pipeline {
@@ -164,7 +186,7 @@ fn build_pipelines(config: &ConfigFile, runtime: &Arc<Runtime>, plugins: &[Arc<P
 fn monitor(cli: &Cli, config: &ConfigFile) -> Result<()> {
     let started = Instant::now();
     let (runtime, plugins) = load_plugins(cli, config)?;
-    let pipelines = build_pipelines(config, &runtime, &plugins)?;
+    let pipelines = build_pipelines(cli, config, &runtime, &plugins)?;
     let format = config.output.format.unwrap_or(OutputFormat::Human);
     let dead_letter_path = cli.run.dead_letters.clone().unwrap_or_else(|| data_dir(config).join("dead-letters.jsonl"));
     let shared = Arc::new(Shared {
@@ -205,6 +227,7 @@ fn monitor(cli: &Cli, config: &ConfigFile) -> Result<()> {
         })
         .collect();
     let summary = json!({
+        "peak_rss_mib": peak_rss_mib(),
         "records": records,
         "dead_letters": dead,
         "late_records": c.late.load(Ordering::Relaxed),
@@ -217,6 +240,13 @@ fn monitor(cli: &Cli, config: &ConfigFile) -> Result<()> {
     });
     eprintln!("{summary}");
     Ok(())
+}
+
+/// The process's peak resident memory (Linux), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some((kib / 1024.0 * 10.0).round() / 10.0)
 }
 
 /// Redraws one status line on stderr every half second until told to stop.
@@ -247,8 +277,21 @@ fn status_line(shared: Arc<Shared>) -> (Arc<std::sync::atomic::AtomicBool>, std:
     (done, handle)
 }
 
+/// Median time to instantiate and configure `plugin`, over a few tries.
+fn instantiate_time(runtime: &Arc<Runtime>, plugin: &Arc<Plugin>) -> Result<Duration> {
+    let source = WasmDetector { runtime: runtime.clone(), plugin: plugin.clone() };
+    let mut times = Vec::new();
+    for _ in 0..11 {
+        let started = Instant::now();
+        source.instantiate("{}").map_err(|f| anyhow::anyhow!("plugin {}: {f}", plugin.name))?;
+        times.push(started.elapsed());
+    }
+    times.sort();
+    Ok(times[times.len() / 2])
+}
+
 fn list_plugins(cli: &Cli, config: &ConfigFile, as_json: bool) -> Result<()> {
-    let (_, plugins) = load_plugins(cli, config)?;
+    let (runtime, plugins) = load_plugins(cli, config)?;
     for p in &plugins {
         let metrics: Vec<&str> = p.info.metrics.iter().map(|m| m.name.as_str()).collect();
         if as_json {
@@ -256,6 +299,9 @@ fn list_plugins(cli: &Cli, config: &ConfigFile, as_json: bool) -> Result<()> {
                 "name": p.name, "version": p.info.version, "description": p.info.description,
                 "metrics": metrics, "path": p.path, "sha256": p.hash,
                 "memory_mib": p.limits.memory_mib, "timeout_ms": p.limits.timeout_ms,
+                "bytes": std::fs::metadata(&p.path).map(|m| m.len()).unwrap_or(0),
+                "load_ms": p.load_time.as_secs_f64() * 1000.0,
+                "instantiate_us": instantiate_time(&runtime, p)?.as_micros() as u64,
             });
             println!("{line}");
         } else {

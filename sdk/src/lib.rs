@@ -66,6 +66,15 @@ pub fn decode_state<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, S
     serde_json::from_slice(bytes).map_err(|e| format!("invalid state: {e}"))
 }
 
+/// Route panic messages to the host's log, so a trapped plugin says why.
+/// Called by [`export_detector!`] before the first `configure`.
+pub fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| log(bindings::clean_host::plugin::host::LogLevel::Error, &info.to_string())));
+    });
+}
+
 /// Send a line to the host's log (stderr when compiled natively).
 pub fn log(level: bindings::clean_host::plugin::host::LogLevel, message: &str) {
     #[cfg(target_arch = "wasm32")]
@@ -151,6 +160,7 @@ macro_rules! export_detector {
                     <super::$ty as $crate::Detector>::describe()
                 }
                 fn configure(config: String) -> Result<(), String> {
+                    $crate::install_panic_hook();
                     INSTANCE.with(|d| d.borrow_mut().configure(&config))
                 }
                 fn analyze(batch: $crate::Batch) -> Result<$crate::Analysis, String> {

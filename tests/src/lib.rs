@@ -1,1 +1,169 @@
+//! Helpers for the end-to-end tests: run the real `clean-host` binary
+//! (built by `cargo build --release`) against real plugins and fixtures.
+//!
+//! `scripts/test` builds everything these need first: the host, the bundled
+//! detectors into `plugins/`, and the deliberately broken plugins of
+//! `tests/fault-plugins`.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+fn existing(path: PathBuf, hint: &str) -> PathBuf {
+    assert!(path.exists(), "{} is missing: {hint}", path.display());
+    path
+}
+
+pub fn binary() -> PathBuf {
+    existing(root().join("target/release/clean-host"), "run scripts/test (or cargo build --release)")
+}
+
+/// A bundled detector, as `scripts/build` leaves it in `plugins/`.
+pub fn bundled(name: &str) -> PathBuf {
+    existing(root().join("plugins").join(format!("{name}.wasm")), "run scripts/build")
+}
+
+pub const BUNDLED: [&str; 7] = ["completeness", "duplicates", "freshness", "outliers", "schema", "validity", "volume"];
+
+/// A plugin of `tests/fault-plugins` (`spin`, `memory_bomb`, `panic`, `bad_row`, `panic_once`).
+pub fn fault_plugin(name: &str) -> PathBuf {
+    existing(
+        root().join("tests/fault-plugins/target/wasm32-wasip2/release").join(format!("{name}.wasm")),
+        "run scripts/test, which builds tests/fault-plugins",
+    )
+}
+
+/// A scratch folder with a plugins folder of its own.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    /// A sandbox whose plugins folder holds every bundled detector.
+    pub fn with_bundled() -> Self {
+        let s = Sandbox::empty();
+        for name in BUNDLED {
+            s.add_plugin(&bundled(name));
+        }
+        s
+    }
+
+    pub fn empty() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("plugins")).expect("plugins dir");
+        Sandbox { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn plugins(&self) -> PathBuf {
+        self.path("plugins")
+    }
+
+    pub fn add_plugin(&self, wasm: &Path) {
+        std::fs::copy(wasm, self.plugins().join(wasm.file_name().expect("file name"))).expect("copy plugin");
+    }
+
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, contents).expect("write file");
+        path
+    }
+
+    /// `records` generated records with `faults` (`KIND@START+LEN`), as a file.
+    pub fn generate(&self, name: &str, records: u64, faults: &[&str]) -> PathBuf {
+        let mut args = vec!["generate".to_string(), "--records".into(), records.to_string()];
+        if !faults.is_empty() {
+            args.push("--inject".into());
+            args.push(faults.join(","));
+        }
+        let out = Command::new(binary()).args(&args).current_dir(self.dir.path()).output().expect("run generate");
+        assert!(out.status.success(), "generate failed: {}", String::from_utf8_lossy(&out.stderr));
+        self.write(name, out.stdout)
+    }
+
+    /// Run `clean-host ARGS` in the sandbox, with `--plugins` and `--data-dir` pointing into it.
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_with_stdin(args, None)
+    }
+
+    pub fn run_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Run {
+        let mut cmd = Command::new(binary());
+        cmd.args(args)
+            .arg("--plugins")
+            .arg(self.plugins())
+            .arg("--data-dir")
+            .arg(self.path("data"))
+            .current_dir(self.dir.path())
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start clean-host");
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().expect("stdin");
+            pipe.write_all(input).expect("write stdin");
+        }
+        let out = child.wait_with_output().expect("wait for clean-host");
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// What a run of the binary printed.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn assert_ok(&self) -> &Self {
+        assert_eq!(self.code, Some(0), "clean-host failed:\n{}", self.stderr);
+        self
+    }
+
+    /// The alerts of a `--format json` run.
+    pub fn alerts(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("alert line is not JSON ({e}): {l}")))
+            .collect()
+    }
+
+    /// The summary object: the last line on stderr.
+    pub fn summary(&self) -> Value {
+        let last = self.stderr.lines().last().unwrap_or_default();
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("last stderr line is not the summary ({e}):\n{}", self.stderr))
+    }
+
+    /// `(window seq, detector, metric)` of every alert.
+    pub fn alert_keys(&self) -> Vec<(u64, String, String)> {
+        self.alerts()
+            .iter()
+            .map(|a| {
+                (a["window"]["seq"].as_u64().expect("seq"), a["detector"].as_str().expect("detector").into(), a["metric"].as_str().expect("metric").into())
+            })
+            .collect()
+    }
+}
+
+/// The summary's entry for plugin `name`.
+pub fn plugin<'a>(summary: &'a Value, name: &str) -> &'a Value {
+    summary["plugins"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+        .unwrap_or_else(|| panic!("no plugin {name} in {summary}"))
+}

@@ -17,7 +17,22 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::runtime::bindings::{Analysis, Batch, Finding, MetricValue, Severity};
-use crate::runtime::{DetectorInstance, Plugin, PluginFault, Runtime};
+use crate::runtime::PluginFault;
+
+/// One configured detector instance, whatever runs it.
+pub trait Analyzer: Send {
+    fn analyze(&mut self, batch: &Batch) -> Result<Analysis, PluginFault>;
+    fn snapshot(&mut self) -> Result<Vec<u8>, PluginFault>;
+    fn restore(&mut self, state: &[u8]) -> Result<(), PluginFault>;
+}
+
+/// Makes instances of one detector: a wasm plugin, or native code for the benchmark.
+pub trait DetectorSource: Send + Sync {
+    fn name(&self) -> &str;
+    fn version(&self) -> &str;
+    /// A fresh instance, configured with `config` (JSON).
+    fn instantiate(&self, config: &str) -> Result<Box<dyn Analyzer>, PluginFault>;
+}
 
 /// Most findings one call may return.
 pub const MAX_FINDINGS: usize = 1000;
@@ -78,9 +93,9 @@ pub struct PluginStats {
 }
 
 struct Slot {
-    plugin: Arc<Plugin>,
+    source: Arc<dyn DetectorSource>,
     config: String,
-    instance: Option<DetectorInstance>,
+    instance: Option<Box<dyn Analyzer>>,
     snapshot: Option<Vec<u8>>,
     since_snapshot: u32,
     snapshot_at: Instant,
@@ -94,7 +109,6 @@ struct Slot {
 
 /// The detector instances of one pipeline.
 pub struct Detectors {
-    runtime: Arc<Runtime>,
     slots: Vec<Mutex<Slot>>,
     max_failures: u32,
 }
@@ -157,9 +171,9 @@ fn plugin_finding(metric: &str, severity: Severity, message: String, value: f64,
 }
 
 impl Slot {
-    fn instance(&mut self, runtime: &Runtime) -> Result<&mut DetectorInstance, PluginFault> {
+    fn instance(&mut self) -> Result<&mut Box<dyn Analyzer>, PluginFault> {
         if self.instance.is_none() {
-            let mut fresh = runtime.instantiate(&self.plugin, &self.config)?;
+            let mut fresh = self.source.instantiate(&self.config)?;
             if let Some(state) = &self.snapshot {
                 fresh.restore(state)?;
             }
@@ -168,24 +182,24 @@ impl Slot {
         Ok(self.instance.as_mut().expect("just set"))
     }
 
-    fn try_analyze(&mut self, runtime: &Runtime, batch: &Batch) -> Result<Analysis, PluginFault> {
-        let mut analysis = self.instance(runtime)?.analyze(batch)?;
+    fn try_analyze(&mut self, batch: &Batch) -> Result<Analysis, PluginFault> {
+        let mut analysis = self.instance()?.analyze(batch)?;
         validate(&mut analysis, batch.row_count).map_err(PluginFault::InvalidOutput)?;
         self.since_snapshot += 1;
         if self.since_snapshot >= SNAPSHOT_EVERY && self.snapshot_at.elapsed() >= SNAPSHOT_INTERVAL {
-            self.snapshot = Some(self.instance(runtime)?.snapshot()?);
+            self.snapshot = Some(self.instance()?.snapshot()?);
             self.since_snapshot = 0;
             self.snapshot_at = Instant::now();
         }
         Ok(analysis)
     }
 
-    fn analyze(&mut self, runtime: &Runtime, batch: &Batch, max_failures: u32) -> (Vec<HostFinding>, Vec<MetricValue>) {
+    fn analyze(&mut self, batch: &Batch, max_failures: u32) -> (Vec<HostFinding>, Vec<MetricValue>) {
         if self.status == Status::Quarantined {
             return (Vec::new(), Vec::new());
         }
         let started = Instant::now();
-        let result = self.try_analyze(runtime, batch);
+        let result = self.try_analyze(batch);
         let micros = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
         if self.timings_us.len() < TIMING_SAMPLES {
             self.timings_us.push(micros);
@@ -193,7 +207,7 @@ impl Slot {
             self.timings_us[(self.calls as usize) % TIMING_SAMPLES] = micros;
         }
         self.calls += 1;
-        let name = self.plugin.name.clone();
+        let name = self.source.name().to_string();
         match result {
             Ok(analysis) => {
                 self.failures_in_row = 0;
@@ -246,8 +260,8 @@ impl Slot {
         t.sort_unstable();
         let pct = |q: f64| t.get(((t.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0);
         PluginStats {
-            name: self.plugin.name.clone(),
-            version: self.plugin.info.version.clone(),
+            name: self.source.name().to_string(),
+            version: self.source.version().to_string(),
             status: self.status,
             calls: self.calls,
             errors: self.errors,
@@ -261,12 +275,12 @@ impl Slot {
 impl Detectors {
     /// One instance per plugin, each configured with its JSON config. A plugin
     /// that rejects its config is an error naming it.
-    pub fn new(runtime: Arc<Runtime>, plugins: Vec<(Arc<Plugin>, String)>, max_failures: u32) -> Result<Self, String> {
+    pub fn new(sources: Vec<(Arc<dyn DetectorSource>, String)>, max_failures: u32) -> Result<Self, String> {
         let mut slots = Vec::new();
-        for (plugin, config) in plugins {
-            let instance = runtime.instantiate(&plugin, &config).map_err(|f| format!("plugin {}: {f}", plugin.name))?;
+        for (source, config) in sources {
+            let instance = source.instantiate(&config).map_err(|f| format!("plugin {}: {f}", source.name()))?;
             slots.push(Mutex::new(Slot {
-                plugin,
+                source,
                 config,
                 instance: Some(instance),
                 snapshot: None,
@@ -280,7 +294,7 @@ impl Detectors {
                 timings_us: Vec::new(),
             }));
         }
-        Ok(Detectors { runtime, slots, max_failures: max_failures.max(1) })
+        Ok(Detectors { slots, max_failures: max_failures.max(1) })
     }
 
     pub fn analyze(&self, batch: &Batch) -> WindowAnalysis {
@@ -289,8 +303,8 @@ impl Detectors {
             .par_iter()
             .map(|slot| {
                 let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-                let (f, m) = slot.analyze(&self.runtime, batch, self.max_failures);
-                (f, m, slot.plugin.name.clone())
+                let (f, m) = slot.analyze(batch, self.max_failures);
+                (f, m, slot.source.name().to_string())
             })
             .collect();
         let mut out = WindowAnalysis::default();

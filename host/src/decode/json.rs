@@ -22,7 +22,7 @@ pub struct Parser<'a> {
     i: usize,
     fields: &'a mut FieldNames,
     record: &'a mut Record,
-    name: &'a mut String,
+    name: &'a mut Vec<u8>,
     position: usize,
 }
 
@@ -31,7 +31,7 @@ fn syntax(at: usize, what: &str) -> DecodeError {
 }
 
 impl<'a> Parser<'a> {
-    pub fn new(b: &'a [u8], fields: &'a mut FieldNames, record: &'a mut Record, name: &'a mut String) -> Self {
+    pub fn new(b: &'a [u8], fields: &'a mut FieldNames, record: &'a mut Record, name: &'a mut Vec<u8>) -> Self {
         Parser { b, i: 0, fields, record, name, position: 0 }
     }
 
@@ -102,7 +102,7 @@ impl<'a> Parser<'a> {
             }
             let prefix = self.name.len();
             if depth > 0 {
-                self.name.push('.');
+                self.name.push(b'.');
             }
             self.key_into_name()?;
             self.ws();
@@ -129,8 +129,7 @@ impl<'a> Parser<'a> {
         while let Some(&c) = self.b.get(self.i) {
             match c {
                 b'"' => {
-                    let key = std::str::from_utf8(&self.b[start..self.i]).map_err(|_| syntax(start, "invalid UTF-8"))?;
-                    self.name.push_str(key);
+                    self.name.extend_from_slice(&self.b[start..self.i]);
                     self.i += 1;
                     return Ok(());
                 }
@@ -139,10 +138,10 @@ impl<'a> Parser<'a> {
             }
         }
         self.i = start - 1;
-        let mut key = Vec::new();
-        self.string_into(&mut key)?;
-        self.name.push_str(std::str::from_utf8(&key).map_err(|_| syntax(start, "invalid escape in key"))?);
-        Ok(())
+        let mut name = std::mem::take(self.name);
+        let r = self.string_into(&mut name);
+        *self.name = name;
+        r
     }
 
     fn member_value(&mut self, depth: usize) -> Result<(), DecodeError> {
@@ -155,11 +154,10 @@ impl<'a> Parser<'a> {
             Some(b'{' | b'[') => {
                 self.skip_value(depth)?;
                 let raw = (at, self.i);
-                self.push_text_slice(raw);
-                Ok(())
+                self.push_text_slice(raw)
             }
             Some(b'"') => {
-                let field = self.field();
+                let field = self.field()?;
                 let start = self.record.text.len() as u32;
                 let mut text = std::mem::take(&mut self.record.text);
                 let r = self.string_into(&mut text);
@@ -174,7 +172,7 @@ impl<'a> Parser<'a> {
             Some(b'n') => self.literal(b"null", Kind::Null, 0),
             Some(b'-' | b'0'..=b'9') => {
                 let (kind, bits) = self.number()?;
-                let field = self.field();
+                let field = self.field()?;
                 self.record.values.push(FieldValue { field, kind, bits, text: (0, 0) });
                 Ok(())
             }
@@ -182,18 +180,19 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn field(&mut self) -> u32 {
-        let id = self.fields.id_at(self.position, self.name);
+    fn field(&mut self) -> Result<u32, DecodeError> {
+        let id = self.fields.id_at(self.position, self.name).ok_or_else(|| syntax(self.i, "a key is not valid UTF-8"))?;
         self.position += 1;
-        id
+        Ok(id)
     }
 
-    fn push_text_slice(&mut self, (from, to): (usize, usize)) {
-        let field = self.field();
+    fn push_text_slice(&mut self, (from, to): (usize, usize)) -> Result<(), DecodeError> {
+        let field = self.field()?;
         let start = self.record.text.len() as u32;
         self.record.text.extend_from_slice(&self.b[from..to]);
         let text = (start, self.record.text.len() as u32);
         self.record.values.push(FieldValue { field, kind: Kind::Text, bits: 0, text });
+        Ok(())
     }
 
     fn literal(&mut self, word: &[u8], kind: Kind, bits: u64) -> Result<(), DecodeError> {
@@ -201,7 +200,7 @@ impl<'a> Parser<'a> {
             return Err(syntax(self.i, "expected true, false or null"));
         }
         self.i += word.len();
-        let field = self.field();
+        let field = self.field()?;
         self.record.values.push(FieldValue { field, kind, bits, text: (0, 0) });
         Ok(())
     }

@@ -96,20 +96,20 @@ impl FieldNames {
         id
     }
 
-    /// The id of the field at `position` in a record.
-    fn id_at(&mut self, position: usize, name: &str) -> u32 {
+    /// The id of the field named `name` (UTF-8 not yet checked) at `position` in a record.
+    fn id_at(&mut self, position: usize, name: &[u8]) -> Option<u32> {
         if let Some(&id) = self.last_order.get(position) {
-            if &*self.names[id as usize] == name {
-                return id;
+            if self.names[id as usize].as_bytes() == name {
+                return Some(id);
             }
         }
-        let id = self.intern(name);
+        let id = self.intern(std::str::from_utf8(name).ok()?);
         if position < self.last_order.len() {
             self.last_order[position] = id;
         } else {
             self.last_order.push(id);
         }
-        id
+        Some(id)
     }
 }
 
@@ -118,7 +118,8 @@ impl FieldNames {
 pub struct JsonDecoder {
     pub fields: FieldNames,
     record: Record,
-    name: String,
+    /// The dotted name of the field being parsed.
+    name: Vec<u8>,
 }
 
 impl JsonDecoder {

@@ -33,6 +33,8 @@ pub struct Plugin {
     pub info: PluginInfo,
     pub limits: Limits,
     pub manifest: Manifest,
+    /// Time to compile (or load from the cache) and describe it.
+    pub load_time: std::time::Duration,
     pub(super) pre: DetectorPluginPre<PluginState>,
 }
 
@@ -55,6 +57,7 @@ pub enum LoadError {
 impl Runtime {
     /// Compile and describe one `.wasm` file.
     pub fn load(&self, path: &Path, defaults: Limits) -> Result<Plugin, LoadError> {
+        let started = std::time::Instant::now();
         let manifest = read_manifest(&path.with_extension("toml"))?;
         let limits = Limits {
             memory_mib: manifest.memory_mib.unwrap_or(defaults.memory_mib),
@@ -69,7 +72,7 @@ impl Runtime {
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let info = self.describe(&pre, &stem, &limits).map_err(|fault| LoadError::Describe { path: path.into(), fault })?;
         let name = if info.name.trim().is_empty() { stem } else { info.name.clone() };
-        Ok(Plugin { name, path: path.into(), hash, info, limits, manifest, pre })
+        Ok(Plugin { name, path: path.into(), hash, info, limits, manifest, load_time: started.elapsed(), pre })
     }
 }
 

@@ -20,6 +20,7 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, Trap};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use crate::analysis::{Analyzer, DetectorSource};
 use bindings::{Analysis, Batch, DetectorPlugin, DetectorPluginPre, LogLevel, PluginInfo};
 pub use cache::content_hash;
 pub use limits::Limits;
@@ -206,7 +207,27 @@ fn classify(error: wasmtime::Error, store: &Store<PluginState>, limits: &Limits)
 pub struct DetectorInstance {
     store: Store<PluginState>,
     bindings: DetectorPlugin,
+    plugin: Arc<Plugin>,
+}
+
+/// A loaded plugin as a source of detector instances.
+pub struct WasmDetector {
+    pub runtime: Arc<Runtime>,
     pub plugin: Arc<Plugin>,
+}
+
+impl DetectorSource for WasmDetector {
+    fn name(&self) -> &str {
+        &self.plugin.name
+    }
+
+    fn version(&self) -> &str {
+        &self.plugin.info.version
+    }
+
+    fn instantiate(&self, config: &str) -> Result<Box<dyn Analyzer>, PluginFault> {
+        Ok(Box::new(self.runtime.instantiate(&self.plugin, config)?))
+    }
 }
 
 impl DetectorInstance {
@@ -229,15 +250,18 @@ impl DetectorInstance {
         }
     }
 
-    pub fn analyze(&mut self, batch: &Batch) -> Result<Analysis, PluginFault> {
+}
+
+impl Analyzer for DetectorInstance {
+    fn analyze(&mut self, batch: &Batch) -> Result<Analysis, PluginFault> {
         self.call(|b, s| b.clean_host_plugin_detector().call_analyze(s, batch))
     }
 
-    pub fn snapshot(&mut self) -> Result<Vec<u8>, PluginFault> {
+    fn snapshot(&mut self) -> Result<Vec<u8>, PluginFault> {
         self.call(|b, s| b.clean_host_plugin_detector().call_snapshot(s).map(Ok))
     }
 
-    pub fn restore(&mut self, state: &[u8]) -> Result<(), PluginFault> {
+    fn restore(&mut self, state: &[u8]) -> Result<(), PluginFault> {
         self.call(|b, s| b.clean_host_plugin_detector().call_restore(s, state))
     }
 }

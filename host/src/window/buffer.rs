@@ -42,7 +42,7 @@ pub struct RecordMeta {
     pub read_at_ms: i64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct FieldColumn {
     kinds: Vec<u8>,
     bits: Vec<u64>,
@@ -53,18 +53,20 @@ struct FieldColumn {
 }
 
 impl FieldColumn {
+    fn new() -> Self {
+        FieldColumn { kinds: Vec::new(), bits: Vec::new(), text: Vec::new(), ends: vec![0], counts: [0; 6] }
+    }
+
     fn pad_to(&mut self, rows: usize) {
         let missing = rows.saturating_sub(self.kinds.len());
         self.kinds.resize(rows.max(self.kinds.len()), Kind::Missing as u8);
         self.bits.resize(self.kinds.len(), 0);
         let end = *self.ends.last().unwrap_or(&0);
-        if self.ends.is_empty() {
-            self.ends.push(0);
-        }
         self.ends.resize(self.kinds.len() + 1, end);
         self.counts[Kind::Missing as usize] += missing as u32;
     }
 
+    #[inline]
     fn push(&mut self, kind: Kind, bits: u64, text: &[u8]) {
         self.kinds.push(kind as u8);
         self.bits.push(bits);
@@ -201,11 +203,13 @@ impl WindowBuffer {
             }
             let column = self.fields[id].get_or_insert_with(|| {
                 self.order.push(v.field);
-                FieldColumn::default()
+                FieldColumn::new()
             });
-            column.pad_to(row);
-            if column.kinds.len() > row {
-                continue; // a repeated key: the first value wins
+            if column.kinds.len() != row {
+                if column.kinds.len() > row {
+                    continue; // a repeated key: the first value wins
+                }
+                column.pad_to(row);
             }
             column.push(v.kind, v.bits, record.text_of(v));
         }

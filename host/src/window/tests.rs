@@ -94,3 +94,66 @@ fn event_time_windows_wait_for_the_watermark_and_count_late_records() {
     assert_eq!(b[0].event_times, [100, 900]);
     assert_eq!(b[0].info.time_basis, TimeBasis::Event);
 }
+
+fn one_window(lines: &[&str]) -> Batch {
+    let mut decoder = JsonDecoder::default();
+    let mut windower = Windower::new(WindowSpec::Count { size: 1000, slide: 1000 });
+    let mut closed = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let record = decoder.decode(line.as_bytes()).unwrap();
+        let meta = RecordMeta { offset: i as u64, hash: i as u64, event_time: None, read_at_ms: 0 };
+        windower.push(record, &meta, &mut closed);
+    }
+    windower.flush(&mut closed);
+    let w = closed.pop().unwrap();
+    w.buffer.into_batch(&decoder.fields, "p", "s", 0, w.bounds, 0)
+}
+
+fn column<'a>(b: &'a Batch, name: &str) -> &'a crate::runtime::bindings::Column {
+    b.columns.iter().find(|c| c.name == name).unwrap()
+}
+
+#[test]
+fn column_types_are_inferred_per_window_and_strays_marked() {
+    let b = one_window(&[
+        r#"{"n": 1, "f": 1, "s": "a", "t": "2026-01-01T00:00:00Z", "b": true}"#,
+        r#"{"n": 2, "f": 2.5, "s": "b", "t": "2026-01-01T00:00:01.500Z", "b": false}"#,
+        r#"{"n": "three", "f": null, "s": 7, "t": "soon", "x": 1}"#,
+    ]);
+    let n = column(&b, "n");
+    assert!(matches!(&n.values, ColumnValues::Int64(v) if v[..2] == [1, 2]));
+    assert_eq!(n.validity, [0, 0, 3]);
+    let f = column(&b, "f");
+    assert!(matches!(&f.values, ColumnValues::Float64(v) if v[..2] == [1.0, 2.5]));
+    assert_eq!(f.validity, [0, 0, 1]);
+    let s = column(&b, "s");
+    match &s.values {
+        ColumnValues::Text(t) => assert_eq!((t.bytes.as_slice(), t.offsets.as_slice()), (&b"ab"[..], &[0, 1, 2, 2][..])),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.validity, [0, 0, 3]);
+    // Under 90% of the values parse as times: still text.
+    assert!(matches!(column(&b, "t").values, ColumnValues::Text(_)));
+    assert_eq!(column(&b, "b").validity, [0, 0, 2]);
+    assert_eq!(column(&b, "x").validity, [2, 2, 0]);
+}
+
+#[test]
+fn time_strings_make_a_timestamp_column_and_event_time_bounds() {
+    let mut lines: Vec<String> = (0..10).map(|i| format!(r#"{{"ts": "2026-01-01T00:00:0{i}.500Z"}}"#)).collect();
+    lines.push(r#"{"ts": "soon"}"#.into());
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let b = one_window(&refs);
+    let t = column(&b, "ts");
+    assert!(matches!(&t.values, ColumnValues::Timestamp(v) if v[9] - v[0] == 9000), "{t:?}");
+    assert_eq!(t.validity[9..], [0, 3]);
+    // A time column with a well-known name gives the window its event-time bounds.
+    assert_eq!(b.info.time_basis, TimeBasis::Event);
+    assert_eq!(b.info.end_ms - b.info.start_ms, 9000);
+}
+
+#[test]
+fn a_repeated_key_keeps_the_first_value() {
+    let b = one_window(&[r#"{"a": 1, "a": 2}"#, r#"{"a": 3}"#]);
+    assert!(matches!(&column(&b, "a").values, ColumnValues::Int64(v) if v == &[1, 3]));
+}

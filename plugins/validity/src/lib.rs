@@ -13,7 +13,7 @@ use clean_host_sdk::{
     decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch, Cell,
     Column, ColumnValues, Detector, Finding, PluginInfo, Severity,
 };
-use regex_lite::Regex;
+use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Default, Deserialize)]

@@ -11,7 +11,7 @@
 use clean_host_sdk::stats::{quantile, Ewma};
 use clean_host_sdk::{
     decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch,
-    Detector, Finding, PluginInfo, Severity, WindowKind,
+    Column, ColumnValues, Detector, Finding, PluginInfo, Severity, WindowKind,
 };
 use serde::{Deserialize, Serialize};
 
@@ -108,6 +108,19 @@ impl Detector for Volume {
     }
 }
 
+/// Event times of a count window: the pipeline's, else the first timestamp column's.
+fn event_times(batch: &Batch) -> Vec<f64> {
+    if !batch.event_times.is_empty() {
+        return batch.event_times.iter().map(|&t| t as f64).collect();
+    }
+    match batch.columns.iter().find(|c| matches!(c.values, ColumnValues::Timestamp(_))) {
+        Some(c @ Column { values: ColumnValues::Timestamp(v), .. }) => {
+            (0..v.len()).filter(|&r| c.is_present(r)).map(|r| v[r] as f64).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// Records per second and the span (ms) it was measured over.
 fn rate(batch: &Batch) -> Option<(f64, f64)> {
     let info = &batch.info;
@@ -115,15 +128,15 @@ fn rate(batch: &Batch) -> Option<(f64, f64)> {
         let span = (info.end_ms - info.start_ms) as f64;
         return (span > 0.0).then(|| (batch.row_count as f64 * 1000.0 / span, span));
     }
-    if batch.event_times.len() < 20 {
+    let mut times = event_times(batch);
+    if times.len() < 20 {
         let span = (info.end_ms - info.start_ms) as f64;
         return (span > 0.0 && batch.row_count > 0).then(|| (batch.row_count as f64 * 1000.0 / span, span));
     }
-    let mut times: Vec<f64> = batch.event_times.iter().map(|&t| t as f64).collect();
     let q1 = quantile(&mut times, 0.25);
     let q3 = quantile(&mut times, 0.75);
     let half_span = q3 - q1;
-    (half_span > 0.0).then(|| (batch.event_times.len() as f64 * 500.0 / half_span, 2.0 * half_span))
+    (half_span > 0.0).then(|| (times.len() as f64 * 500.0 / half_span, 2.0 * half_span))
 }
 
 export_detector!(Volume);

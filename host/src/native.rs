@@ -1,0 +1,141 @@
+//! The bundled detectors linked into the host as native code.
+//!
+//! Only for the benchmark that measures what the wasm sandbox costs: the
+//! same detector code, called through the same analysis path, with the batch
+//! copied into the SDK's types as the component model copies it into guest
+//! memory. Native detectors get no sandbox, so this is never the default.
+
+use std::sync::Arc;
+
+use clean_host_sdk as sdk;
+
+use crate::analysis::{Analyzer, DetectorSource};
+use crate::runtime::bindings::{
+    Analysis, Batch, ColumnValues, Finding, MetricValue, Severity, TimeBasis, WindowKind,
+};
+use crate::runtime::PluginFault;
+
+struct Native<D>(D);
+
+impl<D: sdk::Detector + Send> Analyzer for Native<D> {
+    fn analyze(&mut self, batch: &Batch) -> Result<Analysis, PluginFault> {
+        let analysis = self.0.analyze(&to_sdk(batch)).map_err(PluginFault::Guest)?;
+        Ok(from_sdk(analysis))
+    }
+
+    fn snapshot(&mut self) -> Result<Vec<u8>, PluginFault> {
+        Ok(self.0.snapshot())
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), PluginFault> {
+        self.0.restore(state).map_err(PluginFault::Guest)
+    }
+}
+
+struct NativeSource<D> {
+    info: sdk::PluginInfo,
+    _detector: std::marker::PhantomData<fn() -> D>,
+}
+
+impl<D: sdk::Detector + Send + 'static> DetectorSource for NativeSource<D> {
+    fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    fn version(&self) -> &str {
+        &self.info.version
+    }
+
+    fn instantiate(&self, config: &str) -> Result<Box<dyn Analyzer>, PluginFault> {
+        let mut d = D::default();
+        d.configure(config).map_err(PluginFault::Guest)?;
+        Ok(Box::new(Native(d)))
+    }
+}
+
+fn source<D: sdk::Detector + Send + 'static>() -> Arc<dyn DetectorSource> {
+    Arc::new(NativeSource::<D> { info: D::describe(), _detector: std::marker::PhantomData })
+}
+
+/// Every bundled detector, by name.
+pub fn detectors() -> Vec<Arc<dyn DetectorSource>> {
+    vec![
+        source::<completeness::Completeness>(),
+        source::<duplicates::Duplicates>(),
+        source::<freshness::Freshness>(),
+        source::<outliers::Outliers>(),
+        source::<schema::Schema>(),
+        source::<validity::Validity>(),
+        source::<volume::Volume>(),
+    ]
+}
+
+fn to_sdk(b: &Batch) -> sdk::Batch {
+    let i = &b.info;
+    sdk::Batch {
+        info: sdk::WindowInfo {
+            pipeline: i.pipeline.clone(),
+            source: i.source.clone(),
+            partition: i.partition,
+            kind: match i.kind {
+                WindowKind::Count => sdk::WindowKind::Count,
+                WindowKind::ProcessingTime => sdk::WindowKind::ProcessingTime,
+                WindowKind::EventTime => sdk::WindowKind::EventTime,
+            },
+            start_ms: i.start_ms,
+            end_ms: i.end_ms,
+            time_basis: match i.time_basis {
+                TimeBasis::Event => sdk::TimeBasis::Event,
+                TimeBasis::Processing => sdk::TimeBasis::Processing,
+            },
+            closed_at_ms: i.closed_at_ms,
+            first_offset: i.first_offset,
+            last_offset: i.last_offset,
+            seq: i.seq,
+        },
+        row_count: b.row_count,
+        columns: b
+            .columns
+            .iter()
+            .map(|c| sdk::Column {
+                name: c.name.clone(),
+                values: match &c.values {
+                    ColumnValues::Float64(v) => sdk::ColumnValues::Float64(v.clone()),
+                    ColumnValues::Int64(v) => sdk::ColumnValues::Int64(v.clone()),
+                    ColumnValues::Boolean(v) => sdk::ColumnValues::Boolean(v.clone()),
+                    ColumnValues::Timestamp(v) => sdk::ColumnValues::Timestamp(v.clone()),
+                    ColumnValues::Text(s) => {
+                        sdk::ColumnValues::Text(sdk::StringColumn { bytes: s.bytes.clone(), offsets: s.offsets.clone() })
+                    }
+                },
+                validity: c.validity.clone(),
+            })
+            .collect(),
+        offsets: b.offsets.clone(),
+        record_hashes: b.record_hashes.clone(),
+        event_times: b.event_times.clone(),
+    }
+}
+
+fn from_sdk(a: sdk::Analysis) -> Analysis {
+    Analysis {
+        findings: a
+            .findings
+            .into_iter()
+            .map(|f| Finding {
+                metric: f.metric,
+                column: f.column,
+                value: f.value,
+                threshold: f.threshold,
+                severity: match f.severity {
+                    sdk::Severity::Info => Severity::Info,
+                    sdk::Severity::Warning => Severity::Warning,
+                    sdk::Severity::Critical => Severity::Critical,
+                },
+                message: f.message,
+                sample_rows: f.sample_rows,
+            })
+            .collect(),
+        metrics: a.metrics.into_iter().map(|m| MetricValue { metric: m.metric, column: m.column, value: m.value }).collect(),
+    }
+}

@@ -1,0 +1,110 @@
+//! The commands besides the run: `plugins`, `check`, `generate`, and clear
+//! errors for bad input.
+
+use clean_host_tests::{Sandbox, BUNDLED};
+
+#[test]
+fn plugins_lists_names_versions_and_metrics() {
+    let s = Sandbox::with_bundled();
+    let run = s.run(&["plugins", "--json"]);
+    run.assert_ok();
+    let listed: Vec<serde_json::Value> = run.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let names: Vec<&str> = listed.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, BUNDLED);
+    let outliers = &listed[3];
+    assert_eq!(outliers["version"], "0.1.0");
+    assert_eq!(outliers["metrics"][0], "outlier_rate");
+    assert_eq!(outliers["sha256"].as_str().unwrap().len(), 64);
+    let table = s.run(&["plugins"]);
+    assert!(table.stdout.contains("completeness") && table.stdout.contains("null_rate"), "{}", table.stdout);
+}
+
+#[test]
+fn check_accepts_a_good_config() {
+    let s = Sandbox::with_bundled();
+    s.generate("orders.jsonl", 10, &[]);
+    let config = s.write(
+        "good.toml",
+        r#"
+        [[pipelines]]
+        name = "orders"
+        source = "orders.jsonl"
+        detectors = ["outliers", "validity"]
+        [pipelines.detector_config.validity]
+        rules = [{ column = "amount", min = 0 }]
+        "#,
+    );
+    let run = s.run(&["check", "--config", config.to_str().unwrap()]);
+    run.assert_ok();
+    assert!(run.stdout.contains("1 pipeline(s), 7 plugin(s)") && run.stdout.contains("orders"), "{}", run.stdout);
+}
+
+#[test]
+fn bad_input_is_named_and_fails() {
+    let s = Sandbox::with_bundled();
+    s.generate("orders.jsonl", 10, &[]);
+    let cases: [(&str, &str, &str); 5] = [
+        ("typo.toml", "[[pipelines]]\nname = \"a\"\nsource = \"orders.jsonl\"\nwindow_size = 5\n", "unknown field `window_size`"),
+        ("unknown.toml", "[[pipelines]]\nname = \"a\"\nsource = \"orders.jsonl\"\ndetectors = [\"nope\"]\n", "no plugin named 'nope'"),
+        (
+            "rejected.toml",
+            "[[pipelines]]\nname = \"a\"\nsource = \"orders.jsonl\"\n[pipelines.detector_config.validity]\nrules = [{ column = \"x\", pattern = \"(\" }]\n",
+            "bad pattern",
+        ),
+        ("missing.toml", "[[pipelines]]\nname = \"a\"\nsource = \"no-such-file.jsonl\"\n", "no-such-file.jsonl"),
+        ("window.toml", "[[pipelines]]\nname = \"a\"\nsource = \"orders.jsonl\"\n[pipelines.window]\nkind = \"time\"\n", "duration_ms"),
+    ];
+    for (file, text, needle) in cases {
+        let config = s.write(file, text);
+        for command in [&["check"][..], &[]] {
+            let mut args = command.to_vec();
+            args.extend(["--config", config.to_str().unwrap()]);
+            let run = s.run(&args);
+            assert_eq!(run.code, Some(1), "{file} {command:?}: {}", run.stderr);
+            assert!(run.stderr.contains(needle), "{file}: expected {needle:?} in {}", run.stderr);
+        }
+    }
+    let run = s.run(&["--config", "absent.toml"]);
+    assert!(run.code == Some(1) && run.stderr.contains("absent.toml"), "{}", run.stderr);
+}
+
+#[test]
+fn an_unreadable_plugin_is_named() {
+    let s = Sandbox::with_bundled();
+    std::fs::write(s.plugins().join("broken.wasm"), b"\0asm not really").unwrap();
+    let run = s.run(&["check"]);
+    assert_eq!(run.code, Some(1));
+    assert!(run.stderr.contains("broken.wasm") && run.stderr.contains("not a usable component"), "{}", run.stderr);
+    std::fs::write(s.plugins().join("broken.wasm"), b"").unwrap();
+    std::fs::write(s.plugins().join("outliers.toml"), b"memory = 3\n").unwrap();
+    std::fs::remove_file(s.plugins().join("broken.wasm")).unwrap();
+    let run = s.run(&["plugins"]);
+    assert!(run.code == Some(1) && run.stderr.contains("outliers.toml") && run.stderr.contains("unknown field"), "{}", run.stderr);
+}
+
+#[test]
+fn an_empty_plugins_folder_is_an_error() {
+    let s = Sandbox::empty();
+    let run = s.run(&["--records", "10"]);
+    assert!(run.code == Some(1) && run.stderr.contains("no plugins"), "{}", run.stderr);
+}
+
+#[test]
+fn the_embedded_default_runs_the_generator_through_every_detector() {
+    let s = Sandbox::with_bundled();
+    let run = s.run(&["--records", "20000", "--format", "json"]);
+    run.assert_ok();
+    let summary = run.summary();
+    assert_eq!((summary["records"].as_u64(), summary["windows"].as_u64()), (Some(20_000), Some(20)));
+    assert_eq!(summary["plugins"].as_array().unwrap().len(), 7);
+    assert_eq!(run.alerts().len(), 0, "{}", run.stdout);
+}
+
+#[test]
+fn generate_is_repeatable_and_validates_faults() {
+    let s = Sandbox::with_bundled();
+    let run = s.run(&["generate", "--records", "10", "--inject", "meteor@1+2"]);
+    assert!(run.code == Some(1) && run.stderr.contains("bad fault 'meteor@1+2'"), "{}", run.stderr);
+    let run = s.run(&["generate"]);
+    assert!(run.code == Some(1) && run.stderr.contains("--records"), "{}", run.stderr);
+}
