@@ -33,19 +33,29 @@ pub const MAX_SAMPLE_ROWS: usize = 20;
 ///
 /// One value of the type serves one pipeline; the host calls it one window at a
 /// time, in order, so `&mut self` state (baselines, seen keys) is safe to keep.
+/// Only `describe` and `analyze` are required: a detector without config or
+/// state needs nothing else.
 pub trait Detector: Default {
     /// Name, version and the metrics this detector emits.
     fn describe() -> PluginInfo
     where
         Self: Sized;
     /// Apply the JSON config given to the plugin ("{}" when there is none).
-    fn configure(&mut self, config: &str) -> Result<(), String>;
+    /// By default a detector takes no config, and says so if given one.
+    fn configure(&mut self, config: &str) -> Result<(), String> {
+        let empty = config.trim().is_empty() || serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(config).is_ok_and(|m| m.is_empty());
+        if empty { Ok(()) } else { Err("this detector takes no config".into()) }
+    }
     /// Look at one closed window.
     fn analyze(&mut self, batch: &Batch) -> Result<Analysis, String>;
-    /// State to carry over a reload or restart.
-    fn snapshot(&self) -> Vec<u8>;
-    /// Take back what `snapshot` returned.
-    fn restore(&mut self, state: &[u8]) -> Result<(), String>;
+    /// State to carry over a reload or restart (see [`encode_state`]).
+    fn snapshot(&self) -> Vec<u8> {
+        Vec::new()
+    }
+    /// Take back what `snapshot` returned (see [`decode_state`]).
+    fn restore(&mut self, _state: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Decode a JSON config, naming the problem when it is not what `T` expects.
@@ -177,4 +187,54 @@ macro_rules! export_detector {
             $crate::bindings::export_raw!(Export with_types_in $crate::bindings);
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Bare;
+
+    impl Detector for Bare {
+        fn describe() -> PluginInfo {
+            PluginInfo {
+                name: "bare".into(),
+                version: "0".into(),
+                description: String::new(),
+                metrics: Vec::new(),
+                config_schema: "{}".into(),
+            }
+        }
+        fn analyze(&mut self, _batch: &Batch) -> Result<Analysis, String> {
+            Ok(Analysis::new())
+        }
+    }
+
+    #[test]
+    fn defaults_take_no_config_and_keep_no_state() {
+        let mut d = Bare;
+        assert!(d.configure("").is_ok() && d.configure(" {} ").is_ok());
+        assert_eq!(d.configure(r#"{"x": 1}"#).unwrap_err(), "this detector takes no config");
+        assert!(d.snapshot().is_empty() && d.restore(b"anything").is_ok());
+    }
+
+    #[test]
+    fn findings_keep_at_most_twenty_rows() {
+        let f = Finding::new("m", Some("c"), 1.0, 0.5, Severity::Warning, "x".into()).with_rows(0..100);
+        assert_eq!(f.sample_rows.len(), MAX_SAMPLE_ROWS);
+        assert_eq!(f.column.as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn config_errors_name_the_field() {
+        #[derive(Debug, Default, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct C {
+            #[allow(dead_code)]
+            size: u32,
+        }
+        assert!(parse_config::<C>("").is_ok());
+        assert!(parse_config::<C>(r#"{"sise": 1}"#).unwrap_err().contains("unknown field `sise`"));
+    }
 }

@@ -1,9 +1,7 @@
 use clean_host_sdk::{export_detector, Analysis, Batch, Detector, PluginInfo};
 
 #[derive(Default)]
-pub struct Faulty {
-    windows: u64,
-}
+pub struct Faulty;
 
 impl Detector for Faulty {
     fn describe() -> PluginInfo {
@@ -16,21 +14,7 @@ impl Detector for Faulty {
         }
     }
 
-    fn configure(&mut self, _config: &str) -> Result<(), String> {
-        Ok(())
-    }
-
-    fn snapshot(&self) -> Vec<u8> {
-        self.windows.to_le_bytes().to_vec()
-    }
-
-    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
-        self.windows = u64::from_le_bytes(state.try_into().map_err(|_| "bad state".to_string())?);
-        Ok(())
-    }
-
     fn analyze(&mut self, batch: &Batch) -> Result<Analysis, String> {
-        self.windows += 1;
         let mut hoard: Vec<Vec<u8>> = Vec::new();
         loop {
             hoard.push(vec![batch.row_count as u8; 1 << 20]);

@@ -16,10 +16,6 @@ impl Detector for Faulty {
         }
     }
 
-    fn configure(&mut self, _config: &str) -> Result<(), String> {
-        Ok(())
-    }
-
     fn snapshot(&self) -> Vec<u8> {
         self.windows.to_le_bytes().to_vec()
     }
