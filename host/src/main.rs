@@ -125,10 +125,12 @@ fn load_plugins(cli: &Cli, config: &ConfigFile) -> Result<(Arc<Runtime>, Vec<Arc
     Ok((Arc::new(runtime), plugins))
 }
 
+/// A detector pipelines can choose, with the default config of its manifest.
+type Candidate = (Arc<dyn DetectorSource>, Option<toml::Table>);
+
 /// The detectors pipelines choose from: the loaded plugins (or, in a
-/// benchmark build with `--native`, the same detectors as native code), each
-/// with the default config of its manifest.
-fn detector_sources(cli: &Cli, runtime: &Arc<Runtime>, plugins: &[Arc<Plugin>]) -> Result<Vec<(Arc<dyn DetectorSource>, Option<toml::Table>)>> {
+/// benchmark build with `--native`, the same detectors as native code).
+fn detector_sources(cli: &Cli, runtime: &Arc<Runtime>, plugins: &[Arc<Plugin>]) -> Result<Vec<Candidate>> {
     if cli.run.native {
         #[cfg(feature = "native-detectors")]
         return Ok(native::detectors().into_iter().map(|d| (d, None)).collect());
@@ -149,7 +151,7 @@ fn build_pipelines(cli: &Cli, config: &ConfigFile, runtime: &Arc<Runtime>, plugi
     let sources = detector_sources(cli, runtime, plugins)?;
     let mut pipelines = Vec::new();
     for p in &config.pipelines {
-        let chosen: Vec<&(Arc<dyn DetectorSource>, Option<toml::Table>)> = match &p.detectors {
+        let chosen: Vec<&Candidate> = match &p.detectors {
             None => sources.iter().collect(),
             Some(names) => names
                 .iter()

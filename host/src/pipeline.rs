@@ -229,7 +229,7 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
                 break;
             }
             let batches = cutter.batches();
-            if batches.into_iter().try_for_each(|b| batch_tx.send(b)).is_err() {
+            if batches.into_iter().any(|b| batch_tx.send(b).is_err()) {
                 break; // the analysis thread failed; its error is reported below
             }
         }

@@ -150,3 +150,68 @@ fn the_human_format_names_window_detector_and_column() {
     let line = run.stdout.lines().find(|l| l.contains("null_rate")).unwrap_or_else(|| panic!("{}", run.stdout));
     assert!(line.contains("window 10") && line.contains("completeness/null_rate [amount]"), "{line}");
 }
+
+#[test]
+fn sliding_windows_overlap_without_counting_overlap_as_duplicates() {
+    let s = Sandbox::with_bundled();
+    s.generate("orders.jsonl", 10_000, &[]);
+    let config = s.write(
+        "sliding.toml",
+        r#"
+        [[pipelines]]
+        name = "sliding"
+        source = "orders.jsonl"
+        [pipelines.window]
+        size = 1000
+        slide = 250
+        "#,
+    );
+    let run = s.run(&["--config", config.to_str().unwrap(), "--format", "json"]);
+    run.assert_ok();
+    let summary = run.summary();
+    // Windows start every 250 records: 37 full ones; the last starts at 9000.
+    assert_eq!(summary["windows"], 37);
+    assert_eq!(summary["records"], 10_000);
+    assert_eq!(run.alerts().len(), 0, "{}", run.stdout);
+}
+
+#[test]
+fn processing_time_windows_close_while_the_source_is_idle() {
+    let s = Sandbox::with_bundled();
+    let config = s.write(
+        "time.toml",
+        r#"
+        [[pipelines]]
+        name = "ticks"
+        source = "-"
+        [pipelines.window]
+        kind = "time"
+        duration_ms = 500
+        "#,
+    );
+    // Compile the plugins into the cache first, so start-up does not outlast the first burst.
+    s.run(&["check", "--config", config.to_str().unwrap()]).assert_ok();
+    // A burst, two idle seconds with stdin still open, another burst.
+    let script = "for i in $(seq 1 50); do echo '{\"v\": 1}'; done; sleep 2; for i in $(seq 1 50); do echo '{\"v\": 2}'; done";
+    let feeder = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = std::process::Command::new(clean_host_tests::binary())
+        .args(["--config", config.to_str().unwrap(), "--format", "json", "--plugins"])
+        .arg(s.plugins())
+        .arg("--data-dir")
+        .arg(s.path("data"))
+        .stdin(feeder.stdout.unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let summary: serde_json::Value = serde_json::from_str(stderr.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["records"], 100);
+    // Two seconds idle make empty 500 ms windows between the two with records
+    // (at least one, however late the host started reading).
+    assert!(summary["windows"].as_u64().unwrap() >= 3, "{summary}");
+}

@@ -90,7 +90,7 @@ impl Windower {
     pub fn push(&mut self, record: &Record, meta: &RecordMeta, out: &mut Vec<ClosedWindow>) -> Placement {
         match self.spec {
             WindowSpec::Count { size, slide } => {
-                if self.records % slide as u64 == 0 {
+                if self.records.is_multiple_of(slide as u64) {
                     self.open.push_back((self.records as i64, WindowBuffer::default()));
                 }
                 for (_, buffer) in self.open.iter_mut() {

@@ -61,7 +61,7 @@ impl Default for GeneratorConfig {
 impl GeneratorConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.faults().map(|_| ())?;
-        if !(self.events_per_second > 0.0) || self.rate == Some(0) {
+        if self.events_per_second.is_nan() || self.events_per_second <= 0.0 || self.rate == Some(0) {
             return Err("events_per_second and rate must be above 0".into());
         }
         Ok(())
