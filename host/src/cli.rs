@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::OutputFormat;
+use clean_host::config::OutputFormat;
 
 /// Watch the quality of streaming data with WebAssembly detectors.
 ///

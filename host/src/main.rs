@@ -1,19 +1,7 @@
-//! clean-host: a data-quality monitor for streams whose checks are
-//! sandboxed WebAssembly components.
+//! The `clean-host` command: settings from flags and config, then the
+//! pipelines, the status line and the summary.
 
-mod alert;
-mod analysis;
 mod cli;
-mod config;
-mod dead_letter;
-mod decode;
-#[cfg(feature = "native-detectors")]
-mod native;
-mod pipeline;
-mod runtime;
-mod source;
-mod timestamp;
-mod window;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -25,13 +13,14 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use serde_json::json;
 
-use alert::{Outputs, Router};
-use analysis::{DetectorSource, Detectors};
+use clean_host::alert::{Outputs, Router};
+use clean_host::analysis::{DetectorSource, Detectors};
+use clean_host::config::{self, ConfigFile, OutputFormat, PipelineConfig};
+use clean_host::dead_letter::DeadLetters;
+use clean_host::pipeline::{self, Counters, Pipeline, PipelineReport, Shared};
+use clean_host::runtime::{load_dir, Plugin, Runtime, WasmDetector};
+use clean_host::source;
 use cli::{Cli, Command, RunArgs};
-use config::{ConfigFile, OutputFormat, PipelineConfig};
-use dead_letter::DeadLetters;
-use pipeline::{Counters, Pipeline, PipelineReport, Shared};
-use runtime::{load_dir, Plugin, Runtime, WasmDetector};
 
 /// Consecutive failed calls before a plugin is quarantined, unless configured.
 const DEFAULT_MAX_FAILURES: u32 = 3;
@@ -133,7 +122,7 @@ type Candidate = (Arc<dyn DetectorSource>, Option<toml::Table>);
 fn detector_sources(cli: &Cli, runtime: &Arc<Runtime>, plugins: &[Arc<Plugin>]) -> Result<Vec<Candidate>> {
     if cli.run.native {
         #[cfg(feature = "native-detectors")]
-        return Ok(native::detectors().into_iter().map(|d| (d, None)).collect());
+        return Ok(clean_host::native::detectors().into_iter().map(|d| (d, None)).collect());
         #[cfg(not(feature = "native-detectors"))]
         bail!("--native needs a build with --features native-detectors");
     }

@@ -1,0 +1,18 @@
+//! clean-host: a data-quality monitor for streams whose checks are
+//! sandboxed WebAssembly components.
+//!
+//! The library is the whole host; `main.rs` only turns flags and config into
+//! pipelines. It is a library so benchmarks can reach the hot path (the decoder).
+
+pub mod alert;
+pub mod analysis;
+pub mod config;
+pub mod dead_letter;
+pub mod decode;
+#[cfg(feature = "native-detectors")]
+pub mod native;
+pub mod pipeline;
+pub mod runtime;
+pub mod source;
+pub mod timestamp;
+pub mod window;
