@@ -162,7 +162,7 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
             .spawn(move || source.run(&line_tx))
             .context("starting the source thread")?;
 
-        let analysis = scope.spawn(|| -> Result<(u64, u64, f64, f64, u64, Vec<PluginStats>)> {
+        let analysis = scope.spawn(|| -> Result<PipelineReport> {
             let (mut windows, mut alerts, mut min_score, mut score_sum) = (0u64, 0u64, 1.0f64, 0.0f64);
             for batch in batch_rx {
                 let result = detectors.analyze(&batch);
@@ -181,7 +181,15 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
                 shared.counters.windows.fetch_add(1, Ordering::Relaxed);
                 shared.counters.alerts.fetch_add(routed.len() as u64, Ordering::Relaxed);
             }
-            Ok((windows, alerts, min_score, score_sum, router.suppressed, detectors.stats()))
+            Ok(PipelineReport {
+                name: name.clone(),
+                windows,
+                alerts,
+                suppressed_alerts: router.suppressed,
+                min_score,
+                mean_score: if windows == 0 { 1.0 } else { score_sum / windows as f64 },
+                plugins: detectors.stats(),
+            })
         });
 
         let mut cutter = Cutter {
@@ -239,21 +247,12 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
             let _ = batch_tx.send(b);
         }
         drop(batch_tx);
-        let (windows, alerts, min_score, score_sum, suppressed_alerts, plugins) =
-            analysis.join().map_err(|_| anyhow::anyhow!("the analysis thread of {name} panicked"))??;
+        let report = analysis.join().map_err(|_| anyhow::anyhow!("the analysis thread of {name} panicked"))??;
         decode_result?;
         shared.dead_letters.lock().unwrap_or_else(|p| p.into_inner()).flush().context("writing dead letters")?;
         if !shared.stop.load(Ordering::Relaxed) {
             reader.join().map_err(|_| anyhow::anyhow!("the source thread of {name} panicked"))?.with_context(|| format!("source of pipeline {name}"))?;
         }
-        Ok(PipelineReport {
-            name: name.clone(),
-            windows,
-            alerts,
-            suppressed_alerts,
-            min_score: if windows == 0 { 1.0 } else { min_score },
-            mean_score: if windows == 0 { 1.0 } else { score_sum / windows as f64 },
-            plugins,
-        })
+        Ok(report)
     })
 }

@@ -193,7 +193,7 @@ fn processing_time_windows_close_while_the_source_is_idle() {
     s.run(&["check", "--config", config.to_str().unwrap()]).assert_ok();
     // A burst, two idle seconds with stdin still open, another burst.
     let script = "for i in $(seq 1 50); do echo '{\"v\": 1}'; done; sleep 2; for i in $(seq 1 50); do echo '{\"v\": 2}'; done";
-    let feeder = std::process::Command::new("sh")
+    let mut feeder = std::process::Command::new("sh")
         .arg("-c")
         .arg(script)
         .stdout(std::process::Stdio::piped())
@@ -204,9 +204,10 @@ fn processing_time_windows_close_while_the_source_is_idle() {
         .arg(s.plugins())
         .arg("--data-dir")
         .arg(s.path("data"))
-        .stdin(feeder.stdout.unwrap())
+        .stdin(feeder.stdout.take().unwrap())
         .output()
         .unwrap();
+    assert!(feeder.wait().unwrap().success());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let summary: serde_json::Value = serde_json::from_str(stderr.lines().last().unwrap()).unwrap();

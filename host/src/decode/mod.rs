@@ -80,10 +80,6 @@ impl FieldNames {
         &self.names[id as usize]
     }
 
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.names.len()
-    }
 
     /// The id of `name`, interning it if new.
     pub fn intern(&mut self, name: &str) -> u32 {

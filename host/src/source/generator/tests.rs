@@ -44,7 +44,7 @@ fn faults_apply_only_to_their_range() {
 #[test]
 fn simulated_time_is_steady_and_ends_near_now() {
     let lines = generate(bounded(2000, &[]));
-    let ts = |l: &str| timestamp::parse_ms(l.split("\"ts\":\"").nth(1).unwrap()[..24].as_bytes()).unwrap();
+    let ts = |l: &str| timestamp::parse_ms(&l.split("\"ts\":\"").nth(1).unwrap().as_bytes()[..24]).unwrap();
     let (first, last) = (ts(&lines[0]), ts(&lines[1999]));
     let span = last - first;
     assert!((1500..2500).contains(&span), "{span}");
