@@ -3,7 +3,7 @@
 //! serde_json (which only parse: they would still have to be walked into
 //! columns). Prints a Markdown table of medians.
 //!
-//!     cargo bench -p clean-host --bench decode
+//!     cargo run --release -p clean-host-bench --bin decode-bench
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -126,7 +126,7 @@ fn main() {
 
     println!("## Decoding (one core)\n");
     println!(
-        "{} generated order events, {:.0} bytes each on average; median of {RUNS} passes. Command: `cargo bench -p clean-host --bench decode`.\n",
+        "{} generated order events, {:.0} bytes each on average; median of {RUNS} passes. Command: `cargo run --release -p clean-host-bench --bin decode-bench`.\n",
         lines.len(),
         bytes as f64 / lines.len() as f64
     );
