@@ -237,7 +237,10 @@ impl DetectorInstance {
     ) -> Result<R, PluginFault> {
         let limits = self.plugin.limits;
         self.store.set_epoch_deadline(limits.deadline_ticks());
-        self.store.data_mut().log_lines = 0;
+        let state = self.store.data_mut();
+        state.log_lines = 0;
+        // Only a growth refused during this call explains this call's trap.
+        state.memory.hit = false;
         let result = f(&self.bindings, &mut self.store);
         let dropped = self.store.data().log_lines.saturating_sub(LOG_LINES_PER_CALL);
         if dropped > 0 {
