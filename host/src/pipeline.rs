@@ -16,7 +16,7 @@ use crossbeam_channel::{bounded, RecvTimeoutError};
 use serde::Serialize;
 
 use crate::alert::{Outputs, Router};
-use crate::analysis::{Detectors, PluginStats};
+use crate::analysis::{dead_letter_finding, quality_score, Detectors, PluginStats};
 use crate::dead_letter::{DeadLetters, Origin};
 use crate::decode::{self, JsonDecoder};
 use crate::runtime::bindings::Batch;
@@ -25,6 +25,13 @@ use crate::window::{ClosedWindow, Placement, RecordMeta, WindowSpec, Windower};
 
 /// Closed windows waiting for analysis.
 const WINDOW_QUEUE: usize = 4;
+
+/// A closed window and the lines of its partition that became dead letters
+/// since the window before it closed.
+struct ClosedBatch {
+    batch: Batch,
+    dead_letters: u64,
+}
 /// How long the decoder waits for input before letting time windows close.
 const IDLE_TICK: Duration = Duration::from_millis(200);
 
@@ -81,17 +88,21 @@ struct Cutter<'a> {
     event_field: Option<(u32, String)>,
     spec: WindowSpec,
     windowers: HashMap<u32, Windower>,
-    closed: Vec<(u32, ClosedWindow)>,
+    /// Closed windows with their partition and dead letters.
+    closed: Vec<(u32, u64, ClosedWindow)>,
     scratch: Vec<ClosedWindow>,
+    /// Dead letters per partition not yet attributed to a window.
+    dead_since_window: HashMap<u32, u64>,
     shared: &'a Shared,
 }
 
 impl Cutter<'_> {
-    fn dead_letter(&self, partition: u32, offset: u64, reason: &str, raw: &[u8], bytes: u64) -> Result<()> {
+    fn dead_letter(&mut self, partition: u32, offset: u64, reason: &str, raw: &[u8], bytes: u64) -> Result<()> {
         let origin = Origin { pipeline: self.pipeline, source: self.source, partition, offset };
         let mut dl = self.shared.dead_letters.lock().unwrap_or_else(|p| p.into_inner());
         dl.write(&origin, reason, raw, bytes).context("writing a dead letter")?;
         self.shared.counters.dead_letters.fetch_add(1, Ordering::Relaxed);
+        *self.dead_since_window.entry(partition).or_default() += 1;
         Ok(())
     }
 
@@ -109,7 +120,7 @@ impl Cutter<'_> {
         let meta = RecordMeta { offset, hash, event_time, read_at_ms };
         let windower = self.windowers.entry(partition).or_insert_with(|| Windower::new(self.spec));
         let placement = windower.push(record, &meta, &mut self.scratch);
-        self.closed.extend(self.scratch.drain(..).map(|w| (partition, w)));
+        take_closed(&mut self.scratch, &mut self.dead_since_window, &mut self.closed, partition);
         match placement {
             Placement::Accepted => {
                 self.shared.counters.records.fetch_add(1, Ordering::Relaxed);
@@ -136,16 +147,28 @@ impl Cutter<'_> {
             } else {
                 windower.tick(now, &mut self.scratch);
             }
-            self.closed.extend(self.scratch.drain(..).map(|w| (partition, w)));
+            take_closed(&mut self.scratch, &mut self.dead_since_window, &mut self.closed, partition);
         }
     }
 
-    fn batches(&mut self) -> Vec<Batch> {
+    fn batches(&mut self) -> Vec<ClosedBatch> {
         let closed_at = now_ms();
+        let fields = &self.decoder.fields;
         self.closed
             .drain(..)
-            .map(|(partition, w)| w.buffer.into_batch(&self.decoder.fields, self.pipeline, self.source, partition, w.bounds, closed_at))
+            .map(|(partition, dead_letters, w)| ClosedBatch {
+                batch: w.buffer.into_batch(fields, self.pipeline, self.source, partition, w.bounds, closed_at),
+                dead_letters,
+            })
             .collect()
+    }
+}
+
+/// Move the windows a partition just closed to `closed`; the partition's dead
+/// letters so far belong to the first of them.
+fn take_closed(scratch: &mut Vec<ClosedWindow>, dead: &mut HashMap<u32, u64>, closed: &mut Vec<(u32, u64, ClosedWindow)>, partition: u32) {
+    for w in scratch.drain(..) {
+        closed.push((partition, dead.remove(&partition).unwrap_or(0), w));
     }
 }
 
@@ -154,7 +177,8 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
     let Pipeline { name, source, window, event_time_field, detectors, mut router } = pipeline;
     let source_name = source.name();
     let (line_tx, line_rx) = bounded::<SourceEvent>(16);
-    let (batch_tx, batch_rx) = bounded::<Batch>(WINDOW_QUEUE);
+    let (batch_tx, batch_rx) = bounded::<ClosedBatch>(WINDOW_QUEUE);
+    let max_dead_letter_rate = router.max_dead_letter_rate();
 
     std::thread::scope(|scope| -> Result<PipelineReport> {
         let reader = std::thread::Builder::new()
@@ -164,8 +188,12 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
 
         let analysis = scope.spawn(|| -> Result<PipelineReport> {
             let (mut windows, mut alerts, mut min_score, mut score_sum) = (0u64, 0u64, 1.0f64, 0.0f64);
-            for batch in batch_rx {
-                let result = detectors.analyze(&batch);
+            for ClosedBatch { batch, dead_letters } in batch_rx {
+                let mut result = detectors.analyze(&batch);
+                if let Some(f) = dead_letter_finding(dead_letters, batch.row_count, max_dead_letter_rate) {
+                    result.findings.push(f);
+                    result.score = quality_score(&result.findings);
+                }
                 let routed = router.route(&batch.info, batch.row_count, &result.findings, result.score);
                 {
                     let mut out = shared.outputs.lock().unwrap_or_else(|p| p.into_inner());
@@ -201,6 +229,7 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
             windowers: HashMap::new(),
             closed: Vec::new(),
             scratch: Vec::new(),
+            dead_since_window: HashMap::new(),
             shared,
         };
         cutter.event_field = event_time_field.map(|f| (cutter.decoder.fields.intern(&f), f));

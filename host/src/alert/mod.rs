@@ -73,13 +73,21 @@ pub struct AlertConfig {
     pub min_severity: Level,
     /// Windows during which the same detector, metric and column stay quiet after an alert.
     pub cooldown_windows: u64,
+    /// Share of a window's lines that may be undecodable before the host reports it.
+    pub max_dead_letter_rate: f64,
     /// Per-metric rules, by metric name.
     pub metrics: BTreeMap<String, MetricRule>,
 }
 
 impl Default for AlertConfig {
     fn default() -> Self {
-        AlertConfig { quality_threshold: 0.8, min_severity: Level::Warning, cooldown_windows: 10, metrics: BTreeMap::new() }
+        AlertConfig {
+            quality_threshold: 0.8,
+            min_severity: Level::Warning,
+            cooldown_windows: 10,
+            max_dead_letter_rate: 0.01,
+            metrics: BTreeMap::new(),
+        }
     }
 }
 
@@ -87,6 +95,9 @@ impl AlertConfig {
     pub fn validate(&self) -> Result<(), String> {
         if !(0.0..=1.0).contains(&self.quality_threshold) {
             return Err(format!("alerts.quality_threshold must be within 0..1, not {}", self.quality_threshold));
+        }
+        if !(0.0..=1.0).contains(&self.max_dead_letter_rate) {
+            return Err(format!("alerts.max_dead_letter_rate must be within 0..1, not {}", self.max_dead_letter_rate));
         }
         Ok(())
     }
@@ -130,6 +141,10 @@ pub struct Router {
 }
 
 impl Router {
+    pub fn max_dead_letter_rate(&self) -> f64 {
+        self.config.max_dead_letter_rate
+    }
+
     pub fn new(pipeline: &str, config: AlertConfig) -> Self {
         Router { config, pipeline: pipeline.to_string(), windows: 0, last_alert: HashMap::new(), suppressed: 0 }
     }

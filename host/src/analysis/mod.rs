@@ -133,6 +133,25 @@ pub fn quality_score(findings: &[HostFinding]) -> f64 {
         .product()
 }
 
+/// The host's own finding about a window: more of its lines were undecodable
+/// (dead letters) than `max_rate` of all the lines it spans.
+pub fn dead_letter_finding(dead: u64, rows: u32, max_rate: f64) -> Option<HostFinding> {
+    let rate = dead as f64 / (dead + u64::from(rows)).max(1) as f64;
+    (dead > 0 && rate > max_rate).then(|| HostFinding {
+        detector: "host".into(),
+        origin: FindingOrigin::Data,
+        finding: Finding {
+            metric: "dead_letter_rate".into(),
+            column: None,
+            value: rate,
+            threshold: max_rate,
+            severity: if rate > 0.2 { Severity::Critical } else { Severity::Warning },
+            message: format!("{dead} lines since the previous window could not be decoded ({:.1}%); see the dead letters", rate * 100.0),
+            sample_rows: Vec::new(),
+        },
+    })
+}
+
 /// Check a plugin's answer against the batch it was given; trim long messages.
 pub fn validate(analysis: &mut Analysis, rows: u32) -> Result<(), String> {
     if analysis.findings.len() > MAX_FINDINGS {

@@ -48,3 +48,12 @@ fn score_counts_data_findings_only() {
     assert!((quality_score(&[data(Severity::Warning)]) - 0.9).abs() < 1e-12);
     assert!((quality_score(&[data(Severity::Critical), data(Severity::Info), fault]) - 0.7).abs() < 1e-12);
 }
+
+#[test]
+fn dead_letters_above_the_limit_are_a_finding() {
+    assert!(dead_letter_finding(0, 1000, 0.01).is_none());
+    assert!(dead_letter_finding(5, 995, 0.01).is_none());
+    let f = dead_letter_finding(20, 980, 0.01).unwrap();
+    assert_eq!((f.finding.metric.as_str(), f.finding.value, f.finding.severity), ("dead_letter_rate", 0.02, Severity::Warning));
+    assert_eq!(dead_letter_finding(10, 0, 0.01).unwrap().finding.severity, Severity::Critical);
+}
