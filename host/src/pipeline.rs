@@ -25,6 +25,8 @@ use crate::window::{ClosedWindow, Placement, RecordMeta, WindowSpec, Windower};
 
 /// Closed windows waiting for analysis.
 const WINDOW_QUEUE: usize = 4;
+/// How long the decoder waits for input before letting time windows close.
+const IDLE_TICK: Duration = Duration::from_millis(200);
 
 /// A closed window and the lines of its partition that became dead letters
 /// since the window before it closed.
@@ -32,8 +34,6 @@ struct ClosedBatch {
     batch: Batch,
     dead_letters: u64,
 }
-/// How long the decoder waits for input before letting time windows close.
-const IDLE_TICK: Duration = Duration::from_millis(200);
 
 /// Running totals over all pipelines, read by the status line.
 #[derive(Default)]
@@ -190,11 +190,9 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
             let (mut windows, mut alerts, mut min_score, mut score_sum) = (0u64, 0u64, 1.0f64, 0.0f64);
             for ClosedBatch { batch, dead_letters } in batch_rx {
                 let mut result = detectors.analyze(&batch);
-                if let Some(f) = dead_letter_finding(dead_letters, batch.row_count, max_dead_letter_rate) {
-                    result.findings.push(f);
-                    result.score = quality_score(&result.findings);
-                }
-                let routed = router.route(&batch.info, batch.row_count, &result.findings, result.score);
+                result.findings.extend(dead_letter_finding(dead_letters, batch.row_count, max_dead_letter_rate));
+                let score = quality_score(&result.findings);
+                let routed = router.route(&batch.info, batch.row_count, &result.findings, score);
                 {
                     let mut out = shared.outputs.lock().unwrap_or_else(|p| p.into_inner());
                     for alert in &routed {
@@ -204,8 +202,8 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
                 }
                 windows += 1;
                 alerts += routed.len() as u64;
-                min_score = min_score.min(result.score);
-                score_sum += result.score;
+                min_score = min_score.min(score);
+                score_sum += score;
                 shared.counters.windows.fetch_add(1, Ordering::Relaxed);
                 shared.counters.alerts.fetch_add(routed.len() as u64, Ordering::Relaxed);
             }

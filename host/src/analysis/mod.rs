@@ -69,7 +69,6 @@ pub struct HostFinding {
 pub struct WindowAnalysis {
     pub findings: Vec<HostFinding>,
     pub metrics: Vec<(String, MetricValue)>,
-    pub score: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -331,7 +330,6 @@ impl Detectors {
             out.findings.extend(findings);
             out.metrics.extend(metrics.into_iter().map(|m| (name.clone(), m)));
         }
-        out.score = quality_score(&out.findings);
         out
     }
 

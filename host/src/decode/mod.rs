@@ -80,7 +80,6 @@ impl FieldNames {
         &self.names[id as usize]
     }
 
-
     /// The id of `name`, interning it if new.
     pub fn intern(&mut self, name: &str) -> u32 {
         if let Some(&id) = self.ids.get(name) {

@@ -252,7 +252,6 @@ impl DetectorInstance {
             Err(e) => Err(classify(e, &self.store, &limits)),
         }
     }
-
 }
 
 impl Analyzer for DetectorInstance {
