@@ -28,9 +28,15 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Read JSON lines from this file, `-` for stdin, or `generator`.
+    /// Read JSON lines from this file, `-` for stdin, `generator`, or a broker:
+    /// kafka://HOST:PORT/TOPIC?group=G&offset=earliest|latest|N|@UNIX_MS,
+    /// pulsar://HOST:PORT/TENANT/NAMESPACE/TOPIC?subscription=S&type=T,
+    /// redis://HOST:PORT/STREAM?group=G&consumer=C.
     #[arg(long, global = true)]
     pub source: Option<String>,
+    /// Broker sources: read to the end positions seen at start, then stop and report.
+    #[arg(long, global = true)]
+    pub until_end: bool,
     /// Records per count window (overrides the config's window size).
     #[arg(long, global = true)]
     pub window: Option<usize>,
@@ -43,7 +49,11 @@ pub struct RunArgs {
     /// Also append alerts as JSON lines to this file.
     #[arg(long)]
     pub alerts_file: Option<PathBuf>,
-    /// Where undecodable lines go (default: DATA_DIR/dead-letters.jsonl).
+    /// Append one JSON line per analysed window to this file.
+    #[arg(long)]
+    pub windows_file: Option<PathBuf>,
+    /// Where undecodable lines go (default: DATA_DIR/dead-letters.jsonl; broker
+    /// sources use a dead-letter topic on their broker).
     #[arg(long)]
     pub dead_letters: Option<PathBuf>,
     /// Folder for dead letters and the compiled-plugin cache.
@@ -79,6 +89,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Write the generator's records to stdout (a fixture for --source).
-    Generate,
+    /// Write the generator's records to stdout (a fixture for --source), or produce them to a broker.
+    Generate {
+        /// Produce to this topic or stream instead (kafka://, pulsar://, redis:// URL).
+        #[arg(long)]
+        sink: Option<String>,
+        /// Kafka: partitions of the topic if it must be created.
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+    },
 }

@@ -13,13 +13,14 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use serde_json::json;
 
-use clean_host::alert::{Outputs, Router};
+use clean_host::alert::{AlertLedger, Outputs, Router};
 use clean_host::analysis::{DetectorSource, Detectors};
 use clean_host::config::{self, ConfigFile, OutputFormat, PipelineConfig};
 use clean_host::dead_letter::DeadLetters;
+use clean_host::decode::message::MessageDecoder;
 use clean_host::pipeline::{self, Counters, Pipeline, PipelineReport, Shared};
 use clean_host::runtime::{load_dir, Plugin, Runtime, WasmDetector};
-use clean_host::source;
+use clean_host::source::{self, config::BrokerUrl, SourceContext};
 use cli::{Cli, Command, RunArgs};
 
 /// Consecutive failed calls before a plugin is quarantined, unless configured.
@@ -36,7 +37,7 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     let config = settings(&cli)?;
     match cli.command {
-        Some(Command::Generate) => generate(&config),
+        Some(Command::Generate { ref sink, partitions }) => generate(&config, sink.as_deref(), partitions),
         Some(Command::Plugins { json }) => list_plugins(&cli, &config, json),
         Some(Command::Check) => {
             let (runtime, plugins) = load_plugins(&cli, &config)?;
@@ -75,6 +76,7 @@ fn settings(cli: &Cli) -> Result<ConfigFile> {
         if let Some(field) = &args.event_time {
             p.event_time_field = Some(field.clone());
         }
+        p.broker.until_end |= args.until_end;
         let g = &mut p.generator;
         g.records = args.records.or(g.records);
         g.rate = args.rate.or(g.rate);
@@ -88,6 +90,9 @@ fn settings(cli: &Cli) -> Result<ConfigFile> {
     }
     if args.alerts_file.is_some() {
         config.output.file = args.alerts_file.clone();
+    }
+    if args.windows_file.is_some() {
+        config.output.windows_file = args.windows_file.clone();
     }
     if args.data_dir.is_some() {
         config.data_dir = args.data_dir.clone();
@@ -161,7 +166,23 @@ fn build_pipelines(cli: &Cli, config: &ConfigFile, runtime: &Arc<Runtime>, plugi
             chosen.into_iter().map(|(s, default)| (s.clone(), p.detector_json(s.name(), default.as_ref()))).collect();
         let detectors = Detectors::new(with_config, max_failures)
             .map_err(|e| anyhow::anyhow!("pipeline '{}': {e}", p.name))?;
-        let source = source::open(&p.source, &p.generator).with_context(|| format!("pipeline '{}'", p.name))?;
+        let context = || format!("pipeline '{}'", p.name);
+        let source = source::open(&p.source, &p.generator, &p.broker).with_context(context)?;
+        let schema = match &p.broker.avro_schema {
+            Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("reading Avro schema {}", path.display()))?),
+            None => None,
+        };
+        let decoder = MessageDecoder::new(p.broker.format, p.broker.metadata.clone(), schema.as_deref())
+            .map_err(anyhow::Error::msg)
+            .with_context(context)?;
+        let dead_letter_topic = source.dead_letter_sink().with_context(context)?;
+        let findings_topic = match &p.broker.findings_topic {
+            Some(topic) => {
+                let url = BrokerUrl::parse(&p.source).context("findings_topic needs a broker source")?;
+                Some(source::open_sink(&format!("{}://{}/{topic}", url.scheme, url.hosts), &p.broker, 1).with_context(context)?)
+            }
+            None => None,
+        };
         pipelines.push(Pipeline {
             name: p.name.clone(),
             source,
@@ -169,6 +190,9 @@ fn build_pipelines(cli: &Cli, config: &ConfigFile, runtime: &Arc<Runtime>, plugi
             event_time_field: p.event_time_field.clone(),
             detectors,
             router: Router::new(&p.name, config.alerts.clone()),
+            decoder,
+            dead_letter_topic,
+            findings_topic,
         });
     }
     Ok(pipelines)
@@ -181,10 +205,12 @@ fn monitor(cli: &Cli, config: &ConfigFile) -> Result<()> {
     let format = config.output.format.unwrap_or(OutputFormat::Human);
     let dead_letter_path = cli.run.dead_letters.clone().unwrap_or_else(|| data_dir(config).join("dead-letters.jsonl"));
     let shared = Arc::new(Shared {
-        outputs: Mutex::new(Outputs::new(format, config.output.file.as_deref())?),
+        outputs: Mutex::new(Outputs::new(format, config.output.file.as_deref(), config.output.windows_file.as_deref())?),
         dead_letters: Mutex::new(DeadLetters::new(&dead_letter_path)),
         counters: Counters::default(),
         stop: Default::default(),
+        ledger: Mutex::new(AlertLedger::open(&data_dir(config).join("alerts-sent"))?),
+        progress: Default::default(),
     });
     {
         let shared = shared.clone();
@@ -224,6 +250,7 @@ fn monitor(cli: &Cli, config: &ConfigFile) -> Result<()> {
         "late_records": c.late.load(Ordering::Relaxed),
         "windows": c.windows.load(Ordering::Relaxed),
         "alerts": c.alerts.load(Ordering::Relaxed),
+        "replayed_alerts": c.replayed_alerts.load(Ordering::Relaxed),
         "seconds": (seconds * 1000.0).round() / 1000.0,
         "records_per_second": (records as f64 / seconds.max(1e-9)).round(),
         "plugins": plugins,
@@ -253,8 +280,10 @@ fn status_line(shared: Arc<Shared>) -> (Arc<std::sync::atomic::AtomicBool>, std:
             let records = c.records.load(Ordering::Relaxed);
             let rate = (records - last.1) as f64 / last.0.elapsed().as_secs_f64().max(1e-9);
             last = (Instant::now(), records);
+            let (total, done) = (shared.progress.total.load(Ordering::Relaxed), shared.progress.done.load(Ordering::Relaxed));
+            let percent = if total > 0 { format!("{:>5.1}%  ", (done as f64 * 100.0 / total as f64).min(100.0)) } else { String::new() };
             eprint!(
-                "\r\x1b[2K{:>7.1}s  {records} records  {:.0} rec/s  {} windows  {} alerts  {} dead letters",
+                "\r\x1b[2K{percent}{:>7.1}s  {records} records  {:.0} rec/s  {} windows  {} alerts  {} dead letters",
                 started.elapsed().as_secs_f64(),
                 rate,
                 c.windows.load(Ordering::Relaxed),
@@ -302,24 +331,41 @@ fn list_plugins(cli: &Cli, config: &ConfigFile, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-fn generate(config: &ConfigFile) -> Result<()> {
+/// Generated records to stdout, or produced to `sink` (one message per record).
+fn generate(config: &ConfigFile, sink: Option<&str>, partitions: i32) -> Result<()> {
     let [p] = config.pipelines.as_slice() else { bail!("generate uses one pipeline's generator settings") };
     if p.generator.records.is_none() {
         bail!("generate needs --records N");
     }
-    let source = source::open("generator", &p.generator)?;
+    let source = source::open("generator", &p.generator, &p.broker)?;
+    let mut sink = match sink {
+        Some(url) => Some(source::open_sink(url, &p.broker, partitions).with_context(|| format!("sink {url}"))?),
+        None => None,
+    };
     let (tx, rx) = crossbeam_channel::bounded(16);
-    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+    let writer = std::thread::spawn(move || -> Result<u64> {
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let mut produced = 0u64;
         for event in rx {
-            if let source::SourceEvent::Lines { data, .. } = event {
-                out.write_all(&data)?;
+            let source::SourceEvent::Lines { data, .. } = event else { continue };
+            match &mut sink {
+                Some(sink) => {
+                    for line in data.strip_suffix(b"\n").unwrap_or(&data).split(|&b| b == b'\n') {
+                        sink.send("", line)?;
+                        produced += 1;
+                    }
+                }
+                None => out.write_all(&data)?,
             }
         }
-        out.flush()
+        if let Some(sink) = &mut sink {
+            sink.flush()?;
+            eprintln!("produced {produced} records to {}", sink.name());
+        }
+        out.flush()?;
+        Ok(produced)
     });
-    source.run(&tx)?;
-    drop(tx);
+    source.run(SourceContext::detached(tx))?;
     writer.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
     Ok(())
 }

@@ -5,22 +5,31 @@
 //! runs the detectors and routes alerts, one window at a time and in order.
 //! A bounded channel between the last two keeps memory flat when analysis
 //! is the slower side.
+//!
+//! At-least-once: the decode thread knows, per partition, the lowest offset
+//! still held by an open window; once it rises, an [`Ack`] follows the closed
+//! windows on the same channel, so the analysis thread passes it back to the
+//! source only after those windows were analysed, their alerts written and
+//! the dead letters stored. A revoked partition's open windows are dropped
+//! and never acknowledged: its new owner reads them again.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use crossbeam_channel::{bounded, RecvTimeoutError};
 use serde::Serialize;
 
-use crate::alert::{Outputs, Router};
+use crate::alert::{AlertLedger, Outputs, Router, WindowSummary};
 use crate::analysis::{dead_letter_finding, quality_score, Detectors, PluginStats};
-use crate::dead_letter::{DeadLetters, Origin};
-use crate::decode::{self, JsonDecoder};
+use crate::dead_letter::{DeadLetterTopic, DeadLetters, Origin};
+use crate::decode::message::MessageDecoder;
+use crate::decode::{self, Record};
 use crate::runtime::bindings::Batch;
-use crate::source::{Source, SourceEvent, MAX_LINE_BYTES};
+use crate::source::{Ack, Message, Position, Progress, Sink, Source, SourceContext, SourceEvent, MAX_LINE_BYTES};
 use crate::window::{ClosedWindow, Placement, RecordMeta, WindowSpec, Windower};
 
 /// Closed windows waiting for analysis.
@@ -33,6 +42,16 @@ const IDLE_TICK: Duration = Duration::from_millis(200);
 struct ClosedBatch {
     batch: Batch,
     dead_letters: u64,
+    /// The broker positions of the first and last offsets.
+    first: Position,
+    last: Position,
+}
+
+/// What the decode thread hands the analysis thread, in order.
+enum Work {
+    Window(ClosedBatch),
+    /// Send these to the source once everything before them is done.
+    Acks(Vec<Ack>),
 }
 
 /// Running totals over all pipelines, read by the status line.
@@ -43,6 +62,8 @@ pub struct Counters {
     pub late: AtomicU64,
     pub windows: AtomicU64,
     pub alerts: AtomicU64,
+    /// Alerts not sent again because a replay met their window.
+    pub replayed_alerts: AtomicU64,
 }
 
 /// What pipelines share: outputs, dead letters, counters, the stop flag.
@@ -51,7 +72,10 @@ pub struct Shared {
     pub dead_letters: Mutex<DeadLetters>,
     pub counters: Counters,
     /// Set on Ctrl-C: stop reading, analyse what was read, report.
-    pub stop: AtomicBool,
+    pub stop: Arc<AtomicBool>,
+    /// Alerts already sent for broker windows, so a replay does not repeat them.
+    pub ledger: Mutex<AlertLedger>,
+    pub progress: Arc<Progress>,
 }
 
 /// A pipeline ready to run.
@@ -62,6 +86,11 @@ pub struct Pipeline {
     pub event_time_field: Option<String>,
     pub detectors: Detectors,
     pub router: Router,
+    pub decoder: MessageDecoder,
+    /// Dead letters go here instead of the file (broker sources).
+    pub dead_letter_topic: Option<Box<dyn Sink>>,
+    /// Every alert and every window's findings are also produced here.
+    pub findings_topic: Option<Box<dyn Sink>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -70,6 +99,7 @@ pub struct PipelineReport {
     pub windows: u64,
     pub alerts: u64,
     pub suppressed_alerts: u64,
+    pub replayed_alerts: u64,
     pub min_score: f64,
     pub mean_score: f64,
     #[serde(skip)]
@@ -80,47 +110,108 @@ pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-/// Decodes lines and cuts windows for one pipeline.
+/// One partition's windows and how far it has been acknowledged.
+struct PartitionState {
+    windower: Windower,
+    /// One past the last offset read.
+    next_offset: u64,
+    acked_below: u64,
+    /// Broker ids of offsets not yet acknowledged (sources whose ids are not offsets).
+    ids: BTreeMap<u64, Arc<str>>,
+    /// Dead letters not yet attributed to a window.
+    dead_since_window: u64,
+}
+
+/// Decodes lines and messages and cuts windows for one pipeline.
 struct Cutter<'a> {
     pipeline: &'a str,
     source: &'a str,
-    decoder: JsonDecoder,
+    decoder: MessageDecoder,
     event_field: Option<(u32, String)>,
     spec: WindowSpec,
-    windowers: HashMap<u32, Windower>,
+    partitions: HashMap<u32, PartitionState>,
     /// Closed windows with their partition and dead letters.
     closed: Vec<(u32, u64, ClosedWindow)>,
     scratch: Vec<ClosedWindow>,
-    /// Dead letters per partition not yet attributed to a window.
-    dead_since_window: HashMap<u32, u64>,
+    dead_letter_topic: Option<&'a Mutex<DeadLetterTopic>>,
     shared: &'a Shared,
 }
 
 impl Cutter<'_> {
-    fn dead_letter(&mut self, partition: u32, offset: u64, reason: &str, raw: &[u8], bytes: u64) -> Result<()> {
-        let origin = Origin { pipeline: self.pipeline, source: self.source, partition, offset };
-        let mut dl = self.shared.dead_letters.lock().unwrap_or_else(|p| p.into_inner());
-        dl.write(&origin, reason, raw, bytes).context("writing a dead letter")?;
+    fn partition(&mut self, partition: u32) -> &mut PartitionState {
+        let spec = self.spec;
+        self.partitions.entry(partition).or_insert_with(|| PartitionState {
+            windower: Windower::new(spec),
+            next_offset: 0,
+            acked_below: 0,
+            ids: BTreeMap::new(),
+            dead_since_window: 0,
+        })
+    }
+
+    fn dead_letter(&mut self, partition: u32, offset: u64, position: Option<Position>, reason: &str, raw: &[u8], bytes: u64) -> Result<()> {
+        let origin = Origin { pipeline: self.pipeline, source: self.source, partition, offset, position };
+        match self.dead_letter_topic {
+            Some(topic) => {
+                let mut topic = topic.lock().unwrap_or_else(|p| p.into_inner());
+                topic.write(&origin, reason, raw, bytes).context("producing a dead letter")?;
+            }
+            None => {
+                let mut dl = self.shared.dead_letters.lock().unwrap_or_else(|p| p.into_inner());
+                dl.write(&origin, reason, raw, bytes).context("writing a dead letter")?;
+            }
+        }
         self.shared.counters.dead_letters.fetch_add(1, Ordering::Relaxed);
-        *self.dead_since_window.entry(partition).or_default() += 1;
+        self.partition(partition).dead_since_window += 1;
         Ok(())
     }
 
     fn line(&mut self, partition: u32, offset: u64, line: &[u8], read_at_ms: i64) -> Result<()> {
+        self.partition(partition).next_offset = offset + 1;
         if line.len() > MAX_LINE_BYTES {
             let reason = format!("line of {} bytes is over the {} MiB limit", line.len(), MAX_LINE_BYTES >> 20);
-            return self.dead_letter(partition, offset, &reason, line, line.len() as u64);
+            return self.dead_letter(partition, offset, None, &reason, line, line.len() as u64);
         }
-        let hash = xxhash_rust::xxh3::xxh3_64(line);
-        let record = match self.decoder.decode(line) {
-            Ok(r) => r,
-            Err(e) => return self.dead_letter(partition, offset, &e.to_string(), line, line.len() as u64),
+        let placement = match self.decoder.json.decode(line) {
+            Ok(record) => {
+                let record: &Record = record;
+                let meta = record_meta(record, &self.event_field, offset, line, read_at_ms);
+                let state = self.partitions.get_mut(&partition).expect("created above");
+                state.windower.push(record, &meta, &mut self.scratch)
+            }
+            Err(e) => return self.dead_letter(partition, offset, None, &e.to_string(), line, line.len() as u64),
         };
-        let event_time = self.event_field.as_ref().and_then(|(id, _)| record.get(*id).and_then(|v| decode::event_time(record, v)));
-        let meta = RecordMeta { offset, hash, event_time, read_at_ms };
-        let windower = self.windowers.entry(partition).or_insert_with(|| Windower::new(self.spec));
-        let placement = windower.push(record, &meta, &mut self.scratch);
-        take_closed(&mut self.scratch, &mut self.dead_since_window, &mut self.closed, partition);
+        self.placed(partition, offset, None, placement, line)
+    }
+
+    fn message(&mut self, partition: u32, message: &Message, read_at_ms: i64) -> Result<()> {
+        let offset = message.offset;
+        let state = self.partition(partition);
+        state.next_offset = offset + 1;
+        if let Some(id) = &message.id {
+            state.ids.insert(offset, id.clone());
+        }
+        if let Some(reason) = &message.fault {
+            let bytes = message.payload.len() as u64;
+            return self.dead_letter(partition, offset, Some(message.position()), reason, &message.payload, bytes);
+        }
+        let placement = match self.decoder.decode(partition, message) {
+            Ok(record) => {
+                let record: &Record = record;
+                let meta = record_meta(record, &self.event_field, offset, &message.payload, read_at_ms);
+                let state = self.partitions.get_mut(&partition).expect("created above");
+                state.windower.push(record, &meta, &mut self.scratch)
+            }
+            Err(e) => {
+                let bytes = message.payload.len() as u64;
+                return self.dead_letter(partition, offset, Some(message.position()), &e.to_string(), &message.payload, bytes);
+            }
+        };
+        self.placed(partition, offset, Some(message.position()), placement, &message.payload)
+    }
+
+    fn placed(&mut self, partition: u32, offset: u64, position: Option<Position>, placement: Placement, raw: &[u8]) -> Result<()> {
+        self.take_closed(partition);
         match placement {
             Placement::Accepted => {
                 self.shared.counters.records.fetch_add(1, Ordering::Relaxed);
@@ -128,156 +219,303 @@ impl Cutter<'_> {
             }
             Placement::Late => {
                 self.shared.counters.late.fetch_add(1, Ordering::Relaxed);
-                self.dead_letter(partition, offset, "late: its event-time window had already closed", line, line.len() as u64)
+                let reason = "late: its event-time window had already closed";
+                self.dead_letter(partition, offset, position, reason, raw, raw.len() as u64)
             }
             Placement::NoEventTime => {
                 let field = self.event_field.as_ref().map_or("", |(_, f)| f.as_str());
                 let reason = format!("no usable event time in field '{field}'");
-                self.dead_letter(partition, offset, &reason, line, line.len() as u64)
+                self.dead_letter(partition, offset, position, &reason, raw, raw.len() as u64)
             }
+        }
+    }
+
+    /// Move the windows a partition just closed to `closed`; the partition's
+    /// dead letters so far belong to the first of them.
+    fn take_closed(&mut self, partition: u32) {
+        for w in self.scratch.drain(..) {
+            let state = self.partitions.get_mut(&partition).expect("a partition closes only its own windows");
+            self.closed.push((partition, std::mem::take(&mut state.dead_since_window), w));
         }
     }
 
     /// Let time pass (`flush`: end of input) for every partition's windows.
     fn close_windows(&mut self, flush: bool) {
         let now = now_ms();
-        for (&partition, windower) in self.windowers.iter_mut() {
+        let partitions: Vec<u32> = self.partitions.keys().copied().collect();
+        for partition in partitions {
+            let state = self.partitions.get_mut(&partition).expect("listed above");
             if flush {
-                windower.flush(&mut self.scratch);
+                state.windower.flush(&mut self.scratch);
             } else {
-                windower.tick(now, &mut self.scratch);
+                state.windower.tick(now, &mut self.scratch);
             }
-            take_closed(&mut self.scratch, &mut self.dead_since_window, &mut self.closed, partition);
+            self.take_closed(partition);
         }
     }
 
-    fn batches(&mut self) -> Vec<ClosedBatch> {
+    /// A rebalance took these partitions away: forget their open windows.
+    fn revoke(&mut self, partitions: &[u32]) {
+        for p in partitions {
+            self.partitions.remove(p);
+        }
+    }
+
+    fn batches(&mut self) -> Vec<Work> {
         let closed_at = now_ms();
-        let fields = &self.decoder.fields;
+        let fields = &self.decoder.json.fields;
+        let partitions = &self.partitions;
         self.closed
             .drain(..)
-            .map(|(partition, dead_letters, w)| ClosedBatch {
-                batch: w.buffer.into_batch(fields, self.pipeline, self.source, partition, w.bounds, closed_at),
-                dead_letters,
+            .map(|(partition, dead_letters, w)| {
+                let batch = w.buffer.into_batch(fields, self.pipeline, self.source, partition, w.bounds, closed_at);
+                let position = |offset: u64| match partitions.get(&partition).and_then(|s| s.ids.get(&offset)) {
+                    Some(id) => Position::Id(id.clone()),
+                    None => Position::Offset(offset),
+                };
+                let (first, last) = (position(batch.info.first_offset), position(batch.info.last_offset));
+                Work::Window(ClosedBatch { batch, dead_letters, first, last })
             })
             .collect()
     }
+
+    /// Acks for partitions whose lowest unanalysed offset has risen.
+    fn acks(&mut self) -> Option<Work> {
+        let mut acks = Vec::new();
+        for (&partition, state) in self.partitions.iter_mut() {
+            let below = state.windower.min_open_offset().unwrap_or(state.next_offset);
+            if below > state.acked_below {
+                state.acked_below = below;
+                state.ids = state.ids.split_off(&below);
+                acks.push(Ack { partition, below });
+            }
+        }
+        (!acks.is_empty()).then_some(Work::Acks(acks))
+    }
+
+    /// The closed windows, then the acks they allow.
+    fn work(&mut self) -> Vec<Work> {
+        let mut work = self.batches();
+        work.extend(self.acks());
+        work
+    }
 }
 
-/// Move the windows a partition just closed to `closed`; the partition's dead
-/// letters so far belong to the first of them.
-fn take_closed(scratch: &mut Vec<ClosedWindow>, dead: &mut HashMap<u32, u64>, closed: &mut Vec<(u32, u64, ClosedWindow)>, partition: u32) {
-    for w in scratch.drain(..) {
-        closed.push((partition, dead.remove(&partition).unwrap_or(0), w));
+fn record_meta(record: &Record, event_field: &Option<(u32, String)>, offset: u64, raw: &[u8], read_at_ms: i64) -> RecordMeta {
+    let hash = xxhash_rust::xxh3::xxh3_64(raw);
+    let event_time = event_field.as_ref().and_then(|(id, _)| record.get(*id).and_then(|v| decode::event_time(record, v)));
+    RecordMeta { offset, hash, event_time, read_at_ms }
+}
+
+/// The analysis side of a pipeline: detectors, alerts, outputs, acks.
+struct Analyst<'a> {
+    name: &'a str,
+    detectors: &'a Detectors,
+    router: Router,
+    max_dead_letter_rate: f64,
+    /// Broker sources: remember sent alerts, acknowledge.
+    acknowledges: bool,
+    ack_tx: crossbeam_channel::Sender<Ack>,
+    dead_letter_topic: Option<&'a Mutex<DeadLetterTopic>>,
+    findings_topic: Option<Box<dyn Sink>>,
+    shared: &'a Shared,
+    windows: u64,
+    alerts: u64,
+    replayed: u64,
+    min_score: f64,
+    score_sum: f64,
+}
+
+impl Analyst<'_> {
+    fn window(&mut self, closed: ClosedBatch) -> Result<()> {
+        let ClosedBatch { batch, dead_letters, first, last } = closed;
+        let mut result = self.detectors.analyze(&batch);
+        result.findings.extend(dead_letter_finding(dead_letters, batch.row_count, self.max_dead_letter_rate));
+        let score = quality_score(&result.findings);
+        let mut routed = self.router.route(&batch.info, (&first, &last), batch.row_count, &result.findings, score);
+        if self.acknowledges {
+            let mut ledger = self.shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
+            let before = routed.len();
+            routed.retain(|a| ledger.first_time(a));
+            ledger.flush().context("writing the alert ledger")?;
+            self.replayed += (before - routed.len()) as u64;
+            self.shared.counters.replayed_alerts.fetch_add((before - routed.len()) as u64, Ordering::Relaxed);
+        }
+        let summary = WindowSummary::new(self.name, &batch.info, (&first, &last), batch.row_count, score, &result.findings, routed.len());
+        {
+            let mut out = self.shared.outputs.lock().unwrap_or_else(|p| p.into_inner());
+            for alert in &routed {
+                out.emit(alert).context("writing an alert")?;
+            }
+            out.window(&summary).context("writing the window log")?;
+            out.flush().context("writing alerts")?;
+        }
+        if let Some(topic) = &mut self.findings_topic {
+            let key = format!("{}/{}", self.name, batch.info.partition);
+            if !result.findings.is_empty() {
+                topic.send(&key, &serde_json::to_vec(&summary)?).context("producing findings")?;
+            }
+            for alert in &routed {
+                let mut value = serde_json::to_value(alert)?;
+                value["type"] = "alert".into();
+                topic.send(&key, &serde_json::to_vec(&value)?).context("producing an alert")?;
+            }
+        }
+        self.windows += 1;
+        self.alerts += routed.len() as u64;
+        self.min_score = self.min_score.min(score);
+        self.score_sum += score;
+        self.shared.counters.windows.fetch_add(1, Ordering::Relaxed);
+        self.shared.counters.alerts.fetch_add(routed.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Everything before these acks is analysed and written: make what was
+    /// produced durable, then let the source commit.
+    fn acks(&mut self, acks: Vec<Ack>) -> Result<()> {
+        if !self.acknowledges {
+            return Ok(());
+        }
+        if let Some(topic) = self.dead_letter_topic {
+            topic.lock().unwrap_or_else(|p| p.into_inner()).sink.flush().context("storing dead letters")?;
+        }
+        if let Some(topic) = &mut self.findings_topic {
+            topic.flush().context("storing findings")?;
+        }
+        for ack in acks {
+            let _ = self.ack_tx.send(ack); // the source may have stopped; its records replay
+        }
+        Ok(())
+    }
+
+    fn report(self) -> PipelineReport {
+        PipelineReport {
+            name: self.name.to_string(),
+            windows: self.windows,
+            alerts: self.alerts,
+            suppressed_alerts: self.router.suppressed,
+            replayed_alerts: self.replayed,
+            min_score: self.min_score,
+            mean_score: if self.windows == 0 { 1.0 } else { self.score_sum / self.windows as f64 },
+            plugins: self.detectors.stats(),
+        }
     }
 }
 
 /// Run `pipeline` until its source ends (or Ctrl-C), then report.
 pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
-    let Pipeline { name, source, window, event_time_field, detectors, mut router } = pipeline;
+    let Pipeline { name, source, window, event_time_field, detectors, router, decoder, dead_letter_topic, findings_topic } =
+        pipeline;
     let source_name = source.name();
+    let acknowledges = source.acknowledges();
     let (line_tx, line_rx) = bounded::<SourceEvent>(16);
-    let (batch_tx, batch_rx) = bounded::<ClosedBatch>(WINDOW_QUEUE);
-    let max_dead_letter_rate = router.max_dead_letter_rate();
+    let (work_tx, work_rx) = bounded::<Work>(WINDOW_QUEUE);
+    let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<Ack>();
+    let dead_letter_topic = dead_letter_topic.map(|sink| Mutex::new(DeadLetterTopic { sink, count: 0 }));
 
     std::thread::scope(|scope| -> Result<PipelineReport> {
+        let ctx = SourceContext { events: line_tx, acks: ack_rx, stop: shared.stop.clone(), progress: shared.progress.clone() };
         let reader = std::thread::Builder::new()
             .name(format!("{name}-source"))
-            .spawn(move || source.run(&line_tx))
+            .spawn(move || source.run(ctx))
             .context("starting the source thread")?;
 
-        let analysis = scope.spawn(|| -> Result<PipelineReport> {
-            let (mut windows, mut alerts, mut min_score, mut score_sum) = (0u64, 0u64, 1.0f64, 0.0f64);
-            for ClosedBatch { batch, dead_letters } in batch_rx {
-                let mut result = detectors.analyze(&batch);
-                result.findings.extend(dead_letter_finding(dead_letters, batch.row_count, max_dead_letter_rate));
-                let score = quality_score(&result.findings);
-                let routed = router.route(&batch.info, batch.row_count, &result.findings, score);
-                {
-                    let mut out = shared.outputs.lock().unwrap_or_else(|p| p.into_inner());
-                    for alert in &routed {
-                        out.emit(alert).context("writing an alert")?;
-                    }
-                    out.flush().context("writing alerts")?;
+        let analyst = Analyst {
+            name: &name,
+            detectors: &detectors,
+            max_dead_letter_rate: router.max_dead_letter_rate(),
+            router,
+            acknowledges,
+            ack_tx,
+            dead_letter_topic: dead_letter_topic.as_ref(),
+            findings_topic,
+            shared,
+            windows: 0,
+            alerts: 0,
+            replayed: 0,
+            min_score: 1.0,
+            score_sum: 0.0,
+        };
+        let analysis = scope.spawn(move || -> Result<PipelineReport> {
+            let mut analyst = analyst;
+            for work in work_rx {
+                match work {
+                    Work::Window(closed) => analyst.window(closed)?,
+                    Work::Acks(acks) => analyst.acks(acks)?,
                 }
-                windows += 1;
-                alerts += routed.len() as u64;
-                min_score = min_score.min(score);
-                score_sum += score;
-                shared.counters.windows.fetch_add(1, Ordering::Relaxed);
-                shared.counters.alerts.fetch_add(routed.len() as u64, Ordering::Relaxed);
             }
-            Ok(PipelineReport {
-                name: name.clone(),
-                windows,
-                alerts,
-                suppressed_alerts: router.suppressed,
-                min_score,
-                mean_score: if windows == 0 { 1.0 } else { score_sum / windows as f64 },
-                plugins: detectors.stats(),
-            })
+            Ok(analyst.report())
         });
 
         let mut cutter = Cutter {
             pipeline: &name,
             source: &source_name,
             event_field: None,
-            decoder: JsonDecoder::default(),
+            decoder,
             spec: window,
-            windowers: HashMap::new(),
+            partitions: HashMap::new(),
             closed: Vec::new(),
             scratch: Vec::new(),
-            dead_since_window: HashMap::new(),
+            dead_letter_topic: dead_letter_topic.as_ref(),
             shared,
         };
-        cutter.event_field = event_time_field.map(|f| (cutter.decoder.fields.intern(&f), f));
+        cutter.event_field = event_time_field.map(|f| (cutter.decoder.json.fields.intern(&f), f));
         let mut decode_result = Ok(());
         while !shared.stop.load(Ordering::Relaxed) {
             let event = match line_rx.recv_timeout(IDLE_TICK) {
                 Ok(e) => e,
                 Err(RecvTimeoutError::Timeout) => {
                     cutter.close_windows(false);
-                    for b in cutter.batches() {
-                        if batch_tx.send(b).is_err() {
-                            break;
-                        }
+                    if cutter.work().into_iter().any(|w| work_tx.send(w).is_err()) {
+                        break;
                     }
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
             };
+            let read_at = now_ms();
             let step = match event {
                 SourceEvent::Lines { partition, first_offset, data } => {
-                    let read_at = now_ms();
                     let body = data.strip_suffix(b"\n").unwrap_or(&data);
                     body.split(|&b| b == b'\n')
                         .enumerate()
                         .try_for_each(|(i, line)| cutter.line(partition, first_offset + i as u64, line, read_at))
                 }
                 SourceEvent::Oversized { partition, offset, bytes } => {
+                    cutter.partition(partition).next_offset = offset + 1;
                     let reason = format!("line of {bytes} bytes is over the {} MiB limit", MAX_LINE_BYTES >> 20);
-                    cutter.dead_letter(partition, offset, &reason, b"", bytes)
+                    cutter.dead_letter(partition, offset, None, &reason, b"", bytes)
+                }
+                SourceEvent::Messages { partition, messages } => {
+                    messages.iter().try_for_each(|m| cutter.message(partition, m, read_at))
+                }
+                SourceEvent::Revoked { partitions } => {
+                    cutter.revoke(&partitions);
+                    Ok(())
                 }
             };
             if let Err(e) = step {
                 decode_result = Err(e);
                 break;
             }
-            let batches = cutter.batches();
-            if batches.into_iter().any(|b| batch_tx.send(b).is_err()) {
+            if cutter.work().into_iter().any(|w| work_tx.send(w).is_err()) {
                 break; // the analysis thread failed; its error is reported below
             }
         }
         drop(line_rx);
         cutter.close_windows(true);
-        for b in cutter.batches() {
-            let _ = batch_tx.send(b);
+        for w in cutter.work() {
+            let _ = work_tx.send(w);
         }
-        drop(batch_tx);
+        drop(work_tx);
         let report = analysis.join().map_err(|_| anyhow::anyhow!("the analysis thread of {name} panicked"))??;
         decode_result?;
         shared.dead_letters.lock().unwrap_or_else(|p| p.into_inner()).flush().context("writing dead letters")?;
-        if !shared.stop.load(Ordering::Relaxed) {
+        if let Some(topic) = &dead_letter_topic {
+            topic.lock().unwrap_or_else(|p| p.into_inner()).sink.flush().context("storing dead letters")?;
+        }
+        // Stdin may block in a read after Ctrl-C; a broker source returns once its acks are done.
+        if acknowledges || !shared.stop.load(Ordering::Relaxed) {
             reader.join().map_err(|_| anyhow::anyhow!("the source thread of {name} panicked"))?.with_context(|| format!("source of pipeline {name}"))?;
         }
         Ok(report)

@@ -2,11 +2,13 @@
 //! built-in outputs (human lines or JSON lines on stdout, a JSON-lines file).
 //!
 //! A finding becomes an alert when its severity reaches `min_severity`, any
-//! per-metric rule agrees, and the same (pipeline, detector, metric, column)
-//! has not alerted in the last `cooldown_windows` windows. A window whose
+//! per-metric rule agrees, and the same (pipeline, partition, detector,
+//! metric, column) has not alerted in the last `cooldown_windows` windows of
+//! that partition. A window whose
 //! quality score falls below `quality_threshold` raises one more alert of its
 //! own (metric `quality_score`).
 
+mod ledger;
 mod output;
 #[cfg(test)]
 mod tests;
@@ -15,10 +17,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+pub use ledger::AlertLedger;
 pub use output::Outputs;
 
 use crate::analysis::{FindingOrigin, HostFinding};
 use crate::runtime::bindings::{Severity, WindowInfo};
+use crate::source::Position;
 
 /// Severity as config and outputs spell it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -108,8 +112,9 @@ impl AlertConfig {
 pub struct WindowRef {
     pub seq: u64,
     pub partition: u32,
-    pub first_offset: u64,
-    pub last_offset: u64,
+    /// The broker's position (a number or an id string); for files, the line offset.
+    pub first_offset: Position,
+    pub last_offset: Position,
     pub records: u32,
     pub start_ms: i64,
     pub end_ms: i64,
@@ -135,9 +140,76 @@ pub struct Alert {
 pub struct Router {
     config: AlertConfig,
     pipeline: String,
-    windows: u64,
-    last_alert: HashMap<(String, String, Option<String>), u64>,
+    /// Windows routed so far, per partition.
+    windows: HashMap<u32, u64>,
+    last_alert: HashMap<CooldownKey, u64>,
     pub suppressed: u64,
+}
+
+/// (partition, detector, metric, column)
+type CooldownKey = (u32, String, String, Option<String>);
+
+/// One analysed window, for the window log and the findings topic.
+#[derive(Debug, Serialize)]
+pub struct WindowSummary<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub pipeline: &'a str,
+    pub partition: u32,
+    pub seq: u64,
+    pub first_offset: &'a Position,
+    pub last_offset: &'a Position,
+    pub records: u32,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub score: f64,
+    pub alerts: usize,
+    pub findings: Vec<FindingSummary<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FindingSummary<'a> {
+    pub detector: &'a str,
+    pub metric: &'a str,
+    pub column: Option<&'a str>,
+    pub value: f64,
+    pub severity: Level,
+}
+
+impl<'a> WindowSummary<'a> {
+    pub fn new(
+        pipeline: &'a str,
+        info: &WindowInfo,
+        (first, last): (&'a Position, &'a Position),
+        records: u32,
+        score: f64,
+        findings: &'a [HostFinding],
+        alerts: usize,
+    ) -> Self {
+        WindowSummary {
+            kind: "window",
+            pipeline,
+            partition: info.partition,
+            seq: info.seq,
+            first_offset: first,
+            last_offset: last,
+            records,
+            start_ms: info.start_ms,
+            end_ms: info.end_ms,
+            score,
+            alerts,
+            findings: findings
+                .iter()
+                .map(|f| FindingSummary {
+                    detector: &f.detector,
+                    metric: &f.finding.metric,
+                    column: f.finding.column.as_deref(),
+                    value: f.finding.value,
+                    severity: f.finding.severity.into(),
+                })
+                .collect(),
+        }
+    }
 }
 
 impl Router {
@@ -146,11 +218,11 @@ impl Router {
     }
 
     pub fn new(pipeline: &str, config: AlertConfig) -> Self {
-        Router { config, pipeline: pipeline.to_string(), windows: 0, last_alert: HashMap::new(), suppressed: 0 }
+        Router { config, pipeline: pipeline.to_string(), windows: HashMap::new(), last_alert: HashMap::new(), suppressed: 0 }
     }
 
-    fn cooled_down(&mut self, key: (String, String, Option<String>)) -> bool {
-        let now = self.windows;
+    fn cooled_down(&mut self, key: CooldownKey) -> bool {
+        let now = self.windows.get(&key.0).copied().unwrap_or(0);
         match self.last_alert.get(&key) {
             Some(&last) if now - last < self.config.cooldown_windows => {
                 self.suppressed += 1;
@@ -164,12 +236,13 @@ impl Router {
     }
 
     /// The alerts for one analysed window.
-    pub fn route(&mut self, info: &WindowInfo, records: u32, findings: &[HostFinding], score: f64) -> Vec<Alert> {
+    pub fn route(&mut self, info: &WindowInfo, (first, last): (&Position, &Position), records: u32, findings: &[HostFinding], score: f64) -> Vec<Alert> {
+        let partition = info.partition;
         let window = WindowRef {
             seq: info.seq,
-            partition: info.partition,
-            first_offset: info.first_offset,
-            last_offset: info.last_offset,
+            partition,
+            first_offset: first.clone(),
+            last_offset: last.clone(),
             records,
             start_ms: info.start_ms,
             end_ms: info.end_ms,
@@ -185,7 +258,7 @@ impl Router {
                     && !rule.mute
                     && rule.above.is_none_or(|a| finding.value > a)
                     && rule.below.is_none_or(|b| finding.value < b));
-            if !wanted || !self.cooled_down((f.detector.clone(), finding.metric.clone(), finding.column.clone())) {
+            if !wanted || !self.cooled_down((partition, f.detector.clone(), finding.metric.clone(), finding.column.clone())) {
                 continue;
             }
             alerts.push(Alert {
@@ -202,7 +275,7 @@ impl Router {
                 score,
             });
         }
-        if score < self.config.quality_threshold && self.cooled_down(("host".into(), "quality_score".into(), None)) {
+        if score < self.config.quality_threshold && self.cooled_down((partition, "host".into(), "quality_score".into(), None)) {
             let worst: Vec<String> = findings
                 .iter()
                 .filter(|f| f.origin == FindingOrigin::Data)
@@ -222,7 +295,7 @@ impl Router {
                 score,
             });
         }
-        self.windows += 1;
+        *self.windows.entry(partition).or_default() += 1;
         alerts
     }
 }

@@ -4,31 +4,48 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
-use super::Alert;
+use super::{Alert, WindowSummary};
 use crate::config::OutputFormat;
 
-/// Where alerts are written: stdout in one format, optionally a JSON-lines file.
+/// Where alerts are written: stdout in one format, optionally a JSON-lines
+/// file; and the window log, one JSON line per analysed window.
 pub struct Outputs {
     format: OutputFormat,
     stdout: BufWriter<io::Stdout>,
     file: Option<BufWriter<File>>,
+    windows: Option<BufWriter<File>>,
+}
+
+fn append(path: Option<&Path>, what: &str) -> io::Result<Option<BufWriter<File>>> {
+    let Some(path) = path else { return Ok(None) };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot open {what} {}: {e}", path.display())))?;
+    Ok(Some(BufWriter::new(f)))
 }
 
 impl Outputs {
-    pub fn new(format: OutputFormat, file: Option<&Path>) -> io::Result<Self> {
-        let file = match file {
-            Some(path) => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)?;
-                }
-                let f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| {
-                    io::Error::new(e.kind(), format!("cannot open alert file {}: {e}", path.display()))
-                })?;
-                Some(BufWriter::new(f))
-            }
-            None => None,
-        };
-        Ok(Outputs { format, stdout: BufWriter::new(io::stdout()), file })
+    pub fn new(format: OutputFormat, file: Option<&Path>, windows: Option<&Path>) -> io::Result<Self> {
+        Ok(Outputs {
+            format,
+            stdout: BufWriter::new(io::stdout()),
+            file: append(file, "alert file")?,
+            windows: append(windows, "window log")?,
+        })
+    }
+
+    /// Log an analysed window, if a window log is kept.
+    pub fn window(&mut self, summary: &WindowSummary) -> io::Result<()> {
+        if let Some(f) = &mut self.windows {
+            serde_json::to_writer(&mut *f, summary).map_err(io::Error::other)?;
+            f.write_all(b"\n")?;
+        }
+        Ok(())
     }
 
     pub fn emit(&mut self, alert: &Alert) -> io::Result<()> {
@@ -48,6 +65,9 @@ impl Outputs {
     pub fn flush(&mut self) -> io::Result<()> {
         self.stdout.flush()?;
         if let Some(f) = &mut self.file {
+            f.flush()?;
+        }
+        if let Some(f) = &mut self.windows {
             f.flush()?;
         }
         Ok(())

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::alert::AlertConfig;
 use crate::runtime::Limits;
+use crate::source::BrokerOptions;
 use crate::source::generator::GeneratorConfig;
 use crate::window::WindowSpec;
 
@@ -39,6 +40,8 @@ pub struct OutputConfig {
     pub format: Option<OutputFormat>,
     /// Also append every alert as a JSON line to this file.
     pub file: Option<PathBuf>,
+    /// Append one JSON line per analysed window (offsets, records, score, findings) to this file.
+    pub windows_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -54,7 +57,9 @@ pub enum OutputFormat {
 pub struct PipelineConfig {
     /// Names the pipeline in alerts.
     pub name: String,
-    /// A JSON-lines file, `-` for standard input, or `generator`.
+    /// A JSON-lines file, `-` for standard input, `generator`, or a broker URL:
+    /// `kafka://host:port[,host:port]/topic`, `pulsar://host:port/tenant/namespace/topic`,
+    /// `redis://host:port/stream` (query parameters as in the README).
     pub source: String,
     /// Field holding each record's event time (epoch ms or s, or RFC 3339).
     #[serde(default)]
@@ -70,6 +75,9 @@ pub struct PipelineConfig {
     /// Settings of the built-in generator when `source = "generator"`.
     #[serde(default)]
     pub generator: GeneratorConfig,
+    /// Settings of a broker source (group, format, dead-letter topic, librdkafka properties...).
+    #[serde(default)]
+    pub broker: BrokerOptions,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -155,6 +163,7 @@ impl PipelineConfig {
             detectors: None,
             detector_config: BTreeMap::new(),
             generator: GeneratorConfig::default(),
+            broker: BrokerOptions::default(),
         }
     }
 

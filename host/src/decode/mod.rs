@@ -8,8 +8,8 @@
 
 use std::collections::HashMap;
 
-
 mod json;
+pub mod message;
 #[cfg(test)]
 mod tests;
 
@@ -125,6 +125,11 @@ impl JsonDecoder {
         self.name.clear();
         json::Parser::new(line, &mut self.fields, &mut self.record, &mut self.name).parse_line()?;
         Ok(&self.record)
+    }
+
+    /// The field names and the record of the last `decode`, for adding columns to it.
+    fn parts_mut(&mut self) -> (&mut FieldNames, &mut Record) {
+        (&mut self.fields, &mut self.record)
     }
 }
 

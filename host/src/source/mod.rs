@@ -5,11 +5,25 @@
 //! still lets processing-time windows close. A line longer than the limit is
 //! not buffered: it is reported as [`SourceEvent::Oversized`] and becomes a
 //! dead letter like any other bad line.
+//!
+//! Broker sources send [`Message`]s instead, and receive [`Ack`]s back from
+//! the pipeline once every record below an offset has been analysed and its
+//! alerts written: only then do they commit (at-least-once).
 
 pub mod file;
 pub mod generator;
+#[cfg(feature = "kafka")]
+pub mod kafka;
+#[cfg(feature = "pulsar")]
+pub mod pulsar;
+#[cfg(feature = "redis")]
+pub mod redis;
 
-use crossbeam_channel::Sender;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+use serde::Serialize;
 
 /// Longest line accepted, in bytes.
 pub const MAX_LINE_BYTES: usize = 16 << 20;
@@ -20,21 +34,190 @@ pub enum SourceEvent {
     Lines { partition: u32, first_offset: u64, data: Vec<u8> },
     /// A line over [`MAX_LINE_BYTES`], skipped.
     Oversized { partition: u32, offset: u64, bytes: u64 },
+    /// Broker messages of one partition, in log order.
+    Messages { partition: u32, messages: Vec<Message> },
+    /// Partitions taken away by a rebalance: their open windows are dropped
+    /// uncommitted, to be replayed by their new owner.
+    Revoked { partitions: Vec<u32> },
 }
 
-/// A stream of JSON lines. `run` returns at the end of a bounded source, or
+/// Where a record sits in its broker: a Kafka offset, or a Pulsar message id
+/// or Redis entry id. Serialized as a JSON number or string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Position {
+    Offset(u64),
+    Id(Arc<str>),
+}
+
+impl Serialize for Position {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Position::Offset(o) => s.serialize_u64(*o),
+            Position::Id(id) => s.serialize_str(id),
+        }
+    }
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Position::Offset(o) => write!(f, "{o}"),
+            Position::Id(id) => f.write_str(id),
+        }
+    }
+}
+
+/// One message from a broker.
+#[derive(Debug)]
+pub struct Message {
+    /// Increases by one per message of the partition: the Kafka offset, or a
+    /// count kept by the source for brokers whose ids are not numbers.
+    pub offset: u64,
+    /// The broker's own position, when it is not `offset`.
+    pub id: Option<Arc<str>>,
+    pub payload: Vec<u8>,
+    pub key: Option<Vec<u8>>,
+    /// The broker's timestamp, epoch ms.
+    pub timestamp_ms: Option<i64>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Why the message cannot become a record, found by the source itself.
+    pub fault: Option<String>,
+}
+
+impl Message {
+    pub fn position(&self) -> Position {
+        match &self.id {
+            Some(id) => Position::Id(id.clone()),
+            None => Position::Offset(self.offset),
+        }
+    }
+}
+
+/// Every record of `partition` with an offset below `below` was analysed and
+/// its alerts written: the source may commit up to there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    pub partition: u32,
+    pub below: u64,
+}
+
+/// How far a bounded run has got, for the progress bar.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Records to read in all (0: unknown).
+    pub total: AtomicU64,
+    pub done: AtomicU64,
+}
+
+/// What a running source talks to.
+pub struct SourceContext {
+    pub events: Sender<SourceEvent>,
+    /// Closed by the pipeline once its last window is analysed.
+    pub acks: Receiver<Ack>,
+    /// Set on Ctrl-C.
+    pub stop: Arc<AtomicBool>,
+    pub progress: Arc<Progress>,
+}
+
+impl SourceContext {
+    /// Stop sending, then hand every ack still to come to `commit` until the
+    /// pipeline is done: the windows already read are analysed and committed.
+    pub fn finish(self, mut commit: impl FnMut(Ack)) {
+        drop(self.events);
+        for ack in self.acks.iter() {
+            commit(ack);
+        }
+    }
+
+    /// A context for a source whose events go to `events` and that gets no acks.
+    pub fn detached(events: Sender<SourceEvent>) -> Self {
+        SourceContext { events, acks: crossbeam_channel::never(), stop: Default::default(), progress: Default::default() }
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.stop.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Why a source stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("cannot reach {address}: {message}")]
+    Unreachable { address: String, message: String },
+    #[error("{0}")]
+    Broker(String),
+    #[error("source {spec}: {message}")]
+    Config { spec: String, message: String },
+}
+
+/// A stream of records. `run` returns at the end of a bounded source, or
 /// when the receiver hangs up.
 pub trait Source: Send {
     /// Describes the source in alerts and dead letters.
     fn name(&self) -> String;
-    fn run(self: Box<Self>, tx: &Sender<SourceEvent>) -> std::io::Result<()>;
+    /// Whether the source commits what [`Ack`]s tell it (brokers do; files need not).
+    fn acknowledges(&self) -> bool {
+        false
+    }
+    /// A sink on the same broker for dead letters, if the source has one.
+    fn dead_letter_sink(&self) -> Result<Option<Box<dyn Sink>>, SourceError> {
+        Ok(None)
+    }
+    fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError>;
 }
 
-/// The source a pipeline names: `generator`, `-` (stdin) or a file path.
-pub fn open(spec: &str, generator: &generator::GeneratorConfig) -> std::io::Result<Box<dyn Source>> {
+/// A topic or stream that JSON payloads are written to: dead letters, findings.
+pub trait Sink: Send {
+    /// Describes the destination in errors.
+    fn name(&self) -> String;
+    fn send(&mut self, key: &str, payload: &[u8]) -> Result<(), SourceError>;
+    /// Returns once everything sent is stored by the broker.
+    fn flush(&mut self) -> Result<(), SourceError>;
+}
+
+pub use config::BrokerOptions;
+pub mod config;
+
+/// The source a pipeline names: `generator`, `-` (stdin), a file path, or a
+/// `kafka://`, `pulsar://` or `redis://` URL.
+pub fn open(spec: &str, generator: &generator::GeneratorConfig, broker: &BrokerOptions) -> Result<Box<dyn Source>, SourceError> {
+    if let Some((scheme, _)) = spec.split_once("://") {
+        let url = config::BrokerUrl::parse(spec)?;
+        return match scheme {
+            #[cfg(feature = "kafka")]
+            "kafka" => Ok(Box::new(kafka::KafkaSource::new(url, broker)?)),
+            #[cfg(feature = "pulsar")]
+            "pulsar" => Ok(Box::new(pulsar::PulsarSource::new(url, broker)?)),
+            #[cfg(feature = "redis")]
+            "redis" => Ok(Box::new(redis::RedisSource::new(url, broker)?)),
+            other => Err(SourceError::Config {
+                spec: spec.into(),
+                message: format!("no '{other}' source in this build (kafka, pulsar and redis are cargo features)"),
+            }),
+        };
+    }
+    let _ = broker;
     match spec {
         "generator" => Ok(Box::new(generator::Generator::new(generator.clone()))),
         "-" => Ok(Box::new(file::LineReader::stdin())),
         path => Ok(Box::new(file::LineReader::open(path)?)),
+    }
+}
+
+/// A sink named by a URL like the sources'; a Kafka topic that must be
+/// created gets `partitions` partitions.
+pub fn open_sink(url: &str, broker: &BrokerOptions, partitions: i32) -> Result<Box<dyn Sink>, SourceError> {
+    let parsed = config::BrokerUrl::parse(url)?;
+    let _ = partitions;
+    match parsed.scheme.as_str() {
+        #[cfg(feature = "kafka")]
+        "kafka" => Ok(Box::new(kafka::KafkaSink::with_partitions(&parsed.hosts, &parsed.path, broker, partitions)?)),
+        #[cfg(feature = "pulsar")]
+        "pulsar" => Ok(Box::new(pulsar::PulsarSink::new(&parsed.hosts, &parsed.path)?)),
+        #[cfg(feature = "redis")]
+        "redis" => Ok(Box::new(redis::RedisSink::new(&parsed.hosts, &parsed.path, broker)?)),
+        other => Err(SourceError::Config { spec: url.into(), message: format!("no '{other}' sink in this build") }),
     }
 }

@@ -194,6 +194,11 @@ impl WindowBuffer {
         self.rows
     }
 
+    /// The offset of the first record pushed (the lowest: offsets grow).
+    pub fn first_offset(&self) -> Option<u64> {
+        self.offsets.first().copied()
+    }
+
     pub fn push(&mut self, record: &Record, meta: &RecordMeta) {
         let row = self.rows;
         for v in &record.values {

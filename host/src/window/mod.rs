@@ -133,6 +133,13 @@ impl Windower {
         Placement::Accepted
     }
 
+    /// The lowest offset held by an open window: every record of the
+    /// partition below it is in a closed window (or was never windowed).
+    pub fn min_open_offset(&self) -> Option<u64> {
+        let open = self.open.iter().map(|(_, b)| b);
+        open.chain(self.by_time.values()).filter_map(WindowBuffer::first_offset).min()
+    }
+
     /// Close processing-time windows that ended before `now_ms`, empty ones included.
     pub fn tick(&mut self, now_ms: i64, out: &mut Vec<ClosedWindow>) {
         let WindowSpec::ProcessingTime { size_ms } = self.spec else { return };

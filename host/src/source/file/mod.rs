@@ -6,9 +6,8 @@ mod tests;
 use std::fs::File;
 use std::io::{self, Read};
 
-use crossbeam_channel::Sender;
 
-use super::{Source, SourceEvent, MAX_LINE_BYTES};
+use super::{Source, SourceContext, SourceError, SourceEvent, MAX_LINE_BYTES};
 
 /// Bytes read per system call.
 const READ_BLOCK: usize = 256 << 10;
@@ -40,7 +39,8 @@ impl Source for LineReader {
         self.name.clone()
     }
 
-    fn run(mut self: Box<Self>, tx: &Sender<SourceEvent>) -> io::Result<()> {
+    fn run(mut self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
+        let tx = &ctx.events;
         // Read straight into the block that will be sent; only the partial
         // last line is copied into the next one.
         let mut pending: Vec<u8> = Vec::new();
@@ -57,7 +57,7 @@ impl Source for LineReader {
                     pending.truncate(filled);
                     continue;
                 }
-                Err(e) => return Err(io::Error::new(e.kind(), format!("reading {}: {e}", self.name))),
+                Err(e) => return Err(io::Error::new(e.kind(), format!("reading {}: {e}", self.name)).into()),
             };
             pending.truncate(filled + n);
             if n == 0 {

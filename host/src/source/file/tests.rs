@@ -12,7 +12,7 @@ impl Read for Trickle {
 
 fn events(bytes: &[u8], max_line: usize) -> Vec<(u64, String)> {
     let (tx, rx) = crossbeam_channel::unbounded();
-    Box::new(LineReader::from_reader(Trickle(io::Cursor::new(bytes.to_vec())), max_line)).run(&tx).unwrap();
+    Box::new(LineReader::from_reader(Trickle(io::Cursor::new(bytes.to_vec())), max_line)).run(crate::source::SourceContext::detached(tx.clone())).unwrap();
     drop(tx);
     rx.iter()
         .flat_map(|e| match e {

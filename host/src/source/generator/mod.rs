@@ -17,12 +17,11 @@ mod tests;
 use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::Sender;
 use serde::Deserialize;
 
 pub use faults::{Fault, FaultKind};
 
-use super::{Source, SourceEvent};
+use super::{Source, SourceContext, SourceError, SourceEvent};
 use crate::timestamp;
 
 /// Records per block sent to the decoder.
@@ -188,7 +187,8 @@ impl Source for Generator {
         "generator".into()
     }
 
-    fn run(self: Box<Self>, tx: &Sender<SourceEvent>) -> std::io::Result<()> {
+    fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
+        let tx = &ctx.events;
         let simulated = self.config.records.filter(|_| self.config.rate.is_none());
         let sim_origin = simulated.map(|n| now_ms() - (n as f64 * 1000.0 / self.config.events_per_second) as i64);
         let mut state = GenState { rng: fastrand::Rng::with_seed(self.config.seed), sim_origin, sim_ms: 0.0, recent: Vec::new() };

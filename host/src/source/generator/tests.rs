@@ -3,7 +3,7 @@ use crate::decode::JsonDecoder;
 
 fn generate(config: GeneratorConfig) -> Vec<String> {
     let (tx, rx) = crossbeam_channel::unbounded();
-    Box::new(Generator::new(config)).run(&tx).unwrap();
+    Box::new(Generator::new(config)).run(crate::source::SourceContext::detached(tx.clone())).unwrap();
     drop(tx);
     rx.iter()
         .flat_map(|e| match e {

@@ -1,0 +1,241 @@
+//! Broker messages to records: the payload as JSON, as one text column, or
+//! as an Avro datum, plus the metadata columns a pipeline asked for.
+
+use super::{DecodeError, FieldValue, JsonDecoder, Kind, Record};
+use crate::source::config::{MessageFormat, MetadataColumn};
+use crate::source::Message;
+
+impl Record {
+    pub fn clear(&mut self) {
+        self.values.clear();
+        self.text.clear();
+    }
+
+    pub fn push_text(&mut self, field: u32, text: &[u8]) {
+        let start = self.text.len() as u32;
+        self.text.extend_from_slice(text);
+        self.values.push(FieldValue { field, kind: Kind::Text, bits: 0, text: (start, self.text.len() as u32) });
+    }
+
+    pub fn push_scalar(&mut self, field: u32, kind: Kind, bits: u64) {
+        self.values.push(FieldValue { field, kind, bits, text: (0, 0) });
+    }
+}
+
+/// Decodes one pipeline's messages.
+pub struct MessageDecoder {
+    pub json: JsonDecoder,
+    format: MessageFormat,
+    metadata: Vec<MetadataColumn>,
+    #[cfg(feature = "avro")]
+    avro: Option<apache_avro::Schema>,
+    /// The record when the payload is not JSON.
+    record: Record,
+}
+
+impl MessageDecoder {
+    /// `avro_schema` is the schema file's text, needed for [`MessageFormat::Avro`].
+    pub fn new(format: MessageFormat, metadata: Vec<MetadataColumn>, avro_schema: Option<&str>) -> Result<Self, String> {
+        #[cfg(feature = "avro")]
+        let avro = match (format, avro_schema) {
+            (MessageFormat::Avro, Some(text)) => {
+                Some(apache_avro::Schema::parse_str(text).map_err(|e| format!("invalid Avro schema: {e}"))?)
+            }
+            (MessageFormat::Avro, None) => return Err("format avro needs a schema file".into()),
+            _ => None,
+        };
+        #[cfg(not(feature = "avro"))]
+        if format == MessageFormat::Avro {
+            let _ = avro_schema;
+            return Err("this build has no avro support (cargo feature avro)".into());
+        }
+        Ok(MessageDecoder {
+            json: JsonDecoder::default(),
+            format,
+            metadata,
+            #[cfg(feature = "avro")]
+            avro,
+            record: Record::default(),
+        })
+    }
+
+    pub fn decode(&mut self, partition: u32, message: &Message) -> Result<&Record, DecodeError> {
+        let (fields, record) = match self.format {
+            MessageFormat::Json => {
+                self.json.decode(&message.payload)?;
+                self.json.parts_mut()
+            }
+            MessageFormat::String => {
+                self.record.clear();
+                let field = self.json.fields.intern("value");
+                self.record.push_text(field, &message.payload);
+                (&mut self.json.fields, &mut self.record)
+            }
+            MessageFormat::Avro => {
+                self.record.clear();
+                #[cfg(feature = "avro")]
+                {
+                    let schema = self.avro.as_ref().expect("checked in new");
+                    let value = apache_avro::from_avro_datum(schema, &mut &message.payload[..], None)
+                        .map_err(|e| DecodeError::Syntax(format!("Avro: {e}")))?;
+                    let mut name = String::new();
+                    match value {
+                        apache_avro::types::Value::Record(fields) => {
+                            avro_fields(fields, &mut name, &mut self.json.fields, &mut self.record)
+                        }
+                        other => avro_value("value".into(), other, &mut self.json.fields, &mut self.record),
+                    }
+                }
+                (&mut self.json.fields, &mut self.record)
+            }
+        };
+        for column in &self.metadata {
+            match column {
+                MetadataColumn::Key => {
+                    if let Some(key) = &message.key {
+                        record.push_text(fields.intern("_key"), key);
+                    }
+                }
+                MetadataColumn::Partition => record.push_scalar(fields.intern("_partition"), Kind::Int, partition as u64),
+                MetadataColumn::Offset => match &message.id {
+                    Some(id) => record.push_text(fields.intern("_offset"), id.as_bytes()),
+                    None => record.push_scalar(fields.intern("_offset"), Kind::Int, message.offset),
+                },
+                MetadataColumn::Timestamp => {
+                    if let Some(ms) = message.timestamp_ms {
+                        record.push_scalar(fields.intern("_timestamp"), Kind::Int, ms as u64);
+                    }
+                }
+                MetadataColumn::Headers => {
+                    for (name, value) in &message.headers {
+                        record.push_text(fields.intern(&format!("_header.{name}")), value);
+                    }
+                }
+            }
+        }
+        Ok(record)
+    }
+}
+
+#[cfg(feature = "avro")]
+fn avro_fields(fields: Vec<(String, apache_avro::types::Value)>, prefix: &mut String, names: &mut super::FieldNames, record: &mut Record) {
+    for (field, value) in fields {
+        let len = prefix.len();
+        if !prefix.is_empty() {
+            prefix.push('.');
+        }
+        prefix.push_str(&field);
+        match value {
+            apache_avro::types::Value::Record(inner) => avro_fields(inner, prefix, names, record),
+            other => avro_value(prefix.clone(), other, names, record),
+        }
+        prefix.truncate(len);
+    }
+}
+
+#[cfg(feature = "avro")]
+fn avro_value(name: String, value: apache_avro::types::Value, names: &mut super::FieldNames, record: &mut Record) {
+    use apache_avro::types::Value as V;
+    let field = names.intern(&name);
+    match value {
+        V::Null => record.push_scalar(field, Kind::Null, 0),
+        V::Boolean(b) => record.push_scalar(field, Kind::Bool, b as u64),
+        V::Int(i) | V::Date(i) | V::TimeMillis(i) => record.push_scalar(field, Kind::Int, i as i64 as u64),
+        V::Long(i) | V::TimestampMillis(i) | V::TimeMicros(i) | V::LocalTimestampMillis(i) => {
+            record.push_scalar(field, Kind::Int, i as u64)
+        }
+        V::TimestampMicros(i) | V::LocalTimestampMicros(i) => record.push_scalar(field, Kind::Int, (i / 1000) as u64),
+        V::Float(f) => record.push_scalar(field, Kind::Float, (f as f64).to_bits()),
+        V::Double(f) => record.push_scalar(field, Kind::Float, f.to_bits()),
+        V::String(s) | V::Enum(_, s) => record.push_text(field, s.as_bytes()),
+        V::Union(_, inner) => {
+            // The union's branch is invisible to the record: only its value counts.
+            record.values.retain(|v| v.field != field);
+            match *inner {
+                V::Record(fields) => {
+                    let mut prefix = name;
+                    avro_fields(fields, &mut prefix, names, record)
+                }
+                other => avro_value(name, other, names, record),
+            }
+        }
+        other => {
+            let text = serde_json::Value::try_from(other).map(|v| v.to_string()).unwrap_or_default();
+            record.push_text(field, text.as_bytes())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(payload: &[u8]) -> Message {
+        Message {
+            offset: 7,
+            id: None,
+            payload: payload.to_vec(),
+            key: Some(b"k1".to_vec()),
+            timestamp_ms: Some(1_700_000_000_000),
+            headers: vec![("origin".into(), b"eu".to_vec())],
+            fault: None,
+        }
+    }
+
+    fn fields(d: &MessageDecoder, r: &Record) -> Vec<(String, String)> {
+        r.values
+            .iter()
+            .map(|v| {
+                let shown = match v.kind {
+                    Kind::Text => String::from_utf8_lossy(r.text_of(v)).into_owned(),
+                    Kind::Int => (v.bits as i64).to_string(),
+                    Kind::Float => f64::from_bits(v.bits).to_string(),
+                    k => format!("{k:?}"),
+                };
+                (d.json.fields.name(v.field).to_string(), shown)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn json_with_metadata_columns() {
+        let meta = vec![MetadataColumn::Key, MetadataColumn::Partition, MetadataColumn::Offset, MetadataColumn::Timestamp, MetadataColumn::Headers];
+        let mut d = MessageDecoder::new(MessageFormat::Json, meta, None).unwrap();
+        let r = d.decode(3, &message(br#"{"a":1}"#)).unwrap();
+        let r = Record { values: r.values.clone(), text: r.text.clone() };
+        let got = fields(&d, &r);
+        let want = [("a", "1"), ("_key", "k1"), ("_partition", "3"), ("_offset", "7"), ("_timestamp", "1700000000000"), ("_header.origin", "eu")];
+        assert_eq!(got, want.map(|(a, b)| (a.to_string(), b.to_string())));
+        assert!(d.decode(0, &message(b"not json")).is_err());
+    }
+
+    #[test]
+    fn plain_strings() {
+        let mut d = MessageDecoder::new(MessageFormat::String, vec![], None).unwrap();
+        let r = d.decode(0, &message(b"hello")).unwrap();
+        let r = Record { values: r.values.clone(), text: r.text.clone() };
+        assert_eq!(fields(&d, &r), vec![("value".to_string(), "hello".to_string())]);
+    }
+
+    #[cfg(feature = "avro")]
+    #[test]
+    fn avro_datums_with_a_schema() {
+        let schema_text = r#"{"type":"record","name":"Order","fields":[
+            {"name":"id","type":"long"},{"name":"amount","type":["null","double"]},
+            {"name":"geo","type":{"type":"record","name":"Geo","fields":[{"name":"country","type":"string"}]}}]}"#;
+        let schema = apache_avro::Schema::parse_str(schema_text).unwrap();
+        let mut value = apache_avro::types::Record::new(&schema).unwrap();
+        value.put("id", 42i64);
+        value.put("amount", apache_avro::types::Value::Union(1, Box::new(apache_avro::types::Value::Double(9.5))));
+        value.put("geo", apache_avro::types::Value::Record(vec![("country".into(), "DE".into())]));
+        let bytes = apache_avro::to_avro_datum(&schema, value).unwrap();
+        let mut d = MessageDecoder::new(MessageFormat::Avro, vec![], Some(schema_text)).unwrap();
+        let r = d.decode(0, &message(&bytes)).unwrap();
+        let r = Record { values: r.values.clone(), text: r.text.clone() };
+        let want = [("id", "42"), ("amount", "9.5"), ("geo.country", "DE")];
+        assert_eq!(fields(&d, &r), want.map(|(a, b)| (a.to_string(), b.to_string())));
+        let err = d.decode(0, &message(&[0xff, 0xff, 0xff])).unwrap_err();
+        assert!(err.to_string().contains("Avro"), "{err}");
+        assert!(MessageDecoder::new(MessageFormat::Avro, vec![], Some("{nope")).is_err());
+    }
+}

@@ -1,0 +1,253 @@
+//! Broker source settings: the URL shortcut of `--source` and the
+//! `[pipelines.broker]` table of the config file. A URL query parameter
+//! overrides the same setting in the table.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::SourceError;
+
+/// `scheme://host:port[,host:port]/path?key=value&...`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub spec: String,
+    pub scheme: String,
+    /// Comma-separated `host:port` list, as given.
+    pub hosts: String,
+    /// Topic, `tenant/namespace/topic` or stream, without the leading `/`.
+    pub path: String,
+    pub query: BTreeMap<String, String>,
+}
+
+impl BrokerUrl {
+    pub fn parse(spec: &str) -> Result<Self, SourceError> {
+        let bad = |message: &str| SourceError::Config { spec: spec.into(), message: message.into() };
+        let (scheme, rest) = spec.split_once("://").ok_or_else(|| bad("expected scheme://host:port/name"))?;
+        let (rest, query_text) = rest.split_once('?').unwrap_or((rest, ""));
+        let (hosts, path) = rest.split_once('/').ok_or_else(|| bad("no topic or stream after the address"))?;
+        if hosts.is_empty() || hosts.split(',').any(|h| !h.contains(':') || h.ends_with(':')) {
+            return Err(bad("the address must be host:port (comma-separated for several)"));
+        }
+        if path.is_empty() {
+            return Err(bad("no topic or stream after the address"));
+        }
+        let mut query = BTreeMap::new();
+        for pair in query_text.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').ok_or_else(|| bad(&format!("query parameter '{pair}' has no value")))?;
+            query.insert(k.to_string(), v.to_string());
+        }
+        Ok(BrokerUrl { spec: spec.into(), scheme: scheme.into(), hosts: hosts.into(), path: path.into(), query })
+    }
+
+    /// Fails on a query parameter the source does not know, naming those it does.
+    pub fn check_query(&self, known: &[&str]) -> Result<(), SourceError> {
+        match self.query.keys().find(|k| !known.contains(&k.as_str())) {
+            Some(k) => Err(SourceError::Config {
+                spec: self.spec.clone(),
+                message: format!("unknown parameter '{k}' (known: {})", known.join(", ")),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    pub fn error(&self, message: impl Into<String>) -> SourceError {
+        SourceError::Config { spec: self.spec.clone(), message: message.into() }
+    }
+}
+
+/// Where a consumer starts when it has nothing committed, or (for an offset
+/// or a time) where a replay starts even when it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartAt {
+    #[default]
+    Earliest,
+    Latest,
+    Offset(u64),
+    /// Epoch milliseconds.
+    Time(i64),
+}
+
+impl std::str::FromStr for StartAt {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "earliest" => Ok(StartAt::Earliest),
+            "latest" => Ok(StartAt::Latest),
+            _ => {
+                if let Some(ms) = s.strip_prefix('@') {
+                    return ms.parse().map(StartAt::Time).map_err(|_| format!("'{s}': expected @<unix-ms>"));
+                }
+                s.parse().map(StartAt::Offset).map_err(|_| format!("offset '{s}': expected earliest, latest, a number or @<unix-ms>"))
+            }
+        }
+    }
+}
+
+/// How message payloads become records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageFormat {
+    /// One JSON object per message.
+    #[default]
+    Json,
+    /// The payload as one text column, `value`.
+    String,
+    /// Avro datums written with `avro_schema`.
+    Avro,
+}
+
+/// Where a Redis entry keeps its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryLayout {
+    /// The record is the payload of one field (`entry_field`).
+    #[default]
+    Field,
+    /// The entry's own field/value pairs are the record's fields.
+    Pairs,
+}
+
+/// Message metadata that can be added to records as columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetadataColumn {
+    /// `_key`: the message key as text.
+    Key,
+    /// `_partition`.
+    Partition,
+    /// `_offset`: the broker's position.
+    Offset,
+    /// `_timestamp`: the broker's timestamp, epoch ms.
+    Timestamp,
+    /// `_header.NAME` for each header.
+    Headers,
+}
+
+/// Settings of a broker source (`[pipelines.broker]`); URL parameters override them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerOptions {
+    /// Kafka consumer group or Redis consumer group (default `clean-host`).
+    pub group: Option<String>,
+    /// Redis consumer name within the group (default `clean-host-<pid>`).
+    pub consumer: Option<String>,
+    /// Pulsar subscription (default `clean-host`).
+    pub subscription: Option<String>,
+    /// Pulsar subscription type: exclusive, shared, failover (default) or key_shared.
+    #[serde(rename = "type")]
+    pub subscription_type: Option<String>,
+    /// `earliest` (default), `latest`, an offset, or `@<unix-ms>`; an offset or
+    /// a time replays from there even over committed positions.
+    pub offset: Option<String>,
+    /// Payload format: json (default), string or avro.
+    pub format: MessageFormat,
+    /// Avro schema file (format = "avro").
+    pub avro_schema: Option<PathBuf>,
+    /// Metadata added as columns: key, partition, offset, timestamp, headers.
+    pub metadata: Vec<MetadataColumn>,
+    /// Redis: the record is one field's value (`field`, default) or the entry's pairs (`pairs`).
+    pub entry_layout: EntryLayout,
+    /// Redis: the field holding the record when `entry_layout = "field"` (default `data`).
+    pub entry_field: Option<String>,
+    /// Redis: claim entries another consumer left pending this long (default 30000 ms).
+    pub claim_idle_ms: Option<u64>,
+    /// Topic or stream on the same broker for undecodable messages
+    /// (default: the source's name + `-dead-letters`).
+    pub dead_letter_topic: Option<String>,
+    /// Topic or stream on the same broker that every alert is also produced to.
+    pub findings_topic: Option<String>,
+    /// librdkafka properties passed through as they are (security.protocol,
+    /// sasl.mechanism, sasl.username, sasl.password, ssl.ca.location, ...).
+    pub kafka: BTreeMap<String, String>,
+    /// Read to the end positions seen at start, then stop (`--until-end`).
+    #[serde(skip)]
+    pub until_end: bool,
+}
+
+impl BrokerOptions {
+    /// The table's settings with `url`'s parameters over them.
+    pub fn merged(&self, url: &BrokerUrl) -> Result<BrokerOptions, SourceError> {
+        let mut o = self.clone();
+        let q = &url.query;
+        let set = |slot: &mut Option<String>, key: &str| {
+            if let Some(v) = q.get(key) {
+                *slot = Some(v.clone());
+            }
+        };
+        set(&mut o.group, "group");
+        set(&mut o.consumer, "consumer");
+        set(&mut o.subscription, "subscription");
+        set(&mut o.subscription_type, "type");
+        set(&mut o.offset, "offset");
+        set(&mut o.dead_letter_topic, "dead_letters");
+        set(&mut o.findings_topic, "findings");
+        set(&mut o.entry_field, "field");
+        if let Some(f) = q.get("format") {
+            o.format = match f.as_str() {
+                "json" => MessageFormat::Json,
+                "string" => MessageFormat::String,
+                "avro" => MessageFormat::Avro,
+                other => return Err(url.error(format!("format '{other}': expected json, string or avro"))),
+            };
+        }
+        if o.format == MessageFormat::Avro && o.avro_schema.is_none() {
+            return Err(url.error("format avro needs avro_schema (a schema file) in the pipeline's broker table"));
+        }
+        Ok(o)
+    }
+
+    pub fn start_at(&self, url: &BrokerUrl) -> Result<StartAt, SourceError> {
+        self.offset.as_deref().map_or(Ok(StartAt::Earliest), |s| s.parse().map_err(|e: String| url.error(e)))
+    }
+
+    pub fn group(&self) -> &str {
+        self.group.as_deref().unwrap_or("clean-host")
+    }
+}
+
+/// Query parameters every broker URL takes.
+pub const COMMON_PARAMS: &[&str] = &["offset", "format", "dead_letters", "findings"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_broker_url() {
+        let k = BrokerUrl::parse("kafka://h1:9092,h2:9092/orders?group=G&offset=@1700000000000").unwrap();
+        assert_eq!((k.hosts.as_str(), k.path.as_str()), ("h1:9092,h2:9092", "orders"));
+        let o = BrokerOptions::default().merged(&k).unwrap();
+        assert_eq!(o.group(), "G");
+        assert_eq!(o.start_at(&k).unwrap(), StartAt::Time(1_700_000_000_000));
+        let p = BrokerUrl::parse("pulsar://127.0.0.1:6650/public/default/orders?subscription=S&type=shared").unwrap();
+        assert_eq!(p.path, "public/default/orders");
+        assert_eq!(p.query["type"], "shared");
+        let r = BrokerUrl::parse("redis://127.0.0.1:6379/events?group=G&consumer=C").unwrap();
+        assert_eq!((r.path.as_str(), r.query["consumer"].as_str()), ("events", "C"));
+    }
+
+    #[test]
+    fn rejects_bad_urls_and_values() {
+        for bad in ["kafka://h1/orders", "kafka://h1:9092", "kafka://h1:9092/", "kafka://:/x?a", "kafka://h:1/t?x"] {
+            assert!(BrokerUrl::parse(bad).is_err(), "{bad}");
+        }
+        let url = BrokerUrl::parse("kafka://h:1/t?offset=soon").unwrap();
+        let o = BrokerOptions::default().merged(&url).unwrap();
+        assert!(o.start_at(&url).unwrap_err().to_string().contains("soon"));
+        let url = BrokerUrl::parse("kafka://h:1/t?format=xml").unwrap();
+        assert!(BrokerOptions::default().merged(&url).is_err());
+        let url = BrokerUrl::parse("kafka://h:1/t?grop=x").unwrap();
+        assert!(url.check_query(&["group"]).unwrap_err().to_string().contains("grop"));
+    }
+
+    #[test]
+    fn url_overrides_the_table() {
+        let table = BrokerOptions { group: Some("from-table".into()), offset: Some("latest".into()), ..Default::default() };
+        let url = BrokerUrl::parse("redis://h:1/s?group=from-url").unwrap();
+        let o = table.merged(&url).unwrap();
+        assert_eq!(o.group(), "from-url");
+        assert_eq!(o.start_at(&url).unwrap(), StartAt::Latest);
+    }
+}

@@ -1,0 +1,370 @@
+//! Kafka source and sink (rdkafka on a bundled librdkafka).
+//!
+//! The consumer joins a group with auto-commit off and commits a partition's
+//! offset only when the pipeline acks it. A revoked partition is reported to
+//! the pipeline, which drops its open windows; acks for partitions no longer
+//! owned are not committed. librdkafka reconnects by itself with backoff;
+//! its errors are logged as they happen.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Headers, Message as _};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::config::{BrokerOptions, BrokerUrl, StartAt, COMMON_PARAMS};
+use super::{Message, Sink, Source, SourceContext, SourceError, SourceEvent};
+
+/// How long to wait for the broker at start before giving up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(100);
+/// Messages handed to the pipeline at once, at most.
+const MAX_BATCH: usize = 2000;
+
+/// Rebalances and errors seen by librdkafka's callbacks.
+struct GroupEvents {
+    hosts: String,
+    revoked: Mutex<Vec<u32>>,
+    /// The current assignment, once the group gave one.
+    assigned: Mutex<Option<HashSet<u32>>>,
+}
+
+impl ClientContext for GroupEvents {
+    fn error(&self, error: KafkaError, reason: &str) {
+        eprintln!("kafka {}: {error} ({reason})", self.hosts);
+    }
+}
+
+impl ConsumerContext for GroupEvents {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let parts = partitions(list);
+            eprintln!("kafka {}: partitions {parts:?} revoked", self.hosts);
+            let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(set) = assigned.as_mut() {
+                parts.iter().for_each(|p| {
+                    set.remove(p);
+                });
+            }
+            self.revoked.lock().unwrap_or_else(|p| p.into_inner()).extend(parts);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            let parts = partitions(list);
+            eprintln!("kafka {}: partitions {parts:?} assigned", self.hosts);
+            let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
+            assigned.get_or_insert_with(HashSet::new).extend(parts);
+        }
+    }
+}
+
+fn partitions(list: &TopicPartitionList) -> Vec<u32> {
+    list.elements().iter().map(|e| e.partition() as u32).collect()
+}
+
+fn client_config(hosts: &str, options: &BrokerOptions) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", hosts).set("client.id", "clean-host");
+    for (k, v) in &options.kafka {
+        config.set(k, v);
+    }
+    config
+}
+
+fn unreachable(hosts: &str, e: KafkaError) -> SourceError {
+    SourceError::Unreachable { address: hosts.to_string(), message: e.to_string() }
+}
+
+pub struct KafkaSource {
+    url: BrokerUrl,
+    options: BrokerOptions,
+    topic: String,
+    consumer: BaseConsumer<GroupEvents>,
+    /// Partition -> (low, high) watermarks seen at start.
+    watermarks: BTreeMap<u32, (i64, i64)>,
+}
+
+impl KafkaSource {
+    pub fn new(url: BrokerUrl, table: &BrokerOptions) -> Result<Self, SourceError> {
+        let mut known = vec!["group"];
+        known.extend_from_slice(COMMON_PARAMS);
+        url.check_query(&known)?;
+        let options = table.merged(&url)?;
+        let start = options.start_at(&url)?;
+        let topic = url.path.clone();
+        let events = GroupEvents { hosts: url.hosts.clone(), revoked: Mutex::default(), assigned: Mutex::default() };
+        let consumer: BaseConsumer<GroupEvents> = client_config(&url.hosts, &options)
+            .set("group.id", options.group())
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", if start == StartAt::Latest { "latest" } else { "earliest" })
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .create_with_context(events)
+            .map_err(|e| url.error(format!("bad Kafka settings: {e}")))?;
+        let metadata = consumer.fetch_metadata(Some(&topic), CONNECT_TIMEOUT).map_err(|e| unreachable(&url.hosts, e))?;
+        let found = metadata.topics().iter().find(|t| t.name() == topic);
+        let parts: Vec<i32> = match found {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => t.partitions().iter().map(|p| p.id()).collect(),
+            _ => return Err(SourceError::Broker(format!("topic '{topic}' does not exist on {}", url.hosts))),
+        };
+        let mut watermarks = BTreeMap::new();
+        for p in &parts {
+            let marks = consumer.fetch_watermarks(&topic, *p, CONNECT_TIMEOUT).map_err(|e| unreachable(&url.hosts, e))?;
+            watermarks.insert(*p as u32, marks);
+        }
+        let source = KafkaSource { url, options, topic, consumer, watermarks };
+        source.replay_from(start, &parts)?;
+        Ok(source)
+    }
+
+    /// A start at an offset or a time moves the group's committed offsets there.
+    fn replay_from(&self, start: StartAt, parts: &[i32]) -> Result<(), SourceError> {
+        let mut list = TopicPartitionList::new();
+        match start {
+            StartAt::Earliest | StartAt::Latest => return Ok(()),
+            StartAt::Offset(o) => {
+                for p in parts {
+                    list.add_partition_offset(&self.topic, *p, Offset::Offset(o as i64)).map_err(|e| SourceError::Broker(e.to_string()))?;
+                }
+            }
+            StartAt::Time(ms) => {
+                for p in parts {
+                    list.add_partition_offset(&self.topic, *p, Offset::Offset(ms)).map_err(|e| SourceError::Broker(e.to_string()))?;
+                }
+                list = self.consumer.offsets_for_times(list, CONNECT_TIMEOUT).map_err(|e| unreachable(&self.url.hosts, e))?;
+                // A time past a partition's last message resolves to its end.
+                for e in list.clone().elements() {
+                    if e.offset() == Offset::End {
+                        let high = self.watermarks.get(&(e.partition() as u32)).map_or(0, |w| w.1);
+                        list.set_partition_offset(&self.topic, e.partition(), Offset::Offset(high))
+                            .map_err(|e| SourceError::Broker(e.to_string()))?;
+                    }
+                }
+            }
+        }
+        self.consumer.commit(&list, CommitMode::Sync).map_err(|e| {
+            SourceError::Broker(format!("cannot move group '{}' to the replay start: {e} (is another member running?)", self.options.group()))
+        })
+    }
+
+    fn commit(&self, below: &HashMap<u32, u64>, mode: CommitMode) {
+        if below.is_empty() {
+            return;
+        }
+        let mut list = TopicPartitionList::new();
+        for (&p, &o) in below {
+            let _ = list.add_partition_offset(&self.topic, p as i32, Offset::Offset(o as i64));
+        }
+        if let Err(e) = self.consumer.commit(&list, mode) {
+            eprintln!("kafka {}: commit failed, those records will be read again: {e}", self.url.hosts);
+        }
+    }
+
+    fn owned(&self, partition: u32) -> bool {
+        let assigned = self.consumer.context().assigned.lock().unwrap_or_else(|p| p.into_inner());
+        assigned.as_ref().is_some_and(|s| s.contains(&partition))
+    }
+
+    /// `--until-end`: every assigned partition has reached its end offset seen at start.
+    fn at_end(&self, next: &HashMap<u32, i64>) -> bool {
+        let assigned = self.consumer.context().assigned.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(assigned) = assigned else { return false };
+        let positions = self.consumer.position().ok();
+        assigned.iter().all(|p| {
+            let (low, high) = self.watermarks.get(p).copied().unwrap_or((0, 0));
+            let fetched = positions.as_ref().and_then(|l| l.find_partition(&self.topic, *p as i32)).and_then(|e| e.offset().to_raw());
+            low >= high || next.get(p).is_some_and(|&n| n >= high) || fetched.is_some_and(|f| f >= high)
+        })
+    }
+}
+
+impl Source for KafkaSource {
+    fn name(&self) -> String {
+        format!("kafka://{}/{}", self.url.hosts, self.topic)
+    }
+
+    fn acknowledges(&self) -> bool {
+        true
+    }
+
+    fn dead_letter_sink(&self) -> Result<Option<Box<dyn Sink>>, SourceError> {
+        let topic = self.options.dead_letter_topic.clone().unwrap_or_else(|| format!("{}-dead-letters", self.topic));
+        Ok(Some(Box::new(KafkaSink::new(&self.url.hosts, &topic, &self.options)?)))
+    }
+
+    fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
+        self.consumer.subscribe(&[&self.topic]).map_err(|e| SourceError::Broker(format!("subscribing to {}: {e}", self.topic)))?;
+        if self.options.until_end {
+            let total: i64 = self.watermarks.values().map(|(l, h)| h - l).sum();
+            ctx.progress.total.store(total.max(0) as u64, Ordering::Relaxed);
+        }
+        let headers = self.options.metadata.contains(&super::config::MetadataColumn::Headers);
+        let mut next: HashMap<u32, i64> = HashMap::new();
+        let mut to_commit: HashMap<u32, u64> = HashMap::new();
+        let mut last_commit = Instant::now();
+        loop {
+            for ack in ctx.acks.try_iter() {
+                if self.owned(ack.partition) {
+                    to_commit.insert(ack.partition, ack.below);
+                }
+            }
+            if !to_commit.is_empty() && last_commit.elapsed() >= Duration::from_millis(200) {
+                self.commit(&to_commit, CommitMode::Async);
+                to_commit.clear();
+                last_commit = Instant::now();
+            }
+            if ctx.stopped() {
+                break;
+            }
+            let revoked = std::mem::take(&mut *self.consumer.context().revoked.lock().unwrap_or_else(|p| p.into_inner()));
+            if !revoked.is_empty() {
+                revoked.iter().for_each(|p| {
+                    to_commit.remove(p);
+                    next.remove(p);
+                });
+                if ctx.events.send(SourceEvent::Revoked { partitions: revoked }).is_err() {
+                    break;
+                }
+            }
+            let mut batch: BTreeMap<u32, Vec<Message>> = BTreeMap::new();
+            let mut count = 0;
+            while count < MAX_BATCH {
+                let timeout = if count == 0 { POLL } else { Duration::ZERO };
+                match self.consumer.poll(timeout) {
+                    None => break,
+                    Some(Err(e)) => {
+                        eprintln!("kafka {}: {e}", self.url.hosts);
+                        break;
+                    }
+                    Some(Ok(m)) => {
+                        let partition = m.partition() as u32;
+                        next.insert(partition, m.offset() + 1);
+                        batch.entry(partition).or_default().push(Message {
+                            offset: m.offset() as u64,
+                            id: None,
+                            payload: m.payload().unwrap_or_default().to_vec(),
+                            key: m.key().map(<[u8]>::to_vec),
+                            timestamp_ms: m.timestamp().to_millis(),
+                            headers: match (headers, m.headers()) {
+                                (true, Some(h)) => h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect(),
+                                _ => Vec::new(),
+                            },
+                            fault: None,
+                        });
+                        count += 1;
+                    }
+                }
+            }
+            ctx.progress.done.fetch_add(count as u64, Ordering::Relaxed);
+            if batch.into_iter().any(|(partition, messages)| ctx.events.send(SourceEvent::Messages { partition, messages }).is_err()) {
+                break;
+            }
+            if self.options.until_end && count == 0 && self.at_end(&next) {
+                break;
+            }
+        }
+        // Commit what the pipeline finishes after reading stopped.
+        ctx.finish(|ack| {
+            if self.owned(ack.partition) {
+                to_commit.insert(ack.partition, ack.below);
+            }
+        });
+        self.commit(&to_commit, CommitMode::Sync);
+        self.consumer.unsubscribe();
+        Ok(())
+    }
+}
+
+/// Delivery failures reported by librdkafka.
+#[derive(Default)]
+struct Deliveries {
+    failed: Mutex<Option<String>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| e.to_string());
+        }
+    }
+}
+
+/// Produces to a topic, creating it if it does not exist.
+pub struct KafkaSink {
+    hosts: String,
+    topic: String,
+    producer: BaseProducer<Deliveries>,
+}
+
+impl KafkaSink {
+    pub fn new(hosts: &str, topic: &str, options: &BrokerOptions) -> Result<Self, SourceError> {
+        Self::with_partitions(hosts, topic, options, 1)
+    }
+
+    /// A sink whose topic, if it must be created, gets `partitions` partitions.
+    pub fn with_partitions(hosts: &str, topic: &str, options: &BrokerOptions, partitions: i32) -> Result<Self, SourceError> {
+        let config = client_config(hosts, options);
+        let admin: AdminClient<_> = config.create().map_err(|e| unreachable(hosts, e))?;
+        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
+        let opts = AdminOptions::new().operation_timeout(Some(CONNECT_TIMEOUT)).request_timeout(Some(CONNECT_TIMEOUT));
+        let created = futures::executor::block_on(admin.create_topics([&new], &opts)).map_err(|e| unreachable(hosts, e))?;
+        for result in created {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, code)) => return Err(SourceError::Broker(format!("cannot create topic '{t}' on {hosts}: {code}"))),
+            }
+        }
+        let producer = config
+            .clone()
+            .set("linger.ms", "5")
+            .set("enable.idempotence", "true")
+            .create_with_context(Deliveries::default())
+            .map_err(|e| SourceError::Broker(format!("bad Kafka producer settings: {e}")))?;
+        Ok(KafkaSink { hosts: hosts.into(), topic: topic.into(), producer })
+    }
+}
+
+impl Sink for KafkaSink {
+    fn name(&self) -> String {
+        format!("kafka://{}/{}", self.hosts, self.topic)
+    }
+
+    fn send(&mut self, key: &str, payload: &[u8]) -> Result<(), SourceError> {
+        let mut record = BaseRecord::to(&self.topic).payload(payload);
+        if !key.is_empty() {
+            record = record.key(key);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    self.producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => return Err(SourceError::Broker(format!("producing to {}: {e}", self.name()))),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), SourceError> {
+        self.producer.flush(Duration::from_secs(30)).map_err(|e| SourceError::Broker(format!("flushing {}: {e}", self.name())))?;
+        match self.producer.context().failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(e) => Err(SourceError::Broker(format!("delivery to {} failed: {e}", self.name()))),
+            None => Ok(()),
+        }
+    }
+}
