@@ -176,12 +176,16 @@ fn build_pipelines(cli: &Cli, config: &ConfigFile, runtime: &Arc<Runtime>, plugi
             .map_err(anyhow::Error::msg)
             .with_context(context)?;
         let dead_letter_topic = source.dead_letter_sink().with_context(context)?;
-        let findings_topic = match &p.broker.findings_topic {
-            Some(topic) => {
-                let url = BrokerUrl::parse(&p.source).context("findings_topic needs a broker source")?;
-                Some(source::open_sink(&format!("{}://{}/{topic}", url.scheme, url.hosts), &p.broker, 1).with_context(context)?)
-            }
-            None => None,
+        let findings_topic = match BrokerUrl::parse(&p.source) {
+            Ok(url) => match p.broker.merged(&url)?.findings_topic {
+                Some(topic) => {
+                    let sink_url = format!("{}://{}/{topic}", url.scheme, url.hosts);
+                    Some(source::open_sink(&sink_url, &p.broker, 1).with_context(context)?)
+                }
+                None => None,
+            },
+            Err(_) if p.broker.findings_topic.is_some() => bail!("pipeline '{}': findings_topic needs a broker source", p.name),
+            Err(_) => None,
         };
         pipelines.push(Pipeline {
             name: p.name.clone(),

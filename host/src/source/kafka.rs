@@ -181,10 +181,14 @@ impl KafkaSource {
         let assigned = self.consumer.context().assigned.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let Some(assigned) = assigned else { return false };
         let positions = self.consumer.position().ok();
-        assigned.iter().all(|p| {
-            let (low, high) = self.watermarks.get(p).copied().unwrap_or((0, 0));
-            let fetched = positions.as_ref().and_then(|l| l.find_partition(&self.topic, *p as i32)).and_then(|e| e.offset().to_raw());
-            low >= high || next.get(p).is_some_and(|&n| n >= high) || fetched.is_some_and(|f| f >= high)
+        let committed = self.consumer.committed(CONNECT_TIMEOUT).ok();
+        let offset_in = |list: &Option<TopicPartitionList>, p: u32| {
+            list.as_ref().and_then(|l| l.find_partition(&self.topic, p as i32)).and_then(|e| e.offset().to_raw())
+        };
+        assigned.iter().all(|&p| {
+            let (low, high) = self.watermarks.get(&p).copied().unwrap_or((0, 0));
+            let reached = |o: Option<i64>| o.is_some_and(|o| o >= high);
+            low >= high || reached(next.get(&p).copied()) || reached(offset_in(&positions, p)) || reached(offset_in(&committed, p))
         })
     }
 }

@@ -1,0 +1,300 @@
+//! The broker sources against real brokers: Kafka (KRaft), Pulsar
+//! standalone and Redis, started by `scripts/brokers start` (which
+//! `scripts/test` runs). A missing broker fails these tests; none is skipped.
+//!
+//! Records are produced with `clean-host generate --sink`, and what the host
+//! analysed is counted from its window log (`--windows-file`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clean_host_tests::{binary, root, Sandbox};
+use serde_json::Value;
+
+/// `KAFKA`, `PULSAR`, `REDIS` (and `PULSAR_ADMIN`) from the environment or `target/brokers/env`.
+fn broker(name: &str) -> String {
+    if let Ok(v) = std::env::var(name) {
+        return v;
+    }
+    let env = std::fs::read_to_string(root().join("target/brokers/env")).unwrap_or_default();
+    env.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}=")))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("{name} is not running: start the brokers with scripts/brokers start"))
+}
+
+fn kafka() -> String {
+    format!("kafka://{}", broker("KAFKA"))
+}
+fn pulsar() -> String {
+    format!("{}/public/default", broker("PULSAR"))
+}
+fn redis() -> String {
+    broker("REDIS")
+}
+
+/// A topic or stream name no other test (or earlier run) uses.
+fn fresh(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{prefix}-{}-{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+/// Produce `records` generated records (with `faults`) to `url`.
+fn produce(s: &Sandbox, url: &str, records: u64, faults: &[&str], partitions: u32) {
+    let mut args = vec!["generate".to_string(), "--records".into(), records.to_string(), "--sink".into(), url.into()];
+    args.extend(["--partitions".to_string(), partitions.to_string()]);
+    if !faults.is_empty() {
+        args.extend(["--inject".to_string(), faults.join(",")]);
+    }
+    let out = Command::new(binary()).args(&args).current_dir(s.dir.path()).output().expect("run generate");
+    assert!(out.status.success(), "generate --sink {url} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The window log's entries.
+fn windows(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("window log line is JSON"))
+        .collect()
+}
+
+fn records(ws: &[Value]) -> u64 {
+    ws.iter().map(|w| w["records"].as_u64().unwrap()).sum()
+}
+
+/// Start the host in the background, writing its window log to `log` and
+/// keeping its data in `data`.
+fn spawn(s: &Sandbox, source: &str, log: &str, data: &str) -> Child {
+    Command::new(binary())
+        .args(["--source", source, "--quiet", "--format", "json", "--window", "500", "--windows-file"])
+        .arg(s.path(log))
+        .arg("--plugins")
+        .arg(s.plugins())
+        .arg("--data-dir")
+        .arg(s.path(data))
+        .current_dir(s.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start clean-host")
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A bounded run of `source` with every bundled detector.
+fn until_end(s: &Sandbox, source: &str, log: &str) -> clean_host_tests::Run {
+    let log = s.path(log);
+    let run = s.run(&["--source", source, "--until-end", "--format", "json", "--windows-file", log.to_str().unwrap()]);
+    run.assert_ok();
+    run
+}
+
+/// One broker end to end: a bounded run analyses every record once and
+/// alerts on the injected fault in its window; the commit holds (a second
+/// run reads nothing); the bad lines are dead letters on the broker.
+fn bounded_run_commits_and_dead_letters(source: &str, dead_letters: &str) {
+    let s = Sandbox::with_bundled();
+    produce(&s, source, 12_000, &["nulls@8000+1000", "bad-lines@10000+1000"], 1);
+    let run = until_end(&s, source, "w1.jsonl");
+    let summary = run.summary();
+    let (analysed, dead) = (summary["records"].as_u64().unwrap(), summary["dead_letters"].as_u64().unwrap());
+    assert!(dead > 0, "{summary}");
+    assert_eq!(analysed + dead, 12_000, "{summary}");
+    assert_eq!(records(&windows(&s.path("w1.jsonl"))), analysed);
+    let alerts = run.alerts();
+    let nulls: Vec<&Value> = alerts.iter().filter(|a| a["detector"] == "completeness").collect();
+    assert!(!nulls.is_empty(), "no completeness alert: {alerts:?}");
+    assert!(nulls.iter().all(|a| a["window"]["seq"] == 8), "completeness alert outside the faulty window: {nulls:?}");
+    let again = until_end(&s, source, "w2.jsonl");
+    assert_eq!(again.summary()["records"], 0, "committed records were read again:\n{}", again.stderr);
+    // The dead letters are on the broker: read them back as a source.
+    let dl = until_end(&s, dead_letters, "dl.jsonl").summary();
+    assert_eq!(dl["records"], dead, "{dl}");
+}
+
+#[test]
+fn kafka_bounded_run_commits_and_dead_letters() {
+    let topic = fresh("orders");
+    let source = format!("{}/{topic}?group=g", kafka());
+    bounded_run_commits_and_dead_letters(&source, &format!("{}/{topic}-dead-letters?group=dl", kafka()));
+}
+
+#[test]
+fn redis_bounded_run_commits_and_dead_letters() {
+    let stream = fresh("orders");
+    let source = format!("{}/{stream}?group=g&consumer=c1", redis());
+    bounded_run_commits_and_dead_letters(&source, &format!("{}/{stream}-dead-letters?group=dl&consumer=c1", redis()));
+}
+
+#[test]
+fn pulsar_bounded_run_commits_and_dead_letters() {
+    let topic = fresh("orders");
+    let source = format!("{}/{topic}?subscription=s", pulsar());
+    bounded_run_commits_and_dead_letters(&source, &format!("{}/{topic}-dead-letters?subscription=dl", pulsar()));
+}
+
+/// Order of a position within its partition: Kafka offsets as they are;
+/// Pulsar `ledger:entry:partition` and Redis `ms-seq` as pairs.
+fn order(position: &Value) -> (u64, u64) {
+    match position {
+        Value::Number(n) => (0, n.as_u64().unwrap()),
+        Value::String(s) => {
+            let mut parts = s.split([':', '-']).map(|p| p.parse::<u64>().unwrap_or(0));
+            (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+        }
+        other => panic!("position {other}"),
+    }
+}
+
+/// `kill -9` mid-stream, then a restart: every record analysed at least once.
+fn crash_and_restart(source: &str, all_positions: impl Fn() -> Vec<(u64, u64)>) {
+    let s = Sandbox::with_bundled();
+    s.run(&["check"]).assert_ok(); // compile the plugins once, outside the timed part
+    produce(&s, source, 30_000, &[], 1);
+    let mut first = spawn(&s, source, "w1.jsonl", "data");
+    wait_until("a few analysed windows", Duration::from_secs(60), || windows(&s.path("w1.jsonl")).len() >= 3);
+    first.kill().expect("kill -9");
+    first.wait().expect("reap");
+    let run1 = windows(&s.path("w1.jsonl"));
+    let run = until_end(&s, source, "w2.jsonl");
+    let run2 = windows(&s.path("w2.jsonl"));
+    let produced = all_positions();
+    assert_eq!(produced.len(), 30_000);
+    let index: BTreeMap<(u64, u64), usize> = produced.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+    let mut seen = BTreeSet::new();
+    for w in run1.iter().chain(&run2) {
+        let (a, b) = (index[&order(&w["first_offset"])], index[&order(&w["last_offset"])]);
+        assert_eq!(b - a + 1, w["records"].as_u64().unwrap() as usize, "window is not contiguous: {w}");
+        seen.extend(a..=b);
+    }
+    assert_eq!(seen.len(), 30_000, "records lost: run 1 had {} windows, run 2 {}:\n{}", run1.len(), run2.len(), run.stderr);
+    assert!(records(&run1) + records(&run2) >= 30_000);
+}
+
+#[test]
+fn kafka_crash_and_restart_loses_nothing() {
+    let topic = fresh("crash");
+    crash_and_restart(&format!("{}/{topic}?group=g", kafka()), || (0..30_000).map(|o| (0, o)).collect());
+}
+
+#[test]
+fn redis_crash_and_restart_loses_nothing() {
+    let stream = fresh("crash");
+    let url = redis();
+    let source = format!("{url}/{stream}?group=g&consumer=c1");
+    crash_and_restart(&source, || {
+        let out = Command::new("redis-cli").args(["-u", &url, "XRANGE", &stream, "-", "+"]).output().expect("redis-cli");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let ids: Vec<(u64, u64)> = text
+            .lines()
+            .filter(|l| l.len() > 3 && l.contains('-') && l.split('-').all(|p| p.chars().all(|c| c.is_ascii_digit())))
+            .map(|l| order(&Value::String(l.into())))
+            .collect();
+        ids
+    });
+}
+
+#[test]
+fn pulsar_crash_and_restart_loses_nothing() {
+    let topic = fresh("crash");
+    let source = format!("{}/{topic}?subscription=s", pulsar());
+    let s = Sandbox::with_bundled();
+    // Learn the ledger the messages went to from a bounded run on another subscription afterwards.
+    let ledger = std::cell::Cell::new(None);
+    crash_and_restart(&source, || {
+        let probe = format!("{}/{topic}?subscription=probe", pulsar());
+        let run = until_end(&s, &probe, "probe.jsonl");
+        assert_eq!(run.summary()["records"], 30_000);
+        let ws = windows(&s.path("probe.jsonl"));
+        let (l, first) = order(&ws[0]["first_offset"]);
+        ledger.set(Some(l));
+        (first..first + 30_000).map(|e| (l, e)).collect()
+    });
+    assert!(ledger.get().is_some());
+}
+
+/// Two processes in one consumer group split a 4-partition topic; with no
+/// failures each record is analysed exactly once.
+#[test]
+fn kafka_two_processes_split_the_partitions() {
+    let s = Sandbox::with_bundled();
+    s.run(&["check"]).assert_ok();
+    let topic = fresh("scale");
+    let source = format!("{}/{topic}?group=scale", kafka());
+    produce(&s, &source, 1, &[], 4); // creates the topic with 4 partitions
+    let mut a = spawn(&s, &source, "a.jsonl", "data-a");
+    let mut b = spawn(&s, &source, "b.jsonl", "data-b");
+    std::thread::sleep(Duration::from_secs(8)); // both join and the group settles
+    produce(&s, &source, 20_000, &[], 4);
+    wait_until("the records to be analysed", Duration::from_secs(90), || {
+        records(&windows(&s.path("a.jsonl"))) + records(&windows(&s.path("b.jsonl"))) >= 20_001 - 4 * 500
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    for child in [&a, &b] {
+        Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill -INT");
+    }
+    let (out_a, out_b) = (a.wait().expect("a"), b.wait().expect("b"));
+    assert!(out_a.success() && out_b.success());
+    let (wa, wb) = (windows(&s.path("a.jsonl")), windows(&s.path("b.jsonl")));
+    assert_eq!(records(&wa) + records(&wb), 20_001, "each record analysed exactly once");
+    let parts = |ws: &[Value]| ws.iter().map(|w| w["partition"].as_u64().unwrap()).collect::<BTreeSet<_>>();
+    let (pa, pb) = (parts(&wa), parts(&wb));
+    assert!(!pa.is_empty() && !pb.is_empty(), "both processes got partitions: {pa:?} {pb:?}");
+    assert!(pa.is_disjoint(&pb), "a partition analysed by both: {pa:?} {pb:?}");
+}
+
+/// A replay from offset 0 analyses the windows again but does not repeat
+/// their alerts; findings and alerts also go to a topic.
+#[test]
+fn kafka_replay_does_not_repeat_alerts_and_findings_go_to_a_topic() {
+    let s = Sandbox::with_bundled();
+    let topic = fresh("replay");
+    let base = format!("{}/{topic}", kafka());
+    produce(&s, &base, 12_000, &["nulls@8000+1000"], 1);
+    let first = until_end(&s, &format!("{base}?group=r&findings={topic}-findings"), "w1.jsonl");
+    let sent = first.summary()["alerts"].as_u64().unwrap();
+    assert!(sent > 0);
+    let replay = until_end(&s, &format!("{base}?group=r&offset=0"), "w2.jsonl");
+    let summary = replay.summary();
+    assert_eq!(summary["records"], 12_000);
+    assert_eq!(summary["alerts"], 0, "{summary}");
+    assert_eq!(summary["replayed_alerts"], sent);
+    let findings = until_end(&s, &format!("{}/{topic}-findings?group=f&format=string", kafka()), "f.jsonl").summary();
+    assert!(findings["records"].as_u64().unwrap() >= sent, "{findings}");
+}
+
+#[test]
+fn unreachable_brokers_fail_fast_naming_the_address() {
+    let s = Sandbox::with_bundled();
+    for source in ["kafka://127.0.0.1:1/t", "pulsar://127.0.0.1:1/public/default/t", "redis://127.0.0.1:1/s"] {
+        let start = Instant::now();
+        let run = s.run(&["--source", source, "--until-end"]);
+        assert_ne!(run.code, Some(0), "{source}");
+        assert!(run.stderr.contains("127.0.0.1:1"), "{source}: {}", run.stderr);
+        assert!(start.elapsed() < Duration::from_secs(40), "{source} took {:?}", start.elapsed());
+    }
+}
+
+#[test]
+fn bad_broker_urls_are_clear_errors() {
+    let s = Sandbox::with_bundled();
+    for (source, needle) in [
+        ("kafka://localhost/t", "host:port"),
+        ("kafka://127.0.0.1:9/t?grop=x", "unknown parameter 'grop'"),
+        ("pulsar://127.0.0.1:9/just-a-topic", "tenant/namespace/topic"),
+        ("redis://127.0.0.1:9/s?offset=soon", "soon"),
+    ] {
+        let run = s.run(&["--source", source]);
+        assert_eq!(run.code, Some(1), "{source}");
+        assert!(run.stderr.contains(needle), "{source}: {}", run.stderr);
+    }
+}
