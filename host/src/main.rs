@@ -232,8 +232,9 @@ fn monitor(cli: &Cli, config: &ConfigFile) -> Result<()> {
     let reports = reports.into_iter().collect::<Result<Vec<_>>>()?;
     let c = &shared.counters;
     let dead = c.dead_letters.load(Ordering::Relaxed);
-    if dead > 0 {
-        eprintln!("{dead} dead letter(s) in {}", dead_letter_path.display());
+    let in_file = shared.dead_letters.lock().unwrap_or_else(|p| p.into_inner()).count;
+    if in_file > 0 {
+        eprintln!("{in_file} dead letter(s) in {}", dead_letter_path.display());
     }
     let seconds = started.elapsed().as_secs_f64();
     let records = c.records.load(Ordering::Relaxed);
@@ -255,6 +256,7 @@ fn monitor(cli: &Cli, config: &ConfigFile) -> Result<()> {
         "windows": c.windows.load(Ordering::Relaxed),
         "alerts": c.alerts.load(Ordering::Relaxed),
         "replayed_alerts": c.replayed_alerts.load(Ordering::Relaxed),
+        "broker_errors": shared.progress.broker_errors.load(Ordering::Relaxed),
         "seconds": (seconds * 1000.0).round() / 1000.0,
         "records_per_second": (records as f64 / seconds.max(1e-9)).round(),
         "plugins": plugins,
@@ -286,8 +288,12 @@ fn status_line(shared: Arc<Shared>) -> (Arc<std::sync::atomic::AtomicBool>, std:
             last = (Instant::now(), records);
             let (total, done) = (shared.progress.total.load(Ordering::Relaxed), shared.progress.done.load(Ordering::Relaxed));
             let percent = if total > 0 { format!("{:>5.1}%  ", (done as f64 * 100.0 / total as f64).min(100.0)) } else { String::new() };
+            let errors = match shared.progress.broker_errors.load(Ordering::Relaxed) {
+                0 => String::new(),
+                n => format!("  {n} broker errors (reconnecting, see log)"),
+            };
             eprint!(
-                "\r\x1b[2K{percent}{:>7.1}s  {records} records  {:.0} rec/s  {} windows  {} alerts  {} dead letters",
+                "\r\x1b[2K{percent}{:>7.1}s  {records} records  {:.0} rec/s  {} windows  {} alerts  {} dead letters{errors}",
                 started.elapsed().as_secs_f64(),
                 rate,
                 c.windows.load(Ordering::Relaxed),

@@ -122,6 +122,12 @@ struct PartitionState {
     dead_since_window: u64,
 }
 
+impl PartitionState {
+    fn new(spec: WindowSpec) -> Self {
+        PartitionState { windower: Windower::new(spec), next_offset: 0, acked_below: 0, ids: BTreeMap::new(), dead_since_window: 0 }
+    }
+}
+
 /// Decodes lines and messages and cuts windows for one pipeline.
 struct Cutter<'a> {
     pipeline: &'a str,
@@ -140,13 +146,7 @@ struct Cutter<'a> {
 impl Cutter<'_> {
     fn partition(&mut self, partition: u32) -> &mut PartitionState {
         let spec = self.spec;
-        self.partitions.entry(partition).or_insert_with(|| PartitionState {
-            windower: Windower::new(spec),
-            next_offset: 0,
-            acked_below: 0,
-            ids: BTreeMap::new(),
-            dead_since_window: 0,
-        })
+        self.partitions.entry(partition).or_insert_with(|| PartitionState::new(spec))
     }
 
     fn dead_letter(&mut self, partition: u32, offset: u64, position: Option<Position>, reason: &str, raw: &[u8], bytes: u64) -> Result<()> {
@@ -167,7 +167,6 @@ impl Cutter<'_> {
     }
 
     fn line(&mut self, partition: u32, offset: u64, line: &[u8], read_at_ms: i64) -> Result<()> {
-        self.partition(partition).next_offset = offset + 1;
         if line.len() > MAX_LINE_BYTES {
             let reason = format!("line of {} bytes is over the {} MiB limit", line.len(), MAX_LINE_BYTES >> 20);
             return self.dead_letter(partition, offset, None, &reason, line, line.len() as u64);
@@ -176,7 +175,8 @@ impl Cutter<'_> {
             Ok(record) => {
                 let record: &Record = record;
                 let meta = record_meta(record, &self.event_field, offset, line, read_at_ms);
-                let state = self.partitions.get_mut(&partition).expect("created above");
+                let spec = self.spec;
+                let state = self.partitions.entry(partition).or_insert_with(|| PartitionState::new(spec));
                 state.windower.push(record, &meta, &mut self.scratch)
             }
             Err(e) => return self.dead_letter(partition, offset, None, &e.to_string(), line, line.len() as u64),
@@ -477,9 +477,13 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
             let step = match event {
                 SourceEvent::Lines { partition, first_offset, data } => {
                     let body = data.strip_suffix(b"\n").unwrap_or(&data);
-                    body.split(|&b| b == b'\n')
-                        .enumerate()
-                        .try_for_each(|(i, line)| cutter.line(partition, first_offset + i as u64, line, read_at))
+                    let mut next = first_offset;
+                    let result = body.split(|&b| b == b'\n').try_for_each(|line| {
+                        next += 1;
+                        cutter.line(partition, next - 1, line, read_at)
+                    });
+                    cutter.partition(partition).next_offset = next;
+                    result
                 }
                 SourceEvent::Oversized { partition, offset, bytes } => {
                     cutter.partition(partition).next_offset = offset + 1;
@@ -512,7 +516,11 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
         decode_result?;
         shared.dead_letters.lock().unwrap_or_else(|p| p.into_inner()).flush().context("writing dead letters")?;
         if let Some(topic) = &dead_letter_topic {
-            topic.lock().unwrap_or_else(|p| p.into_inner()).sink.flush().context("storing dead letters")?;
+            let mut topic = topic.lock().unwrap_or_else(|p| p.into_inner());
+            topic.sink.flush().context("storing dead letters")?;
+            if topic.count > 0 {
+                eprintln!("{} dead letter(s) produced to {}", topic.count, topic.sink.name());
+            }
         }
         // Stdin may block in a read after Ctrl-C; a broker source returns once its acks are done.
         if acknowledges || !shared.stop.load(Ordering::Relaxed) {

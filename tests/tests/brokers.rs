@@ -77,7 +77,7 @@ fn spawn(s: &Sandbox, source: &str, log: &str, data: &str) -> Child {
         .arg(s.path(data))
         .current_dir(s.dir.path())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(s.path(&format!("{log}.stderr"))).expect("stderr file"))
         .spawn()
         .expect("start clean-host")
 }
@@ -186,21 +186,91 @@ fn kafka_crash_and_restart_loses_nothing() {
     crash_and_restart(&format!("{}/{topic}?group=g", kafka()), || (0..30_000).map(|o| (0, o)).collect());
 }
 
+/// The entry ids of a Redis stream, in order.
+fn redis_ids(url: &str, stream: &str) -> Vec<(u64, u64)> {
+    let out = Command::new("redis-cli").args(["-u", url, "XRANGE", stream, "-", "+"]).output().expect("redis-cli");
+    let is_id = |l: &str| l.len() > 3 && l.contains('-') && l.split('-').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| is_id(l)).map(|l| order(&Value::String(l.into()))).collect()
+}
+
 #[test]
 fn redis_crash_and_restart_loses_nothing() {
     let stream = fresh("crash");
     let url = redis();
     let source = format!("{url}/{stream}?group=g&consumer=c1");
-    crash_and_restart(&source, || {
-        let out = Command::new("redis-cli").args(["-u", &url, "XRANGE", &stream, "-", "+"]).output().expect("redis-cli");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let ids: Vec<(u64, u64)> = text
-            .lines()
-            .filter(|l| l.len() > 3 && l.contains('-') && l.split('-').all(|p| p.chars().all(|c| c.is_ascii_digit())))
-            .map(|l| order(&Value::String(l.into())))
-            .collect();
-        ids
-    });
+    crash_and_restart(&source, || redis_ids(&url, &stream));
+}
+
+/// A Redis server of this test's own, restarted on the same port mid-run.
+struct PrivateRedis {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Child,
+}
+
+impl PrivateRedis {
+    fn start(dir: std::path::PathBuf, port: u16) -> Self {
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/brokers installs it)");
+        wait_until("redis to take clients", Duration::from_secs(20), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        PrivateRedis { port, dir, child }
+    }
+
+    fn restart(mut self) -> Self {
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        self.child.wait().unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        let (dir, port) = (self.dir.clone(), self.port);
+        std::mem::forget(self);
+        PrivateRedis::start(dir, port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The broker goes away mid-run and comes back on the same address: the
+/// host logs it, reconnects and loses nothing.
+#[test]
+fn redis_restart_mid_run_reconnects_and_loses_nothing() {
+    let s = Sandbox::with_bundled();
+    s.run(&["check"]).assert_ok();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let redis = PrivateRedis::start(s.path("redis"), port);
+    let url = format!("redis://127.0.0.1:{port}");
+    let source = format!("{url}/events?group=g&consumer=c1");
+    produce(&s, &source, 10_000, &[], 1);
+    let mut host = spawn(&s, &source, "w.jsonl", "data");
+    wait_until("a few analysed windows", Duration::from_secs(60), || windows(&s.path("w.jsonl")).len() >= 4);
+    let redis = redis.restart();
+    produce(&s, &source, 10_000, &[], 1);
+    wait_until("every record", Duration::from_secs(90), || records(&windows(&s.path("w.jsonl"))) >= 19_500);
+    std::thread::sleep(Duration::from_secs(1));
+    Command::new("kill").args(["-INT", &host.id().to_string()]).status().unwrap();
+    assert!(host.wait().unwrap().success());
+    let log = std::fs::read_to_string(s.path("w.jsonl.stderr")).unwrap();
+    assert!(log.contains("reconnecting") && log.contains("reconnected"), "the reconnect is not in the log:\n{log}");
+    let summary: Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert!(summary["broker_errors"].as_u64().unwrap() > 0, "{summary}");
+    let ids = redis_ids(&url, "events");
+    assert_eq!(ids.len(), 20_000);
+    let index: BTreeMap<(u64, u64), usize> = ids.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+    let mut seen = BTreeSet::new();
+    for w in windows(&s.path("w.jsonl")) {
+        seen.extend(index[&order(&w["first_offset"])]..=index[&order(&w["last_offset"])]);
+    }
+    assert_eq!(seen.len(), 20_000, "records lost across the restart");
+    drop(redis);
 }
 
 #[test]

@@ -45,7 +45,7 @@ fn severity_floor_and_cooldown() {
     assert_eq!(counts, [1, 0, 0, 1, 0, 0, 1, 0]);
     assert_eq!(r.suppressed, 5);
     let a = &alerts[3][0];
-    assert_eq!((a.window.seq, a.window.first_offset, a.window.last_offset, a.window.records), (3, Position::Offset(30), Position::Offset(39), 10));
+    assert_eq!((a.window.seq, a.window.first_offset.clone(), a.window.last_offset.clone(), a.window.records), (3, Position::Offset(30), Position::Offset(39), 10));
 }
 
 #[test]

@@ -60,3 +60,14 @@ fn mistakes_are_named() {
         assert!(err.contains(needle), "{text:?}: {err}");
     }
 }
+
+#[test]
+fn broker_example_parses() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/brokers.toml")).unwrap();
+    let c = ConfigFile::parse(&text).unwrap();
+    assert_eq!(c.pipelines.len(), 3);
+    let kafka = &c.pipelines[0].broker;
+    assert_eq!((kafka.group(), kafka.kafka["fetch.min.bytes"].as_str()), ("quality", "1"));
+    assert_eq!(c.pipelines[2].broker.entry_layout, crate::source::config::EntryLayout::Pairs);
+    assert!(ConfigFile::parse("[[pipelines]]\nname = \"p\"\nsource = \"s\"\n[pipelines.broker]\ngrup = \"x\"").is_err());
+}

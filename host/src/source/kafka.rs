@@ -7,7 +7,7 @@
 //! its errors are logged as they happen.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -35,11 +35,13 @@ struct GroupEvents {
     revoked: Mutex<Vec<u32>>,
     /// The current assignment, once the group gave one.
     assigned: Mutex<Option<HashSet<u32>>>,
+    errors: AtomicU64,
 }
 
 impl ClientContext for GroupEvents {
     fn error(&self, error: KafkaError, reason: &str) {
-        eprintln!("kafka {}: {error} ({reason})", self.hosts);
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        eprintln!("kafka {}: {error} ({reason}); librdkafka retries with backoff", self.hosts);
     }
 }
 
@@ -102,7 +104,7 @@ impl KafkaSource {
         let options = table.merged(&url)?;
         let start = options.start_at(&url)?;
         let topic = url.path.clone();
-        let events = GroupEvents { hosts: url.hosts.clone(), revoked: Mutex::default(), assigned: Mutex::default() };
+        let events = GroupEvents { hosts: url.hosts.clone(), revoked: Mutex::default(), assigned: Mutex::default(), errors: AtomicU64::new(0) };
         let consumer: BaseConsumer<GroupEvents> = client_config(&url.hosts, &options)
             .set("group.id", options.group())
             .set("enable.auto.commit", "false")
@@ -228,6 +230,8 @@ impl Source for KafkaSource {
                 to_commit.clear();
                 last_commit = Instant::now();
             }
+            let errors = self.consumer.context().errors.swap(0, Ordering::Relaxed);
+            ctx.progress.broker_errors.fetch_add(errors, Ordering::Relaxed);
             if ctx.stopped() {
                 break;
             }

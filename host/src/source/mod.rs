@@ -101,12 +101,14 @@ pub struct Ack {
     pub below: u64,
 }
 
-/// How far a bounded run has got, for the progress bar.
+/// How far a run has got and how its broker is doing, for the status line.
 #[derive(Debug, Default)]
 pub struct Progress {
     /// Records to read in all (0: unknown).
     pub total: AtomicU64,
     pub done: AtomicU64,
+    /// Connection errors and reconnects seen (each is also logged).
+    pub broker_errors: AtomicU64,
 }
 
 /// What a running source talks to.

@@ -153,6 +153,12 @@ impl Source for PulsarSource {
         let mut unacked: HashMap<u32, BTreeMap<u64, (String, MessageIdData)>> = HashMap::new();
         let mut acked_below: HashMap<u32, u64> = HashMap::new();
         let mut consumer = self.consumer.take().expect("set in new");
+        if self.options.until_end {
+            if let Ok(stats) = self.rt.block_on(consumer.get_stats()) {
+                let backlog: u64 = stats.iter().filter_map(|s| s.msg_backlog).sum();
+                ctx.progress.total.store(backlog, Ordering::Relaxed);
+            }
+        }
         let last_ids = if self.options.until_end {
             self.rt.block_on(consumer.get_last_message_id()).map_err(|e| SourceError::Broker(e.to_string()))?
         } else {
@@ -208,7 +214,8 @@ impl PulsarSource {
                     Err(_) => break,
                     Ok(None) => return Err(SourceError::Broker(format!("{} closed the consumer", self.url.hosts))),
                     Ok(Some(Err(e))) => {
-                        eprintln!("pulsar {}: {e}", self.url.hosts);
+                        eprintln!("pulsar {}: {e}; the client reconnects with backoff", self.url.hosts);
+                        ctx.progress.broker_errors.fetch_add(1, Ordering::Relaxed);
                         break;
                     }
                     Ok(Some(Ok(m))) => m,

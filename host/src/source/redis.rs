@@ -145,6 +145,22 @@ impl RedisSource {
         }
     }
 
+    /// The group's pending entries plus its lag (XINFO GROUPS), for the progress bar.
+    fn backlog(&mut self) -> Option<u64> {
+        let groups: Vec<Vec<Value>> = redis::cmd("XINFO").arg("GROUPS").arg(&self.stream).query(&mut self.con).ok()?;
+        let group = self.options.group().as_bytes();
+        let fields = groups.into_iter().find(|g| {
+            g.chunks(2).any(|kv| matches!(&kv[..], [Value::BulkString(k), Value::BulkString(v)] if k == b"name" && v == group))
+        })?;
+        let number = |name: &[u8]| {
+            fields.chunks(2).find_map(|kv| match &kv[..] {
+                [Value::BulkString(k), Value::Int(n)] if k == name => Some(*n as u64),
+                _ => None,
+            })
+        };
+        Some(number(b"pending").unwrap_or(0) + number(b"lag")?)
+    }
+
     fn ack(&mut self, unacked: &mut BTreeMap<u64, String>, below: u64) -> redis::RedisResult<()> {
         let rest = unacked.split_off(&below);
         let done: Vec<String> = std::mem::replace(unacked, rest).into_values().collect();
@@ -208,6 +224,11 @@ impl Source for RedisSource {
     }
 
     fn run(mut self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
+        if self.options.until_end {
+            if let Some(backlog) = self.backlog() {
+                ctx.progress.total.store(backlog, Ordering::Relaxed);
+            }
+        }
         let mut phase = ReadPhase::OwnPending("0".into());
         let mut next_offset = 0u64;
         let mut unacked: BTreeMap<u64, String> = BTreeMap::new();
@@ -229,6 +250,7 @@ impl Source for RedisSource {
                 }
                 Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal() => {
                     eprintln!("redis {}: {e}; reconnecting in {backoff:?}", self.url.hosts);
+                    ctx.progress.broker_errors.fetch_add(1, Ordering::Relaxed);
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     if let Ok(con) = connect(&self.url.hosts) {
@@ -268,16 +290,22 @@ impl Source for RedisSource {
     }
 }
 
-/// Appends entries (`data` = payload, `key` = key) to a stream.
+/// Appends entries (`data` = payload, `key` = key) to a stream, in
+/// pipelined batches; `flush` returns once all are stored.
 pub struct RedisSink {
     hosts: String,
     stream: String,
     con: Connection,
+    batch: redis::Pipeline,
+    queued: usize,
 }
+
+/// Entries per pipelined round trip.
+const SINK_BATCH: usize = 500;
 
 impl RedisSink {
     pub fn new(hosts: &str, stream: &str, _options: &BrokerOptions) -> Result<Self, SourceError> {
-        Ok(RedisSink { hosts: hosts.into(), stream: stream.into(), con: connect(hosts)? })
+        Ok(RedisSink { hosts: hosts.into(), stream: stream.into(), con: connect(hosts)?, batch: redis::pipe(), queued: 0 })
     }
 }
 
@@ -288,11 +316,20 @@ impl Sink for RedisSink {
 
     fn send(&mut self, key: &str, payload: &[u8]) -> Result<(), SourceError> {
         let fields: [(&str, &[u8]); 2] = [("data", payload), ("key", key.as_bytes())];
-        let _: String = self.con.xadd(&self.stream, "*", &fields).map_err(|e| SourceError::Broker(format!("XADD to {}: {e}", self.name())))?;
+        self.batch.xadd(&self.stream, "*", &fields).ignore();
+        self.queued += 1;
+        if self.queued >= SINK_BATCH {
+            self.flush()?;
+        }
         Ok(())
     }
 
     fn flush(&mut self) -> Result<(), SourceError> {
-        Ok(()) // XADD returns once the entry is stored
+        if self.queued > 0 {
+            let () = self.batch.query(&mut self.con).map_err(|e| SourceError::Broker(format!("XADD to {}: {e}", self.name())))?;
+            self.batch.clear();
+            self.queued = 0;
+        }
+        Ok(())
     }
 }

@@ -157,3 +157,22 @@ fn a_repeated_key_keeps_the_first_value() {
     let b = one_window(&[r#"{"a": 1, "a": 2}"#, r#"{"a": 3}"#]);
     assert!(matches!(&column(&b, "a").values, ColumnValues::Int64(v) if v == &[1, 3]));
 }
+
+/// What the pipeline may acknowledge: everything below the lowest offset
+/// still held by an open window.
+#[test]
+fn min_open_offset_is_the_commit_point() {
+    let mut f = Feed::new(WindowSpec::Count { size: 4, slide: 2 });
+    assert_eq!(f.windower.min_open_offset(), None);
+    for _ in 0..5 {
+        f.push(None, 0);
+    }
+    // Windows [0..4) closed; [2..6) and [4..8) are open.
+    assert_eq!(f.windower.min_open_offset(), Some(2));
+    let mut e = Feed::new(WindowSpec::EventTime { size_ms: 10, lateness_ms: 0 });
+    e.push(Some(25), 0); // offset 0 -> window [20, 30)
+    e.push(Some(5), 0); // offset 1 -> window [0, 10)
+    assert_eq!(e.windower.min_open_offset(), Some(0));
+    e.push(Some(31), 0); // watermark 31 closes both
+    assert_eq!(e.windower.min_open_offset(), Some(2));
+}

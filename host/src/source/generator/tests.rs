@@ -3,12 +3,11 @@ use crate::decode::JsonDecoder;
 
 fn generate(config: GeneratorConfig) -> Vec<String> {
     let (tx, rx) = crossbeam_channel::unbounded();
-    Box::new(Generator::new(config)).run(crate::source::SourceContext::detached(tx.clone())).unwrap();
-    drop(tx);
+    Box::new(Generator::new(config)).run(crate::source::SourceContext::detached(tx)).unwrap();
     rx.iter()
         .flat_map(|e| match e {
             SourceEvent::Lines { data, .. } => String::from_utf8(data).unwrap().lines().map(String::from).collect::<Vec<_>>(),
-            SourceEvent::Oversized { .. } => panic!("generator lines are short"),
+            other => panic!("the generator sends short lines, not {other:?}"),
         })
         .collect()
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 use clean_host::decode::JsonDecoder;
 use clean_host::runtime::bindings::WindowKind;
 use clean_host::source::generator::{Generator, GeneratorConfig};
-use clean_host::source::{Source, SourceEvent};
+use clean_host::source::{Source, SourceContext, SourceEvent};
 use clean_host::window::{Bounds, RecordMeta, WindowBuffer};
 
 const RECORDS: u64 = 200_000;
@@ -20,12 +20,11 @@ const RUNS: usize = 7;
 fn lines() -> Vec<Vec<u8>> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let config = GeneratorConfig { records: Some(RECORDS), ..Default::default() };
-    Box::new(Generator::new(config)).run(&tx).expect("generate");
-    drop(tx);
+    Box::new(Generator::new(config)).run(SourceContext::detached(tx)).expect("generate");
     rx.iter()
         .flat_map(|e| match e {
             SourceEvent::Lines { data, .. } => data.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect::<Vec<_>>(),
-            SourceEvent::Oversized { .. } => Vec::new(),
+            _ => Vec::new(),
         })
         .collect()
 }
