@@ -220,7 +220,7 @@ impl Source for RedisSource {
 
     fn dead_letter_sink(&self) -> Result<Option<Box<dyn Sink>>, SourceError> {
         let stream = self.options.dead_letter_topic.clone().unwrap_or_else(|| format!("{}-dead-letters", self.stream));
-        Ok(Some(Box::new(RedisSink::new(&self.url.hosts, &stream, &self.options)?)))
+        Ok(Some(Box::new(RedisSink::new(&self.url.hosts, &stream)?)))
     }
 
     fn run(mut self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
@@ -304,7 +304,7 @@ pub struct RedisSink {
 const SINK_BATCH: usize = 500;
 
 impl RedisSink {
-    pub fn new(hosts: &str, stream: &str, _options: &BrokerOptions) -> Result<Self, SourceError> {
+    pub fn new(hosts: &str, stream: &str) -> Result<Self, SourceError> {
         Ok(RedisSink { hosts: hosts.into(), stream: stream.into(), con: connect(hosts)?, batch: redis::pipe(), queued: 0 })
     }
 }
