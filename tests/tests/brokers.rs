@@ -322,6 +322,45 @@ fn kafka_two_processes_split_the_partitions() {
     assert!(pa.is_disjoint(&pb), "a partition analysed by both: {pa:?} {pb:?}");
 }
 
+/// A second process joins while the first holds open windows: the revoked
+/// partitions' open windows are dropped uncommitted and read again by their
+/// new owner, so every record is still analysed (at least once).
+#[test]
+fn kafka_rebalance_mid_stream_loses_nothing() {
+    let s = Sandbox::with_bundled();
+    s.run(&["check"]).assert_ok();
+    let topic = fresh("rebalance");
+    let source = format!("{}/{topic}?group=rb", kafka());
+    produce(&s, &source, 20_200, &[], 4);
+    let mut a = spawn(&s, &source, "a.jsonl", "data-a");
+    wait_until("the first windows", Duration::from_secs(60), || !windows(&s.path("a.jsonl")).is_empty());
+    let mut b = spawn(&s, &source, "b.jsonl", "data-b");
+    std::thread::sleep(Duration::from_secs(8)); // b joins, a gives up partitions with open windows
+    produce(&s, &source, 20_000, &[], 4);
+    // Per partition: offsets covered by the windows of both processes.
+    let covered = || {
+        let mut per: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+        for w in windows(&s.path("a.jsonl")).iter().chain(&windows(&s.path("b.jsonl"))) {
+            let (first, last) = (w["first_offset"].as_u64().unwrap(), w["last_offset"].as_u64().unwrap());
+            per.entry(w["partition"].as_u64().unwrap()).or_default().extend(first..=last);
+        }
+        per
+    };
+    wait_until("every record", Duration::from_secs(120), || covered().values().map(BTreeSet::len).sum::<usize>() >= 40_200 - 4 * 500);
+    std::thread::sleep(Duration::from_secs(2));
+    for child in [&a, &b] {
+        Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill -INT");
+    }
+    assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+    let per = covered();
+    for (p, offsets) in &per {
+        let last = *offsets.last().unwrap();
+        assert_eq!(offsets.len() as u64, last + 1, "partition {p} has a gap");
+    }
+    assert_eq!(per.values().map(BTreeSet::len).sum::<usize>(), 40_200, "records lost in the rebalance");
+    assert!(!windows(&s.path("b.jsonl")).is_empty(), "the second process got no partition");
+}
+
 /// A replay from offset 0 analyses the windows again but does not repeat
 /// their alerts; findings and alerts also go to a topic.
 #[test]

@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::Receiver;
+
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -21,7 +23,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::config::{BrokerOptions, BrokerUrl, StartAt, COMMON_PARAMS};
-use super::{Message, Sink, Source, SourceContext, SourceError, SourceEvent};
+use super::{Ack, Message, Sink, Source, SourceContext, SourceError, SourceEvent};
 
 /// How long to wait for the broker at start before giving up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,13 +31,49 @@ const POLL: Duration = Duration::from_millis(100);
 /// Messages handed to the pipeline at once, at most.
 const MAX_BATCH: usize = 2000;
 
-/// Rebalances and errors seen by librdkafka's callbacks.
+/// Rebalances and errors seen by librdkafka's callbacks, and the acks not
+/// yet committed, which a revocation commits before it lets partitions go.
 struct GroupEvents {
     hosts: String,
+    topic: String,
     revoked: Mutex<Vec<u32>>,
     /// The current assignment, once the group gave one.
     assigned: Mutex<Option<HashSet<u32>>>,
     errors: AtomicU64,
+    /// Partition -> offset acked by the pipeline, not yet committed.
+    uncommitted: Mutex<HashMap<u32, u64>>,
+    /// The pipeline's acks, once the source runs.
+    acks: Mutex<Option<Receiver<Ack>>>,
+}
+
+impl GroupEvents {
+    /// Move the acks that have arrived into `uncommitted`.
+    fn take_acks(&self) {
+        let acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(acks) = acks.as_ref() else { return };
+        let assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
+        let mut uncommitted = self.uncommitted.lock().unwrap_or_else(|p| p.into_inner());
+        for ack in acks.try_iter() {
+            if assigned.as_ref().is_some_and(|s| s.contains(&ack.partition)) {
+                uncommitted.insert(ack.partition, ack.below);
+            }
+        }
+    }
+
+    /// The uncommitted offsets of `partitions` (all if `None`), taken out.
+    fn take_uncommitted(&self, partitions: Option<&[u32]>) -> TopicPartitionList {
+        let mut uncommitted = self.uncommitted.lock().unwrap_or_else(|p| p.into_inner());
+        let mut list = TopicPartitionList::new();
+        let chosen: Vec<u32> = match partitions {
+            Some(ps) => ps.iter().copied().filter(|p| uncommitted.contains_key(p)).collect(),
+            None => uncommitted.keys().copied().collect(),
+        };
+        for p in chosen {
+            let offset = uncommitted.remove(&p).expect("chosen from the map");
+            let _ = list.add_partition_offset(&self.topic, p as i32, Offset::Offset(offset as i64));
+        }
+        list
+    }
 }
 
 impl ClientContext for GroupEvents {
@@ -46,9 +84,17 @@ impl ClientContext for GroupEvents {
 }
 
 impl ConsumerContext for GroupEvents {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
             let parts = partitions(list);
+            // What was analysed is committed before the partitions go.
+            self.take_acks();
+            let done = self.take_uncommitted(Some(&parts));
+            if done.count() > 0 {
+                if let Err(e) = consumer.commit(&done, CommitMode::Sync) {
+                    eprintln!("kafka {}: commit before revocation failed, the new owner reads those records again: {e}", self.hosts);
+                }
+            }
             eprintln!("kafka {}: partitions {parts:?} revoked", self.hosts);
             let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(set) = assigned.as_mut() {
@@ -104,7 +150,15 @@ impl KafkaSource {
         let options = table.merged(&url)?;
         let start = options.start_at(&url)?;
         let topic = url.path.clone();
-        let events = GroupEvents { hosts: url.hosts.clone(), revoked: Mutex::default(), assigned: Mutex::default(), errors: AtomicU64::new(0) };
+        let events = GroupEvents {
+            hosts: url.hosts.clone(),
+            topic: topic.clone(),
+            revoked: Mutex::default(),
+            assigned: Mutex::default(),
+            errors: AtomicU64::new(0),
+            uncommitted: Mutex::default(),
+            acks: Mutex::default(),
+        };
         let consumer: BaseConsumer<GroupEvents> = client_config(&url.hosts, &options)
             .set("group.id", options.group())
             .set("enable.auto.commit", "false")
@@ -160,22 +214,17 @@ impl KafkaSource {
         })
     }
 
-    fn commit(&self, below: &HashMap<u32, u64>, mode: CommitMode) {
-        if below.is_empty() {
+    /// Commit every acked offset of the partitions still owned.
+    fn commit(&self, mode: CommitMode) {
+        let events = self.consumer.context();
+        events.take_acks();
+        let list = events.take_uncommitted(None);
+        if list.count() == 0 {
             return;
-        }
-        let mut list = TopicPartitionList::new();
-        for (&p, &o) in below {
-            let _ = list.add_partition_offset(&self.topic, p as i32, Offset::Offset(o as i64));
         }
         if let Err(e) = self.consumer.commit(&list, mode) {
             eprintln!("kafka {}: commit failed, those records will be read again: {e}", self.url.hosts);
         }
-    }
-
-    fn owned(&self, partition: u32) -> bool {
-        let assigned = self.consumer.context().assigned.lock().unwrap_or_else(|p| p.into_inner());
-        assigned.as_ref().is_some_and(|s| s.contains(&partition))
     }
 
     /// `--until-end`: every assigned partition has reached its end offset seen at start.
@@ -217,17 +266,11 @@ impl Source for KafkaSource {
         }
         let headers = self.options.metadata.contains(&super::config::MetadataColumn::Headers);
         let mut next: HashMap<u32, i64> = HashMap::new();
-        let mut to_commit: HashMap<u32, u64> = HashMap::new();
+        *self.consumer.context().acks.lock().unwrap_or_else(|p| p.into_inner()) = Some(ctx.acks.clone());
         let mut last_commit = Instant::now();
         loop {
-            for ack in ctx.acks.try_iter() {
-                if self.owned(ack.partition) {
-                    to_commit.insert(ack.partition, ack.below);
-                }
-            }
-            if !to_commit.is_empty() && last_commit.elapsed() >= Duration::from_millis(200) {
-                self.commit(&to_commit, CommitMode::Async);
-                to_commit.clear();
+            if last_commit.elapsed() >= Duration::from_millis(200) {
+                self.commit(CommitMode::Async);
                 last_commit = Instant::now();
             }
             let errors = self.consumer.context().errors.swap(0, Ordering::Relaxed);
@@ -238,7 +281,6 @@ impl Source for KafkaSource {
             let revoked = std::mem::take(&mut *self.consumer.context().revoked.lock().unwrap_or_else(|p| p.into_inner()));
             if !revoked.is_empty() {
                 revoked.iter().for_each(|p| {
-                    to_commit.remove(p);
                     next.remove(p);
                 });
                 if ctx.events.send(SourceEvent::Revoked { partitions: revoked }).is_err() {
@@ -283,12 +325,15 @@ impl Source for KafkaSource {
             }
         }
         // Commit what the pipeline finishes after reading stopped.
+        self.consumer.context().acks.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let events = self.consumer.context();
         ctx.finish(|ack| {
-            if self.owned(ack.partition) {
-                to_commit.insert(ack.partition, ack.below);
+            let owned = events.assigned.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|s| s.contains(&ack.partition));
+            if owned {
+                events.uncommitted.lock().unwrap_or_else(|p| p.into_inner()).insert(ack.partition, ack.below);
             }
         });
-        self.commit(&to_commit, CommitMode::Sync);
+        self.commit(CommitMode::Sync);
         self.consumer.unsubscribe();
         Ok(())
     }
