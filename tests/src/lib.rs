@@ -5,6 +5,8 @@
 //! detectors into `plugins/`, and the deliberately broken plugins of
 //! `tests/fault-plugins`.
 
+pub mod brokers;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
