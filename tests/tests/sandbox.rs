@@ -57,3 +57,36 @@ fn faults_do_not_hide_data_problems_found_by_the_others() {
     run.assert_ok();
     assert!(run.alert_keys().iter().any(|(w, d, m)| *w == 10 && d == "completeness" && m == "null_rate"), "{}", run.stdout);
 }
+
+/// Plugins that try to get out or to swamp the host: files, environment,
+/// sockets and the clock are denied; endless recursion traps; a gigantic
+/// answer is rejected. The bundled detectors analyse every window meanwhile.
+#[test]
+fn hostile_plugins_get_nothing_and_are_contained() {
+    let s = Sandbox::with_bundled();
+    for name in ["snoop", "recurse", "flood"] {
+        s.add_plugin(&fault_plugin(name));
+    }
+    let data = s.generate("clean.jsonl", 5_000, &[]);
+    let run = s.run(&["--source", data.to_str().unwrap(), "--format", "json"]);
+    run.assert_ok();
+    let summary = run.summary();
+    let snoop_lines: Vec<&str> = run.stderr.lines().filter(|l| l.contains("snoop: ")).collect();
+    assert_eq!(snoop_lines.len(), 5, "{}", run.stderr);
+    for line in &snoop_lines {
+        assert!(!line.contains("ESCAPED"), "the sandbox leaked: {line}");
+        assert!(line.contains("env vars 0; args 0") && line.contains("clock 0"), "{line}");
+    }
+    let snoop = plugin(&summary, "snoop");
+    assert_eq!((snoop["status"].as_str(), snoop["errors"].as_u64()), (Some("active"), Some(0)), "{snoop}");
+    for (name, fault) in [("recurse", "trapped"), ("flood", "findings")] {
+        let p = plugin(&summary, name);
+        assert_eq!(p["status"], "quarantined", "{p}");
+        let alert = run.alerts().into_iter().find(|a| a["detector"] == name && a["metric"] == "plugin_quarantined");
+        let alert = alert.unwrap_or_else(|| panic!("no quarantine alert for {name}: {}", run.stdout));
+        assert!(alert["message"].as_str().unwrap().contains(fault), "{alert}");
+    }
+    for name in BUNDLED {
+        assert_eq!(plugin(&summary, name)["calls"], 5);
+    }
+}
