@@ -142,10 +142,14 @@ struct Cutter<'a> {
     shared: &'a Shared,
 }
 
+/// The state of `partition`, created on its first record.
+fn partition_state(partitions: &mut HashMap<u32, PartitionState>, spec: WindowSpec, partition: u32) -> &mut PartitionState {
+    partitions.entry(partition).or_insert_with(|| PartitionState::new(spec))
+}
+
 impl Cutter<'_> {
     fn partition(&mut self, partition: u32) -> &mut PartitionState {
-        let spec = self.spec;
-        self.partitions.entry(partition).or_insert_with(|| PartitionState::new(spec))
+        partition_state(&mut self.partitions, self.spec, partition)
     }
 
     fn dead_letter(&mut self, partition: u32, offset: u64, position: Option<Position>, reason: &str, raw: &[u8], bytes: u64) -> Result<()> {
@@ -172,10 +176,8 @@ impl Cutter<'_> {
         }
         let placement = match self.decoder.json.decode(line) {
             Ok(record) => {
-                let record: &Record = record;
                 let meta = record_meta(record, &self.event_field, offset, line, read_at_ms);
-                let spec = self.spec;
-                let state = self.partitions.entry(partition).or_insert_with(|| PartitionState::new(spec));
+                let state = partition_state(&mut self.partitions, self.spec, partition);
                 state.windower.push(record, &meta, &mut self.scratch)
             }
             Err(e) => return self.dead_letter(partition, offset, None, &e.to_string(), line, line.len() as u64),
@@ -196,7 +198,6 @@ impl Cutter<'_> {
         }
         let placement = match self.decoder.decode(partition, message) {
             Ok(record) => {
-                let record: &Record = record;
                 let meta = record_meta(record, &self.event_field, offset, &message.payload, read_at_ms);
                 let state = self.partitions.get_mut(&partition).expect("created above");
                 state.windower.push(record, &meta, &mut self.scratch)

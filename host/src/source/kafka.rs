@@ -47,16 +47,19 @@ struct GroupEvents {
 }
 
 impl GroupEvents {
+    /// Keep `ack` for the next commit if its partition is still owned.
+    fn record_ack(&self, ack: Ack) {
+        let owned = self.assigned.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|s| s.contains(&ack.partition));
+        if owned {
+            self.uncommitted.lock().unwrap_or_else(|p| p.into_inner()).insert(ack.partition, ack.below);
+        }
+    }
+
     /// Move the acks that have arrived into `uncommitted`.
     fn take_acks(&self) {
         let acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(acks) = acks.as_ref() else { return };
-        let assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
-        let mut uncommitted = self.uncommitted.lock().unwrap_or_else(|p| p.into_inner());
-        for ack in acks.try_iter() {
-            if assigned.as_ref().is_some_and(|s| s.contains(&ack.partition)) {
-                uncommitted.insert(ack.partition, ack.below);
-            }
+        for ack in acks.iter().flat_map(|a| a.try_iter()) {
+            self.record_ack(ack);
         }
     }
 
@@ -325,14 +328,7 @@ impl Source for KafkaSource {
             }
         }
         // Commit what the pipeline finishes after reading stopped.
-        self.consumer.context().acks.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let events = self.consumer.context();
-        ctx.finish(|ack| {
-            let owned = events.assigned.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|s| s.contains(&ack.partition));
-            if owned {
-                events.uncommitted.lock().unwrap_or_else(|p| p.into_inner()).insert(ack.partition, ack.below);
-            }
-        });
+        ctx.finish(|ack| self.consumer.context().record_ack(ack));
         self.commit(CommitMode::Sync);
         self.consumer.unsubscribe();
         Ok(())

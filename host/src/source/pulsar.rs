@@ -18,7 +18,7 @@ use pulsar::proto::MessageIdData;
 use pulsar::{ConnectionRetryOptions, Consumer, ConsumerOptions, Producer, Pulsar, SubType, TokioExecutor};
 
 use super::config::{BrokerOptions, BrokerUrl, StartAt, COMMON_PARAMS};
-use super::{Message, Sink, Source, SourceContext, SourceError, SourceEvent};
+use super::{Ack, Message, Sink, Source, SourceContext, SourceError, SourceEvent};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(100);
@@ -148,7 +148,6 @@ impl Source for PulsarSource {
     }
 
     fn run(mut self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
-        let mut next_offset: HashMap<u32, u64> = HashMap::new();
         // Per partition: offset -> (topic, id), until acked.
         let mut unacked: HashMap<u32, BTreeMap<u64, (String, MessageIdData)>> = HashMap::new();
         let mut acked_below: HashMap<u32, u64> = HashMap::new();
@@ -170,11 +169,8 @@ impl Source for PulsarSource {
             .filter(|id| id.ledger_id != u64::MAX && id.entry_id != u64::MAX)
             .map(|id| (id.partition.unwrap_or(0).max(0) as u32, (id.ledger_id, id.entry_id)))
             .collect();
-        let result = self.consume(&ctx, &mut consumer, &ends, &mut unacked, &mut acked_below, &mut next_offset);
-        ctx.finish(|ack| {
-            let below = acked_below.entry(ack.partition).or_default();
-            *below = (*below).max(ack.below);
-        });
+        let result = self.consume(&ctx, &mut consumer, &ends, &mut unacked, &mut acked_below);
+        ctx.finish(|ack| record_ack(&mut acked_below, ack));
         ack_below(&self.rt, &mut consumer, &mut unacked, &acked_below);
         let _ = self.rt.block_on(consumer.close());
         let _inside = self.rt.enter();
@@ -191,14 +187,13 @@ impl PulsarSource {
         ends: &HashMap<u32, (u64, u64)>,
         unacked: &mut HashMap<u32, BTreeMap<u64, (String, MessageIdData)>>,
         acked_below: &mut HashMap<u32, u64>,
-        next_offset: &mut HashMap<u32, u64>,
     ) -> Result<(), SourceError> {
+        let mut next_offset: HashMap<u32, u64> = HashMap::new();
         let mut reached: HashMap<u32, bool> = ends.keys().map(|&p| (p, false)).collect();
         let mut last_message = Instant::now();
         loop {
             for ack in ctx.acks.try_iter() {
-                let below = acked_below.entry(ack.partition).or_default();
-                *below = (*below).max(ack.below);
+                record_ack(acked_below, ack);
             }
             ack_below(&self.rt, consumer, unacked, acked_below);
             if ctx.stopped() {
@@ -258,6 +253,12 @@ impl PulsarSource {
             }
         }
     }
+}
+
+/// Raise the partition's acked bound to `ack`'s.
+fn record_ack(acked_below: &mut HashMap<u32, u64>, ack: Ack) {
+    let below = acked_below.entry(ack.partition).or_default();
+    *below = (*below).max(ack.below);
 }
 
 fn ack_below(
