@@ -80,14 +80,29 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Make the shadow version of a detector (`shadow/NAME.wasm`) the active one.
+    Promote {
+        /// The detector's file name, without `.wasm`.
+        name: String,
+        /// Whose plugin folder (default: the plugins folder itself).
+        #[arg(long, default_value = "default")]
+        tenant: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate the config and load every plugin, then exit.
     Check,
-    /// List the plugins with their versions and metrics.
+    /// List every tenant's plugins: version, status and, while a host runs
+    /// with the same data dir, its calls, errors, reloads and call times.
     Plugins {
         /// One JSON object per plugin instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(subcommand)]
+        command: Option<PluginCommand>,
     },
     /// Write the generator's records to stdout (a fixture for --source), or produce them to a broker.
     Generate {

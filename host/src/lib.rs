@@ -9,10 +9,12 @@ pub mod analysis;
 pub mod config;
 pub mod dead_letter;
 pub mod decode;
+pub mod egress;
 #[cfg(feature = "native-detectors")]
 pub mod native;
 pub mod pipeline;
 pub mod runtime;
 pub mod source;
+pub mod tenant;
 pub mod timestamp;
 pub mod window;

@@ -4,6 +4,7 @@
 mod cli;
 
 use std::io::{IsTerminal, Write};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -13,18 +14,27 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use serde_json::json;
 
+use clean_host::alert::handlers::Handlers;
 use clean_host::alert::{AlertLedger, Outputs, Router};
-use clean_host::analysis::{DetectorSource, Detectors};
+use clean_host::analysis::{DetectorSet, DetectorSource, Detectors, PluginStats, Status};
 use clean_host::config::{self, ConfigFile, OutputFormat, PipelineConfig};
 use clean_host::dead_letter::DeadLetters;
 use clean_host::decode::message::MessageDecoder;
 use clean_host::pipeline::{self, Counters, Pipeline, PipelineReport, Shared};
-use clean_host::runtime::{load_dir, Plugin, Runtime, WasmDetector};
+use clean_host::runtime::reload::Watcher;
+use clean_host::runtime::{Plugin, Runtime, WasmDetector};
 use clean_host::source::{self, config::BrokerUrl, SourceContext};
-use cli::{Cli, Command, RunArgs};
+use clean_host::tenant::{self, Tenant};
+use cli::{Cli, Command, PluginCommand, RunArgs};
 
 /// Consecutive failed calls before a plugin is quarantined, unless configured.
 const DEFAULT_MAX_FAILURES: u32 = 3;
+/// How often the plugin folders are checked for changes.
+const RELOAD_POLL: Duration = Duration::from_millis(250);
+/// How often the running host rewrites `DATA_DIR/plugins-status.json`.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+/// How long handlers and deliveries may take to drain at exit.
+const HANDLER_GRACE: Duration = Duration::from_secs(10);
 
 fn main() {
     let cli = Cli::parse();
@@ -38,13 +48,18 @@ fn run(cli: Cli) -> Result<()> {
     let config = settings(&cli)?;
     match cli.command {
         Some(Command::Generate { ref sink, partitions }) => generate(&config, sink.as_deref(), partitions),
-        Some(Command::Plugins { json }) => list_plugins(&cli, &config, json),
+        Some(Command::Plugins { json, command: None }) => list_plugins(&cli, &config, json),
+        Some(Command::Plugins { command: Some(PluginCommand::Promote { ref name, ref tenant }), .. }) => promote(&cli, name, tenant),
         Some(Command::Check) => {
-            let (runtime, plugins) = load_plugins(&cli, &config)?;
-            let pipelines = build_pipelines(&cli, &config, &runtime, &plugins)?;
-            println!("config ok: {} pipeline(s), {} plugin(s)", pipelines.len(), plugins.len());
+            let (runtime, tenants) = load_tenants(&cli, &config)?;
+            let pipelines = build_pipelines(&config, &tenants, &BTreeMap::new())?;
+            for t in &tenants {
+                tenant_handlers(t, &runtime, &config)?.inspect(|h| h.finish(Duration::ZERO));
+            }
+            let plugins: usize = tenants.iter().map(|t| t.plugins.len()).sum();
+            println!("config ok: {} pipeline(s), {} tenant(s), {plugins} plugin(s)", pipelines.len(), tenants.len());
             for p in &pipelines {
-                println!("  {} <- {}: {} detector(s)", p.name, p.source.name(), p.detectors.stats().len());
+                println!("  {} ({}) <- {}: {} detector(s)", p.name, p.tenant, p.source.name(), p.detectors.stats().len());
             }
             Ok(())
         }
@@ -109,64 +124,50 @@ fn data_dir(config: &ConfigFile) -> PathBuf {
     config.data_dir.clone().unwrap_or_else(|| PathBuf::from("clean-data"))
 }
 
-fn load_plugins(cli: &Cli, config: &ConfigFile) -> Result<(Arc<Runtime>, Vec<Arc<Plugin>>)> {
-    let runtime = Runtime::new(Some(data_dir(config).join("cache")))
-        .map_err(|e| anyhow::anyhow!("starting the wasm runtime: {e:#}"))?;
-    let plugins = load_dir(&runtime, &cli.plugins, config.limits)?;
-    if plugins.is_empty() {
-        bail!("no plugins (*.wasm) in {}; build the bundled ones with scripts/build", cli.plugins.display());
-    }
-    Ok((Arc::new(runtime), plugins))
+fn max_failures(config: &ConfigFile) -> u32 {
+    config.max_consecutive_failures.unwrap_or(DEFAULT_MAX_FAILURES)
 }
 
-/// A detector pipelines can choose, with the default config of its manifest.
-type Candidate = (Arc<dyn DetectorSource>, Option<toml::Table>);
-
-/// The detectors pipelines choose from: the loaded plugins (or, in a
-/// benchmark build with `--native`, the same detectors as native code).
-fn detector_sources(cli: &Cli, runtime: &Arc<Runtime>, plugins: &[Arc<Plugin>]) -> Result<Vec<Candidate>> {
-    if cli.run.native {
-        #[cfg(feature = "native-detectors")]
-        return Ok(clean_host::native::detectors().into_iter().map(|d| (d, None)).collect());
-        #[cfg(not(feature = "native-detectors"))]
-        bail!("--native needs a build with --features native-detectors");
+/// The runtime and every tenant with its plugins loaded (or, in a benchmark
+/// build with `--native`, the bundled detectors as native code).
+fn load_tenants(cli: &Cli, config: &ConfigFile) -> Result<(Arc<Runtime>, Vec<Tenant>)> {
+    let runtime = Arc::new(
+        Runtime::new(Some(data_dir(config).join("cache"))).map_err(|e| anyhow::anyhow!("starting the wasm runtime: {e:#}"))?,
+    );
+    if !cli.plugins.is_dir() {
+        bail!("plugin folder {} does not exist; build the bundled plugins with scripts/build", cli.plugins.display());
     }
-    Ok(plugins
-        .iter()
-        .map(|pl| {
-            let source: Arc<dyn DetectorSource> = Arc::new(WasmDetector { runtime: runtime.clone(), plugin: pl.clone() });
-            (source, pl.manifest.config.clone())
-        })
-        .collect())
+    let mut tenants = Vec::new();
+    for t in config.all_tenants() {
+        if cli.run.native {
+            #[cfg(feature = "native-detectors")]
+            tenants.push(Tenant::native(&t, clean_host::native::detectors().into_iter().map(|d| clean_host::analysis::Candidate::new(d, None)).collect()));
+            #[cfg(not(feature = "native-detectors"))]
+            bail!("--native needs a build with --features native-detectors");
+        } else {
+            tenants.push(Tenant::load(&runtime, &cli.plugins, &t, config.limits)?);
+        }
+    }
+    for p in &config.pipelines {
+        let t = tenants.iter().find(|t| t.name() == p.tenant_name()).expect("validated: every pipeline's tenant exists");
+        if t.catalog.entries().is_empty() {
+            bail!("no plugins (*.wasm detectors) in {} for pipeline '{}'; build the bundled ones with scripts/build", t.dir.display(), p.name);
+        }
+    }
+    Ok((runtime, tenants))
 }
 
-fn build_pipelines(cli: &Cli, config: &ConfigFile, runtime: &Arc<Runtime>, plugins: &[Arc<Plugin>]) -> Result<Vec<Pipeline>> {
-    let max_failures = config.max_consecutive_failures.unwrap_or(DEFAULT_MAX_FAILURES);
-    let sources = detector_sources(cli, runtime, plugins)?;
+fn tenant_handlers(tenant: &Tenant, runtime: &Arc<Runtime>, config: &ConfigFile) -> Result<Option<Arc<Handlers>>> {
+    tenant.start_handlers(runtime, max_failures(config))
+}
+
+fn build_pipelines(config: &ConfigFile, tenants: &[Tenant], handlers: &BTreeMap<String, Arc<Handlers>>) -> Result<Vec<Pipeline>> {
     let mut pipelines = Vec::new();
     for p in &config.pipelines {
-        let chosen: Vec<&Candidate> = match &p.detectors {
-            None => sources.iter().collect(),
-            Some(names) => names
-                .iter()
-                .map(|n| {
-                    sources.iter().find(|(s, _)| s.name() == n).with_context(|| {
-                        let known: Vec<&str> = sources.iter().map(|(s, _)| s.name()).collect();
-                        format!("pipeline '{}': no plugin named '{n}' (have: {})", p.name, known.join(", "))
-                    })
-                })
-                .collect::<Result<_>>()?,
-        };
-        for name in p.detector_config.keys() {
-            if !chosen.iter().any(|(s, _)| s.name() == name) {
-                bail!("pipeline '{}': detector_config.{name} names no detector of the pipeline", p.name);
-            }
-        }
-        let with_config =
-            chosen.into_iter().map(|(s, default)| (s.clone(), p.detector_json(s.name(), default.as_ref()))).collect();
-        let detectors = Detectors::new(with_config, max_failures)
-            .map_err(|e| anyhow::anyhow!("pipeline '{}': {e}", p.name))?;
         let context = || format!("pipeline '{}'", p.name);
+        let tenant = tenants.iter().find(|t| t.name() == p.tenant_name()).expect("validated: every pipeline's tenant exists");
+        let set = DetectorSet { catalog: tenant.catalog.clone(), selection: p.detectors.clone(), configs: p.detector_config.clone() };
+        let detectors = Detectors::new(&p.name, set, max_failures(config)).map_err(|e| anyhow::anyhow!("pipeline '{}': {e}", p.name))?;
         let source = source::open(&p.source, &p.generator, &p.broker).with_context(context)?;
         let schema = match &p.broker.avro_schema {
             Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("reading Avro schema {}", path.display()))?),
@@ -187,13 +188,16 @@ fn build_pipelines(cli: &Cli, config: &ConfigFile, runtime: &Arc<Runtime>, plugi
             Err(_) if p.broker.findings_topic.is_some() => bail!("pipeline '{}': findings_topic needs a broker source", p.name),
             Err(_) => None,
         };
+        let alerts = tenant.config.alerts.clone().unwrap_or_else(|| config.alerts.clone());
         pipelines.push(Pipeline {
             name: p.name.clone(),
+            tenant: tenant.name().to_string(),
             source,
             window: p.window_spec().map_err(anyhow::Error::msg)?,
             event_time_field: p.event_time_field.clone(),
-            detectors,
-            router: Router::new(&p.name, config.alerts.clone()),
+            detectors: Arc::new(detectors),
+            router: Router::new(&p.name, alerts),
+            handlers: handlers.get(tenant.name()).cloned(),
             decoder,
             dead_letter_topic,
             findings_topic,
@@ -202,10 +206,53 @@ fn build_pipelines(cli: &Cli, config: &ConfigFile, runtime: &Arc<Runtime>, plugi
     Ok(pipelines)
 }
 
+/// Per plugin and per tenant: what the summary and the status file show.
+fn plugin_report(detectors: &[Arc<Detectors>], handlers: &BTreeMap<String, Arc<Handlers>>, tenants: &[Tenant]) -> (Vec<PluginStats>, serde_json::Value) {
+    let mut plugins: Vec<PluginStats> = detectors.iter().flat_map(|d| d.stats()).collect();
+    plugins.extend(handlers.values().flat_map(|h| h.stats()));
+    let tenants: Vec<serde_json::Value> = tenants
+        .iter()
+        .map(|t| {
+            let mut v = json!({
+                "name": t.name(),
+                "instances": t.budget.instances(),
+                "memory_mib": (t.budget.used_bytes() as f64 / (1 << 20) as f64 * 10.0).round() / 10.0,
+                "rejected_reloads": t.catalog.rejected.load(Ordering::Relaxed),
+            });
+            if let Some(h) = handlers.get(t.name()) {
+                v["alerts_not_handled"] = json!(h.dropped.load(Ordering::Relaxed));
+                v["egress"] = serde_json::to_value(&*h.egress.stats).unwrap_or_default();
+            }
+            v
+        })
+        .collect();
+    (plugins, json!(tenants))
+}
+
+/// Rewrite the status file `clean-host plugins` reads while the host runs.
+fn write_status(path: &std::path::Path, plugins: &[PluginStats], tenants: &serde_json::Value) {
+    let status = json!({ "pid": std::process::id(), "updated_ms": pipeline::now_ms(), "plugins": plugins, "tenants": tenants });
+    let tmp = path.with_extension("tmp");
+    let written = std::fs::create_dir_all(path.parent().unwrap_or(std::path::Path::new(".")))
+        .and_then(|_| std::fs::write(&tmp, status.to_string()))
+        .and_then(|_| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        eprintln!("warning: cannot write {}: {e}", path.display());
+    }
+}
+
 fn monitor(cli: &Cli, config: &ConfigFile) -> Result<()> {
     let started = Instant::now();
-    let (runtime, plugins) = load_plugins(cli, config)?;
-    let pipelines = build_pipelines(cli, config, &runtime, &plugins)?;
+    let (runtime, tenants) = load_tenants(cli, config)?;
+    let mut handlers = BTreeMap::new();
+    for t in &tenants {
+        if let Some(h) = tenant_handlers(t, &runtime, config)? {
+            handlers.insert(t.name().to_string(), h);
+        }
+    }
+    let pipelines = build_pipelines(config, &tenants, &handlers)?;
+    let detectors: Vec<Arc<Detectors>> = pipelines.iter().map(|p| p.detectors.clone()).collect();
+    let watcher = (!cli.run.native).then(|| Watcher::start(runtime.clone(), tenants.iter().map(Tenant::folder_state).collect(), RELOAD_POLL));
     let format = config.output.format.unwrap_or(OutputFormat::Human);
     let dead_letter_path = cli.run.dead_letters.clone().unwrap_or_else(|| data_dir(config).join("dead-letters.jsonl"));
     let shared = Arc::new(Shared {
@@ -221,15 +268,35 @@ fn monitor(cli: &Cli, config: &ConfigFile) -> Result<()> {
         ctrlc::set_handler(move || shared.stop.store(true, Ordering::Relaxed)).context("installing the Ctrl-C handler")?;
     }
     let status = (!cli.run.quiet && std::io::stderr().is_terminal()).then(|| status_line(shared.clone()));
+    let status_path = data_dir(config).join("plugins-status.json");
+    let running = std::sync::atomic::AtomicBool::new(true);
     let reports: Vec<Result<PipelineReport>> = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while running.load(Ordering::Relaxed) {
+                let (plugins, tenants) = plugin_report(&detectors, &handlers, &tenants);
+                write_status(&status_path, &plugins, &tenants);
+                let next = Instant::now() + STATUS_EVERY;
+                while running.load(Ordering::Relaxed) && Instant::now() < next {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        });
         let handles: Vec<_> = pipelines.into_iter().map(|p| scope.spawn(|| pipeline::run(p, &shared))).collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a pipeline thread panicked")))).collect()
+        let reports = handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a pipeline thread panicked")))).collect();
+        running.store(false, Ordering::Relaxed);
+        reports
     });
+    drop(watcher);
+    for h in handlers.values() {
+        h.finish(HANDLER_GRACE);
+    }
     if let Some((done, handle)) = status {
         done.store(true, Ordering::Relaxed);
         let _ = handle.join();
     }
     let reports = reports.into_iter().collect::<Result<Vec<_>>>()?;
+    let (plugins, tenant_report) = plugin_report(&detectors, &handlers, &tenants);
+    write_status(&status_path, &plugins, &tenant_report);
     let c = &shared.counters;
     let dead = c.dead_letters.load(Ordering::Relaxed);
     let in_file = shared.dead_letters.lock().unwrap_or_else(|p| p.into_inner()).count;
@@ -238,16 +305,6 @@ fn monitor(cli: &Cli, config: &ConfigFile) -> Result<()> {
     }
     let seconds = started.elapsed().as_secs_f64();
     let records = c.records.load(Ordering::Relaxed);
-    let plugins: Vec<serde_json::Value> = reports
-        .iter()
-        .flat_map(|r| {
-            r.plugins.iter().map(move |p| {
-                let mut v = serde_json::to_value(p).unwrap_or_default();
-                v["pipeline"] = json!(r.name);
-                v
-            })
-        })
-        .collect();
     let summary = json!({
         "peak_rss_mib": peak_rss_mib(),
         "records": records,
@@ -260,6 +317,7 @@ fn monitor(cli: &Cli, config: &ConfigFile) -> Result<()> {
         "seconds": (seconds * 1000.0).round() / 1000.0,
         "records_per_second": (records as f64 / seconds.max(1e-9)).round(),
         "plugins": plugins,
+        "tenants": tenant_report,
         "pipelines": reports,
     });
     eprintln!("{summary}");
@@ -320,24 +378,84 @@ fn instantiate_time(runtime: &Arc<Runtime>, plugin: &Arc<Plugin>) -> Result<Dura
     Ok(times[times.len() / 2])
 }
 
+/// The running host's plugin counters, if one writes to this data dir now.
+fn live_status(config: &ConfigFile) -> Vec<PluginStats> {
+    let path = data_dir(config).join("plugins-status.json");
+    let Ok(text) = std::fs::read_to_string(&path) else { return Vec::new() };
+    let Ok(status) = serde_json::from_str::<serde_json::Value>(&text) else { return Vec::new() };
+    let alive = status["pid"].as_u64().is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+    let fresh = status["updated_ms"].as_i64().is_some_and(|t| pipeline::now_ms() - t < 5000);
+    if !(alive && fresh) {
+        return Vec::new();
+    }
+    serde_json::from_value(status["plugins"].clone()).unwrap_or_default()
+}
+
 fn list_plugins(cli: &Cli, config: &ConfigFile, as_json: bool) -> Result<()> {
-    let (runtime, plugins) = load_plugins(cli, config)?;
-    for p in &plugins {
-        let metrics: Vec<&str> = p.info.metrics.iter().map(|m| m.name.as_str()).collect();
-        if as_json {
-            let line = json!({
-                "name": p.name, "version": p.info.version, "description": p.info.description,
-                "metrics": metrics, "path": p.path, "sha256": p.hash,
-                "memory_mib": p.limits.memory_mib, "timeout_ms": p.limits.timeout_ms,
-                "bytes": std::fs::metadata(&p.path).map(|m| m.len()).unwrap_or(0),
-                "load_ms": p.load_time.as_secs_f64() * 1000.0,
-                "instantiate_us": instantiate_time(&runtime, p)?.as_micros() as u64,
-            });
-            println!("{line}");
-        } else {
-            println!("{:<14} {:<8} {}  [{}]", p.name, p.info.version, p.info.description, metrics.join(", "));
+    let (runtime, tenants) = load_tenants(cli, config)?;
+    let live = live_status(config);
+    if !as_json {
+        println!("{:<10} {:<14} {:<8} {:<13} {:<12} {:>8} {:>6} {:>7} {:>8} {:>8}  DESCRIPTION", "TENANT", "NAME", "VERSION", "KIND", "STATUS", "CALLS", "ERRORS", "RELOADS", "P50_US", "P99_US");
+    }
+    for t in &tenants {
+        let plugins = t.plugins.iter().map(|p| (p, false)).chain(t.shadows.iter().map(|p| (p, true)));
+        for (p, shadow) in plugins {
+            let kind = if p.is_detector() { "detector" } else { "alert-handler" };
+            let mine: Vec<&PluginStats> = live
+                .iter()
+                .filter(|s| s.tenant == t.name() && s.name == p.name && p.hash.starts_with(&s.fingerprint) && (s.status == Status::Shadow) == shadow)
+                .collect();
+            let status = match mine.first() {
+                Some(s) => serde_json::to_value(s.status)?.as_str().unwrap_or_default().to_string(),
+                None if shadow => "shadow".into(),
+                None => "active".into(),
+            };
+            let calls: u64 = mine.iter().map(|s| s.calls).sum();
+            let errors: u64 = mine.iter().map(|s| s.errors).sum();
+            let reloads: u64 = mine.iter().map(|s| s.reloads).sum();
+            let p50 = mine.iter().map(|s| s.call_p50_us).max().unwrap_or(0);
+            let p99 = mine.iter().map(|s| s.call_p99_us).max().unwrap_or(0);
+            let metrics: Vec<&str> = p.info.metrics.iter().map(|m| m.name.as_str()).collect();
+            if as_json {
+                let mut line = json!({
+                    "tenant": t.name(), "name": p.name, "kind": kind, "version": p.info.version, "status": status,
+                    "description": p.info.description, "metrics": metrics, "path": p.path, "sha256": p.hash,
+                    "memory_mib": p.limits.memory_mib, "timeout_ms": p.limits.timeout_ms,
+                    "bytes": std::fs::metadata(&p.path).map(|m| m.len()).unwrap_or(0),
+                    "load_ms": p.load_time.as_secs_f64() * 1000.0,
+                    "running": !mine.is_empty(), "calls": calls, "errors": errors, "reloads": reloads,
+                    "call_p50_us": p50, "call_p99_us": p99,
+                });
+                if p.is_detector() {
+                    line["instantiate_us"] = json!(instantiate_time(&runtime, p)?.as_micros() as u64);
+                }
+                println!("{line}");
+            } else {
+                println!(
+                    "{:<10} {:<14} {:<8} {:<13} {:<12} {calls:>8} {errors:>6} {reloads:>7} {p50:>8} {p99:>8}  {} [{}]",
+                    t.name(), p.name, p.info.version, kind, status, p.info.description, metrics.join(", ")
+                );
+            }
         }
     }
+    Ok(())
+}
+
+/// Make a tenant's shadow version of `name` the active one: move
+/// `shadow/NAME.wasm` (and its manifest) over `NAME.wasm`. A running host
+/// sees the change and hands the shadow's instances over at the next window.
+fn promote(cli: &Cli, name: &str, tenant: &str) -> Result<()> {
+    let dir = tenant::folder(&cli.plugins, tenant);
+    let shadow = dir.join("shadow").join(format!("{name}.wasm"));
+    if !shadow.is_file() {
+        bail!("no shadow version {} to promote", shadow.display());
+    }
+    let manifest = shadow.with_extension("toml");
+    if manifest.is_file() {
+        std::fs::rename(&manifest, dir.join(format!("{name}.toml"))).with_context(|| format!("moving {}", manifest.display()))?;
+    }
+    std::fs::rename(&shadow, dir.join(format!("{name}.wasm"))).with_context(|| format!("moving {}", shadow.display()))?;
+    println!("promoted {} to {}", shadow.display(), dir.join(format!("{name}.wasm")).display());
     Ok(())
 }
 

@@ -22,7 +22,8 @@ use anyhow::{Context, Result};
 use crossbeam_channel::{bounded, RecvTimeoutError};
 use serde::Serialize;
 
-use crate::alert::{AlertLedger, Outputs, Router, WindowSummary};
+use crate::alert::handlers::Handlers;
+use crate::alert::{AlertLedger, FindingSummary, Outputs, Router, WindowSummary};
 use crate::analysis::{dead_letter_finding, quality_score, Detectors, PluginStats};
 use crate::dead_letter::{DeadLetterTopic, DeadLetters, Origin};
 use crate::decode::message::MessageDecoder;
@@ -83,8 +84,11 @@ pub struct Pipeline {
     pub source: Box<dyn Source>,
     pub window: WindowSpec,
     pub event_time_field: Option<String>,
-    pub detectors: Detectors,
+    pub tenant: String,
+    pub detectors: Arc<Detectors>,
     pub router: Router,
+    /// The tenant's alert handlers, if it has any.
+    pub handlers: Option<Arc<Handlers>>,
     pub decoder: MessageDecoder,
     /// Dead letters go here instead of the file (broker sources).
     pub dead_letter_topic: Option<Box<dyn Sink>>,
@@ -95,6 +99,7 @@ pub struct Pipeline {
 #[derive(Debug, Serialize)]
 pub struct PipelineReport {
     pub name: String,
+    pub tenant: String,
     pub windows: u64,
     pub alerts: u64,
     pub suppressed_alerts: u64,
@@ -312,6 +317,7 @@ struct Analyst<'a> {
     name: &'a str,
     detectors: &'a Detectors,
     router: Router,
+    handlers: Option<Arc<Handlers>>,
     max_dead_letter_rate: f64,
     /// Broker sources: remember sent alerts, acknowledge.
     acknowledges: bool,
@@ -341,7 +347,8 @@ impl Analyst<'_> {
             self.replayed += (before - routed.len()) as u64;
             self.shared.counters.replayed_alerts.fetch_add((before - routed.len()) as u64, Ordering::Relaxed);
         }
-        let summary = WindowSummary::new(self.name, &batch.info, (&first, &last), batch.row_count, score, &result.findings, routed.len());
+        let mut summary = WindowSummary::new(self.name, &batch.info, (&first, &last), batch.row_count, score, &result.findings, routed.len());
+        summary.shadow_findings = result.shadow_findings.iter().map(FindingSummary::from).collect();
         {
             let mut out = self.shared.outputs.lock().unwrap_or_else(|p| p.into_inner());
             for alert in &routed {
@@ -349,6 +356,11 @@ impl Analyst<'_> {
             }
             out.window(&summary).context("writing the window log")?;
             out.flush().context("writing alerts")?;
+        }
+        if let Some(handlers) = &self.handlers {
+            for alert in &routed {
+                handlers.send(alert.for_handlers(&batch.info));
+            }
         }
         if let Some(topic) = &mut self.findings_topic {
             let key = format!("{}/{}", self.name, batch.info.partition);
@@ -391,6 +403,7 @@ impl Analyst<'_> {
     fn report(self) -> PipelineReport {
         PipelineReport {
             name: self.name.to_string(),
+            tenant: self.detectors.tenant().to_string(),
             windows: self.windows,
             alerts: self.alerts,
             suppressed_alerts: self.router.suppressed,
@@ -404,7 +417,7 @@ impl Analyst<'_> {
 
 /// Run `pipeline` until its source ends (or Ctrl-C), then report.
 pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
-    let Pipeline { name, source, window, event_time_field, detectors, router, decoder, dead_letter_topic, findings_topic } =
+    let Pipeline { name, tenant: _, source, window, event_time_field, detectors, router, handlers, decoder, dead_letter_topic, findings_topic } =
         pipeline;
     let source_name = source.name();
     let acknowledges = source.acknowledges();
@@ -425,6 +438,7 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
             detectors: &detectors,
             max_dead_letter_rate: router.max_dead_letter_rate(),
             router,
+            handlers,
             acknowledges,
             ack_tx,
             dead_letter_topic: dead_letter_topic.as_ref(),

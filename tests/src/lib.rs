@@ -6,6 +6,7 @@
 //! `tests/fault-plugins`.
 
 pub mod brokers;
+pub mod http;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

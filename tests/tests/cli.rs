@@ -36,7 +36,7 @@ fn check_accepts_a_good_config() {
     );
     let run = s.run(&["check", "--config", config.to_str().unwrap()]);
     run.assert_ok();
-    assert!(run.stdout.contains("1 pipeline(s), 7 plugin(s)") && run.stdout.contains("orders"), "{}", run.stdout);
+    assert!(run.stdout.contains("1 pipeline(s), 1 tenant(s), 7 plugin(s)") && run.stdout.contains("orders"), "{}", run.stdout);
 }
 
 #[test]

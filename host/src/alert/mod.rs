@@ -8,6 +8,7 @@
 //! quality score falls below `quality_threshold` raises one more alert of its
 //! own (metric `quality_score`).
 
+pub mod handlers;
 mod ledger;
 mod output;
 #[cfg(test)]
@@ -165,6 +166,9 @@ pub struct WindowSummary<'a> {
     pub score: f64,
     pub alerts: usize,
     pub findings: Vec<FindingSummary<'a>>,
+    /// What shadow versions of detectors found (never alerted).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shadow_findings: Vec<FindingSummary<'a>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -198,16 +202,42 @@ impl<'a> WindowSummary<'a> {
             end_ms: info.end_ms,
             score,
             alerts,
-            findings: findings
-                .iter()
-                .map(|f| FindingSummary {
-                    detector: &f.detector,
-                    metric: &f.finding.metric,
-                    column: f.finding.column.as_deref(),
-                    value: f.finding.value,
-                    severity: f.finding.severity.into(),
-                })
-                .collect(),
+            findings: findings.iter().map(FindingSummary::from).collect(),
+            shadow_findings: Vec::new(),
+        }
+    }
+}
+
+impl<'a> From<&'a HostFinding> for FindingSummary<'a> {
+    fn from(f: &'a HostFinding) -> Self {
+        FindingSummary {
+            detector: &f.detector,
+            metric: &f.finding.metric,
+            column: f.finding.column.as_deref(),
+            value: f.finding.value,
+            severity: f.finding.severity.into(),
+        }
+    }
+}
+
+impl Alert {
+    /// The alert as the WIT contract hands it to alert-handler plugins.
+    pub fn for_handlers(&self, window: &WindowInfo) -> crate::runtime::bindings::Alert {
+        crate::runtime::bindings::Alert {
+            pipeline: self.pipeline.clone(),
+            detector: self.detector.clone(),
+            metric: self.metric.clone(),
+            column: self.column.clone(),
+            value: self.value,
+            threshold: self.threshold,
+            severity: match self.severity {
+                Level::Info => Severity::Info,
+                Level::Warning => Severity::Warning,
+                Level::Critical => Severity::Critical,
+            },
+            message: self.message.clone(),
+            window: window.clone(),
+            records: self.window.records,
         }
     }
 }

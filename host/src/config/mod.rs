@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::alert::AlertConfig;
+use crate::alert::{AlertConfig, Level};
+use crate::egress::EgressConfig;
 use crate::runtime::Limits;
 use crate::source::BrokerOptions;
 use crate::source::generator::GeneratorConfig;
@@ -29,7 +30,82 @@ pub struct ConfigFile {
     pub max_consecutive_failures: Option<u32>,
     pub alerts: AlertConfig,
     pub output: OutputConfig,
+    /// Teams sharing the host; a pipeline without `tenant` belongs to `default`.
+    pub tenants: Vec<TenantConfig>,
     pub pipelines: Vec<PipelineConfig>,
+}
+
+/// The tenant a pipeline belongs to when it names none; its plugins are the
+/// `.wasm` files directly in the plugins folder.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// One team: its plugins (`PLUGINS/<name>/`, or PLUGINS itself for
+/// `default`), budgets, alert rules, alert handlers and egress allow list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Letters, digits, `-` and `_`; also the name of its plugin folder.
+    pub name: String,
+    #[serde(default)]
+    pub limits: TenantLimits,
+    /// Alert rules of its pipelines (default: the top-level `[alerts]`).
+    #[serde(default)]
+    pub alerts: Option<AlertConfig>,
+    /// Where its alert handlers may send, and how.
+    #[serde(default)]
+    pub egress: EgressConfig,
+    /// Alert-handler plugins that receive its pipelines' alerts.
+    #[serde(default)]
+    pub handlers: Vec<HandlerConfig>,
+}
+
+impl TenantConfig {
+    pub fn new(name: &str) -> Self {
+        TenantConfig { name: name.into(), limits: TenantLimits::default(), alerts: None, egress: EgressConfig::default(), handlers: Vec::new() }
+    }
+}
+
+/// What a tenant's plugin instances may use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantLimits {
+    /// Linear memory per instance, in MiB (default: the top-level `limits`).
+    pub memory_mib: Option<u64>,
+    /// Wall time per call, in milliseconds (default: the top-level `limits`).
+    pub timeout_ms: Option<u64>,
+    /// Live plugin instances at once (detectors, shadows and handlers of all its pipelines).
+    pub max_instances: u32,
+    /// Linear memory of all its instances together, in MiB.
+    pub total_memory_mib: u64,
+}
+
+impl Default for TenantLimits {
+    fn default() -> Self {
+        TenantLimits { memory_mib: None, timeout_ms: None, max_instances: 256, total_memory_mib: 4096 }
+    }
+}
+
+/// One alert handler of a tenant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandlerConfig {
+    /// The handler plugin's name, from the tenant's plugin folder.
+    pub plugin: String,
+    /// Alerts below this severity are not handed to it.
+    #[serde(default = "HandlerConfig::default_severity")]
+    pub min_severity: Level,
+    /// Only alerts of these pipelines (default: all the tenant's).
+    #[serde(default)]
+    pub pipelines: Option<Vec<String>>,
+    /// Handed to its `configure()` as JSON (e.g. `destination = "ops-slack"`).
+    #[serde(default)]
+    pub config: toml::Table,
+}
+
+impl HandlerConfig {
+    fn default_severity() -> Level {
+        Level::Warning
+    }
 }
 
 /// Where alerts go besides the terminal.
@@ -57,6 +133,9 @@ pub enum OutputFormat {
 pub struct PipelineConfig {
     /// Names the pipeline in alerts.
     pub name: String,
+    /// The tenant it belongs to (default `default`).
+    #[serde(default)]
+    pub tenant: Option<String>,
     /// A JSON-lines file, `-` for standard input, `generator`, or a broker URL:
     /// `kafka://host:port[,host:port]/topic`, `pulsar://host:port/tenant/namespace/topic`,
     /// `redis://host:port/stream` (query parameters as in the README).
@@ -147,7 +226,39 @@ impl ConfigFile {
         if self.limits.memory_mib == 0 || self.limits.timeout_ms == 0 {
             return Err("limits.memory_mib and limits.timeout_ms must be above 0".into());
         }
+        let mut tenants = std::collections::BTreeSet::new();
+        for t in &self.tenants {
+            let valid = !t.name.is_empty() && t.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !valid || t.name == "shadow" {
+                return Err(format!("tenant name '{}' must be letters, digits, '-' or '_' (and not 'shadow')", t.name));
+            }
+            if !tenants.insert(t.name.as_str()) {
+                return Err(format!("two tenants are named '{}'", t.name));
+            }
+            if let Some(alerts) = &t.alerts {
+                alerts.validate().map_err(|e| format!("tenant {}: {e}", t.name))?;
+            }
+            let l = &t.limits;
+            if l.memory_mib == Some(0) || l.timeout_ms == Some(0) || l.max_instances == 0 || l.total_memory_mib == 0 {
+                return Err(format!("tenant {}: limits must be above 0", t.name));
+            }
+        }
+        for p in &self.pipelines {
+            let tenant = p.tenant_name();
+            if tenant != DEFAULT_TENANT && !tenants.contains(tenant) {
+                return Err(format!("pipeline '{}': tenant '{tenant}' is not declared in [[tenants]]", p.name));
+            }
+        }
         Ok(())
+    }
+
+    /// Every tenant: those declared, and `default` (declared or not).
+    pub fn all_tenants(&self) -> Vec<TenantConfig> {
+        let mut all = self.tenants.clone();
+        if !all.iter().any(|t| t.name == DEFAULT_TENANT) {
+            all.insert(0, TenantConfig::new(DEFAULT_TENANT));
+        }
+        all
     }
 }
 
@@ -157,6 +268,7 @@ impl PipelineConfig {
         let generated = source == "generator";
         PipelineConfig {
             name: "default".into(),
+            tenant: None,
             source: source.into(),
             event_time_field: generated.then(|| "ts".into()),
             window: WindowConfig::default(),
@@ -193,9 +305,7 @@ impl PipelineConfig {
         }
     }
 
-    /// The JSON handed to a detector's `configure()`.
-    pub fn detector_json(&self, detector: &str, manifest_default: Option<&toml::Table>) -> String {
-        let table = self.detector_config.get(detector).or(manifest_default);
-        table.map_or_else(|| "{}".to_string(), |t| serde_json::to_string(t).unwrap_or_else(|_| "{}".into()))
+    pub fn tenant_name(&self) -> &str {
+        self.tenant.as_deref().unwrap_or(DEFAULT_TENANT)
     }
 }

@@ -41,8 +41,42 @@ fn full_example_parses() {
     .unwrap();
     let p = &c.pipelines[0];
     assert_eq!(p.window_spec().unwrap(), WindowSpec::EventTime { size_ms: 60_000, lateness_ms: 5000 });
-    assert_eq!(p.detector_json("outliers", None), r#"{"z_threshold":4.0}"#);
-    assert_eq!(p.detector_json("schema", None), "{}");
+    assert_eq!(p.detector_config["outliers"]["z_threshold"].as_float(), Some(4.0));
+    assert_eq!(p.tenant_name(), "default");
+}
+
+#[test]
+fn tenants_are_declared_and_checked() {
+    let c = ConfigFile::parse(
+        r#"
+        [[tenants]]
+        name = "payments"
+        limits = { memory_mib = 64, max_instances = 10, total_memory_mib = 512 }
+        egress.allow = ["127.0.0.1:9000"]
+        egress.destinations.hook = { url = "http://127.0.0.1:9000/hook" }
+        [[tenants.handlers]]
+        plugin = "webhook"
+        config = { destination = "hook" }
+        [[pipelines]]
+        name = "orders"
+        tenant = "payments"
+        source = "generator"
+        "#,
+    )
+    .unwrap();
+    let all = c.all_tenants();
+    assert_eq!(all.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["default", "payments"]);
+    assert_eq!(all[1].limits.max_instances, 10);
+    assert_eq!(all[1].handlers[0].min_severity, crate::alert::Level::Warning);
+    for (text, needle) in [
+        ("[[pipelines]]\nname='p'\nsource='generator'\ntenant='nobody'", "tenant 'nobody' is not declared"),
+        ("[[tenants]]\nname='a/b'", "tenant name 'a/b'"),
+        ("[[tenants]]\nname='a'\n[[tenants]]\nname='a'", "two tenants"),
+        ("[[tenants]]\nname='a'\nlimits = { max_instances = 0 }", "limits must be above 0"),
+    ] {
+        let e = ConfigFile::parse(text).unwrap_err();
+        assert!(e.contains(needle), "{e}");
+    }
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! Per-store resource limits: a memory cap over all of a plugin's memories
-//! (wasmtime's `StoreLimits` caps each memory on its own), and the time budget
-//! per call, enforced with epoch interruption.
+//! (wasmtime's `StoreLimits` caps each memory on its own), the time budget
+//! per call, enforced with epoch interruption, and each tenant's budget over
+//! all its instances together (total memory, number of instances).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,18 +42,111 @@ impl Limits {
     }
 }
 
-/// Sums every memory of a store against one cap, and remembers whether the
-/// cap was what stopped a growth (so a trap can be reported as out of memory).
+/// What one tenant's instances may use together.
+#[derive(Debug)]
+pub struct TenantBudget {
+    pub tenant: String,
+    total_bytes: usize,
+    used_bytes: AtomicUsize,
+    max_instances: u32,
+    instances: AtomicU32,
+}
+
+impl TenantBudget {
+    pub fn new(tenant: &str, total_memory_mib: u64, max_instances: u32) -> Self {
+        TenantBudget {
+            tenant: tenant.to_string(),
+            total_bytes: (total_memory_mib as usize).saturating_mul(1 << 20),
+            used_bytes: AtomicUsize::new(0),
+            max_instances,
+            instances: AtomicU32::new(0),
+        }
+    }
+
+    /// A budget nothing shares (`plugins --json` measurements, tests).
+    pub fn unshared() -> Arc<Self> {
+        Arc::new(TenantBudget::new("default", u64::MAX >> 20, u32::MAX))
+    }
+
+    pub fn total_mib(&self) -> u64 {
+        (self.total_bytes >> 20) as u64
+    }
+
+    /// Linear memory all the tenant's live instances hold, in bytes.
+    pub fn used_bytes(&self) -> usize {
+        self.used_bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn instances(&self) -> u32 {
+        self.instances.load(Ordering::Relaxed)
+    }
+
+    /// Count one more live instance, if the tenant may have it.
+    pub fn admit(self: &Arc<Self>) -> Result<InstanceTicket, String> {
+        let admitted = self.instances.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max_instances).then_some(n + 1));
+        match admitted {
+            Ok(_) => Ok(InstanceTicket(self.clone())),
+            Err(n) => Err(format!("tenant {} already has {n} instances (max_instances = {})", self.tenant, self.max_instances)),
+        }
+    }
+
+    fn reserve(&self, bytes: usize) -> bool {
+        self.used_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|&next| next <= self.total_bytes)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, bytes: usize) {
+        self.used_bytes.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
+/// One live instance counted against its tenant; dropping it gives the slot back.
+#[derive(Debug)]
+pub struct InstanceTicket(Arc<TenantBudget>);
+
+impl Drop for InstanceTicket {
+    fn drop(&mut self) {
+        self.0.instances.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Which cap stopped a memory growth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapHit {
+    Instance,
+    Tenant,
+}
+
+/// Sums every memory of a store against one cap and against its tenant's
+/// budget, and remembers which cap stopped a growth (so a trap can be
+/// reported as out of memory). The store's memory goes back to the tenant
+/// when the store is dropped.
 #[derive(Debug)]
 pub struct MemoryCap {
     cap: usize,
     used: usize,
-    pub hit: bool,
+    budget: Arc<TenantBudget>,
+    pub hit: Option<CapHit>,
 }
 
 impl MemoryCap {
-    pub fn new(cap: usize) -> Self {
-        MemoryCap { cap, used: 0, hit: false }
+    pub fn new(cap: usize, budget: Arc<TenantBudget>) -> Self {
+        MemoryCap { cap, used: 0, budget, hit: None }
+    }
+}
+
+impl MemoryCap {
+    pub fn budget(&self) -> &TenantBudget {
+        &self.budget
+    }
+}
+
+impl Drop for MemoryCap {
+    fn drop(&mut self) {
+        self.budget.release(self.used);
     }
 }
 
@@ -63,9 +157,14 @@ impl ResourceLimiter for MemoryCap {
     fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         let next = self.used - current.min(self.used) + desired;
         if next > self.cap {
-            self.hit = true;
+            self.hit = Some(CapHit::Instance);
             return Ok(false);
         }
+        if next > self.used && !self.budget.reserve(next - self.used) {
+            self.hit = Some(CapHit::Tenant);
+            return Ok(false);
+        }
+        self.budget.release(self.used.saturating_sub(next));
         self.used = next;
         Ok(true)
     }
@@ -113,12 +212,30 @@ mod tests {
 
     #[test]
     fn memory_cap_counts_all_memories() {
-        let mut cap = MemoryCap::new(100);
+        let mut cap = MemoryCap::new(100, TenantBudget::unshared());
         assert!(cap.memory_growing(0, 60, None).unwrap());
         assert!(cap.memory_growing(0, 30, None).unwrap());
         assert!(!cap.memory_growing(30, 50, None).unwrap());
-        assert!(cap.hit);
+        assert_eq!(cap.hit, Some(CapHit::Instance));
         assert!(cap.memory_growing(60, 70, None).unwrap());
+    }
+
+    #[test]
+    fn tenant_budget_is_shared_and_given_back() {
+        let budget = Arc::new(TenantBudget { total_bytes: 100, ..TenantBudget::new("t", 0, 2) });
+        let mut a = MemoryCap::new(80, budget.clone());
+        let mut b = MemoryCap::new(80, budget.clone());
+        assert!(a.memory_growing(0, 70, None).unwrap());
+        assert!(!b.memory_growing(0, 40, None).unwrap());
+        assert_eq!(b.hit, Some(CapHit::Tenant));
+        assert!(b.memory_growing(0, 30, None).unwrap());
+        assert_eq!(budget.used_bytes(), 100);
+        drop(a);
+        assert_eq!(budget.used_bytes(), 30);
+        let (t1, _t2) = (budget.admit().unwrap(), budget.admit().unwrap());
+        assert!(budget.admit().unwrap_err().contains("max_instances = 2"));
+        drop(t1);
+        assert!(budget.admit().is_ok());
     }
 
     #[test]

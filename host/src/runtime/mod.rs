@@ -1,16 +1,18 @@
 //! The WebAssembly runtime: one engine, one store per plugin instance.
 //!
-//! Plugins are components of the `detector-plugin` world. Each instance gets a
-//! WASI context that grants nothing (no files, sockets, environment, args or
-//! stdio; both clocks frozen at zero, since time reaches a plugin only through
-//! the batch), a memory cap over all its memories, and an epoch deadline
-//! before every call. Whatever a plugin does, the host gets a
-//! [`PluginFault`] back, never a crash.
+//! Plugins are components of the `detector-plugin` or `alert-handler-plugin`
+//! world. Each instance gets a WASI context that grants nothing (no files,
+//! sockets, environment, args or stdio; both clocks frozen at zero, since time
+//! reaches a plugin only through the batch), a memory cap over all its
+//! memories charged to its tenant's budget, and an epoch deadline before
+//! every call. An alert handler may also ask its tenant's [`Egress`] to send.
+//! Whatever a plugin does, the host gets a [`PluginFault`] back, never a crash.
 
 pub mod bindings;
 mod cache;
 mod limits;
 mod loader;
+pub mod reload;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,11 +23,12 @@ use wasmtime::{Config, Engine, Store, Trap};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::analysis::{Analyzer, DetectorSource};
-use bindings::{Analysis, Batch, DetectorPlugin, DetectorPluginPre, LogLevel, PluginInfo};
+use crate::egress::Egress;
+use bindings::{Alert, AlertHandlerPlugin, Analysis, Batch, DetectorPlugin, LogLevel};
 pub use cache::content_hash;
-pub use limits::Limits;
-use limits::{EpochTicker, MemoryCap};
-pub use loader::{load_dir, Plugin};
+pub use limits::{InstanceTicket, Limits, TenantBudget};
+use limits::{CapHit, EpochTicker, MemoryCap};
+pub use loader::{load_dir, LoadError, Manifest, Plugin, PluginKind};
 
 /// Most log lines one call may write; the rest are counted, not printed.
 const LOG_LINES_PER_CALL: u32 = 100;
@@ -39,6 +42,10 @@ pub enum PluginFault {
     Timeout { ms: u64 },
     #[error("exceeded its memory limit of {mib} MiB")]
     MemoryLimit { mib: u64 },
+    #[error("exceeded tenant {tenant}'s memory budget of {mib} MiB")]
+    TenantMemory { tenant: String, mib: u64 },
+    #[error("over its tenant's budget: {0}")]
+    Budget(String),
     #[error("trapped: {0}")]
     Trap(String),
     /// The plugin returned an error of its own; the instance is still sound.
@@ -85,6 +92,8 @@ pub struct PluginState {
     memory: MemoryCap,
     plugin: String,
     log_lines: u32,
+    /// Where an alert handler's requests go (`None` for detectors).
+    egress: Option<Arc<Egress>>,
 }
 
 impl WasiView for PluginState {
@@ -121,6 +130,15 @@ impl bindings::Host for PluginState {
     }
 }
 
+impl bindings::handler::clean_host::plugin::egress::Host for PluginState {
+    fn post(&mut self, destination: String, content_type: String, body: Vec<u8>) -> Result<(), String> {
+        match &self.egress {
+            Some(egress) => egress.post(&self.plugin, &destination, &content_type, body),
+            None => Err("this plugin may not send anything".into()),
+        }
+    }
+}
+
 /// The engine, the linker every plugin is linked with, and the compile cache.
 pub struct Runtime {
     engine: Engine,
@@ -140,12 +158,13 @@ impl Runtime {
         // context below makes every one of them grant nothing.
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         DetectorPlugin::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
+        bindings::handler::clean_host::plugin::egress::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
         let cache = cache::ComponentCache::new(&engine, cache_dir);
         let ticker = EpochTicker::start(engine.clone());
         Ok(Runtime { engine, linker, cache, _ticker: ticker })
     }
 
-    fn store(&self, plugin: &str, limits: &Limits) -> Store<PluginState> {
+    fn store(&self, plugin: &str, limits: &Limits, budget: &Arc<TenantBudget>, egress: Option<Arc<Egress>>) -> Store<PluginState> {
         let wasi = WasiCtxBuilder::new()
             .wall_clock(FrozenClock)
             .monotonic_clock(FrozenClock)
@@ -156,9 +175,10 @@ impl Runtime {
         let state = PluginState {
             wasi,
             table: ResourceTable::new(),
-            memory: MemoryCap::new(limits.memory_bytes()),
+            memory: MemoryCap::new(limits.memory_bytes(), budget.clone()),
             plugin: plugin.to_string(),
             log_lines: 0,
+            egress,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.memory);
@@ -166,35 +186,52 @@ impl Runtime {
         store
     }
 
-    /// A fresh instance of `plugin`, configured with `config` (JSON).
+    /// A fresh detector instance of `plugin`, configured with `config` (JSON).
     pub fn instantiate(&self, plugin: &Arc<Plugin>, config: &str) -> Result<DetectorInstance, PluginFault> {
-        let mut store = self.store(&plugin.name, &plugin.limits);
+        let PluginKind::Detector(pre) = &plugin.kind else {
+            return Err(PluginFault::Instantiate(format!("{} is an alert handler, not a detector", plugin.name)));
+        };
+        let ticket = plugin.budget.admit().map_err(PluginFault::Budget)?;
+        let mut store = self.store(&plugin.name, &plugin.limits, &plugin.budget, None);
         store.set_epoch_deadline(plugin.limits.deadline_ticks());
-        let bindings = plugin
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| classify(e, &store, &plugin.limits))
-            .map_err(|f| match f {
-                PluginFault::Trap(m) => PluginFault::Instantiate(m),
-                other => other,
-            })?;
-        let mut instance = DetectorInstance { store, bindings, plugin: plugin.clone() };
+        let bindings = pre.instantiate(&mut store).map_err(|e| instantiate_fault(e, &store, plugin))?;
+        let mut instance = DetectorInstance { store, bindings, plugin: plugin.clone(), _ticket: ticket };
         instance.call(|b, s| b.clean_host_plugin_detector().call_configure(s, config))?;
         Ok(instance)
     }
 
-    fn describe(&self, pre: &DetectorPluginPre<PluginState>, name: &str, limits: &Limits) -> Result<PluginInfo, PluginFault> {
-        let mut store = self.store(name, limits);
-        store.set_epoch_deadline(limits.deadline_ticks());
-        let bindings = pre.instantiate(&mut store).map_err(|e| classify(e, &store, limits))?;
-        bindings.clean_host_plugin_detector().call_describe(&mut store).map_err(|e| classify(e, &store, limits))
+    /// A fresh alert-handler instance of `plugin`, configured with `config`
+    /// (JSON), whose requests go to `egress`.
+    pub fn instantiate_handler(&self, plugin: &Arc<Plugin>, config: &str, egress: Arc<Egress>) -> Result<HandlerInstance, PluginFault> {
+        let PluginKind::AlertHandler(pre) = &plugin.kind else {
+            return Err(PluginFault::Instantiate(format!("{} is a detector, not an alert handler", plugin.name)));
+        };
+        let ticket = plugin.budget.admit().map_err(PluginFault::Budget)?;
+        let mut store = self.store(&plugin.name, &plugin.limits, &plugin.budget, Some(egress));
+        store.set_epoch_deadline(plugin.limits.deadline_ticks());
+        let bindings = pre.instantiate(&mut store).map_err(|e| instantiate_fault(e, &store, plugin))?;
+        let mut instance = HandlerInstance { store, bindings, plugin: plugin.clone(), _ticket: ticket };
+        instance.call(|b, s| b.clean_host_plugin_alert_handler().call_configure(s, config))?;
+        Ok(instance)
+    }
+}
+
+fn instantiate_fault(error: wasmtime::Error, store: &Store<PluginState>, plugin: &Plugin) -> PluginFault {
+    match classify(error, store, &plugin.limits) {
+        PluginFault::Trap(m) => PluginFault::Instantiate(m),
+        other => other,
     }
 }
 
 /// Turn a wasmtime error from a call into what happened.
 fn classify(error: wasmtime::Error, store: &Store<PluginState>, limits: &Limits) -> PluginFault {
-    if store.data().memory.hit {
-        return PluginFault::MemoryLimit { mib: limits.memory_mib };
+    let memory = &store.data().memory;
+    match memory.hit {
+        Some(CapHit::Instance) => return PluginFault::MemoryLimit { mib: limits.memory_mib },
+        Some(CapHit::Tenant) => {
+            return PluginFault::TenantMemory { tenant: memory.budget().tenant.clone(), mib: memory.budget().total_mib() }
+        }
+        None => {}
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => PluginFault::Timeout { ms: limits.timeout_ms },
@@ -203,11 +240,20 @@ fn classify(error: wasmtime::Error, store: &Store<PluginState>, limits: &Limits)
     }
 }
 
-/// One plugin instance serving one pipeline: a store and its bindings.
+/// One detector instance serving one pipeline: a store and its bindings.
 pub struct DetectorInstance {
     store: Store<PluginState>,
     bindings: DetectorPlugin,
     plugin: Arc<Plugin>,
+    _ticket: InstanceTicket,
+}
+
+/// One alert-handler instance serving one route of a tenant.
+pub struct HandlerInstance {
+    store: Store<PluginState>,
+    bindings: AlertHandlerPlugin,
+    plugin: Arc<Plugin>,
+    _ticket: InstanceTicket,
 }
 
 /// A loaded plugin as a source of detector instances.
@@ -225,8 +271,37 @@ impl DetectorSource for WasmDetector {
         &self.plugin.info.version
     }
 
+    fn fingerprint(&self) -> &str {
+        &self.plugin.hash
+    }
+
     fn instantiate(&self, config: &str) -> Result<Box<dyn Analyzer>, PluginFault> {
         Ok(Box::new(self.runtime.instantiate(&self.plugin, config)?))
+    }
+}
+
+/// One call into a plugin under its time budget, with its log lines counted.
+fn call_plugin<B, R>(
+    store: &mut Store<PluginState>,
+    bindings: &B,
+    name: &str,
+    limits: Limits,
+    f: impl FnOnce(&B, &mut Store<PluginState>) -> wasmtime::Result<Result<R, String>>,
+) -> Result<R, PluginFault> {
+    store.set_epoch_deadline(limits.deadline_ticks());
+    let state = store.data_mut();
+    state.log_lines = 0;
+    // Only a growth refused during this call explains this call's trap.
+    state.memory.hit = None;
+    let result = f(bindings, store);
+    let dropped = store.data().log_lines.saturating_sub(LOG_LINES_PER_CALL);
+    if dropped > 0 {
+        eprintln!("plugin {name}: {dropped} more log lines in one call were dropped");
+    }
+    match result {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(message)) => Err(PluginFault::Guest(message)),
+        Err(e) => Err(classify(e, store, &limits)),
     }
 }
 
@@ -235,22 +310,25 @@ impl DetectorInstance {
         &mut self,
         f: impl FnOnce(&DetectorPlugin, &mut Store<PluginState>) -> wasmtime::Result<Result<R, String>>,
     ) -> Result<R, PluginFault> {
-        let limits = self.plugin.limits;
-        self.store.set_epoch_deadline(limits.deadline_ticks());
-        let state = self.store.data_mut();
-        state.log_lines = 0;
-        // Only a growth refused during this call explains this call's trap.
-        state.memory.hit = false;
-        let result = f(&self.bindings, &mut self.store);
-        let dropped = self.store.data().log_lines.saturating_sub(LOG_LINES_PER_CALL);
-        if dropped > 0 {
-            eprintln!("plugin {}: {dropped} more log lines in one call were dropped", self.plugin.name);
-        }
-        match result {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(message)) => Err(PluginFault::Guest(message)),
-            Err(e) => Err(classify(e, &self.store, &limits)),
-        }
+        call_plugin(&mut self.store, &self.bindings, &self.plugin.name, self.plugin.limits, f)
+    }
+}
+
+impl HandlerInstance {
+    fn call<R>(
+        &mut self,
+        f: impl FnOnce(&AlertHandlerPlugin, &mut Store<PluginState>) -> wasmtime::Result<Result<R, String>>,
+    ) -> Result<R, PluginFault> {
+        call_plugin(&mut self.store, &self.bindings, &self.plugin.name, self.plugin.limits, f)
+    }
+
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.plugin
+    }
+
+    /// Hand one alert to the handler.
+    pub fn handle(&mut self, alert: &Alert) -> Result<(), PluginFault> {
+        self.call(|b, s| b.clean_host_plugin_alert_handler().call_handle(s, alert))
     }
 }
 

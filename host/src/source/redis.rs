@@ -150,10 +150,10 @@ impl RedisSource {
         let groups: Vec<Vec<Value>> = redis::cmd("XINFO").arg("GROUPS").arg(&self.stream).query(&mut self.con).ok()?;
         let group = self.options.group().as_bytes();
         let fields = groups.into_iter().find(|g| {
-            g.chunks(2).any(|kv| matches!(&kv[..], [Value::BulkString(k), Value::BulkString(v)] if k == b"name" && v == group))
+            g.chunks(2).any(|kv| matches!(kv, [Value::BulkString(k), Value::BulkString(v)] if k == b"name" && v == group))
         })?;
         let number = |name: &[u8]| {
-            fields.chunks(2).find_map(|kv| match &kv[..] {
+            fields.chunks(2).find_map(|kv| match kv {
                 [Value::BulkString(k), Value::Int(n)] if k == name => Some(*n as u64),
                 _ => None,
             })

@@ -1,0 +1,266 @@
+//! A tenant's alert-handler plugins, on a thread of their own.
+//!
+//! The analysis threads hand alerts over through a bounded queue and never
+//! wait: when it is full the alert is still in the outputs, and the handlers'
+//! copy is dropped and counted. The handler thread calls each matching
+//! handler in turn; a handler's requests go to the tenant's [`Egress`].
+//! Faults are contained like a detector's: a trap rebuilds the instance, and
+//! `max_failures` faults in a row quarantine the handler. A new build of a
+//! handler's plugin (see [`HandlerPlugins`]) takes over before the next alert;
+//! one that rejects its config leaves the running version in place.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use super::Level;
+use crate::analysis::{CallTimes, PluginStats, Status};
+use crate::egress::Egress;
+use crate::runtime::bindings::Alert;
+use crate::runtime::{HandlerInstance, Plugin, Runtime};
+
+/// Alerts waiting for the handlers, at most.
+const ALERT_QUEUE: usize = 1000;
+
+/// A tenant's alert-handler plugins by name, as the folder watcher last saw them.
+pub struct HandlerPlugins {
+    generation: AtomicU64,
+    plugins: Mutex<BTreeMap<String, Arc<Plugin>>>,
+}
+
+impl HandlerPlugins {
+    pub fn new(plugins: impl IntoIterator<Item = Arc<Plugin>>) -> Arc<Self> {
+        let plugins = plugins.into_iter().map(|p| (p.name.clone(), p)).collect();
+        Arc::new(HandlerPlugins { generation: AtomicU64::new(0), plugins: Mutex::new(plugins) })
+    }
+
+    /// A new build of a handler plugin was loaded.
+    pub fn replace(&self, plugin: Arc<Plugin>) {
+        self.plugins.lock().unwrap_or_else(|p| p.into_inner()).insert(plugin.name.clone(), plugin);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn get(&self, name: &str) -> Option<Arc<Plugin>> {
+        self.plugins.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+}
+
+/// Which alerts one handler gets, and its config.
+pub struct HandlerRoute {
+    pub plugin: Arc<Plugin>,
+    /// JSON for `configure()`.
+    pub config: String,
+    pub min_severity: Level,
+    /// Only these pipelines' alerts (`None`: all the tenant's).
+    pub pipelines: Option<Vec<String>>,
+}
+
+/// One handler instance and its counters.
+struct Handler {
+    route: HandlerRoute,
+    instance: Option<HandlerInstance>,
+    status: Status,
+    failures_in_row: u32,
+    calls: u64,
+    errors: u64,
+    rebuilds: u64,
+    reloads: u64,
+    times: CallTimes,
+}
+
+impl Handler {
+    /// Switch to the newest build of its plugin, if there is one that starts.
+    fn follow(&mut self, plugins: &HandlerPlugins, runtime: &Runtime, egress: &Arc<Egress>) {
+        let Some(newest) = plugins.get(&self.route.plugin.name) else { return };
+        if newest.hash == self.route.plugin.hash {
+            return;
+        }
+        let name = &newest.name;
+        match runtime.instantiate_handler(&newest, &self.route.config, egress.clone()) {
+            Ok(instance) => {
+                eprintln!("alert handler {name} {} -> {}", self.route.plugin.info.version, newest.info.version);
+                self.route.plugin = newest;
+                self.instance = Some(instance);
+                self.status = Status::Active;
+                self.failures_in_row = 0;
+                self.reloads += 1;
+            }
+            Err(fault) => eprintln!("alert handler {name}: the new build could not start ({fault}); the running one stays"),
+        }
+    }
+
+    fn wants(&self, alert: &Alert) -> bool {
+        self.status == Status::Active
+            && Level::from(alert.severity) >= self.route.min_severity
+            && self.route.pipelines.as_ref().is_none_or(|p| p.contains(&alert.pipeline))
+    }
+
+    fn handle(&mut self, alert: &Alert, runtime: &Runtime, egress: &Arc<Egress>, max_failures: u32) {
+        let started = Instant::now();
+        let result = match &mut self.instance {
+            Some(instance) => instance.handle(alert),
+            None => runtime.instantiate_handler(&self.route.plugin, &self.route.config, egress.clone()).and_then(|mut fresh| {
+                let handled = fresh.handle(alert);
+                self.instance = Some(fresh);
+                handled
+            }),
+        };
+        self.times.record(started.elapsed());
+        self.calls += 1;
+        let name = &self.route.plugin.name;
+        match result {
+            Ok(()) => self.failures_in_row = 0,
+            Err(fault) => {
+                self.errors += 1;
+                self.failures_in_row += 1;
+                eprintln!("alert handler {name} {fault}");
+                if fault.needs_rebuild() && self.instance.take().is_some() {
+                    self.rebuilds += 1;
+                }
+                if self.failures_in_row >= max_failures {
+                    eprintln!("alert handler {name} quarantined after {max_failures} failed calls in a row");
+                    self.status = Status::Quarantined;
+                    self.instance = None;
+                }
+            }
+        }
+    }
+
+    fn stats(&self) -> PluginStats {
+        let (p50, p99) = self.times.percentiles();
+        let plugin = &self.route.plugin;
+        PluginStats {
+            tenant: plugin.tenant().to_string(),
+            pipeline: String::new(),
+            name: plugin.name.clone(),
+            kind: "alert-handler".into(),
+            version: plugin.info.version.clone(),
+            fingerprint: plugin.hash.chars().take(12).collect(),
+            status: self.status,
+            calls: self.calls,
+            errors: self.errors,
+            rebuilds: self.rebuilds,
+            reloads: self.reloads,
+            call_p50_us: p50,
+            call_p99_us: p99,
+            agreement: None,
+            compared_windows: None,
+        }
+    }
+}
+
+/// One tenant's alert handlers and their queue.
+pub struct Handlers {
+    tenant: String,
+    queue: Mutex<Option<Sender<Alert>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    stats: Arc<Mutex<Vec<PluginStats>>>,
+    /// Alerts the handlers never got: their queue was full.
+    pub dropped: AtomicU64,
+    pub egress: Arc<Egress>,
+}
+
+impl Handlers {
+    /// Instantiate and configure every handler (a config it rejects is an
+    /// error naming it), then start the handler thread.
+    pub fn start(
+        routes: Vec<HandlerRoute>,
+        plugins: Arc<HandlerPlugins>,
+        runtime: Arc<Runtime>,
+        egress: Arc<Egress>,
+        max_failures: u32,
+    ) -> Result<Arc<Self>, String> {
+        let tenant = egress.tenant().to_string();
+        let mut handlers = Vec::new();
+        for route in routes {
+            let instance = runtime
+                .instantiate_handler(&route.plugin, &route.config, egress.clone())
+                .map_err(|f| format!("tenant {tenant}: alert handler {}: {f}", route.plugin.name))?;
+            handlers.push(Handler {
+                route,
+                instance: Some(instance),
+                status: Status::Active,
+                failures_in_row: 0,
+                calls: 0,
+                errors: 0,
+                rebuilds: 0,
+                reloads: 0,
+                times: CallTimes::default(),
+            });
+        }
+        let stats = Arc::new(Mutex::new(handlers.iter().map(Handler::stats).collect()));
+        let (tx, rx) = bounded(ALERT_QUEUE);
+        let thread = {
+            let (stats, egress) = (stats.clone(), egress.clone());
+            std::thread::Builder::new()
+                .name(format!("{tenant}-handlers"))
+                .spawn(move || run(handlers, rx, &plugins, &runtime, &egress, max_failures.max(1), &stats))
+                .map_err(|e| format!("tenant {tenant}: starting the alert handlers: {e}"))?
+        };
+        Ok(Arc::new(Handlers { tenant, queue: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), stats, dropped: AtomicU64::new(0), egress }))
+    }
+
+    /// Hand an alert over without waiting.
+    pub fn send(&self, alert: Alert) {
+        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let full = match queue.as_ref().map(|tx| tx.try_send(alert).map_err(|e| e.is_full())) {
+            Some(Ok(())) => return,
+            Some(Err(full)) => full,
+            None => false,
+        };
+        let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if full && dropped.is_power_of_two() {
+            eprintln!("tenant {}: alert handlers are behind; {dropped} alert(s) not handed to them so far", self.tenant);
+        }
+    }
+
+    /// Let the handlers finish the queued alerts and the deliveries finish,
+    /// within `grace` each.
+    pub fn finish(&self, grace: Duration) {
+        drop(self.queue.lock().unwrap_or_else(|p| p.into_inner()).take());
+        if let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let deadline = Instant::now() + grace;
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            } else {
+                eprintln!("tenant {}: alert handlers still busy at exit", self.tenant);
+            }
+        }
+        self.egress.finish(grace);
+    }
+
+    pub fn stats(&self) -> Vec<PluginStats> {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+fn run(
+    mut handlers: Vec<Handler>,
+    rx: Receiver<Alert>,
+    plugins: &HandlerPlugins,
+    runtime: &Runtime,
+    egress: &Arc<Egress>,
+    max_failures: u32,
+    stats: &Mutex<Vec<PluginStats>>,
+) {
+    let mut seen = plugins.generation.load(Ordering::Acquire);
+    for alert in rx {
+        let generation = plugins.generation.load(Ordering::Acquire);
+        if generation != seen {
+            seen = generation;
+            for handler in &mut handlers {
+                handler.follow(plugins, runtime, egress);
+            }
+        }
+        for handler in handlers.iter_mut().filter(|h| h.wants(&alert)) {
+            handler.handle(&alert, runtime, egress, max_failures);
+        }
+        *stats.lock().unwrap_or_else(|p| p.into_inner()) = handlers.iter().map(Handler::stats).collect();
+    }
+}
