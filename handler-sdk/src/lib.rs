@@ -50,6 +50,15 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(config: &str) -> Result<T, S
     serde_json::from_str(if config.trim().is_empty() { "{}" } else { config }).map_err(|e| format!("invalid config: {e}"))
 }
 
+/// Check the `destination` a handler's config names (a name from its
+/// tenant's `egress.destinations`; the host checks that it exists).
+pub fn require_destination(destination: &str) -> Result<(), String> {
+    if destination.trim().is_empty() {
+        return Err("config needs a destination: a name from the tenant's egress.destinations".into());
+    }
+    Ok(())
+}
+
 /// How config and messages spell a severity.
 pub fn severity_name(s: Severity) -> &'static str {
     match s {

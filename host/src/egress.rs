@@ -213,19 +213,22 @@ impl Egress {
     pub fn finish(&self, grace: Duration) {
         drop(self.queue.lock().unwrap_or_else(|p| p.into_inner()).take());
         let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
-        let deadline = Instant::now() + grace;
-        while !thread.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if thread.is_finished() {
-            let _ = thread.join();
-        } else {
+        if !join_within(thread, grace) {
             // What is still queued, and the one being sent.
             let left = self.pending.len() as u64 + 1;
             eprintln!("egress {}: stopped with {left} deliveries unfinished; they are counted as dropped", self.tenant);
             self.stats.dropped.fetch_add(left, Ordering::Relaxed);
         }
     }
+}
+
+/// Join `thread` if it ends within `grace`; say whether it did.
+pub(crate) fn join_within(thread: std::thread::JoinHandle<()>, grace: Duration) -> bool {
+    let deadline = Instant::now() + grace;
+    while !thread.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    thread.is_finished() && thread.join().is_ok()
 }
 
 /// The delivery thread of one tenant.

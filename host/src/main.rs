@@ -54,7 +54,7 @@ fn run(cli: Cli) -> Result<()> {
             let (runtime, tenants) = load_tenants(&cli, &config)?;
             let pipelines = build_pipelines(&config, &tenants, &BTreeMap::new())?;
             for t in &tenants {
-                tenant_handlers(t, &runtime, &config)?.inspect(|h| h.finish(Duration::ZERO));
+                tenant_handlers(t, &runtime, &config)?.inspect(|h| h.finish(HANDLER_GRACE));
             }
             let plugins: usize = tenants.iter().map(|t| t.plugins.len()).sum();
             println!("config ok: {} pipeline(s), {} tenant(s), {plugins} plugin(s)", pipelines.len(), tenants.len());

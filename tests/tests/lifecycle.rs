@@ -88,6 +88,10 @@ fn reloads_hand_state_over_roll_back_and_promote() {
     put(&s.plugins().join("shadow/counter.toml"), "[config]\nlabel = 'v4'\n");
     std::fs::rename(s.plugins().join("shadow/counter.wasm.tmp"), s.plugins().join("shadow/counter.wasm")).unwrap();
     wait_windows(&s, 10);
+    // The running host rewrites its status file every second.
+    wait_until("the shadow in the status file", Duration::from_secs(10), || {
+        std::fs::read_to_string(s.path("data/plugins-status.json")).is_ok_and(|t| t.contains(r#""status":"shadow""#))
+    });
     let listed = Command::new(binary())
         .args(["plugins", "--json", "--plugins"])
         .arg(s.plugins())

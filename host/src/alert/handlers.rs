@@ -18,7 +18,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::Level;
 use crate::analysis::{CallTimes, PluginStats, Status};
-use crate::egress::Egress;
+use crate::egress::{join_within, Egress};
 use crate::runtime::bindings::Alert;
 use crate::runtime::{HandlerInstance, Plugin, Runtime};
 
@@ -222,13 +222,7 @@ impl Handlers {
     pub fn finish(&self, grace: Duration) {
         drop(self.queue.lock().unwrap_or_else(|p| p.into_inner()).take());
         if let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let deadline = Instant::now() + grace;
-            while !thread.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if thread.is_finished() {
-                let _ = thread.join();
-            } else {
+            if !join_within(thread, grace) {
                 eprintln!("tenant {}: alert handlers still busy at exit", self.tenant);
             }
         }

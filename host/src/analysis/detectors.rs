@@ -410,7 +410,9 @@ impl Slot {
                         started.elapsed().as_secs_f64() * 1000.0
                     );
                     let old = std::mem::replace(&mut self.active, next);
-                    self.previous = Some((old.candidate, std::mem::replace(&mut self.config, config), state));
+                    let old_config = std::mem::replace(&mut self.config, config);
+                    // A quarantined version is no place to roll back to.
+                    self.previous = (old.status != Status::Quarantined).then_some((old.candidate, old_config, state));
                     self.probation = PROBATION_WINDOWS;
                     self.reloads += 1;
                 }

@@ -205,7 +205,7 @@ impl ConfigFile {
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
-        let config: ConfigFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        let config: ConfigFile = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         config.validate()?;
         Ok(config)
     }
@@ -259,6 +259,15 @@ impl ConfigFile {
             all.insert(0, TenantConfig::new(DEFAULT_TENANT));
         }
         all
+    }
+}
+
+/// Where and what, without quoting the offending line: config files may
+/// hold secrets (webhook URLs, keys), and errors go to logs.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => format!("line {}: {}", text[..span.start.min(text.len())].matches('\n').count() + 1, e.message()),
+        None => e.message().to_string(),
     }
 }
 

@@ -46,6 +46,13 @@ fn full_example_parses() {
 }
 
 #[test]
+fn errors_name_the_line_without_quoting_it() {
+    let e = ConfigFile::parse("[[tenants]]\nname = 't'\negress.destinations.x = { url = 'https://hooks.example/SECRET', typo = 1 }\n").unwrap_err();
+    assert!(e.starts_with("line 3: unknown field `typo`"), "{e}");
+    assert!(!e.contains("SECRET"), "{e}");
+}
+
+#[test]
 fn tenants_are_declared_and_checked() {
     let c = ConfigFile::parse(
         r#"

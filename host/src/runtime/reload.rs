@@ -91,6 +91,9 @@ impl FolderState {
             let previous = self.known.insert(path.clone(), Known { stamp: now, plugin: None }).and_then(|k| k.plugin);
             let tenant = &self.folder.budget.tenant;
             match runtime.load(path, self.folder.limits, &self.folder.budget) {
+                Ok(plugin) if !plugin.is_detector() && *shadow => {
+                    eprintln!("tenant {tenant}: {} is an alert handler; shadow runs are for detectors, so it is ignored", path.display());
+                }
                 Ok(plugin) if !plugin.is_detector() => {
                     eprintln!("tenant {tenant}: alert handler {} {} loaded; it takes over before the next alert", plugin.name, plugin.info.version);
                     self.known.get_mut(path).expect("inserted above").plugin = Some((plugin.name.clone(), plugin.hash.clone()));

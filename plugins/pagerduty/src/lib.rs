@@ -4,7 +4,7 @@
 //! same pipeline, partition, detector, metric and column share a dedup key,
 //! so PagerDuty groups them into one incident.
 
-use clean_host_handler_sdk::{export_alert_handler, info, parse_config, post, Alert, AlertHandler, PluginInfo, Severity};
+use clean_host_handler_sdk::{export_alert_handler, info, parse_config, post, require_destination, Alert, AlertHandler, PluginInfo, Severity};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -35,10 +35,7 @@ impl AlertHandler for PagerDuty {
 
     fn configure(&mut self, config: &str) -> Result<(), String> {
         self.config = parse_config(config)?;
-        if self.config.destination.is_empty() {
-            return Err("config needs a destination".into());
-        }
-        Ok(())
+        require_destination(&self.config.destination)
     }
 
     fn handle(&mut self, alert: &Alert) -> Result<(), String> {

@@ -1,7 +1,7 @@
 //! Slack: each alert as an incoming-webhook message (`text` plus a block).
 //! The webhook URL is the destination's secret; the plugin never sees it.
 
-use clean_host_handler_sdk::{export_alert_handler, info, parse_config, post, severity_name, Alert, AlertHandler, PluginInfo, Severity};
+use clean_host_handler_sdk::{export_alert_handler, info, parse_config, post, require_destination, severity_name, Alert, AlertHandler, PluginInfo, Severity};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -53,10 +53,7 @@ impl AlertHandler for Slack {
 
     fn configure(&mut self, config: &str) -> Result<(), String> {
         self.config = parse_config(config)?;
-        if self.config.destination.is_empty() {
-            return Err("config needs a destination".into());
-        }
-        Ok(())
+        require_destination(&self.config.destination)
     }
 
     fn handle(&mut self, alert: &Alert) -> Result<(), String> {

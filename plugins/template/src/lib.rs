@@ -5,7 +5,7 @@
 //! `{threshold}` `{severity}` `{message}` `{partition}` `{window}`
 //! `{first_offset}` `{last_offset}` `{records}`.
 
-use clean_host_handler_sdk::{export_alert_handler, info, parse_config, post, severity_name, Alert, AlertHandler, PluginInfo};
+use clean_host_handler_sdk::{export_alert_handler, info, parse_config, post, require_destination, severity_name, Alert, AlertHandler, PluginInfo};
 use serde::Deserialize;
 
 const FIELDS: [&str; 13] = [
@@ -85,9 +85,7 @@ impl AlertHandler for Template {
 
     fn configure(&mut self, config: &str) -> Result<(), String> {
         self.config = parse_config(config)?;
-        if self.config.destination.is_empty() {
-            return Err("config needs a destination".into());
-        }
+        require_destination(&self.config.destination)?;
         render(&self.config.template, None).map(|_| ())
     }
 

@@ -1,6 +1,6 @@
 //! Generic webhook: every alert as one JSON object POSTed to a destination.
 
-use clean_host_handler_sdk::{export_alert_handler, info, parse_config, post, severity_name, Alert, AlertHandler, PluginInfo};
+use clean_host_handler_sdk::{export_alert_handler, info, parse_config, post, require_destination, severity_name, Alert, AlertHandler, PluginInfo};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -45,10 +45,7 @@ impl AlertHandler for Webhook {
 
     fn configure(&mut self, config: &str) -> Result<(), String> {
         self.config = parse_config(config)?;
-        if self.config.destination.is_empty() {
-            return Err("config needs a destination".into());
-        }
-        Ok(())
+        require_destination(&self.config.destination)
     }
 
     fn handle(&mut self, alert: &Alert) -> Result<(), String> {

@@ -131,3 +131,16 @@ fn removed_detectors_leave_and_new_ones_join() {
     });
     assert_eq!(seen(&detectors.analyze(&batch(1)).findings), Some(1.0));
 }
+
+#[test]
+fn a_new_build_brings_a_quarantined_detector_back() {
+    let catalog = Catalog::new("t", BTreeMap::from([("counting".to_string(), CatalogEntry { active: candidate("bad", true), shadow: None })]));
+    let set = DetectorSet { catalog: catalog.clone(), selection: None, configs: BTreeMap::new() };
+    let detectors = Detectors::new("p", set, 2).unwrap();
+    detectors.analyze(&batch(0));
+    let w = detectors.analyze(&batch(1));
+    assert!(w.findings.iter().any(|f| f.finding.metric == "plugin_quarantined"));
+    catalog.update(|e| e.get_mut("counting").unwrap().active = candidate("fixed", false));
+    assert_eq!(seen(&detectors.analyze(&batch(2)).findings), Some(1.0));
+    assert_eq!(detectors.stats()[0].status, Status::Active);
+}
