@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use clean_host::config::OutputFormat;
+use clean_host::scaffold::Lang;
 
 /// Watch the quality of streaming data with WebAssembly detectors.
 ///
@@ -92,6 +93,25 @@ pub enum PluginCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AuthorCommand {
+    /// Create a plugin project that builds as it is (a detector flagging mostly-absent columns, to change).
+    New {
+        /// Plugin name: lowercase letters, digits, '-' and '_'.
+        name: String,
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: Lang,
+        /// Where to create it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Build the project at PATH into the plugins folder (a running host picks it up).
+    Build {
+        #[arg(default_value = ".")]
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate the config and load every plugin, then exit.
     Check,
@@ -103,6 +123,11 @@ pub enum Command {
         json: bool,
         #[command(subcommand)]
         command: Option<PluginCommand>,
+    },
+    /// Write plugins: scaffold a project, build it into the plugins folder.
+    Plugin {
+        #[command(subcommand)]
+        command: AuthorCommand,
     },
     /// Write the generator's records to stdout (a fixture for --source), or produce them to a broker.
     Generate {

@@ -14,6 +14,7 @@ pub mod egress;
 pub mod native;
 pub mod pipeline;
 pub mod runtime;
+pub mod scaffold;
 pub mod source;
 pub mod tenant;
 pub mod timestamp;

@@ -25,7 +25,7 @@ use clean_host::runtime::reload::Watcher;
 use clean_host::runtime::{Plugin, Runtime, WasmDetector};
 use clean_host::source::{self, config::BrokerUrl, SourceContext};
 use clean_host::tenant::{self, Tenant};
-use cli::{Cli, Command, PluginCommand, RunArgs};
+use cli::{AuthorCommand, Cli, Command, PluginCommand, RunArgs};
 
 /// Consecutive failed calls before a plugin is quarantined, unless configured.
 const DEFAULT_MAX_FAILURES: u32 = 3;
@@ -49,6 +49,19 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Generate { ref sink, partitions }) => generate(&config, sink.as_deref(), partitions),
         Some(Command::Plugins { json, command: None }) => list_plugins(&cli, &config, json),
+        Some(Command::Plugin { command: AuthorCommand::New { ref name, lang, ref dir } }) => {
+            let dir = dir.clone().unwrap_or_else(|| PathBuf::from(name));
+            for file in clean_host::scaffold::new_project(name, lang, &dir)? {
+                println!("created {}", file.display());
+            }
+            println!("build it with: clean-host plugin build {} --plugins {}", dir.display(), cli.plugins.display());
+            Ok(())
+        }
+        Some(Command::Plugin { command: AuthorCommand::Build { ref path } }) => {
+            let built = clean_host::scaffold::build(path, &cli.plugins)?;
+            println!("built {}", built.display());
+            Ok(())
+        }
         Some(Command::Plugins { command: Some(PluginCommand::Promote { ref name, ref tenant }), .. }) => promote(&cli, name, tenant),
         Some(Command::Check) => {
             let (runtime, tenants) = load_tenants(&cli, &config)?;

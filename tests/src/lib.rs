@@ -33,6 +33,11 @@ pub fn bundled(name: &str) -> PathBuf {
     existing(root().join("plugins").join(format!("{name}.wasm")), "run scripts/build")
 }
 
+/// A Python or JavaScript detector, as `scripts/build-polyglot` leaves it in `plugins/extra/`.
+pub fn extra(name: &str) -> PathBuf {
+    existing(root().join("plugins/extra").join(format!("{name}.wasm")), "run scripts/build")
+}
+
 pub const BUNDLED: [&str; 7] = ["completeness", "duplicates", "freshness", "outliers", "schema", "validity", "volume"];
 
 /// A plugin of `tests/fault-plugins` (`spin`, `memory_bomb`, `panic`, `bad_row`, `panic_once`).

@@ -22,9 +22,13 @@ pub enum FaultKind {
     BadLines,
     /// Event rate drops to a tenth (simulated time only).
     Volume,
+    /// `amount`'s distribution moves: every value is 1.8 times larger.
+    Drift,
+    /// 20% of `email` are not email addresses.
+    BadFormats,
 }
 
-const KINDS: [(&str, FaultKind); 9] = [
+const KINDS: [(&str, FaultKind); 11] = [
     ("nulls", FaultKind::Nulls),
     ("outliers", FaultKind::Outliers),
     ("duplicates", FaultKind::Duplicates),
@@ -34,6 +38,8 @@ const KINDS: [(&str, FaultKind); 9] = [
     ("late", FaultKind::Late),
     ("bad-lines", FaultKind::BadLines),
     ("volume", FaultKind::Volume),
+    ("drift", FaultKind::Drift),
+    ("bad-formats", FaultKind::BadFormats),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -115,7 +115,10 @@ impl Generator {
                 let _ = write!(out, r#","country":"{country}""#);
             }
             let _ = write!(out, r#","device":"{}""#, pick(rng, &DEVICES));
-            let amount = (3.2 + 0.9 * normal(rng)).exp();
+            let mut amount = (3.2 + 0.9 * normal(rng)).exp();
+            if active(FaultKind::Drift) {
+                amount *= 1.8;
+            }
             if active(FaultKind::Nulls) && rng.f64() < 0.4 {
                 out.extend_from_slice(br#","amount":null"#);
             } else if active(FaultKind::WrongTypes) && rng.f64() < 0.2 {
@@ -130,6 +133,8 @@ impl Generator {
             let null_email = rng.f64() < 0.01 || (active(FaultKind::Nulls) && rng.f64() < 0.4);
             if null_email {
                 out.extend_from_slice(br#","email":null"#);
+            } else if active(FaultKind::BadFormats) && rng.f64() < 0.2 {
+                let _ = write!(out, r#","email":"u{user} at example dot com""#);
             } else {
                 let _ = write!(out, r#","email":"u{user}@example.com""#);
             }

@@ -1,0 +1,170 @@
+//! `clean-host plugin new` and `clean-host plugin build`: a plugin project
+//! that builds as it is, in Rust, Python or JavaScript, and building one into
+//! the plugins folder.
+//!
+//! A new project carries what it needs to build on its own: the WIT contract
+//! (Python, JavaScript) and the helper module of its language, as this build
+//! of the host knows them; a Rust project depends on the SDK of the
+//! repository the host was built from. The finished `.wasm` is moved into
+//! the plugins folder in one step, so a running host reloads a whole file.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const WIT: &str = include_str!("../../wit/clean-host.wit");
+const PYTHON_HELPER: &str = include_str!("../../sdk-python/clean_host.py");
+const JS_HELPER: &str = include_str!("../../sdk-js/clean-host.js");
+const RUST_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    Rust,
+    Python,
+    Js,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScaffoldError {
+    #[error("plugin name '{0}' must start with a lowercase letter and hold only a-z, 0-9, '-' and '_'")]
+    Name(String),
+    #[error("{0} already exists; choose another name or folder")]
+    Exists(PathBuf),
+    #[error("the Rust SDK is not at {0}: build clean-host from its repository to scaffold Rust plugins")]
+    NoSdk(PathBuf),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0} is not a plugin project (no Cargo.toml, app.py or package.json)")]
+    NotAProject(PathBuf),
+    #[error("`{command}` failed ({status}); its output is above")]
+    Tool { command: String, status: String },
+    #[error("`{command}` could not start: {source}; {hint}")]
+    Missing { command: String, source: std::io::Error, hint: &'static str },
+    #[error("{0}")]
+    Project(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ScaffoldError + '_ {
+    move |source| ScaffoldError::Io { path: path.to_path_buf(), source }
+}
+
+fn write(path: &Path, text: &str) -> Result<(), ScaffoldError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    std::fs::write(path, text).map_err(io(path))
+}
+
+/// Create project `name` in `dir`; returns the files written.
+pub fn new_project(name: &str, lang: Lang, dir: &Path) -> Result<Vec<PathBuf>, ScaffoldError> {
+    let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !valid {
+        return Err(ScaffoldError::Name(name.into()));
+    }
+    if dir.exists() {
+        return Err(ScaffoldError::Exists(dir.into()));
+    }
+    let fill = |template: &str| template.replace("{{name}}", name);
+    let mut files: Vec<(PathBuf, String)> = match lang {
+        Lang::Rust => {
+            let sdk = Path::new(RUST_SDK);
+            let sdk = sdk.canonicalize().map_err(|_| ScaffoldError::NoSdk(sdk.into()))?;
+            vec![
+                ("Cargo.toml".into(), fill(include_str!("../templates/rust/Cargo.toml")).replace("{{sdk}}", &sdk.to_string_lossy())),
+                (".cargo/config.toml".into(), include_str!("../templates/rust/.cargo/config.toml").into()),
+                ("src/lib.rs".into(), fill(include_str!("../templates/rust/lib.rs"))),
+            ]
+        }
+        Lang::Python => vec![
+            ("app.py".into(), fill(include_str!("../templates/python/app.py"))),
+            ("clean_host.py".into(), PYTHON_HELPER.into()),
+        ],
+        Lang::Js => vec![
+            (format!("{name}.js").into(), fill(include_str!("../templates/js/plugin.js"))),
+            ("clean-host.js".into(), JS_HELPER.into()),
+            ("package.json".into(), fill(include_str!("../templates/js/package.json"))),
+            ("build.mjs".into(), fill(include_str!("../templates/js/build.mjs"))),
+        ],
+    };
+    if lang != Lang::Rust {
+        files.push(("wit/clean-host.wit".into(), WIT.into()));
+    }
+    let mut written = Vec::new();
+    for (relative, text) in files {
+        let path = dir.join(relative);
+        write(&path, &text)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+fn run(command: &mut Command, hint: &'static str) -> Result<(), ScaffoldError> {
+    let shown = format!("{command:?}").replace('"', "");
+    let status = command.status().map_err(|source| ScaffoldError::Missing { command: shown.clone(), source, hint })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(ScaffoldError::Tool { command: shown, status: status.to_string() })
+    }
+}
+
+/// Build the project in `dir` and move its component into `plugins`;
+/// returns where it went.
+pub fn build(dir: &Path, plugins: &Path) -> Result<PathBuf, ScaffoldError> {
+    let dir = dir.canonicalize().map_err(io(dir))?;
+    let folder_name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    std::fs::create_dir_all(plugins).map_err(io(plugins))?;
+    let (name, built) = if dir.join("Cargo.toml").is_file() {
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).map_err(io(&dir))?;
+        let manifest: toml::Table = toml::from_str(&manifest).map_err(|e| ScaffoldError::Project(format!("Cargo.toml: {}", e.message())))?;
+        let name = manifest.get("package").and_then(|p| p.get("name")).and_then(|n| n.as_str()).map(str::to_string);
+        let name = name.ok_or_else(|| ScaffoldError::Project("Cargo.toml has no package.name".into()))?;
+        run(Command::new("cargo").args(["build", "--release", "--target", "wasm32-wasip2"]).current_dir(&dir), "install Rust with rustup")?;
+        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| dir.join("target"), PathBuf::from);
+        (name.clone(), target.join("wasm32-wasip2/release").join(format!("{}.wasm", name.replace('-', "_"))))
+    } else if dir.join("app.py").is_file() {
+        let out = dir.join(format!("{folder_name}.wasm"));
+        let mut command = Command::new("componentize-py");
+        command.args(["-d", "wit", "-w", "detector-plugin", "componentize", "-p", ".", "app", "-o"]).arg(&out).current_dir(&dir);
+        run(&mut command, "install it with `pip install componentize-py`")?;
+        (folder_name, out)
+    } else if dir.join("package.json").is_file() {
+        if !dir.join("node_modules").is_dir() {
+            run(Command::new("npm").args(["install", "--no-audit", "--no-fund"]).current_dir(&dir), "install Node.js and npm")?;
+        }
+        let out = dir.join(format!("{folder_name}.wasm"));
+        run(Command::new("node").arg("build.mjs").arg(&out).current_dir(&dir), "install Node.js")?;
+        (folder_name, out)
+    } else {
+        return Err(ScaffoldError::NotAProject(dir));
+    };
+    let dest = plugins.join(format!("{name}.wasm"));
+    let staged = plugins.join(format!(".{name}.wasm.tmp"));
+    std::fs::copy(&built, &staged).map_err(io(&built))?;
+    std::fs::rename(&staged, &dest).map_err(io(&dest))?;
+    Ok(dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_folders_are_checked() {
+        let dir = tempfile_dir();
+        assert!(matches!(new_project("Bad Name", Lang::Python, &dir.join("x")), Err(ScaffoldError::Name(_))));
+        let files = new_project("absent", Lang::Python, &dir.join("absent")).unwrap();
+        assert_eq!(files.len(), 3);
+        let app = std::fs::read_to_string(dir.join("absent/app.py")).unwrap();
+        assert!(app.contains(r#"ch.info("absent""#) && !app.contains("{{"));
+        assert!(matches!(new_project("absent", Lang::Js, &dir.join("absent")), Err(ScaffoldError::Exists(_))));
+        assert!(matches!(build(&dir, &dir.join("plugins")), Err(ScaffoldError::NotAProject(_))));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("clean-host-scaffold-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

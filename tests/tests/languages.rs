@@ -1,0 +1,121 @@
+//! Detectors written in other languages than Rust, built by
+//! `scripts/build-polyglot` and loaded like any other plugin: each finds the
+//! fault it is made for, in its window only, and nothing in clean data.
+
+use std::process::Command;
+
+use clean_host_tests::{binary, extra, plugin, root, Sandbox};
+
+/// (window, detector, metric, column) of every alert of a run over 30 windows with `inject`.
+fn alerts_with(detector: &str, inject: Option<&str>) -> (Vec<(u64, String, String, String)>, serde_json::Value) {
+    alerts_configured(detector, inject, "")
+}
+
+/// The same, with `config` (TOML) as the detector's config.
+fn alerts_configured(detector: &str, inject: Option<&str>, config: &str) -> (Vec<(u64, String, String, String)>, serde_json::Value) {
+    let s = Sandbox::empty();
+    s.add_plugin(&extra(detector));
+    s.write("c.toml", format!("[[pipelines]]\nname = 'default'\nsource = 'generator'\nevent_time_field = 'ts'\n[pipelines.detector_config.{detector}]\n{config}\n"));
+    let mut args = vec!["--config", "c.toml", "--records", "30000", "--window", "1000", "--format", "json", "--quiet"];
+    if let Some(fault) = inject {
+        args.extend(["--inject", fault]);
+    }
+    let run = s.run(&args);
+    run.assert_ok();
+    let alerts = run
+        .alerts()
+        .iter()
+        .map(|a| {
+            let text = |k: &str| a[k].as_str().unwrap_or_default().to_string();
+            (a["window"]["seq"].as_u64().unwrap(), text("detector"), text("metric"), text("column"))
+        })
+        .collect();
+    (alerts, run.summary())
+}
+
+#[test]
+fn python_drift_detector_finds_a_moved_distribution() {
+    let (alerts, summary) = alerts_with("drift", Some("drift@20000+5000"));
+    // The first drifted window alerts; the cooldown keeps the next four quiet.
+    assert_eq!(alerts, [(20, "drift".into(), "psi".into(), "amount".into())], "{summary}");
+    let drift = plugin(&summary, "drift");
+    assert_eq!((drift["status"].as_str(), drift["calls"].as_u64(), drift["errors"].as_u64()), (Some("active"), Some(30), Some(0)));
+    let (clean, _) = alerts_with("drift", None);
+    assert!(clean.is_empty(), "{clean:?}");
+    // A fault of another kind is not drift.
+    let (nulls, _) = alerts_with("drift", Some("nulls@20000+1000"));
+    assert!(nulls.is_empty(), "{nulls:?}");
+    // Its config holds for every call (state kept at module level, not per call object).
+    let (lenient, _) = alerts_configured("drift", Some("drift@20000+5000"), "psi_threshold = 5.0");
+    assert!(lenient.is_empty(), "{lenient:?}");
+}
+
+#[test]
+fn javascript_formats_detector_finds_broken_emails() {
+    let (alerts, summary) = alerts_with("formats", Some("bad-formats@20000+1000"));
+    assert_eq!(alerts, [(20, "formats".into(), "format_violation_rate".into(), "email".into())], "{summary}");
+    let formats = plugin(&summary, "formats");
+    assert_eq!((formats["status"].as_str(), formats["calls"].as_u64(), formats["errors"].as_u64()), (Some("active"), Some(30), Some(0)));
+    let (clean, _) = alerts_with("formats", None);
+    assert!(clean.is_empty(), "{clean:?}");
+}
+
+#[test]
+fn bad_config_is_rejected_in_every_language() {
+    for (detector, config, needle) in [
+        ("drift", "psi_treshold = 0.3", "unknown config key(s): psi_treshold"),
+        ("formats", "formats = { email = 'mail' }", "unknown format 'mail'"),
+    ] {
+        let s = Sandbox::empty();
+        s.add_plugin(&extra(detector));
+        s.write("c.toml", format!("[[pipelines]]\nname = 'p'\nsource = 'generator'\n[pipelines.detector_config.{detector}]\n{config}\n"));
+        let run = s.run(&["check", "--config", "c.toml"]);
+        assert_eq!(run.code, Some(1), "{}", run.stderr);
+        assert!(run.stderr.contains(needle), "{}", run.stderr);
+    }
+}
+
+#[test]
+fn scaffolded_plugins_build_load_and_analyse() {
+    let s = Sandbox::empty();
+    let host = |args: &[&str]| {
+        let out = Command::new(binary())
+            .args(args)
+            .arg("--plugins")
+            .arg(s.plugins())
+            .current_dir(s.dir.path())
+            // Rust: reuse the bundled plugins' compiled dependencies.
+            .env("CARGO_TARGET_DIR", root().join("plugins/target"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut config = String::from("[[pipelines]]\nname = 'p'\nsource = 'generator'\ngenerator = { records = 12000, inject = ['nulls@8000+1000'] }\n");
+    for lang in ["rust", "python", "js"] {
+        let name = format!("absent-{lang}");
+        let created = host(&["plugin", "new", &name, "--lang", lang]);
+        assert!(created.contains(&format!("clean-host plugin build {name}")), "{created}");
+        let built = host(&["plugin", "build", &name]);
+        assert!(built.contains(&format!("{name}.wasm")), "{built}");
+        config += &format!("[pipelines.detector_config.{name}]\nmax_absent_share = 0.3\n");
+    }
+    s.write("c.toml", config);
+    let run = s.run(&["--config", "c.toml", "--window", "1000", "--format", "json", "--quiet"]);
+    run.assert_ok();
+    let summary = run.summary();
+    for lang in ["rust", "python", "js"] {
+        let name = format!("absent-{lang}");
+        let p = plugin(&summary, &name);
+        assert_eq!((p["calls"].as_u64(), p["errors"].as_u64()), (Some(12), Some(0)), "{p}");
+        // The injected nulls (40% of amount and email in window 8) pass the configured 30%.
+        let mut hits: Vec<(u64, String)> = run
+            .alerts()
+            .iter()
+            .filter(|a| a["detector"] == name.as_str())
+            .map(|a| (a["window"]["seq"].as_u64().unwrap(), a["column"].as_str().unwrap().to_string()))
+            .collect();
+        hits.sort();
+        assert_eq!(hits, [(8, "amount".to_string()), (8, "email".to_string())], "{name}");
+    }
+}
