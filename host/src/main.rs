@@ -22,7 +22,7 @@ use clean_host::dead_letter::DeadLetters;
 use clean_host::decode::message::MessageDecoder;
 use clean_host::pipeline::{self, Counters, Pipeline, PipelineReport, Shared};
 use clean_host::runtime::reload::Watcher;
-use clean_host::runtime::{Plugin, Runtime, WasmDetector};
+use clean_host::runtime::{LoadError, Plugin, Runtime, WasmDetector};
 use clean_host::source::{self, config::BrokerUrl, SourceContext};
 use clean_host::tenant::{self, Tenant};
 use cli::{AuthorCommand, Cli, Command, PluginCommand, RunArgs};
@@ -64,7 +64,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Some(Command::Plugins { command: Some(PluginCommand::Promote { ref name, ref tenant }), .. }) => promote(&cli, name, tenant),
         Some(Command::Check) => {
-            let (runtime, tenants) = load_tenants(&cli, &config)?;
+            let (runtime, tenants) = load_tenants(&cli, &config, None)?;
             let pipelines = build_pipelines(&config, &tenants, &BTreeMap::new())?;
             for t in &tenants {
                 tenant_handlers(t, &runtime, &config)?.inspect(|h| h.finish(HANDLER_GRACE));
@@ -142,8 +142,9 @@ fn max_failures(config: &ConfigFile) -> u32 {
 }
 
 /// The runtime and every tenant with its plugins loaded (or, in a benchmark
-/// build with `--native`, the bundled detectors as native code).
-fn load_tenants(cli: &Cli, config: &ConfigFile) -> Result<(Arc<Runtime>, Vec<Tenant>)> {
+/// build with `--native`, the bundled detectors as native code). Files that
+/// do not load are an error, or, given `broken`, are put there (listings).
+fn load_tenants(cli: &Cli, config: &ConfigFile, mut broken: Option<&mut Vec<(String, LoadError)>>) -> Result<(Arc<Runtime>, Vec<Tenant>)> {
     let runtime = Arc::new(
         Runtime::new(Some(data_dir(config).join("cache"))).map_err(|e| anyhow::anyhow!("starting the wasm runtime: {e:#}"))?,
     );
@@ -158,7 +159,12 @@ fn load_tenants(cli: &Cli, config: &ConfigFile) -> Result<(Arc<Runtime>, Vec<Ten
             #[cfg(not(feature = "native-detectors"))]
             bail!("--native needs a build with --features native-detectors");
         } else {
-            tenants.push(Tenant::load(&runtime, &cli.plugins, &t, config.limits)?);
+            let mut errors = Vec::new();
+            let lenient = broken.is_some().then_some(&mut errors);
+            tenants.push(Tenant::load(&runtime, &cli.plugins, &t, config.limits, lenient)?);
+            if let Some(broken) = broken.as_deref_mut() {
+                broken.extend(errors.into_iter().map(|e| (t.name.clone(), e)));
+            }
         }
     }
     for p in &config.pipelines {
@@ -256,7 +262,7 @@ fn write_status(path: &std::path::Path, plugins: &[PluginStats], tenants: &serde
 
 fn monitor(cli: &Cli, config: &ConfigFile) -> Result<()> {
     let started = Instant::now();
-    let (runtime, tenants) = load_tenants(cli, config)?;
+    let (runtime, tenants) = load_tenants(cli, config, None)?;
     let mut handlers = BTreeMap::new();
     for t in &tenants {
         if let Some(h) = tenant_handlers(t, &runtime, config)? {
@@ -405,7 +411,8 @@ fn live_status(config: &ConfigFile) -> Vec<PluginStats> {
 }
 
 fn list_plugins(cli: &Cli, config: &ConfigFile, as_json: bool) -> Result<()> {
-    let (runtime, tenants) = load_tenants(cli, config)?;
+    let mut broken = Vec::new();
+    let (runtime, tenants) = load_tenants(cli, config, Some(&mut broken))?;
     let live = live_status(config);
     if !as_json {
         println!("{:<10} {:<14} {:<8} {:<13} {:<12} {:>8} {:>6} {:>7} {:>8} {:>8}  DESCRIPTION", "TENANT", "NAME", "VERSION", "KIND", "STATUS", "CALLS", "ERRORS", "RELOADS", "P50_US", "P99_US");
@@ -449,6 +456,14 @@ fn list_plugins(cli: &Cli, config: &ConfigFile, as_json: bool) -> Result<()> {
                     t.name(), p.name, p.info.version, kind, status, p.info.description, metrics.join(", ")
                 );
             }
+        }
+    }
+    // Files that do not load: listed with why, so a broken deploy is visible.
+    for (tenant, error) in &broken {
+        if as_json {
+            println!("{}", json!({ "tenant": tenant, "status": "rejected", "error": error.to_string() }));
+        } else {
+            println!("{tenant:<10} {:<14} {:<8} {:<13} {:<12}  {error}", "-", "-", "-", "rejected");
         }
     }
     Ok(())

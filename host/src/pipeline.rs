@@ -49,7 +49,7 @@ struct ClosedBatch {
 
 /// What the decode thread hands the analysis thread, in order.
 enum Work {
-    Window(ClosedBatch),
+    Window(Box<ClosedBatch>),
     /// Send these to the source once everything before them is done.
     Acks(Vec<Ack>),
 }
@@ -279,7 +279,7 @@ impl Cutter<'_> {
                     None => Position::Offset(offset),
                 };
                 let (first, last) = (position(batch.info.first_offset), position(batch.info.last_offset));
-                Work::Window(ClosedBatch { batch, dead_letters, first, last })
+                Work::Window(Box::new(ClosedBatch { batch, dead_letters, first, last }))
             })
             .collect()
     }
@@ -454,7 +454,7 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
             let mut analyst = analyst;
             for work in work_rx {
                 match work {
-                    Work::Window(closed) => analyst.window(closed)?,
+                    Work::Window(closed) => analyst.window(*closed)?,
                     Work::Acks(acks) => analyst.acks(acks)?,
                 }
             }

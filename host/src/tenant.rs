@@ -17,7 +17,7 @@ use crate::analysis::{Candidate, Catalog, CatalogEntry};
 use crate::config::{TenantConfig, DEFAULT_TENANT};
 use crate::egress::Egress;
 use crate::runtime::reload::{FolderState, TenantFolder};
-use crate::runtime::{load_dir, Limits, Plugin, Runtime, TenantBudget, WasmDetector};
+use crate::runtime::{load_dir, Limits, LoadError, Plugin, Runtime, TenantBudget, WasmDetector};
 
 pub struct Tenant {
     pub config: TenantConfig,
@@ -43,8 +43,15 @@ pub fn folder(plugins: &Path, tenant: &str) -> PathBuf {
 }
 
 impl Tenant {
-    /// Load the tenant's folder (a broken file is an error at start).
-    pub fn load(runtime: &Arc<Runtime>, plugins: &Path, config: &TenantConfig, defaults: Limits) -> Result<Tenant> {
+    /// Load the tenant's folder. A broken file is an error at start, or,
+    /// given `broken`, is put there and skipped (for listings).
+    pub fn load(
+        runtime: &Arc<Runtime>,
+        plugins: &Path,
+        config: &TenantConfig,
+        defaults: Limits,
+        mut broken: Option<&mut Vec<LoadError>>,
+    ) -> Result<Tenant> {
         let name = config.name.as_str();
         let dir = folder(plugins, name);
         if !dir.is_dir() {
@@ -55,8 +62,8 @@ impl Tenant {
             timeout_ms: config.limits.timeout_ms.unwrap_or(defaults.timeout_ms),
         };
         let budget = Arc::new(TenantBudget::new(name, config.limits.total_memory_mib, config.limits.max_instances));
-        let loaded = load_dir(runtime, &dir, limits, &budget).with_context(|| format!("tenant {name}"))?;
-        let shadows = load_dir(runtime, &dir.join("shadow"), limits, &budget).with_context(|| format!("tenant {name}: shadow versions"))?;
+        let loaded = load_dir(runtime, &dir, limits, &budget, broken.as_deref_mut()).with_context(|| format!("tenant {name}"))?;
+        let shadows = load_dir(runtime, &dir.join("shadow"), limits, &budget, broken).with_context(|| format!("tenant {name}: shadow versions"))?;
         let mut entries = BTreeMap::new();
         for p in loaded.iter().filter(|p| p.is_detector()) {
             let candidate = |p: &Arc<Plugin>| Candidate::new(Arc::new(WasmDetector { runtime: runtime.clone(), plugin: p.clone() }), p.manifest.config.clone());

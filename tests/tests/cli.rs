@@ -78,8 +78,15 @@ fn an_unreadable_plugin_is_named() {
     std::fs::write(s.plugins().join("broken.wasm"), b"").unwrap();
     std::fs::write(s.plugins().join("outliers.toml"), b"memory = 3\n").unwrap();
     std::fs::remove_file(s.plugins().join("broken.wasm")).unwrap();
-    let run = s.run(&["plugins"]);
+    // The host refuses to start; the listing shows the others and what is wrong with this one.
+    let run = s.run(&["--records", "10"]);
     assert!(run.code == Some(1) && run.stderr.contains("outliers.toml") && run.stderr.contains("unknown field"), "{}", run.stderr);
+    let listed = s.run(&["plugins", "--json"]);
+    listed.assert_ok();
+    let rows: Vec<serde_json::Value> = listed.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.iter().filter(|r| r["status"] == "active").count(), 6, "{}", listed.stdout);
+    let rejected = rows.iter().find(|r| r["status"] == "rejected").expect("a rejected row");
+    assert!(rejected["error"].as_str().unwrap().contains("outliers.toml"), "{rejected}");
 }
 
 #[test]

@@ -153,15 +153,26 @@ pub fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     Ok(paths)
 }
 
-/// Every plugin in `dir`, sorted by name.
-pub fn load_dir(runtime: &Runtime, dir: &Path, defaults: Limits, budget: &Arc<TenantBudget>) -> Result<Vec<Arc<Plugin>>, LoadError> {
+/// Every plugin in `dir`, sorted by name. A file that does not load is an
+/// error, or, given `broken`, is put there and skipped (for listings).
+pub fn load_dir(
+    runtime: &Runtime,
+    dir: &Path,
+    defaults: Limits,
+    budget: &Arc<TenantBudget>,
+    mut broken: Option<&mut Vec<LoadError>>,
+) -> Result<Vec<Arc<Plugin>>, LoadError> {
     let mut plugins: Vec<Arc<Plugin>> = Vec::new();
     for path in wasm_files(dir)? {
-        let plugin = runtime.load(&path, defaults, budget)?;
-        if let Some(first) = plugins.iter().find(|p| p.name == plugin.name) {
-            return Err(LoadError::Duplicate { name: plugin.name, first: first.path.clone(), second: path });
+        let loaded = runtime.load(&path, defaults, budget).and_then(|plugin| match plugins.iter().find(|p| p.name == plugin.name) {
+            Some(first) => Err(LoadError::Duplicate { name: plugin.name, first: first.path.clone(), second: path.clone() }),
+            None => Ok(plugin),
+        });
+        match (loaded, broken.as_deref_mut()) {
+            (Ok(plugin), _) => plugins.push(Arc::new(plugin)),
+            (Err(e), Some(broken)) => broken.push(e),
+            (Err(e), None) => return Err(e),
         }
-        plugins.push(Arc::new(plugin));
     }
     plugins.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(plugins)
