@@ -423,7 +423,7 @@ fn list_plugins(cli: &Cli, config: &ConfigFile, as_json: bool) -> Result<()> {
             let kind = if p.is_detector() { "detector" } else { "alert-handler" };
             let mine: Vec<&PluginStats> = live
                 .iter()
-                .filter(|s| s.tenant == t.name() && s.name == p.name && p.hash.starts_with(&s.fingerprint) && (s.status == Status::Shadow) == shadow)
+                .filter(|s| s.tenant == t.name() && s.name == p.name && p.fingerprint.starts_with(&s.fingerprint) && (s.status == Status::Shadow) == shadow)
                 .collect();
             let status = match mine.first() {
                 Some(s) => serde_json::to_value(s.status)?.as_str().unwrap_or_default().to_string(),

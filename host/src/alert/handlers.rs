@@ -75,7 +75,7 @@ impl Handler {
     /// Switch to the newest build of its plugin, if there is one that starts.
     fn follow(&mut self, plugins: &HandlerPlugins, runtime: &Runtime, egress: &Arc<Egress>) {
         let Some(newest) = plugins.get(&self.route.plugin.name) else { return };
-        if newest.hash == self.route.plugin.hash {
+        if newest.fingerprint == self.route.plugin.fingerprint {
             return;
         }
         let name = &newest.name;
@@ -138,7 +138,7 @@ impl Handler {
             name: plugin.name.clone(),
             kind: "alert-handler".into(),
             version: plugin.info.version.clone(),
-            fingerprint: plugin.hash.chars().take(12).collect(),
+            fingerprint: plugin.fingerprint.chars().take(12).collect(),
             status: self.status,
             calls: self.calls,
             errors: self.errors,

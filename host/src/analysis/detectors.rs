@@ -92,7 +92,7 @@ pub struct PluginStats {
     /// `detector` or `alert-handler`.
     pub kind: String,
     pub version: String,
-    /// Start of the plugin's content hash: tells builds of one version apart.
+    /// Start of the plugin's fingerprint: tells builds of one version apart.
     pub fingerprint: String,
     pub status: Status,
     pub calls: u64,

@@ -38,8 +38,11 @@ pub enum PluginKind {
 pub struct Plugin {
     pub name: String,
     pub path: PathBuf,
-    /// Content hash of the `.wasm` and its manifest: what a reload compares.
+    /// SHA-256 of the `.wasm` file.
     pub hash: String,
+    /// Hash of the `.wasm`'s hash and its manifest: tells builds (and
+    /// manifests) apart; what a reload compares.
+    pub fingerprint: String,
     pub info: PluginInfo,
     pub limits: Limits,
     pub manifest: Manifest,
@@ -96,7 +99,8 @@ impl Runtime {
         }
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.into(), source })?;
         let compile_error = |e: wasmtime::Error| LoadError::Compile { path: path.into(), message: format!("{e:#}") };
-        let component = self.cache.component(&self.engine, &content_hash(&bytes), &bytes).map_err(compile_error)?;
+        let hash = content_hash(&bytes);
+        let component = self.cache.component(&self.engine, &hash, &bytes).map_err(compile_error)?;
         let pre = self.linker.instantiate_pre(&component).map_err(compile_error)?;
         let kind = match DetectorPluginPre::new(pre.clone()) {
             Ok(pre) => PluginKind::Detector(pre),
@@ -108,8 +112,8 @@ impl Runtime {
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let info = self.describe(&kind, &stem, &limits, budget).map_err(|fault| LoadError::Describe { path: path.into(), fault })?;
         let name = if info.name.trim().is_empty() { stem } else { info.name.clone() };
-        let hash = content_hash(&[bytes.as_slice(), manifest_text.as_bytes()].concat());
-        Ok(Plugin { name, path: path.into(), hash, info, limits, manifest, budget: budget.clone(), load_time: started.elapsed(), kind })
+        let fingerprint = content_hash(format!("{hash}\n{manifest_text}").as_bytes());
+        Ok(Plugin { name, path: path.into(), hash, fingerprint, info, limits, manifest, budget: budget.clone(), load_time: started.elapsed(), kind })
     }
 
     fn describe(&self, kind: &PluginKind, name: &str, limits: &Limits, budget: &Arc<TenantBudget>) -> Result<PluginInfo, PluginFault> {

@@ -272,7 +272,7 @@ impl DetectorSource for WasmDetector {
     }
 
     fn fingerprint(&self) -> &str {
-        &self.plugin.hash
+        &self.plugin.fingerprint
     }
 
     fn instantiate(&self, config: &str) -> Result<Box<dyn Analyzer>, PluginFault> {

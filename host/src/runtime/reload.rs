@@ -68,7 +68,7 @@ impl FolderState {
     pub fn new(folder: TenantFolder, loaded: &[Arc<Plugin>]) -> Self {
         let known = loaded
             .iter()
-            .map(|p| (p.path.clone(), Known { stamp: stamp(&p.path), plugin: Some((p.name.clone(), p.hash.clone())) }))
+            .map(|p| (p.path.clone(), Known { stamp: stamp(&p.path), plugin: Some((p.name.clone(), p.fingerprint.clone())) }))
             .collect();
         FolderState { folder, known }
     }
@@ -96,15 +96,15 @@ impl FolderState {
                 }
                 Ok(plugin) if !plugin.is_detector() => {
                     eprintln!("tenant {tenant}: alert handler {} {} loaded; it takes over before the next alert", plugin.name, plugin.info.version);
-                    self.known.get_mut(path).expect("inserted above").plugin = Some((plugin.name.clone(), plugin.hash.clone()));
+                    self.known.get_mut(path).expect("inserted above").plugin = Some((plugin.name.clone(), plugin.fingerprint.clone()));
                     self.folder.handlers.replace(Arc::new(plugin));
                 }
-                Ok(plugin) if self.folder.catalog.was_rolled_back(&plugin.name, &plugin.hash) => {
+                Ok(plugin) if self.folder.catalog.was_rolled_back(&plugin.name, &plugin.fingerprint) => {
                     eprintln!("tenant {tenant}: {} is the version of {} that was rolled back; not loaded again", path.display(), plugin.name);
-                    self.known.get_mut(path).expect("inserted above").plugin = Some((plugin.name.clone(), plugin.hash.clone()));
+                    self.known.get_mut(path).expect("inserted above").plugin = Some((plugin.name.clone(), plugin.fingerprint.clone()));
                 }
                 Ok(plugin) => {
-                    let id = (plugin.name.clone(), plugin.hash.clone());
+                    let id = (plugin.name.clone(), plugin.fingerprint.clone());
                     if let Some((old_name, _)) = previous.filter(|(n, _)| *n != plugin.name) {
                         gone.push((old_name, *shadow));
                     }
@@ -154,7 +154,7 @@ fn apply(entries: &mut BTreeMap<String, crate::analysis::CatalogEntry>, runtime:
             Some(entry) => {
                 // A promoted shadow keeps its instances: same fingerprint.
                 let next = match &entry.shadow {
-                    Some(s) if s.source.fingerprint() == plugin.hash => s.clone(),
+                    Some(s) if s.source.fingerprint() == plugin.fingerprint => s.clone(),
                     _ => candidate(&plugin),
                 };
                 eprintln!("tenant {tenant}: {} {} loaded; pipelines switch at their next window", plugin.name, plugin.info.version);
