@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::Level;
-use crate::analysis::{CallTimes, PluginStats, Status};
+use crate::analysis::{CallCounters, PluginStats, Status};
 use crate::egress::{join_within, Egress};
 use crate::runtime::bindings::Alert;
 use crate::runtime::{HandlerInstance, Plugin, Runtime};
@@ -63,12 +63,8 @@ struct Handler {
     route: HandlerRoute,
     instance: Option<HandlerInstance>,
     status: Status,
-    failures_in_row: u32,
-    calls: u64,
-    errors: u64,
-    rebuilds: u64,
+    counters: CallCounters,
     reloads: u64,
-    times: CallTimes,
 }
 
 impl Handler {
@@ -85,7 +81,7 @@ impl Handler {
                 self.route.plugin = newest;
                 self.instance = Some(instance);
                 self.status = Status::Active;
-                self.failures_in_row = 0;
+                self.counters.failures_in_row = 0;
                 self.reloads += 1;
             }
             Err(fault) => eprintln!("alert handler {name}: the new build could not start ({fault}); the running one stays"),
@@ -108,46 +104,28 @@ impl Handler {
                 handled
             }),
         };
-        self.times.record(started.elapsed());
-        self.calls += 1;
-        let name = &self.route.plugin.name;
-        match result {
-            Ok(()) => self.failures_in_row = 0,
-            Err(fault) => {
-                self.errors += 1;
-                self.failures_in_row += 1;
-                eprintln!("alert handler {name} {fault}");
-                if fault.needs_rebuild() && self.instance.take().is_some() {
-                    self.rebuilds += 1;
-                }
-                if self.failures_in_row >= max_failures {
-                    eprintln!("alert handler {name} quarantined after {max_failures} failed calls in a row");
-                    self.status = Status::Quarantined;
-                    self.instance = None;
-                }
+        self.counters.record(started.elapsed(), &result, &mut self.instance);
+        if let Err(fault) = result {
+            let name = &self.route.plugin.name;
+            eprintln!("alert handler {name} {fault}");
+            if self.counters.failures_in_row >= max_failures {
+                eprintln!("alert handler {name} quarantined after {max_failures} failed calls in a row");
+                self.status = Status::Quarantined;
+                self.instance = None;
             }
         }
     }
 
     fn stats(&self) -> PluginStats {
-        let (p50, p99) = self.times.percentiles();
         let plugin = &self.route.plugin;
         PluginStats {
             tenant: plugin.tenant().to_string(),
-            pipeline: String::new(),
             name: plugin.name.clone(),
             kind: "alert-handler".into(),
             version: plugin.info.version.clone(),
             fingerprint: plugin.fingerprint.chars().take(12).collect(),
-            status: self.status,
-            calls: self.calls,
-            errors: self.errors,
-            rebuilds: self.rebuilds,
             reloads: self.reloads,
-            call_p50_us: p50,
-            call_p99_us: p99,
-            agreement: None,
-            compared_windows: None,
+            ..self.counters.stats(self.status)
         }
     }
 }
@@ -183,12 +161,8 @@ impl Handlers {
                 route,
                 instance: Some(instance),
                 status: Status::Active,
-                failures_in_row: 0,
-                calls: 0,
-                errors: 0,
-                rebuilds: 0,
+                counters: CallCounters::default(),
                 reloads: 0,
-                times: CallTimes::default(),
             });
         }
         let stats = Arc::new(Mutex::new(handlers.iter().map(Handler::stats).collect()));

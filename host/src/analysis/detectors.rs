@@ -58,13 +58,13 @@ pub enum Status {
 
 /// The last call durations of a plugin, for the median and p99.
 #[derive(Debug, Default, Clone)]
-pub struct CallTimes {
+struct CallTimes {
     micros: Vec<u32>,
     next: usize,
 }
 
 impl CallTimes {
-    pub fn record(&mut self, took: Duration) {
+    fn record(&mut self, took: Duration) {
         let micros = took.as_micros().min(u32::MAX as u128) as u32;
         if self.micros.len() < TIMING_SAMPLES {
             self.micros.push(micros);
@@ -75,11 +75,63 @@ impl CallTimes {
     }
 
     /// (median, p99) in microseconds.
-    pub fn percentiles(&self) -> (u32, u32) {
+    fn percentiles(&self) -> (u32, u32) {
         let mut t = self.micros.clone();
         t.sort_unstable();
         let pct = |q: f64| t.get(((t.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0);
         (pct(0.5), pct(0.99))
+    }
+}
+
+/// What a plugin's calls came to: the counters detectors and alert handlers share.
+#[derive(Debug, Default)]
+pub struct CallCounters {
+    pub calls: u64,
+    pub errors: u64,
+    /// Instances rebuilt after a trap.
+    pub rebuilds: u64,
+    pub failures_in_row: u32,
+    times: CallTimes,
+}
+
+impl CallCounters {
+    /// Count one call that took `took`. A fault that leaves the instance
+    /// unsound takes it out of `instance`, so the next call rebuilds it.
+    pub fn record<T, I>(&mut self, took: Duration, result: &Result<T, PluginFault>, instance: &mut Option<I>) {
+        self.times.record(took);
+        self.calls += 1;
+        match result {
+            Ok(_) => self.failures_in_row = 0,
+            Err(fault) => {
+                self.errors += 1;
+                self.failures_in_row += 1;
+                if fault.needs_rebuild() && instance.take().is_some() {
+                    self.rebuilds += 1;
+                }
+            }
+        }
+    }
+
+    /// The counters as stats of a plugin in `status`; the caller says which plugin.
+    pub fn stats(&self, status: Status) -> PluginStats {
+        let (p50, p99) = self.times.percentiles();
+        PluginStats {
+            tenant: String::new(),
+            pipeline: String::new(),
+            name: String::new(),
+            kind: String::new(),
+            version: String::new(),
+            fingerprint: String::new(),
+            status,
+            calls: self.calls,
+            errors: self.errors,
+            rebuilds: self.rebuilds,
+            reloads: 0,
+            call_p50_us: p50,
+            call_p99_us: p99,
+            agreement: None,
+            compared_windows: None,
+        }
     }
 }
 
@@ -139,11 +191,7 @@ struct Version {
     since_snapshot: u32,
     snapshot_at: Instant,
     status: Status,
-    failures_in_row: u32,
-    calls: u64,
-    errors: u64,
-    rebuilds: u64,
-    times: CallTimes,
+    counters: CallCounters,
 }
 
 impl Version {
@@ -160,11 +208,7 @@ impl Version {
             since_snapshot: 0,
             snapshot_at: Instant::now(),
             status,
-            failures_in_row: 0,
-            calls: 0,
-            errors: 0,
-            rebuilds: 0,
-            times: CallTimes::default(),
+            counters: CallCounters::default(),
         })
     }
 
@@ -207,23 +251,11 @@ impl Version {
     fn run(&mut self, batch: &Batch, config: &str) -> Result<Analysis, PluginFault> {
         let started = Instant::now();
         let result = self.try_analyze(batch, config);
-        self.times.record(started.elapsed());
-        self.calls += 1;
-        match &result {
-            Ok(_) => self.failures_in_row = 0,
-            Err(fault) => {
-                self.errors += 1;
-                self.failures_in_row += 1;
-                if fault.needs_rebuild() && self.instance.take().is_some() {
-                    self.rebuilds += 1;
-                }
-            }
-        }
+        self.counters.record(started.elapsed(), &result, &mut self.instance);
         result
     }
 
     fn stats(&self, tenant: &str, pipeline: &str, name: &str, reloads: u64) -> PluginStats {
-        let (p50, p99) = self.times.percentiles();
         PluginStats {
             tenant: tenant.to_string(),
             pipeline: pipeline.to_string(),
@@ -231,15 +263,8 @@ impl Version {
             kind: "detector".into(),
             version: self.candidate.source.version().to_string(),
             fingerprint: self.candidate.source.fingerprint().chars().take(12).collect(),
-            status: self.status,
-            calls: self.calls,
-            errors: self.errors,
-            rebuilds: self.rebuilds,
             reloads,
-            call_p50_us: p50,
-            call_p99_us: p99,
-            agreement: None,
-            compared_windows: None,
+            ..self.counters.stats(self.status)
         }
     }
 }
@@ -318,7 +343,7 @@ impl Slot {
                     }
                     Err(fault) => {
                         eprintln!("plugin {} (shadow {}) {fault}", self.name, shadow.version());
-                        if shadow.failures_in_row >= max_failures {
+                        if shadow.counters.failures_in_row >= max_failures {
                             eprintln!("plugin {} (shadow {}) quarantined after {max_failures} failed calls in a row", self.name, shadow.version());
                             shadow.status = Status::Quarantined;
                             shadow.instance = None;
@@ -333,7 +358,7 @@ impl Slot {
     fn active_failed(&mut self, batch: &Batch, fault: PluginFault, max_failures: u32, catalog: &Catalog, out: &mut SlotResult) {
         let name = self.name.clone();
         let version = self.active.version();
-        let failures = self.active.failures_in_row as f64;
+        let failures = self.active.counters.failures_in_row as f64;
         out.findings.push(self.host_finding(
             FindingOrigin::PluginError,
             "plugin_error",
@@ -370,7 +395,7 @@ impl Slot {
                 }
             }
         }
-        if self.active.failures_in_row >= max_failures {
+        if self.active.counters.failures_in_row >= max_failures {
             self.active.status = Status::Quarantined;
             self.active.instance = None;
             out.findings.push(self.host_finding(
@@ -394,7 +419,7 @@ impl Slot {
             let next = match promoted {
                 Some(mut shadow) => {
                     shadow.status = Status::Active;
-                    shadow.failures_in_row = 0;
+                    shadow.counters.failures_in_row = 0;
                     eprintln!("pipeline {pipeline}: plugin {name} shadow version {} promoted (it keeps its own state)", shadow.version());
                     Ok(shadow)
                 }

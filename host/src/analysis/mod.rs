@@ -10,7 +10,7 @@ mod tests;
 use crate::runtime::bindings::{Analysis, Batch, Finding, MetricValue, Severity};
 use crate::runtime::PluginFault;
 pub use catalog::{Candidate, Catalog, CatalogEntry};
-pub use detectors::{CallTimes, DetectorSet, Detectors, PluginStats, Status};
+pub use detectors::{CallCounters, DetectorSet, Detectors, PluginStats, Status};
 
 /// One configured detector instance, whatever runs it.
 pub trait Analyzer: Send {
