@@ -12,7 +12,7 @@ pub mod handlers;
 mod ledger;
 mod output;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -3,7 +3,9 @@ use crate::runtime::bindings::{Finding, TimeBasis, WindowKind};
 
 const POS: (&Position, &Position) = (&Position::Offset(0), &Position::Offset(9));
 
-fn info(seq: u64) -> WindowInfo {
+/// Window `seq` of ten records (offsets `seq * 10 ..= seq * 10 + 9`); also
+/// the window the detector tests analyse.
+pub(crate) fn info(seq: u64) -> WindowInfo {
     WindowInfo {
         pipeline: "p".into(),
         source: "s".into(),

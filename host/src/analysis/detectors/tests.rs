@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::analysis::DetectorSource;
-use crate::runtime::bindings::{Finding, TimeBasis, WindowInfo, WindowKind};
+use crate::runtime::bindings::Finding;
 
 struct Counting {
     count: u64,
@@ -53,19 +53,7 @@ fn candidate(build: &str, fail: bool) -> Candidate {
 }
 
 fn batch(seq: u64) -> Batch {
-    let info = WindowInfo {
-        pipeline: "p".into(),
-        source: "s".into(),
-        partition: 0,
-        kind: WindowKind::Count,
-        start_ms: 0,
-        end_ms: 0,
-        time_basis: TimeBasis::Processing,
-        closed_at_ms: 0,
-        first_offset: seq * 10,
-        last_offset: seq * 10 + 9,
-        seq,
-    };
+    let info = crate::alert::tests::info(seq);
     Batch { info, row_count: 10, columns: Vec::new(), offsets: Vec::new(), record_hashes: Vec::new(), event_times: Vec::new() }
 }
 
