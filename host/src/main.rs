@@ -22,7 +22,7 @@ use clean_host::dead_letter::DeadLetters;
 use clean_host::decode::message::MessageDecoder;
 use clean_host::pipeline::{self, Counters, Pipeline, PipelineReport, Shared};
 use clean_host::runtime::reload::Watcher;
-use clean_host::runtime::{LoadError, Plugin, Runtime, WasmDetector};
+use clean_host::runtime::{write_atomically, LoadError, Plugin, Runtime, WasmDetector};
 use clean_host::source::{self, config::BrokerUrl, SourceContext};
 use clean_host::tenant::{self, Tenant};
 use cli::{AuthorCommand, Cli, Command, PluginCommand, RunArgs};
@@ -67,7 +67,7 @@ fn run(cli: Cli) -> Result<()> {
             let (runtime, tenants) = load_tenants(&cli, &config, None)?;
             let pipelines = build_pipelines(&config, &tenants, &BTreeMap::new())?;
             for t in &tenants {
-                tenant_handlers(t, &runtime, &config)?.inspect(|h| h.finish(HANDLER_GRACE));
+                t.start_handlers(&runtime, max_failures(&config))?.inspect(|h| h.finish(HANDLER_GRACE));
             }
             let plugins: usize = tenants.iter().map(|t| t.plugins.len()).sum();
             println!("config ok: {} pipeline(s), {} tenant(s), {plugins} plugin(s)", pipelines.len(), tenants.len());
@@ -176,10 +176,6 @@ fn load_tenants(cli: &Cli, config: &ConfigFile, mut broken: Option<&mut Vec<(Str
     Ok((runtime, tenants))
 }
 
-fn tenant_handlers(tenant: &Tenant, runtime: &Arc<Runtime>, config: &ConfigFile) -> Result<Option<Arc<Handlers>>> {
-    tenant.start_handlers(runtime, max_failures(config))
-}
-
 fn build_pipelines(config: &ConfigFile, tenants: &[Tenant], handlers: &BTreeMap<String, Arc<Handlers>>) -> Result<Vec<Pipeline>> {
     let mut pipelines = Vec::new();
     for p in &config.pipelines {
@@ -251,11 +247,7 @@ fn plugin_report(detectors: &[Arc<Detectors>], handlers: &BTreeMap<String, Arc<H
 /// Rewrite the status file `clean-host plugins` reads while the host runs.
 fn write_status(path: &std::path::Path, plugins: &[PluginStats], tenants: &serde_json::Value) {
     let status = json!({ "pid": std::process::id(), "updated_ms": pipeline::now_ms(), "plugins": plugins, "tenants": tenants });
-    let tmp = path.with_extension("tmp");
-    let written = std::fs::create_dir_all(path.parent().unwrap_or(std::path::Path::new(".")))
-        .and_then(|_| std::fs::write(&tmp, status.to_string()))
-        .and_then(|_| std::fs::rename(&tmp, path));
-    if let Err(e) = written {
+    if let Err(e) = write_atomically(path, status.to_string().as_bytes()) {
         eprintln!("warning: cannot write {}: {e}", path.display());
     }
 }
@@ -265,7 +257,7 @@ fn monitor(cli: &Cli, config: &ConfigFile) -> Result<()> {
     let (runtime, tenants) = load_tenants(cli, config, None)?;
     let mut handlers = BTreeMap::new();
     for t in &tenants {
-        if let Some(h) = tenant_handlers(t, &runtime, config)? {
+        if let Some(h) = t.start_handlers(&runtime, max_failures(config))? {
             handlers.insert(t.name().to_string(), h);
         }
     }

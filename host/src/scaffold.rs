@@ -11,6 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::runtime::write_atomically;
+
 const WIT: &str = include_str!("../../wit/clean-host.wit");
 const PYTHON_HELPER: &str = include_str!("../../sdk-python/clean_host.py");
 const JS_HELPER: &str = include_str!("../../sdk-js/clean-host.js");
@@ -139,9 +141,8 @@ pub fn build(dir: &Path, plugins: &Path) -> Result<PathBuf, ScaffoldError> {
         return Err(ScaffoldError::NotAProject(dir));
     };
     let dest = plugins.join(format!("{name}.wasm"));
-    let staged = plugins.join(format!(".{name}.wasm.tmp"));
-    std::fs::copy(&built, &staged).map_err(io(&built))?;
-    std::fs::rename(&staged, &dest).map_err(io(&dest))?;
+    let bytes = std::fs::read(&built).map_err(io(&built))?;
+    write_atomically(&dest, &bytes).map_err(io(&dest))?;
     Ok(dest)
 }
 

@@ -49,13 +49,23 @@ impl ComponentCache {
     }
 }
 
-/// Write atomically; a cache that cannot be written only costs a recompile.
+/// A cache that cannot be written only costs a recompile.
 fn store(path: &Path, bytes: &[u8]) {
-    let Some(dir) = path.parent() else { return };
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let written = std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&tmp, bytes)).and_then(|_| std::fs::rename(&tmp, path));
-    if let Err(e) = written {
+    if let Err(e) = write_atomically(path, bytes) {
         eprintln!("warning: cannot cache compiled plugin at {}: {e}", path.display());
+    }
+}
+
+/// Write `path` through a temporary file beside it and a rename, so a
+/// reader (another host, the status reader, the plugin watcher) never sees
+/// half a file. The temporary name does not end in `.wasm`.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let written = std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&tmp, bytes)).and_then(|_| std::fs::rename(&tmp, path));
+    if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
+    written
 }

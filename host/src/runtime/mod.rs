@@ -25,7 +25,7 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, 
 use crate::analysis::{Analyzer, DetectorSource};
 use crate::egress::Egress;
 use bindings::{Alert, AlertHandlerPlugin, Analysis, Batch, DetectorPlugin, LogLevel};
-pub use cache::content_hash;
+pub use cache::{content_hash, write_atomically};
 pub use limits::{InstanceTicket, Limits, TenantBudget};
 use limits::{CapHit, EpochTicker, MemoryCap};
 pub use loader::{load_dir, LoadError, Manifest, Plugin, PluginKind};
