@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use clean_host::config::OutputFormat;
+use clean_host::logging::LogFormat;
 use clean_host::scaffold::Lang;
 
 /// Watch the quality of streaming data with WebAssembly detectors.
@@ -23,6 +24,12 @@ pub struct Cli {
     /// TOML config with pipelines, alert rules and limits.
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
+    /// Log lines on stderr as human text or JSON objects.
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    pub log_format: LogFormat,
+    /// Log filter, e.g. `warn` or `clean_host=debug` (default: RUST_LOG, else `info`).
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -72,6 +79,10 @@ pub struct RunArgs {
     /// Generator: faults to inject, `KIND@START+LEN` (comma-separated).
     #[arg(long, global = true, value_delimiter = ',')]
     pub inject: Vec<String>,
+    /// Serve the dashboard, the JSON API and /metrics on this address
+    /// (`--listen` alone: 127.0.0.1:8080; port 0 picks a free one).
+    #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:8080")]
+    pub listen: Option<String>,
     /// No live status line on the terminal.
     #[arg(long)]
     pub quiet: bool,

@@ -25,7 +25,13 @@ struct Entry<'a> {
     line: Option<u64>,
     reason: &'a str,
     bytes: u64,
-    raw: String,
+    /// The bytes as text, when they are UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw: Option<String>,
+    /// The bytes in base64 when they are not UTF-8, so none is lost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw_base64: Option<String>,
+    /// Only the first 4 KiB are kept.
     truncated: bool,
 }
 
@@ -50,10 +56,24 @@ impl Origin<'_> {
             line: self.position.is_none().then_some(self.offset + 1),
             reason,
             bytes,
-            raw: String::from_utf8_lossy(kept).into_owned(),
+            raw: std::str::from_utf8(kept).ok().map(str::to_string),
+            raw_base64: std::str::from_utf8(kept).is_err().then(|| base64(kept)),
             truncated: (kept.len() as u64) < bytes,
         }
     }
+}
+
+/// Standard base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() { ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
 }
 
 /// Dead letters of a broker source, produced to a topic on the same broker.
@@ -109,5 +129,17 @@ impl DeadLetters {
             Some(f) => f.flush(),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_matches_the_standard_alphabet_and_padding() {
+        assert_eq!(super::base64(b""), "");
+        assert_eq!(super::base64(b"f"), "Zg==");
+        assert_eq!(super::base64(b"fo"), "Zm8=");
+        assert_eq!(super::base64(b"foo"), "Zm9v");
+        assert_eq!(super::base64(&[0x00, 0xff, 0xfe, 0x01]), "AP/+AQ==");
     }
 }

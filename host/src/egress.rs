@@ -75,7 +75,7 @@ struct Destination {
 }
 
 /// What `env:VAR` stands for, or the value itself.
-fn secret_value(value: &str, what: &str) -> Result<String, String> {
+pub(crate) fn secret_value(value: &str, what: &str) -> Result<String, String> {
     match value.strip_prefix("env:") {
         Some(var) => std::env::var(var).map_err(|_| format!("{what}: environment variable {var} is not set")),
         None => Ok(value.to_string()),
@@ -187,7 +187,7 @@ impl Egress {
     pub fn post(&self, plugin: &str, destination: &str, content_type: &str, body: Vec<u8>) -> Result<(), String> {
         if !self.destinations.contains_key(destination) {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
-            eprintln!("egress {}: plugin {plugin} asked for unknown destination '{}': refused", self.tenant, destination.escape_debug());
+            tracing::warn!("egress {}: plugin {plugin} asked for unknown destination '{}': refused", self.tenant, destination.escape_debug());
             return Err(format!("tenant {} has no destination named '{destination}'", self.tenant));
         }
         let request = Request { plugin: plugin.into(), destination: destination.into(), content_type: content_type.into(), body };
@@ -216,7 +216,7 @@ impl Egress {
         if !join_within(thread, grace) {
             // What is still queued, and the one being sent.
             let left = self.pending.len() as u64 + 1;
-            eprintln!("egress {}: stopped with {left} deliveries unfinished; they are counted as dropped", self.tenant);
+            tracing::warn!("egress {}: stopped with {left} deliveries unfinished; they are counted as dropped", self.tenant);
             self.stats.dropped.fetch_add(left, Ordering::Relaxed);
         }
     }
@@ -299,7 +299,7 @@ impl Delivery {
 
     fn failed(&self, request: &Request, reason: &str, attempts: u32) {
         self.stats.failed.fetch_add(1, Ordering::Relaxed);
-        eprintln!(
+        tracing::warn!(
             "egress {}: delivery from plugin {} to destination '{}' failed after {attempts} attempt(s): {reason}",
             self.tenant, request.plugin, request.destination
         );

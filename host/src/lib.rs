@@ -10,6 +10,9 @@ pub mod config;
 pub mod dead_letter;
 pub mod decode;
 pub mod egress;
+pub mod history;
+pub mod http;
+pub mod logging;
 #[cfg(feature = "native-detectors")]
 pub mod native;
 pub mod pipeline;

@@ -7,7 +7,7 @@ use std::io::{IsTerminal, Write};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -20,7 +20,10 @@ use clean_host::analysis::{DetectorSet, DetectorSource, Detectors, PluginStats, 
 use clean_host::config::{self, ConfigFile, OutputFormat, PipelineConfig};
 use clean_host::dead_letter::DeadLetters;
 use clean_host::decode::message::MessageDecoder;
-use clean_host::pipeline::{self, Counters, Pipeline, PipelineReport, Shared};
+use clean_host::history::{History, HistoryReader};
+use clean_host::http::{self, ApiState, LiveStatus};
+use clean_host::logging::PluginEventSink;
+use clean_host::pipeline::{self, total, Pipeline, PipelineCounters, PipelineReport, Shared};
 use clean_host::runtime::reload::Watcher;
 use clean_host::runtime::{write_atomically, LoadError, Plugin, Runtime, WasmDetector};
 use clean_host::source::{self, config::BrokerUrl, SourceContext};
@@ -38,13 +41,20 @@ const HANDLER_GRACE: Duration = Duration::from_secs(10);
 
 fn main() {
     let cli = Cli::parse();
-    if let Err(e) = run(cli) {
+    let events = match clean_host::logging::init(cli.log_format, cli.log_level.as_deref()) {
+        Ok(events) => events,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(cli, &events) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, events: &PluginEventSink) -> Result<()> {
     let config = settings(&cli)?;
     match cli.command {
         Some(Command::Generate { ref sink, partitions }) => generate(&config, sink.as_deref(), partitions),
@@ -76,7 +86,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        None => monitor(&cli, &config),
+        None => monitor(&cli, &config, events),
     }
 }
 
@@ -205,6 +215,7 @@ fn build_pipelines(config: &ConfigFile, tenants: &[Tenant], handlers: &BTreeMap<
         };
         let alerts = tenant.config.alerts.clone().unwrap_or_else(|| config.alerts.clone());
         pipelines.push(Pipeline {
+            counters: Arc::new(PipelineCounters::new(&p.name, tenant.name(), alerts.quality_threshold)),
             name: p.name.clone(),
             tenant: tenant.name().to_string(),
             source,
@@ -248,11 +259,52 @@ fn plugin_report(detectors: &[Arc<Detectors>], handlers: &BTreeMap<String, Arc<H
 fn write_status(path: &std::path::Path, plugins: &[PluginStats], tenants: &serde_json::Value) {
     let status = json!({ "pid": std::process::id(), "updated_ms": pipeline::now_ms(), "plugins": plugins, "tenants": tenants });
     if let Err(e) = write_atomically(path, status.to_string().as_bytes()) {
-        eprintln!("warning: cannot write {}: {e}", path.display());
+        tracing::warn!("cannot write {}: {e}", path.display());
     }
 }
 
-fn monitor(cli: &Cli, config: &ConfigFile) -> Result<()> {
+/// Per pipeline, records per second since the last sample.
+struct RateMeter {
+    last: Instant,
+    records: BTreeMap<String, u64>,
+}
+
+impl RateMeter {
+    fn sample(&mut self, pipelines: &[Arc<PipelineCounters>]) -> BTreeMap<String, f64> {
+        let seconds = self.last.elapsed().as_secs_f64().max(1e-3);
+        self.last = Instant::now();
+        pipelines
+            .iter()
+            .map(|p| {
+                let now = p.records.load(Ordering::Relaxed);
+                let before = self.records.insert(p.pipeline.clone(), now).unwrap_or(0);
+                (p.pipeline.clone(), ((now - before) as f64 / seconds).round())
+            })
+            .collect()
+    }
+}
+
+/// The HTTP server, with a token per tenant.
+fn start_http(config: &ConfigFile, addr: &str, pipelines: Vec<Arc<PipelineCounters>>, live: Arc<RwLock<LiveStatus>>, history: Option<&History>) -> Result<http::Server> {
+    let token_dir = data_dir(config).join("api-tokens");
+    let mut tokens = Vec::new();
+    for t in config.all_tenants() {
+        tokens.push((http::tenant_token(t.api_token.as_deref(), &token_dir, &t.name)?, t.name.clone()));
+    }
+    let reader = match history {
+        Some(h) => Some(HistoryReader::open(&h.path)?),
+        None => None,
+    };
+    let server = http::serve(addr, ApiState::new(tokens, pipelines, live, reader))?;
+    tracing::info!(
+        "dashboard, API and /metrics on http://{}/ (bearer token per tenant; those not set in the config are in {})",
+        server.addr,
+        token_dir.display()
+    );
+    Ok(server)
+}
+
+fn monitor(cli: &Cli, config: &ConfigFile, events: &PluginEventSink) -> Result<()> {
     let started = Instant::now();
     let (runtime, tenants) = load_tenants(cli, config, None)?;
     let mut handlers = BTreeMap::new();
@@ -263,16 +315,32 @@ fn monitor(cli: &Cli, config: &ConfigFile) -> Result<()> {
     }
     let pipelines = build_pipelines(config, &tenants, &handlers)?;
     let detectors: Vec<Arc<Detectors>> = pipelines.iter().map(|p| p.detectors.clone()).collect();
+    let counters: Vec<Arc<PipelineCounters>> = pipelines.iter().map(|p| p.counters.clone()).collect();
+    let history = match config.history.enabled {
+        true => {
+            let path = config.history.path.clone().unwrap_or_else(|| data_dir(config).join("history.db"));
+            let (history, writer) = History::start(&path, &config.history)?;
+            events.connect(history.clone());
+            Some((history, writer))
+        }
+        false => None,
+    };
+    let live = Arc::new(RwLock::new(LiveStatus::default()));
+    let listen = cli.run.listen.clone().or_else(|| config.http.listen.clone());
+    let server = match &listen {
+        Some(addr) => Some(start_http(config, addr, counters.clone(), live.clone(), history.as_ref().map(|(h, _)| h))?),
+        None => None,
+    };
     let watcher = (!cli.run.native).then(|| Watcher::start(runtime.clone(), tenants.iter().map(Tenant::folder_state).collect(), RELOAD_POLL));
     let format = config.output.format.unwrap_or(OutputFormat::Human);
     let dead_letter_path = cli.run.dead_letters.clone().unwrap_or_else(|| data_dir(config).join("dead-letters.jsonl"));
     let shared = Arc::new(Shared {
         outputs: Mutex::new(Outputs::new(format, config.output.file.as_deref(), config.output.windows_file.as_deref())?),
         dead_letters: Mutex::new(DeadLetters::new(&dead_letter_path)),
-        counters: Counters::default(),
+        pipelines: counters.clone(),
         stop: Default::default(),
         ledger: Mutex::new(AlertLedger::open(&data_dir(config).join("alerts-sent"))?),
-        progress: Default::default(),
+        history: history.as_ref().map(|(h, _)| h.clone()),
     });
     {
         let shared = shared.clone();
@@ -283,9 +351,13 @@ fn monitor(cli: &Cli, config: &ConfigFile) -> Result<()> {
     let running = std::sync::atomic::AtomicBool::new(true);
     let reports: Vec<Result<PipelineReport>> = std::thread::scope(|scope| {
         scope.spawn(|| {
+            let mut meter = RateMeter { last: Instant::now(), records: BTreeMap::new() };
             while running.load(Ordering::Relaxed) {
                 let (plugins, tenants) = plugin_report(&detectors, &handlers, &tenants);
                 write_status(&status_path, &plugins, &tenants);
+                let rates = meter.sample(&counters);
+                let tenants = tenants.as_array().cloned().unwrap_or_default();
+                *live.write().unwrap_or_else(|p| p.into_inner()) = LiveStatus { plugins, tenants, rates };
                 let next = Instant::now() + STATUS_EVERY;
                 while running.load(Ordering::Relaxed) && Instant::now() < next {
                     std::thread::sleep(Duration::from_millis(50));
@@ -301,32 +373,43 @@ fn monitor(cli: &Cli, config: &ConfigFile) -> Result<()> {
     for h in handlers.values() {
         h.finish(HANDLER_GRACE);
     }
+    drop(server);
     if let Some((done, handle)) = status {
         done.store(true, Ordering::Relaxed);
         let _ = handle.join();
     }
+    let history_report = history.map(|(history, writer)| {
+        writer.finish();
+        let s = &history.stats;
+        json!({
+            "path": history.path,
+            "windows": s.windows.load(Ordering::Relaxed),
+            "replayed_windows": s.duplicate_windows.load(Ordering::Relaxed),
+            "dropped": total(&counters, |c| &c.history_dropped),
+            "write_errors": s.write_errors.load(Ordering::Relaxed),
+        })
+    });
     let reports = reports.into_iter().collect::<Result<Vec<_>>>()?;
     let (plugins, tenant_report) = plugin_report(&detectors, &handlers, &tenants);
     write_status(&status_path, &plugins, &tenant_report);
-    let c = &shared.counters;
-    let dead = c.dead_letters.load(Ordering::Relaxed);
     let in_file = shared.dead_letters.lock().unwrap_or_else(|p| p.into_inner()).count;
     if in_file > 0 {
-        eprintln!("{in_file} dead letter(s) in {}", dead_letter_path.display());
+        tracing::info!("{in_file} dead letter(s) in {}", dead_letter_path.display());
     }
     let seconds = started.elapsed().as_secs_f64();
-    let records = c.records.load(Ordering::Relaxed);
+    let records = total(&counters, |c| &c.records);
     let summary = json!({
         "peak_rss_mib": peak_rss_mib(),
         "records": records,
-        "dead_letters": dead,
-        "late_records": c.late.load(Ordering::Relaxed),
-        "windows": c.windows.load(Ordering::Relaxed),
-        "alerts": c.alerts.load(Ordering::Relaxed),
-        "replayed_alerts": c.replayed_alerts.load(Ordering::Relaxed),
-        "broker_errors": shared.progress.broker_errors.load(Ordering::Relaxed),
+        "dead_letters": total(&counters, |c| &c.dead_letters),
+        "late_records": total(&counters, |c| &c.late),
+        "windows": total(&counters, |c| &c.windows),
+        "alerts": total(&counters, |c| &c.alerts),
+        "replayed_alerts": total(&counters, |c| &c.replayed_alerts),
+        "broker_errors": total(&counters, |c| &c.progress.broker_errors),
         "seconds": (seconds * 1000.0).round() / 1000.0,
         "records_per_second": (records as f64 / seconds.max(1e-9)).round(),
+        "history": history_report,
         "plugins": plugins,
         "tenants": tenant_report,
         "pipelines": reports,
@@ -351,13 +434,13 @@ fn status_line(shared: Arc<Shared>) -> (Arc<std::sync::atomic::AtomicBool>, std:
         let mut last = (Instant::now(), 0u64);
         while !flag.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(500));
-            let c = &shared.counters;
-            let records = c.records.load(Ordering::Relaxed);
+            let c = &shared.pipelines;
+            let records = total(c, |c| &c.records);
             let rate = (records - last.1) as f64 / last.0.elapsed().as_secs_f64().max(1e-9);
             last = (Instant::now(), records);
-            let (total, done) = (shared.progress.total.load(Ordering::Relaxed), shared.progress.done.load(Ordering::Relaxed));
-            let percent = if total > 0 { format!("{:>5.1}%  ", (done as f64 * 100.0 / total as f64).min(100.0)) } else { String::new() };
-            let errors = match shared.progress.broker_errors.load(Ordering::Relaxed) {
+            let (backlog, done) = (total(c, |c| &c.progress.total), total(c, |c| &c.progress.done));
+            let percent = if backlog > 0 { format!("{:>5.1}%  ", (done as f64 * 100.0 / backlog as f64).min(100.0)) } else { String::new() };
+            let errors = match total(c, |c| &c.progress.broker_errors) {
                 0 => String::new(),
                 n => format!("  {n} broker errors (reconnecting, see log)"),
             };
@@ -365,9 +448,9 @@ fn status_line(shared: Arc<Shared>) -> (Arc<std::sync::atomic::AtomicBool>, std:
                 "\r\x1b[2K{percent}{:>7.1}s  {records} records  {:.0} rec/s  {} windows  {} alerts  {} dead letters{errors}",
                 started.elapsed().as_secs_f64(),
                 rate,
-                c.windows.load(Ordering::Relaxed),
-                c.alerts.load(Ordering::Relaxed),
-                c.dead_letters.load(Ordering::Relaxed),
+                total(c, |c| &c.windows),
+                total(c, |c| &c.alerts),
+                total(c, |c| &c.dead_letters),
             );
             let _ = std::io::stderr().flush();
         }

@@ -23,11 +23,13 @@ use crossbeam_channel::{bounded, RecvTimeoutError};
 use serde::Serialize;
 
 use crate::alert::handlers::Handlers;
-use crate::alert::{AlertLedger, FindingSummary, Outputs, Router, WindowSummary};
-use crate::analysis::{dead_letter_finding, quality_score, Detectors, PluginStats};
+use crate::alert::{Alert, AlertLedger, FindingSummary, Level, Outputs, Router, WindowSummary};
+use crate::analysis::{dead_letter_finding, quality_score, Detectors, FindingOrigin, PluginStats, WindowAnalysis};
 use crate::dead_letter::{DeadLetterTopic, DeadLetters, Origin};
 use crate::decode::message::MessageDecoder;
 use crate::decode::{self, Record};
+use crate::history::{AlertRow, FindingRow, History, MetricRow, WindowRecord};
+use crate::logging::plugin_event;
 use crate::runtime::bindings::Batch;
 use crate::source::{Ack, Message, Position, Progress, Sink, Source, SourceContext, SourceEvent, MAX_LINE_BYTES};
 use crate::window::{ClosedWindow, Placement, RecordMeta, WindowSpec, Windower};
@@ -54,28 +56,76 @@ enum Work {
     Acks(Vec<Ack>),
 }
 
-/// Running totals over all pipelines, read by the status line.
-#[derive(Default)]
-pub struct Counters {
+/// One pipeline's running totals: the status line, the summary, `/metrics`
+/// and the HTTP API read them while it runs.
+pub struct PipelineCounters {
+    pub pipeline: String,
+    pub tenant: String,
+    /// The alert rules' `quality_threshold`, for charts.
+    pub quality_threshold: f64,
     pub records: AtomicU64,
     pub dead_letters: AtomicU64,
     pub late: AtomicU64,
     pub windows: AtomicU64,
     pub alerts: AtomicU64,
+    /// Alerts by severity: info, warning, critical.
+    pub alerts_by_severity: [AtomicU64; 3],
     /// Alerts not sent again because a replay met their window.
     pub replayed_alerts: AtomicU64,
+    /// Windows the history could not take because its queue was full.
+    pub history_dropped: AtomicU64,
+    /// The last window's quality score, as f64 bits (NaN before the first).
+    last_score: AtomicU64,
+    /// The source's backlog, reads and broker errors.
+    pub progress: Arc<Progress>,
 }
 
-/// What pipelines share: outputs, dead letters, counters, the stop flag.
+impl PipelineCounters {
+    pub fn new(pipeline: &str, tenant: &str, quality_threshold: f64) -> Self {
+        PipelineCounters {
+            pipeline: pipeline.into(),
+            tenant: tenant.into(),
+            quality_threshold,
+            records: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
+            late: AtomicU64::new(0),
+            windows: AtomicU64::new(0),
+            alerts: AtomicU64::new(0),
+            alerts_by_severity: Default::default(),
+            replayed_alerts: AtomicU64::new(0),
+            history_dropped: AtomicU64::new(0),
+            last_score: AtomicU64::new(f64::NAN.to_bits()),
+            progress: Arc::default(),
+        }
+    }
+
+    /// The last window's quality score, if a window was analysed.
+    pub fn last_score(&self) -> Option<f64> {
+        Some(f64::from_bits(self.last_score.load(Ordering::Relaxed))).filter(|s| !s.is_nan())
+    }
+
+    /// Records on the broker not read yet, as last measured (0 for files and the generator).
+    pub fn lag(&self) -> u64 {
+        self.progress.lag.load(Ordering::Relaxed)
+    }
+}
+
+/// One counter summed over every pipeline.
+pub fn total(pipelines: &[Arc<PipelineCounters>], counter: impl Fn(&PipelineCounters) -> &AtomicU64) -> u64 {
+    pipelines.iter().map(|p| counter(p).load(Ordering::Relaxed)).sum()
+}
+
+/// What pipelines share: outputs, dead letters, the history, the stop flag.
 pub struct Shared {
     pub outputs: Mutex<Outputs>,
     pub dead_letters: Mutex<DeadLetters>,
-    pub counters: Counters,
+    /// Every pipeline's counters.
+    pub pipelines: Vec<Arc<PipelineCounters>>,
     /// Set on Ctrl-C: stop reading, analyse what was read, report.
     pub stop: Arc<AtomicBool>,
     /// Alerts already sent for broker windows, so a replay does not repeat them.
     pub ledger: Mutex<AlertLedger>,
-    pub progress: Arc<Progress>,
+    pub history: Option<History>,
 }
 
 /// A pipeline ready to run.
@@ -94,6 +144,7 @@ pub struct Pipeline {
     pub dead_letter_topic: Option<Box<dyn Sink>>,
     /// Every alert and every window's findings are also produced here.
     pub findings_topic: Option<Box<dyn Sink>>,
+    pub counters: Arc<PipelineCounters>,
 }
 
 #[derive(Debug, Serialize)]
@@ -145,6 +196,7 @@ struct Cutter<'a> {
     scratch: Vec<ClosedWindow>,
     dead_letter_topic: Option<&'a Mutex<DeadLetterTopic>>,
     shared: &'a Shared,
+    counters: &'a PipelineCounters,
 }
 
 /// The state of `partition`, created on its first record.
@@ -169,7 +221,7 @@ impl Cutter<'_> {
                 dl.write(&origin, reason, raw, bytes).context("writing a dead letter")?;
             }
         }
-        self.shared.counters.dead_letters.fetch_add(1, Ordering::Relaxed);
+        self.counters.dead_letters.fetch_add(1, Ordering::Relaxed);
         self.partition(partition).dead_since_window += 1;
         Ok(())
     }
@@ -219,11 +271,11 @@ impl Cutter<'_> {
         self.take_closed(partition);
         match placement {
             Placement::Accepted => {
-                self.shared.counters.records.fetch_add(1, Ordering::Relaxed);
+                self.counters.records.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
             Placement::Late => {
-                self.shared.counters.late.fetch_add(1, Ordering::Relaxed);
+                self.counters.late.fetch_add(1, Ordering::Relaxed);
                 let reason = "late: its event-time window had already closed";
                 self.dead_letter(partition, offset, position, reason, raw, raw.len() as u64)
             }
@@ -325,6 +377,7 @@ struct Analyst<'a> {
     dead_letter_topic: Option<&'a Mutex<DeadLetterTopic>>,
     findings_topic: Option<Box<dyn Sink>>,
     shared: &'a Shared,
+    counters: &'a PipelineCounters,
     windows: u64,
     alerts: u64,
     replayed: u64,
@@ -338,6 +391,10 @@ impl Analyst<'_> {
         let mut result = self.detectors.analyze(&batch);
         result.findings.extend(dead_letter_finding(dead_letters, batch.row_count, self.max_dead_letter_rate));
         let score = quality_score(&result.findings);
+        for f in result.findings.iter().filter(|f| f.origin == FindingOrigin::Quarantine) {
+            let event = f.finding.metric.trim_start_matches("plugin_");
+            plugin_event(tracing::Level::WARN, self.detectors.tenant(), Some(self.name), &f.detector, event, &f.finding.message);
+        }
         let mut routed = self.router.route(&batch.info, (&first, &last), batch.row_count, &result.findings, score);
         if self.acknowledges {
             let mut ledger = self.shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
@@ -345,10 +402,15 @@ impl Analyst<'_> {
             routed.retain(|a| ledger.first_time(a));
             ledger.flush().context("writing the alert ledger")?;
             self.replayed += (before - routed.len()) as u64;
-            self.shared.counters.replayed_alerts.fetch_add((before - routed.len()) as u64, Ordering::Relaxed);
+            self.counters.replayed_alerts.fetch_add((before - routed.len()) as u64, Ordering::Relaxed);
         }
         let mut summary = WindowSummary::new(self.name, &batch.info, (&first, &last), batch.row_count, score, &result.findings, routed.len());
         summary.shadow_findings = result.shadow_findings.iter().map(FindingSummary::from).collect();
+        if let Some(history) = &self.shared.history {
+            if !history.window(history_record(self.detectors.tenant(), &summary, &result, &routed)) {
+                self.counters.history_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         {
             let mut out = self.shared.outputs.lock().unwrap_or_else(|p| p.into_inner());
             for alert in &routed {
@@ -377,8 +439,13 @@ impl Analyst<'_> {
         self.alerts += routed.len() as u64;
         self.min_score = self.min_score.min(score);
         self.score_sum += score;
-        self.shared.counters.windows.fetch_add(1, Ordering::Relaxed);
-        self.shared.counters.alerts.fetch_add(routed.len() as u64, Ordering::Relaxed);
+        let c = self.counters;
+        c.windows.fetch_add(1, Ordering::Relaxed);
+        c.alerts.fetch_add(routed.len() as u64, Ordering::Relaxed);
+        for alert in &routed {
+            c.alerts_by_severity[alert.severity as usize].fetch_add(1, Ordering::Relaxed);
+        }
+        c.last_score.store(score.to_bits(), Ordering::Relaxed);
         Ok(())
     }
 
@@ -394,8 +461,22 @@ impl Analyst<'_> {
         if let Some(topic) = &mut self.findings_topic {
             topic.flush().context("storing findings")?;
         }
-        for ack in acks {
-            let _ = self.ack_tx.send(ack); // the source may have stopped; its records replay
+        // The source may have stopped; then its records replay.
+        match &self.shared.history {
+            // After the windows before them are in the history.
+            Some(history) => {
+                let tx = self.ack_tx.clone();
+                history.after_commit(Box::new(move || {
+                    for ack in acks {
+                        let _ = tx.send(ack);
+                    }
+                }));
+            }
+            None => {
+                for ack in acks {
+                    let _ = self.ack_tx.send(ack);
+                }
+            }
         }
         Ok(())
     }
@@ -415,9 +496,56 @@ impl Analyst<'_> {
     }
 }
 
+/// What the history keeps of an analysed window.
+fn history_record(tenant: &str, summary: &WindowSummary, analysis: &WindowAnalysis, alerts: &[Alert]) -> WindowRecord {
+    let findings = analysis.findings.iter().map(|f| (f, false)).chain(analysis.shadow_findings.iter().map(|f| (f, true)));
+    WindowRecord {
+        tenant: tenant.into(),
+        pipeline: summary.pipeline.into(),
+        partition: summary.partition,
+        seq: summary.seq,
+        first_offset: summary.first_offset.to_string(),
+        last_offset: summary.last_offset.to_string(),
+        records: summary.records,
+        start_ms: summary.start_ms,
+        end_ms: summary.end_ms,
+        analysed_ms: now_ms(),
+        score: summary.score,
+        findings: findings
+            .map(|(f, shadow)| FindingRow {
+                detector: f.detector.clone(),
+                metric: f.finding.metric.clone(),
+                column: f.finding.column.clone(),
+                value: f.finding.value,
+                threshold: f.finding.threshold,
+                severity: Level::from(f.finding.severity).as_str(),
+                message: f.finding.message.clone(),
+                shadow,
+            })
+            .collect(),
+        metrics: analysis
+            .metrics
+            .iter()
+            .map(|(detector, m)| MetricRow { detector: detector.clone(), metric: m.metric.clone(), column: m.column.clone(), value: m.value })
+            .collect(),
+        alerts: alerts
+            .iter()
+            .map(|a| AlertRow {
+                detector: a.detector.clone(),
+                metric: a.metric.clone(),
+                column: a.column.clone(),
+                value: a.value,
+                threshold: a.threshold,
+                severity: a.severity.as_str(),
+                message: a.message.clone(),
+            })
+            .collect(),
+    }
+}
+
 /// Run `pipeline` until its source ends (or Ctrl-C), then report.
 pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
-    let Pipeline { name, tenant: _, source, window, event_time_field, detectors, router, handlers, decoder, dead_letter_topic, findings_topic } =
+    let Pipeline { name, tenant: _, source, window, event_time_field, detectors, router, handlers, decoder, dead_letter_topic, findings_topic, counters } =
         pipeline;
     let source_name = source.name();
     let acknowledges = source.acknowledges();
@@ -427,7 +555,7 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
     let dead_letter_topic = dead_letter_topic.map(|sink| Mutex::new(DeadLetterTopic { sink, count: 0 }));
 
     std::thread::scope(|scope| -> Result<PipelineReport> {
-        let ctx = SourceContext { events: line_tx, acks: ack_rx, stop: shared.stop.clone(), progress: shared.progress.clone() };
+        let ctx = SourceContext { events: line_tx, acks: ack_rx, stop: shared.stop.clone(), progress: counters.progress.clone() };
         let reader = std::thread::Builder::new()
             .name(format!("{name}-source"))
             .spawn(move || source.run(ctx))
@@ -444,6 +572,7 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
             dead_letter_topic: dead_letter_topic.as_ref(),
             findings_topic,
             shared,
+            counters: &counters,
             windows: 0,
             alerts: 0,
             replayed: 0,
@@ -472,6 +601,7 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
             scratch: Vec::new(),
             dead_letter_topic: dead_letter_topic.as_ref(),
             shared,
+            counters: &counters,
         };
         cutter.event_field = event_time_field.map(|f| (cutter.decoder.json.fields.intern(&f), f));
         let mut decode_result = Ok(());
@@ -533,7 +663,7 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
             let mut topic = topic.lock().unwrap_or_else(|p| p.into_inner());
             topic.sink.flush().context("storing dead letters")?;
             if topic.count > 0 {
-                eprintln!("{} dead letter(s) produced to {}", topic.count, topic.sink.name());
+                tracing::info!("{} dead letter(s) produced to {}", topic.count, topic.sink.name());
             }
         }
         // Stdin may block in a read after Ctrl-C; a broker source returns once its acks are done.

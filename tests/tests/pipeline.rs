@@ -92,7 +92,7 @@ fn undecodable_lines_become_dead_letters_and_processing_goes_on() {
     let dead: Vec<serde_json::Value> = dead.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let got: Vec<(u64, &str)> = dead.iter().map(|d| (d["offset"].as_u64().unwrap(), d["reason"].as_str().unwrap())).collect();
     assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), [3, 7, 11, 19, 30]);
-    assert!(got[0].1.contains("unterminated") || got[0].1.contains("expected"), "{got:?}");
+    assert!(got[0].1.starts_with("truncated"), "{got:?}");
     assert_eq!(got[1].1, "not a JSON object but an array");
     assert_eq!(got[2].1, "empty line");
     assert!(got[3].1.contains("after the object"), "{got:?}");

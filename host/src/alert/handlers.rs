@@ -77,14 +77,14 @@ impl Handler {
         let name = &newest.name;
         match runtime.instantiate_handler(&newest, &self.route.config, egress.clone()) {
             Ok(instance) => {
-                eprintln!("alert handler {name} {} -> {}", self.route.plugin.info.version, newest.info.version);
+                tracing::info!("alert handler {name} {} -> {}", self.route.plugin.info.version, newest.info.version);
                 self.route.plugin = newest;
                 self.instance = Some(instance);
                 self.status = Status::Active;
                 self.counters.failures_in_row = 0;
                 self.reloads += 1;
             }
-            Err(fault) => eprintln!("alert handler {name}: the new build could not start ({fault}); the running one stays"),
+            Err(fault) => tracing::warn!("alert handler {name}: the new build could not start ({fault}); the running one stays"),
         }
     }
 
@@ -107,9 +107,9 @@ impl Handler {
         self.counters.record(started.elapsed(), &result, &mut self.instance);
         if let Err(fault) = result {
             let name = &self.route.plugin.name;
-            eprintln!("alert handler {name} {fault}");
+            tracing::warn!("alert handler {name} {fault}");
             if self.counters.failures_in_row >= max_failures {
-                eprintln!("alert handler {name} quarantined after {max_failures} failed calls in a row");
+                tracing::warn!("alert handler {name} quarantined after {max_failures} failed calls in a row");
                 self.status = Status::Quarantined;
                 self.instance = None;
             }
@@ -187,7 +187,7 @@ impl Handlers {
         };
         let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
         if full && dropped.is_power_of_two() {
-            eprintln!("tenant {}: alert handlers are behind; {dropped} alert(s) not handed to them so far", self.tenant);
+            tracing::warn!("tenant {}: alert handlers are behind; {dropped} alert(s) not handed to them so far", self.tenant);
         }
     }
 
@@ -197,7 +197,7 @@ impl Handlers {
         drop(self.queue.lock().unwrap_or_else(|p| p.into_inner()).take());
         if let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             if !join_within(thread, grace) {
-                eprintln!("tenant {}: alert handlers still busy at exit", self.tenant);
+                tracing::warn!("tenant {}: alert handlers still busy at exit", self.tenant);
             }
         }
         self.egress.finish(grace);

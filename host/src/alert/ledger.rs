@@ -68,7 +68,7 @@ impl AlertLedger {
             }
             match std::fs::OpenOptions::new().create(true).append(true).open(&self.path) {
                 Ok(f) => self.file = Some(BufWriter::new(f)),
-                Err(e) => eprintln!("warning: cannot write alert ledger {}: {e}", self.path.display()),
+                Err(e) => tracing::warn!("cannot write alert ledger {}: {e}", self.path.display()),
             }
         }
         if let Some(f) = &mut self.file {

@@ -28,6 +28,8 @@ use serde::{Deserialize, Serialize};
 use super::{plugin_finding, validate, Analyzer, Candidate, Catalog, CatalogEntry, FindingOrigin, HostFinding, WindowAnalysis};
 use crate::runtime::bindings::{Analysis, Batch, MetricValue, Severity};
 use crate::runtime::PluginFault;
+use crate::logging::plugin_event;
+use tracing::Level;
 
 /// Successful calls between two snapshots of a detector's state...
 const SNAPSHOT_EVERY: u32 = 50;
@@ -54,6 +56,18 @@ pub enum Status {
     Shadow,
     Quarantined,
     RolledBack,
+}
+
+impl Status {
+    /// As the summary and the listings spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Shadow => "shadow",
+            Status::Quarantined => "quarantined",
+            Status::RolledBack => "rolled-back",
+        }
+    }
 }
 
 /// The last call durations of a plugin, for the median and p99.
@@ -342,9 +356,9 @@ impl Slot {
                         );
                     }
                     Err(fault) => {
-                        eprintln!("plugin {} (shadow {}) {fault}", self.name, shadow.version());
+                        tracing::warn!("plugin {} (shadow {}) {fault}", self.name, shadow.version());
                         if shadow.counters.failures_in_row >= max_failures {
-                            eprintln!("plugin {} (shadow {}) quarantined after {max_failures} failed calls in a row", self.name, shadow.version());
+                            tracing::warn!("plugin {} (shadow {}) quarantined after {max_failures} failed calls in a row", self.name, shadow.version());
                             shadow.status = Status::Quarantined;
                             shadow.instance = None;
                         }
@@ -382,7 +396,6 @@ impl Slot {
                             "plugin {name} version {version} failed on its first windows ({fault}); rolled back to version {}",
                             self.active.version()
                         );
-                        eprintln!("{message}");
                         out.findings.push(self.host_finding(FindingOrigin::Quarantine, "plugin_rolled_back", Severity::Critical, message, 1.0, 0.0));
                         self.retired.push(bad);
                         // The window the new version failed on still gets analysed.
@@ -391,7 +404,7 @@ impl Slot {
                         }
                         return;
                     }
-                    Err(e) => eprintln!("plugin {name}: cannot roll back to version {}: {e}", previous.label()),
+                    Err(e) => tracing::error!("plugin {name}: cannot roll back to version {}: {e}", previous.label()),
                 }
             }
         }
@@ -410,7 +423,7 @@ impl Slot {
     }
 
     /// Bring this detector in line with its catalog entry.
-    fn follow(&mut self, entry: &CatalogEntry, config: String, pipeline: &str, findings: &mut Vec<HostFinding>) {
+    fn follow(&mut self, entry: &CatalogEntry, config: String, (tenant, pipeline): (&str, &str), findings: &mut Vec<HostFinding>) {
         let name = self.name.clone();
         if !entry.active.same_version(&self.active.candidate) {
             let started = Instant::now();
@@ -420,20 +433,22 @@ impl Slot {
                 Some(mut shadow) => {
                     shadow.status = Status::Active;
                     shadow.counters.failures_in_row = 0;
-                    eprintln!("pipeline {pipeline}: plugin {name} shadow version {} promoted (it keeps its own state)", shadow.version());
+                    let message = format!("pipeline {pipeline}: plugin {name} shadow version {} promoted (it keeps its own state)", shadow.version());
+                    plugin_event(Level::INFO, tenant, Some(pipeline), &name, "promoted", &message);
                     Ok(shadow)
                 }
                 None => Version::start(entry.active.clone(), &config, state.clone(), Status::Active),
             };
             match next {
                 Ok(next) => {
-                    eprintln!(
+                    let message = format!(
                         "pipeline {pipeline}: plugin {name} {} -> {} at a window boundary ({} bytes of state handed over in {:.1} ms)",
                         self.active.version(),
                         next.version(),
                         state.as_ref().map_or(0, Vec::len),
                         started.elapsed().as_secs_f64() * 1000.0
                     );
+                    plugin_event(Level::INFO, tenant, Some(pipeline), &name, "swapped", &message);
                     let old = std::mem::replace(&mut self.active, next);
                     let old_config = std::mem::replace(&mut self.config, config);
                     // A quarantined version is no place to roll back to.
@@ -447,7 +462,7 @@ impl Slot {
                         entry.active.label(),
                         self.active.version()
                     );
-                    eprintln!("pipeline {pipeline}: {message}");
+                    plugin_event(Level::WARN, tenant, Some(pipeline), &name, "rejected", &format!("pipeline {pipeline}: {message}"));
                     findings.push(self.host_finding(FindingOrigin::PluginError, "plugin_reload_rejected", Severity::Warning, message, 1.0, 0.0));
                 }
             }
@@ -458,11 +473,12 @@ impl Slot {
                 let state = self.active.current_state();
                 match Version::start(wanted.clone(), &self.config, state, Status::Shadow) {
                     Ok(shadow) => {
-                        eprintln!("pipeline {pipeline}: plugin {name} version {} runs in shadow", shadow.version());
+                        let message = format!("pipeline {pipeline}: plugin {name} version {} runs in shadow", shadow.version());
+                        plugin_event(Level::INFO, tenant, Some(pipeline), &name, "shadow_started", &message);
                         self.shadow = Some(shadow);
                         (self.compared, self.agreed) = (0, 0);
                     }
-                    Err(fault) => eprintln!("pipeline {pipeline}: shadow of plugin {name} could not start: {fault}"),
+                    Err(fault) => tracing::warn!("pipeline {pipeline}: shadow of plugin {name} could not start: {fault}"),
                 }
             }
             _ => {}
@@ -541,7 +557,7 @@ impl Detectors {
         if let Some(shadow) = &entry.shadow {
             match Version::start(shadow.clone(), &slot.config, None, Status::Shadow) {
                 Ok(v) => slot.shadow = Some(v),
-                Err(fault) => eprintln!("shadow of plugin {name} could not start: {fault}"),
+                Err(fault) => tracing::warn!("shadow of plugin {name} could not start: {fault}"),
             }
         }
         Ok(slot)
@@ -564,7 +580,8 @@ impl Detectors {
             let name = &slot.lock().unwrap_or_else(|p| p.into_inner()).name;
             let kept = entries.contains_key(name);
             if !kept {
-                eprintln!("pipeline {}: plugin {name} was removed from the plugins folder; it no longer runs", self.pipeline);
+                let message = format!("pipeline {}: plugin {name} was removed from the plugins folder; it no longer runs", self.pipeline);
+                plugin_event(Level::INFO, self.tenant(), Some(&self.pipeline), name, "removed", &message);
             }
             kept
         });
@@ -572,7 +589,7 @@ impl Detectors {
             let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
             let entry = &entries[&slot.name];
             let config = self.set.config_json(&slot.name, &entry.active);
-            slot.follow(entry, config, &self.pipeline, &mut findings);
+            slot.follow(entry, config, (self.tenant(), &self.pipeline), &mut findings);
         }
         for (name, entry) in &entries {
             let present = slots.iter().any(|s| s.lock().unwrap_or_else(|p| p.into_inner()).name == *name);
@@ -581,12 +598,13 @@ impl Detectors {
             }
             match Self::slot(&self.set, name, entry) {
                 Ok(slot) => {
-                    eprintln!("pipeline {}: plugin {name} {} added", self.pipeline, entry.active.label());
+                    let message = format!("pipeline {}: plugin {name} {} added", self.pipeline, entry.active.label());
+                    plugin_event(Level::INFO, self.tenant(), Some(&self.pipeline), name, "added", &message);
                     slots.push(Mutex::new(slot));
                 }
                 Err(fault) => {
                     let message = format!("new plugin {name} could not start: {fault}");
-                    eprintln!("pipeline {}: {message}", self.pipeline);
+                    plugin_event(Level::WARN, self.tenant(), Some(&self.pipeline), name, "rejected", &format!("pipeline {}: {message}", self.pipeline));
                     let finding = plugin_finding("plugin_reload_rejected", Severity::Warning, message, 1.0, 0.0);
                     findings.push(HostFinding { detector: name.clone(), origin: FindingOrigin::PluginError, finding });
                 }

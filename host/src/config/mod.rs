@@ -10,6 +10,8 @@ use serde::Deserialize;
 
 use crate::alert::{AlertConfig, Level};
 use crate::egress::EgressConfig;
+use crate::history::HistoryConfig;
+use crate::http::HttpConfig;
 use crate::runtime::Limits;
 use crate::source::BrokerOptions;
 use crate::source::generator::GeneratorConfig;
@@ -30,6 +32,10 @@ pub struct ConfigFile {
     pub max_consecutive_failures: Option<u32>,
     pub alerts: AlertConfig,
     pub output: OutputConfig,
+    /// The history store of windows, findings, alerts and plugin events.
+    pub history: HistoryConfig,
+    /// The HTTP API, `/metrics` and the dashboard.
+    pub http: HttpConfig,
     /// Teams sharing the host; a pipeline without `tenant` belongs to `default`.
     pub tenants: Vec<TenantConfig>,
     pub pipelines: Vec<PipelineConfig>,
@@ -57,11 +63,15 @@ pub struct TenantConfig {
     /// Alert-handler plugins that receive its pipelines' alerts.
     #[serde(default)]
     pub handlers: Vec<HandlerConfig>,
+    /// Bearer token for its HTTP API and `/metrics` (may be `env:VAR`;
+    /// default: a random one kept in `DATA_DIR/api-tokens/NAME`).
+    #[serde(default)]
+    pub api_token: Option<String>,
 }
 
 impl TenantConfig {
     pub fn new(name: &str) -> Self {
-        TenantConfig { name: name.into(), limits: TenantLimits::default(), alerts: None, egress: EgressConfig::default(), handlers: Vec::new() }
+        TenantConfig { name: name.into(), limits: TenantLimits::default(), alerts: None, egress: EgressConfig::default(), handlers: Vec::new(), api_token: None }
     }
 }
 
@@ -223,6 +233,7 @@ impl ConfigFile {
             p.generator.validate().map_err(|e| format!("pipeline '{}': generator: {e}", p.name))?;
         }
         self.alerts.validate()?;
+        self.history.validate()?;
         if self.limits.memory_mib == 0 || self.limits.timeout_ms == 0 {
             return Err("limits.memory_mib and limits.timeout_ms must be above 0".into());
         }

@@ -26,6 +26,12 @@ pub struct Parser<'a> {
     position: usize,
 }
 
+/// The first byte no JSON text can hold (a control character other than
+/// whitespace, or DEL): the line is binary data.
+fn control_byte(b: &[u8]) -> Option<(usize, u8)> {
+    b.iter().position(|&c| (c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r')) || c == 0x7f).map(|at| (at, b[at]))
+}
+
 fn syntax(at: usize, what: &str) -> DecodeError {
     DecodeError::Syntax(format!("{what} at byte {at}"))
 }
@@ -35,8 +41,17 @@ impl<'a> Parser<'a> {
         Parser { b, i: 0, fields, record, name, position: 0 }
     }
 
-    /// Parse the line as one object.
+    /// Parse the line as one object. Errors say what a person needs to
+    /// know: binary data, a line cut short, or where the syntax broke.
     pub fn parse_line(mut self) -> Result<(), DecodeError> {
+        self.object_line().map_err(|e| match control_byte(self.b) {
+            Some((at, byte)) => DecodeError::Binary { at, byte },
+            None if self.i >= self.b.len() && matches!(e, DecodeError::Syntax(_)) => DecodeError::Truncated { bytes: self.b.len() },
+            None => e,
+        })
+    }
+
+    fn object_line(&mut self) -> Result<(), DecodeError> {
         self.ws();
         match self.peek() {
             Some(b'{') => {
@@ -125,16 +140,25 @@ impl<'a> Parser<'a> {
     fn key_into_name(&mut self) -> Result<(), DecodeError> {
         self.i += 1;
         let start = self.i;
-        // Fast path: no escapes.
+        // Fast path: no escapes. A key need not become a field (`"k": {}`),
+        // so its UTF-8 is checked here, when it has bytes above 0x7f.
+        let mut ascii = true;
         while let Some(&c) = self.b.get(self.i) {
             match c {
                 b'"' => {
-                    self.name.extend_from_slice(&self.b[start..self.i]);
+                    let key = &self.b[start..self.i];
+                    if !ascii && std::str::from_utf8(key).is_err() {
+                        return Err(syntax(start, "a key is not valid UTF-8"));
+                    }
+                    self.name.extend_from_slice(key);
                     self.i += 1;
                     return Ok(());
                 }
                 b'\\' | 0..=0x1f => break,
-                _ => self.i += 1,
+                _ => {
+                    ascii &= c < 0x80;
+                    self.i += 1;
+                }
             }
         }
         self.i = start - 1;

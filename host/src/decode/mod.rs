@@ -64,6 +64,10 @@ pub enum DecodeError {
     Syntax(String),
     #[error("not a JSON object but {0}")]
     NotAnObject(&'static str),
+    #[error("binary data, not a JSON line: byte 0x{byte:02x} at byte {at}")]
+    Binary { at: usize, byte: u8 },
+    #[error("truncated: the line ends after {bytes} bytes, inside its JSON object")]
+    Truncated { bytes: usize },
 }
 
 /// Field names of one pipeline, each with a stable small id.

@@ -48,10 +48,16 @@ fn field_ids_are_stable_when_order_changes() {
 fn bad_lines_say_why() {
     let mut d = JsonDecoder::default();
     assert_eq!(d.decode(b"  ").unwrap_err(), DecodeError::Empty);
-    assert!(matches!(d.decode(br#"{"a": 1"#).unwrap_err(), DecodeError::Syntax(_)));
+    assert_eq!(d.decode(br#"{"a": 1"#).unwrap_err(), DecodeError::Truncated { bytes: 7 });
     assert_eq!(d.decode(b"[1, 2]").unwrap_err(), DecodeError::NotAnObject("an array"));
     assert!(matches!(d.decode(b"\xff\xfe{}").unwrap_err(), DecodeError::Syntax(_)));
     assert!(matches!(d.decode(b"{\"a\": \"\xff\"}").unwrap_err(), DecodeError::Syntax(_)));
+    assert_eq!(d.decode(b"\x00\xff\x01binary").unwrap_err(), DecodeError::Binary { at: 0, byte: 0 });
+    // Found by fuzzing: a key that names no field (its value is `{}`) is still checked.
+    assert!(matches!(d.decode(b"{\"a\": 1, \"ge\x83\": {}}").unwrap_err(), DecodeError::Syntax(m) if m.contains("key is not valid UTF-8")));
+    assert_eq!(d.decode(b"{\"a\": \"x\x07\"}").unwrap_err(), DecodeError::Binary { at: 8, byte: 7 });
+    assert_eq!(d.decode(br#"{"a": "b"#).unwrap_err(), DecodeError::Truncated { bytes: 8 });
+    assert_eq!(d.decode(br#"{"a": 1, "b": [1, 2"#).unwrap_err(), DecodeError::Truncated { bytes: 19 });
     for bad in [&br#"{"a": 1} x"#[..], br#"{"a": 1}}"#, br#"{"a": tru}"#, br#"{"a": [1,}"#, br#"{"a": {"b": }}"#, br#"{"a" 1}"#, b"\"str\""] {
         assert!(d.decode(bad).is_err(), "{}", String::from_utf8_lossy(bad));
     }

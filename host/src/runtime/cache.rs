@@ -52,7 +52,7 @@ impl ComponentCache {
 /// A cache that cannot be written only costs a recompile.
 fn store(path: &Path, bytes: &[u8]) {
     if let Err(e) = write_atomically(path, bytes) {
-        eprintln!("warning: cannot cache compiled plugin at {}: {e}", path.display());
+        tracing::warn!("cannot cache compiled plugin at {}: {e}", path.display());
     }
 }
 

@@ -120,13 +120,13 @@ impl bindings::Host for PluginState {
             message.truncate(cut);
             message.push('…');
         }
-        let level = match level {
-            LogLevel::Debug => "debug",
-            LogLevel::Info => "info",
-            LogLevel::Warn => "warn",
-            LogLevel::Error => "error",
-        };
-        eprintln!("plugin {} {level}: {}", self.plugin, message.escape_debug());
+        let (plugin, message) = (&self.plugin, message.escape_debug());
+        match level {
+            LogLevel::Debug => tracing::debug!(plugin, "plugin {plugin}: {message}"),
+            LogLevel::Info => tracing::info!(plugin, "plugin {plugin}: {message}"),
+            LogLevel::Warn => tracing::warn!(plugin, "plugin {plugin}: {message}"),
+            LogLevel::Error => tracing::error!(plugin, "plugin {plugin}: {message}"),
+        }
     }
 }
 
@@ -296,7 +296,7 @@ fn call_plugin<B, R>(
     let result = f(bindings, store);
     let dropped = store.data().log_lines.saturating_sub(LOG_LINES_PER_CALL);
     if dropped > 0 {
-        eprintln!("plugin {name}: {dropped} more log lines in one call were dropped");
+        tracing::warn!("plugin {name}: {dropped} more log lines in one call were dropped");
     }
     match result {
         Ok(Ok(r)) => Ok(r),

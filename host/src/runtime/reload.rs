@@ -20,6 +20,8 @@ use super::loader::wasm_files;
 use super::{Limits, Plugin, Runtime, TenantBudget, WasmDetector};
 use crate::alert::handlers::HandlerPlugins;
 use crate::analysis::{Candidate, Catalog};
+use crate::logging::plugin_event;
+use tracing::Level;
 
 /// One tenant's folder and where its changes go.
 pub struct TenantFolder {
@@ -92,15 +94,15 @@ impl FolderState {
             let tenant = &self.folder.budget.tenant;
             match runtime.load(path, self.folder.limits, &self.folder.budget) {
                 Ok(plugin) if !plugin.is_detector() && *shadow => {
-                    eprintln!("tenant {tenant}: {} is an alert handler; shadow runs are for detectors, so it is ignored", path.display());
+                    tracing::warn!("tenant {tenant}: {} is an alert handler; shadow runs are for detectors, so it is ignored", path.display());
                 }
                 Ok(plugin) if !plugin.is_detector() => {
-                    eprintln!("tenant {tenant}: alert handler {} {} loaded; it takes over before the next alert", plugin.name, plugin.info.version);
+                    plugin_event(Level::INFO, tenant, None, &plugin.name, "loaded", &format!("tenant {tenant}: alert handler {} {} loaded; it takes over before the next alert", plugin.name, plugin.info.version));
                     self.known.get_mut(path).expect("inserted above").plugin = Some((plugin.name.clone(), plugin.fingerprint.clone()));
                     self.folder.handlers.replace(Arc::new(plugin));
                 }
                 Ok(plugin) if self.folder.catalog.was_rolled_back(&plugin.name, &plugin.fingerprint) => {
-                    eprintln!("tenant {tenant}: {} is the version of {} that was rolled back; not loaded again", path.display(), plugin.name);
+                    tracing::warn!("tenant {tenant}: {} is the version of {} that was rolled back; not loaded again", path.display(), plugin.name);
                     self.known.get_mut(path).expect("inserted above").plugin = Some((plugin.name.clone(), plugin.fingerprint.clone()));
                 }
                 Ok(plugin) => {
@@ -113,7 +115,8 @@ impl FolderState {
                 }
                 Err(e) => {
                     self.folder.catalog.rejected.fetch_add(1, Ordering::Relaxed);
-                    eprintln!("tenant {tenant}: reload rejected, the running version stays: {e}");
+                    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                    plugin_event(Level::WARN, tenant, None, &name, "rejected", &format!("tenant {tenant}: reload rejected, the running version stays: {e}"));
                     // Keep what it provided before: the running version stays.
                     self.known.get_mut(path).expect("inserted above").plugin = previous;
                 }
@@ -145,11 +148,11 @@ fn apply(entries: &mut BTreeMap<String, crate::analysis::CatalogEntry>, runtime:
         let tenant = plugin.tenant().to_string();
         match entries.get_mut(&plugin.name) {
             Some(entry) if shadow => {
-                eprintln!("tenant {tenant}: {} {} loaded as shadow", plugin.name, plugin.info.version);
+                plugin_event(Level::INFO, &tenant, None, &plugin.name, "shadow_loaded", &format!("tenant {tenant}: {} {} loaded as shadow", plugin.name, plugin.info.version));
                 entry.shadow = Some(candidate(&plugin));
             }
             None if shadow => {
-                eprintln!("tenant {tenant}: shadow {} has no active version of that name; ignored", plugin.path.display());
+                tracing::warn!("tenant {tenant}: shadow {} has no active version of that name; ignored", plugin.path.display());
             }
             Some(entry) => {
                 // A promoted shadow keeps its instances: same fingerprint.
@@ -157,11 +160,11 @@ fn apply(entries: &mut BTreeMap<String, crate::analysis::CatalogEntry>, runtime:
                     Some(s) if s.source.fingerprint() == plugin.fingerprint => s.clone(),
                     _ => candidate(&plugin),
                 };
-                eprintln!("tenant {tenant}: {} {} loaded; pipelines switch at their next window", plugin.name, plugin.info.version);
+                plugin_event(Level::INFO, &tenant, None, &plugin.name, "loaded", &format!("tenant {tenant}: {} {} loaded; pipelines switch at their next window", plugin.name, plugin.info.version));
                 entry.active = next;
             }
             None => {
-                eprintln!("tenant {tenant}: new plugin {} {} loaded", plugin.name, plugin.info.version);
+                plugin_event(Level::INFO, &tenant, None, &plugin.name, "added", &format!("tenant {tenant}: new plugin {} {} loaded", plugin.name, plugin.info.version));
                 entries.insert(plugin.name.clone(), crate::analysis::CatalogEntry { active: candidate(&plugin), shadow: None });
             }
         }

@@ -23,11 +23,13 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::config::{BrokerOptions, BrokerUrl, StartAt, COMMON_PARAMS};
-use super::{Ack, Message, Sink, Source, SourceContext, SourceError, SourceEvent};
+use super::{Ack, Message, Sink, Source, SourceContext, SourceError, SourceEvent, LAG_EVERY};
 
 /// How long to wait for the broker at start before giving up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(100);
+/// How long a consumer-lag measurement may wait for the broker.
+const LAG_TIMEOUT: Duration = Duration::from_millis(500);
 /// Messages handed to the pipeline at once, at most.
 const MAX_BATCH: usize = 2000;
 
@@ -82,7 +84,7 @@ impl GroupEvents {
 impl ClientContext for GroupEvents {
     fn error(&self, error: KafkaError, reason: &str) {
         self.errors.fetch_add(1, Ordering::Relaxed);
-        eprintln!("kafka {}: {error} ({reason}); librdkafka retries with backoff", self.hosts);
+        tracing::warn!("kafka {}: {error} ({reason}); librdkafka retries with backoff", self.hosts);
     }
 }
 
@@ -95,10 +97,10 @@ impl ConsumerContext for GroupEvents {
             let done = self.take_uncommitted(Some(&parts));
             if done.count() > 0 {
                 if let Err(e) = consumer.commit(&done, CommitMode::Sync) {
-                    eprintln!("kafka {}: commit before revocation failed, the new owner reads those records again: {e}", self.hosts);
+                    tracing::warn!("kafka {}: commit before revocation failed, the new owner reads those records again: {e}", self.hosts);
                 }
             }
-            eprintln!("kafka {}: partitions {parts:?} revoked", self.hosts);
+            tracing::info!("kafka {}: partitions {parts:?} revoked", self.hosts);
             let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(set) = assigned.as_mut() {
                 parts.iter().for_each(|p| {
@@ -112,7 +114,7 @@ impl ConsumerContext for GroupEvents {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(list) = rebalance {
             let parts = partitions(list);
-            eprintln!("kafka {}: partitions {parts:?} assigned", self.hosts);
+            tracing::info!("kafka {}: partitions {parts:?} assigned", self.hosts);
             let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
             assigned.get_or_insert_with(HashSet::new).extend(parts);
         }
@@ -226,7 +228,7 @@ impl KafkaSource {
             return;
         }
         if let Err(e) = self.consumer.commit(&list, mode) {
-            eprintln!("kafka {}: commit failed, those records will be read again: {e}", self.url.hosts);
+            tracing::warn!("kafka {}: commit failed, those records will be read again: {e}", self.url.hosts);
         }
     }
 
@@ -271,10 +273,18 @@ impl Source for KafkaSource {
         let mut next: HashMap<u32, i64> = HashMap::new();
         *self.consumer.context().acks.lock().unwrap_or_else(|p| p.into_inner()) = Some(ctx.acks.clone());
         let mut last_commit = Instant::now();
+        let mut last_lag: Option<Instant> = None;
         loop {
             if last_commit.elapsed() >= Duration::from_millis(200) {
                 self.commit(CommitMode::Async);
                 last_commit = Instant::now();
+            }
+            if last_lag.is_none_or(|t| t.elapsed() >= LAG_EVERY) {
+                // One short request per partition read so far; a partition that does not answer is left out.
+                let high = |p: u32| self.consumer.fetch_watermarks(&self.topic, p as i32, LAG_TIMEOUT).map(|(_, high)| high);
+                let lag: i64 = next.iter().filter_map(|(&p, &read)| high(p).ok().map(|h| (h - read).max(0))).sum();
+                ctx.progress.lag.store(lag as u64, Ordering::Relaxed);
+                last_lag = Some(Instant::now());
             }
             let errors = self.consumer.context().errors.swap(0, Ordering::Relaxed);
             ctx.progress.broker_errors.fetch_add(errors, Ordering::Relaxed);
@@ -297,7 +307,7 @@ impl Source for KafkaSource {
                 match self.consumer.poll(timeout) {
                     None => break,
                     Some(Err(e)) => {
-                        eprintln!("kafka {}: {e}", self.url.hosts);
+                        tracing::warn!("kafka {}: {e}", self.url.hosts);
                         break;
                     }
                     Some(Ok(m)) => {

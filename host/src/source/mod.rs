@@ -112,7 +112,13 @@ pub struct Progress {
     pub done: AtomicU64,
     /// Connection errors and reconnects seen (each is also logged).
     pub broker_errors: AtomicU64,
+    /// Records on the broker not read yet, as the source last measured it
+    /// (every [`LAG_EVERY`]; 0 for files and the generator).
+    pub lag: AtomicU64,
 }
+
+/// How often broker sources measure their consumer lag.
+pub const LAG_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What a running source talks to.
 pub struct SourceContext {

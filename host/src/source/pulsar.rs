@@ -18,7 +18,7 @@ use pulsar::proto::MessageIdData;
 use pulsar::{ConnectionRetryOptions, Consumer, ConsumerOptions, Producer, Pulsar, SubType, TokioExecutor};
 
 use super::config::{BrokerOptions, BrokerUrl, StartAt, COMMON_PARAMS};
-use super::{Ack, Message, Sink, Source, SourceContext, SourceError, SourceEvent};
+use super::{Ack, Message, Sink, Source, SourceContext, SourceError, SourceEvent, LAG_EVERY};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(100);
@@ -191,9 +191,16 @@ impl PulsarSource {
         let mut next_offset: HashMap<u32, u64> = HashMap::new();
         let mut reached: HashMap<u32, bool> = ends.keys().map(|&p| (p, false)).collect();
         let mut last_message = Instant::now();
+        let mut last_lag: Option<Instant> = None;
         loop {
             for ack in ctx.acks.try_iter() {
                 record_ack(acked_below, ack);
+            }
+            if last_lag.is_none_or(|t| t.elapsed() >= LAG_EVERY) {
+                if let Ok(stats) = self.rt.block_on(consumer.get_stats()) {
+                    ctx.progress.lag.store(stats.iter().filter_map(|s| s.msg_backlog).sum(), Ordering::Relaxed);
+                }
+                last_lag = Some(Instant::now());
             }
             ack_below(&self.rt, consumer, unacked, acked_below);
             if ctx.stopped() {
@@ -209,7 +216,7 @@ impl PulsarSource {
                     Err(_) => break,
                     Ok(None) => return Err(SourceError::Broker(format!("{} closed the consumer", self.url.hosts))),
                     Ok(Some(Err(e))) => {
-                        eprintln!("pulsar {}: {e}; the client reconnects with backoff", self.url.hosts);
+                        tracing::warn!("pulsar {}: {e}; the client reconnects with backoff", self.url.hosts);
                         ctx.progress.broker_errors.fetch_add(1, Ordering::Relaxed);
                         break;
                     }
@@ -274,7 +281,7 @@ fn ack_below(
         rt.block_on(async {
             for (topic, id) in done.into_values() {
                 if let Err(e) = consumer.ack_with_id(&topic, id).await {
-                    eprintln!("pulsar: ack failed, the message will be redelivered: {e}");
+                    tracing::warn!("pulsar: ack failed, the message will be redelivered: {e}");
                 }
             }
         });

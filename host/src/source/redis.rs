@@ -16,7 +16,7 @@ use redis::streams::{StreamAutoClaimOptions, StreamId, StreamReadOptions, Stream
 use redis::{Commands, Connection, Value};
 
 use super::config::{BrokerOptions, BrokerUrl, EntryLayout, COMMON_PARAMS};
-use super::{Message, Sink, Source, SourceContext, SourceError, SourceEvent};
+use super::{Message, Sink, Source, SourceContext, SourceError, SourceEvent, LAG_EVERY};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// XREADGROUP BLOCK time; the connection's read timeout is above it.
@@ -129,7 +129,7 @@ impl RedisSource {
                         *start = reply.next_stream_id;
                     }
                     if !claimed.is_empty() {
-                        eprintln!("redis {}: claimed {} entries another consumer left pending", self.url.hosts, claimed.len());
+                        tracing::info!("redis {}: claimed {} entries another consumer left pending", self.url.hosts, claimed.len());
                         return Ok(claimed);
                     }
                 }
@@ -235,9 +235,16 @@ impl Source for RedisSource {
         let mut acked_below = 0u64;
         let mut backoff = Duration::from_millis(200);
         let mut last_read: Option<(u64, u64)> = None;
+        let mut last_lag: Option<std::time::Instant> = None;
         loop {
             for ack in ctx.acks.try_iter() {
                 acked_below = acked_below.max(ack.below);
+            }
+            if last_lag.is_none_or(|t| t.elapsed() >= LAG_EVERY) {
+                if let Some(backlog) = self.backlog() {
+                    ctx.progress.lag.store(backlog, Ordering::Relaxed);
+                }
+                last_lag = Some(std::time::Instant::now());
             }
             if ctx.stopped() {
                 break;
@@ -249,12 +256,12 @@ impl Source for RedisSource {
                     entries
                 }
                 Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal() => {
-                    eprintln!("redis {}: {e}; reconnecting in {backoff:?}", self.url.hosts);
+                    tracing::warn!("redis {}: {e}; reconnecting in {backoff:?}", self.url.hosts);
                     ctx.progress.broker_errors.fetch_add(1, Ordering::Relaxed);
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     if let Ok(con) = connect(&self.url.hosts) {
-                        eprintln!("redis {}: reconnected", self.url.hosts);
+                        tracing::info!("redis {}: reconnected", self.url.hosts);
                         self.con = con;
                         // What was read and not acked is pending again: read it again.
                         phase = ReadPhase::OwnPending("0".into());

@@ -1,0 +1,49 @@
+//! JSON lines -> records -> a window's columns. Any input: no panic, every
+//! line either decodes or gets a reason, a line the decoder accepts is JSON
+//! (serde_json agrees) and an object, and the batch has one row per accepted
+//! line in every column.
+#![no_main]
+
+use clean_host::decode::JsonDecoder;
+use clean_host::runtime::bindings::{ColumnValues, WindowKind};
+use clean_host::window::{Bounds, RecordMeta, WindowBuffer};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let mut decoder = JsonDecoder::default();
+    let mut window = WindowBuffer::default();
+    let mut accepted = 0;
+    for (i, line) in data.split(|&b| b == b'\n').enumerate() {
+        match decoder.decode(line) {
+            Ok(record) => {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                let parsed: Result<serde_json::Value, _> = serde_json::from_slice(line);
+                assert!(
+                    matches!(parsed, Ok(serde_json::Value::Object(_))) || parsed.as_ref().is_err_and(|e| e.to_string().contains("out of range")),
+                    "accepted a line serde_json calls {parsed:?}: {:?}",
+                    String::from_utf8_lossy(line)
+                );
+                window.push(record, &RecordMeta { offset: i as u64, hash: i as u64, event_time: None, read_at_ms: 0 });
+                accepted += 1;
+            }
+            Err(e) => assert!(!e.to_string().is_empty()),
+        }
+    }
+    let bounds = Bounds { seq: 0, kind: WindowKind::Count, time: None, event_time: false };
+    let batch = window.into_batch(&decoder.fields, "fuzz", "fuzz", 0, bounds, 0);
+    assert_eq!(batch.row_count as usize, accepted);
+    for column in &batch.columns {
+        assert!(column.validity.is_empty() || column.validity.len() == accepted, "column {}: validity per row", column.name);
+        let rows = match &column.values {
+            ColumnValues::Float64(v) => v.len(),
+            ColumnValues::Int64(v) | ColumnValues::Timestamp(v) => v.len(),
+            ColumnValues::Boolean(v) => v.len(),
+            ColumnValues::Text(t) => {
+                assert!(t.offsets.windows(2).all(|w| w[0] <= w[1]), "column {}: offsets go back", column.name);
+                assert!(t.offsets.last().is_none_or(|&end| end as usize <= t.bytes.len()), "column {}: offsets past the bytes", column.name);
+                t.offsets.len().saturating_sub(1)
+            }
+        };
+        assert_eq!(rows, accepted, "column {}: one value per row", column.name);
+    }
+});

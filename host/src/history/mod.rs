@@ -1,0 +1,414 @@
+//! The history store: every analysed window with its quality score, metric
+//! values and findings, every alert and every plugin event, in one SQLite
+//! file (`DATA_DIR/history.db`), kept for `retention_hours`.
+//!
+//! Analysis never waits on the disk. Pipelines hand their records to a
+//! bounded queue with `try_send`; one writer thread drains it and writes
+//! whatever has piled up in one transaction. If the disk falls so far behind
+//! that the queue is full, the record is not written and the pipeline's
+//! `history_dropped` counter says so (summary and `/metrics`).
+//!
+//! Acknowledgements to the source pass through the same queue
+//! ([`History::after_commit`]): a broker position is committed only once the
+//! windows before it are in the file, so a `kill -9` loses no window from
+//! the history either. If the queue is full the acks are left out; the next
+//! ones cover the same positions (acks are cumulative).
+//!
+//! A window analysed again after a restart (a broker replays from its last
+//! commit) has the same pipeline, partition and offsets: it is kept once,
+//! as first written. The file is in WAL mode, so a `kill -9` loses at most
+//! the transaction being written, and readers (the HTTP API) never block
+//! the writer.
+
+mod query;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use rusqlite::{params, Connection};
+use serde::Deserialize;
+
+pub use query::{Filter, HistoryReader, Page};
+
+/// `[history]` in the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Keep a history at all.
+    pub enabled: bool,
+    /// The SQLite file (default `DATA_DIR/history.db`).
+    pub path: Option<PathBuf>,
+    /// Windows, alerts and plugin events older than this are deleted.
+    pub retention_hours: u64,
+    /// Records waiting for the writer before new ones are dropped (and counted).
+    pub queue: usize,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig { enabled: true, path: None, retention_hours: 24 * 7, queue: 10_000 }
+    }
+}
+
+impl HistoryConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.retention_hours == 0 || self.queue == 0 {
+            return Err("history.retention_hours and history.queue must be above 0".into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("history {path}: {source}")]
+    Sqlite { path: PathBuf, source: rusqlite::Error },
+    #[error("history {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// One finding as stored.
+#[derive(Debug, Clone)]
+pub struct FindingRow {
+    pub detector: String,
+    pub metric: String,
+    pub column: Option<String>,
+    pub value: f64,
+    pub threshold: f64,
+    pub severity: &'static str,
+    pub message: String,
+    /// Found by a shadow version: recorded, never alerted.
+    pub shadow: bool,
+}
+
+/// One measured value as stored.
+#[derive(Debug, Clone)]
+pub struct MetricRow {
+    pub detector: String,
+    pub metric: String,
+    pub column: Option<String>,
+    pub value: f64,
+}
+
+/// One alert as stored (its window is the record it comes with).
+#[derive(Debug, Clone)]
+pub struct AlertRow {
+    pub detector: String,
+    pub metric: String,
+    pub column: Option<String>,
+    pub value: f64,
+    pub threshold: f64,
+    pub severity: &'static str,
+    pub message: String,
+}
+
+/// An analysed window and everything found in it.
+#[derive(Debug, Clone)]
+pub struct WindowRecord {
+    pub tenant: String,
+    pub pipeline: String,
+    pub partition: u32,
+    pub seq: u64,
+    pub first_offset: String,
+    pub last_offset: String,
+    pub records: u32,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub analysed_ms: i64,
+    pub score: f64,
+    pub findings: Vec<FindingRow>,
+    pub metrics: Vec<MetricRow>,
+    pub alerts: Vec<AlertRow>,
+}
+
+/// Something that happened to a plugin: loaded, reloaded, rejected,
+/// rolled back, quarantined, promoted, removed.
+#[derive(Debug, Clone)]
+pub struct PluginEvent {
+    pub tenant: String,
+    pub pipeline: Option<String>,
+    pub plugin: String,
+    pub event: String,
+    pub message: String,
+    pub at_ms: i64,
+}
+
+enum Entry {
+    Window(Box<WindowRecord>),
+    Plugin(PluginEvent),
+    /// Run once everything before it is committed.
+    AfterCommit(Box<dyn FnOnce() + Send>),
+    /// Write what came before, then end the writer.
+    Stop,
+}
+
+/// What the writer has done, for the summary.
+#[derive(Debug, Default)]
+pub struct HistoryStats {
+    pub windows: AtomicU64,
+    pub duplicate_windows: AtomicU64,
+    pub write_errors: AtomicU64,
+}
+
+/// The sending side: cheap to clone, never blocks.
+#[derive(Clone)]
+pub struct History {
+    tx: Sender<Entry>,
+    pub path: PathBuf,
+    pub stats: Arc<HistoryStats>,
+}
+
+/// The writer thread; `finish` writes what is queued and stops it.
+pub struct HistoryWriter {
+    tx: Sender<Entry>,
+    handle: JoinHandle<()>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS windows (
+    id INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    pipeline TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    first_offset TEXT NOT NULL,
+    last_offset TEXT NOT NULL,
+    records INTEGER NOT NULL,
+    start_ms INTEGER NOT NULL,
+    end_ms INTEGER NOT NULL,
+    analysed_ms INTEGER NOT NULL,
+    score REAL NOT NULL,
+    alerts INTEGER NOT NULL,
+    UNIQUE (pipeline, partition, first_offset, last_offset)
+);
+CREATE INDEX IF NOT EXISTS windows_by_tenant_time ON windows (tenant, analysed_ms);
+CREATE INDEX IF NOT EXISTS windows_by_time ON windows (analysed_ms);
+CREATE TABLE IF NOT EXISTS findings (
+    id INTEGER PRIMARY KEY,
+    window_id INTEGER NOT NULL REFERENCES windows (id) ON DELETE CASCADE,
+    detector TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    column_name TEXT,
+    value REAL NOT NULL,
+    threshold REAL NOT NULL,
+    severity TEXT NOT NULL,
+    message TEXT NOT NULL,
+    shadow INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS findings_by_window ON findings (window_id);
+CREATE TABLE IF NOT EXISTS metric_values (
+    window_id INTEGER NOT NULL REFERENCES windows (id) ON DELETE CASCADE,
+    detector TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    column_name TEXT,
+    value REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS metric_values_by_window ON metric_values (window_id);
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY,
+    window_id INTEGER NOT NULL REFERENCES windows (id) ON DELETE CASCADE,
+    tenant TEXT NOT NULL,
+    pipeline TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    detector TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    column_name TEXT,
+    value REAL NOT NULL,
+    threshold REAL NOT NULL,
+    severity TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_by_tenant_time ON alerts (tenant, at_ms);
+CREATE TABLE IF NOT EXISTS plugin_events (
+    id INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    pipeline TEXT,
+    plugin TEXT NOT NULL,
+    event TEXT NOT NULL,
+    message TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS plugin_events_by_tenant_time ON plugin_events (tenant, at_ms);
+";
+
+/// How often old rows are deleted.
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+
+fn open(path: &Path) -> Result<Connection, HistoryError> {
+    let sqlite = |source| HistoryError::Sqlite { path: path.into(), source };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| HistoryError::Io { path: dir.into(), source })?;
+    }
+    let conn = Connection::open(path).map_err(sqlite)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(sqlite)?;
+    // WAL + NORMAL: a crashed process loses nothing committed; readers never block the writer.
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;").map_err(sqlite)?;
+    conn.execute_batch(SCHEMA).map_err(sqlite)?;
+    Ok(conn)
+}
+
+impl History {
+    /// Open (or create) the store and start its writer thread.
+    pub fn start(path: &Path, config: &HistoryConfig) -> Result<(History, HistoryWriter), HistoryError> {
+        let mut conn = open(path)?;
+        let retention_ms = (config.retention_hours * 3_600_000) as i64;
+        delete_old(&conn, retention_ms).map_err(|source| HistoryError::Sqlite { path: path.into(), source })?;
+        let (tx, rx) = crossbeam_channel::bounded(config.queue);
+        let stats = Arc::new(HistoryStats::default());
+        let writer_stats = stats.clone();
+        let handle = std::thread::Builder::new()
+            .name("history".into())
+            .spawn(move || write_loop(&mut conn, &rx, &writer_stats, retention_ms))
+            .map_err(|source| HistoryError::Io { path: path.into(), source })?;
+        Ok((History { tx: tx.clone(), path: path.into(), stats }, HistoryWriter { tx, handle }))
+    }
+
+    /// Queue a window; false if the queue is full (the caller counts it).
+    pub fn window(&self, record: WindowRecord) -> bool {
+        self.send(Entry::Window(Box::new(record)))
+    }
+
+    pub fn plugin_event(&self, event: PluginEvent) -> bool {
+        self.send(Entry::Plugin(event))
+    }
+
+    /// Run `f` on the writer once everything queued before it is committed;
+    /// false (and `f` dropped) if the queue is full.
+    pub fn after_commit(&self, f: Box<dyn FnOnce() + Send>) -> bool {
+        self.send(Entry::AfterCommit(f))
+    }
+
+    fn send(&self, entry: Entry) -> bool {
+        match self.tx.try_send(entry) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+}
+
+impl HistoryWriter {
+    /// Write everything queued so far, then stop the writer.
+    pub fn finish(self) {
+        let _ = self.tx.send(Entry::Stop);
+        let _ = self.handle.join();
+    }
+}
+
+fn write_loop(conn: &mut Connection, rx: &Receiver<Entry>, stats: &HistoryStats, retention_ms: i64) {
+    let mut last_cleanup = Instant::now();
+    loop {
+        let first = match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(entry) => Some(entry),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+        };
+        let mut batch: Vec<Entry> = first.into_iter().chain(rx.try_iter().take(5_000)).collect();
+        let stop = batch.iter().position(|e| matches!(e, Entry::Stop));
+        if let Some(at) = stop {
+            batch.truncate(at);
+        }
+        if !batch.is_empty() {
+            match write_batch(conn, &batch, stats) {
+                Ok(()) => {
+                    for entry in batch {
+                        if let Entry::AfterCommit(f) = entry {
+                            f();
+                        }
+                    }
+                }
+                // Callbacks (acks) are dropped: their records are read again after a restart.
+                Err(e) => {
+                    stats.write_errors.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    tracing::error!("history: cannot write {} record(s): {e}", batch.len());
+                }
+            }
+        }
+        if stop.is_some() {
+            return;
+        }
+        if last_cleanup.elapsed() >= RETENTION_EVERY {
+            last_cleanup = Instant::now();
+            if let Err(e) = delete_old(conn, retention_ms) {
+                tracing::error!("history: cannot delete old rows: {e}");
+            }
+        }
+    }
+}
+
+fn write_batch(conn: &mut Connection, batch: &[Entry], stats: &HistoryStats) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    let (mut written, mut duplicates) = (0, 0);
+    {
+        let mut window = tx.prepare_cached(
+            "INSERT OR IGNORE INTO windows (tenant, pipeline, partition, seq, first_offset, last_offset, records, start_ms, end_ms, analysed_ms, score, alerts)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?;
+        let mut finding = tx.prepare_cached(
+            "INSERT INTO findings (window_id, detector, metric, column_name, value, threshold, severity, message, shadow) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        let mut metric = tx.prepare_cached("INSERT INTO metric_values (window_id, detector, metric, column_name, value) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+        let mut alert = tx.prepare_cached(
+            "INSERT INTO alerts (window_id, tenant, pipeline, at_ms, detector, metric, column_name, value, threshold, severity, message)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?;
+        let mut plugin = tx.prepare_cached("INSERT INTO plugin_events (tenant, pipeline, plugin, event, message, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+        for entry in batch {
+            match entry {
+                Entry::Window(w) => {
+                    let inserted = window.execute(params![
+                        w.tenant,
+                        w.pipeline,
+                        w.partition,
+                        w.seq as i64,
+                        w.first_offset,
+                        w.last_offset,
+                        w.records,
+                        w.start_ms,
+                        w.end_ms,
+                        w.analysed_ms,
+                        w.score,
+                        w.alerts.len() as i64
+                    ])?;
+                    if inserted == 0 {
+                        duplicates += 1; // a replayed window: kept as first written
+                        continue;
+                    }
+                    written += 1;
+                    let id = tx.last_insert_rowid();
+                    for f in &w.findings {
+                        finding.execute(params![id, f.detector, f.metric, f.column, f.value, f.threshold, f.severity, f.message, f.shadow])?;
+                    }
+                    for m in &w.metrics {
+                        metric.execute(params![id, m.detector, m.metric, m.column, m.value])?;
+                    }
+                    for a in &w.alerts {
+                        alert.execute(params![id, w.tenant, w.pipeline, w.analysed_ms, a.detector, a.metric, a.column, a.value, a.threshold, a.severity, a.message])?;
+                    }
+                }
+                Entry::Plugin(e) => {
+                    plugin.execute(params![e.tenant, e.pipeline, e.plugin, e.event, e.message, e.at_ms])?;
+                }
+                Entry::AfterCommit(_) | Entry::Stop => {}
+            }
+        }
+    }
+    tx.commit()?;
+    stats.windows.fetch_add(written, Ordering::Relaxed);
+    stats.duplicate_windows.fetch_add(duplicates, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Delete what is older than the retention (windows take their findings,
+/// metric values and alerts with them).
+fn delete_old(conn: &Connection, retention_ms: i64) -> rusqlite::Result<()> {
+    let cutoff = crate::pipeline::now_ms() - retention_ms;
+    conn.execute("DELETE FROM windows WHERE analysed_ms < ?1", [cutoff])?;
+    conn.execute("DELETE FROM plugin_events WHERE at_ms < ?1", [cutoff])?;
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! Reading the history back, always for one tenant: the HTTP API's pages
+//! of windows, findings, alerts and plugin events.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, Row};
+use serde::Serialize;
+
+use super::{open, HistoryError};
+
+/// Which rows: one tenant's, optionally one pipeline's, within a time range,
+/// newest first, `limit` at a time from `cursor` (the last page's `next_cursor`).
+#[derive(Debug, Clone)]
+pub struct Filter {
+    pub tenant: String,
+    pub pipeline: Option<String>,
+    /// Unix milliseconds, inclusive.
+    pub from_ms: Option<i64>,
+    /// Unix milliseconds, exclusive.
+    pub to_ms: Option<i64>,
+    pub limit: u32,
+    /// Only rows with an id below this.
+    pub cursor: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    pub next_cursor: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WindowView {
+    pub id: i64,
+    pub pipeline: String,
+    pub partition: u32,
+    pub seq: u64,
+    pub first_offset: String,
+    pub last_offset: String,
+    pub records: u32,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub analysed_ms: i64,
+    pub score: f64,
+    pub alerts: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FindingView {
+    pub id: i64,
+    pub window_id: i64,
+    pub pipeline: String,
+    pub seq: u64,
+    pub analysed_ms: i64,
+    pub detector: String,
+    pub metric: String,
+    pub column: Option<String>,
+    pub value: f64,
+    pub threshold: f64,
+    pub severity: String,
+    pub message: String,
+    pub shadow: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AlertView {
+    pub id: i64,
+    pub window_id: i64,
+    pub pipeline: String,
+    pub partition: u32,
+    pub seq: u64,
+    pub at_ms: i64,
+    pub detector: String,
+    pub metric: String,
+    pub column: Option<String>,
+    pub value: f64,
+    pub threshold: f64,
+    pub severity: String,
+    pub message: String,
+    /// The window's quality score.
+    pub score: f64,
+    /// Everything the detectors found in that window.
+    pub findings: Vec<FindingView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PluginEventView {
+    pub id: i64,
+    pub pipeline: Option<String>,
+    pub plugin: String,
+    pub event: String,
+    pub message: String,
+    pub at_ms: i64,
+}
+
+/// A read connection (WAL: reads never wait for the writer).
+pub struct HistoryReader {
+    conn: Mutex<Connection>,
+}
+
+/// The shared WHERE clause: ?1 tenant, ?2 pipeline, ?3 from, ?4 to, ?5 cursor, ?6 limit.
+fn scope(id: &str, pipeline: &str, time: &str, tenant: &str) -> String {
+    format!(
+        "{tenant} = ?1 AND (?2 IS NULL OR {pipeline} = ?2) AND (?3 IS NULL OR {time} >= ?3) AND (?4 IS NULL OR {time} < ?4)
+         AND (?5 IS NULL OR {id} < ?5) ORDER BY {id} DESC LIMIT ?6"
+    )
+}
+
+/// One page of `select` (which ends in a [`scope`] clause) for `f`.
+fn page<T>(conn: &Connection, select: &str, f: &Filter, row: impl FnMut(&Row) -> rusqlite::Result<T>, id: impl Fn(&T) -> i64) -> rusqlite::Result<Page<T>> {
+    let mut stmt = conn.prepare_cached(select)?;
+    let items = stmt.query_map(params![f.tenant, f.pipeline, f.from_ms, f.to_ms, f.cursor, f.limit], row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let next_cursor = if items.len() as u32 == f.limit { items.last().map(id) } else { None };
+    Ok(Page { items, next_cursor })
+}
+
+fn finding(row: &Row) -> rusqlite::Result<FindingView> {
+    Ok(FindingView {
+        id: row.get(0)?,
+        window_id: row.get(1)?,
+        pipeline: row.get(2)?,
+        seq: row.get::<_, i64>(3)? as u64,
+        analysed_ms: row.get(4)?,
+        detector: row.get(5)?,
+        metric: row.get(6)?,
+        column: row.get(7)?,
+        value: row.get(8)?,
+        threshold: row.get(9)?,
+        severity: row.get(10)?,
+        message: row.get(11)?,
+        shadow: row.get(12)?,
+    })
+}
+
+const FINDING_COLUMNS: &str = "f.id, f.window_id, w.pipeline, w.seq, w.analysed_ms, f.detector, f.metric, f.column_name, f.value, f.threshold, f.severity, f.message, f.shadow";
+
+impl HistoryReader {
+    pub fn open(path: &Path) -> Result<Self, HistoryError> {
+        Ok(HistoryReader { conn: Mutex::new(open(path)?) })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn windows(&self, f: &Filter) -> rusqlite::Result<Page<WindowView>> {
+        let select = format!(
+            "SELECT id, pipeline, partition, seq, first_offset, last_offset, records, start_ms, end_ms, analysed_ms, score, alerts
+             FROM windows WHERE {}",
+            scope("id", "pipeline", "analysed_ms", "tenant")
+        );
+        page(
+            &self.conn(),
+            &select,
+            f,
+            |r| {
+                Ok(WindowView {
+                    id: r.get(0)?,
+                    pipeline: r.get(1)?,
+                    partition: r.get(2)?,
+                    seq: r.get::<_, i64>(3)? as u64,
+                    first_offset: r.get(4)?,
+                    last_offset: r.get(5)?,
+                    records: r.get(6)?,
+                    start_ms: r.get(7)?,
+                    end_ms: r.get(8)?,
+                    analysed_ms: r.get(9)?,
+                    score: r.get(10)?,
+                    alerts: r.get(11)?,
+                })
+            },
+            |w| w.id,
+        )
+    }
+
+    pub fn findings(&self, f: &Filter) -> rusqlite::Result<Page<FindingView>> {
+        let select = format!(
+            "SELECT {FINDING_COLUMNS} FROM findings f JOIN windows w ON w.id = f.window_id WHERE {}",
+            scope("f.id", "w.pipeline", "w.analysed_ms", "w.tenant")
+        );
+        page(&self.conn(), &select, f, finding, |x| x.id)
+    }
+
+    /// Alerts, each with every finding of its window.
+    pub fn alerts(&self, f: &Filter) -> rusqlite::Result<Page<AlertView>> {
+        let conn = self.conn();
+        let select = format!(
+            "SELECT a.id, a.window_id, a.pipeline, w.partition, w.seq, a.at_ms, a.detector, a.metric, a.column_name, a.value, a.threshold, a.severity, a.message, w.score
+             FROM alerts a JOIN windows w ON w.id = a.window_id WHERE {}",
+            scope("a.id", "a.pipeline", "a.at_ms", "a.tenant")
+        );
+        let mut page = page(
+            &conn,
+            &select,
+            f,
+            |r| {
+                Ok(AlertView {
+                    id: r.get(0)?,
+                    window_id: r.get(1)?,
+                    pipeline: r.get(2)?,
+                    partition: r.get(3)?,
+                    seq: r.get::<_, i64>(4)? as u64,
+                    at_ms: r.get(5)?,
+                    detector: r.get(6)?,
+                    metric: r.get(7)?,
+                    column: r.get(8)?,
+                    value: r.get(9)?,
+                    threshold: r.get(10)?,
+                    severity: r.get(11)?,
+                    message: r.get(12)?,
+                    score: r.get(13)?,
+                    findings: Vec::new(),
+                })
+            },
+            |a| a.id,
+        )?;
+        let mut of_window = conn.prepare_cached(&format!("SELECT {FINDING_COLUMNS} FROM findings f JOIN windows w ON w.id = f.window_id WHERE f.window_id = ?1 ORDER BY f.id"))?;
+        for alert in &mut page.items {
+            alert.findings = of_window.query_map([alert.window_id], finding)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        }
+        Ok(page)
+    }
+
+    pub fn plugin_events(&self, f: &Filter) -> rusqlite::Result<Page<PluginEventView>> {
+        let select = format!("SELECT id, pipeline, plugin, event, message, at_ms FROM plugin_events WHERE {}", scope("id", "pipeline", "at_ms", "tenant"));
+        let row = |r: &Row| Ok(PluginEventView { id: r.get(0)?, pipeline: r.get(1)?, plugin: r.get(2)?, event: r.get(3)?, message: r.get(4)?, at_ms: r.get(5)? });
+        page(&self.conn(), &select, f, row, |e| e.id)
+    }
+}

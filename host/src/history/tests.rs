@@ -1,0 +1,136 @@
+use super::*;
+
+fn window(tenant: &str, pipeline: &str, seq: u64, analysed_ms: i64) -> WindowRecord {
+    WindowRecord {
+        tenant: tenant.into(),
+        pipeline: pipeline.into(),
+        partition: 0,
+        seq,
+        first_offset: (seq * 100).to_string(),
+        last_offset: (seq * 100 + 99).to_string(),
+        records: 100,
+        start_ms: analysed_ms - 1000,
+        end_ms: analysed_ms,
+        analysed_ms,
+        score: 0.9,
+        findings: vec![FindingRow {
+            detector: "completeness".into(),
+            metric: "null_rate".into(),
+            column: Some("email".into()),
+            value: 0.4,
+            threshold: 0.05,
+            severity: "warning",
+            message: "40% null".into(),
+            shadow: false,
+        }],
+        metrics: vec![MetricRow { detector: "volume".into(), metric: "records".into(), column: None, value: 100.0 }],
+        alerts: vec![AlertRow {
+            detector: "completeness".into(),
+            metric: "null_rate".into(),
+            column: Some("email".into()),
+            value: 0.4,
+            threshold: 0.05,
+            severity: "warning",
+            message: "40% null".into(),
+        }],
+    }
+}
+
+fn all(tenant: &str) -> Filter {
+    Filter { tenant: tenant.into(), pipeline: None, from_ms: None, to_ms: None, limit: 100, cursor: None }
+}
+
+/// A folder of its own per test, removed at the end.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!("history-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn store(records: Vec<WindowRecord>) -> (TempDir, HistoryReader, Arc<HistoryStats>) {
+    let dir = TempDir::new();
+    let path = dir.path().join("history.db");
+    let (history, writer) = History::start(&path, &HistoryConfig::default()).unwrap();
+    for r in records {
+        assert!(history.window(r));
+    }
+    let stats = history.stats.clone();
+    drop(history);
+    writer.finish();
+    (dir, HistoryReader::open(&path).unwrap(), stats)
+}
+
+#[test]
+fn windows_findings_and_alerts_are_read_back_per_tenant() {
+    let now = crate::pipeline::now_ms();
+    let (_dir, reader, _) = store(vec![window("a", "orders", 1, now), window("b", "payments", 1, now), window("a", "orders", 2, now + 1)]);
+    let windows = reader.windows(&all("a")).unwrap();
+    assert_eq!(windows.items.iter().map(|w| w.seq).collect::<Vec<_>>(), [2, 1], "newest first, only tenant a");
+    assert!(windows.items.iter().all(|w| w.pipeline == "orders"));
+    let alerts = reader.alerts(&all("b")).unwrap();
+    assert_eq!(alerts.items.len(), 1);
+    assert_eq!(alerts.items[0].pipeline, "payments");
+    assert_eq!(alerts.items[0].findings.len(), 1, "an alert comes with its window's findings");
+    assert_eq!(alerts.items[0].findings[0].column.as_deref(), Some("email"));
+    assert_eq!(reader.findings(&all("a")).unwrap().items.len(), 2);
+    assert!(reader.windows(&all("c")).unwrap().items.is_empty());
+}
+
+#[test]
+fn a_replayed_window_is_kept_once() {
+    let now = crate::pipeline::now_ms();
+    let (_dir, reader, stats) = store(vec![window("a", "orders", 1, now), window("a", "orders", 1, now + 5)]);
+    assert_eq!(reader.windows(&all("a")).unwrap().items.len(), 1);
+    assert_eq!(reader.findings(&all("a")).unwrap().items.len(), 1);
+    assert_eq!(stats.duplicate_windows.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn pages_and_time_ranges() {
+    let now = crate::pipeline::now_ms();
+    let (_dir, reader, _) = store((1..=25).map(|i| window("a", "orders", i, now + i as i64)).collect());
+    let mut filter = Filter { limit: 10, ..all("a") };
+    let mut seqs = Vec::new();
+    loop {
+        let page = reader.windows(&filter).unwrap();
+        seqs.extend(page.items.iter().map(|w| w.seq));
+        match page.next_cursor {
+            Some(c) => filter.cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seqs, (1..=25).rev().collect::<Vec<_>>());
+    let range = Filter { from_ms: Some(now + 5), to_ms: Some(now + 8), ..all("a") };
+    assert_eq!(reader.windows(&range).unwrap().items.iter().map(|w| w.seq).collect::<Vec<_>>(), [7, 6, 5]);
+}
+
+#[test]
+fn retention_deletes_old_windows_with_their_findings() {
+    let now = crate::pipeline::now_ms();
+    let old = now - 10 * 3_600_000;
+    let (dir, _, _) = store(vec![window("a", "orders", 1, old), window("a", "orders", 2, now)]);
+    let path = dir.path().join("history.db");
+    let config = HistoryConfig { retention_hours: 1, ..HistoryConfig::default() };
+    let (history, writer) = History::start(&path, &config).unwrap();
+    drop(history);
+    writer.finish();
+    let reader = HistoryReader::open(&path).unwrap();
+    assert_eq!(reader.windows(&all("a")).unwrap().items.iter().map(|w| w.seq).collect::<Vec<_>>(), [2]);
+    assert_eq!(reader.findings(&all("a")).unwrap().items.len(), 1);
+    assert_eq!(reader.alerts(&all("a")).unwrap().items.len(), 1);
+}

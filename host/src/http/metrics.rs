@@ -1,0 +1,104 @@
+//! `/metrics`: one tenant's counters in the Prometheus text format (0.0.4).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::LiveStatus;
+use crate::pipeline::PipelineCounters;
+
+/// Index order of `PipelineCounters::alerts_by_severity`.
+pub const SEVERITIES: [&str; 3] = ["info", "warning", "critical"];
+
+/// A label value with `\`, `"` and newlines escaped.
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl Family<'_> {
+    fn header(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", label(v))).collect();
+        let value = if value.is_finite() { value.to_string() } else { "NaN".into() };
+        let _ = writeln!(self.out, "{name}{{{}}} {value}", labels.join(","));
+    }
+}
+
+pub fn render(tenant: &str, pipelines: &[Arc<PipelineCounters>], status: &LiveStatus) -> String {
+    let mine: Vec<&PipelineCounters> = pipelines.iter().map(|p| &**p).filter(|p| p.tenant == tenant).collect();
+    let mut out = String::new();
+    let mut f = Family { out: &mut out };
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
+    let counters: [(&str, &str, fn(&PipelineCounters) -> &AtomicU64); 5] = [
+        ("clean_host_records_total", "Records read and placed in a window.", |p| &p.records),
+        ("clean_host_windows_total", "Windows analysed.", |p| &p.windows),
+        ("clean_host_dead_letters_total", "Records that could not be decoded (each with its reason in the dead-letter store).", |p| &p.dead_letters),
+        ("clean_host_late_records_total", "Records whose event-time window had already closed.", |p| &p.late),
+        ("clean_host_history_dropped_total", "Windows the history store could not take (its queue was full).", |p| &p.history_dropped),
+    ];
+    for (name, help, counter) in counters {
+        f.header(name, "counter", help);
+        for p in &mine {
+            f.sample(name, &[("tenant", tenant), ("pipeline", &p.pipeline)], load(counter(p)));
+        }
+    }
+    f.header("clean_host_records_per_second", "gauge", "Records read per second over the last second.");
+    for p in &mine {
+        f.sample("clean_host_records_per_second", &[("tenant", tenant), ("pipeline", &p.pipeline)], status.rates.get(&p.pipeline).copied().unwrap_or(0.0));
+    }
+    f.header("clean_host_consumer_lag_records", "gauge", "Records on the broker not read yet, measured by the source every 2 s (0 for files and the generator).");
+    for p in &mine {
+        f.sample("clean_host_consumer_lag_records", &[("tenant", tenant), ("pipeline", &p.pipeline)], p.lag() as f64);
+    }
+    f.header("clean_host_quality_score", "gauge", "Quality score of the last analysed window (1 = no findings).");
+    for p in &mine {
+        if let Some(score) = p.last_score() {
+            f.sample("clean_host_quality_score", &[("tenant", tenant), ("pipeline", &p.pipeline)], score);
+        }
+    }
+    f.header("clean_host_alerts_total", "counter", "Alerts raised, by severity.");
+    for p in &mine {
+        for (i, severity) in SEVERITIES.iter().enumerate() {
+            f.sample("clean_host_alerts_total", &[("tenant", tenant), ("pipeline", &p.pipeline), ("severity", severity)], load(&p.alerts_by_severity[i]));
+        }
+    }
+    let plugins: Vec<_> = status.plugins.iter().filter(|p| p.tenant == tenant).collect();
+    let plugin_labels = |p: &crate::analysis::PluginStats| -> Vec<(&'static str, String)> {
+        vec![("tenant", tenant.to_string()), ("pipeline", p.pipeline.clone()), ("plugin", p.name.clone()), ("kind", p.kind.clone())]
+    };
+    f.header("clean_host_plugin_info", "gauge", "A plugin instance's version and status (always 1).");
+    for p in &plugins {
+        let mut labels = plugin_labels(p);
+        labels.extend([("version", p.version.clone()), ("status", p.status.as_str().to_string())]);
+        let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        f.sample("clean_host_plugin_info", &labels, 1.0);
+    }
+    for (name, kind, help) in [
+        ("clean_host_plugin_calls_total", "counter", "Calls into the plugin."),
+        ("clean_host_plugin_errors_total", "counter", "Calls that failed (trap, time or memory budget, bad output)."),
+    ] {
+        f.header(name, kind, help);
+        for p in &plugins {
+            let base = plugin_labels(p);
+            let labels: Vec<(&str, &str)> = base.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            f.sample(name, &labels, if name.ends_with("calls_total") { p.calls as f64 } else { p.errors as f64 });
+        }
+    }
+    f.header("clean_host_plugin_call_seconds", "gauge", "Call time of the plugin's recent calls, by quantile.");
+    for p in &plugins {
+        let base = plugin_labels(p);
+        for (quantile, micros) in [("0.5", p.call_p50_us), ("0.99", p.call_p99_us)] {
+            let mut labels: Vec<(&str, &str)> = base.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            labels.push(("quantile", quantile));
+            f.sample("clean_host_plugin_call_seconds", &labels, micros as f64 / 1e6);
+        }
+    }
+    out
+}
