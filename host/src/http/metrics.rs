@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::LiveStatus;
+use crate::analysis::PluginStats;
 use crate::pipeline::PipelineCounters;
 
 /// Index order of `PipelineCounters::alerts_by_severity`.
@@ -24,8 +25,8 @@ impl Family<'_> {
         let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     }
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", label(v))).collect();
+    fn sample<V: AsRef<str>>(&mut self, name: &str, labels: &[(&str, V)], value: f64) {
+        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", label(v.as_ref()))).collect();
         let value = if value.is_finite() { value.to_string() } else { "NaN".into() };
         let _ = writeln!(self.out, "{name}{{{}}} {value}", labels.join(","));
     }
@@ -70,33 +71,30 @@ pub fn render(tenant: &str, pipelines: &[Arc<PipelineCounters>], status: &LiveSt
         }
     }
     let plugins: Vec<_> = status.plugins.iter().filter(|p| p.tenant == tenant).collect();
-    let plugin_labels = |p: &crate::analysis::PluginStats| -> Vec<(&'static str, String)> {
+    let plugin_labels = |p: &PluginStats| -> Vec<(&'static str, String)> {
         vec![("tenant", tenant.to_string()), ("pipeline", p.pipeline.clone()), ("plugin", p.name.clone()), ("kind", p.kind.clone())]
     };
     f.header("clean_host_plugin_info", "gauge", "A plugin instance's version and status (always 1).");
     for p in &plugins {
         let mut labels = plugin_labels(p);
         labels.extend([("version", p.version.clone()), ("status", p.status.as_str().to_string())]);
-        let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
         f.sample("clean_host_plugin_info", &labels, 1.0);
     }
-    for (name, kind, help) in [
-        ("clean_host_plugin_calls_total", "counter", "Calls into the plugin."),
-        ("clean_host_plugin_errors_total", "counter", "Calls that failed (trap, time or memory budget, bad output)."),
-    ] {
-        f.header(name, kind, help);
+    let plugin_counters: [(&str, &str, fn(&PluginStats) -> u64); 2] = [
+        ("clean_host_plugin_calls_total", "Calls into the plugin.", |p| p.calls),
+        ("clean_host_plugin_errors_total", "Calls that failed (trap, time or memory budget, bad output).", |p| p.errors),
+    ];
+    for (name, help, counter) in plugin_counters {
+        f.header(name, "counter", help);
         for p in &plugins {
-            let base = plugin_labels(p);
-            let labels: Vec<(&str, &str)> = base.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            f.sample(name, &labels, if name.ends_with("calls_total") { p.calls as f64 } else { p.errors as f64 });
+            f.sample(name, &plugin_labels(p), counter(p) as f64);
         }
     }
     f.header("clean_host_plugin_call_seconds", "gauge", "Call time of the plugin's recent calls, by quantile.");
     for p in &plugins {
-        let base = plugin_labels(p);
         for (quantile, micros) in [("0.5", p.call_p50_us), ("0.99", p.call_p99_us)] {
-            let mut labels: Vec<(&str, &str)> = base.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            labels.push(("quantile", quantile));
+            let mut labels = plugin_labels(p);
+            labels.push(("quantile", quantile.to_string()));
             f.sample("clean_host_plugin_call_seconds", &labels, micros as f64 / 1e6);
         }
     }
