@@ -19,6 +19,7 @@ pub mod pipeline;
 pub mod runtime;
 pub mod scaffold;
 pub mod source;
+pub mod spc;
 pub mod tenant;
 pub mod timestamp;
 pub mod window;

@@ -67,6 +67,7 @@ pub fn detectors() -> Vec<Arc<dyn DetectorSource>> {
         source::<schema::Schema>(),
         source::<validity::Validity>(),
         source::<volume::Volume>(),
+        source::<drift::Drift>(),
     ]
 }
 

@@ -155,6 +155,8 @@ pub struct PipelineReport {
     pub alerts: u64,
     pub suppressed_alerts: u64,
     pub replayed_alerts: u64,
+    /// Metric series the control rules watch (past warm-up, not constant).
+    pub watched_series: usize,
     pub min_score: f64,
     pub mean_score: f64,
     #[serde(skip)]
@@ -390,12 +392,12 @@ impl Analyst<'_> {
         let ClosedBatch { batch, dead_letters, first, last } = closed;
         let mut result = self.detectors.analyze(&batch);
         result.findings.extend(dead_letter_finding(dead_letters, batch.row_count, self.max_dead_letter_rate));
-        let score = quality_score(&result.findings);
+        let score = quality_score(&result.findings, batch.row_count, self.router.min_rows());
         for f in result.findings.iter().filter(|f| f.origin == FindingOrigin::Quarantine) {
             let event = f.finding.metric.trim_start_matches("plugin_");
             plugin_event(tracing::Level::WARN, self.detectors.tenant(), Some(self.name), &f.detector, event, &f.finding.message);
         }
-        let mut routed = self.router.route(&batch.info, (&first, &last), batch.row_count, &result.findings, score);
+        let mut routed = self.router.route(&batch.info, (&first, &last), &result, &score);
         if self.acknowledges {
             let mut ledger = self.shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
             let before = routed.len();
@@ -404,7 +406,7 @@ impl Analyst<'_> {
             self.replayed += (before - routed.len()) as u64;
             self.counters.replayed_alerts.fetch_add((before - routed.len()) as u64, Ordering::Relaxed);
         }
-        let mut summary = WindowSummary::new(self.name, &batch.info, (&first, &last), batch.row_count, score, &result.findings, routed.len());
+        let mut summary = WindowSummary::new(self.name, &batch.info, (&first, &last), batch.row_count, &score, &result.findings, routed.len());
         summary.shadow_findings = result.shadow_findings.iter().map(FindingSummary::from).collect();
         if let Some(history) = &self.shared.history {
             if !history.window(history_record(self.detectors.tenant(), &summary, &result, &routed)) {
@@ -437,15 +439,15 @@ impl Analyst<'_> {
         }
         self.windows += 1;
         self.alerts += routed.len() as u64;
-        self.min_score = self.min_score.min(score);
-        self.score_sum += score;
+        self.min_score = self.min_score.min(score.value);
+        self.score_sum += score.value;
         let c = self.counters;
         c.windows.fetch_add(1, Ordering::Relaxed);
         c.alerts.fetch_add(routed.len() as u64, Ordering::Relaxed);
         for alert in &routed {
             c.alerts_by_severity[alert.severity as usize].fetch_add(1, Ordering::Relaxed);
         }
-        c.last_score.store(score.to_bits(), Ordering::Relaxed);
+        c.last_score.store(score.value.to_bits(), Ordering::Relaxed);
         Ok(())
     }
 
@@ -489,6 +491,7 @@ impl Analyst<'_> {
             alerts: self.alerts,
             suppressed_alerts: self.router.suppressed,
             replayed_alerts: self.replayed,
+            watched_series: self.router.watched_series(),
             min_score: self.min_score,
             mean_score: if self.windows == 0 { 1.0 } else { self.score_sum / self.windows as f64 },
             plugins: self.detectors.stats(),
@@ -511,6 +514,7 @@ fn history_record(tenant: &str, summary: &WindowSummary, analysis: &WindowAnalys
         end_ms: summary.end_ms,
         analysed_ms: now_ms(),
         score: summary.score,
+        score_interval: summary.score_interval,
         findings: findings
             .map(|(f, shadow)| FindingRow {
                 detector: f.detector.clone(),
@@ -538,6 +542,8 @@ fn history_record(tenant: &str, summary: &WindowSummary, analysis: &WindowAnalys
                 threshold: a.threshold,
                 severity: a.severity.as_str(),
                 message: a.message.clone(),
+                rule: a.rule,
+                low_confidence: a.low_confidence,
             })
             .collect(),
     }

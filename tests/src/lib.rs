@@ -38,7 +38,7 @@ pub fn extra(name: &str) -> PathBuf {
     existing(root().join("plugins/extra").join(format!("{name}.wasm")), "run scripts/build")
 }
 
-pub const BUNDLED: [&str; 7] = ["completeness", "duplicates", "freshness", "outliers", "schema", "validity", "volume"];
+pub const BUNDLED: [&str; 8] = ["completeness", "drift", "duplicates", "freshness", "outliers", "schema", "validity", "volume"];
 
 /// A plugin of `tests/fault-plugins` (`spin`, `memory_bomb`, `panic`, `bad_row`, `panic_once`).
 pub fn fault_plugin(name: &str) -> PathBuf {

@@ -179,7 +179,7 @@ fn tenants_are_contained_by_their_own_budgets() {
         assert_eq!((p["status"].as_str(), p["errors"].as_u64(), p["calls"].as_u64()), (Some("active"), Some(0), Some(12)), "{p}");
         assert_eq!(p["pipeline"], "calm-orders");
     }
-    assert_eq!(plugins.iter().filter(|p| p["tenant"] == "calm").count(), 7);
+    assert_eq!(plugins.iter().filter(|p| p["tenant"] == "calm").count(), 8);
     let spin = plugin(&summary, "spin");
     assert_eq!((spin["tenant"].as_str(), spin["status"].as_str()), (Some("wild"), Some("quarantined")), "{spin}");
     // The bomb stays under its own 64 MiB cap; the tenant's 40 MiB stop it first.

@@ -112,6 +112,9 @@ mod tests {
             },
             sample_rows: vec![],
             score: 1.0,
+            score_interval: [1.0, 1.0],
+            low_confidence: false,
+            rule: None,
         }
     }
 

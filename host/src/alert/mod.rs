@@ -6,7 +6,12 @@
 //! metric, column) has not alerted in the last `cooldown_windows` windows of
 //! that partition. A window whose
 //! quality score falls below `quality_threshold` raises one more alert of its
-//! own (metric `quality_score`).
+//! own (metric `quality_score`): by default only when the whole interval of
+//! the score is below it, so a small window's noise does not page anyone.
+//! Alerts resting on too little data say they are low-confidence.
+//!
+//! Across windows, the control rules of [`crate::spc`] watch the metrics and
+//! the score; a rule that fires raises an alert that names it (`rule`).
 
 pub mod handlers;
 mod ledger;
@@ -21,9 +26,10 @@ use serde::{Deserialize, Serialize};
 pub use ledger::AlertLedger;
 pub use output::Outputs;
 
-use crate::analysis::{FindingOrigin, HostFinding};
+use crate::analysis::{is_sure, FindingOrigin, HostFinding, Score, WindowAnalysis};
 use crate::runtime::bindings::{Severity, WindowInfo};
 use crate::source::Position;
+use crate::spc::{format_value, Signal, SpcConfig, Watch};
 
 /// Severity as config and outputs spell it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -82,6 +88,22 @@ pub struct AlertConfig {
     pub max_dead_letter_rate: f64,
     /// Per-metric rules, by metric name.
     pub metrics: BTreeMap<String, MetricRule>,
+    /// Windows with fewer rows give low-confidence findings (rates are judged by their interval instead).
+    pub min_rows: u32,
+    /// What `quality_threshold` is compared with: `interval` (the score's upper bound) or `point`.
+    pub score_basis: ScoreBasis,
+    /// Control rules across windows (`[alerts.spc]`).
+    pub spc: SpcConfig,
+}
+
+/// Which score a window's quality alert is judged on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScoreBasis {
+    /// Alert only when even the score's upper bound is below the threshold.
+    Interval,
+    /// Alert when the point estimate is below the threshold.
+    Point,
 }
 
 impl Default for AlertConfig {
@@ -92,6 +114,9 @@ impl Default for AlertConfig {
             cooldown_windows: 10,
             max_dead_letter_rate: 0.01,
             metrics: BTreeMap::new(),
+            min_rows: 100,
+            score_basis: ScoreBasis::Interval,
+            spc: SpcConfig::default(),
         }
     }
 }
@@ -104,7 +129,7 @@ impl AlertConfig {
         if !(0.0..=1.0).contains(&self.max_dead_letter_rate) {
             return Err(format!("alerts.max_dead_letter_rate must be within 0..1, not {}", self.max_dead_letter_rate));
         }
-        Ok(())
+        self.spc.validate()
     }
 }
 
@@ -135,6 +160,13 @@ pub struct Alert {
     pub sample_rows: Vec<u32>,
     /// The window's quality score.
     pub score: f64,
+    /// The score's interval (lowest and highest the data supports).
+    pub score_interval: [f64; 2],
+    /// The finding rests on too little data to be sure of (see the message).
+    pub low_confidence: bool,
+    /// The control rule that fired, for alerts about a metric across windows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<&'static str>,
 }
 
 /// Routes one pipeline's findings; keeps the cooldown state.
@@ -145,9 +177,10 @@ pub struct Router {
     windows: HashMap<u32, u64>,
     last_alert: HashMap<CooldownKey, u64>,
     pub suppressed: u64,
+    watch: Watch,
 }
 
-/// (partition, detector, metric, column)
+/// (partition, detector, metric or metric/rule, column)
 type CooldownKey = (u32, String, String, Option<String>);
 
 /// One analysed window, for the window log and the findings topic.
@@ -164,6 +197,8 @@ pub struct WindowSummary<'a> {
     pub start_ms: i64,
     pub end_ms: i64,
     pub score: f64,
+    /// Lowest and highest score the data supports.
+    pub score_interval: [f64; 2],
     pub alerts: usize,
     pub findings: Vec<FindingSummary<'a>>,
     /// What shadow versions of detectors found (never alerted).
@@ -186,7 +221,7 @@ impl<'a> WindowSummary<'a> {
         info: &WindowInfo,
         (first, last): (&'a Position, &'a Position),
         records: u32,
-        score: f64,
+        score: &Score,
         findings: &'a [HostFinding],
         alerts: usize,
     ) -> Self {
@@ -200,7 +235,8 @@ impl<'a> WindowSummary<'a> {
             records,
             start_ms: info.start_ms,
             end_ms: info.end_ms,
-            score,
+            score: score.value,
+            score_interval: [score.low, score.high],
             alerts,
             findings: findings.iter().map(FindingSummary::from).collect(),
             shadow_findings: Vec::new(),
@@ -248,7 +284,18 @@ impl Router {
     }
 
     pub fn new(pipeline: &str, config: AlertConfig) -> Self {
-        Router { config, pipeline: pipeline.to_string(), windows: HashMap::new(), last_alert: HashMap::new(), suppressed: 0 }
+        let watch = Watch::new(config.spc.clone());
+        Router { config, pipeline: pipeline.to_string(), windows: HashMap::new(), last_alert: HashMap::new(), suppressed: 0, watch }
+    }
+
+    /// Metric series the control rules watch now.
+    pub fn watched_series(&self) -> usize {
+        self.watch.watching()
+    }
+
+    /// The minimum rows for findings to be sure of (`alerts.min_rows`).
+    pub fn min_rows(&self) -> u32 {
+        self.config.min_rows
     }
 
     fn cooled_down(&mut self, key: CooldownKey) -> bool {
@@ -266,19 +313,36 @@ impl Router {
     }
 
     /// The alerts for one analysed window.
-    pub fn route(&mut self, info: &WindowInfo, (first, last): (&Position, &Position), records: u32, findings: &[HostFinding], score: f64) -> Vec<Alert> {
+    pub fn route(&mut self, info: &WindowInfo, (first, last): (&Position, &Position), analysis: &WindowAnalysis, score: &Score) -> Vec<Alert> {
         let partition = info.partition;
         let window = WindowRef {
             seq: info.seq,
             partition,
             first_offset: first.clone(),
             last_offset: last.clone(),
-            records,
+            records: score.rows,
             start_ms: info.start_ms,
             end_ms: info.end_ms,
         };
+        let pipeline = self.pipeline.clone();
+        let alert = |detector: &str, metric: &str, column: Option<&String>, severity: Level| Alert {
+            pipeline: pipeline.clone(),
+            detector: detector.into(),
+            metric: metric.into(),
+            column: column.cloned(),
+            value: 0.0,
+            threshold: 0.0,
+            severity,
+            message: String::new(),
+            window: window.clone(),
+            sample_rows: Vec::new(),
+            score: score.value,
+            score_interval: [score.low, score.high],
+            low_confidence: false,
+            rule: None,
+        };
         let mut alerts = Vec::new();
-        for f in findings {
+        for f in &analysis.findings {
             let finding = &f.finding;
             let rule = self.config.metrics.get(&finding.metric).cloned().unwrap_or_default();
             let severity = rule.severity.unwrap_or(finding.severity.into());
@@ -291,41 +355,90 @@ impl Router {
             if !wanted || !self.cooled_down((partition, f.detector.clone(), finding.metric.clone(), finding.column.clone())) {
                 continue;
             }
+            let low_confidence = f.origin == FindingOrigin::Data && !is_sure(finding, score.rows, self.config.min_rows);
+            let mut message = finding.message.clone();
+            if low_confidence {
+                message += &format!(" ({})", score.caveat());
+            }
             alerts.push(Alert {
-                pipeline: self.pipeline.clone(),
-                detector: f.detector.clone(),
-                metric: finding.metric.clone(),
-                column: finding.column.clone(),
                 value: finding.value,
                 threshold: rule.above.or(rule.below).unwrap_or(finding.threshold),
-                severity,
-                message: finding.message.clone(),
-                window: window.clone(),
+                message,
                 sample_rows: finding.sample_rows.clone(),
-                score,
+                low_confidence,
+                ..alert(&f.detector, &finding.metric, finding.column.as_ref(), severity)
             });
         }
-        if score < self.config.quality_threshold && self.cooled_down((partition, "host".into(), "quality_score".into(), None)) {
-            let worst: Vec<String> = findings
+        let threshold = self.config.quality_threshold;
+        let judged = match self.config.score_basis {
+            ScoreBasis::Interval => score.high,
+            ScoreBasis::Point => score.value,
+        };
+        let quality_alert = judged < threshold;
+        if quality_alert && self.cooled_down((partition, "host".into(), "quality_score".into(), None)) {
+            let worst: Vec<String> = analysis
+                .findings
                 .iter()
                 .filter(|f| f.origin == FindingOrigin::Data)
                 .map(|f| format!("{}/{}", f.detector, f.finding.metric))
                 .collect();
+            let mut message = format!("window quality {:.2} is below {threshold:.2} ({})", score.value, worst.join(", "));
+            if score.low_confidence() {
+                message += &format!(" ({})", score.caveat());
+            }
             alerts.push(Alert {
-                pipeline: self.pipeline.clone(),
-                detector: "host".into(),
-                metric: "quality_score".into(),
-                column: None,
-                value: score,
-                threshold: self.config.quality_threshold,
-                severity: if score < self.config.quality_threshold / 2.0 { Level::Critical } else { Level::Warning },
-                message: format!("window quality {score:.2} is below {:.2} ({})", self.config.quality_threshold, worst.join(", ")),
-                window,
-                sample_rows: Vec::new(),
-                score,
+                value: score.value,
+                threshold,
+                message,
+                low_confidence: score.low_confidence(),
+                ..alert("host", "quality_score", None, if score.value < threshold / 2.0 { Level::Critical } else { Level::Warning })
+            });
+        }
+
+        // Across windows: each metric value joins its series, unless its own
+        // detector flagged it in this window (then it has alerted already).
+        let flagged = |detector: &str, metric: &str, column: &Option<String>| {
+            analysis.findings.iter().any(|f| f.detector == detector && f.finding.metric == metric && &f.finding.column == column)
+        };
+        let mut signals: Vec<(String, String, Option<String>, f64, Signal)> = Vec::new();
+        for (detector, m) in &analysis.metrics {
+            if flagged(detector, &m.metric, &m.column) {
+                continue;
+            }
+            for signal in self.watch.observe((partition, detector.clone(), m.metric.clone(), m.column.clone()), m.value) {
+                signals.push((detector.clone(), m.metric.clone(), m.column.clone(), m.value, signal));
+            }
+        }
+        if !quality_alert {
+            for signal in self.watch.observe((partition, "host".into(), "quality_score".into(), None), score.value) {
+                signals.push(("host".into(), "quality_score".into(), None, score.value, signal));
+            }
+        }
+        for (detector, metric, column, value, signal) in signals {
+            let key = (partition, detector.clone(), format!("{metric}/{}", signal.rule.as_str()), column.clone());
+            if signal.severity < self.config.min_severity || !self.cooled_down(key) {
+                continue;
+            }
+            let about = match &column {
+                Some(c) => format!("{metric} of {c}"),
+                None => metric.clone(),
+            };
+            alerts.push(Alert {
+                value,
+                threshold: signal.limit,
+                message: format!(
+                    "{about} is drifting from its usual {} (sigma {}): {} [{}]",
+                    format_value(signal.mean),
+                    format_value(signal.sigma),
+                    signal.detail,
+                    signal.rule.as_str()
+                ),
+                rule: Some(signal.rule.as_str()),
+                ..alert(&detector, &metric, column.as_ref(), signal.severity)
             });
         }
         *self.windows.entry(partition).or_default() += 1;
         alerts
     }
 }
+

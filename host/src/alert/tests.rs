@@ -1,5 +1,6 @@
 use super::*;
-use crate::runtime::bindings::{Finding, TimeBasis, WindowKind};
+use crate::analysis::quality_score;
+use crate::runtime::bindings::{Finding, MetricValue, TimeBasis, WindowKind};
 
 const POS: (&Position, &Position) = (&Position::Offset(0), &Position::Offset(9));
 
@@ -37,12 +38,18 @@ fn finding(metric: &str, severity: Severity, value: f64, origin: FindingOrigin) 
     }
 }
 
+/// Route `findings` on a 10-row window scoring `score` (a sure score).
+fn route(r: &mut Router, info: &WindowInfo, pos: (&Position, &Position), findings: &[HostFinding], score: f64) -> Vec<Alert> {
+    let analysis = WindowAnalysis { findings: findings.to_vec(), ..Default::default() };
+    r.route(info, pos, &analysis, &Score { value: score, low: score, high: score, rows: 10 })
+}
+
 #[test]
 fn severity_floor_and_cooldown() {
     let mut r = Router::new("p", AlertConfig { cooldown_windows: 3, ..Default::default() });
     let f = [finding("null_rate", Severity::Warning, 0.5, FindingOrigin::Data), finding("x", Severity::Info, 1.0, FindingOrigin::Data)];
     let alerts: Vec<Vec<Alert>> =
-        (0..8).map(|seq| r.route(&info(seq), (&Position::Offset(seq * 10), &Position::Offset(seq * 10 + 9)), 10, &f, 0.9)).collect();
+        (0..8).map(|seq| route(&mut r, &info(seq), (&Position::Offset(seq * 10), &Position::Offset(seq * 10 + 9)), &f, 0.9)).collect();
     let counts: Vec<usize> = alerts.iter().map(Vec::len).collect();
     assert_eq!(counts, [1, 0, 0, 1, 0, 0, 1, 0]);
     assert_eq!(r.suppressed, 5);
@@ -55,9 +62,9 @@ fn cooldown_is_kept_per_partition() {
     let mut r = Router::new("p", AlertConfig { cooldown_windows: 3, ..Default::default() });
     let f = [finding("null_rate", Severity::Warning, 0.5, FindingOrigin::Data)];
     let on = |partition| WindowInfo { partition, ..info(0) };
-    assert_eq!(r.route(&on(0), POS, 10, &f, 0.9).len(), 1);
-    assert_eq!(r.route(&on(1), POS, 10, &f, 0.9).len(), 1, "another partition's alert is not cooled down");
-    assert_eq!(r.route(&on(0), POS, 10, &f, 0.9).len(), 0);
+    assert_eq!(route(&mut r, &on(0), POS, &f, 0.9).len(), 1);
+    assert_eq!(route(&mut r, &on(1), POS, &f, 0.9).len(), 1, "another partition's alert is not cooled down");
+    assert_eq!(route(&mut r, &on(0), POS, &f, 0.9).len(), 0);
 }
 
 #[test]
@@ -67,9 +74,9 @@ fn metric_rules_filter_and_override() {
     metrics.insert("noisy".to_string(), MetricRule { mute: true, ..Default::default() });
     let mut r = Router::new("p", AlertConfig { metrics, cooldown_windows: 0, ..Default::default() });
     let low = [finding("null_rate", Severity::Warning, 0.2, FindingOrigin::Data), finding("noisy", Severity::Critical, 1.0, FindingOrigin::Data)];
-    assert!(r.route(&info(0), POS, 10, &low, 0.9).is_empty());
+    assert!(route(&mut r, &info(0), POS, &low, 0.9).is_empty());
     let high = [finding("null_rate", Severity::Warning, 0.4, FindingOrigin::Data)];
-    let a = r.route(&info(1), POS, 10, &high, 0.9);
+    let a = route(&mut r, &info(1), POS, &high, 0.9);
     assert_eq!((a[0].severity, a[0].threshold), (Level::Critical, 0.3));
 }
 
@@ -77,7 +84,7 @@ fn metric_rules_filter_and_override() {
 fn low_quality_windows_raise_their_own_alert() {
     let mut r = Router::new("p", AlertConfig { min_severity: Level::Critical, ..Default::default() });
     let f = [finding("a", Severity::Warning, 1.0, FindingOrigin::Data)];
-    let alerts = r.route(&info(0), POS, 10, &f, 0.3);
+    let alerts = route(&mut r, &info(0), POS, &f, 0.3);
     assert_eq!(alerts.len(), 1);
     assert_eq!((alerts[0].metric.as_str(), alerts[0].severity), ("quality_score", Level::Critical));
     assert!(alerts[0].message.contains("d/a"));
@@ -87,5 +94,63 @@ fn low_quality_windows_raise_their_own_alert() {
 fn quarantine_always_alerts() {
     let mut r = Router::new("p", AlertConfig { min_severity: Level::Critical, ..Default::default() });
     let f = [finding("plugin_quarantined", Severity::Info, 3.0, FindingOrigin::Quarantine)];
-    assert_eq!(r.route(&info(0), POS, 10, &f, 1.0).len(), 1);
+    assert_eq!(route(&mut r, &info(0), POS, &f, 1.0).len(), 1);
+}
+
+#[test]
+fn findings_on_small_windows_say_they_are_low_confidence() {
+    let mut r = Router::new("p", AlertConfig::default());
+    let rate = |value| HostFinding { finding: Finding { value, threshold: 0.05, ..finding("null_rate", Severity::Critical, 0.0, FindingOrigin::Data).finding }, ..finding("null_rate", Severity::Critical, 0.0, FindingOrigin::Data) };
+    // 10% against 5%: sure on 1000 rows, not on 40.
+    for (rows, low_confidence) in [(1000, false), (40, true)] {
+        let analysis = WindowAnalysis { findings: vec![rate(0.10)], ..Default::default() };
+        let score = quality_score(&analysis.findings, rows, 100);
+        let alerts = r.route(&info(rows as u64 * 100), POS, &analysis, &score);
+        let a = &alerts[0];
+        assert_eq!((a.metric.as_str(), a.low_confidence), ("null_rate", low_confidence));
+        assert_eq!(a.message.contains(&format!("low confidence: {rows} rows")), low_confidence, "{}", a.message);
+        r = Router::new("p", AlertConfig::default());
+    }
+}
+
+#[test]
+fn the_quality_alert_needs_the_whole_interval_below_the_threshold() {
+    let score = Score { value: 0.7, low: 0.7, high: 1.0, rows: 40 };
+    let analysis = WindowAnalysis::default();
+    let mut interval = Router::new("p", AlertConfig::default());
+    assert!(interval.route(&info(0), POS, &analysis, &score).is_empty());
+    let mut point = Router::new("p", AlertConfig { score_basis: ScoreBasis::Point, ..Default::default() });
+    let alerts = point.route(&info(0), POS, &analysis, &score);
+    assert_eq!((alerts[0].metric.as_str(), alerts[0].low_confidence, alerts[0].score_interval), ("quality_score", true, [0.7, 1.0]));
+    assert!(alerts[0].message.contains("low confidence: 40 rows"), "{}", alerts[0].message);
+}
+
+#[test]
+fn a_metric_creeping_away_raises_an_alert_naming_the_rule() {
+    let mut config = AlertConfig::default();
+    config.spc.warmup_windows = 20;
+    let mut r = Router::new("p", config);
+    let window = |value: f64| {
+        let metric = MetricValue { metric: "null_rate".into(), column: Some("email".into()), value };
+        WindowAnalysis { metrics: vec![("completeness".into(), metric)], ..Default::default() }
+    };
+    let sure = Score { value: 1.0, low: 1.0, high: 1.0, rows: 1000 };
+    // Warm-up alternates around 1%, then the rate creeps up by 0.1 points a window.
+    let mut fired = None;
+    for seq in 0..80u64 {
+        let value = if seq < 20 { 0.01 + if seq % 2 == 0 { 0.001 } else { -0.001 } } else { 0.01 + 0.001 * (seq - 19) as f64 };
+        let alerts = r.route(&info(seq), POS, &window(value), &sure);
+        if let Some(a) = alerts.into_iter().next() {
+            fired = Some((seq, a));
+            break;
+        }
+    }
+    let (seq, a) = fired.expect("no SPC alert");
+    assert!(seq > 20 && seq < 30, "fired at window {seq}");
+    assert_eq!((a.detector.as_str(), a.metric.as_str(), a.column.as_deref()), ("completeness", "null_rate", Some("email")));
+    assert!(a.rule.is_some() && a.message.contains(&format!("[{}]", a.rule.unwrap())), "{}", a.message);
+    // A value its own detector flagged does not feed the series.
+    let flagged = WindowAnalysis { findings: vec![finding("null_rate", Severity::Info, 0.5, FindingOrigin::Data)], ..window(0.5) };
+    let mut quiet = Router::new("p", AlertConfig::default());
+    assert!((0..200).all(|seq| quiet.route(&info(seq), POS, &flagged, &sure).is_empty()));
 }

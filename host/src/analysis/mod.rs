@@ -1,9 +1,11 @@
 //! Running a pipeline's detectors on a closed window: what a detector is to
 //! the host, how its answer is checked, and the window's quality score.
-//! [`Detectors`] runs them; [`Catalog`] says which versions should run.
+//! [`Detectors`] runs them; [`Catalog`] says which versions should run;
+//! [`Score`] is what a window's findings add up to.
 
 mod catalog;
 mod detectors;
+mod score;
 #[cfg(test)]
 mod tests;
 
@@ -11,6 +13,7 @@ use crate::runtime::bindings::{Analysis, Batch, Finding, MetricValue, Severity};
 use crate::runtime::PluginFault;
 pub use catalog::{Candidate, Catalog, CatalogEntry};
 pub use detectors::{CallCounters, DetectorSet, Detectors, PluginStats, Status};
+pub use score::{is_sure, quality_score, wilson, Score};
 
 /// One configured detector instance, whatever runs it.
 pub trait Analyzer: Send {
@@ -63,26 +66,6 @@ pub struct WindowAnalysis {
     pub metrics: Vec<(String, MetricValue)>,
     /// What shadow versions found: recorded, never alerted.
     pub shadow_findings: Vec<HostFinding>,
-}
-
-/// Penalty of one data finding in the quality score.
-fn penalty(severity: Severity) -> f64 {
-    match severity {
-        Severity::Info => 0.0,
-        Severity::Warning => 0.1,
-        Severity::Critical => 0.3,
-    }
-}
-
-/// The window's quality score: the product of `1 - penalty` over its data
-/// findings (warning 0.1, critical 0.3; plugin faults do not count), so 1.0
-/// is a clean window, one critical finding gives 0.7 and one warning 0.9.
-pub fn quality_score(findings: &[HostFinding]) -> f64 {
-    findings
-        .iter()
-        .filter(|f| f.origin == FindingOrigin::Data)
-        .map(|f| 1.0 - penalty(f.finding.severity))
-        .product()
 }
 
 /// The host's own finding about a window: more of its lines were undecodable

@@ -44,9 +44,41 @@ fn bad_output_is_named() {
 fn score_counts_data_findings_only() {
     let data = |s| HostFinding { detector: "d".into(), origin: FindingOrigin::Data, finding: Finding { severity: s, ..finding(vec![]) } };
     let fault = HostFinding { origin: FindingOrigin::PluginError, ..data(Severity::Critical) };
-    assert_eq!(quality_score(&[]), 1.0);
-    assert!((quality_score(&[data(Severity::Warning)]) - 0.9).abs() < 1e-12);
-    assert!((quality_score(&[data(Severity::Critical), data(Severity::Info), fault]) - 0.7).abs() < 1e-12);
+    let score = |f: &[HostFinding]| quality_score(f, 1000, 100).value;
+    assert_eq!(score(&[]), 1.0);
+    assert!((score(&[data(Severity::Warning)]) - 0.9).abs() < 1e-12);
+    assert!((score(&[data(Severity::Critical), data(Severity::Info), fault]) - 0.7).abs() < 1e-12);
+}
+
+#[test]
+fn wilson_intervals_match_known_values() {
+    // 10 of 100: the textbook interval is (0.0552, 0.1744).
+    let (low, high) = wilson(0.1, 100, 1.959964);
+    assert!((low - 0.0552).abs() < 1e-4 && (high - 0.1744).abs() < 1e-4, "{low} {high}");
+    // None of 20 still allows up to 16%.
+    let (low, high) = wilson(0.0, 20, 1.959964);
+    assert!(low == 0.0 && (high - 0.1611).abs() < 1e-4, "{high}");
+    assert_eq!(wilson(0.5, 0, 1.96), (0.0, 1.0));
+}
+
+#[test]
+fn small_windows_give_a_wide_score_and_large_ones_a_sure_score() {
+    let rate = |value, threshold| HostFinding {
+        detector: "completeness".into(),
+        origin: FindingOrigin::Data,
+        finding: Finding { metric: "null_rate".into(), value, threshold, severity: Severity::Critical, ..finding(vec![]) },
+    };
+    // 10% nulls against a 5% limit: sure on 1000 rows, not on 40 (Wilson 0.04..0.23).
+    let large = quality_score(&[rate(0.10, 0.05)], 1000, 100);
+    assert_eq!((large.value, large.high, large.low_confidence()), (0.7, 0.7, false));
+    let small = quality_score(&[rate(0.10, 0.05)], 40, 100);
+    assert_eq!((small.value, small.high, small.low_confidence()), (0.7, 1.0, true));
+    assert!(small.caveat().contains("40 rows"), "{}", small.caveat());
+    // A rate just past its limit is not sure even on many rows.
+    assert!(!is_sure(&rate(0.051, 0.05).finding, 1000, 100));
+    // A finding that is not a rate is sure from `min_rows` rows on.
+    let vanished = Finding { metric: "vanished_field".into(), ..rate(1.0, 0.0).finding };
+    assert!(is_sure(&vanished, 100, 100) && !is_sure(&vanished, 99, 100));
 }
 
 #[test]

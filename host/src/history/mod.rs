@@ -106,6 +106,9 @@ pub struct AlertRow {
     pub threshold: f64,
     pub severity: &'static str,
     pub message: String,
+    /// The control rule that fired, for alerts across windows.
+    pub rule: Option<&'static str>,
+    pub low_confidence: bool,
 }
 
 /// An analysed window and everything found in it.
@@ -122,6 +125,8 @@ pub struct WindowRecord {
     pub end_ms: i64,
     pub analysed_ms: i64,
     pub score: f64,
+    /// Lowest and highest score the data supports.
+    pub score_interval: [f64; 2],
     pub findings: Vec<FindingRow>,
     pub metrics: Vec<MetricRow>,
     pub alerts: Vec<AlertRow>,
@@ -185,6 +190,8 @@ CREATE TABLE IF NOT EXISTS windows (
     analysed_ms INTEGER NOT NULL,
     score REAL NOT NULL,
     alerts INTEGER NOT NULL,
+    score_low REAL,
+    score_high REAL,
     UNIQUE (pipeline, partition, first_offset, last_offset)
 );
 CREATE INDEX IF NOT EXISTS windows_by_tenant_time ON windows (tenant, analysed_ms);
@@ -222,7 +229,9 @@ CREATE TABLE IF NOT EXISTS alerts (
     value REAL NOT NULL,
     threshold REAL NOT NULL,
     severity TEXT NOT NULL,
-    message TEXT NOT NULL
+    message TEXT NOT NULL,
+    rule TEXT,
+    low_confidence INTEGER
 );
 CREATE INDEX IF NOT EXISTS alerts_by_tenant_time ON alerts (tenant, at_ms);
 CREATE TABLE IF NOT EXISTS plugin_events (
@@ -237,6 +246,21 @@ CREATE TABLE IF NOT EXISTS plugin_events (
 CREATE INDEX IF NOT EXISTS plugin_events_by_tenant_time ON plugin_events (tenant, at_ms);
 ";
 
+/// Columns added since the first schema, for files an older version made
+/// (their old rows read as NULL).
+const ADDED_COLUMNS: [(&str, &str, &str); 4] =
+    [("windows", "score_low", "REAL"), ("windows", "score_high", "REAL"), ("alerts", "rule", "TEXT"), ("alerts", "low_confidence", "INTEGER")];
+
+fn add_columns(conn: &Connection) -> rusqlite::Result<()> {
+    for (table, column, kind) in ADDED_COLUMNS {
+        let exists = conn.prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?.exists([column])?;
+        if !exists {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
+        }
+    }
+    Ok(())
+}
+
 /// How often old rows are deleted.
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
 
@@ -250,6 +274,7 @@ fn open(path: &Path) -> Result<Connection, HistoryError> {
     // WAL + NORMAL: a crashed process loses nothing committed; readers never block the writer.
     conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;").map_err(sqlite)?;
     conn.execute_batch(SCHEMA).map_err(sqlite)?;
+    add_columns(&conn).map_err(sqlite)?;
     Ok(conn)
 }
 
@@ -346,16 +371,16 @@ fn write_batch(conn: &mut Connection, batch: &[Entry], stats: &HistoryStats) -> 
     let (mut written, mut duplicates) = (0, 0);
     {
         let mut window = tx.prepare_cached(
-            "INSERT OR IGNORE INTO windows (tenant, pipeline, partition, seq, first_offset, last_offset, records, start_ms, end_ms, analysed_ms, score, alerts)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            "INSERT OR IGNORE INTO windows (tenant, pipeline, partition, seq, first_offset, last_offset, records, start_ms, end_ms, analysed_ms, score, alerts, score_low, score_high)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )?;
         let mut finding = tx.prepare_cached(
             "INSERT INTO findings (window_id, detector, metric, column_name, value, threshold, severity, message, shadow) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
         let mut metric = tx.prepare_cached("INSERT INTO metric_values (window_id, detector, metric, column_name, value) VALUES (?1, ?2, ?3, ?4, ?5)")?;
         let mut alert = tx.prepare_cached(
-            "INSERT INTO alerts (window_id, tenant, pipeline, at_ms, detector, metric, column_name, value, threshold, severity, message)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            "INSERT INTO alerts (window_id, tenant, pipeline, at_ms, detector, metric, column_name, value, threshold, severity, message, rule, low_confidence)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?;
         let mut plugin = tx.prepare_cached("INSERT INTO plugin_events (tenant, pipeline, plugin, event, message, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
         for entry in batch {
@@ -373,7 +398,9 @@ fn write_batch(conn: &mut Connection, batch: &[Entry], stats: &HistoryStats) -> 
                         w.end_ms,
                         w.analysed_ms,
                         w.score,
-                        w.alerts.len() as i64
+                        w.alerts.len() as i64,
+                        w.score_interval[0],
+                        w.score_interval[1]
                     ])?;
                     if inserted == 0 {
                         duplicates += 1; // a replayed window: kept as first written
@@ -388,7 +415,21 @@ fn write_batch(conn: &mut Connection, batch: &[Entry], stats: &HistoryStats) -> 
                         metric.execute(params![id, m.detector, m.metric, m.column, m.value])?;
                     }
                     for a in &w.alerts {
-                        alert.execute(params![id, w.tenant, w.pipeline, w.analysed_ms, a.detector, a.metric, a.column, a.value, a.threshold, a.severity, a.message])?;
+                        alert.execute(params![
+                            id,
+                            w.tenant,
+                            w.pipeline,
+                            w.analysed_ms,
+                            a.detector,
+                            a.metric,
+                            a.column,
+                            a.value,
+                            a.threshold,
+                            a.severity,
+                            a.message,
+                            a.rule,
+                            a.low_confidence
+                        ])?;
                     }
                 }
                 Entry::Plugin(e) => {

@@ -45,6 +45,9 @@ pub struct WindowView {
     pub analysed_ms: i64,
     pub score: f64,
     pub alerts: u32,
+    /// The score's interval (absent for windows written before it was kept).
+    pub score_low: Option<f64>,
+    pub score_high: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -79,6 +82,10 @@ pub struct AlertView {
     pub threshold: f64,
     pub severity: String,
     pub message: String,
+    /// The control rule that fired, for alerts across windows.
+    pub rule: Option<String>,
+    /// The alert rests on too little data to be sure of.
+    pub low_confidence: bool,
     /// The window's quality score.
     pub score: f64,
     /// Everything the detectors found in that window.
@@ -147,7 +154,7 @@ impl HistoryReader {
 
     pub fn windows(&self, f: &Filter) -> rusqlite::Result<Page<WindowView>> {
         let select = format!(
-            "SELECT id, pipeline, partition, seq, first_offset, last_offset, records, start_ms, end_ms, analysed_ms, score, alerts
+            "SELECT id, pipeline, partition, seq, first_offset, last_offset, records, start_ms, end_ms, analysed_ms, score, alerts, score_low, score_high
              FROM windows WHERE {}",
             scope("id", "pipeline", "analysed_ms", "tenant")
         );
@@ -169,6 +176,8 @@ impl HistoryReader {
                     analysed_ms: r.get(9)?,
                     score: r.get(10)?,
                     alerts: r.get(11)?,
+                    score_low: r.get(12)?,
+                    score_high: r.get(13)?,
                 })
             },
             |w| w.id,
@@ -187,7 +196,7 @@ impl HistoryReader {
     pub fn alerts(&self, f: &Filter) -> rusqlite::Result<Page<AlertView>> {
         let conn = self.conn();
         let select = format!(
-            "SELECT a.id, a.window_id, a.pipeline, w.partition, w.seq, a.at_ms, a.detector, a.metric, a.column_name, a.value, a.threshold, a.severity, a.message, w.score
+            "SELECT a.id, a.window_id, a.pipeline, w.partition, w.seq, a.at_ms, a.detector, a.metric, a.column_name, a.value, a.threshold, a.severity, a.message, w.score, a.rule, a.low_confidence
              FROM alerts a JOIN windows w ON w.id = a.window_id WHERE {}",
             scope("a.id", "a.pipeline", "a.at_ms", "a.tenant")
         );
@@ -211,6 +220,8 @@ impl HistoryReader {
                     severity: r.get(11)?,
                     message: r.get(12)?,
                     score: r.get(13)?,
+                    rule: r.get(14)?,
+                    low_confidence: r.get::<_, Option<bool>>(15)?.unwrap_or(false),
                     findings: Vec::new(),
                 })
             },

@@ -13,6 +13,7 @@ fn window(tenant: &str, pipeline: &str, seq: u64, analysed_ms: i64) -> WindowRec
         end_ms: analysed_ms,
         analysed_ms,
         score: 0.9,
+        score_interval: [0.9, 1.0],
         findings: vec![FindingRow {
             detector: "completeness".into(),
             metric: "null_rate".into(),
@@ -32,6 +33,8 @@ fn window(tenant: &str, pipeline: &str, seq: u64, analysed_ms: i64) -> WindowRec
             threshold: 0.05,
             severity: "warning",
             message: "40% null".into(),
+            rule: Some("cusum"),
+            low_confidence: true,
         }],
     }
 }
@@ -87,6 +90,8 @@ fn windows_findings_and_alerts_are_read_back_per_tenant() {
     assert_eq!(alerts.items[0].pipeline, "payments");
     assert_eq!(alerts.items[0].findings.len(), 1, "an alert comes with its window's findings");
     assert_eq!(alerts.items[0].findings[0].column.as_deref(), Some("email"));
+    assert_eq!((alerts.items[0].rule.as_deref(), alerts.items[0].low_confidence), (Some("cusum"), true));
+    assert_eq!((windows.items[0].score_low, windows.items[0].score_high), (Some(0.9), Some(1.0)));
     assert_eq!(reader.findings(&all("a")).unwrap().items.len(), 2);
     assert!(reader.windows(&all("c")).unwrap().items.is_empty());
 }
@@ -133,4 +138,25 @@ fn retention_deletes_old_windows_with_their_findings() {
     assert_eq!(reader.windows(&all("a")).unwrap().items.iter().map(|w| w.seq).collect::<Vec<_>>(), [2]);
     assert_eq!(reader.findings(&all("a")).unwrap().items.len(), 1);
     assert_eq!(reader.alerts(&all("a")).unwrap().items.len(), 1);
+}
+
+#[test]
+fn a_file_from_before_score_intervals_gains_the_new_columns() {
+    let dir = TempDir::new();
+    let path = dir.path().join("history.db");
+    let old = Connection::open(&path).unwrap();
+    old.execute_batch(
+        "CREATE TABLE windows (id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, pipeline TEXT NOT NULL, partition INTEGER NOT NULL, seq INTEGER NOT NULL,
+            first_offset TEXT NOT NULL, last_offset TEXT NOT NULL, records INTEGER NOT NULL, start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL,
+            analysed_ms INTEGER NOT NULL, score REAL NOT NULL, alerts INTEGER NOT NULL, UNIQUE (pipeline, partition, first_offset, last_offset));
+         INSERT INTO windows VALUES (1, 'a', 'orders', 0, 7, '0', '99', 100, 0, 1, 1, 1.0, 0);
+         CREATE TABLE alerts (id INTEGER PRIMARY KEY, window_id INTEGER NOT NULL, tenant TEXT NOT NULL, pipeline TEXT NOT NULL, at_ms INTEGER NOT NULL,
+            detector TEXT NOT NULL, metric TEXT NOT NULL, column_name TEXT, value REAL NOT NULL, threshold REAL NOT NULL, severity TEXT NOT NULL, message TEXT NOT NULL);",
+    )
+    .unwrap();
+    drop(old);
+    let reader = HistoryReader::open(&path).unwrap();
+    let windows = reader.windows(&all("a")).unwrap();
+    assert_eq!((windows.items[0].seq, windows.items[0].score_high), (7, None));
+    assert!(reader.alerts(&all("a")).unwrap().items.is_empty());
 }

@@ -26,9 +26,12 @@ pub enum FaultKind {
     Drift,
     /// 20% of `email` are not email addresses.
     BadFormats,
+    /// `email`'s null rate climbs slowly from its usual 1% to 3% across the
+    /// range: too little in any one window to flag, plain over many.
+    Creep,
 }
 
-const KINDS: [(&str, FaultKind); 11] = [
+const KINDS: [(&str, FaultKind); 12] = [
     ("nulls", FaultKind::Nulls),
     ("outliers", FaultKind::Outliers),
     ("duplicates", FaultKind::Duplicates),
@@ -40,6 +43,7 @@ const KINDS: [(&str, FaultKind); 11] = [
     ("volume", FaultKind::Volume),
     ("drift", FaultKind::Drift),
     ("bad-formats", FaultKind::BadFormats),
+    ("creep", FaultKind::Creep),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +56,11 @@ pub struct Fault {
 impl Fault {
     pub fn covers(&self, record: u64) -> bool {
         record >= self.start && record - self.start < self.len
+    }
+
+    /// How far into the range `record` is, from 0 to 1.
+    pub fn progress(&self, record: u64) -> f64 {
+        (record - self.start) as f64 / self.len.max(1) as f64
     }
 }
 

@@ -130,7 +130,8 @@ impl Generator {
             }
             let _ = write!(out, r#","currency":"{}","items":{}"#, pick(rng, &CURRENCIES), 1 + rng.u64(0..4) + rng.u64(0..2));
             let _ = write!(out, r#","status":"{}""#, pick(rng, &STATUSES));
-            let null_email = rng.f64() < 0.01 || (active(FaultKind::Nulls) && rng.f64() < 0.4);
+            let creep = self.faults.iter().find(|f| f.kind == FaultKind::Creep && f.covers(i)).map_or(0.0, |f| 0.02 * f.progress(i));
+            let null_email = rng.f64() < 0.01 + creep || (active(FaultKind::Nulls) && rng.f64() < 0.4);
             if null_email {
                 out.extend_from_slice(br#","email":null"#);
             } else if active(FaultKind::BadFormats) && rng.f64() < 0.2 {

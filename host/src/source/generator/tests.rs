@@ -41,6 +41,14 @@ fn faults_apply_only_to_their_range() {
 }
 
 #[test]
+fn creep_raises_the_email_null_rate_gradually() {
+    let lines = generate(bounded(200_000, &["creep@100000+100000"]));
+    let nulls = |range: std::ops::Range<usize>| lines[range.clone()].iter().filter(|l| l.contains(r#""email":null"#)).count() as f64 / range.len() as f64;
+    let (before, early, late) = (nulls(0..100_000), nulls(100_000..120_000), nulls(180_000..200_000));
+    assert!((before - 0.01).abs() < 0.002 && (early - 0.012).abs() < 0.003 && (late - 0.029).abs() < 0.004, "{before} {early} {late}");
+}
+
+#[test]
 fn simulated_time_is_steady_and_ends_near_now() {
     let lines = generate(bounded(2000, &[]));
     let ts = |l: &str| timestamp::parse_ms(&l.split("\"ts\":\"").nth(1).unwrap().as_bytes()[..24]).unwrap();

@@ -1,0 +1,142 @@
+use clean_host_sdk::testing::{BatchBuilder, Rng};
+
+use super::*;
+
+const COUNTRIES: [&str; 5] = ["DE", "FR", "US", "GB", "NL"];
+
+/// A window of `rows` orders: log-normal `amount` (times `scale`), `items`
+/// 1..=6, a `country` (with `xx` of them "XX") and a unique `id`.
+fn window(rng: &mut Rng, seq: u64, rows: usize, scale: f64, xx: f64) -> Batch {
+    let amount: Vec<Option<f64>> = (0..rows).map(|_| Some((3.2 + 0.9 * rng.normal()).exp() * scale)).collect();
+    let items: Vec<Option<i64>> = (0..rows).map(|_| Some(1 + (rng.uniform() * 6.0) as i64)).collect();
+    let country: Vec<&str> = (0..rows).map(|_| if rng.uniform() < xx { "XX" } else { COUNTRIES[(rng.uniform() * rng.uniform() * 5.0) as usize] }).collect();
+    let ids: Vec<String> = (0..rows).map(|i| format!("e-{seq}-{i}")).collect();
+    BatchBuilder::new(seq)
+        .float("amount", &amount)
+        .int("items", &items)
+        .text("country", &country.iter().map(|c| Some(*c)).collect::<Vec<_>>())
+        .text("id", &ids.iter().map(|s| Some(s.as_str())).collect::<Vec<_>>())
+        .build()
+}
+
+fn drift(config: &str) -> Drift {
+    let mut d = Drift::default();
+    d.configure(config).unwrap();
+    d
+}
+
+fn findings(d: &mut Drift, batch: &Batch) -> Vec<(String, String, Severity)> {
+    let out = d.analyze(batch).unwrap();
+    out.findings.into_iter().map(|f| (f.metric, f.column.unwrap_or_default(), f.severity)).collect()
+}
+
+#[test]
+fn stationary_noisy_data_is_quiet() {
+    let mut rng = Rng(1);
+    let mut d = drift("");
+    for seq in 0..500 {
+        let f = findings(&mut d, &window(&mut rng, seq, 1000, 1.0, 0.0));
+        assert!(f.is_empty(), "window {seq}: {f:?}");
+    }
+    // Small windows too: 60 rows is above min_rows, and noisier.
+    for seq in 500..800 {
+        let f = findings(&mut d, &window(&mut rng, seq, 60, 1.0, 0.0));
+        assert!(f.is_empty(), "window {seq}: {f:?}");
+    }
+    let out = d.analyze(&window(&mut rng, 900, 1000, 1.0, 0.0)).unwrap();
+    let metrics: Vec<(&str, &str)> = out.metrics.iter().map(|m| (m.metric.as_str(), m.column.as_deref().unwrap_or(""))).collect();
+    for expected in [("mean", "amount"), ("psi", "amount"), ("ks_distance", "amount"), ("psi", "items"), ("psi", "country"), ("chi_square", "country")] {
+        assert!(metrics.contains(&expected), "{expected:?} missing from {metrics:?}");
+    }
+    assert!(!metrics.iter().any(|m| m.1 == "id"), "an id column is not a category: {metrics:?}");
+}
+
+#[test]
+fn a_moved_distribution_and_a_new_category_are_caught() {
+    let mut rng = Rng(2);
+    let mut d = drift("");
+    for seq in 0..10 {
+        assert!(findings(&mut d, &window(&mut rng, seq, 1000, 1.0, 0.0)).is_empty());
+    }
+    let f = findings(&mut d, &window(&mut rng, 10, 1000, 1.8, 0.0));
+    assert_eq!(f, [("psi".into(), "amount".into(), Severity::Warning)]);
+    let out = d.analyze(&window(&mut rng, 11, 1000, 1.0, 0.2)).unwrap();
+    assert_eq!(out.findings.len(), 1, "{:?}", out.findings);
+    assert_eq!(out.findings[0].column.as_deref(), Some("country"));
+    assert!(out.findings[0].message.contains("(other values) 2"), "{}", out.findings[0].message);
+    // A subtle shift (5% larger) stays under the thresholds.
+    assert!(findings(&mut d, &window(&mut rng, 12, 1000, 1.05, 0.0)).is_empty());
+}
+
+#[test]
+fn a_pinned_reference_judges_from_the_first_window() {
+    // Quantiles of U(0, 100) and a fixed country mix.
+    let grid: Vec<String> = (0..=10).map(|i| (i * 10).to_string()).collect();
+    let config = format!(
+        r#"{{"reference": {{"score": {{"quantiles": [{}]}}, "country": {{"frequencies": {{"DE": 0.5, "FR": 0.5}}}}}}}}"#,
+        grid.join(",")
+    );
+    let mut d = drift(&config);
+    let mut rng = Rng(3);
+    let uniform: Vec<Option<f64>> = (0..500).map(|_| Some(rng.uniform() * 100.0)).collect();
+    let low: Vec<Option<f64>> = (0..500).map(|_| Some(rng.uniform() * 50.0)).collect();
+    let mix: Vec<Option<&str>> = (0..500).map(|i| Some(if i % 2 == 0 { "DE" } else { "FR" })).collect();
+    let only_de: Vec<Option<&str>> = (0..500).map(|_| Some("DE")).collect();
+    let ok = BatchBuilder::new(0).float("score", &uniform).text("country", &mix).build();
+    assert!(findings(&mut d, &ok).is_empty());
+    let moved = BatchBuilder::new(1).float("score", &low).text("country", &only_de).build();
+    let f = findings(&mut d, &moved);
+    assert_eq!(f.iter().map(|f| f.1.as_str()).collect::<Vec<_>>(), ["score", "country"], "{f:?}");
+}
+
+#[test]
+fn state_carries_the_reference_and_a_half_learned_sketch() {
+    let mut rng = Rng(4);
+    let mut d = drift(r#"{"reference_windows": 4}"#);
+    for seq in 0..2 {
+        d.analyze(&window(&mut rng, seq, 1000, 1.0, 0.0)).unwrap();
+    }
+    let mut restored = drift(r#"{"reference_windows": 4}"#);
+    restored.restore(&d.snapshot()).unwrap();
+    for seq in 2..4 {
+        let b = window(&mut rng, seq, 1000, 1.0, 0.0);
+        d.analyze(&b).unwrap();
+        restored.analyze(&b).unwrap();
+    }
+    let shifted = window(&mut rng, 4, 1000, 1.8, 0.0);
+    assert_eq!(findings(&mut d, &shifted), findings(&mut restored, &shifted));
+    assert_eq!(findings(&mut restored, &shifted)[0].1, "amount");
+    let mut again = drift(r#"{"reference_windows": 4}"#);
+    again.restore(&restored.snapshot()).unwrap();
+    assert_eq!(findings(&mut again, &shifted)[0].1, "amount");
+    assert!(again.restore(b"{not json").unwrap_err().contains("invalid state"));
+}
+
+#[test]
+fn memory_stays_bounded_however_many_rows_the_reference_spans() {
+    let mut rng = Rng(5);
+    let mut d = drift(r#"{"reference_windows": 200}"#);
+    let mut learning = Vec::new();
+    for seq in 0..200 {
+        d.analyze(&window(&mut rng, seq, 1000, 1.0, 0.0)).unwrap();
+        if seq == 198 {
+            learning = d.memory();
+        }
+    }
+    let amount = learning.iter().find(|m| m.column == "amount").unwrap();
+    // 199,000 values in about 600 retained.
+    assert!(amount.bytes < 8 * 1024, "{amount:?}");
+    let frozen = d.memory();
+    assert!(frozen.iter().all(|m| m.phase == "reference" && m.bytes <= GRID_POINTS * 8), "{frozen:?}");
+}
+
+#[test]
+fn bad_config_is_refused_with_the_reason() {
+    let mut d = Drift::default();
+    assert!(d.configure(r#"{"bins": 1}"#).unwrap_err().contains("bins"));
+    assert!(d.configure(r#"{"alpha": 2}"#).unwrap_err().contains("alpha"));
+    assert!(d.configure(r#"{"reference": {"x": {"quantiles": [3, 1]}}}"#).unwrap_err().contains("ascending"));
+    assert!(d.configure(r#"{"reference": {"x": {}}}"#).unwrap_err().contains("exactly one"));
+    assert!(d.configure(r#"{"reference": {"x": {"frequencies": {"a": 0.9, "b": 0.3}}}}"#).unwrap_err().contains("at most 1"));
+    assert!(d.configure(r#"{"bogus": 1}"#).unwrap_err().contains("unknown field"));
+}

@@ -1,0 +1,83 @@
+//! Statistics over time through the real binary: distribution drift, control
+//! rules on window metrics, and the confidence of small windows. The series
+//! with known answers for each rule are in `host/src/spc/tests.rs`.
+
+use clean_host_tests::{Sandbox, BUNDLED};
+use serde_json::Value;
+
+/// The alerts of a run of the embedded generator through every bundled detector.
+fn generate(records: u64, window: u64, inject: Option<&str>) -> Vec<Value> {
+    run(records, window, inject).0
+}
+
+/// Its alerts and summary.
+fn run(records: u64, window: u64, inject: Option<&str>) -> (Vec<Value>, Value) {
+    let s = Sandbox::with_bundled();
+    let (records, window) = (records.to_string(), window.to_string());
+    let mut args = vec!["--records", &records, "--window", &window, "--format", "json", "--quiet"];
+    if let Some(fault) = inject {
+        args.extend(["--inject", fault]);
+    }
+    let run = s.run(&args);
+    run.assert_ok();
+    assert_eq!(run.summary()["plugins"].as_array().unwrap().len(), BUNDLED.len());
+    (run.alerts(), run.summary())
+}
+
+fn key(a: &Value) -> (u64, &str, &str, &str, Option<&str>) {
+    let text = |k: &str| a[k].as_str().unwrap_or_default();
+    (a["window"]["seq"].as_u64().unwrap(), text("detector"), text("metric"), text("column"), a["rule"].as_str())
+}
+
+#[test]
+fn stationary_data_raises_no_alert_over_1000_windows() {
+    let (alerts, summary) = run(1_000_000, 1000, None);
+    assert_eq!(alerts, Vec::<Value>::new(), "drift, control rules and all detectors stay quiet on clean data");
+    // The rules did watch: email's null rate, the numeric columns' means, outlier rates.
+    let watched = summary["pipelines"][0]["watched_series"].as_u64().unwrap();
+    assert!(watched >= 6, "{summary}");
+}
+
+#[test]
+fn a_slow_creep_is_caught_by_a_control_rule_and_by_no_per_window_check() {
+    // The email null rate climbs from 1% to 3% over windows 150..200.
+    let alerts = generate(230_000, 1000, Some("creep@150000+50000"));
+    let keys: Vec<_> = alerts.iter().map(key).collect();
+    assert!(!keys.is_empty(), "the creep went unnoticed");
+    for (seq, detector, metric, column, rule) in &keys {
+        assert_eq!((*detector, *metric, *column), ("completeness", "null_rate", "email"), "{keys:?}");
+        assert!(rule.is_some_and(|r| r == "ewma" || r == "cusum"), "a per-window check fired: {keys:?}");
+        assert!((150..210).contains(seq), "{keys:?}");
+    }
+    let first = &alerts[0];
+    let message = first["message"].as_str().unwrap();
+    assert!(message.contains(&format!("[{}]", first["rule"].as_str().unwrap())) && message.contains("usual 0.01"), "{message}");
+}
+
+#[test]
+fn a_moved_distribution_is_caught_in_its_window() {
+    let alerts = generate(40_000, 1000, Some("drift@20000+1000"));
+    let keys: Vec<_> = alerts.iter().map(key).collect();
+    // The outlier detector may see the larger amounts too; nothing alerts outside the window.
+    assert!(keys.iter().all(|k| k.0 == 20), "{keys:?}");
+    let drift = alerts.iter().find(|a| key(a) == (20, "drift", "psi", "amount", None)).expect("no drift alert on amount");
+    let message = drift["message"].as_str().unwrap();
+    assert!(message.contains("KS distance") && message.contains("sketch error"), "{message}");
+    assert_eq!(drift["low_confidence"], false);
+}
+
+#[test]
+fn alerts_on_small_windows_say_they_are_low_confidence() {
+    // The same schema fault on 50-row and on 1000-row windows.
+    for (window, low_confidence) in [(50, true), (1000, false)] {
+        let at = 50 * window;
+        let fault = format!("schema@{at}+{window}");
+        let alerts = generate(100 * window, window, Some(&fault));
+        let vanished = alerts.iter().find(|a| a["metric"] == "vanished_field").expect("the vanished field alerted");
+        assert_eq!(vanished["low_confidence"], low_confidence, "{vanished}");
+        let message = vanished["message"].as_str().unwrap();
+        assert_eq!(message.contains(&format!("low confidence: {window} rows")), low_confidence, "{message}");
+        let interval = vanished["score_interval"].as_array().unwrap();
+        assert_eq!(interval[0].as_f64() < interval[1].as_f64(), low_confidence, "{vanished}");
+    }
+}
