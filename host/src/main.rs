@@ -5,7 +5,7 @@ mod cli;
 
 use std::io::{IsTerminal, Write};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -284,6 +284,20 @@ impl RateMeter {
     }
 }
 
+/// Give each pipeline's control rules the windows the history kept from
+/// earlier runs, so a restart does not start their baselines over.
+fn warm_control_rules(pipelines: &mut [Pipeline], history: &Path) -> Result<()> {
+    let reader = HistoryReader::open(history)?;
+    for p in pipelines {
+        let past = reader.past_windows(&p.tenant, &p.name, p.router.warm_windows()).with_context(|| format!("reading {}", history.display()))?;
+        if !past.is_empty() {
+            p.router.warm(&past);
+            tracing::info!("pipeline {}: control rules picked up {} windows from the history", p.name, past.len());
+        }
+    }
+    Ok(())
+}
+
 /// The HTTP server, with a token per tenant.
 fn start_http(config: &ConfigFile, addr: &str, pipelines: Vec<Arc<PipelineCounters>>, live: Arc<RwLock<LiveStatus>>, history: Option<&History>) -> Result<http::Server> {
     let token_dir = data_dir(config).join("api-tokens");
@@ -313,7 +327,7 @@ fn monitor(cli: &Cli, config: &ConfigFile, events: &PluginEventSink) -> Result<(
             handlers.insert(t.name().to_string(), h);
         }
     }
-    let pipelines = build_pipelines(config, &tenants, &handlers)?;
+    let mut pipelines = build_pipelines(config, &tenants, &handlers)?;
     let detectors: Vec<Arc<Detectors>> = pipelines.iter().map(|p| p.detectors.clone()).collect();
     let counters: Vec<Arc<PipelineCounters>> = pipelines.iter().map(|p| p.counters.clone()).collect();
     let history = match config.history.enabled {
@@ -321,6 +335,7 @@ fn monitor(cli: &Cli, config: &ConfigFile, events: &PluginEventSink) -> Result<(
             let path = config.history.path.clone().unwrap_or_else(|| data_dir(config).join("history.db"));
             let (history, writer) = History::start(&path, &config.history)?;
             events.connect(history.clone());
+            warm_control_rules(&mut pipelines, &history.path)?;
             Some((history, writer))
         }
         false => None,

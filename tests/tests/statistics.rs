@@ -81,3 +81,23 @@ fn alerts_on_small_windows_say_they_are_low_confidence() {
         assert_eq!(interval[0].as_f64() < interval[1].as_f64(), low_confidence, "{vanished}");
     }
 }
+
+#[test]
+fn control_rules_keep_their_baselines_across_a_restart() {
+    let s = Sandbox::with_bundled();
+    let args = |records: &'static str| vec!["--records", records, "--window", "1000", "--format", "json", "--quiet"];
+    // The first run learns the baselines; the history keeps its windows.
+    s.run(&args("150000")).assert_ok();
+    // The second starts with a creep, well inside what would be a new warm-up of 100 windows.
+    let mut second = args("80000");
+    second.extend(["--inject", "creep@10000+50000"]);
+    let run = s.run(&second);
+    run.assert_ok();
+    assert!(run.stderr.contains("control rules picked up 150 windows from the history"), "{}", run.stderr);
+    let alerts = run.alerts();
+    let keys: Vec<_> = alerts.iter().map(key).collect();
+    assert!(
+        keys.iter().any(|k| (k.1, k.2, k.3) == ("completeness", "null_rate", "email") && k.4.is_some() && k.0 < 70),
+        "the creep went unnoticed after the restart: {keys:?}"
+    );
+}

@@ -27,6 +27,7 @@ pub use ledger::AlertLedger;
 pub use output::Outputs;
 
 use crate::analysis::{is_sure, FindingOrigin, HostFinding, Score, WindowAnalysis};
+use crate::history::PastWindow;
 use crate::runtime::bindings::{Severity, WindowInfo};
 use crate::source::Position;
 use crate::spc::{format_value, Signal, SpcConfig, Watch};
@@ -395,25 +396,11 @@ impl Router {
             });
         }
 
-        // Across windows: each metric value joins its series, unless its own
-        // detector flagged it in this window (then it has alerted already).
+        let metrics = analysis.metrics.iter().map(|(d, m)| (d.as_str(), m.metric.as_str(), &m.column, m.value));
         let flagged = |detector: &str, metric: &str, column: &Option<String>| {
             analysis.findings.iter().any(|f| f.detector == detector && f.finding.metric == metric && &f.finding.column == column)
         };
-        let mut signals: Vec<(String, String, Option<String>, f64, Signal)> = Vec::new();
-        for (detector, m) in &analysis.metrics {
-            if flagged(detector, &m.metric, &m.column) {
-                continue;
-            }
-            for signal in self.watch.observe((partition, detector.clone(), m.metric.clone(), m.column.clone()), m.value) {
-                signals.push((detector.clone(), m.metric.clone(), m.column.clone(), m.value, signal));
-            }
-        }
-        if !quality_alert {
-            for signal in self.watch.observe((partition, "host".into(), "quality_score".into(), None), score.value) {
-                signals.push(("host".into(), "quality_score".into(), None, score.value, signal));
-            }
-        }
+        let signals = self.watch_window(partition, metrics, flagged, (!quality_alert).then_some(score.value));
         for (detector, metric, column, value, signal) in signals {
             let key = (partition, detector.clone(), format!("{metric}/{}", signal.rule.as_str()), column.clone());
             if signal.severity < self.config.min_severity || !self.cooled_down(key) {
@@ -439,6 +426,53 @@ impl Router {
         }
         *self.windows.entry(partition).or_default() += 1;
         alerts
+    }
+
+    /// Across windows: each metric value joins its series, unless its own
+    /// detector flagged it in this window (then it has alerted already); so
+    /// does the score, unless it raised its own alert. The rules that fired.
+    fn watch_window<'a>(
+        &mut self,
+        partition: u32,
+        metrics: impl Iterator<Item = (&'a str, &'a str, &'a Option<String>, f64)>,
+        flagged: impl Fn(&str, &str, &Option<String>) -> bool,
+        score: Option<f64>,
+    ) -> Vec<(String, String, Option<String>, f64, Signal)> {
+        let mut signals = Vec::new();
+        for (detector, metric, column, value) in metrics {
+            if flagged(detector, metric, column) {
+                continue;
+            }
+            for signal in self.watch.observe((partition, detector.into(), metric.into(), column.clone()), value) {
+                signals.push((detector.into(), metric.into(), column.clone(), value, signal));
+            }
+        }
+        if let Some(score) = score {
+            for signal in self.watch.observe((partition, "host".into(), "quality_score".into(), None), score) {
+                signals.push(("host".into(), "quality_score".into(), None, score, signal));
+            }
+        }
+        signals
+    }
+
+    /// How many past windows [`Router::warm`] wants: two warm-ups' worth.
+    pub fn warm_windows(&self) -> u32 {
+        if self.config.spc.enabled { 2 * self.config.spc.warmup_windows } else { 0 }
+    }
+
+    /// Feed the control rules the windows analysed before a restart (oldest
+    /// first), so they need not learn their baselines again. Nothing alerts.
+    pub fn warm(&mut self, past: &[PastWindow]) {
+        for w in past {
+            let metrics = w.metrics.iter().map(|(d, m, c, v)| (d.as_str(), m.as_str(), c, *v));
+            let flagged = |d: &str, m: &str, c: &Option<String>| w.flagged.iter().any(|f| f.0 == d && f.1 == m && &f.2 == c);
+            let judged = match self.config.score_basis {
+                ScoreBasis::Interval => w.score_high,
+                ScoreBasis::Point => w.score,
+            };
+            let quality_alert = judged < self.config.quality_threshold;
+            self.watch_window(w.partition, metrics, flagged, (!quality_alert).then_some(w.score));
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 use super::*;
 use crate::analysis::quality_score;
+use crate::history::PastWindow;
 use crate::runtime::bindings::{Finding, MetricValue, TimeBasis, WindowKind};
 
 const POS: (&Position, &Position) = (&Position::Offset(0), &Position::Offset(9));
@@ -153,4 +154,28 @@ fn a_metric_creeping_away_raises_an_alert_naming_the_rule() {
     let flagged = WindowAnalysis { findings: vec![finding("null_rate", Severity::Info, 0.5, FindingOrigin::Data)], ..window(0.5) };
     let mut quiet = Router::new("p", AlertConfig::default());
     assert!((0..200).all(|seq| quiet.route(&info(seq), POS, &flagged, &sure).is_empty()));
+}
+
+#[test]
+fn baselines_warmed_from_past_windows_need_no_new_warm_up() {
+    let past: Vec<PastWindow> = (0..100)
+        .map(|i| PastWindow {
+            partition: 0,
+            score: 1.0,
+            score_high: 1.0,
+            metrics: vec![("completeness".into(), "null_rate".into(), Some("email".into()), if i % 2 == 0 { 0.011 } else { 0.009 })],
+            flagged: Vec::new(),
+        })
+        .collect();
+    let mut r = Router::new("p", AlertConfig::default());
+    assert_eq!(r.warm_windows(), 200);
+    r.warm(&past);
+    assert_eq!(r.watched_series(), 1);
+    let creeping = |value| WindowAnalysis {
+        metrics: vec![("completeness".into(), MetricValue { metric: "null_rate".into(), column: Some("email".into()), value })],
+        ..Default::default()
+    };
+    let sure = Score { value: 1.0, low: 1.0, high: 1.0, rows: 1000 };
+    let fired = (0..30u64).find(|&seq| !r.route(&info(seq), POS, &creeping(0.01 + 0.001 * seq as f64), &sure).is_empty());
+    assert!(fired.is_some_and(|seq| seq < 10), "{fired:?}");
 }

@@ -34,7 +34,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use rusqlite::{params, Connection};
 use serde::Deserialize;
 
-pub use query::{Filter, HistoryReader, Page};
+pub use query::{Filter, HistoryReader, Page, PastWindow};
 
 /// `[history]` in the config file.
 #[derive(Debug, Clone, Deserialize)]

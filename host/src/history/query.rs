@@ -102,6 +102,19 @@ pub struct PluginEventView {
     pub at_ms: i64,
 }
 
+/// What the control rules need of a window analysed before a restart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PastWindow {
+    pub partition: u32,
+    pub score: f64,
+    /// The top of the score's interval (the score, for windows written before intervals were kept).
+    pub score_high: f64,
+    /// (detector, metric, column, value) of every metric value.
+    pub metrics: Vec<(String, String, Option<String>, f64)>,
+    /// (detector, metric, column) of every finding (shadow findings aside).
+    pub flagged: Vec<(String, String, Option<String>)>,
+}
+
 /// A read connection (WAL: reads never wait for the writer).
 pub struct HistoryReader {
     conn: Mutex<Connection>,
@@ -232,6 +245,30 @@ impl HistoryReader {
             alert.findings = of_window.query_map([alert.window_id], finding)?.collect::<rusqlite::Result<Vec<_>>>()?;
         }
         Ok(page)
+    }
+
+    /// The last `windows` windows of a pipeline, oldest first.
+    pub fn past_windows(&self, tenant: &str, pipeline: &str, windows: u32) -> rusqlite::Result<Vec<PastWindow>> {
+        let conn = self.conn();
+        let mut recent = conn.prepare_cached(
+            "SELECT id, partition, score, score_high FROM windows WHERE tenant = ?1 AND pipeline = ?2 ORDER BY id DESC LIMIT ?3",
+        )?;
+        let mut metrics = conn.prepare_cached("SELECT detector, metric, column_name, value FROM metric_values WHERE window_id = ?1")?;
+        let mut findings = conn.prepare_cached("SELECT detector, metric, column_name FROM findings WHERE window_id = ?1 AND shadow = 0")?;
+        let rows = recent
+            .query_map(params![tenant, pipeline, windows], |r| Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get::<_, f64>(2)?, r.get::<_, Option<f64>>(3)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut past = Vec::with_capacity(rows.len());
+        for (id, partition, score, score_high) in rows.into_iter().rev() {
+            past.push(PastWindow {
+                partition,
+                score,
+                score_high: score_high.unwrap_or(score),
+                metrics: metrics.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<rusqlite::Result<_>>()?,
+                flagged: findings.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?,
+            });
+        }
+        Ok(past)
     }
 
     pub fn plugin_events(&self, f: &Filter) -> rusqlite::Result<Page<PluginEventView>> {

@@ -160,3 +160,18 @@ fn a_file_from_before_score_intervals_gains_the_new_columns() {
     assert_eq!((windows.items[0].seq, windows.items[0].score_high), (7, None));
     assert!(reader.alerts(&all("a")).unwrap().items.is_empty());
 }
+
+#[test]
+fn past_windows_come_oldest_first_with_their_metrics_and_flags() {
+    let now = crate::pipeline::now_ms();
+    let mut shadowed = window("a", "orders", 3, now + 2);
+    shadowed.findings[0].shadow = true;
+    let (_dir, reader, _) = store(vec![window("a", "orders", 1, now), window("a", "orders", 2, now + 1), shadowed, window("a", "other", 4, now + 3)]);
+    let past = reader.past_windows("a", "orders", 2).unwrap();
+    assert_eq!(past.len(), 2, "the last two of this pipeline");
+    assert_eq!((past[0].score, past[0].score_high), (0.9, 1.0));
+    assert_eq!(past[0].metrics, [("volume".into(), "records".into(), None, 100.0)]);
+    assert_eq!(past[0].flagged, [("completeness".into(), "null_rate".into(), Some("email".into()))]);
+    assert!(past[1].flagged.is_empty(), "shadow findings flag nothing");
+    assert!(reader.past_windows("b", "orders", 10).unwrap().is_empty());
+}
