@@ -29,7 +29,7 @@ fn median(mut v: Vec<u32>) -> Option<u32> {
 
 fn main() {
     let seeds: u64 = std::env::args().nth(1).map(|s| s.parse().expect("SEEDS is a number")).unwrap_or(200);
-    let defaults = SpcConfig::default().params("x").expect("enabled");
+    let defaults = SpcConfig::default().params("null_rate").expect("watched by default");
     println!(
         "Rate series: 2% over 1000-row windows (binomial sigma 0.0044), {} warm-up windows; {seeds} seeds per cell. \
          Defaults: EWMA lambda {}, limit {}; CUSUM k {}, h {}.\n",

@@ -371,11 +371,7 @@ impl Router {
             });
         }
         let threshold = self.config.quality_threshold;
-        let judged = match self.config.score_basis {
-            ScoreBasis::Interval => score.high,
-            ScoreBasis::Point => score.value,
-        };
-        let quality_alert = judged < threshold;
+        let quality_alert = self.below_threshold(score.value, score.high);
         if quality_alert && self.cooled_down((partition, "host".into(), "quality_score".into(), None)) {
             let worst: Vec<String> = analysis
                 .findings
@@ -428,6 +424,15 @@ impl Router {
         alerts
     }
 
+    /// Whether a score (`value`, up to `high`) is below `quality_threshold`, by `score_basis`.
+    fn below_threshold(&self, value: f64, high: f64) -> bool {
+        let judged = match self.config.score_basis {
+            ScoreBasis::Interval => high,
+            ScoreBasis::Point => value,
+        };
+        judged < self.config.quality_threshold
+    }
+
     /// Across windows: each metric value joins its series, unless its own
     /// detector flagged it in this window (then it has alerted already); so
     /// does the score, unless it raised its own alert. The rules that fired.
@@ -466,11 +471,7 @@ impl Router {
         for w in past {
             let metrics = w.metrics.iter().map(|(d, m, c, v)| (d.as_str(), m.as_str(), c, *v));
             let flagged = |d: &str, m: &str, c: &Option<String>| w.flagged.iter().any(|f| f.0 == d && f.1 == m && &f.2 == c);
-            let judged = match self.config.score_basis {
-                ScoreBasis::Interval => w.score_high,
-                ScoreBasis::Point => w.score,
-            };
-            let quality_alert = judged < self.config.quality_threshold;
+            let quality_alert = self.below_threshold(w.score, w.score_high);
             self.watch_window(w.partition, metrics, flagged, (!quality_alert).then_some(w.score));
         }
     }
