@@ -165,7 +165,8 @@ pub struct Alert {
     pub score_interval: [f64; 2],
     /// The finding rests on too little data to be sure of (see the message).
     pub low_confidence: bool,
-    /// The control rule that fired, for alerts about a metric across windows.
+    /// The control rule that fired, for alerts about a metric across windows
+    /// (then `value` is the rule's statistic and `threshold` its limit).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<&'static str>,
 }
@@ -407,10 +408,11 @@ impl Router {
                 None => metric.clone(),
             };
             alerts.push(Alert {
-                value,
+                value: signal.statistic,
                 threshold: signal.limit,
                 message: format!(
-                    "{about} is drifting from its usual {} (sigma {}): {} [{}]",
+                    "{about} is {}, drifting from its usual {} (sigma {}): {} [{}]",
+                    format_value(value),
                     format_value(signal.mean),
                     format_value(signal.sigma),
                     signal.detail,

@@ -150,6 +150,9 @@ fn a_metric_creeping_away_raises_an_alert_naming_the_rule() {
     assert!(seq > 20 && seq < 30, "fired at window {seq}");
     assert_eq!((a.detector.as_str(), a.metric.as_str(), a.column.as_deref()), ("completeness", "null_rate", Some("email")));
     assert!(a.rule.is_some() && a.message.contains(&format!("[{}]", a.rule.unwrap())), "{}", a.message);
+    assert!(a.message.starts_with("null_rate of email is 0.0"), "{}", a.message);
+    // value and threshold are the rule's statistic and the limit it crossed.
+    assert!(a.value > a.threshold, "{a:?}");
     // A value its own detector flagged does not feed the series.
     let flagged = WindowAnalysis { findings: vec![finding("null_rate", Severity::Info, 0.5, FindingOrigin::Data)], ..window(0.5) };
     let mut quiet = Router::new("p", AlertConfig::default());

@@ -194,7 +194,7 @@ impl SpcConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Signal {
     pub rule: Rule,
-    /// The statistic the rule judged (the EWMA, the CUSUM sum in sigmas, the value).
+    /// The statistic the rule judged: the EWMA, the CUSUM sum (in sigmas), or the value.
     pub statistic: f64,
     /// The control limit it crossed, in the statistic's units.
     pub limit: f64,
