@@ -112,3 +112,11 @@ fn broker_example_parses() {
     assert_eq!(c.pipelines[2].broker.entry_layout, crate::source::config::EntryLayout::Pairs);
     assert!(ConfigFile::parse("[[pipelines]]\nname = \"p\"\nsource = \"s\"\n[pipelines.broker]\ngrup = \"x\"").is_err());
 }
+
+#[test]
+fn orders_example_parses() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/orders.toml")).unwrap();
+    let config = ConfigFile::parse(&text).unwrap();
+    assert!(config.alerts.spc.params("lag_p95_ms").is_some());
+    assert_eq!(config.alerts.spc.params("null_rate").unwrap().rules.len(), 3);
+}
