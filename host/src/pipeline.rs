@@ -406,7 +406,7 @@ impl Analyst<'_> {
             self.replayed += (before - routed.len()) as u64;
             self.counters.replayed_alerts.fetch_add((before - routed.len()) as u64, Ordering::Relaxed);
         }
-        let mut summary = WindowSummary::new(self.name, &batch.info, (&first, &last), batch.row_count, &score, &result.findings, routed.len());
+        let mut summary = WindowSummary::new(self.name, &batch.info, (&first, &last), &score, &result.findings, routed.len());
         summary.shadow_findings = result.shadow_findings.iter().map(FindingSummary::from).collect();
         if let Some(history) = &self.shared.history {
             if !history.window(history_record(self.detectors.tenant(), &summary, &result, &routed)) {
