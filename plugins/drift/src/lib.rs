@@ -35,8 +35,7 @@ use datasketches::frequencies::{ErrorType, FrequentItemsSketch};
 use datasketches::kll::{KllFloat, KllSketch};
 use serde::{Deserialize, Serialize};
 
-pub use tests_of_fit::QuantileGrid;
-use tests_of_fit::{chi_square_p, ks_p, psi_and_chi_square};
+use tests_of_fit::{chi_square_p, ks_p, psi_and_chi_square, QuantileGrid};
 
 /// Points in a learned numeric reference's quantile grid.
 const GRID_POINTS: usize = 101;
