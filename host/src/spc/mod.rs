@@ -14,9 +14,10 @@
 //! to measure departures in and is left unwatched unless its `sigma` is
 //! configured.
 //!
-//! One departure gives one alert: after a rule fires, the series stays quiet
-//! until it has been back within one sigma of its mean for
-//! [`CALM_WINDOWS`] windows in a row, however long the departure lasts.
+//! A departure alerts once: the rules that fire in the window where it is
+//! first seen each give a signal, then the series stays quiet until it has
+//! been back within one sigma of its mean for [`CALM_WINDOWS`] windows in a
+//! row, however long the departure lasts.
 
 pub mod scenarios;
 #[cfg(test)]
