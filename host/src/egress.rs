@@ -1,8 +1,9 @@
 //! Outbound HTTP for alert handlers, performed by the host on their behalf.
 //!
 //! A handler plugin has no sockets. It names a destination its tenant
-//! declared; the host checks the name, queues the request (bounded: a full
-//! queue drops the request and counts it) and a delivery thread of the tenant
+//! declared; the host checks the name, queues the request (bounded in
+//! requests and in bytes, each body at most `max_body_bytes`: what does not
+//! fit is refused to the plugin and counted) and a delivery thread of the tenant
 //! sends it with a timeout, retrying network errors, 429 and 5xx answers with
 //! backoff. Analysis never waits on a destination.
 //!
@@ -31,6 +32,10 @@ pub struct EgressConfig {
     pub destinations: BTreeMap<String, DestinationConfig>,
     /// Requests waiting for delivery, at most; more are dropped and counted.
     pub queue: usize,
+    /// Bytes of request bodies waiting for delivery, at most; more are dropped and counted.
+    pub queue_bytes: usize,
+    /// Largest request body a handler may send, in bytes (also after secrets are filled in).
+    pub max_body_bytes: usize,
     /// Time one attempt may take, in milliseconds.
     pub timeout_ms: u64,
     /// Attempts after the first one for network errors, 429 and 5xx answers.
@@ -41,7 +46,16 @@ pub struct EgressConfig {
 
 impl Default for EgressConfig {
     fn default() -> Self {
-        EgressConfig { allow: Vec::new(), destinations: BTreeMap::new(), queue: 1000, timeout_ms: 5000, retries: 3, backoff_ms: 200 }
+        EgressConfig {
+            allow: Vec::new(),
+            destinations: BTreeMap::new(),
+            queue: 1000,
+            queue_bytes: 16 << 20,
+            max_body_bytes: 1 << 20,
+            timeout_ms: 5000,
+            retries: 3,
+            backoff_ms: 200,
+        }
     }
 }
 
@@ -113,9 +127,14 @@ pub struct EgressStats {
     pub failed: AtomicU64,
     /// Not sent at all: the queue was full, or the host stopped first.
     pub dropped: AtomicU64,
-    /// Refused at once: an unknown destination.
+    /// Refused at once: an unknown destination, or a body over the size limit.
     pub refused: AtomicU64,
+    /// Bytes of bodies waiting for delivery now.
+    pub queued_bytes: AtomicU64,
 }
+
+/// Longest content type a plugin may give.
+const MAX_CONTENT_TYPE: usize = 256;
 
 struct Request {
     plugin: String,
@@ -133,6 +152,8 @@ pub struct Egress {
     pending: Receiver<Request>,
     pub stats: Arc<EgressStats>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    queue_bytes: u64,
+    max_body_bytes: usize,
 }
 
 impl Egress {
@@ -163,6 +184,7 @@ impl Egress {
                 .into(),
             retries: config.retries,
             backoff: Duration::from_millis(config.backoff_ms),
+            max_body_bytes: config.max_body_bytes,
         };
         let pending = rx.clone();
         let thread = std::thread::Builder::new()
@@ -176,6 +198,8 @@ impl Egress {
             pending,
             stats,
             thread: Mutex::new(Some(thread)),
+            queue_bytes: config.queue_bytes as u64,
+            max_body_bytes: config.max_body_bytes,
         }))
     }
 
@@ -185,25 +209,48 @@ impl Egress {
 
     /// A plugin's request: queue it, or say why not.
     pub fn post(&self, plugin: &str, destination: &str, content_type: &str, body: Vec<u8>) -> Result<(), String> {
-        if !self.destinations.contains_key(destination) {
+        let refuse = |reason: String| {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("egress {}: plugin {plugin} asked for unknown destination '{}': refused", self.tenant, destination.escape_debug());
-            return Err(format!("tenant {} has no destination named '{destination}'", self.tenant));
+            tracing::warn!("egress {}: plugin {plugin}: {reason}: refused", self.tenant);
+            Err(reason)
+        };
+        if !self.destinations.contains_key(destination) {
+            let mut shown = destination.to_string();
+            crate::runtime::cut(&mut shown, 128);
+            return refuse(format!("tenant {} has no destination named '{}'", self.tenant, shown.escape_debug()));
+        }
+        if content_type.len() > MAX_CONTENT_TYPE || !content_type.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) {
+            return refuse(format!("a content type must be printable ASCII of at most {MAX_CONTENT_TYPE} bytes"));
+        }
+        if body.len() > self.max_body_bytes {
+            return refuse(format!("a body of {} bytes is over the {} byte limit (egress.max_body_bytes)", body.len(), self.max_body_bytes));
+        }
+        let bytes = body.len() as u64;
+        let reserved = self.stats.queued_bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+            queued.checked_add(bytes).filter(|&next| next <= self.queue_bytes)
+        });
+        if reserved.is_err() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return Err(format!("the delivery queue of tenant {} is full ({} bytes waiting; egress.queue_bytes)", self.tenant, self.queue_bytes));
         }
         let request = Request { plugin: plugin.into(), destination: destination.into(), content_type: content_type.into(), body };
         let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(tx) = queue.as_ref() else {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            return Err("the host is stopping".into());
+        let sent = match queue.as_ref() {
+            Some(tx) => tx.try_send(request).map_err(|e| match e {
+                TrySendError::Full(_) => format!("the delivery queue of tenant {} is full", self.tenant),
+                TrySendError::Disconnected(_) => "the host is stopping".to_string(),
+            }),
+            None => Err("the host is stopping".to_string()),
         };
-        match tx.try_send(request) {
+        match sent {
             Ok(()) => {
                 self.stats.queued.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+            Err(reason) => {
+                self.stats.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                Err(format!("the delivery queue of tenant {} is full", self.tenant))
+                Err(reason)
             }
         }
     }
@@ -239,6 +286,7 @@ struct Delivery {
     agent: ureq::Agent,
     retries: u32,
     backoff: Duration,
+    max_body_bytes: usize,
 }
 
 /// How one attempt went.
@@ -253,13 +301,14 @@ enum Attempt {
 impl Delivery {
     fn run(self, rx: Receiver<Request>) {
         for request in rx {
+            self.stats.queued_bytes.fetch_sub(request.body.len() as u64, Ordering::AcqRel);
             self.deliver(&request);
         }
     }
 
     fn deliver(&self, request: &Request) {
         let destination = &self.destinations[&request.destination];
-        let body = match fill_secrets(&request.body, &destination.secrets) {
+        let body = match fill_secrets(&request.body, &destination.secrets, self.max_body_bytes) {
             Ok(body) => body,
             Err(e) => return self.failed(request, &e, 0),
         };
@@ -318,24 +367,36 @@ fn describe(error: &ureq::Error) -> String {
     }
 }
 
-/// `body` with every `{{secret:NAME}}` replaced by that secret's value.
-fn fill_secrets(body: &[u8], secrets: &BTreeMap<String, String>) -> Result<Vec<u8>, String> {
+/// `body` with every `{{secret:NAME}}` replaced by that secret's value, at
+/// most `max_len` bytes in all. Errors name no secret value.
+pub fn fill_secrets(body: &[u8], secrets: &BTreeMap<String, String>, max_len: usize) -> Result<Vec<u8>, String> {
     const OPEN: &[u8] = b"{{secret:";
     if !body.windows(OPEN.len()).any(|w| w == OPEN) {
         return Ok(body.to_vec());
     }
     let text = std::str::from_utf8(body).map_err(|_| "a body with secret placeholders must be UTF-8".to_string())?;
-    let mut out = String::with_capacity(text.len());
+    let mut out = String::with_capacity(text.len().min(max_len));
     let mut rest = text;
     while let Some(start) = rest.find("{{secret:") {
         out.push_str(&rest[..start]);
         let after = &rest[start + OPEN.len()..];
         let end = after.find("}}").ok_or("an unclosed {{secret: placeholder")?;
         let name = &after[..end];
-        out.push_str(secrets.get(name).ok_or_else(|| format!("the destination has no secret named '{name}'"))?);
+        let Some(value) = secrets.get(name) else {
+            let mut shown = name.to_string();
+            crate::runtime::cut(&mut shown, 128);
+            return Err(format!("the destination has no secret named '{}'", shown.escape_debug()));
+        };
+        out.push_str(value);
+        if out.len() > max_len {
+            return Err(format!("the body with its secrets filled in is over the {max_len} byte limit"));
+        }
         rest = &after[end + 2..];
     }
     out.push_str(rest);
+    if out.len() > max_len {
+        return Err(format!("the body with its secrets filled in is over the {max_len} byte limit"));
+    }
     Ok(out.into_bytes())
 }
 
@@ -357,10 +418,40 @@ mod tests {
     #[test]
     fn secrets_are_filled_in() {
         let secrets = BTreeMap::from([("key".to_string(), "s3cr3t".to_string())]);
-        assert_eq!(fill_secrets(br#"{"k":"{{secret:key}}","n":1}"#, &secrets).unwrap(), br#"{"k":"s3cr3t","n":1}"#);
-        assert_eq!(fill_secrets(b"plain", &secrets).unwrap(), b"plain");
-        assert!(fill_secrets(b"{{secret:other}}", &secrets).unwrap_err().contains("other"));
-        assert!(fill_secrets(b"{{secret:key", &secrets).is_err());
+        let fill = |body: &[u8]| fill_secrets(body, &secrets, 1 << 20);
+        assert_eq!(fill(br#"{"k":"{{secret:key}}","n":1}"#).unwrap(), br#"{"k":"s3cr3t","n":1}"#);
+        assert_eq!(fill(b"plain").unwrap(), b"plain");
+        assert!(fill(b"{{secret:other}}").unwrap_err().contains("other"));
+        assert!(fill(b"{{secret:key").is_err());
+    }
+
+    /// Many placeholders cannot blow a small body up past the limit.
+    #[test]
+    fn filled_bodies_are_capped() {
+        let secrets = BTreeMap::from([("k".to_string(), "x".repeat(1000))]);
+        let body = "{{secret:k}}".repeat(10_000);
+        let e = fill_secrets(body.as_bytes(), &secrets, 1 << 20).unwrap_err();
+        assert!(e.contains("over the 1048576 byte limit") && !e.contains("xxx"), "{e}");
+        let huge_name = format!("{{{{secret:{}}}}}", "n".repeat(100_000));
+        assert!(fill_secrets(huge_name.as_bytes(), &secrets, 1 << 20).unwrap_err().len() < 300);
+    }
+
+    #[test]
+    fn bodies_and_the_queue_are_capped_in_bytes() {
+        let config: EgressConfig = toml::from_str(
+            "allow = ['127.0.0.1:9']\nqueue_bytes = 3000\nmax_body_bytes = 2000\n[destinations.x]\nurl = 'http://127.0.0.1:9/'",
+        )
+        .unwrap();
+        let egress = Egress::start("t", &config).unwrap();
+        let e = egress.post("p", "x", "text/plain", vec![b'a'; 2001]).unwrap_err();
+        assert!(e.contains("max_body_bytes"), "{e}");
+        assert!(egress.post("p", "x", &"t".repeat(300), b"a".to_vec()).is_err());
+        assert_eq!(egress.stats.refused.load(Ordering::Relaxed), 2);
+        // The delivery thread may already have taken the first; fill past the byte cap.
+        let refused = (0..4).filter(|_| egress.post("p", "x", "text/plain", vec![b'a'; 2000]).is_err()).count();
+        assert!(refused >= 1, "the queue held more than 3000 bytes");
+        assert!(egress.stats.queued_bytes.load(Ordering::Relaxed) <= 3000);
+        egress.finish(Duration::from_millis(100));
     }
 
     #[test]

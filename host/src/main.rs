@@ -27,7 +27,7 @@ use clean_host::pipeline::{self, total, Pipeline, PipelineCounters, PipelineRepo
 use clean_host::runtime::reload::Watcher;
 use clean_host::runtime::{write_atomically, LoadError, Plugin, Runtime, WasmDetector};
 use clean_host::source::{self, config::BrokerUrl, SourceContext};
-use clean_host::tenant::{self, Tenant};
+use clean_host::tenant::{self, Tenant, TenantStatus};
 use cli::{AuthorCommand, Cli, Command, PluginCommand, RunArgs};
 
 /// Consecutive failed calls before a plugin is quarantined, unless configured.
@@ -156,7 +156,7 @@ fn max_failures(config: &ConfigFile) -> u32 {
 /// do not load are an error, or, given `broken`, are put there (listings).
 fn load_tenants(cli: &Cli, config: &ConfigFile, mut broken: Option<&mut Vec<(String, LoadError)>>) -> Result<(Arc<Runtime>, Vec<Tenant>)> {
     let runtime = Arc::new(
-        Runtime::new(Some(data_dir(config).join("cache"))).map_err(|e| anyhow::anyhow!("starting the wasm runtime: {e:#}"))?,
+        Runtime::new(Some(&data_dir(config))).map_err(|e| anyhow::anyhow!("starting the wasm runtime: {e:#}"))?,
     );
     if !cli.plugins.is_dir() {
         bail!("plugin folder {} does not exist; build the bundled plugins with scripts/build", cli.plugins.display());
@@ -177,7 +177,8 @@ fn load_tenants(cli: &Cli, config: &ConfigFile, mut broken: Option<&mut Vec<(Str
             }
         }
     }
-    for p in &config.pipelines {
+    // A listing shows folders without detectors (all of them rejected, say) as they are.
+    for p in config.pipelines.iter().filter(|_| broken.is_none()) {
         let t = tenants.iter().find(|t| t.name() == p.tenant_name()).expect("validated: every pipeline's tenant exists");
         if t.catalog.entries().is_empty() {
             bail!("no plugins (*.wasm detectors) in {} for pipeline '{}'; build the bundled ones with scripts/build", t.dir.display(), p.name);
@@ -191,7 +192,12 @@ fn build_pipelines(config: &ConfigFile, tenants: &[Tenant], handlers: &BTreeMap<
     for p in &config.pipelines {
         let context = || format!("pipeline '{}'", p.name);
         let tenant = tenants.iter().find(|t| t.name() == p.tenant_name()).expect("validated: every pipeline's tenant exists");
-        let set = DetectorSet { catalog: tenant.catalog.clone(), selection: p.detectors.clone(), configs: p.detector_config.clone() };
+        let set = DetectorSet {
+            catalog: tenant.catalog.clone(),
+            pool: tenant.call_pool.clone(),
+            selection: p.detectors.clone(),
+            configs: p.detector_config.clone(),
+        };
         let detectors = Detectors::new(&p.name, set, max_failures(config)).map_err(|e| anyhow::anyhow!("pipeline '{}': {e}", p.name))?;
         let source = source::open(&p.source, &p.generator, &p.broker).with_context(context)?;
         let schema = match &p.broker.avro_schema {
@@ -200,7 +206,8 @@ fn build_pipelines(config: &ConfigFile, tenants: &[Tenant], handlers: &BTreeMap<
         };
         let decoder = MessageDecoder::new(p.broker.format, p.broker.metadata.clone(), schema.as_deref())
             .map_err(anyhow::Error::msg)
-            .with_context(context)?;
+            .with_context(context)?
+            .with_max_fields(p.max_fields);
         let dead_letter_topic = source.dead_letter_sink().with_context(context)?;
         let findings_topic = match BrokerUrl::parse(&p.source) {
             Ok(url) => match p.broker.merged(&url)?.findings_topic {
@@ -233,30 +240,26 @@ fn build_pipelines(config: &ConfigFile, tenants: &[Tenant], handlers: &BTreeMap<
 }
 
 /// Per plugin and per tenant: what the summary and the status file show.
-fn plugin_report(detectors: &[Arc<Detectors>], handlers: &BTreeMap<String, Arc<Handlers>>, tenants: &[Tenant]) -> (Vec<PluginStats>, serde_json::Value) {
+fn plugin_report(
+    detectors: &[Arc<Detectors>],
+    handlers: &BTreeMap<String, Arc<Handlers>>,
+    tenants: &[Tenant],
+    pipelines: &[Arc<PipelineCounters>],
+) -> (Vec<PluginStats>, Vec<TenantStatus>) {
     let mut plugins: Vec<PluginStats> = detectors.iter().flat_map(|d| d.stats()).collect();
     plugins.extend(handlers.values().flat_map(|h| h.stats()));
-    let tenants: Vec<serde_json::Value> = tenants
+    let tenants = tenants
         .iter()
         .map(|t| {
-            let mut v = json!({
-                "name": t.name(),
-                "instances": t.budget.instances(),
-                "memory_mib": (t.budget.used_bytes() as f64 / (1 << 20) as f64 * 10.0).round() / 10.0,
-                "rejected_reloads": t.catalog.rejected.load(Ordering::Relaxed),
-            });
-            if let Some(h) = handlers.get(t.name()) {
-                v["alerts_not_handled"] = json!(h.dropped.load(Ordering::Relaxed));
-                v["egress"] = serde_json::to_value(&*h.egress.stats).unwrap_or_default();
-            }
-            v
+            let history_dropped = pipelines.iter().filter(|p| p.tenant == t.name()).map(|p| p.history_dropped.load(Ordering::Relaxed)).sum();
+            t.status(handlers.get(t.name()).map(|h| &**h), history_dropped)
         })
         .collect();
-    (plugins, json!(tenants))
+    (plugins, tenants)
 }
 
 /// Rewrite the status file `clean-host plugins` reads while the host runs.
-fn write_status(path: &std::path::Path, plugins: &[PluginStats], tenants: &serde_json::Value) {
+fn write_status(path: &std::path::Path, plugins: &[PluginStats], tenants: &[TenantStatus]) {
     let status = json!({ "pid": std::process::id(), "updated_ms": pipeline::now_ms(), "plugins": plugins, "tenants": tenants });
     if let Err(e) = write_atomically(path, status.to_string().as_bytes()) {
         tracing::warn!("cannot write {}: {e}", path.display());
@@ -309,7 +312,7 @@ fn start_http(config: &ConfigFile, addr: &str, pipelines: Vec<Arc<PipelineCounte
         Some(h) => Some(HistoryReader::open(&h.path)?),
         None => None,
     };
-    let server = http::serve(addr, ApiState::new(tokens, pipelines, live, reader))?;
+    let server = http::serve(addr, ApiState::new(tokens, pipelines, live, reader)?)?;
     tracing::info!(
         "dashboard, API and /metrics on http://{}/ (bearer token per tenant; those not set in the config are in {})",
         server.addr,
@@ -368,10 +371,9 @@ fn monitor(cli: &Cli, config: &ConfigFile, events: &PluginEventSink) -> Result<(
         scope.spawn(|| {
             let mut meter = RateMeter { last: Instant::now(), records: BTreeMap::new() };
             while running.load(Ordering::Relaxed) {
-                let (plugins, tenants) = plugin_report(&detectors, &handlers, &tenants);
+                let (plugins, tenants) = plugin_report(&detectors, &handlers, &tenants, &counters);
                 write_status(&status_path, &plugins, &tenants);
                 let rates = meter.sample(&counters);
-                let tenants = tenants.as_array().cloned().unwrap_or_default();
                 *live.write().unwrap_or_else(|p| p.into_inner()) = LiveStatus { plugins, tenants, rates };
                 let next = Instant::now() + STATUS_EVERY;
                 while running.load(Ordering::Relaxed) && Instant::now() < next {
@@ -405,7 +407,7 @@ fn monitor(cli: &Cli, config: &ConfigFile, events: &PluginEventSink) -> Result<(
         })
     });
     let reports = reports.into_iter().collect::<Result<Vec<_>>>()?;
-    let (plugins, tenant_report) = plugin_report(&detectors, &handlers, &tenants);
+    let (plugins, tenant_report) = plugin_report(&detectors, &handlers, &tenants, &counters);
     write_status(&status_path, &plugins, &tenant_report);
     let in_file = shared.dead_letters.lock().unwrap_or_else(|p| p.into_inner()).count;
     if in_file > 0 {

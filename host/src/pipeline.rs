@@ -23,7 +23,7 @@ use crossbeam_channel::{bounded, RecvTimeoutError};
 use serde::Serialize;
 
 use crate::alert::handlers::Handlers;
-use crate::alert::{Alert, AlertLedger, FindingSummary, Level, Outputs, Router, WindowSummary};
+use crate::alert::{Alert, AlertKey, AlertLedger, FindingSummary, Level, Outputs, Router, WindowSummary};
 use crate::analysis::{dead_letter_finding, quality_score, Detectors, FindingOrigin, PluginStats, WindowAnalysis};
 use crate::dead_letter::{DeadLetterTopic, DeadLetters, Origin};
 use crate::decode::message::MessageDecoder;
@@ -255,6 +255,11 @@ impl Cutter<'_> {
             let bytes = message.payload.len() as u64;
             return self.dead_letter(partition, offset, Some(message.position()), reason, &message.payload, bytes);
         }
+        if message.payload.len() > MAX_LINE_BYTES {
+            let bytes = message.payload.len();
+            let reason = format!("message of {bytes} bytes is over the {} MiB limit", MAX_LINE_BYTES >> 20);
+            return self.dead_letter(partition, offset, Some(message.position()), &reason, b"", bytes as u64);
+        }
         let placement = match self.decoder.decode(partition, message) {
             Ok(record) => {
                 let meta = record_meta(record, &self.event_field, offset, &message.payload, read_at_ms);
@@ -286,6 +291,7 @@ impl Cutter<'_> {
                 let reason = format!("no usable event time in field '{field}'");
                 self.dead_letter(partition, offset, position, &reason, raw, raw.len() as u64)
             }
+            Placement::BadEventTime(bad) => self.dead_letter(partition, offset, position, &bad.to_string(), raw, raw.len() as u64),
         }
     }
 
@@ -369,6 +375,7 @@ fn record_meta(record: &Record, event_field: &Option<(u32, String)>, offset: u64
 /// The analysis side of a pipeline: detectors, alerts, outputs, acks.
 struct Analyst<'a> {
     name: &'a str,
+    source: &'a str,
     detectors: &'a Detectors,
     router: Router,
     handlers: Option<Arc<Handlers>>,
@@ -398,13 +405,14 @@ impl Analyst<'_> {
             plugin_event(tracing::Level::WARN, self.detectors.tenant(), Some(self.name), &f.detector, event, &f.finding.message);
         }
         let mut routed = self.router.route(&batch.info, (&first, &last), &result, &score);
+        let tenant = self.detectors.tenant();
         if self.acknowledges {
-            let mut ledger = self.shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
+            let ledger = self.shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
             let before = routed.len();
-            routed.retain(|a| ledger.first_time(a));
-            ledger.flush().context("writing the alert ledger")?;
-            self.replayed += (before - routed.len()) as u64;
-            self.counters.replayed_alerts.fetch_add((before - routed.len()) as u64, Ordering::Relaxed);
+            routed.retain(|a| !ledger.was_sent(AlertKey::new(tenant, self.source, a)));
+            let replayed = (before - routed.len()) as u64;
+            self.replayed += replayed;
+            self.counters.replayed_alerts.fetch_add(replayed, Ordering::Relaxed);
         }
         let mut summary = WindowSummary::new(self.name, &batch.info, (&first, &last), &score, &result.findings, routed.len());
         summary.shadow_findings = result.shadow_findings.iter().map(FindingSummary::from).collect();
@@ -421,9 +429,11 @@ impl Analyst<'_> {
             out.window(&summary).context("writing the window log")?;
             out.flush().context("writing alerts")?;
         }
+        // Whether the handlers' queue took each alert (all, without handlers).
+        let mut taken = vec![true; routed.len()];
         if let Some(handlers) = &self.handlers {
-            for alert in &routed {
-                handlers.send(alert.for_handlers(&batch.info));
+            for (alert, taken) in routed.iter().zip(&mut taken) {
+                *taken = handlers.send(alert.for_handlers(&batch.info));
             }
         }
         if let Some(topic) = &mut self.findings_topic {
@@ -436,6 +446,14 @@ impl Analyst<'_> {
                 value["type"] = "alert".into();
                 topic.send(&key, &serde_json::to_vec(&value)?).context("producing an alert")?;
             }
+        }
+        if self.acknowledges {
+            // Only now, once out: an alert that did not get out is sent again on replay.
+            let mut ledger = self.shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
+            for alert in routed.iter().zip(&taken).filter(|(_, taken)| **taken).map(|(a, _)| a) {
+                ledger.record(AlertKey::new(tenant, self.source, alert)).context("writing the alert ledger")?;
+            }
+            ledger.flush().context("writing the alert ledger")?;
         }
         self.windows += 1;
         self.alerts += routed.len() as u64;
@@ -569,6 +587,7 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
 
         let analyst = Analyst {
             name: &name,
+            source: &source_name,
             detectors: &detectors,
             max_dead_letter_rate: router.max_dead_letter_rate(),
             router,
@@ -609,7 +628,10 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
             shared,
             counters: &counters,
         };
-        cutter.event_field = event_time_field.map(|f| (cutter.decoder.json.fields.intern(&f), f));
+        if let Some(field) = event_time_field {
+            let id = cutter.decoder.json.fields.intern(&field).context("naming the event-time field")?;
+            cutter.event_field = Some((id, field));
+        }
         let mut decode_result = Ok(());
         while !shared.stop.load(Ordering::Relaxed) {
             let event = match line_rx.recv_timeout(IDLE_TICK) {

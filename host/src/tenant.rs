@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
 
 use crate::alert::handlers::{HandlerPlugins, HandlerRoute, Handlers};
-use crate::analysis::{Candidate, Catalog, CatalogEntry};
+use crate::analysis::{tenant_call_pool, Candidate, Catalog, CatalogEntry};
 use crate::config::{TenantConfig, DEFAULT_TENANT};
 use crate::egress::Egress;
 use crate::runtime::reload::{FolderState, TenantFolder};
@@ -31,6 +32,44 @@ pub struct Tenant {
     pub catalog: Arc<Catalog>,
     /// Its alert-handler plugins, kept current by the folder watcher.
     pub handler_plugins: Arc<HandlerPlugins>,
+    /// The threads its detector calls run on.
+    pub call_pool: Arc<rayon::ThreadPool>,
+}
+
+/// What a tenant's instances use and what its alert delivery came to, as
+/// the summary, the status file, the API and `/metrics` show it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TenantStatus {
+    pub name: String,
+    pub instances: u32,
+    pub memory_mib: f64,
+    pub rejected_reloads: u64,
+    /// Windows of its pipelines the history could not take (its queue was full).
+    pub history_dropped_windows: u64,
+    /// Alerts its handlers did not handle, by why (tenants with handlers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts_not_handled: Option<NotHandled>,
+    /// Its handlers' outbound requests (tenants with handlers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<serde_json::Value>,
+}
+
+/// Alerts a tenant's handlers did not handle, by why; each is still in the
+/// outputs and the history.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct NotHandled {
+    /// The handlers' queue was full.
+    pub queue_full: u64,
+    /// The handler their route names was quarantined.
+    pub quarantined: u64,
+    /// Still queued when the drain at exit ran out of time.
+    pub at_exit: u64,
+}
+
+impl NotHandled {
+    pub fn total(&self) -> u64 {
+        self.queue_full + self.quarantined + self.at_exit
+    }
 }
 
 /// A tenant's plugin folder: the plugins folder itself for `default`.
@@ -75,7 +114,8 @@ impl Tenant {
         }
         let catalog = Catalog::new(name, entries);
         let handler_plugins = HandlerPlugins::new(loaded.iter().filter(|p| !p.is_detector()).cloned());
-        Ok(Tenant { config: config.clone(), dir, limits, budget, plugins: loaded, shadows, catalog, handler_plugins })
+        let call_pool = tenant_call_pool(name);
+        Ok(Tenant { config: config.clone(), dir, limits, budget, plugins: loaded, shadows, catalog, handler_plugins, call_pool })
     }
 
     /// A tenant whose detectors are native code (benchmark builds, `--native`).
@@ -90,11 +130,30 @@ impl Tenant {
             shadows: Vec::new(),
             catalog: Catalog::new(&config.name, entries),
             handler_plugins: HandlerPlugins::new([]),
+            call_pool: tenant_call_pool(&config.name),
         }
     }
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// Its status now, with its handlers' counters and its pipelines' history drops.
+    pub fn status(&self, handlers: Option<&Handlers>, history_dropped_windows: u64) -> TenantStatus {
+        use std::sync::atomic::Ordering::Relaxed;
+        TenantStatus {
+            name: self.name().to_string(),
+            instances: self.budget.instances(),
+            memory_mib: (self.budget.used_bytes() as f64 / (1 << 20) as f64 * 10.0).round() / 10.0,
+            rejected_reloads: self.catalog.rejected.load(Relaxed),
+            history_dropped_windows,
+            alerts_not_handled: handlers.map(|h| NotHandled {
+                queue_full: h.unhandled.queue_full.load(Relaxed),
+                quarantined: h.unhandled.quarantined.load(Relaxed),
+                at_exit: h.unhandled.at_exit.load(Relaxed),
+            }),
+            egress: handlers.map(|h| serde_json::to_value(&*h.egress.stats).unwrap_or_default()),
+        }
     }
 
     /// What the folder watcher needs to follow this tenant's folder.

@@ -104,6 +104,41 @@ impl Sandbox {
         self.run_with_stdin(args, None)
     }
 
+    /// Like [`Sandbox::run`], but a run still going after `limit` is killed
+    /// and the test fails: for runs that hostile plugins or input try to hang.
+    pub fn run_within(&self, args: &[&str], limit: std::time::Duration) -> Run {
+        let (out, err) = (self.path("run.stdout"), self.path("run.stderr"));
+        let mut child = Command::new(binary())
+            .args(args)
+            .arg("--plugins")
+            .arg(self.plugins())
+            .arg("--data-dir")
+            .arg(self.path("data"))
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).expect("stdout file"))
+            .stderr(std::fs::File::create(&err).expect("stderr file"))
+            .spawn()
+            .expect("start clean-host");
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for clean-host") {
+                break status;
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("clean-host still running after {limit:?}:\n{}", std::fs::read_to_string(&err).unwrap_or_default());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        Run {
+            code: status.code(),
+            stdout: std::fs::read_to_string(&out).unwrap_or_default(),
+            stderr: std::fs::read_to_string(&err).unwrap_or_default(),
+        }
+    }
+
     pub fn run_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Run {
         let mut cmd = Command::new(binary());
         cmd.args(args)

@@ -44,7 +44,9 @@ fn walk(v: &sonic_rs::Value, path: &mut String, names: &mut clean_host::decode::
             walk(v, path, names, out);
         } else {
             let number = v.as_f64().unwrap_or(0.0);
-            out.push((names.intern(path), number, v.as_str().map_or(0, str::len)));
+            if let Ok(id) = names.intern(path) {
+                out.push((id, number, v.as_str().map_or(0, str::len)));
+            }
         }
         path.truncate(len);
     }

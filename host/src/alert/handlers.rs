@@ -2,7 +2,9 @@
 //!
 //! The analysis threads hand alerts over through a bounded queue and never
 //! wait: when it is full the alert is still in the outputs, and the handlers'
-//! copy is dropped and counted. The handler thread calls each matching
+//! copy is counted as not handled (and left out of the alert ledger, so a
+//! replay hands it over again). Alerts a quarantined handler does not get and
+//! alerts still queued when the drain at exit runs out of time are counted too. The handler thread calls each matching
 //! handler in turn; a handler's requests go to the tenant's [`Egress`].
 //! Faults are contained like a detector's: a trap rebuilds the instance, and
 //! `max_failures` faults in a row quarantine the handler. A new build of a
@@ -88,10 +90,9 @@ impl Handler {
         }
     }
 
-    fn wants(&self, alert: &Alert) -> bool {
-        self.status == Status::Active
-            && Level::from(alert.severity) >= self.route.min_severity
-            && self.route.pipelines.as_ref().is_none_or(|p| p.contains(&alert.pipeline))
+    /// Whether its route takes `alert`, whatever the handler's status.
+    fn routed(&self, alert: &Alert) -> bool {
+        Level::from(alert.severity) >= self.route.min_severity && self.route.pipelines.as_ref().is_none_or(|p| p.contains(&alert.pipeline))
     }
 
     fn handle(&mut self, alert: &Alert, runtime: &Runtime, egress: &Arc<Egress>, max_failures: u32) {
@@ -130,14 +131,26 @@ impl Handler {
     }
 }
 
+/// Alerts the handlers of a tenant did not handle, by why.
+#[derive(Debug, Default)]
+pub struct Unhandled {
+    /// Their queue was full when the alert came.
+    pub queue_full: AtomicU64,
+    /// A handler their route sends them to was quarantined.
+    pub quarantined: AtomicU64,
+    /// Still queued when the drain at exit ran out of time.
+    pub at_exit: AtomicU64,
+}
+
 /// One tenant's alert handlers and their queue.
 pub struct Handlers {
     tenant: String,
     queue: Mutex<Option<Sender<Alert>>>,
+    /// The queue's other end, to count what is left in it at exit.
+    pending: Receiver<Alert>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     stats: Arc<Mutex<Vec<PluginStats>>>,
-    /// Alerts the handlers never got: their queue was full.
-    pub dropped: AtomicU64,
+    pub unhandled: Arc<Unhandled>,
     pub egress: Arc<Egress>,
 }
 
@@ -166,38 +179,51 @@ impl Handlers {
             });
         }
         let stats = Arc::new(Mutex::new(handlers.iter().map(Handler::stats).collect()));
+        let unhandled = Arc::new(Unhandled::default());
         let (tx, rx) = bounded(ALERT_QUEUE);
         let thread = {
-            let (stats, egress) = (stats.clone(), egress.clone());
+            let (stats, egress, unhandled, rx) = (stats.clone(), egress.clone(), unhandled.clone(), rx.clone());
+            let run = move || run(handlers, rx, (&plugins, &runtime, &egress), max_failures.max(1), &stats, &unhandled);
             std::thread::Builder::new()
                 .name(format!("{tenant}-handlers"))
-                .spawn(move || run(handlers, rx, &plugins, &runtime, &egress, max_failures.max(1), &stats))
+                .spawn(run)
                 .map_err(|e| format!("tenant {tenant}: starting the alert handlers: {e}"))?
         };
-        Ok(Arc::new(Handlers { tenant, queue: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), stats, dropped: AtomicU64::new(0), egress }))
+        Ok(Arc::new(Handlers {
+            tenant,
+            queue: Mutex::new(Some(tx)),
+            pending: rx,
+            thread: Mutex::new(Some(thread)),
+            stats,
+            unhandled,
+            egress,
+        }))
     }
 
-    /// Hand an alert over without waiting.
-    pub fn send(&self, alert: Alert) {
+    /// Hand an alert over without waiting; false if the queue did not take it.
+    pub fn send(&self, alert: Alert) -> bool {
         let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        let full = match queue.as_ref().map(|tx| tx.try_send(alert).map_err(|e| e.is_full())) {
-            Some(Ok(())) => return,
-            Some(Err(full)) => full,
-            None => false,
-        };
-        let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-        if full && dropped.is_power_of_two() {
-            tracing::warn!("tenant {}: alert handlers are behind; {dropped} alert(s) not handed to them so far", self.tenant);
+        match queue.as_ref().map(|tx| tx.try_send(alert)) {
+            Some(Ok(())) => true,
+            _ => {
+                let missed = self.unhandled.queue_full.fetch_add(1, Ordering::Relaxed) + 1;
+                if missed.is_power_of_two() {
+                    tracing::warn!("tenant {}: alert handlers are behind; {missed} alert(s) not handed to them so far", self.tenant);
+                }
+                false
+            }
         }
     }
 
     /// Let the handlers finish the queued alerts and the deliveries finish,
-    /// within `grace` each.
+    /// within `grace` each; count the alerts left in the queue.
     pub fn finish(&self, grace: Duration) {
         drop(self.queue.lock().unwrap_or_else(|p| p.into_inner()).take());
         if let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             if !join_within(thread, grace) {
-                tracing::warn!("tenant {}: alert handlers still busy at exit", self.tenant);
+                let left = self.pending.len() as u64;
+                self.unhandled.at_exit.fetch_add(left, Ordering::Relaxed);
+                tracing::warn!("tenant {}: alert handlers still busy at exit; {left} queued alert(s) not handled", self.tenant);
             }
         }
         self.egress.finish(grace);
@@ -211,14 +237,13 @@ impl Handlers {
 fn run(
     mut handlers: Vec<Handler>,
     rx: Receiver<Alert>,
-    plugins: &HandlerPlugins,
-    runtime: &Runtime,
-    egress: &Arc<Egress>,
+    (plugins, runtime, egress): (&HandlerPlugins, &Runtime, &Arc<Egress>),
     max_failures: u32,
     stats: &Mutex<Vec<PluginStats>>,
+    unhandled: &Unhandled,
 ) {
     let mut seen = plugins.generation.load(Ordering::Acquire);
-    for alert in rx {
+    while let Ok(alert) = rx.recv() {
         let generation = plugins.generation.load(Ordering::Acquire);
         if generation != seen {
             seen = generation;
@@ -226,8 +251,12 @@ fn run(
                 handler.follow(plugins, runtime, egress);
             }
         }
-        for handler in handlers.iter_mut().filter(|h| h.wants(&alert)) {
-            handler.handle(&alert, runtime, egress, max_failures);
+        for handler in handlers.iter_mut().filter(|h| h.routed(&alert)) {
+            if handler.status == Status::Active {
+                handler.handle(&alert, runtime, egress, max_failures);
+            } else {
+                unhandled.quarantined.fetch_add(1, Ordering::Relaxed);
+            }
         }
         *stats.lock().unwrap_or_else(|p| p.into_inner()) = handlers.iter().map(Handler::stats).collect();
     }

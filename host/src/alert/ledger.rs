@@ -1,12 +1,15 @@
 //! Alerts already sent for broker windows. A replay (a restart after a
 //! crash, or a start at an earlier offset) analyses windows again; an alert
-//! for the same pipeline, partition, detector, metric, column and offset
-//! range is not sent a second time. Kept as one hash per line in
-//! `DATA_DIR/alerts-sent`, appended as alerts go out.
+//! for the same tenant, source, pipeline, partition, detector, metric,
+//! column and offset range is not sent a second time. Kept as one hash per
+//! line in `DATA_DIR/alerts-sent`, appended once the alert was written to
+//! the outputs and taken by the alert handlers' queue, never before: an
+//! alert that did not get out is sent again by the replay. The hash is
+//! XXH3-64 over the fields, so it stays the same across builds and Rust
+//! versions.
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::hash::{Hash, Hasher};
 use std::io::{self, BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -14,6 +17,37 @@ use super::Alert;
 
 /// Hashes kept; older ones are dropped when the file is loaded.
 const KEEP: usize = 1 << 20;
+
+/// What identifies a sent alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AlertKey(u64);
+
+impl AlertKey {
+    /// The key of `alert`, raised by a pipeline of `tenant` reading `source`.
+    pub fn new(tenant: &str, source: &str, alert: &Alert) -> Self {
+        let w = &alert.window;
+        let column = alert.column.as_deref();
+        let (first, last) = (w.first_offset.to_string(), w.last_offset.to_string());
+        let parts: [&[u8]; 9] = [
+            tenant.as_bytes(),
+            source.as_bytes(),
+            alert.pipeline.as_bytes(),
+            &w.partition.to_le_bytes(),
+            alert.detector.as_bytes(),
+            alert.metric.as_bytes(),
+            column.map_or(&[0xff][..], str::as_bytes),
+            first.as_bytes(),
+            last.as_bytes(),
+        ];
+        // Each part with its length first, so no two field lists run together alike.
+        let mut bytes = Vec::with_capacity(parts.iter().map(|p| p.len() + 8).sum());
+        for part in parts {
+            bytes.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(part);
+        }
+        AlertKey(xxhash_rust::xxh3::xxh3_64(&bytes))
+    }
+}
 
 pub struct AlertLedger {
     path: PathBuf,
@@ -48,33 +82,26 @@ impl AlertLedger {
         Ok(AlertLedger { path: path.to_path_buf(), sent: hashes[start..].iter().copied().collect(), file: None })
     }
 
-    fn key(alert: &Alert) -> u64 {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        let w = &alert.window;
-        (&alert.pipeline, w.partition, &alert.detector, &alert.metric, &alert.column).hash(&mut h);
-        (w.first_offset.to_string(), w.last_offset.to_string()).hash(&mut h);
-        h.finish()
+    /// Whether an alert with this key went out before.
+    pub fn was_sent(&self, key: AlertKey) -> bool {
+        self.sent.contains(&key.0)
     }
 
-    /// True, and remembered, if this alert was not sent before.
-    pub fn first_time(&mut self, alert: &Alert) -> bool {
-        let key = Self::key(alert);
-        if !self.sent.insert(key) {
-            return false;
+    /// Remember that the alert with this key went out.
+    pub fn record(&mut self, key: AlertKey) -> io::Result<()> {
+        if !self.sent.insert(key.0) {
+            return Ok(());
         }
         if self.file.is_none() {
             if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                let _ = std::fs::create_dir_all(dir);
+                std::fs::create_dir_all(dir)?;
             }
-            match std::fs::OpenOptions::new().create(true).append(true).open(&self.path) {
-                Ok(f) => self.file = Some(BufWriter::new(f)),
-                Err(e) => tracing::warn!("cannot write alert ledger {}: {e}", self.path.display()),
-            }
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path);
+            let file = file.map_err(|e| io::Error::new(e.kind(), format!("cannot write alert ledger {}: {e}", self.path.display())))?;
+            self.file = Some(BufWriter::new(file));
         }
-        if let Some(f) = &mut self.file {
-            let _ = writeln!(f, "{key:016x}");
-        }
-        true
+        let f = self.file.as_mut().expect("opened above");
+        writeln!(f, "{:016x}", key.0)
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
@@ -123,14 +150,27 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ledger-{}", std::process::id()));
         let path = dir.join("alerts-sent");
         let _ = std::fs::remove_dir_all(&dir);
+        let key = |first| AlertKey::new("t", "kafka://h/topic", &alert(first));
         let mut ledger = AlertLedger::open(&path).unwrap();
-        assert!(ledger.first_time(&alert(1)));
-        assert!(!ledger.first_time(&alert(1)));
+        assert!(!ledger.was_sent(key(1)));
+        ledger.record(key(1)).unwrap();
+        assert!(ledger.was_sent(key(1)));
         ledger.flush().unwrap();
         drop(ledger);
-        let mut again = AlertLedger::open(&path).unwrap();
-        assert!(!again.first_time(&alert(1)), "a replayed window's alert is not sent again");
-        assert!(again.first_time(&alert(2)));
+        let again = AlertLedger::open(&path).unwrap();
+        assert!(again.was_sent(key(1)), "a replayed window's alert is not sent again");
+        assert!(!again.was_sent(key(2)));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The key is the same in every build (XXH3 of the fields), and tenant
+    /// and source tell alerts of otherwise equal pipelines apart.
+    #[test]
+    fn keys_are_stable_and_name_tenant_and_source() {
+        let a = alert(1);
+        assert_eq!(AlertKey::new("t", "s", &a), AlertKey(0x9ce3_55b7_8405_2dcf), "{:x}", AlertKey::new("t", "s", &a).0);
+        assert_ne!(AlertKey::new("t", "s", &a), AlertKey::new("u", "s", &a));
+        assert_ne!(AlertKey::new("t", "s", &a), AlertKey::new("t", "s2", &a));
+        assert_ne!(AlertKey::new("ts", "", &a), AlertKey::new("t", "s", &a));
     }
 }

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-pub use ledger::AlertLedger;
+pub use ledger::{AlertKey, AlertLedger};
 pub use output::Outputs;
 
 use crate::analysis::{is_sure, FindingOrigin, HostFinding, Score, WindowAnalysis};

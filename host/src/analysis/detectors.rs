@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -40,13 +40,14 @@ const TIMING_SAMPLES: usize = 1024;
 /// Windows a new version must get through without a fault to stay.
 pub const PROBATION_WINDOWS: u32 = 5;
 
-/// Detector calls run on a thread pool of their own: wasmtime compiles a
-/// reloaded plugin on rayon's global pool, and a window must not wait behind it.
-fn call_pool() -> &'static rayon::ThreadPool {
-    static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
-    POOL.get_or_init(|| {
-        rayon::ThreadPoolBuilder::new().thread_name(|i| format!("detectors-{i}")).build().expect("start the detector thread pool")
-    })
+/// The threads one tenant's detector calls run on. Each tenant has its own:
+/// a plugin that holds a thread until its deadline (a sleep, a spin) slows
+/// its own tenant only. They are apart from rayon's global pool, where
+/// wasmtime compiles reloaded plugins, so a window never waits behind that.
+pub fn tenant_call_pool(tenant: &str) -> Arc<rayon::ThreadPool> {
+    let tenant = tenant.to_string();
+    let pool = rayon::ThreadPoolBuilder::new().thread_name(move |i| format!("{tenant}-detectors-{i}")).build();
+    Arc::new(pool.expect("start a detector thread pool"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,6 +180,8 @@ pub struct PluginStats {
 /// Which detectors of a tenant's catalog a pipeline runs, and with what config.
 pub struct DetectorSet {
     pub catalog: Arc<Catalog>,
+    /// The tenant's threads for detector calls.
+    pub pool: Arc<rayon::ThreadPool>,
     /// Names to run (`None`: every detector of the catalog, also ones added later).
     pub selection: Option<Vec<String>>,
     /// The pipeline's config per detector; without one, the manifest's default applies.
@@ -616,7 +619,7 @@ impl Detectors {
     pub fn analyze(&self, batch: &Batch) -> WindowAnalysis {
         let mut out = WindowAnalysis { findings: self.follow_catalog(), ..Default::default() };
         let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
-        let results: Vec<(SlotResult, String)> = call_pool().install(|| {
+        let results: Vec<(SlotResult, String)> = self.set.pool.install(|| {
             slots
                 .par_iter()
                 .map(|slot| {

@@ -10,9 +10,9 @@ mod score;
 mod tests;
 
 use crate::runtime::bindings::{Analysis, Batch, Finding, MetricValue, Severity};
-use crate::runtime::PluginFault;
+use crate::runtime::{cut, PluginFault, MAX_NAME};
 pub use catalog::{Candidate, Catalog, CatalogEntry};
-pub use detectors::{CallCounters, DetectorSet, Detectors, PluginStats, Status};
+pub use detectors::{tenant_call_pool, CallCounters, DetectorSet, Detectors, PluginStats, Status};
 pub use score::{is_sure, quality_score, wilson, Score};
 
 /// One configured detector instance, whatever runs it.
@@ -87,7 +87,8 @@ pub fn dead_letter_finding(dead: u64, rows: u32, max_rate: f64) -> Option<HostFi
     })
 }
 
-/// Check a plugin's answer against the batch it was given; trim long messages.
+/// Check a plugin's answer against the batch it was given; cut long
+/// messages and names (a name that ends in `…` was cut).
 pub fn validate(analysis: &mut Analysis, rows: u32) -> Result<(), String> {
     if analysis.findings.len() > MAX_FINDINGS {
         return Err(format!("{} findings (at most {MAX_FINDINGS})", analysis.findings.len()));
@@ -96,8 +97,12 @@ pub fn validate(analysis: &mut Analysis, rows: u32) -> Result<(), String> {
         return Err(format!("{} metric values (at most {MAX_METRICS})", analysis.metrics.len()));
     }
     for f in &mut analysis.findings {
-        if f.metric.is_empty() || f.metric.len() > 128 {
-            return Err(format!("a finding's metric name is empty or too long ({} bytes)", f.metric.len()));
+        if f.metric.is_empty() {
+            return Err("a finding has an empty metric name".into());
+        }
+        cut(&mut f.metric, MAX_NAME);
+        if let Some(column) = &mut f.column {
+            cut(column, MAX_NAME);
         }
         if f.value.is_nan() || f.threshold.is_nan() {
             return Err(format!("finding '{}' has a NaN value or threshold", f.metric));
@@ -108,15 +113,15 @@ pub fn validate(analysis: &mut Analysis, rows: u32) -> Result<(), String> {
         if let Some(&row) = f.sample_rows.iter().find(|&&r| r >= rows) {
             return Err(format!("finding '{}' names row {row} of a {rows}-row window", f.metric));
         }
-        if f.message.len() > MAX_MESSAGE {
-            let mut cut = MAX_MESSAGE;
-            while !f.message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            f.message.truncate(cut);
+        cut(&mut f.message, MAX_MESSAGE);
+    }
+    analysis.metrics.retain(|m| !m.value.is_nan() && !m.metric.is_empty());
+    for m in &mut analysis.metrics {
+        cut(&mut m.metric, MAX_NAME);
+        if let Some(column) = &mut m.column {
+            cut(column, MAX_NAME);
         }
     }
-    analysis.metrics.retain(|m| !m.value.is_nan());
     Ok(())
 }
 

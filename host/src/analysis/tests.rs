@@ -22,7 +22,22 @@ fn good_output_is_trimmed_not_rejected() {
     let mut a = analysis(vec![finding(vec![0, 9])]);
     validate(&mut a, 10).unwrap();
     assert_eq!(a.findings[0].message.len(), 4096);
+    assert!(a.findings[0].message.ends_with('…'));
     assert!(a.metrics.is_empty());
+}
+
+/// Names a plugin makes up are cut before the host keeps or prints them.
+#[test]
+fn huge_names_are_cut() {
+    let huge = "é".repeat(1 << 20);
+    let mut a = analysis(vec![Finding { metric: huge.clone(), column: Some(huge.clone()), ..finding(vec![]) }]);
+    a.metrics.push(MetricValue { metric: huge.clone(), column: Some(huge), value: 1.0 });
+    validate(&mut a, 10).unwrap();
+    let f = &a.findings[0];
+    let m = &a.metrics[0];
+    for name in [&f.metric, f.column.as_ref().unwrap(), &m.metric, m.column.as_ref().unwrap()] {
+        assert!(name.len() <= MAX_NAME && name.ends_with('…'), "{} bytes", name.len());
+    }
 }
 
 #[test]

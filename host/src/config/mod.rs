@@ -15,7 +15,7 @@ use crate::http::HttpConfig;
 use crate::runtime::Limits;
 use crate::source::BrokerOptions;
 use crate::source::generator::GeneratorConfig;
-use crate::window::WindowSpec;
+use crate::window::{EventTimeSpec, WindowSpec};
 
 #[cfg(test)]
 mod tests;
@@ -167,6 +167,10 @@ pub struct PipelineConfig {
     /// Settings of a broker source (group, format, dead-letter topic, librdkafka properties...).
     #[serde(default)]
     pub broker: BrokerOptions,
+    /// Distinct field names the pipeline keeps; a record bringing a new one
+    /// past this is a dead letter.
+    #[serde(default = "PipelineConfig::default_max_fields")]
+    pub max_fields: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -191,13 +195,30 @@ pub struct WindowConfig {
     pub duration_ms: Option<i64>,
     /// How late (in event time) a record may arrive and still join its window.
     pub lateness_ms: i64,
+    /// Event-time windows: a record stamped more than this ahead of the
+    /// host's clock is a dead letter (default one hour; at most a year).
+    pub max_future_ms: i64,
+    /// Event-time windows: a record stamped before this RFC 3339 time is a
+    /// dead letter (default `2000-01-01T00:00:00Z`).
+    pub earliest_event_time: String,
 }
 
 impl Default for WindowConfig {
     fn default() -> Self {
-        WindowConfig { kind: WindowKind::Count, size: 1000, slide: None, duration_ms: None, lateness_ms: 0 }
+        WindowConfig {
+            kind: WindowKind::Count,
+            size: 1000,
+            slide: None,
+            duration_ms: None,
+            lateness_ms: 0,
+            max_future_ms: 3_600_000,
+            earliest_event_time: "2000-01-01T00:00:00Z".into(),
+        }
     }
 }
+
+/// Longest `window.max_future_ms`, `duration_ms` and `lateness_ms`: a year.
+const MAX_WINDOW_SPAN_MS: i64 = 366 * 86_400_000;
 
 /// A config that cannot be used, with what is wrong and where.
 #[derive(Debug, thiserror::Error)]
@@ -230,6 +251,9 @@ impl ConfigFile {
                 return Err(format!("two pipelines are named '{}'", p.name));
             }
             p.window_spec().map_err(|e| format!("pipeline '{}': {e}", p.name))?;
+            if p.max_fields == 0 {
+                return Err(format!("pipeline '{}': max_fields must be above 0", p.name));
+            }
             p.generator.validate().map_err(|e| format!("pipeline '{}': generator: {e}", p.name))?;
         }
         self.alerts.validate()?;
@@ -296,7 +320,12 @@ impl PipelineConfig {
             detector_config: BTreeMap::new(),
             generator: GeneratorConfig::default(),
             broker: BrokerOptions::default(),
+            max_fields: Self::default_max_fields(),
         }
+    }
+
+    fn default_max_fields() -> usize {
+        crate::decode::DEFAULT_MAX_FIELDS
     }
 
     pub fn window_spec(&self) -> Result<WindowSpec, String> {
@@ -311,8 +340,8 @@ impl PipelineConfig {
             }
             WindowKind::Time | WindowKind::EventTime => {
                 let size_ms = w.duration_ms.ok_or("time windows need window.duration_ms")?;
-                if size_ms <= 0 || w.lateness_ms < 0 {
-                    return Err("window.duration_ms must be above 0 and window.lateness_ms not negative".into());
+                if size_ms <= 0 || w.lateness_ms < 0 || size_ms > MAX_WINDOW_SPAN_MS || w.lateness_ms > MAX_WINDOW_SPAN_MS {
+                    return Err("window.duration_ms must be above 0 and window.lateness_ms not negative, both at most a year".into());
                 }
                 if w.kind == WindowKind::Time {
                     return Ok(WindowSpec::ProcessingTime { size_ms });
@@ -320,7 +349,14 @@ impl PipelineConfig {
                 if self.event_time_field.is_none() {
                     return Err("event-time windows need event_time_field".into());
                 }
-                Ok(WindowSpec::EventTime { size_ms, lateness_ms: w.lateness_ms })
+                if !(0..=MAX_WINDOW_SPAN_MS).contains(&w.max_future_ms) {
+                    return Err(format!("window.max_future_ms ({}) must be between 0 and a year", w.max_future_ms));
+                }
+                let earliest_ms = crate::timestamp::parse_ms(w.earliest_event_time.as_bytes()).ok_or_else(|| {
+                    format!("window.earliest_event_time ({}) is not an RFC 3339 time like 2000-01-01T00:00:00Z", w.earliest_event_time)
+                })?;
+                let spec = EventTimeSpec { size_ms, lateness_ms: w.lateness_ms, max_future_ms: w.max_future_ms, earliest_ms };
+                Ok(WindowSpec::EventTime(spec))
             }
         }
     }

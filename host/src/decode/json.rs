@@ -205,7 +205,10 @@ impl<'a> Parser<'a> {
     }
 
     fn field(&mut self) -> Result<u32, DecodeError> {
-        let id = self.fields.id_at(self.position, self.name).ok_or_else(|| syntax(self.i, "a key is not valid UTF-8"))?;
+        let id = self.fields.id_at(self.position, self.name).map_err(|e| match e {
+            DecodeError::Syntax(_) => syntax(self.i, "a key is not valid UTF-8"),
+            other => other,
+        })?;
         self.position += 1;
         Ok(id)
     }

@@ -59,6 +59,12 @@ impl MessageDecoder {
         })
     }
 
+    /// Refuse records that would bring the pipeline past `max` distinct field names.
+    pub fn with_max_fields(mut self, max: usize) -> Self {
+        self.json.fields = super::FieldNames::with_limit(max);
+        self
+    }
+
     pub fn decode(&mut self, partition: u32, message: &Message) -> Result<&Record, DecodeError> {
         let (fields, record) = match self.format {
             MessageFormat::Json => {
@@ -67,7 +73,7 @@ impl MessageDecoder {
             }
             MessageFormat::String => {
                 self.record.clear();
-                let field = self.json.fields.intern("value");
+                let field = self.json.fields.intern("value")?;
                 self.record.push_text(field, &message.payload);
                 (&mut self.json.fields, &mut self.record)
             }
@@ -81,9 +87,9 @@ impl MessageDecoder {
                     let mut name = String::new();
                     match value {
                         apache_avro::types::Value::Record(fields) => {
-                            avro_fields(fields, &mut name, &mut self.json.fields, &mut self.record)
+                            avro_fields(fields, &mut name, &mut self.json.fields, &mut self.record, 0)?
                         }
-                        other => avro_value("value".into(), other, &mut self.json.fields, &mut self.record),
+                        other => avro_value("value".into(), other, &mut self.json.fields, &mut self.record, 0)?,
                     }
                 }
                 (&mut self.json.fields, &mut self.record)
@@ -93,22 +99,22 @@ impl MessageDecoder {
             match column {
                 MetadataColumn::Key => {
                     if let Some(key) = &message.key {
-                        record.push_text(fields.intern("_key"), key);
+                        record.push_text(fields.intern("_key")?, key);
                     }
                 }
-                MetadataColumn::Partition => record.push_scalar(fields.intern("_partition"), Kind::Int, partition as u64),
+                MetadataColumn::Partition => record.push_scalar(fields.intern("_partition")?, Kind::Int, partition as u64),
                 MetadataColumn::Offset => match &message.id {
-                    Some(id) => record.push_text(fields.intern("_offset"), id.as_bytes()),
-                    None => record.push_scalar(fields.intern("_offset"), Kind::Int, message.offset),
+                    Some(id) => record.push_text(fields.intern("_offset")?, id.as_bytes()),
+                    None => record.push_scalar(fields.intern("_offset")?, Kind::Int, message.offset),
                 },
                 MetadataColumn::Timestamp => {
                     if let Some(ms) = message.timestamp_ms {
-                        record.push_scalar(fields.intern("_timestamp"), Kind::Int, ms as u64);
+                        record.push_scalar(fields.intern("_timestamp")?, Kind::Int, ms as u64);
                     }
                 }
                 MetadataColumn::Headers => {
                     for (name, value) in &message.headers {
-                        record.push_text(fields.intern(&format!("_header.{name}")), value);
+                        record.push_text(fields.intern(&format!("_header.{name}"))?, value);
                     }
                 }
             }
@@ -117,8 +123,16 @@ impl MessageDecoder {
     }
 }
 
+/// A record's fields as dotted names; records nested deeper than
+/// `MAX_DEPTH` (a recursive schema) are kept as JSON text.
 #[cfg(feature = "avro")]
-fn avro_fields(fields: Vec<(String, apache_avro::types::Value)>, prefix: &mut String, names: &mut super::FieldNames, record: &mut Record) {
+fn avro_fields(
+    fields: Vec<(String, apache_avro::types::Value)>,
+    prefix: &mut String,
+    names: &mut super::FieldNames,
+    record: &mut Record,
+    depth: usize,
+) -> Result<(), DecodeError> {
     for (field, value) in fields {
         let len = prefix.len();
         if !prefix.is_empty() {
@@ -126,17 +140,18 @@ fn avro_fields(fields: Vec<(String, apache_avro::types::Value)>, prefix: &mut St
         }
         prefix.push_str(&field);
         match value {
-            apache_avro::types::Value::Record(inner) => avro_fields(inner, prefix, names, record),
-            other => avro_value(prefix.clone(), other, names, record),
+            apache_avro::types::Value::Record(inner) if depth < super::MAX_DEPTH => avro_fields(inner, prefix, names, record, depth + 1)?,
+            other => avro_value(prefix.clone(), other, names, record, depth + 1)?,
         }
         prefix.truncate(len);
     }
+    Ok(())
 }
 
 #[cfg(feature = "avro")]
-fn avro_value(name: String, value: apache_avro::types::Value, names: &mut super::FieldNames, record: &mut Record) {
+fn avro_value(name: String, value: apache_avro::types::Value, names: &mut super::FieldNames, record: &mut Record, depth: usize) -> Result<(), DecodeError> {
     use apache_avro::types::Value as V;
-    let field = names.intern(&name);
+    let field = names.intern(&name)?;
     match value {
         V::Null => record.push_scalar(field, Kind::Null, 0),
         V::Boolean(b) => record.push_scalar(field, Kind::Bool, b as u64),
@@ -152,11 +167,11 @@ fn avro_value(name: String, value: apache_avro::types::Value, names: &mut super:
             // The union's branch is invisible to the record: only its value counts.
             record.values.retain(|v| v.field != field);
             match *inner {
-                V::Record(fields) => {
+                V::Record(fields) if depth < super::MAX_DEPTH => {
                     let mut prefix = name;
-                    avro_fields(fields, &mut prefix, names, record)
+                    avro_fields(fields, &mut prefix, names, record, depth + 1)?
                 }
-                other => avro_value(name, other, names, record),
+                other => avro_value(name, other, names, record, depth + 1)?,
             }
         }
         other => {
@@ -164,6 +179,7 @@ fn avro_value(name: String, value: apache_avro::types::Value, names: &mut super:
             record.push_text(field, text.as_bytes())
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@ mod tests;
 
 /// Objects nested deeper than this are kept as JSON text.
 const MAX_DEPTH: usize = 16;
+/// Distinct field names one pipeline keeps, unless configured.
+pub const DEFAULT_MAX_FIELDS: usize = 10_000;
 
 /// What a value is, as stored per row in a window's columns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,47 +70,66 @@ pub enum DecodeError {
     Binary { at: usize, byte: u8 },
     #[error("truncated: the line ends after {bytes} bytes, inside its JSON object")]
     Truncated { bytes: usize },
+    #[error("a new field name, but the pipeline already has {limit} distinct field names (max_fields)")]
+    TooManyFields { limit: usize },
 }
 
-/// Field names of one pipeline, each with a stable small id.
-#[derive(Debug, Default)]
+/// Field names of one pipeline, each with a stable small id. Data decides
+/// the names, so their number is capped: past `limit`, a record with a new
+/// name is refused rather than growing every window's columns for good.
+#[derive(Debug)]
 pub struct FieldNames {
     names: Vec<Box<str>>,
     ids: HashMap<Box<str>, u32>,
     /// Field ids by position in the previous record: the fast path.
     last_order: Vec<u32>,
+    limit: usize,
+}
+
+impl Default for FieldNames {
+    fn default() -> Self {
+        FieldNames::with_limit(DEFAULT_MAX_FIELDS)
+    }
 }
 
 impl FieldNames {
+    pub fn with_limit(limit: usize) -> Self {
+        FieldNames { names: Vec::new(), ids: HashMap::new(), last_order: Vec::new(), limit }
+    }
+
     pub fn name(&self, id: u32) -> &str {
         &self.names[id as usize]
     }
 
-    /// The id of `name`, interning it if new.
-    pub fn intern(&mut self, name: &str) -> u32 {
+    /// The id of `name`, interning it if new and there is room.
+    pub fn intern(&mut self, name: &str) -> Result<u32, DecodeError> {
         if let Some(&id) = self.ids.get(name) {
-            return id;
+            return Ok(id);
+        }
+        if self.names.len() >= self.limit {
+            return Err(DecodeError::TooManyFields { limit: self.limit });
         }
         let id = self.names.len() as u32;
         self.names.push(name.into());
         self.ids.insert(name.into(), id);
-        id
+        Ok(id)
     }
 
     /// The id of the field named `name` (UTF-8 not yet checked) at `position` in a record.
-    fn id_at(&mut self, position: usize, name: &[u8]) -> Option<u32> {
+    fn id_at(&mut self, position: usize, name: &[u8]) -> Result<u32, DecodeError> {
         if let Some(&id) = self.last_order.get(position) {
             if self.names[id as usize].as_bytes() == name {
-                return Some(id);
+                return Ok(id);
             }
         }
-        let id = self.intern(std::str::from_utf8(name).ok()?);
+        let name = std::str::from_utf8(name).map_err(|e| DecodeError::Syntax(format!("a key is not valid UTF-8 (byte {} of it)", e.valid_up_to())))?;
+        let id = self.intern(name)?;
         if position < self.last_order.len() {
             self.last_order[position] = id;
         } else {
             self.last_order.push(id);
         }
-        Some(id)
+        Ok(id)
     }
 }
 

@@ -34,7 +34,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use rusqlite::{params, Connection};
 use serde::Deserialize;
 
-pub use query::{Filter, HistoryReader, Page, PastWindow};
+pub use query::{timed_out, Filter, HistoryReader, Page, PastWindow, QUERY_TIME_LIMIT};
 
 /// `[history]` in the config file.
 #[derive(Debug, Clone, Deserialize)]

@@ -1,8 +1,14 @@
 //! Reading the history back, always for one tenant: the HTTP API's pages
 //! of windows, findings, alerts and plugin events.
+//!
+//! Each tenant reads through a connection of its own, and a query that runs
+//! longer than [`QUERY_TIME_LIMIT`] is interrupted: one tenant's heavy
+//! queries wait for each other, never for another tenant's.
 
-use std::path::Path;
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, Row};
 use serde::Serialize;
@@ -115,9 +121,20 @@ pub struct PastWindow {
     pub flagged: Vec<(String, String, Option<String>)>,
 }
 
-/// A read connection (WAL: reads never wait for the writer).
+/// Longest a history query may run before it is interrupted.
+pub const QUERY_TIME_LIMIT: Duration = Duration::from_secs(5);
+/// SQLite steps between two looks at the clock.
+const STEPS_PER_CHECK: i32 = 10_000;
+
+/// Read connections, one per tenant (WAL: reads never wait for the writer).
 pub struct HistoryReader {
-    conn: Mutex<Connection>,
+    path: PathBuf,
+    conns: Mutex<HashMap<String, Arc<Mutex<Connection>>>>,
+}
+
+/// Whether `e` is a query stopped at [`QUERY_TIME_LIMIT`].
+pub fn timed_out(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted)
 }
 
 /// The shared WHERE clause: ?1 tenant, ?2 pipeline, ?3 from, ?4 to, ?5 cursor, ?6 limit.
@@ -158,11 +175,32 @@ const FINDING_COLUMNS: &str = "f.id, f.window_id, w.pipeline, w.seq, w.analysed_
 
 impl HistoryReader {
     pub fn open(path: &Path) -> Result<Self, HistoryError> {
-        Ok(HistoryReader { conn: Mutex::new(open(path)?) })
+        // A first open says now, not at the first query, if the file is unusable.
+        open(path)?;
+        Ok(HistoryReader { path: path.to_path_buf(), conns: Mutex::new(HashMap::new()) })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    /// Run `query` on `tenant`'s connection, interrupted after [`QUERY_TIME_LIMIT`].
+    fn with_conn<R>(&self, tenant: &str, query: impl FnOnce(&Connection) -> rusqlite::Result<R>) -> rusqlite::Result<R> {
+        let conn = {
+            let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+            match conns.get(tenant) {
+                Some(conn) => conn.clone(),
+                None => {
+                    let conn = open(&self.path).map_err(|e| match e {
+                        HistoryError::Sqlite { source, .. } => source,
+                        other => rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN), Some(other.to_string())),
+                    })?;
+                    conns.entry(tenant.to_string()).or_insert_with(|| Arc::new(Mutex::new(conn))).clone()
+                }
+            }
+        };
+        let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+        let deadline = Instant::now() + QUERY_TIME_LIMIT;
+        conn.progress_handler(STEPS_PER_CHECK, Some(move || Instant::now() > deadline));
+        let result = query(&conn);
+        conn.progress_handler(STEPS_PER_CHECK, None::<fn() -> bool>);
+        result
     }
 
     pub fn windows(&self, f: &Filter) -> rusqlite::Result<Page<WindowView>> {
@@ -171,12 +209,8 @@ impl HistoryReader {
              FROM windows WHERE {}",
             scope("id", "pipeline", "analysed_ms", "tenant")
         );
-        page(
-            &self.conn(),
-            &select,
-            f,
-            |r| {
-                Ok(WindowView {
+        let row = |r: &Row| {
+            Ok(WindowView {
                     id: r.get(0)?,
                     pipeline: r.get(1)?,
                     partition: r.get(2)?,
@@ -192,9 +226,8 @@ impl HistoryReader {
                     score_low: r.get(12)?,
                     score_high: r.get(13)?,
                 })
-            },
-            |w| w.id,
-        )
+        };
+        self.with_conn(&f.tenant, |conn| page(conn, &select, f, row, |w| w.id))
     }
 
     pub fn findings(&self, f: &Filter) -> rusqlite::Result<Page<FindingView>> {
@@ -202,19 +235,22 @@ impl HistoryReader {
             "SELECT {FINDING_COLUMNS} FROM findings f JOIN windows w ON w.id = f.window_id WHERE {}",
             scope("f.id", "w.pipeline", "w.analysed_ms", "w.tenant")
         );
-        page(&self.conn(), &select, f, finding, |x| x.id)
+        self.with_conn(&f.tenant, |conn| page(conn, &select, f, finding, |x| x.id))
     }
 
     /// Alerts, each with every finding of its window.
     pub fn alerts(&self, f: &Filter) -> rusqlite::Result<Page<AlertView>> {
-        let conn = self.conn();
+        self.with_conn(&f.tenant, |conn| Self::alerts_on(conn, f))
+    }
+
+    fn alerts_on(conn: &Connection, f: &Filter) -> rusqlite::Result<Page<AlertView>> {
         let select = format!(
             "SELECT a.id, a.window_id, a.pipeline, w.partition, w.seq, a.at_ms, a.detector, a.metric, a.column_name, a.value, a.threshold, a.severity, a.message, w.score, a.rule, a.low_confidence
              FROM alerts a JOIN windows w ON w.id = a.window_id WHERE {}",
             scope("a.id", "a.pipeline", "a.at_ms", "a.tenant")
         );
         let mut page = page(
-            &conn,
+            conn,
             &select,
             f,
             |r| {
@@ -249,7 +285,10 @@ impl HistoryReader {
 
     /// The last `windows` windows of a pipeline, oldest first.
     pub fn past_windows(&self, tenant: &str, pipeline: &str, windows: u32) -> rusqlite::Result<Vec<PastWindow>> {
-        let conn = self.conn();
+        self.with_conn(tenant, |conn| Self::past_windows_on(conn, tenant, pipeline, windows))
+    }
+
+    fn past_windows_on(conn: &Connection, tenant: &str, pipeline: &str, windows: u32) -> rusqlite::Result<Vec<PastWindow>> {
         let mut recent = conn.prepare_cached(
             "SELECT id, partition, score, score_high FROM windows WHERE tenant = ?1 AND pipeline = ?2 ORDER BY id DESC LIMIT ?3",
         )?;
@@ -274,6 +313,6 @@ impl HistoryReader {
     pub fn plugin_events(&self, f: &Filter) -> rusqlite::Result<Page<PluginEventView>> {
         let select = format!("SELECT id, pipeline, plugin, event, message, at_ms FROM plugin_events WHERE {}", scope("id", "pipeline", "at_ms", "tenant"));
         let row = |r: &Row| Ok(PluginEventView { id: r.get(0)?, pipeline: r.get(1)?, plugin: r.get(2)?, event: r.get(3)?, message: r.get(4)?, at_ms: r.get(5)? });
-        page(&self.conn(), &select, f, row, |e| e.id)
+        self.with_conn(&f.tenant, |conn| page(conn, &select, f, row, |e| e.id))
     }
 }

@@ -70,6 +70,13 @@ pub fn render(tenant: &str, pipelines: &[Arc<PipelineCounters>], status: &LiveSt
             f.sample("clean_host_alerts_total", &[("tenant", tenant), ("pipeline", &p.pipeline), ("severity", severity)], load(&p.alerts_by_severity[i]));
         }
     }
+    if let Some(not_handled) = status.tenants.iter().find(|t| t.name == tenant).and_then(|t| t.alerts_not_handled) {
+        let name = "clean_host_alerts_not_handled_total";
+        f.header(name, "counter", "Alerts the tenant's handlers did not handle (still in the outputs and the history), by why.");
+        for (reason, n) in [("queue_full", not_handled.queue_full), ("quarantined", not_handled.quarantined), ("at_exit", not_handled.at_exit)] {
+            f.sample(name, &[("tenant", tenant), ("reason", reason)], n as f64);
+        }
+    }
     let plugins: Vec<_> = status.plugins.iter().filter(|p| p.tenant == tenant).collect();
     let plugin_labels = |p: &PluginStats| -> Vec<(&'static str, String)> {
         vec![("tenant", tenant.to_string()), ("pipeline", p.pipeline.clone()), ("plugin", p.name.clone()), ("kind", p.kind.clone())]

@@ -9,8 +9,15 @@
 //! token and sends it with each request.
 //!
 //! The server runs on its own small tokio runtime thread, so a slow client
-//! never touches the pipelines; history reads go through a connection of
+//! never touches the pipelines; history reads go through connections of
 //! their own (SQLite WAL: readers never block the writer).
+//!
+//! No client can hold the server: at most [`MAX_IN_FLIGHT`] requests run at
+//! once (more get 503 at once), each has [`REQUEST_TIMEOUT`], and a tenant's
+//! history queries run one at a time on that tenant's own connection, each
+//! interrupted after the history's query time limit, so one tenant's heavy
+//! queries queue behind each other and never in front of another tenant's.
+//! Tokens are at least [`MIN_TOKEN_LEN`] characters and differ per tenant.
 
 mod metrics;
 #[cfg(test)]
@@ -22,6 +29,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -32,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::analysis::PluginStats;
-use crate::history::{Filter, HistoryReader};
+use crate::history::{timed_out, Filter, HistoryReader, QUERY_TIME_LIMIT};
 use crate::pipeline::PipelineCounters;
 
 /// `[http]` in the config file.
@@ -57,11 +65,18 @@ pub enum HttpError {
 #[derive(Debug, Default, Clone)]
 pub struct LiveStatus {
     pub plugins: Vec<PluginStats>,
-    /// Per tenant: instances, memory, rejected reloads, egress.
-    pub tenants: Vec<serde_json::Value>,
+    /// Per tenant: instances, memory, rejected reloads, alert delivery.
+    pub tenants: Vec<crate::tenant::TenantStatus>,
     /// Per pipeline: records per second over the last second.
     pub rates: BTreeMap<String, f64>,
 }
+
+/// Requests served at once; more are answered 503 at once.
+pub const MAX_IN_FLIGHT: usize = 64;
+/// Longest a request may take, waiting for its tenant's turn included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Shortest API token accepted.
+pub const MIN_TOKEN_LEN: usize = 16;
 
 /// Everything the handlers read.
 pub struct ApiState {
@@ -70,11 +85,29 @@ pub struct ApiState {
     pipelines: Vec<Arc<PipelineCounters>>,
     status: Arc<RwLock<LiveStatus>>,
     history: Option<HistoryReader>,
+    in_flight: Arc<tokio::sync::Semaphore>,
+    /// Per tenant: its turn at the history.
+    history_turns: BTreeMap<String, Arc<tokio::sync::Semaphore>>,
 }
 
 impl ApiState {
-    pub fn new(tokens: Vec<(String, String)>, pipelines: Vec<Arc<PipelineCounters>>, status: Arc<RwLock<LiveStatus>>, history: Option<HistoryReader>) -> Self {
-        ApiState { tokens, pipelines, status, history }
+    /// `tokens`: (token, tenant); each at least [`MIN_TOKEN_LEN`] long and unique.
+    pub fn new(
+        tokens: Vec<(String, String)>,
+        pipelines: Vec<Arc<PipelineCounters>>,
+        status: Arc<RwLock<LiveStatus>>,
+        history: Option<HistoryReader>,
+    ) -> Result<Self, HttpError> {
+        for (i, (token, tenant)) in tokens.iter().enumerate() {
+            if token.chars().count() < MIN_TOKEN_LEN {
+                return Err(HttpError::Token(format!("tenant {tenant}: api_token must be at least {MIN_TOKEN_LEN} characters")));
+            }
+            if let Some((_, other)) = tokens[..i].iter().find(|(t, _)| t == token) {
+                return Err(HttpError::Token(format!("tenants {other} and {tenant} have the same api_token; each tenant needs its own")));
+            }
+        }
+        let history_turns = tokens.iter().map(|(_, tenant)| (tenant.clone(), Arc::new(tokio::sync::Semaphore::new(1)))).collect();
+        Ok(ApiState { tokens, pipelines, status, history, in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)), history_turns })
     }
 
     /// The tenant whose token this request carries.
@@ -135,6 +168,8 @@ enum ApiError {
     Unauthorized(&'static str),
     NoHistory,
     Query(String),
+    /// The query ran past the history's time limit.
+    QueryTooLong,
 }
 
 impl IntoResponse for ApiError {
@@ -143,6 +178,10 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m.to_string()),
             ApiError::NoHistory => (StatusCode::SERVICE_UNAVAILABLE, "this host keeps no history ([history] enabled = false)".into()),
             ApiError::Query(m) => (StatusCode::INTERNAL_SERVER_ERROR, format!("reading the history: {m}")),
+            ApiError::QueryTooLong => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the query ran longer than {} s; narrow it with from, to or a smaller limit", QUERY_TIME_LIMIT.as_secs()),
+            ),
         };
         let mut response = (status, Json(json!({ "error": message }))).into_response();
         if status == StatusCode::UNAUTHORIZED {
@@ -234,7 +273,7 @@ async fn plugins(State(state): State<Shared>, headers: HeaderMap) -> Result<Json
     let tenant = state.tenant(&headers)?;
     let status = state.status();
     let plugins: Vec<&PluginStats> = status.plugins.iter().filter(|p| p.tenant == tenant).collect();
-    let limits = status.tenants.iter().find(|t| t["name"] == tenant.as_str());
+    let limits = status.tenants.iter().find(|t| t.name == tenant);
     Ok(Json(json!({ "plugins": plugins, "tenant": limits })))
 }
 
@@ -242,10 +281,13 @@ macro_rules! history_endpoint {
     ($name:ident, $method:ident) => {
         async fn $name(State(state): State<Shared>, headers: HeaderMap, Query(query): Query<PageQuery>) -> Result<Response, ApiError> {
             let tenant = state.tenant(&headers)?;
+            let turn = state.history_turns.get(&tenant).cloned().ok_or(ApiError::Unauthorized("the token is not valid"))?;
+            // Wait for this tenant's turn without holding a thread.
+            let _turn = turn.acquire_owned().await.map_err(|e| ApiError::Query(e.to_string()))?;
             let state = state.clone();
             tokio::task::spawn_blocking(move || {
                 let history = state.history.as_ref().ok_or(ApiError::NoHistory)?;
-                let page = history.$method(&query.filter(tenant)).map_err(|e| ApiError::Query(e.to_string()))?;
+                let page = history.$method(&query.filter(tenant)).map_err(|e| if timed_out(&e) { ApiError::QueryTooLong } else { ApiError::Query(e.to_string()) })?;
                 Ok(Json(page).into_response())
             })
             .await
@@ -254,12 +296,24 @@ macro_rules! history_endpoint {
     };
 }
 
+/// At most [`MAX_IN_FLIGHT`] requests at once, each within [`REQUEST_TIMEOUT`].
+async fn bounded(State(state): State<Shared>, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let Ok(_slot) = state.in_flight.clone().try_acquire_owned() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": "too many requests at once; try again" }))).into_response();
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()) }))).into_response(),
+    }
+}
+
 history_endpoint!(windows, windows);
 history_endpoint!(findings, findings);
 history_endpoint!(alerts, alerts);
 history_endpoint!(plugin_events, plugin_events);
 
 fn router(state: ApiState) -> Router {
+    let state = Arc::new(state);
     Router::new()
         .route("/", get(dashboard))
         .route("/metrics", get(metrics_text))
@@ -269,7 +323,8 @@ fn router(state: ApiState) -> Router {
         .route("/api/findings", get(findings))
         .route("/api/alerts", get(alerts))
         .route("/api/plugin-events", get(plugin_events))
-        .with_state(Arc::new(state))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), bounded))
+        .with_state(state)
 }
 
 /// A running server; dropping it shuts it down.
@@ -293,9 +348,11 @@ impl Drop for Server {
 /// Bind `addr` and serve on a thread of its own.
 pub fn serve(addr: &str, state: ApiState) -> Result<Server, HttpError> {
     let fail = |reason: String| HttpError::Listen { addr: addr.to_string(), reason };
+    // A blocking thread per tenant: each runs one history query at a time.
+    let blocking = state.history_turns.len().max(2);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
-        .max_blocking_threads(2)
+        .max_blocking_threads(blocking)
         .thread_name("http")
         .enable_io()
         .enable_time()

@@ -38,15 +38,78 @@ fn tokens_are_made_once_and_kept() {
 
 #[test]
 fn a_token_opens_its_tenant_only() {
-    let state = ApiState::new(vec![("tok-a".into(), "a".into()), ("tok-b".into(), "b".into())], Vec::new(), Arc::default(), None);
+    let tokens = vec![("token-of-team-a-1".into(), "a".into()), ("token-of-team-b-1".into(), "b".into())];
+    let state = ApiState::new(tokens, Vec::new(), Arc::default(), None).unwrap();
     let headers = |value: &str| {
         let mut h = HeaderMap::new();
         h.insert(header::AUTHORIZATION, value.parse().unwrap());
         h
     };
-    assert_eq!(state.tenant(&headers("Bearer tok-b")).unwrap(), "b");
-    assert!(state.tenant(&headers("Bearer tok-c")).is_err());
-    assert!(state.tenant(&headers("Basic tok-a")).is_err());
+    assert_eq!(state.tenant(&headers("Bearer token-of-team-b-1")).unwrap(), "b");
+    assert!(state.tenant(&headers("Bearer token-of-team-c-1")).is_err());
+    assert!(state.tenant(&headers("Basic token-of-team-a-1")).is_err());
     assert!(state.tenant(&HeaderMap::new()).is_err());
     assert!(same_secret(b"abc", b"abc") && !same_secret(b"abc", b"abd") && !same_secret(b"abc", b"ab"));
+}
+
+#[test]
+fn tokens_must_be_long_and_unique() {
+    let state = |tokens: &[(&str, &str)]| {
+        let tokens = tokens.iter().map(|(t, n)| (t.to_string(), n.to_string())).collect();
+        ApiState::new(tokens, Vec::new(), Arc::default(), None).err().map(|e| e.to_string())
+    };
+    let short = state(&[("s3cret", "a")]).unwrap();
+    assert!(short.contains("tenant a") && short.contains("at least 16") && !short.contains("s3cret"), "{short}");
+    let shared = state(&[("the-same-token-for-both", "a"), ("the-same-token-for-both", "b")]).unwrap();
+    assert!(shared.contains("tenants a and b") && !shared.contains("the-same"), "{shared}");
+    assert!(state(&[("token-of-team-a-1", "a"), ("token-of-team-b-1", "b")]).is_none());
+}
+
+/// The status line of a GET, or `None` if no answer came within `wait`.
+fn get_status(addr: SocketAddr, path: &str, token: &str, wait: Duration) -> Option<String> {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(wait)).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(_) if answer.is_empty() => return None,
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&answer).lines().next().map(str::to_string)
+}
+
+/// While tenant a's history query holds its turn, tenant b is answered at
+/// once and a's next query waits; it runs when the turn comes back.
+#[test]
+fn one_tenants_history_queries_never_hold_another_tenants() {
+    let dir = tempfile_dir("http-turns");
+    let reader = HistoryReader::open(&dir.join("history.db")).unwrap();
+    let tokens = vec![("token-of-team-a-1".into(), "a".into()), ("token-of-team-b-1".into(), "b".into())];
+    let state = ApiState::new(tokens, Vec::new(), Arc::default(), Some(reader)).unwrap();
+    let a_turn = state.history_turns["a"].clone();
+    let server = serve("127.0.0.1:0", state).unwrap();
+    let held = a_turn.try_acquire_owned().unwrap();
+    let b = get_status(server.addr, "/api/windows", "token-of-team-b-1", Duration::from_secs(10));
+    assert!(b.as_deref().is_some_and(|s| s.contains("200")), "{b:?}");
+    let waiting = std::thread::spawn(move || get_status(server.addr, "/api/windows", "token-of-team-a-1", Duration::from_secs(10)));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!waiting.is_finished(), "a's second query ran while a's turn was held");
+    drop(held);
+    let a = waiting.join().unwrap();
+    assert!(a.as_deref().is_some_and(|s| s.contains("200")), "{a:?}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempfile_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }

@@ -1,7 +1,8 @@
 //! Per-store resource limits: a memory cap over all of a plugin's memories
-//! (wasmtime's `StoreLimits` caps each memory on its own), the time budget
-//! per call, enforced with epoch interruption, and each tenant's budget over
-//! all its instances together (total memory, number of instances).
+//! and tables (wasmtime's `StoreLimits` caps each memory on its own), caps
+//! on how many core instances, memories and tables a store may hold, the
+//! time budget per call (see the runtime's deadline), and each tenant's
+//! budget over all its instances together (total memory, number of instances).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -39,6 +40,11 @@ impl Limits {
     /// Epoch ticks a call may run for.
     pub fn deadline_ticks(&self) -> u64 {
         self.timeout_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1
+    }
+
+    /// Wall time a call may take.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
     }
 }
 
@@ -120,9 +126,9 @@ pub enum CapHit {
     Tenant,
 }
 
-/// Sums every memory of a store against one cap and against its tenant's
-/// budget, and remembers which cap stopped a growth (so a trap can be
-/// reported as out of memory). The store's memory goes back to the tenant
+/// Sums every memory and table of a store against one cap and against its
+/// tenant's budget, and remembers which cap stopped a growth (so a trap can
+/// be reported as out of memory). The store's memory goes back to the tenant
 /// when the store is dropped.
 #[derive(Debug)]
 pub struct MemoryCap {
@@ -150,27 +156,53 @@ impl Drop for MemoryCap {
     }
 }
 
-/// Most table elements an instance may have.
-const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+/// Bytes a table element is counted as (a pointer).
+const TABLE_ELEMENT_BYTES: usize = 8;
+/// Core instances one store may create (a component holds several: its
+/// modules, the WASI adapter; interpreted guests a dozen or so).
+pub const MAX_INSTANCES: usize = 64;
+/// Memories all the store's core instances may define together.
+pub const MAX_MEMORIES: usize = 16;
+/// Tables all the store's core instances may define together.
+pub const MAX_TABLES: usize = 64;
 
-impl ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        let next = self.used - current.min(self.used) + desired;
+impl MemoryCap {
+    /// Let one memory or table of the store go from `current` to `desired` bytes.
+    fn grow(&mut self, current: usize, desired: usize) -> bool {
+        let next = (self.used - current.min(self.used)).saturating_add(desired);
         if next > self.cap {
             self.hit = Some(CapHit::Instance);
-            return Ok(false);
+            return false;
         }
         if next > self.used && !self.budget.reserve(next - self.used) {
             self.hit = Some(CapHit::Tenant);
-            return Ok(false);
+            return false;
         }
         self.budget.release(self.used.saturating_sub(next));
         self.used = next;
-        Ok(true)
+        true
+    }
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(self.grow(current, desired))
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(self.grow(current.saturating_mul(TABLE_ELEMENT_BYTES), desired.saturating_mul(TABLE_ELEMENT_BYTES)))
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
     }
 }
 
@@ -236,6 +268,15 @@ mod tests {
         assert!(budget.admit().unwrap_err().contains("max_instances = 2"));
         drop(t1);
         assert!(budget.admit().is_ok());
+    }
+
+    #[test]
+    fn tables_count_against_the_cap() {
+        let mut cap = MemoryCap::new(1 << 20, TenantBudget::unshared());
+        assert!(cap.table_growing(0, 100_000, None).unwrap());
+        assert!(!cap.table_growing(100_000, 200_000, None).unwrap(), "1.6 MB of table is over a 1 MiB cap");
+        assert_eq!(cap.hit, Some(CapHit::Instance));
+        assert!(!cap.memory_growing(0, 300_000, None).unwrap(), "the table's 800 kB count for the memories too");
     }
 
     #[test]

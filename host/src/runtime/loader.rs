@@ -5,6 +5,12 @@
 //! beside it (the manifest) sets its limits and default config. A plugin is
 //! loaded only if it compiles, instantiates within its limits and answers
 //! `describe()`: a broken file is reported by name, never half-loaded.
+//!
+//! Tenants write these folders, so nothing in them is trusted: symbolic
+//! links and anything else that is not a regular file are refused (a link
+//! could make the host read any file it can), files are opened without
+//! following links or blocking on a FIFO, sizes are capped, and no error
+//! quotes a file's content.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,7 +20,7 @@ use serde::Deserialize;
 use wasmtime::Store;
 
 use super::bindings::{AlertHandlerPluginPre, DetectorPluginPre, PluginInfo};
-use super::{call_plugin, content_hash, Limits, PluginFault, PluginState, Runtime, TenantBudget};
+use super::{call_plugin, content_hash, cut, start, Limits, PluginFault, PluginState, Runtime, TenantBudget};
 
 /// What may stand beside a plugin in `NAME.toml`.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -63,12 +69,21 @@ impl Plugin {
     }
 }
 
+/// Largest `.wasm` file loaded.
+const MAX_PLUGIN_BYTES: u64 = 256 << 20;
+/// Largest manifest read.
+const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read plugin folder {path}: {source}")]
     Folder { path: PathBuf, source: std::io::Error },
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} is {what}; plugin folders take regular files only")]
+    NotRegular { path: PathBuf, what: &'static str },
+    #[error("{path} has {bytes} bytes, over the {limit} MiB limit")]
+    TooLarge { path: PathBuf, bytes: u64, limit: u64 },
     #[error("{path} is not a usable component: {message}")]
     Compile { path: PathBuf, message: String },
     #[error("{path}: describe() failed: {fault}")]
@@ -97,8 +112,12 @@ impl Runtime {
             );
             return Err(LoadError::Manifest { path: manifest_path, message });
         }
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.into(), source })?;
+        let bytes = read_regular(path, MAX_PLUGIN_BYTES)?.ok_or_else(|| LoadError::Read { path: path.into(), source: std::io::ErrorKind::NotFound.into() })?;
         let compile_error = |e: wasmtime::Error| LoadError::Compile { path: path.into(), message: format!("{e:#}") };
+        if !bytes.starts_with(b"\0asm") {
+            // wasmtime's own error would quote the first bytes.
+            return Err(LoadError::Compile { path: path.into(), message: "not a WebAssembly file (no \\0asm header)".into() });
+        }
         let hash = content_hash(&bytes);
         let component = self.cache.component(&self.engine, &hash, &bytes).map_err(compile_error)?;
         let pre = self.linker.instantiate_pre(&component).map_err(compile_error)?;
@@ -118,41 +137,134 @@ impl Runtime {
 
     fn describe(&self, kind: &PluginKind, name: &str, limits: &Limits, budget: &Arc<TenantBudget>) -> Result<PluginInfo, PluginFault> {
         let mut store: Store<PluginState> = self.store(name, limits, budget, None);
-        store.set_epoch_deadline(limits.deadline_ticks());
-        let fault = |e, store: &Store<PluginState>| super::classify(e, store, limits);
-        match kind {
+        let mut info = match kind {
             PluginKind::Detector(pre) => {
-                let b = pre.instantiate(&mut store).map_err(|e| fault(e, &store))?;
-                call_plugin(&mut store, &b, name, *limits, |b, s| b.clean_host_plugin_detector().call_describe(s).map(Ok))
+                let b = start(&mut store, limits, async |s| pre.instantiate_async(s).await)?;
+                call_plugin(&mut store, &b, name, *limits, async |b, s| b.clean_host_plugin_detector().call_describe(s).await.map(Ok))?
             }
             PluginKind::AlertHandler(pre) => {
-                let b = pre.instantiate(&mut store).map_err(|e| fault(e, &store))?;
-                call_plugin(&mut store, &b, name, *limits, |b, s| b.clean_host_plugin_alert_handler().call_describe(s).map(Ok))
+                let b = start(&mut store, limits, async |s| pre.instantiate_async(s).await)?;
+                call_plugin(&mut store, &b, name, *limits, async |b, s| b.clean_host_plugin_alert_handler().call_describe(s).await.map(Ok))?
             }
-        }
+        };
+        cut_info(&mut info);
+        Ok(info)
+    }
+}
+
+/// Longest plugin name or version kept, in bytes.
+const MAX_LABEL: usize = 64;
+/// Longest description kept, in bytes.
+const MAX_DESCRIPTION: usize = 1024;
+/// Most metrics a plugin may describe.
+const MAX_DESCRIBED_METRICS: usize = 256;
+/// Longest config schema kept, in bytes.
+const MAX_CONFIG_SCHEMA: usize = 64 << 10;
+
+/// What `describe()` said, cut to sizes the host keeps and prints.
+fn cut_info(info: &mut PluginInfo) {
+    cut(&mut info.name, MAX_LABEL);
+    cut(&mut info.version, MAX_LABEL);
+    cut(&mut info.description, MAX_DESCRIPTION);
+    info.metrics.truncate(MAX_DESCRIBED_METRICS);
+    for m in &mut info.metrics {
+        cut(&mut m.name, super::MAX_NAME);
+        cut(&mut m.description, MAX_DESCRIPTION);
+    }
+    if info.config_schema.len() > MAX_CONFIG_SCHEMA {
+        // Cut JSON is no schema.
+        info.config_schema = "{}".into();
     }
 }
 
 fn read_manifest(path: &Path) -> Result<(Manifest, String), LoadError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => toml::from_str(&text)
-            .map(|m| (m, text))
-            .map_err(|e| LoadError::Manifest { path: path.into(), message: e.to_string() }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Manifest::default(), String::new())),
-        Err(source) => Err(LoadError::Read { path: path.into(), source }),
+    let Some(bytes) = read_regular(path, MAX_MANIFEST_BYTES)? else {
+        return Ok((Manifest::default(), String::new()));
+    };
+    let bad = |message: String| LoadError::Manifest { path: path.into(), message };
+    let text = String::from_utf8(bytes).map_err(|e| bad(format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to())))?;
+    let manifest = toml::from_str(&text).map_err(|e| bad(manifest_error(&text, &e)))?;
+    Ok((manifest, text))
+}
+
+/// Where and what, with no name or value from the file: the parser's
+/// `` `...` `` and `"..."` parts become `…`.
+fn manifest_error(text: &str, e: &toml::de::Error) -> String {
+    let mut message = String::new();
+    let mut open: Option<char> = None;
+    for c in e.message().chars() {
+        match open {
+            Some(q) if c == q => {
+                message.push('…');
+                open = None;
+            }
+            Some(_) => {}
+            None if c == '`' || c == '"' => open = Some(c),
+            None => message.push(c),
+        }
+    }
+    if open.is_some() {
+        message.push('…');
+    }
+    match e.span() {
+        Some(span) => format!("line {}: {message}", text[..span.start.min(text.len())].matches('\n').count() + 1),
+        None => message,
     }
 }
 
-/// The `.wasm` files directly in `dir`, sorted (none when `dir` does not exist).
+/// The bytes of the regular file `path` (`None` if there is none), read
+/// without following a symbolic link or blocking on a FIFO, at most `limit`.
+fn read_regular(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, LoadError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let read_error = |source| LoadError::Read { path: path.into(), source };
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path);
+    let file = match file {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // O_NOFOLLOW on a link: ELOOP.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(LoadError::NotRegular { path: path.into(), what: "a symbolic link" }),
+        Err(e) => return Err(read_error(e)),
+    };
+    let meta = file.metadata().map_err(read_error)?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let what = match () {
+            _ if kind.is_dir() => "a directory",
+            _ if kind.is_fifo() => "a FIFO",
+            _ if kind.is_socket() => "a socket",
+            _ if kind.is_block_device() || kind.is_char_device() => "a device",
+            _ => "not a regular file",
+        };
+        return Err(LoadError::NotRegular { path: path.into(), what });
+    }
+    if meta.len() > limit {
+        return Err(LoadError::TooLarge { path: path.into(), bytes: meta.len(), limit: limit >> 20 });
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(read_error)?;
+    if bytes.len() as u64 > limit {
+        return Err(LoadError::TooLarge { path: path.into(), bytes: bytes.len() as u64, limit: limit >> 20 });
+    }
+    Ok(Some(bytes))
+}
+
+/// The `.wasm` entries directly in `dir`, sorted (none when `dir` does not
+/// exist or is a symbolic link). Entries that are not regular files are
+/// listed too, so that loading them says why they are refused.
 pub fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     let folder_error = |source| LoadError::Folder { path: dir.into(), source };
+    if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) && dir.file_name().is_some_and(|n| n == "shadow") {
+        tracing::warn!("{} is a symbolic link; shadow versions are read from a real folder only", dir.display());
+        return Ok(Vec::new());
+    }
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(folder_error(e)),
     };
     let mut paths: Vec<PathBuf> = entries.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>().map_err(folder_error)?;
-    paths.retain(|p| p.extension().is_some_and(|e| e == "wasm") && p.is_file());
+    paths.retain(|p| p.extension().is_some_and(|e| e == "wasm"));
     paths.sort();
     Ok(paths)
 }

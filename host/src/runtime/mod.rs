@@ -4,9 +4,22 @@
 //! world. Each instance gets a WASI context that grants nothing (no files,
 //! sockets, environment, args or stdio; both clocks frozen at zero, since time
 //! reaches a plugin only through the batch), a memory cap over all its
-//! memories charged to its tenant's budget, and an epoch deadline before
-//! every call. An alert handler may also ask its tenant's [`Egress`] to send.
-//! Whatever a plugin does, the host gets a [`PluginFault`] back, never a crash.
+//! memories and tables charged to its tenant's budget, caps on its number of
+//! instances, tables and memories, and a deadline on every call. An alert
+//! handler may also ask its tenant's [`Egress`] to send. Whatever a plugin
+//! does, the host gets a [`PluginFault`] back, never a crash.
+//!
+//! The deadline holds whatever the guest does. Wasm code that runs too long
+//! is stopped by epoch interruption; a guest that waits inside a WASI host
+//! call (a sleep, a `poll` on a timer or a stream) is not running wasm, so
+//! every call runs as a future under a timeout of the same length, and the
+//! timeout drops it, which ends the host call and unwinds the guest. The
+//! alternative, trapping every capability that can block, would have to
+//! track each WASI interface that ever blocks and would break guests that
+//! poll with a zero timeout; cancelling the future bounds them all. Calls
+//! run on the calling thread, inside a small tokio runtime of that thread
+//! (WASI's timers need one); a sync call costs the same (one fiber stack per
+//! store, reused by its calls).
 
 pub mod bindings;
 mod cache;
@@ -14,7 +27,8 @@ mod limits;
 mod loader;
 pub mod reload;
 
-use std::path::PathBuf;
+use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +48,29 @@ pub use loader::{load_dir, LoadError, Manifest, Plugin, PluginKind};
 const LOG_LINES_PER_CALL: u32 = 100;
 /// Longest log line kept, in bytes.
 const LOG_LINE_BYTES: usize = 1024;
+/// Longest error string of a plugin kept, in bytes.
+const MAX_ERROR_BYTES: usize = 1024;
+/// Host-side resources (pollables, streams) one store may hold at once.
+const MAX_RESOURCES: usize = 10_000;
+/// Largest state a detector's `snapshot()` may hand over.
+pub const MAX_SNAPSHOT_BYTES: usize = 64 << 20;
+
+/// Longest metric or column name a plugin's answer keeps, in bytes.
+pub const MAX_NAME: usize = 128;
+
+/// `text` cut to at most `max` bytes at a character boundary, ending in
+/// `…` when something was cut.
+pub fn cut(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut at = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    text.truncate(at);
+    text.push('…');
+}
 
 /// Why a call into a plugin did not return a usable answer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -112,14 +149,7 @@ impl bindings::Host for PluginState {
             return;
         }
         let mut message = message;
-        if message.len() > LOG_LINE_BYTES {
-            let mut cut = LOG_LINE_BYTES;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
-        }
+        cut(&mut message, LOG_LINE_BYTES);
         let (plugin, message) = (&self.plugin, message.escape_debug());
         match level {
             LogLevel::Debug => tracing::debug!(plugin, "plugin {plugin}: {message}"),
@@ -148,18 +178,20 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// `cache_dir`: where compiled plugins are kept between runs (`None`: compile every time).
-    pub fn new(cache_dir: Option<PathBuf>) -> wasmtime::Result<Self> {
+    /// `data_dir`: where compiled plugins are kept between runs, in
+    /// `cache/`, signed with `cache.key` (`None`: compile every time).
+    pub fn new(data_dir: Option<&Path>) -> wasmtime::Result<Self> {
         let mut config = Config::new();
         config.wasm_component_model(true).epoch_interruption(true).max_wasm_stack(1 << 20);
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         // wasip2 guests import wasi:cli and friends even when unused; the
-        // context below makes every one of them grant nothing.
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        // context below makes every one of them grant nothing. The async
+        // linker lets a call's timeout cancel a guest waiting in one of them.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         DetectorPlugin::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
         bindings::handler::clean_host::plugin::egress::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
-        let cache = cache::ComponentCache::new(&engine, cache_dir);
+        let cache = cache::ComponentCache::new(&engine, data_dir);
         let ticker = EpochTicker::start(engine.clone());
         Ok(Runtime { engine, linker, cache, _ticker: ticker })
     }
@@ -172,9 +204,12 @@ impl Runtime {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        let mut table = ResourceTable::new();
+        // Host-side objects (pollables, streams) a guest may hold at once.
+        table.set_max_capacity(MAX_RESOURCES);
         let state = PluginState {
             wasi,
-            table: ResourceTable::new(),
+            table,
             memory: MemoryCap::new(limits.memory_bytes(), budget.clone()),
             plugin: plugin.to_string(),
             log_lines: 0,
@@ -193,10 +228,9 @@ impl Runtime {
         };
         let ticket = plugin.budget.admit().map_err(PluginFault::Budget)?;
         let mut store = self.store(&plugin.name, &plugin.limits, &plugin.budget, None);
-        store.set_epoch_deadline(plugin.limits.deadline_ticks());
-        let bindings = pre.instantiate(&mut store).map_err(|e| instantiate_fault(e, &store, plugin))?;
+        let bindings = start(&mut store, &plugin.limits, async |s| pre.instantiate_async(s).await)?;
         let mut instance = DetectorInstance { store, bindings, plugin: plugin.clone(), _ticket: ticket };
-        instance.call(|b, s| b.clean_host_plugin_detector().call_configure(s, config))?;
+        instance.call(async |b, s| b.clean_host_plugin_detector().call_configure(s, config).await)?;
         Ok(instance)
     }
 
@@ -208,16 +242,39 @@ impl Runtime {
         };
         let ticket = plugin.budget.admit().map_err(PluginFault::Budget)?;
         let mut store = self.store(&plugin.name, &plugin.limits, &plugin.budget, Some(egress));
-        store.set_epoch_deadline(plugin.limits.deadline_ticks());
-        let bindings = pre.instantiate(&mut store).map_err(|e| instantiate_fault(e, &store, plugin))?;
+        let bindings = start(&mut store, &plugin.limits, async |s| pre.instantiate_async(s).await)?;
         let mut instance = HandlerInstance { store, bindings, plugin: plugin.clone(), _ticket: ticket };
-        instance.call(|b, s| b.clean_host_plugin_alert_handler().call_configure(s, config))?;
+        instance.call(async |b, s| b.clean_host_plugin_alert_handler().call_configure(s, config).await)?;
         Ok(instance)
     }
 }
 
-fn instantiate_fault(error: wasmtime::Error, store: &Store<PluginState>, plugin: &Plugin) -> PluginFault {
-    match classify(error, store, &plugin.limits) {
+/// Instantiate a plugin in `store` under its deadline.
+fn start<T>(
+    store: &mut Store<PluginState>,
+    limits: &Limits,
+    instantiate: impl AsyncFnOnce(&mut Store<PluginState>) -> wasmtime::Result<T>,
+) -> Result<T, PluginFault> {
+    store.set_epoch_deadline(limits.deadline_ticks());
+    match within(limits.timeout(), instantiate(&mut *store)) {
+        Some(Ok(bindings)) => Ok(bindings),
+        Some(Err(e)) => Err(instantiate_fault(e, store, limits)),
+        None => Err(PluginFault::Instantiate(format!("timed out after {} ms", limits.timeout_ms))),
+    }
+}
+
+/// `future` run to its end on this thread, or `None` once `timeout` passed
+/// (the future is dropped then, which cancels what it was waiting for).
+fn within<F: Future>(timeout: std::time::Duration, future: F) -> Option<F::Output> {
+    thread_local! {
+        static TIMERS: tokio::runtime::Runtime =
+            tokio::runtime::Builder::new_current_thread().enable_time().build().expect("start a timer runtime");
+    }
+    TIMERS.with(|runtime| runtime.block_on(async { tokio::time::timeout(timeout, future).await.ok() }))
+}
+
+fn instantiate_fault(error: wasmtime::Error, store: &Store<PluginState>, limits: &Limits) -> PluginFault {
+    match classify(error, store, limits) {
         PluginFault::Trap(m) => PluginFault::Instantiate(m),
         other => other,
     }
@@ -280,35 +337,40 @@ impl DetectorSource for WasmDetector {
     }
 }
 
-/// One call into a plugin under its time budget, with its log lines counted.
+/// One call into a plugin under its time budget, with its log lines
+/// counted and its error string cut.
 fn call_plugin<B, R>(
     store: &mut Store<PluginState>,
     bindings: &B,
     name: &str,
     limits: Limits,
-    f: impl FnOnce(&B, &mut Store<PluginState>) -> wasmtime::Result<Result<R, String>>,
+    f: impl AsyncFnOnce(&B, &mut Store<PluginState>) -> wasmtime::Result<Result<R, String>>,
 ) -> Result<R, PluginFault> {
     store.set_epoch_deadline(limits.deadline_ticks());
     let state = store.data_mut();
     state.log_lines = 0;
     // Only a growth refused during this call explains this call's trap.
     state.memory.hit = None;
-    let result = f(bindings, store);
+    let result = within(limits.timeout(), f(bindings, &mut *store));
     let dropped = store.data().log_lines.saturating_sub(LOG_LINES_PER_CALL);
     if dropped > 0 {
         tracing::warn!("plugin {name}: {dropped} more log lines in one call were dropped");
     }
     match result {
-        Ok(Ok(r)) => Ok(r),
-        Ok(Err(message)) => Err(PluginFault::Guest(message)),
-        Err(e) => Err(classify(e, store, &limits)),
+        Some(Ok(Ok(r))) => Ok(r),
+        Some(Ok(Err(mut message))) => {
+            cut(&mut message, MAX_ERROR_BYTES);
+            Err(PluginFault::Guest(message))
+        }
+        Some(Err(e)) => Err(classify(e, store, &limits)),
+        None => Err(PluginFault::Timeout { ms: limits.timeout_ms }),
     }
 }
 
 impl DetectorInstance {
     fn call<R>(
         &mut self,
-        f: impl FnOnce(&DetectorPlugin, &mut Store<PluginState>) -> wasmtime::Result<Result<R, String>>,
+        f: impl AsyncFnOnce(&DetectorPlugin, &mut Store<PluginState>) -> wasmtime::Result<Result<R, String>>,
     ) -> Result<R, PluginFault> {
         call_plugin(&mut self.store, &self.bindings, &self.plugin.name, self.plugin.limits, f)
     }
@@ -317,7 +379,7 @@ impl DetectorInstance {
 impl HandlerInstance {
     fn call<R>(
         &mut self,
-        f: impl FnOnce(&AlertHandlerPlugin, &mut Store<PluginState>) -> wasmtime::Result<Result<R, String>>,
+        f: impl AsyncFnOnce(&AlertHandlerPlugin, &mut Store<PluginState>) -> wasmtime::Result<Result<R, String>>,
     ) -> Result<R, PluginFault> {
         call_plugin(&mut self.store, &self.bindings, &self.plugin.name, self.plugin.limits, f)
     }
@@ -328,20 +390,24 @@ impl HandlerInstance {
 
     /// Hand one alert to the handler.
     pub fn handle(&mut self, alert: &Alert) -> Result<(), PluginFault> {
-        self.call(|b, s| b.clean_host_plugin_alert_handler().call_handle(s, alert))
+        self.call(async |b, s| b.clean_host_plugin_alert_handler().call_handle(s, alert).await)
     }
 }
 
 impl Analyzer for DetectorInstance {
     fn analyze(&mut self, batch: &Batch) -> Result<Analysis, PluginFault> {
-        self.call(|b, s| b.clean_host_plugin_detector().call_analyze(s, batch))
+        self.call(async |b, s| b.clean_host_plugin_detector().call_analyze(s, batch).await)
     }
 
     fn snapshot(&mut self) -> Result<Vec<u8>, PluginFault> {
-        self.call(|b, s| b.clean_host_plugin_detector().call_snapshot(s).map(Ok))
+        let state = self.call(async |b, s| b.clean_host_plugin_detector().call_snapshot(s).await.map(Ok))?;
+        if state.len() > MAX_SNAPSHOT_BYTES {
+            return Err(PluginFault::InvalidOutput(format!("a snapshot of {} bytes (at most {} MiB)", state.len(), MAX_SNAPSHOT_BYTES >> 20)));
+        }
+        Ok(state)
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), PluginFault> {
-        self.call(|b, s| b.clean_host_plugin_detector().call_restore(s, state))
+        self.call(async |b, s| b.clean_host_plugin_detector().call_restore(s, state).await)
     }
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::loader::wasm_files;
-use super::{Limits, Plugin, Runtime, TenantBudget, WasmDetector};
+use super::{Limits, LoadError, Plugin, Runtime, TenantBudget, WasmDetector};
 use crate::alert::handlers::HandlerPlugins;
 use crate::analysis::{Candidate, Catalog};
 use crate::logging::plugin_event;
@@ -92,7 +92,17 @@ impl FolderState {
             }
             let previous = self.known.insert(path.clone(), Known { stamp: now, plugin: None }).and_then(|k| k.plugin);
             let tenant = &self.folder.budget.tenant;
-            match runtime.load(path, self.folder.limits, &self.folder.budget) {
+            let loaded_file = runtime.load(path, self.folder.limits, &self.folder.budget).and_then(|plugin| {
+                // Names stay unique, as at start: another file of the folder (not its shadow) has this one.
+                // A file renamed in this poll is gone from `files`, not from `known` yet.
+                let rival = |p: &PathBuf| p != path && p.parent() == path.parent() && files.iter().any(|(f, _)| f == p);
+                let taken = self.known.iter().find(|(p, k)| rival(p) && k.plugin.as_ref().is_some_and(|(name, _)| *name == plugin.name));
+                match taken {
+                    Some((first, _)) => Err(LoadError::Duplicate { name: plugin.name, first: first.clone(), second: path.clone() }),
+                    None => Ok(plugin),
+                }
+            });
+            match loaded_file {
                 Ok(plugin) if !plugin.is_detector() && *shadow => {
                     tracing::warn!("tenant {tenant}: {} is an alert handler; shadow runs are for detectors, so it is ignored", path.display());
                 }

@@ -7,6 +7,12 @@
 //! lateness) passes their end, and a record for a window that has already
 //! closed is late: counted and handed back to the caller, never dropped
 //! silently. At end of input every window with unanalysed records is flushed.
+//!
+//! A bad clock must not stop a partition: an event time further ahead of the
+//! host's clock than `max_future_ms`, or before the `earliest_ms` floor, is
+//! refused (the caller dead-letters it), and the watermark follows the median
+//! of the last [`WATERMARK_SPAN`] event times, so a few records far ahead of
+//! the rest cannot make the stream behind them late.
 
 mod buffer;
 #[cfg(test)]
@@ -27,8 +33,26 @@ pub enum WindowSpec {
     /// Wall-clock windows of `size_ms`, aligned to multiples of it.
     ProcessingTime { size_ms: i64 },
     /// Event-time windows of `size_ms`, closed once the watermark passes them.
-    EventTime { size_ms: i64, lateness_ms: i64 },
+    EventTime(EventTimeSpec),
 }
+
+/// How event-time windows are cut, and which event times are believable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventTimeSpec {
+    pub size_ms: i64,
+    /// How far behind the watermark a record may be and still join its window.
+    pub lateness_ms: i64,
+    /// Event times more than this ahead of the host's clock are refused.
+    pub max_future_ms: i64,
+    /// Event times before this (ms since the epoch) are refused.
+    pub earliest_ms: i64,
+}
+
+/// Most empty processing-time windows one idle gap yields.
+pub const MAX_IDLE_WINDOWS: u32 = 1000;
+
+/// Event times the watermark is the median of.
+pub const WATERMARK_SPAN: usize = 9;
 
 /// A window ready for analysis.
 #[derive(Debug)]
@@ -45,6 +69,38 @@ pub enum Placement {
     Late,
     /// An event-time pipeline got a record without a usable event time.
     NoEventTime,
+    /// Its event time is not believable: it is dead-lettered, never windowed.
+    BadEventTime(BadEventTime),
+}
+
+/// Why an event time was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadEventTime {
+    /// `time` is more than `max_future_ms` ahead of the host clock `now`.
+    Future { time: i64, now: i64, max_future_ms: i64 },
+    /// `time` is before the floor `earliest_ms`.
+    TooEarly { time: i64, earliest_ms: i64 },
+}
+
+impl std::fmt::Display for BadEventTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let time = |ms: i64| {
+            let mut out = Vec::new();
+            crate::timestamp::format_ms(ms, &mut out);
+            String::from_utf8_lossy(&out).into_owned()
+        };
+        match *self {
+            BadEventTime::Future { time: t, now, max_future_ms } => write!(
+                f,
+                "event time {t} ms ({}) is more than {max_future_ms} ms ahead of the host clock ({}; window.max_future_ms)",
+                time(t),
+                time(now)
+            ),
+            BadEventTime::TooEarly { time: t, earliest_ms } => {
+                write!(f, "event time {t} ms ({}) is before {} (window.earliest_event_time)", time(t), time(earliest_ms))
+            }
+        }
+    }
 }
 
 /// The windows of one partition.
@@ -57,7 +113,10 @@ pub struct Windower {
     /// Event-time windows by start.
     by_time: BTreeMap<i64, WindowBuffer>,
     records: u64,
-    max_event_time: i64,
+    /// The last event times, for the watermark.
+    recent_times: VecDeque<i64>,
+    /// The median of `recent_times` at its highest so far.
+    stream_time: i64,
     /// Event-time windows ending at or before this have closed; for count
     /// windows, the records before this index have been in a closed window.
     closed_until: i64,
@@ -71,7 +130,8 @@ impl Windower {
             open: VecDeque::new(),
             by_time: BTreeMap::new(),
             records: 0,
-            max_event_time: i64::MIN,
+            recent_times: VecDeque::with_capacity(WATERMARK_SPAN),
+            stream_time: i64::MIN,
             closed_until: i64::MIN,
         }
     }
@@ -80,7 +140,7 @@ impl Windower {
         let kind = match self.spec {
             WindowSpec::Count { .. } => WindowKind::Count,
             WindowSpec::ProcessingTime { .. } => WindowKind::ProcessingTime,
-            WindowSpec::EventTime { .. } => WindowKind::EventTime,
+            WindowSpec::EventTime(_) => WindowKind::EventTime,
         };
         let event_time = kind == WindowKind::EventTime;
         out.push(ClosedWindow { buffer, bounds: Bounds { seq: self.next_seq, kind, time, event_time } });
@@ -110,27 +170,56 @@ impl Windower {
                 }
                 self.open[0].1.push(record, meta);
             }
-            WindowSpec::EventTime { size_ms, lateness_ms } => {
+            WindowSpec::EventTime(spec) => {
                 let Some(t) = meta.event_time else { return Placement::NoEventTime };
+                if t < spec.earliest_ms {
+                    return Placement::BadEventTime(BadEventTime::TooEarly { time: t, earliest_ms: spec.earliest_ms });
+                }
+                if t.saturating_sub(meta.read_at_ms) > spec.max_future_ms {
+                    let bad = BadEventTime::Future { time: t, now: meta.read_at_ms, max_future_ms: spec.max_future_ms };
+                    return Placement::BadEventTime(bad);
+                }
+                let size_ms = spec.size_ms;
                 let start = t.div_euclid(size_ms) * size_ms;
-                if start + size_ms <= self.closed_until {
+                if start.saturating_add(size_ms) <= self.closed_until {
                     return Placement::Late;
                 }
                 self.by_time.entry(start).or_default().push(record, meta);
-                self.max_event_time = self.max_event_time.max(t);
-                let watermark = self.max_event_time.saturating_sub(lateness_ms);
+                self.advance_stream_time(t);
+                let watermark = self.stream_time.saturating_sub(spec.lateness_ms);
                 while let Some(entry) = self.by_time.first_entry() {
                     let start = *entry.key();
-                    if start + size_ms > watermark {
+                    let end = start.saturating_add(size_ms);
+                    if end > watermark {
                         break;
                     }
                     let buffer = entry.remove();
-                    self.closed_until = self.closed_until.max(start + size_ms);
-                    self.close(buffer, Some((start, start + size_ms)), out);
+                    self.closed_until = self.closed_until.max(end);
+                    self.close(buffer, Some((start, end)), out);
                 }
             }
         }
         Placement::Accepted
+    }
+
+    /// Take `t` into the recent event times; the stream time becomes their
+    /// median if that is later.
+    fn advance_stream_time(&mut self, t: i64) {
+        if self.recent_times.len() == WATERMARK_SPAN {
+            self.recent_times.pop_front();
+        }
+        self.recent_times.push_back(t);
+        if t <= self.stream_time {
+            return;
+        }
+        let mut times = [i64::MIN; WATERMARK_SPAN];
+        for (slot, &time) in times.iter_mut().zip(&self.recent_times) {
+            *slot = time;
+        }
+        let n = self.recent_times.len();
+        // The lower median: with two times, one far ahead does not count.
+        let median = *times[..n].select_nth_unstable((n - 1) / 2).1;
+        self.stream_time = self.stream_time.max(median);
     }
 
     /// The lowest offset held by an open window: every record of the
@@ -140,19 +229,24 @@ impl Windower {
         open.chain(self.by_time.values()).filter_map(WindowBuffer::first_offset).min()
     }
 
-    /// Close processing-time windows that ended before `now_ms`, empty ones included.
+    /// Close processing-time windows that ended before `now_ms`, empty ones
+    /// included (at most [`MAX_IDLE_WINDOWS`] for one gap: a clock that jumps
+    /// ahead by years must not flood the analysis with empty windows).
     pub fn tick(&mut self, now_ms: i64, out: &mut Vec<ClosedWindow>) {
         let WindowSpec::ProcessingTime { size_ms } = self.spec else { return };
         if let Some(&(start, _)) = self.open.front() {
-            if now_ms >= start + size_ms {
+            let end = start.saturating_add(size_ms);
+            if now_ms >= end {
                 let (start, buffer) = self.open.pop_front().expect("checked above");
-                self.close(buffer, Some((start, start + size_ms)), out);
+                self.close(buffer, Some((start, end)), out);
                 // Idle periods still produce (empty) windows, one per period.
                 let now_start = now_ms.div_euclid(size_ms) * size_ms;
-                let mut next = start + size_ms;
-                while next < now_start {
-                    self.close(WindowBuffer::default(), Some((next, next + size_ms)), out);
-                    next += size_ms;
+                let mut next = end;
+                let mut idle = 0;
+                while next < now_start && idle < MAX_IDLE_WINDOWS {
+                    self.close(WindowBuffer::default(), Some((next, next.saturating_add(size_ms))), out);
+                    next = next.saturating_add(size_ms);
+                    idle += 1;
                 }
                 self.open.push_back((now_start, WindowBuffer::default()));
             }
@@ -174,14 +268,15 @@ impl Windower {
             WindowSpec::ProcessingTime { size_ms } => {
                 if let Some((start, buffer)) = self.open.pop_front() {
                     if buffer.rows() > 0 {
-                        self.close(buffer, Some((start, start + size_ms)), out);
+                        self.close(buffer, Some((start, start.saturating_add(size_ms))), out);
                     }
                 }
             }
-            WindowSpec::EventTime { size_ms, .. } => {
+            WindowSpec::EventTime(spec) => {
                 while let Some((start, buffer)) = self.by_time.pop_first() {
-                    self.closed_until = self.closed_until.max(start + size_ms);
-                    self.close(buffer, Some((start, start + size_ms)), out);
+                    let end = start.saturating_add(spec.size_ms);
+                    self.closed_until = self.closed_until.max(end);
+                    self.close(buffer, Some((start, end)), out);
                 }
             }
         }

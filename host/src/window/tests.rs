@@ -77,22 +77,76 @@ fn processing_time_windows_close_on_the_clock_with_empty_idle_windows() {
     assert_eq!(b[0].info.time_basis, TimeBasis::Processing);
 }
 
+/// Event-time windows of `size_ms` that believe any time from 0 to a day ahead.
+fn event_time(size_ms: i64, lateness_ms: i64) -> WindowSpec {
+    WindowSpec::EventTime(EventTimeSpec { size_ms, lateness_ms, max_future_ms: 86_400_000, earliest_ms: 0 })
+}
+
 #[test]
 fn event_time_windows_wait_for_the_watermark_and_count_late_records() {
-    let mut f = Feed::new(WindowSpec::EventTime { size_ms: 1000, lateness_ms: 500 });
+    let mut f = Feed::new(event_time(1000, 500));
     f.push(Some(100), 0);
     f.push(Some(1200), 0);
     f.push(Some(900), 0); // out of order but within lateness: window 0 is still open
-    assert!(f.closed.is_empty());
-    f.push(Some(1600), 0); // watermark 1100 closes window [0, 1000)
+    for t in [1600, 1700, 1800] {
+        f.push(Some(t), 0);
+    }
+    assert!(f.closed.is_empty(), "the median of the recent times (1200) minus lateness is 700");
+    f.push(Some(1900), 0); // median 1600: watermark 1100 closes window [0, 1000)
+    assert_eq!(f.closed.len(), 1);
     assert_eq!(f.push(Some(50), 0), Placement::Late);
     assert_eq!(f.push(None, 0), Placement::NoEventTime);
     f.windower.flush(&mut f.closed);
     let b = f.batches();
     let got: Vec<(u64, i64, u32)> = b.iter().map(|b| (b.info.seq, b.info.start_ms, b.row_count)).collect();
-    assert_eq!(got, [(0, 0, 2), (1, 1000, 2)]);
+    assert_eq!(got, [(0, 0, 2), (1, 1000, 5)]);
     assert_eq!(b[0].event_times, [100, 900]);
     assert_eq!(b[0].info.time_basis, TimeBasis::Event);
+}
+
+/// A bad clock on a few records cannot move the watermark past the rest of
+/// the stream: they wait in their own window; nothing behind them is late.
+#[test]
+fn records_far_ahead_do_not_make_the_stream_late() {
+    let mut f = Feed::new(event_time(1000, 0));
+    let now = 1_700_000_000_000;
+    for i in 0..30_000i64 {
+        let t = if i % 7919 == 5000 { now + 50 * 60_000 } else { now - 3_600_000 + i * 10 };
+        assert_eq!(f.push(Some(t), now), Placement::Accepted, "record {i}");
+    }
+    let closed: u32 = f.batches().iter().map(|b| b.row_count).sum();
+    assert!(closed >= 29_000, "only {closed} records in closed windows");
+    f.windower.flush(&mut f.closed);
+    let far = f.batches().into_iter().filter(|b| b.info.start_ms > now).map(|b| b.row_count).sum::<u32>();
+    assert_eq!(far, 4, "the four records from the future wait in a window of their own");
+}
+
+#[test]
+fn unbelievable_event_times_are_refused_not_windowed() {
+    let now = 1_700_000_000_000;
+    let spec = EventTimeSpec { size_ms: 60_000, lateness_ms: 0, max_future_ms: 3_600_000, earliest_ms: 946_684_800_000 };
+    let mut f = Feed::new(WindowSpec::EventTime(spec));
+    assert_eq!(f.push(Some(now), now), Placement::Accepted);
+    for t in [i64::MAX, 253_402_300_799_000, now + 3_600_001] {
+        assert!(matches!(f.push(Some(t), now), Placement::BadEventTime(BadEventTime::Future { .. })), "{t}");
+    }
+    for t in [i64::MIN, -1, 0, 946_684_799_999] {
+        assert!(matches!(f.push(Some(t), now), Placement::BadEventTime(BadEventTime::TooEarly { .. })), "{t}");
+    }
+    assert_eq!(f.push(Some(now + 3_600_000), now), Placement::Accepted);
+    let reason = BadEventTime::Future { time: 253_402_300_799_000, now, max_future_ms: 3_600_000 }.to_string();
+    assert!(reason.contains("9999-12-31T23:59:59.000Z") && reason.contains("max_future_ms"), "{reason}");
+    f.windower.flush(&mut f.closed);
+    assert_eq!(f.batches().iter().map(|b| b.row_count).sum::<u32>(), 2);
+}
+
+#[test]
+fn a_clock_jump_yields_a_bounded_number_of_idle_windows() {
+    let mut f = Feed::new(WindowSpec::ProcessingTime { size_ms: 1000 });
+    f.push(None, 1_700_000_000_000);
+    f.windower.tick(i64::MAX - 5, &mut f.closed);
+    assert_eq!(f.closed.len(), 1 + MAX_IDLE_WINDOWS as usize);
+    f.windower.tick(i64::MAX, &mut f.closed);
 }
 
 fn one_window(lines: &[&str]) -> Batch {
@@ -169,10 +223,12 @@ fn min_open_offset_is_the_commit_point() {
     }
     // Windows [0..4) closed; [2..6) and [4..8) are open.
     assert_eq!(f.windower.min_open_offset(), Some(2));
-    let mut e = Feed::new(WindowSpec::EventTime { size_ms: 10, lateness_ms: 0 });
+    let mut e = Feed::new(event_time(10, 0));
     e.push(Some(25), 0); // offset 0 -> window [20, 30)
     e.push(Some(5), 0); // offset 1 -> window [0, 10)
     assert_eq!(e.windower.min_open_offset(), Some(0));
-    e.push(Some(31), 0); // watermark 31 closes both
+    for t in [31, 32, 33] {
+        e.push(Some(t), 0); // the median of 25, 5, 31, 32, 33 is 31: both close
+    }
     assert_eq!(e.windower.min_open_offset(), Some(2));
 }

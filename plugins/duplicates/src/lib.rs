@@ -9,9 +9,10 @@
 //! record seen again at the same position (an overlapping window, a replay
 //! after a restart) is not a duplicate.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use xxhash_rust::xxh3::Xxh3;
 
 use clean_host_sdk::stats::RateBaseline;
 use clean_host_sdk::{
@@ -110,17 +111,24 @@ impl Duplicates {
             .collect::<Vec<_>>();
         Ok((0..batch.row_count as usize)
             .map(|row| {
-                let mut h = DefaultHasher::new();
+                // XXH3 of a tagged, length-prefixed encoding: the same in every
+                // build, so identities kept in a snapshot survive an upgrade.
+                let mut h = Xxh3::new();
                 for column in &columns {
-                    match column.map(|c| c.cell(row)) {
-                        Some(Cell::Float(v)) => v.to_bits().hash(&mut h),
-                        Some(Cell::Int(v)) | Some(Cell::Time(v)) => v.hash(&mut h),
-                        Some(Cell::Bool(v)) => v.hash(&mut h),
-                        Some(Cell::Text(v)) => v.hash(&mut h),
-                        _ => 0xFFu8.hash(&mut h),
+                    let (tag, bytes): (u8, [u8; 8]) = match column.map(|c| c.cell(row)) {
+                        Some(Cell::Float(v)) => (b'f', v.to_bits().to_le_bytes()),
+                        Some(Cell::Int(v)) | Some(Cell::Time(v)) => (b'i', v.to_le_bytes()),
+                        Some(Cell::Bool(v)) => (b'b', u64::from(v).to_le_bytes()),
+                        Some(Cell::Text(v)) => (b's', (v.len() as u64).to_le_bytes()),
+                        _ => (b'-', [0; 8]),
+                    };
+                    h.update(&[tag]);
+                    h.update(&bytes);
+                    if let Some(Cell::Text(v)) = column.map(|c| c.cell(row)) {
+                        h.update(v.as_bytes());
                     }
                 }
-                h.finish()
+                h.digest()
             })
             .collect())
     }

@@ -64,7 +64,7 @@ fn seen(findings: &[HostFinding]) -> Option<f64> {
 #[test]
 fn swaps_hand_state_over_and_failures_roll_back() {
     let catalog = Catalog::new("t", BTreeMap::from([("counting".to_string(), CatalogEntry { active: candidate("a", false), shadow: None })]));
-    let set = DetectorSet { catalog: catalog.clone(), selection: None, configs: BTreeMap::new() };
+    let set = DetectorSet { catalog: catalog.clone(), pool: tenant_call_pool("t"), selection: None, configs: BTreeMap::new() };
     let detectors = Detectors::new("p", set, 3).unwrap();
     for seq in 0..3 {
         assert_eq!(seen(&detectors.analyze(&batch(seq)).findings), Some(seq as f64 + 1.0));
@@ -84,7 +84,7 @@ fn swaps_hand_state_over_and_failures_roll_back() {
 #[test]
 fn shadows_are_compared_then_promoted() {
     let catalog = Catalog::new("t", BTreeMap::from([("counting".to_string(), CatalogEntry { active: candidate("a", false), shadow: None })]));
-    let set = DetectorSet { catalog: catalog.clone(), selection: None, configs: BTreeMap::new() };
+    let set = DetectorSet { catalog: catalog.clone(), pool: tenant_call_pool("t"), selection: None, configs: BTreeMap::new() };
     let detectors = Detectors::new("p", set, 3).unwrap();
     detectors.analyze(&batch(0));
     catalog.update(|e| e.get_mut("counting").unwrap().shadow = Some(candidate("s", false)));
@@ -107,7 +107,7 @@ fn shadows_are_compared_then_promoted() {
 #[test]
 fn removed_detectors_leave_and_new_ones_join() {
     let catalog = Catalog::new("t", BTreeMap::from([("counting".to_string(), CatalogEntry { active: candidate("a", false), shadow: None })]));
-    let set = DetectorSet { catalog: catalog.clone(), selection: None, configs: BTreeMap::new() };
+    let set = DetectorSet { catalog: catalog.clone(), pool: tenant_call_pool("t"), selection: None, configs: BTreeMap::new() };
     let detectors = Detectors::new("p", set, 3).unwrap();
     catalog.update(|e| {
         e.clear();
@@ -123,7 +123,7 @@ fn removed_detectors_leave_and_new_ones_join() {
 #[test]
 fn a_new_build_brings_a_quarantined_detector_back() {
     let catalog = Catalog::new("t", BTreeMap::from([("counting".to_string(), CatalogEntry { active: candidate("bad", true), shadow: None })]));
-    let set = DetectorSet { catalog: catalog.clone(), selection: None, configs: BTreeMap::new() };
+    let set = DetectorSet { catalog: catalog.clone(), pool: tenant_call_pool("t"), selection: None, configs: BTreeMap::new() };
     let detectors = Detectors::new("p", set, 2).unwrap();
     detectors.analyze(&batch(0));
     let w = detectors.analyze(&batch(1));
