@@ -248,7 +248,10 @@ fn kafka_two_processes_split_the_partitions() {
     produce(&s, &source, 1, &[], 4); // creates the topic with 4 partitions
     let mut a = spawn(&s, &source, "a.jsonl", "data-a");
     let mut b = spawn(&s, &source, "b.jsonl", "data-b");
-    std::thread::sleep(Duration::from_secs(8)); // both join and the group settles
+    // Both join (each says which partitions it got), then the group settles.
+    let assigned = |log: &str| std::fs::read_to_string(s.path(&format!("{log}.stderr"))).is_ok_and(|t| t.contains("assigned"));
+    wait_until("both processes to get partitions", Duration::from_secs(90), || assigned("a.jsonl") && assigned("b.jsonl"));
+    std::thread::sleep(Duration::from_secs(5));
     produce(&s, &source, 20_000, &[], 4);
     wait_until("the records to be analysed", Duration::from_secs(90), || {
         records(&windows(&s.path("a.jsonl"))) + records(&windows(&s.path("b.jsonl"))) >= 20_001 - 4 * 500
