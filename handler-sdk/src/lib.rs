@@ -36,13 +36,7 @@ pub trait AlertHandler: Default {
 
 /// A `PluginInfo` for a handler (handlers emit no metrics).
 pub fn info(name: &str, version: &str, description: &str, config_schema: &str) -> PluginInfo {
-    PluginInfo {
-        name: name.into(),
-        version: version.into(),
-        description: description.into(),
-        metrics: Vec::new(),
-        config_schema: config_schema.into(),
-    }
+    PluginInfo { name: name.into(), version: version.into(), description: description.into(), metrics: Vec::new(), config_schema: config_schema.into() }
 }
 
 /// Decode a JSON config, naming the problem when it is not what `T` expects.

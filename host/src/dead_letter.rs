@@ -110,9 +110,11 @@ impl DeadLetters {
             if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
             }
-            let file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path).map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot open dead-letter file {}: {e}", self.path.display()))
-            })?;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot open dead-letter file {}: {e}", self.path.display())))?;
             self.file = Some(BufWriter::new(file));
         }
         let position = origin.position.clone().unwrap_or(Position::Offset(origin.offset));

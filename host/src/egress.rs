@@ -226,9 +226,10 @@ impl Egress {
             return refuse(format!("a body of {} bytes is over the {} byte limit (egress.max_body_bytes)", body.len(), self.max_body_bytes));
         }
         let bytes = body.len() as u64;
-        let reserved = self.stats.queued_bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
-            queued.checked_add(bytes).filter(|&next| next <= self.queue_bytes)
-        });
+        let reserved = self
+            .stats
+            .queued_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| queued.checked_add(bytes).filter(|&next| next <= self.queue_bytes));
         if reserved.is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return Err(format!("the delivery queue of tenant {} is full ({} bytes waiting; egress.queue_bytes)", self.tenant, self.queue_bytes));
@@ -350,7 +351,9 @@ impl Delivery {
         self.stats.failed.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
             "egress {}: delivery from plugin {} to destination '{}' failed after {attempts} attempt(s): {reason}",
-            self.tenant, request.plugin, request.destination
+            self.tenant,
+            request.plugin,
+            request.destination
         );
     }
 }
@@ -438,10 +441,8 @@ mod tests {
 
     #[test]
     fn bodies_and_the_queue_are_capped_in_bytes() {
-        let config: EgressConfig = toml::from_str(
-            "allow = ['127.0.0.1:9']\nqueue_bytes = 3000\nmax_body_bytes = 2000\n[destinations.x]\nurl = 'http://127.0.0.1:9/'",
-        )
-        .unwrap();
+        let config: EgressConfig =
+            toml::from_str("allow = ['127.0.0.1:9']\nqueue_bytes = 3000\nmax_body_bytes = 2000\n[destinations.x]\nurl = 'http://127.0.0.1:9/'").unwrap();
         let egress = Egress::start("t", &config).unwrap();
         let e = egress.post("p", "x", "text/plain", vec![b'a'; 2001]).unwrap_err();
         assert!(e.contains("max_body_bytes"), "{e}");

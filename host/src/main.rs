@@ -3,8 +3,8 @@
 
 mod cli;
 
-use std::io::{IsTerminal, Write};
 use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
@@ -155,9 +155,7 @@ fn max_failures(config: &ConfigFile) -> u32 {
 /// build with `--native`, the bundled detectors as native code). Files that
 /// do not load are an error, or, given `broken`, are put there (listings).
 fn load_tenants(cli: &Cli, config: &ConfigFile, mut broken: Option<&mut Vec<(String, LoadError)>>) -> Result<(Arc<Runtime>, Vec<Tenant>)> {
-    let runtime = Arc::new(
-        Runtime::new(Some(&data_dir(config))).map_err(|e| anyhow::anyhow!("starting the wasm runtime: {e:#}"))?,
-    );
+    let runtime = Arc::new(Runtime::new(Some(&data_dir(config))).map_err(|e| anyhow::anyhow!("starting the wasm runtime: {e:#}"))?);
     if !cli.plugins.is_dir() {
         bail!("plugin folder {} does not exist; build the bundled plugins with scripts/build", cli.plugins.display());
     }
@@ -192,12 +190,8 @@ fn build_pipelines(config: &ConfigFile, tenants: &[Tenant], handlers: &BTreeMap<
     for p in &config.pipelines {
         let context = || format!("pipeline '{}'", p.name);
         let tenant = tenants.iter().find(|t| t.name() == p.tenant_name()).expect("validated: every pipeline's tenant exists");
-        let set = DetectorSet {
-            catalog: tenant.catalog.clone(),
-            pool: tenant.call_pool.clone(),
-            selection: p.detectors.clone(),
-            configs: p.detector_config.clone(),
-        };
+        let set =
+            DetectorSet { catalog: tenant.catalog.clone(), pool: tenant.call_pool.clone(), selection: p.detectors.clone(), configs: p.detector_config.clone() };
         let detectors = Detectors::new(&p.name, set, max_failures(config)).map_err(|e| anyhow::anyhow!("pipeline '{}': {e}", p.name))?;
         let source = source::open(&p.source, &p.generator, &p.broker).with_context(context)?;
         let schema = match &p.broker.avro_schema {
@@ -302,7 +296,13 @@ fn warm_control_rules(pipelines: &mut [Pipeline], history: &Path) -> Result<()> 
 }
 
 /// The HTTP server, with a token per tenant.
-fn start_http(config: &ConfigFile, addr: &str, pipelines: Vec<Arc<PipelineCounters>>, live: Arc<RwLock<LiveStatus>>, history: Option<&History>) -> Result<http::Server> {
+fn start_http(
+    config: &ConfigFile,
+    addr: &str,
+    pipelines: Vec<Arc<PipelineCounters>>,
+    live: Arc<RwLock<LiveStatus>>,
+    history: Option<&History>,
+) -> Result<http::Server> {
     let token_dir = data_dir(config).join("api-tokens");
     let mut tokens = Vec::new();
     for t in config.all_tenants() {
@@ -507,7 +507,10 @@ fn list_plugins(cli: &Cli, config: &ConfigFile, as_json: bool) -> Result<()> {
     let (runtime, tenants) = load_tenants(cli, config, Some(&mut broken))?;
     let live = live_status(config);
     if !as_json {
-        println!("{:<10} {:<14} {:<8} {:<13} {:<12} {:>8} {:>6} {:>7} {:>8} {:>8}  DESCRIPTION", "TENANT", "NAME", "VERSION", "KIND", "STATUS", "CALLS", "ERRORS", "RELOADS", "P50_US", "P99_US");
+        println!(
+            "{:<10} {:<14} {:<8} {:<13} {:<12} {:>8} {:>6} {:>7} {:>8} {:>8}  DESCRIPTION",
+            "TENANT", "NAME", "VERSION", "KIND", "STATUS", "CALLS", "ERRORS", "RELOADS", "P50_US", "P99_US"
+        );
     }
     for t in &tenants {
         let plugins = t.plugins.iter().map(|p| (p, false)).chain(t.shadows.iter().map(|p| (p, true)));
@@ -545,7 +548,13 @@ fn list_plugins(cli: &Cli, config: &ConfigFile, as_json: bool) -> Result<()> {
             } else {
                 println!(
                     "{:<10} {:<14} {:<8} {:<13} {:<12} {calls:>8} {errors:>6} {reloads:>7} {p50:>8} {p99:>8}  {} [{}]",
-                    t.name(), p.name, p.info.version, kind, status, p.info.description, metrics.join(", ")
+                    t.name(),
+                    p.name,
+                    p.info.version,
+                    kind,
+                    status,
+                    p.info.description,
+                    metrics.join(", ")
                 );
             }
         }

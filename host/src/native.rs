@@ -10,9 +10,7 @@ use std::sync::Arc;
 use clean_host_sdk as sdk;
 
 use crate::analysis::{Analyzer, DetectorSource};
-use crate::runtime::bindings::{
-    Analysis, Batch, ColumnValues, Finding, MetricValue, Severity, TimeBasis, WindowKind,
-};
+use crate::runtime::bindings::{Analysis, Batch, ColumnValues, Finding, MetricValue, Severity, TimeBasis, WindowKind};
 use crate::runtime::PluginFault;
 
 struct Native<D>(D);
@@ -105,9 +103,7 @@ fn to_sdk(b: &Batch) -> sdk::Batch {
                     ColumnValues::Int64(v) => sdk::ColumnValues::Int64(v.clone()),
                     ColumnValues::Boolean(v) => sdk::ColumnValues::Boolean(v.clone()),
                     ColumnValues::Timestamp(v) => sdk::ColumnValues::Timestamp(v.clone()),
-                    ColumnValues::Text(s) => {
-                        sdk::ColumnValues::Text(sdk::StringColumn { bytes: s.bytes.clone(), offsets: s.offsets.clone() })
-                    }
+                    ColumnValues::Text(s) => sdk::ColumnValues::Text(sdk::StringColumn { bytes: s.bytes.clone(), offsets: s.offsets.clone() }),
                 },
                 validity: c.validity.clone(),
             })

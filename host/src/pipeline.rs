@@ -580,10 +580,7 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
 
     std::thread::scope(|scope| -> Result<PipelineReport> {
         let ctx = SourceContext { events: line_tx, acks: ack_rx, stop: shared.stop.clone(), progress: counters.progress.clone() };
-        let reader = std::thread::Builder::new()
-            .name(format!("{name}-source"))
-            .spawn(move || source.run(ctx))
-            .context("starting the source thread")?;
+        let reader = std::thread::Builder::new().name(format!("{name}-source")).spawn(move || source.run(ctx)).context("starting the source thread")?;
 
         let analyst = Analyst {
             name: &name,
@@ -662,9 +659,7 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
                     let reason = format!("line of {bytes} bytes is over the {} MiB limit", MAX_LINE_BYTES >> 20);
                     cutter.dead_letter(partition, offset, None, &reason, b"", bytes)
                 }
-                SourceEvent::Messages { partition, messages } => {
-                    messages.iter().try_for_each(|m| cutter.message(partition, m, read_at))
-                }
+                SourceEvent::Messages { partition, messages } => messages.iter().try_for_each(|m| cutter.message(partition, m, read_at)),
                 SourceEvent::Revoked { partitions } => {
                     cutter.revoke(&partitions);
                     Ok(())

@@ -58,8 +58,8 @@ fn write(path: &Path, text: &str) -> Result<(), ScaffoldError> {
 
 /// Create project `name` in `dir`; returns the files written.
 pub fn new_project(name: &str, lang: Lang, dir: &Path) -> Result<Vec<PathBuf>, ScaffoldError> {
-    let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    let valid =
+        name.starts_with(|c: char| c.is_ascii_lowercase()) && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if !valid {
         return Err(ScaffoldError::Name(name.into()));
     }
@@ -77,10 +77,7 @@ pub fn new_project(name: &str, lang: Lang, dir: &Path) -> Result<Vec<PathBuf>, S
                 ("src/lib.rs".into(), fill(include_str!("../templates/rust/lib.rs"))),
             ]
         }
-        Lang::Python => vec![
-            ("app.py".into(), fill(include_str!("../templates/python/app.py"))),
-            ("clean_host.py".into(), PYTHON_HELPER.into()),
-        ],
+        Lang::Python => vec![("app.py".into(), fill(include_str!("../templates/python/app.py"))), ("clean_host.py".into(), PYTHON_HELPER.into())],
         Lang::Js => vec![
             (format!("{name}.js").into(), fill(include_str!("../templates/js/plugin.js"))),
             ("clean-host.js".into(), JS_HELPER.into()),

@@ -84,22 +84,14 @@ pub fn folder(plugins: &Path, tenant: &str) -> PathBuf {
 impl Tenant {
     /// Load the tenant's folder. A broken file is an error at start, or,
     /// given `broken`, is put there and skipped (for listings).
-    pub fn load(
-        runtime: &Arc<Runtime>,
-        plugins: &Path,
-        config: &TenantConfig,
-        defaults: Limits,
-        mut broken: Option<&mut Vec<LoadError>>,
-    ) -> Result<Tenant> {
+    pub fn load(runtime: &Arc<Runtime>, plugins: &Path, config: &TenantConfig, defaults: Limits, mut broken: Option<&mut Vec<LoadError>>) -> Result<Tenant> {
         let name = config.name.as_str();
         let dir = folder(plugins, name);
         if !dir.is_dir() {
             bail!("tenant {name}: plugin folder {} does not exist", dir.display());
         }
-        let limits = Limits {
-            memory_mib: config.limits.memory_mib.unwrap_or(defaults.memory_mib),
-            timeout_ms: config.limits.timeout_ms.unwrap_or(defaults.timeout_ms),
-        };
+        let limits =
+            Limits { memory_mib: config.limits.memory_mib.unwrap_or(defaults.memory_mib), timeout_ms: config.limits.timeout_ms.unwrap_or(defaults.timeout_ms) };
         let budget = Arc::new(TenantBudget::new(name, config.limits.total_memory_mib, config.limits.max_instances));
         let loaded = load_dir(runtime, &dir, limits, &budget, broken.as_deref_mut()).with_context(|| format!("tenant {name}"))?;
         let shadows = load_dir(runtime, &dir.join("shadow"), limits, &budget, broken).with_context(|| format!("tenant {name}: shadow versions"))?;
@@ -189,8 +181,7 @@ impl Tenant {
             });
         }
         let egress = Egress::start(name, &self.config.egress).map_err(anyhow::Error::msg)?;
-        let handlers =
-            Handlers::start(routes, self.handler_plugins.clone(), runtime.clone(), egress, max_failures).map_err(anyhow::Error::msg)?;
+        let handlers = Handlers::start(routes, self.handler_plugins.clone(), runtime.clone(), egress, max_failures).map_err(anyhow::Error::msg)?;
         Ok(Some(handlers))
     }
 }

@@ -30,15 +30,8 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 pub fn format_ms(ms: i64, out: &mut Vec<u8>) {
     let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
     let (y, m, d) = civil_from_days(days);
-    let fields = [
-        (y, 4, b'-'),
-        (m, 2, b'-'),
-        (d, 2, b'T'),
-        (rem / 3_600_000, 2, b':'),
-        (rem / 60_000 % 60, 2, b':'),
-        (rem / 1000 % 60, 2, b'.'),
-        (rem % 1000, 3, b'Z'),
-    ];
+    let fields =
+        [(y, 4, b'-'), (m, 2, b'-'), (d, 2, b'T'), (rem / 3_600_000, 2, b':'), (rem / 60_000 % 60, 2, b':'), (rem / 1000 % 60, 2, b'.'), (rem % 1000, 3, b'Z')];
     for (value, width, sep) in fields {
         let mut digits = [b'0'; 4];
         let mut v = value.clamp(0, 9999);
@@ -92,7 +85,11 @@ pub fn parse_ms(s: &[u8]) -> Option<i64> {
         Some(b'Z') | Some(b'z') if i + 1 == s.len() => 0,
         Some(&sign @ (b'+' | b'-')) if i + 6 == s.len() && s[i + 3] == b':' => {
             let off = num(i + 1, 2)? * 60 + num(i + 4, 2)?;
-            if sign == b'+' { off } else { -off }
+            if sign == b'+' {
+                off
+            } else {
+                -off
+            }
         }
         _ => return None,
     };

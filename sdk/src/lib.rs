@@ -21,8 +21,7 @@ pub mod stats;
 pub mod testing;
 
 pub use bindings::clean_host::plugin::types::{
-    Analysis, Batch, Column, ColumnValues, Finding, MetricInfo, MetricValue, PluginInfo,
-    Severity, StringColumn, TimeBasis, WindowInfo, WindowKind,
+    Analysis, Batch, Column, ColumnValues, Finding, MetricInfo, MetricValue, PluginInfo, Severity, StringColumn, TimeBasis, WindowInfo, WindowKind,
 };
 pub use column::{Cell, NumericView, MISSING, NULL, PRESENT, WRONG_TYPE};
 
@@ -44,7 +43,11 @@ pub trait Detector: Default {
     /// By default a detector takes no config, and says so if given one.
     fn configure(&mut self, config: &str) -> Result<(), String> {
         let empty = config.trim().is_empty() || serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(config).is_ok_and(|m| m.is_empty());
-        if empty { Ok(()) } else { Err("this detector takes no config".into()) }
+        if empty {
+            Ok(())
+        } else {
+            Err("this detector takes no config".into())
+        }
     }
     /// Look at one closed window.
     fn analyze(&mut self, batch: &Batch) -> Result<Analysis, String>;
@@ -95,23 +98,8 @@ pub fn log(level: bindings::clean_host::plugin::host::LogLevel, message: &str) {
 
 impl Finding {
     /// A finding about `column` (or the whole window when `None`).
-    pub fn new(
-        metric: &str,
-        column: Option<&str>,
-        value: f64,
-        threshold: f64,
-        severity: Severity,
-        message: String,
-    ) -> Self {
-        Finding {
-            metric: metric.to_string(),
-            column: column.map(str::to_string),
-            value,
-            threshold,
-            severity,
-            message,
-            sample_rows: Vec::new(),
-        }
+    pub fn new(metric: &str, column: Option<&str>, value: f64, threshold: f64, severity: Severity, message: String) -> Self {
+        Finding { metric: metric.to_string(), column: column.map(str::to_string), value, threshold, severity, message, sample_rows: Vec::new() }
     }
 
     /// Attach up to [`MAX_SAMPLE_ROWS`] example rows.
@@ -128,11 +116,7 @@ impl Analysis {
 
     /// Record a measured value.
     pub fn metric(&mut self, metric: &str, column: Option<&str>, value: f64) {
-        self.metrics.push(MetricValue {
-            metric: metric.to_string(),
-            column: column.map(str::to_string),
-            value,
-        });
+        self.metrics.push(MetricValue { metric: metric.to_string(), column: column.map(str::to_string), value });
     }
 }
 
@@ -198,13 +182,7 @@ mod tests {
 
     impl Detector for Bare {
         fn describe() -> PluginInfo {
-            PluginInfo {
-                name: "bare".into(),
-                version: "0".into(),
-                description: String::new(),
-                metrics: Vec::new(),
-                config_schema: "{}".into(),
-            }
+            PluginInfo { name: "bare".into(), version: "0".into(), description: String::new(), metrics: Vec::new(), config_schema: "{}".into() }
         }
         fn analyze(&mut self, _batch: &Batch) -> Result<Analysis, String> {
             Ok(Analysis::new())

@@ -46,7 +46,11 @@ impl RateBaseline {
     }
 
     pub fn rate(&self) -> f64 {
-        if self.trials == 0.0 { 0.0 } else { self.events / self.trials }
+        if self.trials == 0.0 {
+            0.0
+        } else {
+            self.events / self.trials
+        }
     }
 
     /// Highest rate in a window of `n` rows that is still ordinary: the baseline

@@ -37,11 +37,7 @@ impl BatchBuilder {
     fn push(mut self, name: &str, values: ColumnValues, validity: Vec<u8>) -> Self {
         let column = Column { name: name.into(), values, validity };
         let rows = column.len() as u32;
-        assert!(
-            self.batch.columns.is_empty() || self.batch.row_count == rows,
-            "column {name} has {rows} rows, the batch {}",
-            self.batch.row_count
-        );
+        assert!(self.batch.columns.is_empty() || self.batch.row_count == rows, "column {name} has {rows} rows, the batch {}", self.batch.row_count);
         self.batch.row_count = rows;
         self.batch.columns.push(column);
         self

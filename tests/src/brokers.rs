@@ -51,11 +51,7 @@ pub fn produce(s: &Sandbox, url: &str, records: u64, faults: &[&str], partitions
 
 /// The window log's entries.
 pub fn windows(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("window log line is JSON"))
-        .collect()
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(|l| serde_json::from_str(l).expect("window log line is JSON")).collect()
 }
 
 pub fn records(ws: &[Value]) -> u64 {

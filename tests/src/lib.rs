@@ -42,10 +42,7 @@ pub const BUNDLED: [&str; 8] = ["completeness", "drift", "duplicates", "freshnes
 
 /// A plugin of `tests/fault-plugins` (`spin`, `memory_bomb`, `panic`, `bad_row`, `panic_once`).
 pub fn fault_plugin(name: &str) -> PathBuf {
-    existing(
-        root().join("tests/fault-plugins/target/wasm32-wasip2/release").join(format!("{name}.wasm")),
-        "run scripts/test, which builds tests/fault-plugins",
-    )
+    existing(root().join("tests/fault-plugins/target/wasm32-wasip2/release").join(format!("{name}.wasm")), "run scripts/test, which builds tests/fault-plugins")
 }
 
 /// A scratch folder with a plugins folder of its own.
@@ -132,11 +129,7 @@ impl Sandbox {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         };
-        Run {
-            code: status.code(),
-            stdout: std::fs::read_to_string(&out).unwrap_or_default(),
-            stderr: std::fs::read_to_string(&err).unwrap_or_default(),
-        }
+        Run { code: status.code(), stdout: std::fs::read_to_string(&out).unwrap_or_default(), stderr: std::fs::read_to_string(&err).unwrap_or_default() }
     }
 
     pub fn run_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Run {
@@ -156,11 +149,7 @@ impl Sandbox {
             pipe.write_all(input).expect("write stdin");
         }
         let out = child.wait_with_output().expect("wait for clean-host");
-        Run {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run { code: out.status.code(), stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
     }
 }
 
@@ -180,10 +169,7 @@ impl Run {
 
     /// The alerts of a `--format json` run.
     pub fn alerts(&self) -> Vec<Value> {
-        self.stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("alert line is not JSON ({e}): {l}")))
-            .collect()
+        self.stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("alert line is not JSON ({e}): {l}"))).collect()
     }
 
     /// The summary object: the last line on stderr.
@@ -205,8 +191,5 @@ impl Run {
 
 /// The summary's entry for plugin `name`.
 pub fn plugin<'a>(summary: &'a Value, name: &str) -> &'a Value {
-    summary["plugins"]
-        .as_array()
-        .and_then(|ps| ps.iter().find(|p| p["name"] == name))
-        .unwrap_or_else(|| panic!("no plugin {name} in {summary}"))
+    summary["plugins"].as_array().and_then(|ps| ps.iter().find(|p| p["name"] == name)).unwrap_or_else(|| panic!("no plugin {name} in {summary}"))
 }

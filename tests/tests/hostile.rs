@@ -80,7 +80,11 @@ fn plugins_that_wait_in_wasi_calls_end_at_their_deadline() {
         let summary = run.summary();
         assert_eq!(summary["windows"], 8, "{how}");
         let sleeper = plugin(&summary, "sleeper");
-        assert_eq!((sleeper["status"].as_str(), sleeper["calls"].as_u64(), sleeper["errors"].as_u64()), (Some("quarantined"), Some(5), Some(3)), "{how}: {sleeper}");
+        assert_eq!(
+            (sleeper["status"].as_str(), sleeper["calls"].as_u64(), sleeper["errors"].as_u64()),
+            (Some("quarantined"), Some(5), Some(3)),
+            "{how}: {sleeper}"
+        );
         // The slowest call ended at the deadline (300 ms), not an hour later.
         assert!(sleeper["call_p99_us"].as_u64().unwrap() < 2_000_000, "{how}: {sleeper}");
         assert!(quarantine_message(&run, "sleeper").contains("timed out after 300 ms"), "{how}");
@@ -260,7 +264,11 @@ fn bad_event_times_are_dead_letters_not_clocks() {
     let run = s.run_within(&["--config", config.to_str().unwrap(), "--format", "json"], HANG);
     run.assert_ok();
     let summary = run.summary();
-    assert_eq!((summary["records"].as_u64(), summary["late_records"].as_u64(), summary["dead_letters"].as_u64()), (Some(29_996), Some(0), Some(4)), "{summary}");
+    assert_eq!(
+        (summary["records"].as_u64(), summary["late_records"].as_u64(), summary["dead_letters"].as_u64()),
+        (Some(29_996), Some(0), Some(4)),
+        "{summary}"
+    );
     let dead = std::fs::read_to_string(s.path("data/dead-letters.jsonl")).unwrap();
     assert_eq!(dead.matches("ahead of the host clock").count(), 3, "{dead}");
     assert_eq!(dead.matches("before 2000-01-01T00:00:00.000Z").count(), 1, "{dead}");

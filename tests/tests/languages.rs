@@ -15,7 +15,10 @@ fn alerts_with(detector: &str, inject: Option<&str>) -> (Vec<(u64, String, Strin
 fn alerts_configured(detector: &str, inject: Option<&str>, config: &str) -> (Vec<(u64, String, String, String)>, serde_json::Value) {
     let s = Sandbox::empty();
     s.add_plugin(&extra(detector));
-    s.write("c.toml", format!("[[pipelines]]\nname = 'default'\nsource = 'generator'\nevent_time_field = 'ts'\n[pipelines.detector_config.{detector}]\n{config}\n"));
+    s.write(
+        "c.toml",
+        format!("[[pipelines]]\nname = 'default'\nsource = 'generator'\nevent_time_field = 'ts'\n[pipelines.detector_config.{detector}]\n{config}\n"),
+    );
     let mut args = vec!["--config", "c.toml", "--records", "30000", "--window", "1000", "--format", "json", "--quiet"];
     if let Some(fault) = inject {
         args.extend(["--inject", fault]);
@@ -62,10 +65,9 @@ fn javascript_formats_detector_finds_broken_emails() {
 
 #[test]
 fn bad_config_is_rejected_in_every_language() {
-    for (detector, config, needle) in [
-        ("drift", "psi_treshold = 0.3", "unknown config key(s): psi_treshold"),
-        ("formats", "formats = { email = 'mail' }", "unknown format 'mail'"),
-    ] {
+    for (detector, config, needle) in
+        [("drift", "psi_treshold = 0.3", "unknown config key(s): psi_treshold"), ("formats", "formats = { email = 'mail' }", "unknown format 'mail'")]
+    {
         let s = Sandbox::empty();
         s.add_plugin(&extra(detector));
         s.write("c.toml", format!("[[pipelines]]\nname = 'p'\nsource = 'generator'\n[pipelines.detector_config.{detector}]\n{config}\n"));

@@ -36,7 +36,10 @@ fn broken_plugins_are_quarantined_and_the_rest_keep_going() {
     }
     // Trapped instances are rebuilt; a plugin that failed once recovers.
     let once = plugin(&summary, "panic-once");
-    assert_eq!((once["status"].as_str(), once["calls"].as_u64(), once["errors"].as_u64(), once["rebuilds"].as_u64()), (Some("active"), Some(12), Some(1), Some(1)));
+    assert_eq!(
+        (once["status"].as_str(), once["calls"].as_u64(), once["errors"].as_u64(), once["rebuilds"].as_u64()),
+        (Some("active"), Some(12), Some(1), Some(1))
+    );
     // The panic message reached the host's log.
     assert!(run.stderr.contains("window 0 is too much for me"), "{}", run.stderr);
     for name in BUNDLED {

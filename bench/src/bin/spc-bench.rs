@@ -37,12 +37,7 @@ fn main() {
     );
     println!("| rule | false alarms per 1,000 clean windows | delay: step +1 sigma | step +2 sigma | step +3 sigma | ramp to +2 sigma over 50 windows | missed (ramp) |");
     println!("|---|---|---|---|---|---|---|");
-    let shapes = [
-        Shape::Step { sigmas: 1.0 },
-        Shape::Step { sigmas: 2.0 },
-        Shape::Step { sigmas: 3.0 },
-        Shape::Ramp { sigmas: 2.0, windows: 50 },
-    ];
+    let shapes = [Shape::Step { sigmas: 1.0 }, Shape::Step { sigmas: 2.0 }, Shape::Step { sigmas: 3.0 }, Shape::Ramp { sigmas: 2.0, windows: 50 }];
     for rule in Rule::ALL {
         let clean = scenario(1000, Shape::Stationary);
         let alarms: usize = (0..seeds).map(|seed| signals(rule, &clean, seed).len()).sum();

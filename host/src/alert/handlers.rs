@@ -170,13 +170,7 @@ impl Handlers {
             let instance = runtime
                 .instantiate_handler(&route.plugin, &route.config, egress.clone())
                 .map_err(|f| format!("tenant {tenant}: alert handler {}: {f}", route.plugin.name))?;
-            handlers.push(Handler {
-                route,
-                instance: Some(instance),
-                status: Status::Active,
-                counters: CallCounters::default(),
-                reloads: 0,
-            });
+            handlers.push(Handler { route, instance: Some(instance), status: Status::Active, counters: CallCounters::default(), reloads: 0 });
         }
         let stats = Arc::new(Mutex::new(handlers.iter().map(Handler::stats).collect()));
         let unhandled = Arc::new(Unhandled::default());
@@ -189,15 +183,7 @@ impl Handlers {
                 .spawn(run)
                 .map_err(|e| format!("tenant {tenant}: starting the alert handlers: {e}"))?
         };
-        Ok(Arc::new(Handlers {
-            tenant,
-            queue: Mutex::new(Some(tx)),
-            pending: rx,
-            thread: Mutex::new(Some(thread)),
-            stats,
-            unhandled,
-            egress,
-        }))
+        Ok(Arc::new(Handlers { tenant, queue: Mutex::new(Some(tx)), pending: rx, thread: Mutex::new(Some(thread)), stats, unhandled, egress }))
     }
 
     /// Hand an alert over without waiting; false if the queue did not take it.

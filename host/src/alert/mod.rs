@@ -373,12 +373,8 @@ impl Router {
         let threshold = self.config.quality_threshold;
         let quality_alert = self.below_threshold(score.value, score.high);
         if quality_alert && self.cooled_down((partition, "host".into(), "quality_score".into(), None)) {
-            let worst: Vec<String> = analysis
-                .findings
-                .iter()
-                .filter(|f| f.origin == FindingOrigin::Data)
-                .map(|f| format!("{}/{}", f.detector, f.finding.metric))
-                .collect();
+            let worst: Vec<String> =
+                analysis.findings.iter().filter(|f| f.origin == FindingOrigin::Data).map(|f| format!("{}/{}", f.detector, f.finding.metric)).collect();
             let mut message = format!("window quality {:.2} is below {threshold:.2} ({})", score.value, worst.join(", "));
             if score.low_confidence() {
                 message += &format!(" ({})", score.caveat());
@@ -463,7 +459,11 @@ impl Router {
 
     /// How many past windows [`Router::warm`] wants: two warm-ups' worth.
     pub fn warm_windows(&self) -> u32 {
-        if self.config.spc.enabled { 2 * self.config.spc.warmup_windows } else { 0 }
+        if self.config.spc.enabled {
+            2 * self.config.spc.warmup_windows
+        } else {
+            0
+        }
     }
 
     /// Feed the control rules the windows analysed before a restart (oldest
@@ -477,4 +477,3 @@ impl Router {
         }
     }
 }
-

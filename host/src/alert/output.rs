@@ -31,12 +31,7 @@ fn append(path: Option<&Path>, what: &str) -> io::Result<Option<BufWriter<File>>
 
 impl Outputs {
     pub fn new(format: OutputFormat, file: Option<&Path>, windows: Option<&Path>) -> io::Result<Self> {
-        Ok(Outputs {
-            format,
-            stdout: BufWriter::new(io::stdout()),
-            file: append(file, "alert file")?,
-            windows: append(windows, "window log")?,
-        })
+        Ok(Outputs { format, stdout: BufWriter::new(io::stdout()), file: append(file, "alert file")?, windows: append(windows, "window log")? })
     }
 
     /// Log an analysed window, if a window log is kept.

@@ -27,15 +27,7 @@ fn finding(metric: &str, severity: Severity, value: f64, origin: FindingOrigin) 
     HostFinding {
         detector: "d".into(),
         origin,
-        finding: Finding {
-            metric: metric.into(),
-            column: Some("c".into()),
-            value,
-            threshold: 0.1,
-            severity,
-            message: "m".into(),
-            sample_rows: vec![1],
-        },
+        finding: Finding { metric: metric.into(), column: Some("c".into()), value, threshold: 0.1, severity, message: "m".into(), sample_rows: vec![1] },
     }
 }
 
@@ -55,7 +47,10 @@ fn severity_floor_and_cooldown() {
     assert_eq!(counts, [1, 0, 0, 1, 0, 0, 1, 0]);
     assert_eq!(r.suppressed, 5);
     let a = &alerts[3][0];
-    assert_eq!((a.window.seq, a.window.first_offset.clone(), a.window.last_offset.clone(), a.window.records), (3, Position::Offset(30), Position::Offset(39), 10));
+    assert_eq!(
+        (a.window.seq, a.window.first_offset.clone(), a.window.last_offset.clone(), a.window.records),
+        (3, Position::Offset(30), Position::Offset(39), 10)
+    );
 }
 
 #[test]
@@ -101,7 +96,10 @@ fn quarantine_always_alerts() {
 #[test]
 fn findings_on_small_windows_say_they_are_low_confidence() {
     let mut r = Router::new("p", AlertConfig::default());
-    let rate = |value| HostFinding { finding: Finding { value, threshold: 0.05, ..finding("null_rate", Severity::Critical, 0.0, FindingOrigin::Data).finding }, ..finding("null_rate", Severity::Critical, 0.0, FindingOrigin::Data) };
+    let rate = |value| HostFinding {
+        finding: Finding { value, threshold: 0.05, ..finding("null_rate", Severity::Critical, 0.0, FindingOrigin::Data).finding },
+        ..finding("null_rate", Severity::Critical, 0.0, FindingOrigin::Data)
+    };
     // 10% against 5%: sure on 1000 rows, not on 40.
     for (rows, low_confidence) in [(1000, false), (40, true)] {
         let analysis = WindowAnalysis { findings: vec![rate(0.10)], ..Default::default() };

@@ -26,9 +26,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{plugin_finding, validate, Analyzer, Candidate, Catalog, CatalogEntry, FindingOrigin, HostFinding, WindowAnalysis};
+use crate::logging::plugin_event;
 use crate::runtime::bindings::{Analysis, Batch, MetricValue, Severity};
 use crate::runtime::PluginFault;
-use crate::logging::plugin_event;
 use tracing::Level;
 
 /// Successful calls between two snapshots of a detector's state...
@@ -354,9 +354,11 @@ impl Slot {
                             self.agreed += u64::from(finding_keys(&analysis) == *keys);
                         }
                         let name = &self.name;
-                        out.shadow_findings.extend(
-                            analysis.findings.into_iter().map(|finding| HostFinding { detector: name.clone(), origin: FindingOrigin::Data, finding }),
-                        );
+                        out.shadow_findings.extend(analysis.findings.into_iter().map(|finding| HostFinding {
+                            detector: name.clone(),
+                            origin: FindingOrigin::Data,
+                            finding,
+                        }));
                     }
                     Err(fault) => {
                         tracing::warn!("plugin {} (shadow {}) {fault}", self.name, shadow.version());
@@ -395,10 +397,8 @@ impl Slot {
                         bad.instance = None;
                         catalog.roll_back(&name, &bad.candidate, &previous);
                         self.reloads += 1;
-                        let message = format!(
-                            "plugin {name} version {version} failed on its first windows ({fault}); rolled back to version {}",
-                            self.active.version()
-                        );
+                        let message =
+                            format!("plugin {name} version {version} failed on its first windows ({fault}); rolled back to version {}", self.active.version());
                         out.findings.push(self.host_finding(FindingOrigin::Quarantine, "plugin_rolled_back", Severity::Critical, message, 1.0, 0.0));
                         self.retired.push(bad);
                         // The window the new version failed on still gets analysed.

@@ -46,7 +46,11 @@ pub fn is_sure(finding: &Finding, rows: u32, min_rows: u32) -> bool {
         return rows >= min_rows;
     }
     let (low, high) = wilson(finding.value, rows, Z95);
-    if finding.value >= finding.threshold { low > finding.threshold } else { high < finding.threshold }
+    if finding.value >= finding.threshold {
+        low > finding.threshold
+    } else {
+        high < finding.threshold
+    }
 }
 
 /// A window's quality score with its interval and sample size.

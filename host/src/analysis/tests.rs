@@ -1,15 +1,7 @@
 use super::*;
 
 fn finding(rows: Vec<u32>) -> Finding {
-    Finding {
-        metric: "m".into(),
-        column: None,
-        value: 1.0,
-        threshold: 0.5,
-        severity: Severity::Warning,
-        message: "x".repeat(5000),
-        sample_rows: rows,
-    }
+    Finding { metric: "m".into(), column: None, value: 1.0, threshold: 0.5, severity: Severity::Warning, message: "x".repeat(5000), sample_rows: rows }
 }
 
 fn analysis(findings: Vec<Finding>) -> Analysis {

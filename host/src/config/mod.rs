@@ -13,8 +13,8 @@ use crate::egress::EgressConfig;
 use crate::history::HistoryConfig;
 use crate::http::HttpConfig;
 use crate::runtime::Limits;
-use crate::source::BrokerOptions;
 use crate::source::generator::GeneratorConfig;
+use crate::source::BrokerOptions;
 use crate::window::{EventTimeSpec, WindowSpec};
 
 #[cfg(test)]
@@ -71,7 +71,14 @@ pub struct TenantConfig {
 
 impl TenantConfig {
     pub fn new(name: &str) -> Self {
-        TenantConfig { name: name.into(), limits: TenantLimits::default(), alerts: None, egress: EgressConfig::default(), handlers: Vec::new(), api_token: None }
+        TenantConfig {
+            name: name.into(),
+            limits: TenantLimits::default(),
+            alerts: None,
+            egress: EgressConfig::default(),
+            handlers: Vec::new(),
+            api_token: None,
+        }
     }
 }
 
@@ -352,9 +359,8 @@ impl PipelineConfig {
                 if !(0..=MAX_WINDOW_SPAN_MS).contains(&w.max_future_ms) {
                     return Err(format!("window.max_future_ms ({}) must be between 0 and a year", w.max_future_ms));
                 }
-                let earliest_ms = crate::timestamp::parse_ms(w.earliest_event_time.as_bytes()).ok_or_else(|| {
-                    format!("window.earliest_event_time ({}) is not an RFC 3339 time like 2000-01-01T00:00:00Z", w.earliest_event_time)
-                })?;
+                let earliest_ms = crate::timestamp::parse_ms(w.earliest_event_time.as_bytes())
+                    .ok_or_else(|| format!("window.earliest_event_time ({}) is not an RFC 3339 time like 2000-01-01T00:00:00Z", w.earliest_event_time))?;
                 let spec = EventTimeSpec { size_ms, lateness_ms: w.lateness_ms, max_future_ms: w.max_future_ms, earliest_ms };
                 Ok(WindowSpec::EventTime(spec))
             }

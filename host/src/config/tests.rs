@@ -40,7 +40,10 @@ fn full_example_parses() {
     )
     .unwrap();
     let p = &c.pipelines[0];
-    assert_eq!(p.window_spec().unwrap(), WindowSpec::EventTime(EventTimeSpec { size_ms: 60_000, lateness_ms: 5000, max_future_ms: 3_600_000, earliest_ms: 946_684_800_000 }));
+    assert_eq!(
+        p.window_spec().unwrap(),
+        WindowSpec::EventTime(EventTimeSpec { size_ms: 60_000, lateness_ms: 5000, max_future_ms: 3_600_000, earliest_ms: 946_684_800_000 })
+    );
     assert_eq!(p.detector_config["outliers"]["z_threshold"].as_float(), Some(4.0));
     assert_eq!(p.tenant_name(), "default");
 }

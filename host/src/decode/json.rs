@@ -12,10 +12,7 @@ use super::{DecodeError, FieldNames, FieldValue, Kind, Record, MAX_DEPTH};
 const MAX_NESTING: usize = 128;
 
 /// Exact powers of ten, for the fast decimal path.
-const POW10: [f64; 23] = [
-    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19,
-    1e20, 1e21, 1e22,
-];
+const POW10: [f64; 23] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22];
 
 pub struct Parser<'a> {
     b: &'a [u8],

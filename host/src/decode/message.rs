@@ -38,9 +38,7 @@ impl MessageDecoder {
     pub fn new(format: MessageFormat, metadata: Vec<MetadataColumn>, avro_schema: Option<&str>) -> Result<Self, String> {
         #[cfg(feature = "avro")]
         let avro = match (format, avro_schema) {
-            (MessageFormat::Avro, Some(text)) => {
-                Some(apache_avro::Schema::parse_str(text).map_err(|e| format!("invalid Avro schema: {e}"))?)
-            }
+            (MessageFormat::Avro, Some(text)) => Some(apache_avro::Schema::parse_str(text).map_err(|e| format!("invalid Avro schema: {e}"))?),
             (MessageFormat::Avro, None) => return Err("format avro needs a schema file".into()),
             _ => None,
         };
@@ -82,13 +80,10 @@ impl MessageDecoder {
                 #[cfg(feature = "avro")]
                 {
                     let schema = self.avro.as_ref().expect("checked in new");
-                    let value = apache_avro::from_avro_datum(schema, &mut &message.payload[..], None)
-                        .map_err(|e| DecodeError::Syntax(format!("Avro: {e}")))?;
+                    let value = apache_avro::from_avro_datum(schema, &mut &message.payload[..], None).map_err(|e| DecodeError::Syntax(format!("Avro: {e}")))?;
                     let mut name = String::new();
                     match value {
-                        apache_avro::types::Value::Record(fields) => {
-                            avro_fields(fields, &mut name, &mut self.json.fields, &mut self.record, 0)?
-                        }
+                        apache_avro::types::Value::Record(fields) => avro_fields(fields, &mut name, &mut self.json.fields, &mut self.record, 0)?,
                         other => avro_value("value".into(), other, &mut self.json.fields, &mut self.record, 0)?,
                     }
                 }
@@ -156,9 +151,7 @@ fn avro_value(name: String, value: apache_avro::types::Value, names: &mut super:
         V::Null => record.push_scalar(field, Kind::Null, 0),
         V::Boolean(b) => record.push_scalar(field, Kind::Bool, b as u64),
         V::Int(i) | V::Date(i) | V::TimeMillis(i) => record.push_scalar(field, Kind::Int, i as i64 as u64),
-        V::Long(i) | V::TimestampMillis(i) | V::TimeMicros(i) | V::LocalTimestampMillis(i) => {
-            record.push_scalar(field, Kind::Int, i as u64)
-        }
+        V::Long(i) | V::TimestampMillis(i) | V::TimeMicros(i) | V::LocalTimestampMillis(i) => record.push_scalar(field, Kind::Int, i as u64),
         V::TimestampMicros(i) | V::LocalTimestampMicros(i) => record.push_scalar(field, Kind::Int, (i / 1000) as u64),
         V::Float(f) => record.push_scalar(field, Kind::Float, (f as f64).to_bits()),
         V::Double(f) => record.push_scalar(field, Kind::Float, f.to_bits()),

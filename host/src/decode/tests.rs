@@ -2,11 +2,7 @@ use super::*;
 
 fn decode(d: &mut JsonDecoder, line: &str) -> Vec<(String, Kind, u64, String)> {
     let record = d.decode(line.as_bytes()).unwrap();
-    let out: Vec<_> = record
-        .values
-        .iter()
-        .map(|v| (v.field, v.kind, v.bits, String::from_utf8_lossy(record.text_of(v)).into_owned()))
-        .collect();
+    let out: Vec<_> = record.values.iter().map(|v| (v.field, v.kind, v.bits, String::from_utf8_lossy(record.text_of(v)).into_owned())).collect();
     out.into_iter().map(|(f, k, b, t)| (d.fields.name(f).to_string(), k, b, t)).collect()
 }
 
@@ -85,8 +81,23 @@ fn strings_unescape() {
 #[test]
 fn numbers_parse_exactly() {
     let mut d = JsonDecoder::default();
-    let cases = ["0", "-0", "12", "-7", "9223372036854775807", "-9223372036854775808", "18446744073709551615",
-        "0.1", "23.45", "-1.5", "1e3", "2.5E-3", "123456789012345678901234567890", "0.30000000000000004", "1234567.891011121314"];
+    let cases = [
+        "0",
+        "-0",
+        "12",
+        "-7",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "18446744073709551615",
+        "0.1",
+        "23.45",
+        "-1.5",
+        "1e3",
+        "2.5E-3",
+        "123456789012345678901234567890",
+        "0.30000000000000004",
+        "1234567.891011121314",
+    ];
     for text in cases {
         let r = d.decode(format!(r#"{{"n": {text}}}"#).as_bytes()).unwrap();
         let v = r.values[0];

@@ -171,7 +171,8 @@ fn finding(row: &Row) -> rusqlite::Result<FindingView> {
     })
 }
 
-const FINDING_COLUMNS: &str = "f.id, f.window_id, w.pipeline, w.seq, w.analysed_ms, f.detector, f.metric, f.column_name, f.value, f.threshold, f.severity, f.message, f.shadow";
+const FINDING_COLUMNS: &str =
+    "f.id, f.window_id, w.pipeline, w.seq, w.analysed_ms, f.detector, f.metric, f.column_name, f.value, f.threshold, f.severity, f.message, f.shadow";
 
 impl HistoryReader {
     pub fn open(path: &Path) -> Result<Self, HistoryError> {
@@ -211,21 +212,21 @@ impl HistoryReader {
         );
         let row = |r: &Row| {
             Ok(WindowView {
-                    id: r.get(0)?,
-                    pipeline: r.get(1)?,
-                    partition: r.get(2)?,
-                    seq: r.get::<_, i64>(3)? as u64,
-                    first_offset: r.get(4)?,
-                    last_offset: r.get(5)?,
-                    records: r.get(6)?,
-                    start_ms: r.get(7)?,
-                    end_ms: r.get(8)?,
-                    analysed_ms: r.get(9)?,
-                    score: r.get(10)?,
-                    alerts: r.get(11)?,
-                    score_low: r.get(12)?,
-                    score_high: r.get(13)?,
-                })
+                id: r.get(0)?,
+                pipeline: r.get(1)?,
+                partition: r.get(2)?,
+                seq: r.get::<_, i64>(3)? as u64,
+                first_offset: r.get(4)?,
+                last_offset: r.get(5)?,
+                records: r.get(6)?,
+                start_ms: r.get(7)?,
+                end_ms: r.get(8)?,
+                analysed_ms: r.get(9)?,
+                score: r.get(10)?,
+                alerts: r.get(11)?,
+                score_low: r.get(12)?,
+                score_high: r.get(13)?,
+            })
         };
         self.with_conn(&f.tenant, |conn| page(conn, &select, f, row, |w| w.id))
     }
@@ -276,7 +277,8 @@ impl HistoryReader {
             },
             |a| a.id,
         )?;
-        let mut of_window = conn.prepare_cached(&format!("SELECT {FINDING_COLUMNS} FROM findings f JOIN windows w ON w.id = f.window_id WHERE f.window_id = ?1 ORDER BY f.id"))?;
+        let mut of_window = conn
+            .prepare_cached(&format!("SELECT {FINDING_COLUMNS} FROM findings f JOIN windows w ON w.id = f.window_id WHERE f.window_id = ?1 ORDER BY f.id"))?;
         for alert in &mut page.items {
             alert.findings = of_window.query_map([alert.window_id], finding)?.collect::<rusqlite::Result<Vec<_>>>()?;
         }
@@ -289,9 +291,8 @@ impl HistoryReader {
     }
 
     fn past_windows_on(conn: &Connection, tenant: &str, pipeline: &str, windows: u32) -> rusqlite::Result<Vec<PastWindow>> {
-        let mut recent = conn.prepare_cached(
-            "SELECT id, partition, score, score_high FROM windows WHERE tenant = ?1 AND pipeline = ?2 ORDER BY id DESC LIMIT ?3",
-        )?;
+        let mut recent =
+            conn.prepare_cached("SELECT id, partition, score, score_high FROM windows WHERE tenant = ?1 AND pipeline = ?2 ORDER BY id DESC LIMIT ?3")?;
         let mut metrics = conn.prepare_cached("SELECT detector, metric, column_name, value FROM metric_values WHERE window_id = ?1")?;
         let mut findings = conn.prepare_cached("SELECT detector, metric, column_name FROM findings WHERE window_id = ?1 AND shadow = 0")?;
         let rows = recent
@@ -312,7 +313,8 @@ impl HistoryReader {
 
     pub fn plugin_events(&self, f: &Filter) -> rusqlite::Result<Page<PluginEventView>> {
         let select = format!("SELECT id, pipeline, plugin, event, message, at_ms FROM plugin_events WHERE {}", scope("id", "pipeline", "at_ms", "tenant"));
-        let row = |r: &Row| Ok(PluginEventView { id: r.get(0)?, pipeline: r.get(1)?, plugin: r.get(2)?, event: r.get(3)?, message: r.get(4)?, at_ms: r.get(5)? });
+        let row =
+            |r: &Row| Ok(PluginEventView { id: r.get(0)?, pipeline: r.get(1)?, plugin: r.get(2)?, event: r.get(3)?, message: r.get(4)?, at_ms: r.get(5)? });
         self.with_conn(&f.tenant, |conn| page(conn, &select, f, row, |e| e.id))
     }
 }

@@ -54,7 +54,11 @@ pub fn render(tenant: &str, pipelines: &[Arc<PipelineCounters>], status: &LiveSt
     for p in &mine {
         f.sample("clean_host_records_per_second", &[("tenant", tenant), ("pipeline", &p.pipeline)], status.rates.get(&p.pipeline).copied().unwrap_or(0.0));
     }
-    f.header("clean_host_consumer_lag_records", "gauge", "Records on the broker not read yet, measured by the source every 2 s (0 for files and the generator).");
+    f.header(
+        "clean_host_consumer_lag_records",
+        "gauge",
+        "Records on the broker not read yet, measured by the source every 2 s (0 for files and the generator).",
+    );
     for p in &mine {
         f.sample("clean_host_consumer_lag_records", &[("tenant", tenant), ("pipeline", &p.pipeline)], p.lag() as f64);
     }

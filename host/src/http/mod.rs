@@ -155,8 +155,8 @@ pub fn tenant_token(configured: Option<&str>, dir: &Path, tenant: &str) -> Resul
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     std::fs::create_dir_all(dir).map_err(io)?;
     {
-        use std::os::unix::fs::OpenOptionsExt;
         use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path).map_err(io)?;
         f.write_all(token.as_bytes()).map_err(io)?;
     }
@@ -287,7 +287,8 @@ macro_rules! history_endpoint {
             let state = state.clone();
             tokio::task::spawn_blocking(move || {
                 let history = state.history.as_ref().ok_or(ApiError::NoHistory)?;
-                let page = history.$method(&query.filter(tenant)).map_err(|e| if timed_out(&e) { ApiError::QueryTooLong } else { ApiError::Query(e.to_string()) })?;
+                let page =
+                    history.$method(&query.filter(tenant)).map_err(|e| if timed_out(&e) { ApiError::QueryTooLong } else { ApiError::Query(e.to_string()) })?;
                 Ok(Json(page).into_response())
             })
             .await
@@ -366,10 +367,11 @@ pub fn serve(addr: &str, state: ApiState) -> Result<Server, HttpError> {
         .name("http".into())
         .spawn(move || {
             let served = runtime.block_on(async move {
-                axum::serve(listener, app).with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = rx.await;
+                    })
+                    .await
             });
             if let Err(e) = served {
                 tracing::error!("http server stopped: {e}");

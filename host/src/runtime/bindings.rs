@@ -24,7 +24,6 @@ pub mod handler {
 
 pub use clean_host::plugin::host::{Host, LogLevel};
 pub use clean_host::plugin::types::{
-    Alert, Analysis, Batch, Column, ColumnValues, Finding, MetricValue, PluginInfo, Severity, StringColumn,
-    TimeBasis, WindowInfo, WindowKind,
+    Alert, Analysis, Batch, Column, ColumnValues, Finding, MetricValue, PluginInfo, Severity, StringColumn, TimeBasis, WindowInfo, WindowKind,
 };
 pub use handler::{AlertHandlerPlugin, AlertHandlerPluginPre};

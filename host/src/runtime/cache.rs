@@ -45,12 +45,7 @@ fn cache_key(path: &Path) -> Result<[u8; 32], String> {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
             }
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(|e| format!("creating {shown}: {e}"))?;
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| format!("creating {shown}: {e}"))?;
             f.write_all(&key).map_err(|e| format!("writing {shown}: {e}"))?;
             return Ok(key);
         }

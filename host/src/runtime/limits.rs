@@ -97,11 +97,7 @@ impl TenantBudget {
     }
 
     fn reserve(&self, bytes: usize) -> bool {
-        self.used_bytes
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(bytes).filter(|&next| next <= self.total_bytes)
-            })
-            .is_ok()
+        self.used_bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| used.checked_add(bytes).filter(|&next| next <= self.total_bytes)).is_ok()
     }
 
     fn release(&self, bytes: usize) {

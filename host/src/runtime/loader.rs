@@ -101,10 +101,7 @@ impl Runtime {
         let started = std::time::Instant::now();
         let manifest_path = path.with_extension("toml");
         let (manifest, manifest_text) = read_manifest(&manifest_path)?;
-        let limits = Limits {
-            memory_mib: manifest.memory_mib.unwrap_or(defaults.memory_mib),
-            timeout_ms: manifest.timeout_ms.unwrap_or(defaults.timeout_ms),
-        };
+        let limits = Limits { memory_mib: manifest.memory_mib.unwrap_or(defaults.memory_mib), timeout_ms: manifest.timeout_ms.unwrap_or(defaults.timeout_ms) };
         if limits.memory_mib > defaults.memory_mib || limits.timeout_ms > defaults.timeout_ms {
             let message = format!(
                 "asks for {} MiB and {} ms per call; tenant {} allows {} MiB and {} ms",

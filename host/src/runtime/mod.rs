@@ -40,8 +40,8 @@ use crate::analysis::{Analyzer, DetectorSource};
 use crate::egress::Egress;
 use bindings::{Alert, AlertHandlerPlugin, Analysis, Batch, DetectorPlugin, LogLevel};
 pub use cache::{content_hash, write_atomically};
-pub use limits::{InstanceTicket, Limits, TenantBudget};
 use limits::{CapHit, EpochTicker, MemoryCap};
+pub use limits::{InstanceTicket, Limits, TenantBudget};
 pub use loader::{load_dir, LoadError, Manifest, Plugin, PluginKind};
 
 /// Most log lines one call may write; the rest are counted, not printed.
@@ -197,24 +197,13 @@ impl Runtime {
     }
 
     fn store(&self, plugin: &str, limits: &Limits, budget: &Arc<TenantBudget>, egress: Option<Arc<Egress>>) -> Store<PluginState> {
-        let wasi = WasiCtxBuilder::new()
-            .wall_clock(FrozenClock)
-            .monotonic_clock(FrozenClock)
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+        let wasi =
+            WasiCtxBuilder::new().wall_clock(FrozenClock).monotonic_clock(FrozenClock).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build();
         let mut table = ResourceTable::new();
         // Host-side objects (pollables, streams) a guest may hold at once.
         table.set_max_capacity(MAX_RESOURCES);
-        let state = PluginState {
-            wasi,
-            table,
-            memory: MemoryCap::new(limits.memory_bytes(), budget.clone()),
-            plugin: plugin.to_string(),
-            log_lines: 0,
-            egress,
-        };
+        let state =
+            PluginState { wasi, table, memory: MemoryCap::new(limits.memory_bytes(), budget.clone()), plugin: plugin.to_string(), log_lines: 0, egress };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.memory);
         store.epoch_deadline_trap();
@@ -285,9 +274,7 @@ fn classify(error: wasmtime::Error, store: &Store<PluginState>, limits: &Limits)
     let memory = &store.data().memory;
     match memory.hit {
         Some(CapHit::Instance) => return PluginFault::MemoryLimit { mib: limits.memory_mib },
-        Some(CapHit::Tenant) => {
-            return PluginFault::TenantMemory { tenant: memory.budget().tenant.clone(), mib: memory.budget().total_mib() }
-        }
+        Some(CapHit::Tenant) => return PluginFault::TenantMemory { tenant: memory.budget().tenant.clone(), mib: memory.budget().total_mib() },
         None => {}
     }
     match error.downcast_ref::<Trap>() {
@@ -368,19 +355,13 @@ fn call_plugin<B, R>(
 }
 
 impl DetectorInstance {
-    fn call<R>(
-        &mut self,
-        f: impl AsyncFnOnce(&DetectorPlugin, &mut Store<PluginState>) -> wasmtime::Result<Result<R, String>>,
-    ) -> Result<R, PluginFault> {
+    fn call<R>(&mut self, f: impl AsyncFnOnce(&DetectorPlugin, &mut Store<PluginState>) -> wasmtime::Result<Result<R, String>>) -> Result<R, PluginFault> {
         call_plugin(&mut self.store, &self.bindings, &self.plugin.name, self.plugin.limits, f)
     }
 }
 
 impl HandlerInstance {
-    fn call<R>(
-        &mut self,
-        f: impl AsyncFnOnce(&AlertHandlerPlugin, &mut Store<PluginState>) -> wasmtime::Result<Result<R, String>>,
-    ) -> Result<R, PluginFault> {
+    fn call<R>(&mut self, f: impl AsyncFnOnce(&AlertHandlerPlugin, &mut Store<PluginState>) -> wasmtime::Result<Result<R, String>>) -> Result<R, PluginFault> {
         call_plugin(&mut self.store, &self.bindings, &self.plugin.name, self.plugin.limits, f)
     }
 

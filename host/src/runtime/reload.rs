@@ -68,10 +68,7 @@ pub struct FolderState {
 impl FolderState {
     /// Start from the plugins already loaded from `folder`.
     pub fn new(folder: TenantFolder, loaded: &[Arc<Plugin>]) -> Self {
-        let known = loaded
-            .iter()
-            .map(|p| (p.path.clone(), Known { stamp: stamp(&p.path), plugin: Some((p.name.clone(), p.fingerprint.clone())) }))
-            .collect();
+        let known = loaded.iter().map(|p| (p.path.clone(), Known { stamp: stamp(&p.path), plugin: Some((p.name.clone(), p.fingerprint.clone())) })).collect();
         FolderState { folder, known }
     }
 
@@ -107,7 +104,14 @@ impl FolderState {
                     tracing::warn!("tenant {tenant}: {} is an alert handler; shadow runs are for detectors, so it is ignored", path.display());
                 }
                 Ok(plugin) if !plugin.is_detector() => {
-                    plugin_event(Level::INFO, tenant, None, &plugin.name, "loaded", &format!("tenant {tenant}: alert handler {} {} loaded; it takes over before the next alert", plugin.name, plugin.info.version));
+                    plugin_event(
+                        Level::INFO,
+                        tenant,
+                        None,
+                        &plugin.name,
+                        "loaded",
+                        &format!("tenant {tenant}: alert handler {} {} loaded; it takes over before the next alert", plugin.name, plugin.info.version),
+                    );
                     self.known.get_mut(path).expect("inserted above").plugin = Some((plugin.name.clone(), plugin.fingerprint.clone()));
                     self.folder.handlers.replace(Arc::new(plugin));
                 }
@@ -150,15 +154,21 @@ impl FolderState {
 
 /// Apply loaded and removed files to the catalog entries.
 fn apply(entries: &mut BTreeMap<String, crate::analysis::CatalogEntry>, runtime: &Arc<Runtime>, loaded: Vec<(Arc<Plugin>, bool)>, gone: Vec<(String, bool)>) {
-    let candidate = |plugin: &Arc<Plugin>| {
-        Candidate::new(Arc::new(WasmDetector { runtime: runtime.clone(), plugin: plugin.clone() }), plugin.manifest.config.clone())
-    };
+    let candidate =
+        |plugin: &Arc<Plugin>| Candidate::new(Arc::new(WasmDetector { runtime: runtime.clone(), plugin: plugin.clone() }), plugin.manifest.config.clone());
     let loaded_names: Vec<(String, bool)> = loaded.iter().map(|(p, s)| (p.name.clone(), *s)).collect();
     for (plugin, shadow) in loaded {
         let tenant = plugin.tenant().to_string();
         match entries.get_mut(&plugin.name) {
             Some(entry) if shadow => {
-                plugin_event(Level::INFO, &tenant, None, &plugin.name, "shadow_loaded", &format!("tenant {tenant}: {} {} loaded as shadow", plugin.name, plugin.info.version));
+                plugin_event(
+                    Level::INFO,
+                    &tenant,
+                    None,
+                    &plugin.name,
+                    "shadow_loaded",
+                    &format!("tenant {tenant}: {} {} loaded as shadow", plugin.name, plugin.info.version),
+                );
                 entry.shadow = Some(candidate(&plugin));
             }
             None if shadow => {
@@ -170,11 +180,25 @@ fn apply(entries: &mut BTreeMap<String, crate::analysis::CatalogEntry>, runtime:
                     Some(s) if s.source.fingerprint() == plugin.fingerprint => s.clone(),
                     _ => candidate(&plugin),
                 };
-                plugin_event(Level::INFO, &tenant, None, &plugin.name, "loaded", &format!("tenant {tenant}: {} {} loaded; pipelines switch at their next window", plugin.name, plugin.info.version));
+                plugin_event(
+                    Level::INFO,
+                    &tenant,
+                    None,
+                    &plugin.name,
+                    "loaded",
+                    &format!("tenant {tenant}: {} {} loaded; pipelines switch at their next window", plugin.name, plugin.info.version),
+                );
                 entry.active = next;
             }
             None => {
-                plugin_event(Level::INFO, &tenant, None, &plugin.name, "added", &format!("tenant {tenant}: new plugin {} {} loaded", plugin.name, plugin.info.version));
+                plugin_event(
+                    Level::INFO,
+                    &tenant,
+                    None,
+                    &plugin.name,
+                    "added",
+                    &format!("tenant {tenant}: new plugin {} {} loaded", plugin.name, plugin.info.version),
+                );
                 entries.insert(plugin.name.clone(), crate::analysis::CatalogEntry { active: candidate(&plugin), shadow: None });
             }
         }

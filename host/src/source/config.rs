@@ -44,10 +44,7 @@ impl BrokerUrl {
     /// Fails on a query parameter the source does not know, naming those it does.
     pub fn check_query(&self, known: &[&str]) -> Result<(), SourceError> {
         match self.query.keys().find(|k| !known.contains(&k.as_str())) {
-            Some(k) => Err(SourceError::Config {
-                spec: self.spec.clone(),
-                message: format!("unknown parameter '{k}' (known: {})", known.join(", ")),
-            }),
+            Some(k) => Err(SourceError::Config { spec: self.spec.clone(), message: format!("unknown parameter '{k}' (known: {})", known.join(", ")) }),
             None => Ok(()),
         }
     }

@@ -208,15 +208,14 @@ impl KafkaSource {
                 for e in list.clone().elements() {
                     if e.offset() == Offset::End {
                         let high = self.watermarks.get(&(e.partition() as u32)).map_or(0, |w| w.1);
-                        list.set_partition_offset(&self.topic, e.partition(), Offset::Offset(high))
-                            .map_err(|e| SourceError::Broker(e.to_string()))?;
+                        list.set_partition_offset(&self.topic, e.partition(), Offset::Offset(high)).map_err(|e| SourceError::Broker(e.to_string()))?;
                     }
                 }
             }
         }
-        self.consumer.commit(&list, CommitMode::Sync).map_err(|e| {
-            SourceError::Broker(format!("cannot move group '{}' to the replay start: {e} (is another member running?)", self.options.group()))
-        })
+        self.consumer
+            .commit(&list, CommitMode::Sync)
+            .map_err(|e| SourceError::Broker(format!("cannot move group '{}' to the replay start: {e} (is another member running?)", self.options.group())))
     }
 
     /// Commit every acked offset of the partitions still owned.
@@ -238,9 +237,8 @@ impl KafkaSource {
         let Some(assigned) = assigned else { return false };
         let positions = self.consumer.position().ok();
         let committed = self.consumer.committed(CONNECT_TIMEOUT).ok();
-        let offset_in = |list: &Option<TopicPartitionList>, p: u32| {
-            list.as_ref().and_then(|l| l.find_partition(&self.topic, p as i32)).and_then(|e| e.offset().to_raw())
-        };
+        let offset_in =
+            |list: &Option<TopicPartitionList>, p: u32| list.as_ref().and_then(|l| l.find_partition(&self.topic, p as i32)).and_then(|e| e.offset().to_raw());
         assigned.iter().all(|&p| {
             let (low, high) = self.watermarks.get(&p).copied().unwrap_or((0, 0));
             let reached = |o: Option<i64>| o.is_some_and(|o| o >= high);

@@ -27,11 +27,7 @@ const MAX_BATCH: usize = 2000;
 const IDLE_END: Duration = Duration::from_secs(3);
 
 fn runtime() -> Result<tokio::runtime::Runtime, SourceError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(SourceError::Io)
+    tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().map_err(SourceError::Io)
 }
 
 fn connect(rt: &tokio::runtime::Runtime, hosts: &str) -> Result<Pulsar<TokioExecutor>, SourceError> {
@@ -158,11 +154,8 @@ impl Source for PulsarSource {
                 ctx.progress.total.store(backlog, Ordering::Relaxed);
             }
         }
-        let last_ids = if self.options.until_end {
-            self.rt.block_on(consumer.get_last_message_id()).map_err(|e| SourceError::Broker(e.to_string()))?
-        } else {
-            Vec::new()
-        };
+        let last_ids =
+            if self.options.until_end { self.rt.block_on(consumer.get_last_message_id()).map_err(|e| SourceError::Broker(e.to_string()))? } else { Vec::new() };
         // Partition -> (ledger, entry) of the last message at start.
         let ends: HashMap<u32, (u64, u64)> = last_ids
             .iter()
@@ -252,10 +245,7 @@ impl PulsarSource {
             if batch.into_iter().any(|(partition, messages)| ctx.events.send(SourceEvent::Messages { partition, messages }).is_err()) {
                 return Ok(());
             }
-            if self.options.until_end
-                && count == 0
-                && (reached.values().all(|&r| r) || last_message.elapsed() >= IDLE_END)
-            {
+            if self.options.until_end && count == 0 && (reached.values().all(|&r| r) || last_message.elapsed() >= IDLE_END) {
                 return Ok(());
             }
         }
@@ -302,9 +292,7 @@ impl PulsarSink {
         let topic = full_topic(&url, path)?;
         let rt = runtime()?;
         let client = connect(&rt, hosts)?;
-        let producer = rt
-            .block_on(client.producer().with_topic(&topic).build())
-            .map_err(|e| SourceError::Broker(format!("producer for {topic}: {e}")))?;
+        let producer = rt.block_on(client.producer().with_topic(&topic).build()).map_err(|e| SourceError::Broker(format!("producer for {topic}: {e}")))?;
         Ok(PulsarSink { name: format!("pulsar://{hosts}/{path}"), rt, producer: Some(producer), receipts: Vec::new() })
     }
 }

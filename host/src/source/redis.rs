@@ -97,7 +97,15 @@ impl RedisSource {
             }
             EntryLayout::Pairs => pairs_json(&entry.map),
         };
-        Message { offset, id: Some(Arc::from(entry.id.as_str())), payload, key: None, timestamp_ms: Some(id_pair(&entry.id).0 as i64), headers: Vec::new(), fault }
+        Message {
+            offset,
+            id: Some(Arc::from(entry.id.as_str())),
+            payload,
+            key: None,
+            timestamp_ms: Some(id_pair(&entry.id).0 as i64),
+            headers: Vec::new(),
+            fault,
+        }
     }
 
     /// One read: own pending entries first, then claimed ones, then new ones.
@@ -134,10 +142,7 @@ impl RedisSource {
                     }
                 }
                 ReadPhase::New => {
-                    let opts = StreamReadOptions::default()
-                        .group(&group, &self.consumer)
-                        .count(READ_COUNT)
-                        .block(BLOCK.as_millis() as usize);
+                    let opts = StreamReadOptions::default().group(&group, &self.consumer).count(READ_COUNT).block(BLOCK.as_millis() as usize);
                     let reply: StreamReadReply = self.con.xread_options(&[&self.stream], &[">"], &opts)?;
                     return Ok(reply.keys.into_iter().flat_map(|k| k.ids).collect());
                 }
@@ -149,9 +154,8 @@ impl RedisSource {
     fn backlog(&mut self) -> Option<u64> {
         let groups: Vec<Vec<Value>> = redis::cmd("XINFO").arg("GROUPS").arg(&self.stream).query(&mut self.con).ok()?;
         let group = self.options.group().as_bytes();
-        let fields = groups.into_iter().find(|g| {
-            g.chunks(2).any(|kv| matches!(kv, [Value::BulkString(k), Value::BulkString(v)] if k == b"name" && v == group))
-        })?;
+        let fields =
+            groups.into_iter().find(|g| g.chunks(2).any(|kv| matches!(kv, [Value::BulkString(k), Value::BulkString(v)] if k == b"name" && v == group)))?;
         let number = |name: &[u8]| {
             fields.chunks(2).find_map(|kv| match kv {
                 [Value::BulkString(k), Value::Int(n)] if k == name => Some(*n as u64),

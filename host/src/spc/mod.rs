@@ -53,8 +53,7 @@ pub enum Rule {
 }
 
 impl Rule {
-    pub const ALL: [Rule; 6] =
-        [Rule::Ewma, Rule::Cusum, Rule::Beyond3Sigma, Rule::TwoOfThreeBeyond2Sigma, Rule::FourOfFiveBeyond1Sigma, Rule::EightOnOneSide];
+    pub const ALL: [Rule; 6] = [Rule::Ewma, Rule::Cusum, Rule::Beyond3Sigma, Rule::TwoOfThreeBeyond2Sigma, Rule::FourOfFiveBeyond1Sigma, Rule::EightOnOneSide];
 
     /// The name config and alerts use.
     pub fn as_str(self) -> &'static str {
@@ -428,7 +427,11 @@ fn run_rule(rule: Rule, recent: &VecDeque<f64>) -> bool {
 
 /// A value for a message: enough digits for rates and for counts.
 pub fn format_value(v: f64) -> String {
-    if v.abs() >= 100.0 { format!("{v:.0}") } else { format!("{v:.4}") }
+    if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.4}")
+    }
 }
 
 /// Which series a metric value belongs to: (partition, detector, metric, column).

@@ -24,10 +24,8 @@ fn null_rate(after: u32, shape: Shape) -> Scenario {
 #[test]
 fn stationary_rates_raise_no_alert_over_1000_windows() {
     let defaults = params(&[Rule::Ewma, Rule::Cusum]);
-    let alarms: Vec<(u64, Vec<(usize, Rule)>)> = (1..=20)
-        .map(|seed| (seed, signals(defaults.clone(), &null_rate(1000, Shape::Stationary).draw(seed))))
-        .filter(|(_, s)| !s.is_empty())
-        .collect();
+    let alarms: Vec<(u64, Vec<(usize, Rule)>)> =
+        (1..=20).map(|seed| (seed, signals(defaults.clone(), &null_rate(1000, Shape::Stationary).draw(seed)))).filter(|(_, s)| !s.is_empty()).collect();
     assert!(alarms.iter().map(|a| a.1.len()).sum::<usize>() <= 1, "{alarms:?}");
 }
 
@@ -170,4 +168,3 @@ fn watch_keeps_one_series_per_partition_detector_metric_and_column() {
     }
     assert_eq!(watch.watching(), 3);
 }
-

@@ -89,7 +89,11 @@ impl FieldColumn {
                     _ => WRONG_TYPE,
                 })
                 .collect();
-            if v.iter().all(|&s| s == PRESENT) { Vec::new() } else { v }
+            if v.iter().all(|&s| s == PRESENT) {
+                Vec::new()
+            } else {
+                v
+            }
         };
         if numbers >= texts && numbers >= bools && numbers > 0 {
             let number = |k: u8| k == Kind::Int as u8 || k == Kind::Float as u8;
@@ -121,11 +125,7 @@ impl FieldColumn {
             return column;
         }
         let validity = validity_for(&self.kinds, &|k| k == Kind::Text as u8);
-        Column {
-            name: name.to_string(),
-            values: ColumnValues::Text(StringColumn { bytes: self.text, offsets: self.ends }),
-            validity,
-        }
+        Column { name: name.to_string(), values: ColumnValues::Text(StringColumn { bytes: self.text, offsets: self.ends }), validity }
     }
 
     /// The column as timestamps, if its text is (almost) all RFC 3339 times.
@@ -262,11 +262,7 @@ impl WindowBuffer {
                 kind: bounds.kind,
                 start_ms,
                 end_ms,
-                time_basis: if event_basis {
-                    crate::runtime::bindings::TimeBasis::Event
-                } else {
-                    crate::runtime::bindings::TimeBasis::Processing
-                },
+                time_basis: if event_basis { crate::runtime::bindings::TimeBasis::Event } else { crate::runtime::bindings::TimeBasis::Processing },
                 closed_at_ms,
                 first_offset: self.offsets.iter().copied().min().unwrap_or(0),
                 last_offset: self.offsets.iter().copied().max().unwrap_or(0),

@@ -90,12 +90,9 @@ impl std::fmt::Display for BadEventTime {
             String::from_utf8_lossy(&out).into_owned()
         };
         match *self {
-            BadEventTime::Future { time: t, now, max_future_ms } => write!(
-                f,
-                "event time {t} ms ({}) is more than {max_future_ms} ms ahead of the host clock ({}; window.max_future_ms)",
-                time(t),
-                time(now)
-            ),
+            BadEventTime::Future { time: t, now, max_future_ms } => {
+                write!(f, "event time {t} ms ({}) is more than {max_future_ms} ms ahead of the host clock ({}; window.max_future_ms)", time(t), time(now))
+            }
             BadEventTime::TooEarly { time: t, earliest_ms } => {
                 write!(f, "event time {t} ms ({}) is before {} (window.earliest_event_time)", time(t), time(earliest_ms))
             }

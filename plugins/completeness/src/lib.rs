@@ -9,8 +9,7 @@ use std::collections::BTreeMap;
 
 use clean_host_sdk::stats::RateBaseline;
 use clean_host_sdk::{
-    decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch,
-    Detector, Finding, PluginInfo, Severity, MISSING, NULL,
+    decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch, Detector, Finding, PluginInfo, Severity, MISSING, NULL,
 };
 use serde::{Deserialize, Serialize};
 
@@ -127,8 +126,7 @@ mod tests {
     use clean_host_sdk::testing::{BatchBuilder, Rng};
 
     fn window(seq: u64, rng: &mut Rng, null_rate: f64) -> Batch {
-        let values: Vec<Option<f64>> =
-            (0..1000).map(|_| if rng.uniform() < null_rate { None } else { Some(rng.normal()) }).collect();
+        let values: Vec<Option<f64>> = (0..1000).map(|_| if rng.uniform() < null_rate { None } else { Some(rng.normal()) }).collect();
         BatchBuilder::new(seq).float("amount", &values).build()
     }
 

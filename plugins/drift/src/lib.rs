@@ -27,8 +27,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use clean_host_sdk::{
-    decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch,
-    Column, ColumnValues, Detector, Finding, PluginInfo, Severity, PRESENT,
+    decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch, Column, ColumnValues, Detector, Finding, PluginInfo, Severity,
+    PRESENT,
 };
 use datasketches::common::SearchCriteria;
 use datasketches::frequencies::{ErrorType, FrequentItemsSketch};
@@ -370,7 +370,11 @@ impl Hasher for Fnv {
 
 /// A p-value for a message.
 fn p(p: f64) -> String {
-    if p < 1e-4 { "< 0.0001".into() } else { format!("{p:.4}") }
+    if p < 1e-4 {
+        "< 0.0001".into()
+    } else {
+        format!("{p:.4}")
+    }
 }
 
 /// A categorical reference from a learned frequent-items sketch, or
@@ -483,7 +487,9 @@ impl Detector for Drift {
         for (name, s) in saved.learning {
             let l = match s {
                 SavedLearning::Numeric(bytes) => Learning::Numeric(KllSketch::deserialize(&bytes).map_err(|e| format!("invalid state: {e}"))?),
-                SavedLearning::Categorical(bytes) => Learning::Categorical(FrequentItemsSketch::deserialize(&bytes).map_err(|e| format!("invalid state: {e}"))?),
+                SavedLearning::Categorical(bytes) => {
+                    Learning::Categorical(FrequentItemsSketch::deserialize(&bytes).map_err(|e| format!("invalid state: {e}"))?)
+                }
             };
             learning.insert(name, l);
         }

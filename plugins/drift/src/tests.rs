@@ -72,10 +72,7 @@ fn a_moved_distribution_and_a_new_category_are_caught() {
 fn a_pinned_reference_judges_from_the_first_window() {
     // Quantiles of U(0, 100) and a fixed country mix.
     let grid: Vec<String> = (0..=10).map(|i| (i * 10).to_string()).collect();
-    let config = format!(
-        r#"{{"reference": {{"score": {{"quantiles": [{}]}}, "country": {{"frequencies": {{"DE": 0.5, "FR": 0.5}}}}}}}}"#,
-        grid.join(",")
-    );
+    let config = format!(r#"{{"reference": {{"score": {{"quantiles": [{}]}}, "country": {{"frequencies": {{"DE": 0.5, "FR": 0.5}}}}}}}}"#, grid.join(","));
     let mut d = drift(&config);
     let mut rng = Rng(3);
     let uniform: Vec<Option<f64>> = (0..500).map(|_| Some(rng.uniform() * 100.0)).collect();

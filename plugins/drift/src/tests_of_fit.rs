@@ -89,7 +89,11 @@ pub fn normal_upper_tail(z: f64) -> f64 {
     let t = 1.0 / (1.0 + 0.327_591_1 * x);
     let poly = t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
     let erfc = poly * (-x * x).exp();
-    if z >= 0.0 { erfc / 2.0 } else { 1.0 - erfc / 2.0 }
+    if z >= 0.0 {
+        erfc / 2.0
+    } else {
+        1.0 - erfc / 2.0
+    }
 }
 
 /// A window's values laid on a reference grid: the bin counts for PSI and
@@ -114,7 +118,11 @@ impl QuantileGrid {
         let (mut below, mut equal) = (vec![0u64; g.len() + 1], vec![0u64; g.len()]);
         for &x in values {
             let p = g.partition_point(|&v| v < x);
-            if p < g.len() && g[p] == x { equal[p] += 1 } else { below[p] += 1 }
+            if p < g.len() && g[p] == x {
+                equal[p] += 1
+            } else {
+                below[p] += 1
+            }
         }
         let n = values.len() as f64;
         let edges = self.edges(bins);
@@ -151,11 +159,13 @@ pub fn ks_p(d: f64, n: f64, m: f64) -> f64 {
     if lambda < 0.2 {
         return 1.0;
     }
-    let sum: f64 = (1..=100).map(|k| {
-        let k = f64::from(k);
-        let sign = if k as u32 % 2 == 1 { 1.0 } else { -1.0 };
-        sign * (-2.0 * k * k * lambda * lambda).exp()
-    }).sum();
+    let sum: f64 = (1..=100)
+        .map(|k| {
+            let k = f64::from(k);
+            let sign = if k as u32 % 2 == 1 { 1.0 } else { -1.0 };
+            sign * (-2.0 * k * k * lambda * lambda).exp()
+        })
+        .sum();
     (2.0 * sum).clamp(0.0, 1.0)
 }
 

@@ -15,10 +15,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use xxhash_rust::xxh3::Xxh3;
 
 use clean_host_sdk::stats::RateBaseline;
-use clean_host_sdk::{
-    decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch, Cell,
-    Detector, Finding, PluginInfo, Severity,
-};
+use clean_host_sdk::{decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch, Cell, Detector, Finding, PluginInfo, Severity};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize)]
@@ -103,12 +100,7 @@ impl Duplicates {
             }
             return Ok(batch.record_hashes.clone());
         }
-        let columns = self
-            .config
-            .key_fields
-            .iter()
-            .map(|k| batch.column(k))
-            .collect::<Vec<_>>();
+        let columns = self.config.key_fields.iter().map(|k| batch.column(k)).collect::<Vec<_>>();
         Ok((0..batch.row_count as usize)
             .map(|row| {
                 // XXH3 of a tagged, length-prefixed encoding: the same in every
@@ -189,11 +181,7 @@ impl Detector for Duplicates {
         } else {
             let limit = self.state.baseline.upper_limit(rows, self.config.min_increase);
             if rate > limit && duplicate_rows.len() >= self.config.min_count {
-                let what = if self.config.key_fields.is_empty() {
-                    "records".to_string()
-                } else {
-                    format!("keys ({})", self.config.key_fields.join(", "))
-                };
+                let what = if self.config.key_fields.is_empty() { "records".to_string() } else { format!("keys ({})", self.config.key_fields.join(", ")) };
                 let severity = if rate > 0.2 { Severity::Critical } else { Severity::Warning };
                 out.findings.push(
                     Finding::new(

@@ -8,8 +8,7 @@
 
 use clean_host_sdk::stats::quantile;
 use clean_host_sdk::{
-    decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch,
-    ColumnValues, Detector, Finding, PluginInfo, Severity,
+    decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch, ColumnValues, Detector, Finding, PluginInfo, Severity,
 };
 use serde::{Deserialize, Serialize};
 
@@ -32,14 +31,7 @@ struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            warmup_windows: 5,
-            factor: 3.0,
-            min_increase_ms: 60_000.0,
-            max_lag_ms: None,
-            future_tolerance_ms: 300_000,
-            column: None,
-        }
+        Config { warmup_windows: 5, factor: 3.0, min_increase_ms: 60_000.0, max_lag_ms: None, future_tolerance_ms: 300_000, column: None }
     }
 }
 
@@ -107,8 +99,7 @@ impl Detector for Freshness {
         out.metric("lag_p95_ms", None, p95);
         out.metric("lag_max_ms", None, max);
 
-        let future: Vec<u32> =
-            times.iter().filter(|&&(_, t)| t > now + self.config.future_tolerance_ms).map(|&(r, _)| r).collect();
+        let future: Vec<u32> = times.iter().filter(|&&(_, t)| t > now + self.config.future_tolerance_ms).map(|&(r, _)| r).collect();
         let future_rate = future.len() as f64 / times.len() as f64;
         out.metric("future_rate", None, future_rate);
         if future_rate > 0.01 {
@@ -119,12 +110,7 @@ impl Detector for Freshness {
                     future_rate,
                     0.01,
                     Severity::Warning,
-                    format!(
-                        "{} of {} records are stamped more than {} s in the future",
-                        future.len(),
-                        times.len(),
-                        self.config.future_tolerance_ms / 1000
-                    ),
+                    format!("{} of {} records are stamped more than {} s in the future", future.len(), times.len(), self.config.future_tolerance_ms / 1000),
                 )
                 .with_rows(future),
             );

@@ -12,8 +12,7 @@ use std::collections::BTreeMap;
 
 use clean_host_sdk::stats::{median_mad, quantile, RateBaseline, Reservoir};
 use clean_host_sdk::{
-    decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch,
-    Detector, Finding, NumericView, PluginInfo, Severity,
+    decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch, Detector, Finding, NumericView, PluginInfo, Severity,
 };
 use serde::{Deserialize, Serialize};
 
@@ -53,7 +52,11 @@ struct Reference {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum ColumnState {
-    Learning { sample: Reservoir, sorted_windows: u32, windows: u32 },
+    Learning {
+        sample: Reservoir,
+        sorted_windows: u32,
+        windows: u32,
+    },
     Scored(Reference),
     /// Monotonic or constant: no distribution to compare against.
     Skipped,
@@ -90,13 +93,8 @@ impl Reference {
         if mad <= 0.0 || iqr <= 0.0 {
             return None;
         }
-        let mut reference = Reference {
-            median,
-            scale: 1.4826 * mad,
-            low_fence: q1 - config.iqr_k * iqr,
-            high_fence: q3 + config.iqr_k * iqr,
-            rate: RateBaseline::default(),
-        };
+        let mut reference =
+            Reference { median, scale: 1.4826 * mad, low_fence: q1 - config.iqr_k * iqr, high_fence: q3 + config.iqr_k * iqr, rate: RateBaseline::default() };
         let outliers = sample.iter().filter(|&&x| reference.is_outlier(x, config)).count();
         reference.rate.observe(outliers, sample.len());
         Some(reference)
@@ -140,17 +138,13 @@ impl Outliers {
                 if mostly_increasing(&plain) {
                     return;
                 }
-                let hits: Vec<(u32, f64)> =
-                    values.iter().copied().filter(|&(_, x)| reference.is_outlier(x, config)).collect();
+                let hits: Vec<(u32, f64)> = values.iter().copied().filter(|&(_, x)| reference.is_outlier(x, config)).collect();
                 let rate = hits.len() as f64 / values.len() as f64;
                 out.metric("outlier_rate", Some(name), rate);
                 let limit = reference.rate.upper_limit(values.len(), config.min_increase);
                 if rate > limit && hits.len() >= config.min_count {
-                    let extreme = hits
-                        .iter()
-                        .map(|&(_, x)| x)
-                        .max_by(|a, b| (a - reference.median).abs().total_cmp(&(b - reference.median).abs()))
-                        .unwrap_or(f64::NAN);
+                    let extreme =
+                        hits.iter().map(|&(_, x)| x).max_by(|a, b| (a - reference.median).abs().total_cmp(&(b - reference.median).abs())).unwrap_or(f64::NAN);
                     let severity = if rate > 0.2 { Severity::Critical } else { Severity::Warning };
                     out.findings.push(
                         Finding::new(

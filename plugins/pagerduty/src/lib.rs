@@ -30,7 +30,12 @@ pub struct PagerDuty {
 
 impl AlertHandler for PagerDuty {
     fn describe() -> PluginInfo {
-        info("pagerduty", "0.1.0", "Triggers PagerDuty Events v2 incidents", r#"{"type":"object","required":["destination"],"properties":{"destination":{"type":"string"},"routing_key_secret":{"type":"string"}}}"#)
+        info(
+            "pagerduty",
+            "0.1.0",
+            "Triggers PagerDuty Events v2 incidents",
+            r#"{"type":"object","required":["destination"],"properties":{"destination":{"type":"string"},"routing_key_secret":{"type":"string"}}}"#,
+        )
     }
 
     fn configure(&mut self, config: &str) -> Result<(), String> {

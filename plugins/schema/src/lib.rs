@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use clean_host_sdk::stats::RateBaseline;
 use clean_host_sdk::{
-    decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch, Column,
-    Detector, Finding, PluginInfo, Severity, MISSING, PRESENT, WRONG_TYPE,
+    decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch, Column, Detector, Finding, PluginInfo, Severity, MISSING, PRESENT,
+    WRONG_TYPE,
 };
 use serde::{Deserialize, Serialize};
 
@@ -29,12 +29,7 @@ struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            warmup_windows: 5,
-            min_wrong_type_increase: 0.01,
-            required_presence: 0.5,
-            types: BTreeMap::new(),
-        }
+        Config { warmup_windows: 5, min_wrong_type_increase: 0.01, required_presence: 0.5, types: BTreeMap::new() }
     }
 }
 
@@ -141,11 +136,7 @@ impl Schema {
                         wrong_rate,
                         limit,
                         severity,
-                        format!(
-                            "{wrong} of {rows} values of '{}' are not {actual} ({:.1}%)",
-                            column.name,
-                            wrong_rate * 100.0
-                        ),
+                        format!("{wrong} of {rows} values of '{}' are not {actual} ({:.1}%)", column.name, wrong_rate * 100.0),
                     )
                     .with_rows((0..rows).filter(|&r| column.state(r) == WRONG_TYPE).map(|r| r as u32)),
                 );
@@ -280,19 +271,12 @@ mod tests {
     #[test]
     fn type_change_vanished_and_new_fields() {
         let mut d = learned();
-        let b = BatchBuilder::new(5)
-            .text("amount", &vec![Some("12.5"); 100])
-            .int("extra", &vec![Some(1); 100])
-            .build();
+        let b = BatchBuilder::new(5).text("amount", &vec![Some("12.5"); 100]).int("extra", &vec![Some(1); 100]).build();
         let a = d.analyze(&b).unwrap();
         let metrics: Vec<&str> = a.findings.iter().map(|f| f.metric.as_str()).collect();
         assert_eq!(metrics, ["type_change", "vanished_field", "new_field"], "{:?}", a.findings);
         // The new field is reported once.
-        let b = BatchBuilder::new(6)
-            .float("amount", &vec![Some(1.0); 100])
-            .text("name", &vec![Some("a"); 100])
-            .int("extra", &vec![Some(1); 100])
-            .build();
+        let b = BatchBuilder::new(6).float("amount", &vec![Some(1.0); 100]).text("name", &vec![Some("a"); 100]).int("extra", &vec![Some(1); 100]).build();
         assert!(d.analyze(&b).unwrap().findings.is_empty());
         // ...and may go away again without a finding.
         assert!(d.analyze(&clean(7)).unwrap().findings.is_empty());

@@ -48,7 +48,12 @@ fn text(alert: &Alert, mention: Option<&str>) -> String {
 
 impl AlertHandler for Slack {
     fn describe() -> PluginInfo {
-        info("slack", "0.1.0", "Sends each alert to a Slack incoming webhook", r#"{"type":"object","required":["destination"],"properties":{"destination":{"type":"string"},"mention_on_critical":{"type":"string"}}}"#)
+        info(
+            "slack",
+            "0.1.0",
+            "Sends each alert to a Slack incoming webhook",
+            r#"{"type":"object","required":["destination"],"properties":{"destination":{"type":"string"},"mention_on_critical":{"type":"string"}}}"#,
+        )
     }
 
     fn configure(&mut self, config: &str) -> Result<(), String> {

@@ -8,10 +8,8 @@
 use clean_host_handler_sdk::{export_alert_handler, info, parse_config, post, require_destination, severity_name, Alert, AlertHandler, PluginInfo};
 use serde::Deserialize;
 
-const FIELDS: [&str; 13] = [
-    "pipeline", "detector", "metric", "column", "value", "threshold", "severity", "message", "partition", "window",
-    "first_offset", "last_offset", "records",
-];
+const FIELDS: [&str; 13] =
+    ["pipeline", "detector", "metric", "column", "value", "threshold", "severity", "message", "partition", "window", "first_offset", "last_offset", "records"];
 
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -80,7 +78,12 @@ fn render(template: &str, alert: Option<&Alert>) -> Result<String, String> {
 
 impl AlertHandler for Template {
     fn describe() -> PluginInfo {
-        info("template", "0.1.0", "POSTs a text template filled with the alert", r#"{"type":"object","required":["destination"],"properties":{"destination":{"type":"string"},"template":{"type":"string"},"content_type":{"type":"string"}}}"#)
+        info(
+            "template",
+            "0.1.0",
+            "POSTs a text template filled with the alert",
+            r#"{"type":"object","required":["destination"],"properties":{"destination":{"type":"string"},"template":{"type":"string"},"content_type":{"type":"string"}}}"#,
+        )
     }
 
     fn configure(&mut self, config: &str) -> Result<(), String> {

@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use clean_host_sdk::stats::RateBaseline;
 use clean_host_sdk::{
-    decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch, Cell,
-    Column, ColumnValues, Detector, Finding, PluginInfo, Severity,
+    decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch, Cell, Column, ColumnValues, Detector, Finding, PluginInfo,
+    Severity,
 };
 use regex::Regex;
 use serde::{Deserialize, Serialize};
@@ -53,15 +53,7 @@ struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            rules: Vec::new(),
-            max_violation_rate: 0.0,
-            learn_categories: true,
-            max_categories: 30,
-            warmup_windows: 5,
-            min_increase: 0.01,
-            min_count: 5,
-        }
+        Config { rules: Vec::new(), max_violation_rate: 0.0, learn_categories: true, max_categories: 30, warmup_windows: 5, min_increase: 0.01, min_count: 5 }
     }
 }
 
@@ -204,10 +196,7 @@ impl Validity {
 
     fn learn_categories(&mut self, column: &Column) {
         let max = self.config.max_categories;
-        let c = self.state.categories.entry(column.name.clone()).or_insert_with(|| Categories {
-            values: Some(BTreeMap::new()),
-            ..Default::default()
-        });
+        let c = self.state.categories.entry(column.name.clone()).or_insert_with(|| Categories { values: Some(BTreeMap::new()), ..Default::default() });
         let Some(values) = c.values.as_mut() else { return };
         for row in 0..column.len() {
             if column.is_present(row) {
@@ -263,12 +252,7 @@ impl Validity {
                     rate,
                     limit,
                     severity,
-                    format!(
-                        "{} of {present} values of '{}' were never seen while learning (e.g. {})",
-                        unseen_rows.len(),
-                        column.name,
-                        examples.join(", ")
-                    ),
+                    format!("{} of {present} values of '{}' were never seen while learning (e.g. {})", unseen_rows.len(), column.name, examples.join(", ")),
                 )
                 .with_rows(unseen_rows),
             );
@@ -347,7 +331,15 @@ mod tests {
             .map(|_| {
                 // Skewed: "cancelled" is rare (0.5%).
                 let u = rng.uniform();
-                Some(if u < 0.7 { STATUS[0] } else if u < 0.95 { STATUS[1] } else if u < 0.995 { STATUS[2] } else { STATUS[3] })
+                Some(if u < 0.7 {
+                    STATUS[0]
+                } else if u < 0.95 {
+                    STATUS[1]
+                } else if u < 0.995 {
+                    STATUS[2]
+                } else {
+                    STATUS[3]
+                })
             })
             .collect();
         for &(row, v) in odd {
@@ -390,8 +382,7 @@ mod tests {
             .int("code", &[Some(1), Some(2), Some(3), Some(1)])
             .build();
         let a = d.analyze(&b).unwrap();
-        let by_column: Vec<(&str, f64)> =
-            a.findings.iter().map(|f| (f.column.as_deref().unwrap(), f.value)).collect();
+        let by_column: Vec<(&str, f64)> = a.findings.iter().map(|f| (f.column.as_deref().unwrap(), f.value)).collect();
         assert_eq!(by_column, [("amount", 0.5), ("email", 0.5), ("code", 0.25)]);
         assert!(a.findings[1].message.contains("1 null"));
     }

@@ -10,8 +10,8 @@
 
 use clean_host_sdk::stats::{quantile, Ewma};
 use clean_host_sdk::{
-    decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch,
-    Column, ColumnValues, Detector, Finding, PluginInfo, Severity, WindowKind,
+    decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch, Column, ColumnValues, Detector, Finding, PluginInfo, Severity,
+    WindowKind,
 };
 use serde::{Deserialize, Serialize};
 
@@ -114,9 +114,7 @@ fn event_times(batch: &Batch) -> Vec<f64> {
         return batch.event_times.iter().map(|&t| t as f64).collect();
     }
     match batch.columns.iter().find(|c| matches!(c.values, ColumnValues::Timestamp(_))) {
-        Some(c @ Column { values: ColumnValues::Timestamp(v), .. }) => {
-            (0..v.len()).filter(|&r| c.is_present(r)).map(|r| v[r] as f64).collect()
-        }
+        Some(c @ Column { values: ColumnValues::Timestamp(v), .. }) => (0..v.len()).filter(|&r| c.is_present(r)).map(|r| v[r] as f64).collect(),
         _ => Vec::new(),
     }
 }

@@ -40,7 +40,12 @@ pub fn body(alert: &Alert) -> serde_json::Value {
 
 impl AlertHandler for Webhook {
     fn describe() -> PluginInfo {
-        info("webhook", "0.1.0", "POSTs each alert as a JSON object", r#"{"type":"object","required":["destination"],"properties":{"destination":{"type":"string"}}}"#)
+        info(
+            "webhook",
+            "0.1.0",
+            "POSTs each alert as a JSON object",
+            r#"{"type":"object","required":["destination"],"properties":{"destination":{"type":"string"}}}"#,
+        )
     }
 
     fn configure(&mut self, config: &str) -> Result<(), String> {

@@ -16,7 +16,15 @@ impl Analyzer for Counting {
             return Err(PluginFault::Trap("boom".into()));
         }
         self.count += 1;
-        let seen = Finding { metric: "seen".into(), column: None, value: self.count as f64, threshold: 0.0, severity: Severity::Info, message: String::new(), sample_rows: Vec::new() };
+        let seen = Finding {
+            metric: "seen".into(),
+            column: None,
+            value: self.count as f64,
+            threshold: 0.0,
+            severity: Severity::Info,
+            message: String::new(),
+            sample_rows: Vec::new(),
+        };
         Ok(Analysis { findings: vec![seen], metrics: Vec::new() })
     }
     fn snapshot(&mut self) -> Result<Vec<u8>, PluginFault> {

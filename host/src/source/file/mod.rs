@@ -6,7 +6,6 @@ mod tests;
 use std::fs::File;
 use std::io::{self, Read};
 
-
 use super::{Source, SourceContext, SourceError, SourceEvent, MAX_LINE_BYTES};
 
 /// Bytes read per system call.

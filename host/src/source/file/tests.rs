@@ -15,12 +15,9 @@ fn events(bytes: &[u8], max_line: usize) -> Vec<(u64, String)> {
     Box::new(LineReader::from_reader(Trickle(io::Cursor::new(bytes.to_vec())), max_line)).run(crate::source::SourceContext::detached(tx)).unwrap();
     rx.iter()
         .flat_map(|e| match e {
-            SourceEvent::Lines { first_offset, data, .. } => String::from_utf8(data)
-                .unwrap()
-                .lines()
-                .enumerate()
-                .map(|(i, l)| (first_offset + i as u64, l.to_string()))
-                .collect::<Vec<_>>(),
+            SourceEvent::Lines { first_offset, data, .. } => {
+                String::from_utf8(data).unwrap().lines().enumerate().map(|(i, l)| (first_offset + i as u64, l.to_string())).collect::<Vec<_>>()
+            }
             SourceEvent::Oversized { offset, bytes, .. } => vec![(offset, format!("<{bytes} bytes>"))],
             other => panic!("a file sends lines, not {other:?}"),
         })

@@ -28,8 +28,18 @@ use crate::timestamp;
 const BLOCK_RECORDS: u64 = 1024;
 
 const COUNTRIES: [(&str, f64); 12] = [
-    ("US", 0.30), ("DE", 0.15), ("GB", 0.12), ("FR", 0.10), ("IN", 0.08), ("BR", 0.07),
-    ("JP", 0.06), ("CA", 0.05), ("NL", 0.03), ("SE", 0.02), ("NZ", 0.012), ("IS", 0.008),
+    ("US", 0.30),
+    ("DE", 0.15),
+    ("GB", 0.12),
+    ("FR", 0.10),
+    ("IN", 0.08),
+    ("BR", 0.07),
+    ("JP", 0.06),
+    ("CA", 0.05),
+    ("NL", 0.03),
+    ("SE", 0.02),
+    ("NZ", 0.012),
+    ("IS", 0.008),
 ];
 const DEVICES: [(&str, f64); 4] = [("web", 0.5), ("ios", 0.25), ("android", 0.23), ("api", 0.02)];
 const STATUSES: [(&str, f64); 4] = [("paid", 0.7), ("shipped", 0.2), ("refunded", 0.08), ("cancelled", 0.02)];

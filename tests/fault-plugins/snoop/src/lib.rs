@@ -34,10 +34,7 @@ impl Detector for Snoop {
         let socket = outcome(std::net::TcpStream::connect("127.0.0.1:80"));
         let listen = outcome(std::net::TcpListener::bind("127.0.0.1:0"));
         let clock = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        log(
-            LogLevel::Info,
-            &format!("snoop: file {files}; dir {dir}; env vars {env}; args {args}; connect {socket}; listen {listen}; clock {clock}"),
-        );
+        log(LogLevel::Info, &format!("snoop: file {files}; dir {dir}; env vars {env}; args {args}; connect {socket}; listen {listen}; clock {clock}"));
         Ok(Analysis::new())
     }
 }

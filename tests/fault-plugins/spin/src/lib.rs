@@ -5,13 +5,7 @@ pub struct Faulty;
 
 impl Detector for Faulty {
     fn describe() -> PluginInfo {
-        PluginInfo {
-            name: "spin".into(),
-            version: "0.0.1".into(),
-            description: "Loops forever".into(),
-            metrics: Vec::new(),
-            config_schema: "{}".into(),
-        }
+        PluginInfo { name: "spin".into(), version: "0.0.1".into(), description: "Loops forever".into(), metrics: Vec::new(), config_schema: "{}".into() }
     }
 
     fn analyze(&mut self, batch: &Batch) -> Result<Analysis, String> {
