@@ -422,6 +422,7 @@ fn monitor(cli: &Cli, config: &ConfigFile, events: &PluginEventSink) -> Result<(
         "late_records": total(&counters, |c| &c.late),
         "windows": total(&counters, |c| &c.windows),
         "alerts": total(&counters, |c| &c.alerts),
+        "incidents": total(&counters, |c| &c.incidents),
         "replayed_alerts": total(&counters, |c| &c.replayed_alerts),
         "broker_errors": total(&counters, |c| &c.progress.broker_errors),
         "seconds": (seconds * 1000.0).round() / 1000.0,
@@ -492,8 +493,12 @@ fn instantiate_time(runtime: &Arc<Runtime>, plugin: &Arc<Plugin>) -> Result<Dura
 /// The running host's plugin counters, if one writes to this data dir now.
 fn live_status(config: &ConfigFile) -> Vec<PluginStats> {
     let path = data_dir(config).join("plugins-status.json");
-    let Ok(text) = std::fs::read_to_string(&path) else { return Vec::new() };
-    let Ok(status) = serde_json::from_str::<serde_json::Value>(&text) else { return Vec::new() };
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Vec::new();
+    };
+    let Ok(status) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Vec::new();
+    };
     let alive = status["pid"].as_u64().is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
     let fresh = status["updated_ms"].as_i64().is_some_and(|t| pipeline::now_ms() - t < 5000);
     if !(alive && fresh) {
@@ -604,7 +609,9 @@ fn generate(config: &ConfigFile, sink: Option<&str>, partitions: i32) -> Result<
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         let mut produced = 0u64;
         for event in rx {
-            let source::SourceEvent::Lines { data, .. } = event else { continue };
+            let source::SourceEvent::Lines { data, .. } = event else {
+                continue;
+            };
             match &mut sink {
                 Some(sink) => {
                     for line in data.strip_suffix(b"\n").unwrap_or(&data).split(|&b| b == b'\n') {

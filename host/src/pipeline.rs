@@ -23,7 +23,7 @@ use crossbeam_channel::{bounded, RecvTimeoutError};
 use serde::Serialize;
 
 use crate::alert::handlers::Handlers;
-use crate::alert::{Alert, AlertKey, AlertLedger, FindingSummary, Level, Outputs, Router, WindowSummary};
+use crate::alert::{incidents, Alert, AlertKey, AlertLedger, FindingSummary, Level, Outputs, Router, WindowSummary};
 use crate::analysis::{dead_letter_finding, quality_score, Detectors, FindingOrigin, PluginStats, WindowAnalysis};
 use crate::dead_letter::{DeadLetterTopic, DeadLetters, Origin};
 use crate::decode::message::MessageDecoder;
@@ -68,6 +68,8 @@ pub struct PipelineCounters {
     pub late: AtomicU64,
     pub windows: AtomicU64,
     pub alerts: AtomicU64,
+    /// Incidents: a window's alerts about one column (or about no column) count once.
+    pub incidents: AtomicU64,
     /// Alerts by severity: info, warning, critical.
     pub alerts_by_severity: [AtomicU64; 3],
     /// Alerts not sent again because a replay met their window.
@@ -91,6 +93,7 @@ impl PipelineCounters {
             late: AtomicU64::new(0),
             windows: AtomicU64::new(0),
             alerts: AtomicU64::new(0),
+            incidents: AtomicU64::new(0),
             alerts_by_severity: Default::default(),
             replayed_alerts: AtomicU64::new(0),
             history_dropped: AtomicU64::new(0),
@@ -153,7 +156,10 @@ pub struct PipelineReport {
     pub tenant: String,
     pub windows: u64,
     pub alerts: u64,
+    pub incidents: u64,
     pub suppressed_alerts: u64,
+    /// Unsure findings (interval across the threshold) kept from alerting.
+    pub unsure_findings: u64,
     pub replayed_alerts: u64,
     /// Metric series the control rules watch (past warm-up, not constant).
     pub watched_series: usize,
@@ -389,6 +395,7 @@ struct Analyst<'a> {
     counters: &'a PipelineCounters,
     windows: u64,
     alerts: u64,
+    incidents: u64,
     replayed: u64,
     min_score: f64,
     score_sum: f64,
@@ -429,11 +436,14 @@ impl Analyst<'_> {
             out.window(&summary).context("writing the window log")?;
             out.flush().context("writing alerts")?;
         }
-        // Whether the handlers' queue took each alert (all, without handlers).
+        // Handlers get one alert per incident; whether their queue took each
+        // alert (all of them, without handlers).
+        let incidents = incidents(&routed);
         let mut taken = vec![true; routed.len()];
         if let Some(handlers) = &self.handlers {
-            for (alert, taken) in routed.iter().zip(&mut taken) {
-                *taken = handlers.send(alert.for_handlers(&batch.info));
+            for members in &incidents {
+                let took = handlers.send(Alert::incident(&routed, members, &batch.info));
+                members.iter().for_each(|&i| taken[i] = took);
             }
         }
         if let Some(topic) = &mut self.findings_topic {
@@ -457,11 +467,13 @@ impl Analyst<'_> {
         }
         self.windows += 1;
         self.alerts += routed.len() as u64;
+        self.incidents += incidents.len() as u64;
         self.min_score = self.min_score.min(score.value);
         self.score_sum += score.value;
         let c = self.counters;
         c.windows.fetch_add(1, Ordering::Relaxed);
         c.alerts.fetch_add(routed.len() as u64, Ordering::Relaxed);
+        c.incidents.fetch_add(incidents.len() as u64, Ordering::Relaxed);
         for alert in &routed {
             c.alerts_by_severity[alert.severity as usize].fetch_add(1, Ordering::Relaxed);
         }
@@ -507,7 +519,9 @@ impl Analyst<'_> {
             tenant: self.detectors.tenant().to_string(),
             windows: self.windows,
             alerts: self.alerts,
+            incidents: self.incidents,
             suppressed_alerts: self.router.suppressed,
+            unsure_findings: self.router.unsure,
             replayed_alerts: self.replayed,
             watched_series: self.router.watched_series(),
             min_score: self.min_score,
@@ -597,6 +611,7 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
             counters: &counters,
             windows: 0,
             alerts: 0,
+            incidents: 0,
             replayed: 0,
             min_score: 1.0,
             score_sum: 0.0,

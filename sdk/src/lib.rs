@@ -19,6 +19,7 @@ pub mod bindings {
 mod column;
 pub mod stats;
 pub mod testing;
+pub mod time_like;
 
 pub use bindings::clean_host::plugin::types::{
     Analysis, Batch, Column, ColumnValues, Finding, MetricInfo, MetricValue, PluginInfo, Severity, StringColumn, TimeBasis, WindowInfo, WindowKind,

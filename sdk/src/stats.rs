@@ -29,36 +29,151 @@ pub fn median_mad(values: &mut [f64]) -> (f64, f64) {
     (median, quantile(values, 0.5))
 }
 
-/// A rate (nulls per row, duplicates per row, ...) learned over warm-up windows,
-/// with the limit above which a window's rate is a real departure and not noise.
+/// Window values a [`History`] keeps: its memory of the ordinary spread.
+pub const HISTORY_WINDOWS: usize = 200;
+/// Windows of history below which the spread is not trusted yet.
+pub const MIN_HISTORY: usize = 12;
+/// Windows in a row above the limit after which the new level is the normal one.
+pub const NEW_NORMAL_AFTER: u32 = 5;
+
+/// A statistic's values in the last [`HISTORY_WINDOWS`] windows, and how
+/// far out a new one must be to stand apart from them.
+///
+/// Real streams are overdispersed: one day has 0.5% nulls, the next 6%;
+/// hourly weather makes a window's temperatures differ from last week's far
+/// more than sampling noise says. So a window is judged against the spread
+/// the windows themselves show: Tukey's far-out fence, Q3 + 3 IQR, which a
+/// few incidents among them do not move. A departure that lasts
+/// [`NEW_NORMAL_AFTER`] windows is a new normal: the history restarts from
+/// those windows.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct History {
+    values: std::collections::VecDeque<f64>,
+    /// Windows in a row that departed.
+    departures: u32,
+}
+
+impl History {
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// The median value (NaN when empty).
+    pub fn median(&self) -> f64 {
+        let mut v: Vec<f64> = self.values.iter().copied().collect();
+        quantile(&mut v, 0.5)
+    }
+
+    /// Q3 + 3 IQR of the values, once [`MIN_HISTORY`] are known.
+    pub fn far_out(&self) -> Option<f64> {
+        self.fences(3.0).map(|(_, high)| high)
+    }
+
+    /// Q1 - k IQR and Q3 + k IQR of the values (Tukey's fences: k = 1.5
+    /// inner, 3 far out), once [`MIN_HISTORY`] are known.
+    pub fn fences(&self, k: f64) -> Option<(f64, f64)> {
+        if self.values.len() < MIN_HISTORY {
+            return None;
+        }
+        let mut v: Vec<f64> = self.values.iter().copied().collect();
+        let (q1, q3) = (quantile(&mut v, 0.25), quantile(&mut v, 0.75));
+        Some((q1 - k * (q3 - q1), q3 + k * (q3 - q1)))
+    }
+
+    /// The far-out fence of a positive, right-skewed statistic (PSI,
+    /// chi-square, a distance): Q3 + 3 IQR of the cube roots, which make
+    /// chi-square-like values about normal (Wilson-Hilferty), cubed back.
+    pub fn far_out_skewed(&self) -> Option<f64> {
+        if self.values.len() < MIN_HISTORY {
+            return None;
+        }
+        let mut v: Vec<f64> = self.values.iter().map(|x| x.max(0.0).cbrt()).collect();
+        let (q1, q3) = (quantile(&mut v, 0.25), quantile(&mut v, 0.75));
+        Some((q3 + 3.0 * (q3 - q1)).powi(3))
+    }
+
+    /// The `q` quantile of the values, once [`MIN_HISTORY`] are known.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.values.len() < MIN_HISTORY {
+            return None;
+        }
+        let mut v: Vec<f64> = self.values.iter().copied().collect();
+        Some(quantile(&mut v, q))
+    }
+
+    /// Take in a window's value and whether it departed.
+    pub fn push(&mut self, value: f64, departed: bool) {
+        if self.values.len() == HISTORY_WINDOWS {
+            self.values.pop_front();
+        }
+        self.values.push_back(value);
+        self.departures = if departed { self.departures + 1 } else { 0 };
+        if self.departures >= NEW_NORMAL_AFTER {
+            let keep = self.values.len() - NEW_NORMAL_AFTER as usize;
+            self.values.drain(..keep);
+            self.departures = 0;
+        }
+    }
+}
+
+/// A rate (nulls per row, duplicates per row, ...) as it usually is between
+/// windows, and the limit above which a window's rate is a real departure:
+/// the far-out fence of the windows' own rates ([`History`]), never below
+/// the binomial noise of the window's size nor the median plus
+/// `min_increase`. Nothing is judged until [`MIN_HISTORY`] windows are known,
+/// unless a `prior` stands in for them (a rate known to be 0 while learning).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RateBaseline {
-    pub events: f64,
-    pub trials: f64,
-    pub windows: u32,
+    rates: History,
+    /// The rate to assume before any window is known.
+    prior: Option<f64>,
 }
 
 impl RateBaseline {
+    /// A baseline that assumes `rate` until windows say otherwise.
+    pub fn with_prior(rate: f64) -> Self {
+        RateBaseline { prior: Some(rate), ..RateBaseline::default() }
+    }
+
+    /// Take in one window's rate while learning (never a departure).
     pub fn observe(&mut self, events: usize, trials: usize) {
-        self.events += events as f64;
-        self.trials += trials as f64;
-        self.windows += 1;
+        self.push(events as f64 / trials.max(1) as f64, false);
     }
 
+    /// Windows whose rate is known.
+    pub fn windows(&self) -> usize {
+        self.rates.len()
+    }
+
+    /// The usual rate: the median window rate (or the prior).
     pub fn rate(&self) -> f64 {
-        if self.trials == 0.0 {
-            0.0
-        } else {
-            self.events / self.trials
+        if self.rates.is_empty() {
+            return self.prior.unwrap_or(0.0);
         }
+        self.rates.median()
     }
 
-    /// Highest rate in a window of `n` rows that is still ordinary: the baseline
-    /// plus the larger of `min_increase` and four binomial standard deviations.
+    /// Highest rate in a window of `n` rows that is still ordinary (1, so
+    /// nothing is judged, until [`MIN_HISTORY`] windows or a prior are known).
     pub fn upper_limit(&self, n: usize, min_increase: f64) -> f64 {
+        if self.rates.len() < MIN_HISTORY && self.prior.is_none() {
+            return 1.0;
+        }
         let p = self.rate();
-        let sd = (p * (1.0 - p) / n.max(1) as f64).sqrt();
-        (p + min_increase.max(4.0 * sd)).min(1.0)
+        let noise = p + 4.0 * (p * (1.0 - p) / n.max(1) as f64).sqrt();
+        let limit = noise.max(p + min_increase).max(self.rates.far_out().unwrap_or(0.0));
+        limit.min(1.0)
+    }
+
+    /// Take in a judged window's rate and whether it departed.
+    pub fn push(&mut self, rate: f64, departed: bool) {
+        self.rates.push(rate, departed);
     }
 }
 
@@ -145,12 +260,49 @@ mod tests {
     #[test]
     fn rate_limit_allows_noise_but_not_jumps() {
         let mut b = RateBaseline::default();
-        for _ in 0..5 {
+        for _ in 0..MIN_HISTORY {
             b.observe(10, 1000);
         }
         assert!((b.rate() - 0.01).abs() < 1e-12);
         let limit = b.upper_limit(1000, 0.02);
         assert!(limit > 0.025 && limit < 0.05, "{limit}");
+    }
+
+    /// Overdispersion: a rate that wanders between 0.5% and 6% from window
+    /// to window is ordinary at 6% and far out at 20%.
+    #[test]
+    fn rate_limit_follows_the_real_spread_between_windows() {
+        let mut b = RateBaseline::default();
+        let mut x = 0.37_f64;
+        for _ in 0..40 {
+            x = (x * 7.31 + 0.113).fract();
+            b.observe((1000.0 * (0.005 + 0.055 * x)) as usize, 1000);
+        }
+        let limit = b.upper_limit(1000, 0.05);
+        assert!(limit > 0.06 && limit < 0.2, "{limit}");
+        // Binomial noise alone around the median (about 3%) would give under 5%.
+        assert!(b.rate() + 4.0 * (b.rate() * (1.0 - b.rate()) / 1000.0).sqrt() < 0.06);
+    }
+
+    #[test]
+    fn a_lasting_departure_becomes_the_new_normal() {
+        let mut b = RateBaseline::default();
+        for _ in 0..50 {
+            b.observe(10, 1000);
+        }
+        let mut departed = 0;
+        for _ in 0..20 {
+            let limit = b.upper_limit(1000, 0.05);
+            let rate = 0.3;
+            departed += u32::from(rate > limit);
+            b.push(rate, rate > limit);
+        }
+        assert_eq!(departed, NEW_NORMAL_AFTER, "quiet once the new level is the normal one");
+        assert!((b.rate() - 0.3).abs() < 1e-12);
+        // A prior stands in until windows are known; without one, nothing is judged.
+        let fresh = RateBaseline::with_prior(0.01);
+        assert!(fresh.upper_limit(1000, 0.02) < 0.05);
+        assert_eq!(RateBaseline::default().upper_limit(1000, 0.02), 1.0);
     }
 
     #[test]

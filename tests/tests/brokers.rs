@@ -18,17 +18,17 @@ use serde_json::Value;
 /// run reads nothing); the bad lines are dead letters on the broker.
 fn bounded_run_commits_and_dead_letters(source: &str, dead_letters: &str) {
     let s = Sandbox::with_bundled();
-    produce(&s, source, 12_000, &["nulls@8000+1000", "bad-lines@10000+1000"], 1);
+    produce(&s, source, 20_000, &["nulls@15000+1000", "bad-lines@17000+1000"], 1);
     let run = until_end(&s, source, "w1.jsonl");
     let summary = run.summary();
     let (analysed, dead) = (summary["records"].as_u64().unwrap(), summary["dead_letters"].as_u64().unwrap());
     assert!(dead > 0, "{summary}");
-    assert_eq!(analysed + dead, 12_000, "{summary}");
+    assert_eq!(analysed + dead, 20_000, "{summary}");
     assert_eq!(records(&windows(&s.path("w1.jsonl"))), analysed);
     let alerts = run.alerts();
     let nulls: Vec<&Value> = alerts.iter().filter(|a| a["detector"] == "completeness").collect();
     assert!(!nulls.is_empty(), "no completeness alert: {alerts:?}");
-    assert!(nulls.iter().all(|a| a["window"]["seq"] == 8), "completeness alert outside the faulty window: {nulls:?}");
+    assert!(nulls.iter().all(|a| a["window"]["seq"] == 15), "completeness alert outside the faulty window: {nulls:?}");
     let again = until_end(&s, source, "w2.jsonl");
     assert_eq!(again.summary()["records"], 0, "committed records were read again:\n{}", again.stderr);
     // The dead letters are on the broker: read them back as a source.
@@ -316,13 +316,13 @@ fn kafka_replay_does_not_repeat_alerts_and_findings_go_to_a_topic() {
     let s = Sandbox::with_bundled();
     let topic = fresh("replay");
     let base = format!("{}/{topic}", kafka());
-    produce(&s, &base, 12_000, &["nulls@8000+1000"], 1);
+    produce(&s, &base, 20_000, &["nulls@15000+1000"], 1);
     let first = until_end(&s, &format!("{base}?group=r&findings={topic}-findings"), "w1.jsonl");
     let sent = first.summary()["alerts"].as_u64().unwrap();
     assert!(sent > 0);
     let replay = until_end(&s, &format!("{base}?group=r&offset=0"), "w2.jsonl");
     let summary = replay.summary();
-    assert_eq!(summary["records"], 12_000);
+    assert_eq!(summary["records"], 20_000);
     assert_eq!(summary["alerts"], 0, "{summary}");
     assert_eq!(summary["replayed_alerts"], sent);
     let findings = until_end(&s, &format!("{}/{topic}-findings?group=f&format=string", kafka()), "f.jsonl").summary();

@@ -41,7 +41,7 @@ name = "orders"
 tenant = "team-a"
 source = "generator"
 window = {{ size = 1000 }}
-generator = {{ rate = 10000, inject = ["nulls@10000+1000"] }}
+generator = {{ rate = 10000, inject = ["nulls@15000+1000"] }}
 
 [[pipelines]]
 name = "payments"
@@ -175,13 +175,13 @@ fn history_api_metrics_and_dashboard_per_tenant() {
     let mut host = Host::start(&s, &["--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0", "--quiet", "--format", "json"]);
     let addr = host.address();
 
-    // The burst of nulls in window 10 becomes an alert with its findings, in the history.
+    // The burst of nulls in window 15 becomes an alert with its findings, in the history.
     wait_until("team a's null alert in the history", || {
         json(&addr, "/api/alerts", TOKEN_A)["items"].as_array().unwrap().iter().any(|a| a["metric"] == "null_rate")
     });
     let alerts = json(&addr, "/api/alerts", TOKEN_A);
     let nulls: Vec<&Value> = alerts["items"].as_array().unwrap().iter().filter(|a| a["metric"] == "null_rate").collect();
-    assert!(nulls.iter().all(|a| a["pipeline"] == "orders" && a["seq"] == 10), "{alerts}");
+    assert!(nulls.iter().all(|a| a["pipeline"] == "orders" && a["seq"] == 15), "{alerts}");
     assert!(nulls[0]["findings"].as_array().unwrap().iter().any(|f| f["column"] == nulls[0]["column"]), "{alerts}");
 
     // Without a token, or with a wrong one: nothing.
@@ -204,7 +204,7 @@ fn history_api_metrics_and_dashboard_per_tenant() {
     assert!(next["items"][0]["id"].as_i64().unwrap() < ids[2], "{next}");
     let at = nulls[0]["at_ms"].as_i64().unwrap();
     let around = json(&addr, &format!("/api/windows?from={at}&to={}", at + 1), TOKEN_A);
-    assert!(around["items"].as_array().unwrap().iter().any(|w| w["seq"] == 10), "{around}");
+    assert!(around["items"].as_array().unwrap().iter().any(|w| w["seq"] == 15), "{around}");
     assert_eq!(get(&addr, "/api/windows?limit=ten", Some(TOKEN_A)).0, 400);
     assert_eq!(get(&addr, "/api/windows?colour=blue", Some(TOKEN_A)).0, 400);
 
@@ -226,11 +226,11 @@ fn history_api_metrics_and_dashboard_per_tenant() {
     }
     assert!(!metrics.contains("payments") && !metrics.contains("team-b"), "{metrics}");
 
-    // The dashboard, in a real browser: the chart shows window 10's drop, the alert is listed.
+    // The dashboard, in a real browser: the chart shows window 15's drop, the alert is listed.
     let dom = chromium_dom(&s, &format!("http://{addr}/#token={TOKEN_A}"));
     assert!(dom.contains(r#"data-loaded="true""#), "the page did not load its data:\n{dom}");
     assert!(dom.contains(r#"class="score-chart" data-pipeline="orders""#) || dom.contains(r#"data-pipeline="orders""#), "{dom}");
-    assert!(dom.contains(r#"class="alert-point""#) && dom.contains(r#"data-seq="10""#), "no marked fault window in the chart:\n{dom}");
+    assert!(dom.contains(r#"class="alert-point""#) && dom.contains(r#"data-seq="15""#), "no marked fault window in the chart:\n{dom}");
     let min_score: f64 = dom.split(r#"data-min-score=""#).nth(1).and_then(|r| r.split('"').next()).and_then(|v| v.parse().ok()).expect("data-min-score");
     assert!(min_score < 1.0, "{min_score}");
     assert!(dom.contains(r#"class="alert" data-metric="null_rate""#), "the alert is not listed:\n{dom}");

@@ -150,11 +150,11 @@ fn event_time_windows_report_late_records() {
 #[test]
 fn the_human_format_names_window_detector_and_column() {
     let s = Sandbox::with_bundled();
-    let data = s.generate("nulls.jsonl", 12_000, &["nulls@10000+1000"]);
+    let data = s.generate("nulls.jsonl", 20_000, &["nulls@15000+1000"]);
     let run = s.run(&["--source", data.to_str().unwrap()]);
     run.assert_ok();
     let line = run.stdout.lines().find(|l| l.contains("null_rate")).unwrap_or_else(|| panic!("{}", run.stdout));
-    assert!(line.contains("window 10") && line.contains("completeness/null_rate [amount]"), "{line}");
+    assert!(line.contains("window 15") && line.contains("completeness/null_rate [amount]"), "{line}");
 }
 
 #[test]
@@ -216,4 +216,28 @@ fn processing_time_windows_close_while_the_source_is_idle() {
     // Two seconds idle make empty 500 ms windows between the two with records
     // (at least one, however late the host started reading).
     assert!(summary["windows"].as_u64().unwrap() >= 3, "{summary}");
+}
+
+/// Detectors repeat themselves: the same records through the same host
+/// (the same data dir's key) give the same alerts, down to the last digit
+/// of every value, though the drift detector's sketches compact at random.
+#[test]
+fn the_same_records_give_the_same_alerts() {
+    let s = Sandbox::with_bundled();
+    let data = s.generate("drift.jsonl", 40_000, &["drift@30000+3000", "outliers@36000+1000"]);
+    let args = ["--source", data.to_str().unwrap(), "--window", "1000", "--format", "json"];
+    let first = s.run(&args);
+    first.assert_ok();
+    // Everything the first run left but the host's key (history, ledger, cache).
+    for entry in std::fs::read_dir(s.path("data")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name() != Some("cache.key".as_ref()) {
+            if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) }.unwrap();
+        }
+    }
+    let again = s.run(&args);
+    again.assert_ok();
+    let alerts = first.alerts();
+    assert!(alerts.iter().any(|a| a["detector"] == "drift"), "{alerts:?}");
+    assert_eq!(alerts, again.alerts());
 }

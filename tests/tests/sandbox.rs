@@ -55,10 +55,10 @@ fn broken_plugins_are_quarantined_and_the_rest_keep_going() {
 fn faults_do_not_hide_data_problems_found_by_the_others() {
     let s = Sandbox::with_bundled();
     s.add_plugin(&fault_plugin("panic"));
-    let data = s.generate("nulls.jsonl", 12_000, &["nulls@10000+1000"]);
+    let data = s.generate("nulls.jsonl", 20_000, &["nulls@15000+1000"]);
     let run = s.run(&["--source", data.to_str().unwrap(), "--format", "json"]);
     run.assert_ok();
-    assert!(run.alert_keys().iter().any(|(w, d, m)| *w == 10 && d == "completeness" && m == "null_rate"), "{}", run.stdout);
+    assert!(run.alert_keys().iter().any(|(w, d, m)| *w == 15 && d == "completeness" && m == "null_rate"), "{}", run.stdout);
 }
 
 /// Plugins that try to get out or to swamp the host: files, environment,

@@ -189,8 +189,8 @@ impl Handlers {
     /// Hand an alert over without waiting; false if the queue did not take it.
     pub fn send(&self, alert: Alert) -> bool {
         let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        match queue.as_ref().map(|tx| tx.try_send(alert)) {
-            Some(Ok(())) => true,
+        match queue.as_ref().map(|tx| tx.try_send(alert).is_ok()) {
+            Some(true) => true,
             _ => {
                 let missed = self.unhandled.queue_full.fetch_add(1, Ordering::Relaxed) + 1;
                 if missed.is_power_of_two() {

@@ -142,6 +142,7 @@ mod tests {
             score_interval: [1.0, 1.0],
             low_confidence: false,
             rule: None,
+            escalated_from: None,
         }
     }
 

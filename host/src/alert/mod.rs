@@ -2,13 +2,27 @@
 //! built-in outputs (human lines or JSON lines on stdout, a JSON-lines file).
 //!
 //! A finding becomes an alert when its severity reaches `min_severity`, any
-//! per-metric rule agrees, and the same (pipeline, partition, detector,
-//! metric, column) has not alerted in the last `cooldown_windows` windows of
-//! that partition. A window whose
+//! per-metric rule agrees, it is sure (its rate's interval over the window's
+//! rows lies past its threshold; unsure findings lower the score and stay in
+//! the history, and alert only with `alert_low_confidence`), and the same
+//! (pipeline, partition, detector, metric, column) is not in its cooldown:
+//! after an alert, the key stays quiet while it keeps coming back, for at
+//! most `cooldown_windows` windows of that partition; once it has been away
+//! for [`REARM_WINDOWS`] windows, its next finding is a new departure and
+//! alerts. Nor does the cooldown hide an escalation: a higher severity, or
+//! a value at least twice as far past its threshold as the alert that
+//! started the cooldown, alerts again. A window whose
 //! quality score falls below `quality_threshold` raises one more alert of its
-//! own (metric `quality_score`): by default only when the whole interval of
-//! the score is below it, so a small window's noise does not page anyone.
-//! Alerts resting on too little data say they are low-confidence.
+//! own (metric `quality_score`), unless every data finding behind it was
+//! quieted (by the cooldown, or as unsure: it would repeat them), and by
+//! default only when the whole interval of the score is below it, so a small
+//! window's noise does not page anyone.
+//!
+//! One fault often trips several rules at once (an outlier burst: the
+//! outlier rate, and EWMA and CUSUM on the column's mean). The alerts of one
+//! window about one column are one [`Incident`]; so are a window's alerts
+//! about no column. Outputs and the history keep every alert; alert handlers
+//! get one per incident.
 //!
 //! Across windows, the control rules of [`crate::spc`] watch the metrics and
 //! the score; a rule that fires raises an alert that names it (`rule`).
@@ -89,12 +103,16 @@ pub struct AlertConfig {
     pub max_dead_letter_rate: f64,
     /// Per-metric rules, by metric name.
     pub metrics: BTreeMap<String, MetricRule>,
-    /// Windows with fewer rows give low-confidence findings (rates are judged by their interval instead).
+    /// Windows with fewer rows give low-confidence findings that are not
+    /// rates (a rate is judged by its interval instead); default 20.
     pub min_rows: u32,
     /// What `quality_threshold` is compared with: `interval` (the score's upper bound) or `point`.
     pub score_basis: ScoreBasis,
     /// Control rules across windows (`[alerts.spc]`).
     pub spc: SpcConfig,
+    /// Also alert on findings that are not sure (their interval crosses the
+    /// threshold); by default they only lower the score.
+    pub alert_low_confidence: bool,
 }
 
 /// Which score a window's quality alert is judged on.
@@ -115,9 +133,10 @@ impl Default for AlertConfig {
             cooldown_windows: 10,
             max_dead_letter_rate: 0.01,
             metrics: BTreeMap::new(),
-            min_rows: 100,
+            min_rows: 20,
             score_basis: ScoreBasis::Interval,
             spc: SpcConfig::default(),
+            alert_low_confidence: false,
         }
     }
 }
@@ -169,6 +188,39 @@ pub struct Alert {
     /// (then `value` is the rule's statistic and `threshold` its limit).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<&'static str>,
+    /// It came during a cooldown because it got worse: the alert it escalated from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub escalated_from: Option<Escalation>,
+}
+
+/// The alert a cooling-down key last raised, which a worse one escalates from.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Escalation {
+    pub severity: Level,
+    pub value: f64,
+    pub threshold: f64,
+    /// Its window's `seq`.
+    pub window: u64,
+}
+
+impl Escalation {
+    /// Whether an alert of `severity`, `value` past `threshold` is worse
+    /// than this one: more severe, or twice as far past its threshold.
+    fn worse(&self, severity: Level, value: f64, threshold: f64) -> bool {
+        let excess = self.value - self.threshold;
+        let now = value - threshold;
+        severity > self.severity || (excess != 0.0 && now.signum() == excess.signum() && now.abs() >= 2.0 * excess.abs())
+    }
+}
+
+/// Windows a key must be away before its next finding is a new departure.
+pub const REARM_WINDOWS: u64 = 2;
+
+/// What the cooldown says about an alert.
+enum Gate {
+    Send,
+    Escalated(Escalation),
+    Quiet,
 }
 
 /// Routes one pipeline's findings; keeps the cooldown state.
@@ -177,8 +229,13 @@ pub struct Router {
     pipeline: String,
     /// Windows routed so far, per partition.
     windows: HashMap<u32, u64>,
-    last_alert: HashMap<CooldownKey, u64>,
+    /// Per key: the routed-window count of its last alert, the alert that
+    /// started its cooldown, and the count when it was last seen.
+    last_alert: HashMap<CooldownKey, (u64, Escalation, u64)>,
+    /// Alerts the cooldown held back.
     pub suppressed: u64,
+    /// Unsure findings (interval across the threshold) not alerted.
+    pub unsure: u64,
     watch: Watch,
 }
 
@@ -257,7 +314,50 @@ impl<'a> From<&'a HostFinding> for FindingSummary<'a> {
     }
 }
 
+/// The incidents among one window's alerts, as lists of indices into
+/// `alerts`: one per column, one for the alerts about no column, in the order
+/// they first appear. The window's `quality_score` alert, which only sums the
+/// others up, joins the first incident when there is another.
+pub fn incidents(alerts: &[Alert]) -> Vec<Vec<usize>> {
+    let summary = |a: &Alert| a.detector == "host" && a.metric == "quality_score" && a.rule.is_none();
+    let mut groups: Vec<(Option<&str>, Vec<usize>)> = Vec::new();
+    for (i, a) in alerts.iter().enumerate().filter(|(_, a)| !summary(a)) {
+        let column = a.column.as_deref();
+        match groups.iter_mut().find(|(c, _)| *c == column) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((column, vec![i])),
+        }
+    }
+    for (i, _) in alerts.iter().enumerate().filter(|(_, a)| summary(a)) {
+        match groups.first_mut() {
+            Some((_, members)) => members.push(i),
+            None => groups.push((None, vec![i])),
+        }
+    }
+    groups.into_iter().map(|(_, members)| members).collect()
+}
+
 impl Alert {
+    /// One incident (`members`, indices into `alerts`) as one alert for the
+    /// handlers: its most severe alert, whose message also names the others.
+    pub fn incident(alerts: &[Alert], members: &[usize], window: &WindowInfo) -> crate::runtime::bindings::Alert {
+        let lead = *members.iter().max_by_key(|&&i| (alerts[i].severity, std::cmp::Reverse(i))).expect("an incident has an alert");
+        let mut handed = alerts[lead].for_handlers(window);
+        let others: Vec<String> = members
+            .iter()
+            .filter(|&&i| i != lead)
+            .map(|&i| {
+                let a = &alerts[i];
+                let rule = a.rule.map(|r| format!(" ({r})")).unwrap_or_default();
+                format!("{}/{}{rule} {} ({})", a.detector, a.metric, format_value(a.value), a.severity.as_str())
+            })
+            .collect();
+        if !others.is_empty() {
+            handed.message += &format!("; with it in this window: {}", others.join(", "));
+        }
+        handed
+    }
+
     /// The alert as the WIT contract hands it to alert-handler plugins.
     pub fn for_handlers(&self, window: &WindowInfo) -> crate::runtime::bindings::Alert {
         crate::runtime::bindings::Alert {
@@ -286,7 +386,7 @@ impl Router {
 
     pub fn new(pipeline: &str, config: AlertConfig) -> Self {
         let watch = Watch::new(config.spc.clone());
-        Router { config, pipeline: pipeline.to_string(), windows: HashMap::new(), last_alert: HashMap::new(), suppressed: 0, watch }
+        Router { config, pipeline: pipeline.to_string(), windows: HashMap::new(), last_alert: HashMap::new(), suppressed: 0, unsure: 0, watch }
     }
 
     /// Metric series the control rules watch now.
@@ -299,18 +399,25 @@ impl Router {
         self.config.min_rows
     }
 
-    fn cooled_down(&mut self, key: CooldownKey) -> bool {
+    /// Whether an alert for `key` (of `severity`, `value` against
+    /// `threshold`, in window `seq`) goes out: outside its cooldown, or worse
+    /// than the alert that started it (which then starts a new one).
+    fn gate(&mut self, key: CooldownKey, severity: Level, (value, threshold): (f64, f64), seq: u64) -> Gate {
         let now = self.windows.get(&key.0).copied().unwrap_or(0);
-        match self.last_alert.get(&key) {
-            Some(&last) if now - last < self.config.cooldown_windows => {
-                self.suppressed += 1;
-                false
+        let this = Escalation { severity, value, threshold, window: seq };
+        let gate = match self.last_alert.get_mut(&key) {
+            Some((last, started, seen)) if now - *last < self.config.cooldown_windows && now - *seen <= REARM_WINDOWS => {
+                *seen = now;
+                if !started.worse(severity, value, threshold) {
+                    self.suppressed += 1;
+                    return Gate::Quiet;
+                }
+                Gate::Escalated(*started)
             }
-            _ => {
-                self.last_alert.insert(key, now);
-                true
-            }
-        }
+            _ => Gate::Send,
+        };
+        self.last_alert.insert(key, (now, this, now));
+        gate
     }
 
     /// The alerts for one analysed window.
@@ -341,8 +448,11 @@ impl Router {
             score_interval: [score.low, score.high],
             low_confidence: false,
             rule: None,
+            escalated_from: None,
         };
         let mut alerts = Vec::new();
+        // A data finding not quieted by the cooldown or as unsure: news about the window.
+        let mut news = false;
         for f in &analysis.findings {
             let finding = &f.finding;
             let rule = self.config.metrics.get(&finding.metric).cloned().unwrap_or_default();
@@ -353,51 +463,91 @@ impl Router {
                     && !rule.mute
                     && rule.above.is_none_or(|a| finding.value > a)
                     && rule.below.is_none_or(|b| finding.value < b));
-            if !wanted || !self.cooled_down((partition, f.detector.clone(), finding.metric.clone(), finding.column.clone())) {
+            if !wanted {
+                news |= f.origin == FindingOrigin::Data;
                 continue;
             }
             let low_confidence = f.origin == FindingOrigin::Data && !is_sure(finding, score.rows, self.config.min_rows);
+            if low_confidence && !self.config.alert_low_confidence {
+                self.unsure += 1;
+                continue;
+            }
+            let threshold = rule.above.or(rule.below).unwrap_or(finding.threshold);
+            let key = (partition, f.detector.clone(), finding.metric.clone(), finding.column.clone());
+            let escalated_from = match self.gate(key, severity, (finding.value, threshold), info.seq) {
+                Gate::Quiet => continue,
+                Gate::Send => None,
+                Gate::Escalated(from) => Some(from),
+            };
             let mut message = finding.message.clone();
             if low_confidence {
                 message += &format!(" ({})", score.caveat());
             }
+            if let Some(from) = &escalated_from {
+                message += &format!(" (escalated from {} {} in window {})", from.severity.as_str(), format_value(from.value), from.window);
+            }
+            news |= f.origin == FindingOrigin::Data;
             alerts.push(Alert {
                 value: finding.value,
-                threshold: rule.above.or(rule.below).unwrap_or(finding.threshold),
+                threshold,
                 message,
                 sample_rows: finding.sample_rows.clone(),
                 low_confidence,
+                escalated_from,
                 ..alert(&f.detector, &finding.metric, finding.column.as_ref(), severity)
             });
         }
         let threshold = self.config.quality_threshold;
         let quality_alert = self.below_threshold(score.value, score.high);
-        if quality_alert && self.cooled_down((partition, "host".into(), "quality_score".into(), None)) {
-            let worst: Vec<String> =
-                analysis.findings.iter().filter(|f| f.origin == FindingOrigin::Data).map(|f| format!("{}/{}", f.detector, f.finding.metric)).collect();
-            let mut message = format!("window quality {:.2} is below {threshold:.2} ({})", score.value, worst.join(", "));
-            if score.low_confidence() {
-                message += &format!(" ({})", score.caveat());
+        // The score's interval reaches the threshold: not sure it is below.
+        let unsure_quality = score.high >= threshold;
+        if !news {
+            // Only findings the cooldown quieted or unsure ones: nothing new to say.
+        } else if quality_alert && unsure_quality && !self.config.alert_low_confidence {
+            self.unsure += 1;
+        } else if quality_alert {
+            let severity = if score.value < threshold / 2.0 { Level::Critical } else { Level::Warning };
+            let gate = self.gate((partition, "host".into(), "quality_score".into(), None), severity, (score.value, threshold), info.seq);
+            if let Gate::Send | Gate::Escalated(_) = gate {
+                let worst: Vec<String> =
+                    analysis.findings.iter().filter(|f| f.origin == FindingOrigin::Data).map(|f| format!("{}/{}", f.detector, f.finding.metric)).collect();
+                let mut message = format!("window quality {:.2} is below {threshold:.2} ({})", score.value, worst.join(", "));
+                if unsure_quality {
+                    message += &format!(" ({})", score.caveat());
+                }
+                let escalated_from = match gate {
+                    Gate::Escalated(from) => Some(from),
+                    _ => None,
+                };
+                if let Some(from) = &escalated_from {
+                    message += &format!(" (escalated from {} in window {})", format_value(from.value), from.window);
+                }
+                alerts.push(Alert {
+                    value: score.value,
+                    threshold,
+                    message,
+                    low_confidence: unsure_quality,
+                    escalated_from,
+                    ..alert("host", "quality_score", None, severity)
+                });
             }
-            alerts.push(Alert {
-                value: score.value,
-                threshold,
-                message,
-                low_confidence: score.low_confidence(),
-                ..alert("host", "quality_score", None, if score.value < threshold / 2.0 { Level::Critical } else { Level::Warning })
-            });
         }
 
         let metrics = analysis.metrics.iter().map(|(d, m)| (d.as_str(), m.metric.as_str(), &m.column, m.value));
         let flagged = |detector: &str, metric: &str, column: &Option<String>| {
             analysis.findings.iter().any(|f| f.detector == detector && f.finding.metric == metric && &f.finding.column == column)
         };
-        let signals = self.watch_window(partition, metrics, flagged, (!quality_alert).then_some(score.value));
+        let signals = self.watch_window(partition, metrics, flagged, (!quality_alert).then_some(score.value), Some(score.rows));
         for (detector, metric, column, value, signal) in signals {
             let key = (partition, detector.clone(), format!("{metric}/{}", signal.rule.as_str()), column.clone());
-            if signal.severity < self.config.min_severity || !self.cooled_down(key) {
+            if signal.severity < self.config.min_severity {
                 continue;
             }
+            let escalated_from = match self.gate(key, signal.severity, (signal.statistic, signal.limit), info.seq) {
+                Gate::Quiet => continue,
+                Gate::Send => None,
+                Gate::Escalated(from) => Some(from),
+            };
             let about = match &column {
                 Some(c) => format!("{metric} of {c}"),
                 None => metric.clone(),
@@ -414,6 +564,7 @@ impl Router {
                     signal.rule.as_str()
                 ),
                 rule: Some(signal.rule.as_str()),
+                escalated_from,
                 ..alert(&detector, &metric, column.as_ref(), signal.severity)
             });
         }
@@ -439,13 +590,14 @@ impl Router {
         metrics: impl Iterator<Item = (&'a str, &'a str, &'a Option<String>, f64)>,
         flagged: impl Fn(&str, &str, &Option<String>) -> bool,
         score: Option<f64>,
+        rows: Option<u32>,
     ) -> Vec<(String, String, Option<String>, f64, Signal)> {
         let mut signals = Vec::new();
         for (detector, metric, column, value) in metrics {
             if flagged(detector, metric, column) {
                 continue;
             }
-            for signal in self.watch.observe((partition, detector.into(), metric.into(), column.clone()), value) {
+            for signal in self.watch.observe_in((partition, detector.into(), metric.into(), column.clone()), value, rows) {
                 signals.push((detector.into(), metric.into(), column.clone(), value, signal));
             }
         }
@@ -473,7 +625,7 @@ impl Router {
             let metrics = w.metrics.iter().map(|(d, m, c, v)| (d.as_str(), m.as_str(), c, *v));
             let flagged = |d: &str, m: &str, c: &Option<String>| w.flagged.iter().any(|f| f.0 == d && f.1 == m && &f.2 == c);
             let quality_alert = self.below_threshold(w.score, w.score_high);
-            self.watch_window(w.partition, metrics, flagged, (!quality_alert).then_some(w.score));
+            self.watch_window(w.partition, metrics, flagged, (!quality_alert).then_some(w.score), None);
         }
     }
 }

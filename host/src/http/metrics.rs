@@ -32,16 +32,21 @@ impl Family<'_> {
     }
 }
 
+/// A counter family: its name, its help, and how to read it.
+type PipelineCounter = (&'static str, &'static str, fn(&PipelineCounters) -> &AtomicU64);
+type PluginCounter = (&'static str, &'static str, fn(&PluginStats) -> u64);
+
 pub fn render(tenant: &str, pipelines: &[Arc<PipelineCounters>], status: &LiveStatus) -> String {
     let mine: Vec<&PipelineCounters> = pipelines.iter().map(|p| &**p).filter(|p| p.tenant == tenant).collect();
     let mut out = String::new();
     let mut f = Family { out: &mut out };
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
-    let counters: [(&str, &str, fn(&PipelineCounters) -> &AtomicU64); 5] = [
+    let counters: [PipelineCounter; 6] = [
         ("clean_host_records_total", "Records read and placed in a window.", |p| &p.records),
         ("clean_host_windows_total", "Windows analysed.", |p| &p.windows),
         ("clean_host_dead_letters_total", "Records that could not be decoded (each with its reason in the dead-letter store).", |p| &p.dead_letters),
         ("clean_host_late_records_total", "Records whose event-time window had already closed.", |p| &p.late),
+        ("clean_host_incidents_total", "Incidents: a window's alerts about one column, or about no column, count once.", |p| &p.incidents),
         ("clean_host_history_dropped_total", "Windows the history store could not take (its queue was full).", |p| &p.history_dropped),
     ];
     for (name, help, counter) in counters {
@@ -91,7 +96,7 @@ pub fn render(tenant: &str, pipelines: &[Arc<PipelineCounters>], status: &LiveSt
         labels.extend([("version", p.version.clone()), ("status", p.status.as_str().to_string())]);
         f.sample("clean_host_plugin_info", &labels, 1.0);
     }
-    let plugin_counters: [(&str, &str, fn(&PluginStats) -> u64); 2] = [
+    let plugin_counters: [PluginCounter; 2] = [
         ("clean_host_plugin_calls_total", "Calls into the plugin.", |p| p.calls),
         ("clean_host_plugin_errors_total", "Calls that failed (trap, time or memory budget, bad output).", |p| p.errors),
     ];

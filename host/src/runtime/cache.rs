@@ -4,27 +4,24 @@
 //!
 //! A compiled file is native code that wasmtime maps and runs unchecked, so
 //! the cache must not be a door for code: each file ends with an HMAC-SHA256
-//! of its content made with a key only this host's user can read
-//! (`DATA_DIR/cache.key`, mode 0600, made on first use). A file whose tag
-//! does not verify, or a key file that others could read or write, means
-//! compiling from the `.wasm` again; nothing unverified is deserialized.
+//! of its content made with the [`HostKey`]. A file whose tag does not
+//! verify, or a key file that others could read or write, means compiling
+//! from the `.wasm` again; nothing unverified is deserialized.
 
 use std::hash::{Hash, Hasher};
-use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
-/// Bytes of the tag at the end of every cached file.
-const TAG_BYTES: usize = 32;
+use super::host_key::{HostKey, TAG_BYTES};
 
 pub struct ComponentCache {
     /// The folder and the key its files are signed with.
-    store: Option<(PathBuf, [u8; 32])>,
+    store: Option<(PathBuf, HostKey)>,
     engine_key: String,
 }
 
@@ -33,55 +30,13 @@ pub fn content_hash(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The cache's key at `path`, made if missing; `Err` says why it cannot be trusted.
-fn cache_key(path: &Path) -> Result<[u8; 32], String> {
-    let shown = path.display();
-    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path);
-    let mut file = match file {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut key = [0u8; 32];
-            std::fs::File::open("/dev/urandom").and_then(|mut r| r.read_exact(&mut key)).map_err(|e| format!("reading /dev/urandom: {e}"))?;
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-            }
-            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| format!("creating {shown}: {e}"))?;
-            f.write_all(&key).map_err(|e| format!("writing {shown}: {e}"))?;
-            return Ok(key);
-        }
-        Err(e) => return Err(format!("{shown}: {e}")),
-    };
-    let meta = file.metadata().map_err(|e| format!("{shown}: {e}"))?;
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    if !meta.is_file() || meta.uid() != me || meta.permissions().mode() & 0o077 != 0 {
-        return Err(format!("{shown} must be a regular file of this user with mode 0600"));
-    }
-    let mut key = [0u8; 32];
-    file.read_exact(&mut key).map_err(|e| format!("{shown}: {e}"))?;
-    Ok(key)
-}
-
-fn tag(key: &[u8; 32], context: &str, compiled: &[u8]) -> Hmac<Sha256> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(context.as_bytes());
-    mac.update(compiled);
-    mac
-}
-
 impl ComponentCache {
-    /// A cache in `DATA_DIR/cache/` signed with `DATA_DIR/cache.key`
+    /// A cache in `DATA_DIR/cache/` signed with `key`, the data dir's own
     /// (`None`: compile every time).
-    pub fn new(engine: &Engine, data_dir: Option<&Path>) -> Self {
+    pub fn new(engine: &Engine, data_dir: Option<(&Path, HostKey)>) -> Self {
         let mut h = xxhash_rust::xxh3::Xxh3::new();
         engine.precompile_compatibility_hash().hash(&mut h);
-        let store = data_dir.and_then(|data| match cache_key(&data.join("cache.key")) {
-            Ok(key) => Some((data.join("cache"), key)),
-            Err(reason) => {
-                tracing::warn!("compiled plugins are not cached: {reason}");
-                None
-            }
-        });
+        let store = data_dir.map(|(data, key)| (data.join("cache"), key));
         ComponentCache { store, engine_key: format!("{:016x}", h.finish()) }
     }
 
@@ -100,7 +55,7 @@ impl ComponentCache {
             }
         }
         let mut compiled = engine.precompile_component(bytes)?;
-        let signed = tag(key, &name, &compiled).finalize().into_bytes();
+        let signed = key.tag(&name, &compiled);
         let len = compiled.len();
         compiled.extend_from_slice(&signed);
         store(&path, &compiled);
@@ -109,7 +64,7 @@ impl ComponentCache {
     }
 
     /// The cached bytes at `path` if its tag verifies.
-    fn verified(&self, path: &Path, key: &[u8; 32], name: &str) -> Option<Vec<u8>> {
+    fn verified(&self, path: &Path, key: &HostKey, name: &str) -> Option<Vec<u8>> {
         let mut file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).ok()?;
         if !file.metadata().ok()?.is_file() {
             return None;
@@ -118,7 +73,7 @@ impl ComponentCache {
         file.read_to_end(&mut bytes).ok()?;
         let split = bytes.len().checked_sub(TAG_BYTES)?;
         let (compiled, given) = bytes.split_at(split);
-        if tag(key, name, compiled).verify_slice(given).is_err() {
+        if !key.verify(name, compiled, given) {
             tracing::warn!("{} does not carry this host's tag; compiling the plugin again", path.display());
             return None;
         }

@@ -23,6 +23,7 @@
 
 pub mod bindings;
 mod cache;
+mod host_key;
 mod limits;
 mod loader;
 pub mod reload;
@@ -40,6 +41,7 @@ use crate::analysis::{Analyzer, DetectorSource};
 use crate::egress::Egress;
 use bindings::{Alert, AlertHandlerPlugin, Analysis, Batch, DetectorPlugin, LogLevel};
 pub use cache::{content_hash, write_atomically};
+use host_key::HostKey;
 use limits::{CapHit, EpochTicker, MemoryCap};
 pub use limits::{InstanceTicket, Limits, TenantBudget};
 pub use loader::{load_dir, LoadError, Manifest, Plugin, PluginKind};
@@ -169,17 +171,20 @@ impl bindings::handler::clean_host::plugin::egress::Host for PluginState {
     }
 }
 
-/// The engine, the linker every plugin is linked with, and the compile cache.
+/// The engine, the linker every plugin is linked with, the compile cache
+/// and the host's key.
 pub struct Runtime {
     engine: Engine,
     linker: Linker<PluginState>,
     cache: cache::ComponentCache,
+    key: HostKey,
     _ticker: EpochTicker,
 }
 
 impl Runtime {
     /// `data_dir`: where compiled plugins are kept between runs, in
-    /// `cache/`, signed with `cache.key` (`None`: compile every time).
+    /// `cache/`, signed with its [`HostKey`] (`None`: compile every time,
+    /// with a key for this process only).
     pub fn new(data_dir: Option<&Path>) -> wasmtime::Result<Self> {
         let mut config = Config::new();
         config.wasm_component_model(true).epoch_interruption(true).max_wasm_stack(1 << 20);
@@ -191,14 +196,31 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         DetectorPlugin::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
         bindings::handler::clean_host::plugin::egress::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
-        let cache = cache::ComponentCache::new(&engine, data_dir);
+        let kept = data_dir.and_then(|dir| match HostKey::of_data_dir(dir) {
+            Ok(key) => Some((dir, key)),
+            Err(reason) => {
+                tracing::warn!("compiled plugins are not cached, and detectors' hash seeds differ at each start: {reason}");
+                None
+            }
+        });
+        let key = match &kept {
+            Some((_, key)) => key.clone(),
+            None => HostKey::random().map_err(wasmtime::Error::msg)?,
+        };
+        let cache = cache::ComponentCache::new(&engine, kept);
         let ticker = EpochTicker::start(engine.clone());
-        Ok(Runtime { engine, linker, cache, _ticker: ticker })
+        Ok(Runtime { engine, linker, cache, key, _ticker: ticker })
     }
 
     fn store(&self, plugin: &str, limits: &Limits, budget: &Arc<TenantBudget>, egress: Option<Arc<Egress>>) -> Store<PluginState> {
-        let wasi =
-            WasiCtxBuilder::new().wall_clock(FrozenClock).monotonic_clock(FrozenClock).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build();
+        let wasi = WasiCtxBuilder::new()
+            .insecure_random_seed(self.key.seed(plugin))
+            .wall_clock(FrozenClock)
+            .monotonic_clock(FrozenClock)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
         let mut table = ResourceTable::new();
         // Host-side objects (pollables, streams) a guest may hold at once.
         table.set_max_capacity(MAX_RESOURCES);

@@ -8,7 +8,11 @@
 //!
 //! Each series first learns its mean and standard deviation over
 //! `warmup_windows` windows (phase I), then keeps them fixed (phase II), so a
-//! slow drift is not absorbed into the baseline. A value whose own detector
+//! slow drift is not absorbed into the baseline: a null rate creeping up is
+//! what the rules are for. A column's `mean` is another matter (summer is
+//! warmer than winter): its in-control mean follows the series (`follow`,
+//! default 0.1 per window for `mean`, 0 for the rest), so a season is
+//! followed while a step still stands out. A value whose own detector
 //! flagged it in that window is already alerted: it neither feeds a series
 //! nor fires a rule. A series that was constant during warm-up has no spread
 //! to measure departures in and is left unwatched unless its `sigma` is
@@ -17,7 +21,11 @@
 //! A departure alerts once: the rules that fire in the window where it is
 //! first seen each give a signal, then the series stays quiet until it has
 //! been back within one sigma of its mean for [`CALM_WINDOWS`] windows in a
-//! row, however long the departure lasts.
+//! row. A departure that has lasted [`NEW_NORMAL_WINDOWS`] windows and
+//! settled (its last [`NEW_NORMAL_WINDOWS`] values show no trend) is a new
+//! normal: their mean is the series' mean from then on, with the spread
+//! learned before (or theirs, if wider), and the rules watch for departures
+//! from that.
 
 pub mod scenarios;
 #[cfg(test)]
@@ -90,6 +98,10 @@ pub struct SpcMetricConfig {
     pub cusum_h: Option<f64>,
     /// Severity of this metric's SPC alerts (default warning).
     pub severity: Option<Level>,
+    /// How far the in-control mean moves toward each in-control value, 0..1
+    /// (default 0.1 for `mean`, whose level may change with the seasons;
+    /// 0, a fixed mean, for the rest).
+    pub follow: Option<f64>,
 }
 
 /// `[alerts.spc]`: control rules over the per-window metrics.
@@ -120,15 +132,20 @@ impl Default for SpcConfig {
     }
 }
 
-/// What is watched by default: the shares of bad rows, a column's mean and
-/// the quality score. Timing metrics (lag, records per second) follow the
-/// host's speed when a backlog is replayed, and drift statistics are tests
-/// already; they are watched only when listed.
-pub const DEFAULT_WATCH: [&str; 8] =
-    ["null_rate", "outlier_rate", "duplicate_rate", "wrong_type_rate", "unexpected_value_rate", "rule_violation_rate", "mean", "quality_score"];
+/// What is watched by default: the shares of bad rows and the quality
+/// score, whose slow creep is the detectors' blind spot. Timing metrics (lag,
+/// records per second) follow the host's speed when a backlog is replayed,
+/// drift statistics are tests already, a column's `mean` moves with the
+/// seasons on real data (the drift detector judges its distribution, against
+/// how much it usually moves), and `outlier_rate` is measured against a
+/// reference that follows the data; they are watched only when listed.
+pub const DEFAULT_WATCH: [&str; 6] = ["null_rate", "duplicate_rate", "wrong_type_rate", "unexpected_value_rate", "rule_violation_rate", "quality_score"];
 
 /// Windows in a row near the mean that end a departure.
 pub const CALM_WINDOWS: u32 = 5;
+/// Windows a departure may last before it is the new normal; also the
+/// warm-up of the baseline learned then.
+pub const NEW_NORMAL_WINDOWS: u32 = 20;
 
 /// Most series one pipeline watches; metrics past this are left unwatched.
 pub const MAX_SERIES: usize = 10_000;
@@ -145,7 +162,14 @@ pub struct Params {
     pub cusum_h: f64,
     pub severity: Level,
     pub warmup_windows: u32,
+    pub follow: f64,
+    /// A share of the window's rows (`*_rate`): its sigma is never below
+    /// the binomial noise of the window's size.
+    pub rate: bool,
 }
+
+/// How fast a `mean` series' in-control mean follows it, unless configured.
+const MEAN_FOLLOW: f64 = 0.1;
 
 impl SpcConfig {
     /// Parameters for `metric`, or `None` when it is not watched.
@@ -167,6 +191,8 @@ impl SpcConfig {
             cusum_h: pick(|m| m.cusum_h, 12.0),
             severity: own.and_then(|m| m.severity).or(self.defaults.severity).unwrap_or(Level::Warning),
             warmup_windows: self.warmup_windows,
+            follow: pick(|m| m.follow, if metric == "mean" { MEAN_FOLLOW } else { 0.0 }),
+            rate: metric.ends_with("_rate"),
         })
     }
 
@@ -181,6 +207,9 @@ impl SpcConfig {
             }
             if m.cusum_k.is_some_and(|k| !(k >= 0.0 && k.is_finite())) || m.mean.is_some_and(|v| !v.is_finite()) {
                 return bad("cusum_k must be 0 or more and mean finite");
+            }
+            if m.follow.is_some_and(|f| !(0.0..1.0).contains(&f)) {
+                return bad("follow must be within [0, 1)");
             }
         }
         if self.warmup_windows < 2 && self.defaults.sigma.is_none() {
@@ -268,8 +297,15 @@ pub struct Series {
     recent: VecDeque<f64>,
     /// A rule fired and the series has not been calm since.
     departed: bool,
+    /// Windows since the departure began.
+    departed_for: u32,
+    /// The departure's last values, oldest first (at most [`NEW_NORMAL_WINDOWS`]).
+    departure: VecDeque<f64>,
     /// Windows in a row within one sigma of the mean.
     calm: u32,
+    /// After a new normal: the sigma it is watched with, whatever the moving
+    /// ranges since say.
+    sigma_floor: f64,
 }
 
 impl Series {
@@ -280,7 +316,6 @@ impl Series {
         };
         let ewma = baseline.map_or(0.0, |b| b.0);
         Series {
-            params,
             learned: Spread::default(),
             baseline,
             constant: false,
@@ -290,7 +325,11 @@ impl Series {
             cusum_low: 0.0,
             recent: VecDeque::new(),
             departed: false,
+            departed_for: 0,
+            departure: VecDeque::new(),
             calm: 0,
+            sigma_floor: 0.0,
+            params,
         }
     }
 
@@ -301,6 +340,13 @@ impl Series {
 
     /// Take one window's value; the rules that fired on it.
     pub fn observe(&mut self, x: f64) -> Vec<Signal> {
+        self.observe_in(x, None)
+    }
+
+    /// Take one value of a window of `rows` rows: a rate's sigma is at
+    /// least the binomial noise of that size (one event in a small window
+    /// of an almost-never series is noise, not a departure).
+    pub fn observe_in(&mut self, x: f64, rows: Option<u32>) -> Vec<Signal> {
         if !x.is_finite() || self.constant {
             return Vec::new();
         }
@@ -311,7 +357,12 @@ impl Series {
             }
             return Vec::new();
         };
-        let sigma = if self.params.sigma.is_some() { configured_sigma } else { self.learned.sigma() };
+        let mut sigma = if self.params.sigma.is_some() { configured_sigma } else { self.learned.sigma().max(self.sigma_floor) };
+        if let (true, Some(n)) = (self.params.rate, rows.filter(|&n| n > 0)) {
+            let n = f64::from(n);
+            let p = mean.clamp(1.0 / n, 1.0 - 1.0 / n);
+            sigma = sigma.max((p * (1.0 - p) / n).sqrt());
+        }
         let p = &self.params;
         let z = (x - mean) / sigma;
         let mut fired = Vec::new();
@@ -370,21 +421,52 @@ impl Series {
         }
         if fired.is_empty() {
             self.learned.push_range(x);
+            if p.follow > 0.0 && !self.departed {
+                // The in-control mean follows the series; the EWMA moves with it.
+                let step = p.follow * (x - mean);
+                self.baseline = Some((mean + step, configured_sigma));
+                self.ewma += step;
+            }
         } else {
             self.learned.last = Some(x);
         }
         self.calm = if z.abs() < 1.0 { self.calm + 1 } else { 0 };
         if self.departed {
             self.departed = self.calm < CALM_WINDOWS;
+            self.departed_for += 1;
+            if self.departure.len() == NEW_NORMAL_WINDOWS as usize {
+                self.departure.pop_front();
+            }
+            self.departure.push_back(x);
+            if self.departed && self.departed_for >= NEW_NORMAL_WINDOWS && (self.params.mean.is_none() || self.params.sigma.is_none()) {
+                self.settle(sigma);
+            }
             return Vec::new();
         }
         self.departed = !fired.is_empty();
+        (self.departed_for, self.departure) = (0, VecDeque::new());
         fired
+    }
+
+    /// A departure that has lasted: once its last values show no trend (their
+    /// standard deviation under twice what their moving ranges say), their
+    /// mean is the new normal, watched with the wider of `sigma` and theirs.
+    fn settle(&mut self, sigma: f64) {
+        let mut spread = Spread::default();
+        self.departure.iter().for_each(|&x| spread.push(x));
+        let trend_free = if spread.ranges == 0 { 0.0 } else { spread.range_sum / f64::from(spread.ranges) / D2 };
+        let sd = if spread.n < 2 { 0.0 } else { (spread.m2 / f64::from(spread.n - 1)).sqrt() };
+        if sd > 2.0 * trend_free.max(1e-12 * spread.mean.abs().max(1.0)) {
+            return;
+        }
+        let mean = self.params.mean.unwrap_or(spread.mean);
+        let sigma = self.params.sigma.unwrap_or(sigma.max(spread.sigma()).max(self.sigma_floor));
+        *self = Series { baseline: Some((mean, sigma)), ewma: mean, sigma_floor: sigma, ..Series::new(self.params.clone()) };
     }
 
     fn learn(&mut self) {
         let mean = self.params.mean.unwrap_or(self.learned.mean);
-        let sigma = self.params.sigma.unwrap_or(self.learned.sigma());
+        let sigma = self.params.sigma.unwrap_or(self.learned.sigma().max(self.sigma_floor));
         if sigma <= 1e-12 * mean.abs().max(1.0) {
             self.constant = true;
             return;
@@ -453,10 +535,17 @@ impl Watch {
 
     /// Feed one value; the rules that fired.
     pub fn observe(&mut self, key: SeriesKey, value: f64) -> Vec<Signal> {
+        self.observe_in(key, value, None)
+    }
+
+    /// Feed one value of a window of `rows` rows; the rules that fired.
+    pub fn observe_in(&mut self, key: SeriesKey, value: f64, rows: Option<u32>) -> Vec<Signal> {
         if let Some(series) = self.series.get_mut(&key) {
-            return series.observe(value);
+            return series.observe_in(value, rows);
         }
-        let Some(params) = self.config.params(&key.2) else { return Vec::new() };
+        let Some(params) = self.config.params(&key.2) else {
+            return Vec::new();
+        };
         if self.series.len() >= MAX_SERIES {
             if !self.full {
                 self.full = true;
@@ -464,7 +553,7 @@ impl Watch {
             }
             return Vec::new();
         }
-        self.series.entry(key).or_insert_with(|| Series::new(params)).observe(value)
+        self.series.entry(key).or_insert_with(|| Series::new(params)).observe_in(value, rows)
     }
 
     /// Series whose rules apply now (past warm-up, not constant).

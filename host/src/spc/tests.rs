@@ -157,9 +157,7 @@ fn config_sets_rules_per_metric_and_rejects_nonsense() {
 
 #[test]
 fn watch_keeps_one_series_per_partition_detector_metric_and_column() {
-    let mut config = SpcConfig::default();
-    config.warmup_windows = 2;
-    let mut watch = Watch::new(config);
+    let mut watch = Watch::new(SpcConfig { warmup_windows: 2, ..SpcConfig::default() });
     let key = |p: u32, c: &str| (p, "completeness".to_string(), "null_rate".to_string(), Some(c.to_string()));
     for v in [0.01, 0.02] {
         watch.observe(key(0, "a"), v);
@@ -167,4 +165,20 @@ fn watch_keeps_one_series_per_partition_detector_metric_and_column() {
         watch.observe(key(0, "b"), v);
     }
     assert_eq!(watch.watching(), 3);
+}
+
+/// A step that stays is a new normal once it settles: one alert for it, then
+/// quiet at the new level, and a step from there alerts again.
+#[test]
+fn a_settled_departure_is_the_new_normal() {
+    let mut state = 0x2545_f491_u64;
+    let mut noise = move || {
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+    };
+    let mut s = Series::new(params(&[Rule::Ewma, Rule::Cusum]));
+    let mut fired = |s: &mut Series, level: f64, windows: usize| (0..windows).filter(|_| !s.observe(level + noise()).is_empty()).count();
+    assert_eq!(fired(&mut s, 10.0, 100), 0, "warm-up");
+    assert_eq!(fired(&mut s, 14.0, 150), 1, "a lasting step alerts once");
+    assert_eq!(fired(&mut s, 18.0, 40), 1, "a step from the new normal alerts again");
 }

@@ -1,9 +1,11 @@
 //! Completeness: the share of null or missing values per column.
 //!
 //! With no config it learns each column's usual null rate over the first
-//! windows and flags a window whose rate is above that by more than both a
-//! minimum step and the binomial noise of the window's size, so a rare null
-//! in a clean stream stays quiet. `max_null_rate` pins a limit per column.
+//! windows and flags a window whose rate is far above the rates of the
+//! windows before (see [`RateBaseline`]: their real spread, the binomial
+//! noise of the window's size and a minimum step), so a rare null in a clean
+//! stream stays quiet and a column whose nulls wander day to day does too.
+//! `max_null_rate` pins a limit per column.
 
 use std::collections::BTreeMap;
 
@@ -77,8 +79,12 @@ impl Detector for Completeness {
                     self.state.baselines.entry(column.name.clone()).or_default().observe(absent, rows);
                     continue;
                 }
-                None => match self.state.baselines.get(&column.name) {
-                    Some(b) => b.upper_limit(rows, self.config.min_increase),
+                None => match self.state.baselines.get_mut(&column.name) {
+                    Some(b) => {
+                        let limit = b.upper_limit(rows, self.config.min_increase);
+                        b.push(rate, rate > limit && absent >= self.config.min_count);
+                        limit
+                    }
                     // A field the baseline never saw: the schema detector reports it.
                     None => continue,
                 },
@@ -123,6 +129,7 @@ export_detector!(Completeness);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clean_host_sdk::stats::MIN_HISTORY;
     use clean_host_sdk::testing::{BatchBuilder, Rng};
 
     fn window(seq: u64, rng: &mut Rng, null_rate: f64) -> Batch {
@@ -159,12 +166,27 @@ mod tests {
     fn state_survives_snapshot_and_restore() {
         let mut d = Completeness::default();
         let mut rng = Rng(3);
-        for seq in 0..5 {
+        for seq in 0..MIN_HISTORY as u64 {
             d.analyze(&window(seq, &mut rng, 0.0)).unwrap();
         }
         let mut e = Completeness::default();
         e.restore(&d.snapshot()).unwrap();
-        assert_eq!(e.analyze(&window(5, &mut rng, 0.5)).unwrap().findings.len(), 1);
+        assert_eq!(e.analyze(&window(MIN_HISTORY as u64, &mut rng, 0.5)).unwrap().findings.len(), 1);
+    }
+
+    /// Overdispersed nulls: a rate wandering between 0.5% and 6% from window
+    /// to window stays quiet at 6% and alerts at 20%.
+    #[test]
+    fn a_wandering_null_rate_is_quiet_at_its_usual_highs_and_loud_far_above() {
+        let mut d = Completeness::default();
+        let mut rng = Rng(21);
+        for seq in 0..60 {
+            let rate = 0.005 + 0.055 * rng.uniform();
+            let a = d.analyze(&window(seq, &mut rng, rate)).unwrap();
+            assert!(a.findings.is_empty(), "window {seq} at {rate:.3}: {:?}", a.findings);
+        }
+        assert!(d.analyze(&window(60, &mut rng, 0.06)).unwrap().findings.is_empty());
+        assert_eq!(d.analyze(&window(61, &mut rng, 0.2)).unwrap().findings.len(), 1);
     }
 
     #[test]

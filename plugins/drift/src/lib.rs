@@ -1,52 +1,91 @@
 //! Drift: has a column's distribution moved away from its reference?
 //!
-//! The first `reference_windows` windows are the reference, held in
-//! mergeable sketches from Apache DataSketches so memory stays bounded however
-//! many rows they span: a KLL quantile sketch per numeric column, a
-//! frequent-items sketch per text or boolean column. Then the reference is
-//! frozen into a 101-point quantile grid or a table of category shares (or
-//! pinned in config, or restored from state), and every later window is
-//! compared with it:
+//! The first `reference_windows` windows of a column are its reference,
+//! held in mergeable sketches from Apache DataSketches so memory stays
+//! bounded however many rows they span: a KLL quantile sketch per numeric
+//! column, a frequent-items sketch per text or boolean column (each fed a
+//! sample of at most [`SAMPLE_PER_WINDOW`] values per window). Then the
+//! reference is frozen into a 101-point quantile grid or a table of category
+//! shares (or pinned in config, or restored from state), and every later
+//! window is compared with it:
 //!
 //! - numeric columns: PSI over the reference's deciles, and the two-sample
 //!   Kolmogorov-Smirnov distance;
 //! - categorical columns: PSI and Pearson's chi-square over the reference's
 //!   categories plus one bucket for all others.
 //!
-//! A column drifts only when the shift is both large (PSI at least
-//! `psi_threshold`, or KS distance at least `ks_threshold` after the
-//! sketch's rank error is taken off) and significant (p below `alpha`), so
-//! noisy but stationary data stays quiet and small windows do not flap.
+//! A column drifts only when the shift is large (PSI at least
+//! `psi_threshold` over what noise alone gives, (k - 1) / n for k bins of n
+//! values, or KS distance at least `ks_threshold` after the
+//! sketch's rank error is taken off), significant (p below `alpha`), and
+//! far out among the column's own statistics in the windows before (above
+//! the far-out fence of its PSI or KS [`History`], taken on their cube
+//! roots, as these statistics are skewed like chi-square, and above the level
+//! 1 window in 50 reaches, for columns that move in bursts): the tests assume a window's
+//! rows are independent draws, and real windows are not (an hour's
+//! temperatures follow the weather), so a column is judged against how much
+//! it usually moves, and only once [`JUDGE_AFTER`] windows showed that.
+//! A numeric column also drifts when its median steps further between two
+//! windows than it ever stepped (see [`level_step`]): an offset or unit
+//! bug in a column that trends all day, where the reference alone cannot
+//! tell the bug from the trend.
 //! Columns whose reference has more than `max_categories` values (ids, free
-//! text) and timestamps are not judged. Every numeric column's mean is
-//! emitted as a metric, for the host's control rules.
+//! text), timestamps, and numeric columns that move with time (epoch times,
+//! counters, calendar parts: see [`TimeLikeColumns`]) are not judged. Every
+//! other numeric column's mean is emitted as a metric, for the host's
+//! control rules.
+//!
+//! The reference follows legitimate change (a trailing reference): the
+//! windows since it was frozen make the next one, which takes over every
+//! `refresh_windows` windows, so a slow seasonal change is followed, never
+//! alerted. A drift lasting [`NEW_NORMAL_AFTER`] windows in a row is a new
+//! normal: its own windows become the reference at once. Windows of a
+//! shorter drift go into no reference. Pinned references never change, and
+//! judge from the first window: they say what the column should look like.
 
+mod level_step;
 mod tests_of_fit;
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
+use clean_host_sdk::bindings::clean_host::plugin::host::LogLevel;
+use clean_host_sdk::stats::{History, NEW_NORMAL_AFTER};
+use clean_host_sdk::time_like::TimeLikeColumns;
 use clean_host_sdk::{
-    decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch, Column, ColumnValues, Detector, Finding, PluginInfo, Severity,
-    PRESENT,
+    decode_state, encode_state, export_detector, log, metric_info, parse_config, Analysis, Batch, Column, ColumnValues, Detector, Finding, PluginInfo,
+    Severity, PRESENT,
 };
 use datasketches::common::SearchCriteria;
 use datasketches::frequencies::{ErrorType, FrequentItemsSketch};
 use datasketches::kll::{KllFloat, KllSketch};
 use serde::{Deserialize, Serialize};
 
+use level_step::LevelSteps;
 use tests_of_fit::{chi_square_p, ks_p, psi_and_chi_square, QuantileGrid};
 
 /// Points in a learned numeric reference's quantile grid.
 const GRID_POINTS: usize = 101;
 /// Frequent-items map size while learning categories (a power of two).
-const CATEGORY_MAP: usize = 256;
+const CATEGORY_MAP: usize = 1024;
+/// Windows of a column's statistics known before it is judged: how much it
+/// usually moves takes more windows to see than a rate's level.
+const JUDGE_AFTER: usize = 20;
+/// Values of a column a window adds to the reference being learned, at most
+/// (evenly spaced over its rows): the cost of learning stays flat.
+const SAMPLE_PER_WINDOW: usize = 500;
 
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct Config {
-    /// Windows whose rows make the reference.
+    /// Windows whose rows make a column's first reference.
     reference_windows: u32,
+    /// Windows after which a learned reference is replaced by the windows
+    /// since it was frozen (0: never).
+    refresh_windows: u32,
+    /// Per column: `true` never judges it (a clock), `false` always does
+    /// (default: recognised by its values).
+    time_like: BTreeMap<String, bool>,
     /// Only these columns (default: every numeric, boolean and text column).
     columns: Option<Vec<String>>,
     /// Equal-probability bins of a numeric column's PSI.
@@ -71,13 +110,15 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             reference_windows: 10,
+            refresh_windows: 10,
+            time_like: BTreeMap::new(),
             columns: None,
             bins: 10,
             psi_threshold: 0.25,
             ks_threshold: 0.15,
             alpha: 0.001,
             min_rows: 100,
-            max_categories: 50,
+            max_categories: 200,
             sketch_k: 200,
             reference: BTreeMap::new(),
         }
@@ -116,6 +157,16 @@ enum Learning {
     Categorical(FrequentItemsSketch<String>),
 }
 
+/// The next references of one column, being learned.
+struct Candidate {
+    /// The windows since the reference was frozen that did not drift.
+    sketch: Learning,
+    windows: u32,
+    /// While the column drifts: the drift's own windows, a possible new normal.
+    shift: Option<Learning>,
+    drifting: u32,
+}
+
 /// `Learning` as state: the sketches' own compact bytes.
 #[derive(Serialize, Deserialize)]
 enum SavedLearning {
@@ -123,20 +174,41 @@ enum SavedLearning {
     Categorical(Vec<u8>),
 }
 
-#[derive(Default, Serialize, Deserialize)]
-struct SavedState {
+#[derive(Serialize, Deserialize)]
+struct SavedCandidate {
+    sketch: SavedLearning,
     windows: u32,
-    learning: BTreeMap<String, SavedLearning>,
+    shift: Option<SavedLearning>,
+    drifting: u32,
+}
+
+/// How much a column's statistics usually move between windows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct Spread {
+    psi: History,
+    ks: History,
+    steps: LevelSteps,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+#[serde(default)]
+struct SavedState {
+    learning: BTreeMap<String, SavedCandidate>,
     reference: BTreeMap<String, Reference>,
+    time: TimeLikeColumns,
+    spreads: BTreeMap<String, Spread>,
 }
 
 #[derive(Default)]
 pub struct Drift {
     config: Config,
-    /// Reference windows seen so far.
-    windows: u32,
-    learning: BTreeMap<String, Learning>,
+    learning: BTreeMap<String, Candidate>,
     reference: BTreeMap<String, Reference>,
+    /// Columns whose reference comes from config: never replaced.
+    pinned: Vec<String>,
+    time: TimeLikeColumns,
+    spreads: BTreeMap<String, Spread>,
     /// Category -> bin, per categorical reference (rebuilt from `reference`).
     bins: HashMap<String, HashMap<Vec<u8>, usize, BuildHasherDefault<Fnv>>>,
 }
@@ -169,68 +241,126 @@ pub struct ColumnMemory {
     pub bytes: usize,
 }
 
+impl Learning {
+    fn new(values: &Values, k: u16) -> Result<Self, String> {
+        Ok(match values {
+            Values::Numbers(_) => Learning::Numeric(KllSketch::new(k).map_err(|e| e.to_string())?),
+            Values::Categories(_) => Learning::Categorical(FrequentItemsSketch::new(CATEGORY_MAP).map_err(|e| e.to_string())?),
+        })
+    }
+
+    /// Add an even sample of `values`; false if they are of the other kind.
+    fn add(&mut self, values: &Values) -> Result<bool, String> {
+        match (self, values) {
+            (Learning::Numeric(sketch), Values::Numbers(v)) => {
+                for &x in sample(v) {
+                    sketch.update(KllFloat::<f64>::new(x).map_err(|e| e.to_string())?);
+                }
+            }
+            (Learning::Categorical(sketch), Values::Categories(v)) => {
+                for s in sample(v) {
+                    sketch.update_ref(&*String::from_utf8_lossy(s));
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn save(&self) -> SavedLearning {
+        match self {
+            Learning::Numeric(s) => SavedLearning::Numeric(s.serialize()),
+            Learning::Categorical(s) => SavedLearning::Categorical(s.serialize()),
+        }
+    }
+
+    fn load(saved: SavedLearning) -> Result<Self, String> {
+        Ok(match saved {
+            SavedLearning::Numeric(bytes) => Learning::Numeric(KllSketch::deserialize(&bytes).map_err(|e| format!("invalid state: {e}"))?),
+            SavedLearning::Categorical(bytes) => Learning::Categorical(FrequentItemsSketch::deserialize(&bytes).map_err(|e| format!("invalid state: {e}"))?),
+        })
+    }
+
+    fn freeze(&self, max_categories: usize) -> Result<Option<Reference>, String> {
+        Ok(match self {
+            Learning::Numeric(sketch) => {
+                let ranks: Vec<f64> = (0..GRID_POINTS).map(|i| i as f64 / (GRID_POINTS - 1) as f64).collect();
+                let Some(grid) = sketch.quantiles(&ranks, SearchCriteria::Inclusive).map_err(|e| e.to_string())? else {
+                    return Ok(None);
+                };
+                Some(Reference::Numeric {
+                    grid: QuantileGrid { grid: grid.into_iter().map(KllFloat::into_inner).collect() },
+                    rows: sketch.n(),
+                    rank_error: sketch.normalized_rank_error(),
+                })
+            }
+            Learning::Categorical(sketch) => Some(categories(sketch, max_categories)),
+        })
+    }
+}
+
+/// At most [`SAMPLE_PER_WINDOW`] of `values`, evenly spaced.
+fn sample<T>(values: &[T]) -> impl Iterator<Item = &T> {
+    let step = values.len().div_ceil(SAMPLE_PER_WINDOW).max(1);
+    values.iter().step_by(step)
+}
+
 impl Drift {
     fn watched(&self, name: &str) -> bool {
         self.config.columns.as_ref().is_none_or(|c| c.iter().any(|n| n == name))
     }
 
-    fn learn(&mut self, batch: &Batch) -> Result<(), String> {
-        for column in &batch.columns {
-            if self.reference.contains_key(&column.name) || !self.watched(&column.name) {
-                continue;
-            }
-            let Some(values) = values(column) else { continue };
-            let k = self.config.sketch_k;
-            let entry = match self.learning.get_mut(&column.name) {
-                Some(e) => e,
-                None => {
-                    let fresh = match values {
-                        Values::Numbers(_) => Learning::Numeric(KllSketch::new(k).map_err(|e| e.to_string())?),
-                        Values::Categories(_) => Learning::Categorical(FrequentItemsSketch::new(CATEGORY_MAP).map_err(|e| e.to_string())?),
-                    };
-                    self.learning.entry(column.name.clone()).or_insert(fresh)
-                }
+    /// Take a judged (or not yet judged) column's window into its next
+    /// reference, and freeze that when it is due: the trailing one every
+    /// `refresh_windows` windows, a drift's own once it lasted
+    /// [`NEW_NORMAL_AFTER`] windows. A shorter drift leaves nothing behind.
+    fn advance(&mut self, name: &str, values: &Values, drifted: bool) -> Result<(), String> {
+        if self.pinned.iter().any(|p| p == name) {
+            return Ok(());
+        }
+        let k = self.config.sketch_k;
+        let candidate = match self.learning.get_mut(name) {
+            Some(c) => c,
+            None => self.learning.entry(name.to_string()).or_insert(Candidate { sketch: Learning::new(values, k)?, windows: 0, shift: None, drifting: 0 }),
+        };
+        let frozen = if drifted {
+            let shift = match &mut candidate.shift {
+                Some(shift) => shift,
+                None => candidate.shift.insert(Learning::new(values, k)?),
             };
-            match (entry, values) {
-                (Learning::Numeric(sketch), Values::Numbers(v)) => {
-                    for x in v {
-                        sketch.update(KllFloat::<f64>::new(x).map_err(|e| e.to_string())?);
-                    }
-                }
-                (Learning::Categorical(sketch), Values::Categories(v)) => {
-                    for s in v {
-                        sketch.update_ref(&*String::from_utf8_lossy(s));
-                    }
-                }
-                // The column changed type while learning: the schema detector's business.
-                _ => {}
+            shift.add(values)?;
+            candidate.drifting += 1;
+            if candidate.drifting < NEW_NORMAL_AFTER {
+                return Ok(());
             }
-        }
-        self.windows += 1;
-        if self.windows >= self.config.reference_windows {
-            self.freeze()?;
-        }
-        Ok(())
-    }
-
-    /// Turn the learned sketches into references.
-    fn freeze(&mut self) -> Result<(), String> {
-        for (name, learning) in std::mem::take(&mut self.learning) {
-            let reference = match learning {
-                Learning::Numeric(sketch) => {
-                    let ranks: Vec<f64> = (0..GRID_POINTS).map(|i| i as f64 / (GRID_POINTS - 1) as f64).collect();
-                    let Some(grid) = sketch.quantiles(&ranks, SearchCriteria::Inclusive).map_err(|e| e.to_string())? else { continue };
-                    Reference::Numeric {
-                        grid: QuantileGrid { grid: grid.into_iter().map(KllFloat::into_inner).collect() },
-                        rows: sketch.n(),
-                        rank_error: sketch.normalized_rank_error(),
-                    }
-                }
-                Learning::Categorical(sketch) => categories(&sketch, self.config.max_categories),
+            let shift = candidate.shift.take().expect("set above");
+            *candidate = Candidate { sketch: Learning::new(values, k)?, windows: 0, shift: None, drifting: 0 };
+            shift
+        } else {
+            (candidate.shift, candidate.drifting) = (None, 0);
+            if !candidate.sketch.add(values)? {
+                // The column changed kind (the schema detector's business): learn it anew.
+                *candidate = Candidate { sketch: Learning::new(values, k)?, windows: 0, shift: None, drifting: 0 };
+                candidate.sketch.add(values)?;
+                self.reference.remove(name);
+            }
+            candidate.windows += 1;
+            let due = match self.reference.get(name) {
+                None => candidate.windows >= self.config.reference_windows,
+                Some(_) => self.config.refresh_windows > 0 && candidate.windows >= self.config.refresh_windows,
             };
-            self.reference.insert(name, reference);
+            if !due {
+                return Ok(());
+            }
+            std::mem::replace(&mut candidate.sketch, Learning::new(values, k)?)
+        };
+        if let Some(candidate) = self.learning.get_mut(name) {
+            candidate.windows = 0;
         }
-        self.index_categories();
+        if let Some(reference) = frozen.freeze(self.config.max_categories)? {
+            self.reference.insert(name.to_string(), reference);
+            self.index_categories();
+        }
         Ok(())
     }
 
@@ -245,16 +375,39 @@ impl Drift {
             .collect();
     }
 
-    fn judge(&self, name: &str, values: Values<'_>, out: &mut Analysis) {
+    /// The PSI and KS distance above which a column's window stands apart
+    /// from its windows before; infinite until [`JUDGE_AFTER`] are known.
+    fn usual(&self, name: &str) -> (f64, f64) {
+        // A pinned reference is what the column should look like: judged at once.
+        if self.pinned.iter().any(|p| p == name) {
+            return (0.0, 0.0);
+        }
+        // The far-out fence; for a column that moves in bursts (rain: most
+        // windows dry, some wet), also the level its bursts reach 1 in 50.
+        let high = |h: &History| match (h.len() >= JUDGE_AFTER, h.far_out_skewed(), h.quantile(0.98)) {
+            (true, Some(fence), Some(bursts)) => fence.max(bursts),
+            _ => f64::INFINITY,
+        };
+        let Some(spread) = self.spreads.get(name) else {
+            return (f64::INFINITY, f64::INFINITY);
+        };
+        (high(&spread.psi), high(&spread.ks))
+    }
+
+    /// Compare a column's window with its reference: whether it drifted,
+    /// and its PSI and KS distance (when measured), for the column's spread.
+    fn judge(&self, name: &str, values: &Values<'_>, out: &mut Analysis) -> (bool, Option<f64>, Option<f64>) {
         let c = &self.config;
-        let Some(reference) = self.reference.get(name) else { return };
+        let Some(reference) = self.reference.get(name) else {
+            return (false, None, None);
+        };
         match (reference, values) {
-            (Reference::Numeric { grid, rows, rank_error }, Values::Numbers(mut v)) => {
+            (Reference::Numeric { grid, rows, rank_error }, Values::Numbers(v)) => {
                 if v.len() < c.min_rows as usize {
-                    return;
+                    return (false, None, None);
                 }
                 // At least 20 expected values per bin, so the chi-square test holds on small windows.
-                let comparison = grid.compare(&v, c.bins.min(v.len() / 20).max(2));
+                let comparison = grid.compare(v, c.bins.min(v.len() / 20).max(2));
                 let m = *rows as f64;
                 let (psi, chi) = psi_and_chi_square(&comparison.observed, &comparison.expected, m);
                 let psi_p = chi_square_p(chi, (comparison.observed.len() - 1) as f64);
@@ -263,15 +416,22 @@ impl Drift {
                 let ks_pv = ks_p(ks_sure, v.len() as f64, m);
                 out.metric("psi", Some(name), psi);
                 out.metric("ks_distance", Some(name), ks);
-                let psi_drift = psi >= c.psi_threshold && psi_p < c.alpha;
-                let ks_drift = ks_sure >= c.ks_threshold && ks_pv < c.alpha;
+                let (psi_usual, ks_usual) = self.usual(name);
+                // PSI over k bins of n values is about (k - 1) / n on noise alone.
+                let psi_noise = (comparison.observed.len() - 1) as f64 / v.len() as f64;
+                // Above what the column usually reaches by more than the noise
+                // of one window of this size (KS: its 95% critical difference).
+                let ks_noise = 1.36 * ((v.len() as f64 + m) / (v.len() as f64 * m)).sqrt();
+                let psi_drift = psi >= c.psi_threshold + psi_noise && psi_p < c.alpha && psi > psi_usual + psi_noise;
+                let ks_drift = ks_sure >= c.ks_threshold && ks_pv < c.alpha && ks > ks_usual + ks_noise;
                 if psi_drift || ks_drift {
+                    let mut v = v.clone();
                     let mid = v.len() / 2;
                     let median = *v.select_nth_unstable_by(mid, f64::total_cmp).1;
                     let (metric, value, threshold) = if psi_drift { ("psi", psi, c.psi_threshold) } else { ("ks_distance", ks, c.ks_threshold) };
                     let severity = if value >= 2.0 * threshold { Severity::Critical } else { Severity::Warning };
                     let message = format!(
-                        "{name} moved away from its reference: PSI {psi:.3} (p {}), KS distance {ks:.3} (±{rank_error:.3} sketch error, p {}); median {median:.4} against {:.4}, over {} values against {rows}",
+                        "{name} moved away from its reference: PSI {psi:.3} (p {}, usually up to {psi_usual:.3}), KS distance {ks:.3} (±{rank_error:.3} sketch error, p {}, usually up to {ks_usual:.3}); median {median:.4} against {:.4}, over {} values against {rows}",
                         p(psi_p),
                         p(ks_pv),
                         grid.grid[grid.grid.len() / 2],
@@ -279,10 +439,11 @@ impl Drift {
                     );
                     out.findings.push(Finding::new(metric, Some(name), value, threshold, severity, message));
                 }
+                (psi_drift || ks_drift, Some(psi), Some(ks))
             }
             (Reference::Categorical { shares, rows }, Values::Categories(v)) => {
                 if v.len() < c.min_rows as usize {
-                    return;
+                    return (false, None, None);
                 }
                 let index = &self.bins[name];
                 let n = v.len() as f64;
@@ -291,7 +452,7 @@ impl Drift {
                 let other = shares.len();
                 let bin_of: Vec<usize> = shares.values().enumerate().map(|(i, &e)| if e * n >= 5.0 { i } else { other }).collect();
                 let mut observed = vec![0u64; other + 1];
-                for s in &v {
+                for s in v {
                     observed[index.get(*s).map_or(other, |&i| bin_of[i])] += 1;
                 }
                 let listed: f64 = shares.values().sum();
@@ -307,7 +468,8 @@ impl Drift {
                 let chi_p = chi_square_p(chi, tested_observed.len().saturating_sub(1) as f64);
                 out.metric("psi", Some(name), psi);
                 out.metric("chi_square", Some(name), chi);
-                if psi >= c.psi_threshold && chi_p < c.alpha {
+                let psi_noise = tested_observed.len().saturating_sub(1) as f64 / n;
+                if psi >= c.psi_threshold + psi_noise && chi_p < c.alpha && psi > self.usual(name).0 + psi_noise {
                     // The category whose share moved most.
                     let names = shares.keys().map(String::as_str).chain(["(other values)"]);
                     let moved = names
@@ -318,21 +480,28 @@ impl Drift {
                         .map(|(k, o, e)| format!("{k} {:.1}% against {:.1}%", o * 100.0, e * 100.0))
                         .unwrap_or_default();
                     let severity = if psi >= 2.0 * c.psi_threshold { Severity::Critical } else { Severity::Warning };
-                    let message = format!("{name}'s categories moved away from its reference: PSI {psi:.3}, chi-square {chi:.1} (p {}); most moved: {moved}; over {} values against {rows}", p(chi_p), v.len());
+                    let message = format!(
+                        "{name}'s categories moved away from its reference: PSI {psi:.3} (usually up to {:.3}), chi-square {chi:.1} (p {}); most moved: {moved}; over {} values against {rows}",
+                        self.usual(name).0,
+                        p(chi_p),
+                        v.len()
+                    );
                     out.findings.push(Finding::new("psi", Some(name), psi, c.psi_threshold, severity, message));
+                    return (true, Some(psi), None);
                 }
+                (false, Some(psi), None)
             }
-            _ => {}
+            _ => (false, None, None),
         }
     }
 
     /// Memory each column's sketch or reference holds.
     pub fn memory(&self) -> Vec<ColumnMemory> {
         let strings = |m: &BTreeMap<String, f64>| m.keys().map(|k| k.len() + 24 + 8).sum::<usize>();
-        let learning = self.learning.iter().map(|(name, l)| ColumnMemory {
+        let learning = self.learning.iter().map(|(name, c)| ColumnMemory {
             column: name.clone(),
             phase: "learning",
-            bytes: match l {
+            bytes: match &c.sketch {
                 Learning::Numeric(s) => s.num_retained() * std::mem::size_of::<f64>(),
                 Learning::Categorical(s) => s.current_map_capacity() * (24 + 8) + s.num_active_items() * 16,
             },
@@ -402,8 +571,9 @@ impl Detector for Drift {
                 metric_info("ks_distance", "Largest gap between the column's and the reference's CDF"),
                 metric_info("chi_square", "Pearson's chi-square of the column's categories against the reference's shares"),
                 metric_info("mean", "Mean of a numeric column's present values"),
+                metric_info("median_step", "How far a numeric column's median moved since the window before"),
             ],
-            config_schema: r#"{"type":"object","properties":{"reference_windows":{"type":"integer"},"columns":{"type":"array","items":{"type":"string"}},"bins":{"type":"integer"},"psi_threshold":{"type":"number"},"ks_threshold":{"type":"number"},"alpha":{"type":"number"},"min_rows":{"type":"integer"},"max_categories":{"type":"integer"},"sketch_k":{"type":"integer"},"reference":{"type":"object","additionalProperties":{"type":"object","properties":{"quantiles":{"type":"array","items":{"type":"number"}},"frequencies":{"type":"object","additionalProperties":{"type":"number"}}}}}}}"#.into(),
+            config_schema: r#"{"type":"object","properties":{"reference_windows":{"type":"integer"},"refresh_windows":{"type":"integer"},"time_like":{"type":"object","additionalProperties":{"type":"boolean"}},"columns":{"type":"array","items":{"type":"string"}},"bins":{"type":"integer"},"psi_threshold":{"type":"number"},"ks_threshold":{"type":"number"},"alpha":{"type":"number"},"min_rows":{"type":"integer"},"max_categories":{"type":"integer"},"sketch_k":{"type":"integer"},"reference":{"type":"object","additionalProperties":{"type":"object","properties":{"quantiles":{"type":"array","items":{"type":"number"}},"frequencies":{"type":"object","additionalProperties":{"type":"number"}}}}}}}"#.into(),
         }
     }
 
@@ -426,7 +596,7 @@ impl Detector for Drift {
                 }
                 (None, Some(f)) => {
                     let sum: f64 = f.values().sum();
-                    if f.is_empty() || f.values().any(|s| !(*s >= 0.0)) || sum > 1.0 + 1e-9 {
+                    if f.is_empty() || f.values().any(|s| !s.is_finite() || *s < 0.0) || sum > 1.0 + 1e-9 {
                         return Err(format!("reference.{column}.frequencies must be shares >= 0 adding up to at most 1"));
                     }
                     Reference::Categorical { shares: f.clone(), rows: u64::MAX / 4 }
@@ -434,7 +604,9 @@ impl Detector for Drift {
                 _ => return Err(format!("reference.{column} needs exactly one of quantiles or frequencies")),
             };
             self.reference.insert(column.clone(), reference);
+            self.pinned.push(column.clone());
         }
+        self.time.force(config.time_like.clone());
         self.config = config;
         self.index_categories();
         Ok(())
@@ -442,23 +614,42 @@ impl Detector for Drift {
 
     fn analyze(&mut self, batch: &Batch) -> Result<Analysis, String> {
         let mut out = Analysis::new();
-        for column in batch.columns.iter().filter(|c| self.watched(&c.name)) {
-            let numeric = matches!(column.values, ColumnValues::Float64(_) | ColumnValues::Int64(_));
-            let judged = matches!(self.reference.get(&column.name), Some(Reference::Numeric { .. } | Reference::Categorical { .. }));
-            // Text without a reference (ids, free text) is not even read.
-            if !numeric && !judged {
+        self.time.observe(batch);
+        for column in &batch.columns {
+            // Ids and free text, known not to be categories, are not even read.
+            if !self.watched(&column.name) || matches!(self.reference.get(&column.name), Some(Reference::NotJudged)) {
                 continue;
             }
-            let Some(values) = values(column) else { continue };
+            let Some(values) = values(column) else {
+                continue;
+            };
             if let Values::Numbers(v) = &values {
+                if self.time.is_time_like(&column.name) {
+                    continue;
+                }
                 if !v.is_empty() {
                     out.metric("mean", Some(&column.name), v.iter().sum::<f64>() / v.len() as f64);
                 }
             }
-            self.judge(&column.name, values, &mut out);
-        }
-        if self.windows < self.config.reference_windows {
-            self.learn(batch)?;
+            let (mut drifted, psi, ks) = self.judge(&column.name, &values, &mut out);
+            if let Values::Numbers(v) = &values {
+                let spread = self.spreads.entry(column.name.clone()).or_default();
+                if let Some(step) = spread.steps.observe(v, self.config.min_rows as usize, JUDGE_AFTER) {
+                    drifted = true;
+                    let severity = if step.size >= 2.0 * step.usual { Severity::Critical } else { Severity::Warning };
+                    let message = format!(
+                        "{}'s median stepped from {:.4} to {:.4} in one window, further than it ever stepped (usually up to {:.4})",
+                        column.name, step.from, step.to, step.usual
+                    );
+                    out.findings.push(Finding::new("median_step", Some(&column.name), step.size, step.usual, severity, message));
+                }
+            }
+            if psi.is_some() || ks.is_some() {
+                let spread = self.spreads.entry(column.name.clone()).or_default();
+                psi.inspect(|&psi| spread.psi.push(psi, drifted));
+                ks.inspect(|&ks| spread.ks.push(ks, drifted));
+            }
+            self.advance(&column.name, &values, drifted)?;
         }
         Ok(out)
     }
@@ -467,38 +658,42 @@ impl Detector for Drift {
         let learning = self
             .learning
             .iter()
-            .map(|(name, l)| {
-                let saved = match l {
-                    Learning::Numeric(s) => SavedLearning::Numeric(s.serialize()),
-                    Learning::Categorical(s) => SavedLearning::Categorical(s.serialize()),
-                };
-                (name.clone(), saved)
+            .map(|(name, c)| {
+                (
+                    name.clone(),
+                    SavedCandidate { sketch: c.sketch.save(), windows: c.windows, shift: c.shift.as_ref().map(Learning::save), drifting: c.drifting },
+                )
             })
             .collect();
-        encode_state(&SavedState { windows: self.windows, learning, reference: self.reference.clone() })
+        encode_state(&SavedState { learning, reference: self.reference.clone(), time: self.time.clone(), spreads: self.spreads.clone() })
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), String> {
         if state.is_empty() {
             return Ok(());
         }
-        let saved: SavedState = decode_state(state)?;
+        let saved: SavedState = match decode_state(state) {
+            Ok(saved) => saved,
+            Err(e) => {
+                log(LogLevel::Warn, &format!("drift: the state handed over is not one this version reads ({e}); learning anew"));
+                return Ok(());
+            }
+        };
         let mut learning = BTreeMap::new();
-        for (name, s) in saved.learning {
-            let l = match s {
-                SavedLearning::Numeric(bytes) => Learning::Numeric(KllSketch::deserialize(&bytes).map_err(|e| format!("invalid state: {e}"))?),
-                SavedLearning::Categorical(bytes) => {
-                    Learning::Categorical(FrequentItemsSketch::deserialize(&bytes).map_err(|e| format!("invalid state: {e}"))?)
-                }
-            };
-            learning.insert(name, l);
+        for (name, c) in saved.learning {
+            let shift = c.shift.map(Learning::load).transpose()?;
+            learning.insert(name, Candidate { sketch: Learning::load(c.sketch)?, windows: c.windows, shift, drifting: c.drifting });
         }
-        self.windows = saved.windows;
         self.learning = learning;
         // Pinned references (from config) win over restored ones.
         for (name, r) in saved.reference {
-            self.reference.entry(name).or_insert(r);
+            if !self.pinned.contains(&name) {
+                self.reference.insert(name, r);
+            }
         }
+        self.time = saved.time;
+        self.time.force(self.config.time_like.clone());
+        self.spreads = saved.spreads;
         self.index_categories();
         Ok(())
     }

@@ -180,7 +180,9 @@ impl Detector for Duplicates {
             self.state.baseline.observe(duplicate_rows.len(), rows);
         } else {
             let limit = self.state.baseline.upper_limit(rows, self.config.min_increase);
-            if rate > limit && duplicate_rows.len() >= self.config.min_count {
+            let departed = rate > limit && duplicate_rows.len() >= self.config.min_count;
+            self.state.baseline.push(rate, departed);
+            if departed {
                 let what = if self.config.key_fields.is_empty() { "records".to_string() } else { format!("keys ({})", self.config.key_fields.join(", ")) };
                 let severity = if rate > 0.2 { Severity::Critical } else { Severity::Warning };
                 out.findings.push(
@@ -230,13 +232,13 @@ mod tests {
     fn unique_records_are_quiet_and_copies_across_windows_are_found() {
         let mut d = Duplicates::default();
         d.configure("{}").unwrap();
-        for seq in 0..10 {
+        for seq in 0..20 {
             assert!(d.analyze(&window(seq, &unique(seq))).unwrap().findings.is_empty());
         }
-        // 50 records of window 8 arrive again in window 10.
-        let mut hashes = unique(10);
-        hashes[..50].copy_from_slice(&unique(8)[..50]);
-        let a = d.analyze(&window(10, &hashes)).unwrap();
+        // 50 records of window 18 arrive again in window 20.
+        let mut hashes = unique(20);
+        hashes[..50].copy_from_slice(&unique(18)[..50]);
+        let a = d.analyze(&window(20, &hashes)).unwrap();
         assert_eq!(a.findings.len(), 1);
         assert!((a.findings[0].value - 0.05).abs() < 1e-9);
         assert_eq!(a.findings[0].sample_rows[0], 0);
@@ -254,10 +256,17 @@ mod tests {
     #[test]
     fn key_fields_identify_records() {
         let mut d = Duplicates::default();
-        d.configure(r#"{"key_fields": ["id"], "warmup_windows": 0}"#).unwrap();
-        let ids: Vec<Option<i64>> = (0..100).map(|i| Some(i % 80)).collect();
-        let b = BatchBuilder::new(0).int("id", &ids).records(&unique(0)[..100], &(0..100).collect::<Vec<_>>()).build();
-        let a = d.analyze(&b).unwrap();
+        d.configure(r#"{"key_fields": ["id"]}"#).unwrap();
+        let batch = |seq: u64, ids: Vec<Option<i64>>| {
+            let offsets: Vec<u64> = (seq * 100..seq * 100 + 100).collect();
+            BatchBuilder::new(seq).int("id", &ids).records(&unique(seq)[..100], &offsets).build()
+        };
+        for seq in 0..20 {
+            let fresh: Vec<Option<i64>> = (0..100).map(|i| Some((seq * 100 + i) as i64)).collect();
+            assert!(d.analyze(&batch(seq, fresh)).unwrap().findings.is_empty());
+        }
+        let ids: Vec<Option<i64>> = (0..100).map(|i| Some(2000 + i % 80)).collect();
+        let a = d.analyze(&batch(20, ids)).unwrap();
         assert_eq!(a.findings.len(), 1);
         assert_eq!(a.findings[0].sample_rows.len(), 20);
     }

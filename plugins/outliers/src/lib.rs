@@ -2,27 +2,49 @@
 //!
 //! A value is an outlier when both its robust z-score (distance from the
 //! reference median in units of 1.4826 x MAD) passes `z_threshold` and it
-//! lies outside the reference's `iqr_k` x IQR fences. The reference is learned
+//! lies outside the reference's `iqr_k` x IQR fences. A value is extreme
+//! when it lies both `extreme_factor` times further from the median than the
+//! reference's 1st or 99th percentile and twice as far as the farthest value
+//! the column ever held on that side (a heavy tail reaches far, but not
+//! suddenly twice as far): even one such value (a unit error, a sentinel, a
+//! broken sensor) is a finding of its own (`extreme_values`). The reference is learned
 //! from a bounded sample of the first windows, together with the share of
 //! outliers it already holds (a skewed price column has some); a window is
-//! flagged when its outlier rate rises clearly above that share. Columns that
-//! only grow (sequence numbers, times as numbers) are not scored.
+//! flagged when its outlier rate rises clearly above the rates of the windows
+//! before (their real spread, not binomial noise alone: see `RateBaseline`).
+//! Columns that move with time (epoch times, counters, calendar parts: see
+//! `TimeLikeColumns`) are not scored.
+//!
+//! The reference follows legitimate change: every `refresh_windows` windows
+//! it is learned again from a uniform sample of every window so far that did
+//! not depart, so its fences widen to hold the seasons (July is not an
+//! outlier of January once both are in the sample), and a departure lasting
+//! `NEW_NORMAL_AFTER` windows is learned at once from its own windows. (So
+//! the outlier rate's meaning moves with the reference: the host's control
+//! rules do not watch it unless asked.)
 
 use std::collections::BTreeMap;
 
-use clean_host_sdk::stats::{median_mad, quantile, RateBaseline, Reservoir};
+use clean_host_sdk::bindings::clean_host::plugin::host::LogLevel;
+use clean_host_sdk::stats::{median_mad, quantile, RateBaseline, Reservoir, NEW_NORMAL_AFTER};
+use clean_host_sdk::time_like::TimeLikeColumns;
 use clean_host_sdk::{
-    decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch, Detector, Finding, NumericView, PluginInfo, Severity,
+    decode_state, encode_state, export_detector, log, metric_info, parse_config, Analysis, Batch, Detector, Finding, NumericView, PluginInfo, Severity,
 };
 use serde::{Deserialize, Serialize};
 
 const SAMPLE_SIZE: usize = 4096;
+/// How many times the farthest value ever seen an extreme one lies from the median.
+const BEYOND_FARTHEST: f64 = 2.0;
 
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct Config {
     /// Windows used to learn each column's reference distribution.
     warmup_windows: u32,
+    /// Windows after which the reference is learned again from a sample of
+    /// the windows since (0: never).
+    refresh_windows: u32,
     /// Robust z-score above which a value may be an outlier.
     z_threshold: f64,
     /// IQR multiple for the fences outside which a value may be an outlier.
@@ -33,11 +55,27 @@ struct Config {
     min_count: usize,
     /// Only these columns (all numeric columns when empty).
     columns: Vec<String>,
+    /// How many times the distance from the median to the 1st or 99th
+    /// percentile a value must lie from the median to be extreme (0: off).
+    extreme_factor: f64,
+    /// Per column: `true` never scores it (a clock), `false` always does
+    /// (default: recognised by its values).
+    time_like: BTreeMap<String, bool>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { warmup_windows: 5, z_threshold: 3.5, iqr_k: 3.0, min_increase: 0.02, min_count: 5, columns: Vec::new() }
+        Config {
+            warmup_windows: 10,
+            refresh_windows: 10,
+            z_threshold: 3.5,
+            iqr_k: 3.0,
+            min_increase: 0.02,
+            min_count: 5,
+            columns: Vec::new(),
+            extreme_factor: 10.0,
+            time_like: BTreeMap::new(),
+        }
     }
 }
 
@@ -47,18 +85,47 @@ struct Reference {
     scale: f64,
     low_fence: f64,
     high_fence: f64,
+    /// Beyond these (and twice the farthest value seen) a value is extreme.
+    extreme_low: f64,
+    extreme_high: f64,
     rate: RateBaseline,
+}
+
+/// The farthest values a column held, below and above its median, in
+/// windows that did not depart (extreme values left out).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Range {
+    low: f64,
+    high: f64,
+}
+
+impl Range {
+    fn of(values: &[f64]) -> Self {
+        values.iter().fold(Range { low: f64::INFINITY, high: f64::NEG_INFINITY }, |r, &x| Range { low: r.low.min(x), high: r.high.max(x) })
+    }
+
+    fn widen(&mut self, x: f64) {
+        (self.low, self.high) = (self.low.min(x), self.high.max(x));
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum ColumnState {
     Learning {
         sample: Reservoir,
-        sorted_windows: u32,
         windows: u32,
     },
-    Scored(Reference),
-    /// Monotonic or constant: no distribution to compare against.
+    Scored {
+        reference: Reference,
+        seen: Range,
+        /// A sample of every window so far that did not depart: the next reference.
+        next: Reservoir,
+        windows: u32,
+        /// While the column departs: the departure's own windows, a possible new normal.
+        shift: Option<Reservoir>,
+        departing: u32,
+    },
+    /// Constant, or nearly: no spread to measure distances in.
     Skipped,
 }
 
@@ -66,6 +133,8 @@ enum ColumnState {
 struct State {
     windows: u32,
     columns: BTreeMap<String, ColumnState>,
+    #[serde(default)]
+    time: TimeLikeColumns,
 }
 
 #[derive(Default)]
@@ -74,34 +143,39 @@ pub struct Outliers {
     state: State,
 }
 
-/// True when at least 95% of consecutive present values do not decrease.
-fn mostly_increasing(values: &[f64]) -> bool {
-    if values.len() < 10 {
-        return false;
-    }
-    let rising = values.windows(2).filter(|w| w[1] >= w[0]).count();
-    rising as f64 >= 0.95 * (values.len() - 1) as f64
-}
-
 impl Reference {
     fn learn(sample: &[f64], config: &Config) -> Option<Reference> {
         let mut v = sample.to_vec();
+        let (q01, q99) = (quantile(&mut v, 0.01), quantile(&mut v, 0.99));
+        if q99 <= q01 {
+            return None;
+        }
         let q1 = quantile(&mut v, 0.25);
         let q3 = quantile(&mut v, 0.75);
         let (median, mad) = median_mad(&mut v);
         let iqr = q3 - q1;
-        if mad <= 0.0 || iqr <= 0.0 {
-            return None;
-        }
-        let mut reference =
-            Reference { median, scale: 1.4826 * mad, low_fence: q1 - config.iqr_k * iqr, high_fence: q3 + config.iqr_k * iqr, rate: RateBaseline::default() };
-        let outliers = sample.iter().filter(|&&x| reference.is_outlier(x, config)).count();
-        reference.rate.observe(outliers, sample.len());
+        let e = config.extreme_factor;
+        let (extreme_low, extreme_high) = if e > 0.0 && median > q01 && q99 > median {
+            (median - e * (median - q01), median + e * (q99 - median))
+        } else {
+            (f64::NEG_INFINITY, f64::INFINITY)
+        };
+        // Mostly one value (a cost that is usually 0): no spread for the
+        // outlier rate, only the extreme values.
+        let (low_fence, high_fence) =
+            if mad > 0.0 && iqr > 0.0 { (q1 - config.iqr_k * iqr, q3 + config.iqr_k * iqr) } else { (f64::NEG_INFINITY, f64::INFINITY) };
+        let reference =
+            Reference { median, scale: (1.4826 * mad).max(f64::MIN_POSITIVE), low_fence, high_fence, extreme_low, extreme_high, rate: RateBaseline::default() };
         Some(reference)
     }
 
     fn is_outlier(&self, x: f64, config: &Config) -> bool {
         (x < self.low_fence || x > self.high_fence) && ((x - self.median) / self.scale).abs() > config.z_threshold
+    }
+
+    fn is_extreme(&self, x: f64, seen: &Range) -> bool {
+        let beyond = |farthest: f64| BEYOND_FARTHEST * (farthest - self.median).abs();
+        (x < self.extreme_low && self.median - x > beyond(seen.low)) || (x > self.extreme_high && x - self.median > beyond(seen.high))
     }
 }
 
@@ -109,40 +183,57 @@ impl Outliers {
     fn analyze_column(&mut self, name: &str, view: NumericView, out: &mut Analysis) {
         let values: Vec<(u32, f64)> = view.present().collect();
         let config = &self.config;
-        let state = self.state.columns.entry(name.to_string()).or_insert_with(|| ColumnState::Learning {
-            sample: Reservoir::new(SAMPLE_SIZE),
-            sorted_windows: 0,
-            windows: 0,
-        });
+        let state = self.state.columns.entry(name.to_string()).or_insert_with(|| ColumnState::Learning { sample: Reservoir::new(SAMPLE_SIZE), windows: 0 });
         match state {
-            ColumnState::Learning { sample, sorted_windows, windows } => {
-                let plain: Vec<f64> = values.iter().map(|&(_, v)| v).collect();
-                if mostly_increasing(&plain) {
-                    *sorted_windows += 1;
-                }
-                plain.iter().for_each(|&v| sample.push(v));
+            ColumnState::Learning { sample, windows } => {
+                values.iter().for_each(|&(_, v)| sample.push(v));
                 *windows += 1;
                 if *windows >= config.warmup_windows {
-                    *state = if *sorted_windows * 2 > *windows || sample.values.len() < 50 {
-                        ColumnState::Skipped
-                    } else {
-                        Reference::learn(&sample.values, config).map_or(ColumnState::Skipped, ColumnState::Scored)
+                    *state = match Reference::learn(&sample.values, config) {
+                        Some(reference) if sample.values.len() >= 50 => {
+                            ColumnState::Scored { reference, seen: Range::of(&sample.values), next: sample.clone(), windows: 0, shift: None, departing: 0 }
+                        }
+                        _ => ColumnState::Skipped,
                     };
                 }
             }
-            ColumnState::Scored(reference) => {
+            ColumnState::Scored { reference, seen, next, windows, shift, departing } => {
                 if values.is_empty() {
-                    return;
-                }
-                let plain: Vec<f64> = values.iter().map(|&(_, v)| v).collect();
-                if mostly_increasing(&plain) {
                     return;
                 }
                 let hits: Vec<(u32, f64)> = values.iter().copied().filter(|&(_, x)| reference.is_outlier(x, config)).collect();
                 let rate = hits.len() as f64 / values.len() as f64;
                 out.metric("outlier_rate", Some(name), rate);
                 let limit = reference.rate.upper_limit(values.len(), config.min_increase);
-                if rate > limit && hits.len() >= config.min_count {
+                let departed = rate > limit && hits.len() >= config.min_count;
+                reference.rate.push(rate, departed);
+                let extremes: Vec<(u32, f64)> = values.iter().copied().filter(|&(_, x)| reference.is_extreme(x, seen)).collect();
+                out.metric("extreme_values", Some(name), extremes.len() as f64);
+                if !departed && !extremes.is_empty() {
+                    let worst = extremes
+                        .iter()
+                        .map(|&(_, x)| x)
+                        .max_by(|a, b| (a - reference.median).abs().total_cmp(&(b - reference.median).abs()))
+                        .unwrap_or(f64::NAN);
+                    out.findings.push(
+                        Finding::new(
+                            "extreme_values",
+                            Some(name),
+                            extremes.len() as f64,
+                            0.0,
+                            Severity::Warning,
+                            format!(
+                                "{} value(s) of '{name}' far beyond anything usual: {worst} (usual median {:.4}; extreme below {:.4} or above {:.4})",
+                                extremes.len(),
+                                reference.median,
+                                reference.extreme_low,
+                                reference.extreme_high
+                            ),
+                        )
+                        .with_rows(extremes.iter().map(|&(r, _)| r)),
+                    );
+                }
+                if departed {
                     let extreme =
                         hits.iter().map(|&(_, x)| x).max_by(|a, b| (a - reference.median).abs().total_cmp(&(b - reference.median).abs())).unwrap_or(f64::NAN);
                     let severity = if rate > 0.2 { Severity::Critical } else { Severity::Warning };
@@ -165,6 +256,38 @@ impl Outliers {
                         .with_rows(hits.iter().map(|&(r, _)| r)),
                     );
                 }
+                // The next reference: the windows that did not depart, or a
+                // departure's own once it lasted; a shorter one leaves nothing behind.
+                if departed {
+                    let sample = shift.get_or_insert_with(|| Reservoir::new(SAMPLE_SIZE));
+                    values.iter().for_each(|&(_, v)| sample.push(v));
+                    *departing += 1;
+                    if *departing >= NEW_NORMAL_AFTER {
+                        let sample = shift.take().expect("set above");
+                        if let Some(fresh) = Reference::learn(&sample.values, config).filter(|_| sample.values.len() >= 50) {
+                            (*reference, *seen) = (fresh, Range::of(&sample.values));
+                        }
+                        // The new normal is all there is to sample from now on.
+                        (*next, *windows, *departing) = (sample, 0, 0);
+                    }
+                } else {
+                    (*shift, *departing) = (None, 0);
+                    values.iter().for_each(|&(_, v)| next.push(v));
+                    for &(_, x) in &values {
+                        if !reference.is_extreme(x, seen) {
+                            seen.widen(x);
+                        }
+                    }
+                    *windows += 1;
+                    if config.refresh_windows > 0 && *windows >= config.refresh_windows {
+                        if let Some(mut fresh) = Reference::learn(&next.values, config).filter(|_| next.values.len() >= 50) {
+                            // The spread of past outlier rates still says how much they move.
+                            fresh.rate = reference.rate.clone();
+                            *reference = fresh;
+                        }
+                        *windows = 0;
+                    }
+                }
             }
             ColumnState::Skipped => {}
         }
@@ -177,24 +300,32 @@ impl Detector for Outliers {
             name: "outliers".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Robust z-score (median/MAD) and IQR outliers per numeric column against a learned reference".into(),
-            metrics: vec![metric_info("outlier_rate", "Share of a numeric column's values that are outliers")],
-            config_schema: r#"{"type":"object","properties":{"warmup_windows":{"type":"integer"},"z_threshold":{"type":"number"},"iqr_k":{"type":"number"},"min_increase":{"type":"number"},"min_count":{"type":"integer"},"columns":{"type":"array","items":{"type":"string"}}}}"#.into(),
+            metrics: vec![
+                metric_info("outlier_rate", "Share of a numeric column's values that are outliers"),
+                metric_info("extreme_values", "Values of a numeric column far beyond anything usual (extreme_factor)"),
+            ],
+            config_schema: r#"{"type":"object","properties":{"warmup_windows":{"type":"integer"},"refresh_windows":{"type":"integer"},"z_threshold":{"type":"number"},"iqr_k":{"type":"number"},"min_increase":{"type":"number"},"min_count":{"type":"integer"},"columns":{"type":"array","items":{"type":"string"}},"extreme_factor":{"type":"number"},"time_like":{"type":"object","additionalProperties":{"type":"boolean"}}}}"#.into(),
         }
     }
 
     fn configure(&mut self, config: &str) -> Result<(), String> {
         let config: Config = parse_config(config)?;
-        if config.z_threshold <= 0.0 || config.iqr_k <= 0.0 {
-            return Err("z_threshold and iqr_k must be positive".into());
+        if config.z_threshold <= 0.0 || config.iqr_k <= 0.0 || config.extreme_factor < 0.0 {
+            return Err("z_threshold and iqr_k must be positive, extreme_factor not negative".into());
         }
+        self.state.time.force(config.time_like.clone());
         self.config = config;
         Ok(())
     }
 
     fn analyze(&mut self, batch: &Batch) -> Result<Analysis, String> {
         let mut out = Analysis::new();
+        self.state.time.observe(batch);
         for column in &batch.columns {
             if !self.config.columns.is_empty() && !self.config.columns.contains(&column.name) {
+                continue;
+            }
+            if self.state.time.is_time_like(&column.name) {
                 continue;
             }
             if let Some(view) = column.numeric() {
@@ -210,7 +341,11 @@ impl Detector for Outliers {
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), String> {
-        self.state = decode_state(state)?;
+        self.state = decode_state(state).unwrap_or_else(|e| {
+            log(LogLevel::Warn, &format!("outliers: the state handed over is not one this version reads ({e}); learning anew"));
+            State::default()
+        });
+        self.state.time.force(self.config.time_like.clone());
         Ok(())
     }
 }
@@ -252,10 +387,11 @@ mod tests {
         let mut d = Outliers::default();
         d.configure("{}").unwrap();
         let mut rng = Rng(5);
-        for seq in 0..5 {
+        // The reference (10 windows), then the spread of outlier rates (12 more).
+        for seq in 0..30 {
             d.analyze(&window(seq, &mut rng, 0.0)).unwrap();
         }
-        let a = d.analyze(&window(5, &mut rng, 0.05)).unwrap();
+        let a = d.analyze(&window(30, &mut rng, 0.05)).unwrap();
         assert_eq!(a.findings.len(), 1, "{:?}", a.findings);
         let f = &a.findings[0];
         assert_eq!(f.column.as_deref(), Some("price"));
@@ -267,10 +403,10 @@ mod tests {
     fn a_shifted_distribution_is_critical() {
         let mut d = Outliers::default();
         let mut rng = Rng(9);
-        for seq in 0..5 {
+        for seq in 0..30 {
             d.analyze(&window(seq, &mut rng, 0.0)).unwrap();
         }
-        let a = d.analyze(&window(5, &mut rng, 1.0)).unwrap();
+        let a = d.analyze(&window(30, &mut rng, 1.0)).unwrap();
         assert_eq!(a.findings[0].severity, Severity::Critical);
     }
 

@@ -123,8 +123,12 @@ impl Schema {
                     continue;
                 }
             }
-            let limit = match baseline {
-                Some(b) => b.wrong_type.upper_limit(rows, self.config.min_wrong_type_increase),
+            let limit = match self.state.fields.get_mut(&column.name) {
+                Some(b) => {
+                    let limit = b.wrong_type.upper_limit(rows, self.config.min_wrong_type_increase);
+                    b.wrong_type.push(wrong_rate, wrong_rate > limit);
+                    limit
+                }
                 None => self.config.min_wrong_type_increase,
             };
             if wrong_rate > limit {
@@ -185,7 +189,9 @@ impl Detector for Schema {
                 metric_info("vanished_field", "A usually present field is missing from every record"),
                 metric_info("new_field", "A field never seen before"),
             ],
-            config_schema: r#"{"type":"object","properties":{"warmup_windows":{"type":"integer"},"min_wrong_type_increase":{"type":"number"},"required_presence":{"type":"number"},"types":{"type":"object"}}}"#.into(),
+            config_schema:
+                r#"{"type":"object","properties":{"warmup_windows":{"type":"integer"},"min_wrong_type_increase":{"type":"number"},"required_presence":{"type":"number"},"types":{"type":"object"}}}"#
+                    .into(),
         }
     }
 
@@ -238,10 +244,11 @@ mod tests {
         BatchBuilder::new(seq).float("amount", &amounts).text("name", &names).build()
     }
 
+    /// Past warm-up (5 windows) and with the wrong-type rates' spread known.
     fn learned() -> Schema {
         let mut d = Schema::default();
         d.configure("{}").unwrap();
-        for seq in 0..5 {
+        for seq in 0..clean_host_sdk::stats::MIN_HISTORY as u64 {
             assert!(d.analyze(&clean(seq)).unwrap().findings.is_empty());
         }
         d

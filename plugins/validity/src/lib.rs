@@ -4,7 +4,9 @@
 //! expression, not-null. With no rules it still learns the value set of every
 //! low-cardinality text column (a status, a country, a currency) over the
 //! first windows and flags windows where values outside that set become more
-//! than rare.
+//! than rare. The set follows legitimate change: a new value seen in
+//! [`ADMIT_AFTER`] windows that were not flagged (a new airline's first
+//! flights) joins it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -53,7 +55,7 @@ struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { rules: Vec::new(), max_violation_rate: 0.0, learn_categories: true, max_categories: 30, warmup_windows: 5, min_increase: 0.01, min_count: 5 }
+        Config { rules: Vec::new(), max_violation_rate: 0.0, learn_categories: true, max_categories: 200, warmup_windows: 20, min_increase: 0.01, min_count: 5 }
     }
 }
 
@@ -128,18 +130,45 @@ impl CompiledRule {
     }
 }
 
+/// Windows a new value must turn up in, unflagged, to join a learned set.
+const ADMIT_AFTER: u32 = 3;
+/// New values followed at once, at most (more are forgotten until there is room).
+const MAX_NEWCOMERS: usize = 100;
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Categories {
     /// Values seen while learning, with their counts; `None` once there were too many.
     values: Option<BTreeMap<String, u64>>,
     present: u64,
     unseen: RateBaseline,
+    /// Values outside the set, with the unflagged windows they turned up in.
+    #[serde(default)]
+    newcomers: BTreeMap<String, u32>,
     /// The learned values as bytes, most frequent first: most lookups end at the first compare.
     #[serde(skip)]
     lookup: Vec<Vec<u8>>,
 }
 
 impl Categories {
+    /// Count a window's (unflagged) unseen values; those seen in enough windows join the set.
+    fn admit<'a>(&mut self, values: impl Iterator<Item = &'a str>) {
+        let distinct: BTreeSet<&str> = values.collect();
+        for value in distinct {
+            if !self.newcomers.contains_key(value) && self.newcomers.len() >= MAX_NEWCOMERS {
+                continue;
+            }
+            let windows = self.newcomers.entry(value.to_string()).or_default();
+            *windows += 1;
+            if *windows >= ADMIT_AFTER {
+                self.newcomers.remove(value);
+                if let Some(known) = &mut self.values {
+                    known.insert(value.to_string(), 1);
+                }
+                self.lookup.clear();
+            }
+        }
+    }
+
     fn contains(&mut self, value: &[u8]) -> bool {
         if self.lookup.is_empty() {
             let mut by_count: Vec<(&String, &u64)> = self.values.iter().flatten().collect();
@@ -196,8 +225,15 @@ impl Validity {
 
     fn learn_categories(&mut self, column: &Column) {
         let max = self.config.max_categories;
-        let c = self.state.categories.entry(column.name.clone()).or_insert_with(|| Categories { values: Some(BTreeMap::new()), ..Default::default() });
-        let Some(values) = c.values.as_mut() else { return };
+        let c = self.state.categories.entry(column.name.clone()).or_insert_with(|| Categories {
+            values: Some(BTreeMap::new()),
+            // While learning every value is known: the share of unseen ones starts at 0.
+            unseen: RateBaseline::with_prior(0.0),
+            ..Default::default()
+        });
+        let Some(values) = c.values.as_mut() else {
+            return;
+        };
         for row in 0..column.len() {
             if column.is_present(row) {
                 c.present += 1;
@@ -215,7 +251,9 @@ impl Validity {
     }
 
     fn check_categories(&mut self, column: &Column, out: &mut Analysis) {
-        let Some(c) = self.state.categories.get_mut(&column.name) else { return };
+        let Some(c) = self.state.categories.get_mut(&column.name) else {
+            return;
+        };
         let Some(values) = &c.values else { return };
         // Each value must have been seen often enough for its absence to mean something.
         if values.is_empty() || c.present < 20 * values.len() as u64 {
@@ -242,7 +280,12 @@ impl Validity {
         let rate = unseen_rows.len() as f64 / present as f64;
         out.metric("unexpected_value_rate", Some(&column.name), rate);
         let limit = c.unseen.upper_limit(present, self.config.min_increase);
-        if rate > limit && unseen_rows.len() >= self.config.min_count {
+        let departed = rate > limit && unseen_rows.len() >= self.config.min_count;
+        c.unseen.push(rate, departed);
+        if !departed {
+            c.admit(unseen_rows.iter().map(|&r| column.text(r as usize)));
+        }
+        if departed {
             let examples: Vec<String> = unseen.iter().map(|v| format!("{v:?}")).collect();
             let severity = if rate > 0.2 { Severity::Critical } else { Severity::Warning };
             out.findings.push(

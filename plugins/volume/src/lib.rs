@@ -6,9 +6,12 @@
 //! records does not pass for a drop. A window spanning less than `min_span_ms`
 //! says more about the host's speed than about the source, so it is not
 //! judged. After warm-up, a rate below `drop_ratio` or above `spike_ratio`
-//! times the baseline is flagged; flagged windows do not move the baseline.
+//! times the baseline is flagged, once it is also outside the rates of the
+//! windows before (Tukey's inner fences of their logarithms, see `History`:
+//! a source whose volume swings with the seasons swings without alerting). Flagged windows do not move the baseline, unless the new
+//! volume lasts `NEW_NORMAL_AFTER` windows: then it is the baseline.
 
-use clean_host_sdk::stats::{quantile, Ewma};
+use clean_host_sdk::stats::{quantile, Ewma, History, NEW_NORMAL_AFTER};
 use clean_host_sdk::{
     decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch, Column, ColumnValues, Detector, Finding, PluginInfo, Severity,
     WindowKind,
@@ -34,13 +37,19 @@ struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { warmup_windows: 5, alpha: 0.1, drop_ratio: 0.5, spike_ratio: 3.0, min_span_ms: 1000, min_expected: 20.0 }
+        Config { warmup_windows: 5, alpha: 0.1, drop_ratio: 0.8, spike_ratio: 1.5, min_span_ms: 1000, min_expected: 20.0 }
     }
 }
 
 #[derive(Default, Serialize, Deserialize)]
 struct State {
     rate: Ewma,
+    /// Logarithms of the rates of the windows before.
+    #[serde(default)]
+    log_rates: History,
+    /// Windows in a row flagged.
+    #[serde(default)]
+    departures: u32,
 }
 
 #[derive(Default)]
@@ -71,7 +80,9 @@ impl Detector for Volume {
 
     fn analyze(&mut self, batch: &Batch) -> Result<Analysis, String> {
         let mut out = Analysis::new();
-        let Some((rate, span_ms)) = rate(batch) else { return Ok(out) };
+        let Some((rate, span_ms)) = rate(batch) else {
+            return Ok(out);
+        };
         if span_ms < self.config.min_span_ms as f64 {
             return Ok(out);
         }
@@ -79,20 +90,37 @@ impl Detector for Volume {
         let usual = self.state.rate.mean;
         let learned = self.state.rate.count >= self.config.warmup_windows;
         let expected = usual * span_ms / 1000.0;
+        let log_rate = rate.max(f64::MIN_POSITIVE).ln();
+        // The ratio to the baseline says how big a change is; the inner fences
+        // of past log-rates say whether the source moves that much by itself.
+        // Nothing is judged before the history says how much the source moves.
+        let (low_fence, high_fence) = self.state.log_rates.fences(1.5).unwrap_or((f64::NEG_INFINITY, f64::INFINITY));
+        let mut departed = false;
         if learned && expected >= self.config.min_expected {
             let (low, high) = (usual * self.config.drop_ratio, usual * self.config.spike_ratio);
-            let finding = if rate < low {
+            let finding = if rate < low && log_rate < low_fence {
                 let severity = if rate < usual * 0.1 { Severity::Critical } else { Severity::Warning };
-                Some((low, severity, format!("{rate:.1} records/s, usually {usual:.1}: a drop of {:.0}%", (1.0 - rate / usual) * 100.0)))
-            } else if rate > high {
-                Some((high, Severity::Warning, format!("{rate:.1} records/s, usually {usual:.1}: {:.1}x the usual volume", rate / usual)))
+                Some((low, severity, format!("{} records/s, usually {}: a drop of {:.0}%", per_second(rate), per_second(usual), (1.0 - rate / usual) * 100.0)))
+            } else if rate > high && log_rate > high_fence {
+                Some((high, Severity::Warning, format!("{} records/s, usually {}: {:.1}x the usual volume", per_second(rate), per_second(usual), rate / usual)))
             } else {
                 None
             };
             if let Some((threshold, severity, message)) = finding {
                 out.findings.push(Finding::new("records_per_second", None, rate, threshold, severity, message));
+                departed = true;
+            }
+        }
+        self.state.log_rates.push(log_rate, departed);
+        if departed {
+            self.state.departures += 1;
+            if self.state.departures < NEW_NORMAL_AFTER {
                 return Ok(out);
             }
+            // The new volume lasted: it is the baseline from now on.
+            (self.state.rate, self.state.departures) = (Ewma::default(), 0);
+        } else {
+            self.state.departures = 0;
         }
         self.state.rate.update(rate, self.config.alpha);
         Ok(out)
@@ -105,6 +133,15 @@ impl Detector for Volume {
     fn restore(&mut self, state: &[u8]) -> Result<(), String> {
         self.state = decode_state(state)?;
         Ok(())
+    }
+}
+
+/// A rate for a message: slow sources have rates far below one per second.
+fn per_second(rate: f64) -> String {
+    if rate >= 10.0 {
+        format!("{rate:.1}")
+    } else {
+        format!("{rate:.3e}")
     }
 }
 
@@ -187,11 +224,11 @@ mod tests {
     #[test]
     fn empty_time_windows_are_a_drop() {
         let mut d = Volume::default();
-        for seq in 0..10 {
+        for seq in 0..20 {
             let b = BatchBuilder::new(seq).event_times(&vec![0; 100], 0).time_window(WindowKind::EventTime, 0, 1000).build();
             assert!(d.analyze(&b).unwrap().findings.is_empty());
         }
-        let empty = BatchBuilder::new(10).time_window(WindowKind::EventTime, 0, 1000).build();
+        let empty = BatchBuilder::new(20).time_window(WindowKind::EventTime, 0, 1000).build();
         let a = d.analyze(&empty).unwrap();
         assert_eq!(a.findings[0].severity, Severity::Critical);
     }

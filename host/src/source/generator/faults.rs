@@ -18,7 +18,8 @@ pub enum FaultKind {
     Categories,
     /// 20% of records are stamped 15 minutes late.
     Late,
-    /// 2% of lines are cut in half (invalid JSON).
+    /// 5% of lines are cut in half (invalid JSON): plainly past the 1%
+    /// dead-letter threshold even in a 1,000-record window.
     BadLines,
     /// Event rate drops to a tenth (simulated time only).
     Volume,

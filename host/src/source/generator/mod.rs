@@ -154,7 +154,7 @@ impl Generator {
             }
             let (lat, lon) = (rng.f64() * 120.0 - 60.0, rng.f64() * 360.0 - 180.0);
             let _ = write!(out, r#","geo":{{"lat":{lat:.4},"lon":{lon:.4}}}}}"#);
-            if active(FaultKind::BadLines) && rng.f64() < 0.02 {
+            if active(FaultKind::BadLines) && rng.f64() < 0.05 {
                 out.truncate(start + (out.len() - start) / 2);
             }
             out.push(b'\n');

@@ -1,0 +1,107 @@
+//! The host's secret: `DATA_DIR/cache.key`, 32 random bytes only this
+//! host's user can read (mode 0600, made on first use).
+//!
+//! It signs compiled plugins (see `cache`) and seeds each plugin's hash
+//! maps (`wasi:random/insecure-seed`). Seeding from the key, not afresh per
+//! start, makes a detector repeat itself: the same records replayed through
+//! the same host give the same findings (a quantile sketch's compactions
+//! follow its seed), while no one outside can predict the seed to craft
+//! colliding keys. Secure randomness (`wasi:random/random`) stays random.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// Bytes of a tag made by [`HostKey::tag`].
+pub const TAG_BYTES: usize = 32;
+
+#[derive(Clone)]
+pub struct HostKey([u8; 32]);
+
+impl HostKey {
+    /// The key in `data_dir`, made if missing; `Err` says why it cannot be trusted.
+    pub fn of_data_dir(data_dir: &Path) -> Result<Self, String> {
+        let path = data_dir.join("cache.key");
+        let shown = path.display();
+        let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path);
+        let mut file = match file {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = Self::random()?;
+                std::fs::create_dir_all(data_dir).map_err(|e| format!("creating {}: {e}", data_dir.display()))?;
+                let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(|e| format!("creating {shown}: {e}"))?;
+                f.write_all(&key.0).map_err(|e| format!("writing {shown}: {e}"))?;
+                return Ok(key);
+            }
+            Err(e) => return Err(format!("{shown}: {e}")),
+        };
+        let meta = file.metadata().map_err(|e| format!("{shown}: {e}"))?;
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if !meta.is_file() || meta.uid() != me || meta.permissions().mode() & 0o077 != 0 {
+            return Err(format!("{shown} must be a regular file of this user with mode 0600"));
+        }
+        let mut key = [0u8; 32];
+        file.read_exact(&mut key).map_err(|e| format!("{shown}: {e}"))?;
+        Ok(HostKey(key))
+    }
+
+    /// A key for this process only (no data dir, or one that cannot be trusted).
+    pub fn random() -> Result<Self, String> {
+        let mut key = [0u8; 32];
+        std::fs::File::open("/dev/urandom").and_then(|mut r| r.read_exact(&mut key)).map_err(|e| format!("reading /dev/urandom: {e}"))?;
+        Ok(HostKey(key))
+    }
+
+    fn mac(&self, context: &str, bytes: &[u8]) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(context.as_bytes());
+        mac.update(&[0]);
+        mac.update(bytes);
+        mac
+    }
+
+    /// The tag of `bytes` stored under `context`.
+    pub fn tag(&self, context: &str, bytes: &[u8]) -> [u8; TAG_BYTES] {
+        self.mac(context, bytes).finalize().into_bytes().into()
+    }
+
+    /// Whether `given` is the tag of `bytes` under `context` (in constant time).
+    pub fn verify(&self, context: &str, bytes: &[u8], given: &[u8]) -> bool {
+        self.mac(context, bytes).verify_slice(given).is_ok()
+    }
+
+    /// The hash-map seed of the plugin named `plugin`.
+    pub fn seed(&self, plugin: &str) -> u128 {
+        let tag = self.mac("insecure-seed", plugin.as_bytes()).finalize().into_bytes();
+        u128::from_le_bytes(tag[..16].try_into().expect("a SHA-256 tag has 32 bytes"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_file_is_private_and_seeds_repeat() {
+        let dir = std::env::temp_dir().join(format!("host-key-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let key = HostKey::of_data_dir(&dir).unwrap();
+        let mode = std::fs::metadata(dir.join("cache.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = HostKey::of_data_dir(&dir).unwrap();
+        assert_eq!(key.seed("drift"), again.seed("drift"));
+        assert_ne!(key.seed("drift"), key.seed("outliers"));
+        assert_ne!(key.seed("drift"), HostKey::random().unwrap().seed("drift"));
+        let tag = key.tag("a", b"compiled");
+        assert!(again.verify("a", b"compiled", &tag) && !again.verify("b", b"compiled", &tag));
+
+        std::fs::set_permissions(dir.join("cache.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let refused = HostKey::of_data_dir(&dir).err().expect("a key others can read is refused");
+        assert!(refused.contains("mode 0600"), "{refused}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

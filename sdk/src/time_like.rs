@@ -1,0 +1,233 @@
+//! Which numeric columns are clocks rather than measurements.
+//!
+//! Epoch times, sequence numbers and counters, and calendar parts (year,
+//! month, day, hour, minute, weekday) move with time by construction: judged
+//! as distributions against a reference from the past, they always look
+//! shifted. This tracker recognises them by their values, whatever they are
+//! called, so detectors of distributions (drift, outliers) can leave them out:
+//!
+//! - **in step with the stream**: in row order, carried across windows, the
+//!   values hardly ever go down (at most 2% of steps: a clock wrapping at
+//!   midnight, a month turning into the next year). A column constant within
+//!   windows counts only once it has moved, by at least three steps up, or by
+//!   steps of exactly +1 (a year turning) or a calendar's wrap back to 0 or 1
+//!   (minute 59 to 0, month 12 to 1), so a constant field that jumps to
+//!   another value (a status code) is still judged;
+//! - **an epoch time**: nearly all values are seconds, milliseconds,
+//!   microseconds or nanoseconds since 1970 within a year of the window's time;
+//! - **a time of day as a number**: whole numbers from 0 to 2400 whose last
+//!   two digits are under 60 (`HHMM`), spanning at least six hours. Where a
+//!   count window starts in the day decides their distribution, not the data.
+//!
+//! A column is time-like when most of the windows seen so far say so, and
+//! stays so; config can force either answer per column.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Batch, Column, ColumnValues, NumericView};
+
+/// Share of steps that may go down in a column that moves with time.
+const MAX_DOWN_SHARE: f64 = 0.02;
+/// Share of windows that must agree before a column is time-like.
+const MIN_AGREEING: f64 = 0.8;
+/// Share of values that must be epoch times for a window to call a column one.
+const EPOCH_SHARE: f64 = 0.95;
+/// A year, in milliseconds: how far from the window's time an epoch value may be.
+const YEAR_MS: f64 = 366.0 * 86_400_000.0;
+/// Fewest values in a window for it to say anything about a column.
+const MIN_VALUES: usize = 3;
+/// Share of values that must read as `HHMM` for a window to call a column a time of day.
+const HHMM_SHARE: f64 = 0.99;
+/// Hours a time-of-day column's values must span in a window (as `HHMM`).
+const HHMM_SPAN: f64 = 600.0;
+
+/// What the windows so far said about one column.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Evidence {
+    windows: u32,
+    /// Windows in which it moved with the stream or held epoch times.
+    agreeing: u32,
+    /// Steps up so far, and whether every one was exactly +1.
+    ups: u32,
+    unit_ups: bool,
+    /// Whole-number steps down from 6 or more to 0 or 1: a calendar part wrapping.
+    #[serde(default)]
+    wraps: u32,
+    /// The last value of the last window, to carry the order across windows.
+    last: Option<f64>,
+}
+
+/// The time-like numeric columns of one detector's stream.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TimeLikeColumns {
+    columns: BTreeMap<String, Evidence>,
+    /// Answers given in config, by column.
+    #[serde(skip)]
+    forced: BTreeMap<String, bool>,
+}
+
+impl TimeLikeColumns {
+    /// A tracker whose answer for the columns in `forced` is fixed.
+    pub fn new(forced: BTreeMap<String, bool>) -> Self {
+        TimeLikeColumns { columns: BTreeMap::new(), forced }
+    }
+
+    /// Keep the evidence (restored from state) but take new forced answers.
+    pub fn force(&mut self, forced: BTreeMap<String, bool>) {
+        self.forced = forced;
+    }
+
+    /// Take in every numeric column of `batch`.
+    pub fn observe(&mut self, batch: &Batch) {
+        let times = [batch.info.start_ms, batch.info.end_ms, batch.info.closed_at_ms];
+        for column in &batch.columns {
+            if let Some(view) = column.numeric() {
+                self.observe_column(column, view, &times);
+            }
+        }
+    }
+
+    fn observe_column(&mut self, column: &Column, view: NumericView, times: &[i64]) {
+        let evidence = match self.columns.get_mut(&column.name) {
+            Some(e) => e,
+            None => self.columns.entry(column.name.clone()).or_insert(Evidence { unit_ups: true, ..Evidence::default() }),
+        };
+        let mut values = view.present().map(|(_, v)| v).peekable();
+        if values.peek().is_none() {
+            return;
+        }
+        let (mut n, mut downs, mut epochs, mut hhmm) = (0usize, 0usize, 0usize, 0usize);
+        let (mut low, mut high) = (f64::INFINITY, f64::NEG_INFINITY);
+        let mut previous = evidence.last;
+        let integers = matches!(column.values, ColumnValues::Int64(_));
+        for v in values {
+            n += 1;
+            if let Some(p) = previous {
+                if v < p {
+                    downs += 1;
+                    evidence.wraps += u32::from(integers && p >= 6.0 && (v == 0.0 || v == 1.0));
+                } else if v > p {
+                    evidence.ups += 1;
+                    evidence.unit_ups &= integers && v - p == 1.0;
+                }
+            }
+            epochs += usize::from(is_epoch(v, times));
+            hhmm += usize::from(integers && (0.0..=2400.0).contains(&v) && v % 100.0 < 60.0);
+            (low, high) = (low.min(v), high.max(v));
+            previous = Some(v);
+        }
+        evidence.last = previous;
+        if n < MIN_VALUES {
+            return;
+        }
+        evidence.windows += 1;
+        let in_step = downs as f64 <= (MAX_DOWN_SHARE * n as f64).max(1.0);
+        let epoch = epochs as f64 >= EPOCH_SHARE * n as f64;
+        let time_of_day = hhmm as f64 >= HHMM_SHARE * n as f64 && high - low >= HHMM_SPAN;
+        evidence.agreeing += u32::from(in_step || epoch || time_of_day);
+    }
+
+    /// Whether `name` is a clock, calendar part or counter, by the evidence
+    /// so far (or by config).
+    pub fn is_time_like(&self, name: &str) -> bool {
+        if let Some(&forced) = self.forced.get(name) {
+            return forced;
+        }
+        let Some(e) = self.columns.get(name) else {
+            return false;
+        };
+        let moved = e.ups >= 3 || (e.ups + e.wraps > 0 && e.unit_ups);
+        e.windows > 0 && moved && e.agreeing as f64 >= MIN_AGREEING * e.windows as f64
+    }
+}
+
+/// Whether `v` reads as an epoch time (s, ms, µs or ns) within a year of one of `times`.
+fn is_epoch(v: f64, times: &[i64]) -> bool {
+    if v <= 0.0 {
+        return false;
+    }
+    [1e3, 1.0, 1e-3, 1e-6].iter().any(|scale| {
+        let ms = v * scale;
+        times.iter().any(|&t| t > 0 && (ms - t as f64).abs() <= YEAR_MS)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{BatchBuilder, Rng};
+    use crate::WindowKind;
+
+    const NOW: i64 = 1_764_250_000_000;
+
+    fn window(seq: u64, columns: &[(&str, Vec<f64>)]) -> Batch {
+        let mut b = BatchBuilder::new(seq).time_window(WindowKind::Count, NOW + seq as i64 * 60_000, NOW + seq as i64 * 60_000 + 59_000);
+        for (name, values) in columns {
+            let values: Vec<Option<f64>> = values.iter().map(|&v| Some(v)).collect();
+            b = b.float(name, &values);
+        }
+        b.build()
+    }
+
+    fn int_window(seq: u64, name: &str, values: &[i64]) -> Batch {
+        let values: Vec<Option<i64>> = values.iter().map(|&v| Some(v)).collect();
+        BatchBuilder::new(seq).time_window(WindowKind::Count, NOW, NOW + 59_000).int(name, &values).build()
+    }
+
+    #[test]
+    fn clocks_counters_and_epochs_are_time_like_measurements_are_not() {
+        let mut t = TimeLikeColumns::default();
+        let mut rng = Rng(5);
+        for seq in 0..20u64 {
+            let base = seq as f64 * 100.0;
+            let ts_ms: Vec<f64> = (0..100).map(|i| (NOW + seq as i64 * 60_000 + i * 600) as f64).collect();
+            let shuffled_s: Vec<f64> = (0..100).map(|_| (NOW / 1000) as f64 + rng.uniform() * 50_000.0).collect();
+            let hhmm: Vec<f64> = (0..100).map(|i| ((seq * 100 + i) % 2400) as f64).collect();
+            let departures: Vec<i64> = (0..100).map(|_| (5.0 + rng.uniform() * 18.0) as i64 * 100 + (rng.uniform() * 60.0) as i64).collect();
+            let amount: Vec<f64> = (0..100).map(|_| 20.0 + rng.normal() * 5.0).collect();
+            let counter: Vec<f64> = (0..100).map(|i| base + i as f64).collect();
+            t.observe(&window(seq, &[("ts_ms", ts_ms), ("created_s", shuffled_s), ("hhmm", hhmm), ("amount", amount), ("n", counter)]));
+            t.observe(&int_window(seq, "dep_time", &departures));
+            let prices: Vec<i64> = (0..100).map(|_| 100 + (rng.uniform() * 2000.0) as i64).collect();
+            t.observe(&int_window(seq, "price_cents", &prices));
+        }
+        assert!(t.is_time_like("dep_time"), "times of day as HHMM, in any order");
+        assert!(!t.is_time_like("price_cents"), "whole numbers in range are not HHMM unless their last digits say so");
+        for name in ["ts_ms", "created_s", "hhmm", "n"] {
+            assert!(t.is_time_like(name), "{name}");
+        }
+        assert!(!t.is_time_like("amount"));
+        assert!(!t.is_time_like("never seen"));
+    }
+
+    #[test]
+    fn a_calendar_part_counts_once_it_turns_a_constant_that_jumps_does_not() {
+        let mut t = TimeLikeColumns::default();
+        for seq in 0..10 {
+            t.observe(&int_window(seq, "month", &[1; 50]));
+            t.observe(&int_window(seq, "status", &[200; 50]));
+        }
+        assert!(!t.is_time_like("month") && !t.is_time_like("status"), "constant so far: nothing to go by");
+        t.observe(&int_window(10, "month", &[1, 1, 2, 2, 2]));
+        t.observe(&int_window(10, "status", &[200, 200, 500, 500, 500]));
+        assert!(t.is_time_like("month"), "a month that turns by one moves with time");
+        assert!(!t.is_time_like("status"), "a jump of 300 is not a clock");
+        // A minute that first wraps (59 to 0) before it ever steps up.
+        let mut t = TimeLikeColumns::default();
+        for seq in 0..10 {
+            t.observe(&int_window(seq, "minute", &[59; 50]));
+        }
+        t.observe(&int_window(10, "minute", &[0; 50]));
+        assert!(t.is_time_like("minute"));
+    }
+
+    #[test]
+    fn config_forces_either_way() {
+        let mut t = TimeLikeColumns::new(BTreeMap::from([("amount".to_string(), true), ("n".to_string(), false)]));
+        let counter: Vec<f64> = (0..100).map(f64::from).collect();
+        t.observe(&window(0, &[("n", counter.clone()), ("amount", counter)]));
+        assert!(t.is_time_like("amount") && !t.is_time_like("n"));
+    }
+}
