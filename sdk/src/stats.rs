@@ -43,7 +43,8 @@ pub const NEW_NORMAL_AFTER: u32 = 5;
 /// hourly weather makes a window's temperatures differ from last week's far
 /// more than sampling noise says. So a window is judged against the spread
 /// the windows themselves show: Tukey's far-out fence, Q3 + 3 IQR, which a
-/// few incidents among them do not move. A departure that lasts
+/// few incidents among them do not move (they are kept: a burst flagged
+/// once, rain, is part of what the column does). A departure that lasts
 /// [`NEW_NORMAL_AFTER`] windows is a new normal: the history restarts from
 /// those windows.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -144,11 +145,6 @@ impl RateBaseline {
     /// Take in one window's rate while learning (never a departure).
     pub fn observe(&mut self, events: usize, trials: usize) {
         self.push(events as f64 / trials.max(1) as f64, false);
-    }
-
-    /// Windows whose rate is known.
-    pub fn windows(&self) -> usize {
-        self.rates.len()
     }
 
     /// The usual rate: the median window rate (or the prior).

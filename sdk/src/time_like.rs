@@ -7,8 +7,9 @@
 //! called, so detectors of distributions (drift, outliers) can leave them out:
 //!
 //! - **in step with the stream**: in row order, carried across windows, the
-//!   values hardly ever go down (at most 2% of steps: a clock wrapping at
-//!   midnight, a month turning into the next year). A column constant within
+//!   values hardly ever go down (at most 2% of a window's values, and over
+//!   the stream at most one step down for four up: a weekday wraps once in
+//!   seven days, a sparse count falls back after every rise). A column constant within
 //!   windows counts only once it has moved, by at least three steps up, or by
 //!   steps of exactly +1 (a year turning) or a calendar's wrap back to 0 or 1
 //!   (minute 59 to 0, month 12 to 1), so a constant field that jumps to
@@ -19,8 +20,9 @@
 //!   two digits are under 60 (`HHMM`), spanning at least six hours. Where a
 //!   count window starts in the day decides their distribution, not the data.
 //!
-//! A column is time-like when most of the windows seen so far say so, and
-//! stays so; config can force either answer per column.
+//! A column is time-like when most of the windows seen so far say so (the
+//! answer follows the evidence as it grows); config can force either answer
+//! per column.
 
 use std::collections::BTreeMap;
 
@@ -28,8 +30,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Batch, Column, ColumnValues, NumericView};
 
-/// Share of steps that may go down in a column that moves with time.
+/// Share of a window's values that may step down in a column that moves with time.
 const MAX_DOWN_SHARE: f64 = 0.02;
+/// Steps up a column in step with the stream takes for each step down, at least.
+const UPS_PER_DOWN: u32 = 4;
 /// Share of windows that must agree before a column is time-like.
 const MIN_AGREEING: f64 = 0.8;
 /// Share of values that must be epoch times for a window to call a column one.
@@ -49,8 +53,13 @@ struct Evidence {
     windows: u32,
     /// Windows in which it moved with the stream or held epoch times.
     agreeing: u32,
-    /// Steps up so far, and whether every one was exactly +1.
+    /// Windows in which it held epoch times or times of day: clocks whatever their order.
+    #[serde(default)]
+    clocks: u32,
+    /// Steps up and down so far, and whether every step up was exactly +1.
     ups: u32,
+    #[serde(default)]
+    downs: u32,
     unit_ups: bool,
     /// Whole-number steps down from 6 or more to 0 or 1: a calendar part wrapping.
     #[serde(default)]
@@ -107,6 +116,7 @@ impl TimeLikeColumns {
             if let Some(p) = previous {
                 if v < p {
                     downs += 1;
+                    evidence.downs += 1;
                     evidence.wraps += u32::from(integers && p >= 6.0 && (v == 0.0 || v == 1.0));
                 } else if v > p {
                     evidence.ups += 1;
@@ -127,6 +137,7 @@ impl TimeLikeColumns {
         let epoch = epochs as f64 >= EPOCH_SHARE * n as f64;
         let time_of_day = hhmm as f64 >= HHMM_SHARE * n as f64 && high - low >= HHMM_SPAN;
         evidence.agreeing += u32::from(in_step || epoch || time_of_day);
+        evidence.clocks += u32::from(epoch || time_of_day);
     }
 
     /// Whether `name` is a clock, calendar part or counter, by the evidence
@@ -138,8 +149,12 @@ impl TimeLikeColumns {
         let Some(e) = self.columns.get(name) else {
             return false;
         };
+        let most = |windows: u32| e.windows > 0 && f64::from(windows) >= MIN_AGREEING * f64::from(e.windows);
+        if most(e.clocks) {
+            return true;
+        }
         let moved = e.ups >= 3 || (e.ups + e.wraps > 0 && e.unit_ups);
-        e.windows > 0 && moved && e.agreeing as f64 >= MIN_AGREEING * e.windows as f64
+        moved && e.downs * UPS_PER_DOWN <= e.ups && most(e.agreeing)
     }
 }
 
@@ -214,13 +229,34 @@ mod tests {
         t.observe(&int_window(10, "status", &[200, 200, 500, 500, 500]));
         assert!(t.is_time_like("month"), "a month that turns by one moves with time");
         assert!(!t.is_time_like("status"), "a jump of 300 is not a clock");
-        // A minute that first wraps (59 to 0) before it ever steps up.
+        // A minute that first wraps (59 to 0), then steps up; a level that
+        // drops to 0 and sticks there (a broken sensor) is no clock.
         let mut t = TimeLikeColumns::default();
         for seq in 0..10 {
             t.observe(&int_window(seq, "minute", &[59; 50]));
+            t.observe(&int_window(seq, "level", &[7; 50]));
         }
         t.observe(&int_window(10, "minute", &[0; 50]));
-        assert!(t.is_time_like("minute"));
+        t.observe(&int_window(10, "level", &[0; 50]));
+        assert!(!t.is_time_like("level"));
+        for seq in 11..15 {
+            t.observe(&int_window(seq, "minute", &[seq as i64 - 10; 50]));
+            t.observe(&int_window(seq, "level", &[0; 50]));
+        }
+        assert!(t.is_time_like("minute") && !t.is_time_like("level"));
+    }
+
+    /// A sparse count (mostly 0, now and then a few) rises and falls back:
+    /// in step within most windows, never a clock.
+    #[test]
+    fn a_sparse_count_is_not_a_clock() {
+        let mut t = TimeLikeColumns::default();
+        let mut rng = Rng(8);
+        for seq in 0..50 {
+            let errors: Vec<i64> = (0..1000).map(|_| if rng.uniform() < 0.002 { 1 + (rng.uniform() * 4.0) as i64 } else { 0 }).collect();
+            t.observe(&int_window(seq, "errors", &errors));
+        }
+        assert!(!t.is_time_like("errors"));
     }
 
     #[test]

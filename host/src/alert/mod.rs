@@ -190,12 +190,13 @@ pub struct Alert {
     pub rule: Option<&'static str>,
     /// It came during a cooldown because it got worse: the alert it escalated from.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub escalated_from: Option<Escalation>,
+    pub escalated_from: Option<PriorAlert>,
 }
 
-/// The alert a cooling-down key last raised, which a worse one escalates from.
+/// An alert a key raised: the one that started its cooldown, and what a
+/// worse one, escalating, names.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Escalation {
+pub struct PriorAlert {
     pub severity: Level,
     pub value: f64,
     pub threshold: f64,
@@ -203,7 +204,7 @@ pub struct Escalation {
     pub window: u64,
 }
 
-impl Escalation {
+impl PriorAlert {
     /// Whether an alert of `severity`, `value` past `threshold` is worse
     /// than this one: more severe, or twice as far past its threshold.
     fn worse(&self, severity: Level, value: f64, threshold: f64) -> bool {
@@ -216,10 +217,20 @@ impl Escalation {
 /// Windows a key must be away before its next finding is a new departure.
 pub const REARM_WINDOWS: u64 = 2;
 
+/// A key's cooldown, counted in routed windows of its partition.
+struct Cooldown {
+    /// The count at its last alert.
+    alerted: u64,
+    /// The alert that started it.
+    started_by: PriorAlert,
+    /// The count when the key was last seen.
+    seen: u64,
+}
+
 /// What the cooldown says about an alert.
 enum Gate {
     Send,
-    Escalated(Escalation),
+    Escalated(PriorAlert),
     Quiet,
 }
 
@@ -229,9 +240,8 @@ pub struct Router {
     pipeline: String,
     /// Windows routed so far, per partition.
     windows: HashMap<u32, u64>,
-    /// Per key: the routed-window count of its last alert, the alert that
-    /// started its cooldown, and the count when it was last seen.
-    last_alert: HashMap<CooldownKey, (u64, Escalation, u64)>,
+    /// Per key: its cooldown.
+    cooldowns: HashMap<CooldownKey, Cooldown>,
     /// Alerts the cooldown held back.
     pub suppressed: u64,
     /// Unsure findings (interval across the threshold) not alerted.
@@ -386,7 +396,7 @@ impl Router {
 
     pub fn new(pipeline: &str, config: AlertConfig) -> Self {
         let watch = Watch::new(config.spc.clone());
-        Router { config, pipeline: pipeline.to_string(), windows: HashMap::new(), last_alert: HashMap::new(), suppressed: 0, unsure: 0, watch }
+        Router { config, pipeline: pipeline.to_string(), windows: HashMap::new(), cooldowns: HashMap::new(), suppressed: 0, unsure: 0, watch }
     }
 
     /// Metric series the control rules watch now.
@@ -404,19 +414,19 @@ impl Router {
     /// than the alert that started it (which then starts a new one).
     fn gate(&mut self, key: CooldownKey, severity: Level, (value, threshold): (f64, f64), seq: u64) -> Gate {
         let now = self.windows.get(&key.0).copied().unwrap_or(0);
-        let this = Escalation { severity, value, threshold, window: seq };
-        let gate = match self.last_alert.get_mut(&key) {
-            Some((last, started, seen)) if now - *last < self.config.cooldown_windows && now - *seen <= REARM_WINDOWS => {
-                *seen = now;
-                if !started.worse(severity, value, threshold) {
+        let this = PriorAlert { severity, value, threshold, window: seq };
+        let gate = match self.cooldowns.get_mut(&key) {
+            Some(c) if now - c.alerted < self.config.cooldown_windows && now - c.seen <= REARM_WINDOWS => {
+                c.seen = now;
+                if !c.started_by.worse(severity, value, threshold) {
                     self.suppressed += 1;
                     return Gate::Quiet;
                 }
-                Gate::Escalated(*started)
+                Gate::Escalated(c.started_by)
             }
             _ => Gate::Send,
         };
-        self.last_alert.insert(key, (now, this, now));
+        self.cooldowns.insert(key, Cooldown { alerted: now, started_by: this, seen: now });
         gate
     }
 

@@ -151,23 +151,23 @@ fn cooldown_never_hides_an_escalation() {
     for (seq, f) in [
         at(25, Severity::Warning, 0.09),
         at(26, Severity::Warning, 0.08),
-        at(28, Severity::Warning, 0.12),
-        at(33, Severity::Warning, 0.46),
-        at(34, Severity::Warning, 0.5),
+        at(27, Severity::Warning, 0.12),
+        at(28, Severity::Warning, 0.46),
+        at(29, Severity::Warning, 0.5),
     ] {
         let alerts = route(&mut r, &info(seq), POS, &[f], 0.9);
         sent.extend(alerts.into_iter().map(|a| (seq, a)));
     }
     let seqs: Vec<u64> = sent.iter().map(|(s, _)| *s).collect();
-    assert_eq!(seqs, [25, 33]);
+    assert_eq!(seqs, [25, 28]);
     let (_, escalated) = &sent[1];
     let from = escalated.escalated_from.expect("escalated");
     assert_eq!((from.window, from.severity, from.value), (25, Level::Warning, 0.09));
     assert!(escalated.message.contains("escalated from warning 0.0900 in window 25"), "{}", escalated.message);
     // A higher severity escalates whatever the value.
-    let alerts = route(&mut r, &info(35), POS, &[at(35, Severity::Critical, 0.5).1], 0.9);
+    let alerts = route(&mut r, &info(30), POS, &[at(30, Severity::Critical, 0.5).1], 0.9);
     assert_eq!(alerts.len(), 1);
-    assert_eq!(alerts[0].escalated_from.map(|f| f.window), Some(33));
+    assert_eq!(alerts[0].escalated_from.map(|f| f.window), Some(28));
 }
 
 /// The alerts of one window about one column are one incident for the

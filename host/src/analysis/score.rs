@@ -67,12 +67,8 @@ pub struct Score {
 }
 
 impl Score {
-    /// Some finding rests on too little data to be sure of.
-    pub fn low_confidence(&self) -> bool {
-        self.high > self.low
-    }
-
-    /// How an alert or a log line says so.
+    /// How an alert or a log line says that some finding rests on too
+    /// little data to be sure of.
     pub fn caveat(&self) -> String {
         format!("low confidence: {} rows, score between {:.2} and {:.2}", self.rows, self.low, self.high)
     }

@@ -22,6 +22,15 @@ impl Record {
     }
 }
 
+/// Longest Avro string or bytes, and most items in one array or map block.
+/// An Avro length is a number in the payload that the decoder reserves
+/// room for before reading what follows: a 13-byte message claiming a map
+/// of 500 million entries would ask for 43 GB. Past this, the message is a
+/// dead letter with the reason. The limit is the process's (the Avro crate
+/// keeps one), set before the first datum is read.
+#[cfg(feature = "avro")]
+pub const MAX_AVRO_LENGTH: usize = 1 << 20;
+
 /// Decodes one pipeline's messages.
 pub struct MessageDecoder {
     pub json: JsonDecoder,
@@ -38,7 +47,10 @@ impl MessageDecoder {
     pub fn new(format: MessageFormat, metadata: Vec<MetadataColumn>, avro_schema: Option<&str>) -> Result<Self, String> {
         #[cfg(feature = "avro")]
         let avro = match (format, avro_schema) {
-            (MessageFormat::Avro, Some(text)) => Some(apache_avro::Schema::parse_str(text).map_err(|e| format!("invalid Avro schema: {e}"))?),
+            (MessageFormat::Avro, Some(text)) => {
+                apache_avro::max_allocation_bytes(MAX_AVRO_LENGTH);
+                Some(apache_avro::Schema::parse_str(text).map_err(|e| format!("invalid Avro schema: {e}"))?)
+            }
             (MessageFormat::Avro, None) => return Err("format avro needs a schema file".into()),
             _ => None,
         };
@@ -246,5 +258,22 @@ mod tests {
         let err = d.decode(0, &message(&[0xff, 0xff, 0xff])).unwrap_err();
         assert!(err.to_string().contains("Avro"), "{err}");
         assert!(MessageDecoder::new(MessageFormat::Avro, vec![], Some("{nope")).is_err());
+    }
+
+    /// Found by `scripts/fuzz decode_avro`: 13 bytes whose map claims
+    /// hundreds of millions of entries aborted the process asking for 43 GB.
+    #[cfg(feature = "avro")]
+    #[test]
+    fn an_avro_length_past_the_limit_is_a_dead_letter_not_an_abort() {
+        let schema = r#"{"type":"record","name":"E","fields":[{"name":"id","type":"long"},{"name":"attrs","type":{"type":"map","values":"int"}}]}"#;
+        let mut d = MessageDecoder::new(MessageFormat::Avro, vec![], Some(schema)).unwrap();
+        // id 0, then a map block of 2^29 entries (zigzag varint) and nothing more.
+        let err = d.decode(0, &message(&[0x00, 0x80, 0x80, 0x80, 0x80, 0x04])).unwrap_err();
+        assert!(err.to_string().contains("Avro"), "{err}");
+        // A string past the limit too.
+        let schema = r#"{"type":"record","name":"S","fields":[{"name":"s","type":"string"}]}"#;
+        let mut d = MessageDecoder::new(MessageFormat::Avro, vec![], Some(schema)).unwrap();
+        let err = d.decode(0, &message(&[0x80, 0x80, 0x80, 0x02])).unwrap_err();
+        assert!(err.to_string().contains("Avro"), "{err}");
     }
 }

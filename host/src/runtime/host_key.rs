@@ -30,11 +30,26 @@ impl HostKey {
         let mut file = match file {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Written whole beside it, then linked into place: a crash
+                // leaves no empty key, and of two hosts starting at once on
+                // one data dir, the second reads the first one's key.
                 let key = Self::random()?;
                 std::fs::create_dir_all(data_dir).map_err(|e| format!("creating {}: {e}", data_dir.display()))?;
-                let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(|e| format!("creating {shown}: {e}"))?;
-                f.write_all(&key.0).map_err(|e| format!("writing {shown}: {e}"))?;
-                return Ok(key);
+                let tmp = data_dir.join(format!(".cache.key.tmp{}", std::process::id()));
+                let _ = std::fs::remove_file(&tmp);
+                let written = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&tmp)
+                    .and_then(|mut f| f.write_all(&key.0).and_then(|_| f.sync_all()))
+                    .and_then(|_| std::fs::hard_link(&tmp, &path));
+                let _ = std::fs::remove_file(&tmp);
+                return match written {
+                    Ok(()) => Ok(key),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::of_data_dir(data_dir),
+                    Err(e) => Err(format!("creating {shown}: {e}")),
+                };
             }
             Err(e) => return Err(format!("{shown}: {e}")),
         };

@@ -143,8 +143,7 @@ pub const DEFAULT_WATCH: [&str; 6] = ["null_rate", "duplicate_rate", "wrong_type
 
 /// Windows in a row near the mean that end a departure.
 pub const CALM_WINDOWS: u32 = 5;
-/// Windows a departure may last before it is the new normal; also the
-/// warm-up of the baseline learned then.
+/// Windows a departure lasts, without a trend, before it is the new normal.
 pub const NEW_NORMAL_WINDOWS: u32 = 20;
 
 /// Most series one pipeline watches; metrics past this are left unwatched.
@@ -358,7 +357,8 @@ impl Series {
             return Vec::new();
         };
         let mut sigma = if self.params.sigma.is_some() { configured_sigma } else { self.learned.sigma().max(self.sigma_floor) };
-        if let (true, Some(n)) = (self.params.rate, rows.filter(|&n| n > 0)) {
+        // (A one-row window has no binomial floor: its rate is 0 or 1.)
+        if let (true, Some(n)) = (self.params.rate, rows.filter(|&n| n > 1)) {
             let n = f64::from(n);
             let p = mean.clamp(1.0 / n, 1.0 - 1.0 / n);
             sigma = sigma.max((p * (1.0 - p) / n).sqrt());
@@ -466,7 +466,7 @@ impl Series {
 
     fn learn(&mut self) {
         let mean = self.params.mean.unwrap_or(self.learned.mean);
-        let sigma = self.params.sigma.unwrap_or(self.learned.sigma().max(self.sigma_floor));
+        let sigma = self.params.sigma.unwrap_or(self.learned.sigma());
         if sigma <= 1e-12 * mean.abs().max(1.0) {
             self.constant = true;
             return;

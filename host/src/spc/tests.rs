@@ -182,3 +182,15 @@ fn a_settled_departure_is_the_new_normal() {
     assert_eq!(fired(&mut s, 14.0, 150), 1, "a lasting step alerts once");
     assert_eq!(fired(&mut s, 18.0, 40), 1, "a step from the new normal alerts again");
 }
+
+/// A rate from a one-row window (a slow time window, the last partial one)
+/// is 0 or 1: it is judged without a binomial floor, and never panics.
+#[test]
+fn a_rate_from_one_row_is_judged_without_a_floor() {
+    let mut series = Series::new(params(&[Rule::Beyond3Sigma]));
+    for i in 0..120 {
+        series.observe_in(0.02 + 0.001 * f64::from(i % 3), Some(1000));
+    }
+    assert!(!series.observe_in(1.0, Some(1)).is_empty(), "one null in one row is far past a 2% rate");
+    series.observe_in(0.0, Some(1));
+}

@@ -87,7 +87,14 @@ fn references_follow_legitimate_change() {
     }
     let drifted: Vec<bool> = (quiet..quiet + 20).map(|seq| !findings(&mut d, &window(&mut rng, seq, 1000, 2.5, 0.0)).is_empty()).collect();
     let alerts = drifted.iter().filter(|&&x| x).count();
-    assert!(alerts <= NEW_NORMAL_AFTER as usize && !drifted[10..].iter().any(|&x| x), "{drifted:?}");
+    assert!(drifted[0] && alerts <= NEW_NORMAL_AFTER as usize && !drifted[10..].iter().any(|&x| x), "{drifted:?}");
+    // A second, larger drift is caught (its median steps further than ever;
+    // PSI's usual level took in the first drift's windows).
+    for seq in quiet + 20..quiet + 20 + JUDGE_AFTER as u64 {
+        assert!(findings(&mut d, &window(&mut rng, seq, 1000, 2.5, 0.0)).is_empty(), "window {seq}");
+    }
+    let second = findings(&mut d, &window(&mut rng, quiet + 20 + JUDGE_AFTER as u64, 1000, 6.0, 0.0));
+    assert!(second.iter().any(|(_, c, _)| c == "amount"), "{second:?}");
     // A slow creep: 1% larger every window, 100 windows.
     let mut d = drift("");
     let mut scale = 1.0;

@@ -279,7 +279,7 @@ mod tests {
             d.analyze(&window(seq, &unique(seq))).unwrap();
         }
         let remembered = d.state.seen.len() + d.state.previous.len();
-        assert!(remembered <= 1500 && remembered >= 750, "{remembered}");
+        assert!((750..=1500).contains(&remembered), "{remembered}");
         let mut e = Duplicates::default();
         e.restore(&d.snapshot()).unwrap();
         assert_eq!(e.state.seen.len() + e.state.previous.len(), remembered);

@@ -83,6 +83,8 @@ impl Default for Config {
 struct Reference {
     median: f64,
     scale: f64,
+    /// Outside these a value may be an outlier. "None" is `f64::MIN` or
+    /// `f64::MAX`, never infinite: state is JSON, which has no infinity.
     low_fence: f64,
     high_fence: f64,
     /// Beyond these (and twice the farthest value seen) a value is extreme.
@@ -101,7 +103,7 @@ struct Range {
 
 impl Range {
     fn of(values: &[f64]) -> Self {
-        values.iter().fold(Range { low: f64::INFINITY, high: f64::NEG_INFINITY }, |r, &x| Range { low: r.low.min(x), high: r.high.max(x) })
+        values.iter().fold(Range { low: f64::MAX, high: f64::MIN }, |r, &x| Range { low: r.low.min(x), high: r.high.max(x) })
     }
 
     fn widen(&mut self, x: f64) {
@@ -131,7 +133,6 @@ enum ColumnState {
 
 #[derive(Default, Serialize, Deserialize)]
 struct State {
-    windows: u32,
     columns: BTreeMap<String, ColumnState>,
     #[serde(default)]
     time: TimeLikeColumns,
@@ -155,15 +156,13 @@ impl Reference {
         let (median, mad) = median_mad(&mut v);
         let iqr = q3 - q1;
         let e = config.extreme_factor;
-        let (extreme_low, extreme_high) = if e > 0.0 && median > q01 && q99 > median {
-            (median - e * (median - q01), median + e * (q99 - median))
-        } else {
-            (f64::NEG_INFINITY, f64::INFINITY)
-        };
+        // Both tails or none: a column with its median at one end (a cost
+        // mostly 0) has a tail too heavy to call any value extreme.
+        let (extreme_low, extreme_high) =
+            if e > 0.0 && median > q01 && q99 > median { (median - e * (median - q01), median + e * (q99 - median)) } else { (f64::MIN, f64::MAX) };
         // Mostly one value (a cost that is usually 0): no spread for the
         // outlier rate, only the extreme values.
-        let (low_fence, high_fence) =
-            if mad > 0.0 && iqr > 0.0 { (q1 - config.iqr_k * iqr, q3 + config.iqr_k * iqr) } else { (f64::NEG_INFINITY, f64::INFINITY) };
+        let (low_fence, high_fence) = if mad > 0.0 && iqr > 0.0 { (q1 - config.iqr_k * iqr, q3 + config.iqr_k * iqr) } else { (f64::MIN, f64::MAX) };
         let reference =
             Reference { median, scale: (1.4826 * mad).max(f64::MIN_POSITIVE), low_fence, high_fence, extreme_low, extreme_high, rate: RateBaseline::default() };
         Some(reference)
@@ -332,7 +331,6 @@ impl Detector for Outliers {
                 self.analyze_column(&column.name, view, &mut out);
             }
         }
-        self.state.windows += 1;
         Ok(out)
     }
 
@@ -408,6 +406,32 @@ mod tests {
         }
         let a = d.analyze(&window(30, &mut rng, 1.0)).unwrap();
         assert_eq!(a.findings[0].severity, Severity::Critical);
+    }
+
+    /// A cost that is mostly 0 has no outlier fences; its state still
+    /// round-trips, so a reload or restart keeps what was learned.
+    #[test]
+    fn state_without_fences_survives_a_restore() {
+        let mut d = Outliers::default();
+        d.configure("{}").unwrap();
+        let mut rng = Rng(3);
+        let cost = |rng: &mut Rng| -> Vec<Option<f64>> { (0..1000).map(|_| Some(if rng.uniform() < 0.02 { 50.0 * rng.uniform() } else { 0.0 })).collect() };
+        for seq in 0..30 {
+            d.analyze(&BatchBuilder::new(seq).float("cost", &cost(&mut rng)).build()).unwrap();
+        }
+        let state = d.snapshot();
+        let mut again = Outliers::default();
+        again.configure("{}").unwrap();
+        again.restore(&state).unwrap();
+        let (a, b) = (String::from_utf8(again.snapshot()).unwrap(), String::from_utf8(state).unwrap());
+        assert_eq!(a, b, "the restored state differs");
+        // The restored detector goes on as the first would have.
+        let values = cost(&mut rng);
+        let (a, b) = (
+            d.analyze(&BatchBuilder::new(30).float("cost", &values).build()).unwrap(),
+            again.analyze(&BatchBuilder::new(30).float("cost", &values).build()).unwrap(),
+        );
+        assert_eq!(format!("{:?}", a.metrics), format!("{:?}", b.metrics));
     }
 
     #[test]

@@ -139,6 +139,7 @@ const MAX_NEWCOMERS: usize = 100;
 struct Categories {
     /// Values seen while learning, with their counts; `None` once there were too many.
     values: Option<BTreeMap<String, u64>>,
+    /// Present values learned from and checked.
     present: u64,
     unseen: RateBaseline,
     /// Values outside the set, with the unflagged windows they turned up in.
@@ -150,8 +151,10 @@ struct Categories {
 }
 
 impl Categories {
-    /// Count a window's (unflagged) unseen values; those seen in enough windows join the set.
-    fn admit<'a>(&mut self, values: impl Iterator<Item = &'a str>) {
+    /// Count a window's (unflagged) unseen values; those seen in enough
+    /// windows join the set. A set grown past `max_categories` was no set
+    /// of categories: the column is no longer checked.
+    fn admit<'a>(&mut self, values: impl Iterator<Item = &'a str>, max_categories: usize) {
         let distinct: BTreeSet<&str> = values.collect();
         for value in distinct {
             if !self.newcomers.contains_key(value) && self.newcomers.len() >= MAX_NEWCOMERS {
@@ -163,6 +166,9 @@ impl Categories {
                 self.newcomers.remove(value);
                 if let Some(known) = &mut self.values {
                     known.insert(value.to_string(), 1);
+                    if known.len() > max_categories {
+                        (self.values, self.newcomers) = (None, BTreeMap::new());
+                    }
                 }
                 self.lookup.clear();
             }
@@ -282,8 +288,11 @@ impl Validity {
         let limit = c.unseen.upper_limit(present, self.config.min_increase);
         let departed = rate > limit && unseen_rows.len() >= self.config.min_count;
         c.unseen.push(rate, departed);
+        // The rows checked count as evidence too, so values admitted later
+        // do not starve the check above.
+        c.present += present as u64;
         if !departed {
-            c.admit(unseen_rows.iter().map(|&r| column.text(r as usize)));
+            c.admit(unseen_rows.iter().map(|&r| column.text(r as usize)), self.config.max_categories);
         }
         if departed {
             let examples: Vec<String> = unseen.iter().map(|v| format!("{v:?}")).collect();
@@ -369,7 +378,7 @@ mod tests {
 
     const STATUS: [&str; 4] = ["paid", "shipped", "refunded", "cancelled"];
 
-    fn window(seq: u64, rng: &mut Rng, odd: &[(usize, &'static str)]) -> Batch {
+    fn window(seq: u64, rng: &mut Rng, odd: &[(usize, &str)]) -> Batch {
         let mut status: Vec<Option<&str>> = (0..1000)
             .map(|_| {
                 // Skewed: "cancelled" is rare (0.5%).
@@ -406,6 +415,32 @@ mod tests {
         let a = d.analyze(&window(300, &mut rng, &odd)).unwrap();
         assert_eq!(a.findings.len(), 1);
         assert!(a.findings[0].message.contains("PAID "));
+    }
+
+    /// Newcomers that turn up quietly join the set, and the check goes on;
+    /// a set that grows past `max_categories` (ids after all) is dropped.
+    #[test]
+    fn admitted_values_keep_the_check_and_too_many_end_it() {
+        let mut d = Validity::default();
+        d.configure(r#"{"max_categories": 8}"#).unwrap();
+        let mut rng = Rng(4);
+        for seq in 0..40 {
+            // Two new values a window, each in 3 windows in a row: admitted.
+            let odd: Vec<(usize, &str)> = [(1, "N0"), (2, "N1"), (3, "N2")].into_iter().filter(|_| (20..26).contains(&seq)).collect();
+            d.analyze(&window(seq, &mut rng, &odd)).unwrap();
+        }
+        let odd: Vec<(usize, &str)> = (0..50).map(|r| (r * 10, "PAID ")).collect();
+        let a = d.analyze(&window(40, &mut rng, &odd)).unwrap();
+        assert!(a.findings.iter().any(|f| f.message.contains("PAID ")), "still checked after admitting: {:?}", a.findings);
+        let states = &d.state.categories["status"];
+        assert!(states.values.as_ref().is_some_and(|v| v.contains_key("N0") && v.len() <= 8), "{:?}", states.values);
+        // Past 8 values the column is not a set of categories.
+        for seq in 41..60u64 {
+            let odd: Vec<(usize, String)> = (0..4).map(|i| (i, format!("V{}", (seq as usize + i) % 12))).collect();
+            let odd: Vec<(usize, &str)> = odd.iter().map(|(r, v)| (*r, v.as_str())).collect();
+            d.analyze(&window(seq, &mut rng, &odd)).unwrap();
+        }
+        assert!(d.state.categories["status"].values.is_none());
     }
 
     #[test]
