@@ -9,7 +9,7 @@ use std::sync::Arc;
 use clean_host::decode::message::MessageDecoder;
 use clean_host::source::config::{MessageFormat, MetadataColumn};
 use clean_host::source::Message;
-use libfuzzer_sys::arbitrary::{Arbitrary, Unstructured};
+use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 
 const MAX_FIELDS: usize = 32;

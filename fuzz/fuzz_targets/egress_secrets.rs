@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use clean_host::egress::fill_secrets;
-use libfuzzer_sys::arbitrary::{Arbitrary, Unstructured};
+use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 
 const LIMIT: usize = 4096;

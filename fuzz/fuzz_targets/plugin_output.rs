@@ -6,7 +6,7 @@
 use clean_host::analysis::{validate, MAX_FINDINGS, MAX_SAMPLE_ROWS};
 use clean_host::runtime::bindings::{Analysis, Finding, MetricValue, Severity};
 use clean_host::runtime::MAX_NAME;
-use libfuzzer_sys::arbitrary::{Arbitrary, Unstructured};
+use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]

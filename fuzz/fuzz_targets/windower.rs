@@ -6,7 +6,7 @@
 
 use clean_host::decode::JsonDecoder;
 use clean_host::window::{ClosedWindow, EventTimeSpec, Placement, RecordMeta, WindowSpec, Windower};
-use libfuzzer_sys::arbitrary::{Arbitrary, Unstructured};
+use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]
