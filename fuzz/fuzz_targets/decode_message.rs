@@ -6,10 +6,10 @@
 
 use std::sync::Arc;
 
+use arbitrary::{Arbitrary, Unstructured};
 use clean_host::decode::message::MessageDecoder;
 use clean_host::source::config::{MessageFormat, MetadataColumn};
 use clean_host::source::Message;
-use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 
 const MAX_FIELDS: usize = 32;

@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use clean_host::egress::fill_secrets;
 use arbitrary::{Arbitrary, Unstructured};
+use clean_host::egress::fill_secrets;
 use libfuzzer_sys::fuzz_target;
 
 const LIMIT: usize = 4096;

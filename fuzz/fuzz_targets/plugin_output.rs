@@ -3,10 +3,10 @@
 //! sample rows inside the window.
 #![no_main]
 
+use arbitrary::{Arbitrary, Unstructured};
 use clean_host::analysis::{validate, MAX_FINDINGS, MAX_SAMPLE_ROWS};
 use clean_host::runtime::bindings::{Analysis, Finding, MetricValue, Severity};
 use clean_host::runtime::MAX_NAME;
-use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]

@@ -4,9 +4,9 @@
 //! late ones in none, and windows come out numbered in order.
 #![no_main]
 
+use arbitrary::{Arbitrary, Unstructured};
 use clean_host::decode::JsonDecoder;
 use clean_host::window::{ClosedWindow, EventTimeSpec, Placement, RecordMeta, WindowSpec, Windower};
-use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]

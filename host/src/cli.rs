@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use clean_host::config::OutputFormat;
 use clean_host::logging::LogFormat;
@@ -18,38 +19,66 @@ use clean_host::scaffold::Lang;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+impl Cli {
+    /// The command line, parsed; a run flag given with a command is an error
+    /// (it would be ignored), whereas the global flags go on either side of it.
+    pub fn parse_checked() -> Cli {
+        let matches = Cli::command().get_matches();
+        if let Some(command) = matches.subcommand_name() {
+            let run = RunArgs::augment_args(clap::Command::new("run"));
+            let given = run.get_arguments().find(|a| matches.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine));
+            if let Some(flag) = given.map(|a| a.get_long().unwrap_or_default().to_string()) {
+                let message = format!("--{flag} before `{command}` is a flag of the run; `{command}`'s own flags go after it");
+                Cli::command().error(clap::error::ErrorKind::ArgumentConflict, message).exit();
+            }
+        }
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
+/// What every command reads: where the plugins, the config and the data are, and how to log.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
     /// Folder of detector plugins (`NAME.wasm`, optional `NAME.toml` beside each).
     #[arg(long, global = true, default_value = "plugins")]
     pub plugins: PathBuf,
     /// TOML config with pipelines, alert rules and limits.
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
+    /// Folder for the history, dead letters and the compiled-plugin cache (default: clean-data).
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
     /// Log lines on stderr as human text or JSON objects.
     #[arg(long, global = true, value_enum, default_value = "human")]
     pub log_format: LogFormat,
     /// Log filter, e.g. `warn` or `clean_host=debug` (default: RUST_LOG, else `info`).
     #[arg(long, global = true)]
     pub log_level: Option<String>,
-    #[command(flatten)]
-    pub run: RunArgs,
 }
 
+/// The run's own flags (no command given).
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Read JSON lines from this file, `-` for stdin, `generator`, or a broker:
     /// kafka://HOST:PORT/TOPIC?group=G&offset=earliest|latest|N|@UNIX_MS,
     /// pulsar://HOST:PORT/TENANT/NAMESPACE/TOPIC?subscription=S&type=T,
     /// redis://HOST:PORT/STREAM?group=G&consumer=C.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub source: Option<String>,
     /// Broker sources: read to the end positions seen at start, then stop and report.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub until_end: bool,
     /// Records per count window (overrides the config's window size).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub window: Option<usize>,
     /// Field holding each record's event time.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub event_time: Option<String>,
     /// How alerts are written to stdout.
     #[arg(long, value_enum)]
@@ -64,21 +93,8 @@ pub struct RunArgs {
     /// sources use a dead-letter topic on their broker).
     #[arg(long)]
     pub dead_letters: Option<PathBuf>,
-    /// Folder for dead letters and the compiled-plugin cache.
-    #[arg(long, global = true)]
-    pub data_dir: Option<PathBuf>,
-    /// Generator: stop after this many records.
-    #[arg(long, global = true)]
-    pub records: Option<u64>,
-    /// Generator: records per second of wall time.
-    #[arg(long, global = true)]
-    pub rate: Option<u64>,
-    /// Generator: random seed.
-    #[arg(long, global = true)]
-    pub seed: Option<u64>,
-    /// Generator: faults to inject, `KIND@START+LEN` (comma-separated).
-    #[arg(long, global = true, value_delimiter = ',')]
-    pub inject: Vec<String>,
+    #[command(flatten)]
+    pub generator: GeneratorArgs,
     /// Serve the dashboard, the JSON API and /metrics on this address
     /// (`--listen` alone: 127.0.0.1:8080; port 0 picks a free one).
     #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:8080")]
@@ -91,8 +107,32 @@ pub struct RunArgs {
     pub native: bool,
 }
 
+/// The built-in generator's settings (the run with `--source generator`, and `generate`).
+#[derive(Debug, Args)]
+pub struct GeneratorArgs {
+    /// Generator: stop after this many records.
+    #[arg(long)]
+    pub records: Option<u64>,
+    /// Generator: records per second of wall time.
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Generator: random seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Generator: faults to inject, `KIND@START+LEN` (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub inject: Vec<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
+    /// List every tenant's plugins: version, status and, while a host runs
+    /// with the same data dir, its calls, errors, reloads and call times.
+    List {
+        /// One JSON object per plugin instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Make the shadow version of a detector (`shadow/NAME.wasm`) the active one.
     Promote {
         /// The detector's file name, without `.wasm`.
@@ -101,10 +141,6 @@ pub enum PluginCommand {
         #[arg(long, default_value = "default")]
         tenant: String,
     },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum AuthorCommand {
     /// Create a plugin project that builds as it is (a detector flagging mostly-absent columns, to change).
     New {
         /// Plugin name: lowercase letters, digits, '-' and '_'.
@@ -126,19 +162,19 @@ pub enum AuthorCommand {
 pub enum Command {
     /// Validate the config and load every plugin, then exit.
     Check,
-    /// List every tenant's plugins: version, status and, while a host runs
-    /// with the same data dir, its calls, errors, reloads and call times.
+    /// Plugins: list them, promote a shadow version, scaffold and build new ones.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+    /// The old spelling of `plugin list` (`plugins [--json]`) and
+    /// `plugin promote` (`plugins promote NAME`), kept for one release.
+    #[command(hide = true)]
     Plugins {
-        /// One JSON object per plugin instead of a table.
         #[arg(long)]
         json: bool,
         #[command(subcommand)]
         command: Option<PluginCommand>,
-    },
-    /// Write plugins: scaffold a project, build it into the plugins folder.
-    Plugin {
-        #[command(subcommand)]
-        command: AuthorCommand,
     },
     /// Write the generator's records to stdout (a fixture for --source), or produce them to a broker.
     Generate {
@@ -148,5 +184,7 @@ pub enum Command {
         /// Kafka: partitions of the topic if it must be created.
         #[arg(long, default_value_t = 1)]
         partitions: i32,
+        #[command(flatten)]
+        generator: GeneratorArgs,
     },
 }

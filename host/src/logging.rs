@@ -108,6 +108,6 @@ impl<S: Subscriber> Layer<S> for PluginEventLayer {
         let mut fields = EventFields::default();
         event.record(&mut fields);
         let EventFields { tenant, pipeline, plugin, event, message } = fields;
-        history.plugin_event(PluginEvent { tenant, pipeline, plugin, event, message, at_ms: crate::pipeline::now_ms() });
+        history.plugin_event(PluginEvent { tenant, pipeline, plugin, event, message, at_ms: crate::timestamp::now_ms() });
     }
 }

@@ -1,8 +1,14 @@
-//! RFC 3339 timestamps to and from milliseconds since the Unix epoch.
+//! RFC 3339 timestamps to and from milliseconds since the Unix epoch, and
+//! the host's clock in the same unit.
 //!
 //! Written out because both directions sit on the hot path (the generator
 //! writes one per record, the decoder tests every string column that looks
 //! like a time) and need no time-zone database: only `Z` and `±hh:mm` offsets.
+
+/// The host's clock, in milliseconds since the Unix epoch (0 before it).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {

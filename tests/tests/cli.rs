@@ -1,12 +1,12 @@
-//! The commands besides the run: `plugins`, `check`, `generate`, and clear
-//! errors for bad input.
+//! The commands besides the run: `plugin list`, `check`, `generate`, and
+//! clear errors for bad input.
 
 use clean_host_tests::{Sandbox, BUNDLED};
 
 #[test]
-fn plugins_lists_names_versions_and_metrics() {
+fn plugin_list_shows_names_versions_and_metrics() {
     let s = Sandbox::with_bundled();
-    let run = s.run(&["plugins", "--json"]);
+    let run = s.run(&["plugin", "list", "--json"]);
     run.assert_ok();
     let listed: Vec<serde_json::Value> = run.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let names: Vec<&str> = listed.iter().map(|p| p["name"].as_str().unwrap()).collect();
@@ -15,8 +15,33 @@ fn plugins_lists_names_versions_and_metrics() {
     assert_eq!(outliers["version"], "0.1.0");
     assert_eq!(outliers["metrics"][0], "outlier_rate");
     assert_eq!(outliers["sha256"].as_str().unwrap().len(), 64);
-    let table = s.run(&["plugins"]);
+    let table = s.run(&["plugin", "list"]);
     assert!(table.stdout.contains("completeness") && table.stdout.contains("null_rate"), "{}", table.stdout);
+    // The spelling before `plugin list`, kept for a release.
+    let old = s.run(&["plugins", "--json"]);
+    assert_eq!(old.stdout.lines().count(), BUNDLED.len(), "{}", old.stderr);
+}
+
+/// Run flags belong to the run: given to a command they are an error, not
+/// ignored; the global flags go on either side of a command.
+#[test]
+fn run_flags_are_not_taken_by_commands() {
+    let s = Sandbox::with_bundled();
+    for args in [&["check", "--source", "x.jsonl"][..], &["--window", "5", "check"], &["--records", "5", "generate"]] {
+        let run = s.run(args);
+        assert_eq!(run.code, Some(2), "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains("--source") || run.stderr.contains("--window") || run.stderr.contains("--records"), "{}", run.stderr);
+    }
+    let help = s.run(&["plugin", "new", "--help"]);
+    assert!(help.stdout.contains("--lang") && !help.stdout.contains("--source") && !help.stdout.contains("--window"), "{}", help.stdout);
+    let before = std::process::Command::new(clean_host_tests::binary())
+        .arg("--plugins")
+        .arg(s.plugins())
+        .args(["--data-dir", "data", "check"])
+        .current_dir(s.dir.path())
+        .output()
+        .unwrap();
+    assert!(before.status.success(), "{}", String::from_utf8_lossy(&before.stderr));
 }
 
 #[test]
@@ -81,7 +106,7 @@ fn an_unreadable_plugin_is_named() {
     // The host refuses to start; the listing shows the others and what is wrong with this one.
     let run = s.run(&["--records", "10"]);
     assert!(run.code == Some(1) && run.stderr.contains("outliers.toml") && run.stderr.contains("unknown field"), "{}", run.stderr);
-    let listed = s.run(&["plugins", "--json"]);
+    let listed = s.run(&["plugin", "list", "--json"]);
     listed.assert_ok();
     let rows: Vec<serde_json::Value> = listed.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(rows.iter().filter(|r| r["status"] == "active").count(), BUNDLED.len() - 1, "{}", listed.stdout);

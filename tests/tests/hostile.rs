@@ -159,7 +159,7 @@ fn links_and_special_files_in_plugin_folders_are_refused_without_quoting_them() 
     assert!(Command::new("mkfifo").arg(s.plugins().join("outliers.toml")).status().unwrap().success());
     std::fs::create_dir(s.plugins().join("folder.wasm")).unwrap();
 
-    let listed = s.run_within(&["plugins", "--json"], HANG);
+    let listed = s.run_within(&["plugin", "list", "--json"], HANG);
     listed.assert_ok();
     let lines: Vec<Value> = listed.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let error = |file: &str| -> String {
@@ -203,7 +203,7 @@ fn oversized_plugin_output_is_cut_or_refused() {
     let s = Sandbox::empty();
     s.add_plugin(&fault_plugin("bloat"));
     s.add_plugin(&bundled("volume"));
-    let listed = s.run_within(&["plugins", "--json"], HANG);
+    let listed = s.run_within(&["plugin", "list", "--json"], HANG);
     listed.assert_ok();
     let bloat: Value = listed.stdout.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).find(|l| l["name"] == "bloat").unwrap();
     assert!(bloat["version"].as_str().unwrap().len() <= 64 && bloat["description"].as_str().unwrap().len() <= 1024, "{}", listed.stdout.len());

@@ -92,8 +92,9 @@ fn reloads_hand_state_over_roll_back_and_promote() {
     wait_until("the shadow in the status file", Duration::from_secs(10), || {
         std::fs::read_to_string(s.path("data/plugins-status.json")).is_ok_and(|t| t.contains(r#""status":"shadow""#))
     });
-    let listed = Command::new(binary()).args(["plugins", "--json", "--plugins"]).arg(s.plugins()).arg("--data-dir").arg(s.path("data")).output().unwrap();
-    let promote = Command::new(binary()).args(["plugins", "promote", "counter", "--plugins"]).arg(s.plugins()).output().unwrap();
+    let listed =
+        Command::new(binary()).args(["plugin", "list", "--json", "--plugins"]).arg(s.plugins()).arg("--data-dir").arg(s.path("data")).output().unwrap();
+    let promote = Command::new(binary()).args(["plugin", "promote", "counter", "--plugins"]).arg(s.plugins()).output().unwrap();
     assert!(promote.status.success(), "{}", String::from_utf8_lossy(&promote.stderr));
     wait_windows(&s, 10);
     // A new plugin dropped in joins the pipeline; a removed one leaves it.

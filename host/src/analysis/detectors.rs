@@ -150,7 +150,7 @@ impl CallCounters {
     }
 }
 
-/// A plugin's counters, as the summary and `clean-host plugins` report them.
+/// A plugin's counters, as the summary and `clean-host plugin list` report them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PluginStats {
     pub tenant: String,

@@ -155,7 +155,7 @@ pub struct PipelineConfig {
     pub tenant: Option<String>,
     /// A JSON-lines file, `-` for standard input, `generator`, or a broker URL:
     /// `kafka://host:port[,host:port]/topic`, `pulsar://host:port/tenant/namespace/topic`,
-    /// `redis://host:port/stream` (query parameters as in the README).
+    /// `redis://host:port/stream` (query parameters as in docs/operating.md).
     pub source: String,
     /// Field holding each record's event time (epoch ms or s, or RFC 3339).
     #[serde(default)]

@@ -123,3 +123,21 @@ fn orders_example_parses() {
     assert!(config.alerts.spc.params("lag_p95_ms").is_some());
     assert_eq!(config.alerts.spc.params("null_rate").unwrap().rules.len(), 3);
 }
+
+/// The config reference and the operator's guide show real configs: every
+/// key in their TOML blocks is one the config types take, of the right type
+/// (`deny_unknown_fields` throughout), so the docs cannot drift from the code.
+#[test]
+fn the_documented_configs_parse() {
+    for doc in ["config.md", "operating.md"] {
+        let path = format!("{}/../docs/{doc}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let blocks: Vec<&str> = text.split("```toml\n").skip(1).map(|b| b.split("```").next().unwrap()).collect();
+        assert!(!blocks.is_empty(), "{doc} has no TOML block");
+        for block in blocks {
+            if let Err(e) = toml::from_str::<ConfigFile>(block) {
+                panic!("a config in docs/{doc} does not parse: {e}\n{block}");
+            }
+        }
+    }
+}

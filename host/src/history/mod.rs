@@ -448,7 +448,7 @@ fn write_batch(conn: &mut Connection, batch: &[Entry], stats: &HistoryStats) -> 
 /// Delete what is older than the retention (windows take their findings,
 /// metric values and alerts with them).
 fn delete_old(conn: &Connection, retention_ms: i64) -> rusqlite::Result<()> {
-    let cutoff = crate::pipeline::now_ms() - retention_ms;
+    let cutoff = crate::timestamp::now_ms() - retention_ms;
     conn.execute("DELETE FROM windows WHERE analysed_ms < ?1", [cutoff])?;
     conn.execute("DELETE FROM plugin_events WHERE at_ms < ?1", [cutoff])?;
     Ok(())

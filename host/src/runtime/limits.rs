@@ -69,7 +69,7 @@ impl TenantBudget {
         }
     }
 
-    /// A budget nothing shares (`plugins --json` measurements, tests).
+    /// A budget nothing shares (`plugin list --json` measurements, tests).
     pub fn unshared() -> Arc<Self> {
         Arc::new(TenantBudget::new("default", u64::MAX >> 20, u32::MAX))
     }

@@ -15,14 +15,14 @@ mod faults;
 mod tests;
 
 use std::io::Write;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
 pub use faults::{Fault, FaultKind};
 
 use super::{Source, SourceContext, SourceError, SourceEvent};
-use crate::timestamp;
+use crate::timestamp::{self, now_ms};
 
 /// Records per block sent to the decoder.
 const BLOCK_RECORDS: u64 = 1024;
@@ -176,10 +176,6 @@ struct GenState {
     sim_ms: f64,
     /// Recent lines, copied by the duplicates fault.
     recent: Vec<Vec<u8>>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn normal(rng: &mut fastrand::Rng) -> f64 {

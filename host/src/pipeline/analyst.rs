@@ -1,0 +1,244 @@
+//! The analysis side of a pipeline: each closed window through the
+//! detectors, its score and alerts, the outputs, the history, the handlers
+//! and the findings topic, then the acks the windows before them allow.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use super::{ClosedBatch, Common, PipelineReport};
+use crate::alert::handlers::Handlers;
+use crate::alert::{incidents, Alert, AlertKey, FindingSummary, Level, Router, WindowSummary};
+use crate::analysis::{dead_letter_finding, quality_score, Detectors, FindingOrigin, WindowAnalysis};
+use crate::history::{AlertRow, FindingRow, MetricRow, WindowRecord};
+use crate::logging::plugin_event;
+use crate::source::{Ack, Sink};
+use crate::timestamp::now_ms;
+
+/// The analysis side of a pipeline: detectors, alerts, outputs, acks.
+pub(super) struct Analyst<'a> {
+    common: Common<'a>,
+    detectors: &'a Detectors,
+    router: Router,
+    handlers: Option<Arc<Handlers>>,
+    max_dead_letter_rate: f64,
+    /// Broker sources: remember sent alerts, acknowledge.
+    acknowledges: bool,
+    ack_tx: crossbeam_channel::Sender<Ack>,
+    findings_topic: Option<Box<dyn Sink>>,
+    windows: u64,
+    alerts: u64,
+    incidents: u64,
+    replayed: u64,
+    min_score: f64,
+    score_sum: f64,
+}
+
+impl<'a> Analyst<'a> {
+    pub(super) fn new(
+        common: Common<'a>,
+        detectors: &'a Detectors,
+        router: Router,
+        handlers: Option<Arc<Handlers>>,
+        acknowledges: bool,
+        ack_tx: crossbeam_channel::Sender<Ack>,
+        findings_topic: Option<Box<dyn Sink>>,
+    ) -> Self {
+        let max_dead_letter_rate = router.max_dead_letter_rate();
+        Analyst {
+            common,
+            detectors,
+            router,
+            handlers,
+            max_dead_letter_rate,
+            acknowledges,
+            ack_tx,
+            findings_topic,
+            windows: 0,
+            alerts: 0,
+            incidents: 0,
+            replayed: 0,
+            min_score: 1.0,
+            score_sum: 0.0,
+        }
+    }
+
+    pub(super) fn window(&mut self, closed: ClosedBatch) -> Result<()> {
+        let ClosedBatch { batch, dead_letters, first, last } = closed;
+        let mut result = self.detectors.analyze(&batch);
+        result.findings.extend(dead_letter_finding(dead_letters, batch.row_count, self.max_dead_letter_rate));
+        let score = quality_score(&result.findings, batch.row_count, self.router.min_rows());
+        for f in result.findings.iter().filter(|f| f.origin == FindingOrigin::Quarantine) {
+            let event = f.finding.metric.trim_start_matches("plugin_");
+            plugin_event(tracing::Level::WARN, self.detectors.tenant(), Some(self.common.pipeline), &f.detector, event, &f.finding.message);
+        }
+        let mut routed = self.router.route(&batch.info, (&first, &last), &result, &score);
+        let tenant = self.detectors.tenant();
+        if self.acknowledges {
+            let ledger = self.common.shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
+            let before = routed.len();
+            routed.retain(|a| !ledger.was_sent(AlertKey::new(tenant, self.common.source, a)));
+            let replayed = (before - routed.len()) as u64;
+            self.replayed += replayed;
+            self.common.counters.replayed_alerts.fetch_add(replayed, Ordering::Relaxed);
+        }
+        let mut summary = WindowSummary::new(self.common.pipeline, &batch.info, (&first, &last), &score, &result.findings, routed.len());
+        summary.shadow_findings = result.shadow_findings.iter().map(FindingSummary::from).collect();
+        if let Some(history) = &self.common.shared.history {
+            if !history.window(history_record(self.detectors.tenant(), &summary, &result, &routed)) {
+                self.common.counters.history_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        {
+            let mut out = self.common.shared.outputs.lock().unwrap_or_else(|p| p.into_inner());
+            for alert in &routed {
+                out.emit(alert).context("writing an alert")?;
+            }
+            out.window(&summary).context("writing the window log")?;
+            out.flush().context("writing alerts")?;
+        }
+        // Handlers get one alert per incident; whether their queue took each
+        // alert (all of them, without handlers).
+        let incidents = incidents(&routed);
+        let mut taken = vec![true; routed.len()];
+        if let Some(handlers) = &self.handlers {
+            for members in &incidents {
+                let took = handlers.send(Alert::incident(&routed, members, &batch.info));
+                members.iter().for_each(|&i| taken[i] = took);
+            }
+        }
+        if let Some(topic) = &mut self.findings_topic {
+            let key = format!("{}/{}", self.common.pipeline, batch.info.partition);
+            if !result.findings.is_empty() {
+                topic.send(&key, &serde_json::to_vec(&summary)?).context("producing findings")?;
+            }
+            for alert in &routed {
+                let mut value = serde_json::to_value(alert)?;
+                value["type"] = "alert".into();
+                topic.send(&key, &serde_json::to_vec(&value)?).context("producing an alert")?;
+            }
+        }
+        if self.acknowledges {
+            // Only now, once out: an alert that did not get out is sent again on replay.
+            let mut ledger = self.common.shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
+            for alert in routed.iter().zip(&taken).filter(|(_, taken)| **taken).map(|(a, _)| a) {
+                ledger.record(AlertKey::new(tenant, self.common.source, alert)).context("writing the alert ledger")?;
+            }
+            ledger.flush().context("writing the alert ledger")?;
+        }
+        self.windows += 1;
+        self.alerts += routed.len() as u64;
+        self.incidents += incidents.len() as u64;
+        self.min_score = self.min_score.min(score.value);
+        self.score_sum += score.value;
+        let c = self.common.counters;
+        c.windows.fetch_add(1, Ordering::Relaxed);
+        c.alerts.fetch_add(routed.len() as u64, Ordering::Relaxed);
+        c.incidents.fetch_add(incidents.len() as u64, Ordering::Relaxed);
+        for alert in &routed {
+            c.alerts_by_severity[alert.severity as usize].fetch_add(1, Ordering::Relaxed);
+        }
+        c.last_score.store(score.value.to_bits(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Everything before these acks is analysed and written: make what was
+    /// produced durable, then let the source commit.
+    pub(super) fn acks(&mut self, acks: Vec<Ack>) -> Result<()> {
+        if !self.acknowledges {
+            return Ok(());
+        }
+        if let Some(topic) = self.common.dead_letter_topic {
+            topic.lock().unwrap_or_else(|p| p.into_inner()).sink.flush().context("storing dead letters")?;
+        }
+        if let Some(topic) = &mut self.findings_topic {
+            topic.flush().context("storing findings")?;
+        }
+        // The source may have stopped; then its records replay.
+        match &self.common.shared.history {
+            // After the windows before them are in the history.
+            Some(history) => {
+                let tx = self.ack_tx.clone();
+                history.after_commit(Box::new(move || {
+                    for ack in acks {
+                        let _ = tx.send(ack);
+                    }
+                }));
+            }
+            None => {
+                for ack in acks {
+                    let _ = self.ack_tx.send(ack);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn report(self) -> PipelineReport {
+        PipelineReport {
+            name: self.common.pipeline.to_string(),
+            tenant: self.detectors.tenant().to_string(),
+            windows: self.windows,
+            alerts: self.alerts,
+            incidents: self.incidents,
+            suppressed_alerts: self.router.suppressed,
+            unsure_findings: self.router.unsure,
+            replayed_alerts: self.replayed,
+            watched_series: self.router.watched_series(),
+            min_score: self.min_score,
+            mean_score: if self.windows == 0 { 1.0 } else { self.score_sum / self.windows as f64 },
+            plugins: self.detectors.stats(),
+        }
+    }
+}
+
+/// What the history keeps of an analysed window.
+fn history_record(tenant: &str, summary: &WindowSummary, analysis: &WindowAnalysis, alerts: &[Alert]) -> WindowRecord {
+    let findings = analysis.findings.iter().map(|f| (f, false)).chain(analysis.shadow_findings.iter().map(|f| (f, true)));
+    WindowRecord {
+        tenant: tenant.into(),
+        pipeline: summary.pipeline.into(),
+        partition: summary.partition,
+        seq: summary.seq,
+        first_offset: summary.first_offset.to_string(),
+        last_offset: summary.last_offset.to_string(),
+        records: summary.records,
+        start_ms: summary.start_ms,
+        end_ms: summary.end_ms,
+        analysed_ms: now_ms(),
+        score: summary.score,
+        score_interval: summary.score_interval,
+        findings: findings
+            .map(|(f, shadow)| FindingRow {
+                detector: f.detector.clone(),
+                metric: f.finding.metric.clone(),
+                column: f.finding.column.clone(),
+                value: f.finding.value,
+                threshold: f.finding.threshold,
+                severity: Level::from(f.finding.severity).as_str(),
+                message: f.finding.message.clone(),
+                shadow,
+            })
+            .collect(),
+        metrics: analysis
+            .metrics
+            .iter()
+            .map(|(detector, m)| MetricRow { detector: detector.clone(), metric: m.metric.clone(), column: m.column.clone(), value: m.value })
+            .collect(),
+        alerts: alerts
+            .iter()
+            .map(|a| AlertRow {
+                detector: a.detector.clone(),
+                metric: a.metric.clone(),
+                column: a.column.clone(),
+                value: a.value,
+                threshold: a.threshold,
+                severity: a.severity.as_str(),
+                message: a.message.clone(),
+                rule: a.rule,
+                low_confidence: a.low_confidence,
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,235 @@
+//! The decode side of a pipeline: lines and messages to records, records to
+//! windows per partition, bad input to dead letters, and the bookkeeping of
+//! which offsets every partition may acknowledge once its closed windows
+//! are analysed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use super::{ClosedBatch, Common, Work};
+use crate::dead_letter::Origin;
+use crate::decode::message::MessageDecoder;
+use crate::decode::{self, Record};
+use crate::source::{Ack, Message, Position, MAX_LINE_BYTES};
+use crate::timestamp::now_ms;
+use crate::window::{ClosedWindow, Placement, RecordMeta, WindowSpec, Windower};
+
+/// One partition's windows and how far it has been acknowledged.
+struct PartitionState {
+    windower: Windower,
+    /// One past the last offset read.
+    next_offset: u64,
+    acked_below: u64,
+    /// Broker ids of offsets not yet acknowledged (sources whose ids are not offsets).
+    ids: BTreeMap<u64, Arc<str>>,
+    /// Dead letters not yet attributed to a window.
+    dead_since_window: u64,
+}
+
+impl PartitionState {
+    fn new(spec: WindowSpec) -> Self {
+        PartitionState { windower: Windower::new(spec), next_offset: 0, acked_below: 0, ids: BTreeMap::new(), dead_since_window: 0 }
+    }
+}
+
+/// Decodes lines and messages and cuts windows for one pipeline.
+pub(super) struct Cutter<'a> {
+    common: Common<'a>,
+    decoder: MessageDecoder,
+    event_field: Option<(u32, String)>,
+    spec: WindowSpec,
+    partitions: HashMap<u32, PartitionState>,
+    /// Closed windows with their partition and dead letters.
+    closed: Vec<(u32, u64, ClosedWindow)>,
+    scratch: Vec<ClosedWindow>,
+}
+
+/// The state of `partition`, created on its first record.
+fn partition_state(partitions: &mut HashMap<u32, PartitionState>, spec: WindowSpec, partition: u32) -> &mut PartitionState {
+    partitions.entry(partition).or_insert_with(|| PartitionState::new(spec))
+}
+
+impl<'a> Cutter<'a> {
+    /// A cutter with no partition seen yet; `event_field`: the field whose
+    /// value is each record's event time.
+    pub(super) fn new(common: Common<'a>, mut decoder: MessageDecoder, spec: WindowSpec, event_field: Option<String>) -> Result<Self> {
+        let event_field = match event_field {
+            Some(field) => Some((decoder.json.fields.intern(&field).context("naming the event-time field")?, field)),
+            None => None,
+        };
+        Ok(Cutter { common, decoder, event_field, spec, partitions: HashMap::new(), closed: Vec::new(), scratch: Vec::new() })
+    }
+
+    fn partition(&mut self, partition: u32) -> &mut PartitionState {
+        partition_state(&mut self.partitions, self.spec, partition)
+    }
+
+    /// Everything of `partition` below `next` was read (lines: each became a
+    /// record or a dead letter).
+    pub(super) fn read_up_to(&mut self, partition: u32, next: u64) {
+        self.partition(partition).next_offset = next;
+    }
+
+    pub(super) fn dead_letter(&mut self, partition: u32, offset: u64, position: Option<Position>, reason: &str, raw: &[u8], bytes: u64) -> Result<()> {
+        let origin = Origin { pipeline: self.common.pipeline, source: self.common.source, partition, offset, position };
+        match self.common.dead_letter_topic {
+            Some(topic) => {
+                let mut topic = topic.lock().unwrap_or_else(|p| p.into_inner());
+                topic.write(&origin, reason, raw, bytes).context("producing a dead letter")?;
+            }
+            None => {
+                let mut dl = self.common.shared.dead_letters.lock().unwrap_or_else(|p| p.into_inner());
+                dl.write(&origin, reason, raw, bytes).context("writing a dead letter")?;
+            }
+        }
+        self.common.counters.dead_letters.fetch_add(1, Ordering::Relaxed);
+        self.partition(partition).dead_since_window += 1;
+        Ok(())
+    }
+
+    pub(super) fn line(&mut self, partition: u32, offset: u64, line: &[u8], read_at_ms: i64) -> Result<()> {
+        if line.len() > MAX_LINE_BYTES {
+            let reason = format!("line of {} bytes is over the {} MiB limit", line.len(), MAX_LINE_BYTES >> 20);
+            return self.dead_letter(partition, offset, None, &reason, line, line.len() as u64);
+        }
+        let placement = match self.decoder.json.decode(line) {
+            Ok(record) => {
+                let meta = record_meta(record, &self.event_field, offset, line, read_at_ms);
+                let state = partition_state(&mut self.partitions, self.spec, partition);
+                state.windower.push(record, &meta, &mut self.scratch)
+            }
+            Err(e) => return self.dead_letter(partition, offset, None, &e.to_string(), line, line.len() as u64),
+        };
+        self.placed(partition, offset, None, placement, line)
+    }
+
+    pub(super) fn message(&mut self, partition: u32, message: &Message, read_at_ms: i64) -> Result<()> {
+        let offset = message.offset;
+        let state = self.partition(partition);
+        state.next_offset = offset + 1;
+        if let Some(id) = &message.id {
+            state.ids.insert(offset, id.clone());
+        }
+        if let Some(reason) = &message.fault {
+            let bytes = message.payload.len() as u64;
+            return self.dead_letter(partition, offset, Some(message.position()), reason, &message.payload, bytes);
+        }
+        if message.payload.len() > MAX_LINE_BYTES {
+            let bytes = message.payload.len();
+            let reason = format!("message of {bytes} bytes is over the {} MiB limit", MAX_LINE_BYTES >> 20);
+            return self.dead_letter(partition, offset, Some(message.position()), &reason, b"", bytes as u64);
+        }
+        let placement = match self.decoder.decode(partition, message) {
+            Ok(record) => {
+                let meta = record_meta(record, &self.event_field, offset, &message.payload, read_at_ms);
+                let state = self.partitions.get_mut(&partition).expect("created above");
+                state.windower.push(record, &meta, &mut self.scratch)
+            }
+            Err(e) => {
+                let bytes = message.payload.len() as u64;
+                return self.dead_letter(partition, offset, Some(message.position()), &e.to_string(), &message.payload, bytes);
+            }
+        };
+        self.placed(partition, offset, Some(message.position()), placement, &message.payload)
+    }
+
+    fn placed(&mut self, partition: u32, offset: u64, position: Option<Position>, placement: Placement, raw: &[u8]) -> Result<()> {
+        self.take_closed(partition);
+        match placement {
+            Placement::Accepted => {
+                self.common.counters.records.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Placement::Late => {
+                self.common.counters.late.fetch_add(1, Ordering::Relaxed);
+                let reason = "late: its event-time window had already closed";
+                self.dead_letter(partition, offset, position, reason, raw, raw.len() as u64)
+            }
+            Placement::NoEventTime => {
+                let field = self.event_field.as_ref().map_or("", |(_, f)| f.as_str());
+                let reason = format!("no usable event time in field '{field}'");
+                self.dead_letter(partition, offset, position, &reason, raw, raw.len() as u64)
+            }
+            Placement::BadEventTime(bad) => self.dead_letter(partition, offset, position, &bad.to_string(), raw, raw.len() as u64),
+        }
+    }
+
+    /// Move the windows a partition just closed to `closed`; the partition's
+    /// dead letters so far belong to the first of them.
+    fn take_closed(&mut self, partition: u32) {
+        for w in self.scratch.drain(..) {
+            let state = self.partitions.get_mut(&partition).expect("a partition closes only its own windows");
+            self.closed.push((partition, std::mem::take(&mut state.dead_since_window), w));
+        }
+    }
+
+    /// Let time pass (`flush`: end of input) for every partition's windows.
+    pub(super) fn close_windows(&mut self, flush: bool) {
+        let now = now_ms();
+        let partitions: Vec<u32> = self.partitions.keys().copied().collect();
+        for partition in partitions {
+            let state = self.partitions.get_mut(&partition).expect("listed above");
+            if flush {
+                state.windower.flush(&mut self.scratch);
+            } else {
+                state.windower.tick(now, &mut self.scratch);
+            }
+            self.take_closed(partition);
+        }
+    }
+
+    /// A rebalance took these partitions away: forget their open windows.
+    pub(super) fn revoke(&mut self, partitions: &[u32]) {
+        for p in partitions {
+            self.partitions.remove(p);
+        }
+    }
+
+    fn batches(&mut self) -> Vec<Work> {
+        let closed_at = now_ms();
+        let fields = &self.decoder.json.fields;
+        let partitions = &self.partitions;
+        self.closed
+            .drain(..)
+            .map(|(partition, dead_letters, w)| {
+                let batch = w.buffer.into_batch(fields, self.common.pipeline, self.common.source, partition, w.bounds, closed_at);
+                let position = |offset: u64| match partitions.get(&partition).and_then(|s| s.ids.get(&offset)) {
+                    Some(id) => Position::Id(id.clone()),
+                    None => Position::Offset(offset),
+                };
+                let (first, last) = (position(batch.info.first_offset), position(batch.info.last_offset));
+                Work::Window(Box::new(ClosedBatch { batch, dead_letters, first, last }))
+            })
+            .collect()
+    }
+
+    /// Acks for partitions whose lowest unanalysed offset has risen.
+    fn acks(&mut self) -> Option<Work> {
+        let mut acks = Vec::new();
+        for (&partition, state) in self.partitions.iter_mut() {
+            let below = state.windower.min_open_offset().unwrap_or(state.next_offset);
+            if below > state.acked_below {
+                state.acked_below = below;
+                state.ids = state.ids.split_off(&below);
+                acks.push(Ack { partition, below });
+            }
+        }
+        (!acks.is_empty()).then_some(Work::Acks(acks))
+    }
+
+    /// The closed windows, then the acks they allow.
+    pub(super) fn work(&mut self) -> Vec<Work> {
+        let mut work = self.batches();
+        work.extend(self.acks());
+        work
+    }
+}
+
+fn record_meta(record: &Record, event_field: &Option<(u32, String)>, offset: u64, raw: &[u8], read_at_ms: i64) -> RecordMeta {
+    let hash = xxhash_rust::xxh3::xxh3_64(raw);
+    let event_time = event_field.as_ref().and_then(|(id, _)| record.get(*id).and_then(|v| decode::event_time(record, v)));
+    RecordMeta { offset, hash, event_time, read_at_ms }
+}

@@ -1,0 +1,284 @@
+//! One pipeline end to end: source -> decode -> windows -> detectors -> alerts.
+//!
+//! Three threads: the source reads blocks of lines; this thread decodes them
+//! into windows and builds each closed window's batch; the analysis thread
+//! runs the detectors and routes alerts, one window at a time and in order.
+//! A bounded channel between the last two keeps memory flat when analysis
+//! is the slower side.
+//!
+//! At-least-once: the decode thread knows, per partition, the lowest offset
+//! still held by an open window; once it rises, an [`Ack`] follows the closed
+//! windows on the same channel, so the analysis thread passes it back to the
+//! source only after those windows were analysed, their alerts written and
+//! the dead letters stored. A revoked partition's open windows are dropped
+//! and never acknowledged: its new owner reads them again.
+
+mod analyst;
+mod cutter;
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use crossbeam_channel::{bounded, RecvTimeoutError};
+use serde::Serialize;
+
+use crate::alert::handlers::Handlers;
+use crate::alert::{AlertLedger, Outputs, Router};
+use crate::analysis::{Detectors, PluginStats};
+use crate::dead_letter::{DeadLetterTopic, DeadLetters};
+use crate::decode::message::MessageDecoder;
+use crate::history::History;
+use crate::runtime::bindings::Batch;
+use crate::source::{Ack, Position, Progress, Sink, Source, SourceContext, SourceEvent, MAX_LINE_BYTES};
+use crate::timestamp::now_ms;
+use crate::window::WindowSpec;
+use analyst::Analyst;
+use cutter::Cutter;
+
+/// Closed windows waiting for analysis.
+const WINDOW_QUEUE: usize = 4;
+/// How long the decoder waits for input before letting time windows close.
+const IDLE_TICK: Duration = Duration::from_millis(200);
+
+/// A closed window and the lines of its partition that became dead letters
+/// since the window before it closed.
+struct ClosedBatch {
+    batch: Batch,
+    dead_letters: u64,
+    /// The broker positions of the first and last offsets.
+    first: Position,
+    last: Position,
+}
+
+/// What both sides of a running pipeline have in common.
+#[derive(Clone, Copy)]
+struct Common<'a> {
+    pipeline: &'a str,
+    /// The source's name, in dead letters, alerts and the ledger.
+    source: &'a str,
+    /// Broker sources: dead letters go here instead of the file.
+    dead_letter_topic: Option<&'a Mutex<DeadLetterTopic>>,
+    shared: &'a Shared,
+    counters: &'a PipelineCounters,
+}
+
+/// What the decode thread hands the analysis thread, in order.
+enum Work {
+    Window(Box<ClosedBatch>),
+    /// Send these to the source once everything before them is done.
+    Acks(Vec<Ack>),
+}
+
+/// One pipeline's running totals: the status line, the summary, `/metrics`
+/// and the HTTP API read them while it runs.
+pub struct PipelineCounters {
+    pub pipeline: String,
+    pub tenant: String,
+    /// The alert rules' `quality_threshold`, for charts.
+    pub quality_threshold: f64,
+    pub records: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub late: AtomicU64,
+    pub windows: AtomicU64,
+    pub alerts: AtomicU64,
+    /// Incidents: a window's alerts about one column (or about no column) count once.
+    pub incidents: AtomicU64,
+    /// Alerts by severity: info, warning, critical.
+    pub alerts_by_severity: [AtomicU64; 3],
+    /// Alerts not sent again because a replay met their window.
+    pub replayed_alerts: AtomicU64,
+    /// Windows the history could not take because its queue was full.
+    pub history_dropped: AtomicU64,
+    /// The last window's quality score, as f64 bits (NaN before the first).
+    last_score: AtomicU64,
+    /// The source's backlog, reads and broker errors.
+    pub progress: Arc<Progress>,
+}
+
+impl PipelineCounters {
+    pub fn new(pipeline: &str, tenant: &str, quality_threshold: f64) -> Self {
+        PipelineCounters {
+            pipeline: pipeline.into(),
+            tenant: tenant.into(),
+            quality_threshold,
+            records: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
+            late: AtomicU64::new(0),
+            windows: AtomicU64::new(0),
+            alerts: AtomicU64::new(0),
+            incidents: AtomicU64::new(0),
+            alerts_by_severity: Default::default(),
+            replayed_alerts: AtomicU64::new(0),
+            history_dropped: AtomicU64::new(0),
+            last_score: AtomicU64::new(f64::NAN.to_bits()),
+            progress: Arc::default(),
+        }
+    }
+
+    /// The last window's quality score, if a window was analysed.
+    pub fn last_score(&self) -> Option<f64> {
+        Some(f64::from_bits(self.last_score.load(Ordering::Relaxed))).filter(|s| !s.is_nan())
+    }
+
+    /// Records on the broker not read yet, as last measured (0 for files and the generator).
+    pub fn lag(&self) -> u64 {
+        self.progress.lag.load(Ordering::Relaxed)
+    }
+}
+
+/// One counter summed over every pipeline.
+pub fn total(pipelines: &[Arc<PipelineCounters>], counter: impl Fn(&PipelineCounters) -> &AtomicU64) -> u64 {
+    pipelines.iter().map(|p| counter(p).load(Ordering::Relaxed)).sum()
+}
+
+/// What pipelines share: outputs, dead letters, the history, the stop flag.
+pub struct Shared {
+    pub outputs: Mutex<Outputs>,
+    pub dead_letters: Mutex<DeadLetters>,
+    /// Every pipeline's counters.
+    pub pipelines: Vec<Arc<PipelineCounters>>,
+    /// Set on Ctrl-C: stop reading, analyse what was read, report.
+    pub stop: Arc<AtomicBool>,
+    /// Alerts already sent for broker windows, so a replay does not repeat them.
+    pub ledger: Mutex<AlertLedger>,
+    pub history: Option<History>,
+}
+
+/// A pipeline ready to run.
+pub struct Pipeline {
+    pub name: String,
+    pub source: Box<dyn Source>,
+    pub window: WindowSpec,
+    pub event_time_field: Option<String>,
+    pub tenant: String,
+    pub detectors: Arc<Detectors>,
+    pub router: Router,
+    /// The tenant's alert handlers, if it has any.
+    pub handlers: Option<Arc<Handlers>>,
+    pub decoder: MessageDecoder,
+    /// Dead letters go here instead of the file (broker sources).
+    pub dead_letter_topic: Option<Box<dyn Sink>>,
+    /// Every alert and every window's findings are also produced here.
+    pub findings_topic: Option<Box<dyn Sink>>,
+    pub counters: Arc<PipelineCounters>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PipelineReport {
+    pub name: String,
+    pub tenant: String,
+    pub windows: u64,
+    pub alerts: u64,
+    pub incidents: u64,
+    pub suppressed_alerts: u64,
+    /// Unsure findings (interval across the threshold) kept from alerting.
+    pub unsure_findings: u64,
+    pub replayed_alerts: u64,
+    /// Metric series the control rules watch (past warm-up, not constant).
+    pub watched_series: usize,
+    pub min_score: f64,
+    pub mean_score: f64,
+    #[serde(skip)]
+    pub plugins: Vec<PluginStats>,
+}
+
+/// Run `pipeline` until its source ends (or Ctrl-C), then report.
+pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
+    let Pipeline { name, tenant: _, source, window, event_time_field, detectors, router, handlers, decoder, dead_letter_topic, findings_topic, counters } =
+        pipeline;
+    let source_name = source.name();
+    let acknowledges = source.acknowledges();
+    let (line_tx, line_rx) = bounded::<SourceEvent>(16);
+    let (work_tx, work_rx) = bounded::<Work>(WINDOW_QUEUE);
+    let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<Ack>();
+    let dead_letter_topic = dead_letter_topic.map(|sink| Mutex::new(DeadLetterTopic { sink, count: 0 }));
+
+    let common = Common { pipeline: &name, source: &source_name, dead_letter_topic: dead_letter_topic.as_ref(), shared, counters: &counters };
+    let mut cutter = Cutter::new(common, decoder, window, event_time_field)?;
+    std::thread::scope(|scope| -> Result<PipelineReport> {
+        let ctx = SourceContext { events: line_tx, acks: ack_rx, stop: shared.stop.clone(), progress: counters.progress.clone() };
+        let reader = std::thread::Builder::new().name(format!("{name}-source")).spawn(move || source.run(ctx)).context("starting the source thread")?;
+
+        let analyst = Analyst::new(common, &detectors, router, handlers, acknowledges, ack_tx, findings_topic);
+        let analysis = scope.spawn(move || -> Result<PipelineReport> {
+            let mut analyst = analyst;
+            for work in work_rx {
+                match work {
+                    Work::Window(closed) => analyst.window(*closed)?,
+                    Work::Acks(acks) => analyst.acks(acks)?,
+                }
+            }
+            Ok(analyst.report())
+        });
+
+        let mut decode_result = Ok(());
+        while !shared.stop.load(Ordering::Relaxed) {
+            let event = match line_rx.recv_timeout(IDLE_TICK) {
+                Ok(e) => e,
+                Err(RecvTimeoutError::Timeout) => {
+                    cutter.close_windows(false);
+                    if cutter.work().into_iter().any(|w| work_tx.send(w).is_err()) {
+                        break;
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let read_at = now_ms();
+            let step = match event {
+                SourceEvent::Lines { partition, first_offset, data } => {
+                    let body = data.strip_suffix(b"\n").unwrap_or(&data);
+                    let mut next = first_offset;
+                    let result = body.split(|&b| b == b'\n').try_for_each(|line| {
+                        next += 1;
+                        cutter.line(partition, next - 1, line, read_at)
+                    });
+                    cutter.read_up_to(partition, next);
+                    result
+                }
+                SourceEvent::Oversized { partition, offset, bytes } => {
+                    cutter.read_up_to(partition, offset + 1);
+                    let reason = format!("line of {bytes} bytes is over the {} MiB limit", MAX_LINE_BYTES >> 20);
+                    cutter.dead_letter(partition, offset, None, &reason, b"", bytes)
+                }
+                SourceEvent::Messages { partition, messages } => messages.iter().try_for_each(|m| cutter.message(partition, m, read_at)),
+                SourceEvent::Revoked { partitions } => {
+                    cutter.revoke(&partitions);
+                    Ok(())
+                }
+            };
+            if let Err(e) = step {
+                decode_result = Err(e);
+                break;
+            }
+            if cutter.work().into_iter().any(|w| work_tx.send(w).is_err()) {
+                break; // the analysis thread failed; its error is reported below
+            }
+        }
+        drop(line_rx);
+        cutter.close_windows(true);
+        for w in cutter.work() {
+            let _ = work_tx.send(w);
+        }
+        drop(work_tx);
+        let report = analysis.join().map_err(|_| anyhow::anyhow!("the analysis thread of {name} panicked"))??;
+        decode_result?;
+        shared.dead_letters.lock().unwrap_or_else(|p| p.into_inner()).flush().context("writing dead letters")?;
+        if let Some(topic) = &dead_letter_topic {
+            let mut topic = topic.lock().unwrap_or_else(|p| p.into_inner());
+            topic.sink.flush().context("storing dead letters")?;
+            if topic.count > 0 {
+                tracing::info!("{} dead letter(s) produced to {}", topic.count, topic.sink.name());
+            }
+        }
+        // Stdin may block in a read after Ctrl-C; a broker source returns once its acks are done.
+        if acknowledges || !shared.stop.load(Ordering::Relaxed) {
+            reader.join().map_err(|_| anyhow::anyhow!("the source thread of {name} panicked"))?.with_context(|| format!("source of pipeline {name}"))?;
+        }
+        Ok(report)
+    })
+}
