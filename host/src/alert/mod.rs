@@ -215,7 +215,10 @@ impl PriorAlert {
 }
 
 /// Windows a key must be away before its next finding is a new departure.
-pub const REARM_WINDOWS: u64 = 2;
+/// A departure that comes back sooner is the same one flapping (a foggy
+/// December's visibility: in, out for two windows, in again); separate
+/// bursts a few windows apart still alert each (flights' cancellation days).
+pub const REARM_WINDOWS: u64 = 3;
 
 /// A key's cooldown, counted in routed windows of its partition.
 struct Cooldown {

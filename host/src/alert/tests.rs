@@ -134,6 +134,23 @@ fn the_quality_alert_needs_the_whole_interval_below_the_threshold() {
     assert!(alerts[0].message.contains("low confidence: 40 rows"), "{}", alerts[0].message);
 }
 
+/// A finding that leaves and comes back within the cooldown is the same
+/// departure flapping, unless it stayed away for [`REARM_WINDOWS`] windows.
+#[test]
+fn a_flapping_departure_alerts_once_and_a_new_one_again() {
+    let mut r = Router::new("p", AlertConfig { cooldown_windows: 20, ..Default::default() });
+    let f = [finding("null_rate", Severity::Warning, 0.5, FindingOrigin::Data)];
+    let present = [0, 1, 4, 5, 7, 11];
+    let sent: Vec<u64> = (0..12u64)
+        .filter(|&seq| {
+            let findings = if present.contains(&seq) { &f[..] } else { &[] };
+            !route(&mut r, &info(seq), POS, findings, 0.9).is_empty()
+        })
+        .collect();
+    // Back after 2 and 1 windows away: the same departure; after 3 away (8..10): a new one.
+    assert_eq!(sent, [0, 11]);
+}
+
 /// Cooldown quiets repeats, never escalation: a rise in severity, or a
 /// value twice as far past the threshold, alerts again and says from what.
 #[test]
