@@ -4,9 +4,9 @@
 //! datum either decodes or gets a reason, and field names stay capped.
 #![no_main]
 
-use clean_host::decode::message::MessageDecoder;
-use clean_host::source::config::MessageFormat;
-use clean_host::source::Message;
+use clean_host_stream::decode::message::MessageDecoder;
+use clean_host_stream::source::config::MessageFormat;
+use clean_host_stream::source::Message;
 use libfuzzer_sys::fuzz_target;
 
 const SCHEMA: &str = r#"{

@@ -4,9 +4,9 @@
 //! line in every column.
 #![no_main]
 
-use clean_host::decode::JsonDecoder;
-use clean_host::runtime::bindings::{ColumnValues, WindowKind};
-use clean_host::window::{Bounds, RecordMeta, WindowBuffer};
+use clean_host_core::bindings::{ColumnValues, WindowKind};
+use clean_host_stream::decode::JsonDecoder;
+use clean_host_stream::window::{Bounds, RecordMeta, WindowBuffer};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

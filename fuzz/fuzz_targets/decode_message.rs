@@ -7,9 +7,9 @@
 use std::sync::Arc;
 
 use arbitrary::{Arbitrary, Unstructured};
-use clean_host::decode::message::MessageDecoder;
-use clean_host::source::config::{MessageFormat, MetadataColumn};
-use clean_host::source::Message;
+use clean_host_stream::decode::message::MessageDecoder;
+use clean_host_stream::source::config::{MessageFormat, MetadataColumn};
+use clean_host_stream::source::Message;
 use libfuzzer_sys::fuzz_target;
 
 const MAX_FIELDS: usize = 32;

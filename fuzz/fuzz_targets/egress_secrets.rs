@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use arbitrary::{Arbitrary, Unstructured};
-use clean_host::egress::fill_secrets;
+use clean_host_runtime::egress::fill_secrets;
 use libfuzzer_sys::fuzz_target;
 
 const LIMIT: usize = 4096;

@@ -4,9 +4,9 @@
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
-use clean_host::analysis::{validate, MAX_FINDINGS, MAX_SAMPLE_ROWS};
-use clean_host::runtime::bindings::{Analysis, Finding, MetricValue, Severity};
-use clean_host::runtime::MAX_NAME;
+use clean_host_core::bindings::{Analysis, Finding, MetricValue, Severity};
+use clean_host_quality::analysis::{validate, MAX_FINDINGS, MAX_SAMPLE_ROWS};
+use clean_host_runtime::MAX_NAME;
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]

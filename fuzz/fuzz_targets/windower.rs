@@ -5,8 +5,8 @@
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
-use clean_host::decode::JsonDecoder;
-use clean_host::window::{ClosedWindow, EventTimeSpec, Placement, RecordMeta, WindowSpec, Windower};
+use clean_host_stream::decode::JsonDecoder;
+use clean_host_stream::window::{ClosedWindow, EventTimeSpec, Placement, RecordMeta, WindowSpec, Windower};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]

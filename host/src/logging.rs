@@ -3,7 +3,8 @@
 //! from `--log-level` or `RUST_LOG` (default `info`).
 //!
 //! Plugin events (loaded, reloaded, rejected, rolled back, quarantined,
-//! promoted, removed) are logged with the target [`PLUGIN_EVENT`] and the
+//! promoted, removed) are logged with the target [`PLUGIN_EVENT`] (by
+//! [`clean_host_runtime::events::plugin_event`]) and the
 //! fields `tenant`, `pipeline`, `plugin` and `event`; a layer copies each one
 //! into the history as well, so there is one place that reports them.
 //!
@@ -15,15 +16,13 @@ use std::io::IsTerminal;
 use std::sync::{Arc, OnceLock};
 
 use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
+use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::history::{History, PluginEvent};
-
-/// The target plugin events are logged with.
-pub const PLUGIN_EVENT: &str = "plugin_event";
+use clean_host_runtime::events::PLUGIN_EVENT;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -59,14 +58,6 @@ pub fn init(format: LogFormat, level: Option<&str>) -> Result<PluginEventSink, S
     };
     result.map_err(|e| format!("installing the logger: {e}"))?;
     Ok(sink)
-}
-
-/// Log something that happened to a plugin (and keep it in the history).
-pub fn plugin_event(level: Level, tenant: &str, pipeline: Option<&str>, plugin: &str, event: &str, message: &str) {
-    match level {
-        Level::ERROR | Level::WARN => tracing::warn!(target: PLUGIN_EVENT, tenant, pipeline, plugin, event, "{message}"),
-        _ => tracing::info!(target: PLUGIN_EVENT, tenant, pipeline, plugin, event, "{message}"),
-    }
 }
 
 struct PluginEventLayer(PluginEventSink);
@@ -108,6 +99,6 @@ impl<S: Subscriber> Layer<S> for PluginEventLayer {
         let mut fields = EventFields::default();
         event.record(&mut fields);
         let EventFields { tenant, pipeline, plugin, event, message } = fields;
-        history.plugin_event(PluginEvent { tenant, pipeline, plugin, event, message, at_ms: crate::timestamp::now_ms() });
+        history.plugin_event(PluginEvent { tenant, pipeline, plugin, event, message, at_ms: clean_host_core::timestamp::now_ms() });
     }
 }

@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use clean_host_sdk as sdk;
 
-use crate::analysis::{Analyzer, DetectorSource};
-use crate::runtime::bindings::{Analysis, Batch, ColumnValues, Finding, MetricValue, Severity, TimeBasis, WindowKind};
-use crate::runtime::PluginFault;
+use clean_host_core::bindings::{Analysis, Batch, ColumnValues, Finding, MetricValue, Severity, TimeBasis, WindowKind};
+use clean_host_runtime::PluginFault;
+use clean_host_runtime::{Analyzer, DetectorSource};
 
 struct Native<D>(D);
 

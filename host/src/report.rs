@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::PluginStats;
 use crate::pipeline::PipelineReport;
 use crate::tenant::TenantStatus;
+use clean_host_runtime::PluginStats;
 
 /// The last line a run prints on stderr: one JSON object.
 #[derive(Debug, Serialize)]

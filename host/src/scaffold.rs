@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::runtime::write_atomically;
+use clean_host_runtime::write_atomically;
 
 const WIT: &str = include_str!("../../wit/clean-host.wit");
 const PYTHON_HELPER: &str = include_str!("../../sdk-python/clean_host.py");

@@ -13,12 +13,12 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::alert::handlers::{HandlerPlugins, HandlerRoute, Handlers};
-use crate::analysis::{tenant_call_pool, Candidate, Catalog, CatalogEntry};
 use crate::config::{TenantConfig, DEFAULT_TENANT};
-use crate::egress::Egress;
-use crate::runtime::reload::{FolderState, TenantFolder};
-use crate::runtime::{load_dir, Limits, LoadError, Plugin, Runtime, TenantBudget, WasmDetector};
+use crate::dispatch::handlers::{HandlerPlugins, HandlerRoute, Handlers};
+use crate::reload::{FolderState, TenantFolder};
+use clean_host_quality::analysis::{tenant_call_pool, Candidate, Catalog, CatalogEntry};
+use clean_host_runtime::egress::Egress;
+use clean_host_runtime::{load_dir, Limits, LoadError, Plugin, Runtime, TenantBudget, WasmDetector};
 
 pub struct Tenant {
     pub config: TenantConfig,

@@ -1,6 +1,6 @@
 //! Statistics over time through the real binary: distribution drift, control
 //! rules on window metrics, and the confidence of small windows. The series
-//! with known answers for each rule are in `host/src/spc/tests.rs`.
+//! with known answers for each rule are in `crates/quality/src/spc/tests.rs`.
 
 use clean_host_tests::{Sandbox, BUNDLED};
 use serde_json::Value;

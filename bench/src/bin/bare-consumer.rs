@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use clean_host::source::config::BrokerUrl;
+use clean_host_stream::source::config::BrokerUrl;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

@@ -8,11 +8,11 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use clean_host::decode::JsonDecoder;
-use clean_host::runtime::bindings::WindowKind;
-use clean_host::source::generator::{Generator, GeneratorConfig};
-use clean_host::source::{Source, SourceContext, SourceEvent};
-use clean_host::window::{Bounds, RecordMeta, WindowBuffer};
+use clean_host_core::bindings::WindowKind;
+use clean_host_stream::decode::JsonDecoder;
+use clean_host_stream::source::generator::{Generator, GeneratorConfig};
+use clean_host_stream::source::{Source, SourceContext, SourceEvent};
+use clean_host_stream::window::{Bounds, RecordMeta, WindowBuffer};
 
 const RECORDS: u64 = 200_000;
 const RUNS: usize = 7;
@@ -31,7 +31,7 @@ fn lines() -> Vec<Vec<u8>> {
 
 /// Flatten a sonic-rs object into (field id, number, text length), as the
 /// first version of the decoder did before the one-pass parser replaced it.
-fn walk(v: &sonic_rs::Value, path: &mut String, names: &mut clean_host::decode::FieldNames, out: &mut Vec<(u32, f64, usize)>) {
+fn walk(v: &sonic_rs::Value, path: &mut String, names: &mut clean_host_stream::decode::FieldNames, out: &mut Vec<(u32, f64, usize)>) {
     use sonic_rs::{JsonContainerTrait, JsonValueTrait};
     let Some(object) = v.as_object() else { return };
     for (k, v) in object.iter() {
@@ -105,7 +105,7 @@ fn main() {
     results.push((
         "sonic-rs DOM walked into fields (hashed name lookup)",
         measure(&lines, |ls| {
-            let mut names = clean_host::decode::FieldNames::default();
+            let mut names = clean_host_stream::decode::FieldNames::default();
             let mut fields: Vec<(u32, f64, usize)> = Vec::new();
             let mut path = String::new();
             for l in ls {

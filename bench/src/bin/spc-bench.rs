@@ -1,12 +1,12 @@
 //! How well each control rule separates real departures from noise, on
-//! generated rate series with known answers (clean_host::spc::scenarios):
+//! generated rate series with known answers (clean_host_quality::spc::scenarios):
 //! false alarms per 1,000 clean windows, and detection delay (windows from
 //! the onset of a change to the rule's first signal).
 //!
 //! `spc-bench [SEEDS]` prints Markdown tables.
 
-use clean_host::spc::scenarios::{Scenario, Shape};
-use clean_host::spc::{Rule, Series, SpcConfig};
+use clean_host_quality::spc::scenarios::{Scenario, Shape};
+use clean_host_quality::spc::{Rule, Series, SpcConfig};
 
 /// A 2% rate over 1000-row windows, 100 warm-up windows (the default).
 fn scenario(after: u32, shape: Shape) -> Scenario {

@@ -10,15 +10,15 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use clean_host::alert::handlers::Handlers;
-use clean_host::alert::Router;
-use clean_host::analysis::{DetectorSet, Detectors};
 use clean_host::config::{self, ConfigFile, PipelineConfig};
-use clean_host::decode::message::MessageDecoder;
+use clean_host::dispatch::handlers::Handlers;
 use clean_host::pipeline::{Pipeline, PipelineCounters};
-use clean_host::runtime::{LoadError, Runtime};
-use clean_host::source::{self, config::BrokerUrl};
 use clean_host::tenant::Tenant;
+use clean_host_quality::alert::Router;
+use clean_host_quality::analysis::{DetectorSet, Detectors};
+use clean_host_runtime::{LoadError, Runtime};
+use clean_host_stream::decode::message::MessageDecoder;
+use clean_host_stream::source::{self, config::BrokerUrl};
 
 use crate::cli::{GeneratorArgs, GlobalArgs, RunArgs};
 
@@ -127,7 +127,8 @@ pub fn load_tenants(
     for t in config.all_tenants() {
         if native {
             #[cfg(feature = "native-detectors")]
-            tenants.push(Tenant::native(&t, clean_host::native::detectors().into_iter().map(|d| clean_host::analysis::Candidate::new(d, None)).collect()));
+            tenants
+                .push(Tenant::native(&t, clean_host::native::detectors().into_iter().map(|d| clean_host_quality::analysis::Candidate::new(d, None)).collect()));
             #[cfg(not(feature = "native-detectors"))]
             bail!("--native needs a build with --features native-detectors");
         } else {

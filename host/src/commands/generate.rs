@@ -5,7 +5,7 @@ use std::io::Write;
 
 use anyhow::{bail, Context, Result};
 
-use clean_host::source::{self, SourceContext, SourceEvent};
+use clean_host_stream::source::{self, SourceContext, SourceEvent};
 
 use super::assembly::settings;
 use crate::cli::{GeneratorArgs, GlobalArgs};

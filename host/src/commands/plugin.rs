@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use clean_host::analysis::{DetectorSource, PluginStats, Status};
 use clean_host::report::StatusFile;
-use clean_host::runtime::{Plugin, Runtime, WasmDetector};
 use clean_host::tenant;
-use clean_host::timestamp;
+use clean_host_core::timestamp;
+use clean_host_runtime::{DetectorSource, PluginStats, Status};
+use clean_host_runtime::{Plugin, Runtime, WasmDetector};
 
 use super::assembly::{data_dir, load_tenants, settings};
 use crate::cli::{GlobalArgs, PluginCommand};

@@ -12,20 +12,21 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use clean_host::alert::handlers::Handlers;
-use clean_host::alert::{AlertLedger, Outputs};
-use clean_host::analysis::{Detectors, PluginStats};
 use clean_host::config::{ConfigFile, OutputFormat};
-use clean_host::dead_letter::DeadLetters;
+use clean_host::dispatch::handlers::Handlers;
+use clean_host::dispatch::{AlertLedger, Outputs};
 use clean_host::history::{History, HistoryReader};
 use clean_host::http::{self, ApiState, LiveStatus};
 use clean_host::logging::PluginEventSink;
 use clean_host::pipeline::{self, total, Pipeline, PipelineCounters, PipelineReport, Shared};
+use clean_host::reload::Watcher;
 use clean_host::report::{HistoryReport, RunSummary, StatusFile};
-use clean_host::runtime::reload::Watcher;
-use clean_host::runtime::write_atomically;
 use clean_host::tenant::{Tenant, TenantStatus};
-use clean_host::timestamp;
+use clean_host_core::timestamp;
+use clean_host_quality::analysis::Detectors;
+use clean_host_runtime::write_atomically;
+use clean_host_runtime::PluginStats;
+use clean_host_stream::dead_letter::DeadLetters;
 
 use super::assembly::{build_pipelines, config_name, data_dir, load_tenants, max_failures, settings, HANDLER_GRACE};
 use crate::cli::{GlobalArgs, RunArgs};

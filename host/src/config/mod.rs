@@ -8,14 +8,15 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::alert::{AlertConfig, Level};
-use crate::egress::EgressConfig;
 use crate::history::HistoryConfig;
 use crate::http::HttpConfig;
-use crate::runtime::Limits;
-use crate::source::generator::GeneratorConfig;
-use crate::source::BrokerOptions;
-use crate::window::{EventTimeSpec, WindowSpec};
+use clean_host_core::bindings::Severity;
+use clean_host_quality::alert::AlertConfig;
+use clean_host_runtime::egress::EgressConfig;
+use clean_host_runtime::Limits;
+use clean_host_stream::source::generator::GeneratorConfig;
+use clean_host_stream::source::BrokerOptions;
+use clean_host_stream::window::{EventTimeSpec, WindowSpec};
 
 #[cfg(test)]
 mod tests;
@@ -110,7 +111,7 @@ pub struct HandlerConfig {
     pub plugin: String,
     /// Alerts below this severity are not handed to it.
     #[serde(default = "HandlerConfig::default_severity")]
-    pub min_severity: Level,
+    pub min_severity: Severity,
     /// Only alerts of these pipelines (default: all the tenant's).
     #[serde(default)]
     pub pipelines: Option<Vec<String>>,
@@ -120,8 +121,8 @@ pub struct HandlerConfig {
 }
 
 impl HandlerConfig {
-    fn default_severity() -> Level {
-        Level::Warning
+    fn default_severity() -> Severity {
+        Severity::Warning
     }
 }
 
@@ -332,7 +333,7 @@ impl PipelineConfig {
     }
 
     fn default_max_fields() -> usize {
-        crate::decode::DEFAULT_MAX_FIELDS
+        clean_host_stream::decode::DEFAULT_MAX_FIELDS
     }
 
     pub fn window_spec(&self) -> Result<WindowSpec, String> {
@@ -359,7 +360,7 @@ impl PipelineConfig {
                 if !(0..=MAX_WINDOW_SPAN_MS).contains(&w.max_future_ms) {
                     return Err(format!("window.max_future_ms ({}) must be between 0 and a year", w.max_future_ms));
                 }
-                let earliest_ms = crate::timestamp::parse_ms(w.earliest_event_time.as_bytes())
+                let earliest_ms = clean_host_core::timestamp::parse_ms(w.earliest_event_time.as_bytes())
                     .ok_or_else(|| format!("window.earliest_event_time ({}) is not an RFC 3339 time like 2000-01-01T00:00:00Z", w.earliest_event_time))?;
                 let spec = EventTimeSpec { size_ms, lateness_ms: w.lateness_ms, max_future_ms: w.max_future_ms, earliest_ms };
                 Ok(WindowSpec::EventTime(spec))

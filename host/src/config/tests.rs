@@ -77,7 +77,7 @@ fn tenants_are_declared_and_checked() {
     let all = c.all_tenants();
     assert_eq!(all.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["default", "payments"]);
     assert_eq!(all[1].limits.max_instances, 10);
-    assert_eq!(all[1].handlers[0].min_severity, crate::alert::Level::Warning);
+    assert_eq!(all[1].handlers[0].min_severity, clean_host_core::bindings::Severity::Warning);
     for (text, needle) in [
         ("[[pipelines]]\nname='p'\nsource='generator'\ntenant='nobody'", "tenant 'nobody' is not declared"),
         ("[[tenants]]\nname='a/b'", "tenant name 'a/b'"),
@@ -112,7 +112,7 @@ fn broker_example_parses() {
     assert_eq!(c.pipelines.len(), 3);
     let kafka = &c.pipelines[0].broker;
     assert_eq!((kafka.group(), kafka.kafka["fetch.min.bytes"].as_str()), ("quality", "1"));
-    assert_eq!(c.pipelines[2].broker.entry_layout, crate::source::config::EntryLayout::Pairs);
+    assert_eq!(c.pipelines[2].broker.entry_layout, clean_host_stream::source::config::EntryLayout::Pairs);
     assert!(ConfigFile::parse("[[pipelines]]\nname = \"p\"\nsource = \"s\"\n[pipelines.broker]\ngrup = \"x\"").is_err());
 }
 

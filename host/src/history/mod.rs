@@ -34,7 +34,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use rusqlite::{params, Connection};
 use serde::Deserialize;
 
-pub use query::{timed_out, Filter, HistoryReader, Page, PastWindow, QUERY_TIME_LIMIT};
+pub use query::{timed_out, Filter, HistoryReader, Page, QUERY_TIME_LIMIT};
 
 /// `[history]` in the config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -448,7 +448,7 @@ fn write_batch(conn: &mut Connection, batch: &[Entry], stats: &HistoryStats) -> 
 /// Delete what is older than the retention (windows take their findings,
 /// metric values and alerts with them).
 fn delete_old(conn: &Connection, retention_ms: i64) -> rusqlite::Result<()> {
-    let cutoff = crate::timestamp::now_ms() - retention_ms;
+    let cutoff = clean_host_core::timestamp::now_ms() - retention_ms;
     conn.execute("DELETE FROM windows WHERE analysed_ms < ?1", [cutoff])?;
     conn.execute("DELETE FROM plugin_events WHERE at_ms < ?1", [cutoff])?;
     Ok(())

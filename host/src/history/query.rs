@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection, Row};
 use serde::Serialize;
 
+use clean_host_quality::alert::PastWindow;
+
 use super::{open, HistoryError};
 
 /// Which rows: one tenant's, optionally one pipeline's, within a time range,
@@ -106,19 +108,6 @@ pub struct PluginEventView {
     pub event: String,
     pub message: String,
     pub at_ms: i64,
-}
-
-/// What the control rules need of a window analysed before a restart.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PastWindow {
-    pub partition: u32,
-    pub score: f64,
-    /// The top of the score's interval (the score, for windows written before intervals were kept).
-    pub score_high: f64,
-    /// (detector, metric, column, value) of every metric value.
-    pub metrics: Vec<(String, String, Option<String>, f64)>,
-    /// (detector, metric, column) of every finding (shadow findings aside).
-    pub flagged: Vec<(String, String, Option<String>)>,
 }
 
 /// Longest a history query may run before it is interrupted.

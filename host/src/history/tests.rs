@@ -1,5 +1,5 @@
 use super::*;
-use crate::temp_dir::TempDir;
+use tempfile::TempDir;
 
 fn window(tenant: &str, pipeline: &str, seq: u64, analysed_ms: i64) -> WindowRecord {
     WindowRecord {
@@ -45,7 +45,7 @@ fn all(tenant: &str) -> Filter {
 }
 
 fn store(records: Vec<WindowRecord>) -> (TempDir, HistoryReader, Arc<HistoryStats>) {
-    let dir = TempDir::new("history");
+    let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("history.db");
     let (history, writer) = History::start(&path, &HistoryConfig::default()).unwrap();
     for r in records {
@@ -59,7 +59,7 @@ fn store(records: Vec<WindowRecord>) -> (TempDir, HistoryReader, Arc<HistoryStat
 
 #[test]
 fn windows_findings_and_alerts_are_read_back_per_tenant() {
-    let now = crate::timestamp::now_ms();
+    let now = clean_host_core::timestamp::now_ms();
     let (_dir, reader, _) = store(vec![window("a", "orders", 1, now), window("b", "payments", 1, now), window("a", "orders", 2, now + 1)]);
     let windows = reader.windows(&all("a")).unwrap();
     assert_eq!(windows.items.iter().map(|w| w.seq).collect::<Vec<_>>(), [2, 1], "newest first, only tenant a");
@@ -77,7 +77,7 @@ fn windows_findings_and_alerts_are_read_back_per_tenant() {
 
 #[test]
 fn a_replayed_window_is_kept_once() {
-    let now = crate::timestamp::now_ms();
+    let now = clean_host_core::timestamp::now_ms();
     let (_dir, reader, stats) = store(vec![window("a", "orders", 1, now), window("a", "orders", 1, now + 5)]);
     assert_eq!(reader.windows(&all("a")).unwrap().items.len(), 1);
     assert_eq!(reader.findings(&all("a")).unwrap().items.len(), 1);
@@ -86,7 +86,7 @@ fn a_replayed_window_is_kept_once() {
 
 #[test]
 fn pages_and_time_ranges() {
-    let now = crate::timestamp::now_ms();
+    let now = clean_host_core::timestamp::now_ms();
     let (_dir, reader, _) = store((1..=25).map(|i| window("a", "orders", i, now + i as i64)).collect());
     let mut filter = Filter { limit: 10, ..all("a") };
     let mut seqs = Vec::new();
@@ -105,7 +105,7 @@ fn pages_and_time_ranges() {
 
 #[test]
 fn retention_deletes_old_windows_with_their_findings() {
-    let now = crate::timestamp::now_ms();
+    let now = clean_host_core::timestamp::now_ms();
     let old = now - 10 * 3_600_000;
     let (dir, _, _) = store(vec![window("a", "orders", 1, old), window("a", "orders", 2, now)]);
     let path = dir.path().join("history.db");
@@ -121,7 +121,7 @@ fn retention_deletes_old_windows_with_their_findings() {
 
 #[test]
 fn a_file_from_before_score_intervals_gains_the_new_columns() {
-    let dir = TempDir::new("history");
+    let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("history.db");
     let old = Connection::open(&path).unwrap();
     old.execute_batch(
@@ -142,7 +142,7 @@ fn a_file_from_before_score_intervals_gains_the_new_columns() {
 
 #[test]
 fn past_windows_come_oldest_first_with_their_metrics_and_flags() {
-    let now = crate::timestamp::now_ms();
+    let now = clean_host_core::timestamp::now_ms();
     let mut shadowed = window("a", "orders", 3, now + 2);
     shadowed.findings[0].shadow = true;
     let (_dir, reader, _) = store(vec![window("a", "orders", 1, now), window("a", "orders", 2, now + 1), shadowed, window("a", "other", 4, now + 3)]);

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::LiveStatus;
-use crate::analysis::PluginStats;
 use crate::pipeline::PipelineCounters;
+use clean_host_runtime::PluginStats;
 
 /// Index order of `PipelineCounters::alerts_by_severity`.
 pub const SEVERITIES: [&str; 3] = ["info", "warning", "critical"];

@@ -39,9 +39,9 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::analysis::PluginStats;
 use crate::history::{timed_out, Filter, HistoryReader, QUERY_TIME_LIMIT};
 use crate::pipeline::PipelineCounters;
+use clean_host_runtime::PluginStats;
 
 /// `[http]` in the config file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -141,7 +141,7 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 /// on first use so it stays the same across restarts.
 pub fn tenant_token(configured: Option<&str>, dir: &Path, tenant: &str) -> Result<String, HttpError> {
     if let Some(value) = configured {
-        return crate::egress::secret_value(value, &format!("tenant {tenant}: api_token")).map_err(HttpError::Token);
+        return clean_host_runtime::egress::secret_value(value, &format!("tenant {tenant}: api_token")).map_err(HttpError::Token);
     }
     let path = dir.join(tenant);
     let io = |source| HttpError::TokenFile { path: path.display().to_string(), source };

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 
 use super::{ClosedBatch, Common, PipelineReport};
-use crate::alert::handlers::Handlers;
-use crate::alert::{incidents, Alert, AlertKey, FindingSummary, Level, Router, WindowSummary};
-use crate::analysis::{dead_letter_finding, quality_score, Detectors, FindingOrigin, WindowAnalysis};
+use crate::dispatch::handlers::Handlers;
+use crate::dispatch::AlertKey;
 use crate::history::{AlertRow, FindingRow, MetricRow, WindowRecord};
-use crate::logging::plugin_event;
-use crate::source::{Ack, Sink};
-use crate::timestamp::now_ms;
+use clean_host_core::timestamp::now_ms;
+use clean_host_quality::alert::{incidents, Alert, FindingSummary, Router, WindowSummary};
+use clean_host_quality::analysis::{dead_letter_finding, quality_score, Detectors, FindingOrigin, WindowAnalysis};
+use clean_host_runtime::events::plugin_event;
+use clean_host_stream::source::{Ack, Sink};
 
 /// The analysis side of a pipeline: detectors, alerts, outputs, acks.
 pub(super) struct Analyst<'a> {
@@ -216,7 +217,7 @@ fn history_record(tenant: &str, summary: &WindowSummary, analysis: &WindowAnalys
                 column: f.finding.column.clone(),
                 value: f.finding.value,
                 threshold: f.finding.threshold,
-                severity: Level::from(f.finding.severity).as_str(),
+                severity: f.finding.severity.as_str(),
                 message: f.finding.message.clone(),
                 shadow,
             })

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 
 use super::{ClosedBatch, Common, Work};
-use crate::dead_letter::Origin;
-use crate::decode::message::MessageDecoder;
-use crate::decode::{self, Record};
-use crate::source::{Ack, Message, Position, MAX_LINE_BYTES};
-use crate::timestamp::now_ms;
-use crate::window::{ClosedWindow, Placement, RecordMeta, WindowSpec, Windower};
+use clean_host_core::timestamp::now_ms;
+use clean_host_stream::dead_letter::Origin;
+use clean_host_stream::decode::message::MessageDecoder;
+use clean_host_stream::decode::{self, Record};
+use clean_host_stream::source::{Ack, Message, Position, MAX_LINE_BYTES};
+use clean_host_stream::window::{ClosedWindow, Placement, RecordMeta, WindowSpec, Windower};
 
 /// One partition's windows and how far it has been acknowledged.
 struct PartitionState {

@@ -26,17 +26,19 @@ use anyhow::{Context, Result};
 use crossbeam_channel::{bounded, RecvTimeoutError};
 use serde::Serialize;
 
-use crate::alert::handlers::Handlers;
-use crate::alert::{AlertLedger, Outputs, Router};
-use crate::analysis::{Detectors, PluginStats};
-use crate::dead_letter::{DeadLetterTopic, DeadLetters};
-use crate::decode::message::MessageDecoder;
+use crate::dispatch::handlers::Handlers;
+use crate::dispatch::{AlertLedger, Outputs};
 use crate::history::History;
-use crate::runtime::bindings::Batch;
-use crate::source::{Ack, Position, Progress, Sink, Source, SourceContext, SourceEvent, MAX_LINE_BYTES};
-use crate::timestamp::now_ms;
-use crate::window::WindowSpec;
 use analyst::Analyst;
+use clean_host_core::bindings::Batch;
+use clean_host_core::timestamp::now_ms;
+use clean_host_quality::alert::Router;
+use clean_host_quality::analysis::Detectors;
+use clean_host_runtime::PluginStats;
+use clean_host_stream::dead_letter::{DeadLetterTopic, DeadLetters};
+use clean_host_stream::decode::message::MessageDecoder;
+use clean_host_stream::source::{Ack, Position, Progress, Sink, Source, SourceContext, SourceEvent, MAX_LINE_BYTES};
+use clean_host_stream::window::WindowSpec;
 use cutter::Cutter;
 
 /// Closed windows waiting for analysis.

@@ -5,14 +5,15 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::alert::AlertConfig;
-use crate::analysis::{tenant_call_pool, Analyzer, Candidate, Catalog, CatalogEntry, DetectorSet, DetectorSource};
 use crate::config::OutputFormat;
-use crate::runtime::bindings::{Analysis, ColumnValues, Finding, Severity};
-use crate::runtime::PluginFault;
-use crate::source::config::MessageFormat;
-use crate::source::{Message, SourceError};
-use crate::temp_dir::TempDir;
+use clean_host_core::bindings::{Analysis, ColumnValues, Finding, Severity};
+use clean_host_quality::alert::AlertConfig;
+use clean_host_quality::analysis::{tenant_call_pool, Candidate, Catalog, CatalogEntry, DetectorSet};
+use clean_host_runtime::PluginFault;
+use clean_host_runtime::{Analyzer, DetectorSource};
+use clean_host_stream::source::config::MessageFormat;
+use clean_host_stream::source::{Message, SourceError};
+use tempfile::TempDir;
 
 /// Sends its events, then (if it acknowledges) records every ack until the pipeline is done.
 struct Scripted {
@@ -138,7 +139,7 @@ fn windows(dir: &TempDir) -> Vec<serde_json::Value> {
 
 #[test]
 fn lines_become_windows_and_bad_lines_dead_letters() {
-    let dir = TempDir::new("pipeline");
+    let dir = tempfile::tempdir().unwrap();
     let mut data: Vec<u8> = Vec::new();
     for i in 0..120 {
         data.extend_from_slice(if i == 7 { b"{not json".to_vec() } else { format!("{{\"x\": {}}}", if i == 60 { -5 } else { i }).into_bytes() }.as_slice());
@@ -164,7 +165,7 @@ fn lines_become_windows_and_bad_lines_dead_letters() {
 
 #[test]
 fn acks_wait_for_analysis_and_a_replay_does_not_alert_twice() {
-    let dir = TempDir::new("pipeline");
+    let dir = tempfile::tempdir().unwrap();
     let send = || vec![SourceEvent::Messages { partition: 0, messages: messages(0, 120, 75) }];
     let committed: Arc<Mutex<Vec<Ack>>> = Arc::default();
     let p = pipeline(send(), true, &committed);
@@ -186,7 +187,7 @@ fn acks_wait_for_analysis_and_a_replay_does_not_alert_twice() {
 
 #[test]
 fn a_revoked_partition_drops_its_open_windows_unacknowledged() {
-    let dir = TempDir::new("pipeline");
+    let dir = tempfile::tempdir().unwrap();
     let events = vec![
         SourceEvent::Messages { partition: 0, messages: messages(0, 70, u64::MAX) },
         SourceEvent::Messages { partition: 1, messages: messages(0, 60, 25) },

@@ -1,0 +1,10 @@
+//! The bottom layer of clean-host: what every other layer speaks.
+//!
+//! The WIT contract's types, generated once (the batch a detector reads, the
+//! findings and alerts it returns, one [`bindings::Severity`] for the whole
+//! host, with the order and spelling config and outputs use), and time in
+//! milliseconds since the epoch. Nothing here does I/O.
+
+pub mod bindings;
+mod severity;
+pub mod timestamp;

@@ -1,0 +1,292 @@
+//! Finding, compiling and describing the plugins of a folder.
+//!
+//! Every `NAME.wasm` in the folder is a plugin, a detector or an alert
+//! handler (told apart by the world it exports); an optional `NAME.toml`
+//! beside it (the manifest) sets its limits and default config. A plugin is
+//! loaded only if it compiles, instantiates within its limits and answers
+//! `describe()`: a broken file is reported by name, never half-loaded.
+//!
+//! Tenants write these folders, so nothing in them is trusted: symbolic
+//! links and anything else that is not a regular file are refused (a link
+//! could make the host read any file it can), files are opened without
+//! following links or blocking on a FIFO, sizes are capped, and no error
+//! quotes a file's content.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use wasmtime::Store;
+
+use super::{call_plugin, content_hash, cut, start, Limits, PluginFault, PluginState, Runtime, TenantBudget};
+use clean_host_core::bindings::{AlertHandlerPluginPre, DetectorPluginPre, PluginInfo};
+
+/// What may stand beside a plugin in `NAME.toml`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Linear memory cap for each instance, in MiB (at most the tenant's).
+    pub memory_mib: Option<u64>,
+    /// Wall-time budget of one call, in milliseconds (at most the tenant's).
+    pub timeout_ms: Option<u64>,
+    /// Config handed to `configure()` unless a pipeline gives its own.
+    pub config: Option<toml::Table>,
+}
+
+/// Which world a plugin exports, linked and ready to instantiate.
+pub enum PluginKind {
+    Detector(DetectorPluginPre<PluginState>),
+    AlertHandler(AlertHandlerPluginPre<PluginState>),
+}
+
+/// A compiled, described plugin, ready to instantiate.
+pub struct Plugin {
+    pub name: String,
+    pub path: PathBuf,
+    /// SHA-256 of the `.wasm` file.
+    pub hash: String,
+    /// Hash of the `.wasm`'s hash and its manifest: tells builds (and
+    /// manifests) apart; what a reload compares.
+    pub fingerprint: String,
+    pub info: PluginInfo,
+    pub limits: Limits,
+    pub manifest: Manifest,
+    /// The tenant whose budget its instances count against.
+    pub budget: Arc<TenantBudget>,
+    /// Time to compile (or load from the cache) and describe it.
+    pub load_time: std::time::Duration,
+    pub kind: PluginKind,
+}
+
+impl Plugin {
+    pub fn tenant(&self) -> &str {
+        &self.budget.tenant
+    }
+
+    pub fn is_detector(&self) -> bool {
+        matches!(self.kind, PluginKind::Detector(_))
+    }
+}
+
+/// Largest `.wasm` file loaded.
+const MAX_PLUGIN_BYTES: u64 = 256 << 20;
+/// Largest manifest read.
+const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read plugin folder {path}: {source}")]
+    Folder { path: PathBuf, source: std::io::Error },
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} is {what}; plugin folders take regular files only")]
+    NotRegular { path: PathBuf, what: &'static str },
+    #[error("{path} has {bytes} bytes, over the {limit} MiB limit")]
+    TooLarge { path: PathBuf, bytes: u64, limit: u64 },
+    #[error("{path} is not a usable component: {message}")]
+    Compile { path: PathBuf, message: String },
+    #[error("{path}: describe() failed: {fault}")]
+    Describe { path: PathBuf, fault: PluginFault },
+    #[error("bad manifest {path}: {message}")]
+    Manifest { path: PathBuf, message: String },
+    #[error("two plugins are named '{name}': {first} and {second}")]
+    Duplicate { name: String, first: PathBuf, second: PathBuf },
+}
+
+impl Runtime {
+    /// Compile and describe one `.wasm` file of a tenant whose instances get
+    /// `defaults` (a manifest may lower them, never raise them).
+    pub fn load(&self, path: &Path, defaults: Limits, budget: &Arc<TenantBudget>) -> Result<Plugin, LoadError> {
+        let started = std::time::Instant::now();
+        let manifest_path = path.with_extension("toml");
+        let (manifest, manifest_text) = read_manifest(&manifest_path)?;
+        let limits = Limits { memory_mib: manifest.memory_mib.unwrap_or(defaults.memory_mib), timeout_ms: manifest.timeout_ms.unwrap_or(defaults.timeout_ms) };
+        if limits.memory_mib > defaults.memory_mib || limits.timeout_ms > defaults.timeout_ms {
+            let message = format!(
+                "asks for {} MiB and {} ms per call; tenant {} allows {} MiB and {} ms",
+                limits.memory_mib, limits.timeout_ms, budget.tenant, defaults.memory_mib, defaults.timeout_ms
+            );
+            return Err(LoadError::Manifest { path: manifest_path, message });
+        }
+        let bytes = read_regular(path, MAX_PLUGIN_BYTES)?.ok_or_else(|| LoadError::Read { path: path.into(), source: std::io::ErrorKind::NotFound.into() })?;
+        let compile_error = |e: wasmtime::Error| LoadError::Compile { path: path.into(), message: format!("{e:#}") };
+        if !bytes.starts_with(b"\0asm") {
+            // wasmtime's own error would quote the first bytes.
+            return Err(LoadError::Compile { path: path.into(), message: "not a WebAssembly file (no \\0asm header)".into() });
+        }
+        let hash = content_hash(&bytes);
+        let component = self.cache.component(&self.engine, &hash, &bytes).map_err(compile_error)?;
+        let pre = self.linker.instantiate_pre(&component).map_err(compile_error)?;
+        let kind = match DetectorPluginPre::new(pre.clone()) {
+            Ok(pre) => PluginKind::Detector(pre),
+            Err(detector_error) => match AlertHandlerPluginPre::new(pre) {
+                Ok(pre) => PluginKind::AlertHandler(pre),
+                Err(_) => return Err(compile_error(detector_error.context("exports neither a detector nor an alert handler"))),
+            },
+        };
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let info = self.describe(&kind, &stem, &limits, budget).map_err(|fault| LoadError::Describe { path: path.into(), fault })?;
+        let name = if info.name.trim().is_empty() { stem } else { info.name.clone() };
+        let fingerprint = content_hash(format!("{hash}\n{manifest_text}").as_bytes());
+        Ok(Plugin { name, path: path.into(), hash, fingerprint, info, limits, manifest, budget: budget.clone(), load_time: started.elapsed(), kind })
+    }
+
+    fn describe(&self, kind: &PluginKind, name: &str, limits: &Limits, budget: &Arc<TenantBudget>) -> Result<PluginInfo, PluginFault> {
+        let mut store: Store<PluginState> = self.store(name, limits, budget, None);
+        let mut info = match kind {
+            PluginKind::Detector(pre) => {
+                let b = start(&mut store, limits, async |s| pre.instantiate_async(s).await)?;
+                call_plugin(&mut store, &b, name, *limits, async |b, s| b.clean_host_plugin_detector().call_describe(s).await.map(Ok))?
+            }
+            PluginKind::AlertHandler(pre) => {
+                let b = start(&mut store, limits, async |s| pre.instantiate_async(s).await)?;
+                call_plugin(&mut store, &b, name, *limits, async |b, s| b.clean_host_plugin_alert_handler().call_describe(s).await.map(Ok))?
+            }
+        };
+        cut_info(&mut info);
+        Ok(info)
+    }
+}
+
+/// Longest plugin name or version kept, in bytes.
+const MAX_LABEL: usize = 64;
+/// Longest description kept, in bytes.
+const MAX_DESCRIPTION: usize = 1024;
+/// Most metrics a plugin may describe.
+const MAX_DESCRIBED_METRICS: usize = 256;
+/// Longest config schema kept, in bytes.
+const MAX_CONFIG_SCHEMA: usize = 64 << 10;
+
+/// What `describe()` said, cut to sizes the host keeps and prints.
+fn cut_info(info: &mut PluginInfo) {
+    cut(&mut info.name, MAX_LABEL);
+    cut(&mut info.version, MAX_LABEL);
+    cut(&mut info.description, MAX_DESCRIPTION);
+    info.metrics.truncate(MAX_DESCRIBED_METRICS);
+    for m in &mut info.metrics {
+        cut(&mut m.name, super::MAX_NAME);
+        cut(&mut m.description, MAX_DESCRIPTION);
+    }
+    if info.config_schema.len() > MAX_CONFIG_SCHEMA {
+        // Cut JSON is no schema.
+        info.config_schema = "{}".into();
+    }
+}
+
+fn read_manifest(path: &Path) -> Result<(Manifest, String), LoadError> {
+    let Some(bytes) = read_regular(path, MAX_MANIFEST_BYTES)? else {
+        return Ok((Manifest::default(), String::new()));
+    };
+    let bad = |message: String| LoadError::Manifest { path: path.into(), message };
+    let text = String::from_utf8(bytes).map_err(|e| bad(format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to())))?;
+    let manifest = toml::from_str(&text).map_err(|e| bad(manifest_error(&text, &e)))?;
+    Ok((manifest, text))
+}
+
+/// Where and what, with no name or value from the file: the parser's
+/// `` `...` `` and `"..."` parts become `…`.
+fn manifest_error(text: &str, e: &toml::de::Error) -> String {
+    let mut message = String::new();
+    let mut open: Option<char> = None;
+    for c in e.message().chars() {
+        match open {
+            Some(q) if c == q => {
+                message.push('…');
+                open = None;
+            }
+            Some(_) => {}
+            None if c == '`' || c == '"' => open = Some(c),
+            None => message.push(c),
+        }
+    }
+    if open.is_some() {
+        message.push('…');
+    }
+    match e.span() {
+        Some(span) => format!("line {}: {message}", text[..span.start.min(text.len())].matches('\n').count() + 1),
+        None => message,
+    }
+}
+
+/// The bytes of the regular file `path` (`None` if there is none), read
+/// without following a symbolic link or blocking on a FIFO, at most `limit`.
+fn read_regular(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, LoadError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let read_error = |source| LoadError::Read { path: path.into(), source };
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path);
+    let file = match file {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // O_NOFOLLOW on a link: ELOOP.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(LoadError::NotRegular { path: path.into(), what: "a symbolic link" }),
+        Err(e) => return Err(read_error(e)),
+    };
+    let meta = file.metadata().map_err(read_error)?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let what = match () {
+            _ if kind.is_dir() => "a directory",
+            _ if kind.is_fifo() => "a FIFO",
+            _ if kind.is_socket() => "a socket",
+            _ if kind.is_block_device() || kind.is_char_device() => "a device",
+            _ => "not a regular file",
+        };
+        return Err(LoadError::NotRegular { path: path.into(), what });
+    }
+    if meta.len() > limit {
+        return Err(LoadError::TooLarge { path: path.into(), bytes: meta.len(), limit: limit >> 20 });
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(read_error)?;
+    if bytes.len() as u64 > limit {
+        return Err(LoadError::TooLarge { path: path.into(), bytes: bytes.len() as u64, limit: limit >> 20 });
+    }
+    Ok(Some(bytes))
+}
+
+/// The `.wasm` entries directly in `dir`, sorted (none when `dir` does not
+/// exist or is a symbolic link). Entries that are not regular files are
+/// listed too, so that loading them says why they are refused.
+pub fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let folder_error = |source| LoadError::Folder { path: dir.into(), source };
+    if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) && dir.file_name().is_some_and(|n| n == "shadow") {
+        tracing::warn!("{} is a symbolic link; shadow versions are read from a real folder only", dir.display());
+        return Ok(Vec::new());
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(folder_error(e)),
+    };
+    let mut paths: Vec<PathBuf> = entries.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>().map_err(folder_error)?;
+    paths.retain(|p| p.extension().is_some_and(|e| e == "wasm"));
+    paths.sort();
+    Ok(paths)
+}
+
+/// Every plugin in `dir`, sorted by name. A file that does not load is an
+/// error, or, given `broken`, is put there and skipped (for listings).
+pub fn load_dir(
+    runtime: &Runtime,
+    dir: &Path,
+    defaults: Limits,
+    budget: &Arc<TenantBudget>,
+    mut broken: Option<&mut Vec<LoadError>>,
+) -> Result<Vec<Arc<Plugin>>, LoadError> {
+    let mut plugins: Vec<Arc<Plugin>> = Vec::new();
+    for path in wasm_files(dir)? {
+        let loaded = runtime.load(&path, defaults, budget).and_then(|plugin| match plugins.iter().find(|p| p.name == plugin.name) {
+            Some(first) => Err(LoadError::Duplicate { name: plugin.name, first: first.path.clone(), second: path.clone() }),
+            None => Ok(plugin),
+        });
+        match (loaded, broken.as_deref_mut()) {
+            (Ok(plugin), _) => plugins.push(Arc::new(plugin)),
+            (Err(e), Some(broken)) => broken.push(e),
+            (Err(e), None) => return Err(e),
+        }
+    }
+    plugins.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(plugins)
+}

@@ -1,0 +1,176 @@
+//! JSON lines to records.
+//!
+//! A line becomes a flat list of (field id, value): nested objects are
+//! flattened to dotted names (`geo.lat`), arrays are kept as their JSON text.
+//! Field names are interned per pipeline; the common case of records with the
+//! same fields in the same order costs one string compare per field. Nothing
+//! here decides types: that happens per window, when columns are built.
+
+use std::collections::HashMap;
+
+mod json;
+pub mod message;
+#[cfg(test)]
+mod tests;
+
+/// Objects nested deeper than this are kept as JSON text.
+const MAX_DEPTH: usize = 16;
+/// Distinct field names one pipeline keeps, unless configured.
+pub const DEFAULT_MAX_FIELDS: usize = 10_000;
+
+/// What a value is, as stored per row in a window's columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    Missing = 0,
+    Null = 1,
+    Bool = 2,
+    Int = 3,
+    Float = 4,
+    Text = 5,
+}
+
+/// One decoded value: numbers and booleans in `bits`, text in the record's buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct FieldValue {
+    pub field: u32,
+    pub kind: Kind,
+    /// `i64` / `f64` bits, or 0 / 1 for booleans.
+    pub bits: u64,
+    pub text: (u32, u32),
+}
+
+/// A decoded record, reused from line to line.
+#[derive(Debug, Default)]
+pub struct Record {
+    pub values: Vec<FieldValue>,
+    pub text: Vec<u8>,
+}
+
+impl Record {
+    pub fn text_of(&self, v: &FieldValue) -> &[u8] {
+        &self.text[v.text.0 as usize..v.text.1 as usize]
+    }
+
+    pub fn get(&self, field: u32) -> Option<&FieldValue> {
+        self.values.iter().find(|v| v.field == field)
+    }
+}
+
+/// Why a line could not be decoded; it goes to the dead letters with this reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("empty line")]
+    Empty,
+    #[error("invalid JSON: {0}")]
+    Syntax(String),
+    #[error("not a JSON object but {0}")]
+    NotAnObject(&'static str),
+    #[error("binary data, not a JSON line: byte 0x{byte:02x} at byte {at}")]
+    Binary { at: usize, byte: u8 },
+    #[error("truncated: the line ends after {bytes} bytes, inside its JSON object")]
+    Truncated { bytes: usize },
+    #[error("a new field name, but the pipeline already has {limit} distinct field names (max_fields)")]
+    TooManyFields { limit: usize },
+}
+
+/// Field names of one pipeline, each with a stable small id. Data decides
+/// the names, so their number is capped: past `limit`, a record with a new
+/// name is refused rather than growing every window's columns for good.
+#[derive(Debug)]
+pub struct FieldNames {
+    names: Vec<Box<str>>,
+    ids: HashMap<Box<str>, u32>,
+    /// Field ids by position in the previous record: the fast path.
+    last_order: Vec<u32>,
+    limit: usize,
+}
+
+impl Default for FieldNames {
+    fn default() -> Self {
+        FieldNames::with_limit(DEFAULT_MAX_FIELDS)
+    }
+}
+
+impl FieldNames {
+    pub fn with_limit(limit: usize) -> Self {
+        FieldNames { names: Vec::new(), ids: HashMap::new(), last_order: Vec::new(), limit }
+    }
+
+    pub fn name(&self, id: u32) -> &str {
+        &self.names[id as usize]
+    }
+
+    /// The id of `name`, interning it if new and there is room.
+    pub fn intern(&mut self, name: &str) -> Result<u32, DecodeError> {
+        if let Some(&id) = self.ids.get(name) {
+            return Ok(id);
+        }
+        if self.names.len() >= self.limit {
+            return Err(DecodeError::TooManyFields { limit: self.limit });
+        }
+        let id = self.names.len() as u32;
+        self.names.push(name.into());
+        self.ids.insert(name.into(), id);
+        Ok(id)
+    }
+
+    /// The id of the field named `name` (UTF-8 not yet checked) at `position` in a record.
+    fn id_at(&mut self, position: usize, name: &[u8]) -> Result<u32, DecodeError> {
+        if let Some(&id) = self.last_order.get(position) {
+            if self.names[id as usize].as_bytes() == name {
+                return Ok(id);
+            }
+        }
+        let name = std::str::from_utf8(name).map_err(|e| DecodeError::Syntax(format!("a key is not valid UTF-8 (byte {} of it)", e.valid_up_to())))?;
+        let id = self.intern(name)?;
+        if position < self.last_order.len() {
+            self.last_order[position] = id;
+        } else {
+            self.last_order.push(id);
+        }
+        Ok(id)
+    }
+}
+
+/// Decodes JSON lines of one pipeline.
+#[derive(Debug, Default)]
+pub struct JsonDecoder {
+    pub fields: FieldNames,
+    record: Record,
+    /// The dotted name of the field being parsed.
+    name: Vec<u8>,
+}
+
+impl JsonDecoder {
+    pub fn decode(&mut self, line: &[u8]) -> Result<&Record, DecodeError> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        self.record.values.clear();
+        self.record.text.clear();
+        self.name.clear();
+        json::Parser::new(line, &mut self.fields, &mut self.record, &mut self.name).parse_line()?;
+        Ok(&self.record)
+    }
+
+    /// The field names and the record of the last `decode`, for adding columns to it.
+    fn parts_mut(&mut self) -> (&mut FieldNames, &mut Record) {
+        (&mut self.fields, &mut self.record)
+    }
+}
+
+/// An event time from a decoded value: epoch milliseconds (numbers above
+/// 10^11; smaller numbers are seconds) or an RFC 3339 string.
+pub fn event_time(record: &Record, value: &FieldValue) -> Option<i64> {
+    match value.kind {
+        Kind::Int => {
+            let v = value.bits as i64;
+            Some(if v.abs() < 100_000_000_000 { v * 1000 } else { v })
+        }
+        Kind::Float => {
+            let v = f64::from_bits(value.bits);
+            v.is_finite().then(|| if v.abs() < 1e11 { (v * 1000.0) as i64 } else { v as i64 })
+        }
+        Kind::Text => clean_host_core::timestamp::parse_ms(record.text_of(value)),
+        _ => None,
+    }
+}

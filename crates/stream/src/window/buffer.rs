@@ -1,0 +1,278 @@
+//! A window's records, stored column by column as they arrive.
+//!
+//! Each field keeps one entry per row (kind, number bits, end of its text), so
+//! closing the window is a pass per column: infer the type from this window's
+//! values, then move the buffers into the batch (a text column's bytes and
+//! offsets are used as they are).
+
+use crate::decode::{FieldNames, Kind, Record};
+use clean_host_core::bindings::{Batch, Column, ColumnValues, StringColumn, WindowInfo, WindowKind};
+use clean_host_core::timestamp;
+
+/// Row states as the WIT contract numbers them.
+const PRESENT: u8 = 0;
+const NULL: u8 = 1;
+const MISSING: u8 = 2;
+const WRONG_TYPE: u8 = 3;
+
+/// Text columns become timestamps when at least this share of values parse as one.
+const TIMESTAMP_SHARE: f64 = 0.9;
+
+/// Timestamp columns that count as event time when the pipeline names none.
+const WELL_KNOWN_TIME_FIELDS: [&str; 6] = ["ts", "timestamp", "event_time", "@timestamp", "time", "created_at"];
+
+/// Earliest and latest value of the first well-known timestamp column.
+fn well_known_time_bounds(columns: &[Column]) -> Option<(i64, i64)> {
+    columns.iter().filter(|c| WELL_KNOWN_TIME_FIELDS.contains(&c.name.as_str())).find_map(|c| match &c.values {
+        ColumnValues::Timestamp(v) => {
+            let present = v.iter().enumerate().filter(|(r, _)| c.validity.get(*r).is_none_or(|&s| s == PRESENT));
+            let (min, max) = present.fold((i64::MAX, i64::MIN), |(lo, hi), (_, &t)| (lo.min(t), hi.max(t)));
+            (min <= max).then_some((min, max))
+        }
+        _ => None,
+    })
+}
+
+/// What the host knows of a record besides its fields.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordMeta {
+    pub offset: u64,
+    pub hash: u64,
+    pub event_time: Option<i64>,
+    pub read_at_ms: i64,
+}
+
+#[derive(Debug)]
+struct FieldColumn {
+    kinds: Vec<u8>,
+    bits: Vec<u64>,
+    text: Vec<u8>,
+    /// Text end per row, after a leading 0: the text column's offsets.
+    ends: Vec<u32>,
+    counts: [u32; 6],
+}
+
+impl FieldColumn {
+    fn new() -> Self {
+        FieldColumn { kinds: Vec::new(), bits: Vec::new(), text: Vec::new(), ends: vec![0], counts: [0; 6] }
+    }
+
+    fn pad_to(&mut self, rows: usize) {
+        let missing = rows.saturating_sub(self.kinds.len());
+        self.kinds.resize(rows.max(self.kinds.len()), Kind::Missing as u8);
+        self.bits.resize(self.kinds.len(), 0);
+        let end = *self.ends.last().unwrap_or(&0);
+        self.ends.resize(self.kinds.len() + 1, end);
+        self.counts[Kind::Missing as usize] += missing as u32;
+    }
+
+    #[inline]
+    fn push(&mut self, kind: Kind, bits: u64, text: &[u8]) {
+        self.kinds.push(kind as u8);
+        self.bits.push(bits);
+        self.text.extend_from_slice(text);
+        self.ends.push(self.text.len() as u32);
+        self.counts[kind as usize] += 1;
+    }
+
+    fn into_column(self, name: &str) -> Column {
+        let c = self.counts;
+        let numbers = c[Kind::Int as usize] + c[Kind::Float as usize];
+        let (texts, bools) = (c[Kind::Text as usize], c[Kind::Bool as usize]);
+        let validity_for = |kinds: &[u8], ok: &dyn Fn(u8) -> bool| -> Vec<u8> {
+            let v: Vec<u8> = kinds
+                .iter()
+                .map(|&k| match k {
+                    0 => MISSING,
+                    1 => NULL,
+                    k if ok(k) => PRESENT,
+                    _ => WRONG_TYPE,
+                })
+                .collect();
+            if v.iter().all(|&s| s == PRESENT) {
+                Vec::new()
+            } else {
+                v
+            }
+        };
+        if numbers >= texts && numbers >= bools && numbers > 0 {
+            let number = |k: u8| k == Kind::Int as u8 || k == Kind::Float as u8;
+            let validity = validity_for(&self.kinds, &number);
+            let values = if c[Kind::Float as usize] > 0 {
+                let floats = self
+                    .kinds
+                    .iter()
+                    .zip(&self.bits)
+                    .map(|(&k, &b)| match k {
+                        3 => b as i64 as f64,
+                        4 => f64::from_bits(b),
+                        _ => 0.0,
+                    })
+                    .collect();
+                ColumnValues::Float64(floats)
+            } else {
+                let ints = self.kinds.iter().zip(&self.bits).map(|(&k, &b)| if k == 3 { b as i64 } else { 0 }).collect();
+                ColumnValues::Int64(ints)
+            };
+            return Column { name: name.to_string(), values, validity };
+        }
+        if bools > texts {
+            let validity = validity_for(&self.kinds, &|k| k == Kind::Bool as u8);
+            let values = self.kinds.iter().zip(&self.bits).map(|(&k, &b)| k == 2 && b == 1).collect();
+            return Column { name: name.to_string(), values: ColumnValues::Boolean(values), validity };
+        }
+        if let Some(column) = self.timestamps(name) {
+            return column;
+        }
+        let validity = validity_for(&self.kinds, &|k| k == Kind::Text as u8);
+        Column { name: name.to_string(), values: ColumnValues::Text(StringColumn { bytes: self.text, offsets: self.ends }), validity }
+    }
+
+    /// The column as timestamps, if its text is (almost) all RFC 3339 times.
+    fn timestamps(&self, name: &str) -> Option<Column> {
+        let text_rows = self.counts[Kind::Text as usize] as usize;
+        let first = self.kinds.iter().position(|&k| k == Kind::Text as u8)?;
+        if !timestamp::looks_like(&self.text[self.ends[first] as usize..self.ends[first + 1] as usize]) {
+            return None;
+        }
+        let mut values = vec![0i64; self.kinds.len()];
+        let mut validity = vec![PRESENT; self.kinds.len()];
+        let mut parsed = 0;
+        for (row, &k) in self.kinds.iter().enumerate() {
+            validity[row] = match k {
+                0 => MISSING,
+                1 => NULL,
+                5 => match timestamp::parse_ms(&self.text[self.ends[row] as usize..self.ends[row + 1] as usize]) {
+                    Some(ms) => {
+                        values[row] = ms;
+                        parsed += 1;
+                        PRESENT
+                    }
+                    None => WRONG_TYPE,
+                },
+                _ => WRONG_TYPE,
+            };
+        }
+        if (parsed as f64) < TIMESTAMP_SHARE * text_rows as f64 {
+            return None;
+        }
+        if validity.iter().all(|&s| s == PRESENT) {
+            validity.clear();
+        }
+        Some(Column { name: name.to_string(), values: ColumnValues::Timestamp(values), validity })
+    }
+}
+
+/// The records of one open window.
+#[derive(Debug, Default)]
+pub struct WindowBuffer {
+    rows: usize,
+    /// Indexed by field id.
+    fields: Vec<Option<FieldColumn>>,
+    /// Field ids in the order they first appeared in this window.
+    order: Vec<u32>,
+    offsets: Vec<u64>,
+    hashes: Vec<u64>,
+    event_times: Vec<i64>,
+    has_event_times: bool,
+    first_read_ms: i64,
+    last_read_ms: i64,
+}
+
+/// A closed window's place and time bounds, decided by the window manager.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub seq: u64,
+    pub kind: WindowKind,
+    /// Given for time windows; `None` for count windows (bounds come from the records).
+    pub time: Option<(i64, i64)>,
+    pub event_time: bool,
+}
+
+impl WindowBuffer {
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The offset of the first record pushed (the lowest: offsets grow).
+    pub fn first_offset(&self) -> Option<u64> {
+        self.offsets.first().copied()
+    }
+
+    pub fn push(&mut self, record: &Record, meta: &RecordMeta) {
+        let row = self.rows;
+        for v in &record.values {
+            let id = v.field as usize;
+            if id >= self.fields.len() {
+                self.fields.resize_with(id + 1, || None);
+            }
+            let column = self.fields[id].get_or_insert_with(|| {
+                self.order.push(v.field);
+                FieldColumn::new()
+            });
+            if column.kinds.len() != row {
+                if column.kinds.len() > row {
+                    continue; // a repeated key: the first value wins
+                }
+                column.pad_to(row);
+            }
+            column.push(v.kind, v.bits, record.text_of(v));
+        }
+        if row == 0 {
+            self.first_read_ms = meta.read_at_ms;
+        }
+        self.last_read_ms = meta.read_at_ms;
+        self.offsets.push(meta.offset);
+        self.hashes.push(meta.hash);
+        self.has_event_times |= meta.event_time.is_some();
+        self.event_times.push(meta.event_time.unwrap_or(meta.read_at_ms));
+        self.rows += 1;
+    }
+
+    /// The columnar batch of this window.
+    pub fn into_batch(self, names: &FieldNames, pipeline: &str, source: &str, partition: u32, bounds: Bounds, closed_at_ms: i64) -> Batch {
+        let rows = self.rows;
+        let mut fields = self.fields;
+        let columns: Vec<Column> = self
+            .order
+            .iter()
+            .filter_map(|&id| {
+                let mut column = fields[id as usize].take()?;
+                column.pad_to(rows);
+                Some(column.into_column(names.name(id)))
+            })
+            .collect();
+        let event_times = if self.has_event_times { self.event_times } else { Vec::new() };
+        let (start_ms, end_ms, event_basis) = match bounds.time {
+            Some((s, e)) => (s, e, bounds.event_time),
+            None if !event_times.is_empty() => {
+                let min = event_times.iter().copied().min().unwrap_or(0);
+                (min, event_times.iter().copied().max().unwrap_or(0), true)
+            }
+            None => match well_known_time_bounds(&columns) {
+                Some((min, max)) => (min, max, true),
+                None => (self.first_read_ms, self.last_read_ms, false),
+            },
+        };
+        Batch {
+            info: WindowInfo {
+                pipeline: pipeline.to_string(),
+                source: source.to_string(),
+                partition,
+                kind: bounds.kind,
+                start_ms,
+                end_ms,
+                time_basis: if event_basis { clean_host_core::bindings::TimeBasis::Event } else { clean_host_core::bindings::TimeBasis::Processing },
+                closed_at_ms,
+                first_offset: self.offsets.iter().copied().min().unwrap_or(0),
+                last_offset: self.offsets.iter().copied().max().unwrap_or(0),
+                seq: bounds.seq,
+            },
+            row_count: rows as u32,
+            columns,
+            offsets: self.offsets,
+            record_hashes: self.hashes,
+            event_times,
+        }
+    }
+}
