@@ -386,9 +386,14 @@ fn alert_handlers_follow_new_builds() {
     // A new build (here: a manifest with other limits) of the handler, mid-run.
     put(&s.plugins().join("webhook.toml"), "timeout_ms = 1500\n");
     let (stderr, summary) = finish(child, &s);
-    assert!(stderr.contains("alert handler webhook 0.1.0 loaded") && stderr.contains("alert handler webhook 0.1.0 -> 0.1.0"), "{stderr}");
+    assert!(stderr.contains("alert handler webhook 0.1.0 loaded") && stderr.contains("alert handler webhook 0.1.0 ("), "{stderr}");
+    assert!(stderr.contains(") -> 0.1.0 (") && stderr.contains("bytes of state handed over"), "{stderr}");
     let hook = summary["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "webhook").unwrap();
     assert_eq!((hook["reloads"].as_u64(), hook["errors"].as_u64()), (Some(1), Some(0)), "{hook}");
+    let history = rusqlite::Connection::open(s.path("data/history.db")).unwrap();
+    let events = "SELECT count(*) FROM plugin_events WHERE plugin = 'webhook' AND event = 'swapped' AND pipeline IS NULL";
+    let swapped: i64 = history.query_row(events, [], |r| r.get(0)).unwrap();
+    assert_eq!(swapped, 1, "a handler's new build is a plugin event in the history, as a detector's is");
     // Every incident of the run reached the destination, before and after the new build.
     assert!(server.received().len() > first);
     assert_eq!(server.received().len() as u64, summary["incidents"].as_u64().unwrap());

@@ -25,6 +25,7 @@ mod cache;
 pub mod egress;
 pub mod events;
 mod host_key;
+pub mod lifecycle;
 mod limits;
 mod loader;
 mod stats;

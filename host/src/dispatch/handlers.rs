@@ -4,25 +4,29 @@
 //! wait: when it is full the alert is still in the outputs, and the handlers'
 //! copy is counted as not handled (and left out of the alert ledger, so a
 //! replay hands it over again). Alerts a quarantined handler does not get and
-//! alerts still queued when the drain at exit runs out of time are counted too. The handler thread calls each matching
-//! handler in turn; a handler's requests go to the tenant's [`Egress`].
-//! Faults are contained like a detector's: a trap rebuilds the instance, and
-//! `max_failures` faults in a row quarantine the handler. A new build of a
-//! handler's plugin (see [`HandlerPlugins`]) takes over before the next alert;
-//! one that rejects its config leaves the running version in place.
+//! alerts still queued when the drain at exit runs out of time are counted
+//! too. The handler thread calls each matching handler in turn; a handler's
+//! requests go to the tenant's [`Egress`].
+//!
+//! Each handler runs under the same plugin lifecycle as a detector
+//! ([`Lifecycle`]): a trap rebuilds the instance, `max_failures` faults in a
+//! row quarantine it, a new build of its plugin (see [`HandlerPlugins`])
+//! takes over before the next alert and is on probation, rolled back if it
+//! fails on its first alerts, and one that rejects its config leaves the
+//! running build in place; each change is a plugin event. Handlers keep no
+//! state and run no shadow (a shadow would send its requests too).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use clean_host_core::bindings::Alert;
-use clean_host_core::bindings::Severity;
+use clean_host_core::bindings::{Alert, Severity};
 use clean_host_runtime::egress::{join_within, Egress};
-use clean_host_runtime::{CallCounters, PluginStats, Status};
-use clean_host_runtime::{HandlerInstance, Plugin, Runtime};
+use clean_host_runtime::lifecycle::{AfterFault, Build, Fault, Lifecycle, Owner};
+use clean_host_runtime::{HandlerInstance, Plugin, PluginFault, PluginStats, Runtime};
 
 /// Alerts waiting for the handlers, at most.
 const ALERT_QUEUE: usize = 1000;
@@ -60,34 +64,45 @@ pub struct HandlerRoute {
     pub pipelines: Option<Vec<String>>,
 }
 
-/// One handler instance and its counters.
+/// A handler plugin's build, as the plugin lifecycle starts it.
+#[derive(Clone)]
+struct HandlerBuild {
+    plugin: Arc<Plugin>,
+    runtime: Arc<Runtime>,
+    egress: Arc<Egress>,
+}
+
+impl Build for HandlerBuild {
+    type Instance = HandlerInstance;
+    const KIND: &'static str = "alert-handler";
+    const NOUN: &'static str = "alert handler";
+
+    fn version(&self) -> &str {
+        &self.plugin.info.version
+    }
+
+    fn fingerprint(&self) -> &str {
+        &self.plugin.fingerprint
+    }
+
+    fn start(&self, config: &str) -> Result<HandlerInstance, PluginFault> {
+        self.runtime.instantiate_handler(&self.plugin, config, self.egress.clone())
+    }
+}
+
+/// One handler: its route and its plugin's lifecycle.
 struct Handler {
     route: HandlerRoute,
-    instance: Option<HandlerInstance>,
-    status: Status,
-    counters: CallCounters,
-    reloads: u64,
+    lifecycle: Lifecycle<HandlerBuild>,
 }
 
 impl Handler {
     /// Switch to the newest build of its plugin, if there is one that starts.
-    fn follow(&mut self, plugins: &HandlerPlugins, runtime: &Runtime, egress: &Arc<Egress>) {
-        let Some(newest) = plugins.get(&self.route.plugin.name) else { return };
-        if newest.fingerprint == self.route.plugin.fingerprint {
-            return;
-        }
-        let name = &newest.name;
-        match runtime.instantiate_handler(&newest, &self.route.config, egress.clone()) {
-            Ok(instance) => {
-                tracing::info!("alert handler {name} {} -> {}", self.route.plugin.info.version, newest.info.version);
-                self.route.plugin = newest;
-                self.instance = Some(instance);
-                self.status = Status::Active;
-                self.counters.failures_in_row = 0;
-                self.reloads += 1;
-            }
-            Err(fault) => tracing::warn!("alert handler {name}: the new build could not start ({fault}); the running one stays"),
-        }
+    fn follow(&mut self, plugins: &HandlerPlugins, runtime: &Arc<Runtime>, egress: &Arc<Egress>) {
+        let Some(plugin) = plugins.get(&self.route.plugin.name) else { return };
+        let newest = HandlerBuild { plugin, runtime: runtime.clone(), egress: egress.clone() };
+        // A build that cannot take over is logged as a plugin event; the running one stays.
+        let _ = self.lifecycle.follow(&newest, None, self.route.config.clone());
     }
 
     /// Whether its route takes `alert`, whatever the handler's status.
@@ -95,39 +110,17 @@ impl Handler {
         alert.severity >= self.route.min_severity && self.route.pipelines.as_ref().is_none_or(|p| p.contains(&alert.pipeline))
     }
 
-    fn handle(&mut self, alert: &Alert, runtime: &Runtime, egress: &Arc<Egress>, max_failures: u32) {
-        let started = Instant::now();
-        let result = match &mut self.instance {
-            Some(instance) => instance.handle(alert),
-            None => runtime.instantiate_handler(&self.route.plugin, &self.route.config, egress.clone()).and_then(|mut fresh| {
-                let handled = fresh.handle(alert);
-                self.instance = Some(fresh);
-                handled
-            }),
-        };
-        self.counters.record(started.elapsed(), &result, &mut self.instance);
-        if let Err(fault) = result {
-            let name = &self.route.plugin.name;
+    /// Hand `alert` over; false if the handler no longer runs (quarantined).
+    fn handle(&mut self, alert: &Alert) -> bool {
+        let Some(result) = self.lifecycle.call(|instance| instance.handle(alert)) else { return false };
+        if let Err(Fault { fault, then, .. }) = result {
+            let name = self.lifecycle.name();
             tracing::warn!("alert handler {name} {fault}");
-            if self.counters.failures_in_row >= max_failures {
-                tracing::warn!("alert handler {name} quarantined after {max_failures} failed calls in a row");
-                self.status = Status::Quarantined;
-                self.instance = None;
+            if let AfterFault::RolledBack { retried: Err(again), .. } = then {
+                tracing::warn!("alert handler {name} (the build rolled back to) {again}");
             }
         }
-    }
-
-    fn stats(&self) -> PluginStats {
-        let plugin = &self.route.plugin;
-        PluginStats {
-            tenant: plugin.tenant().to_string(),
-            name: plugin.name.clone(),
-            kind: "alert-handler".into(),
-            version: plugin.info.version.clone(),
-            fingerprint: plugin.fingerprint.chars().take(12).collect(),
-            reloads: self.reloads,
-            ..self.counters.stats(self.status)
-        }
+        true
     }
 }
 
@@ -167,17 +160,18 @@ impl Handlers {
         let tenant = egress.tenant().to_string();
         let mut handlers = Vec::new();
         for route in routes {
-            let instance = runtime
-                .instantiate_handler(&route.plugin, &route.config, egress.clone())
+            let build = HandlerBuild { plugin: route.plugin.clone(), runtime: runtime.clone(), egress: egress.clone() };
+            let owner = Owner { tenant: tenant.clone(), pipeline: None };
+            let lifecycle = Lifecycle::start(&route.plugin.name, owner, build, route.config.clone(), None, max_failures)
                 .map_err(|f| format!("tenant {tenant}: alert handler {}: {f}", route.plugin.name))?;
-            handlers.push(Handler { route, instance: Some(instance), status: Status::Active, counters: CallCounters::default(), reloads: 0 });
+            handlers.push(Handler { route, lifecycle });
         }
-        let stats = Arc::new(Mutex::new(handlers.iter().map(Handler::stats).collect()));
+        let stats = Arc::new(Mutex::new(stats_of(&handlers)));
         let unhandled = Arc::new(Unhandled::default());
         let (tx, rx) = bounded(ALERT_QUEUE);
         let thread = {
             let (stats, egress, unhandled, rx) = (stats.clone(), egress.clone(), unhandled.clone(), rx.clone());
-            let run = move || run(handlers, rx, (&plugins, &runtime, &egress), max_failures.max(1), &stats, &unhandled);
+            let run = move || run(handlers, rx, (&plugins, &runtime, &egress), &stats, &unhandled);
             std::thread::Builder::new()
                 .name(format!("{tenant}-handlers"))
                 .spawn(run)
@@ -220,11 +214,14 @@ impl Handlers {
     }
 }
 
+fn stats_of(handlers: &[Handler]) -> Vec<PluginStats> {
+    handlers.iter().flat_map(|h| h.lifecycle.stats()).collect()
+}
+
 fn run(
     mut handlers: Vec<Handler>,
     rx: Receiver<Alert>,
-    (plugins, runtime, egress): (&HandlerPlugins, &Runtime, &Arc<Egress>),
-    max_failures: u32,
+    (plugins, runtime, egress): (&HandlerPlugins, &Arc<Runtime>, &Arc<Egress>),
     stats: &Mutex<Vec<PluginStats>>,
     unhandled: &Unhandled,
 ) {
@@ -238,12 +235,10 @@ fn run(
             }
         }
         for handler in handlers.iter_mut().filter(|h| h.routed(&alert)) {
-            if handler.status == Status::Active {
-                handler.handle(&alert, runtime, egress, max_failures);
-            } else {
+            if !handler.handle(&alert) {
                 unhandled.quarantined.fetch_add(1, Ordering::Relaxed);
             }
         }
-        *stats.lock().unwrap_or_else(|p| p.into_inner()) = handlers.iter().map(Handler::stats).collect();
+        *stats.lock().unwrap_or_else(|p| p.into_inner()) = stats_of(&handlers);
     }
 }

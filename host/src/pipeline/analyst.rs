@@ -13,8 +13,7 @@ use crate::dispatch::AlertKey;
 use crate::history::{AlertRow, FindingRow, MetricRow, WindowRecord};
 use clean_host_core::timestamp::now_ms;
 use clean_host_quality::alert::{incidents, Alert, FindingSummary, Router, WindowSummary};
-use clean_host_quality::analysis::{dead_letter_finding, quality_score, Detectors, FindingOrigin, WindowAnalysis};
-use clean_host_runtime::events::plugin_event;
+use clean_host_quality::analysis::{dead_letter_finding, quality_score, Detectors, WindowAnalysis};
 use clean_host_stream::source::{Ack, Sink};
 
 /// The analysis side of a pipeline: detectors, alerts, outputs, acks.
@@ -70,10 +69,6 @@ impl<'a> Analyst<'a> {
         let mut result = self.detectors.analyze(&batch);
         result.findings.extend(dead_letter_finding(dead_letters, batch.row_count, self.max_dead_letter_rate));
         let score = quality_score(&result.findings, batch.row_count, self.router.min_rows());
-        for f in result.findings.iter().filter(|f| f.origin == FindingOrigin::Quarantine) {
-            let event = f.finding.metric.trim_start_matches("plugin_");
-            plugin_event(tracing::Level::WARN, self.detectors.tenant(), Some(self.common.pipeline), &f.detector, event, &f.finding.message);
-        }
         let mut routed = self.router.route(&batch.info, (&first, &last), &result, &score);
         let tenant = self.detectors.tenant();
         if self.acknowledges {

@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use clean_host_runtime::DetectorSource;
+use clean_host_runtime::lifecycle::Build;
+use clean_host_runtime::{Analyzer, DetectorSource, PluginFault};
 
 /// One version of a detector, with the default config of its manifest.
 #[derive(Clone)]
@@ -22,19 +23,31 @@ impl Candidate {
     pub fn new(source: Arc<dyn DetectorSource>, default_config: Option<toml::Table>) -> Self {
         Candidate { source, default_config }
     }
+}
 
-    /// Its version and, when that is not all, the start of its fingerprint.
-    pub fn label(&self) -> String {
-        let (version, fingerprint) = (self.source.version(), self.source.fingerprint());
-        if fingerprint == version {
-            version.to_string()
-        } else {
-            format!("{version} ({})", fingerprint.chars().take(8).collect::<String>())
-        }
+impl Build for Candidate {
+    type Instance = Box<dyn Analyzer>;
+    const KIND: &'static str = "detector";
+    const NOUN: &'static str = "plugin";
+
+    fn version(&self) -> &str {
+        self.source.version()
     }
 
-    pub fn same_version(&self, other: &Candidate) -> bool {
-        self.source.fingerprint() == other.source.fingerprint()
+    fn fingerprint(&self) -> &str {
+        self.source.fingerprint()
+    }
+
+    fn start(&self, config: &str) -> Result<Box<dyn Analyzer>, PluginFault> {
+        self.source.instantiate(config)
+    }
+
+    fn snapshot(instance: &mut Box<dyn Analyzer>) -> Option<Result<Vec<u8>, PluginFault>> {
+        Some(instance.snapshot())
+    }
+
+    fn restore(instance: &mut Box<dyn Analyzer>, state: &[u8]) -> Result<(), PluginFault> {
+        instance.restore(state)
     }
 }
 

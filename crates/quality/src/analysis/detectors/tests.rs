@@ -3,7 +3,7 @@
 
 use super::*;
 use clean_host_core::bindings::Finding;
-use clean_host_runtime::DetectorSource;
+use clean_host_runtime::{DetectorSource, Status};
 
 struct Counting {
     count: u64,
