@@ -17,7 +17,7 @@ use crate::config::{TenantConfig, DEFAULT_TENANT};
 use crate::dispatch::handlers::{HandlerPlugins, HandlerRoute, Handlers};
 use crate::reload::{FolderState, TenantFolder};
 use clean_host_quality::analysis::{tenant_call_pool, Candidate, Catalog, CatalogEntry};
-use clean_host_runtime::egress::Egress;
+use clean_host_runtime::egress::{Egress, EgressStats};
 use clean_host_runtime::{load_dir, Limits, LoadError, Plugin, Runtime, TenantBudget, WasmDetector};
 
 pub struct Tenant {
@@ -51,7 +51,7 @@ pub struct TenantStatus {
     pub alerts_not_handled: Option<NotHandled>,
     /// Its handlers' outbound requests (tenants with handlers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub egress: Option<serde_json::Value>,
+    pub egress: Option<EgressStats>,
 }
 
 /// Alerts a tenant's handlers did not handle, by why; each is still in the
@@ -144,7 +144,7 @@ impl Tenant {
                 quarantined: h.unhandled.quarantined.load(Relaxed),
                 at_exit: h.unhandled.at_exit.load(Relaxed),
             }),
-            egress: handlers.map(|h| serde_json::to_value(&*h.egress.stats).unwrap_or_default()),
+            egress: handlers.map(|h| (*h.egress.stats).clone()),
         }
     }
 

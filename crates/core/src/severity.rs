@@ -21,6 +21,11 @@ impl Severity {
         }
     }
 
+    /// The severity `name` spells, as [`Severity::as_str`] writes it.
+    pub fn from_name(name: &str) -> Option<Severity> {
+        Severity::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     fn rank(self) -> u8 {
         match self {
             Severity::Info => 0,

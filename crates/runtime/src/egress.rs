@@ -114,8 +114,9 @@ fn allowed(url: &str, allow: &[String]) -> Result<(), String> {
     }
 }
 
-/// Delivery counters of one tenant.
-#[derive(Debug, Default, Serialize)]
+/// Delivery counters of one tenant: counted live, cloned as they are now for
+/// the summary and the status file.
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct EgressStats {
     /// Requests the plugins asked for and the host queued.
     pub queued: AtomicU64,
@@ -131,6 +132,21 @@ pub struct EgressStats {
     pub refused: AtomicU64,
     /// Bytes of bodies waiting for delivery now.
     pub queued_bytes: AtomicU64,
+}
+
+impl Clone for EgressStats {
+    fn clone(&self) -> Self {
+        let now = |c: &AtomicU64| AtomicU64::new(c.load(Ordering::Relaxed));
+        EgressStats {
+            queued: now(&self.queued),
+            delivered: now(&self.delivered),
+            retried: now(&self.retried),
+            failed: now(&self.failed),
+            dropped: now(&self.dropped),
+            refused: now(&self.refused),
+            queued_bytes: now(&self.queued_bytes),
+        }
+    }
 }
 
 /// Longest content type a plugin may give.

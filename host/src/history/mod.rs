@@ -30,9 +30,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use clean_host_core::bindings::Severity;
+use clean_host_quality::alert::WindowRef;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use rusqlite::{params, Connection};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use query::{timed_out, Filter, HistoryReader, Page, QUERY_TIME_LIMIT};
 
@@ -73,15 +75,15 @@ pub enum HistoryError {
     Io { path: PathBuf, source: std::io::Error },
 }
 
-/// One finding as stored.
-#[derive(Debug, Clone)]
+/// One finding as stored, and as the API serves it (with where it was).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FindingRow {
     pub detector: String,
     pub metric: String,
     pub column: Option<String>,
     pub value: f64,
     pub threshold: f64,
-    pub severity: &'static str,
+    pub severity: Severity,
     pub message: String,
     /// Found by a shadow version: recorded, never alerted.
     pub shadow: bool,
@@ -96,18 +98,19 @@ pub struct MetricRow {
     pub value: f64,
 }
 
-/// One alert as stored (its window is the record it comes with).
-#[derive(Debug, Clone)]
+/// One alert as stored (its window is the record it comes with), and as
+/// the API serves it (with where it was).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AlertRow {
     pub detector: String,
     pub metric: String,
     pub column: Option<String>,
     pub value: f64,
     pub threshold: f64,
-    pub severity: &'static str,
+    pub severity: Severity,
     pub message: String,
     /// The control rule that fired, for alerts across windows.
-    pub rule: Option<&'static str>,
+    pub rule: Option<String>,
     pub low_confidence: bool,
 }
 
@@ -116,13 +119,7 @@ pub struct AlertRow {
 pub struct WindowRecord {
     pub tenant: String,
     pub pipeline: String,
-    pub partition: u32,
-    pub seq: u64,
-    pub first_offset: String,
-    pub last_offset: String,
-    pub records: u32,
-    pub start_ms: i64,
-    pub end_ms: i64,
+    pub window: WindowRef,
     pub analysed_ms: i64,
     pub score: f64,
     /// Lowest and highest score the data supports.
@@ -389,13 +386,13 @@ fn write_batch(conn: &mut Connection, batch: &[Entry], stats: &HistoryStats) -> 
                     let inserted = window.execute(params![
                         w.tenant,
                         w.pipeline,
-                        w.partition,
-                        w.seq as i64,
-                        w.first_offset,
-                        w.last_offset,
-                        w.records,
-                        w.start_ms,
-                        w.end_ms,
+                        w.window.partition,
+                        w.window.seq as i64,
+                        w.window.first_offset.to_string(),
+                        w.window.last_offset.to_string(),
+                        w.window.records,
+                        w.window.start_ms,
+                        w.window.end_ms,
                         w.analysed_ms,
                         w.score,
                         w.alerts.len() as i64,
@@ -409,7 +406,7 @@ fn write_batch(conn: &mut Connection, batch: &[Entry], stats: &HistoryStats) -> 
                     written += 1;
                     let id = tx.last_insert_rowid();
                     for f in &w.findings {
-                        finding.execute(params![id, f.detector, f.metric, f.column, f.value, f.threshold, f.severity, f.message, f.shadow])?;
+                        finding.execute(params![id, f.detector, f.metric, f.column, f.value, f.threshold, f.severity.as_str(), f.message, f.shadow])?;
                     }
                     for m in &w.metrics {
                         metric.execute(params![id, m.detector, m.metric, m.column, m.value])?;
@@ -425,7 +422,7 @@ fn write_batch(conn: &mut Connection, batch: &[Entry], stats: &HistoryStats) -> 
                             a.column,
                             a.value,
                             a.threshold,
-                            a.severity,
+                            a.severity.as_str(),
                             a.message,
                             a.rule,
                             a.low_confidence

@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection, Row};
 use serde::Serialize;
 
-use clean_host_quality::alert::PastWindow;
+use clean_host_core::bindings::Severity;
+use clean_host_quality::alert::{PastWindow, WindowRef};
+use clean_host_stream::source::Position;
 
-use super::{open, HistoryError};
+use super::{open, AlertRow, FindingRow, HistoryError};
 
 /// Which rows: one tenant's, optionally one pipeline's, within a time range,
 /// newest first, `limit` at a time from `cursor` (the last page's `next_cursor`).
@@ -39,17 +41,13 @@ pub struct Page<T> {
     pub next_cursor: Option<i64>,
 }
 
+/// An analysed window as the API serves it.
 #[derive(Debug, Serialize)]
 pub struct WindowView {
     pub id: i64,
     pub pipeline: String,
-    pub partition: u32,
-    pub seq: u64,
-    pub first_offset: String,
-    pub last_offset: String,
-    pub records: u32,
-    pub start_ms: i64,
-    pub end_ms: i64,
+    #[serde(flatten)]
+    pub window: WindowRef,
     pub analysed_ms: i64,
     pub score: f64,
     pub alerts: u32,
@@ -58,6 +56,7 @@ pub struct WindowView {
     pub score_high: Option<f64>,
 }
 
+/// A stored finding and where it was.
 #[derive(Debug, Serialize)]
 pub struct FindingView {
     pub id: i64,
@@ -65,16 +64,11 @@ pub struct FindingView {
     pub pipeline: String,
     pub seq: u64,
     pub analysed_ms: i64,
-    pub detector: String,
-    pub metric: String,
-    pub column: Option<String>,
-    pub value: f64,
-    pub threshold: f64,
-    pub severity: String,
-    pub message: String,
-    pub shadow: bool,
+    #[serde(flatten)]
+    pub finding: FindingRow,
 }
 
+/// A stored alert and where it was.
 #[derive(Debug, Serialize)]
 pub struct AlertView {
     pub id: i64,
@@ -83,17 +77,8 @@ pub struct AlertView {
     pub partition: u32,
     pub seq: u64,
     pub at_ms: i64,
-    pub detector: String,
-    pub metric: String,
-    pub column: Option<String>,
-    pub value: f64,
-    pub threshold: f64,
-    pub severity: String,
-    pub message: String,
-    /// The control rule that fired, for alerts across windows.
-    pub rule: Option<String>,
-    /// The alert rests on too little data to be sure of.
-    pub low_confidence: bool,
+    #[serde(flatten)]
+    pub alert: AlertRow,
     /// The window's quality score.
     pub score: f64,
     /// Everything the detectors found in that window.
@@ -149,14 +134,25 @@ fn finding(row: &Row) -> rusqlite::Result<FindingView> {
         pipeline: row.get(2)?,
         seq: row.get::<_, i64>(3)? as u64,
         analysed_ms: row.get(4)?,
-        detector: row.get(5)?,
-        metric: row.get(6)?,
-        column: row.get(7)?,
-        value: row.get(8)?,
-        threshold: row.get(9)?,
-        severity: row.get(10)?,
-        message: row.get(11)?,
-        shadow: row.get(12)?,
+        finding: FindingRow {
+            detector: row.get(5)?,
+            metric: row.get(6)?,
+            column: row.get(7)?,
+            value: row.get(8)?,
+            threshold: row.get(9)?,
+            severity: severity(row, 10)?,
+            message: row.get(11)?,
+            shadow: row.get(12)?,
+        },
+    })
+}
+
+/// Column `idx` of `row` as the severity it spells.
+fn severity(row: &Row, idx: usize) -> rusqlite::Result<Severity> {
+    let name: String = row.get(idx)?;
+    Severity::from_name(&name).ok_or_else(|| {
+        let error = format!("not a severity: {name:?}");
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, error.into())
     })
 }
 
@@ -203,13 +199,15 @@ impl HistoryReader {
             Ok(WindowView {
                 id: r.get(0)?,
                 pipeline: r.get(1)?,
-                partition: r.get(2)?,
-                seq: r.get::<_, i64>(3)? as u64,
-                first_offset: r.get(4)?,
-                last_offset: r.get(5)?,
-                records: r.get(6)?,
-                start_ms: r.get(7)?,
-                end_ms: r.get(8)?,
+                window: WindowRef {
+                    partition: r.get(2)?,
+                    seq: r.get::<_, i64>(3)? as u64,
+                    first_offset: Position::from_text(&r.get::<_, String>(4)?),
+                    last_offset: Position::from_text(&r.get::<_, String>(5)?),
+                    records: r.get(6)?,
+                    start_ms: r.get(7)?,
+                    end_ms: r.get(8)?,
+                },
                 analysed_ms: r.get(9)?,
                 score: r.get(10)?,
                 alerts: r.get(11)?,
@@ -251,16 +249,18 @@ impl HistoryReader {
                     partition: r.get(3)?,
                     seq: r.get::<_, i64>(4)? as u64,
                     at_ms: r.get(5)?,
-                    detector: r.get(6)?,
-                    metric: r.get(7)?,
-                    column: r.get(8)?,
-                    value: r.get(9)?,
-                    threshold: r.get(10)?,
-                    severity: r.get(11)?,
-                    message: r.get(12)?,
+                    alert: AlertRow {
+                        detector: r.get(6)?,
+                        metric: r.get(7)?,
+                        column: r.get(8)?,
+                        value: r.get(9)?,
+                        threshold: r.get(10)?,
+                        severity: severity(r, 11)?,
+                        message: r.get(12)?,
+                        rule: r.get(14)?,
+                        low_confidence: r.get::<_, Option<bool>>(15)?.unwrap_or(false),
+                    },
                     score: r.get(13)?,
-                    rule: r.get(14)?,
-                    low_confidence: r.get::<_, Option<bool>>(15)?.unwrap_or(false),
                     findings: Vec::new(),
                 })
             },

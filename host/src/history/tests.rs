@@ -1,17 +1,20 @@
 use super::*;
+use clean_host_stream::source::Position;
 use tempfile::TempDir;
 
 fn window(tenant: &str, pipeline: &str, seq: u64, analysed_ms: i64) -> WindowRecord {
     WindowRecord {
         tenant: tenant.into(),
         pipeline: pipeline.into(),
-        partition: 0,
-        seq,
-        first_offset: (seq * 100).to_string(),
-        last_offset: (seq * 100 + 99).to_string(),
-        records: 100,
-        start_ms: analysed_ms - 1000,
-        end_ms: analysed_ms,
+        window: WindowRef {
+            partition: 0,
+            seq,
+            first_offset: Position::Offset(seq * 100),
+            last_offset: Position::Offset(seq * 100 + 99),
+            records: 100,
+            start_ms: analysed_ms - 1000,
+            end_ms: analysed_ms,
+        },
         analysed_ms,
         score: 0.9,
         score_interval: [0.9, 1.0],
@@ -21,7 +24,7 @@ fn window(tenant: &str, pipeline: &str, seq: u64, analysed_ms: i64) -> WindowRec
             column: Some("email".into()),
             value: 0.4,
             threshold: 0.05,
-            severity: "warning",
+            severity: Severity::Warning,
             message: "40% null".into(),
             shadow: false,
         }],
@@ -32,9 +35,9 @@ fn window(tenant: &str, pipeline: &str, seq: u64, analysed_ms: i64) -> WindowRec
             column: Some("email".into()),
             value: 0.4,
             threshold: 0.05,
-            severity: "warning",
+            severity: Severity::Warning,
             message: "40% null".into(),
-            rule: Some("cusum"),
+            rule: Some("cusum".into()),
             low_confidence: true,
         }],
     }
@@ -62,17 +65,30 @@ fn windows_findings_and_alerts_are_read_back_per_tenant() {
     let now = clean_host_core::timestamp::now_ms();
     let (_dir, reader, _) = store(vec![window("a", "orders", 1, now), window("b", "payments", 1, now), window("a", "orders", 2, now + 1)]);
     let windows = reader.windows(&all("a")).unwrap();
-    assert_eq!(windows.items.iter().map(|w| w.seq).collect::<Vec<_>>(), [2, 1], "newest first, only tenant a");
+    assert_eq!(windows.items.iter().map(|w| w.window.seq).collect::<Vec<_>>(), [2, 1], "newest first, only tenant a");
     assert!(windows.items.iter().all(|w| w.pipeline == "orders"));
     let alerts = reader.alerts(&all("b")).unwrap();
     assert_eq!(alerts.items.len(), 1);
     assert_eq!(alerts.items[0].pipeline, "payments");
     assert_eq!(alerts.items[0].findings.len(), 1, "an alert comes with its window's findings");
-    assert_eq!(alerts.items[0].findings[0].column.as_deref(), Some("email"));
-    assert_eq!((alerts.items[0].rule.as_deref(), alerts.items[0].low_confidence), (Some("cusum"), true));
+    let written = window("b", "payments", 1, now);
+    assert_eq!((&alerts.items[0].alert, &alerts.items[0].findings[0].finding), (&written.alerts[0], &written.findings[0]), "read back as written");
     assert_eq!((windows.items[0].score_low, windows.items[0].score_high), (Some(0.9), Some(1.0)));
     assert_eq!(reader.findings(&all("a")).unwrap().items.len(), 2);
     assert!(reader.windows(&all("c")).unwrap().items.is_empty());
+}
+
+#[test]
+fn windows_are_served_with_the_identity_they_were_stored_with() {
+    let now = clean_host_core::timestamp::now_ms();
+    let mut redis = window("a", "events", 1, now);
+    redis.window.first_offset = Position::Id("1700000000000-0".into());
+    redis.window.last_offset = Position::Id("1700000000999-3".into());
+    let (_dir, reader, _) = store(vec![redis.clone(), window("a", "orders", 7, now + 1)]);
+    let served: Vec<WindowRef> = reader.windows(&all("a")).unwrap().items.into_iter().map(|w| w.window).collect();
+    assert_eq!(served, [window("a", "orders", 7, now + 1).window, redis.window]);
+    let json = serde_json::to_value(&reader.windows(&all("a")).unwrap().items[0]).unwrap();
+    assert_eq!((json["seq"].as_u64(), json["first_offset"].as_u64(), json["records"].as_u64()), (Some(7), Some(700), Some(100)), "{json}");
 }
 
 #[test]
@@ -92,7 +108,7 @@ fn pages_and_time_ranges() {
     let mut seqs = Vec::new();
     loop {
         let page = reader.windows(&filter).unwrap();
-        seqs.extend(page.items.iter().map(|w| w.seq));
+        seqs.extend(page.items.iter().map(|w| w.window.seq));
         match page.next_cursor {
             Some(c) => filter.cursor = Some(c),
             None => break,
@@ -100,7 +116,7 @@ fn pages_and_time_ranges() {
     }
     assert_eq!(seqs, (1..=25).rev().collect::<Vec<_>>());
     let range = Filter { from_ms: Some(now + 5), to_ms: Some(now + 8), ..all("a") };
-    assert_eq!(reader.windows(&range).unwrap().items.iter().map(|w| w.seq).collect::<Vec<_>>(), [7, 6, 5]);
+    assert_eq!(reader.windows(&range).unwrap().items.iter().map(|w| w.window.seq).collect::<Vec<_>>(), [7, 6, 5]);
 }
 
 #[test]
@@ -114,7 +130,7 @@ fn retention_deletes_old_windows_with_their_findings() {
     drop(history);
     writer.finish();
     let reader = HistoryReader::open(&path).unwrap();
-    assert_eq!(reader.windows(&all("a")).unwrap().items.iter().map(|w| w.seq).collect::<Vec<_>>(), [2]);
+    assert_eq!(reader.windows(&all("a")).unwrap().items.iter().map(|w| w.window.seq).collect::<Vec<_>>(), [2]);
     assert_eq!(reader.findings(&all("a")).unwrap().items.len(), 1);
     assert_eq!(reader.alerts(&all("a")).unwrap().items.len(), 1);
 }
@@ -136,7 +152,7 @@ fn a_file_from_before_score_intervals_gains_the_new_columns() {
     drop(old);
     let reader = HistoryReader::open(&path).unwrap();
     let windows = reader.windows(&all("a")).unwrap();
-    assert_eq!((windows.items[0].seq, windows.items[0].score_high), (7, None));
+    assert_eq!((windows.items[0].window.seq, windows.items[0].score_high), (7, None));
     assert!(reader.alerts(&all("a")).unwrap().items.is_empty());
 }
 

@@ -37,10 +37,10 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::history::{timed_out, Filter, HistoryReader, QUERY_TIME_LIMIT};
 use crate::pipeline::PipelineCounters;
+use crate::tenant::TenantStatus;
 use clean_host_runtime::PluginStats;
 
 /// `[http]` in the config file.
@@ -172,6 +172,16 @@ enum ApiError {
     QueryTooLong,
 }
 
+/// Every error the API answers with: `{"error": "..."}`.
+#[derive(Serialize)]
+struct ErrorBody {
+    error: String,
+}
+
+fn error(status: StatusCode, error: String) -> Response {
+    (status, Json(ErrorBody { error })).into_response()
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, message) = match self {
@@ -183,7 +193,7 @@ impl IntoResponse for ApiError {
                 format!("the query ran longer than {} s; narrow it with from, to or a smaller limit", QUERY_TIME_LIMIT.as_secs()),
             ),
         };
-        let mut response = (status, Json(json!({ "error": message }))).into_response();
+        let mut response = error(status, message);
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
         }
@@ -269,12 +279,19 @@ async fn pipelines(State(state): State<Shared>, headers: HeaderMap) -> Result<Js
     Ok(Json(views))
 }
 
-async fn plugins(State(state): State<Shared>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+/// `/api/plugins`: the tenant's plugins and its budget.
+#[derive(Serialize)]
+struct PluginsView {
+    plugins: Vec<PluginStats>,
+    tenant: Option<TenantStatus>,
+}
+
+async fn plugins(State(state): State<Shared>, headers: HeaderMap) -> Result<Json<PluginsView>, ApiError> {
     let tenant = state.tenant(&headers)?;
     let status = state.status();
-    let plugins: Vec<&PluginStats> = status.plugins.iter().filter(|p| p.tenant == tenant).collect();
-    let limits = status.tenants.iter().find(|t| t.name == tenant);
-    Ok(Json(json!({ "plugins": plugins, "tenant": limits })))
+    let plugins = status.plugins.iter().filter(|p| p.tenant == tenant).cloned().collect();
+    let limits = status.tenants.iter().find(|t| t.name == tenant).cloned();
+    Ok(Json(PluginsView { plugins, tenant: limits }))
 }
 
 macro_rules! history_endpoint {
@@ -300,11 +317,11 @@ macro_rules! history_endpoint {
 /// At most [`MAX_IN_FLIGHT`] requests at once, each within [`REQUEST_TIMEOUT`].
 async fn bounded(State(state): State<Shared>, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let Ok(_slot) = state.in_flight.clone().try_acquire_owned() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": "too many requests at once; try again" }))).into_response();
+        return error(StatusCode::SERVICE_UNAVAILABLE, "too many requests at once; try again".into());
     };
     match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()) }))).into_response(),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, format!("no answer within {} s", REQUEST_TIMEOUT.as_secs())),
     }
 }
 

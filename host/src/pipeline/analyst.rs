@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use serde::Serialize;
 
 use super::{ClosedBatch, Common, PipelineReport};
 use crate::dispatch::handlers::Handlers;
@@ -110,9 +111,8 @@ impl<'a> Analyst<'a> {
                 topic.send(&key, &serde_json::to_vec(&summary)?).context("producing findings")?;
             }
             for alert in &routed {
-                let mut value = serde_json::to_value(alert)?;
-                value["type"] = "alert".into();
-                topic.send(&key, &serde_json::to_vec(&value)?).context("producing an alert")?;
+                let message = TopicAlert { kind: "alert", alert };
+                topic.send(&key, &serde_json::to_vec(&message)?).context("producing an alert")?;
             }
         }
         if self.acknowledges {
@@ -189,19 +189,22 @@ impl<'a> Analyst<'a> {
     }
 }
 
+/// An alert on the findings topic, told apart from the windows there by its `type`.
+#[derive(Serialize)]
+struct TopicAlert<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    alert: &'a Alert,
+}
+
 /// What the history keeps of an analysed window.
 fn history_record(tenant: &str, summary: &WindowSummary, analysis: &WindowAnalysis, alerts: &[Alert]) -> WindowRecord {
     let findings = analysis.findings.iter().map(|f| (f, false)).chain(analysis.shadow_findings.iter().map(|f| (f, true)));
     WindowRecord {
         tenant: tenant.into(),
         pipeline: summary.pipeline.into(),
-        partition: summary.partition,
-        seq: summary.seq,
-        first_offset: summary.first_offset.to_string(),
-        last_offset: summary.last_offset.to_string(),
-        records: summary.records,
-        start_ms: summary.start_ms,
-        end_ms: summary.end_ms,
+        window: summary.window.clone(),
         analysed_ms: now_ms(),
         score: summary.score,
         score_interval: summary.score_interval,
@@ -212,7 +215,7 @@ fn history_record(tenant: &str, summary: &WindowSummary, analysis: &WindowAnalys
                 column: f.finding.column.clone(),
                 value: f.finding.value,
                 threshold: f.finding.threshold,
-                severity: f.finding.severity.as_str(),
+                severity: f.finding.severity,
                 message: f.finding.message.clone(),
                 shadow,
             })
@@ -230,9 +233,9 @@ fn history_record(tenant: &str, summary: &WindowSummary, analysis: &WindowAnalys
                 column: a.column.clone(),
                 value: a.value,
                 threshold: a.threshold,
-                severity: a.severity.as_str(),
+                severity: a.severity,
                 message: a.message.clone(),
-                rule: a.rule,
+                rule: a.rule.map(str::to_string),
                 low_confidence: a.low_confidence,
             })
             .collect(),

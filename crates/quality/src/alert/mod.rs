@@ -130,8 +130,9 @@ impl AlertConfig {
     }
 }
 
-/// Which window an alert is about.
-#[derive(Debug, Clone, Serialize)]
+/// Which window: the one identity of an analysed window that alerts, the
+/// window log, the history and the API all carry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WindowRef {
     pub seq: u64,
     pub partition: u32,
@@ -141,6 +142,21 @@ pub struct WindowRef {
     pub records: u32,
     pub start_ms: i64,
     pub end_ms: i64,
+}
+
+impl WindowRef {
+    /// Window `info`, from `first` to `last`, of `records` records.
+    pub fn new(info: &WindowInfo, (first, last): (&Position, &Position), records: u32) -> Self {
+        WindowRef {
+            seq: info.seq,
+            partition: info.partition,
+            first_offset: first.clone(),
+            last_offset: last.clone(),
+            records,
+            start_ms: info.start_ms,
+            end_ms: info.end_ms,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -238,13 +254,8 @@ pub struct WindowSummary<'a> {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub pipeline: &'a str,
-    pub partition: u32,
-    pub seq: u64,
-    pub first_offset: &'a Position,
-    pub last_offset: &'a Position,
-    pub records: u32,
-    pub start_ms: i64,
-    pub end_ms: i64,
+    #[serde(flatten)]
+    pub window: WindowRef,
     pub score: f64,
     /// Lowest and highest score the data supports.
     pub score_interval: [f64; 2],
@@ -265,24 +276,11 @@ pub struct FindingSummary<'a> {
 }
 
 impl<'a> WindowSummary<'a> {
-    pub fn new(
-        pipeline: &'a str,
-        info: &WindowInfo,
-        (first, last): (&'a Position, &'a Position),
-        score: &Score,
-        findings: &'a [HostFinding],
-        alerts: usize,
-    ) -> Self {
+    pub fn new(pipeline: &'a str, info: &WindowInfo, positions: (&Position, &Position), score: &Score, findings: &'a [HostFinding], alerts: usize) -> Self {
         WindowSummary {
             kind: "window",
             pipeline,
-            partition: info.partition,
-            seq: info.seq,
-            first_offset: first,
-            last_offset: last,
-            records: score.rows,
-            start_ms: info.start_ms,
-            end_ms: info.end_ms,
+            window: WindowRef::new(info, positions, score.rows),
             score: score.value,
             score_interval: [score.low, score.high],
             alerts,
@@ -409,15 +407,7 @@ impl Router {
     /// The alerts for one analysed window.
     pub fn route(&mut self, info: &WindowInfo, (first, last): (&Position, &Position), analysis: &WindowAnalysis, score: &Score) -> Vec<Alert> {
         let partition = info.partition;
-        let window = WindowRef {
-            seq: info.seq,
-            partition,
-            first_offset: first.clone(),
-            last_offset: last.clone(),
-            records: score.rows,
-            start_ms: info.start_ms,
-            end_ms: info.end_ms,
-        };
+        let window = WindowRef::new(info, (first, last), score.rows);
         let pipeline = self.pipeline.clone();
         let alert = |detector: &str, metric: &str, column: Option<&String>, severity: Severity| Alert {
             pipeline: pipeline.clone(),

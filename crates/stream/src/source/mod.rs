@@ -61,6 +61,14 @@ impl Serialize for Position {
     }
 }
 
+impl Position {
+    /// The position its [`Display`](std::fmt::Display) text names: a number
+    /// is an offset, anything else an id.
+    pub fn from_text(text: &str) -> Position {
+        text.parse().map_or_else(|_| Position::Id(text.into()), Position::Offset)
+    }
+}
+
 impl std::fmt::Display for Position {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
