@@ -31,7 +31,9 @@ pub struct ConfigFile {
     pub limits: Limits,
     /// Consecutive failed calls after which a plugin is quarantined.
     pub max_consecutive_failures: Option<u32>,
+    /// Which findings become alerts: thresholds, cooldown, control rules.
     pub alerts: AlertConfig,
+    /// Where alerts and analysed windows are written.
     pub output: OutputConfig,
     /// The history store of windows, findings, alerts and plugin events.
     pub history: HistoryConfig,
@@ -39,6 +41,7 @@ pub struct ConfigFile {
     pub http: HttpConfig,
     /// Teams sharing the host; a pipeline without `tenant` belongs to `default`.
     pub tenants: Vec<TenantConfig>,
+    /// The streams to watch (none: one pipeline `default` from `--source`).
     pub pipelines: Vec<PipelineConfig>,
 }
 
@@ -53,6 +56,7 @@ pub const DEFAULT_TENANT: &str = "default";
 pub struct TenantConfig {
     /// Letters, digits, `-` and `_`; also the name of its plugin folder.
     pub name: String,
+    /// Its memory and instance budgets.
     #[serde(default)]
     pub limits: TenantLimits,
     /// Alert rules of its pipelines (default: the top-level `[alerts]`).
@@ -161,6 +165,7 @@ pub struct PipelineConfig {
     /// Field holding each record's event time (epoch ms or s, or RFC 3339).
     #[serde(default)]
     pub event_time_field: Option<String>,
+    /// How its records are cut into windows.
     #[serde(default)]
     pub window: WindowConfig,
     /// Detectors to run, by name (default: every plugin in the folder).

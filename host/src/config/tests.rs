@@ -141,3 +141,144 @@ fn the_documented_configs_parse() {
         }
     }
 }
+
+/// Every key the config types accept, found by asking them: a deserializer
+/// that answers nothing, but records the fields of the struct at the end of
+/// a path and descends along the path (through options, lists and maps).
+mod config_keys {
+    use std::cell::RefCell;
+    use std::fmt;
+
+    use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
+
+    #[derive(Debug)]
+    pub struct Stop(String);
+
+    impl fmt::Display for Stop {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    impl std::error::Error for Stop {}
+
+    impl de::Error for Stop {
+        fn custom<T: fmt::Display>(msg: T) -> Self {
+            Stop(msg.to_string())
+        }
+    }
+
+    /// Found struct fields, as (path of keys, fields of the struct there).
+    type Found = RefCell<Vec<(Vec<String>, &'static [&'static str])>>;
+
+    struct Probe<'a> {
+        path: &'a [String],
+        at: Vec<String>,
+        found: &'a Found,
+    }
+
+    impl<'de> de::Deserializer<'de> for Probe<'_> {
+        type Error = Stop;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop("a value".into()))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(self, _: &'static str, fields: &'static [&'static str], visitor: V) -> Result<V::Value, Stop> {
+            match self.path.split_first() {
+                None => {
+                    self.found.borrow_mut().push((self.at, fields));
+                    Err(Stop("recorded".into()))
+                }
+                Some((key, rest)) if fields.contains(&key.as_str()) => {
+                    let mut at = self.at;
+                    at.push(key.clone());
+                    visitor.visit_map(One { key: Some(key.clone()), value: Some(Probe { path: rest, at, found: self.found }) })
+                }
+                Some(_) => Err(Stop("no such key".into())),
+            }
+        }
+
+        fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Stop> {
+            visitor.visit_some(self)
+        }
+
+        fn deserialize_newtype_struct<V: Visitor<'de>>(self, _: &'static str, visitor: V) -> Result<V::Value, Stop> {
+            visitor.visit_newtype_struct(self)
+        }
+
+        fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Stop> {
+            visitor.visit_seq(One { key: None, value: Some(self) })
+        }
+
+        fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Stop> {
+            visitor.visit_map(One { key: Some("NAME".into()), value: Some(self) })
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf unit unit_struct tuple tuple_struct enum identifier ignored_any
+        }
+    }
+
+    /// One map entry (or one list element) whose value is a probe.
+    struct One<'a> {
+        key: Option<String>,
+        value: Option<Probe<'a>>,
+    }
+
+    impl<'de> MapAccess<'de> for One<'_> {
+        type Error = Stop;
+
+        fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Stop> {
+            self.key.take().map(|k| seed.deserialize(k.into_deserializer())).transpose()
+        }
+
+        fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Stop> {
+            seed.deserialize(self.value.take().expect("a key first"))
+        }
+    }
+
+    impl<'de> SeqAccess<'de> for One<'_> {
+        type Error = Stop;
+
+        fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, Stop> {
+            self.value.take().map(|v| seed.deserialize(v)).transpose()
+        }
+    }
+
+    /// (path, key) of every key `T` accepts, breadth first.
+    pub fn of<T: for<'de> serde::Deserialize<'de>>() -> Vec<(String, &'static str)> {
+        let (found, mut keys, mut paths) = (Found::default(), Vec::new(), vec![Vec::<String>::new()]);
+        while let Some(path) = paths.pop() {
+            let before = found.borrow().len();
+            let _ = T::deserialize(Probe { path: &path, at: Vec::new(), found: &found });
+            let new: Vec<_> = found.borrow()[before..].to_vec();
+            for (at, fields) in new {
+                for field in fields {
+                    keys.push((at.join("."), *field));
+                    let mut next = path.clone();
+                    next.push(field.to_string());
+                    paths.push(next);
+                }
+            }
+        }
+        keys
+    }
+}
+
+#[test]
+fn every_config_key_is_in_the_config_reference() {
+    let docs: String = ["config.md", "operating.md"]
+        .iter()
+        .map(|doc| std::fs::read_to_string(format!("{}/../docs/{doc}", env!("CARGO_MANIFEST_DIR"))).unwrap())
+        .flat_map(|text| text.split("```toml\n").skip(1).map(|b| b.split("```").next().unwrap().to_string()).collect::<Vec<_>>())
+        .collect();
+    let keys = config_keys::of::<ConfigFile>();
+    assert!(keys.len() > 50 && keys.iter().any(|(path, key)| path == "pipelines.broker" && *key == "claim_idle_ms"), "{keys:?}");
+    let used = |key: &str| {
+        docs.lines().map(|l| l.split('#').next().unwrap_or("")).any(|line| line.split(|c: char| !(c.is_alphanumeric() || c == '_')).any(|word| word == key))
+    };
+    let missing: Vec<String> = keys.iter().filter(|(_, key)| !used(key)).map(|(path, key)| format!("{path}.{key}")).collect();
+    assert!(missing.is_empty(), "config keys no TOML example in docs/config.md or docs/operating.md uses: {missing:?}");
+}
