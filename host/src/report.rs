@@ -4,6 +4,7 @@
 //! counters. One type each, shared by whoever writes and reads them, so a
 //! field renamed on one side cannot silently vanish on the other.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -49,27 +50,28 @@ pub struct HistoryReport {
     pub write_errors: u64,
 }
 
-/// `DATA_DIR/plugins-status.json`, rewritten every second while a host runs.
+/// `DATA_DIR/plugins-status.json`, rewritten every second while a host runs
+/// (from the live stats, borrowed) and read by `clean-host plugin list`.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct StatusFile {
+pub struct StatusFile<'a> {
     /// The running host's process id.
     pub pid: u32,
     /// When it was written (Unix ms).
     pub updated_ms: i64,
-    pub plugins: Vec<PluginStats>,
-    pub tenants: Vec<TenantStatus>,
+    pub plugins: Cow<'a, [PluginStats]>,
+    pub tenants: Cow<'a, [TenantStatus]>,
 }
 
 /// Status written longer ago than this, or by a process that is gone, is stale.
 const STATUS_FRESH_MS: i64 = 5000;
 
-impl StatusFile {
+impl StatusFile<'_> {
     pub fn path(data_dir: &Path) -> PathBuf {
         data_dir.join("plugins-status.json")
     }
 
     /// The status a host running with `data_dir` wrote, if one runs now.
-    pub fn live(data_dir: &Path, now_ms: i64) -> Option<StatusFile> {
+    pub fn live(data_dir: &Path, now_ms: i64) -> Option<StatusFile<'static>> {
         let text = std::fs::read_to_string(Self::path(data_dir)).ok()?;
         let status: StatusFile = serde_json::from_str(&text).ok()?;
         let alive = Path::new(&format!("/proc/{}", status.pid)).exists();

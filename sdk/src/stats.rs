@@ -36,6 +36,25 @@ pub const MIN_HISTORY: usize = 12;
 /// Windows in a row above the limit after which the new level is the normal one.
 pub const NEW_NORMAL_AFTER: u32 = 5;
 
+/// Windows in a row that departed from the usual: [`NEW_NORMAL_AFTER`] of
+/// them make the departure the new normal. Kept in state as a plain count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Departures(u32);
+
+impl Departures {
+    /// Count one window. True when it makes the departure the new normal;
+    /// then the count starts again (as it does after a window that did not depart).
+    pub fn observe(&mut self, departed: bool) -> bool {
+        self.0 = if departed { self.0 + 1 } else { 0 };
+        let lasted = self.0 >= NEW_NORMAL_AFTER;
+        if lasted {
+            self.0 = 0;
+        }
+        lasted
+    }
+}
+
 /// A statistic's values in the last [`HISTORY_WINDOWS`] windows, and how
 /// far out a new one must be to stand apart from them.
 ///
@@ -51,8 +70,7 @@ pub const NEW_NORMAL_AFTER: u32 = 5;
 #[serde(default)]
 pub struct History {
     values: std::collections::VecDeque<f64>,
-    /// Windows in a row that departed.
-    departures: u32,
+    departures: Departures,
 }
 
 impl History {
@@ -113,11 +131,9 @@ impl History {
             self.values.pop_front();
         }
         self.values.push_back(value);
-        self.departures = if departed { self.departures + 1 } else { 0 };
-        if self.departures >= NEW_NORMAL_AFTER {
+        if self.departures.observe(departed) {
             let keep = self.values.len() - NEW_NORMAL_AFTER as usize;
             self.values.drain(..keep);
-            self.departures = 0;
         }
     }
 }
@@ -235,6 +251,18 @@ impl Ewma {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_departure_is_the_new_normal_only_once_it_lasts() {
+        let mut d = Departures::default();
+        let run = |d: &mut Departures, n: u32, departed: bool| (0..n).map(|_| d.observe(departed)).collect::<Vec<_>>();
+        assert!(run(&mut d, NEW_NORMAL_AFTER - 1, true).iter().all(|&x| !x));
+        assert!(!d.observe(false), "one usual window ends the departure");
+        assert_eq!(run(&mut d, NEW_NORMAL_AFTER, true).last(), Some(&true));
+        assert_eq!(d, Departures::default(), "and counting starts again");
+        d.observe(true);
+        assert_eq!(serde_json::to_string(&d).unwrap(), "1", "kept in state as a plain count");
+    }
 
     #[test]
     fn quantiles_interpolate() {

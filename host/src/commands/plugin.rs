@@ -79,7 +79,7 @@ fn list(g: &GlobalArgs, as_json: bool) -> Result<()> {
     let config = settings(g, "generator", |_| Ok(()))?;
     let mut broken = Vec::new();
     let (runtime, tenants) = load_tenants(&g.plugins, &config, false, Some(&mut broken))?;
-    let live = StatusFile::live(&data_dir(&config), timestamp::now_ms()).map(|s| s.plugins).unwrap_or_default();
+    let live = StatusFile::live(&data_dir(&config), timestamp::now_ms()).map(|s| s.plugins.into_owned()).unwrap_or_default();
     if !as_json {
         println!(
             "{:<10} {:<14} {:<8} {:<13} {:<12} {:>8} {:>6} {:>7} {:>8} {:>8}  DESCRIPTION",

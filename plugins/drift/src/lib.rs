@@ -38,7 +38,7 @@
 //! The reference follows legitimate change (a trailing reference): the
 //! windows since it was frozen make the next one, which takes over every
 //! `refresh_windows` windows, so a slow seasonal change is followed, never
-//! alerted. A drift lasting [`NEW_NORMAL_AFTER`] windows in a row is a new
+//! alerted. A drift lasting [`NEW_NORMAL_AFTER`](clean_host_sdk::stats::NEW_NORMAL_AFTER) windows in a row is a new
 //! normal: its own windows become the reference at once. Windows of a
 //! shorter drift go into no reference. Pinned references never change, and
 //! judge from the first window: they say what the column should look like.
@@ -50,7 +50,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use clean_host_sdk::bindings::clean_host::plugin::host::LogLevel;
-use clean_host_sdk::stats::{History, NEW_NORMAL_AFTER};
+use clean_host_sdk::stats::{Departures, History};
 use clean_host_sdk::time_like::TimeLikeColumns;
 use clean_host_sdk::{
     decode_state, encode_state, export_detector, log, metric_info, parse_config, Analysis, Batch, Column, ColumnValues, Detector, Finding, PluginInfo,
@@ -164,7 +164,7 @@ struct Candidate {
     windows: u32,
     /// While the column drifts: the drift's own windows, a possible new normal.
     shift: Option<Learning>,
-    drifting: u32,
+    drifting: Departures,
 }
 
 /// `Learning` as state: the sketches' own compact bytes.
@@ -179,7 +179,7 @@ struct SavedCandidate {
     sketch: SavedLearning,
     windows: u32,
     shift: Option<SavedLearning>,
-    drifting: u32,
+    drifting: Departures,
 }
 
 /// How much a column's statistics usually move between windows.
@@ -313,7 +313,7 @@ impl Drift {
     /// Take a judged (or not yet judged) column's window into its next
     /// reference, and freeze that when it is due: the trailing one every
     /// `refresh_windows` windows, a drift's own once it lasted
-    /// [`NEW_NORMAL_AFTER`] windows. A shorter drift leaves nothing behind.
+    /// [`NEW_NORMAL_AFTER`](clean_host_sdk::stats::NEW_NORMAL_AFTER) windows. A shorter drift leaves nothing behind.
     fn advance(&mut self, name: &str, values: &Values, drifted: bool) -> Result<(), String> {
         if self.pinned.iter().any(|p| p == name) {
             return Ok(());
@@ -321,7 +321,12 @@ impl Drift {
         let k = self.config.sketch_k;
         let candidate = match self.learning.get_mut(name) {
             Some(c) => c,
-            None => self.learning.entry(name.to_string()).or_insert(Candidate { sketch: Learning::new(values, k)?, windows: 0, shift: None, drifting: 0 }),
+            None => self.learning.entry(name.to_string()).or_insert(Candidate {
+                sketch: Learning::new(values, k)?,
+                windows: 0,
+                shift: None,
+                drifting: Departures::default(),
+            }),
         };
         let frozen = if drifted {
             let shift = match &mut candidate.shift {
@@ -329,18 +334,18 @@ impl Drift {
                 None => candidate.shift.insert(Learning::new(values, k)?),
             };
             shift.add(values)?;
-            candidate.drifting += 1;
-            if candidate.drifting < NEW_NORMAL_AFTER {
+            if !candidate.drifting.observe(true) {
                 return Ok(());
             }
             let shift = candidate.shift.take().expect("set above");
-            *candidate = Candidate { sketch: Learning::new(values, k)?, windows: 0, shift: None, drifting: 0 };
+            *candidate = Candidate { sketch: Learning::new(values, k)?, windows: 0, shift: None, drifting: Departures::default() };
             shift
         } else {
-            (candidate.shift, candidate.drifting) = (None, 0);
+            candidate.shift = None;
+            candidate.drifting.observe(false);
             if !candidate.sketch.add(values)? {
                 // The column changed kind (the schema detector's business): learn it anew.
-                *candidate = Candidate { sketch: Learning::new(values, k)?, windows: 0, shift: None, drifting: 0 };
+                *candidate = Candidate { sketch: Learning::new(values, k)?, windows: 0, shift: None, drifting: Departures::default() };
                 candidate.sketch.add(values)?;
                 self.reference.remove(name);
             }

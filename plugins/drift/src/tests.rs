@@ -1,6 +1,7 @@
 use clean_host_sdk::testing::{BatchBuilder, Rng};
 
 use super::*;
+use clean_host_sdk::stats::NEW_NORMAL_AFTER;
 
 /// Windows in a default reference.
 const REFERENCE: u64 = 10;

@@ -26,7 +26,7 @@
 use std::collections::BTreeMap;
 
 use clean_host_sdk::bindings::clean_host::plugin::host::LogLevel;
-use clean_host_sdk::stats::{median_mad, quantile, RateBaseline, Reservoir, NEW_NORMAL_AFTER};
+use clean_host_sdk::stats::{median_mad, quantile, Departures, RateBaseline, Reservoir};
 use clean_host_sdk::time_like::TimeLikeColumns;
 use clean_host_sdk::{
     decode_state, encode_state, export_detector, log, metric_info, parse_config, Analysis, Batch, Detector, Finding, NumericView, PluginInfo, Severity,
@@ -125,7 +125,7 @@ enum ColumnState {
         windows: u32,
         /// While the column departs: the departure's own windows, a possible new normal.
         shift: Option<Reservoir>,
-        departing: u32,
+        departing: Departures,
     },
     /// Constant, or nearly: no spread to measure distances in.
     Skipped,
@@ -189,9 +189,14 @@ impl Outliers {
                 *windows += 1;
                 if *windows >= config.warmup_windows {
                     *state = match Reference::learn(&sample.values, config) {
-                        Some(reference) if sample.values.len() >= 50 => {
-                            ColumnState::Scored { reference, seen: Range::of(&sample.values), next: sample.clone(), windows: 0, shift: None, departing: 0 }
-                        }
+                        Some(reference) if sample.values.len() >= 50 => ColumnState::Scored {
+                            reference,
+                            seen: Range::of(&sample.values),
+                            next: sample.clone(),
+                            windows: 0,
+                            shift: None,
+                            departing: Departures::default(),
+                        },
                         _ => ColumnState::Skipped,
                     };
                 }
@@ -260,17 +265,17 @@ impl Outliers {
                 if departed {
                     let sample = shift.get_or_insert_with(|| Reservoir::new(SAMPLE_SIZE));
                     values.iter().for_each(|&(_, v)| sample.push(v));
-                    *departing += 1;
-                    if *departing >= NEW_NORMAL_AFTER {
+                    if departing.observe(true) {
                         let sample = shift.take().expect("set above");
                         if let Some(fresh) = Reference::learn(&sample.values, config).filter(|_| sample.values.len() >= 50) {
                             (*reference, *seen) = (fresh, Range::of(&sample.values));
                         }
                         // The new normal is all there is to sample from now on.
-                        (*next, *windows, *departing) = (sample, 0, 0);
+                        (*next, *windows) = (sample, 0);
                     }
                 } else {
-                    (*shift, *departing) = (None, 0);
+                    *shift = None;
+                    departing.observe(false);
                     values.iter().for_each(|&(_, v)| next.push(v));
                     for &(_, x) in &values {
                         if !reference.is_extreme(x, seen) {

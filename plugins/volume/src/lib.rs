@@ -11,7 +11,7 @@
 //! a source whose volume swings with the seasons swings without alerting). Flagged windows do not move the baseline, unless the new
 //! volume lasts `NEW_NORMAL_AFTER` windows: then it is the baseline.
 
-use clean_host_sdk::stats::{quantile, Ewma, History, NEW_NORMAL_AFTER};
+use clean_host_sdk::stats::{quantile, Departures, Ewma, History};
 use clean_host_sdk::{
     decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch, Column, ColumnValues, Detector, Finding, PluginInfo, Severity,
     WindowKind,
@@ -49,7 +49,7 @@ struct State {
     log_rates: History,
     /// Windows in a row flagged.
     #[serde(default)]
-    departures: u32,
+    departures: Departures,
 }
 
 #[derive(Default)]
@@ -112,15 +112,11 @@ impl Detector for Volume {
             }
         }
         self.state.log_rates.push(log_rate, departed);
-        if departed {
-            self.state.departures += 1;
-            if self.state.departures < NEW_NORMAL_AFTER {
-                return Ok(out);
-            }
+        if self.state.departures.observe(departed) {
             // The new volume lasted: it is the baseline from now on.
-            (self.state.rate, self.state.departures) = (Ewma::default(), 0);
-        } else {
-            self.state.departures = 0;
+            self.state.rate = Ewma::default();
+        } else if departed {
+            return Ok(out);
         }
         self.state.rate.update(rate, self.config.alpha);
         Ok(out)
