@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use clean_host::config::OutputFormat;
+use clean_host::dispatch::OutputFormat;
 use clean_host::logging::LogFormat;
 use clean_host::scaffold::Lang;
 

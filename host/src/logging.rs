@@ -2,8 +2,8 @@
 //! object per line for log shippers (`--log-format json`). The level comes
 //! from `--log-level` or `RUST_LOG` (default `info`).
 //!
-//! Plugin events (loaded, reloaded, rejected, rolled back, quarantined,
-//! promoted, removed) are logged with the target [`PLUGIN_EVENT`] (by
+//! Plugin events (loaded, swapped, rejected, rolled back, quarantined, ...:
+//! see [`clean_host_runtime::events`]) are logged with the target [`PLUGIN_EVENT`] (by
 //! [`clean_host_runtime::events::plugin_event`]) and the
 //! fields `tenant`, `pipeline`, `plugin` and `event`; a layer copies each one
 //! into the history as well, so there is one place that reports them.

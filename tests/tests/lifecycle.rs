@@ -387,7 +387,7 @@ fn alert_handlers_follow_new_builds() {
     put(&s.plugins().join("webhook.toml"), "timeout_ms = 1500\n");
     let (stderr, summary) = finish(child, &s);
     assert!(stderr.contains("alert handler webhook 0.1.0 loaded") && stderr.contains("alert handler webhook 0.1.0 ("), "{stderr}");
-    assert!(stderr.contains(") -> 0.1.0 (") && stderr.contains("bytes of state handed over"), "{stderr}");
+    assert!(stderr.contains(") -> 0.1.0 (") && stderr.contains("no state to hand over"), "{stderr}");
     let hook = summary["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "webhook").unwrap();
     assert_eq!((hook["reloads"].as_u64(), hook["errors"].as_u64()), (Some(1), Some(0)), "{hook}");
     let history = rusqlite::Connection::open(s.path("data/history.db")).unwrap();

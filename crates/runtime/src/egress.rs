@@ -232,7 +232,7 @@ impl Egress {
         };
         if !self.destinations.contains_key(destination) {
             let mut shown = destination.to_string();
-            crate::cut(&mut shown, 128);
+            crate::limits::cut(&mut shown, 128);
             return refuse(format!("tenant {} has no destination named '{}'", self.tenant, shown.escape_debug()));
         }
         if content_type.len() > MAX_CONTENT_TYPE || !content_type.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) {
@@ -403,7 +403,7 @@ pub fn fill_secrets(body: &[u8], secrets: &BTreeMap<String, String>, max_len: us
         let name = &after[..end];
         let Some(value) = secrets.get(name) else {
             let mut shown = name.to_string();
-            crate::cut(&mut shown, 128);
+            crate::limits::cut(&mut shown, 128);
             return Err(format!("the destination has no secret named '{}'", shown.escape_debug()));
         };
         out.push_str(value);

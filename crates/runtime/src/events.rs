@@ -1,5 +1,7 @@
-//! Plugin events (loaded, reloaded, rejected, rolled back, quarantined,
-//! promoted, removed): logged through `tracing` with one target and the
+//! Plugin events (`loaded`, `swapped`, `added`, `removed`, `rejected`,
+//! `promoted`, `shadow_loaded`, `shadow_started`, `rolled_back`,
+//! `rollback_failed`, `quarantined`, `shadow_quarantined`): logged through
+//! `tracing` with one target and the
 //! fields `tenant`, `pipeline`, `plugin` and `event`, so whatever layer
 //! keeps logs (the host's history) finds every one of them, whichever part
 //! of the host raised it.

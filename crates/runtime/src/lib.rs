@@ -24,6 +24,7 @@
 mod cache;
 pub mod egress;
 pub mod events;
+mod fault;
 mod host_key;
 pub mod lifecycle;
 mod limits;
@@ -42,11 +43,12 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, 
 use crate::egress::Egress;
 pub use cache::{content_hash, write_atomically};
 use clean_host_core::bindings::{self, Alert, AlertHandlerPlugin, Analysis, Batch, DetectorPlugin, LogLevel};
+pub use fault::PluginFault;
 use host_key::HostKey;
+pub use limits::{cut, InstanceTicket, Limits, TenantBudget, MAX_NAME};
 use limits::{CapHit, EpochTicker, MemoryCap};
-pub use limits::{InstanceTicket, Limits, TenantBudget};
 pub use loader::{load_dir, wasm_files, LoadError, Manifest, Plugin, PluginKind};
-pub use stats::{CallCounters, PluginStats, Status};
+pub use stats::{PluginStats, Status};
 
 /// Most log lines one call may write; the rest are counted, not printed.
 const LOG_LINES_PER_CALL: u32 = 100;
@@ -58,9 +60,6 @@ const MAX_ERROR_BYTES: usize = 1024;
 const MAX_RESOURCES: usize = 10_000;
 /// Largest state a detector's `snapshot()` may hand over.
 pub const MAX_SNAPSHOT_BYTES: usize = 64 << 20;
-
-/// Longest metric or column name a plugin's answer keeps, in bytes.
-pub const MAX_NAME: usize = 128;
 
 /// One configured detector instance, whatever runs it.
 pub trait Analyzer: Send {
@@ -79,49 +78,6 @@ pub trait DetectorSource: Send + Sync {
     }
     /// A fresh instance, configured with `config` (JSON).
     fn instantiate(&self, config: &str) -> Result<Box<dyn Analyzer>, PluginFault>;
-}
-
-/// `text` cut to at most `max` bytes at a character boundary, ending in
-/// `…` when something was cut.
-pub fn cut(text: &mut String, max: usize) {
-    if text.len() <= max {
-        return;
-    }
-    let mut at = max.saturating_sub('…'.len_utf8());
-    while !text.is_char_boundary(at) {
-        at -= 1;
-    }
-    text.truncate(at);
-    text.push('…');
-}
-
-/// Why a call into a plugin did not return a usable answer.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum PluginFault {
-    #[error("timed out after {ms} ms")]
-    Timeout { ms: u64 },
-    #[error("exceeded its memory limit of {mib} MiB")]
-    MemoryLimit { mib: u64 },
-    #[error("exceeded tenant {tenant}'s memory budget of {mib} MiB")]
-    TenantMemory { tenant: String, mib: u64 },
-    #[error("over its tenant's budget: {0}")]
-    Budget(String),
-    #[error("trapped: {0}")]
-    Trap(String),
-    /// The plugin returned an error of its own; the instance is still sound.
-    #[error("returned an error: {0}")]
-    Guest(String),
-    #[error("returned invalid output: {0}")]
-    InvalidOutput(String),
-    #[error("could not be instantiated: {0}")]
-    Instantiate(String),
-}
-
-impl PluginFault {
-    /// Traps leave an instance in an unknown state: it must be rebuilt.
-    pub fn needs_rebuild(&self) -> bool {
-        !matches!(self, PluginFault::Guest(_) | PluginFault::InvalidOutput(_))
-    }
 }
 
 /// A clock that always reads zero.

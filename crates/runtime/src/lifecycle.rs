@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 use tracing::Level;
 
 use crate::events::plugin_event;
-use crate::{CallCounters, PluginFault, PluginStats, Status};
+use crate::fault::PluginFault;
+use crate::stats::{CallCounters, PluginStats, Status};
 
 /// Successful calls between two snapshots of a plugin's state...
 const SNAPSHOT_EVERY: u32 = 50;
@@ -82,10 +83,7 @@ pub struct Version<B: Build> {
 impl<B: Build> Version<B> {
     /// A configured instance of `build`, carrying on from `state`.
     fn start(build: B, config: &str, state: Option<Vec<u8>>, status: Status) -> Result<Self, PluginFault> {
-        let mut instance = build.start(config)?;
-        if let Some(state) = &state {
-            B::restore(&mut instance, state)?;
-        }
+        let instance = fresh(&build, config, state.as_deref())?;
         let counters = CallCounters::default();
         Ok(Version { build, instance: Some(instance), snapshot: state, since_snapshot: 0, snapshot_at: Instant::now(), status, counters })
     }
@@ -101,11 +99,7 @@ impl<B: Build> Version<B> {
 
     fn try_call<T>(&mut self, config: &str, f: &mut impl FnMut(&mut B::Instance) -> Result<T, PluginFault>) -> Result<T, PluginFault> {
         if self.instance.is_none() {
-            let mut fresh = self.build.start(config)?;
-            if let Some(state) = &self.snapshot {
-                B::restore(&mut fresh, state)?;
-            }
-            self.instance = Some(fresh);
+            self.instance = Some(fresh(&self.build, config, self.snapshot.as_deref())?);
         }
         let instance = self.instance.as_mut().expect("just set");
         let answer = f(instance)?;
@@ -133,6 +127,15 @@ impl<B: Build> Version<B> {
         self.status = status;
         self.instance = None;
     }
+}
+
+/// A configured instance of `build`, carrying on from `state`.
+fn fresh<B: Build>(build: &B, config: &str, state: Option<&[u8]>) -> Result<B::Instance, PluginFault> {
+    let mut instance = build.start(config)?;
+    if let Some(state) = state {
+        B::restore(&mut instance, state)?;
+    }
+    Ok(instance)
 }
 
 /// A fault of the active version, and what the lifecycle did about it.
@@ -197,8 +200,12 @@ impl<B: Build> Lifecycle<B> {
             compared: 0,
             agreed: 0,
         };
+        // A shadow present from the start starts from nothing, like the active one.
         if let Some(shadow) = shadow {
-            lifecycle.start_shadow(shadow);
+            match Version::start(shadow, &lifecycle.config, None, Status::Shadow) {
+                Ok(shadow) => lifecycle.shadow = Some(shadow),
+                Err(fault) => tracing::warn!("{}shadow of {} {name} could not start: {fault}", lifecycle.scope(), B::NOUN),
+            }
         }
         Ok(lifecycle)
     }
@@ -254,7 +261,10 @@ impl<B: Build> Lifecycle<B> {
                     let retried = self.active.call(&self.config, f);
                     return Fault { fault, failures_in_row, then: AfterFault::RolledBack { bad: bad_build, previous, message, retried } };
                 }
-                Err(e) => tracing::error!("{}{noun} {name}: cannot roll back to version {}: {e}", self.scope(), previous.label()),
+                Err(e) => {
+                    let message = format!("{noun} {name}: cannot roll back to version {}: {e}", previous.label());
+                    self.event(Level::ERROR, "rollback_failed", &format!("{}{message}", self.scope()));
+                }
             }
         }
         if failures_in_row >= self.max_failures {
@@ -278,7 +288,7 @@ impl<B: Build> Lifecycle<B> {
                 if shadow.counters.failures_in_row >= self.max_failures {
                     shadow.stop(Status::Quarantined);
                     let message = format!("{noun} {name} (shadow {version}) quarantined after {} failed calls in a row", self.max_failures);
-                    self.event(Level::WARN, "quarantined", &format!("{}{message}", self.scope()));
+                    self.event(Level::WARN, "shadow_quarantined", &format!("{}{message}", self.scope()));
                 }
                 None
             }
@@ -298,7 +308,9 @@ impl<B: Build> Lifecycle<B> {
         let (noun, name, scope) = (B::NOUN, self.name.clone(), self.scope());
         let mut outcome = Ok(());
         let rolled_back = self.retired.iter().any(|v| v.build.same_version(wanted));
-        if !wanted.same_version(&self.active.build) && !rolled_back {
+        if rolled_back && !wanted.same_version(&self.active.build) {
+            tracing::info!("{scope}{noun} {name} version {} was rolled back; it does not take over again", wanted.label());
+        } else if !wanted.same_version(&self.active.build) {
             let started = Instant::now();
             let state = self.active.current_state();
             let next = match self.shadow.take_if(|s| s.build.same_version(wanted)) {
@@ -313,13 +325,13 @@ impl<B: Build> Lifecycle<B> {
             };
             match next {
                 Ok(next) => {
-                    let message = format!(
-                        "{scope}{noun} {name} {} -> {} between two calls ({} bytes of state handed over in {:.1} ms)",
-                        self.active.build.label(),
-                        next.build.label(),
-                        state.as_ref().map_or(0, Vec::len),
-                        started.elapsed().as_secs_f64() * 1000.0
-                    );
+                    let ms = started.elapsed().as_secs_f64() * 1000.0;
+                    let handed = match &state {
+                        Some(state) => format!("{} bytes of state handed over in {ms:.1} ms", state.len()),
+                        None => format!("no state to hand over; {ms:.1} ms"),
+                    };
+                    let (from, to) = (self.active.build.label(), next.build.label());
+                    let message = format!("{scope}{noun} {name} {from} -> {to} between two calls ({handed})");
                     self.event(Level::INFO, "swapped", &message);
                     let old = std::mem::replace(&mut self.active, next);
                     let old_config = std::mem::replace(&mut self.config, config);

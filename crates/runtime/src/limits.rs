@@ -234,6 +234,23 @@ impl Drop for EpochTicker {
     }
 }
 
+/// Longest metric or column name a plugin's answer keeps, in bytes.
+pub const MAX_NAME: usize = 128;
+
+/// `text` cut to at most `max` bytes at a character boundary, ending in
+/// `…` when something was cut.
+pub fn cut(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut at = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    text.truncate(at);
+    text.push('…');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

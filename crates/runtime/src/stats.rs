@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::PluginFault;
+use crate::fault::PluginFault;
 
 /// Call durations kept per plugin for the percentiles.
 const TIMING_SAMPLES: usize = 1024;

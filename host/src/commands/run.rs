@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use clean_host::config::{ConfigFile, OutputFormat};
+use clean_host::config::ConfigFile;
 use clean_host::dispatch::handlers::Handlers;
+use clean_host::dispatch::OutputFormat;
 use clean_host::dispatch::{AlertLedger, Outputs};
 use clean_host::history::{History, HistoryReader};
 use clean_host::http::{self, ApiState, LiveStatus};

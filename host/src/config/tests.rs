@@ -144,7 +144,8 @@ fn the_documented_configs_parse() {
 
 /// Every key the config types accept, found by asking them: a deserializer
 /// that answers nothing, but records the fields of the struct at the end of
-/// a path and descends along the path (through options, lists and maps).
+/// a path and descends along the path (through options, lists and maps, whose
+/// keys it calls `NAME`).
 mod config_keys {
     use std::cell::RefCell;
     use std::fmt;
@@ -168,8 +169,8 @@ mod config_keys {
         }
     }
 
-    /// Found struct fields, as (path of keys, fields of the struct there).
-    type Found = RefCell<Vec<(Vec<String>, &'static [&'static str])>>;
+    /// Found structs: (its name, its path of keys, its fields).
+    type Found = RefCell<Vec<(&'static str, Vec<String>, &'static [&'static str])>>;
 
     struct Probe<'a> {
         path: &'a [String],
@@ -184,10 +185,10 @@ mod config_keys {
             Err(Stop("a value".into()))
         }
 
-        fn deserialize_struct<V: Visitor<'de>>(self, _: &'static str, fields: &'static [&'static str], visitor: V) -> Result<V::Value, Stop> {
+        fn deserialize_struct<V: Visitor<'de>>(self, name: &'static str, fields: &'static [&'static str], visitor: V) -> Result<V::Value, Stop> {
             match self.path.split_first() {
                 None => {
-                    self.found.borrow_mut().push((self.at, fields));
+                    self.found.borrow_mut().push((name, self.at, fields));
                     Err(Stop("recorded".into()))
                 }
                 Some((key, rest)) if fields.contains(&key.as_str()) => {
@@ -212,7 +213,9 @@ mod config_keys {
         }
 
         fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Stop> {
-            visitor.visit_map(One { key: Some("NAME".into()), value: Some(self) })
+            let mut at = self.at;
+            at.push("NAME".into());
+            visitor.visit_map(One { key: Some("NAME".into()), value: Some(Probe { at, ..self }) })
         }
 
         serde::forward_to_deserialize_any! {
@@ -247,16 +250,16 @@ mod config_keys {
         }
     }
 
-    /// (path, key) of every key `T` accepts, breadth first.
-    pub fn of<T: for<'de> serde::Deserialize<'de>>() -> Vec<(String, &'static str)> {
+    /// (struct, path, key) of every key `T` accepts.
+    pub fn of<T: for<'de> serde::Deserialize<'de>>() -> Vec<(&'static str, Vec<String>, &'static str)> {
         let (found, mut keys, mut paths) = (Found::default(), Vec::new(), vec![Vec::<String>::new()]);
         while let Some(path) = paths.pop() {
             let before = found.borrow().len();
             let _ = T::deserialize(Probe { path: &path, at: Vec::new(), found: &found });
             let new: Vec<_> = found.borrow()[before..].to_vec();
-            for (at, fields) in new {
+            for (name, at, fields) in new {
                 for field in fields {
-                    keys.push((at.join("."), *field));
+                    keys.push((name, at.clone(), *field));
                     let mut next = path.clone();
                     next.push(field.to_string());
                     paths.push(next);
@@ -267,18 +270,44 @@ mod config_keys {
     }
 }
 
+/// The dotted path of every key set in `value` (arrays of tables add no step).
+fn key_paths(value: &toml::Value, at: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    match value {
+        toml::Value::Table(table) => {
+            for (key, value) in table {
+                at.push(key.clone());
+                out.push(at.clone());
+                key_paths(value, at, out);
+                at.pop();
+            }
+        }
+        toml::Value::Array(items) => items.iter().for_each(|item| key_paths(item, at, out)),
+        _ => {}
+    }
+}
+
 #[test]
 fn every_config_key_is_in_the_config_reference() {
-    let docs: String = ["config.md", "operating.md"]
-        .iter()
-        .map(|doc| std::fs::read_to_string(format!("{}/../docs/{doc}", env!("CARGO_MANIFEST_DIR"))).unwrap())
-        .flat_map(|text| text.split("```toml\n").skip(1).map(|b| b.split("```").next().unwrap().to_string()).collect::<Vec<_>>())
-        .collect();
+    let mut documented = Vec::new();
+    for doc in ["config.md", "operating.md"] {
+        let text = std::fs::read_to_string(format!("{}/../docs/{doc}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        for block in text.split("```toml\n").skip(1).map(|b| b.split("```").next().unwrap()) {
+            key_paths(&toml::from_str(block).unwrap(), &mut Vec::new(), &mut documented);
+        }
+    }
     let keys = config_keys::of::<ConfigFile>();
-    assert!(keys.len() > 50 && keys.iter().any(|(path, key)| path == "pipelines.broker" && *key == "claim_idle_ms"), "{keys:?}");
-    let used = |key: &str| {
-        docs.lines().map(|l| l.split('#').next().unwrap_or("")).any(|line| line.split(|c: char| !(c.is_alphanumeric() || c == '_')).any(|word| word == key))
+    let claim = keys.iter().find(|(_, path, key)| path.join(".") == "pipelines.broker" && *key == "claim_idle_ms");
+    assert!(keys.len() > 50 && claim.is_some(), "{keys:?}");
+    // A key is documented where one of the paths its struct is used at shows it.
+    let shown = |path: &[String], key: &str| {
+        documented.iter().any(|d| d.len() == path.len() + 1 && d[path.len()] == key && path.iter().zip(d).all(|(p, d)| p == "NAME" || p == d))
     };
-    let missing: Vec<String> = keys.iter().filter(|(_, key)| !used(key)).map(|(path, key)| format!("{path}.{key}")).collect();
-    assert!(missing.is_empty(), "config keys no TOML example in docs/config.md or docs/operating.md uses: {missing:?}");
+    let mut missing = std::collections::BTreeSet::new();
+    for (name, _, key) in &keys {
+        if !keys.iter().filter(|(n, _, k)| n == name && k == key).any(|(_, path, _)| shown(path, key)) {
+            let paths: Vec<String> = keys.iter().filter(|(n, _, k)| n == name && k == key).map(|(_, p, _)| p.join(".")).collect();
+            missing.insert(format!("{name}.{key} (at {})", paths.join(" or ")));
+        }
+    }
+    assert!(missing.is_empty(), "config keys no TOML example in docs/config.md or docs/operating.md sets: {missing:#?}");
 }

@@ -7,4 +7,4 @@ mod ledger;
 mod output;
 
 pub use ledger::{AlertKey, AlertLedger};
-pub use output::Outputs;
+pub use output::{OutputConfig, OutputFormat, Outputs};

@@ -2,10 +2,30 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::config::OutputFormat;
+use serde::Deserialize;
+
 use clean_host_quality::alert::{Alert, WindowSummary};
+
+/// Where alerts go besides the terminal.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutputConfig {
+    /// `human` (default) or `json` lines on stdout.
+    pub format: Option<OutputFormat>,
+    /// Also append every alert as a JSON line to this file.
+    pub file: Option<PathBuf>,
+    /// Append one JSON line per analysed window (offsets, records, score, findings) to this file.
+    pub windows_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    Human,
+    Json,
+}
 
 /// Where alerts are written: stdout in one format, optionally a JSON-lines
 /// file; and the window log, one JSON line per analysed window.

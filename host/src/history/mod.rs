@@ -129,8 +129,8 @@ pub struct WindowRecord {
     pub alerts: Vec<AlertRow>,
 }
 
-/// Something that happened to a plugin: loaded, reloaded, rejected,
-/// rolled back, quarantined, promoted, removed.
+/// Something that happened to a plugin (the events of
+/// [`clean_host_runtime::events`]).
 #[derive(Debug, Clone)]
 pub struct PluginEvent {
     pub tenant: String,

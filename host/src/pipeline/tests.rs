@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::config::OutputFormat;
+use crate::dispatch::OutputFormat;
 use clean_host_core::bindings::{Analysis, ColumnValues, Finding, Severity};
 use clean_host_quality::alert::AlertConfig;
 use clean_host_quality::analysis::{tenant_call_pool, Candidate, Catalog, CatalogEntry, DetectorSet};

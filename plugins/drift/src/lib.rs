@@ -38,10 +38,11 @@
 //! The reference follows legitimate change (a trailing reference): the
 //! windows since it was frozen make the next one, which takes over every
 //! `refresh_windows` windows, so a slow seasonal change is followed, never
-//! alerted. A drift lasting [`NEW_NORMAL_AFTER`](clean_host_sdk::stats::NEW_NORMAL_AFTER) windows in a row is a new
-//! normal: its own windows become the reference at once. Windows of a
-//! shorter drift go into no reference. Pinned references never change, and
-//! judge from the first window: they say what the column should look like.
+//! alerted. A drift lasting `NEW_NORMAL_AFTER` windows in a row (see
+//! [`Departures`]) is a new normal: its own windows become the reference at
+//! once. Windows of a shorter drift go into no reference. Pinned references
+//! never change, and judge from the first window: they say what the column
+//! should look like.
 
 mod level_step;
 mod tests_of_fit;
@@ -313,7 +314,7 @@ impl Drift {
     /// Take a judged (or not yet judged) column's window into its next
     /// reference, and freeze that when it is due: the trailing one every
     /// `refresh_windows` windows, a drift's own once it lasted
-    /// [`NEW_NORMAL_AFTER`](clean_host_sdk::stats::NEW_NORMAL_AFTER) windows. A shorter drift leaves nothing behind.
+    /// `NEW_NORMAL_AFTER` windows. A shorter drift leaves nothing behind.
     fn advance(&mut self, name: &str, values: &Values, drifted: bool) -> Result<(), String> {
         if self.pinned.iter().any(|p| p == name) {
             return Ok(());

@@ -1,5 +1,5 @@
-//! From findings to alerts: thresholds, severities, cooldown, and the
-//! built-in outputs (human lines or JSON lines on stdout, a JSON-lines file).
+//! From findings to alerts: thresholds, severities, confidence, cooldown and
+//! incidents. Where the alerts then go is the host's (its `dispatch`).
 //!
 //! A finding becomes an alert when its severity reaches `min_severity`, any
 //! per-metric rule agrees, it is sure (its rate's interval over the window's
@@ -20,7 +20,7 @@
 //!
 //! One fault often trips several rules at once (an outlier burst: the
 //! outlier rate, and EWMA and CUSUM on the column's mean). The alerts of one
-//! window about one column are one [`Incident`]; so are a window's alerts
+//! window about one column are one incident ([`incidents`]); so are a window's alerts
 //! about no column. Outputs and the history keep every alert; alert handlers
 //! get one per incident.
 //!

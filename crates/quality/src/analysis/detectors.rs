@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use rayon::prelude::*;
 
 use super::{plugin_finding, validate, Candidate, Catalog, CatalogEntry, FindingOrigin, HostFinding, WindowAnalysis};
-use clean_host_core::bindings::{Analysis, Batch, MetricValue, Severity};
+use clean_host_core::bindings::{Analysis, Batch, Finding, MetricValue, Severity};
 use clean_host_runtime::events::plugin_event;
 use clean_host_runtime::lifecycle::{AfterFault, Build, Fault, Lifecycle, Owner};
 use clean_host_runtime::{Analyzer, PluginFault, PluginStats};
@@ -65,7 +65,7 @@ impl DetectorSet {
 
 /// What one detector said about one window.
 #[derive(Default)]
-struct SlotResult {
+struct DetectorResult {
     findings: Vec<HostFinding>,
     metrics: Vec<MetricValue>,
     shadow_findings: Vec<HostFinding>,
@@ -80,30 +80,34 @@ fn host_finding(detector: &str, origin: FindingOrigin, metric: &str, severity: S
     HostFinding { detector: detector.to_string(), origin, finding: plugin_finding(metric, severity, message, value, threshold) }
 }
 
-fn data(detector: &str, analysis: Analysis, into: &mut SlotResult) {
-    let origin = FindingOrigin::Data;
-    into.findings.extend(analysis.findings.into_iter().map(|finding| HostFinding { detector: detector.to_string(), origin, finding }));
+/// A detector's findings about the data.
+fn data_findings(detector: &str, findings: Vec<Finding>) -> impl Iterator<Item = HostFinding> + '_ {
+    findings.into_iter().map(move |finding| HostFinding { detector: detector.to_string(), origin: FindingOrigin::Data, finding })
+}
+
+fn push_answer(detector: &str, analysis: Analysis, into: &mut DetectorResult) {
+    into.findings.extend(data_findings(detector, analysis.findings));
     into.metrics.extend(analysis.metrics);
 }
 
 /// One detector on one window: the active version (its faults become
 /// findings, a rollback also rolls the tenant's catalog back), then the
 /// shadow, compared with it.
-fn analyze(slot: &mut Lifecycle<Candidate>, batch: &Batch, max_failures: u32, catalog: &Catalog) -> SlotResult {
+fn analyze(detector: &mut Lifecycle<Candidate>, batch: &Batch, max_failures: u32, catalog: &Catalog) -> DetectorResult {
     let rows = batch.row_count;
     let call = |instance: &mut Box<dyn Analyzer>| {
         let mut analysis = instance.analyze(batch)?;
         validate(&mut analysis, rows).map_err(PluginFault::InvalidOutput)?;
         Ok(analysis)
     };
-    let name = slot.name().to_string();
-    let mut out = SlotResult::default();
+    let name = detector.name().to_string();
+    let mut out = DetectorResult::default();
     let mut active_keys = None;
-    match slot.call(call) {
+    match detector.call(call) {
         None => {}
         Some(Ok(analysis)) => {
             active_keys = Some(finding_keys(&analysis));
-            data(&name, analysis, &mut out);
+            push_answer(&name, analysis, &mut out);
         }
         Some(Err(Fault { fault, failures_in_row, then })) => {
             let (failures, max) = (f64::from(failures_in_row), f64::from(max_failures));
@@ -120,18 +124,17 @@ fn analyze(slot: &mut Lifecycle<Candidate>, batch: &Batch, max_failures: u32, ca
                     out.findings.push(host_finding(&name, FindingOrigin::Quarantine, "plugin_rolled_back", Severity::Critical, message, 1.0, 0.0));
                     // The window the new version failed on still gets analysed.
                     if let Ok(analysis) = retried {
-                        data(&name, analysis, &mut out);
+                        push_answer(&name, analysis, &mut out);
                     }
                 }
             }
         }
     }
-    if let Some(analysis) = slot.call_shadow(call) {
+    if let Some(analysis) = detector.call_shadow(call) {
         if let Some(keys) = &active_keys {
-            slot.compare(finding_keys(&analysis) == *keys);
+            detector.compare(finding_keys(&analysis) == *keys);
         }
-        let origin = FindingOrigin::Data;
-        out.shadow_findings.extend(analysis.findings.into_iter().map(|finding| HostFinding { detector: name.clone(), origin, finding }));
+        out.shadow_findings.extend(data_findings(&name, analysis.findings));
     }
     out
 }
@@ -140,8 +143,8 @@ fn analyze(slot: &mut Lifecycle<Candidate>, batch: &Batch, max_failures: u32, ca
 pub struct Detectors {
     pipeline: String,
     set: DetectorSet,
-    slots: RwLock<Vec<Mutex<Lifecycle<Candidate>>>>,
-    /// The catalog generation the slots follow.
+    running: RwLock<Vec<Mutex<Lifecycle<Candidate>>>>,
+    /// The catalog generation the running detectors follow.
     seen: AtomicU64,
     max_failures: u32,
 }
@@ -169,17 +172,17 @@ impl Detectors {
             }
         }
         let mut detectors =
-            Detectors { pipeline: pipeline.to_string(), set, slots: RwLock::default(), seen: AtomicU64::new(seen), max_failures: max_failures.max(1) };
-        let mut slots = Vec::new();
+            Detectors { pipeline: pipeline.to_string(), set, running: RwLock::default(), seen: AtomicU64::new(seen), max_failures: max_failures.max(1) };
+        let mut running = Vec::new();
         for name in names {
-            let slot = detectors.slot(&name, &entries[&name]).map_err(|f| format!("plugin {name}: {f}"))?;
-            slots.push(Mutex::new(slot));
+            let detector = detectors.start(&name, &entries[&name]).map_err(|f| format!("plugin {name}: {f}"))?;
+            running.push(Mutex::new(detector));
         }
-        detectors.slots = RwLock::new(slots);
+        detectors.running = RwLock::new(running);
         Ok(detectors)
     }
 
-    fn slot(&self, name: &str, entry: &CatalogEntry) -> Result<Lifecycle<Candidate>, PluginFault> {
+    fn start(&self, name: &str, entry: &CatalogEntry) -> Result<Lifecycle<Candidate>, PluginFault> {
         let owner = Owner { tenant: self.tenant().to_string(), pipeline: Some(self.pipeline.clone()) };
         let config = self.set.config_json(name, &entry.active);
         Lifecycle::start(name, owner, entry.active.clone(), config, entry.shadow.clone(), self.max_failures)
@@ -197,10 +200,10 @@ impl Detectors {
         }
         let entries = self.set.catalog.entries();
         let mut findings = Vec::new();
-        let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
-        slots.retain(|slot| {
-            let slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-            let name = slot.name();
+        let mut running = self.running.write().unwrap_or_else(|p| p.into_inner());
+        running.retain(|detector| {
+            let detector = detector.lock().unwrap_or_else(|p| p.into_inner());
+            let name = detector.name();
             let kept = entries.contains_key(name);
             if !kept {
                 let message = format!("pipeline {}: plugin {name} was removed from the plugins folder; it no longer runs", self.pipeline);
@@ -208,25 +211,25 @@ impl Detectors {
             }
             kept
         });
-        for slot in slots.iter() {
-            let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-            let entry = &entries[slot.name()];
-            let config = self.set.config_json(slot.name(), &entry.active);
-            if let Err(message) = slot.follow(&entry.active, entry.shadow.as_ref(), config) {
-                let name = slot.name();
+        for detector in running.iter() {
+            let mut detector = detector.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = &entries[detector.name()];
+            let config = self.set.config_json(detector.name(), &entry.active);
+            if let Err(message) = detector.follow(&entry.active, entry.shadow.as_ref(), config) {
+                let name = detector.name();
                 findings.push(host_finding(name, FindingOrigin::PluginError, "plugin_reload_rejected", Severity::Warning, message, 1.0, 0.0));
             }
         }
         for (name, entry) in &entries {
-            let present = slots.iter().any(|s| s.lock().unwrap_or_else(|p| p.into_inner()).name() == name);
+            let present = running.iter().any(|s| s.lock().unwrap_or_else(|p| p.into_inner()).name() == name);
             if present || !self.set.wants(name) {
                 continue;
             }
-            match self.slot(name, entry) {
-                Ok(slot) => {
+            match self.start(name, entry) {
+                Ok(detector) => {
                     let message = format!("pipeline {}: plugin {name} {} added", self.pipeline, entry.active.label());
                     plugin_event(Level::INFO, self.tenant(), Some(&self.pipeline), name, "added", &message);
-                    slots.push(Mutex::new(slot));
+                    running.push(Mutex::new(detector));
                 }
                 Err(fault) => {
                     let message = format!("new plugin {name} could not start: {fault}");
@@ -240,13 +243,13 @@ impl Detectors {
 
     pub fn analyze(&self, batch: &Batch) -> WindowAnalysis {
         let mut out = WindowAnalysis { findings: self.follow_catalog(), ..Default::default() };
-        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
-        let results: Vec<(SlotResult, String)> = self.set.pool.install(|| {
-            slots
+        let running = self.running.read().unwrap_or_else(|p| p.into_inner());
+        let results: Vec<(DetectorResult, String)> = self.set.pool.install(|| {
+            running
                 .par_iter()
-                .map(|slot| {
-                    let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-                    (analyze(&mut slot, batch, self.max_failures, &self.set.catalog), slot.name().to_string())
+                .map(|detector| {
+                    let mut detector = detector.lock().unwrap_or_else(|p| p.into_inner());
+                    (analyze(&mut detector, batch, self.max_failures, &self.set.catalog), detector.name().to_string())
                 })
                 .collect()
         });
@@ -259,8 +262,8 @@ impl Detectors {
     }
 
     pub fn stats(&self) -> Vec<PluginStats> {
-        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
-        slots.iter().flat_map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).stats()).collect()
+        let running = self.running.read().unwrap_or_else(|p| p.into_inner());
+        running.iter().flat_map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).stats()).collect()
     }
 }
 

@@ -6,6 +6,10 @@
 //! its own charged to the tenant's budget; a tenant's handlers receive only
 //! its own pipelines' alerts and can reach only its own destinations.
 
+mod config;
+
+pub use config::{HandlerConfig, TenantConfig, TenantLimits, DEFAULT_TENANT};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,7 +17,6 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{TenantConfig, DEFAULT_TENANT};
 use crate::dispatch::handlers::{HandlerPlugins, HandlerRoute, Handlers};
 use crate::reload::{FolderState, TenantFolder};
 use clean_host_quality::analysis::{tenant_call_pool, Candidate, Catalog, CatalogEntry};
