@@ -67,10 +67,51 @@ impl Departures {
 /// [`NEW_NORMAL_AFTER`] windows is a new normal: the history restarts from
 /// those windows.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(from = "SavedHistory", into = "SavedHistory")]
 pub struct History {
     values: std::collections::VecDeque<f64>,
     departures: Departures,
+    /// The same values in order (total order), kept as they come and go: a
+    /// detector asks for several quantiles of each history every window.
+    sorted: Vec<f64>,
+}
+
+/// A [`History`] as state: its values in the order they came.
+#[derive(Default, Serialize, Deserialize)]
+#[serde(default)]
+struct SavedHistory {
+    values: std::collections::VecDeque<f64>,
+    departures: Departures,
+}
+
+impl From<SavedHistory> for History {
+    fn from(saved: SavedHistory) -> Self {
+        let values: std::collections::VecDeque<f64> = saved.values.into_iter().filter(|v| !v.is_nan()).collect();
+        let mut sorted: Vec<f64> = values.iter().copied().collect();
+        sorted.sort_unstable_by(f64::total_cmp);
+        History { values, departures: saved.departures, sorted }
+    }
+}
+
+impl From<History> for SavedHistory {
+    fn from(history: History) -> Self {
+        SavedHistory { values: history.values, departures: history.departures }
+    }
+}
+
+/// The `q` quantile of `sorted` after `f` (non-decreasing) maps each value:
+/// the same as [`quantile`] of the mapped values, without sorting them.
+fn sorted_quantile(sorted: &[f64], q: f64, f: impl Fn(f64) -> f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let pos = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let (lo_v, frac) = (f(sorted[lo]), pos - lo as f64);
+    match sorted.get(lo + 1) {
+        Some(&hi) if frac != 0.0 => lo_v + (f(hi) - lo_v) * frac,
+        _ => lo_v,
+    }
 }
 
 impl History {
@@ -84,8 +125,7 @@ impl History {
 
     /// The median value (NaN when empty).
     pub fn median(&self) -> f64 {
-        let mut v: Vec<f64> = self.values.iter().copied().collect();
-        quantile(&mut v, 0.5)
+        sorted_quantile(&self.sorted, 0.5, |x| x)
     }
 
     /// Q3 + 3 IQR of the values, once [`MIN_HISTORY`] are known.
@@ -99,8 +139,7 @@ impl History {
         if self.values.len() < MIN_HISTORY {
             return None;
         }
-        let mut v: Vec<f64> = self.values.iter().copied().collect();
-        let (q1, q3) = (quantile(&mut v, 0.25), quantile(&mut v, 0.75));
+        let (q1, q3) = (sorted_quantile(&self.sorted, 0.25, |x| x), sorted_quantile(&self.sorted, 0.75, |x| x));
         Some((q1 - k * (q3 - q1), q3 + k * (q3 - q1)))
     }
 
@@ -111,29 +150,34 @@ impl History {
         if self.values.len() < MIN_HISTORY {
             return None;
         }
-        let mut v: Vec<f64> = self.values.iter().map(|x| x.max(0.0).cbrt()).collect();
-        let (q1, q3) = (quantile(&mut v, 0.25), quantile(&mut v, 0.75));
+        let root = |x: f64| x.max(0.0).cbrt();
+        let (q1, q3) = (sorted_quantile(&self.sorted, 0.25, root), sorted_quantile(&self.sorted, 0.75, root));
         Some((q3 + 3.0 * (q3 - q1)).powi(3))
     }
 
     /// The `q` quantile of the values, once [`MIN_HISTORY`] are known.
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        if self.values.len() < MIN_HISTORY {
-            return None;
-        }
-        let mut v: Vec<f64> = self.values.iter().copied().collect();
-        Some(quantile(&mut v, q))
+        (self.values.len() >= MIN_HISTORY).then(|| sorted_quantile(&self.sorted, q, |x| x))
     }
 
-    /// Take in a window's value and whether it departed.
+    /// Take in a window's value (a NaN says nothing: left out) and whether it departed.
     pub fn push(&mut self, value: f64, departed: bool) {
-        if self.values.len() == HISTORY_WINDOWS {
-            self.values.pop_front();
+        if !value.is_nan() {
+            if self.values.len() == HISTORY_WINDOWS {
+                let oldest = self.values.pop_front().expect("full");
+                if let Ok(at) = self.sorted.binary_search_by(|x| x.total_cmp(&oldest)) {
+                    self.sorted.remove(at);
+                }
+            }
+            self.values.push_back(value);
+            let at = self.sorted.partition_point(|x| x.total_cmp(&value).is_lt());
+            self.sorted.insert(at, value);
         }
-        self.values.push_back(value);
         if self.departures.observe(departed) {
-            let keep = self.values.len() - NEW_NORMAL_AFTER as usize;
+            let keep = self.values.len().saturating_sub(NEW_NORMAL_AFTER as usize);
             self.values.drain(..keep);
+            self.sorted = self.values.iter().copied().collect();
+            self.sorted.sort_unstable_by(f64::total_cmp);
         }
     }
 }
@@ -251,6 +295,28 @@ impl Ewma {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_history_answers_as_sorting_its_values_would() {
+        let mut rng = crate::testing::Rng(3);
+        let mut h = History::default();
+        for i in 0..600 {
+            let departed = i % 300 >= 294;
+            h.push(if departed { 50.0 + rng.uniform() } else { rng.uniform() * rng.uniform() }, departed);
+            let restored: History = serde_json::from_str(&serde_json::to_string(&h).unwrap()).unwrap();
+            for h in [&h, &restored] {
+                let mut v: Vec<f64> = h.values.iter().copied().collect();
+                assert_eq!(h.median().to_bits(), quantile(&mut v.clone(), 0.5).to_bits());
+                if h.len() >= MIN_HISTORY {
+                    assert_eq!(h.quantile(0.98), Some(quantile(&mut v, 0.98)));
+                    let mut roots: Vec<f64> = h.values.iter().map(|x| x.max(0.0).cbrt()).collect();
+                    let (q1, q3) = (quantile(&mut roots, 0.25), quantile(&mut roots, 0.75));
+                    assert_eq!(h.far_out_skewed(), Some((q3 + 3.0 * (q3 - q1)).powi(3)));
+                }
+            }
+        }
+        assert!(h.len() <= HISTORY_WINDOWS && h.sorted.len() == h.len());
+    }
 
     #[test]
     fn a_departure_is_the_new_normal_only_once_it_lasts() {

@@ -90,15 +90,15 @@ impl TimeLikeColumns {
 
     /// Take in every numeric column of `batch`.
     pub fn observe(&mut self, batch: &Batch) {
-        let times = [batch.info.start_ms, batch.info.end_ms, batch.info.closed_at_ms];
+        let epochs = EpochRanges::around(&[batch.info.start_ms, batch.info.end_ms, batch.info.closed_at_ms]);
         for column in &batch.columns {
             if let Some(view) = column.numeric() {
-                self.observe_column(column, view, &times);
+                self.observe_column(column, view, &epochs);
             }
         }
     }
 
-    fn observe_column(&mut self, column: &Column, view: NumericView, times: &[i64]) {
+    fn observe_column(&mut self, column: &Column, view: NumericView, epochs: &EpochRanges) {
         let evidence = match self.columns.get_mut(&column.name) {
             Some(e) => e,
             None => self.columns.entry(column.name.clone()).or_insert(Evidence { unit_ups: true, ..Evidence::default() }),
@@ -107,6 +107,7 @@ impl TimeLikeColumns {
         if values.peek().is_none() {
             return;
         }
+        let epochs_at = epochs;
         let (mut n, mut downs, mut epochs, mut hhmm) = (0usize, 0usize, 0usize, 0usize);
         let (mut low, mut high) = (f64::INFINITY, f64::NEG_INFINITY);
         let mut previous = evidence.last;
@@ -123,8 +124,8 @@ impl TimeLikeColumns {
                     evidence.unit_ups &= integers && v - p == 1.0;
                 }
             }
-            epochs += usize::from(is_epoch(v, times));
-            hhmm += usize::from(integers && (0.0..=2400.0).contains(&v) && v % 100.0 < 60.0);
+            epochs += usize::from(epochs_at.holds(v));
+            hhmm += usize::from(integers && (0.0..=2400.0).contains(&v) && (v as i64) % 100 < 60);
             (low, high) = (low.min(v), high.max(v));
             previous = Some(v);
         }
@@ -158,15 +159,30 @@ impl TimeLikeColumns {
     }
 }
 
-/// Whether `v` reads as an epoch time (s, ms, µs or ns) within a year of one of `times`.
-fn is_epoch(v: f64, times: &[i64]) -> bool {
-    if v <= 0.0 {
-        return false;
+/// The values that read as an epoch time (s, ms, µs or ns) within a year of
+/// one of a window's times: one range per unit and time, worked out once a
+/// window rather than once a value.
+struct EpochRanges {
+    ranges: Vec<(f64, f64)>,
+    /// Below the lowest range or above the highest, nothing is an epoch time.
+    low: f64,
+    high: f64,
+}
+
+impl EpochRanges {
+    fn around(times: &[i64]) -> Self {
+        let ranges: Vec<(f64, f64)> = [1e3, 1.0, 1e-3, 1e-6]
+            .iter()
+            .flat_map(|&scale| times.iter().filter(|&&t| t > 0).map(move |&t| ((t as f64 - YEAR_MS) / scale, (t as f64 + YEAR_MS) / scale)))
+            .collect();
+        let low = ranges.iter().map(|r| r.0).fold(f64::INFINITY, f64::min).max(0.0);
+        let high = ranges.iter().map(|r| r.1).fold(f64::NEG_INFINITY, f64::max);
+        EpochRanges { ranges, low, high }
     }
-    [1e3, 1.0, 1e-3, 1e-6].iter().any(|scale| {
-        let ms = v * scale;
-        times.iter().any(|&t| t > 0 && (ms - t as f64).abs() <= YEAR_MS)
-    })
+
+    fn holds(&self, v: f64) -> bool {
+        v > self.low && v <= self.high && self.ranges.iter().any(|&(lo, hi)| v >= lo && v <= hi)
+    }
 }
 
 #[cfg(test)]
