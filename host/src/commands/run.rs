@@ -203,11 +203,14 @@ impl RateMeter {
 }
 
 /// Give each pipeline's control rules the windows the history kept from
-/// earlier runs, so a restart does not start their baselines over.
+/// earlier runs of the same stream (tenant, pipeline and source), so a
+/// restart does not start their baselines over and another stream does not
+/// inherit them.
 fn warm_control_rules(pipelines: &mut [Pipeline], history: &Path) -> Result<()> {
     let reader = HistoryReader::open(history)?;
     for p in pipelines {
-        let past = reader.past_windows(&p.tenant, &p.name, p.router.warm_windows()).with_context(|| format!("reading {}", history.display()))?;
+        let source = p.source.name();
+        let past = reader.past_windows(&p.tenant, &p.name, &source, p.router.warm_windows()).with_context(|| format!("reading {}", history.display()))?;
         if !past.is_empty() {
             p.router.warm(&past);
             tracing::info!("pipeline {}: control rules picked up {} windows from the history", p.name, past.len());

@@ -15,8 +15,9 @@
 //! ones cover the same positions (acks are cumulative).
 //!
 //! A window analysed again after a restart (a broker replays from its last
-//! commit) has the same pipeline, partition and offsets: it is kept once,
-//! as first written. The file is in WAL mode, so a `kill -9` loses at most
+//! commit) has the same tenant, pipeline, source, partition and offsets: it
+//! is kept once, as first written. Another source under the same pipeline
+//! name (another file) has windows of its own. The file is in WAL mode, so a `kill -9` loses at most
 //! the transaction being written, and readers (the HTTP API) never block
 //! the writer.
 
@@ -119,6 +120,8 @@ pub struct AlertRow {
 pub struct WindowRecord {
     pub tenant: String,
     pub pipeline: String,
+    /// The stream the window is of: a file path or a broker URL.
+    pub source: String,
     pub window: WindowRef,
     pub analysed_ms: i64,
     pub score: f64,
@@ -172,11 +175,13 @@ pub struct HistoryWriter {
     handle: JoinHandle<()>,
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS windows (
+/// The windows table, by whatever name: a window is known by its tenant,
+/// pipeline and source (file path or broker URL), partition and offsets.
+const WINDOWS_TABLE: &str = "(
     id INTEGER PRIMARY KEY,
     tenant TEXT NOT NULL,
     pipeline TEXT NOT NULL,
+    source TEXT NOT NULL DEFAULT '',
     partition INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     first_offset TEXT NOT NULL,
@@ -189,8 +194,10 @@ CREATE TABLE IF NOT EXISTS windows (
     alerts INTEGER NOT NULL,
     score_low REAL,
     score_high REAL,
-    UNIQUE (pipeline, partition, first_offset, last_offset)
-);
+    UNIQUE (tenant, pipeline, source, partition, first_offset, last_offset)
+)";
+
+const SCHEMA: &str = "
 CREATE INDEX IF NOT EXISTS windows_by_tenant_time ON windows (tenant, analysed_ms);
 CREATE INDEX IF NOT EXISTS windows_by_time ON windows (analysed_ms);
 CREATE TABLE IF NOT EXISTS findings (
@@ -266,13 +273,39 @@ fn open(path: &Path) -> Result<Connection, HistoryError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| HistoryError::Io { path: dir.into(), source })?;
     }
-    let conn = Connection::open(path).map_err(sqlite)?;
+    let mut conn = Connection::open(path).map_err(sqlite)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(sqlite)?;
     // WAL + NORMAL: a crashed process loses nothing committed; readers never block the writer.
     conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;").map_err(sqlite)?;
-    conn.execute_batch(SCHEMA).map_err(sqlite)?;
+    conn.execute_batch(&format!("CREATE TABLE IF NOT EXISTS windows {WINDOWS_TABLE}; {SCHEMA}")).map_err(sqlite)?;
     add_columns(&conn).map_err(sqlite)?;
+    key_windows_by_source(&mut conn).map_err(sqlite)?;
     Ok(conn)
+}
+
+/// A file from before windows were known by their source kept one window
+/// per (pipeline, partition, offsets): another file's windows at the same
+/// offsets looked like replays and were not kept. SQLite cannot change a
+/// table's key in place, so the table is made again (its rows keep their
+/// ids, so findings and alerts keep their windows) with an empty source,
+/// and its indexes with it.
+fn key_windows_by_source(conn: &mut Connection) -> rusqlite::Result<()> {
+    if conn.prepare("SELECT 1 FROM pragma_table_info('windows') WHERE name = 'source'")?.exists([])? {
+        return Ok(());
+    }
+    let columns =
+        "id, tenant, pipeline, partition, seq, first_offset, last_offset, records, start_ms, end_ms, analysed_ms, score, alerts, score_low, score_high";
+    conn.execute_batch("PRAGMA foreign_keys = OFF;")?;
+    let tx = conn.transaction()?;
+    tx.execute_batch(&format!(
+        "CREATE TABLE windows_keyed {WINDOWS_TABLE};
+         INSERT INTO windows_keyed ({columns}) SELECT {columns} FROM windows;
+         DROP TABLE windows;
+         ALTER TABLE windows_keyed RENAME TO windows;
+         {SCHEMA}"
+    ))?;
+    tx.commit()?;
+    conn.execute_batch("PRAGMA foreign_keys = ON;")
 }
 
 impl History {
@@ -368,8 +401,8 @@ fn write_batch(conn: &mut Connection, batch: &[Entry], stats: &HistoryStats) -> 
     let (mut written, mut duplicates) = (0, 0);
     {
         let mut window = tx.prepare_cached(
-            "INSERT OR IGNORE INTO windows (tenant, pipeline, partition, seq, first_offset, last_offset, records, start_ms, end_ms, analysed_ms, score, alerts, score_low, score_high)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            "INSERT OR IGNORE INTO windows (tenant, pipeline, source, partition, seq, first_offset, last_offset, records, start_ms, end_ms, analysed_ms, score, alerts, score_low, score_high)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         )?;
         let mut finding = tx.prepare_cached(
             "INSERT INTO findings (window_id, detector, metric, column_name, value, threshold, severity, message, shadow) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -386,6 +419,7 @@ fn write_batch(conn: &mut Connection, batch: &[Entry], stats: &HistoryStats) -> 
                     let inserted = window.execute(params![
                         w.tenant,
                         w.pipeline,
+                        w.source,
                         w.window.partition,
                         w.window.seq as i64,
                         w.window.first_offset.to_string(),

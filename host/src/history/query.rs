@@ -275,17 +275,18 @@ impl HistoryReader {
     }
 
     /// The last `windows` windows of a pipeline, oldest first.
-    pub fn past_windows(&self, tenant: &str, pipeline: &str, windows: u32) -> rusqlite::Result<Vec<PastWindow>> {
-        self.with_conn(tenant, |conn| Self::past_windows_on(conn, tenant, pipeline, windows))
+    pub fn past_windows(&self, tenant: &str, pipeline: &str, source: &str, windows: u32) -> rusqlite::Result<Vec<PastWindow>> {
+        self.with_conn(tenant, |conn| Self::past_windows_on(conn, (tenant, pipeline, source), windows))
     }
 
-    fn past_windows_on(conn: &Connection, tenant: &str, pipeline: &str, windows: u32) -> rusqlite::Result<Vec<PastWindow>> {
-        let mut recent =
-            conn.prepare_cached("SELECT id, partition, score, score_high FROM windows WHERE tenant = ?1 AND pipeline = ?2 ORDER BY id DESC LIMIT ?3")?;
+    fn past_windows_on(conn: &Connection, (tenant, pipeline, source): (&str, &str, &str), windows: u32) -> rusqlite::Result<Vec<PastWindow>> {
+        let mut recent = conn.prepare_cached(
+            "SELECT id, partition, score, score_high FROM windows WHERE tenant = ?1 AND pipeline = ?2 AND source = ?3 ORDER BY id DESC LIMIT ?4",
+        )?;
         let mut metrics = conn.prepare_cached("SELECT detector, metric, column_name, value FROM metric_values WHERE window_id = ?1")?;
         let mut findings = conn.prepare_cached("SELECT detector, metric, column_name FROM findings WHERE window_id = ?1 AND shadow = 0")?;
         let rows = recent
-            .query_map(params![tenant, pipeline, windows], |r| Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get::<_, f64>(2)?, r.get::<_, Option<f64>>(3)?)))?
+            .query_map(params![tenant, pipeline, source, windows], |r| Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get::<_, f64>(2)?, r.get::<_, Option<f64>>(3)?)))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let mut past = Vec::with_capacity(rows.len());
         for (id, partition, score, score_high) in rows.into_iter().rev() {

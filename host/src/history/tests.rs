@@ -6,6 +6,7 @@ fn window(tenant: &str, pipeline: &str, seq: u64, analysed_ms: i64) -> WindowRec
     WindowRecord {
         tenant: tenant.into(),
         pipeline: pipeline.into(),
+        source: "orders.jsonl".into(),
         window: WindowRef {
             partition: 0,
             seq,
@@ -92,6 +93,16 @@ fn windows_are_served_with_the_identity_they_were_stored_with() {
 }
 
 #[test]
+fn another_source_under_the_same_pipeline_has_windows_and_baselines_of_its_own() {
+    let now = clean_host_core::timestamp::now_ms();
+    let other = WindowRecord { source: "other.jsonl".into(), ..window("a", "orders", 1, now + 1) };
+    let (_dir, reader, stats) = store(vec![window("a", "orders", 1, now), other]);
+    assert_eq!((reader.windows(&all("a")).unwrap().items.len(), stats.duplicate_windows.load(Ordering::Relaxed)), (2, 0));
+    assert_eq!(reader.past_windows("a", "orders", "other.jsonl", 10).unwrap().len(), 1);
+    assert!(reader.past_windows("a", "orders", "third.jsonl", 10).unwrap().is_empty());
+}
+
+#[test]
 fn a_replayed_window_is_kept_once() {
     let now = clean_host_core::timestamp::now_ms();
     let (_dir, reader, stats) = store(vec![window("a", "orders", 1, now), window("a", "orders", 1, now + 5)]);
@@ -144,7 +155,7 @@ fn a_file_from_before_score_intervals_gains_the_new_columns() {
         "CREATE TABLE windows (id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, pipeline TEXT NOT NULL, partition INTEGER NOT NULL, seq INTEGER NOT NULL,
             first_offset TEXT NOT NULL, last_offset TEXT NOT NULL, records INTEGER NOT NULL, start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL,
             analysed_ms INTEGER NOT NULL, score REAL NOT NULL, alerts INTEGER NOT NULL, UNIQUE (pipeline, partition, first_offset, last_offset));
-         INSERT INTO windows VALUES (1, 'a', 'orders', 0, 7, '0', '99', 100, 0, 1, 1, 1.0, 0);
+         INSERT INTO windows VALUES (1, 'a', 'orders', 0, 7, '0', '99', 100, 0, 1, CAST(strftime('%s', 'now') AS INTEGER) * 1000, 1.0, 0);
          CREATE TABLE alerts (id INTEGER PRIMARY KEY, window_id INTEGER NOT NULL, tenant TEXT NOT NULL, pipeline TEXT NOT NULL, at_ms INTEGER NOT NULL,
             detector TEXT NOT NULL, metric TEXT NOT NULL, column_name TEXT, value REAL NOT NULL, threshold REAL NOT NULL, severity TEXT NOT NULL, message TEXT NOT NULL);",
     )
@@ -154,6 +165,44 @@ fn a_file_from_before_score_intervals_gains_the_new_columns() {
     let windows = reader.windows(&all("a")).unwrap();
     assert_eq!((windows.items[0].window.seq, windows.items[0].score_high), (7, None));
     assert!(reader.alerts(&all("a")).unwrap().items.is_empty());
+    // The old key over (pipeline, partition, offsets) is gone: a window of
+    // another source at the same offsets is kept, with its findings.
+    let (history, writer) = History::start(&path, &HistoryConfig::default()).unwrap();
+    let now = clean_host_core::timestamp::now_ms();
+    let same_offsets = WindowRef { first_offset: Position::Offset(0), last_offset: Position::Offset(99), ..window("a", "orders", 8, now).window };
+    assert!(history.window(WindowRecord { window: same_offsets, ..window("a", "orders", 8, now) }));
+    let stats = history.stats.clone();
+    drop(history);
+    writer.finish();
+    let seqs: Vec<u64> = reader.windows(&all("a")).unwrap().items.iter().map(|w| w.window.seq).collect();
+    assert_eq!((seqs, stats.duplicate_windows.load(Ordering::Relaxed)), (vec![8, 7], 0));
+    assert_eq!(reader.findings(&all("a")).unwrap().items.len(), 1);
+}
+
+#[test]
+fn findings_keep_their_window_when_the_windows_table_is_made_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("history.db");
+    let (history, writer) = History::start(&path, &HistoryConfig::default()).unwrap();
+    assert!(history.window(window("a", "orders", 3, 5)));
+    drop(history);
+    writer.finish();
+    // Make the file look like one from before windows had a source.
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "PRAGMA foreign_keys = OFF;
+         CREATE TABLE w (id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, pipeline TEXT NOT NULL, partition INTEGER NOT NULL, seq INTEGER NOT NULL,
+            first_offset TEXT NOT NULL, last_offset TEXT NOT NULL, records INTEGER NOT NULL, start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL,
+            analysed_ms INTEGER NOT NULL, score REAL NOT NULL, alerts INTEGER NOT NULL, score_low REAL, score_high REAL,
+            UNIQUE (pipeline, partition, first_offset, last_offset));
+         INSERT INTO w SELECT id, tenant, pipeline, partition, seq, first_offset, last_offset, records, start_ms, end_ms, analysed_ms, score, alerts, score_low, score_high FROM windows;
+         DROP TABLE windows; ALTER TABLE w RENAME TO windows;",
+    )
+    .unwrap();
+    drop(conn);
+    let reader = HistoryReader::open(&path).unwrap();
+    let alerts = reader.alerts(&all("a")).unwrap();
+    assert_eq!((alerts.items.len(), alerts.items[0].seq, alerts.items[0].findings.len()), (1, 3, 1), "the alert and its findings still name window 3");
 }
 
 #[test]
@@ -162,11 +211,11 @@ fn past_windows_come_oldest_first_with_their_metrics_and_flags() {
     let mut shadowed = window("a", "orders", 3, now + 2);
     shadowed.findings[0].shadow = true;
     let (_dir, reader, _) = store(vec![window("a", "orders", 1, now), window("a", "orders", 2, now + 1), shadowed, window("a", "other", 4, now + 3)]);
-    let past = reader.past_windows("a", "orders", 2).unwrap();
+    let past = reader.past_windows("a", "orders", "orders.jsonl", 2).unwrap();
     assert_eq!(past.len(), 2, "the last two of this pipeline");
     assert_eq!((past[0].score, past[0].score_high), (0.9, 1.0));
     assert_eq!(past[0].metrics, [("volume".into(), "records".into(), None, 100.0)]);
     assert_eq!(past[0].flagged, [("completeness".into(), "null_rate".into(), Some("email".into()))]);
     assert!(past[1].flagged.is_empty(), "shadow findings flag nothing");
-    assert!(reader.past_windows("b", "orders", 10).unwrap().is_empty());
+    assert!(reader.past_windows("b", "orders", "orders.jsonl", 10).unwrap().is_empty());
 }

@@ -83,7 +83,7 @@ impl<'a> Analyst<'a> {
         let mut summary = WindowSummary::new(self.common.pipeline, &batch.info, (&first, &last), &score, &result.findings, routed.len());
         summary.shadow_findings = result.shadow_findings.iter().map(FindingSummary::from).collect();
         if let Some(history) = &self.common.shared.history {
-            if !history.window(history_record(self.detectors.tenant(), &summary, &result, &routed)) {
+            if !history.window(history_record((self.detectors.tenant(), self.common.source), &summary, &result, &routed)) {
                 self.common.counters.history_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -199,11 +199,12 @@ struct TopicAlert<'a> {
 }
 
 /// What the history keeps of an analysed window.
-fn history_record(tenant: &str, summary: &WindowSummary, analysis: &WindowAnalysis, alerts: &[Alert]) -> WindowRecord {
+fn history_record((tenant, source): (&str, &str), summary: &WindowSummary, analysis: &WindowAnalysis, alerts: &[Alert]) -> WindowRecord {
     let findings = analysis.findings.iter().map(|f| (f, false)).chain(analysis.shadow_findings.iter().map(|f| (f, true)));
     WindowRecord {
         tenant: tenant.into(),
         pipeline: summary.pipeline.into(),
+        source: source.into(),
         window: summary.window.clone(),
         analysed_ms: now_ms(),
         score: summary.score,
