@@ -90,15 +90,15 @@ impl TimeLikeColumns {
 
     /// Take in every numeric column of `batch`.
     pub fn observe(&mut self, batch: &Batch) {
-        let epochs = EpochRanges::around(&[batch.info.start_ms, batch.info.end_ms, batch.info.closed_at_ms]);
+        let epoch_ranges = EpochRanges::around(&[batch.info.start_ms, batch.info.end_ms, batch.info.closed_at_ms]);
         for column in &batch.columns {
             if let Some(view) = column.numeric() {
-                self.observe_column(column, view, &epochs);
+                self.observe_column(column, view, &epoch_ranges);
             }
         }
     }
 
-    fn observe_column(&mut self, column: &Column, view: NumericView, epochs: &EpochRanges) {
+    fn observe_column(&mut self, column: &Column, view: NumericView, epoch_ranges: &EpochRanges) {
         let evidence = match self.columns.get_mut(&column.name) {
             Some(e) => e,
             None => self.columns.entry(column.name.clone()).or_insert(Evidence { unit_ups: true, ..Evidence::default() }),
@@ -107,7 +107,6 @@ impl TimeLikeColumns {
         if values.peek().is_none() {
             return;
         }
-        let epochs_at = epochs;
         let (mut n, mut downs, mut epochs, mut hhmm) = (0usize, 0usize, 0usize, 0usize);
         let (mut low, mut high) = (f64::INFINITY, f64::NEG_INFINITY);
         let mut previous = evidence.last;
@@ -124,7 +123,7 @@ impl TimeLikeColumns {
                     evidence.unit_ups &= integers && v - p == 1.0;
                 }
             }
-            epochs += usize::from(epochs_at.holds(v));
+            epochs += usize::from(epoch_ranges.holds(v));
             hhmm += usize::from(integers && (0.0..=2400.0).contains(&v) && (v as i64) % 100 < 60);
             (low, high) = (low.min(v), high.max(v));
             previous = Some(v);

@@ -290,13 +290,19 @@ fn open(path: &Path) -> Result<Connection, HistoryError> {
 /// ids, so findings and alerts keep their windows) with an empty source,
 /// and its indexes with it.
 fn key_windows_by_source(conn: &mut Connection) -> rusqlite::Result<()> {
-    if conn.prepare("SELECT 1 FROM pragma_table_info('windows') WHERE name = 'source'")?.exists([])? {
+    let keyed = |conn: &Connection| conn.prepare("SELECT 1 FROM pragma_table_info('windows') WHERE name = 'source'")?.exists([]);
+    if keyed(conn)? {
         return Ok(());
     }
     let columns =
         "id, tenant, pipeline, partition, seq, first_offset, last_offset, records, start_ms, end_ms, analysed_ms, score, alerts, score_low, score_high";
     conn.execute_batch("PRAGMA foreign_keys = OFF;")?;
-    let tx = conn.transaction()?;
+    // Holding the write lock, look again: another process may have converted it meanwhile.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    if keyed(&tx)? {
+        drop(tx);
+        return conn.execute_batch("PRAGMA foreign_keys = ON;");
+    }
     tx.execute_batch(&format!(
         "CREATE TABLE windows_keyed {WINDOWS_TABLE};
          INSERT INTO windows_keyed ({columns}) SELECT {columns} FROM windows;
