@@ -2,7 +2,7 @@
 //! their addresses, producing with `clean-host generate --sink`, running the
 //! host in the background and reading its window log.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -58,10 +58,64 @@ pub fn records(ws: &[Value]) -> u64 {
     ws.iter().map(|w| w["records"].as_u64().unwrap()).sum()
 }
 
-/// Start the host in the background, writing its window log to `log` and
-/// keeping its data in `data`.
-pub fn spawn(s: &Sandbox, source: &str, log: &str, data: &str) -> Child {
-    Command::new(binary())
+/// A host running in the background (see [`spawn`]). Dropped, it is killed,
+/// so a failed test leaves no process behind.
+pub struct Host {
+    child: Child,
+    stderr: PathBuf,
+}
+
+impl Host {
+    /// Waits for `done`; on time-out the panic shows the end of the host's log.
+    pub fn wait_until(&self, what: &str, timeout: Duration, done: impl FnMut() -> bool) {
+        if !waited(timeout, done) {
+            let log = self.log();
+            let tail = log.lines().skip(log.lines().count().saturating_sub(40)).collect::<Vec<_>>().join("\n");
+            panic!("timed out waiting for {what}; the host's log ends with:\n{tail}");
+        }
+    }
+
+    /// SIGINT, as an operator's Ctrl-C: the host drains and must exit cleanly.
+    pub fn interrupt(self) {
+        interrupt_all(vec![self]);
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reap the host");
+    }
+
+    /// The host's stderr so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+/// SIGINT to every host at once (one leaving first would hand its partitions
+/// to the others mid-shutdown), then each must exit cleanly.
+pub fn interrupt_all(mut hosts: Vec<Host>) {
+    for host in &hosts {
+        Command::new("kill").args(["-INT", &host.child.id().to_string()]).status().expect("kill -INT");
+    }
+    for host in &mut hosts {
+        let status = host.child.wait().expect("reap the host");
+        assert!(status.success(), "the host exited with {status}:\n{}", host.log());
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start the host in the background, writing its window log to `log` (its
+/// stderr to `log.stderr`) and keeping its data in `data`.
+pub fn spawn(s: &Sandbox, source: &str, log: &str, data: &str) -> Host {
+    let stderr = s.path(&format!("{log}.stderr"));
+    let child = Command::new(binary())
         .args(["--source", source, "--quiet", "--format", "json", "--window", "500", "--windows-file"])
         .arg(s.path(log))
         .arg("--plugins")
@@ -70,17 +124,26 @@ pub fn spawn(s: &Sandbox, source: &str, log: &str, data: &str) -> Child {
         .arg(s.path(data))
         .current_dir(s.dir.path())
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(s.path(&format!("{log}.stderr"))).expect("stderr file"))
+        .stderr(std::fs::File::create(&stderr).expect("stderr file"))
         .spawn()
-        .expect("start clean-host")
+        .expect("start clean-host");
+    Host { child, stderr }
 }
 
-pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, timeout: Duration, done: impl FnMut() -> bool) {
+    assert!(waited(timeout, done), "timed out waiting for {what}");
+}
+
+/// Whether `done` came true within `timeout` (asked every 200 ms).
+fn waited(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while !done() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        if start.elapsed() >= timeout {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
+    true
 }
 
 /// A bounded run of `source` with every bundled detector.

@@ -17,8 +17,8 @@ fn kafka_restart_mid_run_reconnects_and_loses_nothing() {
     let topic = fresh("outage");
     let source = format!("{}/{topic}?group=outage", kafka());
     produce(&s, &source, 20_000, &[], 1);
-    let mut host = spawn(&s, &source, "w.jsonl", "data");
-    wait_until("a few analysed windows", Duration::from_secs(60), || windows(&s.path("w.jsonl")).len() >= 4);
+    let host = spawn(&s, &source, "w.jsonl", "data");
+    host.wait_until("a few analysed windows", Duration::from_secs(60), || windows(&s.path("w.jsonl")).len() >= 4);
     let restart = Command::new(root().join("scripts/brokers")).args(["restart", "kafka"]).output().expect("scripts/brokers");
     assert!(restart.status.success(), "{}", String::from_utf8_lossy(&restart.stderr));
     produce(&s, &source, 20_000, &[], 1);
@@ -29,10 +29,9 @@ fn kafka_restart_mid_run_reconnects_and_loses_nothing() {
         }
         offsets
     };
-    wait_until("every record", Duration::from_secs(120), || covered().len() >= 39_500);
+    host.wait_until("every record", Duration::from_secs(120), || covered().len() >= 39_500);
     std::thread::sleep(Duration::from_secs(1));
-    Command::new("kill").args(["-INT", &host.id().to_string()]).status().unwrap();
-    assert!(host.wait().unwrap().success());
+    host.interrupt();
     let offsets = covered();
     assert_eq!(offsets.len(), 40_000, "records lost across the restart");
     assert_eq!(offsets.last(), Some(&39_999));

@@ -84,10 +84,9 @@ fn crash_and_restart(source: &str, commit: Commit, all_positions: impl Fn() -> V
     let s = Sandbox::with_bundled();
     s.run(&["check"]).assert_ok(); // compile the plugins once, outside the timed part
     produce(&s, source, 30_000, &[], 1);
-    let mut first = spawn(&s, source, "w1.jsonl", "data");
-    wait_until("a few analysed windows", Duration::from_secs(60), || windows(&s.path("w1.jsonl")).len() >= 3);
-    first.kill().expect("kill -9");
-    first.wait().expect("reap");
+    let first = spawn(&s, source, "w1.jsonl", "data");
+    first.wait_until("a few analysed windows", Duration::from_secs(60), || windows(&s.path("w1.jsonl")).len() >= 3);
+    first.kill();
     let run1 = windows(&s.path("w1.jsonl"));
     // The same windows as the first run's, so a replayed one is the same window.
     let log2 = s.path("w2.jsonl");
@@ -195,14 +194,13 @@ fn redis_restart_mid_run_reconnects_and_loses_nothing() {
     let url = format!("redis://127.0.0.1:{port}");
     let source = format!("{url}/events?group=g&consumer=c1");
     produce(&s, &source, 10_000, &[], 1);
-    let mut host = spawn(&s, &source, "w.jsonl", "data");
-    wait_until("a few analysed windows", Duration::from_secs(60), || windows(&s.path("w.jsonl")).len() >= 4);
+    let host = spawn(&s, &source, "w.jsonl", "data");
+    host.wait_until("a few analysed windows", Duration::from_secs(60), || windows(&s.path("w.jsonl")).len() >= 4);
     let redis = redis.restart();
     produce(&s, &source, 10_000, &[], 1);
-    wait_until("every record", Duration::from_secs(90), || records(&windows(&s.path("w.jsonl"))) >= 19_500);
+    host.wait_until("every record", Duration::from_secs(90), || records(&windows(&s.path("w.jsonl"))) >= 19_500);
     std::thread::sleep(Duration::from_secs(1));
-    Command::new("kill").args(["-INT", &host.id().to_string()]).status().unwrap();
-    assert!(host.wait().unwrap().success());
+    host.interrupt();
     let log = std::fs::read_to_string(s.path("w.jsonl.stderr")).unwrap();
     assert!(log.contains("reconnecting") && log.contains("reconnected"), "the reconnect is not in the log:\n{log}");
     let summary: Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
@@ -246,8 +244,8 @@ fn kafka_two_processes_split_the_partitions() {
     let topic = fresh("scale");
     let source = format!("{}/{topic}?group=scale", kafka());
     produce(&s, &source, 1, &[], 4); // creates the topic with 4 partitions
-    let mut a = spawn(&s, &source, "a.jsonl", "data-a");
-    let mut b = spawn(&s, &source, "b.jsonl", "data-b");
+    let a = spawn(&s, &source, "a.jsonl", "data-a");
+    let b = spawn(&s, &source, "b.jsonl", "data-b");
     // Both join (each says which partitions it got), then the group settles.
     let assigned = |log: &str| std::fs::read_to_string(s.path(&format!("{log}.stderr"))).is_ok_and(|t| t.contains("assigned"));
     wait_until("both processes to get partitions", Duration::from_secs(90), || assigned("a.jsonl") && assigned("b.jsonl"));
@@ -257,11 +255,7 @@ fn kafka_two_processes_split_the_partitions() {
         records(&windows(&s.path("a.jsonl"))) + records(&windows(&s.path("b.jsonl"))) >= 20_001 - 4 * 500
     });
     std::thread::sleep(Duration::from_secs(2));
-    for child in [&a, &b] {
-        Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill -INT");
-    }
-    let (out_a, out_b) = (a.wait().expect("a"), b.wait().expect("b"));
-    assert!(out_a.success() && out_b.success());
+    interrupt_all(vec![a, b]);
     let (wa, wb) = (windows(&s.path("a.jsonl")), windows(&s.path("b.jsonl")));
     assert_eq!(records(&wa) + records(&wb), 20_001, "each record analysed exactly once");
     let parts = |ws: &[Value]| ws.iter().map(|w| w["partition"].as_u64().unwrap()).collect::<BTreeSet<_>>();
@@ -280,9 +274,9 @@ fn kafka_rebalance_mid_stream_loses_nothing() {
     let topic = fresh("rebalance");
     let source = format!("{}/{topic}?group=rb", kafka());
     produce(&s, &source, 20_200, &[], 4);
-    let mut a = spawn(&s, &source, "a.jsonl", "data-a");
-    wait_until("the first windows", Duration::from_secs(60), || !windows(&s.path("a.jsonl")).is_empty());
-    let mut b = spawn(&s, &source, "b.jsonl", "data-b");
+    let a = spawn(&s, &source, "a.jsonl", "data-a");
+    a.wait_until("the first windows", Duration::from_secs(60), || !windows(&s.path("a.jsonl")).is_empty());
+    let b = spawn(&s, &source, "b.jsonl", "data-b");
     std::thread::sleep(Duration::from_secs(8)); // b joins, a gives up partitions with open windows
     produce(&s, &source, 20_000, &[], 4);
     // Per partition: offsets covered by the windows of both processes.
@@ -296,10 +290,7 @@ fn kafka_rebalance_mid_stream_loses_nothing() {
     };
     wait_until("every record", Duration::from_secs(120), || covered().values().map(BTreeSet::len).sum::<usize>() >= 40_200 - 4 * 500);
     std::thread::sleep(Duration::from_secs(2));
-    for child in [&a, &b] {
-        Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill -INT");
-    }
-    assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+    interrupt_all(vec![a, b]);
     let per = covered();
     for (p, offsets) in &per {
         let last = *offsets.last().unwrap();

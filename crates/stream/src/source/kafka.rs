@@ -4,7 +4,8 @@
 //! offset only when the pipeline acks it. A revoked partition is reported to
 //! the pipeline, which drops its open windows; acks for partitions no longer
 //! owned are not committed. librdkafka reconnects by itself with backoff;
-//! its errors are logged as they happen.
+//! its errors are logged as they happen, and a partition it stops fetching
+//! while records wait is sought again ([`StallWatch`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +33,48 @@ const POLL: Duration = Duration::from_millis(100);
 const LAG_TIMEOUT: Duration = Duration::from_millis(500);
 /// Messages handed to the pipeline at once, at most.
 const MAX_BATCH: usize = 2000;
+/// How long a partition may give nothing while records wait before it is
+/// sought to where reading resumes (see [`StallWatch`]).
+const STALL_AFTER: Duration = Duration::from_secs(20);
+
+/// Partitions with records waiting that give none. librdkafka can leave an
+/// assigned partition unfetched after a broker restart (its issue 5153, open
+/// in 2.12): the consumer stays in the group, polls, and reads nothing until
+/// restarted. A partition stalled for [`STALL_AFTER`] is sought to where its
+/// reading resumes, which starts its fetcher again; once per offset, as the
+/// last offsets of a transactional topic are markers no message comes from.
+#[derive(Default)]
+struct StallWatch {
+    /// Partition -> since when it has had records waiting and given none.
+    since: HashMap<u32, Instant>,
+    /// Partition -> the offset it was last sought to.
+    sought: HashMap<u32, i64>,
+}
+
+impl StallWatch {
+    /// Note whether `partition`, resuming at `from`, is `stuck` (records
+    /// wait, none came since the last look) at `now`: true when it has been
+    /// for `after` and was not sought to `from` before.
+    fn look(&mut self, partition: u32, from: i64, stuck: bool, now: Instant, after: Duration) -> bool {
+        if !stuck {
+            self.since.remove(&partition);
+            return false;
+        }
+        let since = *self.since.entry(partition).or_insert(now);
+        if now.duration_since(since) < after || self.sought.get(&partition) == Some(&from) {
+            return false;
+        }
+        self.since.insert(partition, now);
+        self.sought.insert(partition, from);
+        true
+    }
+
+    /// Forget partitions no longer assigned.
+    fn keep(&mut self, assigned: &HashSet<u32>) {
+        self.since.retain(|p, _| assigned.contains(p));
+        self.sought.retain(|p, _| assigned.contains(p));
+    }
+}
 
 /// Rebalances and errors seen by librdkafka's callbacks, and the acks not
 /// yet committed, which a revocation commits before it lets partitions go.
@@ -90,25 +133,32 @@ impl ClientContext for GroupEvents {
 
 impl ConsumerContext for GroupEvents {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(list) = rebalance {
-            let parts = partitions(list);
-            // What was analysed is committed before the partitions go.
-            self.take_acks();
-            let done = self.take_uncommitted(Some(&parts));
-            if done.count() > 0 {
-                if let Err(e) = consumer.commit(&done, CommitMode::Sync) {
-                    tracing::warn!("kafka {}: commit before revocation failed, the new owner reads those records again: {e}", self.hosts);
-                }
+        let parts = match rebalance {
+            Rebalance::Revoke(list) => partitions(list),
+            Rebalance::Assign(_) => return,
+            // rdkafka gives every partition up after a failed rebalance.
+            Rebalance::Error(e) => {
+                tracing::warn!("kafka {}: rebalance failed ({e}); every partition is given up and assigned again", self.hosts);
+                self.assigned.lock().unwrap_or_else(|p| p.into_inner()).iter().flatten().copied().collect()
             }
-            tracing::info!("kafka {}: partitions {parts:?} revoked", self.hosts);
-            let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(set) = assigned.as_mut() {
-                parts.iter().for_each(|p| {
-                    set.remove(p);
-                });
+        };
+        self.take_acks();
+        let done = self.take_uncommitted(Some(&parts));
+        // What was analysed is committed before the partitions go, unless the
+        // group already moved on without us (a lost assignment cannot commit).
+        if matches!(rebalance, Rebalance::Revoke(_)) && done.count() > 0 && !consumer.assignment_lost() {
+            if let Err(e) = consumer.commit(&done, CommitMode::Sync) {
+                tracing::warn!("kafka {}: commit before revocation failed, the new owner reads those records again: {e}", self.hosts);
             }
-            self.revoked.lock().unwrap_or_else(|p| p.into_inner()).extend(parts);
         }
+        tracing::info!("kafka {}: partitions {parts:?} revoked", self.hosts);
+        let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(set) = assigned.as_mut() {
+            parts.iter().for_each(|p| {
+                set.remove(p);
+            });
+        }
+        self.revoked.lock().unwrap_or_else(|p| p.into_inner()).extend(parts);
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -231,6 +281,40 @@ impl KafkaSource {
         }
     }
 
+    /// Measure the lag of the assigned partitions (the records after where
+    /// each resumes: the next offset read, else the committed one) and seek
+    /// the ones that stalled. `fed`: partitions that gave messages since the
+    /// last call.
+    fn watch_progress(&self, next: &HashMap<u32, i64>, fed: &HashSet<u32>, stalls: &mut StallWatch) -> u64 {
+        let assigned = self.consumer.context().assigned.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default();
+        stalls.keep(&assigned);
+        let committed = if assigned.iter().all(|p| next.contains_key(p)) { None } else { self.consumer.committed(LAG_TIMEOUT).ok() };
+        let resume =
+            |p: u32| next.get(&p).copied().or_else(|| committed.as_ref()?.find_partition(&self.topic, p as i32)?.offset().to_raw().filter(|o| *o >= 0));
+        let now = Instant::now();
+        let mut lag = 0;
+        for &p in &assigned {
+            // A partition that does not answer is left out.
+            let (Some(from), Ok((_, high))) = (resume(p), self.consumer.fetch_watermarks(&self.topic, p as i32, LAG_TIMEOUT)) else {
+                continue;
+            };
+            let waiting = (high - from).max(0);
+            lag += waiting as u64;
+            if stalls.look(p, from, waiting > 0 && !fed.contains(&p), now, STALL_AFTER) {
+                self.consumer.context().errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    "kafka {}: partition {p} gave nothing for {}s with {waiting} records waiting; reading it again from offset {from}",
+                    self.url.hosts,
+                    STALL_AFTER.as_secs()
+                );
+                if let Err(e) = self.consumer.seek(&self.topic, p as i32, Offset::Offset(from), LAG_TIMEOUT) {
+                    tracing::warn!("kafka {}: seeking partition {p} to {from} failed: {e}", self.url.hosts);
+                }
+            }
+        }
+        lag
+    }
+
     /// `--until-end`: every assigned partition has reached its end offset seen at start.
     fn at_end(&self, next: &HashMap<u32, i64>) -> bool {
         let assigned = self.consumer.context().assigned.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -272,16 +356,16 @@ impl Source for KafkaSource {
         *self.consumer.context().acks.lock().unwrap_or_else(|p| p.into_inner()) = Some(ctx.acks.clone());
         let mut last_commit = Instant::now();
         let mut last_lag: Option<Instant> = None;
+        let (mut fed, mut stalls) = (HashSet::new(), StallWatch::default());
         loop {
             if last_commit.elapsed() >= Duration::from_millis(200) {
                 self.commit(CommitMode::Async);
                 last_commit = Instant::now();
             }
             if last_lag.is_none_or(|t| t.elapsed() >= LAG_EVERY) {
-                // One short request per partition read so far; a partition that does not answer is left out.
-                let high = |p: u32| self.consumer.fetch_watermarks(&self.topic, p as i32, LAG_TIMEOUT).map(|(_, high)| high);
-                let lag: i64 = next.iter().filter_map(|(&p, &read)| high(p).ok().map(|h| (h - read).max(0))).sum();
-                ctx.progress.lag.store(lag as u64, Ordering::Relaxed);
+                let lag = self.watch_progress(&next, &fed, &mut stalls);
+                ctx.progress.lag.store(lag, Ordering::Relaxed);
+                fed.clear();
                 last_lag = Some(Instant::now());
             }
             let errors = self.consumer.context().errors.swap(0, Ordering::Relaxed);
@@ -311,6 +395,7 @@ impl Source for KafkaSource {
                     Some(Ok(m)) => {
                         let partition = m.partition() as u32;
                         next.insert(partition, m.offset() + 1);
+                        fed.insert(partition);
                         batch.entry(partition).or_default().push(Message {
                             offset: m.offset() as u64,
                             id: None,
@@ -423,5 +508,47 @@ impl Sink for KafkaSink {
             Some(e) => Err(SourceError::Broker(format!("delivery to {} failed: {e}", self.name()))),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_is_sought_once_it_stalled_long_enough_and_once_per_offset() {
+        let (mut watch, t0, after) = (StallWatch::default(), Instant::now(), Duration::from_secs(20));
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert!(!watch.look(0, 100, true, at(0), after));
+        assert!(!watch.look(0, 100, true, at(19), after));
+        assert!(watch.look(0, 100, true, at(20), after), "stalled for 20 s");
+        // Still nothing from offset 100 (a transaction marker, say): not sought again.
+        assert!(!watch.look(0, 100, true, at(60), after));
+        // It moved on, then stalled again at another offset.
+        assert!(!watch.look(0, 150, false, at(61), after));
+        assert!(!watch.look(0, 150, true, at(62), after));
+        assert!(watch.look(0, 150, true, at(82), after));
+    }
+
+    #[test]
+    fn progress_or_an_empty_backlog_restarts_the_clock() {
+        let (mut watch, t0, after) = (StallWatch::default(), Instant::now(), Duration::from_secs(20));
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert!(!watch.look(1, 5, true, at(0), after));
+        assert!(!watch.look(1, 5, false, at(15), after));
+        assert!(!watch.look(1, 5, true, at(16), after));
+        assert!(!watch.look(1, 5, true, at(35), after));
+        assert!(watch.look(1, 5, true, at(36), after));
+    }
+
+    #[test]
+    fn a_revoked_partition_is_forgotten() {
+        let (mut watch, t0, after) = (StallWatch::default(), Instant::now(), Duration::from_secs(20));
+        assert!(!watch.look(2, 7, true, t0, after));
+        assert!(watch.look(2, 7, true, t0 + after, after));
+        watch.keep(&HashSet::from([3]));
+        // Assigned again later: judged afresh, and may be sought to the same offset.
+        assert!(!watch.look(2, 7, true, t0 + after * 2, after));
+        assert!(watch.look(2, 7, true, t0 + after * 3, after));
     }
 }
