@@ -125,7 +125,13 @@ impl TimeLikeColumns {
             }
             epochs += usize::from(epoch_ranges.holds(v));
             hhmm += usize::from(integers && (0.0..=2400.0).contains(&v) && (v as i64) % 100 < 60);
-            (low, high) = (low.min(v), high.max(v));
+            // Comparisons, not f64::min/max: those are libm calls in wasm.
+            if v < low {
+                low = v;
+            }
+            if v > high {
+                high = v;
+            }
             previous = Some(v);
         }
         evidence.last = previous;

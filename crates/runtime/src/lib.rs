@@ -165,6 +165,10 @@ impl Runtime {
     pub fn new(data_dir: Option<&Path>) -> wasmtime::Result<Self> {
         let mut config = Config::new();
         config.wasm_component_model(true).epoch_interruption(true).max_wasm_stack(1 << 20);
+        // For profiling plugins with perf (docs/plugin-guide.md): names their functions.
+        if std::env::var_os("CLEAN_HOST_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         // wasip2 guests import wasi:cli and friends even when unused; the

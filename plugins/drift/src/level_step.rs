@@ -64,10 +64,7 @@ impl LevelSteps {
     /// window of fewer than `min_values` values has no level. `judge_after`:
     /// steps known before any is judged.
     pub fn observe(&mut self, values: &[f64], min_values: usize, judge_after: usize) -> Option<Step> {
-        let mut v = values.to_vec();
-        v.sort_unstable_by(f64::total_cmp);
-        v.dedup();
-        if values.len() < min_values || v.len() < MIN_DISTINCT {
+        if values.len() < min_values || !has_distinct(values, MIN_DISTINCT) {
             self.last = None;
             return None;
         }
@@ -114,6 +111,21 @@ impl LevelSteps {
     }
 }
 
+/// Whether `values` hold at least `k` distinct values: a scan that stops
+/// as soon as they do, where sorting a copy costs more than the rest of a step.
+fn has_distinct(values: &[f64], k: usize) -> bool {
+    let mut seen: Vec<f64> = Vec::with_capacity(k);
+    for &v in values {
+        if !seen.contains(&v) {
+            seen.push(v);
+            if seen.len() >= k {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +153,20 @@ mod tests {
         let level = 50.0 + 10.0 * 6.1f64.sin();
         assert!(steps.observe(&window(&mut rng, level + 25.0), 50, 20).is_some());
         assert!(steps.observe(&window(&mut rng, level), 50, 20).is_none(), "the way back from a one-window glitch");
+    }
+
+    #[test]
+    fn distinct_values_are_counted_like_a_sorted_dedup() {
+        let mut rng = Rng(3);
+        for n in [0, 5, 9, 10, 11, 200] {
+            for spread in [1, 3, 9, 10, 50] {
+                let v: Vec<f64> = (0..n).map(|_| (rng.normal().abs() * spread as f64).floor()).chain([0.0, -0.0]).collect();
+                let mut sorted = v.clone();
+                sorted.sort_unstable_by(f64::total_cmp);
+                sorted.dedup();
+                assert_eq!(has_distinct(&v, MIN_DISTINCT), sorted.len() >= MIN_DISTINCT, "{v:?}");
+            }
+        }
     }
 
     #[test]

@@ -103,11 +103,19 @@ struct Range {
 
 impl Range {
     fn of(values: &[f64]) -> Self {
-        values.iter().fold(Range { low: f64::MAX, high: f64::MIN }, |r, &x| Range { low: r.low.min(x), high: r.high.max(x) })
+        let mut range = Range { low: f64::MAX, high: f64::MIN };
+        values.iter().for_each(|&x| range.widen(x));
+        range
     }
 
+    /// Comparisons, not f64::min/max (libm calls in wasm); a NaN widens nothing.
     fn widen(&mut self, x: f64) {
-        (self.low, self.high) = (self.low.min(x), self.high.max(x));
+        if x < self.low {
+            self.low = x;
+        }
+        if x > self.high {
+            self.high = x;
+        }
     }
 }
 
