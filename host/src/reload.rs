@@ -12,9 +12,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use crossbeam_channel::RecvTimeoutError;
 
 use crate::dispatch::handlers::HandlerPlugins;
 use clean_host_quality::analysis::{Candidate, Catalog};
@@ -55,7 +57,8 @@ struct Known {
 
 /// Polls the folders until dropped.
 pub struct Watcher {
-    stop: Arc<AtomicBool>,
+    /// Dropped to stop the thread at once, not at its next poll.
+    stop: Option<crossbeam_channel::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -224,26 +227,24 @@ fn apply(
 
 impl Watcher {
     pub fn start(runtime: Arc<Runtime>, mut folders: Vec<FolderState>, every: Duration) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
         let thread = std::thread::Builder::new()
             .name("plugin-watcher".into())
             .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(every);
+                while stopped.recv_timeout(every) == Err(RecvTimeoutError::Timeout) {
                     for folder in &mut folders {
                         folder.poll(&runtime);
                     }
                 }
             })
             .expect("spawn the plugin watcher");
-        Watcher { stop, thread: Some(thread) }
+        Watcher { stop: Some(stop), thread: Some(thread) }
     }
 }
 
 impl Drop for Watcher {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -6,11 +6,12 @@
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use crossbeam_channel::{RecvTimeoutError, Sender};
 
 use clean_host::config::ConfigFile;
 use clean_host::dispatch::handlers::Handlers;
@@ -83,24 +84,24 @@ pub fn run(g: &GlobalArgs, args: &RunArgs, events: &PluginEventSink) -> Result<(
     }
     let status = (!args.quiet && std::io::stderr().is_terminal()).then(|| status_line(shared.clone()));
     let status_path = StatusFile::path(&data_dir(&config));
-    let running = AtomicBool::new(true);
+    // Dropped when the pipelines are done: the status writer stops at once.
+    let (stop_status, status_stopped) = crossbeam_channel::bounded::<()>(0);
     let reports: Vec<Result<PipelineReport>> = std::thread::scope(|scope| {
         scope.spawn(|| {
             let mut meter = RateMeter { last: Instant::now(), records: BTreeMap::new() };
-            while running.load(Ordering::Relaxed) {
+            loop {
                 let (plugins, tenants) = plugin_report(&detectors, &handlers, &tenants, &counters);
                 write_status(&status_path, &plugins, &tenants);
                 let rates = meter.sample(&counters);
                 *live.write().unwrap_or_else(|p| p.into_inner()) = LiveStatus { plugins, tenants, rates };
-                let next = Instant::now() + STATUS_EVERY;
-                while running.load(Ordering::Relaxed) && Instant::now() < next {
-                    std::thread::sleep(Duration::from_millis(50));
+                if status_stopped.recv_timeout(STATUS_EVERY) != Err(RecvTimeoutError::Timeout) {
+                    break;
                 }
             }
         });
         let handles: Vec<_> = pipelines.into_iter().map(|p| scope.spawn(|| pipeline::run(p, &shared))).collect();
         let reports = handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a pipeline thread panicked")))).collect();
-        running.store(false, Ordering::Relaxed);
+        drop(stop_status);
         reports
     });
     drop(watcher);
@@ -108,8 +109,8 @@ pub fn run(g: &GlobalArgs, args: &RunArgs, events: &PluginEventSink) -> Result<(
         h.finish(HANDLER_GRACE);
     }
     drop(server);
-    if let Some((done, handle)) = status {
-        done.store(true, Ordering::Relaxed);
+    if let Some((stop, handle)) = status {
+        drop(stop);
         let _ = handle.join();
     }
     let history = history.map(|(history, writer)| {
@@ -253,14 +254,13 @@ fn peak_rss_mib() -> Option<f64> {
 }
 
 /// Redraws one status line on stderr every half second until told to stop.
-fn status_line(shared: Arc<Shared>) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
-    let done = Arc::new(AtomicBool::new(false));
-    let flag = done.clone();
+/// Dropping the sender it returns stops it at once.
+fn status_line(shared: Arc<Shared>) -> (Sender<()>, std::thread::JoinHandle<()>) {
+    let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
     let handle = std::thread::spawn(move || {
         let started = Instant::now();
         let mut last = (Instant::now(), 0u64);
-        while !flag.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(500));
+        while stopped.recv_timeout(Duration::from_millis(500)) == Err(RecvTimeoutError::Timeout) {
             let c = &shared.pipelines;
             let records = total(c, |c| &c.records);
             let rate = (records - last.1) as f64 / last.0.elapsed().as_secs_f64().max(1e-9);
@@ -283,5 +283,5 @@ fn status_line(shared: Arc<Shared>) -> (Arc<AtomicBool>, std::thread::JoinHandle
         }
         eprint!("\r\x1b[2K");
     });
-    (done, handle)
+    (stop, handle)
 }
