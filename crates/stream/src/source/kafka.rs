@@ -17,7 +17,7 @@ use crossbeam_channel::Receiver;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message as _};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -49,30 +49,42 @@ struct StallWatch {
     since: HashMap<u32, Instant>,
     /// Partition -> the offset it was last sought to.
     sought: HashMap<u32, i64>,
+    /// Partition -> its committed offset when assigned (`None`: nothing
+    /// committed), for partitions not read since: asked once per assignment.
+    committed: HashMap<u32, Option<i64>>,
 }
 
 impl StallWatch {
     /// Note whether `partition`, resuming at `from`, is `stuck` (records
     /// wait, none came since the last look) at `now`: true when it has been
-    /// for `after` and was not sought to `from` before.
+    /// for `after` and was not sought to `from` already.
     fn look(&mut self, partition: u32, from: i64, stuck: bool, now: Instant, after: Duration) -> bool {
         if !stuck {
             self.since.remove(&partition);
             return false;
         }
         let since = *self.since.entry(partition).or_insert(now);
-        if now.duration_since(since) < after || self.sought.get(&partition) == Some(&from) {
-            return false;
-        }
+        now.duration_since(since) >= after && self.sought.get(&partition) != Some(&from)
+    }
+
+    /// `partition` was sought to `from`: its clock starts again.
+    fn sought(&mut self, partition: u32, from: i64, now: Instant) {
         self.since.insert(partition, now);
         self.sought.insert(partition, from);
-        true
     }
 
     /// Forget partitions no longer assigned.
     fn keep(&mut self, assigned: &HashSet<u32>) {
         self.since.retain(|p, _| assigned.contains(p));
         self.sought.retain(|p, _| assigned.contains(p));
+        self.committed.retain(|p, _| assigned.contains(p));
+    }
+
+    /// Forget a revoked partition, even if it is assigned again at once.
+    fn forget(&mut self, partition: u32) {
+        self.since.remove(&partition);
+        self.sought.remove(&partition);
+        self.committed.remove(&partition);
     }
 }
 
@@ -136,10 +148,16 @@ impl ConsumerContext for GroupEvents {
         let parts = match rebalance {
             Rebalance::Revoke(list) => partitions(list),
             Rebalance::Assign(_) => return,
-            // rdkafka gives every partition up after a failed rebalance.
-            Rebalance::Error(e) => {
+            // After a failed rebalance rdkafka unassigns everything under the
+            // eager protocol (librdkafka 2.12 reports none, but the API allows
+            // it); under the cooperative one only partitions it does not name.
+            Rebalance::Error(e) if matches!(consumer.rebalance_protocol(), RebalanceProtocol::Eager) => {
                 tracing::warn!("kafka {}: rebalance failed ({e}); every partition is given up and assigned again", self.hosts);
                 self.assigned.lock().unwrap_or_else(|p| p.into_inner()).iter().flatten().copied().collect()
+            }
+            Rebalance::Error(e) => {
+                tracing::warn!("kafka {}: rebalance failed ({e})", self.hosts);
+                return;
             }
         };
         self.take_acks();
@@ -285,30 +303,36 @@ impl KafkaSource {
     /// each resumes: the next offset read, else the committed one) and seek
     /// the ones that stalled. `fed`: partitions that gave messages since the
     /// last call.
-    fn watch_progress(&self, next: &HashMap<u32, i64>, fed: &HashSet<u32>, stalls: &mut StallWatch) -> u64 {
+    fn measure_lag_and_unstick(&self, next: &HashMap<u32, i64>, fed: &HashSet<u32>, stalls: &mut StallWatch) -> u64 {
         let assigned = self.consumer.context().assigned.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default();
         stalls.keep(&assigned);
-        let committed = if assigned.iter().all(|p| next.contains_key(p)) { None } else { self.consumer.committed(LAG_TIMEOUT).ok() };
-        let resume =
-            |p: u32| next.get(&p).copied().or_else(|| committed.as_ref()?.find_partition(&self.topic, p as i32)?.offset().to_raw().filter(|o| *o >= 0));
+        if assigned.iter().any(|p| !next.contains_key(p) && !stalls.committed.contains_key(p)) {
+            if let Ok(list) = self.consumer.committed(LAG_TIMEOUT) {
+                for e in list.elements_for_topic(&self.topic) {
+                    stalls.committed.insert(e.partition() as u32, e.offset().to_raw().filter(|o| *o >= 0));
+                }
+            }
+        }
         let now = Instant::now();
         let mut lag = 0;
         for &p in &assigned {
+            let resume = next.get(&p).copied().or_else(|| stalls.committed.get(&p).copied().flatten());
             // A partition that does not answer is left out.
-            let (Some(from), Ok((_, high))) = (resume(p), self.consumer.fetch_watermarks(&self.topic, p as i32, LAG_TIMEOUT)) else {
+            let (Some(from), Ok((_, high))) = (resume, self.consumer.fetch_watermarks(&self.topic, p as i32, LAG_TIMEOUT)) else {
                 continue;
             };
             let waiting = (high - from).max(0);
             lag += waiting as u64;
             if stalls.look(p, from, waiting > 0 && !fed.contains(&p), now, STALL_AFTER) {
-                self.consumer.context().errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     "kafka {}: partition {p} gave nothing for {}s with {waiting} records waiting; reading it again from offset {from}",
                     self.url.hosts,
                     STALL_AFTER.as_secs()
                 );
-                if let Err(e) = self.consumer.seek(&self.topic, p as i32, Offset::Offset(from), LAG_TIMEOUT) {
-                    tracing::warn!("kafka {}: seeking partition {p} to {from} failed: {e}", self.url.hosts);
+                // A failed seek is tried again at the next look.
+                match self.consumer.seek(&self.topic, p as i32, Offset::Offset(from), LAG_TIMEOUT) {
+                    Ok(()) => stalls.sought(p, from, now),
+                    Err(e) => tracing::warn!("kafka {}: seeking partition {p} to {from} failed: {e}", self.url.hosts),
                 }
             }
         }
@@ -362,25 +386,29 @@ impl Source for KafkaSource {
                 self.commit(CommitMode::Async);
                 last_commit = Instant::now();
             }
-            if last_lag.is_none_or(|t| t.elapsed() >= LAG_EVERY) {
-                let lag = self.watch_progress(&next, &fed, &mut stalls);
-                ctx.progress.lag.store(lag, Ordering::Relaxed);
-                fed.clear();
-                last_lag = Some(Instant::now());
-            }
             let errors = self.consumer.context().errors.swap(0, Ordering::Relaxed);
             ctx.progress.broker_errors.fetch_add(errors, Ordering::Relaxed);
             if ctx.stopped() {
                 break;
             }
+            // Before the lag: a partition revoked and assigned again resumes
+            // from its committed offset, not from where it was read to.
             let revoked = std::mem::take(&mut *self.consumer.context().revoked.lock().unwrap_or_else(|p| p.into_inner()));
             if !revoked.is_empty() {
                 revoked.iter().for_each(|p| {
                     next.remove(p);
+                    fed.remove(p);
+                    stalls.forget(*p);
                 });
                 if ctx.events.send(SourceEvent::Revoked { partitions: revoked }).is_err() {
                     break;
                 }
+            }
+            if last_lag.is_none_or(|t| t.elapsed() >= LAG_EVERY) {
+                let lag = self.measure_lag_and_unstick(&next, &fed, &mut stalls);
+                ctx.progress.lag.store(lag, Ordering::Relaxed);
+                fed.clear();
+                last_lag = Some(Instant::now());
             }
             let mut batch: BTreeMap<u32, Vec<Message>> = BTreeMap::new();
             let mut count = 0;
@@ -522,12 +550,22 @@ mod tests {
         assert!(!watch.look(0, 100, true, at(0), after));
         assert!(!watch.look(0, 100, true, at(19), after));
         assert!(watch.look(0, 100, true, at(20), after), "stalled for 20 s");
+        watch.sought(0, 100, at(20));
         // Still nothing from offset 100 (a transaction marker, say): not sought again.
         assert!(!watch.look(0, 100, true, at(60), after));
         // It moved on, then stalled again at another offset.
         assert!(!watch.look(0, 150, false, at(61), after));
         assert!(!watch.look(0, 150, true, at(62), after));
         assert!(watch.look(0, 150, true, at(82), after));
+    }
+
+    #[test]
+    fn a_seek_that_failed_is_tried_again() {
+        let (mut watch, t0, after) = (StallWatch::default(), Instant::now(), Duration::from_secs(20));
+        assert!(!watch.look(0, 7, true, t0, after));
+        assert!(watch.look(0, 7, true, t0 + after, after));
+        // Not marked as sought: the next look tries again.
+        assert!(watch.look(0, 7, true, t0 + after + Duration::from_secs(2), after));
     }
 
     #[test]
@@ -546,9 +584,15 @@ mod tests {
         let (mut watch, t0, after) = (StallWatch::default(), Instant::now(), Duration::from_secs(20));
         assert!(!watch.look(2, 7, true, t0, after));
         assert!(watch.look(2, 7, true, t0 + after, after));
-        watch.keep(&HashSet::from([3]));
-        // Assigned again later: judged afresh, and may be sought to the same offset.
+        watch.sought(2, 7, t0 + after);
+        watch.committed.insert(2, Some(7));
+        watch.forget(2);
+        assert!(watch.committed.is_empty(), "its committed offset is asked again");
+        // Assigned again: judged afresh, and may be sought to the same offset.
         assert!(!watch.look(2, 7, true, t0 + after * 2, after));
         assert!(watch.look(2, 7, true, t0 + after * 3, after));
+        watch.sought(2, 7, t0 + after * 3);
+        watch.keep(&HashSet::from([3]));
+        assert!(watch.sought.is_empty() && watch.since.is_empty());
     }
 }
