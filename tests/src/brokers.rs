@@ -4,11 +4,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::{binary, root, Run, Sandbox};
+use crate::{binary, root, waited, Run, Sandbox};
 
 /// `KAFKA`, `PULSAR`, `REDIS` (and `PULSAR_ADMIN`) from the environment or `target/brokers/env`.
 pub fn broker(name: &str) -> String {
@@ -68,11 +68,7 @@ pub struct Host {
 impl Host {
     /// Waits for `done`; on time-out the panic shows the end of the host's log.
     pub fn wait_until(&self, what: &str, timeout: Duration, done: impl FnMut() -> bool) {
-        if !waited(timeout, done) {
-            let log = self.log();
-            let tail = log.lines().skip(log.lines().count().saturating_sub(40)).collect::<Vec<_>>().join("\n");
-            panic!("timed out waiting for {what}; the host's log ends with:\n{tail}");
-        }
+        wait_for_hosts(&[self], what, timeout, done);
     }
 
     /// SIGINT, as an operator's Ctrl-C: the host drains and must exit cleanly.
@@ -89,6 +85,21 @@ impl Host {
     /// The host's stderr so far.
     fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+/// Waits for `done`; on time-out the panic shows the end of each host's log.
+pub fn wait_for_hosts(hosts: &[&Host], what: &str, timeout: Duration, done: impl FnMut() -> bool) {
+    if !waited(timeout, done) {
+        let tails: Vec<String> = hosts
+            .iter()
+            .map(|h| {
+                let log = h.log();
+                let lines: Vec<&str> = log.lines().collect();
+                format!("{}:\n{}", h.stderr.display(), lines[lines.len().saturating_sub(40)..].join("\n"))
+            })
+            .collect();
+        panic!("timed out waiting for {what}; the hosts' logs end with:\n{}", tails.join("\n"));
     }
 }
 
@@ -128,22 +139,6 @@ pub fn spawn(s: &Sandbox, source: &str, log: &str, data: &str) -> Host {
         .spawn()
         .expect("start clean-host");
     Host { child, stderr }
-}
-
-pub fn wait_until(what: &str, timeout: Duration, done: impl FnMut() -> bool) {
-    assert!(waited(timeout, done), "timed out waiting for {what}");
-}
-
-/// Whether `done` came true within `timeout` (asked every 200 ms).
-fn waited(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while !done() {
-        if start.elapsed() >= timeout {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    true
 }
 
 /// A bounded run of `source` with every bundled detector.

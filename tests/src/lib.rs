@@ -11,6 +11,7 @@ pub mod http;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -192,4 +193,21 @@ impl Run {
 /// The summary's entry for plugin `name`.
 pub fn plugin<'a>(summary: &'a Value, name: &str) -> &'a Value {
     summary["plugins"].as_array().and_then(|ps| ps.iter().find(|p| p["name"] == name)).unwrap_or_else(|| panic!("no plugin {name} in {summary}"))
+}
+
+/// Waits until `done` (asked every 200 ms), or fails the test after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, done: impl FnMut() -> bool) {
+    assert!(waited(timeout, done), "timed out waiting for {what}");
+}
+
+/// Whether `done` came true within `timeout` (asked every 200 ms).
+pub fn waited(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while !done() {
+        if start.elapsed() >= timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    true
 }

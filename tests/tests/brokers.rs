@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clean_host_tests::brokers::*;
-use clean_host_tests::Sandbox;
+use clean_host_tests::{wait_until, Sandbox};
 use serde_json::Value;
 
 /// One broker end to end: a bounded run analyses every record once and
@@ -248,10 +248,10 @@ fn kafka_two_processes_split_the_partitions() {
     let b = spawn(&s, &source, "b.jsonl", "data-b");
     // Both join (each says which partitions it got), then the group settles.
     let assigned = |log: &str| std::fs::read_to_string(s.path(&format!("{log}.stderr"))).is_ok_and(|t| t.contains("assigned"));
-    wait_until("both processes to get partitions", Duration::from_secs(90), || assigned("a.jsonl") && assigned("b.jsonl"));
+    wait_for_hosts(&[&a, &b], "both processes to get partitions", Duration::from_secs(90), || assigned("a.jsonl") && assigned("b.jsonl"));
     std::thread::sleep(Duration::from_secs(5));
     produce(&s, &source, 20_000, &[], 4);
-    wait_until("the records to be analysed", Duration::from_secs(90), || {
+    wait_for_hosts(&[&a, &b], "the records to be analysed", Duration::from_secs(90), || {
         records(&windows(&s.path("a.jsonl"))) + records(&windows(&s.path("b.jsonl"))) >= 20_001 - 4 * 500
     });
     std::thread::sleep(Duration::from_secs(2));
@@ -288,7 +288,7 @@ fn kafka_rebalance_mid_stream_loses_nothing() {
         }
         per
     };
-    wait_until("every record", Duration::from_secs(120), || covered().values().map(BTreeSet::len).sum::<usize>() >= 40_200 - 4 * 500);
+    wait_for_hosts(&[&a, &b], "every record", Duration::from_secs(120), || covered().values().map(BTreeSet::len).sum::<usize>() >= 40_200 - 4 * 500);
     std::thread::sleep(Duration::from_secs(2));
     interrupt_all(vec![a, b]);
     let per = covered();

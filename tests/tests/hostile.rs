@@ -7,19 +7,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use clean_host_tests::{binary, bundled, fault_plugin, plugin, Run, Sandbox, BUNDLED};
+use clean_host_tests::{binary, bundled, fault_plugin, plugin, wait_until, Run, Sandbox, BUNDLED};
 use serde_json::Value;
 
 /// Long enough for any run here; a run still going then has hung.
 const HANG: Duration = Duration::from_secs(180);
-
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < limit, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// An endless generated stream through the sandbox's plugins in windows of
 /// `window` records, stderr to `stderr.log`.

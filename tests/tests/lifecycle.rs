@@ -6,9 +6,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use clean_host_tests::brokers::{wait_until, windows};
+use clean_host_tests::brokers::windows;
 use clean_host_tests::http::Recorder;
-use clean_host_tests::{binary, bundled, fault_plugin, plugin, Sandbox, BUNDLED};
+use clean_host_tests::{binary, bundled, fault_plugin, plugin, wait_until, Sandbox, BUNDLED};
 use serde_json::Value;
 
 /// The generator at `rate` records/s for `records` records, in the background.

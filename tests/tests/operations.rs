@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use clean_host_tests::http::get;
-use clean_host_tests::{binary, Sandbox};
+use clean_host_tests::{binary, wait_until, Sandbox};
 use serde_json::Value;
 
 const TOKEN_A: &str = "token-of-team-a-0123456789";
@@ -133,14 +133,6 @@ fn json(addr: &str, path: &str, token: &str) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < Duration::from_secs(90), "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 /// Every window in the history for `token`'s tenant, following the cursor.
 fn all_windows(addr: &str, token: &str, query: &str) -> Vec<Value> {
     let mut out = Vec::new();
@@ -176,7 +168,7 @@ fn history_api_metrics_and_dashboard_per_tenant() {
     let addr = host.address();
 
     // The burst of nulls in window 15 becomes an alert with its findings, in the history.
-    wait_until("team a's null alert in the history", || {
+    wait_until("team a's null alert in the history", Duration::from_secs(90), || {
         json(&addr, "/api/alerts", TOKEN_A)["items"].as_array().unwrap().iter().any(|a| a["metric"] == "null_rate")
     });
     let alerts = json(&addr, "/api/alerts", TOKEN_A);
