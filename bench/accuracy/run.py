@@ -169,10 +169,11 @@ def generator_variants(work):
         "ts as epoch milliseconds": lambda e: {**e, "ts": epoch_ms(e["ts"])},
         "ts as epoch seconds (float)": lambda e: {**e, "ts": epoch_ms(e["ts"]) / 1000},
         "ts renamed to happened, epoch microseconds": lambda e: {**{k: v for k, v in e.items() if k != "ts"}, "happened": epoch_ms(e["ts"]) * 1000},
-        "with calendar parts (year .. second, weekday)": lambda e: {**e, **_calendar(e["ts"])},
+        "with calendar parts (year .. second, weekday)": lambda e: {**e, **_calendar(epoch_ms(e["ts"]) - first_ms)},
         "with a sequence number": lambda e: {**e, "seq": events_index[id(e)]},
     }
     events_index = {id(e): i for i, e in enumerate(events)}
+    first_ms = epoch_ms(events[0]["ts"])
     results = []
     for name, shape in shapes.items():
         shaped = os.path.join(work, "generated-shaped.jsonl")
@@ -182,9 +183,13 @@ def generator_variants(work):
     return results
 
 
-def _calendar(text):
+def _calendar(since_first_ms):
+    """Calendar parts of a clock that starts at 10:57:30, `since_first_ms`
+    after the first event, not at the time of the run (the generator's clock
+    is the wall clock): a run is the same whenever it is made, and within its
+    200 seconds the minute counts up twice, then wraps as the hour turns."""
     import datetime as dt
-    t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    t = dt.datetime(2026, 3, 17, 10, 57, 30) + dt.timedelta(milliseconds=since_first_ms)
     return {"year": t.year, "month": t.month, "day": t.day, "hour": t.hour, "minute": t.minute, "second": t.second, "weekday": t.isoweekday()}
 
 

@@ -13,7 +13,8 @@
 //!   windows counts only once it has moved, by at least three steps up, or by
 //!   steps of exactly +1 (a year turning) or a calendar's wrap back to 0 or 1
 //!   (minute 59 to 0, month 12 to 1), so a constant field that jumps to
-//!   another value (a status code) is still judged;
+//!   another value (a status code) is still judged; once it has stepped +1,
+//!   its wraps are no steps down;
 //! - **an epoch time**: nearly all values are seconds, milliseconds,
 //!   microseconds or nanoseconds since 1970 within a year of the window's time;
 //! - **a time of day as a number**: whole numbers from 0 to 2400 whose last
@@ -160,7 +161,10 @@ impl TimeLikeColumns {
             return true;
         }
         let moved = e.ups >= 3 || (e.ups + e.wraps > 0 && e.unit_ups);
-        moved && e.downs * UPS_PER_DOWN <= e.ups && most(e.agreeing)
+        // A column that counts up by one (seen at least once) and wraps is a
+        // calendar part: its wraps are no steps down (minute 57, 58, 59, 0).
+        let wraps = if e.unit_ups && e.ups > 0 { e.wraps } else { 0 };
+        moved && e.downs.saturating_sub(wraps) * UPS_PER_DOWN <= e.ups && most(e.agreeing)
     }
 }
 
@@ -265,6 +269,13 @@ mod tests {
             t.observe(&int_window(seq, "level", &[0; 50]));
         }
         assert!(t.is_time_like("minute") && !t.is_time_like("level"));
+        // A minute that counted up before it wraps is a clock at the wrap
+        // already (a stream that starts three minutes before the hour).
+        let mut t = TimeLikeColumns::default();
+        for (seq, minute) in [57, 57, 58, 58, 59, 59, 0].into_iter().enumerate() {
+            t.observe(&int_window(seq as u64, "minute", &[minute; 50]));
+        }
+        assert!(t.is_time_like("minute"), "57, 58, 59, 0 is a minute turning the hour");
     }
 
     /// A sparse count (mostly 0, now and then a few) rises and falls back:
