@@ -4,10 +4,10 @@
 //! held in mergeable sketches from Apache DataSketches so memory stays
 //! bounded however many rows they span: a KLL quantile sketch per numeric
 //! column, a frequent-items sketch per text or boolean column (each fed a
-//! sample of at most [`SAMPLE_PER_WINDOW`] values per window). Then the
-//! reference is frozen into a 101-point quantile grid or a table of category
-//! shares (or pinned in config, or restored from state), and every later
-//! window is compared with it:
+//! sample of at most [`NUMBERS_PER_WINDOW`] or [`CATEGORIES_PER_WINDOW`]
+//! values per window). Then the reference is frozen into a 101-point
+//! quantile grid or a table of category shares (or pinned in config, or
+//! restored from state), and every later window is compared with it:
 //!
 //! - numeric columns: PSI over the reference's deciles, and the two-sample
 //!   Kolmogorov-Smirnov distance;
@@ -73,11 +73,14 @@ const CATEGORY_MAP: usize = 1024;
 /// Windows of a column's statistics known before it is judged: how much it
 /// usually moves takes more windows to see than a rate's level.
 const JUDGE_AFTER: usize = 20;
-/// Values of a column a window adds to the reference being learned, at most
-/// (evenly spaced over its rows): the cost of learning stays flat. The
-/// tests take the reference's size as it is (the sketch's count), so a
-/// smaller sample is a little less power, never more false alarms.
-const SAMPLE_PER_WINDOW: usize = 250;
+/// Values of a numeric column a window adds to the reference being learned,
+/// at most (evenly spaced over its rows): the cost of learning stays flat.
+/// The tests take the reference's size as it is (the sketch's count), so a
+/// smaller sample costs a little power, not false alarms.
+const NUMBERS_PER_WINDOW: usize = 250;
+/// The same for a text or boolean column: more, as whether a column is a
+/// category at all (few values, covering 95% of rows) is read off the sample.
+const CATEGORIES_PER_WINDOW: usize = 500;
 
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -257,12 +260,12 @@ impl Learning {
     fn add(&mut self, values: &Values) -> Result<bool, String> {
         match (self, values) {
             (Learning::Numeric(sketch), Values::Numbers(v)) => {
-                for &x in sample(v) {
+                for &x in sample(v, NUMBERS_PER_WINDOW) {
                     sketch.update(KllFloat::<f64>::new(x).map_err(|e| e.to_string())?);
                 }
             }
             (Learning::Categorical(sketch), Values::Categories(v)) => {
-                for s in sample(v) {
+                for s in sample(v, CATEGORIES_PER_WINDOW) {
                     // Checked as UTF-8 first: the lossy path walks the bytes in chunks.
                     let text = std::str::from_utf8(s).map_or_else(|_| String::from_utf8_lossy(s), Cow::Borrowed);
                     sketch.update_ref(&*text);
@@ -305,9 +308,9 @@ impl Learning {
     }
 }
 
-/// At most [`SAMPLE_PER_WINDOW`] of `values`, evenly spaced.
-fn sample<T>(values: &[T]) -> impl Iterator<Item = &T> {
-    let step = values.len().div_ceil(SAMPLE_PER_WINDOW).max(1);
+/// At most `most` of `values`, evenly spaced.
+fn sample<T>(values: &[T], most: usize) -> impl Iterator<Item = &T> {
+    let step = values.len().div_ceil(most).max(1);
     values.iter().step_by(step)
 }
 
