@@ -46,7 +46,7 @@ struct Listing<'a> {
     /// `detector` or `alert-handler`.
     kind: &'static str,
     version: &'a str,
-    status: String,
+    status: &'static str,
     description: &'a str,
     metrics: Vec<&'a str>,
     path: &'a std::path::Path,
@@ -94,9 +94,9 @@ fn list(g: &GlobalArgs, as_json: bool) -> Result<()> {
                 .filter(|s| s.tenant == t.name() && s.name == p.name && p.fingerprint.starts_with(&s.fingerprint) && (s.status == Status::Shadow) == shadow)
                 .collect();
             let status = match mine.first() {
-                Some(s) => serde_json::to_value(s.status)?.as_str().unwrap_or_default().to_string(),
-                None if shadow => "shadow".into(),
-                None => "active".into(),
+                Some(s) => s.status.as_str(),
+                None if shadow => Status::Shadow.as_str(),
+                None => Status::Active.as_str(),
             };
             let line = Listing {
                 tenant: t.name(),

@@ -1,6 +1,6 @@
 use super::*;
-use crate::analysis::quality_score;
 use crate::analysis::tests::info;
+use crate::analysis::{quality_score, FindingOrigin, HostFinding, Score, WindowAnalysis};
 use clean_host_core::bindings::{Finding, MetricValue};
 
 const POS: (&Position, &Position) = (&Position::Offset(0), &Position::Offset(9));
