@@ -33,7 +33,12 @@ fn main() {
 fn kafka(url: &BrokerUrl, group: &str, count: u64) -> u64 {
     use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
     use rdkafka::Message;
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+    let mut config = rdkafka::ClientConfig::new();
+    // The host's consumer settings, so the comparison is of what each does with the messages.
+    for (key, value) in clean_host_stream::source::kafka::CONSUMER_DEFAULTS {
+        config.set(key, value);
+    }
+    let consumer: BaseConsumer = config
         .set("bootstrap.servers", &url.hosts)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
@@ -43,13 +48,16 @@ fn kafka(url: &BrokerUrl, group: &str, count: u64) -> u64 {
     consumer.subscribe(&[&url.path]).expect("subscribe");
     let mut read = 0;
     let mut bytes = 0usize;
+    // Commits every 200 ms, as the host does.
+    let mut committed = std::time::Instant::now();
     while read < count {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 bytes += m.payload().map_or(0, <[u8]>::len);
                 read += 1;
-                if read % 1000 == 0 {
+                if committed.elapsed() >= Duration::from_millis(200) {
                     consumer.commit_consumer_state(CommitMode::Async).expect("commit");
+                    committed = std::time::Instant::now();
                 }
             }
             Some(Err(e)) => eprintln!("{e}"),

@@ -33,6 +33,13 @@ const POLL: Duration = Duration::from_millis(100);
 const LAG_TIMEOUT: Duration = Duration::from_millis(500);
 /// Messages handed to the pipeline at once, at most.
 const MAX_BATCH: usize = 2000;
+/// librdkafka consumer settings unless the pipeline's own say otherwise.
+/// Its default waits a whole second (`fetch.queue.backoff.ms`) whenever its
+/// queue of prefetched messages is full, and a queue the pipeline drains in a
+/// fraction of that leaves both cores idle half the time (1M messages:
+/// 184k records/s with it, 450k without); 20k prefetched messages, not 100k,
+/// are plenty to keep up and cost 40 MiB less.
+pub const CONSUMER_DEFAULTS: [(&str, &str); 2] = [("fetch.queue.backoff.ms", "10"), ("queued.min.messages", "20000")];
 /// How long a partition may give nothing while records wait before it is
 /// sought to where reading resumes (see [`StallWatch`]).
 const STALL_AFTER: Duration = Duration::from_secs(20);
@@ -232,7 +239,11 @@ impl KafkaSource {
             uncommitted: Mutex::default(),
             acks: Mutex::default(),
         };
-        let consumer: BaseConsumer<GroupEvents> = client_config(&url.hosts, &options)
+        let mut config = client_config(&url.hosts, &options);
+        for (key, value) in CONSUMER_DEFAULTS.iter().filter(|(k, _)| !options.kafka.contains_key(*k)) {
+            config.set(*key, *value);
+        }
+        let consumer: BaseConsumer<GroupEvents> = config
             .set("group.id", options.group())
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
