@@ -122,12 +122,18 @@ impl Drop for Host {
     }
 }
 
-/// Start the host in the background, writing its window log to `log` (its
-/// stderr to `log.stderr`) and keeping its data in `data`.
+/// Start the host in the background with 500-record windows, writing its
+/// window log to `log` (its stderr to `log.stderr`) and keeping its data in
+/// `data`.
 pub fn spawn(s: &Sandbox, source: &str, log: &str, data: &str) -> Host {
+    spawn_windows(s, source, log, data, 500)
+}
+
+/// [`spawn`] with windows of `window` records.
+pub fn spawn_windows(s: &Sandbox, source: &str, log: &str, data: &str, window: u64) -> Host {
     let stderr = s.path(&format!("{log}.stderr"));
     let child = Command::new(binary())
-        .args(["--source", source, "--quiet", "--format", "json", "--window", "500", "--windows-file"])
+        .args(["--source", source, "--quiet", "--format", "json", "--window", &window.to_string(), "--windows-file"])
         .arg(s.path(log))
         .arg("--plugins")
         .arg(s.plugins())

@@ -57,14 +57,22 @@ fn pulsar_bounded_run_commits_and_dead_letters() {
     bounded_run_commits_and_dead_letters(&source, &format!("{}/{topic}-dead-letters?subscription=dl", pulsar()));
 }
 
-/// Order of a position within its partition: Kafka offsets as they are;
-/// Pulsar `ledger:entry:partition` and Redis `ms-seq` as pairs.
-fn order(position: &Value) -> (u64, u64) {
+/// A record's place in its partition, in order: Kafka offsets as they are;
+/// Pulsar `ledger:entry:partition[:batch index]` as (ledger, entry, index);
+/// Redis `ms-seq` as (ms, seq, 0).
+type Place = (u64, u64, u64);
+
+fn order(position: &Value) -> Place {
     match position {
-        Value::Number(n) => (0, n.as_u64().unwrap()),
+        Value::Number(n) => (0, n.as_u64().unwrap(), 0),
+        Value::String(s) if s.contains(':') => {
+            // The partition (third) may be -1.
+            let parts: Vec<&str> = s.split(':').collect();
+            (parts[0].parse().unwrap(), parts[1].parse().unwrap(), parts.get(3).map_or(0, |b| b.parse().unwrap()))
+        }
         Value::String(s) => {
-            let mut parts = s.split([':', '-']).map(|p| p.parse::<u64>().unwrap_or(0));
-            (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+            let (ms, seq) = s.split_once('-').expect("a Redis id");
+            (ms.parse().unwrap(), seq.parse().unwrap(), 0)
         }
         other => panic!("position {other}"),
     }
@@ -80,12 +88,18 @@ enum Commit {
 }
 
 /// `kill -9` mid-stream, then a restart: every record analysed at least once.
-fn crash_and_restart(source: &str, commit: Commit, all_positions: impl Fn() -> Vec<(u64, u64)>) {
+fn crash_and_restart(source: &str, commit: Commit, all_positions: impl Fn() -> Vec<Place>) {
     let s = Sandbox::with_bundled();
     s.run(&["check"]).assert_ok(); // compile the plugins once, outside the timed part
     produce(&s, source, 30_000, &[], 1);
     let first = spawn(&s, source, "w1.jsonl", "data");
-    first.wait_until("a few analysed windows", Duration::from_secs(60), || windows(&s.path("w1.jsonl")).len() >= 3);
+    // Looked at every few milliseconds, so the kill comes a few windows in
+    // (a host reads 30,000 records in well under a second).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while windows(&s.path("w1.jsonl")).len() < 3 {
+        assert!(Instant::now() < deadline, "no windows within 60 s");
+        std::thread::sleep(Duration::from_millis(2));
+    }
     first.kill();
     let run1 = windows(&s.path("w1.jsonl"));
     // The same windows as the first run's, so a replayed one is the same window.
@@ -95,7 +109,7 @@ fn crash_and_restart(source: &str, commit: Commit, all_positions: impl Fn() -> V
     let run2 = windows(&log2);
     let produced = all_positions();
     assert_eq!(produced.len(), 30_000);
-    let index: BTreeMap<(u64, u64), usize> = produced.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+    let index: BTreeMap<Place, usize> = produced.iter().enumerate().map(|(i, p)| (*p, i)).collect();
     let mut seen = BTreeSet::new();
     for w in run1.iter().chain(&run2) {
         let (a, b) = (index[&order(&w["first_offset"])], index[&order(&w["last_offset"])]);
@@ -127,11 +141,11 @@ fn crash_and_restart(source: &str, commit: Commit, all_positions: impl Fn() -> V
 #[test]
 fn kafka_crash_and_restart_loses_nothing() {
     let topic = fresh("crash");
-    crash_and_restart(&format!("{}/{topic}?group=g", kafka()), Commit::Atomic, || (0..30_000).map(|o| (0, o)).collect());
+    crash_and_restart(&format!("{}/{topic}?group=g", kafka()), Commit::Atomic, || (0..30_000).map(|o| (0, o, 0)).collect());
 }
 
 /// The entry ids of a Redis stream, in order.
-fn redis_ids(url: &str, stream: &str) -> Vec<(u64, u64)> {
+fn redis_ids(url: &str, stream: &str) -> Vec<Place> {
     let out = Command::new("redis-cli").args(["-u", url, "XRANGE", stream, "-", "+"]).output().expect("redis-cli");
     let is_id = |l: &str| l.len() > 3 && l.contains('-') && l.split('-').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
     String::from_utf8_lossy(&out.stdout).lines().filter(|l| is_id(l)).map(|l| order(&Value::String(l.into()))).collect()
@@ -207,7 +221,7 @@ fn redis_restart_mid_run_reconnects_and_loses_nothing() {
     assert!(summary["broker_errors"].as_u64().unwrap() > 0, "{summary}");
     let ids = redis_ids(&url, "events");
     assert_eq!(ids.len(), 20_000);
-    let index: BTreeMap<(u64, u64), usize> = ids.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+    let index: BTreeMap<Place, usize> = ids.iter().enumerate().map(|(i, p)| (*p, i)).collect();
     let mut seen = BTreeSet::new();
     for w in windows(&s.path("w.jsonl")) {
         seen.extend(index[&order(&w["first_offset"])]..=index[&order(&w["last_offset"])]);
@@ -216,23 +230,70 @@ fn redis_restart_mid_run_reconnects_and_loses_nothing() {
     drop(redis);
 }
 
+/// Producers batch (as Java's do by default, and `generate`), and a crash
+/// can cut a window inside a batch: a batch is acked only once all of it
+/// is analysed, else the broker would take the whole batch as acked.
 #[test]
 fn pulsar_crash_and_restart_loses_nothing() {
     let topic = fresh("crash");
-    let source = format!("{}/{topic}?subscription=s", pulsar());
+    crash_and_restart(&format!("{}/{topic}?subscription=s", pulsar()), Commit::PerMessage, || pulsar_places(&topic));
+}
+
+/// A batch that the last full window ends inside of: its analysed part is
+/// acked with the window, the rest waits in the open window when the host is
+/// killed. Acking the analysed part would make the broker take the whole batch
+/// as acked, and the rest would never come again.
+#[test]
+fn pulsar_a_batch_is_acked_only_once_all_of_it_is_analysed() {
     let s = Sandbox::with_bundled();
-    // Learn the ledger the messages went to from a bounded run on another subscription afterwards.
-    let ledger = std::cell::Cell::new(None);
-    crash_and_restart(&source, Commit::PerMessage, || {
-        let probe = format!("{}/{topic}?subscription=probe", pulsar());
-        let run = until_end(&s, &probe, "probe.jsonl");
-        assert_eq!(run.summary()["records"], 30_000);
-        let ws = windows(&s.path("probe.jsonl"));
-        let (l, first) = order(&ws[0]["first_offset"]);
-        ledger.set(Some(l));
-        (first..first + 30_000).map(|e| (l, e)).collect()
-    });
-    assert!(ledger.get().is_some());
+    s.run(&["check"]).assert_ok();
+    let topic = fresh("batch");
+    let source = format!("{}/{topic}?subscription=s", pulsar());
+    let n = 10_250;
+    produce(&s, &source, n, &[], 1);
+    let places = pulsar_places(&topic);
+    assert_eq!(places.len(), n as usize);
+    // A window size whose last full window ends inside a batch.
+    let same_entry = |i: u64| places[i as usize - 1].1 == places[i as usize].1;
+    let window = (300..=700).find(|w| n % w != 0 && same_entry(n / w * w)).expect("a window ending inside a batch");
+    let analysed = n / window * window;
+    let host = spawn_windows(&s, &source, "w1.jsonl", "data", window);
+    host.wait_until("every full window", Duration::from_secs(60), || records(&windows(&s.path("w1.jsonl"))) >= analysed);
+    std::thread::sleep(Duration::from_secs(2)); // its acks reach the broker
+    host.kill();
+    let log2 = s.path("w2.jsonl");
+    s.run(&["--source", &source, "--until-end", "--format", "json", "--window", &window.to_string(), "--windows-file", log2.to_str().unwrap()]).assert_ok();
+    let index: BTreeMap<Place, usize> = places.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+    let mut seen = BTreeSet::new();
+    for w in windows(&s.path("w1.jsonl")).iter().chain(&windows(&log2)) {
+        seen.extend(index[&order(&w["first_offset"])]..=index[&order(&w["last_offset"])]);
+    }
+    assert_eq!(seen.len(), n as usize, "records lost: the rest of the batch the last full window ended in was not read again");
+}
+
+/// Every message of a topic, in order, from the broker's admin API: the
+/// entries of each ledger and how many messages each batch holds.
+fn pulsar_places(topic: &str) -> Vec<Place> {
+    let admin = format!("{}/admin/v2/persistent/public/default/{topic}", broker("PULSAR_ADMIN"));
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl").arg("-sf").args(args).output().expect("curl");
+        assert!(out.status.success(), "curl {args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let stats: Value = serde_json::from_str(&curl(&[&format!("{admin}/internalStats")])).unwrap();
+    let ledgers = stats["ledgers"].as_array().unwrap();
+    let mut places = Vec::new();
+    for (i, ledger) in ledgers.iter().enumerate() {
+        let id = ledger["ledgerId"].as_u64().unwrap();
+        // The open ledger's entries are counted apart.
+        let entries = if i + 1 == ledgers.len() { stats["currentLedgerEntries"].as_u64().unwrap() } else { ledger["entries"].as_u64().unwrap() };
+        for entry in 0..entries {
+            let headers = curl(&["-D", "-", "-o", "/dev/null", &format!("{admin}/ledger/{id}/entry/{entry}")]);
+            let batch = headers.lines().find_map(|l| l.strip_prefix("X-Pulsar-num-batch-message: ")).map_or(1, |n| n.trim().parse().unwrap());
+            places.extend((0..batch).map(|index| (id, entry, index)));
+        }
+    }
+    places
 }
 
 /// Two processes in one consumer group split a 4-partition topic; with no

@@ -3,7 +3,11 @@
 //!
 //! A message is acked only when the pipeline acks it; unacked messages are
 //! redelivered by the broker to this or another consumer of the
-//! subscription. The client reconnects by itself with backoff; errors are
+//! subscription. A producer's batch (one broker entry holding many
+//! messages, what Java producers send by default) is acked only once all of
+//! its messages are: an ack names an entry, and a 4.0 broker takes any ack
+//! of one message of a batch for the whole batch, so acking the first would
+//! lose the rest on a crash. The client reconnects by itself with backoff; errors are
 //! logged as they happen. Partitioned topics map their partition index to
 //! the pipeline's partitions.
 
@@ -12,10 +16,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use pulsar::consumer::InitialPosition;
 use pulsar::proto::MessageIdData;
-use pulsar::{ConnectionRetryOptions, Consumer, ConsumerOptions, Producer, Pulsar, SubType, TokioExecutor};
+use pulsar::{ConnectionRetryOptions, Consumer, ConsumerOptions, Producer, ProducerOptions, Pulsar, SubType, TokioExecutor};
 
 use super::config::{BrokerOptions, BrokerUrl, StartAt, COMMON_PARAMS};
 use super::{Ack, Message, Sink, Source, SourceContext, SourceError, SourceEvent, LAG_EVERY};
@@ -23,11 +27,51 @@ use super::{Ack, Message, Sink, Source, SourceContext, SourceError, SourceEvent,
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(100);
 const MAX_BATCH: usize = 2000;
+/// A request to the broker (statistics, the last message id, closing) that
+/// has no answer by then is given up, so a lost answer never stalls reading.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long [`ask`] waits for an answer before it reads the queue again.
+const ASK_SLICE: Duration = Duration::from_millis(100);
 /// `--until-end` with nothing left: stop after this long without a message.
 const IDLE_END: Duration = Duration::from_secs(3);
 
 fn runtime() -> Result<tokio::runtime::Runtime, SourceError> {
     tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().map_err(SourceError::Io)
+}
+
+type PulsarConsumer = Consumer<Vec<u8>, TokioExecutor>;
+type PulsarMessage = pulsar::consumer::Message<Vec<u8>>;
+
+/// Asks the broker something through `consumer` (statistics, the last
+/// message id, a seek, closing), reading the consumer's queue while waiting.
+/// The client's consumer engine answers requests and fills that queue on one
+/// task: once the queue is full it waits for a read before it answers
+/// anything, so a request made without reading never returns (a producer's
+/// batch of 1000 messages fills it at once). What is read on the way is put
+/// in `read`; `None` when there is no answer within [`REQUEST_TIMEOUT`].
+fn ask<R>(
+    rt: &tokio::runtime::Runtime,
+    consumer: &mut PulsarConsumer,
+    read: &mut Vec<PulsarMessage>,
+    mut question: impl AsyncFnMut(&mut PulsarConsumer) -> R,
+) -> Option<R> {
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    loop {
+        if let Ok(answer) = rt.block_on(async { tokio::time::timeout(ASK_SLICE, question(consumer)).await }) {
+            return Some(answer);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        rt.block_on(async {
+            while let Some(Some(next)) = consumer.next().now_or_never() {
+                match next {
+                    Ok(m) => read.push(m),
+                    Err(e) => tracing::warn!("pulsar: {e}; the client reconnects with backoff"),
+                }
+            }
+        });
+    }
 }
 
 fn connect(rt: &tokio::runtime::Runtime, hosts: &str) -> Result<Pulsar<TokioExecutor>, SourceError> {
@@ -72,7 +116,7 @@ pub struct PulsarSource {
     options: BrokerOptions,
     rt: tokio::runtime::Runtime,
     /// Always `Some` until dropped (inside the runtime, as the client needs).
-    consumer: Option<Consumer<Vec<u8>, TokioExecutor>>,
+    consumer: Option<PulsarConsumer>,
 }
 
 impl Drop for PulsarSource {
@@ -105,7 +149,7 @@ impl PulsarSource {
         let rt = runtime()?;
         let client = connect(&rt, &url.hosts)?;
         let subscription = options.subscription.clone().unwrap_or_else(|| "clean-host".into());
-        let mut consumer: Consumer<Vec<u8>, TokioExecutor> = rt
+        let mut consumer: PulsarConsumer = rt
             .block_on(
                 client
                     .consumer()
@@ -118,8 +162,12 @@ impl PulsarSource {
             )
             .map_err(|e| SourceError::Broker(format!("subscribing '{subscription}' to {topic}: {e}")))?;
         if let StartAt::Time(ms) = start {
-            rt.block_on(consumer.seek(None, None, Some(ms as u64), client.clone()))
-                .map_err(|e| SourceError::Broker(format!("seeking {topic} to {ms}: {e}")))?;
+            // What was read before the seek is from before its point: the broker sends it again if it is after.
+            let seek = async |c: &mut PulsarConsumer| c.seek(None, None, Some(ms as u64), client.clone()).await;
+            match ask(&rt, &mut consumer, &mut Vec::new(), seek) {
+                Some(sought) => sought.map_err(|e| SourceError::Broker(format!("seeking {topic} to {ms}: {e}")))?,
+                None => return Err(SourceError::Broker(format!("seeking {topic} to {ms}: no answer within {REQUEST_TIMEOUT:?}"))),
+            }
         }
         Ok(PulsarSource { url, options, rt, consumer: Some(consumer) })
     }
@@ -145,27 +193,34 @@ impl Source for PulsarSource {
 
     fn run(mut self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
         // Per partition: offset -> (topic, id), until acked.
-        let mut unacked: HashMap<u32, BTreeMap<u64, (String, MessageIdData)>> = HashMap::new();
+        let mut unacked: HashMap<u32, BTreeMap<u64, Unacked>> = HashMap::new();
         let mut acked_below: HashMap<u32, u64> = HashMap::new();
         let mut consumer = self.consumer.take().expect("set in new");
+        // Messages read while waiting for an answer, handed on first.
+        let mut read = Vec::new();
+        let mut last_ids = Vec::new();
         if self.options.until_end {
-            if let Ok(stats) = self.rt.block_on(consumer.get_stats()) {
+            if let Some(Ok(stats)) = ask(&self.rt, &mut consumer, &mut read, async |c: &mut PulsarConsumer| c.get_stats().await) {
                 let backlog: u64 = stats.iter().filter_map(|s| s.msg_backlog).sum();
                 ctx.progress.total.store(backlog, Ordering::Relaxed);
             }
+            let what = |e: String| SourceError::Broker(format!("the last message id of {}: {e}", self.url.path));
+            last_ids = match ask(&self.rt, &mut consumer, &mut read, async |c: &mut PulsarConsumer| c.get_last_message_id().await) {
+                Some(ids) => ids.map_err(|e| what(e.to_string()))?,
+                None => return Err(what(format!("no answer within {REQUEST_TIMEOUT:?}"))),
+            };
         }
-        let last_ids =
-            if self.options.until_end { self.rt.block_on(consumer.get_last_message_id()).map_err(|e| SourceError::Broker(e.to_string()))? } else { Vec::new() };
         // Partition -> (ledger, entry) of the last message at start.
         let ends: HashMap<u32, (u64, u64)> = last_ids
             .iter()
             .filter(|id| id.ledger_id != u64::MAX && id.entry_id != u64::MAX)
             .map(|id| (id.partition.unwrap_or(0).max(0) as u32, (id.ledger_id, id.entry_id)))
             .collect();
-        let result = self.consume(&ctx, &mut consumer, &ends, &mut unacked, &mut acked_below);
+        let result = self.consume(&ctx, &mut consumer, read, &ends, &mut unacked, &mut acked_below);
         ctx.finish(|ack| record_ack(&mut acked_below, ack));
         ack_below(&self.rt, &mut consumer, &mut unacked, &acked_below);
-        let _ = self.rt.block_on(consumer.close());
+        // Anything read now is not handed on: unacked, the broker sends it again.
+        let _ = ask(&self.rt, &mut consumer, &mut Vec::new(), async |c: &mut PulsarConsumer| c.close().await);
         let _inside = self.rt.enter();
         drop(consumer);
         result
@@ -176,9 +231,10 @@ impl PulsarSource {
     fn consume(
         &self,
         ctx: &SourceContext,
-        consumer: &mut Consumer<Vec<u8>, TokioExecutor>,
+        consumer: &mut PulsarConsumer,
+        mut read: Vec<PulsarMessage>,
         ends: &HashMap<u32, (u64, u64)>,
-        unacked: &mut HashMap<u32, BTreeMap<u64, (String, MessageIdData)>>,
+        unacked: &mut HashMap<u32, BTreeMap<u64, Unacked>>,
         acked_below: &mut HashMap<u32, u64>,
     ) -> Result<(), SourceError> {
         let mut next_offset: HashMap<u32, u64> = HashMap::new();
@@ -190,7 +246,7 @@ impl PulsarSource {
                 record_ack(acked_below, ack);
             }
             if last_lag.is_none_or(|t| t.elapsed() >= LAG_EVERY) {
-                if let Ok(stats) = self.rt.block_on(consumer.get_stats()) {
+                if let Some(Ok(stats)) = ask(&self.rt, consumer, &mut read, async |c: &mut PulsarConsumer| c.get_stats().await) {
                     ctx.progress.lag.store(stats.iter().filter_map(|s| s.msg_backlog).sum(), Ordering::Relaxed);
                 }
                 last_lag = Some(Instant::now());
@@ -199,22 +255,14 @@ impl PulsarSource {
             if ctx.stopped() {
                 return Ok(());
             }
+            let (received, failed) = self.receive(consumer, std::mem::take(&mut read))?;
+            if let Some(e) = failed {
+                tracing::warn!("pulsar {}: {e}; the client reconnects with backoff", self.url.hosts);
+                ctx.progress.broker_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            let count = received.len();
             let mut batch: BTreeMap<u32, Vec<Message>> = BTreeMap::new();
-            let mut count = 0;
-            let deadline = Instant::now() + POLL;
-            while count < MAX_BATCH {
-                let wait = if count == 0 { deadline.saturating_duration_since(Instant::now()) } else { Duration::ZERO };
-                let next = self.rt.block_on(async { tokio::time::timeout(wait, consumer.next()).await });
-                let msg = match next {
-                    Err(_) => break,
-                    Ok(None) => return Err(SourceError::Broker(format!("{} closed the consumer", self.url.hosts))),
-                    Ok(Some(Err(e))) => {
-                        tracing::warn!("pulsar {}: {e}; the client reconnects with backoff", self.url.hosts);
-                        ctx.progress.broker_errors.fetch_add(1, Ordering::Relaxed);
-                        break;
-                    }
-                    Ok(Some(Ok(m))) => m,
-                };
+            for msg in received {
                 let id = msg.message_id().clone();
                 let partition = id.partition.unwrap_or(0).max(0) as u32;
                 if let Some(end) = ends.get(&partition) {
@@ -225,8 +273,11 @@ impl PulsarSource {
                 let offset = next_offset.entry(partition).or_default();
                 let this = *offset;
                 *offset += 1;
-                unacked.entry(partition).or_default().insert(this, (msg.topic.clone(), id.clone()));
                 let meta = &msg.payload.metadata;
+                let ends_entry = match (id.batch_index, meta.num_messages_in_batch) {
+                    (Some(index), Some(size)) if index >= 0 => index + 1 >= size,
+                    _ => true,
+                };
                 batch.entry(partition).or_default().push(Message {
                     offset: this,
                     id: Some(Arc::from(id_text(&id))),
@@ -236,7 +287,7 @@ impl PulsarSource {
                     payload: msg.payload.data,
                     fault: None,
                 });
-                count += 1;
+                unacked.entry(partition).or_default().insert(this, Unacked { topic: msg.topic, id, ends_entry });
             }
             if count > 0 {
                 last_message = Instant::now();
@@ -250,6 +301,42 @@ impl PulsarSource {
             }
         }
     }
+
+    /// `read` and the messages ready now, at most [`MAX_BATCH`] unless
+    /// `read` holds more, after waiting up to [`POLL`] for the first; and the
+    /// error that ended the batch, if any. One `block_on` a batch, not one a
+    /// message: each costs a wake-up of the client's runtime thread.
+    fn receive(&self, consumer: &mut PulsarConsumer, mut read: Vec<PulsarMessage>) -> Result<(Vec<PulsarMessage>, Option<pulsar::Error>), SourceError> {
+        let closed = || SourceError::Broker(format!("{} closed the consumer", self.url.hosts));
+        self.rt.block_on(async {
+            if read.is_empty() {
+                match tokio::time::timeout(POLL, consumer.next()).await {
+                    Err(_) => return Ok((read, None)),
+                    Ok(None) => return Err(closed()),
+                    Ok(Some(Err(e))) => return Ok((read, Some(e))),
+                    Ok(Some(Ok(m))) => read.push(m),
+                }
+            }
+            while read.len() < MAX_BATCH {
+                match consumer.next().now_or_never() {
+                    None => break,
+                    Some(None) => return Err(closed()),
+                    Some(Some(Err(e))) => return Ok((read, Some(e))),
+                    Some(Some(Ok(m))) => read.push(m),
+                }
+            }
+            Ok((read, None))
+        })
+    }
+}
+
+/// A message handed on and not acked yet.
+struct Unacked {
+    topic: String,
+    id: MessageIdData,
+    /// It is the last message of its broker entry (or the entry's only one):
+    /// acking it acks the entry.
+    ends_entry: bool,
 }
 
 /// Raise the partition's acked bound to `ack`'s.
@@ -258,19 +345,15 @@ fn record_ack(acked_below: &mut HashMap<u32, u64>, ack: Ack) {
     *below = (*below).max(ack.below);
 }
 
-fn ack_below(
-    rt: &tokio::runtime::Runtime,
-    consumer: &mut Consumer<Vec<u8>, TokioExecutor>,
-    unacked: &mut HashMap<u32, BTreeMap<u64, (String, MessageIdData)>>,
-    acked_below: &HashMap<u32, u64>,
-) {
+fn ack_below(rt: &tokio::runtime::Runtime, consumer: &mut PulsarConsumer, unacked: &mut HashMap<u32, BTreeMap<u64, Unacked>>, acked_below: &HashMap<u32, u64>) {
     for (partition, pending) in unacked.iter_mut() {
         let Some(&below) = acked_below.get(partition) else { continue };
         let rest = pending.split_off(&below);
         let done = std::mem::replace(pending, rest);
         rt.block_on(async {
-            for (topic, id) in done.into_values() {
-                if let Err(e) = consumer.ack_with_id(&topic, id).await {
+            // The other messages of an entry are acked with its last one.
+            for m in done.into_values().filter(|m| m.ends_entry) {
+                if let Err(e) = consumer.ack_with_id(&m.topic, entry_id(m.id)).await {
                     tracing::warn!("pulsar: ack failed, the message will be redelivered: {e}");
                 }
             }
@@ -278,7 +361,15 @@ fn ack_below(
     }
 }
 
-/// Produces to a topic.
+/// The id of a message's whole entry, as the Java client acks a finished batch.
+fn entry_id(id: MessageIdData) -> MessageIdData {
+    MessageIdData { batch_index: None, batch_size: None, ack_set: Vec::new(), ..id }
+}
+
+/// Produces to a topic, in batches as the Java client does by default (at
+/// most 1000 messages or 128 KiB an entry, sent after 1 ms at the latest):
+/// a broker stores and dispatches an entry at a time, so unbatched messages
+/// cost it about ten times the work.
 pub struct PulsarSink {
     name: String,
     rt: tokio::runtime::Runtime,
@@ -292,7 +383,11 @@ impl PulsarSink {
         let topic = full_topic(&url, path)?;
         let rt = runtime()?;
         let client = connect(&rt, hosts)?;
-        let producer = rt.block_on(client.producer().with_topic(&topic).build()).map_err(|e| SourceError::Broker(format!("producer for {topic}: {e}")))?;
+        let options =
+            ProducerOptions { batch_size: Some(1000), batch_byte_size: Some(128 * 1024), batch_timeout: Some(Duration::from_millis(1)), ..Default::default() };
+        let producer = rt
+            .block_on(client.producer().with_topic(&topic).with_options(options).build())
+            .map_err(|e| SourceError::Broker(format!("producer for {topic}: {e}")))?;
         Ok(PulsarSink { name: format!("pulsar://{hosts}/{path}"), rt, producer: Some(producer), receipts: Vec::new() })
     }
 }
@@ -326,7 +421,7 @@ impl Sink for PulsarSink {
                 Err(e) => return Err(SourceError::Broker(format!("producing to {}: {e}", self.name))),
             }
         }
-        if self.receipts.len() >= 500 {
+        if self.receipts.len() >= 5000 {
             self.flush()?;
         }
         Ok(())
