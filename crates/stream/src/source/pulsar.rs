@@ -27,11 +27,19 @@ use super::{Ack, Message, Sink, Source, SourceContext, SourceError, SourceEvent,
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(100);
 const MAX_BATCH: usize = 2000;
-/// A request to the broker (statistics, the last message id, closing) that
-/// has no answer by then is given up, so a lost answer never stalls reading.
+/// A request to the broker (statistics, the last message id, a seek,
+/// closing) that has no answer by then is given up, so a lost answer never
+/// stalls reading.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long [`ask`] waits for an answer before it reads the queue again.
-const ASK_SLICE: Duration = Duration::from_millis(100);
+/// How long [`ask`] first waits for an answer before it reads the queue and
+/// asks again, waiting twice as long each time.
+const FIRST_WAIT: Duration = Duration::from_millis(100);
+/// A seek is several requests (seek, lookup, subscribe): asked again midway,
+/// the broker may refuse it, so it is given longer before it is.
+const SEEK_WAIT: Duration = Duration::from_secs(5);
+/// The lag is asked for only with the queue just read empty, and given up
+/// (until the next time) if the answer takes longer than this.
+const LAG_WAIT: Duration = Duration::from_millis(100);
 /// `--until-end` with nothing left: stop after this long without a message.
 const IDLE_END: Duration = Duration::from_secs(3);
 
@@ -47,22 +55,27 @@ type PulsarMessage = pulsar::consumer::Message<Vec<u8>>;
 /// The client's consumer engine answers requests and fills that queue on one
 /// task: once the queue is full it waits for a read before it answers
 /// anything, so a request made without reading never returns (a producer's
-/// batch of 1000 messages fills it at once). What is read on the way is put
-/// in `read`; `None` when there is no answer within [`REQUEST_TIMEOUT`].
+/// batch of 1000 messages fills it at once). It waits `wait`, then reads the
+/// queue and asks again, waiting twice as long each time, so a slow answer
+/// is waited for in full. What is read on the way is put in `read`; `None`
+/// when there is no answer within [`REQUEST_TIMEOUT`].
 fn ask<R>(
     rt: &tokio::runtime::Runtime,
     consumer: &mut PulsarConsumer,
     read: &mut Vec<PulsarMessage>,
+    mut wait: Duration,
     mut question: impl AsyncFnMut(&mut PulsarConsumer) -> R,
 ) -> Option<R> {
     let deadline = Instant::now() + REQUEST_TIMEOUT;
     loop {
-        if let Ok(answer) = rt.block_on(async { tokio::time::timeout(ASK_SLICE, question(consumer)).await }) {
+        if let Ok(answer) = rt.block_on(async { tokio::time::timeout(wait, question(consumer)).await }) {
             return Some(answer);
         }
-        if Instant::now() >= deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
             return None;
         }
+        wait = (wait * 2).min(left);
         rt.block_on(async {
             while let Some(Some(next)) = consumer.next().now_or_never() {
                 match next {
@@ -164,7 +177,7 @@ impl PulsarSource {
         if let StartAt::Time(ms) = start {
             // What was read before the seek is from before its point: the broker sends it again if it is after.
             let seek = async |c: &mut PulsarConsumer| c.seek(None, None, Some(ms as u64), client.clone()).await;
-            match ask(&rt, &mut consumer, &mut Vec::new(), seek) {
+            match ask(&rt, &mut consumer, &mut Vec::new(), SEEK_WAIT, seek) {
                 Some(sought) => sought.map_err(|e| SourceError::Broker(format!("seeking {topic} to {ms}: {e}")))?,
                 None => return Err(SourceError::Broker(format!("seeking {topic} to {ms}: no answer within {REQUEST_TIMEOUT:?}"))),
             }
@@ -192,7 +205,7 @@ impl Source for PulsarSource {
     }
 
     fn run(mut self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
-        // Per partition: offset -> (topic, id), until acked.
+        // Per partition: offset -> the message, until acked.
         let mut unacked: HashMap<u32, BTreeMap<u64, Unacked>> = HashMap::new();
         let mut acked_below: HashMap<u32, u64> = HashMap::new();
         let mut consumer = self.consumer.take().expect("set in new");
@@ -200,12 +213,12 @@ impl Source for PulsarSource {
         let mut read = Vec::new();
         let mut last_ids = Vec::new();
         if self.options.until_end {
-            if let Some(Ok(stats)) = ask(&self.rt, &mut consumer, &mut read, async |c: &mut PulsarConsumer| c.get_stats().await) {
+            if let Some(Ok(stats)) = ask(&self.rt, &mut consumer, &mut read, FIRST_WAIT, async |c: &mut PulsarConsumer| c.get_stats().await) {
                 let backlog: u64 = stats.iter().filter_map(|s| s.msg_backlog).sum();
                 ctx.progress.total.store(backlog, Ordering::Relaxed);
             }
             let what = |e: String| SourceError::Broker(format!("the last message id of {}: {e}", self.url.path));
-            last_ids = match ask(&self.rt, &mut consumer, &mut read, async |c: &mut PulsarConsumer| c.get_last_message_id().await) {
+            last_ids = match ask(&self.rt, &mut consumer, &mut read, FIRST_WAIT, async |c: &mut PulsarConsumer| c.get_last_message_id().await) {
                 Some(ids) => ids.map_err(|e| what(e.to_string()))?,
                 None => return Err(what(format!("no answer within {REQUEST_TIMEOUT:?}"))),
             };
@@ -220,7 +233,7 @@ impl Source for PulsarSource {
         ctx.finish(|ack| record_ack(&mut acked_below, ack));
         ack_below(&self.rt, &mut consumer, &mut unacked, &acked_below);
         // Anything read now is not handed on: unacked, the broker sends it again.
-        let _ = ask(&self.rt, &mut consumer, &mut Vec::new(), async |c: &mut PulsarConsumer| c.close().await);
+        let _ = ask(&self.rt, &mut consumer, &mut Vec::new(), FIRST_WAIT, async |c: &mut PulsarConsumer| c.close().await);
         let _inside = self.rt.enter();
         drop(consumer);
         result
@@ -241,12 +254,15 @@ impl PulsarSource {
         let mut reached: HashMap<u32, bool> = ends.keys().map(|&p| (p, false)).collect();
         let mut last_message = Instant::now();
         let mut last_lag: Option<Instant> = None;
+        // The last read emptied the client's queue (see [`ask`]).
+        let mut drained = read.is_empty();
         loop {
             for ack in ctx.acks.try_iter() {
                 record_ack(acked_below, ack);
             }
-            if last_lag.is_none_or(|t| t.elapsed() >= LAG_EVERY) {
-                if let Some(Ok(stats)) = ask(&self.rt, consumer, &mut read, async |c: &mut PulsarConsumer| c.get_stats().await) {
+            if drained && last_lag.is_none_or(|t| t.elapsed() >= LAG_EVERY) {
+                let stats = self.rt.block_on(async { tokio::time::timeout(LAG_WAIT, consumer.get_stats()).await });
+                if let Ok(Ok(stats)) = stats {
                     ctx.progress.lag.store(stats.iter().filter_map(|s| s.msg_backlog).sum(), Ordering::Relaxed);
                 }
                 last_lag = Some(Instant::now());
@@ -256,6 +272,7 @@ impl PulsarSource {
                 return Ok(());
             }
             let (received, failed) = self.receive(consumer, std::mem::take(&mut read))?;
+            drained = received.len() < MAX_BATCH && failed.is_none();
             if let Some(e) = failed {
                 tracing::warn!("pulsar {}: {e}; the client reconnects with backoff", self.url.hosts);
                 ctx.progress.broker_errors.fetch_add(1, Ordering::Relaxed);
