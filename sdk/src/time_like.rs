@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Batch, Column, ColumnValues, NumericView};
+use crate::{Batch, ColumnValues, PRESENT};
 
 /// Share of a window's values that may step down in a column that moves with time.
 const MAX_DOWN_SHARE: f64 = 0.02;
@@ -93,37 +93,41 @@ impl TimeLikeColumns {
     pub fn observe(&mut self, batch: &Batch) {
         let epoch_ranges = EpochRanges::around(&[batch.info.start_ms, batch.info.end_ms, batch.info.closed_at_ms]);
         for column in &batch.columns {
-            if let Some(view) = column.numeric() {
-                self.observe_column(column, view, &epoch_ranges);
+            let validity = &column.validity;
+            let present = move |r: &usize| validity.is_empty() || validity[*r] == PRESENT;
+            match &column.values {
+                ColumnValues::Float64(v) => {
+                    let values = (0..v.len()).filter(present).map(|r| v[r]).filter(|x| x.is_finite());
+                    self.observe_column(&column.name, values, false, &epoch_ranges);
+                }
+                ColumnValues::Int64(v) => self.observe_column(&column.name, (0..v.len()).filter(present).map(|r| v[r] as f64), true, &epoch_ranges),
+                _ => {}
             }
         }
     }
 
-    fn observe_column(&mut self, column: &Column, view: NumericView, epoch_ranges: &EpochRanges) {
-        let evidence = match self.columns.get_mut(&column.name) {
+    /// One column's present values, in row order; `integers`: an integer column.
+    fn observe_column(&mut self, name: &str, mut values: impl Iterator<Item = f64>, integers: bool, epoch_ranges: &EpochRanges) {
+        let evidence = match self.columns.get_mut(name) {
             Some(e) => e,
-            None => self.columns.entry(column.name.clone()).or_insert(Evidence { unit_ups: true, ..Evidence::default() }),
+            None => self.columns.entry(name.to_string()).or_insert(Evidence { unit_ups: true, ..Evidence::default() }),
         };
-        let mut values = view.present().map(|(_, v)| v).peekable();
-        if values.peek().is_none() {
+        let Some(first) = values.next() else {
             return;
-        }
-        let (mut n, mut downs, mut epochs, mut hhmm) = (0usize, 0usize, 0usize, 0usize);
+        };
+        // Counted without branches on the values: a column of noise goes up
+        // and down at random, which a branch would mispredict every other row.
+        let (mut downs, mut ups, mut wraps, mut unit_ups) = (0u32, 0u32, 0u32, true);
+        let (mut n, mut epochs, mut hhmm) = (0usize, 0usize, 0usize);
         let (mut low, mut high) = (f64::INFINITY, f64::NEG_INFINITY);
-        let mut previous = evidence.last;
-        let integers = matches!(column.values, ColumnValues::Int64(_));
-        for v in values {
+        let mut previous = evidence.last.unwrap_or(first);
+        for v in std::iter::once(first).chain(values) {
+            let p = previous;
             n += 1;
-            if let Some(p) = previous {
-                if v < p {
-                    downs += 1;
-                    evidence.downs += 1;
-                    evidence.wraps += u32::from(integers && p >= 6.0 && (v == 0.0 || v == 1.0));
-                } else if v > p {
-                    evidence.ups += 1;
-                    evidence.unit_ups &= integers && v - p == 1.0;
-                }
-            }
+            downs += u32::from(v < p);
+            ups += u32::from(v > p);
+            wraps += u32::from(integers && v < p && p >= 6.0 && (v == 0.0 || v == 1.0));
+            unit_ups &= v <= p || (integers && v - p == 1.0);
             epochs += usize::from(epoch_ranges.holds(v));
             hhmm += usize::from(integers && (0.0..=2400.0).contains(&v) && (v as i64) % 100 < 60);
             // Comparisons, not f64::min/max: those are libm calls in wasm.
@@ -133,9 +137,13 @@ impl TimeLikeColumns {
             if v > high {
                 high = v;
             }
-            previous = Some(v);
+            previous = v;
         }
-        evidence.last = previous;
+        evidence.last = Some(previous);
+        evidence.downs += downs;
+        evidence.ups += ups;
+        evidence.wraps += wraps;
+        evidence.unit_ups &= unit_ups;
         if n < MIN_VALUES {
             return;
         }

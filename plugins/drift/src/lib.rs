@@ -223,18 +223,49 @@ pub struct Drift {
 /// The kind of values a column holds in this window.
 enum Values<'a> {
     Numbers(Vec<f64>),
-    /// UTF-8 bytes as the batch holds them: hashed, never decoded.
-    Categories(Vec<&'a [u8]>),
+    Categories(Tally<'a>),
+}
+
+/// A text or boolean column's window as counts of its distinct values: one
+/// hash a row, where the reference's bins and the sketch being learned then
+/// take one lookup or update per distinct value.
+struct Tally<'a> {
+    /// Each distinct value (UTF-8 bytes as the batch holds them, never
+    /// decoded), its rows, and its rows in the even sample that is learned.
+    counts: Vec<(&'a [u8], u64, u64)>,
+    /// Present rows.
+    rows: usize,
+}
+
+impl<'a> Tally<'a> {
+    /// Count `values`, `rows` of them; every `step`-th goes into the sample.
+    fn new(values: impl Iterator<Item = &'a [u8]>, rows: usize) -> Self {
+        let step = rows.div_ceil(CATEGORIES_PER_WINDOW).max(1);
+        let mut index: HashMap<&[u8], usize, BuildHasherDefault<Fnv>> = HashMap::default();
+        let mut counts: Vec<(&[u8], u64, u64)> = Vec::new();
+        for (i, value) in values.enumerate() {
+            let at = *index.entry(value).or_insert_with(|| {
+                counts.push((value, 0, 0));
+                counts.len() - 1
+            });
+            counts[at].1 += 1;
+            counts[at].2 += u64::from(i % step == 0);
+        }
+        Tally { counts, rows }
+    }
 }
 
 fn values(column: &Column) -> Option<Values<'_>> {
-    let present = |r: usize| column.validity.is_empty() || column.validity[r] == PRESENT;
+    let present = |r: &usize| column.validity.is_empty() || column.validity[*r] == PRESENT;
     let rows = 0..column.len();
     Some(match &column.values {
-        ColumnValues::Float64(v) => Values::Numbers(rows.filter(|&r| present(r)).map(|r| v[r]).filter(|x| x.is_finite()).collect()),
-        ColumnValues::Int64(v) => Values::Numbers(rows.filter(|&r| present(r)).map(|r| v[r] as f64).collect()),
-        ColumnValues::Boolean(v) => Values::Categories(rows.filter(|&r| present(r)).map(|r| if v[r] { &b"true"[..] } else { &b"false"[..] }).collect()),
-        ColumnValues::Text(_) => Values::Categories(rows.filter(|&r| present(r)).map(|r| column.bytes(r)).collect()),
+        ColumnValues::Float64(v) => Values::Numbers(rows.filter(present).map(|r| v[r]).filter(|x| x.is_finite()).collect()),
+        ColumnValues::Int64(v) => Values::Numbers(rows.filter(present).map(|r| v[r] as f64).collect()),
+        ColumnValues::Boolean(v) => {
+            let text = rows.filter(present).map(|r| if v[r] { &b"true"[..] } else { &b"false"[..] });
+            Values::Categories(Tally::new(text, column.count(PRESENT)))
+        }
+        ColumnValues::Text(_) => Values::Categories(Tally::new(rows.filter(present).map(|r| column.bytes(r)), column.count(PRESENT))),
         ColumnValues::Timestamp(_) => return None,
     })
 }
@@ -264,11 +295,11 @@ impl Learning {
                     sketch.update(KllFloat::<f64>::new(x).map_err(|e| e.to_string())?);
                 }
             }
-            (Learning::Categorical(sketch), Values::Categories(v)) => {
-                for s in sample(v, CATEGORIES_PER_WINDOW) {
+            (Learning::Categorical(sketch), Values::Categories(tally)) => {
+                for &(s, _, sampled) in tally.counts.iter().filter(|c| c.2 > 0) {
                     // Checked as UTF-8 first: the lossy path walks the bytes in chunks.
                     let text = std::str::from_utf8(s).map_or_else(|_| String::from_utf8_lossy(s), Cow::Borrowed);
-                    sketch.update_ref(&*text);
+                    sketch.update_with_count_ref(&*text, sampled);
                 }
             }
             _ => return Ok(false),
@@ -309,7 +340,7 @@ impl Learning {
 }
 
 /// At most `most` of `values`, evenly spaced.
-fn sample<T>(values: &[T], most: usize) -> impl Iterator<Item = &T> {
+fn sample(values: &[f64], most: usize) -> impl Iterator<Item = &f64> {
     let step = values.len().div_ceil(most).max(1);
     values.iter().step_by(step)
 }
@@ -455,19 +486,19 @@ impl Drift {
                 }
                 (psi_drift || ks_drift, Some(psi), Some(ks))
             }
-            (Reference::Categorical { shares, rows }, Values::Categories(v)) => {
-                if v.len() < c.min_rows as usize {
+            (Reference::Categorical { shares, rows }, Values::Categories(tally)) => {
+                if tally.rows < c.min_rows as usize {
                     return (false, None, None);
                 }
                 let index = &self.bins[name];
-                let n = v.len() as f64;
+                let n = tally.rows as f64;
                 // The last bin holds every value the reference did not list, and
                 // categories too rare to expect 5 values here (so chi-square holds).
                 let other = shares.len();
                 let bin_of: Vec<usize> = shares.values().enumerate().map(|(i, &e)| if e * n >= 5.0 { i } else { other }).collect();
                 let mut observed = vec![0u64; other + 1];
-                for s in v {
-                    observed[index.get(*s).map_or(other, |&i| bin_of[i])] += 1;
+                for &(s, count, _) in &tally.counts {
+                    observed[index.get(s).map_or(other, |&i| bin_of[i])] += count;
                 }
                 let listed: f64 = shares.values().sum();
                 let mut expected = vec![0.0; other + 1];
@@ -498,7 +529,7 @@ impl Drift {
                         "{name}'s categories moved away from its reference: PSI {psi:.3} (usually up to {:.3}), chi-square {chi:.1} (p {}); most moved: {moved}; over {} values against {rows}",
                         self.usual(name).0,
                         p(chi_p),
-                        v.len()
+                        tally.rows
                     );
                     out.findings.push(Finding::new("psi", Some(name), psi, c.psi_threshold, severity, message));
                     return (true, Some(psi), None);
