@@ -5,7 +5,7 @@ use std::io::Write;
 
 use anyhow::{bail, Context, Result};
 
-use clean_host_stream::source::{self, SourceContext, SourceEvent};
+use clean_host_stream::source::{self, lines, SourceContext, SourceEvent};
 
 use super::assembly::settings;
 use crate::cli::{GeneratorArgs, GlobalArgs};
@@ -35,7 +35,7 @@ pub fn generate(g: &GlobalArgs, generator: &GeneratorArgs, sink: Option<&str>, p
             };
             match &mut sink {
                 Some(sink) => {
-                    for line in data.strip_suffix(b"\n").unwrap_or(&data).split(|&b| b == b'\n') {
+                    for line in lines(&data) {
                         sink.send("", line)?;
                         produced += 1;
                     }

@@ -37,7 +37,7 @@ use clean_host_quality::analysis::Detectors;
 use clean_host_runtime::PluginStats;
 use clean_host_stream::dead_letter::{DeadLetterTopic, DeadLetters};
 use clean_host_stream::decode::message::MessageDecoder;
-use clean_host_stream::source::{Ack, Position, Progress, Sink, Source, SourceContext, SourceEvent, MAX_LINE_BYTES};
+use clean_host_stream::source::{lines, Ack, Position, Progress, Sink, Source, SourceContext, SourceEvent, MAX_LINE_BYTES};
 use clean_host_stream::window::WindowSpec;
 use cutter::Cutter;
 
@@ -233,9 +233,8 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
             let read_at = now_ms();
             let step = match event {
                 SourceEvent::Lines { partition, first_offset, data } => {
-                    let body = data.strip_suffix(b"\n").unwrap_or(&data);
                     let mut next = first_offset;
-                    let result = body.split(|&b| b == b'\n').try_for_each(|line| {
+                    let result = lines(&data).try_for_each(|line| {
                         next += 1;
                         cutter.line(partition, next - 1, line, read_at)
                     });

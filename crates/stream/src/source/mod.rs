@@ -44,6 +44,17 @@ pub enum SourceEvent {
     Revoked { partitions: Vec<u32> },
 }
 
+/// The lines of a [`SourceEvent::Lines`] block, without their newlines.
+pub fn lines(block: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let body = block.strip_suffix(b"\n").unwrap_or(block);
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', body).chain([body.len()]).map(move |end| {
+        let line = &body[start..end];
+        start = end + 1;
+        line
+    })
+}
+
 /// Where a record sits in its broker: a Kafka offset, or a Pulsar message id
 /// or Redis entry id. Serialized as a JSON number or string.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -63,7 +63,7 @@ impl Source for LineReader {
                 break;
             }
             if let Some(bytes) = skipping {
-                match pending.iter().position(|&b| b == b'\n') {
+                match memchr::memchr(b'\n', &pending) {
                     None => {
                         skipping = Some(bytes + pending.len() as u64);
                         pending.clear();
@@ -79,10 +79,10 @@ impl Source for LineReader {
                     }
                 }
             }
-            if let Some(last) = pending.iter().rposition(|&b| b == b'\n') {
+            if let Some(last) = memchr::memrchr(b'\n', &pending) {
                 let tail = pending[last + 1..].to_vec();
                 pending.truncate(last + 1);
-                let lines = pending.iter().filter(|&&b| b == b'\n').count() as u64;
+                let lines = memchr::memchr_iter(b'\n', &pending).count() as u64;
                 let block = std::mem::replace(&mut pending, tail);
                 if !send(SourceEvent::Lines { partition: 0, first_offset: offset, data: block }) {
                     return Ok(());

@@ -16,7 +16,8 @@ fn events(bytes: &[u8], max_line: usize) -> Vec<(u64, String)> {
     rx.iter()
         .flat_map(|e| match e {
             SourceEvent::Lines { first_offset, data, .. } => {
-                String::from_utf8(data).unwrap().lines().enumerate().map(|(i, l)| (first_offset + i as u64, l.to_string())).collect::<Vec<_>>()
+                // Split as the pipeline splits a block.
+                crate::source::lines(&data).enumerate().map(|(i, l)| (first_offset + i as u64, String::from_utf8(l.to_vec()).unwrap())).collect::<Vec<_>>()
             }
             SourceEvent::Oversized { offset, bytes, .. } => vec![(offset, format!("<{bytes} bytes>"))],
             other => panic!("a file sends lines, not {other:?}"),
