@@ -69,14 +69,36 @@ def wide_records(f, fields, records, seed=11):
         f.write(json.dumps(rec, separators=(",", ":")) + "\n")
 
 
-def warm_cache():
-    warm = os.path.join(OUT, "warm")
+def warm_cache(plugins=PLUGINS, name="warm"):
+    warm = os.path.join(OUT, name)
     shutil.rmtree(warm, ignore_errors=True)
-    subprocess.run([HOST, "plugin", "list", "--json", "--plugins", PLUGINS, "--data-dir", warm], check=True, capture_output=True)
+    subprocess.run([HOST, "plugin", "list", "--json", "--plugins", plugins, "--data-dir", warm], check=True, capture_output=True)
     return warm
 
 
-def run(warm, args, config=None):
+def sixteen_detectors():
+    """A plugins folder of 16 detectors: the 8 bundled ones and 8 made with
+    `clean-host plugin new` (the Rust template: each column's share of
+    absent rows), built as a user builds them."""
+    folder = os.path.join(OUT, "plugins-16")
+    projects = os.path.join(OUT, "projects")
+    names = [f"absent-{i}" for i in range(1, 9)]
+    os.makedirs(folder, exist_ok=True)
+    os.makedirs(projects, exist_ok=True)
+    for name in names:
+        if os.path.exists(os.path.join(folder, name + ".wasm")):
+            continue
+        shutil.rmtree(os.path.join(projects, name), ignore_errors=True)
+        subprocess.run([HOST, "plugin", "new", name, "--lang", "rust"], cwd=projects, check=True, capture_output=True)
+        # One target dir for all of them, so the SDK builds once.
+        env = dict(os.environ, CARGO_TARGET_DIR=os.path.join(ROOT, "plugins/target"))
+        subprocess.run([HOST, "plugin", "build", name, "--plugins", folder], cwd=projects, env=env, check=True, stdout=subprocess.DEVNULL)
+    for name in BUNDLED:
+        shutil.copy(os.path.join(PLUGINS, name + ".wasm"), folder)
+    return folder
+
+
+def run(warm, args, config=None, plugins=PLUGINS):
     """One run on a fresh data dir with the warm cache: (records/s, peak RSS MiB)."""
     data = os.path.join(OUT, "data")
     shutil.rmtree(data, ignore_errors=True)
@@ -84,7 +106,7 @@ def run(warm, args, config=None):
     for name in ("cache", "cache.key"):
         src = os.path.join(warm, name)
         (shutil.copytree if os.path.isdir(src) else shutil.copy)(src, os.path.join(data, name))
-    cmd = [HOST, "--plugins", PLUGINS, "--data-dir", data, "--quiet"] + args
+    cmd = [HOST, "--plugins", plugins, "--data-dir", data, "--quiet"] + args
     if config:
         path = os.path.join(OUT, "config.toml")
         with open(path, "w") as f:
@@ -99,8 +121,8 @@ def run(warm, args, config=None):
     return summary["records"] / wall, summary["peak_rss_mib"]
 
 
-def median_of(runs, warm, args, config=None):
-    results = [run(warm, args, config) for _ in range(runs)]
+def median_of(runs, warm, args, config=None, plugins=PLUGINS):
+    results = [run(warm, args, config, plugins) for _ in range(runs)]
     return statistics.median(r[0] for r in results), statistics.median(r[1] for r in results)
 
 
@@ -159,8 +181,9 @@ def main():
 
     def table(title, header, cases):
         rows.append(f"\n### {title}\n\n| {header} | records/s | peak RSS (MiB) |\n|---|---:|---:|")
-        for label, args, config in cases:
-            rate, rss = median_of(a.runs, warm, args, config)
+        for label, args, config, *plugins in cases:
+            folder = plugins[0] if plugins else PLUGINS
+            rate, rss = median_of(a.runs, warm if folder == PLUGINS else warm_cache(folder, "warm-16"), args, config, folder)
             rows.append(f"| {label} | {rate:,.0f} | {rss:.0f} |")
             print(f"scaling: {title}: {label}: {rate:,.0f} records/s", file=sys.stderr)
 
@@ -172,7 +195,8 @@ def main():
     table(
         f"Detectors ({a.records:,} generated orders, 1000-row windows)",
         "detectors",
-        [(f"{n} ({', '.join(d) if n < 8 else 'all bundled'})", [], pipelines_config(1, orders, d)) for n, d in SUBSETS.items()],
+        [(f"{n} ({', '.join(d) if n < 8 else 'all bundled'})", [], pipelines_config(1, orders, d)) for n, d in SUBSETS.items()]
+        + [("16 (all bundled and 8 made by `plugin new`: absent share per column)", [], pipelines_config(1, orders), sixteen_detectors())],
     )
     wide = a.records // 5
     cases = []
