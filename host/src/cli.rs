@@ -119,6 +119,10 @@ pub struct GeneratorArgs {
     /// Generator: random seed.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Generator: mean delay in ms between a live record's event time and
+    /// its being produced (default 100; 0 stamps the wall clock).
+    #[arg(long)]
+    pub delivery_lag_ms: Option<f64>,
     /// Generator: faults to inject, `KIND@START+LEN` (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub inject: Vec<String>,

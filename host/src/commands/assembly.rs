@@ -96,6 +96,7 @@ impl GeneratorArgs {
         g.records = self.records.or(g.records);
         g.rate = self.rate.or(g.rate);
         g.seed = self.seed.unwrap_or(g.seed);
+        g.delivery_lag_ms = self.delivery_lag_ms.unwrap_or(g.delivery_lag_ms);
         if !self.inject.is_empty() {
             g.inject = self.inject.clone();
         }

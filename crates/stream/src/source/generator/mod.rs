@@ -8,7 +8,8 @@
 //! Time: a bounded run (`records` set, no `rate`) simulates a history of
 //! `events_per_second` that ends now, so event-time detectors see a steady
 //! rate; an unbounded or throttled run stamps records with the wall clock
-//! minus a small delivery lag, like a live feed.
+//! minus a random delivery lag (exponential, of mean `delivery_lag_ms`),
+//! like a live feed.
 
 mod faults;
 #[cfg(test)]
@@ -55,6 +56,9 @@ pub struct GeneratorConfig {
     pub rate: Option<u64>,
     /// Simulated events per second of event time in a bounded, unthrottled run.
     pub events_per_second: f64,
+    /// Mean delay in ms between a live record's event time and its being
+    /// produced (0: stamped with the wall clock as it is produced).
+    pub delivery_lag_ms: f64,
     /// Seed of the random source: the same seed gives the same records.
     pub seed: u64,
     /// Faults to inject, as `KIND@START+LEN`.
@@ -63,7 +67,7 @@ pub struct GeneratorConfig {
 
 impl Default for GeneratorConfig {
     fn default() -> Self {
-        GeneratorConfig { records: None, rate: None, events_per_second: 1000.0, seed: 1, inject: Vec::new() }
+        GeneratorConfig { records: None, rate: None, events_per_second: 1000.0, delivery_lag_ms: 100.0, seed: 1, inject: Vec::new() }
     }
 }
 
@@ -72,6 +76,9 @@ impl GeneratorConfig {
         self.faults().map(|_| ())?;
         if self.events_per_second.is_nan() || self.events_per_second <= 0.0 || self.rate == Some(0) {
             return Err("events_per_second and rate must be above 0".into());
+        }
+        if !(self.delivery_lag_ms.is_finite() && self.delivery_lag_ms >= 0.0) {
+            return Err(format!("delivery_lag_ms must be a number of ms, 0 or more (got {})", self.delivery_lag_ms));
         }
         Ok(())
     }
@@ -111,7 +118,7 @@ impl Generator {
             state.sim_ms += gap_ms;
             let mut ts = match state.sim_origin {
                 Some(origin) => origin + state.sim_ms as i64,
-                None => now_ms() - (-rng.f64().max(1e-12).ln() * 100.0) as i64,
+                None => now_ms() - (-rng.f64().max(1e-12).ln() * self.config.delivery_lag_ms) as i64,
             };
             if active(FaultKind::Late) && rng.f64() < 0.2 {
                 ts -= 15 * 60 * 1000;

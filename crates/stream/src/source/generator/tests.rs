@@ -65,3 +65,24 @@ fn bad_specs_are_explained() {
     assert!("nulls@x+2".parse::<Fault>().is_err());
     assert_eq!("late@5+10".parse::<Fault>().unwrap(), Fault { kind: FaultKind::Late, start: 5, len: 10 });
 }
+
+#[test]
+fn a_live_feed_lags_the_clock_by_its_delivery_lag() {
+    let ts = |l: &str| timestamp::parse_ms(&l.split("\"ts\":\"").nth(1).unwrap().as_bytes()[..24]).unwrap();
+    let live = |lag: f64| GeneratorConfig { records: Some(2000), rate: Some(1_000_000), delivery_lag_ms: lag, ..Default::default() };
+    // Each record's lag behind the clock as it was generated (a clock read after the block).
+    let lags = |lag: f64| {
+        let lines = generate(live(lag));
+        let after = now_ms();
+        let mut lags: Vec<i64> = lines.iter().map(|l| after - ts(l)).collect();
+        lags.sort_unstable();
+        lags
+    };
+    let stamped = lags(0.0);
+    assert!(stamped[stamped.len() - 1] < 1000, "stamped with the wall clock: {:?}", &stamped[stamped.len() - 5..]);
+    let lagging = lags(100.0);
+    assert!((50..200).contains(&lagging[lagging.len() / 2]), "median lag {}", lagging[lagging.len() / 2]);
+    for bad in [-1.0, f64::NAN, f64::INFINITY] {
+        assert!(live(bad).validate().unwrap_err().contains("delivery_lag_ms"));
+    }
+}
