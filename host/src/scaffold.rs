@@ -119,8 +119,7 @@ pub fn build(dir: &Path, plugins: &Path) -> Result<PathBuf, ScaffoldError> {
         let name = manifest.get("package").and_then(|p| p.get("name")).and_then(|n| n.as_str()).map(str::to_string);
         let name = name.ok_or_else(|| ScaffoldError::Project("Cargo.toml has no package.name".into()))?;
         run(Command::new("cargo").args(["build", "--release", "--target", "wasm32-wasip2"]).current_dir(&dir), "install Rust with rustup")?;
-        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| dir.join("target"), PathBuf::from);
-        (name.clone(), target.join("wasm32-wasip2/release").join(format!("{}.wasm", name.replace('-', "_"))))
+        (name.clone(), target_dir(&dir, std::env::var_os("CARGO_TARGET_DIR")).join("wasm32-wasip2/release").join(format!("{}.wasm", name.replace('-', "_"))))
     } else if dir.join("app.py").is_file() {
         let out = dir.join(format!("{folder_name}.wasm"));
         let mut command = Command::new("componentize-py");
@@ -143,9 +142,23 @@ pub fn build(dir: &Path, plugins: &Path) -> Result<PathBuf, ScaffoldError> {
     Ok(dest)
 }
 
+/// Where cargo, run in `project`, puts what it builds: `CARGO_TARGET_DIR`
+/// (relative to the project, as cargo takes it) or the project's `target`.
+fn target_dir(project: &Path, cargo_target_dir: Option<std::ffi::OsString>) -> PathBuf {
+    project.join(cargo_target_dir.unwrap_or_else(|| "target".into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_target_dir_is_where_cargo_put_it() {
+        let project = Path::new("/work/p");
+        assert_eq!(target_dir(project, None), Path::new("/work/p/target"));
+        assert_eq!(target_dir(project, Some("../shared".into())), Path::new("/work/p/../shared"));
+        assert_eq!(target_dir(project, Some("/tmp/t".into())), Path::new("/tmp/t"));
+    }
 
     #[test]
     fn names_and_folders_are_checked() {
