@@ -132,6 +132,12 @@ mod tests {
     use clean_host_sdk::stats::MIN_HISTORY;
     use clean_host_sdk::testing::{BatchBuilder, Rng};
 
+    #[test]
+    fn resumes_from_its_snapshot_exactly() {
+        let windows = clean_host_sdk::testing::realistic_windows(7, 60, 500);
+        clean_host_sdk::testing::assert_restore_equivalent::<Completeness>("{}", &windows, (3..60).step_by(7));
+    }
+
     fn window(seq: u64, rng: &mut Rng, null_rate: f64) -> Batch {
         let values: Vec<Option<f64>> = (0..1000).map(|_| if rng.uniform() < null_rate { None } else { Some(rng.normal()) }).collect();
         BatchBuilder::new(seq).float("amount", &values).build()

@@ -219,6 +219,12 @@ mod tests {
     use super::*;
     use clean_host_sdk::testing::BatchBuilder;
 
+    #[test]
+    fn resumes_from_its_snapshot_exactly() {
+        let windows = clean_host_sdk::testing::realistic_windows(7, 60, 500);
+        clean_host_sdk::testing::assert_restore_equivalent::<Duplicates>("{}", &windows, (3..60).step_by(7));
+    }
+
     fn window(seq: u64, hashes: &[u64]) -> Batch {
         let offsets: Vec<u64> = (0..hashes.len() as u64).map(|i| seq * 1000 + i).collect();
         BatchBuilder::new(seq).records(hashes, &offsets).build()

@@ -162,6 +162,12 @@ mod tests {
     use super::*;
     use clean_host_sdk::testing::{BatchBuilder, Rng};
 
+    #[test]
+    fn resumes_from_its_snapshot_exactly() {
+        let windows = clean_host_sdk::testing::realistic_windows(7, 60, 500);
+        clean_host_sdk::testing::assert_restore_equivalent::<Freshness>("{}", &windows, (3..60).step_by(7));
+    }
+
     const NOW: i64 = 1_800_000_000_000;
 
     fn window(seq: u64, rng: &mut Rng, late_share: f64) -> Batch {

@@ -368,6 +368,12 @@ mod tests {
     use super::*;
     use clean_host_sdk::testing::{BatchBuilder, Rng};
 
+    #[test]
+    fn resumes_from_its_snapshot_exactly() {
+        let windows = clean_host_sdk::testing::realistic_windows(7, 60, 500);
+        clean_host_sdk::testing::assert_restore_equivalent::<Outliers>("{}", &windows, (3..60).step_by(7));
+    }
+
     /// Log-normal prices (heavily skewed), a sequence id, small integer counts.
     fn window(seq: u64, rng: &mut Rng, spikes: f64) -> Batch {
         let n = 1000;

@@ -376,6 +376,12 @@ mod tests {
     use super::*;
     use clean_host_sdk::testing::{BatchBuilder, Rng};
 
+    #[test]
+    fn resumes_from_its_snapshot_exactly() {
+        let windows = clean_host_sdk::testing::realistic_windows(7, 60, 500);
+        clean_host_sdk::testing::assert_restore_equivalent::<Validity>("{}", &windows, (3..60).step_by(7));
+    }
+
     const STATUS: [&str; 4] = ["paid", "shipped", "refunded", "cancelled"];
 
     fn window(seq: u64, rng: &mut Rng, odd: &[(usize, &str)]) -> Batch {

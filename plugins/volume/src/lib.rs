@@ -177,6 +177,12 @@ mod tests {
     use super::*;
     use clean_host_sdk::testing::{BatchBuilder, Rng};
 
+    #[test]
+    fn resumes_from_its_snapshot_exactly() {
+        let windows = clean_host_sdk::testing::realistic_windows(7, 60, 500);
+        clean_host_sdk::testing::assert_restore_equivalent::<Volume>("{}", &windows, (3..60).step_by(7));
+    }
+
     /// 1000 records at `rate` per second with exponential gaps.
     fn window(seq: u64, rng: &mut Rng, rate: f64, start: &mut f64) -> Batch {
         let times: Vec<i64> = (0..1000)
