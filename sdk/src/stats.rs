@@ -30,6 +30,39 @@ pub fn median_mad(values: &mut [f64]) -> (f64, f64) {
     (median, quantile(values, 0.5))
 }
 
+/// [`median_mad`] of values already in ascending order, without a copy:
+/// the deviations below and above the median are two ascending runs,
+/// merged only as far as the MAD's rank.
+pub fn sorted_median_mad(sorted: &[f64]) -> (f64, f64) {
+    if sorted.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let median = sorted_quantile(sorted, 0.5, |x| x);
+    let split = sorted.partition_point(|&x| x < median);
+    // The next deviation below the median is at sorted[below - 1], above it at sorted[above].
+    let (mut below, mut above) = (split, split);
+    let mut next = || {
+        let down = if below > 0 { median - sorted[below - 1] } else { f64::INFINITY };
+        let up = sorted.get(above).map_or(f64::INFINITY, |&x| x - median);
+        if down <= up {
+            below -= 1;
+            down
+        } else {
+            above += 1;
+            up
+        }
+    };
+    let pos = 0.5 * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    for _ in 0..lo {
+        next();
+    }
+    let lo_v = next();
+    let frac = pos - lo as f64;
+    let mad = if frac == 0.0 { lo_v } else { lo_v + (next() - lo_v) * frac };
+    (median, mad)
+}
+
 /// Window values a [`History`] keeps: its memory of the ordinary spread.
 pub const HISTORY_WINDOWS: usize = 200;
 /// Windows of history below which the spread is not trusted yet.
@@ -338,6 +371,20 @@ mod tests {
         assert_eq!(quantile(&mut v, 1.0), 4.0);
         assert!((quantile(&mut v, 0.5) - 2.5).abs() < 1e-12);
         assert!(quantile(&mut [], 0.5).is_nan());
+    }
+
+    #[test]
+    fn median_mad_of_sorted_values_is_the_same() {
+        let mut rng = crate::testing::Rng(5);
+        for n in [1, 2, 3, 4, 7, 100, 101] {
+            for ties in [false, true] {
+                let mut v: Vec<f64> = (0..n).map(|_| if ties { (rng.normal() * 2.0).round() } else { rng.normal().exp() }).collect();
+                v.sort_unstable_by(f64::total_cmp);
+                let (median, mad) = sorted_median_mad(&v);
+                assert_eq!((median, mad), median_mad(&mut v.clone()), "{v:?}");
+            }
+        }
+        assert!(sorted_median_mad(&[]).0.is_nan());
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! small counts, mostly-zero rain) are not stepped: their medians jump
 //! between a few values by nature.
 
-use clean_host_sdk::stats::{median_mad, History, NEW_NORMAL_AFTER};
+use clean_host_sdk::stats::{sorted_median_mad, History, NEW_NORMAL_AFTER};
 use serde::{Deserialize, Serialize};
 
 /// Fewest distinct values a window needs for its median to be a level.
@@ -60,17 +60,16 @@ pub struct LevelSteps {
 }
 
 impl LevelSteps {
-    /// Take in a window's values: the step it took, if a departure. A
-    /// window of fewer than `min_values` values has no level. `judge_after`:
-    /// steps known before any is judged.
-    pub fn observe(&mut self, values: &[f64], min_values: usize, judge_after: usize) -> Option<Step> {
-        if values.len() < min_values || !has_distinct(values, MIN_DISTINCT) {
+    /// Take in a window's values, in ascending order: the step it took, if
+    /// a departure. A window of fewer than `min_values` values has no level.
+    /// `judge_after`: steps known before any is judged.
+    pub fn observe(&mut self, sorted: &[f64], min_values: usize, judge_after: usize) -> Option<Step> {
+        if sorted.len() < min_values || !has_distinct(sorted, MIN_DISTINCT) {
             self.last = None;
             return None;
         }
-        let mut v = values.to_vec();
-        let (median, mad) = median_mad(&mut v);
-        let level = Level { median, mad, values: values.len() };
+        let (median, mad) = sorted_median_mad(sorted);
+        let level = Level { median, mad, values: sorted.len() };
         let last = self.last.replace(level)?;
         let size = (median - last.median).abs();
         let usual = match (self.steps.len() >= judge_after, self.steps.far_out_skewed(), self.steps.quantile(0.98), self.steps.quantile(1.0)) {
@@ -111,19 +110,11 @@ impl LevelSteps {
     }
 }
 
-/// Whether `values` hold at least `k` distinct values: a scan that stops
-/// as soon as they do, where sorting a copy costs more than the rest of a step.
-fn has_distinct(values: &[f64], k: usize) -> bool {
-    let mut seen: Vec<f64> = Vec::with_capacity(k);
-    for &v in values {
-        if !seen.contains(&v) {
-            seen.push(v);
-            if seen.len() >= k {
-                return true;
-            }
-        }
-    }
-    false
+/// Whether `sorted` holds at least `k` distinct values.
+fn has_distinct(sorted: &[f64], k: usize) -> bool {
+    // Each change between neighbours starts another value.
+    let changes = sorted.windows(2).filter(|w| w[0] != w[1]);
+    !sorted.is_empty() && changes.take(k.saturating_sub(1)).count() + 1 >= k
 }
 
 #[cfg(test)]
@@ -132,7 +123,9 @@ mod tests {
     use clean_host_sdk::testing::Rng;
 
     fn window(rng: &mut Rng, level: f64) -> Vec<f64> {
-        (0..100).map(|_| level + rng.normal()).collect()
+        let mut v: Vec<f64> = (0..100).map(|_| level + rng.normal()).collect();
+        v.sort_unstable_by(f64::total_cmp);
+        v
     }
 
     #[test]
@@ -160,11 +153,15 @@ mod tests {
         let mut rng = Rng(3);
         for n in [0, 5, 9, 10, 11, 200] {
             for spread in [1, 3, 9, 10, 50] {
-                let v: Vec<f64> = (0..n).map(|_| (rng.normal().abs() * spread as f64).floor()).chain([0.0, -0.0]).collect();
-                let mut sorted = v.clone();
-                sorted.sort_unstable_by(f64::total_cmp);
-                sorted.dedup();
-                assert_eq!(has_distinct(&v, MIN_DISTINCT), sorted.len() >= MIN_DISTINCT, "{v:?}");
+                let mut v: Vec<f64> = (0..n).map(|_| (rng.normal().abs() * spread as f64).floor()).chain([0.0, -0.0]).collect();
+                v.sort_unstable_by(f64::total_cmp);
+                let distinct = v.iter().fold(Vec::<f64>::new(), |mut seen, &x| {
+                    if !seen.contains(&x) {
+                        seen.push(x);
+                    }
+                    seen
+                });
+                assert_eq!(has_distinct(&v, MIN_DISTINCT), distinct.len() >= MIN_DISTINCT, "{v:?}");
             }
         }
     }
@@ -173,7 +170,7 @@ mod tests {
     fn few_distinct_values_are_not_stepped() {
         let mut steps = LevelSteps::default();
         for i in 0..40 {
-            let flags: Vec<f64> = (0..100).map(|r| f64::from(u8::from(r < if i == 39 { 90 } else { 10 }))).collect();
+            let flags: Vec<f64> = (0..100).map(|r| f64::from(u8::from(r >= if i == 39 { 10 } else { 90 }))).collect();
             assert!(steps.observe(&flags, 50, 20).is_none());
         }
     }

@@ -1,10 +1,10 @@
 //! Drift: has a column's distribution moved away from its reference?
 //!
 //! The first `reference_windows` windows of a column are its reference,
-//! held in mergeable sketches from Apache DataSketches so memory stays
-//! bounded however many rows they span: a KLL quantile sketch per numeric
-//! column, a frequent-items sketch per text or boolean column (each fed a
-//! sample of at most [`NUMBERS_PER_WINDOW`] or [`CATEGORIES_PER_WINDOW`]
+//! held so that memory stays bounded however many rows they span: an even
+//! [`ReferenceSample`] of at most `reference_values` per numeric column, a
+//! frequent-items sketch (Apache DataSketches) per text or boolean column
+//! (each offered at most [`NUMBERS_PER_WINDOW`] or [`CATEGORIES_PER_WINDOW`]
 //! values per window). Then the reference is frozen into a 101-point
 //! quantile grid or a table of category shares (or pinned in config, or
 //! restored from state), and every later window is compared with it:
@@ -16,8 +16,7 @@
 //!
 //! A column drifts only when the shift is large (PSI at least
 //! `psi_threshold` over what noise alone gives, (k - 1) / n for k bins of n
-//! values, or KS distance at least `ks_threshold` after the
-//! sketch's rank error is taken off), significant (p below `alpha`), and
+//! values, or KS distance at least `ks_threshold`), significant (p below `alpha`), and
 //! far out among the column's own statistics in the windows before (above
 //! the far-out fence of its PSI or KS [`History`], taken on their cube
 //! roots, as these statistics are skewed like chi-square, and above the level
@@ -45,6 +44,7 @@
 //! should look like.
 
 mod level_step;
+mod reference_sample;
 mod tests_of_fit;
 
 use std::borrow::Cow;
@@ -58,12 +58,11 @@ use clean_host_sdk::{
     decode_state, encode_state, export_detector, log, metric_info, parse_config, Analysis, Batch, Column, ColumnValues, Detector, Finding, PluginInfo,
     Severity, PRESENT,
 };
-use datasketches::common::SearchCriteria;
 use datasketches::frequencies::{ErrorType, FrequentItemsSketch};
-use datasketches::kll::{KllFloat, KllSketch};
 use serde::{Deserialize, Serialize};
 
 use level_step::LevelSteps;
+use reference_sample::ReferenceSample;
 use tests_of_fit::{chi_square_p, ks_p, psi_and_chi_square, QuantileGrid};
 
 /// Points in a learned numeric reference's quantile grid.
@@ -107,8 +106,10 @@ struct Config {
     min_rows: u32,
     /// Text columns with more distinct values than this in the reference are not judged.
     max_categories: usize,
-    /// KLL accuracy parameter: rank error about 1.65 / k (200: 1.3%).
-    sketch_k: u16,
+    /// Values a numeric column's reference keeps at most while it is
+    /// learned (8 bytes each): exact up to this many, an even sample of at
+    /// least half as many beyond.
+    reference_values: usize,
     /// References given in config instead of learned, by column.
     reference: BTreeMap<String, PinnedReference>,
 }
@@ -126,7 +127,7 @@ impl Default for Config {
             alpha: 0.001,
             min_rows: 100,
             max_categories: 200,
-            sketch_k: 200,
+            reference_values: 4096,
             reference: BTreeMap::new(),
         }
     }
@@ -147,8 +148,6 @@ enum Reference {
     Numeric {
         grid: QuantileGrid,
         rows: u64,
-        /// The sketch's rank error, taken off the KS distance.
-        rank_error: f64,
     },
     Categorical {
         shares: BTreeMap<String, f64>,
@@ -160,7 +159,7 @@ enum Reference {
 
 /// A reference being learned.
 enum Learning {
-    Numeric(KllSketch<KllFloat<f64>>),
+    Numeric(ReferenceSample),
     Categorical(FrequentItemsSketch<String>),
 }
 
@@ -174,10 +173,10 @@ struct Candidate {
     drifting: Departures,
 }
 
-/// `Learning` as state: the sketches' own compact bytes.
+/// `Learning` as state: the frequent-items sketch as its own compact bytes.
 #[derive(Serialize, Deserialize)]
 enum SavedLearning {
-    Numeric(Vec<u8>),
+    Numeric(ReferenceSample),
     Categorical(Vec<u8>),
 }
 
@@ -222,8 +221,44 @@ pub struct Drift {
 
 /// The kind of values a column holds in this window.
 enum Values<'a> {
-    Numbers(Vec<f64>),
+    Numbers(Numbers),
     Categories(Tally<'a>),
+}
+
+/// A numeric column's present, finite values.
+struct Numbers {
+    /// In row order: the sample the reference learns is spread over it.
+    rows: Vec<f64>,
+    /// Ascending: what the tests of fit and the median read.
+    sorted: Vec<f64>,
+}
+
+impl Numbers {
+    fn new(rows: Vec<f64>) -> Self {
+        // Sorted as integers that order like the floats (f64::total_cmp's
+        // order): cheaper to compare than the floats themselves.
+        let mut keys: Vec<u64> = rows.iter().map(|x| ordered(x.to_bits())).collect();
+        keys.sort_unstable();
+        let sorted = keys.into_iter().map(|k| f64::from_bits(ordered_back(k))).collect();
+        Numbers { rows, sorted }
+    }
+}
+
+/// A float's bits as an integer in the float's total order.
+fn ordered(bits: u64) -> u64 {
+    if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | 1 << 63
+    }
+}
+
+fn ordered_back(key: u64) -> u64 {
+    if key >> 63 == 1 {
+        key & !(1 << 63)
+    } else {
+        !key
+    }
 }
 
 /// A text or boolean column's window as counts of its distinct values: one
@@ -259,8 +294,8 @@ fn values(column: &Column) -> Option<Values<'_>> {
     let present = |r: &usize| column.validity.is_empty() || column.validity[*r] == PRESENT;
     let rows = 0..column.len();
     Some(match &column.values {
-        ColumnValues::Float64(v) => Values::Numbers(rows.filter(present).map(|r| v[r]).filter(|x| x.is_finite()).collect()),
-        ColumnValues::Int64(v) => Values::Numbers(rows.filter(present).map(|r| v[r] as f64).collect()),
+        ColumnValues::Float64(v) => Values::Numbers(Numbers::new(rows.filter(present).map(|r| v[r]).filter(|x| x.is_finite()).collect())),
+        ColumnValues::Int64(v) => Values::Numbers(Numbers::new(rows.filter(present).map(|r| v[r] as f64).collect())),
         ColumnValues::Boolean(v) => {
             let text = rows.filter(present).map(|r| if v[r] { &b"true"[..] } else { &b"false"[..] });
             Values::Categories(Tally::new(text, column.count(PRESENT)))
@@ -280,9 +315,9 @@ pub struct ColumnMemory {
 }
 
 impl Learning {
-    fn new(values: &Values, k: u16) -> Result<Self, String> {
+    fn new(values: &Values, capacity: usize) -> Result<Self, String> {
         Ok(match values {
-            Values::Numbers(_) => Learning::Numeric(KllSketch::new(k).map_err(|e| e.to_string())?),
+            Values::Numbers(_) => Learning::Numeric(ReferenceSample::new(capacity)),
             Values::Categories(_) => Learning::Categorical(FrequentItemsSketch::new(CATEGORY_MAP).map_err(|e| e.to_string())?),
         })
     }
@@ -290,10 +325,9 @@ impl Learning {
     /// Add an even sample of `values`; false if they are of the other kind.
     fn add(&mut self, values: &Values) -> Result<bool, String> {
         match (self, values) {
-            (Learning::Numeric(sketch), Values::Numbers(v)) => {
-                for &x in sample(v, NUMBERS_PER_WINDOW) {
-                    sketch.update(KllFloat::<f64>::new(x).map_err(|e| e.to_string())?);
-                }
+            (Learning::Numeric(reference), Values::Numbers(v)) => {
+                let step = v.rows.len().div_ceil(NUMBERS_PER_WINDOW).max(1);
+                v.rows.iter().step_by(step).for_each(|&x| reference.add(x));
             }
             (Learning::Categorical(sketch), Values::Categories(tally)) => {
                 for &(s, _, sampled) in tally.counts.iter().filter(|c| c.2 > 0) {
@@ -309,40 +343,26 @@ impl Learning {
 
     fn save(&self) -> SavedLearning {
         match self {
-            Learning::Numeric(s) => SavedLearning::Numeric(s.serialize()),
+            Learning::Numeric(s) => SavedLearning::Numeric(s.clone()),
             Learning::Categorical(s) => SavedLearning::Categorical(s.serialize()),
         }
     }
 
     fn load(saved: SavedLearning) -> Result<Self, String> {
         Ok(match saved {
-            SavedLearning::Numeric(bytes) => Learning::Numeric(KllSketch::deserialize(&bytes).map_err(|e| format!("invalid state: {e}"))?),
+            SavedLearning::Numeric(sample) => Learning::Numeric(sample),
             SavedLearning::Categorical(bytes) => Learning::Categorical(FrequentItemsSketch::deserialize(&bytes).map_err(|e| format!("invalid state: {e}"))?),
         })
     }
 
     fn freeze(&self, max_categories: usize) -> Result<Option<Reference>, String> {
         Ok(match self {
-            Learning::Numeric(sketch) => {
-                let ranks: Vec<f64> = (0..GRID_POINTS).map(|i| i as f64 / (GRID_POINTS - 1) as f64).collect();
-                let Some(grid) = sketch.quantiles(&ranks, SearchCriteria::Inclusive).map_err(|e| e.to_string())? else {
-                    return Ok(None);
-                };
-                Some(Reference::Numeric {
-                    grid: QuantileGrid { grid: grid.into_iter().map(KllFloat::into_inner).collect() },
-                    rows: sketch.n(),
-                    rank_error: sketch.normalized_rank_error(),
-                })
+            Learning::Numeric(sample) => {
+                sample.quantiles(GRID_POINTS).map(|grid| Reference::Numeric { grid: QuantileGrid { grid }, rows: sample.len() as u64 })
             }
             Learning::Categorical(sketch) => Some(categories(sketch, max_categories)),
         })
     }
-}
-
-/// At most `most` of `values`, evenly spaced.
-fn sample(values: &[f64], most: usize) -> impl Iterator<Item = &f64> {
-    let step = values.len().div_ceil(most).max(1);
-    values.iter().step_by(step)
 }
 
 impl Drift {
@@ -358,7 +378,7 @@ impl Drift {
         if self.pinned.iter().any(|p| p == name) {
             return Ok(());
         }
-        let k = self.config.sketch_k;
+        let k = self.config.reference_values;
         let candidate = match self.learning.get_mut(name) {
             Some(c) => c,
             None => self.learning.entry(name.to_string()).or_insert(Candidate {
@@ -447,7 +467,7 @@ impl Drift {
             return (false, None, None);
         };
         match (reference, values) {
-            (Reference::Numeric { grid, rows, rank_error }, Values::Numbers(v)) => {
+            (Reference::Numeric { grid, rows }, Values::Numbers(Numbers { sorted: v, .. })) => {
                 if v.len() < c.min_rows as usize {
                     return (false, None, None);
                 }
@@ -457,8 +477,7 @@ impl Drift {
                 let (psi, chi) = psi_and_chi_square(&comparison.observed, &comparison.expected, m);
                 let psi_p = chi_square_p(chi, (comparison.observed.len() - 1) as f64);
                 let ks = comparison.ks;
-                let ks_sure = (ks - rank_error).max(0.0);
-                let ks_pv = ks_p(ks_sure, v.len() as f64, m);
+                let ks_pv = ks_p(ks, v.len() as f64, m);
                 out.metric("psi", Some(name), psi);
                 out.metric("ks_distance", Some(name), ks);
                 let (psi_usual, ks_usual) = self.usual(name);
@@ -468,15 +487,13 @@ impl Drift {
                 // of one window of this size (KS: its 95% critical difference).
                 let ks_noise = 1.36 * ((v.len() as f64 + m) / (v.len() as f64 * m)).sqrt();
                 let psi_drift = psi >= c.psi_threshold + psi_noise && psi_p < c.alpha && psi > psi_usual + psi_noise;
-                let ks_drift = ks_sure >= c.ks_threshold && ks_pv < c.alpha && ks > ks_usual + ks_noise;
+                let ks_drift = ks >= c.ks_threshold && ks_pv < c.alpha && ks > ks_usual + ks_noise;
                 if psi_drift || ks_drift {
-                    let mut v = v.clone();
-                    let mid = v.len() / 2;
-                    let median = *v.select_nth_unstable_by(mid, f64::total_cmp).1;
+                    let median = v[v.len() / 2];
                     let (metric, value, threshold) = if psi_drift { ("psi", psi, c.psi_threshold) } else { ("ks_distance", ks, c.ks_threshold) };
                     let severity = if value >= 2.0 * threshold { Severity::Critical } else { Severity::Warning };
                     let message = format!(
-                        "{name} moved away from its reference: PSI {psi:.3} (p {}, usually up to {psi_usual:.3}), KS distance {ks:.3} (±{rank_error:.3} sketch error, p {}, usually up to {ks_usual:.3}); median {median:.4} against {:.4}, over {} values against {rows}",
+                        "{name} moved away from its reference: PSI {psi:.3} (p {}, usually up to {psi_usual:.3}), KS distance {ks:.3} (p {}, usually up to {ks_usual:.3}); median {median:.4} against {:.4}, over {} values against {rows}",
                         p(psi_p),
                         p(ks_pv),
                         grid.grid[grid.grid.len() / 2],
@@ -547,7 +564,7 @@ impl Drift {
             column: name.clone(),
             phase: "learning",
             bytes: match &c.sketch {
-                Learning::Numeric(s) => s.num_retained() * std::mem::size_of::<f64>(),
+                Learning::Numeric(s) => s.bytes(),
                 Learning::Categorical(s) => s.current_map_capacity() * (24 + 8) + s.num_active_items() * 16,
             },
         });
@@ -618,14 +635,14 @@ impl Detector for Drift {
                 metric_info("mean", "Mean of a numeric column's present values"),
                 metric_info("median_step", "How far a numeric column's median moved since the window before"),
             ],
-            config_schema: r#"{"type":"object","properties":{"reference_windows":{"type":"integer"},"refresh_windows":{"type":"integer"},"time_like":{"type":"object","additionalProperties":{"type":"boolean"}},"columns":{"type":"array","items":{"type":"string"}},"bins":{"type":"integer"},"psi_threshold":{"type":"number"},"ks_threshold":{"type":"number"},"alpha":{"type":"number"},"min_rows":{"type":"integer"},"max_categories":{"type":"integer"},"sketch_k":{"type":"integer"},"reference":{"type":"object","additionalProperties":{"type":"object","properties":{"quantiles":{"type":"array","items":{"type":"number"}},"frequencies":{"type":"object","additionalProperties":{"type":"number"}}}}}}}"#.into(),
+            config_schema: r#"{"type":"object","properties":{"reference_windows":{"type":"integer"},"refresh_windows":{"type":"integer"},"time_like":{"type":"object","additionalProperties":{"type":"boolean"}},"columns":{"type":"array","items":{"type":"string"}},"bins":{"type":"integer"},"psi_threshold":{"type":"number"},"ks_threshold":{"type":"number"},"alpha":{"type":"number"},"min_rows":{"type":"integer"},"max_categories":{"type":"integer"},"reference_values":{"type":"integer"},"reference":{"type":"object","additionalProperties":{"type":"object","properties":{"quantiles":{"type":"array","items":{"type":"number"}},"frequencies":{"type":"object","additionalProperties":{"type":"number"}}}}}}}"#.into(),
         }
     }
 
     fn configure(&mut self, config: &str) -> Result<(), String> {
         let config: Config = parse_config(config)?;
-        if config.bins < 2 || config.reference_windows == 0 || config.sketch_k < 8 {
-            return Err("need bins >= 2, reference_windows >= 1 and sketch_k >= 8".into());
+        if config.bins < 2 || config.reference_windows == 0 || config.reference_values < 2 * GRID_POINTS {
+            return Err(format!("need bins >= 2, reference_windows >= 1 and reference_values >= {}", 2 * GRID_POINTS));
         }
         if !(config.alpha > 0.0 && config.alpha < 1.0) || config.psi_threshold <= 0.0 || !(config.ks_threshold > 0.0 && config.ks_threshold < 1.0) {
             return Err("need 0 < alpha < 1, psi_threshold > 0 and 0 < ks_threshold < 1".into());
@@ -637,7 +654,7 @@ impl Detector for Drift {
                         return Err(format!("reference.{column}.quantiles must be at least 2 finite values in ascending order"));
                     }
                     // A pinned reference is exact: only the grid's resolution is uncertain.
-                    Reference::Numeric { grid: QuantileGrid { grid: q.clone() }, rows: u64::MAX / 4, rank_error: 0.0 }
+                    Reference::Numeric { grid: QuantileGrid { grid: q.clone() }, rows: u64::MAX / 4 }
                 }
                 (None, Some(f)) => {
                     let sum: f64 = f.values().sum();
@@ -665,21 +682,22 @@ impl Detector for Drift {
             if !self.watched(&column.name) || matches!(self.reference.get(&column.name), Some(Reference::NotJudged)) {
                 continue;
             }
+            // Numbers that move with time are not read either.
+            if matches!(column.values, ColumnValues::Float64(_) | ColumnValues::Int64(_)) && self.time.is_time_like(&column.name) {
+                continue;
+            }
             let Some(values) = values(column) else {
                 continue;
             };
-            if let Values::Numbers(v) = &values {
-                if self.time.is_time_like(&column.name) {
-                    continue;
-                }
-                if !v.is_empty() {
-                    out.metric("mean", Some(&column.name), v.iter().sum::<f64>() / v.len() as f64);
+            if let Values::Numbers(Numbers { rows, .. }) = &values {
+                if !rows.is_empty() {
+                    out.metric("mean", Some(&column.name), rows.iter().sum::<f64>() / rows.len() as f64);
                 }
             }
             let (mut drifted, psi, ks) = self.judge(&column.name, &values, &mut out);
-            if let Values::Numbers(v) = &values {
+            if let Values::Numbers(Numbers { sorted, .. }) = &values {
                 let spread = self.spreads.entry(column.name.clone()).or_default();
-                if let Some(step) = spread.steps.observe(v, self.config.min_rows as usize, JUDGE_AFTER) {
+                if let Some(step) = spread.steps.observe(sorted, self.config.min_rows as usize, JUDGE_AFTER) {
                     drifted = true;
                     let severity = if step.size >= 2.0 * step.usual { Severity::Critical } else { Severity::Warning };
                     let message = format!(

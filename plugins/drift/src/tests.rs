@@ -153,6 +153,14 @@ fn state_carries_the_reference_and_a_half_learned_sketch() {
 }
 
 #[test]
+fn resumes_from_its_snapshot_exactly() {
+    let windows = clean_host_sdk::testing::realistic_windows(11, 60, 1000);
+    clean_host_sdk::testing::assert_restore_equivalent::<Drift>("{}", &windows, [1, 5, 9, 10, 17, 29, 31, 44, 58]);
+    // A reference that fills its sample and thins it on the way.
+    clean_host_sdk::testing::assert_restore_equivalent::<Drift>(r#"{"reference_values": 300, "reference_windows": 3}"#, &windows, [2, 3, 7, 40]);
+}
+
+#[test]
 fn memory_stays_bounded_however_many_rows_the_reference_spans() {
     let mut rng = Rng(5);
     let mut d = drift(r#"{"reference_windows": 200}"#);
@@ -164,8 +172,8 @@ fn memory_stays_bounded_however_many_rows_the_reference_spans() {
         }
     }
     let amount = learning.iter().find(|m| m.column == "amount").unwrap();
-    // 199,000 values in about 600 retained.
-    assert!(amount.bytes < 8 * 1024, "{amount:?}");
+    // 199,000 rows, 49,750 of them offered, in at most 4096 values kept.
+    assert!(amount.bytes <= 4096 * 8, "{amount:?}");
     // Frozen: a grid per column, and the next reference's sketch, as bounded.
     let frozen = d.memory();
     assert!(frozen.iter().any(|m| m.phase == "reference"));
@@ -176,9 +184,21 @@ fn memory_stays_bounded_however_many_rows_the_reference_spans() {
 fn bad_config_is_refused_with_the_reason() {
     let mut d = Drift::default();
     assert!(d.configure(r#"{"bins": 1}"#).unwrap_err().contains("bins"));
+    assert!(d.configure(r#"{"reference_values": 10}"#).unwrap_err().contains("reference_values >= 202"));
     assert!(d.configure(r#"{"alpha": 2}"#).unwrap_err().contains("alpha"));
     assert!(d.configure(r#"{"reference": {"x": {"quantiles": [3, 1]}}}"#).unwrap_err().contains("ascending"));
     assert!(d.configure(r#"{"reference": {"x": {}}}"#).unwrap_err().contains("exactly one"));
     assert!(d.configure(r#"{"reference": {"x": {"frequencies": {"a": 0.9, "b": 0.3}}}}"#).unwrap_err().contains("at most 1"));
     assert!(d.configure(r#"{"bogus": 1}"#).unwrap_err().contains("unknown field"));
+}
+
+#[test]
+fn numbers_sort_in_the_floats_total_order() {
+    let mut rng = Rng(8);
+    let mut v: Vec<f64> = (0..500).map(|_| rng.normal() * 10f64.powi((rng.uniform() * 40.0) as i32 - 20)).collect();
+    v.extend([0.0, -0.0, f64::MIN_POSITIVE / 4.0, -f64::MIN_POSITIVE / 4.0, f64::MAX, f64::MIN, 3.0, 3.0]);
+    let mut expected = v.clone();
+    expected.sort_unstable_by(f64::total_cmp);
+    let sorted = Numbers::new(v.clone()).sorted;
+    assert_eq!(sorted.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), expected.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
 }

@@ -97,7 +97,7 @@ pub fn normal_upper_tail(z: f64) -> f64 {
 }
 
 /// A window's values laid on a reference grid: the bin counts for PSI and
-/// the KS distance, from one binary search per value and no sort.
+/// the KS distance, from one merge of the sorted values with the grid.
 #[derive(Debug)]
 pub struct Comparison {
     /// Values per PSI bin (cut at the reference's `bins`-quantiles).
@@ -111,20 +111,25 @@ pub struct Comparison {
 }
 
 impl QuantileGrid {
-    pub fn compare(&self, values: &[f64], bins: usize) -> Comparison {
+    /// `sorted`: the window's values in ascending order.
+    pub fn compare(&self, sorted: &[f64], bins: usize) -> Comparison {
         let g = &self.grid;
         // below[j]: values strictly between g[j-1] and g[j]; equal[j]: values equal to g[j]
         // (only at the first of repeated grid points).
         let (mut below, mut equal) = (vec![0u64; g.len() + 1], vec![0u64; g.len()]);
-        for &x in values {
-            let p = g.partition_point(|&v| v < x);
+        // Grid points below the value: they only grow, as the values do.
+        let mut p = 0;
+        for &x in sorted {
+            while p < g.len() && g[p] < x {
+                p += 1;
+            }
             if p < g.len() && g[p] == x {
                 equal[p] += 1
             } else {
                 below[p] += 1
             }
         }
-        let n = values.len() as f64;
+        let n = sorted.len() as f64;
         let edges = self.edges(bins);
         let (mut observed, mut expected) = (Vec::with_capacity(edges.len() + 1), Vec::with_capacity(edges.len() + 1));
         let (mut ks, mut seen, mut binned, mut cdf_binned) = (0.0f64, 0u64, 0u64, 0.0);
@@ -145,7 +150,7 @@ impl QuantileGrid {
                 (binned, cdf_binned) = (seen, cdf);
             }
         }
-        observed.push(values.len() as u64 - binned);
+        observed.push(sorted.len() as u64 - binned);
         expected.push(1.0 - cdf_binned);
         Comparison { observed, expected, ks }
     }

@@ -1,7 +1,7 @@
-//! How much memory the drift detector's sketches take per column as the
-//! reference spans more rows: bounded, whatever the row count.
+//! How much memory the drift detector's references take per column as
+//! they span more rows: bounded, whatever the row count.
 //!
-//! `cargo run --release --example sketch-memory --target x86_64-unknown-linux-gnu`
+//! `cargo run --release --example reference-memory --target x86_64-unknown-linux-gnu`
 //! (from plugins/) prints a Markdown table.
 
 use clean_host_sdk::testing::{BatchBuilder, Rng};
@@ -11,7 +11,9 @@ use drift::Drift;
 const COUNTRIES: [&str; 12] = ["US", "DE", "GB", "FR", "IN", "BR", "JP", "CA", "NL", "SE", "NZ", "IS"];
 
 fn main() {
-    println!("| reference rows | column | kind | sketch while learning (bytes) | frozen reference (bytes) | state snapshot, whole detector (bytes) |");
+    println!(
+        "| reference rows | column | kind | sample or sketch while learning (bytes) | frozen reference (bytes) | state snapshot, whole detector (bytes) |"
+    );
     println!("|---:|---|---|---:|---:|---:|");
     for windows in [10u32, 100, 1000] {
         let mut d = Drift::default();
