@@ -8,6 +8,7 @@
 //! found: the history, logs, alert outputs and handlers, the HTTP API. The
 //! binary's commands only turn flags and config into pipelines.
 
+pub mod checkpoint;
 pub mod config;
 pub mod dispatch;
 pub mod history;

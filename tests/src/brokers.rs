@@ -77,6 +77,12 @@ impl Host {
         interrupt_all(vec![self]);
     }
 
+    /// Waits for it to end by itself (a bounded run); panics, with its log, unless it succeeded.
+    pub fn finish(mut self) {
+        let status = self.child.wait().expect("reap the host");
+        assert!(status.success(), "the host exited with {status}:\n{}", self.log());
+    }
+
     /// SIGKILL: a crash.
     pub fn kill(mut self) {
         self.child.kill().expect("kill -9");
@@ -132,10 +138,16 @@ pub fn spawn(s: &Sandbox, source: &str, log: &str, data: &str) -> Host {
 
 /// [`spawn`] with windows of `window` records.
 pub fn spawn_windows(s: &Sandbox, source: &str, log: &str, data: &str, window: u64) -> Host {
+    spawn_with(s, source, log, data, window, &[])
+}
+
+/// [`spawn_windows`] with more arguments.
+pub fn spawn_with(s: &Sandbox, source: &str, log: &str, data: &str, window: u64, more: &[&str]) -> Host {
     let stderr = s.path(&format!("{log}.stderr"));
     let child = Command::new(binary())
         .args(["--source", source, "--quiet", "--format", "json", "--window", &window.to_string(), "--windows-file"])
         .arg(s.path(log))
+        .args(more)
         .arg("--plugins")
         .arg(s.plugins())
         .arg("--data-dir")

@@ -201,13 +201,18 @@ pub fn wait_until(what: &str, timeout: Duration, done: impl FnMut() -> bool) {
 }
 
 /// Whether `done` came true within `timeout` (asked every 200 ms).
-pub fn waited(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+pub fn waited(timeout: Duration, done: impl FnMut() -> bool) -> bool {
+    waited_every(Duration::from_millis(200), timeout, done)
+}
+
+/// Whether `done` came true within `timeout`, asked every `every`.
+pub fn waited_every(every: Duration, timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while !done() {
         if start.elapsed() >= timeout {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(every);
     }
     true
 }

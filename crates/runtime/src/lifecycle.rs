@@ -371,6 +371,36 @@ impl<B: Build> Lifecycle<B> {
         }
     }
 
+    /// The active version's label and its state as of its last call, for a
+    /// checkpoint: `None` when it keeps no state or no longer runs. An
+    /// instance thrown away by a trap gives the state it is rebuilt from.
+    pub fn checkpoint(&mut self) -> Option<Result<(String, Vec<u8>), PluginFault>> {
+        if self.active.status != Status::Active {
+            return None;
+        }
+        let label = self.active.build.label();
+        let state = match self.active.instance.as_mut() {
+            Some(instance) => B::snapshot(instance)?,
+            None => Ok(self.active.snapshot.clone().unwrap_or_default()),
+        };
+        Some(state.map(|state| (label, state)))
+    }
+
+    /// Carry on from a checkpoint's `state` (taken by version `label`): a
+    /// fresh instance restored from it replaces the active one. A version
+    /// that refuses the state keeps its fresh instance, and the fault says why.
+    pub fn resume(&mut self, label: &str, state: &[u8]) -> Result<(), PluginFault> {
+        let instance = fresh(&self.active.build, &self.config, Some(state))?;
+        self.active.instance = Some(instance);
+        self.active.snapshot = Some(state.to_vec());
+        let now = self.active.build.label();
+        if now != label {
+            let message = format!("{}{} {} version {now} carries on from the checkpoint of version {label}", self.scope(), B::NOUN, self.name);
+            self.event(Level::INFO, "restored", &message);
+        }
+        Ok(())
+    }
+
     /// The active version's stats, then the shadow's and the rolled-back ones'.
     pub fn stats(&self) -> Vec<PluginStats> {
         let mut all = vec![self.stats_of(&self.active, self.reloads)];

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use crossbeam_channel::{RecvTimeoutError, Sender};
 
+use clean_host::checkpoint::CheckpointStore;
 use clean_host::config::ConfigFile;
 use clean_host::dispatch::handlers::Handlers;
 use clean_host::dispatch::OutputFormat;
@@ -77,6 +78,10 @@ pub fn run(g: &GlobalArgs, args: &RunArgs, events: &PluginEventSink) -> Result<(
         stop: Default::default(),
         ledger: Mutex::new(AlertLedger::open(&data_dir(&config).join("alerts-sent"))?),
         history: history.as_ref().map(|(h, _)| h.clone()),
+        checkpoints: match config.checkpoints.enabled {
+            true => Some((CheckpointStore::open(&data_dir(&config).join("checkpoints.db"))?, config.checkpoints.interval())),
+            false => None,
+        },
     });
     {
         let shared = shared.clone();
@@ -124,7 +129,11 @@ pub fn run(g: &GlobalArgs, args: &RunArgs, events: &PluginEventSink) -> Result<(
             write_errors: s.write_errors.load(Ordering::Relaxed),
         }
     });
-    let pipelines = reports.into_iter().collect::<Result<Vec<_>>>()?;
+    let mut pipelines = reports.into_iter().collect::<Result<Vec<_>>>()?;
+    // Checkpoints are stored by the history's writer, done only now.
+    for (report, c) in pipelines.iter_mut().zip(&counters) {
+        report.checkpoints = c.checkpoints.load(Ordering::Relaxed);
+    }
     let (plugins, tenants) = plugin_report(&detectors, &handlers, &tenants, &counters);
     write_status(&status_path, &plugins, &tenants);
     let in_file = shared.dead_letters.lock().unwrap_or_else(|p| p.into_inner()).count;

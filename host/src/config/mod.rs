@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::checkpoint::CheckpointConfig;
 use crate::dispatch::OutputConfig;
 use crate::history::HistoryConfig;
 use crate::http::HttpConfig;
@@ -37,6 +38,8 @@ pub struct ConfigFile {
     pub output: OutputConfig,
     /// The history store of windows, findings, alerts and plugin events.
     pub history: HistoryConfig,
+    /// Detector and alert state kept with the broker's committed positions.
+    pub checkpoints: CheckpointConfig,
     /// The HTTP API, `/metrics` and the dashboard.
     pub http: HttpConfig,
     /// Teams sharing the host; a pipeline without `tenant` belongs to `default`.
@@ -167,6 +170,7 @@ impl ConfigFile {
         }
         self.alerts.validate()?;
         self.history.validate()?;
+        self.checkpoints.validate()?;
         if self.limits.memory_mib == 0 || self.limits.timeout_ms == 0 {
             return Err("limits.memory_mib and limits.timeout_ms must be above 0".into());
         }

@@ -41,13 +41,14 @@ pub fn render(tenant: &str, pipelines: &[Arc<PipelineCounters>], status: &LiveSt
     let mut out = String::new();
     let mut f = Family { out: &mut out };
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
-    let counters: [PipelineCounter; 6] = [
+    let counters: [PipelineCounter; 7] = [
         ("clean_host_records_total", "Records read and placed in a window.", |p| &p.records),
         ("clean_host_windows_total", "Windows analysed.", |p| &p.windows),
         ("clean_host_dead_letters_total", "Records that could not be decoded (each with its reason in the dead-letter store).", |p| &p.dead_letters),
         ("clean_host_late_records_total", "Records whose event-time window had already closed.", |p| &p.late),
         ("clean_host_incidents_total", "Incidents: a window's alerts about one column, or about no column, count once.", |p| &p.incidents),
         ("clean_host_history_dropped_total", "Windows the history store could not take (its queue was full).", |p| &p.history_dropped),
+        ("clean_host_checkpoints_total", "Checkpoints of detector and alert state stored with the committed positions.", |p| &p.checkpoints),
     ];
     for (name, help, counter) in counters {
         f.header(name, "counter", help);
@@ -66,6 +67,10 @@ pub fn render(tenant: &str, pipelines: &[Arc<PipelineCounters>], status: &LiveSt
     );
     for p in &mine {
         f.sample("clean_host_consumer_lag_records", &[("tenant", tenant), ("pipeline", &p.pipeline)], p.lag() as f64);
+    }
+    f.header("clean_host_checkpoint_state_bytes", "gauge", "Detector state the last checkpoint carried.");
+    for p in &mine {
+        f.sample("clean_host_checkpoint_state_bytes", &[("tenant", tenant), ("pipeline", &p.pipeline)], load(&p.checkpoint_bytes));
     }
     f.header("clean_host_quality_score", "gauge", "Quality score of the last analysed window (1 = no findings).");
     for p in &mine {

@@ -1,14 +1,18 @@
 //! The analysis side of a pipeline: each closed window through the
 //! detectors, its score and alerts, the outputs, the history, the handlers
-//! and the findings topic, then the acks the windows before them allow.
+//! and the findings topic, then the acks the windows before them allow
+//! (with a checkpoint, where the source resumes from one).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::{ClosedBatch, Common, PipelineReport};
+use super::{ClosedBatch, Common, Cut, PipelineCounters, PipelineReport};
+use crate::checkpoint::{Checkpoint, CheckpointStore, StreamKey};
 use crate::dispatch::handlers::Handlers;
 use crate::dispatch::AlertKey;
 use crate::history::{AlertRow, FindingRow, MetricRow, WindowRecord};
@@ -16,6 +20,43 @@ use clean_host_core::timestamp::now_ms;
 use clean_host_quality::alert::{incidents, Alert, FindingSummary, Router, WindowSummary};
 use clean_host_quality::analysis::{dead_letter_finding, quality_score, Detectors, WindowAnalysis};
 use clean_host_stream::source::{Ack, Sink};
+
+/// Where one pipeline's checkpoints go, and who counts them.
+#[derive(Clone)]
+struct CheckpointTarget {
+    store: CheckpointStore,
+    key: StreamKey,
+    counters: Arc<PipelineCounters>,
+}
+
+impl CheckpointTarget {
+    /// Store `checkpoint`; false (and said) if it could not be.
+    fn save(&self, checkpoint: &Checkpoint) -> bool {
+        if let Err(e) = self.store.save(&self.key, checkpoint) {
+            tracing::error!("pipeline {}: {e:#}; its positions are not committed", self.key.pipeline);
+            return false;
+        }
+        self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+        self.counters.checkpoint_bytes.store(checkpoint.state_bytes() as u64, Ordering::Relaxed);
+        true
+    }
+}
+
+/// Checkpoints of one pipeline: the cuts since the last one wait for the
+/// next, which is taken every `interval`.
+pub(super) struct Checkpointer {
+    target: CheckpointTarget,
+    interval: Duration,
+    last: Instant,
+    /// Per partition, the latest cut not yet in a checkpoint.
+    pending: BTreeMap<u32, Cut>,
+}
+
+impl Checkpointer {
+    pub(super) fn new(store: CheckpointStore, key: StreamKey, interval: Duration, counters: Arc<PipelineCounters>) -> Self {
+        Checkpointer { target: CheckpointTarget { store, key, counters }, interval, last: Instant::now(), pending: BTreeMap::new() }
+    }
+}
 
 /// The analysis side of a pipeline: detectors, alerts, outputs, acks.
 pub(super) struct Analyst<'a> {
@@ -28,6 +69,7 @@ pub(super) struct Analyst<'a> {
     acknowledges: bool,
     ack_tx: crossbeam_channel::Sender<Ack>,
     findings_topic: Option<Box<dyn Sink>>,
+    checkpointer: Option<Checkpointer>,
     windows: u64,
     alerts: u64,
     incidents: u64,
@@ -56,6 +98,7 @@ impl<'a> Analyst<'a> {
             acknowledges,
             ack_tx,
             findings_topic,
+            checkpointer: None,
             windows: 0,
             alerts: 0,
             incidents: 0,
@@ -63,6 +106,11 @@ impl<'a> Analyst<'a> {
             min_score: 1.0,
             score_sum: 0.0,
         }
+    }
+
+    /// Acks wait for checkpoints taken by `checkpointer`.
+    pub(super) fn checkpointed(self, checkpointer: Option<Checkpointer>) -> Self {
+        Analyst { checkpointer, ..self }
     }
 
     pub(super) fn window(&mut self, closed: ClosedBatch) -> Result<()> {
@@ -139,36 +187,87 @@ impl<'a> Analyst<'a> {
         Ok(())
     }
 
-    /// Everything before these acks is analysed and written: make what was
-    /// produced durable, then let the source commit.
-    pub(super) fn acks(&mut self, acks: Vec<Ack>) -> Result<()> {
+    /// Everything before these cuts is analysed and written: make what was
+    /// produced durable, then let the source commit (with a checkpoint,
+    /// once one covers them).
+    pub(super) fn acks(&mut self, cuts: Vec<Cut>) -> Result<()> {
         if !self.acknowledges {
             return Ok(());
         }
+        let Some(checkpointer) = &mut self.checkpointer else {
+            self.flush_topics()?;
+            let acks = cuts.iter().map(|c| c.ack).collect();
+            self.release(acks, None);
+            return Ok(());
+        };
+        checkpointer.pending.extend(cuts.into_iter().map(|c| (c.ack.partition, c)));
+        if checkpointer.last.elapsed() >= checkpointer.interval {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// The input ended or the run stops: the cuts still waiting get their checkpoint.
+    pub(super) fn finish(&mut self) -> Result<()> {
+        if self.checkpointer.as_ref().is_some_and(|c| !c.pending.is_empty()) {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Take a checkpoint at the pending cuts, as of the last window analysed.
+    fn checkpoint(&mut self) -> Result<()> {
+        self.flush_topics()?;
+        let checkpointer = self.checkpointer.as_mut().expect("checkpointing");
+        checkpointer.last = Instant::now();
+        let cuts = std::mem::take(&mut checkpointer.pending);
+        let checkpoint = Checkpoint {
+            positions: cuts.values().map(|c| (c.ack.partition, c.ack.below)).collect(),
+            next_seqs: cuts.values().map(|c| (c.ack.partition, c.next_seq)).collect(),
+            detectors: self.detectors.checkpoint(),
+            router: self.router.state(),
+            taken_at_ms: now_ms(),
+        };
+        let acks = cuts.values().map(|c| c.ack).collect();
+        let target = checkpointer.target.clone();
+        self.release(acks, Some((target, checkpoint)));
+        Ok(())
+    }
+
+    /// What was produced for the windows so far is stored by the brokers.
+    fn flush_topics(&mut self) -> Result<()> {
         if let Some(topic) = self.common.dead_letter_topic {
             topic.lock().unwrap_or_else(|p| p.into_inner()).sink.flush().context("storing dead letters")?;
         }
         if let Some(topic) = &mut self.findings_topic {
             topic.flush().context("storing findings")?;
         }
-        // The source may have stopped; then its records replay.
-        match &self.common.shared.history {
-            // After the windows before them are in the history.
-            Some(history) => {
-                let tx = self.ack_tx.clone();
-                history.after_commit(Box::new(move || {
-                    for ack in acks {
-                        let _ = tx.send(ack);
-                    }
-                }));
-            }
-            None => {
-                for ack in acks {
-                    let _ = self.ack_tx.send(ack);
+        Ok(())
+    }
+
+    /// Store `checkpoint`, then hand `acks` to the source, once the history
+    /// holds the windows before them. A checkpoint that cannot be stored
+    /// holds its acks back: those records replay, with the last stored one.
+    fn release(&self, acks: Vec<Ack>, checkpoint: Option<(CheckpointTarget, Checkpoint)>) {
+        let tx = self.ack_tx.clone();
+        let send = move || {
+            if let Some((target, checkpoint)) = checkpoint {
+                if !target.save(&checkpoint) {
+                    return;
                 }
             }
+            // The source may have stopped; then its records replay.
+            for ack in acks {
+                let _ = tx.send(ack);
+            }
+        };
+        match &self.common.shared.history {
+            // A full queue drops them: the next ones cover the same positions.
+            Some(history) => {
+                history.after_commit(Box::new(send));
+            }
+            None => send(),
         }
-        Ok(())
     }
 
     pub(super) fn report(self) -> PipelineReport {
@@ -181,6 +280,9 @@ impl<'a> Analyst<'a> {
             suppressed_alerts: self.router.suppressed,
             unsure_findings: self.router.unsure,
             replayed_alerts: self.replayed,
+            resumed: false,
+            cold_detectors: Vec::new(),
+            checkpoints: self.common.counters.checkpoints.load(Ordering::Relaxed),
             watched_series: self.router.watched_series(),
             min_score: self.min_score,
             mean_score: if self.windows == 0 { 1.0 } else { self.score_sum / self.windows as f64 },

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
-use super::{ClosedBatch, Common, Work};
+use super::{ClosedBatch, Common, Cut, Work};
 use clean_host_core::timestamp::now_ms;
 use clean_host_stream::dead_letter::Origin;
 use clean_host_stream::decode::message::MessageDecoder;
@@ -181,6 +181,13 @@ impl<'a> Cutter<'a> {
         }
     }
 
+    /// Number each partition's windows on from a checkpoint's `next_seqs`.
+    pub(super) fn resume(&mut self, next_seqs: &BTreeMap<u32, u64>) {
+        for (&partition, &seq) in next_seqs {
+            self.partition(partition).windower.resume_seq(seq);
+        }
+    }
+
     /// A rebalance took these partitions away: forget their open windows.
     pub(super) fn revoke(&mut self, partitions: &[u32]) {
         for p in partitions {
@@ -208,16 +215,16 @@ impl<'a> Cutter<'a> {
 
     /// Acks for partitions whose lowest unanalysed offset has risen.
     fn acks(&mut self) -> Option<Work> {
-        let mut acks = Vec::new();
+        let mut cuts = Vec::new();
         for (&partition, state) in self.partitions.iter_mut() {
             let below = state.windower.min_open_offset().unwrap_or(state.next_offset);
             if below > state.acked_below {
                 state.acked_below = below;
                 state.ids = state.ids.split_off(&below);
-                acks.push(Ack { partition, below });
+                cuts.push(Cut { ack: Ack { partition, below }, next_seq: state.windower.next_seq() });
             }
         }
-        (!acks.is_empty()).then_some(Work::Acks(acks))
+        (!cuts.is_empty()).then_some(Work::Acks(cuts))
     }
 
     /// The closed windows, then the acks they allow.

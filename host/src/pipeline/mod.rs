@@ -11,7 +11,9 @@
 //! windows on the same channel, so the analysis thread passes it back to the
 //! source only after those windows were analysed, their alerts written and
 //! the dead letters stored. A revoked partition's open windows are dropped
-//! and never acknowledged: its new owner reads them again.
+//! and never acknowledged: its new owner reads them again. Where the source
+//! can resume at a position, acks wait for a [`checkpoint`](crate::checkpoint)
+//! of the state as of the same cut, and a start resumes from it.
 
 mod analyst;
 mod cutter;
@@ -26,10 +28,11 @@ use anyhow::{Context, Result};
 use crossbeam_channel::{bounded, RecvTimeoutError};
 use serde::Serialize;
 
+use crate::checkpoint::{CheckpointStore, StreamKey};
 use crate::dispatch::handlers::Handlers;
 use crate::dispatch::{AlertLedger, Outputs};
 use crate::history::History;
-use analyst::Analyst;
+use analyst::{Analyst, Checkpointer};
 use clean_host_core::bindings::Batch;
 use clean_host_core::timestamp::now_ms;
 use clean_host_quality::alert::Router;
@@ -68,11 +71,19 @@ struct Common<'a> {
     counters: &'a PipelineCounters,
 }
 
+/// Where a partition's stream may be cut: every record below the ack is in
+/// a window handed over before it, and the next window is `next_seq`.
+#[derive(Debug, Clone, Copy)]
+struct Cut {
+    ack: Ack,
+    next_seq: u64,
+}
+
 /// What the decode thread hands the analysis thread, in order.
 enum Work {
     Window(Box<ClosedBatch>),
-    /// Send these to the source once everything before them is done.
-    Acks(Vec<Ack>),
+    /// Send these acks to the source once everything before them is done.
+    Acks(Vec<Cut>),
 }
 
 /// One pipeline's running totals: the status line, the summary, `/metrics`
@@ -95,6 +106,9 @@ pub struct PipelineCounters {
     pub replayed_alerts: AtomicU64,
     /// Windows the history could not take because its queue was full.
     pub history_dropped: AtomicU64,
+    /// Checkpoints stored, and the detector state the last one carried.
+    pub checkpoints: AtomicU64,
+    pub checkpoint_bytes: AtomicU64,
     /// The last window's quality score, as f64 bits (NaN before the first).
     last_score: AtomicU64,
     /// The source's backlog, reads and broker errors.
@@ -116,6 +130,8 @@ impl PipelineCounters {
             alerts_by_severity: Default::default(),
             replayed_alerts: AtomicU64::new(0),
             history_dropped: AtomicU64::new(0),
+            checkpoints: AtomicU64::new(0),
+            checkpoint_bytes: AtomicU64::new(0),
             last_score: AtomicU64::new(f64::NAN.to_bits()),
             progress: Arc::default(),
         }
@@ -148,6 +164,8 @@ pub struct Shared {
     /// Alerts already sent for broker windows, so a replay does not repeat them.
     pub ledger: Mutex<AlertLedger>,
     pub history: Option<History>,
+    /// Checkpoints of pipelines whose source can resume, and how often.
+    pub checkpoints: Option<(CheckpointStore, Duration)>,
 }
 
 /// A pipeline ready to run.
@@ -180,6 +198,11 @@ pub struct PipelineReport {
     /// Unsure findings (interval across the threshold) kept from alerting.
     pub unsure_findings: u64,
     pub replayed_alerts: u64,
+    /// It carried on from a checkpoint (else it started cold).
+    pub resumed: bool,
+    /// Detectors that started cold although the pipeline resumed, with why.
+    pub cold_detectors: Vec<String>,
+    pub checkpoints: u64,
     /// Metric series the control rules watch (past warm-up, not constant).
     pub watched_series: usize,
     pub min_score: f64,
@@ -190,10 +213,12 @@ pub struct PipelineReport {
 
 /// Run `pipeline` until its source ends (or Ctrl-C), then report.
 pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
-    let Pipeline { name, tenant: _, source, window, event_time_field, detectors, router, handlers, decoder, dead_letter_topic, findings_topic, counters } =
+    let Pipeline { name, tenant, mut source, window, event_time_field, detectors, mut router, handlers, decoder, dead_letter_topic, findings_topic, counters } =
         pipeline;
     let source_name = source.name();
     let acknowledges = source.acknowledges();
+    let key = StreamKey { tenant, pipeline: name.clone(), source: source_name.clone() };
+    let checkpoints = shared.checkpoints.as_ref().filter(|_| acknowledges && source.resumes());
     let (line_tx, line_rx) = bounded::<SourceEvent>(16);
     let (work_tx, work_rx) = bounded::<Work>(WINDOW_QUEUE);
     let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<Ack>();
@@ -201,20 +226,28 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
 
     let common = Common { pipeline: &name, source: &source_name, dead_letter_topic: dead_letter_topic.as_ref(), shared, counters: &counters };
     let mut cutter = Cutter::new(common, decoder, window, event_time_field)?;
+    let (resumed, cold_detectors) = match checkpoints {
+        Some((store, _)) => resume(&key, store, &mut *source, &detectors, &mut router, &mut cutter)?,
+        None => (false, Vec::new()),
+    };
+    let checkpointer = checkpoints.map(|(store, interval)| Checkpointer::new(store.clone(), key, *interval, counters.clone()));
     std::thread::scope(|scope| -> Result<PipelineReport> {
         let ctx = SourceContext { events: line_tx, acks: ack_rx, stop: shared.stop.clone(), progress: counters.progress.clone() };
         let reader = std::thread::Builder::new().name(format!("{name}-source")).spawn(move || source.run(ctx)).context("starting the source thread")?;
 
-        let analyst = Analyst::new(common, &detectors, router, handlers, acknowledges, ack_tx, findings_topic);
+        let analyst = Analyst::new(common, &detectors, router, handlers, acknowledges, ack_tx, findings_topic).checkpointed(checkpointer);
         let analysis = scope.spawn(move || -> Result<PipelineReport> {
             let mut analyst = analyst;
             for work in work_rx {
                 match work {
                     Work::Window(closed) => analyst.window(*closed)?,
-                    Work::Acks(acks) => analyst.acks(acks)?,
+                    Work::Acks(cuts) => analyst.acks(cuts)?,
                 }
             }
-            Ok(analyst.report())
+            analyst.finish()?;
+            let mut report = analyst.report();
+            (report.resumed, report.cold_detectors) = (resumed, cold_detectors);
+            Ok(report)
         });
 
         let mut decode_result = Ok(());
@@ -282,4 +315,40 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
         }
         Ok(report)
     })
+}
+
+/// Carry on from the stream's checkpoint if there is one and the source can
+/// start at its positions: whether it did, and the detectors that start
+/// cold anyway (with why). A checkpoint that cannot be read or used is
+/// said, and the pipeline starts cold.
+fn resume(
+    key: &StreamKey,
+    store: &CheckpointStore,
+    source: &mut dyn Source,
+    detectors: &Detectors,
+    router: &mut Router,
+    cutter: &mut Cutter,
+) -> Result<(bool, Vec<String>)> {
+    let pipeline = &key.pipeline;
+    let checkpoint = match store.load(key) {
+        Ok(Some(checkpoint)) => checkpoint,
+        Ok(None) => return Ok((false, Vec::new())),
+        Err(e) => {
+            tracing::warn!("pipeline {pipeline}: {e:#}; it starts cold");
+            return Ok((false, Vec::new()));
+        }
+    };
+    if !source.resume_at(&checkpoint.positions).with_context(|| format!("pipeline {pipeline}: resuming at its checkpoint"))? {
+        tracing::warn!("pipeline {pipeline}: its checkpoint is not used (the stream was read past it, or the run starts elsewhere); it starts cold");
+        return Ok((false, Vec::new()));
+    }
+    let cold: Vec<String> = detectors.resume(&checkpoint.detectors).into_iter().map(|(name, why)| format!("{name}: {why}")).collect();
+    for why in &cold {
+        tracing::warn!("pipeline {pipeline}: detector {why}; it starts cold");
+    }
+    router.resume(checkpoint.router);
+    cutter.resume(&checkpoint.next_seqs);
+    let age_s = (now_ms() - checkpoint.taken_at_ms) as f64 / 1000.0;
+    tracing::info!("pipeline {pipeline}: resumed from its checkpoint of {age_s:.1} s ago at positions {:?}", checkpoint.positions);
+    Ok((true, cold))
 }

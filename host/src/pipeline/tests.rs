@@ -20,6 +20,8 @@ struct Scripted {
     events: Vec<SourceEvent>,
     acknowledges: bool,
     committed: Arc<Mutex<Vec<Ack>>>,
+    /// A source that can resume: the positions it was told to resume at.
+    resumed_at: Option<Arc<Mutex<BTreeMap<u32, u64>>>>,
 }
 
 impl Source for Scripted {
@@ -28,6 +30,14 @@ impl Source for Scripted {
     }
     fn acknowledges(&self) -> bool {
         self.acknowledges
+    }
+    fn resumes(&self) -> bool {
+        self.resumed_at.is_some()
+    }
+    fn resume_at(&mut self, positions: &BTreeMap<u32, u64>) -> Result<bool, SourceError> {
+        let Some(at) = &self.resumed_at else { return Ok(false) };
+        *at.lock().unwrap() = positions.clone();
+        Ok(true)
     }
     fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
         for event in self.events {
@@ -93,6 +103,7 @@ fn shared(dir: &TempDir, counters: &Arc<PipelineCounters>) -> Shared {
         stop: Arc::default(),
         ledger: Mutex::new(AlertLedger::open(&dir.path().join("alerts-sent")).unwrap()),
         history: None,
+        checkpoints: None,
     }
 }
 
@@ -104,7 +115,7 @@ fn pipeline(events: Vec<SourceEvent>, acknowledges: bool, committed: &Arc<Mutex<
     Pipeline {
         name: "p".into(),
         tenant: "t".into(),
-        source: Box::new(Scripted { events, acknowledges, committed: committed.clone() }),
+        source: Box::new(Scripted { events, acknowledges, committed: committed.clone(), resumed_at: None }),
         window: WindowSpec::Count { size: 50, slide: 50 },
         event_time_field: None,
         detectors: Arc::new(Detectors::new("p", set, 3).unwrap()),
@@ -206,4 +217,91 @@ fn a_revoked_partition_drops_its_open_windows_unacknowledged() {
     let acks = committed.lock().unwrap();
     let last = |p: u32| acks.iter().filter(|a| a.partition == p).map(|a| a.below).max();
     assert_eq!((last(0), last(1)), (Some(50), Some(60)));
+}
+
+/// Counts the rows it has seen in all (its state) and says so every window.
+struct RowCount(u64);
+
+impl Analyzer for RowCount {
+    fn analyze(&mut self, batch: &Batch) -> Result<Analysis, PluginFault> {
+        self.0 += u64::from(batch.row_count);
+        let finding = Finding {
+            metric: "rows_so_far".into(),
+            column: None,
+            value: self.0 as f64,
+            threshold: 0.0,
+            severity: Severity::Info,
+            message: format!("{} rows so far, window {}", self.0, batch.info.seq),
+            sample_rows: Vec::new(),
+        };
+        Ok(Analysis { findings: vec![finding], metrics: Vec::new() })
+    }
+    fn snapshot(&mut self) -> Result<Vec<u8>, PluginFault> {
+        Ok(self.0.to_le_bytes().to_vec())
+    }
+    fn restore(&mut self, state: &[u8]) -> Result<(), PluginFault> {
+        self.0 = u64::from_le_bytes(state.try_into().map_err(|_| PluginFault::InvalidOutput("not a count".into()))?);
+        Ok(())
+    }
+}
+
+struct RowCountSource;
+
+impl DetectorSource for RowCountSource {
+    fn name(&self) -> &str {
+        "row-count"
+    }
+    fn version(&self) -> &str {
+        "1.0"
+    }
+    fn instantiate(&self, _config: &str) -> Result<Box<dyn Analyzer>, PluginFault> {
+        Ok(Box::new(RowCount(0)))
+    }
+}
+
+/// The row-count detector over `messages(from, to)` of partition 2, from a
+/// source that can resume (and says where it was told to).
+fn resumable(from: u64, to: u64, resumed_at: &Arc<Mutex<BTreeMap<u32, u64>>>) -> Pipeline {
+    let events = vec![SourceEvent::Messages { partition: 2, messages: messages(from, to, u64::MAX) }];
+    let mut p = pipeline(Vec::new(), true, &Arc::default());
+    p.source = Box::new(Scripted { events, acknowledges: true, committed: Arc::default(), resumed_at: Some(resumed_at.clone()) });
+    let entry = CatalogEntry { active: Candidate::new(Arc::new(RowCountSource), None), shadow: None };
+    let catalog = Catalog::new("t", BTreeMap::from([("row-count".to_string(), entry)]));
+    let set = DetectorSet { catalog, pool: tenant_call_pool("t"), selection: None, configs: BTreeMap::new() };
+    p.detectors = Arc::new(Detectors::new("p", set, 3).unwrap());
+    p
+}
+
+/// What each window said: partition, seq, offsets and findings.
+fn said(dir: &TempDir) -> Vec<String> {
+    let mut said: Vec<String> =
+        windows(dir).iter().map(|w| format!("{} {} {}..{} {}", w["partition"], w["seq"], w["first_offset"], w["last_offset"], w["findings"])).collect();
+    said.sort();
+    said
+}
+
+#[test]
+fn a_restart_from_the_checkpoint_says_what_one_run_would_have() {
+    let run_with_checkpoints = |dir: &TempDir, store: &CheckpointStore, p: Pipeline| {
+        let counters = p.counters.clone();
+        let shared = Shared { checkpoints: Some((store.clone(), Duration::ZERO)), ..shared(dir, &counters) };
+        run(p, &shared).unwrap()
+    };
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let store = |dir: &TempDir| CheckpointStore::open(&dir.path().join("checkpoints.db")).unwrap();
+    let resumed_at = Arc::default();
+    let whole = run_with_checkpoints(&one, &store(&one), resumable(0, 300, &resumed_at));
+    assert!(!whole.resumed && whole.windows == 6, "{whole:?}");
+    // Stopped after 150 records (at a window's edge, so the
+    // first run flushes no partial window), then started again.
+    let first = run_with_checkpoints(&two, &store(&two), resumable(0, 150, &resumed_at));
+    assert!(!first.resumed);
+    let second = run_with_checkpoints(&two, &store(&two), resumable(150, 300, &resumed_at));
+    assert!(second.resumed && second.cold_detectors.is_empty(), "{second:?}");
+    assert_eq!(*resumed_at.lock().unwrap(), BTreeMap::from([(2, 150)]));
+    assert_eq!(said(&two), said(&one), "the state, the window numbers and the positions carried over");
+    // Another stream under the same pipeline name starts cold.
+    let mut other = resumable(0, 50, &resumed_at);
+    other.name = "q".into();
+    assert!(!run_with_checkpoints(&two, &store(&two), other).resumed);
 }

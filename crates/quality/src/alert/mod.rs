@@ -40,7 +40,7 @@ use crate::spc::{format_value, SpcConfig};
 use clean_host_core::bindings::{Severity, WindowInfo};
 use clean_host_stream::source::Position;
 
-pub use router::{PastWindow, Router, REARM_WINDOWS};
+pub use router::{PastWindow, Router, RouterState, REARM_WINDOWS};
 pub use summary::{FindingSummary, WindowSummary};
 
 /// Overrides for one metric.
@@ -179,7 +179,7 @@ pub struct Alert {
 
 /// An alert a key raised: the one that started its cooldown, and what a
 /// worse one, escalating, names.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct PriorAlert {
     pub severity: Severity,
     pub value: f64,

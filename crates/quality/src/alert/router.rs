@@ -4,9 +4,11 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
+
 use super::{Alert, AlertConfig, PriorAlert, ScoreBasis, WindowRef};
 use crate::analysis::{is_sure, FindingOrigin, Score, WindowAnalysis};
-use crate::spc::{format_value, Signal, Watch};
+use crate::spc::{format_value, Signal, Watch, WatchState};
 use clean_host_core::bindings::{Severity, WindowInfo};
 use clean_host_stream::source::Position;
 
@@ -30,6 +32,7 @@ pub struct PastWindow {
 pub const REARM_WINDOWS: u64 = 3;
 
 /// A key's cooldown, counted in routed windows of its partition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Cooldown {
     /// The count at its last alert.
     alerted: u64,
@@ -64,6 +67,15 @@ pub struct Router {
 /// (partition, detector, metric or metric/rule, column)
 type CooldownKey = (u32, String, String, Option<String>);
 
+/// What decides a pipeline's alerts from one window to the next, as a
+/// checkpoint keeps it: windows routed, cooldowns, the control rules' series.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RouterState {
+    windows: Vec<(u32, u64)>,
+    cooldowns: Vec<(CooldownKey, Cooldown)>,
+    watch: WatchState,
+}
+
 impl Router {
     pub fn max_dead_letter_rate(&self) -> f64 {
         self.config.max_dead_letter_rate
@@ -72,6 +84,22 @@ impl Router {
     pub fn new(pipeline: &str, config: AlertConfig) -> Self {
         let watch = Watch::new(config.spc.clone());
         Router { config, pipeline: pipeline.to_string(), windows: HashMap::new(), cooldowns: HashMap::new(), suppressed: 0, unsure: 0, watch }
+    }
+
+    /// Its state as it stands, for a checkpoint.
+    pub fn state(&self) -> RouterState {
+        let mut windows: Vec<(u32, u64)> = self.windows.iter().map(|(p, n)| (*p, *n)).collect();
+        windows.sort_unstable();
+        let mut cooldowns: Vec<(CooldownKey, Cooldown)> = self.cooldowns.iter().map(|(k, c)| (k.clone(), c.clone())).collect();
+        cooldowns.sort_by(|a, b| a.0.cmp(&b.0));
+        RouterState { windows, cooldowns, watch: self.watch.state() }
+    }
+
+    /// Carry on from a checkpoint's state (the control rules under today's config).
+    pub fn resume(&mut self, state: RouterState) {
+        self.windows = state.windows.into_iter().collect();
+        self.cooldowns = state.cooldowns.into_iter().collect();
+        self.watch.resume(state.watch);
     }
 
     /// Metric series the control rules watch now.

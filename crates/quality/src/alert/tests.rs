@@ -253,3 +253,33 @@ fn baselines_warmed_from_past_windows_need_no_new_warm_up() {
     let fired = (0..30u64).find(|&seq| !r.route(&info(seq), POS, &creeping(0.01 + 0.001 * seq as f64), &sure).is_empty());
     assert!(fired.is_some_and(|seq| seq < 10), "{fired:?}");
 }
+
+/// A router resumed from its state (through JSON, as a checkpoint keeps it)
+/// routes every later window as the one that never stopped: control rules
+/// in and past warm-up, cooldowns in the middle of a departure.
+#[test]
+fn a_router_resumed_from_its_state_routes_as_if_it_never_stopped() {
+    let window = |seq: u64| {
+        let value = if seq < 25 { 0.01 + if seq.is_multiple_of(2) { 0.001 } else { -0.001 } } else { 0.01 + 0.0015 * (seq - 24) as f64 };
+        let metric = MetricValue { metric: "null_rate".into(), column: Some("email".into()), value };
+        let flaps = [30, 31, 33, 41, 45].contains(&seq);
+        let findings = if flaps { vec![finding("duplicate_rate", Severity::Warning, 0.5, FindingOrigin::Data)] } else { Vec::new() };
+        WindowAnalysis { metrics: vec![("completeness".into(), metric)], findings, ..Default::default() }
+    };
+    let sure = Score { value: 1.0, low: 1.0, high: 1.0, rows: 1000 };
+    let mut config = AlertConfig { cooldown_windows: 20, ..Default::default() };
+    config.spc.warmup_windows = 20;
+    let answers = |r: &mut Router, seqs: std::ops::Range<u64>| -> Vec<String> {
+        seqs.map(|seq| format!("{:?}", r.route(&info(seq), POS, &window(seq), &sure))).collect()
+    };
+    let expected = answers(&mut Router::new("p", config.clone()), 0..60);
+    assert!(expected.iter().filter(|a| *a != "[]").count() >= 2, "{expected:?}");
+    for cut in [5, 20, 26, 32, 40] {
+        let mut before = Router::new("p", config.clone());
+        answers(&mut before, 0..cut);
+        let state: RouterState = serde_json::from_str(&serde_json::to_string(&before.state()).unwrap()).unwrap();
+        let mut after = Router::new("p", config.clone());
+        after.resume(state);
+        assert_eq!(answers(&mut after, cut..60), expected[cut as usize..], "resumed after window {cut}");
+    }
+}

@@ -139,6 +139,15 @@ fn analyze(detector: &mut Lifecycle<Candidate>, batch: &Batch, max_failures: u32
     out
 }
 
+/// One detector's state in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetectorState {
+    pub name: String,
+    /// The version (and fingerprint) that gave the state.
+    pub version: String,
+    pub state: Vec<u8>,
+}
+
 /// The detector instances of one pipeline.
 pub struct Detectors {
     pipeline: String,
@@ -259,6 +268,48 @@ impl Detectors {
             out.metrics.extend(result.metrics.into_iter().map(|m| (name.clone(), m)));
         }
         out
+    }
+
+    /// Every running detector's state as of the last window analysed. One
+    /// that cannot give it is left out, and said: it starts cold on resume.
+    pub fn checkpoint(&self) -> Vec<DetectorState> {
+        let running = self.running.read().unwrap_or_else(|p| p.into_inner());
+        let mut states = Vec::with_capacity(running.len());
+        for detector in running.iter() {
+            let mut detector = detector.lock().unwrap_or_else(|p| p.into_inner());
+            let name = detector.name().to_string();
+            match detector.checkpoint() {
+                Some(Ok((version, state))) => states.push(DetectorState { name, version, state }),
+                Some(Err(fault)) => {
+                    let message =
+                        format!("pipeline {}: plugin {name} gave no state for the checkpoint ({fault}); it starts cold after a restart", self.pipeline);
+                    plugin_event(Level::WARN, self.tenant(), Some(&self.pipeline), &name, "checkpoint_failed", &message);
+                }
+                None => {}
+            }
+        }
+        states
+    }
+
+    /// Carry on from a checkpoint's `states`. Returns the detectors that
+    /// start cold instead, each with why: not in the checkpoint (added
+    /// since), or a version that refuses the state.
+    pub fn resume(&self, states: &[DetectorState]) -> Vec<(String, String)> {
+        let running = self.running.read().unwrap_or_else(|p| p.into_inner());
+        let mut cold = Vec::new();
+        for detector in running.iter() {
+            let mut detector = detector.lock().unwrap_or_else(|p| p.into_inner());
+            let name = detector.name().to_string();
+            match states.iter().find(|s| s.name == name) {
+                None => cold.push((name, "not in the checkpoint".to_string())),
+                Some(saved) => {
+                    if let Err(fault) = detector.resume(&saved.version, &saved.state) {
+                        cold.push((name, format!("it refused the state of version {}: {fault}", saved.version)));
+                    }
+                }
+            }
+        }
+        cold
     }
 
     pub fn stats(&self) -> Vec<PluginStats> {

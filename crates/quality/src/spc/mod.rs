@@ -150,7 +150,7 @@ pub const NEW_NORMAL_WINDOWS: u32 = 20;
 pub const MAX_SERIES: usize = 10_000;
 
 /// The settled parameters of one metric.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Params {
     pub rules: Vec<Rule>,
     pub mean: Option<f64>,
@@ -240,7 +240,7 @@ pub struct Signal {
 /// the sigma without absorbing the drift. The larger of the two sigmas is
 /// used, so a warm-up that happened to be calm does not make every later
 /// window look like a departure.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Spread {
     n: u32,
     mean: f64,
@@ -279,7 +279,7 @@ impl Spread {
 }
 
 /// One metric's series and the state of its rules.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Series {
     params: Params,
     learned: Spread,
@@ -519,6 +519,12 @@ pub fn format_value(v: f64) -> String {
 /// Which series a metric value belongs to: (partition, detector, metric, column).
 pub type SeriesKey = (u32, String, String, Option<String>);
 
+/// Every watched series of one pipeline, as a checkpoint keeps them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WatchState {
+    series: Vec<(SeriesKey, Series)>,
+}
+
 /// Every watched series of one pipeline.
 #[derive(Debug)]
 pub struct Watch {
@@ -554,6 +560,27 @@ impl Watch {
             return Vec::new();
         }
         self.series.entry(key).or_insert_with(|| Series::new(params)).observe_in(value, rows)
+    }
+
+    /// Every series as it stands, for a checkpoint.
+    pub fn state(&self) -> WatchState {
+        let mut series: Vec<(SeriesKey, Series)> = self.series.iter().map(|(k, s)| (k.clone(), s.clone())).collect();
+        series.sort_by(|a, b| a.0.cmp(&b.0));
+        WatchState { series }
+    }
+
+    /// Carry on from a checkpoint's series, under today's parameters: a
+    /// metric no longer watched is left out.
+    pub fn resume(&mut self, state: WatchState) {
+        self.series = state
+            .series
+            .into_iter()
+            .filter_map(|(key, mut series)| {
+                series.params = self.config.params(&key.2)?;
+                Some((key, series))
+            })
+            .take(MAX_SERIES)
+            .collect();
     }
 
     /// Series whose rules apply now (past warm-up, not constant).

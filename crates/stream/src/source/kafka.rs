@@ -40,6 +40,10 @@ const MAX_BATCH: usize = 2000;
 /// 184k records/s with it, 270k-470k without, as busy as the machine was);
 /// 20k prefetched messages, not 100k, are plenty and cost 40 MiB less.
 pub const CONSUMER_DEFAULTS: [(&str, &str); 2] = [("fetch.queue.backoff.ms", "10"), ("queued.min.messages", "20000")];
+/// How long a restart waits for the group to let go of the member it
+/// replaces (killed, so its session has to time out: `session.timeout.ms`
+/// below, and some).
+const DEAD_MEMBER_GRACE: Duration = Duration::from_secs(20);
 /// How long a partition may give nothing while records wait before it is
 /// sought to where reading resumes (see [`StallWatch`]).
 const STALL_AFTER: Duration = Duration::from_secs(20);
@@ -220,6 +224,8 @@ pub struct KafkaSource {
     consumer: BaseConsumer<GroupEvents>,
     /// Partition -> (low, high) watermarks seen at start.
     watermarks: BTreeMap<u32, (i64, i64)>,
+    /// Where the run was asked to start.
+    start: StartAt,
 }
 
 impl KafkaSource {
@@ -263,7 +269,7 @@ impl KafkaSource {
             let marks = consumer.fetch_watermarks(&topic, *p, CONNECT_TIMEOUT).map_err(|e| unreachable(&url.hosts, e))?;
             watermarks.insert(*p as u32, marks);
         }
-        let source = KafkaSource { url, options, topic, consumer, watermarks };
+        let source = KafkaSource { url, options, topic, consumer, watermarks, start };
         source.replay_from(start, &parts)?;
         Ok(source)
     }
@@ -373,6 +379,51 @@ impl Source for KafkaSource {
 
     fn acknowledges(&self) -> bool {
         true
+    }
+
+    fn resumes(&self) -> bool {
+        true
+    }
+
+    /// Moves the group's committed offsets to the positions, as a replay
+    /// start does, unless a partition was committed past them, no longer
+    /// exists or never held that many records (the topic was made again), or
+    /// the run starts at an offset or a time.
+    fn resume_at(&mut self, positions: &BTreeMap<u32, u64>) -> Result<bool, SourceError> {
+        if matches!(self.start, StartAt::Offset(_) | StartAt::Time(_)) {
+            return Ok(false);
+        }
+        let mut list = TopicPartitionList::new();
+        for (&p, &offset) in positions {
+            match self.watermarks.get(&p) {
+                Some(&(_, high)) if offset as i64 <= high => {}
+                _ => return Ok(false),
+            }
+            list.add_partition_offset(&self.topic, p as i32, Offset::Offset(offset as i64)).map_err(|e| SourceError::Broker(e.to_string()))?;
+        }
+        let committed = self.consumer.committed_offsets(list.clone(), CONNECT_TIMEOUT).map_err(|e| unreachable(&self.url.hosts, e))?;
+        for e in committed.elements_for_topic(&self.topic) {
+            let at = positions.get(&(e.partition() as u32)).copied().unwrap_or(0) as i64;
+            if e.offset().to_raw().is_some_and(|committed| committed > at) {
+                return Ok(false);
+            }
+        }
+        // A member killed a moment ago is still in the group until its
+        // session times out, and the group takes no commit from outside it
+        // until then; a new member would wait as long for its partitions.
+        let deadline = Instant::now() + DEAD_MEMBER_GRACE;
+        loop {
+            match self.consumer.commit(&list, CommitMode::Sync) {
+                Ok(()) => return Ok(true),
+                Err(e) if Instant::now() < deadline && e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownMemberId) => {
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => {
+                    let message = format!("cannot move group '{}' to its checkpoint: {e} (is another member running?)", self.options.group());
+                    return Err(SourceError::Broker(message));
+                }
+            }
+        }
     }
 
     fn dead_letter_sink(&self) -> Result<Option<Box<dyn Sink>>, SourceError> {

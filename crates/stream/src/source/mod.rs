@@ -20,6 +20,7 @@ pub mod pulsar;
 #[cfg(feature = "redis")]
 pub mod redis;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
@@ -190,6 +191,18 @@ pub trait Source: Send {
     /// Whether the source commits what [`Ack`]s tell it (brokers do; files need not).
     fn acknowledges(&self) -> bool {
         false
+    }
+    /// Whether [`Source::resume_at`] can start it at given positions.
+    fn resumes(&self) -> bool {
+        false
+    }
+    /// Start each partition at the offset given (a checkpoint's, the next
+    /// to read), where it would otherwise start from its committed position.
+    /// False, and nothing moved, when the positions are stale: some
+    /// partition was committed past them (by another consumer), or the run
+    /// was asked to start elsewhere.
+    fn resume_at(&mut self, _positions: &BTreeMap<u32, u64>) -> Result<bool, SourceError> {
+        Ok(false)
     }
     /// A sink on the same broker for dead letters, if the source has one.
     fn dead_letter_sink(&self) -> Result<Option<Box<dyn Sink>>, SourceError> {

@@ -219,6 +219,17 @@ impl Windower {
         self.stream_time = self.stream_time.max(median);
     }
 
+    /// The number the next window to close gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Number windows from `seq` on: a partition resumed from a checkpoint
+    /// carries on its count.
+    pub fn resume_seq(&mut self, seq: u64) {
+        self.next_seq = seq;
+    }
+
     /// The lowest offset held by an open window: every record of the
     /// partition below it is in a closed window (or was never windowed).
     pub fn min_open_offset(&self) -> Option<u64> {

@@ -1,0 +1,60 @@
+use super::*;
+use clean_host_quality::alert::{AlertConfig, Router};
+
+fn key(source: &str) -> StreamKey {
+    StreamKey { tenant: "a".into(), pipeline: "orders".into(), source: source.into() }
+}
+
+fn checkpoint(offset: u64, states: &[(&str, &[u8])]) -> Checkpoint {
+    Checkpoint {
+        positions: BTreeMap::from([(0, offset), (3, offset * 2)]),
+        next_seqs: BTreeMap::from([(0, 7), (3, 9)]),
+        detectors: states.iter().map(|(name, state)| DetectorState { name: name.to_string(), version: "1.0.0".into(), state: state.to_vec() }).collect(),
+        router: Router::new("orders", AlertConfig::default()).state(),
+        taken_at_ms: 1_764_000_000_000,
+    }
+}
+
+#[test]
+fn a_checkpoint_comes_back_as_stored_and_replaces_the_one_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = CheckpointStore::open(&dir.path().join("sub").join("checkpoints.db")).unwrap();
+    let k = key("kafka://127.0.0.1:9092/orders");
+    assert!(store.load(&k).unwrap().is_none());
+    store.save(&k, &checkpoint(100, &[("drift", b"\x00\xffstate"), ("volume", b"")])).unwrap();
+    store.save(&k, &checkpoint(200, &[("drift", b"newer")])).unwrap();
+    // Another process (a restart) reads it from the file.
+    let loaded = CheckpointStore::open(&dir.path().join("sub").join("checkpoints.db")).unwrap().load(&k).unwrap().unwrap();
+    assert_eq!(loaded.positions, BTreeMap::from([(0, 200), (3, 400)]));
+    assert_eq!(loaded.next_seqs, BTreeMap::from([(0, 7), (3, 9)]));
+    assert_eq!(loaded.detectors, checkpoint(200, &[("drift", b"newer")]).detectors, "the detectors of the checkpoint before are gone");
+    assert_eq!(loaded.state_bytes(), 5);
+}
+
+#[test]
+fn another_stream_or_tenant_never_sees_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = CheckpointStore::open(&dir.path().join("checkpoints.db")).unwrap();
+    store.save(&key("kafka://h:1/orders"), &checkpoint(100, &[("drift", b"x")])).unwrap();
+    assert!(store.load(&key("kafka://h:1/payments")).unwrap().is_none());
+    let other_tenant = StreamKey { tenant: "b".into(), ..key("kafka://h:1/orders") };
+    assert!(store.load(&other_tenant).unwrap().is_none());
+}
+
+#[test]
+fn an_unreadable_checkpoint_is_an_error_naming_the_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("checkpoints.db");
+    let store = CheckpointStore::open(&path).unwrap();
+    let k = key("kafka://h:1/orders");
+    store.save(&k, &checkpoint(100, &[])).unwrap();
+    Connection::open(&path).unwrap().execute("UPDATE checkpoints SET router = '{not json'", []).unwrap();
+    let e = store.load(&k).unwrap_err();
+    assert!(format!("{e:#}").contains("checkpoint of pipeline orders"), "{e:#}");
+}
+
+#[test]
+fn bad_settings_are_refused_by_name() {
+    assert!(CheckpointConfig { interval_ms: 0, ..Default::default() }.validate().unwrap_err().contains("interval_ms"));
+    assert!(CheckpointConfig::default().validate().is_ok());
+}
