@@ -133,6 +133,7 @@ pub fn run(g: &GlobalArgs, args: &RunArgs, events: &PluginEventSink) -> Result<(
     // Checkpoints are stored by the history's writer, done only now.
     for (report, c) in pipelines.iter_mut().zip(&counters) {
         report.checkpoints = c.checkpoints.load(Ordering::Relaxed);
+        report.checkpoint_bytes = c.checkpoint_bytes.load(Ordering::Relaxed);
     }
     let (plugins, tenants) = plugin_report(&detectors, &handlers, &tenants, &counters);
     write_status(&status_path, &plugins, &tenants);

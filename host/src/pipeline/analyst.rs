@@ -48,13 +48,16 @@ pub(super) struct Checkpointer {
     target: CheckpointTarget,
     interval: Duration,
     last: Instant,
-    /// Per partition, the latest cut not yet in a checkpoint.
-    pending: BTreeMap<u32, Cut>,
+    /// Per partition, its latest cut: every checkpoint names them all, so
+    /// one that could not be stored leaves no partition behind.
+    cuts: BTreeMap<u32, Cut>,
+    /// Cuts came since the last checkpoint.
+    pending: bool,
 }
 
 impl Checkpointer {
     pub(super) fn new(store: CheckpointStore, key: StreamKey, interval: Duration, counters: Arc<PipelineCounters>) -> Self {
-        Checkpointer { target: CheckpointTarget { store, key, counters }, interval, last: Instant::now(), pending: BTreeMap::new() }
+        Checkpointer { target: CheckpointTarget { store, key, counters }, interval, last: Instant::now(), cuts: BTreeMap::new(), pending: false }
     }
 }
 
@@ -200,7 +203,8 @@ impl<'a> Analyst<'a> {
             self.release(acks, None);
             return Ok(());
         };
-        checkpointer.pending.extend(cuts.into_iter().map(|c| (c.ack.partition, c)));
+        checkpointer.cuts.extend(cuts.into_iter().map(|c| (c.ack.partition, c)));
+        checkpointer.pending = true;
         if checkpointer.last.elapsed() >= checkpointer.interval {
             self.checkpoint()?;
         }
@@ -209,7 +213,7 @@ impl<'a> Analyst<'a> {
 
     /// The input ended or the run stops: the cuts still waiting get their checkpoint.
     pub(super) fn finish(&mut self) -> Result<()> {
-        if self.checkpointer.as_ref().is_some_and(|c| !c.pending.is_empty()) {
+        if self.checkpointer.as_ref().is_some_and(|c| c.pending) {
             self.checkpoint()?;
         }
         Ok(())
@@ -219,8 +223,8 @@ impl<'a> Analyst<'a> {
     fn checkpoint(&mut self) -> Result<()> {
         self.flush_topics()?;
         let checkpointer = self.checkpointer.as_mut().expect("checkpointing");
-        checkpointer.last = Instant::now();
-        let cuts = std::mem::take(&mut checkpointer.pending);
+        (checkpointer.last, checkpointer.pending) = (Instant::now(), false);
+        let cuts = &checkpointer.cuts;
         let checkpoint = Checkpoint {
             positions: cuts.values().map(|c| (c.ack.partition, c.ack.below)).collect(),
             next_seqs: cuts.values().map(|c| (c.ack.partition, c.next_seq)).collect(),
@@ -280,9 +284,9 @@ impl<'a> Analyst<'a> {
             suppressed_alerts: self.router.suppressed,
             unsure_findings: self.router.unsure,
             replayed_alerts: self.replayed,
-            resumed: false,
-            cold_detectors: Vec::new(),
+            resumed: None,
             checkpoints: self.common.counters.checkpoints.load(Ordering::Relaxed),
+            checkpoint_bytes: self.common.counters.checkpoint_bytes.load(Ordering::Relaxed),
             watched_series: self.router.watched_series(),
             min_score: self.min_score,
             mean_score: if self.windows == 0 { 1.0 } else { self.score_sum / self.windows as f64 },

@@ -20,9 +20,10 @@ mod cutter;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use crossbeam_channel::{bounded, RecvTimeoutError};
@@ -198,11 +199,11 @@ pub struct PipelineReport {
     /// Unsure findings (interval across the threshold) kept from alerting.
     pub unsure_findings: u64,
     pub replayed_alerts: u64,
-    /// It carried on from a checkpoint (else it started cold).
-    pub resumed: bool,
-    /// Detectors that started cold although the pipeline resumed, with why.
-    pub cold_detectors: Vec<String>,
+    /// How it carried on from a checkpoint (`null`: it started cold).
+    pub resumed: Option<Resumed>,
+    /// Checkpoints stored, and the detector state the last one carried.
     pub checkpoints: u64,
+    pub checkpoint_bytes: u64,
     /// Metric series the control rules watch (past warm-up, not constant).
     pub watched_series: usize,
     pub min_score: f64,
@@ -226,9 +227,9 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
 
     let common = Common { pipeline: &name, source: &source_name, dead_letter_topic: dead_letter_topic.as_ref(), shared, counters: &counters };
     let mut cutter = Cutter::new(common, decoder, window, event_time_field)?;
-    let (resumed, cold_detectors) = match checkpoints {
+    let resumed = match checkpoints {
         Some((store, _)) => resume(&key, store, &mut *source, &detectors, &mut router, &mut cutter)?,
-        None => (false, Vec::new()),
+        None => None,
     };
     let checkpointer = checkpoints.map(|(store, interval)| Checkpointer::new(store.clone(), key, *interval, counters.clone()));
     std::thread::scope(|scope| -> Result<PipelineReport> {
@@ -246,7 +247,7 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
             }
             analyst.finish()?;
             let mut report = analyst.report();
-            (report.resumed, report.cold_detectors) = (resumed, cold_detectors);
+            report.resumed = resumed;
             Ok(report)
         });
 
@@ -317,10 +318,22 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
     })
 }
 
+/// How a pipeline carried on from its checkpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct Resumed {
+    /// Per partition, the offset it resumed at.
+    pub positions: BTreeMap<u32, u64>,
+    /// How old the checkpoint was.
+    pub age_s: f64,
+    /// Loading the checkpoint, moving the source and restoring the state.
+    pub restore_ms: f64,
+    /// Detectors that started cold all the same, each with why.
+    pub cold_detectors: Vec<String>,
+}
+
 /// Carry on from the stream's checkpoint if there is one and the source can
-/// start at its positions: whether it did, and the detectors that start
-/// cold anyway (with why). A checkpoint that cannot be read or used is
-/// said, and the pipeline starts cold.
+/// start at its positions. A checkpoint that cannot be read or used is said,
+/// and the pipeline starts cold (`None`).
 fn resume(
     key: &StreamKey,
     store: &CheckpointStore,
@@ -328,27 +341,29 @@ fn resume(
     detectors: &Detectors,
     router: &mut Router,
     cutter: &mut Cutter,
-) -> Result<(bool, Vec<String>)> {
+) -> Result<Option<Resumed>> {
+    let started = Instant::now();
     let pipeline = &key.pipeline;
     let checkpoint = match store.load(key) {
         Ok(Some(checkpoint)) => checkpoint,
-        Ok(None) => return Ok((false, Vec::new())),
+        Ok(None) => return Ok(None),
         Err(e) => {
             tracing::warn!("pipeline {pipeline}: {e:#}; it starts cold");
-            return Ok((false, Vec::new()));
+            return Ok(None);
         }
     };
     if !source.resume_at(&checkpoint.positions).with_context(|| format!("pipeline {pipeline}: resuming at its checkpoint"))? {
         tracing::warn!("pipeline {pipeline}: its checkpoint is not used (the stream was read past it, or the run starts elsewhere); it starts cold");
-        return Ok((false, Vec::new()));
+        return Ok(None);
     }
-    let cold: Vec<String> = detectors.resume(&checkpoint.detectors).into_iter().map(|(name, why)| format!("{name}: {why}")).collect();
-    for why in &cold {
+    let cold_detectors: Vec<String> = detectors.resume(&checkpoint.detectors).into_iter().map(|(name, why)| format!("{name}: {why}")).collect();
+    for why in &cold_detectors {
         tracing::warn!("pipeline {pipeline}: detector {why}; it starts cold");
     }
     router.resume(checkpoint.router);
     cutter.resume(&checkpoint.next_seqs);
     let age_s = (now_ms() - checkpoint.taken_at_ms) as f64 / 1000.0;
     tracing::info!("pipeline {pipeline}: resumed from its checkpoint of {age_s:.1} s ago at positions {:?}", checkpoint.positions);
-    Ok((true, cold))
+    let restore_ms = (started.elapsed().as_secs_f64() * 1e4).round() / 10.0;
+    Ok(Some(Resumed { positions: checkpoint.positions, age_s, restore_ms, cold_detectors }))
 }

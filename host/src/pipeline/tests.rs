@@ -291,17 +291,18 @@ fn a_restart_from_the_checkpoint_says_what_one_run_would_have() {
     let store = |dir: &TempDir| CheckpointStore::open(&dir.path().join("checkpoints.db")).unwrap();
     let resumed_at = Arc::default();
     let whole = run_with_checkpoints(&one, &store(&one), resumable(0, 300, &resumed_at));
-    assert!(!whole.resumed && whole.windows == 6, "{whole:?}");
+    assert!(whole.resumed.is_none() && whole.windows == 6, "{whole:?}");
     // Stopped after 150 records (at a window's edge, so the
     // first run flushes no partial window), then started again.
     let first = run_with_checkpoints(&two, &store(&two), resumable(0, 150, &resumed_at));
-    assert!(!first.resumed);
+    assert!(first.resumed.is_none());
     let second = run_with_checkpoints(&two, &store(&two), resumable(150, 300, &resumed_at));
-    assert!(second.resumed && second.cold_detectors.is_empty(), "{second:?}");
+    let resumed = second.resumed.as_ref().expect("resumed");
+    assert!(resumed.cold_detectors.is_empty() && resumed.positions == BTreeMap::from([(2, 150)]), "{resumed:?}");
     assert_eq!(*resumed_at.lock().unwrap(), BTreeMap::from([(2, 150)]));
     assert_eq!(said(&two), said(&one), "the state, the window numbers and the positions carried over");
     // Another stream under the same pipeline name starts cold.
     let mut other = resumable(0, 50, &resumed_at);
     other.name = "q".into();
-    assert!(!run_with_checkpoints(&two, &store(&two), other).resumed);
+    assert!(run_with_checkpoints(&two, &store(&two), other).resumed.is_none());
 }
