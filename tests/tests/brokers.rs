@@ -288,6 +288,9 @@ fn kafka_a_crash_changes_no_alert() {
         let together = alerts_of(&s, &[format!("{group}-1.alerts"), format!("{group}-2.alerts")]);
         assert_eq!(together, expected, "killed after {kill_after} windows; the restart said:\n{said}");
     }
+    // Another group on the same data dir reads the topic anew: the checkpoints are its own.
+    spawn_with(&s, &source("other"), "other.windows", "data-crash57", 500, &["--config", config, "--until-end"]).finish();
+    assert_eq!(records(&windows(&s.path("other.windows"))), 40_000);
 }
 
 /// Producers batch (as Java's do by default, and `generate`), and a crash

@@ -18,8 +18,9 @@
 //! Exact for count windows. Time windows resume with a fresh watermark and
 //! clock, as any restart of them does.
 //!
-//! Kept in `DATA_DIR/checkpoints.db` (SQLite, WAL), one per tenant, pipeline
-//! and source: another stream under the same pipeline name never inherits it.
+//! Kept in `DATA_DIR/checkpoints.db` (SQLite, WAL), one per tenant, pipeline,
+//! source and consumer group: another stream under the same pipeline name,
+//! or another group reading the same topic, never inherits it.
 
 #[cfg(test)]
 mod tests;
@@ -70,7 +71,8 @@ impl CheckpointConfig {
 pub struct StreamKey {
     pub tenant: String,
     pub pipeline: String,
-    /// The source as it names itself (broker URL and topic, file path).
+    /// The source and the consumer whose positions these are
+    /// ([`Source::checkpoint_id`](clean_host_stream::source::Source::checkpoint_id)).
     pub source: String,
 }
 

@@ -218,8 +218,9 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
         pipeline;
     let source_name = source.name();
     let acknowledges = source.acknowledges();
-    let key = StreamKey { tenant, pipeline: name.clone(), source: source_name.clone() };
-    let checkpoints = shared.checkpoints.as_ref().filter(|_| acknowledges && source.resumes());
+    let checkpoint_id = source.checkpoint_id().filter(|_| acknowledges);
+    let checkpoints = shared.checkpoints.as_ref().filter(|_| checkpoint_id.is_some());
+    let key = StreamKey { tenant, pipeline: name.clone(), source: checkpoint_id.unwrap_or_default() };
     let (line_tx, line_rx) = bounded::<SourceEvent>(16);
     let (work_tx, work_rx) = bounded::<Work>(WINDOW_QUEUE);
     let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<Ack>();

@@ -31,8 +31,8 @@ impl Source for Scripted {
     fn acknowledges(&self) -> bool {
         self.acknowledges
     }
-    fn resumes(&self) -> bool {
-        self.resumed_at.is_some()
+    fn checkpoint_id(&self) -> Option<String> {
+        self.resumed_at.as_ref().map(|_| "scripted?group=g".into())
     }
     fn resume_at(&mut self, positions: &BTreeMap<u32, u64>) -> Result<bool, SourceError> {
         let Some(at) = &self.resumed_at else { return Ok(false) };

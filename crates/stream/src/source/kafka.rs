@@ -381,8 +381,8 @@ impl Source for KafkaSource {
         true
     }
 
-    fn resumes(&self) -> bool {
-        true
+    fn checkpoint_id(&self) -> Option<String> {
+        Some(format!("{}?group={}", self.name(), self.options.group()))
     }
 
     /// Moves the group's committed offsets to the positions, as a replay

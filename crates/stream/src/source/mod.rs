@@ -192,9 +192,12 @@ pub trait Source: Send {
     fn acknowledges(&self) -> bool {
         false
     }
-    /// Whether [`Source::resume_at`] can start it at given positions.
-    fn resumes(&self) -> bool {
-        false
+    /// What its checkpoints are kept under, if [`Source::resume_at`] can
+    /// start it at given positions: the source and the consumer whose
+    /// positions they are (a Kafka group), as another group reading the
+    /// same topic is another reader.
+    fn checkpoint_id(&self) -> Option<String> {
+        None
     }
     /// Start each partition at the offset given (a checkpoint's, the next
     /// to read), where it would otherwise start from its committed position.
