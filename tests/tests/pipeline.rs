@@ -220,7 +220,8 @@ fn processing_time_windows_close_while_the_source_is_idle() {
 
 /// Detectors repeat themselves: the same records through the same host
 /// (the same data dir's key) give the same alerts, down to the last digit
-/// of every value, though the drift detector's sketches compact at random.
+/// of every value (the drift detector's references are thinned by rule,
+/// never by chance).
 #[test]
 fn the_same_records_give_the_same_alerts() {
     let s = Sandbox::with_bundled();
