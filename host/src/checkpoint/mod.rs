@@ -36,12 +36,14 @@ use serde::Deserialize;
 
 use clean_host_quality::alert::RouterState;
 use clean_host_quality::analysis::DetectorState;
+use clean_host_stream::source::ResumePosition;
 
 /// `[checkpoints]` in the config file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CheckpointConfig {
-    /// Checkpoint broker pipelines whose source can resume at a position (Kafka).
+    /// Checkpoint broker pipelines whose source can resume at a position (Kafka; Redis with
+    /// `consumer=`; Pulsar exclusive or failover).
     pub enabled: bool,
     /// How often a checkpoint is taken; the broker's commits follow it.
     pub interval_ms: u64,
@@ -79,8 +81,8 @@ pub struct StreamKey {
 /// One pipeline's state at one cut of its stream.
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
-    /// Per partition: the offset to read next.
-    pub positions: BTreeMap<u32, u64>,
+    /// Per partition: where to read on.
+    pub positions: BTreeMap<u32, ResumePosition>,
     /// Per partition: the number of the next window.
     pub next_seqs: BTreeMap<u32, u64>,
     pub detectors: Vec<DetectorState>,

@@ -5,9 +5,13 @@ fn key(source: &str) -> StreamKey {
     StreamKey { tenant: "a".into(), pipeline: "orders".into(), source: source.into() }
 }
 
+fn at(next_offset: u64) -> ResumePosition {
+    ResumePosition { next_offset, after_id: Some(format!("{}-0", next_offset - 1)) }
+}
+
 fn checkpoint(offset: u64, states: &[(&str, &[u8])]) -> Checkpoint {
     Checkpoint {
-        positions: BTreeMap::from([(0, offset), (3, offset * 2)]),
+        positions: BTreeMap::from([(0, at(offset)), (3, at(offset * 2))]),
         next_seqs: BTreeMap::from([(0, 7), (3, 9)]),
         detectors: states.iter().map(|(name, state)| DetectorState { name: name.to_string(), version: "1.0.0".into(), state: state.to_vec() }).collect(),
         router: Router::new("orders", AlertConfig::default()).state(),
@@ -25,7 +29,7 @@ fn a_checkpoint_comes_back_as_stored_and_replaces_the_one_before() {
     store.save(&k, &checkpoint(200, &[("drift", b"newer")])).unwrap();
     // Another process (a restart) reads it from the file.
     let loaded = CheckpointStore::open(&dir.path().join("sub").join("checkpoints.db")).unwrap().load(&k).unwrap().unwrap();
-    assert_eq!(loaded.positions, BTreeMap::from([(0, 200), (3, 400)]));
+    assert_eq!(loaded.positions, BTreeMap::from([(0, at(200)), (3, at(400))]));
     assert_eq!(loaded.next_seqs, BTreeMap::from([(0, 7), (3, 9)]));
     assert_eq!(loaded.detectors, checkpoint(200, &[("drift", b"newer")]).detectors, "the detectors of the checkpoint before are gone");
     assert_eq!(loaded.state_bytes(), 5);

@@ -19,7 +19,7 @@ use crate::history::{AlertRow, FindingRow, MetricRow, WindowRecord};
 use clean_host_core::timestamp::now_ms;
 use clean_host_quality::alert::{incidents, Alert, FindingSummary, Router, WindowSummary};
 use clean_host_quality::analysis::{dead_letter_finding, quality_score, Detectors, WindowAnalysis};
-use clean_host_stream::source::{Ack, Sink};
+use clean_host_stream::source::{Ack, ResumePosition, Sink};
 
 /// Where one pipeline's checkpoints go, and who counts them.
 #[derive(Clone)]
@@ -226,7 +226,10 @@ impl<'a> Analyst<'a> {
         (checkpointer.last, checkpointer.pending) = (Instant::now(), false);
         let cuts = &checkpointer.cuts;
         let checkpoint = Checkpoint {
-            positions: cuts.values().map(|c| (c.ack.partition, c.ack.below)).collect(),
+            positions: cuts
+                .values()
+                .map(|c| (c.ack.partition, ResumePosition { next_offset: c.ack.below, after_id: c.after_id.as_deref().map(str::to_string) }))
+                .collect(),
             next_seqs: cuts.values().map(|c| (c.ack.partition, c.next_seq)).collect(),
             detectors: self.detectors.checkpoint(),
             router: self.router.state(),

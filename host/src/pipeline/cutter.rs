@@ -14,7 +14,7 @@ use clean_host_core::timestamp::now_ms;
 use clean_host_stream::dead_letter::Origin;
 use clean_host_stream::decode::message::MessageDecoder;
 use clean_host_stream::decode::{self, Record};
-use clean_host_stream::source::{Ack, Message, Position, MAX_LINE_BYTES};
+use clean_host_stream::source::{Ack, Message, Position, ResumePosition, MAX_LINE_BYTES};
 use clean_host_stream::window::{ClosedWindow, Placement, RecordMeta, WindowSpec, Windower};
 
 /// One partition's windows and how far it has been acknowledged.
@@ -181,8 +181,14 @@ impl<'a> Cutter<'a> {
         }
     }
 
-    /// Number each partition's windows on from a checkpoint's `next_seqs`.
-    pub(super) fn resume(&mut self, next_seqs: &BTreeMap<u32, u64>) {
+    /// Carry each partition on from a checkpoint: its windows numbered on
+    /// from `next_seqs`, everything below `positions` acknowledged already
+    /// (so the next cut names the last record below it).
+    pub(super) fn resume(&mut self, positions: &BTreeMap<u32, ResumePosition>, next_seqs: &BTreeMap<u32, u64>) {
+        for (&partition, at) in positions {
+            let state = self.partition(partition);
+            (state.next_offset, state.acked_below) = (at.next_offset, at.next_offset);
+        }
         for (&partition, &seq) in next_seqs {
             self.partition(partition).windower.resume_seq(seq);
         }
@@ -220,8 +226,9 @@ impl<'a> Cutter<'a> {
             let below = state.windower.min_open_offset().unwrap_or(state.next_offset);
             if below > state.acked_below {
                 state.acked_below = below;
+                let after_id = state.ids.range(..below).next_back().map(|(_, id)| id.clone());
                 state.ids = state.ids.split_off(&below);
-                cuts.push(Cut { ack: Ack { partition, below }, next_seq: state.windower.next_seq() });
+                cuts.push(Cut { ack: Ack { partition, below }, next_seq: state.windower.next_seq(), after_id });
             }
         }
         (!cuts.is_empty()).then_some(Work::Acks(cuts))

@@ -41,7 +41,7 @@ use clean_host_quality::analysis::Detectors;
 use clean_host_runtime::PluginStats;
 use clean_host_stream::dead_letter::{DeadLetterTopic, DeadLetters};
 use clean_host_stream::decode::message::MessageDecoder;
-use clean_host_stream::source::{lines, Ack, Position, Progress, Sink, Source, SourceContext, SourceEvent, MAX_LINE_BYTES};
+use clean_host_stream::source::{lines, Ack, Position, Progress, ResumePosition, Sink, Source, SourceContext, SourceEvent, MAX_LINE_BYTES};
 use clean_host_stream::window::WindowSpec;
 use cutter::Cutter;
 
@@ -74,10 +74,12 @@ struct Common<'a> {
 
 /// Where a partition's stream may be cut: every record below the ack is in
 /// a window handed over before it, and the next window is `next_seq`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Cut {
     ack: Ack,
     next_seq: u64,
+    /// The broker's id of the last record below the cut, if ids are not offsets.
+    after_id: Option<Arc<str>>,
 }
 
 /// What the decode thread hands the analysis thread, in order.
@@ -322,8 +324,8 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
 /// How a pipeline carried on from its checkpoint.
 #[derive(Debug, Clone, Serialize)]
 pub struct Resumed {
-    /// Per partition, the offset it resumed at.
-    pub positions: BTreeMap<u32, u64>,
+    /// Per partition, where it resumed.
+    pub positions: BTreeMap<u32, ResumePosition>,
     /// How old the checkpoint was.
     pub age_s: f64,
     /// Loading the checkpoint, moving the source and restoring the state.
@@ -354,7 +356,7 @@ fn resume(
         }
     };
     if !source.resume_at(&checkpoint.positions).with_context(|| format!("pipeline {pipeline}: resuming at its checkpoint"))? {
-        tracing::warn!("pipeline {pipeline}: its checkpoint is not used (the stream was read past it, or the run starts elsewhere); it starts cold");
+        tracing::warn!("pipeline {pipeline}: its checkpoint does not fit the stream (read past it, or the run starts elsewhere); it starts cold");
         return Ok(None);
     }
     let cold_detectors: Vec<String> = detectors.resume(&checkpoint.detectors).into_iter().map(|(name, why)| format!("{name}: {why}")).collect();
@@ -362,7 +364,7 @@ fn resume(
         tracing::warn!("pipeline {pipeline}: detector {why}; it starts cold");
     }
     router.resume(checkpoint.router);
-    cutter.resume(&checkpoint.next_seqs);
+    cutter.resume(&checkpoint.positions, &checkpoint.next_seqs);
     let age_s = (now_ms() - checkpoint.taken_at_ms) as f64 / 1000.0;
     tracing::info!("pipeline {pipeline}: resumed from its checkpoint of {age_s:.1} s ago at positions {:?}", checkpoint.positions);
     let restore_ms = (started.elapsed().as_secs_f64() * 1e4).round() / 10.0;

@@ -12,7 +12,7 @@ use clean_host_quality::analysis::{tenant_call_pool, Candidate, Catalog, Catalog
 use clean_host_runtime::PluginFault;
 use clean_host_runtime::{Analyzer, DetectorSource};
 use clean_host_stream::source::config::MessageFormat;
-use clean_host_stream::source::{Message, SourceError};
+use clean_host_stream::source::{Message, ResumePosition, SourceError};
 use tempfile::TempDir;
 
 /// Sends its events, then (if it acknowledges) records every ack until the pipeline is done.
@@ -21,7 +21,7 @@ struct Scripted {
     acknowledges: bool,
     committed: Arc<Mutex<Vec<Ack>>>,
     /// A source that can resume: the positions it was told to resume at.
-    resumed_at: Option<Arc<Mutex<BTreeMap<u32, u64>>>>,
+    resumed_at: Option<Arc<Mutex<BTreeMap<u32, ResumePosition>>>>,
 }
 
 impl Source for Scripted {
@@ -34,7 +34,7 @@ impl Source for Scripted {
     fn checkpoint_id(&self) -> Option<String> {
         self.resumed_at.as_ref().map(|_| "scripted?group=g".into())
     }
-    fn resume_at(&mut self, positions: &BTreeMap<u32, u64>) -> Result<bool, SourceError> {
+    fn resume_at(&mut self, positions: &BTreeMap<u32, ResumePosition>) -> Result<bool, SourceError> {
         let Some(at) = &self.resumed_at else { return Ok(false) };
         *at.lock().unwrap() = positions.clone();
         Ok(true)
@@ -261,7 +261,7 @@ impl DetectorSource for RowCountSource {
 
 /// The row-count detector over `messages(from, to)` of partition 2, from a
 /// source that can resume (and says where it was told to).
-fn resumable(from: u64, to: u64, resumed_at: &Arc<Mutex<BTreeMap<u32, u64>>>) -> Pipeline {
+fn resumable(from: u64, to: u64, resumed_at: &Arc<Mutex<BTreeMap<u32, ResumePosition>>>) -> Pipeline {
     let events = vec![SourceEvent::Messages { partition: 2, messages: messages(from, to, u64::MAX) }];
     let mut p = pipeline(Vec::new(), true, &Arc::default());
     p.source = Box::new(Scripted { events, acknowledges: true, committed: Arc::default(), resumed_at: Some(resumed_at.clone()) });
@@ -298,11 +298,43 @@ fn a_restart_from_the_checkpoint_says_what_one_run_would_have() {
     assert!(first.resumed.is_none());
     let second = run_with_checkpoints(&two, &store(&two), resumable(150, 300, &resumed_at));
     let resumed = second.resumed.as_ref().expect("resumed");
-    assert!(resumed.cold_detectors.is_empty() && resumed.positions == BTreeMap::from([(2, 150)]), "{resumed:?}");
-    assert_eq!(*resumed_at.lock().unwrap(), BTreeMap::from([(2, 150)]));
+    // The next offset, and the broker's id of the last record analysed.
+    let at = BTreeMap::from([(2, ResumePosition { next_offset: 150, after_id: Some("id-149".into()) })]);
+    assert!(resumed.cold_detectors.is_empty() && resumed.positions == at, "{resumed:?}");
+    assert_eq!(*resumed_at.lock().unwrap(), at);
     assert_eq!(said(&two), said(&one), "the state, the window numbers and the positions carried over");
     // Another stream under the same pipeline name starts cold.
     let mut other = resumable(0, 50, &resumed_at);
     other.name = "q".into();
     assert!(run_with_checkpoints(&two, &store(&two), other).resumed.is_none());
+}
+
+/// A cutter resumed at a checkpoint cuts nothing below it, and its first
+/// cut names the broker id of the last record below (a later restart finds
+/// the cut by it).
+#[test]
+fn a_resumed_cutter_cuts_on_from_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let counters = Arc::new(PipelineCounters::new("p", "t", 0.8));
+    let shared = shared(&dir, &counters);
+    let common = Common { pipeline: "p", source: "scripted", dead_letter_topic: None, shared: &shared, counters: &counters };
+    let decoder = MessageDecoder::new(MessageFormat::Json, Vec::new(), None).unwrap();
+    let mut cutter = Cutter::new(common, decoder, WindowSpec::Count { size: 50, slide: 50 }, None).unwrap();
+    let at = ResumePosition { next_offset: 150, after_id: Some("id-149".into()) };
+    cutter.resume(&BTreeMap::from([(2, at)]), &BTreeMap::from([(2, 3)]));
+    let cuts = |cutter: &mut Cutter, from: u64, to: u64| -> Vec<(u64, u64, Option<String>)> {
+        for m in messages(from, to, u64::MAX) {
+            cutter.message(2, &m, 0).unwrap();
+        }
+        cutter
+            .work()
+            .into_iter()
+            .flat_map(|w| match w {
+                Work::Acks(cuts) => cuts.into_iter().map(|c| (c.ack.below, c.next_seq, c.after_id.map(|id| id.to_string()))).collect(),
+                Work::Window(_) => Vec::new(),
+            })
+            .collect()
+    };
+    assert_eq!(cuts(&mut cutter, 150, 170), [], "nothing new is analysed below an open window");
+    assert_eq!(cuts(&mut cutter, 170, 210), [(200, 4, Some("id-199".to_string()))]);
 }

@@ -570,13 +570,18 @@ impl Watch {
     }
 
     /// Carry on from a checkpoint's series, under today's parameters: a
-    /// metric no longer watched is left out.
+    /// metric no longer watched is left out, and one whose configured mean
+    /// or sigma changed starts again from them.
     pub fn resume(&mut self, state: WatchState) {
         self.series = state
             .series
             .into_iter()
             .filter_map(|(key, mut series)| {
-                series.params = self.config.params(&key.2)?;
+                let params = self.config.params(&key.2)?;
+                if (params.mean, params.sigma) != (series.params.mean, series.params.sigma) {
+                    return Some((key, Series::new(params)));
+                }
+                series.params = params;
                 Some((key, series))
             })
             .take(MAX_SERIES)

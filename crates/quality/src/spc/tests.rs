@@ -194,3 +194,24 @@ fn a_rate_from_one_row_is_judged_without_a_floor() {
     assert!(!series.observe_in(1.0, Some(1)).is_empty(), "one null in one row is far past a 2% rate");
     series.observe_in(0.0, Some(1));
 }
+
+/// A watch resumed from a checkpoint carries its learned series on, but a
+/// metric whose mean and sigma were configured since is judged by them.
+#[test]
+fn a_resumed_watch_takes_a_newly_configured_baseline() {
+    let key = (0, "completeness".to_string(), "null_rate".to_string(), Some("a".to_string()));
+    let learned = SpcConfig { warmup_windows: 5, ..SpcConfig::default() };
+    let mut before = Watch::new(learned.clone());
+    for i in 0..20 {
+        before.observe_in(key.clone(), 0.5 + 0.01 * f64::from(i % 3), Some(1000));
+    }
+    let mut same = Watch::new(learned.clone());
+    same.resume(before.state());
+    assert!(same.observe_in(key.clone(), 0.51, Some(1000)).is_empty(), "the learned baseline carries on");
+
+    let mut configured = learned;
+    configured.metrics.insert("null_rate".into(), SpcMetricConfig { mean: Some(0.02), sigma: Some(0.005), ..SpcMetricConfig::default() });
+    let mut after = Watch::new(configured);
+    after.resume(before.state());
+    assert!(!after.observe_in(key, 0.51, Some(1000)).is_empty(), "0.51 is far past a configured 0.02 +- 0.005");
+}

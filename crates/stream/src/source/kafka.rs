@@ -24,7 +24,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::config::{BrokerOptions, BrokerUrl, StartAt, COMMON_PARAMS};
-use super::{Ack, Message, Sink, Source, SourceContext, SourceError, SourceEvent, LAG_EVERY};
+use super::{Ack, Message, ResumePosition, Sink, Source, SourceContext, SourceError, SourceEvent, LAG_EVERY};
 
 /// How long to wait for the broker at start before giving up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -387,14 +387,16 @@ impl Source for KafkaSource {
 
     /// Moves the group's committed offsets to the positions, as a replay
     /// start does, unless a partition was committed past them, no longer
-    /// exists or never held that many records (the topic was made again), or
-    /// the run starts at an offset or a time.
-    fn resume_at(&mut self, positions: &BTreeMap<u32, u64>) -> Result<bool, SourceError> {
+    /// exists or never held that many records (the topic was made again),
+    /// the run starts at an offset or a time, or live members hold the group
+    /// (then it cannot be moved).
+    fn resume_at(&mut self, positions: &BTreeMap<u32, ResumePosition>) -> Result<bool, SourceError> {
         if matches!(self.start, StartAt::Offset(_) | StartAt::Time(_)) {
             return Ok(false);
         }
+        let positions: BTreeMap<u32, u64> = positions.iter().map(|(&p, at)| (p, at.next_offset)).collect();
         let mut list = TopicPartitionList::new();
-        for (&p, &offset) in positions {
+        for (&p, &offset) in &positions {
             match self.watermarks.get(&p) {
                 Some(&(_, high)) if offset as i64 <= high => {}
                 _ => return Ok(false),
@@ -402,11 +404,19 @@ impl Source for KafkaSource {
             list.add_partition_offset(&self.topic, p as i32, Offset::Offset(offset as i64)).map_err(|e| SourceError::Broker(e.to_string()))?;
         }
         let committed = self.consumer.committed_offsets(list.clone(), CONNECT_TIMEOUT).map_err(|e| unreachable(&self.url.hosts, e))?;
+        let mut moved = false;
         for e in committed.elements_for_topic(&self.topic) {
             let at = positions.get(&(e.partition() as u32)).copied().unwrap_or(0) as i64;
-            if e.offset().to_raw().is_some_and(|committed| committed > at) {
-                return Ok(false);
+            match e.offset().to_raw() {
+                Some(committed) if committed > at => return Ok(false),
+                Some(committed) if committed == at => {}
+                _ => moved = true,
             }
+        }
+        if !moved {
+            // The usual case: the commits followed the checkpoint. Nothing to
+            // move, and a group whose other members run takes no commit.
+            return Ok(true);
         }
         // A member killed a moment ago is still in the group until its
         // session times out, and the group takes no commit from outside it
@@ -415,13 +425,18 @@ impl Source for KafkaSource {
         loop {
             match self.consumer.commit(&list, CommitMode::Sync) {
                 Ok(()) => return Ok(true),
-                Err(e) if Instant::now() < deadline && e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownMemberId) => {
+                Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownMemberId) => {
+                    if Instant::now() >= deadline {
+                        tracing::warn!(
+                            "kafka {}: group '{}' has live members, so it cannot be moved to the checkpoint; starting cold from its commits",
+                            self.url.hosts,
+                            self.options.group()
+                        );
+                        return Ok(false);
+                    }
                     std::thread::sleep(Duration::from_millis(500));
                 }
-                Err(e) => {
-                    let message = format!("cannot move group '{}' to its checkpoint: {e} (is another member running?)", self.options.group());
-                    return Err(SourceError::Broker(message));
-                }
+                Err(e) => return Err(SourceError::Broker(format!("cannot move group '{}' to its checkpoint: {e}", self.options.group()))),
             }
         }
     }

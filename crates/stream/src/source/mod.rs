@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use config::BrokerOptions;
 
@@ -116,6 +116,16 @@ impl Message {
     }
 }
 
+/// Where a checkpoint cut one partition: a restart reads on from here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumePosition {
+    /// The offset to read next, as the source numbers its records.
+    pub next_offset: u64,
+    /// The broker's id of the last record before the cut, where ids are
+    /// not offsets (Redis entry ids): those sources find the cut by it.
+    pub after_id: Option<String>,
+}
+
 /// Every record of `partition` with an offset below `below` was analysed and
 /// its alerts written: the source may commit up to there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,12 +209,12 @@ pub trait Source: Send {
     fn checkpoint_id(&self) -> Option<String> {
         None
     }
-    /// Start each partition at the offset given (a checkpoint's, the next
-    /// to read), where it would otherwise start from its committed position.
-    /// False, and nothing moved, when the positions are stale: some
-    /// partition was committed past them (by another consumer), or the run
-    /// was asked to start elsewhere.
-    fn resume_at(&mut self, _positions: &BTreeMap<u32, u64>) -> Result<bool, SourceError> {
+    /// Start each partition at a checkpoint's position, where it would
+    /// otherwise start from its committed position. False, and nothing
+    /// moved, when the positions do not fit: some partition was committed
+    /// past them (by another consumer), the run was asked to start
+    /// elsewhere, or the source cannot move there now (it says why).
+    fn resume_at(&mut self, _positions: &BTreeMap<u32, ResumePosition>) -> Result<bool, SourceError> {
         Ok(false)
     }
     /// A sink on the same broker for dead letters, if the source has one.

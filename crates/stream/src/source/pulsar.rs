@@ -10,6 +10,11 @@
 //! lose the rest on a crash. The client reconnects by itself with backoff; errors are
 //! logged as they happen. Partitioned topics map their partition index to
 //! the pipeline's partitions.
+//!
+//! Exclusive and failover subscriptions (one reader a partition) are
+//! checkpointed: on a restart each partition's records are numbered on from
+//! the checkpoint's offset, and messages sent again up to its message id
+//! (analysed before the stop, not acked yet) are acked, not read again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -22,7 +27,7 @@ use pulsar::proto::MessageIdData;
 use pulsar::{ConnectionRetryOptions, Consumer, ConsumerOptions, Producer, ProducerOptions, Pulsar, SubType, TokioExecutor};
 
 use super::config::{BrokerOptions, BrokerUrl, StartAt, COMMON_PARAMS};
-use super::{Ack, Message, Sink, Source, SourceContext, SourceError, SourceEvent, LAG_EVERY};
+use super::{Ack, Message, ResumePosition, Sink, Source, SourceContext, SourceError, SourceEvent, LAG_EVERY};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(100);
@@ -124,12 +129,32 @@ fn id_text(id: &MessageIdData) -> String {
     }
 }
 
+/// A message's place in its partition: ledger, entry, index in the batch (-1: none).
+type Place = (u64, u64, i32);
+
+fn place(id: &MessageIdData) -> Place {
+    (id.ledger_id, id.entry_id, id.batch_index.unwrap_or(-1))
+}
+
+/// The place of an [`id_text`].
+fn place_of_text(text: &str) -> Option<Place> {
+    let mut parts = text.split(':');
+    let (ledger, entry, _partition) = (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?);
+    let batch = parts.next().map_or(Some(-1), |b| b.parse().ok())?;
+    Some((ledger, entry, batch))
+}
+
 pub struct PulsarSource {
     url: BrokerUrl,
     options: BrokerOptions,
     rt: tokio::runtime::Runtime,
     /// Always `Some` until dropped (inside the runtime, as the client needs).
     consumer: Option<PulsarConsumer>,
+    /// Asked to start at a time: no checkpoint applies.
+    replay: bool,
+    /// Per partition, the checkpoint resumed from: the next offset, and the
+    /// last message analysed.
+    resumed: HashMap<u32, (u64, Place)>,
 }
 
 impl Drop for PulsarSource {
@@ -182,7 +207,8 @@ impl PulsarSource {
                 None => return Err(SourceError::Broker(format!("seeking {topic} to {ms}: no answer within {REQUEST_TIMEOUT:?}"))),
             }
         }
-        Ok(PulsarSource { url, options, rt, consumer: Some(consumer) })
+        let replay = matches!(start, StartAt::Time(_));
+        Ok(PulsarSource { url, options, rt, consumer: Some(consumer), replay, resumed: HashMap::new() })
     }
 }
 
@@ -193,6 +219,28 @@ impl Source for PulsarSource {
 
     fn acknowledges(&self) -> bool {
         true
+    }
+
+    /// An exclusive or failover subscription's: shared ones split a
+    /// partition's messages between readers, so no one reader's state is
+    /// the partition's.
+    fn checkpoint_id(&self) -> Option<String> {
+        let one_reader = matches!(self.options.subscription_type.as_deref().unwrap_or("failover"), "exclusive" | "failover");
+        let subscription = self.options.subscription.as_deref().unwrap_or("clean-host");
+        one_reader.then(|| format!("{}?subscription={subscription}", self.name()))
+    }
+
+    fn resume_at(&mut self, positions: &BTreeMap<u32, ResumePosition>) -> Result<bool, SourceError> {
+        if self.replay {
+            return Ok(false);
+        }
+        let mut resumed = HashMap::new();
+        for (&partition, at) in positions {
+            let Some(after) = at.after_id.as_deref().and_then(place_of_text) else { return Ok(false) };
+            resumed.insert(partition, (at.next_offset, after));
+        }
+        self.resumed = resumed;
+        Ok(true)
     }
 
     fn dead_letter_sink(&self) -> Result<Option<Box<dyn Sink>>, SourceError> {
@@ -250,7 +298,7 @@ impl PulsarSource {
         unacked: &mut HashMap<u32, BTreeMap<u64, Unacked>>,
         acked_below: &mut HashMap<u32, u64>,
     ) -> Result<(), SourceError> {
-        let mut next_offset: HashMap<u32, u64> = HashMap::new();
+        let mut next_offset: HashMap<u32, u64> = self.resumed.iter().map(|(&p, &(offset, _))| (p, offset)).collect();
         let mut reached: HashMap<u32, bool> = ends.keys().map(|&p| (p, false)).collect();
         let mut last_message = Instant::now();
         let mut last_lag: Option<Instant> = None;
@@ -287,14 +335,24 @@ impl PulsarSource {
                         reached.insert(partition, true);
                     }
                 }
-                let offset = next_offset.entry(partition).or_default();
-                let this = *offset;
-                *offset += 1;
                 let meta = &msg.payload.metadata;
                 let ends_entry = match (id.batch_index, meta.num_messages_in_batch) {
                     (Some(index), Some(size)) if index >= 0 => index + 1 >= size,
                     _ => true,
                 };
+                if self.resumed.get(&partition).is_some_and(|&(_, after)| place(&id) <= after) {
+                    // Analysed before the checkpoint: the other messages of
+                    // an entry the cut ran through are acked with its last one.
+                    if ends_entry {
+                        if let Err(e) = self.rt.block_on(consumer.ack_with_id(&msg.topic, entry_id(id))) {
+                            tracing::warn!("pulsar: ack failed, the message will be redelivered: {e}");
+                        }
+                    }
+                    continue;
+                }
+                let offset = next_offset.entry(partition).or_default();
+                let this = *offset;
+                *offset += 1;
                 batch.entry(partition).or_default().push(Message {
                     offset: this,
                     id: Some(Arc::from(id_text(&id))),

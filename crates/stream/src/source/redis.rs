@@ -1,11 +1,18 @@
 //! Redis Streams source and sink (the `redis` crate, blocking API).
 //!
-//! The source reads with XREADGROUP as one consumer of a group: first its own
-//! pending entries (delivered before a crash, never acked), then entries that
-//! another consumer left pending longer than `claim_idle_ms` (XAUTOCLAIM),
-//! then new ones. An entry is XACKed only when the pipeline acks it. A lost
-//! connection is retried with backoff; the entries read but not acked then
-//! come back as pending.
+//! The source reads with XREADGROUP as one consumer of a group: first it
+//! takes over the entries another consumer left pending longer than
+//! `claim_idle_ms` (XAUTOCLAIM), then reads its own pending entries
+//! (delivered before a crash, never acked; the taken ones among them), then
+//! new ones: one run reads in id order. An entry is XACKed only when the
+//! pipeline acks it. A lost connection is retried with backoff, and reading
+//! goes on after the last entry read (what was delivered and lost on the way
+//! is pending after it).
+//!
+//! A named consumer (`consumer=`) is checkpointed: as a run reads in id
+//! order, its pending entries up to the checkpoint's entry id were analysed
+//! before the stop (not acked yet) and are acked on resuming; records are
+//! numbered on from the checkpoint's offset.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -16,7 +23,7 @@ use redis::streams::{StreamAutoClaimOptions, StreamId, StreamReadOptions, Stream
 use redis::{Commands, Connection, Value};
 
 use super::config::{BrokerOptions, BrokerUrl, EntryLayout, COMMON_PARAMS};
-use super::{Message, Sink, Source, SourceContext, SourceError, SourceEvent, LAG_EVERY};
+use super::{Message, ResumePosition, Sink, Source, SourceContext, SourceError, SourceEvent, LAG_EVERY};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// XREADGROUP BLOCK time; the connection's read timeout is above it.
@@ -32,6 +39,18 @@ fn connect(hosts: &str) -> Result<Connection, SourceError> {
     Ok(con)
 }
 
+/// Whether an error passes with time: the connection went away, or the
+/// server is back but still loading its data set (it refuses commands
+/// until it is done).
+fn passing(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal() || e.kind() == redis::ErrorKind::BusyLoadingError
+}
+
+/// How long a sink waits for a restarted server to load its data set; a
+/// batch sent again whole if loading ended inside it may store some of its
+/// entries twice (at least once, as everywhere).
+const LOADING_PATIENCE: Duration = Duration::from_secs(60);
+
 /// `ms-seq` as a pair, to compare entry ids.
 fn id_pair(id: &str) -> (u64, u64) {
     let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
@@ -46,6 +65,10 @@ pub struct RedisSource {
     con: Connection,
     /// The last entry id at start (`--until-end`).
     end: Option<(u64, u64)>,
+    /// Asked to start at an id or a time: no checkpoint applies.
+    replay: bool,
+    /// The next offset of the checkpoint resumed from.
+    resumed: Option<u64>,
 }
 
 impl RedisSource {
@@ -75,9 +98,10 @@ impl RedisSource {
             }
             Err(e) => return Err(SourceError::Broker(format!("creating group '{}' on {stream}: {e}", options.group()))),
         }
-        let last: StreamRangeLast = con.xrevrange_count(&stream, "+", "-", 1).map_err(|e| SourceError::Broker(e.to_string()))?;
+        let last: FirstId = con.xrevrange_count(&stream, "+", "-", 1).map_err(|e| SourceError::Broker(e.to_string()))?;
         let end = last.0.map(|id| id_pair(&id));
-        Ok(RedisSource { url, options, stream, consumer, con, end })
+        let replay = matches!(start, super::config::StartAt::Offset(_) | super::config::StartAt::Time(_));
+        Ok(RedisSource { url, options, stream, consumer, con, end, replay, resumed: None })
     }
 
     fn message(&self, offset: u64, entry: StreamId) -> Message {
@@ -113,6 +137,20 @@ impl RedisSource {
         let group = self.options.group().to_string();
         loop {
             match phase {
+                ReadPhase::Claim(start) => {
+                    let idle = self.options.claim_idle_ms.unwrap_or(30_000);
+                    let opts = StreamAutoClaimOptions::default().count(READ_COUNT).with_justid();
+                    let reply: redis::streams::StreamAutoClaimReply =
+                        self.con.xautoclaim_options(&self.stream, &group, &self.consumer, idle, start.as_str(), opts)?;
+                    if !reply.claimed.is_empty() {
+                        tracing::info!("redis {}: took over {} entries another consumer left pending", self.url.hosts, reply.claimed.len());
+                    }
+                    if reply.next_stream_id == "0-0" {
+                        *phase = ReadPhase::OwnPending("0".into());
+                    } else {
+                        *start = reply.next_stream_id;
+                    }
+                }
                 ReadPhase::OwnPending(after) => {
                     let opts = StreamReadOptions::default().group(&group, &self.consumer).count(READ_COUNT);
                     let reply: StreamReadReply = self.con.xread_options(&[&self.stream], &[after.as_str()], &opts)?;
@@ -122,23 +160,7 @@ impl RedisSource {
                             *after = last.id.clone();
                             return Ok(ids);
                         }
-                        None => *phase = ReadPhase::Claim("0-0".into()),
-                    }
-                }
-                ReadPhase::Claim(start) => {
-                    let idle = self.options.claim_idle_ms.unwrap_or(30_000);
-                    let opts = StreamAutoClaimOptions::default().count(READ_COUNT);
-                    let reply: redis::streams::StreamAutoClaimReply =
-                        self.con.xautoclaim_options(&self.stream, &group, &self.consumer, idle, start.as_str(), opts)?;
-                    let claimed: Vec<StreamId> = reply.claimed.into_iter().filter(|e| !e.map.is_empty()).collect();
-                    if reply.next_stream_id == "0-0" {
-                        *phase = ReadPhase::New;
-                    } else {
-                        *start = reply.next_stream_id;
-                    }
-                    if !claimed.is_empty() {
-                        tracing::info!("redis {}: claimed {} entries another consumer left pending", self.url.hosts, claimed.len());
-                        return Ok(claimed);
+                        None => *phase = ReadPhase::New,
                     }
                 }
                 ReadPhase::New => {
@@ -150,12 +172,16 @@ impl RedisSource {
         }
     }
 
-    /// The group's pending entries plus its lag (XINFO GROUPS), for the progress bar.
-    fn backlog(&mut self) -> Option<u64> {
+    /// The group's fields in XINFO GROUPS, as name/value pairs.
+    fn group_info(&mut self) -> Option<Vec<Value>> {
         let groups: Vec<Vec<Value>> = redis::cmd("XINFO").arg("GROUPS").arg(&self.stream).query(&mut self.con).ok()?;
         let group = self.options.group().as_bytes();
-        let fields =
-            groups.into_iter().find(|g| g.chunks(2).any(|kv| matches!(kv, [Value::BulkString(k), Value::BulkString(v)] if k == b"name" && v == group)))?;
+        groups.into_iter().find(|g| g.chunks(2).any(|kv| matches!(kv, [Value::BulkString(k), Value::BulkString(v)] if k == b"name" && v == group)))
+    }
+
+    /// The group's pending entries plus its lag (XINFO GROUPS), for the progress bar.
+    fn backlog(&mut self) -> Option<u64> {
+        let fields = self.group_info()?;
         let number = |name: &[u8]| {
             fields.chunks(2).find_map(|kv| match kv {
                 [Value::BulkString(k), Value::Int(n)] if k == name => Some(*n as u64),
@@ -163,6 +189,35 @@ impl RedisSource {
             })
         };
         Some(number(b"pending").unwrap_or(0) + number(b"lag")?)
+    }
+
+    /// Whether entry `id` was delivered to the group and acked since.
+    fn acked(&mut self, id: &str) -> redis::RedisResult<bool> {
+        let last_delivered = self.group_info().and_then(|fields| {
+            fields.chunks(2).find_map(|kv| match kv {
+                [Value::BulkString(k), Value::BulkString(v)] if k == b"last-delivered-id" => Some(id_pair(&String::from_utf8_lossy(v))),
+                _ => None,
+            })
+        });
+        if last_delivered.is_none_or(|last| last < id_pair(id)) {
+            return Ok(false);
+        }
+        let pending: redis::streams::StreamPendingCountReply = self.con.xpending_count(&self.stream, self.options.group(), id, id, 1)?;
+        Ok(pending.ids.is_empty())
+    }
+
+    /// Ack this consumer's pending entries up to `through`: a run reads in
+    /// id order, so they were analysed before the checkpoint there.
+    fn ack_analysed(&mut self, through: &str) -> redis::RedisResult<()> {
+        loop {
+            let pending: redis::streams::StreamPendingCountReply =
+                self.con.xpending_consumer_count(&self.stream, self.options.group(), "-", through, READ_COUNT, &self.consumer)?;
+            if pending.ids.is_empty() {
+                return Ok(());
+            }
+            let ids: Vec<&str> = pending.ids.iter().map(|p| p.id.as_str()).collect();
+            let _: i64 = self.con.xack(&self.stream, self.options.group(), &ids)?;
+        }
     }
 
     fn ack(&mut self, unacked: &mut BTreeMap<u64, String>, below: u64) -> redis::RedisResult<()> {
@@ -175,21 +230,21 @@ impl RedisSource {
     }
 }
 
-/// The newest entry's id, if any.
-struct StreamRangeLast(Option<String>);
+/// The first entry id of a range reply, if any.
+struct FirstId(Option<String>);
 
-impl redis::FromRedisValue for StreamRangeLast {
+impl redis::FromRedisValue for FirstId {
     fn from_redis_value(v: &Value) -> redis::RedisResult<Self> {
         let reply: redis::streams::StreamRangeReply = redis::FromRedisValue::from_redis_value(v)?;
-        Ok(StreamRangeLast(reply.ids.into_iter().next().map(|e| e.id)))
+        Ok(FirstId(reply.ids.into_iter().next().map(|e| e.id)))
     }
 }
 
 enum ReadPhase {
+    /// Take over entries idle in other consumers' pending lists, from this id.
+    Claim(String),
     /// Entries delivered to this consumer before and not acked, after this id.
     OwnPending(String),
-    /// Entries idle in other consumers' pending lists, from this id.
-    Claim(String),
     New,
 }
 
@@ -222,6 +277,32 @@ impl Source for RedisSource {
         true
     }
 
+    /// A named consumer's: with a name made per process, nothing it left
+    /// pending would be its own again.
+    fn checkpoint_id(&self) -> Option<String> {
+        let consumer = self.options.consumer.as_deref()?;
+        Some(format!("{}?group={}&consumer={consumer}", self.name(), self.options.group()))
+    }
+
+    /// Takes the checkpoint unless the entry after it was acked since (by
+    /// another consumer of the group), and acks what it analysed.
+    fn resume_at(&mut self, positions: &BTreeMap<u32, ResumePosition>) -> Result<bool, SourceError> {
+        let Some(ResumePosition { next_offset, after_id: Some(after) }) = positions.get(&0).filter(|_| !self.replay) else {
+            return Ok(false);
+        };
+        let name = self.name();
+        let broker = |e: redis::RedisError| SourceError::Broker(format!("reading {name} at its checkpoint: {e}"));
+        let next: FirstId = self.con.xrange_count(&self.stream, format!("({after}"), "+", 1).map_err(broker)?;
+        if let Some(next) = next.0 {
+            if self.acked(&next).map_err(broker)? {
+                return Ok(false);
+            }
+        }
+        self.ack_analysed(after).map_err(broker)?;
+        self.resumed = Some(*next_offset);
+        Ok(true)
+    }
+
     fn dead_letter_sink(&self) -> Result<Option<Box<dyn Sink>>, SourceError> {
         let stream = self.options.dead_letter_topic.clone().unwrap_or_else(|| format!("{}-dead-letters", self.stream));
         Ok(Some(Box::new(RedisSink::new(&self.url.hosts, &stream)?)))
@@ -233,12 +314,12 @@ impl Source for RedisSource {
                 ctx.progress.total.store(backlog, Ordering::Relaxed);
             }
         }
-        let mut phase = ReadPhase::OwnPending("0".into());
-        let mut next_offset = 0u64;
+        let mut phase = ReadPhase::Claim("0-0".into());
+        let mut next_offset = self.resumed.unwrap_or(0);
         let mut unacked: BTreeMap<u64, String> = BTreeMap::new();
         let mut acked_below = 0u64;
         let mut backoff = Duration::from_millis(200);
-        let mut last_read: Option<(u64, u64)> = None;
+        let mut last_id: Option<String> = None;
         let mut last_lag: Option<std::time::Instant> = None;
         loop {
             for ack in ctx.acks.try_iter() {
@@ -259,7 +340,7 @@ impl Source for RedisSource {
                     backoff = Duration::from_millis(200);
                     entries
                 }
-                Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal() => {
+                Err(e) if passing(&e) => {
                     tracing::warn!("redis {}: {e}; reconnecting in {backoff:?}", self.url.hosts);
                     ctx.progress.broker_errors.fetch_add(1, Ordering::Relaxed);
                     std::thread::sleep(backoff);
@@ -267,8 +348,10 @@ impl Source for RedisSource {
                     if let Ok(con) = connect(&self.url.hosts) {
                         tracing::info!("redis {}: reconnected", self.url.hosts);
                         self.con = con;
-                        // What was read and not acked is pending again: read it again.
-                        phase = ReadPhase::OwnPending("0".into());
+                        // Delivered and lost on the way: pending, after the last entry read.
+                        if matches!(phase, ReadPhase::New) {
+                            phase = ReadPhase::OwnPending(last_id.clone().unwrap_or_else(|| "0".into()));
+                        }
                     }
                     continue;
                 }
@@ -283,7 +366,7 @@ impl Source for RedisSource {
                 .map(|e| {
                     let offset = next_offset;
                     next_offset += 1;
-                    last_read = last_read.max(Some(id_pair(&e.id)));
+                    last_id = Some(e.id.clone());
                     unacked.insert(offset, e.id.clone());
                     self.message(offset, e)
                 })
@@ -292,6 +375,7 @@ impl Source for RedisSource {
             if !messages.is_empty() && ctx.events.send(SourceEvent::Messages { partition: 0, messages }).is_err() {
                 break;
             }
+            let last_read = last_id.as_deref().map(id_pair);
             if self.options.until_end && new_phase && last_read.is_some() && last_read >= self.end {
                 break;
             }
@@ -337,7 +421,16 @@ impl Sink for RedisSink {
 
     fn flush(&mut self) -> Result<(), SourceError> {
         if self.queued > 0 {
-            let () = self.batch.query(&mut self.con).map_err(|e| SourceError::Broker(format!("XADD to {}: {e}", self.name())))?;
+            let started = std::time::Instant::now();
+            loop {
+                match self.batch.query::<()>(&mut self.con) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == redis::ErrorKind::BusyLoadingError && started.elapsed() < LOADING_PATIENCE => {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    Err(e) => return Err(SourceError::Broker(format!("XADD to {}: {e}", self.name()))),
+                }
+            }
             self.batch.clear();
             self.queued = 0;
         }
