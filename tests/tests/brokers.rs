@@ -313,6 +313,22 @@ fn a_crash_changes_no_alert(topic: &str, source: impl Fn(&str) -> String) {
     // Another group on the same data dir reads the topic anew: the checkpoints are its own.
     spawn_with(&s, &source("other"), "other.windows", "data-crash57", 500, &["--config", config, "--until-end"]).finish();
     assert_eq!(records(&windows(&s.path("other.windows"))), 40_000);
+    // `plugin list` shows both groups' checkpoints in that data dir (made
+    // the sandbox's own, which `run` names), with each detector's state.
+    let _ = std::fs::remove_dir_all(s.path("data"));
+    std::fs::rename(s.path("data-crash57"), s.path("data")).unwrap();
+    let listed = s.run(&["plugin", "list", "--json"]);
+    listed.assert_ok();
+    let checkpoints: Vec<Value> = listed.stdout.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|v| v["kind"] == "checkpoint").collect();
+    let sources: BTreeSet<String> = checkpoints.iter().map(|c| c["source"].as_str().unwrap().to_string()).collect();
+    assert_eq!(sources.len(), 2, "{checkpoints:#?}");
+    for c in &checkpoints {
+        assert_eq!(c["pipeline"], "orders");
+        let duplicates = c["detectors"].as_array().unwrap().iter().find(|d| d["name"] == "duplicates").expect("duplicates' state");
+        assert!(duplicates["bytes"].as_u64().unwrap() > 0 && c["state_bytes"].as_u64() >= duplicates["bytes"].as_u64(), "{c}");
+    }
+    let table = s.run(&["plugin", "list"]);
+    assert!(table.stdout.contains("CHECKPOINT OF") && table.stdout.contains("crash57"), "{}", table.stdout);
 }
 
 /// Producers batch (as Java's do by default, and `generate`), and a crash

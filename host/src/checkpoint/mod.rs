@@ -32,11 +32,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use clean_host_quality::alert::RouterState;
 use clean_host_quality::analysis::DetectorState;
 use clean_host_stream::source::ResumePosition;
+
+/// The checkpoints' file in the data dir.
+pub const CHECKPOINTS_FILE: &str = "checkpoints.db";
 
 /// `[checkpoints]` in the config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -97,6 +100,26 @@ impl Checkpoint {
     }
 }
 
+/// What a stored checkpoint names, without its state (`plugin list`).
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredCheckpoint {
+    pub tenant: String,
+    pub pipeline: String,
+    pub source: String,
+    pub positions: BTreeMap<u32, ResumePosition>,
+    pub taken_at_ms: i64,
+    /// Each detector's state in it.
+    pub detectors: Vec<StoredState>,
+}
+
+/// One detector's state in a stored checkpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredState {
+    pub name: String,
+    pub version: String,
+    pub bytes: u64,
+}
+
 /// The checkpoints of every pipeline of a host, shared by their threads.
 #[derive(Clone)]
 pub struct CheckpointStore {
@@ -155,6 +178,33 @@ impl CheckpointStore {
             }
         }
         tx.commit().with_context(|| format!("writing a checkpoint to {}", self.path.display()))
+    }
+
+    /// Every stored checkpoint, by tenant, pipeline and source.
+    pub fn list(&self) -> Result<Vec<StoredCheckpoint>> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rows = conn.prepare("SELECT tenant, pipeline, source, taken_at_ms, positions FROM checkpoints ORDER BY tenant, pipeline, source")?;
+        let mut listed = rows
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?, r.get::<_, String>(4)?)))?
+            .map(|row| {
+                let (tenant, pipeline, source, taken_at_ms, positions) = row?;
+                let unreadable = || format!("the checkpoint of pipeline {pipeline} in {} is unreadable", self.path.display());
+                let positions = serde_json::from_str(&positions).with_context(unreadable)?;
+                Ok(StoredCheckpoint { tenant, pipeline, source, positions, taken_at_ms, detectors: Vec::new() })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut states = conn.prepare("SELECT tenant, pipeline, source, detector, version, length(state) FROM checkpoint_states ORDER BY detector")?;
+        let states = states.query_map([], |r| {
+            let key = (r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?);
+            Ok((key, StoredState { name: r.get(3)?, version: r.get(4)?, bytes: r.get(5)? }))
+        })?;
+        for state in states {
+            let ((tenant, pipeline, source), state) = state?;
+            if let Some(c) = listed.iter_mut().find(|c| (&c.tenant, &c.pipeline, &c.source) == (&tenant, &pipeline, &source)) {
+                c.detectors.push(state);
+            }
+        }
+        Ok(listed)
     }
 
     /// The stream's checkpoint, if it has one.

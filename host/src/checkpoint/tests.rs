@@ -62,3 +62,18 @@ fn bad_settings_are_refused_by_name() {
     assert!(CheckpointConfig { interval_ms: 0, ..Default::default() }.validate().unwrap_err().contains("interval_ms"));
     assert!(CheckpointConfig::default().validate().is_ok());
 }
+
+#[test]
+fn the_list_names_every_checkpoint_and_its_state_sizes_without_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = CheckpointStore::open(&dir.path().join(CHECKPOINTS_FILE)).unwrap();
+    store.save(&key("kafka://h:1/payments"), &checkpoint(100, &[("drift", b"12345"), ("volume", b"12")])).unwrap();
+    store.save(&StreamKey { tenant: "b".into(), ..key("kafka://h:1/orders") }, &checkpoint(7, &[])).unwrap();
+    let listed = store.list().unwrap();
+    let named: Vec<(&str, &str)> = listed.iter().map(|c| (c.tenant.as_str(), c.source.as_str())).collect();
+    assert_eq!(named, [("a", "kafka://h:1/payments"), ("b", "kafka://h:1/orders")]);
+    let sizes: Vec<(&str, u64)> = listed[0].detectors.iter().map(|d| (d.name.as_str(), d.bytes)).collect();
+    assert_eq!(sizes, [("drift", 5), ("volume", 2)]);
+    assert_eq!(listed[0].positions, BTreeMap::from([(0, at(100)), (3, at(200))]));
+    assert!(listed[1].detectors.is_empty());
+}

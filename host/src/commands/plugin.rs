@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use clean_host::checkpoint::{CheckpointStore, StoredCheckpoint, CHECKPOINTS_FILE};
 use clean_host::report::StatusFile;
 use clean_host::tenant;
 use clean_host_core::timestamp;
@@ -65,6 +66,17 @@ struct Listing<'a> {
     /// Median time to instantiate and configure it (detectors).
     #[serde(skip_serializing_if = "Option::is_none")]
     instantiate_us: Option<u64>,
+}
+
+/// A checkpoint kept in the data dir, as `--json` lists it.
+#[derive(Serialize)]
+struct CheckpointListing<'a> {
+    /// `checkpoint`.
+    kind: &'static str,
+    #[serde(flatten)]
+    checkpoint: &'a StoredCheckpoint,
+    age_s: f64,
+    state_bytes: u64,
 }
 
 /// A file in a plugin folder that does not load, and why.
@@ -152,6 +164,38 @@ fn list(g: &GlobalArgs, as_json: bool) -> Result<()> {
         } else {
             println!("{tenant:<10} {:<14} {:<8} {:<13} {:<12}  {error}", "-", "-", "-", "rejected");
         }
+    }
+    list_checkpoints(&data_dir(&config).join(CHECKPOINTS_FILE), as_json)
+}
+
+/// The checkpoints a restart would resume from: whose, where, how old and
+/// how much state each detector keeps in them.
+fn list_checkpoints(path: &std::path::Path, as_json: bool) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let stored = CheckpointStore::open(path)?.list()?;
+    if !as_json && !stored.is_empty() {
+        println!("\n{:<10} {:<14} {:>8} {:>12}  SOURCE AT POSITIONS [STATE PER DETECTOR]", "TENANT", "CHECKPOINT OF", "AGE_S", "STATE_BYTES");
+    }
+    let now = timestamp::now_ms();
+    for c in &stored {
+        let age_s = (now - c.taken_at_ms) as f64 / 1000.0;
+        let state_bytes = c.detectors.iter().map(|d| d.bytes).sum();
+        if as_json {
+            println!("{}", serde_json::to_string(&CheckpointListing { kind: "checkpoint", checkpoint: c, age_s, state_bytes })?);
+            continue;
+        }
+        let positions: Vec<String> = c
+            .positions
+            .iter()
+            .map(|(p, at)| match &at.after_id {
+                Some(id) => format!("{p}:after {id}"),
+                None => format!("{p}:{}", at.next_offset),
+            })
+            .collect();
+        let detectors: Vec<String> = c.detectors.iter().map(|d| format!("{} {} B", d.name, d.bytes)).collect();
+        println!("{:<10} {:<14} {age_s:>8.1} {state_bytes:>12}  {} at {} [{}]", c.tenant, c.pipeline, c.source, positions.join(" "), detectors.join(", "));
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use crossbeam_channel::{RecvTimeoutError, Sender};
 
-use clean_host::checkpoint::CheckpointStore;
+use clean_host::checkpoint::{CheckpointStore, CHECKPOINTS_FILE};
 use clean_host::config::ConfigFile;
 use clean_host::dispatch::handlers::Handlers;
 use clean_host::dispatch::OutputFormat;
@@ -79,7 +79,7 @@ pub fn run(g: &GlobalArgs, args: &RunArgs, events: &PluginEventSink) -> Result<(
         ledger: Mutex::new(AlertLedger::open(&data_dir(&config).join("alerts-sent"))?),
         history: history.as_ref().map(|(h, _)| h.clone()),
         checkpoints: match config.checkpoints.enabled {
-            true => Some((CheckpointStore::open(&data_dir(&config).join("checkpoints.db"))?, config.checkpoints.interval())),
+            true => Some((CheckpointStore::open(&data_dir(&config).join(CHECKPOINTS_FILE))?, config.checkpoints.interval())),
             false => None,
         },
     });

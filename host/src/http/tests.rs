@@ -21,6 +21,16 @@ fn metrics_show_only_the_tenants_own_pipelines() {
     assert!(!metrics::render("c", &pipelines, &LiveStatus::default()).contains("orders"));
 }
 
+/// A pipeline that stored a checkpoint says when; one that did not, nothing.
+#[test]
+fn metrics_say_when_the_last_checkpoint_was_taken() {
+    let pipelines = vec![counters("orders", "a", 10), counters("payments", "a", 20)];
+    pipelines[0].checkpoint_taken_ms.store(1_764_000_000_500, Ordering::Relaxed);
+    let text = metrics::render("a", &pipelines, &LiveStatus::default());
+    assert!(text.contains("clean_host_checkpoint_timestamp_seconds{tenant=\"a\",pipeline=\"orders\"} 1764000000.5"), "{text}");
+    assert!(!text.contains("clean_host_checkpoint_timestamp_seconds{tenant=\"a\",pipeline=\"payments\"}"), "{text}");
+}
+
 #[test]
 fn tokens_are_made_once_and_kept() {
     let dir = std::env::temp_dir().join(format!("api-tokens-{}", std::process::id()));

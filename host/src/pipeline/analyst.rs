@@ -38,6 +38,7 @@ impl CheckpointTarget {
         }
         self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
         self.counters.checkpoint_bytes.store(checkpoint.state_bytes() as u64, Ordering::Relaxed);
+        self.counters.checkpoint_taken_ms.store(checkpoint.taken_at_ms.max(0) as u64, Ordering::Relaxed);
         true
     }
 }

@@ -109,9 +109,11 @@ pub struct PipelineCounters {
     pub replayed_alerts: AtomicU64,
     /// Windows the history could not take because its queue was full.
     pub history_dropped: AtomicU64,
-    /// Checkpoints stored, and the detector state the last one carried.
+    /// Checkpoints stored, the detector state the last one carried and
+    /// when it was taken (epoch ms; 0: none yet).
     pub checkpoints: AtomicU64,
     pub checkpoint_bytes: AtomicU64,
+    pub checkpoint_taken_ms: AtomicU64,
     /// The last window's quality score, as f64 bits (NaN before the first).
     last_score: AtomicU64,
     /// The source's backlog, reads and broker errors.
@@ -135,6 +137,7 @@ impl PipelineCounters {
             history_dropped: AtomicU64::new(0),
             checkpoints: AtomicU64::new(0),
             checkpoint_bytes: AtomicU64::new(0),
+            checkpoint_taken_ms: AtomicU64::new(0),
             last_score: AtomicU64::new(f64::NAN.to_bits()),
             progress: Arc::default(),
         }
