@@ -156,6 +156,25 @@ fn redis_crash_and_restart_loses_nothing() {
     crash_and_restart(&source, Commit::Atomic, || redis_ids(&url, &stream));
 }
 
+/// A group moved back (XGROUP SETID, an older snapshot restored) delivers
+/// what its last checkpoint covers again: acked, not analysed twice.
+#[test]
+fn redis_a_group_moved_back_behind_its_checkpoint_analyses_nothing_twice() {
+    let s = Sandbox::with_bundled();
+    let (url, stream) = (redis(), fresh("moved"));
+    let source = format!("{url}/{stream}?group=g&consumer=c1");
+    produce(&s, &source, 5_000, &[], 1);
+    spawn_with(&s, &source, "first.jsonl", "data", 500, &["--until-end"]).finish();
+    assert_eq!(records(&windows(&s.path("first.jsonl"))), 5_000);
+    let moved = Command::new("redis-cli").args(["-u", &url, "XGROUP", "SETID", &stream, "g", "0"]).output().expect("redis-cli");
+    assert!(String::from_utf8_lossy(&moved.stdout).contains("OK"), "{moved:?}");
+    produce(&s, &source, 1_000, &[], 2);
+    spawn_with(&s, &source, "second.jsonl", "data", 500, &["--until-end"]).finish();
+    let said = std::fs::read_to_string(s.path("second.jsonl.stderr")).unwrap();
+    assert!(said.contains("resumed from its checkpoint"), "{said}");
+    assert_eq!(records(&windows(&s.path("second.jsonl"))), 1_000, "only the new entries are analysed:\n{said}");
+}
+
 /// A Redis server of this test's own, restarted on the same port mid-run.
 struct PrivateRedis {
     port: u16,

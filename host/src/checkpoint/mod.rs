@@ -11,9 +11,9 @@
 //! the positions only once it is stored, so the stored checkpoint is never
 //! behind the broker's committed positions; the broker's commits wait for
 //! checkpoints (every `interval_ms`). On start, a pipeline whose source can
-//! seek moves to the checkpoint's positions and restores the state; one that
-//! another consumer carried past (a partition committed further) is stale,
-//! and the pipeline starts cold and says so.
+//! resume there (Kafka moves its group's offsets, Redis and Pulsar ack what
+//! comes again up to the checkpoint) restores the state; one that another
+//! consumer carried past is stale, and the pipeline starts cold and says so.
 //!
 //! Exact for count windows. Time windows resume with a fresh watermark and
 //! clock, as any restart of them does.
@@ -153,6 +153,15 @@ impl CheckpointStore {
         Ok(CheckpointStore { path: path.to_path_buf(), conn: Arc::new(Mutex::new(conn)) })
     }
 
+    /// The store of another process (`plugin list`), only read: it creates
+    /// and changes nothing.
+    pub fn read_only(path: &Path) -> Result<Self> {
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).with_context(|| format!("opening checkpoints {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        Ok(CheckpointStore { path: path.to_path_buf(), conn: Arc::new(Mutex::new(conn)) })
+    }
+
     /// Replace the stream's checkpoint with `checkpoint`, all of it or nothing.
     pub fn save(&self, key: &StreamKey, checkpoint: &Checkpoint) -> Result<()> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
@@ -180,20 +189,30 @@ impl CheckpointStore {
         tx.commit().with_context(|| format!("writing a checkpoint to {}", self.path.display()))
     }
 
-    /// Every stored checkpoint, by tenant, pipeline and source.
+    /// Every stored checkpoint, by tenant, pipeline and source (one that
+    /// cannot be read is said and left out).
     pub fn list(&self) -> Result<Vec<StoredCheckpoint>> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let mut rows = conn.prepare("SELECT tenant, pipeline, source, taken_at_ms, positions FROM checkpoints ORDER BY tenant, pipeline, source")?;
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        // One snapshot for both tables.
+        let tx = conn.transaction()?;
+        let mut rows = tx.prepare("SELECT tenant, pipeline, source, taken_at_ms, positions FROM checkpoints ORDER BY tenant, pipeline, source")?;
         let mut listed = rows
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?, r.get::<_, String>(4)?)))?
-            .map(|row| {
-                let (tenant, pipeline, source, taken_at_ms, positions) = row?;
-                let unreadable = || format!("the checkpoint of pipeline {pipeline} in {} is unreadable", self.path.display());
-                let positions = serde_json::from_str(&positions).with_context(unreadable)?;
-                Ok(StoredCheckpoint { tenant, pipeline, source, positions, taken_at_ms, detectors: Vec::new() })
+            .filter_map(|row| {
+                let (tenant, pipeline, source, taken_at_ms, positions) = match row {
+                    Ok(row) => row,
+                    Err(e) => return Some(Err(e)),
+                };
+                match serde_json::from_str(&positions) {
+                    Ok(positions) => Some(Ok(StoredCheckpoint { tenant, pipeline, source, positions, taken_at_ms, detectors: Vec::new() })),
+                    Err(e) => {
+                        tracing::warn!("the checkpoint of pipeline {pipeline} in {} is unreadable: {e}", self.path.display());
+                        None
+                    }
+                }
             })
-            .collect::<Result<Vec<_>>>()?;
-        let mut states = conn.prepare("SELECT tenant, pipeline, source, detector, version, length(state) FROM checkpoint_states ORDER BY detector")?;
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut states = tx.prepare("SELECT tenant, pipeline, source, detector, version, length(state) FROM checkpoint_states ORDER BY detector")?;
         let states = states.query_map([], |r| {
             let key = (r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?);
             Ok((key, StoredState { name: r.get(3)?, version: r.get(4)?, bytes: r.get(5)? }))

@@ -72,7 +72,7 @@ pub fn render(tenant: &str, pipelines: &[Arc<PipelineCounters>], status: &LiveSt
     for p in &mine {
         f.sample("clean_host_checkpoint_state_bytes", &[("tenant", tenant), ("pipeline", &p.pipeline)], load(&p.checkpoint_bytes));
     }
-    f.header("clean_host_checkpoint_timestamp_seconds", "gauge", "When the last checkpoint was taken (pipelines that stored one).");
+    f.header("clean_host_checkpoint_timestamp_seconds", "gauge", "When the last checkpoint was taken or resumed from, Unix time in seconds.");
     for p in mine.iter().filter(|p| load(&p.checkpoint_taken_ms) > 0.0) {
         f.sample("clean_host_checkpoint_timestamp_seconds", &[("tenant", tenant), ("pipeline", &p.pipeline)], load(&p.checkpoint_taken_ms) / 1000.0);
     }

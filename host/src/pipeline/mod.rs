@@ -237,6 +237,9 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
         Some((store, _)) => resume(&key, store, &mut *source, &detectors, &mut router, &mut cutter)?,
         None => None,
     };
+    if let Some(resumed) = &resumed {
+        counters.checkpoint_taken_ms.store(resumed.taken_at_ms.max(0) as u64, Ordering::Relaxed);
+    }
     let checkpointer = checkpoints.map(|(store, interval)| Checkpointer::new(store.clone(), key, *interval, counters.clone()));
     std::thread::scope(|scope| -> Result<PipelineReport> {
         let ctx = SourceContext { events: line_tx, acks: ack_rx, stop: shared.stop.clone(), progress: counters.progress.clone() };
@@ -329,7 +332,8 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
 pub struct Resumed {
     /// Per partition, where it resumed.
     pub positions: BTreeMap<u32, ResumePosition>,
-    /// How old the checkpoint was.
+    /// When the checkpoint was taken (epoch ms), and how old it was.
+    pub taken_at_ms: i64,
     pub age_s: f64,
     /// Loading the checkpoint, moving the source and restoring the state.
     pub restore_ms: f64,
@@ -371,5 +375,5 @@ fn resume(
     let age_s = (now_ms() - checkpoint.taken_at_ms) as f64 / 1000.0;
     tracing::info!("pipeline {pipeline}: resumed from its checkpoint of {age_s:.1} s ago at positions {:?}", checkpoint.positions);
     let restore_ms = (started.elapsed().as_secs_f64() * 1e4).round() / 10.0;
-    Ok(Some(Resumed { positions: checkpoint.positions, age_s, restore_ms, cold_detectors }))
+    Ok(Some(Resumed { positions: checkpoint.positions, taken_at_ms: checkpoint.taken_at_ms, age_s, restore_ms, cold_detectors }))
 }

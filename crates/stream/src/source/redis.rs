@@ -67,8 +67,8 @@ pub struct RedisSource {
     end: Option<(u64, u64)>,
     /// Asked to start at an id or a time: no checkpoint applies.
     replay: bool,
-    /// The next offset of the checkpoint resumed from.
-    resumed: Option<u64>,
+    /// The checkpoint resumed from: the next offset, and the last entry analysed.
+    resumed: Option<(u64, String)>,
 }
 
 impl RedisSource {
@@ -132,7 +132,7 @@ impl RedisSource {
         }
     }
 
-    /// One read: own pending entries first, then claimed ones, then new ones.
+    /// One read: taking over others' idle entries first, then own pending entries, then new ones.
     fn read(&mut self, phase: &mut ReadPhase) -> redis::RedisResult<Vec<StreamId>> {
         let group = self.options.group().to_string();
         loop {
@@ -158,7 +158,10 @@ impl RedisSource {
                     match ids.last() {
                         Some(last) => {
                             *after = last.id.clone();
-                            return Ok(ids);
+                            // Deleted from the stream since (Redis keeps no entry without fields): done with.
+                            let (gone, entries): (Vec<StreamId>, Vec<StreamId>) = ids.into_iter().partition(|e| e.map.is_empty());
+                            self.ack_ids(gone.iter().map(|e| e.id.as_str()))?;
+                            return Ok(entries);
                         }
                         None => *phase = ReadPhase::New,
                     }
@@ -191,18 +194,25 @@ impl RedisSource {
         Some(number(b"pending").unwrap_or(0) + number(b"lag")?)
     }
 
-    /// Whether entry `id` was delivered to the group and acked since.
-    fn acked(&mut self, id: &str) -> redis::RedisResult<bool> {
-        let last_delivered = self.group_info().and_then(|fields| {
-            fields.chunks(2).find_map(|kv| match kv {
-                [Value::BulkString(k), Value::BulkString(v)] if k == b"last-delivered-id" => Some(id_pair(&String::from_utf8_lossy(v))),
-                _ => None,
-            })
-        });
-        if last_delivered.is_none_or(|last| last < id_pair(id)) {
+    /// Whether the group, read by this consumer alone, went on past a
+    /// checkpoint at `after`: the entry after it was delivered and acked
+    /// (by a run that kept no checkpoint). Where other consumers read too,
+    /// entries past it are theirs as a matter of course.
+    fn read_past(&mut self, after: &str) -> redis::RedisResult<bool> {
+        let next: FirstId = self.con.xrange_count(&self.stream, format!("({after}"), "+", 1)?;
+        let (Some(next), Some(fields)) = (next.0, self.group_info()) else {
+            return Ok(false);
+        };
+        let field = |name: &[u8]| fields.chunks(2).find(|kv| matches!(&kv[0], Value::BulkString(k) if k == name)).map(|kv| kv[1].clone());
+        let alone = matches!(field(b"consumers"), Some(Value::Int(n)) if n <= 1);
+        let delivered = match field(b"last-delivered-id") {
+            Some(Value::BulkString(id)) => id_pair(&String::from_utf8_lossy(&id)) >= id_pair(&next),
+            _ => false,
+        };
+        if !alone || !delivered {
             return Ok(false);
         }
-        let pending: redis::streams::StreamPendingCountReply = self.con.xpending_count(&self.stream, self.options.group(), id, id, 1)?;
+        let pending: redis::streams::StreamPendingCountReply = self.con.xpending_count(&self.stream, self.options.group(), &next, &next, 1)?;
         Ok(pending.ids.is_empty())
     }
 
@@ -215,9 +225,24 @@ impl RedisSource {
             if pending.ids.is_empty() {
                 return Ok(());
             }
-            let ids: Vec<&str> = pending.ids.iter().map(|p| p.id.as_str()).collect();
+            self.ack_ids(pending.ids.iter().map(|p| p.id.as_str()))?;
+        }
+    }
+
+    /// Entries up to the checkpoint resumed from come again only if the
+    /// group was moved back: they were analysed, so they are acked, not read.
+    fn skip_analysed(&mut self, entries: Vec<StreamId>, through: (u64, u64)) -> redis::RedisResult<Vec<StreamId>> {
+        let (analysed, entries): (Vec<StreamId>, Vec<StreamId>) = entries.into_iter().partition(|e| id_pair(&e.id) <= through);
+        self.ack_ids(analysed.iter().map(|e| e.id.as_str()))?;
+        Ok(entries)
+    }
+
+    fn ack_ids<'i>(&mut self, ids: impl Iterator<Item = &'i str>) -> redis::RedisResult<()> {
+        let ids: Vec<&str> = ids.collect();
+        if !ids.is_empty() {
             let _: i64 = self.con.xack(&self.stream, self.options.group(), &ids)?;
         }
+        Ok(())
     }
 
     fn ack(&mut self, unacked: &mut BTreeMap<u64, String>, below: u64) -> redis::RedisResult<()> {
@@ -284,22 +309,22 @@ impl Source for RedisSource {
         Some(format!("{}?group={}&consumer={consumer}", self.name(), self.options.group()))
     }
 
-    /// Takes the checkpoint unless the entry after it was acked since (by
-    /// another consumer of the group), and acks what it analysed.
+    /// Takes the checkpoint unless the group went on past it, and acks what
+    /// it analysed. The run then takes over others' entries only after it,
+    /// as the run before did not take them (a later restart from the same
+    /// checkpoint would ack them unanalysed), and acks any entry up to it
+    /// that comes again (a group moved back).
     fn resume_at(&mut self, positions: &BTreeMap<u32, ResumePosition>) -> Result<bool, SourceError> {
         let Some(ResumePosition { next_offset, after_id: Some(after) }) = positions.get(&0).filter(|_| !self.replay) else {
             return Ok(false);
         };
         let name = self.name();
         let broker = |e: redis::RedisError| SourceError::Broker(format!("reading {name} at its checkpoint: {e}"));
-        let next: FirstId = self.con.xrange_count(&self.stream, format!("({after}"), "+", 1).map_err(broker)?;
-        if let Some(next) = next.0 {
-            if self.acked(&next).map_err(broker)? {
-                return Ok(false);
-            }
+        if self.read_past(after).map_err(broker)? {
+            return Ok(false);
         }
         self.ack_analysed(after).map_err(broker)?;
-        self.resumed = Some(*next_offset);
+        self.resumed = Some((*next_offset, after.clone()));
         Ok(true)
     }
 
@@ -314,8 +339,17 @@ impl Source for RedisSource {
                 ctx.progress.total.store(backlog, Ordering::Relaxed);
             }
         }
-        let mut phase = ReadPhase::Claim("0-0".into());
-        let mut next_offset = self.resumed.unwrap_or(0);
+        let (mut phase, mut next_offset, through) = match self.resumed.take() {
+            Some((next_offset, after)) => {
+                let (ms, seq) = id_pair(&after);
+                let next = match seq.checked_add(1) {
+                    Some(seq) => format!("{ms}-{seq}"),
+                    None => format!("{}-0", ms.saturating_add(1)),
+                };
+                (ReadPhase::Claim(next), next_offset, Some((ms, seq)))
+            }
+            None => (ReadPhase::Claim("0-0".into()), 0, None),
+        };
         let mut unacked: BTreeMap<u64, String> = BTreeMap::new();
         let mut acked_below = 0u64;
         let mut backoff = Duration::from_millis(200);
@@ -334,11 +368,18 @@ impl Source for RedisSource {
             if ctx.stopped() {
                 break;
             }
-            let result = self.ack(&mut unacked, acked_below).and_then(|_| self.read(&mut phase));
-            let entries = match result {
-                Ok(entries) => {
+            // Whether anything was read, and what of it is new.
+            let result = self.ack(&mut unacked, acked_below).and_then(|_| self.read(&mut phase)).and_then(|entries| {
+                let read = !entries.is_empty();
+                match through {
+                    Some(through) => Ok((read, self.skip_analysed(entries, through)?)),
+                    None => Ok((read, entries)),
+                }
+            });
+            let (read, entries) = match result {
+                Ok(read) => {
                     backoff = Duration::from_millis(200);
-                    entries
+                    read
                 }
                 Err(e) if passing(&e) => {
                     tracing::warn!("redis {}: {e}; reconnecting in {backoff:?}", self.url.hosts);
@@ -358,7 +399,7 @@ impl Source for RedisSource {
                 Err(e) => return Err(SourceError::Broker(format!("reading {}: {e}", self.name()))),
             };
             let new_phase = matches!(phase, ReadPhase::New);
-            if entries.is_empty() && new_phase && self.options.until_end {
+            if !read && new_phase && self.options.until_end {
                 break;
             }
             let messages: Vec<Message> = entries
