@@ -127,8 +127,7 @@ def median_of(runs, warm, args, config=None, plugins=PLUGINS):
 
 
 def pipelines_config(n, source, detectors=None, window=1000):
-    # 40 pipelines of 8 detectors pass the default 256 live instances of a tenant.
-    text = '[[tenants]]\nname = "default"\n[tenants.limits]\nmax_instances = 1024\n\n'
+    text = ""
     for i in range(n):
         text += f'[[pipelines]]\nname = "p{i:02d}"\nsource = "{source}"\n'
         if detectors is not None:

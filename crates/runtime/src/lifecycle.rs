@@ -1,10 +1,11 @@
 //! One lifecycle for every plugin, detector or alert handler alike.
 //!
-//! A plugin runs under its name as one active [`Version`] (a build, its
-//! configured instance and its counters) and, optionally, a shadow version
-//! that makes the same calls but whose answers are only compared:
-//! - a call that traps throws the instance away, and the next call rebuilds
-//!   it from the last snapshot of its state;
+//! A plugin runs under its name as one active [`Version`] (a build, a
+//! configured instance per partition and its counters) and, optionally, a
+//! shadow version that makes the same calls but whose answers are only
+//! compared:
+//! - a call that traps throws its partition's instance away, and the next
+//!   call rebuilds it from the last snapshot of that partition's state;
 //! - `max_failures` faults in a row quarantine the version;
 //! - a new build takes over between two calls with the old one's state
 //!   (`snapshot()`, then `restore()`) and is on probation for its first
@@ -18,6 +19,7 @@
 //! whether it has state. Detectors turn the outcomes into findings (the
 //! quality side); alert handlers have no state and run no shadow.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use tracing::Level;
@@ -69,73 +71,117 @@ pub trait Build: Clone + Send {
     }
 }
 
-/// One build with its instance and counters.
-pub struct Version<B: Build> {
-    build: B,
-    instance: Option<B::Instance>,
+/// Per partition, the state a version had (`None`: none taken yet).
+type States = BTreeMap<u32, Option<Vec<u8>>>;
+
+/// One partition's instance of a version, and the snapshot it is rebuilt
+/// from after a trap.
+struct Lane<I> {
+    instance: Option<I>,
     snapshot: Option<Vec<u8>>,
     since_snapshot: u32,
     snapshot_at: Instant,
+}
+
+impl<I> Lane<I> {
+    fn new(instance: Option<I>, snapshot: Option<Vec<u8>>) -> Self {
+        Lane { instance, snapshot, since_snapshot: 0, snapshot_at: Instant::now() }
+    }
+}
+
+/// One build with its counters and an instance per partition it has seen:
+/// a partition's state never mixes with another's, so a partition that
+/// moves to another host carries exactly its own state there.
+pub struct Version<B: Build> {
+    build: B,
+    lanes: BTreeMap<u32, Lane<B::Instance>>,
+    /// A configured instance not yet given a partition: the one that
+    /// checked the config, kept for the first partition to come.
+    spare: Option<B::Instance>,
     status: Status,
     counters: CallCounters,
 }
 
 impl<B: Build> Version<B> {
-    /// A configured instance of `build`, carrying on from `state`.
-    fn start(build: B, config: &str, state: Option<Vec<u8>>, status: Status) -> Result<Self, PluginFault> {
-        let instance = fresh(&build, config, state.as_deref())?;
-        let counters = CallCounters::default();
-        Ok(Version { build, instance: Some(instance), snapshot: state, since_snapshot: 0, snapshot_at: Instant::now(), status, counters })
+    /// `build` configured with `config`, carrying on from each partition's
+    /// state in `states` (with none, one instance checks the config).
+    fn start(build: B, config: &str, states: States, status: Status) -> Result<Self, PluginFault> {
+        let mut version = Version { build, lanes: BTreeMap::new(), spare: None, status, counters: CallCounters::default() };
+        if states.is_empty() {
+            version.spare = Some(version.build.start(config)?);
+        }
+        for (partition, state) in states {
+            let instance = version.fresh(config, state.as_deref())?;
+            version.lanes.insert(partition, Lane::new(Some(instance), state));
+        }
+        Ok(version)
     }
 
-    /// Its state now, to hand to a successor: a fresh snapshot when the
-    /// instance can give one, else the last one taken.
-    fn current_state(&mut self) -> Option<Vec<u8>> {
-        if let Some(Some(Ok(state))) = self.instance.as_mut().map(B::snapshot) {
-            return Some(state);
+    /// A configured instance carrying on from `state`: the spare if there is one.
+    fn fresh(&mut self, config: &str, state: Option<&[u8]>) -> Result<B::Instance, PluginFault> {
+        let mut instance = match self.spare.take() {
+            Some(spare) => spare,
+            None => self.build.start(config)?,
+        };
+        if let Some(state) = state {
+            B::restore(&mut instance, state)?;
         }
-        self.snapshot.clone()
+        Ok(instance)
     }
 
-    fn try_call<T>(&mut self, config: &str, f: &mut impl FnMut(&mut B::Instance) -> Result<T, PluginFault>) -> Result<T, PluginFault> {
-        if self.instance.is_none() {
-            self.instance = Some(fresh(&self.build, config, self.snapshot.as_deref())?);
+    /// Each partition's state now, to hand to a successor: a fresh snapshot
+    /// when the instance can give one, else the last one taken.
+    fn current_states(&mut self) -> States {
+        let mut states = BTreeMap::new();
+        for (partition, lane) in &mut self.lanes {
+            let state = match lane.instance.as_mut().map(B::snapshot) {
+                Some(Some(Ok(state))) => Some(state),
+                _ => lane.snapshot.clone(),
+            };
+            states.insert(*partition, state);
         }
-        let instance = self.instance.as_mut().expect("just set");
+        states
+    }
+
+    fn try_call<T>(&mut self, partition: u32, config: &str, f: &mut impl FnMut(&mut B::Instance) -> Result<T, PluginFault>) -> Result<T, PluginFault> {
+        if self.lanes.get(&partition).is_none_or(|lane| lane.instance.is_none()) {
+            let snapshot = self.lanes.get(&partition).and_then(|lane| lane.snapshot.clone());
+            let instance = self.fresh(config, snapshot.as_deref())?;
+            self.lanes.entry(partition).or_insert_with(|| Lane::new(None, snapshot)).instance = Some(instance);
+        }
+        let lane = self.lanes.get_mut(&partition).expect("just set");
+        let instance = lane.instance.as_mut().expect("just set");
         let answer = f(instance)?;
-        self.since_snapshot += 1;
-        if self.since_snapshot >= SNAPSHOT_EVERY && self.snapshot_at.elapsed() >= SNAPSHOT_INTERVAL {
+        lane.since_snapshot += 1;
+        if lane.since_snapshot >= SNAPSHOT_EVERY && lane.snapshot_at.elapsed() >= SNAPSHOT_INTERVAL {
             if let Some(state) = B::snapshot(instance) {
-                self.snapshot = Some(state?);
+                lane.snapshot = Some(state?);
             }
-            self.since_snapshot = 0;
-            self.snapshot_at = Instant::now();
+            lane.since_snapshot = 0;
+            lane.snapshot_at = Instant::now();
         }
         Ok(answer)
     }
 
-    /// One call, timed and counted; a trap throws the instance away.
-    fn call<T>(&mut self, config: &str, f: &mut impl FnMut(&mut B::Instance) -> Result<T, PluginFault>) -> Result<T, PluginFault> {
+    /// One call on `partition`'s instance, timed and counted; a trap throws
+    /// that instance away.
+    fn call<T>(&mut self, partition: u32, config: &str, f: &mut impl FnMut(&mut B::Instance) -> Result<T, PluginFault>) -> Result<T, PluginFault> {
         let started = Instant::now();
-        let result = self.try_call(config, f);
-        self.counters.record(started.elapsed(), &result, &mut self.instance);
+        let result = self.try_call(partition, config, f);
+        let mut instance = self.lanes.get_mut(&partition).and_then(|lane| lane.instance.take());
+        self.counters.record(started.elapsed(), &result, &mut instance);
+        if let Some(lane) = self.lanes.get_mut(&partition) {
+            lane.instance = instance;
+        }
         result
     }
 
     /// It no longer runs.
     fn stop(&mut self, status: Status) {
         self.status = status;
-        self.instance = None;
+        self.spare = None;
+        self.lanes.values_mut().for_each(|lane| lane.instance = None);
     }
-}
-
-/// A configured instance of `build`, carrying on from `state`.
-fn fresh<B: Build>(build: &B, config: &str, state: Option<&[u8]>) -> Result<B::Instance, PluginFault> {
-    let mut instance = build.start(config)?;
-    if let Some(state) = state {
-        B::restore(&mut instance, state)?;
-    }
-    Ok(instance)
 }
 
 /// A fault of the active version, and what the lifecycle did about it.
@@ -171,8 +217,8 @@ pub struct Lifecycle<B: Build> {
     max_failures: u32,
     active: Version<B>,
     shadow: Option<Version<B>>,
-    /// The build before the last swap, its config and its state then.
-    previous: Option<(B, String, Option<Vec<u8>>)>,
+    /// The build before the last swap, its config and its states then.
+    previous: Option<(B, String, States)>,
     probation: u32,
     reloads: u64,
     /// Builds that were rolled back, with their last counters.
@@ -185,7 +231,7 @@ impl<B: Build> Lifecycle<B> {
     /// A configured instance of `build` (a config it rejects is the error),
     /// and of `shadow` beside it if that one starts.
     pub fn start(name: &str, owner: Owner, build: B, config: String, shadow: Option<B>, max_failures: u32) -> Result<Self, PluginFault> {
-        let active = Version::start(build, &config, None, Status::Active)?;
+        let active = Version::start(build, &config, BTreeMap::new(), Status::Active)?;
         let mut lifecycle = Lifecycle {
             name: name.to_string(),
             owner,
@@ -202,7 +248,7 @@ impl<B: Build> Lifecycle<B> {
         };
         // A shadow present from the start starts from nothing, like the active one.
         if let Some(shadow) = shadow {
-            match Version::start(shadow, &lifecycle.config, None, Status::Shadow) {
+            match Version::start(shadow, &lifecycle.config, BTreeMap::new(), Status::Shadow) {
                 Ok(shadow) => lifecycle.shadow = Some(shadow),
                 Err(fault) => tracing::warn!("{}shadow of {} {name} could not start: {fault}", lifecycle.scope(), B::NOUN),
             }
@@ -223,12 +269,14 @@ impl<B: Build> Lifecycle<B> {
         plugin_event(level, &self.owner.tenant, self.owner.pipeline.as_deref(), &self.name, event, message);
     }
 
-    /// Call the active version; `None` when it no longer runs (quarantined).
-    pub fn call<T>(&mut self, mut f: impl FnMut(&mut B::Instance) -> Result<T, PluginFault>) -> Option<Result<T, Fault<B, T>>> {
+    /// Call the active version's instance for `partition` (plugins that
+    /// serve no partition, like alert handlers, use one, 0); `None` when it
+    /// no longer runs (quarantined).
+    pub fn call<T>(&mut self, partition: u32, mut f: impl FnMut(&mut B::Instance) -> Result<T, PluginFault>) -> Option<Result<T, Fault<B, T>>> {
         if self.active.status != Status::Active {
             return None;
         }
-        match self.active.call(&self.config, &mut f) {
+        match self.active.call(partition, &self.config, &mut f) {
             Ok(answer) => {
                 if self.probation > 0 {
                     self.probation -= 1;
@@ -238,27 +286,29 @@ impl<B: Build> Lifecycle<B> {
                 }
                 Some(Ok(answer))
             }
-            Err(fault) => Some(Err(self.active_failed(fault, &mut f))),
+            Err(fault) => Some(Err(self.active_failed(partition, fault, &mut f))),
         }
     }
 
-    fn active_failed<T>(&mut self, fault: PluginFault, f: &mut impl FnMut(&mut B::Instance) -> Result<T, PluginFault>) -> Fault<B, T> {
+    fn active_failed<T>(&mut self, partition: u32, fault: PluginFault, f: &mut impl FnMut(&mut B::Instance) -> Result<T, PluginFault>) -> Fault<B, T> {
         let (noun, name) = (B::NOUN, self.name.clone());
         let failures_in_row = self.active.counters.failures_in_row;
-        if let Some((previous, config, state)) = self.previous.take().filter(|_| self.probation > 0) {
+        if let Some((previous, config, states)) = self.previous.take().filter(|_| self.probation > 0) {
             self.probation = 0;
-            match Version::start(previous.clone(), &config, state, Status::Active) {
+            match Version::start(previous.clone(), &config, states, Status::Active) {
                 Ok(restored) => {
                     self.config = config;
                     let mut bad = std::mem::replace(&mut self.active, restored);
                     bad.stop(Status::RolledBack);
+                    // Kept for its counters only.
+                    bad.lanes.clear();
                     self.reloads += 1;
                     let (bad_label, back) = (bad.build.label(), previous.label());
                     let message = format!("{noun} {name} version {bad_label} failed on its first calls ({fault}); rolled back to version {back}");
                     self.event(Level::WARN, "rolled_back", &format!("{}{message}", self.scope()));
                     let bad_build = bad.build.clone();
                     self.retired.push(bad);
-                    let retried = self.active.call(&self.config, f);
+                    let retried = self.active.call(partition, &self.config, f);
                     return Fault { fault, failures_in_row, then: AfterFault::RolledBack { bad: bad_build, previous, message, retried } };
                 }
                 Err(e) => {
@@ -276,11 +326,11 @@ impl<B: Build> Lifecycle<B> {
         Fault { fault, failures_in_row, then: AfterFault::Counted }
     }
 
-    /// Call the shadow version, if one runs; its faults are logged and
-    /// counted, and quarantine it like the active one's.
-    pub fn call_shadow<T>(&mut self, mut f: impl FnMut(&mut B::Instance) -> Result<T, PluginFault>) -> Option<T> {
+    /// Call the shadow version's instance for `partition`, if one runs; its
+    /// faults are logged and counted, and quarantine it like the active one's.
+    pub fn call_shadow<T>(&mut self, partition: u32, mut f: impl FnMut(&mut B::Instance) -> Result<T, PluginFault>) -> Option<T> {
         let shadow = self.shadow.as_mut().filter(|s| s.status == Status::Shadow)?;
-        match shadow.call(&self.config, &mut f) {
+        match shadow.call(partition, &self.config, &mut f) {
             Ok(answer) => Some(answer),
             Err(fault) => {
                 let (noun, name, version) = (B::NOUN, &self.name, shadow.build.label());
@@ -312,7 +362,7 @@ impl<B: Build> Lifecycle<B> {
             tracing::info!("{scope}{noun} {name} version {} was rolled back; it does not take over again", wanted.label());
         } else if !wanted.same_version(&self.active.build) {
             let started = Instant::now();
-            let state = self.active.current_state();
+            let states = self.active.current_states();
             let next = match self.shadow.take_if(|s| s.build.same_version(wanted)) {
                 Some(mut promoted) => {
                     promoted.status = Status::Active;
@@ -321,14 +371,16 @@ impl<B: Build> Lifecycle<B> {
                     self.event(Level::INFO, "promoted", &message);
                     Ok(promoted)
                 }
-                None => Version::start(wanted.clone(), &config, state.clone(), Status::Active),
+                None => Version::start(wanted.clone(), &config, states.clone(), Status::Active),
             };
             match next {
                 Ok(next) => {
                     let ms = started.elapsed().as_secs_f64() * 1000.0;
-                    let handed = match &state {
-                        Some(state) => format!("{} bytes of state handed over in {ms:.1} ms", state.len()),
-                        None => format!("no state to hand over; {ms:.1} ms"),
+                    let bytes: usize = states.values().flatten().map(Vec::len).sum();
+                    let handed = match states.values().flatten().count() {
+                        0 => format!("no state to hand over; {ms:.1} ms"),
+                        1 => format!("{bytes} bytes of state handed over in {ms:.1} ms"),
+                        n => format!("{bytes} bytes of state of {n} partitions handed over in {ms:.1} ms"),
                     };
                     let (from, to) = (self.active.build.label(), next.build.label());
                     let message = format!("{scope}{noun} {name} {from} -> {to} between two calls ({handed})");
@@ -336,7 +388,7 @@ impl<B: Build> Lifecycle<B> {
                     let old = std::mem::replace(&mut self.active, next);
                     let old_config = std::mem::replace(&mut self.config, config);
                     // A quarantined version is no place to roll back to.
-                    self.previous = (old.status != Status::Quarantined).then_some((old.build, old_config, state));
+                    self.previous = (old.status != Status::Quarantined).then_some((old.build, old_config, states));
                     self.probation = PROBATION_CALLS;
                     self.reloads += 1;
                 }
@@ -359,9 +411,9 @@ impl<B: Build> Lifecycle<B> {
     /// Start `build` as the shadow, from the active version's state.
     fn start_shadow(&mut self, build: B) {
         let (noun, name, scope) = (B::NOUN, self.name.clone(), self.scope());
-        let state = self.active.current_state();
+        let states = self.active.current_states();
         let label = build.label();
-        match Version::start(build, &self.config, state, Status::Shadow) {
+        match Version::start(build, &self.config, states, Status::Shadow) {
             Ok(shadow) => {
                 self.event(Level::INFO, "shadow_started", &format!("{scope}{noun} {name} version {label} runs in shadow"));
                 self.shadow = Some(shadow);
@@ -371,28 +423,31 @@ impl<B: Build> Lifecycle<B> {
         }
     }
 
-    /// The active version's label and its state as of its last call, for a
-    /// checkpoint: `None` when it keeps no state or no longer runs. An
-    /// instance thrown away by a trap gives the state it is rebuilt from.
-    pub fn checkpoint(&mut self) -> Option<Result<(String, Vec<u8>), PluginFault>> {
+    /// The active version's label and `partition`'s state as of its last
+    /// call, for a checkpoint: `None` when it keeps no state, no longer runs
+    /// or never saw the partition. An instance thrown away by a trap gives
+    /// the state it is rebuilt from.
+    pub fn checkpoint(&mut self, partition: u32) -> Option<Result<(String, Vec<u8>), PluginFault>> {
         if self.active.status != Status::Active {
             return None;
         }
         let label = self.active.build.label();
-        let state = match self.active.instance.as_mut() {
+        let lane = self.active.lanes.get_mut(&partition)?;
+        let state = match lane.instance.as_mut() {
             Some(instance) => B::snapshot(instance)?,
-            None => Ok(self.active.snapshot.clone().unwrap_or_default()),
+            None => Ok(lane.snapshot.clone().unwrap_or_default()),
         };
         Some(state.map(|state| (label, state)))
     }
 
-    /// Carry on from a checkpoint's `state` (taken by version `label`): a
-    /// fresh instance restored from it replaces the active one. A version
-    /// that refuses the state keeps its fresh instance, and the fault says why.
-    pub fn resume(&mut self, label: &str, state: &[u8]) -> Result<(), PluginFault> {
-        let instance = fresh(&self.active.build, &self.config, Some(state))?;
-        self.active.instance = Some(instance);
-        self.active.snapshot = Some(state.to_vec());
+    /// Carry `partition` on from a checkpoint's `state` (taken by version
+    /// `label`): a fresh instance restored from it replaces the partition's.
+    /// A version that refuses the state starts the partition afresh, and the
+    /// fault says why.
+    pub fn resume(&mut self, partition: u32, label: &str, state: &[u8]) -> Result<(), PluginFault> {
+        self.active.lanes.remove(&partition);
+        let instance = self.active.fresh(&self.config, Some(state))?;
+        self.active.lanes.insert(partition, Lane::new(Some(instance), Some(state.to_vec())));
         let now = self.active.build.label();
         if now != label {
             let message = format!("{}{} {} version {now} carries on from the checkpoint of version {label}", self.scope(), B::NOUN, self.name);

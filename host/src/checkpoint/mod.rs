@@ -4,9 +4,10 @@
 //! the same alerts.
 //!
 //! A checkpoint is taken on the analysis thread between two windows, once
-//! every window below the positions it names has been analysed: each
-//! detector's snapshot, the router's cooldowns and control-rule series, and
-//! per partition the next offset to read and the next window's number. It is
+//! every window below the positions it names has been analysed: per
+//! partition, each detector's snapshot (detectors run an instance per
+//! partition), the router's cooldowns and control-rule series of that
+//! partition, the next offset to read and the next window's number. It is
 //! stored only once the history holds those windows, and the source commits
 //! the positions only once it is stored, so the stored checkpoint is never
 //! behind the broker's committed positions; the broker's commits wait for
@@ -19,8 +20,9 @@
 //! clock, as any restart of them does.
 //!
 //! Kept in `DATA_DIR/checkpoints.db` (SQLite, WAL), one per tenant, pipeline,
-//! source and consumer group: another stream under the same pipeline name,
-//! or another group reading the same topic, never inherits it.
+//! source and consumer group, and partition: another stream under the same
+//! pipeline name, or another group reading the same topic, never inherits
+//! it, and a partition's checkpoint is whole without the others'.
 
 #[cfg(test)]
 mod tests;
@@ -31,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 
 use clean_host_quality::alert::RouterState;
@@ -81,22 +83,37 @@ pub struct StreamKey {
     pub source: String,
 }
 
-/// One pipeline's state at one cut of its stream.
+/// One partition's state at one cut of its stream: all that decides its
+/// alerts from there on, so whichever host reads it on carries on alone.
+#[derive(Debug, Clone)]
+pub struct PartitionCheckpoint {
+    /// Where to read on.
+    pub position: ResumePosition,
+    /// The number of its next window.
+    pub next_seq: u64,
+    /// Each detector's state for this partition.
+    pub detectors: Vec<DetectorState>,
+    /// Its cooldowns and control-rule series.
+    pub router: RouterState,
+}
+
+/// One pipeline's state at one cut of its stream, partition by partition.
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
-    /// Per partition: where to read on.
-    pub positions: BTreeMap<u32, ResumePosition>,
-    /// Per partition: the number of the next window.
-    pub next_seqs: BTreeMap<u32, u64>,
-    pub detectors: Vec<DetectorState>,
-    pub router: RouterState,
+    pub partitions: BTreeMap<u32, PartitionCheckpoint>,
+    /// When it was taken (the oldest partition's, for one loaded).
     pub taken_at_ms: i64,
 }
 
 impl Checkpoint {
+    /// Per partition, where to read on.
+    pub fn positions(&self) -> BTreeMap<u32, ResumePosition> {
+        self.partitions.iter().map(|(p, c)| (*p, c.position.clone())).collect()
+    }
+
     /// Bytes of detector state it carries.
     pub fn state_bytes(&self) -> usize {
-        self.detectors.iter().map(|d| d.state.len()).sum()
+        self.partitions.values().flat_map(|c| &c.detectors).map(|d| d.state.len()).sum()
     }
 }
 
@@ -108,14 +125,15 @@ pub struct StoredCheckpoint {
     pub source: String,
     pub positions: BTreeMap<u32, ResumePosition>,
     pub taken_at_ms: i64,
-    /// Each detector's state in it.
+    /// Each detector's state in it, over all partitions.
     pub detectors: Vec<StoredState>,
 }
 
-/// One detector's state in a stored checkpoint.
+/// One detector's state in a stored checkpoint, over all partitions.
 #[derive(Debug, Clone, Serialize)]
 pub struct StoredState {
     pub name: String,
+    /// The versions that gave it (comma-separated when partitions differ).
     pub version: String,
     pub bytes: u64,
 }
@@ -127,18 +145,24 @@ pub struct CheckpointStore {
     conn: Arc<Mutex<Connection>>,
 }
 
+/// The layout of the file (`PRAGMA user_version`); checkpoints of an older
+/// layout (one state per pipeline, before detectors ran per partition) are
+/// dropped: those pipelines start cold once.
+const LAYOUT: i64 = 2;
+
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS checkpoints (
-    tenant TEXT NOT NULL, pipeline TEXT NOT NULL, source TEXT NOT NULL,
-    taken_at_ms INTEGER NOT NULL,
-    positions TEXT NOT NULL, next_seqs TEXT NOT NULL, router TEXT NOT NULL,
-    PRIMARY KEY (tenant, pipeline, source)
+CREATE TABLE IF NOT EXISTS partition_checkpoints (
+    tenant TEXT NOT NULL, pipeline TEXT NOT NULL, source TEXT NOT NULL, partition INTEGER NOT NULL,
+    taken_at_ms INTEGER NOT NULL, position TEXT NOT NULL, next_seq INTEGER NOT NULL, router TEXT NOT NULL,
+    PRIMARY KEY (tenant, pipeline, source, partition)
 );
-CREATE TABLE IF NOT EXISTS checkpoint_states (
-    tenant TEXT NOT NULL, pipeline TEXT NOT NULL, source TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS partition_states (
+    tenant TEXT NOT NULL, pipeline TEXT NOT NULL, source TEXT NOT NULL, partition INTEGER NOT NULL,
     detector TEXT NOT NULL, version TEXT NOT NULL, state BLOB NOT NULL,
-    PRIMARY KEY (tenant, pipeline, source, detector)
-);";
+    PRIMARY KEY (tenant, pipeline, source, partition, detector)
+);
+DROP TABLE IF EXISTS checkpoints;
+DROP TABLE IF EXISTS checkpoint_states;";
 
 impl CheckpointStore {
     pub fn open(path: &Path) -> Result<Self> {
@@ -149,7 +173,11 @@ impl CheckpointStore {
         conn.busy_timeout(Duration::from_secs(5))?;
         // WAL + NORMAL: a crashed process loses nothing committed.
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
-        conn.execute_batch(SCHEMA).with_context(|| format!("checkpoints {}", path.display()))?;
+        let layout: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if layout != LAYOUT {
+            conn.execute_batch(&format!("BEGIN; {SCHEMA} PRAGMA user_version = {LAYOUT}; COMMIT;"))
+                .with_context(|| format!("checkpoints {}", path.display()))?;
+        }
         Ok(CheckpointStore { path: path.to_path_buf(), conn: Arc::new(Mutex::new(conn)) })
     }
 
@@ -162,57 +190,74 @@ impl CheckpointStore {
         Ok(CheckpointStore { path: path.to_path_buf(), conn: Arc::new(Mutex::new(conn)) })
     }
 
-    /// Replace the stream's checkpoint with `checkpoint`, all of it or nothing.
+    /// Replace the checkpoint of each partition `checkpoint` names, all of
+    /// them or none; other partitions' stay.
     pub fn save(&self, key: &StreamKey, checkpoint: &Checkpoint) -> Result<()> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction()?;
-        let k = params![key.tenant, key.pipeline, key.source];
-        tx.execute(
-            "INSERT OR REPLACE INTO checkpoints VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                key.tenant,
-                key.pipeline,
-                key.source,
-                checkpoint.taken_at_ms,
-                serde_json::to_string(&checkpoint.positions)?,
-                serde_json::to_string(&checkpoint.next_seqs)?,
-                serde_json::to_string(&checkpoint.router)?
-            ],
-        )?;
-        tx.execute("DELETE FROM checkpoint_states WHERE tenant = ?1 AND pipeline = ?2 AND source = ?3", k)?;
         {
-            let mut insert = tx.prepare_cached("INSERT INTO checkpoint_states VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
-            for d in &checkpoint.detectors {
-                insert.execute(params![key.tenant, key.pipeline, key.source, d.name, d.version, d.state])?;
+            let mut row = tx.prepare_cached("INSERT OR REPLACE INTO partition_checkpoints VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?;
+            let mut clear = tx.prepare_cached("DELETE FROM partition_states WHERE tenant = ?1 AND pipeline = ?2 AND source = ?3 AND partition = ?4")?;
+            let mut state = tx.prepare_cached("INSERT INTO partition_states VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
+            for (partition, c) in &checkpoint.partitions {
+                let (position, router) = (serde_json::to_string(&c.position)?, serde_json::to_string(&c.router)?);
+                let next_seq = i64::try_from(c.next_seq).context("a window number past i64")?;
+                row.execute(params![key.tenant, key.pipeline, key.source, partition, checkpoint.taken_at_ms, position, next_seq, router])?;
+                clear.execute(params![key.tenant, key.pipeline, key.source, partition])?;
+                for d in &c.detectors {
+                    state.execute(params![key.tenant, key.pipeline, key.source, partition, d.name, d.version, d.state])?;
+                }
             }
         }
         tx.commit().with_context(|| format!("writing a checkpoint to {}", self.path.display()))
     }
 
-    /// Every stored checkpoint, by tenant, pipeline and source (one that
-    /// cannot be read is said and left out).
+    /// Every stored checkpoint, by tenant, pipeline and source (a partition
+    /// whose position cannot be read is said and left out).
     pub fn list(&self) -> Result<Vec<StoredCheckpoint>> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let layout: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if layout != LAYOUT {
+            tracing::info!("the checkpoints in {} are of an older layout; the next run drops them", self.path.display());
+            return Ok(Vec::new());
+        }
         // One snapshot for both tables.
         let tx = conn.transaction()?;
-        let mut rows = tx.prepare("SELECT tenant, pipeline, source, taken_at_ms, positions FROM checkpoints ORDER BY tenant, pipeline, source")?;
-        let mut listed = rows
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?, r.get::<_, String>(4)?)))?
-            .filter_map(|row| {
-                let (tenant, pipeline, source, taken_at_ms, positions) = match row {
-                    Ok(row) => row,
-                    Err(e) => return Some(Err(e)),
-                };
-                match serde_json::from_str(&positions) {
-                    Ok(positions) => Some(Ok(StoredCheckpoint { tenant, pipeline, source, positions, taken_at_ms, detectors: Vec::new() })),
-                    Err(e) => {
-                        tracing::warn!("the checkpoint of pipeline {pipeline} in {} is unreadable: {e}", self.path.display());
-                        None
-                    }
+        let mut listed: Vec<StoredCheckpoint> = Vec::new();
+        let mut rows = tx.prepare(
+            "SELECT tenant, pipeline, source, partition, taken_at_ms, position FROM partition_checkpoints ORDER BY tenant, pipeline, source, partition",
+        )?;
+        let rows = rows.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, u32>(3)?, r.get::<_, i64>(4)?, r.get::<_, String>(5)?))
+        })?;
+        for row in rows {
+            let (tenant, pipeline, source, partition, taken_at_ms, position) = row?;
+            let position: ResumePosition = match serde_json::from_str(&position) {
+                Ok(position) => position,
+                Err(e) => {
+                    tracing::warn!("the checkpoint of pipeline {pipeline} partition {partition} in {} is unreadable: {e}", self.path.display());
+                    continue;
                 }
-            })
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        let mut states = tx.prepare("SELECT tenant, pipeline, source, detector, version, length(state) FROM checkpoint_states ORDER BY detector")?;
+            };
+            match listed.last_mut().filter(|c| (&c.tenant, &c.pipeline, &c.source) == (&tenant, &pipeline, &source)) {
+                Some(c) => {
+                    c.positions.insert(partition, position);
+                    c.taken_at_ms = c.taken_at_ms.min(taken_at_ms);
+                }
+                None => listed.push(StoredCheckpoint {
+                    tenant,
+                    pipeline,
+                    source,
+                    positions: BTreeMap::from([(partition, position)]),
+                    taken_at_ms,
+                    detectors: Vec::new(),
+                }),
+            }
+        }
+        let mut states = tx.prepare(
+            "SELECT tenant, pipeline, source, detector, group_concat(DISTINCT version), sum(length(state)) FROM partition_states
+             GROUP BY tenant, pipeline, source, detector ORDER BY detector",
+        )?;
         let states = states.query_map([], |r| {
             let key = (r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?);
             Ok((key, StoredState { name: r.get(3)?, version: r.get(4)?, bytes: r.get(5)? }))
@@ -226,28 +271,39 @@ impl CheckpointStore {
         Ok(listed)
     }
 
-    /// The stream's checkpoint, if it has one.
+    /// The stream's checkpoint, every partition it has one for; `None` if none.
     pub fn load(&self, key: &StreamKey) -> Result<Option<Checkpoint>> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction()?;
         let k = params![key.tenant, key.pipeline, key.source];
-        let row = conn
-            .query_row("SELECT taken_at_ms, positions, next_seqs, router FROM checkpoints WHERE tenant = ?1 AND pipeline = ?2 AND source = ?3", k, |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
-            })
-            .optional()?;
-        let Some((taken_at_ms, positions, next_seqs, router)) = row else {
+        let unreadable = |partition: u32| format!("the checkpoint of pipeline {} partition {partition} in {} is unreadable", key.pipeline, self.path.display());
+        let mut rows = tx.prepare(
+            "SELECT partition, taken_at_ms, position, next_seq, router FROM partition_checkpoints WHERE tenant = ?1 AND pipeline = ?2 AND source = ?3",
+        )?;
+        let rows = rows
+            .query_map(k, |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?, r.get::<_, String>(4)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let Some(taken_at_ms) = rows.iter().map(|r| r.1).min() else {
             return Ok(None);
         };
-        let unreadable = || format!("the checkpoint of pipeline {} in {} is unreadable", key.pipeline, self.path.display());
-        let mut states = conn.prepare("SELECT detector, version, state FROM checkpoint_states WHERE tenant = ?1 AND pipeline = ?2 AND source = ?3")?;
-        let detectors =
-            states.query_map(k, |r| Ok(DetectorState { name: r.get(0)?, version: r.get(1)?, state: r.get(2)? }))?.collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(Some(Checkpoint {
-            positions: serde_json::from_str(&positions).with_context(unreadable)?,
-            next_seqs: serde_json::from_str(&next_seqs).with_context(unreadable)?,
-            detectors,
-            router: serde_json::from_str(&router).with_context(unreadable)?,
-            taken_at_ms,
-        }))
+        let mut states = tx.prepare(
+            "SELECT partition, detector, version, state FROM partition_states WHERE tenant = ?1 AND pipeline = ?2 AND source = ?3 ORDER BY partition, detector",
+        )?;
+        let mut detectors: BTreeMap<u32, Vec<DetectorState>> = BTreeMap::new();
+        for state in states.query_map(k, |r| Ok((r.get::<_, u32>(0)?, DetectorState { name: r.get(1)?, version: r.get(2)?, state: r.get(3)? })))? {
+            let (partition, state) = state?;
+            detectors.entry(partition).or_default().push(state);
+        }
+        let mut partitions = BTreeMap::new();
+        for (partition, _, position, next_seq, router) in rows {
+            let c = PartitionCheckpoint {
+                position: serde_json::from_str(&position).with_context(|| unreadable(partition))?,
+                next_seq: u64::try_from(next_seq).with_context(|| unreadable(partition))?,
+                detectors: detectors.remove(&partition).unwrap_or_default(),
+                router: serde_json::from_str(&router).with_context(|| unreadable(partition))?,
+            };
+            partitions.insert(partition, c);
+        }
+        Ok(Some(Checkpoint { partitions, taken_at_ms }))
     }
 }

@@ -9,12 +9,17 @@ fn at(next_offset: u64) -> ResumePosition {
     ResumePosition { next_offset, after_id: Some(format!("{}-0", next_offset - 1)) }
 }
 
+fn detector_states(states: &[(&str, &[u8])]) -> Vec<DetectorState> {
+    states.iter().map(|(name, state)| DetectorState { name: name.to_string(), version: "1.0.0".into(), state: state.to_vec() }).collect()
+}
+
+/// Partitions 0 and 3 at `offset` and twice that; partition 3 has no state
+/// for the detectors (none of its windows was analysed).
 fn checkpoint(offset: u64, states: &[(&str, &[u8])]) -> Checkpoint {
+    let router = Router::new("orders", AlertConfig::default());
+    let partition = |offset, next_seq, detectors| PartitionCheckpoint { position: at(offset), next_seq, detectors, router: router.state(0) };
     Checkpoint {
-        positions: BTreeMap::from([(0, at(offset)), (3, at(offset * 2))]),
-        next_seqs: BTreeMap::from([(0, 7), (3, 9)]),
-        detectors: states.iter().map(|(name, state)| DetectorState { name: name.to_string(), version: "1.0.0".into(), state: state.to_vec() }).collect(),
-        router: Router::new("orders", AlertConfig::default()).state(),
+        partitions: BTreeMap::from([(0, partition(offset, 7, detector_states(states))), (3, partition(offset * 2, 9, Vec::new()))]),
         taken_at_ms: 1_764_000_000_000,
     }
 }
@@ -29,10 +34,51 @@ fn a_checkpoint_comes_back_as_stored_and_replaces_the_one_before() {
     store.save(&k, &checkpoint(200, &[("drift", b"newer")])).unwrap();
     // Another process (a restart) reads it from the file.
     let loaded = CheckpointStore::open(&dir.path().join("sub").join("checkpoints.db")).unwrap().load(&k).unwrap().unwrap();
-    assert_eq!(loaded.positions, BTreeMap::from([(0, at(200)), (3, at(400))]));
-    assert_eq!(loaded.next_seqs, BTreeMap::from([(0, 7), (3, 9)]));
-    assert_eq!(loaded.detectors, checkpoint(200, &[("drift", b"newer")]).detectors, "the detectors of the checkpoint before are gone");
+    assert_eq!(loaded.positions(), BTreeMap::from([(0, at(200)), (3, at(400))]));
+    assert_eq!(loaded.partitions.values().map(|c| c.next_seq).collect::<Vec<_>>(), [7, 9]);
+    assert_eq!(loaded.partitions[&0].detectors, detector_states(&[("drift", b"newer")]), "the detectors of the checkpoint before are gone");
     assert_eq!(loaded.state_bytes(), 5);
+}
+
+/// Hosts sharing a group each store the partitions they read; one's
+/// checkpoint leaves the other's partitions as they were.
+#[test]
+fn a_partitions_checkpoint_leaves_the_other_partitions_as_they_were() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = CheckpointStore::open(&dir.path().join("checkpoints.db")).unwrap();
+    let k = key("kafka://h:1/orders");
+    store.save(&k, &checkpoint(100, &[("drift", b"zero")])).unwrap();
+    let mut only_three = checkpoint(500, &[]);
+    only_three.partitions.remove(&0);
+    only_three.partitions.get_mut(&3).unwrap().detectors = detector_states(&[("drift", b"three")]);
+    only_three.taken_at_ms += 5_000;
+    store.save(&k, &only_three).unwrap();
+    let loaded = store.load(&k).unwrap().unwrap();
+    assert_eq!(loaded.positions(), BTreeMap::from([(0, at(100)), (3, at(1000))]));
+    assert_eq!(loaded.partitions[&0].detectors, detector_states(&[("drift", b"zero")]));
+    assert_eq!(loaded.partitions[&3].detectors, detector_states(&[("drift", b"three")]));
+    assert_eq!(loaded.taken_at_ms, 1_764_000_000_000, "a checkpoint is as old as its oldest partition");
+}
+
+/// A data dir written before detectors ran per partition: its checkpoints
+/// are dropped (those pipelines start cold once), not misread.
+#[test]
+fn checkpoints_of_the_layout_before_are_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("checkpoints.db");
+    let old = Connection::open(&path).unwrap();
+    old.execute_batch(
+        "CREATE TABLE checkpoints (tenant TEXT, pipeline TEXT, source TEXT, taken_at_ms INTEGER, positions TEXT, next_seqs TEXT, router TEXT);
+         INSERT INTO checkpoints VALUES ('a', 'orders', 'kafka://h:1/orders', 1, '{}', '{}', '{}');",
+    )
+    .unwrap();
+    drop(old);
+    assert!(CheckpointStore::read_only(&path).unwrap().list().unwrap().is_empty(), "plugin list shows none");
+    let store = CheckpointStore::open(&path).unwrap();
+    assert!(store.load(&key("kafka://h:1/orders")).unwrap().is_none());
+    assert!(store.list().unwrap().is_empty());
+    store.save(&key("kafka://h:1/orders"), &checkpoint(100, &[])).unwrap();
+    assert!(CheckpointStore::open(&path).unwrap().load(&key("kafka://h:1/orders")).unwrap().is_some(), "a store of this layout is kept");
 }
 
 #[test]
@@ -52,9 +98,9 @@ fn an_unreadable_checkpoint_is_an_error_naming_the_pipeline() {
     let store = CheckpointStore::open(&path).unwrap();
     let k = key("kafka://h:1/orders");
     store.save(&k, &checkpoint(100, &[])).unwrap();
-    Connection::open(&path).unwrap().execute("UPDATE checkpoints SET router = '{not json'", []).unwrap();
+    Connection::open(&path).unwrap().execute("UPDATE partition_checkpoints SET router = '{not json'", []).unwrap();
     let e = store.load(&k).unwrap_err();
-    assert!(format!("{e:#}").contains("checkpoint of pipeline orders"), "{e:#}");
+    assert!(format!("{e:#}").contains("checkpoint of pipeline orders partition 0"), "{e:#}");
 }
 
 #[test]

@@ -112,7 +112,7 @@ impl Handler {
 
     /// Hand `alert` over; false if the handler no longer runs (quarantined).
     fn handle(&mut self, alert: &Alert) -> bool {
-        let Some(result) = self.lifecycle.call(|instance| instance.handle(alert)) else { return false };
+        let Some(result) = self.lifecycle.call(0, |instance| instance.handle(alert)) else { return false };
         if let Err(Fault { fault, then, .. }) = result {
             let name = self.lifecycle.name();
             tracing::warn!("alert handler {name} {fault}");

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::{ClosedBatch, Common, Cut, PipelineCounters, PipelineReport};
-use crate::checkpoint::{Checkpoint, CheckpointStore, StreamKey};
+use crate::checkpoint::{Checkpoint, CheckpointStore, PartitionCheckpoint, StreamKey};
 use crate::dispatch::handlers::Handlers;
 use crate::dispatch::AlertKey;
 use crate::history::{AlertRow, FindingRow, MetricRow, WindowRecord};
@@ -226,16 +226,21 @@ impl<'a> Analyst<'a> {
         let checkpointer = self.checkpointer.as_mut().expect("checkpointing");
         (checkpointer.last, checkpointer.pending) = (Instant::now(), false);
         let cuts = &checkpointer.cuts;
-        let checkpoint = Checkpoint {
-            positions: cuts
-                .values()
-                .map(|c| (c.ack.partition, ResumePosition { next_offset: c.ack.below, after_id: c.after_id.as_deref().map(str::to_string) }))
-                .collect(),
-            next_seqs: cuts.values().map(|c| (c.ack.partition, c.next_seq)).collect(),
-            detectors: self.detectors.checkpoint(),
-            router: self.router.state(),
-            taken_at_ms: now_ms(),
-        };
+        let partitions = cuts
+            .values()
+            .map(|c| {
+                let partition = c.ack.partition;
+                let position = ResumePosition { next_offset: c.ack.below, after_id: c.after_id.as_deref().map(str::to_string) };
+                let state = PartitionCheckpoint {
+                    position,
+                    next_seq: c.next_seq,
+                    detectors: self.detectors.checkpoint(partition),
+                    router: self.router.state(partition),
+                };
+                (partition, state)
+            })
+            .collect();
+        let checkpoint = Checkpoint { partitions, taken_at_ms: now_ms() };
         let acks = cuts.values().map(|c| c.ack).collect();
         let target = checkpointer.target.clone();
         self.release(acks, Some((target, checkpoint)));

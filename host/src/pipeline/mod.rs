@@ -362,18 +362,24 @@ fn resume(
             return Ok(None);
         }
     };
-    if !source.resume_at(&checkpoint.positions).with_context(|| format!("pipeline {pipeline}: resuming at its checkpoint"))? {
+    let positions = checkpoint.positions();
+    if !source.resume_at(&positions).with_context(|| format!("pipeline {pipeline}: resuming at its checkpoint"))? {
         tracing::warn!("pipeline {pipeline}: its checkpoint does not fit the stream (read past it, or the run starts elsewhere); it starts cold");
         return Ok(None);
     }
-    let cold_detectors: Vec<String> = detectors.resume(&checkpoint.detectors).into_iter().map(|(name, why)| format!("{name}: {why}")).collect();
-    for why in &cold_detectors {
-        tracing::warn!("pipeline {pipeline}: detector {why}; it starts cold");
+    let mut cold_detectors = Vec::new();
+    let mut next_seqs = BTreeMap::new();
+    for (partition, state) in checkpoint.partitions {
+        for (name, why) in detectors.resume(partition, &state.detectors) {
+            tracing::warn!("pipeline {pipeline}: detector {name} on partition {partition}: {why}; it starts cold there");
+            cold_detectors.push(format!("{name} (partition {partition}): {why}"));
+        }
+        router.resume(partition, state.router);
+        next_seqs.insert(partition, state.next_seq);
     }
-    router.resume(checkpoint.router);
-    cutter.resume(&checkpoint.positions, &checkpoint.next_seqs);
+    cutter.resume(&positions, &next_seqs);
     let age_s = (now_ms() - checkpoint.taken_at_ms) as f64 / 1000.0;
-    tracing::info!("pipeline {pipeline}: resumed from its checkpoint of {age_s:.1} s ago at positions {:?}", checkpoint.positions);
+    tracing::info!("pipeline {pipeline}: resumed from its checkpoint of {age_s:.1} s ago at positions {positions:?}");
     let restore_ms = (started.elapsed().as_secs_f64() * 1e4).round() / 10.0;
-    Ok(Some(Resumed { positions: checkpoint.positions, taken_at_ms: checkpoint.taken_at_ms, age_s, restore_ms, cold_detectors }))
+    Ok(Some(Resumed { positions, taken_at_ms: checkpoint.taken_at_ms, age_s, restore_ms, cold_detectors }))
 }

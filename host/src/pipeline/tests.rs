@@ -259,10 +259,14 @@ impl DetectorSource for RowCountSource {
     }
 }
 
-/// The row-count detector over `messages(from, to)` of partition 2, from a
-/// source that can resume (and says where it was told to).
-fn resumable(from: u64, to: u64, resumed_at: &Arc<Mutex<BTreeMap<u32, ResumePosition>>>) -> Pipeline {
-    let events = vec![SourceEvent::Messages { partition: 2, messages: messages(from, to, u64::MAX) }];
+/// `messages(from, to)` of `partition`, none negative.
+fn on(partition: u32, from: u64, to: u64) -> SourceEvent {
+    SourceEvent::Messages { partition, messages: messages(from, to, u64::MAX) }
+}
+
+/// The row-count detector over `events`, from a source that can resume (and
+/// says where it was told to).
+fn resumable(events: Vec<SourceEvent>, resumed_at: &Arc<Mutex<BTreeMap<u32, ResumePosition>>>) -> Pipeline {
     let mut p = pipeline(Vec::new(), true, &Arc::default());
     p.source = Box::new(Scripted { events, acknowledges: true, committed: Arc::default(), resumed_at: Some(resumed_at.clone()) });
     let entry = CatalogEntry { active: Candidate::new(Arc::new(RowCountSource), None), shadow: None };
@@ -280,23 +284,24 @@ fn said(dir: &TempDir) -> Vec<String> {
     said
 }
 
+fn run_with_checkpoints(dir: &TempDir, p: Pipeline) -> PipelineReport {
+    let counters = p.counters.clone();
+    let store = CheckpointStore::open(&dir.path().join("checkpoints.db")).unwrap();
+    let shared = Shared { checkpoints: Some((store, Duration::ZERO)), ..shared(dir, &counters) };
+    run(p, &shared).unwrap()
+}
+
 #[test]
 fn a_restart_from_the_checkpoint_says_what_one_run_would_have() {
-    let run_with_checkpoints = |dir: &TempDir, store: &CheckpointStore, p: Pipeline| {
-        let counters = p.counters.clone();
-        let shared = Shared { checkpoints: Some((store.clone(), Duration::ZERO)), ..shared(dir, &counters) };
-        run(p, &shared).unwrap()
-    };
     let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let store = |dir: &TempDir| CheckpointStore::open(&dir.path().join("checkpoints.db")).unwrap();
     let resumed_at = Arc::default();
-    let whole = run_with_checkpoints(&one, &store(&one), resumable(0, 300, &resumed_at));
+    let whole = run_with_checkpoints(&one, resumable(vec![on(2, 0, 300)], &resumed_at));
     assert!(whole.resumed.is_none() && whole.windows == 6, "{whole:?}");
     // Stopped after 150 records (at a window's edge, so the
     // first run flushes no partial window), then started again.
-    let first = run_with_checkpoints(&two, &store(&two), resumable(0, 150, &resumed_at));
+    let first = run_with_checkpoints(&two, resumable(vec![on(2, 0, 150)], &resumed_at));
     assert!(first.resumed.is_none());
-    let second = run_with_checkpoints(&two, &store(&two), resumable(150, 300, &resumed_at));
+    let second = run_with_checkpoints(&two, resumable(vec![on(2, 150, 300)], &resumed_at));
     let resumed = second.resumed.as_ref().expect("resumed");
     // The next offset, and the broker's id of the last record analysed.
     let at = BTreeMap::from([(2, ResumePosition { next_offset: 150, after_id: Some("id-149".into()) })]);
@@ -304,9 +309,31 @@ fn a_restart_from_the_checkpoint_says_what_one_run_would_have() {
     assert_eq!(*resumed_at.lock().unwrap(), at);
     assert_eq!(said(&two), said(&one), "the state, the window numbers and the positions carried over");
     // Another stream under the same pipeline name starts cold.
-    let mut other = resumable(0, 50, &resumed_at);
+    let mut other = resumable(vec![on(2, 0, 50)], &resumed_at);
     other.name = "q".into();
-    assert!(run_with_checkpoints(&two, &store(&two), other).resumed.is_none());
+    assert!(run_with_checkpoints(&two, other).resumed.is_none());
+}
+
+/// Detectors run an instance per partition: what a partition's windows say
+/// does not depend on the partitions read beside it or on how their records
+/// interleave, and a restart resumes each partition from its own state.
+#[test]
+fn each_partition_is_analysed_with_its_own_state() {
+    let resumed_at = Arc::default();
+    let of = |said: Vec<String>, partition: &str| said.into_iter().filter(|w| w.starts_with(partition)).collect::<Vec<_>>();
+    let alone = tempfile::tempdir().unwrap();
+    run_with_checkpoints(&alone, resumable(vec![on(2, 0, 300)], &resumed_at));
+    let mixed = tempfile::tempdir().unwrap();
+    run_with_checkpoints(&mixed, resumable(vec![on(2, 0, 100), on(5, 0, 150), on(2, 100, 300), on(5, 150, 200)], &resumed_at));
+    assert_eq!(of(said(&mixed), "2 "), said(&alone));
+    let five = of(said(&mixed), "5 ");
+    assert!(five.len() == 4 && five[0].contains("\"value\":50.0") && five[3].contains("\"value\":200.0"), "{five:?}");
+
+    let restarted = tempfile::tempdir().unwrap();
+    run_with_checkpoints(&restarted, resumable(vec![on(5, 0, 100), on(2, 0, 150)], &resumed_at));
+    let second = run_with_checkpoints(&restarted, resumable(vec![on(2, 150, 300), on(5, 100, 200)], &resumed_at));
+    assert_eq!(second.resumed.expect("resumed").positions.keys().copied().collect::<Vec<_>>(), [2, 5]);
+    assert_eq!(said(&restarted), said(&mixed), "each partition carried on from its own state");
 }
 
 /// A cutter resumed at a checkpoint cuts nothing below it, and its first

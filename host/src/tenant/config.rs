@@ -56,7 +56,8 @@ pub struct TenantLimits {
     pub memory_mib: Option<u64>,
     /// Wall time per call, in milliseconds (default: the top-level `limits`).
     pub timeout_ms: Option<u64>,
-    /// Live plugin instances at once (detectors, shadows and handlers of all its pipelines).
+    /// Live plugin instances at once: detectors (one per partition read) and
+    /// their shadows of all its pipelines, and its handlers.
     pub max_instances: u32,
     /// Linear memory of all its instances together, in MiB.
     pub total_memory_mib: u64,
@@ -64,7 +65,7 @@ pub struct TenantLimits {
 
 impl Default for TenantLimits {
     fn default() -> Self {
-        TenantLimits { memory_mib: None, timeout_ms: None, max_instances: 256, total_memory_mib: 4096 }
+        TenantLimits { memory_mib: None, timeout_ms: None, max_instances: 1024, total_memory_mib: 4096 }
     }
 }
 

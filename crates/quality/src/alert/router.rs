@@ -67,7 +67,7 @@ pub struct Router {
 /// (partition, detector, metric or metric/rule, column)
 type CooldownKey = (u32, String, String, Option<String>);
 
-/// What decides a pipeline's alerts from one window to the next, as a
+/// What decides a partition's alerts from one window to the next, as its
 /// checkpoint keeps it: windows routed, cooldowns, the control rules' series.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RouterState {
@@ -86,20 +86,24 @@ impl Router {
         Router { config, pipeline: pipeline.to_string(), windows: HashMap::new(), cooldowns: HashMap::new(), suppressed: 0, unsure: 0, watch }
     }
 
-    /// Its state as it stands, for a checkpoint.
-    pub fn state(&self) -> RouterState {
-        let mut windows: Vec<(u32, u64)> = self.windows.iter().map(|(p, n)| (*p, *n)).collect();
-        windows.sort_unstable();
-        let mut cooldowns: Vec<(CooldownKey, Cooldown)> = self.cooldowns.iter().map(|(k, c)| (k.clone(), c.clone())).collect();
+    /// `partition`'s state as it stands, for its checkpoint.
+    pub fn state(&self, partition: u32) -> RouterState {
+        let windows = self.windows.get(&partition).map(|n| vec![(partition, *n)]).unwrap_or_default();
+        let mut cooldowns: Vec<(CooldownKey, Cooldown)> =
+            self.cooldowns.iter().filter(|(k, _)| k.0 == partition).map(|(k, c)| (k.clone(), c.clone())).collect();
         cooldowns.sort_by(|a, b| a.0.cmp(&b.0));
-        RouterState { windows, cooldowns, watch: self.watch.state() }
+        RouterState { windows, cooldowns, watch: self.watch.state(partition) }
     }
 
-    /// Carry on from a checkpoint's state (the control rules under today's config).
-    pub fn resume(&mut self, state: RouterState) {
-        self.windows = state.windows.into_iter().collect();
-        self.cooldowns = state.cooldowns.into_iter().collect();
-        self.watch.resume(state.watch);
+    /// Carry `partition` on from its checkpointed state (the control rules
+    /// under today's config), in place of what it had (series warmed from
+    /// the history); the other partitions' state stays.
+    pub fn resume(&mut self, partition: u32, state: RouterState) {
+        self.windows.remove(&partition);
+        self.cooldowns.retain(|k, _| k.0 != partition);
+        self.windows.extend(state.windows.into_iter().filter(|(p, _)| *p == partition));
+        self.cooldowns.extend(state.cooldowns.into_iter().filter(|(k, _)| k.0 == partition));
+        self.watch.resume(partition, state.watch);
     }
 
     /// Metric series the control rules watch now.

@@ -254,11 +254,12 @@ fn baselines_warmed_from_past_windows_need_no_new_warm_up() {
     assert!(fired.is_some_and(|seq| seq < 10), "{fired:?}");
 }
 
-/// A router resumed from its state (through JSON, as a checkpoint keeps it)
-/// routes every later window as the one that never stopped: control rules
-/// in and past warm-up, cooldowns in the middle of a departure.
+/// A router resumed from a partition's state (through JSON, as a
+/// checkpoint keeps it) routes every later window of that partition as the
+/// one that never stopped, wherever the other partitions went: control
+/// rules in and past warm-up, cooldowns in the middle of a departure.
 #[test]
-fn a_router_resumed_from_its_state_routes_as_if_it_never_stopped() {
+fn a_router_resumed_from_a_partitions_state_routes_it_as_if_it_never_stopped() {
     let window = |seq: u64| {
         let value = if seq < 25 { 0.01 + if seq.is_multiple_of(2) { 0.001 } else { -0.001 } } else { 0.01 + 0.0015 * (seq - 24) as f64 };
         let metric = MetricValue { metric: "null_rate".into(), column: Some("email".into()), value };
@@ -269,17 +270,24 @@ fn a_router_resumed_from_its_state_routes_as_if_it_never_stopped() {
     let sure = Score { value: 1.0, low: 1.0, high: 1.0, rows: 1000 };
     let mut config = AlertConfig { cooldown_windows: 20, ..Default::default() };
     config.spc.warmup_windows = 20;
-    let answers = |r: &mut Router, seqs: std::ops::Range<u64>| -> Vec<String> {
-        seqs.map(|seq| format!("{:?}", r.route(&info(seq), POS, &window(seq), &sure))).collect()
+    // Partition 1 runs 7 windows ahead of partition 0 on the same pattern.
+    let route = |r: &mut Router, partition: u32, seq: u64| {
+        let info = WindowInfo { partition, ..info(seq) };
+        format!("{:?}", r.route(&info, POS, &window(seq + 7 * u64::from(partition)), &sure))
     };
-    let expected = answers(&mut Router::new("p", config.clone()), 0..60);
-    assert!(expected.iter().filter(|a| *a != "[]").count() >= 2, "{expected:?}");
+    let both = |r: &mut Router, seqs: std::ops::Range<u64>| -> Vec<[String; 2]> { seqs.map(|seq| [route(r, 0, seq), route(r, 1, seq)]).collect() };
+    let expected = both(&mut Router::new("p", config.clone()), 0..60);
+    assert!(expected.iter().filter(|a| a[0] != "[]").count() >= 2, "{expected:?}");
     for cut in [5, 20, 26, 32, 40] {
         let mut before = Router::new("p", config.clone());
-        answers(&mut before, 0..cut);
-        let state: RouterState = serde_json::from_str(&serde_json::to_string(&before.state()).unwrap()).unwrap();
-        let mut after = Router::new("p", config.clone());
-        after.resume(state);
-        assert_eq!(answers(&mut after, cut..60), expected[cut as usize..], "resumed after window {cut}");
+        both(&mut before, 0..cut);
+        for partition in [0, 1] {
+            let state: RouterState = serde_json::from_str(&serde_json::to_string(&before.state(partition)).unwrap()).unwrap();
+            let mut after = Router::new("p", config.clone());
+            after.resume(partition, state);
+            let answers: Vec<String> = (cut..60).map(|seq| route(&mut after, partition, seq)).collect();
+            let wanted: Vec<String> = expected[cut as usize..].iter().map(|a| a[partition as usize].clone()).collect();
+            assert_eq!(answers, wanted, "partition {partition} resumed after window {cut}");
+        }
     }
 }

@@ -90,11 +90,11 @@ fn push_answer(detector: &str, analysis: Analysis, into: &mut DetectorResult) {
     into.metrics.extend(analysis.metrics);
 }
 
-/// One detector on one window: the active version (its faults become
-/// findings, a rollback also rolls the tenant's catalog back), then the
-/// shadow, compared with it.
+/// One detector on one window, on the instances of the window's partition:
+/// the active version (its faults become findings, a rollback also rolls the
+/// tenant's catalog back), then the shadow, compared with it.
 fn analyze(detector: &mut Lifecycle<Candidate>, batch: &Batch, max_failures: u32, catalog: &Catalog) -> DetectorResult {
-    let rows = batch.row_count;
+    let (rows, partition) = (batch.row_count, batch.info.partition);
     let call = |instance: &mut Box<dyn Analyzer>| {
         let mut analysis = instance.analyze(batch)?;
         validate(&mut analysis, rows).map_err(PluginFault::InvalidOutput)?;
@@ -103,7 +103,7 @@ fn analyze(detector: &mut Lifecycle<Candidate>, batch: &Batch, max_failures: u32
     let name = detector.name().to_string();
     let mut out = DetectorResult::default();
     let mut active_keys = None;
-    match detector.call(call) {
+    match detector.call(partition, call) {
         None => {}
         Some(Ok(analysis)) => {
             active_keys = Some(finding_keys(&analysis));
@@ -130,7 +130,7 @@ fn analyze(detector: &mut Lifecycle<Candidate>, batch: &Batch, max_failures: u32
             }
         }
     }
-    if let Some(analysis) = detector.call_shadow(call) {
+    if let Some(analysis) = detector.call_shadow(partition, call) {
         if let Some(keys) = &active_keys {
             detector.compare(finding_keys(&analysis) == *keys);
         }
@@ -148,7 +148,8 @@ pub struct DetectorState {
     pub state: Vec<u8>,
 }
 
-/// The detector instances of one pipeline.
+/// The detectors of one pipeline: each runs an instance per partition of
+/// the stream, so a partition's state is its own wherever it is analysed.
 pub struct Detectors {
     pipeline: String,
     set: DetectorSet,
@@ -270,15 +271,16 @@ impl Detectors {
         out
     }
 
-    /// Every running detector's state as of the last window analysed. One
-    /// that cannot give it is left out, and said: it starts cold on resume.
-    pub fn checkpoint(&self) -> Vec<DetectorState> {
+    /// Every running detector's state for `partition` as of the last window
+    /// analysed. One that cannot give it is left out, and said: it starts
+    /// cold on resume.
+    pub fn checkpoint(&self, partition: u32) -> Vec<DetectorState> {
         let running = self.running.read().unwrap_or_else(|p| p.into_inner());
         let mut states = Vec::with_capacity(running.len());
         for detector in running.iter() {
             let mut detector = detector.lock().unwrap_or_else(|p| p.into_inner());
             let name = detector.name().to_string();
-            match detector.checkpoint() {
+            match detector.checkpoint(partition) {
                 Some(Ok((version, state))) => states.push(DetectorState { name, version, state }),
                 Some(Err(fault)) => {
                     let message =
@@ -291,10 +293,15 @@ impl Detectors {
         states
     }
 
-    /// Carry on from a checkpoint's `states`. Returns the detectors that
-    /// start cold instead, each with why: not in the checkpoint (added
-    /// since), or a version that refuses the state.
-    pub fn resume(&self, states: &[DetectorState]) -> Vec<(String, String)> {
+    /// Carry `partition` on from a checkpoint's `states`. Returns the
+    /// detectors that start cold instead, each with why: not in the
+    /// checkpoint (added since), or a version that refuses the state. A
+    /// partition whose checkpoint has no state at all (no window of it was
+    /// analysed) starts as it would have.
+    pub fn resume(&self, partition: u32, states: &[DetectorState]) -> Vec<(String, String)> {
+        if states.is_empty() {
+            return Vec::new();
+        }
         let running = self.running.read().unwrap_or_else(|p| p.into_inner());
         let mut cold = Vec::new();
         for detector in running.iter() {
@@ -303,7 +310,7 @@ impl Detectors {
             match states.iter().find(|s| s.name == name) {
                 None => cold.push((name, "not in the checkpoint".to_string())),
                 Some(saved) => {
-                    if let Err(fault) = detector.resume(&saved.version, &saved.state) {
+                    if let Err(fault) = detector.resume(partition, &saved.version, &saved.state) {
                         cold.push((name, format!("it refused the state of version {}: {fault}", saved.version)));
                     }
                 }

@@ -562,20 +562,24 @@ impl Watch {
         self.series.entry(key).or_insert_with(|| Series::new(params)).observe_in(value, rows)
     }
 
-    /// Every series as it stands, for a checkpoint.
-    pub fn state(&self) -> WatchState {
-        let mut series: Vec<(SeriesKey, Series)> = self.series.iter().map(|(k, s)| (k.clone(), s.clone())).collect();
+    /// The series of `partition` as they stand, for its checkpoint.
+    pub fn state(&self, partition: u32) -> WatchState {
+        let mut series: Vec<(SeriesKey, Series)> = self.series.iter().filter(|(k, _)| k.0 == partition).map(|(k, s)| (k.clone(), s.clone())).collect();
         series.sort_by(|a, b| a.0.cmp(&b.0));
         WatchState { series }
     }
 
-    /// Carry on from a checkpoint's series, under today's parameters: a
-    /// metric no longer watched is left out, and one whose configured mean
-    /// or sigma changed starts again from them.
-    pub fn resume(&mut self, state: WatchState) {
-        self.series = state
+    /// Carry `partition` on from its checkpointed series, in place of the
+    /// ones it had, under today's parameters: a metric no longer watched is
+    /// left out, and one whose configured mean or sigma changed starts again
+    /// from them.
+    pub fn resume(&mut self, partition: u32, state: WatchState) {
+        self.series.retain(|k, _| k.0 != partition);
+        let room = MAX_SERIES.saturating_sub(self.series.len());
+        let resumed: Vec<(SeriesKey, Series)> = state
             .series
             .into_iter()
+            .filter(|(key, _)| key.0 == partition)
             .filter_map(|(key, mut series)| {
                 let params = self.config.params(&key.2)?;
                 if (params.mean, params.sigma) != (series.params.mean, series.params.sigma) {
@@ -584,8 +588,9 @@ impl Watch {
                 series.params = params;
                 Some((key, series))
             })
-            .take(MAX_SERIES)
+            .take(room)
             .collect();
+        self.series.extend(resumed);
     }
 
     /// Series whose rules apply now (past warm-up, not constant).

@@ -206,12 +206,12 @@ fn a_resumed_watch_takes_a_newly_configured_baseline() {
         before.observe_in(key.clone(), 0.5 + 0.01 * f64::from(i % 3), Some(1000));
     }
     let mut same = Watch::new(learned.clone());
-    same.resume(before.state());
+    same.resume(0, before.state(0));
     assert!(same.observe_in(key.clone(), 0.51, Some(1000)).is_empty(), "the learned baseline carries on");
 
     let mut configured = learned;
     configured.metrics.insert("null_rate".into(), SpcMetricConfig { mean: Some(0.02), sigma: Some(0.005), ..SpcMetricConfig::default() });
     let mut after = Watch::new(configured);
-    after.resume(before.state());
+    after.resume(0, before.state(0));
     assert!(!after.observe_in(key, 0.51, Some(1000)).is_empty(), "0.51 is far past a configured 0.02 +- 0.005");
 }

@@ -85,7 +85,7 @@ fn owner() -> Owner {
 }
 
 fn answer<B: Build<Instance = CounterInstance>>(lifecycle: &mut Lifecycle<B>) -> Option<u32> {
-    match lifecycle.call(count)? {
+    match lifecycle.call(0, count)? {
         Ok(n) => Some(n),
         Err(fault) => match fault.then {
             AfterFault::RolledBack { retried, .. } => retried.ok(),
@@ -105,7 +105,7 @@ fn a_new_build_carries_the_state_on_and_a_failing_one_rolls_back() {
     lifecycle.follow(&counter("b", None), None, "{}".into()).unwrap();
     assert_eq!(answer(&mut lifecycle), Some(3), "b carries on from a's count");
     lifecycle.follow(&counter("c", Some(0)), None, "{}".into()).unwrap();
-    let Some(Err(fault)) = lifecycle.call(count) else { panic!("c traps") };
+    let Some(Err(fault)) = lifecycle.call(0, count) else { panic!("c traps") };
     let AfterFault::RolledBack { bad, previous, message, retried } = fault.then else { panic!("c is on probation") };
     assert_eq!((bad.fingerprint, previous.fingerprint, retried.ok()), ("c", "b", Some(4)), "b made the call c failed");
     assert!(message.contains("rolled back to version"), "{message}");
@@ -118,18 +118,18 @@ fn a_new_build_carries_the_state_on_and_a_failing_one_rolls_back() {
 fn traps_rebuild_from_the_last_snapshot_and_repeated_ones_quarantine() {
     let mut lifecycle = Lifecycle::start("counter", owner(), counter("a", Some(2)), "{}".into(), None, 2).unwrap();
     assert_eq!((answer(&mut lifecycle), answer(&mut lifecycle)), (Some(1), Some(2)));
-    let Some(Err(first)) = lifecycle.call(count) else { panic!("traps at 2") };
+    let Some(Err(first)) = lifecycle.call(0, count) else { panic!("traps at 2") };
     assert!(matches!((first.failures_in_row, &first.then), (1, AfterFault::Counted)));
     assert_eq!(lifecycle.stats()[0].rebuilds, 1, "the trap threw the instance away");
     assert_eq!(answer(&mut lifecycle), Some(1), "rebuilt from the start state: no snapshot was due yet");
     assert_eq!(answer(&mut lifecycle), Some(2));
-    let Some(Err(second)) = lifecycle.call(count) else { panic!("traps at 2") };
+    let Some(Err(second)) = lifecycle.call(0, count) else { panic!("traps at 2") };
     assert_eq!(second.failures_in_row, 1, "the successes in between reset the run");
     let mut quarantined = Lifecycle::start("counter", owner(), counter("q", Some(0)), "{}".into(), None, 2).unwrap();
-    assert!(matches!(quarantined.call(count), Some(Err(Fault { then: AfterFault::Counted, .. }))));
-    let Some(Err(Fault { then: AfterFault::Quarantined { message }, .. })) = quarantined.call(count) else { panic!("2 faults in a row") };
+    assert!(matches!(quarantined.call(0, count), Some(Err(Fault { then: AfterFault::Counted, .. }))));
+    let Some(Err(Fault { then: AfterFault::Quarantined { message }, .. })) = quarantined.call(0, count) else { panic!("2 faults in a row") };
     assert!(message.contains("quarantined after 2 failed calls in a row"), "{message}");
-    assert!(quarantined.call(count).is_none(), "a quarantined version is not called");
+    assert!(quarantined.call(0, count).is_none(), "a quarantined version is not called");
     quarantined.follow(&counter("fixed", None), None, "{}".into()).unwrap();
     assert_eq!(answer(&mut quarantined), Some(1), "a new build brings it back");
 }
@@ -150,13 +150,13 @@ fn a_shadow_starts_from_the_active_state_and_is_promoted_with_its_own() {
     lifecycle.follow(&counter("a", None), Some(&counter("s", None)), "{}".into()).unwrap();
     for _ in 0..3 {
         let active = answer(&mut lifecycle);
-        let shadow = lifecycle.call_shadow(count);
+        let shadow = lifecycle.call_shadow(0, count);
         assert_eq!(active, shadow);
         lifecycle.compare(active == shadow);
     }
     let shadow = lifecycle.stats().into_iter().find(|s| s.status == Status::Shadow).unwrap();
     assert_eq!((shadow.agreement, shadow.compared_windows), (Some(1.0), Some(3)));
-    lifecycle.call_shadow(count);
+    lifecycle.call_shadow(0, count);
     lifecycle.follow(&counter("s", None), None, "{}".into()).unwrap();
     assert_eq!(answer(&mut lifecycle), Some(6), "the promoted shadow keeps its own count");
     let stats = lifecycle.stats();
@@ -174,4 +174,28 @@ fn stateless_plugins_get_the_same_probation() {
     let stats = lifecycle.stats();
     assert_eq!((stats[0].kind.as_str(), stats[0].pipeline.as_str()), ("alert-handler", ""));
     assert_eq!(stats.iter().map(|s| (s.fingerprint.as_str(), s.status)).collect::<Vec<_>>(), [("a", Status::Active), ("b", Status::RolledBack)]);
+}
+
+#[test]
+fn each_partition_keeps_its_own_state_through_swaps_rollbacks_and_checkpoints() {
+    fn on<B: Build<Instance = CounterInstance>>(lifecycle: &mut Lifecycle<B>, partition: u32) -> u32 {
+        match lifecycle.call(partition, count) {
+            Some(Ok(n)) => n,
+            Some(Err(Fault { then: AfterFault::RolledBack { retried: Ok(n), .. }, .. })) => n,
+            _ => panic!("partition {partition} gave no count"),
+        }
+    }
+    let mut lifecycle = Lifecycle::start("counter", owner(), counter("a", None), "{}".into(), None, 3).unwrap();
+    assert_eq!([on(&mut lifecycle, 0), on(&mut lifecycle, 7), on(&mut lifecycle, 7)], [1, 1, 2]);
+    lifecycle.follow(&counter("b", None), None, "{}".into()).unwrap();
+    assert_eq!([on(&mut lifecycle, 0), on(&mut lifecycle, 7)], [2, 3], "each partition's state is handed over");
+    lifecycle.follow(&counter("c", Some(3)), None, "{}".into()).unwrap();
+    assert_eq!(on(&mut lifecycle, 0), 3, "partition 0 is below c's trap");
+    assert_eq!(on(&mut lifecycle, 7), 4, "partition 7 traps in c: b is back with the states it handed over and makes the call");
+    assert_eq!(on(&mut lifecycle, 0), 3, "partition 0 carries on from what b handed over");
+    assert!(lifecycle.checkpoint(5).is_none(), "a partition never seen has no state");
+    let (label, state) = lifecycle.checkpoint(7).unwrap().unwrap();
+    let mut other = Lifecycle::start("counter", owner(), counter("b", None), "{}".into(), None, 3).unwrap();
+    other.resume(7, &label, &state).unwrap();
+    assert_eq!([on(&mut other, 7), on(&mut other, 0)], [5, 1], "another host takes partition 7's state only");
 }
