@@ -247,7 +247,7 @@ fn redis_restart_mid_run_reconnects_and_loses_nothing() {
 }
 
 /// The alerts of runs, as a sorted list of what makes each one (its
-/// window's offsets, detector, metric, column, value, severity): runs
+/// window's partition and offsets, detector, metric, column, value, severity): runs
 /// together that alerted twice for one thing list it twice.
 fn alerts_of(s: &Sandbox, files: &[String]) -> Vec<String> {
     let mut all: Vec<String> = files
@@ -256,7 +256,8 @@ fn alerts_of(s: &Sandbox, files: &[String]) -> Vec<String> {
         .map(|line| {
             let a: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("a torn alert line ({e}): {line}"));
             let w = &a["window"];
-            format!("{}..{} {} {} {} {} {}", w["first_offset"], w["last_offset"], a["detector"], a["metric"], a["column"], a["value"], a["severity"])
+            let (detector, metric, column, value, severity) = (&a["detector"], &a["metric"], &a["column"], &a["value"], &a["severity"]);
+            format!("{} {}..{} {detector} {metric} {column} {value} {severity}", w["partition"], w["first_offset"], w["last_offset"])
         })
         .collect();
     all.sort();
@@ -296,14 +297,8 @@ fn pulsar_a_crash_changes_no_alert() {
 fn a_crash_changes_no_alert(topic: &str, source: impl Fn(&str) -> String) {
     let s = Sandbox::with_bundled();
     s.run(&["check"]).assert_ok();
-    // Freshness judges records against the wall clock: no two runs agree on
-    // it, crash or not, so it is left out here.
-    let config = s.write(
-        "checkpointed.toml",
-        "[checkpoints]\ninterval_ms = 1\n\n[[pipelines]]\nname = \"orders\"\nsource = \"generator\"\n\
-         detectors = [\"completeness\", \"drift\", \"duplicates\", \"outliers\", \"schema\", \"validity\", \"volume\"]\n",
-    );
-    let config = config.to_str().unwrap();
+    let config = checkpointed_config(&s, "");
+    let config = config.as_str();
     produce(&s, topic, 40_000, &["nulls@9000+1000", "duplicates@16000+1000", "drift@24000+4000", "creep@30000+8000"], 1);
     let host = |group: &str, run: &str, more: &[&str]| {
         let alerts = s.path(&format!("{run}.alerts"));
@@ -348,6 +343,96 @@ fn a_crash_changes_no_alert(topic: &str, source: impl Fn(&str) -> String) {
     }
     let table = s.run(&["plugin", "list"]);
     assert!(table.stdout.contains("CHECKPOINT OF") && table.stdout.contains("crash57"), "{}", table.stdout);
+}
+
+/// The pipeline config of the crash tests: checkpoints after every cut, the
+/// bundled detectors but freshness (it judges records against the wall
+/// clock, so no two runs agree on it, crash or not), and `more` settings.
+fn checkpointed_config(s: &Sandbox, more: &str) -> String {
+    let config = s.write(
+        "checkpointed.toml",
+        format!(
+            "[checkpoints]\ninterval_ms = 1\n{more}\n[[pipelines]]\nname = \"orders\"\nsource = \"generator\"\n\
+             detectors = [\"completeness\", \"drift\", \"duplicates\", \"outliers\", \"schema\", \"validity\", \"volume\"]\n"
+        ),
+    );
+    config.to_str().unwrap().to_string()
+}
+
+/// Per partition and window number, what the window log says of the window:
+/// its offsets, records and findings (detector, metric, column, value).
+fn windows_by_number(logs: &[Vec<Value>]) -> BTreeMap<(u64, u64), String> {
+    let mut by_number = BTreeMap::new();
+    for w in logs.iter().flatten() {
+        let key = (w["partition"].as_u64().unwrap(), w["seq"].as_u64().unwrap());
+        let said = format!("{}..{} {} {}", w["first_offset"], w["last_offset"], w["records"], w["findings"]);
+        if let Some(before) = by_number.insert(key, said.clone()) {
+            assert_eq!(before, said, "window {key:?} was analysed twice, differently");
+        }
+    }
+    by_number
+}
+
+/// Two hosts of one group share their checkpoints (`[checkpoints] path`);
+/// one is killed mid-stream and the other takes its partitions over, each
+/// with its state (detectors, control rules, cooldowns, window numbers), so
+/// every window is analysed as one uninterrupted host analysed it: the
+/// same findings, and the same alerts, none twice. A window the killed host
+/// analysed after its last checkpoint is analysed again, alike, by the new
+/// owner, which knows from the shared ledger that its alerts went out.
+#[test]
+fn kafka_a_host_takes_over_a_killed_hosts_partitions_with_their_state() {
+    let s = Sandbox::with_bundled();
+    s.run(&["check"]).assert_ok();
+    let config = checkpointed_config(&s, &format!("path = {:?}\n", s.path("shared-checkpoints.db")));
+    let topic = format!("{}/{}", kafka(), fresh("takeover"));
+    let source = format!("{topic}?group=pair");
+    produce(&s, &topic, 1, &[], 2); // creates the topic with 2 partitions
+    let host = |name: &str, source: &str, more: &[&str]| {
+        let alerts = s.path(&format!("{name}.alerts"));
+        let args = [&["--config", config.as_str(), "--alerts-file", alerts.to_str().unwrap()], more].concat();
+        spawn_with(&s, source, &format!("{name}.windows"), &format!("data-{name}"), 500, &args)
+    };
+    let a = host("a", &source, &[]);
+    let b = host("b", &source, &[]);
+    let assigned = |name: &str| std::fs::read_to_string(s.path(&format!("{name}.windows.stderr"))).is_ok_and(|t| t.contains("assigned"));
+    wait_for_hosts(&[&a, &b], "both hosts to get partitions", Duration::from_secs(90), || assigned("a") && assigned("b"));
+    std::thread::sleep(Duration::from_secs(5));
+    // 60,000 records over 8 s (60 windows a partition; detectors learn each
+    // partition apart), faults in the second half, so the kill lands mid-stream.
+    let faults = "nulls@30000+2000,duplicates@38000+2000,drift@44000+6000,creep@50000+8000";
+    let mut producer = Command::new(clean_host_tests::binary())
+        .args(["generate", "--records", "60000", "--rate", "7500", "--partitions", "2", "--inject", faults, "--sink", &topic])
+        .current_dir(s.dir.path())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start generate");
+    a.wait_until("a's first windows", Duration::from_secs(60), || windows(&s.path("a.windows")).len() >= 30);
+    a.kill();
+    assert!(producer.wait().expect("generate").success());
+    // One host alone, uninterrupted, on the same records.
+    host("whole", &format!("{topic}?group=whole"), &["--until-end"]).finish();
+    let whole = windows_by_number(&[windows(&s.path("whole.windows"))]);
+    let full: Vec<(u64, u64)> = windows(&s.path("whole.windows"))
+        .iter()
+        .filter(|w| w["records"] == 500)
+        .map(|w| (w["partition"].as_u64().unwrap(), w["seq"].as_u64().unwrap()))
+        .collect();
+    // b takes a's partitions once a's session ends (10 s), then reads to the end.
+    b.wait_until("b to analyse every full window", Duration::from_secs(120), || {
+        let pair = windows_by_number(&[windows(&s.path("a.windows")), windows(&s.path("b.windows"))]);
+        full.iter().all(|k| pair.contains_key(k))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    b.interrupt();
+    let took_over = std::fs::read_to_string(s.path("b.windows.stderr")).unwrap();
+    assert!(took_over.contains("resumed from its checkpoint"), "b took nothing over from a checkpoint:\n{took_over}");
+    let pair = windows_by_number(&[windows(&s.path("a.windows")), windows(&s.path("b.windows"))]);
+    assert_eq!(pair, whole, "the pair analysed some window otherwise than one host");
+    let expected = alerts_of(&s, &["whole.alerts".into()]);
+    assert!(expected.len() >= 4, "{expected:#?}");
+    // The hosts share which alerts went out: none twice.
+    assert_eq!(alerts_of(&s, &["a.alerts".into(), "b.alerts".into()]), expected);
 }
 
 /// Producers batch (as Java's do by default, and `generate`), and a crash

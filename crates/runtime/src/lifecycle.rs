@@ -456,6 +456,17 @@ impl<B: Build> Lifecycle<B> {
         Ok(())
     }
 
+    /// `partition` is read elsewhere now: its instances and states go.
+    pub fn forget(&mut self, partition: u32) {
+        self.active.lanes.remove(&partition);
+        if let Some(shadow) = &mut self.shadow {
+            shadow.lanes.remove(&partition);
+        }
+        if let Some((_, _, states)) = &mut self.previous {
+            states.remove(&partition);
+        }
+    }
+
     /// The active version's stats, then the shadow's and the rolled-back ones'.
     pub fn stats(&self) -> Vec<PluginStats> {
         let mut all = vec![self.stats_of(&self.active, self.reloads)];

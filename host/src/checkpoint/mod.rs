@@ -33,15 +33,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
+use clean_host_core::timestamp::now_ms;
 use clean_host_quality::alert::RouterState;
 use clean_host_quality::analysis::DetectorState;
 use clean_host_stream::source::ResumePosition;
 
 /// The checkpoints' file in the data dir.
-pub const CHECKPOINTS_FILE: &str = "checkpoints.db";
+const CHECKPOINTS_FILE: &str = "checkpoints.db";
 
 /// `[checkpoints]` in the config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -52,11 +53,16 @@ pub struct CheckpointConfig {
     pub enabled: bool,
     /// How often a checkpoint is taken; the broker's commits follow it.
     pub interval_ms: u64,
+    /// Where they are kept (default `DATA_DIR/checkpoints.db`). Kafka hosts
+    /// of one consumer group on one machine that share this file carry each
+    /// other's partitions on with their state after a rebalance or a crash
+    /// (SQLite in WAL mode: not over a network file system).
+    pub path: Option<PathBuf>,
 }
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        CheckpointConfig { enabled: true, interval_ms: 5_000 }
+        CheckpointConfig { enabled: true, interval_ms: 5_000, path: None }
     }
 }
 
@@ -70,6 +76,11 @@ impl CheckpointConfig {
 
     pub fn interval(&self) -> Duration {
         Duration::from_millis(self.interval_ms)
+    }
+
+    /// The checkpoints' file of a host whose data dir is `data_dir`.
+    pub fn file(&self, data_dir: &Path) -> PathBuf {
+        self.path.clone().unwrap_or_else(|| data_dir.join(CHECKPOINTS_FILE))
     }
 }
 
@@ -145,10 +156,10 @@ pub struct CheckpointStore {
     conn: Arc<Mutex<Connection>>,
 }
 
-/// The layout of the file (`PRAGMA user_version`); checkpoints of an older
+/// The layout of the file (`PRAGMA user_version`); checkpoints of the first
 /// layout (one state per pipeline, before detectors ran per partition) are
 /// dropped: those pipelines start cold once.
-const LAYOUT: i64 = 2;
+const LAYOUT: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS partition_checkpoints (
@@ -161,8 +172,13 @@ CREATE TABLE IF NOT EXISTS partition_states (
     detector TEXT NOT NULL, version TEXT NOT NULL, state BLOB NOT NULL,
     PRIMARY KEY (tenant, pipeline, source, partition, detector)
 );
+CREATE TABLE IF NOT EXISTS alerts_sent (key INTEGER PRIMARY KEY, sent_at_ms INTEGER NOT NULL);
 DROP TABLE IF EXISTS checkpoints;
 DROP TABLE IF EXISTS checkpoint_states;";
+
+/// How long a sent alert's key is kept in a shared ledger: replays come
+/// within a session timeout and a checkpoint interval, not days later.
+const SENT_KEPT_MS: i64 = 30 * 24 * 3_600_000;
 
 impl CheckpointStore {
     pub fn open(path: &Path) -> Result<Self> {
@@ -178,6 +194,7 @@ impl CheckpointStore {
             conn.execute_batch(&format!("BEGIN; {SCHEMA} PRAGMA user_version = {LAYOUT}; COMMIT;"))
                 .with_context(|| format!("checkpoints {}", path.display()))?;
         }
+        conn.execute("DELETE FROM alerts_sent WHERE sent_at_ms < ?1", [now_ms() - SENT_KEPT_MS])?;
         Ok(CheckpointStore { path: path.to_path_buf(), conn: Arc::new(Mutex::new(conn)) })
     }
 
@@ -193,16 +210,35 @@ impl CheckpointStore {
     /// Replace the checkpoint of each partition `checkpoint` names, all of
     /// them or none; other partitions' stay.
     pub fn save(&self, key: &StreamKey, checkpoint: &Checkpoint) -> Result<()> {
+        self.write(key, checkpoint, false)
+    }
+
+    /// As [`CheckpointStore::save`], where partitions move between hosts: a
+    /// partition whose stored position is further on keeps it (its new
+    /// owner stored it after this host lost the partition).
+    pub fn advance(&self, key: &StreamKey, checkpoint: &Checkpoint) -> Result<()> {
+        self.write(key, checkpoint, true)
+    }
+
+    fn write(&self, key: &StreamKey, checkpoint: &Checkpoint, forward_only: bool) -> Result<()> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction()?;
         {
-            let mut row = tx.prepare_cached("INSERT OR REPLACE INTO partition_checkpoints VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?;
+            let mut row = tx.prepare_cached(
+                "INSERT INTO partition_checkpoints VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (tenant, pipeline, source, partition) DO UPDATE SET
+                     taken_at_ms = excluded.taken_at_ms, position = excluded.position, next_seq = excluded.next_seq, router = excluded.router
+                 WHERE NOT ?9 OR json_extract(excluded.position, '$.next_offset') >= json_extract(partition_checkpoints.position, '$.next_offset')",
+            )?;
             let mut clear = tx.prepare_cached("DELETE FROM partition_states WHERE tenant = ?1 AND pipeline = ?2 AND source = ?3 AND partition = ?4")?;
             let mut state = tx.prepare_cached("INSERT INTO partition_states VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
             for (partition, c) in &checkpoint.partitions {
                 let (position, router) = (serde_json::to_string(&c.position)?, serde_json::to_string(&c.router)?);
                 let next_seq = i64::try_from(c.next_seq).context("a window number past i64")?;
-                row.execute(params![key.tenant, key.pipeline, key.source, partition, checkpoint.taken_at_ms, position, next_seq, router])?;
+                let row_params = params![key.tenant, key.pipeline, key.source, partition, checkpoint.taken_at_ms, position, next_seq, router, forward_only];
+                if row.execute(row_params)? == 0 {
+                    continue; // kept: further on
+                }
                 clear.execute(params![key.tenant, key.pipeline, key.source, partition])?;
                 for d in &c.detectors {
                     state.execute(params![key.tenant, key.pipeline, key.source, partition, d.name, d.version, d.state])?;
@@ -217,7 +253,7 @@ impl CheckpointStore {
     pub fn list(&self) -> Result<Vec<StoredCheckpoint>> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let layout: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if layout != LAYOUT {
+        if layout < 2 {
             tracing::info!("the checkpoints in {} are of an older layout; the next run drops them", self.path.display());
             return Ok(Vec::new());
         }
@@ -271,23 +307,55 @@ impl CheckpointStore {
         Ok(listed)
     }
 
+    /// Whether the alert whose ledger key is `key` went out (the ledger the
+    /// hosts sharing this file keep together).
+    pub fn was_sent(&self, key: u64) -> Result<bool> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let found = conn.query_row("SELECT 1 FROM alerts_sent WHERE key = ?1", [key as i64], |_| Ok(())).optional()?;
+        Ok(found.is_some())
+    }
+
+    /// Remember that the alert whose ledger key is `key` went out.
+    pub fn record_sent(&self, key: u64) -> Result<()> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let now = now_ms();
+        conn.execute("INSERT OR REPLACE INTO alerts_sent VALUES (?1, ?2)", params![key as i64, now])
+            .with_context(|| format!("writing the shared alert ledger in {}", self.path.display()))?;
+        Ok(())
+    }
+
     /// The stream's checkpoint, every partition it has one for; `None` if none.
     pub fn load(&self, key: &StreamKey) -> Result<Option<Checkpoint>> {
+        let rows = self.read(key, None)?;
+        let Some(taken_at_ms) = rows.iter().map(|(_, (_, taken_at_ms))| *taken_at_ms).min() else {
+            return Ok(None);
+        };
+        Ok(Some(Checkpoint { partitions: rows.into_iter().map(|(p, (c, _))| (p, c)).collect(), taken_at_ms }))
+    }
+
+    /// One partition's checkpoint and when it was taken, if it has one: the
+    /// latest, whichever host of the group stored it.
+    pub fn load_partition(&self, key: &StreamKey, partition: u32) -> Result<Option<(PartitionCheckpoint, i64)>> {
+        Ok(self.read(key, Some(partition))?.remove(&partition))
+    }
+
+    /// The stream's partitions (one, or all), each with when it was taken.
+    fn read(&self, key: &StreamKey, only: Option<u32>) -> Result<BTreeMap<u32, (PartitionCheckpoint, i64)>> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction()?;
-        let k = params![key.tenant, key.pipeline, key.source];
+        // Without `only`, -1 matches every partition.
+        let k = params![key.tenant, key.pipeline, key.source, only.map_or(-1, i64::from)];
         let unreadable = |partition: u32| format!("the checkpoint of pipeline {} partition {partition} in {} is unreadable", key.pipeline, self.path.display());
         let mut rows = tx.prepare(
-            "SELECT partition, taken_at_ms, position, next_seq, router FROM partition_checkpoints WHERE tenant = ?1 AND pipeline = ?2 AND source = ?3",
+            "SELECT partition, taken_at_ms, position, next_seq, router FROM partition_checkpoints
+             WHERE tenant = ?1 AND pipeline = ?2 AND source = ?3 AND ?4 IN (-1, partition)",
         )?;
         let rows = rows
             .query_map(k, |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?, r.get::<_, String>(4)?)))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        let Some(taken_at_ms) = rows.iter().map(|r| r.1).min() else {
-            return Ok(None);
-        };
         let mut states = tx.prepare(
-            "SELECT partition, detector, version, state FROM partition_states WHERE tenant = ?1 AND pipeline = ?2 AND source = ?3 ORDER BY partition, detector",
+            "SELECT partition, detector, version, state FROM partition_states
+             WHERE tenant = ?1 AND pipeline = ?2 AND source = ?3 AND ?4 IN (-1, partition) ORDER BY partition, detector",
         )?;
         let mut detectors: BTreeMap<u32, Vec<DetectorState>> = BTreeMap::new();
         for state in states.query_map(k, |r| Ok((r.get::<_, u32>(0)?, DetectorState { name: r.get(1)?, version: r.get(2)?, state: r.get(3)? })))? {
@@ -295,15 +363,15 @@ impl CheckpointStore {
             detectors.entry(partition).or_default().push(state);
         }
         let mut partitions = BTreeMap::new();
-        for (partition, _, position, next_seq, router) in rows {
+        for (partition, taken_at_ms, position, next_seq, router) in rows {
             let c = PartitionCheckpoint {
                 position: serde_json::from_str(&position).with_context(|| unreadable(partition))?,
                 next_seq: u64::try_from(next_seq).with_context(|| unreadable(partition))?,
                 detectors: detectors.remove(&partition).unwrap_or_default(),
                 router: serde_json::from_str(&router).with_context(|| unreadable(partition))?,
             };
-            partitions.insert(partition, c);
+            partitions.insert(partition, (c, taken_at_ms));
         }
-        Ok(Some(Checkpoint { partitions, taken_at_ms }))
+        Ok(partitions)
     }
 }

@@ -123,3 +123,33 @@ fn the_list_names_every_checkpoint_and_its_state_sizes_without_the_state() {
     assert_eq!(listed[0].positions, BTreeMap::from([(0, at(100)), (3, at(200))]));
     assert!(listed[1].detectors.is_empty());
 }
+
+/// Where partitions move, a host that lost a partition may store its last
+/// checkpoint after the new owner stored a newer one: that one stays.
+#[test]
+fn advancing_never_moves_a_partition_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = CheckpointStore::open(&dir.path().join("checkpoints.db")).unwrap();
+    let k = key("kafka://h:1/orders");
+    store.advance(&k, &checkpoint(100, &[("drift", b"new owner")])).unwrap();
+    store.advance(&k, &checkpoint(50, &[("drift", b"old owner")])).unwrap();
+    let loaded = store.load(&k).unwrap().unwrap();
+    assert_eq!(loaded.positions(), BTreeMap::from([(0, at(100)), (3, at(200))]));
+    assert_eq!(loaded.partitions[&0].detectors, detector_states(&[("drift", b"new owner")]));
+    store.advance(&k, &checkpoint(150, &[("drift", b"later")])).unwrap();
+    assert_eq!(store.load_partition(&k, 0).unwrap().unwrap().0.detectors, detector_states(&[("drift", b"later")]));
+    store.save(&k, &checkpoint(10, &[])).unwrap();
+    assert_eq!(store.load_partition(&k, 3).unwrap().unwrap().0.position, at(20), "a plain save replaces");
+}
+
+/// Hosts sharing the file share which alerts went out.
+#[test]
+fn the_shared_ledger_remembers_sent_alerts_across_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("checkpoints.db");
+    let one = CheckpointStore::open(&path).unwrap();
+    assert!(!one.was_sent(7).unwrap());
+    one.record_sent(7).unwrap();
+    let other = CheckpointStore::open(&path).unwrap();
+    assert!(other.was_sent(7).unwrap() && !other.was_sent(8).unwrap());
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use clean_host::checkpoint::{CheckpointStore, StoredCheckpoint, CHECKPOINTS_FILE};
+use clean_host::checkpoint::{CheckpointStore, StoredCheckpoint};
 use clean_host::report::StatusFile;
 use clean_host::tenant;
 use clean_host_core::timestamp;
@@ -165,7 +165,7 @@ fn list(g: &GlobalArgs, as_json: bool) -> Result<()> {
             println!("{tenant:<10} {:<14} {:<8} {:<13} {:<12}  {error}", "-", "-", "-", "rejected");
         }
     }
-    let checkpoints = data_dir(&config).join(CHECKPOINTS_FILE);
+    let checkpoints = config.checkpoints.file(&data_dir(&config));
     if let Err(e) = list_checkpoints(&checkpoints, as_json) {
         tracing::warn!("the checkpoints in {} are not listed: {e:#}", checkpoints.display());
     }

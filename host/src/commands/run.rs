@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use crossbeam_channel::{RecvTimeoutError, Sender};
 
-use clean_host::checkpoint::{CheckpointStore, CHECKPOINTS_FILE};
+use clean_host::checkpoint::CheckpointStore;
 use clean_host::config::ConfigFile;
 use clean_host::dispatch::handlers::Handlers;
 use clean_host::dispatch::OutputFormat;
@@ -71,17 +71,23 @@ pub fn run(g: &GlobalArgs, args: &RunArgs, events: &PluginEventSink) -> Result<(
     let watcher = (!args.native).then(|| Watcher::start(runtime.clone(), tenants.iter().map(Tenant::folder_state).collect(), RELOAD_POLL));
     let format = config.output.format.unwrap_or(OutputFormat::Human);
     let dead_letter_path = args.dead_letters.clone().unwrap_or_else(|| data_dir(&config).join("dead-letters.jsonl"));
+    let checkpoints = match config.checkpoints.enabled {
+        true => Some(CheckpointStore::open(&config.checkpoints.file(&data_dir(&config)))?),
+        false => None,
+    };
+    let mut ledger = AlertLedger::open(&data_dir(&config).join("alerts-sent"))?;
+    // Hosts that share their checkpoints share which alerts went out.
+    if let Some(store) = checkpoints.as_ref().filter(|_| config.checkpoints.path.is_some()) {
+        ledger.share(store.clone());
+    }
     let shared = Arc::new(Shared {
         outputs: Mutex::new(Outputs::new(format, config.output.file.as_deref(), config.output.windows_file.as_deref())?),
         dead_letters: Mutex::new(DeadLetters::new(&dead_letter_path)),
         pipelines: counters.clone(),
         stop: Default::default(),
-        ledger: Mutex::new(AlertLedger::open(&data_dir(&config).join("alerts-sent"))?),
+        ledger: Mutex::new(ledger),
         history: history.as_ref().map(|(h, _)| h.clone()),
-        checkpoints: match config.checkpoints.enabled {
-            true => Some((CheckpointStore::open(&data_dir(&config).join(CHECKPOINTS_FILE))?, config.checkpoints.interval())),
-            false => None,
-        },
+        checkpoints: checkpoints.map(|store| (store, config.checkpoints.interval())),
     });
     {
         let shared = shared.clone();

@@ -26,13 +26,19 @@ use clean_host_stream::source::{Ack, ResumePosition, Sink};
 struct CheckpointTarget {
     store: CheckpointStore,
     key: StreamKey,
+    /// Partitions move between hosts: a stored position further on stays.
+    forward_only: bool,
     counters: Arc<PipelineCounters>,
 }
 
 impl CheckpointTarget {
     /// Store `checkpoint`; false (and said) if it could not be.
     fn save(&self, checkpoint: &Checkpoint) -> bool {
-        if let Err(e) = self.store.save(&self.key, checkpoint) {
+        let saved = match self.forward_only {
+            true => self.store.advance(&self.key, checkpoint),
+            false => self.store.save(&self.key, checkpoint),
+        };
+        if let Err(e) = saved {
             tracing::error!("pipeline {}: {e:#}; its positions are not committed", self.key.pipeline);
             return false;
         }
@@ -57,8 +63,8 @@ pub(super) struct Checkpointer {
 }
 
 impl Checkpointer {
-    pub(super) fn new(store: CheckpointStore, key: StreamKey, interval: Duration, counters: Arc<PipelineCounters>) -> Self {
-        Checkpointer { target: CheckpointTarget { store, key, counters }, interval, last: Instant::now(), cuts: BTreeMap::new(), pending: false }
+    pub(super) fn new(store: CheckpointStore, key: StreamKey, interval: Duration, forward_only: bool, counters: Arc<PipelineCounters>) -> Self {
+        Checkpointer { target: CheckpointTarget { store, key, forward_only, counters }, interval, last: Instant::now(), cuts: BTreeMap::new(), pending: false }
     }
 }
 
@@ -78,6 +84,10 @@ pub(super) struct Analyst<'a> {
     alerts: u64,
     incidents: u64,
     replayed: u64,
+    /// Partitions that carried on from their checkpoints as they arrived.
+    adopted: u64,
+    /// Detectors that started cold on them all the same, each with why.
+    cold_detectors: Vec<String>,
     min_score: f64,
     score_sum: f64,
 }
@@ -107,6 +117,8 @@ impl<'a> Analyst<'a> {
             alerts: 0,
             incidents: 0,
             replayed: 0,
+            adopted: 0,
+            cold_detectors: Vec::new(),
             min_score: 1.0,
             score_sum: 0.0,
         }
@@ -127,7 +139,7 @@ impl<'a> Analyst<'a> {
         if self.acknowledges {
             let ledger = self.common.shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
             let before = routed.len();
-            routed.retain(|a| !ledger.was_sent(AlertKey::new(tenant, self.common.source, a)));
+            routed.retain(|a| !ledger.was_sent(AlertKey::new(tenant, self.common.reader, a)));
             let replayed = (before - routed.len()) as u64;
             self.replayed += replayed;
             self.common.counters.replayed_alerts.fetch_add(replayed, Ordering::Relaxed);
@@ -171,7 +183,7 @@ impl<'a> Analyst<'a> {
             // Only now, once out: an alert that did not get out is sent again on replay.
             let mut ledger = self.common.shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
             for alert in routed.iter().zip(&taken).filter(|(_, taken)| **taken).map(|(a, _)| a) {
-                ledger.record(AlertKey::new(tenant, self.common.source, alert)).context("writing the alert ledger")?;
+                ledger.record(AlertKey::new(tenant, self.common.reader, alert)).context("writing the alert ledger")?;
             }
             ledger.flush().context("writing the alert ledger")?;
         }
@@ -212,6 +224,28 @@ impl<'a> Analyst<'a> {
         Ok(())
     }
 
+    /// `partition` carries on from `checkpoint`: its detectors' state and
+    /// its alert state (its windows and cut follow).
+    pub(super) fn adopt(&mut self, partition: u32, checkpoint: PartitionCheckpoint) {
+        for (name, why) in self.detectors.resume(partition, &checkpoint.detectors) {
+            tracing::warn!("pipeline {}: detector {name} on partition {partition}: {why}; it starts cold there", self.common.pipeline);
+            self.cold_detectors.push(format!("{name} (partition {partition}): {why}"));
+        }
+        self.router.resume(partition, checkpoint.router);
+        self.adopted += 1;
+    }
+
+    /// `partitions` are read by another consumer now: their state goes, and
+    /// so does a cut waiting for a checkpoint (their last checkpoint and
+    /// commit stay, for whoever reads them next).
+    pub(super) fn revoke(&mut self, partitions: &[u32]) {
+        if let Some(checkpointer) = &mut self.checkpointer {
+            partitions.iter().for_each(|p| _ = checkpointer.cuts.remove(p));
+        }
+        self.detectors.forget(partitions);
+        partitions.iter().for_each(|&p| self.router.forget(p));
+    }
+
     /// The input ended or the run stops: the cuts still waiting get their checkpoint.
     pub(super) fn finish(&mut self) -> Result<()> {
         if self.checkpointer.as_ref().is_some_and(|c| c.pending) {
@@ -225,6 +259,9 @@ impl<'a> Analyst<'a> {
         self.flush_topics()?;
         let checkpointer = self.checkpointer.as_mut().expect("checkpointing");
         (checkpointer.last, checkpointer.pending) = (Instant::now(), false);
+        if checkpointer.cuts.is_empty() {
+            return Ok(()); // every partition with a cut was revoked
+        }
         let cuts = &checkpointer.cuts;
         let partitions = cuts
             .values()
@@ -283,8 +320,9 @@ impl<'a> Analyst<'a> {
         }
     }
 
-    pub(super) fn report(self) -> PipelineReport {
-        PipelineReport {
+    /// Its totals, and the detectors that started cold on partitions taken up.
+    pub(super) fn report(self) -> (PipelineReport, Vec<String>) {
+        let report = PipelineReport {
             name: self.common.pipeline.to_string(),
             tenant: self.detectors.tenant().to_string(),
             windows: self.windows,
@@ -294,13 +332,15 @@ impl<'a> Analyst<'a> {
             unsure_findings: self.router.unsure,
             replayed_alerts: self.replayed,
             resumed: None,
+            adopted_partitions: self.adopted,
             checkpoints: self.common.counters.checkpoints.load(Ordering::Relaxed),
             checkpoint_bytes: self.common.counters.checkpoint_bytes.load(Ordering::Relaxed),
             watched_series: self.router.watched_series(),
             min_score: self.min_score,
             mean_score: if self.windows == 0 { 1.0 } else { self.score_sum / self.windows as f64 },
             plugins: self.detectors.stats(),
-        }
+        };
+        (report, self.cold_detectors)
     }
 }
 

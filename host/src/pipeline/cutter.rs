@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 
 use super::{ClosedBatch, Common, Cut, Work};
+use crate::checkpoint::{CheckpointStore, PartitionCheckpoint, StreamKey};
 use clean_host_core::timestamp::now_ms;
 use clean_host_stream::dead_letter::Origin;
 use clean_host_stream::decode::message::MessageDecoder;
@@ -45,6 +46,12 @@ pub(super) struct Cutter<'a> {
     /// Closed windows with their partition and dead letters.
     closed: Vec<(u32, u64, ClosedWindow)>,
     scratch: Vec<ClosedWindow>,
+    /// Where partitions move: where a partition that arrives looks up its
+    /// checkpoint.
+    adoption: Option<(CheckpointStore, StreamKey)>,
+    /// Partitions that arrived and carry on from their checkpoints, to hand
+    /// over before their windows.
+    adopted: Vec<Work>,
 }
 
 /// The state of `partition`, created on its first record.
@@ -60,7 +67,72 @@ impl<'a> Cutter<'a> {
             Some(field) => Some((decoder.json.fields.intern(&field).context("naming the event-time field")?, field)),
             None => None,
         };
-        Ok(Cutter { common, decoder, event_field, spec, partitions: HashMap::new(), closed: Vec::new(), scratch: Vec::new() })
+        Ok(Cutter {
+            common,
+            decoder,
+            event_field,
+            spec,
+            partitions: HashMap::new(),
+            closed: Vec::new(),
+            scratch: Vec::new(),
+            adoption: None,
+            adopted: Vec::new(),
+        })
+    }
+
+    /// Each partition that arrives carries on from its checkpoint in `store`.
+    pub(super) fn adopt_from(&mut self, store: CheckpointStore, key: StreamKey) {
+        self.adoption = Some((store, key));
+    }
+
+    /// Whether partitions carry on from their checkpoints as they arrive.
+    pub(super) fn adopts(&self) -> bool {
+        self.adoption.is_some()
+    }
+
+    /// `partition` arrived, read from `from` on: it carries on from its
+    /// checkpoint, the latest any consumer of the group stored, unless it
+    /// has none or was read past it (then it starts cold).
+    pub(super) fn arrive(&mut self, partition: u32, from: u64) {
+        if self.partitions.contains_key(&partition) {
+            return;
+        }
+        if let Some((checkpoint, at)) = self.checkpoint_of(partition, from) {
+            self.carry_on(partition, at, checkpoint.next_seq);
+            self.adopted.push(Work::Adopt(partition, Box::new(checkpoint)));
+        }
+        self.partition(partition);
+    }
+
+    /// The checkpoint `partition` carries on from when read from `from`,
+    /// and its position (said either way).
+    fn checkpoint_of(&self, partition: u32, from: u64) -> Option<(PartitionCheckpoint, u64)> {
+        let (store, key) = self.adoption.as_ref()?;
+        let pipeline = self.common.pipeline;
+        let (checkpoint, taken_at_ms) = match store.load_partition(key, partition) {
+            Ok(found) => found?,
+            Err(e) => {
+                tracing::warn!("pipeline {pipeline}: {e:#}; partition {partition} starts cold");
+                return None;
+            }
+        };
+        let at = checkpoint.position.next_offset;
+        if from > at {
+            tracing::warn!("pipeline {pipeline}: partition {partition} was read past its checkpoint (at {at}, now {from}); it starts cold");
+            return None;
+        }
+        let age_s = (now_ms() - taken_at_ms) as f64 / 1000.0;
+        tracing::info!("pipeline {pipeline}: partition {partition} resumed from its checkpoint of {age_s:.1} s ago at offset {at}");
+        Some((checkpoint, at))
+    }
+
+    /// Carry `partition` on at `next_offset`: everything below it
+    /// acknowledged already (so the next cut names the last record below
+    /// it), its windows numbered on from `next_seq`.
+    fn carry_on(&mut self, partition: u32, next_offset: u64, next_seq: u64) {
+        let state = self.partition(partition);
+        (state.next_offset, state.acked_below) = (next_offset, next_offset);
+        state.windower.resume_seq(next_seq);
     }
 
     fn partition(&mut self, partition: u32) -> &mut PartitionState {
@@ -108,7 +180,12 @@ impl<'a> Cutter<'a> {
 
     pub(super) fn message(&mut self, partition: u32, message: &Message, read_at_ms: i64) -> Result<()> {
         let offset = message.offset;
+        self.arrive(partition, offset);
         let state = self.partition(partition);
+        if offset < state.acked_below {
+            // Analysed before the checkpoint it carries on from.
+            return Ok(());
+        }
         state.next_offset = offset + 1;
         if let Some(id) = &message.id {
             state.ids.insert(offset, id.clone());
@@ -181,16 +258,10 @@ impl<'a> Cutter<'a> {
         }
     }
 
-    /// Carry each partition on from a checkpoint: its windows numbered on
-    /// from `next_seqs`, everything below `positions` acknowledged already
-    /// (so the next cut names the last record below it).
+    /// Carry each partition on from a checkpoint ([`Cutter::carry_on`]).
     pub(super) fn resume(&mut self, positions: &BTreeMap<u32, ResumePosition>, next_seqs: &BTreeMap<u32, u64>) {
         for (&partition, at) in positions {
-            let state = self.partition(partition);
-            (state.next_offset, state.acked_below) = (at.next_offset, at.next_offset);
-        }
-        for (&partition, &seq) in next_seqs {
-            self.partition(partition).windower.resume_seq(seq);
+            self.carry_on(partition, at.next_offset, next_seqs.get(&partition).copied().unwrap_or(0));
         }
     }
 
@@ -236,7 +307,8 @@ impl<'a> Cutter<'a> {
 
     /// The closed windows, then the acks they allow.
     pub(super) fn work(&mut self) -> Vec<Work> {
-        let mut work = self.batches();
+        let mut work = std::mem::take(&mut self.adopted);
+        work.extend(self.batches());
         work.extend(self.acks());
         work
     }

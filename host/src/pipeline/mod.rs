@@ -11,7 +11,9 @@
 //! windows on the same channel, so the analysis thread passes it back to the
 //! source only after those windows were analysed, their alerts written and
 //! the dead letters stored. A revoked partition's open windows are dropped
-//! and never acknowledged: its new owner reads them again. Where the source
+//! and never acknowledged: its new owner reads them again, and its state
+//! goes (where partitions move, it comes back from the partition's
+//! checkpoint with the partition). Where the source
 //! can resume at a position, acks wait for a [`checkpoint`](crate::checkpoint)
 //! of the state as of the same cut, and a start resumes from it.
 
@@ -29,7 +31,7 @@ use anyhow::{Context, Result};
 use crossbeam_channel::{bounded, RecvTimeoutError};
 use serde::Serialize;
 
-use crate::checkpoint::{CheckpointStore, StreamKey};
+use crate::checkpoint::{Checkpoint, CheckpointStore, PartitionCheckpoint, StreamKey};
 use crate::dispatch::handlers::Handlers;
 use crate::dispatch::{AlertLedger, Outputs};
 use crate::history::History;
@@ -64,8 +66,11 @@ struct ClosedBatch {
 #[derive(Clone, Copy)]
 struct Common<'a> {
     pipeline: &'a str,
-    /// The source's name, in dead letters, alerts and the ledger.
+    /// The source's name, in dead letters and alerts.
     source: &'a str,
+    /// The source and its consumer group ([`Source::reader`]): the alert
+    /// ledger's key.
+    reader: &'a str,
     /// Broker sources: dead letters go here instead of the file.
     dead_letter_topic: Option<&'a Mutex<DeadLetterTopic>>,
     shared: &'a Shared,
@@ -87,6 +92,10 @@ enum Work {
     Window(Box<ClosedBatch>),
     /// Send these acks to the source once everything before them is done.
     Acks(Vec<Cut>),
+    /// A partition arrived and carries on from its checkpoint (its windows follow).
+    Adopt(u32, Box<PartitionCheckpoint>),
+    /// These partitions are read by another consumer now.
+    Revoked(Vec<u32>),
 }
 
 /// One pipeline's running totals: the status line, the summary, `/metrics`
@@ -206,6 +215,9 @@ pub struct PipelineReport {
     pub replayed_alerts: u64,
     /// How it carried on from a checkpoint (`null`: it started cold).
     pub resumed: Option<Resumed>,
+    /// Partitions that carried on from their checkpoint as they arrived
+    /// (Kafka: at the start, after a rebalance, taking over a host's).
+    pub adopted_partitions: u64,
     /// Checkpoints stored, and the detector state the last one carried.
     pub checkpoints: u64,
     pub checkpoint_bytes: u64,
@@ -221,7 +233,7 @@ pub struct PipelineReport {
 pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
     let Pipeline { name, tenant, mut source, window, event_time_field, detectors, mut router, handlers, decoder, dead_letter_topic, findings_topic, counters } =
         pipeline;
-    let source_name = source.name();
+    let (source_name, reader_id) = (source.name(), source.reader());
     let acknowledges = source.acknowledges();
     let checkpoint_id = source.checkpoint_id().filter(|_| acknowledges);
     let checkpoints = shared.checkpoints.as_ref().filter(|_| checkpoint_id.is_some());
@@ -231,16 +243,19 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
     let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<Ack>();
     let dead_letter_topic = dead_letter_topic.map(|sink| Mutex::new(DeadLetterTopic { sink, count: 0 }));
 
-    let common = Common { pipeline: &name, source: &source_name, dead_letter_topic: dead_letter_topic.as_ref(), shared, counters: &counters };
+    let common =
+        Common { pipeline: &name, source: &source_name, reader: &reader_id, dead_letter_topic: dead_letter_topic.as_ref(), shared, counters: &counters };
     let mut cutter = Cutter::new(common, decoder, window, event_time_field)?;
     let resumed = match checkpoints {
+        Some((store, _)) if source.partitions_move() => adopt_as_they_come(&key, store, &mut *source, &mut cutter)?,
         Some((store, _)) => resume(&key, store, &mut *source, &detectors, &mut router, &mut cutter)?,
         None => None,
     };
     if let Some(resumed) = &resumed {
         counters.checkpoint_taken_ms.store(resumed.taken_at_ms.max(0) as u64, Ordering::Relaxed);
     }
-    let checkpointer = checkpoints.map(|(store, interval)| Checkpointer::new(store.clone(), key, *interval, counters.clone()));
+    let forward_only = cutter.adopts();
+    let checkpointer = checkpoints.map(|(store, interval)| Checkpointer::new(store.clone(), key, *interval, forward_only, counters.clone()));
     std::thread::scope(|scope| -> Result<PipelineReport> {
         let ctx = SourceContext { events: line_tx, acks: ack_rx, stop: shared.stop.clone(), progress: counters.progress.clone() };
         let reader = std::thread::Builder::new().name(format!("{name}-source")).spawn(move || source.run(ctx)).context("starting the source thread")?;
@@ -252,11 +267,13 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
                 match work {
                     Work::Window(closed) => analyst.window(*closed)?,
                     Work::Acks(cuts) => analyst.acks(cuts)?,
+                    Work::Adopt(partition, checkpoint) => analyst.adopt(partition, *checkpoint),
+                    Work::Revoked(partitions) => analyst.revoke(&partitions),
                 }
             }
             analyst.finish()?;
-            let mut report = analyst.report();
-            report.resumed = resumed;
+            let (mut report, cold_detectors) = analyst.report();
+            report.resumed = resumed.map(|r| Resumed { cold_detectors: [r.cold_detectors, cold_detectors].concat(), ..r });
             Ok(report)
         });
 
@@ -274,6 +291,7 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             let read_at = now_ms();
+            let mut revoked = None;
             let step = match event {
                 SourceEvent::Lines { partition, first_offset, data } => {
                     let mut next = first_offset;
@@ -290,8 +308,14 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
                     cutter.dead_letter(partition, offset, None, &reason, b"", bytes)
                 }
                 SourceEvent::Messages { partition, messages } => messages.iter().try_for_each(|m| cutter.message(partition, m, read_at)),
+                SourceEvent::Arrived { partition, from } => {
+                    cutter.arrive(partition, from);
+                    Ok(())
+                }
                 SourceEvent::Revoked { partitions } => {
                     cutter.revoke(&partitions);
+                    // Their state goes only where it comes back from their checkpoints.
+                    revoked = cutter.adopts().then_some(Work::Revoked(partitions));
                     Ok(())
                 }
             };
@@ -299,7 +323,8 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
                 decode_result = Err(e);
                 break;
             }
-            if cutter.work().into_iter().any(|w| work_tx.send(w).is_err()) {
+            // A revocation follows the partitions' last windows.
+            if cutter.work().into_iter().chain(revoked).any(|w| work_tx.send(w).is_err()) {
                 break; // the analysis thread failed; its error is reported below
             }
         }
@@ -330,7 +355,8 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
 /// How a pipeline carried on from its checkpoint.
 #[derive(Debug, Clone, Serialize)]
 pub struct Resumed {
-    /// Per partition, where it resumed.
+    /// Per partition, where it resumed (where partitions move, the
+    /// checkpoint's positions: each partition carries on as it arrives).
     pub positions: BTreeMap<u32, ResumePosition>,
     /// When the checkpoint was taken (epoch ms), and how old it was.
     pub taken_at_ms: i64,
@@ -339,6 +365,34 @@ pub struct Resumed {
     pub restore_ms: f64,
     /// Detectors that started cold all the same, each with why.
     pub cold_detectors: Vec<String>,
+}
+
+/// Where partitions move between the consumers of a group: check that the
+/// stream's checkpoint fits the source (not a run started elsewhere, not a
+/// topic made again), then let each partition carry on from its own
+/// checkpoint, as stored then, when it arrives (the cutter looks it up).
+fn adopt_as_they_come(key: &StreamKey, store: &CheckpointStore, source: &mut dyn Source, cutter: &mut Cutter) -> Result<Option<Resumed>> {
+    let started = Instant::now();
+    let pipeline = &key.pipeline;
+    let checkpoint = match store.load(key) {
+        Ok(checkpoint) => checkpoint,
+        Err(e) => {
+            tracing::warn!("pipeline {pipeline}: {e:#}; it starts cold");
+            return Ok(None);
+        }
+    };
+    let positions = checkpoint.as_ref().map(Checkpoint::positions).unwrap_or_default();
+    if !source.resume_at(&positions).with_context(|| format!("pipeline {pipeline}: resuming at its checkpoint"))? {
+        tracing::warn!("pipeline {pipeline}: its checkpoint does not fit the stream (the run starts elsewhere, or the topic was made again); it starts cold");
+        return Ok(None);
+    }
+    cutter.adopt_from(store.clone(), key.clone());
+    let Some(checkpoint) = checkpoint else {
+        return Ok(None);
+    };
+    let age_s = (now_ms() - checkpoint.taken_at_ms) as f64 / 1000.0;
+    let restore_ms = (started.elapsed().as_secs_f64() * 1e4).round() / 10.0;
+    Ok(Some(Resumed { positions, taken_at_ms: checkpoint.taken_at_ms, age_s, restore_ms, cold_detectors: Vec::new() }))
 }
 
 /// Carry on from the stream's checkpoint if there is one and the source can

@@ -22,6 +22,8 @@ struct Scripted {
     committed: Arc<Mutex<Vec<Ack>>>,
     /// A source that can resume: the positions it was told to resume at.
     resumed_at: Option<Arc<Mutex<BTreeMap<u32, ResumePosition>>>>,
+    /// Its partitions move between consumers, as Kafka's do.
+    moves: bool,
 }
 
 impl Source for Scripted {
@@ -33,6 +35,9 @@ impl Source for Scripted {
     }
     fn checkpoint_id(&self) -> Option<String> {
         self.resumed_at.as_ref().map(|_| "scripted?group=g".into())
+    }
+    fn partitions_move(&self) -> bool {
+        self.moves
     }
     fn resume_at(&mut self, positions: &BTreeMap<u32, ResumePosition>) -> Result<bool, SourceError> {
         let Some(at) = &self.resumed_at else { return Ok(false) };
@@ -115,7 +120,7 @@ fn pipeline(events: Vec<SourceEvent>, acknowledges: bool, committed: &Arc<Mutex<
     Pipeline {
         name: "p".into(),
         tenant: "t".into(),
-        source: Box::new(Scripted { events, acknowledges, committed: committed.clone(), resumed_at: None }),
+        source: Box::new(Scripted { events, acknowledges, committed: committed.clone(), resumed_at: None, moves: false }),
         window: WindowSpec::Count { size: 50, slide: 50 },
         event_time_field: None,
         detectors: Arc::new(Detectors::new("p", set, 3).unwrap()),
@@ -268,7 +273,7 @@ fn on(partition: u32, from: u64, to: u64) -> SourceEvent {
 /// says where it was told to).
 fn resumable(events: Vec<SourceEvent>, resumed_at: &Arc<Mutex<BTreeMap<u32, ResumePosition>>>) -> Pipeline {
     let mut p = pipeline(Vec::new(), true, &Arc::default());
-    p.source = Box::new(Scripted { events, acknowledges: true, committed: Arc::default(), resumed_at: Some(resumed_at.clone()) });
+    p.source = Box::new(Scripted { events, acknowledges: true, committed: Arc::default(), resumed_at: Some(resumed_at.clone()), moves: false });
     let entry = CatalogEntry { active: Candidate::new(Arc::new(RowCountSource), None), shadow: None };
     let catalog = Catalog::new("t", BTreeMap::from([("row-count".to_string(), entry)]));
     let set = DetectorSet { catalog, pool: tenant_call_pool("t"), selection: None, configs: BTreeMap::new() };
@@ -336,6 +341,32 @@ fn each_partition_is_analysed_with_its_own_state() {
     assert_eq!(said(&restarted), said(&mixed), "each partition carried on from its own state");
 }
 
+/// Where partitions move (Kafka), each carries on from its own checkpoint
+/// when it arrives: records before the checkpoint that come again (from an
+/// older commit) are not analysed again, and a partition read past its
+/// checkpoint starts cold.
+#[test]
+fn a_partition_that_arrives_carries_on_from_its_own_checkpoint() {
+    let resumed_at = Arc::default();
+    let moving = |events: Vec<SourceEvent>| {
+        let mut p = resumable(Vec::new(), &resumed_at);
+        p.source = Box::new(Scripted { events, acknowledges: true, committed: Arc::default(), resumed_at: Some(resumed_at.clone()), moves: true });
+        p
+    };
+    let whole = tempfile::tempdir().unwrap();
+    run_with_checkpoints(&whole, moving(vec![on(2, 0, 300), on(5, 0, 100)]));
+    let dir = tempfile::tempdir().unwrap();
+    let first = run_with_checkpoints(&dir, moving(vec![on(2, 0, 150), on(5, 0, 100)]));
+    assert_eq!((first.adopted_partitions, first.resumed.is_none()), (0, true));
+    let second = run_with_checkpoints(&dir, moving(vec![on(2, 50, 300)]));
+    assert_eq!(second.adopted_partitions, 1);
+    assert_eq!(said(&dir), said(&whole), "partition 2 carried on from its checkpoint at 150, not from 50");
+    let third = run_with_checkpoints(&dir, moving(vec![on(5, 150, 200)]));
+    assert_eq!(third.adopted_partitions, 0, "partition 5 was read past its checkpoint at 100");
+    let last = windows(&dir).pop().unwrap();
+    assert_eq!((last["partition"].as_u64(), last["seq"].as_u64(), last["findings"][0]["value"].as_f64()), (Some(5), Some(0), Some(50.0)));
+}
+
 /// A cutter resumed at a checkpoint cuts nothing below it, and its first
 /// cut names the broker id of the last record below (a later restart finds
 /// the cut by it).
@@ -344,7 +375,7 @@ fn a_resumed_cutter_cuts_on_from_the_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let counters = Arc::new(PipelineCounters::new("p", "t", 0.8));
     let shared = shared(&dir, &counters);
-    let common = Common { pipeline: "p", source: "scripted", dead_letter_topic: None, shared: &shared, counters: &counters };
+    let common = Common { pipeline: "p", source: "scripted", reader: "scripted", dead_letter_topic: None, shared: &shared, counters: &counters };
     let decoder = MessageDecoder::new(MessageFormat::Json, Vec::new(), None).unwrap();
     let mut cutter = Cutter::new(common, decoder, WindowSpec::Count { size: 50, slide: 50 }, None).unwrap();
     let at = ResumePosition { next_offset: 150, after_id: Some("id-149".into()) };
@@ -358,7 +389,7 @@ fn a_resumed_cutter_cuts_on_from_the_checkpoint() {
             .into_iter()
             .flat_map(|w| match w {
                 Work::Acks(cuts) => cuts.into_iter().map(|c| (c.ack.below, c.next_seq, c.after_id.map(|id| id.to_string()))).collect(),
-                Work::Window(_) => Vec::new(),
+                Work::Window(_) | Work::Adopt(..) | Work::Revoked(_) => Vec::new(),
             })
             .collect()
     };

@@ -99,11 +99,17 @@ impl Router {
     /// under today's config), in place of what it had (series warmed from
     /// the history); the other partitions' state stays.
     pub fn resume(&mut self, partition: u32, state: RouterState) {
-        self.windows.remove(&partition);
-        self.cooldowns.retain(|k, _| k.0 != partition);
+        self.forget(partition);
         self.windows.extend(state.windows.into_iter().filter(|(p, _)| *p == partition));
         self.cooldowns.extend(state.cooldowns.into_iter().filter(|(k, _)| k.0 == partition));
         self.watch.resume(partition, state.watch);
+    }
+
+    /// `partition` is read by another consumer now: its state goes.
+    pub fn forget(&mut self, partition: u32) {
+        self.windows.remove(&partition);
+        self.cooldowns.retain(|k, _| k.0 != partition);
+        self.watch.forget(partition);
     }
 
     /// Metric series the control rules watch now.

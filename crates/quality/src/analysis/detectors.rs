@@ -319,6 +319,15 @@ impl Detectors {
         cold
     }
 
+    /// `partitions` are read by another consumer now: their instances go.
+    pub fn forget(&self, partitions: &[u32]) {
+        let running = self.running.read().unwrap_or_else(|p| p.into_inner());
+        for detector in running.iter() {
+            let mut detector = detector.lock().unwrap_or_else(|p| p.into_inner());
+            partitions.iter().for_each(|&p| detector.forget(p));
+        }
+    }
+
     pub fn stats(&self) -> Vec<PluginStats> {
         let running = self.running.read().unwrap_or_else(|p| p.into_inner());
         running.iter().flat_map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).stats()).collect()

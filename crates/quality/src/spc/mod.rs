@@ -574,7 +574,7 @@ impl Watch {
     /// left out, and one whose configured mean or sigma changed starts again
     /// from them.
     pub fn resume(&mut self, partition: u32, state: WatchState) {
-        self.series.retain(|k, _| k.0 != partition);
+        self.forget(partition);
         let room = MAX_SERIES.saturating_sub(self.series.len());
         let resumed: Vec<(SeriesKey, Series)> = state
             .series
@@ -591,6 +591,11 @@ impl Watch {
             .take(room)
             .collect();
         self.series.extend(resumed);
+    }
+
+    /// `partition` is read by another consumer now: its series go.
+    pub fn forget(&mut self, partition: u32) {
+        self.series.retain(|k, _| k.0 != partition);
     }
 
     /// Series whose rules apply now (past warm-up, not constant).

@@ -40,10 +40,6 @@ const MAX_BATCH: usize = 2000;
 /// 184k records/s with it, 270k-470k without, as busy as the machine was);
 /// 20k prefetched messages, not 100k, are plenty and cost 40 MiB less.
 pub const CONSUMER_DEFAULTS: [(&str, &str); 2] = [("fetch.queue.backoff.ms", "10"), ("queued.min.messages", "20000")];
-/// How long a restart waits for the group to let go of the member it
-/// replaces (killed, so its session has to time out: `session.timeout.ms`
-/// below, and some).
-const DEAD_MEMBER_GRACE: Duration = Duration::from_secs(20);
 /// How long a partition may give nothing while records wait before it is
 /// sought to where reading resumes (see [`StallWatch`]).
 const STALL_AFTER: Duration = Duration::from_secs(20);
@@ -304,6 +300,19 @@ impl KafkaSource {
     }
 
     /// Commit every acked offset of the partitions still owned.
+    /// Where reading `partition` started once it was assigned: its committed
+    /// offset, or `first` (the first message read) without one. A gap
+    /// between the two (transaction markers, compaction) is not a record.
+    fn start_of(&self, partition: u32, first: u64) -> u64 {
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&self.topic, partition as i32);
+        let committed = self.consumer.committed_offsets(list, CONNECT_TIMEOUT).ok().and_then(|list| {
+            let element = list.elements_for_topic(&self.topic).into_iter().next()?;
+            element.offset().to_raw().filter(|&o| o >= 0)
+        });
+        committed.map_or(first, |c| (c as u64).min(first))
+    }
+
     fn commit(&self, mode: CommitMode) {
         let events = self.consumer.context();
         events.take_acks();
@@ -381,64 +390,33 @@ impl Source for KafkaSource {
         true
     }
 
-    fn checkpoint_id(&self) -> Option<String> {
-        Some(format!("{}?group={}", self.name(), self.options.group()))
+    fn reader(&self) -> String {
+        format!("{}?group={}", self.name(), self.options.group())
     }
 
-    /// Moves the group's committed offsets to the positions, as a replay
-    /// start does, unless a partition was committed past them, no longer
-    /// exists or never held that many records (the topic was made again),
-    /// the run starts at an offset or a time, or live members hold the group
-    /// (then it cannot be moved).
+    fn checkpoint_id(&self) -> Option<String> {
+        Some(self.reader())
+    }
+
+    /// Partitions move between the members of a group: each carries on from
+    /// its own checkpoint when it arrives ([`Source::partitions_move`]).
+    fn partitions_move(&self) -> bool {
+        true
+    }
+
+    /// Nothing is moved: the group reads on from its commits, which follow
+    /// the checkpoints, and each partition skips what its checkpoint covers
+    /// as it arrives. False when the positions cannot be this topic's: the
+    /// run starts at an offset or a time, or a partition no longer exists or
+    /// never held that many records (the topic was made again).
     fn resume_at(&mut self, positions: &BTreeMap<u32, ResumePosition>) -> Result<bool, SourceError> {
         if matches!(self.start, StartAt::Offset(_) | StartAt::Time(_)) {
             return Ok(false);
         }
-        let positions: BTreeMap<u32, u64> = positions.iter().map(|(&p, at)| (p, at.next_offset)).collect();
-        let mut list = TopicPartitionList::new();
-        for (&p, &offset) in &positions {
-            match self.watermarks.get(&p) {
-                Some(&(_, high)) if offset as i64 <= high => {}
-                _ => return Ok(false),
-            }
-            list.add_partition_offset(&self.topic, p as i32, Offset::Offset(offset as i64)).map_err(|e| SourceError::Broker(e.to_string()))?;
-        }
-        let committed = self.consumer.committed_offsets(list.clone(), CONNECT_TIMEOUT).map_err(|e| unreachable(&self.url.hosts, e))?;
-        let mut moved = false;
-        for e in committed.elements_for_topic(&self.topic) {
-            let at = positions.get(&(e.partition() as u32)).copied().unwrap_or(0) as i64;
-            match e.offset().to_raw() {
-                Some(committed) if committed > at => return Ok(false),
-                Some(committed) if committed == at => {}
-                _ => moved = true,
-            }
-        }
-        if !moved {
-            // The usual case: the commits followed the checkpoint. Nothing to
-            // move, and a group whose other members run takes no commit.
-            return Ok(true);
-        }
-        // A member killed a moment ago is still in the group until its
-        // session times out, and the group takes no commit from outside it
-        // until then; a new member would wait as long for its partitions.
-        let deadline = Instant::now() + DEAD_MEMBER_GRACE;
-        loop {
-            match self.consumer.commit(&list, CommitMode::Sync) {
-                Ok(()) => return Ok(true),
-                Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownMemberId) => {
-                    if Instant::now() >= deadline {
-                        tracing::warn!(
-                            "kafka {}: group '{}' has live members, so it cannot be moved to the checkpoint; starting cold from its commits",
-                            self.url.hosts,
-                            self.options.group()
-                        );
-                        return Ok(false);
-                    }
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-                Err(e) => return Err(SourceError::Broker(format!("cannot move group '{}' to its checkpoint: {e}", self.options.group()))),
-            }
-        }
+        // As the topic stands now: hosts of the group may have read on since the start.
+        Ok(positions
+            .iter()
+            .all(|(&p, at)| self.consumer.fetch_watermarks(&self.topic, p as i32, CONNECT_TIMEOUT).is_ok_and(|(_, high)| at.next_offset as i64 <= high)))
     }
 
     fn dead_letter_sink(&self) -> Result<Option<Box<dyn Sink>>, SourceError> {
@@ -488,6 +466,8 @@ impl Source for KafkaSource {
                 last_lag = Some(Instant::now());
             }
             let mut batch: BTreeMap<u32, Vec<Message>> = BTreeMap::new();
+            // Partitions read for the first time since they were assigned.
+            let mut arrived = Vec::new();
             let mut count = 0;
             while count < MAX_BATCH {
                 let timeout = if count == 0 { POLL } else { Duration::ZERO };
@@ -499,7 +479,9 @@ impl Source for KafkaSource {
                     }
                     Some(Ok(m)) => {
                         let partition = m.partition() as u32;
-                        next.insert(partition, m.offset() + 1);
+                        if next.insert(partition, m.offset() + 1).is_none() {
+                            arrived.push((partition, m.offset() as u64));
+                        }
                         fed.insert(partition);
                         batch.entry(partition).or_default().push(Message {
                             offset: m.offset() as u64,
@@ -518,7 +500,9 @@ impl Source for KafkaSource {
                 }
             }
             ctx.progress.done.fetch_add(count as u64, Ordering::Relaxed);
-            if batch.into_iter().any(|(partition, messages)| ctx.events.send(SourceEvent::Messages { partition, messages }).is_err()) {
+            let arrivals = arrived.into_iter().map(|(partition, first)| SourceEvent::Arrived { partition, from: self.start_of(partition, first) });
+            let messages = batch.into_iter().map(|(partition, messages)| SourceEvent::Messages { partition, messages });
+            if arrivals.chain(messages).any(|event| ctx.events.send(event).is_err()) {
                 break;
             }
             if self.options.until_end && count == 0 && self.at_end(&next) {

@@ -40,6 +40,9 @@ pub enum SourceEvent {
     Oversized { partition: u32, offset: u64, bytes: u64 },
     /// Broker messages of one partition, in log order.
     Messages { partition: u32, messages: Vec<Message> },
+    /// A partition was assigned (where [`Source::partitions_move`]) and is
+    /// read from `from` on, its committed offset: its messages follow.
+    Arrived { partition: u32, from: u64 },
     /// Partitions taken away by a rebalance: their open windows are dropped
     /// uncommitted, to be replayed by their new owner.
     Revoked { partitions: Vec<u32> },
@@ -202,12 +205,25 @@ pub trait Source: Send {
     fn acknowledges(&self) -> bool {
         false
     }
+    /// Who reads: the source and its consumer group (Kafka, Redis) or
+    /// subscription (Pulsar). The alert ledger remembers alerts per reader,
+    /// so another group reading the same topic alerts on its own.
+    fn reader(&self) -> String {
+        self.name()
+    }
     /// What its checkpoints are kept under, if [`Source::resume_at`] can
     /// start it at given positions: the source and the consumer whose
     /// positions they are (a Kafka group), as another group reading the
     /// same topic is another reader.
     fn checkpoint_id(&self) -> Option<String> {
         None
+    }
+    /// Whether partitions move between the consumers of a group while it
+    /// runs (Kafka): then each partition carries on from its own checkpoint
+    /// when it arrives, at the start or after a rebalance, skipping what the
+    /// checkpoint covers, rather than all partitions at the start.
+    fn partitions_move(&self) -> bool {
+        false
     }
     /// Start each partition at a checkpoint's position, where it would
     /// otherwise start from its committed position. False, and nothing

@@ -221,13 +221,16 @@ impl Source for PulsarSource {
         true
     }
 
+    fn reader(&self) -> String {
+        format!("{}?subscription={}", self.name(), self.options.subscription.as_deref().unwrap_or("clean-host"))
+    }
+
     /// An exclusive or failover subscription's: shared ones split a
     /// partition's messages between readers, so no one reader's state is
     /// the partition's.
     fn checkpoint_id(&self) -> Option<String> {
         let one_reader = matches!(self.options.subscription_type.as_deref().unwrap_or("failover"), "exclusive" | "failover");
-        let subscription = self.options.subscription.as_deref().unwrap_or("clean-host");
-        one_reader.then(|| format!("{}?subscription={subscription}", self.name()))
+        one_reader.then(|| self.reader())
     }
 
     fn resume_at(&mut self, positions: &BTreeMap<u32, ResumePosition>) -> Result<bool, SourceError> {

@@ -302,11 +302,15 @@ impl Source for RedisSource {
         true
     }
 
+    fn reader(&self) -> String {
+        format!("{}?group={}", self.name(), self.options.group())
+    }
+
     /// A named consumer's: with a name made per process, nothing it left
     /// pending would be its own again.
     fn checkpoint_id(&self) -> Option<String> {
         let consumer = self.options.consumer.as_deref()?;
-        Some(format!("{}?group={}&consumer={consumer}", self.name(), self.options.group()))
+        Some(format!("{}&consumer={consumer}", self.reader()))
     }
 
     /// Takes the checkpoint unless the group went on past it, and acks what
