@@ -271,7 +271,7 @@ impl CheckpointStore {
             let position: ResumePosition = match serde_json::from_str(&position) {
                 Ok(position) => position,
                 Err(e) => {
-                    tracing::warn!("the checkpoint of pipeline {pipeline} partition {partition} in {} is unreadable: {e}", self.path.display());
+                    tracing::warn!("{}: {e}", self.unreadable(&pipeline, partition));
                     continue;
                 }
             };
@@ -333,6 +333,29 @@ impl CheckpointStore {
         Ok(Some(Checkpoint { partitions: rows.into_iter().map(|(p, (c, _))| (p, c)).collect(), taken_at_ms }))
     }
 
+    fn unreadable(&self, pipeline: &str, partition: u32) -> String {
+        format!("the checkpoint of pipeline {pipeline} partition {partition} in {} is unreadable", self.path.display())
+    }
+
+    /// Where the stream's checkpoint is, without its state: per partition
+    /// the position, and when the oldest was taken; `None` if it has none.
+    pub fn positions(&self, key: &StreamKey) -> Result<Option<(BTreeMap<u32, ResumePosition>, i64)>> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rows =
+            conn.prepare("SELECT partition, position, taken_at_ms FROM partition_checkpoints WHERE tenant = ?1 AND pipeline = ?2 AND source = ?3")?;
+        let rows = rows
+            .query_map(params![key.tenant, key.pipeline, key.source], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let Some(taken_at_ms) = rows.iter().map(|r| r.2).min() else {
+            return Ok(None);
+        };
+        let mut positions = BTreeMap::new();
+        for (partition, position, _) in rows {
+            positions.insert(partition, serde_json::from_str(&position).with_context(|| self.unreadable(&key.pipeline, partition))?);
+        }
+        Ok(Some((positions, taken_at_ms)))
+    }
+
     /// One partition's checkpoint and when it was taken, if it has one: the
     /// latest, whichever host of the group stored it.
     pub fn load_partition(&self, key: &StreamKey, partition: u32) -> Result<Option<(PartitionCheckpoint, i64)>> {
@@ -345,7 +368,7 @@ impl CheckpointStore {
         let tx = conn.transaction()?;
         // Without `only`, -1 matches every partition.
         let k = params![key.tenant, key.pipeline, key.source, only.map_or(-1, i64::from)];
-        let unreadable = |partition: u32| format!("the checkpoint of pipeline {} partition {partition} in {} is unreadable", key.pipeline, self.path.display());
+        let unreadable = |partition: u32| self.unreadable(&key.pipeline, partition);
         let mut rows = tx.prepare(
             "SELECT partition, taken_at_ms, position, next_seq, router FROM partition_checkpoints
              WHERE tenant = ?1 AND pipeline = ?2 AND source = ?3 AND ?4 IN (-1, partition)",

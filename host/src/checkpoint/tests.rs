@@ -58,6 +58,8 @@ fn a_partitions_checkpoint_leaves_the_other_partitions_as_they_were() {
     assert_eq!(loaded.partitions[&0].detectors, detector_states(&[("drift", b"zero")]));
     assert_eq!(loaded.partitions[&3].detectors, detector_states(&[("drift", b"three")]));
     assert_eq!(loaded.taken_at_ms, 1_764_000_000_000, "a checkpoint is as old as its oldest partition");
+    assert_eq!(store.positions(&k).unwrap(), Some((loaded.positions(), loaded.taken_at_ms)), "the positions alone");
+    assert_eq!(store.positions(&key("kafka://h:1/other")).unwrap(), None);
 }
 
 /// A data dir written before detectors ran per partition: its checkpoints

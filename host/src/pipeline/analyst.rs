@@ -49,6 +49,17 @@ impl CheckpointTarget {
     }
 }
 
+/// How the partitions that carried on from their checkpoints as they
+/// arrived were taken up.
+#[derive(Default)]
+pub(super) struct Adoptions {
+    pub(super) partitions: u64,
+    /// Loading and restoring them, in all.
+    pub(super) restore_ms: f64,
+    /// Detectors that started cold on them all the same, each with why.
+    pub(super) cold_detectors: Vec<String>,
+}
+
 /// Checkpoints of one pipeline: the cuts since the last one wait for the
 /// next, which is taken every `interval`.
 pub(super) struct Checkpointer {
@@ -84,10 +95,7 @@ pub(super) struct Analyst<'a> {
     alerts: u64,
     incidents: u64,
     replayed: u64,
-    /// Partitions that carried on from their checkpoints as they arrived.
-    adopted: u64,
-    /// Detectors that started cold on them all the same, each with why.
-    cold_detectors: Vec<String>,
+    adoptions: Adoptions,
     min_score: f64,
     score_sum: f64,
 }
@@ -117,8 +125,7 @@ impl<'a> Analyst<'a> {
             alerts: 0,
             incidents: 0,
             replayed: 0,
-            adopted: 0,
-            cold_detectors: Vec::new(),
+            adoptions: Adoptions::default(),
             min_score: 1.0,
             score_sum: 0.0,
         }
@@ -224,15 +231,17 @@ impl<'a> Analyst<'a> {
         Ok(())
     }
 
-    /// `partition` carries on from `checkpoint`: its detectors' state and
-    /// its alert state (its windows and cut follow).
-    pub(super) fn adopt(&mut self, partition: u32, checkpoint: PartitionCheckpoint) {
+    /// `partition` carries on from `checkpoint` (loaded in `loaded_in`): its
+    /// detectors' state and its alert state (its windows and cut follow).
+    pub(super) fn adopt(&mut self, partition: u32, checkpoint: PartitionCheckpoint, loaded_in: Duration) {
+        let started = Instant::now();
         for (name, why) in self.detectors.resume(partition, &checkpoint.detectors) {
             tracing::warn!("pipeline {}: detector {name} on partition {partition}: {why}; it starts cold there", self.common.pipeline);
-            self.cold_detectors.push(format!("{name} (partition {partition}): {why}"));
+            self.adoptions.cold_detectors.push(format!("{name} (partition {partition}): {why}"));
         }
         self.router.resume(partition, checkpoint.router);
-        self.adopted += 1;
+        self.adoptions.partitions += 1;
+        self.adoptions.restore_ms += (loaded_in + started.elapsed()).as_secs_f64() * 1000.0;
     }
 
     /// `partitions` are read by another consumer now: their state goes, and
@@ -320,8 +329,8 @@ impl<'a> Analyst<'a> {
         }
     }
 
-    /// Its totals, and the detectors that started cold on partitions taken up.
-    pub(super) fn report(self) -> (PipelineReport, Vec<String>) {
+    /// Its totals, and how the partitions it took up as they arrived did.
+    pub(super) fn report(self) -> (PipelineReport, Adoptions) {
         let report = PipelineReport {
             name: self.common.pipeline.to_string(),
             tenant: self.detectors.tenant().to_string(),
@@ -332,7 +341,7 @@ impl<'a> Analyst<'a> {
             unsure_findings: self.router.unsure,
             replayed_alerts: self.replayed,
             resumed: None,
-            adopted_partitions: self.adopted,
+            adopted_partitions: self.adoptions.partitions,
             checkpoints: self.common.counters.checkpoints.load(Ordering::Relaxed),
             checkpoint_bytes: self.common.counters.checkpoint_bytes.load(Ordering::Relaxed),
             watched_series: self.router.watched_series(),
@@ -340,7 +349,7 @@ impl<'a> Analyst<'a> {
             mean_score: if self.windows == 0 { 1.0 } else { self.score_sum / self.windows as f64 },
             plugins: self.detectors.stats(),
         };
-        (report, self.cold_detectors)
+        (report, self.adoptions)
     }
 }
 

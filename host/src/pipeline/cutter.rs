@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 
@@ -97,9 +98,10 @@ impl<'a> Cutter<'a> {
         if self.partitions.contains_key(&partition) {
             return;
         }
+        let started = Instant::now();
         if let Some((checkpoint, at)) = self.checkpoint_of(partition, from) {
             self.carry_on(partition, at, checkpoint.next_seq);
-            self.adopted.push(Work::Adopt(partition, Box::new(checkpoint)));
+            self.adopted.push(Work::Adopt(partition, Box::new(checkpoint), started.elapsed()));
         }
         self.partition(partition);
     }

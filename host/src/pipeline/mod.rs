@@ -31,7 +31,7 @@ use anyhow::{Context, Result};
 use crossbeam_channel::{bounded, RecvTimeoutError};
 use serde::Serialize;
 
-use crate::checkpoint::{Checkpoint, CheckpointStore, PartitionCheckpoint, StreamKey};
+use crate::checkpoint::{CheckpointStore, PartitionCheckpoint, StreamKey};
 use crate::dispatch::handlers::Handlers;
 use crate::dispatch::{AlertLedger, Outputs};
 use crate::history::History;
@@ -92,8 +92,9 @@ enum Work {
     Window(Box<ClosedBatch>),
     /// Send these acks to the source once everything before them is done.
     Acks(Vec<Cut>),
-    /// A partition arrived and carries on from its checkpoint (its windows follow).
-    Adopt(u32, Box<PartitionCheckpoint>),
+    /// A partition arrived and carries on from its checkpoint, loaded in
+    /// the time given (its windows follow).
+    Adopt(u32, Box<PartitionCheckpoint>, Duration),
     /// These partitions are read by another consumer now.
     Revoked(Vec<u32>),
 }
@@ -267,13 +268,17 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
                 match work {
                     Work::Window(closed) => analyst.window(*closed)?,
                     Work::Acks(cuts) => analyst.acks(cuts)?,
-                    Work::Adopt(partition, checkpoint) => analyst.adopt(partition, *checkpoint),
+                    Work::Adopt(partition, checkpoint, loaded_in) => analyst.adopt(partition, *checkpoint, loaded_in),
                     Work::Revoked(partitions) => analyst.revoke(&partitions),
                 }
             }
             analyst.finish()?;
-            let (mut report, cold_detectors) = analyst.report();
-            report.resumed = resumed.map(|r| Resumed { cold_detectors: [r.cold_detectors, cold_detectors].concat(), ..r });
+            let (mut report, adoptions) = analyst.report();
+            report.resumed = resumed.map(|r| Resumed {
+                cold_detectors: [r.cold_detectors, adoptions.cold_detectors].concat(),
+                restore_ms: ((r.restore_ms + adoptions.restore_ms) * 10.0).round() / 10.0,
+                ..r
+            });
             Ok(report)
         });
 
@@ -361,7 +366,8 @@ pub struct Resumed {
     /// When the checkpoint was taken (epoch ms), and how old it was.
     pub taken_at_ms: i64,
     pub age_s: f64,
-    /// Loading the checkpoint, moving the source and restoring the state.
+    /// Loading the checkpoint, moving the source and restoring the state
+    /// (where partitions move: loading and restoring each as it arrived).
     pub restore_ms: f64,
     /// Detectors that started cold all the same, each with why.
     pub cold_detectors: Vec<String>,
@@ -374,25 +380,25 @@ pub struct Resumed {
 fn adopt_as_they_come(key: &StreamKey, store: &CheckpointStore, source: &mut dyn Source, cutter: &mut Cutter) -> Result<Option<Resumed>> {
     let started = Instant::now();
     let pipeline = &key.pipeline;
-    let checkpoint = match store.load(key) {
-        Ok(checkpoint) => checkpoint,
+    let stored = match store.positions(key) {
+        Ok(stored) => stored,
         Err(e) => {
             tracing::warn!("pipeline {pipeline}: {e:#}; it starts cold");
             return Ok(None);
         }
     };
-    let positions = checkpoint.as_ref().map(Checkpoint::positions).unwrap_or_default();
+    let positions = stored.as_ref().map(|(positions, _)| positions.clone()).unwrap_or_default();
     if !source.resume_at(&positions).with_context(|| format!("pipeline {pipeline}: resuming at its checkpoint"))? {
         tracing::warn!("pipeline {pipeline}: its checkpoint does not fit the stream (the run starts elsewhere, or the topic was made again); it starts cold");
         return Ok(None);
     }
     cutter.adopt_from(store.clone(), key.clone());
-    let Some(checkpoint) = checkpoint else {
+    let Some((_, taken_at_ms)) = stored else {
         return Ok(None);
     };
-    let age_s = (now_ms() - checkpoint.taken_at_ms) as f64 / 1000.0;
-    let restore_ms = (started.elapsed().as_secs_f64() * 1e4).round() / 10.0;
-    Ok(Some(Resumed { positions, taken_at_ms: checkpoint.taken_at_ms, age_s, restore_ms, cold_detectors: Vec::new() }))
+    let age_s = (now_ms() - taken_at_ms) as f64 / 1000.0;
+    let restore_ms = started.elapsed().as_secs_f64() * 1000.0;
+    Ok(Some(Resumed { positions, taken_at_ms, age_s, restore_ms, cold_detectors: Vec::new() }))
 }
 
 /// Carry on from the stream's checkpoint if there is one and the source can
