@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::{ClosedBatch, Common, Cut, PipelineCounters, PipelineReport};
+use super::{restore_partition, ClosedBatch, Common, Cut, PipelineCounters, PipelineReport};
 use crate::checkpoint::{Checkpoint, CheckpointStore, PartitionCheckpoint, StreamKey};
 use crate::dispatch::handlers::Handlers;
 use crate::dispatch::AlertKey;
@@ -235,11 +235,8 @@ impl<'a> Analyst<'a> {
     /// detectors' state and its alert state (its windows and cut follow).
     pub(super) fn adopt(&mut self, partition: u32, checkpoint: PartitionCheckpoint, loaded_in: Duration) {
         let started = Instant::now();
-        for (name, why) in self.detectors.resume(partition, &checkpoint.detectors) {
-            tracing::warn!("pipeline {}: detector {name} on partition {partition}: {why}; it starts cold there", self.common.pipeline);
-            self.adoptions.cold_detectors.push(format!("{name} (partition {partition}): {why}"));
-        }
-        self.router.resume(partition, checkpoint.router);
+        let cold = restore_partition(self.common.pipeline, partition, checkpoint, self.detectors, &mut self.router);
+        self.adoptions.cold_detectors.extend(cold);
         self.adoptions.partitions += 1;
         self.adoptions.restore_ms += (loaded_in + started.elapsed()).as_secs_f64() * 1000.0;
     }

@@ -357,6 +357,19 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
     })
 }
 
+/// Carry `partition`'s detectors and alert state on from `checkpoint`. The
+/// detectors that start cold there all the same, each with why (and said).
+fn restore_partition(pipeline: &str, partition: u32, checkpoint: PartitionCheckpoint, detectors: &Detectors, router: &mut Router) -> Vec<String> {
+    let cold = detectors.resume(partition, &checkpoint.detectors);
+    router.resume(partition, checkpoint.router);
+    cold.into_iter()
+        .map(|(name, why)| {
+            tracing::warn!("pipeline {pipeline}: detector {name} on partition {partition}: {why}; it starts cold there");
+            format!("{name} (partition {partition}): {why}")
+        })
+        .collect()
+}
+
 /// How a pipeline carried on from its checkpoint.
 #[derive(Debug, Clone, Serialize)]
 pub struct Resumed {
@@ -430,12 +443,8 @@ fn resume(
     let mut cold_detectors = Vec::new();
     let mut next_seqs = BTreeMap::new();
     for (partition, state) in checkpoint.partitions {
-        for (name, why) in detectors.resume(partition, &state.detectors) {
-            tracing::warn!("pipeline {pipeline}: detector {name} on partition {partition}: {why}; it starts cold there");
-            cold_detectors.push(format!("{name} (partition {partition}): {why}"));
-        }
-        router.resume(partition, state.router);
         next_seqs.insert(partition, state.next_seq);
+        cold_detectors.extend(restore_partition(pipeline, partition, state, detectors, router));
     }
     cutter.resume(&positions, &next_seqs);
     let age_s = (now_ms() - checkpoint.taken_at_ms) as f64 / 1000.0;
