@@ -555,7 +555,10 @@ fn kafka_rebalance_mid_stream_loses_nothing() {
     let a = spawn(&s, &source, "a.jsonl", "data-a");
     a.wait_until("the first windows", Duration::from_secs(60), || !windows(&s.path("a.jsonl")).is_empty());
     let b = spawn(&s, &source, "b.jsonl", "data-b");
-    std::thread::sleep(Duration::from_secs(8)); // b joins, a gives up partitions with open windows
+    // b joins (it may first compile its plugins: a fresh data dir), a gives up partitions with open windows.
+    let joined = || std::fs::read_to_string(s.path("b.jsonl.stderr")).is_ok_and(|t| t.contains("assigned"));
+    wait_for_hosts(&[&a, &b], "b to get partitions", Duration::from_secs(90), joined);
+    std::thread::sleep(Duration::from_secs(2));
     produce(&s, &source, 20_000, &[], 4);
     // Per partition: offsets covered by the windows of both processes.
     let covered = || {
