@@ -1,4 +1,6 @@
-//! Redis Streams source and sink (the `redis` crate, blocking API).
+//! Redis Streams source and sink (the `redis` crate, blocking API; the
+//! entries themselves are read by [`reader`], which parses the one hot reply
+//! several times faster than the crate).
 //!
 //! The source reads with XREADGROUP as one consumer of a group: first it
 //! takes over the entries another consumer left pending longer than
@@ -14,16 +16,19 @@
 //! before the stop (not acked yet) and are acked on resuming; records are
 //! numbered on from the checkpoint's offset.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::streams::{StreamAutoClaimOptions, StreamId, StreamReadOptions, StreamReadReply};
+use redis::streams::StreamAutoClaimOptions;
 use redis::{Commands, Connection, Value};
+
+mod reader;
 
 use super::config::{BrokerOptions, BrokerUrl, EntryLayout, COMMON_PARAMS};
 use super::{Message, ResumePosition, Sink, Source, SourceContext, SourceError, SourceEvent, LAG_EVERY};
+use reader::{Entry, StreamReader};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// XREADGROUP BLOCK time; the connection's read timeout is above it.
@@ -63,6 +68,8 @@ pub struct RedisSource {
     stream: String,
     consumer: String,
     con: Connection,
+    /// Reads the entries (connected at the first read, and again after an error).
+    reader: Option<StreamReader>,
     /// The last entry id at start (`--until-end`).
     end: Option<(u64, u64)>,
     /// Asked to start at an id or a time: no checkpoint applies.
@@ -101,39 +108,33 @@ impl RedisSource {
         let last: FirstId = con.xrevrange_count(&stream, "+", "-", 1).map_err(|e| SourceError::Broker(e.to_string()))?;
         let end = last.0.map(|id| id_pair(&id));
         let replay = matches!(start, super::config::StartAt::Offset(_) | super::config::StartAt::Time(_));
-        Ok(RedisSource { url, options, stream, consumer, con, end, replay, resumed: None })
+        Ok(RedisSource { url, options, stream, consumer, con, reader: None, end, replay, resumed: None })
     }
 
-    fn message(&self, offset: u64, entry: StreamId) -> Message {
+    fn message(&self, offset: u64, mut entry: Entry) -> Message {
         let mut fault = None;
+        let timestamp_ms = Some(id_pair(&entry.id).0 as i64);
+        let id = Some(Arc::from(entry.id.as_str()));
         let payload = match self.options.entry_layout {
             EntryLayout::Field => {
-                let field = self.options.entry_field.as_deref().unwrap_or("data");
-                match entry.map.get(field) {
-                    Some(Value::BulkString(b)) => b.clone(),
-                    Some(Value::SimpleString(s)) => s.clone().into_bytes(),
-                    _ => {
-                        let fields: Vec<&String> = entry.map.keys().collect();
-                        fault = Some(format!("entry has no field '{field}' (fields: {fields:?})"));
-                        pairs_json(&entry.map)
+                let field = self.options.entry_field.as_deref().unwrap_or("data").as_bytes();
+                // The last of the same name, as Redis shows an entry as a map.
+                match entry.fields.iter().rposition(|(name, _)| name == field) {
+                    Some(at) => entry.fields.swap_remove(at).1,
+                    None => {
+                        let names: Vec<String> = entry.fields.iter().map(|(name, _)| String::from_utf8_lossy(name).into_owned()).collect();
+                        fault = Some(format!("entry has no field '{}' (fields: {names:?})", String::from_utf8_lossy(field)));
+                        pairs_json(&entry.fields)
                     }
                 }
             }
-            EntryLayout::Pairs => pairs_json(&entry.map),
+            EntryLayout::Pairs => pairs_json(&entry.fields),
         };
-        Message {
-            offset,
-            id: Some(Arc::from(entry.id.as_str())),
-            payload,
-            key: None,
-            timestamp_ms: Some(id_pair(&entry.id).0 as i64),
-            headers: Vec::new(),
-            fault,
-        }
+        Message { offset, id, payload, key: None, timestamp_ms, headers: Vec::new(), fault }
     }
 
     /// One read: taking over others' idle entries first, then own pending entries, then new ones.
-    fn read(&mut self, phase: &mut ReadPhase) -> redis::RedisResult<Vec<StreamId>> {
+    fn read(&mut self, phase: &mut ReadPhase) -> redis::RedisResult<Vec<Entry>> {
         let group = self.options.group().to_string();
         loop {
             match phase {
@@ -152,14 +153,12 @@ impl RedisSource {
                     }
                 }
                 ReadPhase::OwnPending(after) => {
-                    let opts = StreamReadOptions::default().group(&group, &self.consumer).count(READ_COUNT);
-                    let reply: StreamReadReply = self.con.xread_options(&[&self.stream], &[after.as_str()], &opts)?;
-                    let ids: Vec<StreamId> = reply.keys.into_iter().flat_map(|k| k.ids).collect();
+                    let ids = self.xreadgroup(&group, after, None)?;
                     match ids.last() {
                         Some(last) => {
                             *after = last.id.clone();
                             // Deleted from the stream since (Redis keeps no entry without fields): done with.
-                            let (gone, entries): (Vec<StreamId>, Vec<StreamId>) = ids.into_iter().partition(|e| e.map.is_empty());
+                            let (gone, entries): (Vec<Entry>, Vec<Entry>) = ids.into_iter().partition(|e| e.fields.is_empty());
                             self.ack_ids(gone.iter().map(|e| e.id.as_str()))?;
                             return Ok(entries);
                         }
@@ -167,12 +166,24 @@ impl RedisSource {
                     }
                 }
                 ReadPhase::New => {
-                    let opts = StreamReadOptions::default().group(&group, &self.consumer).count(READ_COUNT).block(BLOCK.as_millis() as usize);
-                    let reply: StreamReadReply = self.con.xread_options(&[&self.stream], &[">"], &opts)?;
-                    return Ok(reply.keys.into_iter().flat_map(|k| k.ids).collect());
+                    return self.xreadgroup(&group, ">", Some(BLOCK));
                 }
             }
         }
+    }
+
+    /// At most [`READ_COUNT`] entries after `after` (XREADGROUP); a failed
+    /// read drops its connection, and the next read connects anew.
+    fn xreadgroup(&mut self, group: &str, after: &str, block: Option<Duration>) -> redis::RedisResult<Vec<Entry>> {
+        let reader = match &mut self.reader {
+            Some(reader) => reader,
+            None => self.reader.insert(StreamReader::connect(&self.url.hosts, CONNECT_TIMEOUT, BLOCK + Duration::from_secs(5))?),
+        };
+        let read = reader.read(group, &self.consumer, READ_COUNT, block, &self.stream, after);
+        if read.is_err() {
+            self.reader = None;
+        }
+        read
     }
 
     /// The group's fields in XINFO GROUPS, as name/value pairs.
@@ -231,8 +242,8 @@ impl RedisSource {
 
     /// Entries up to the checkpoint resumed from come again only if the
     /// group was moved back: they were analysed, so they are acked, not read.
-    fn skip_analysed(&mut self, entries: Vec<StreamId>, through: (u64, u64)) -> redis::RedisResult<Vec<StreamId>> {
-        let (analysed, entries): (Vec<StreamId>, Vec<StreamId>) = entries.into_iter().partition(|e| id_pair(&e.id) <= through);
+    fn skip_analysed(&mut self, entries: Vec<Entry>, through: (u64, u64)) -> redis::RedisResult<Vec<Entry>> {
+        let (analysed, entries): (Vec<Entry>, Vec<Entry>) = entries.into_iter().partition(|e| id_pair(&e.id) <= through);
         self.ack_ids(analysed.iter().map(|e| e.id.as_str()))?;
         Ok(entries)
     }
@@ -245,10 +256,12 @@ impl RedisSource {
         Ok(())
     }
 
-    fn ack(&mut self, unacked: &mut BTreeMap<u64, String>, below: u64) -> redis::RedisResult<()> {
-        let rest = unacked.split_off(&below);
-        let done: Vec<String> = std::mem::replace(unacked, rest).into_values().collect();
-        for chunk in done.chunks(1000) {
+    /// XACK the entries read whose offsets are below `below` (`unacked`
+    /// holds each entry read as its offset and id, in offset order).
+    fn ack(&mut self, unacked: &mut VecDeque<(u64, (u64, u64))>, below: u64) -> redis::RedisResult<()> {
+        let done = unacked.partition_point(|&(offset, _)| offset < below);
+        let ids: Vec<String> = unacked.drain(..done).map(|(_, (ms, seq))| format!("{ms}-{seq}")).collect();
+        for chunk in ids.chunks(1000) {
             let _: i64 = self.con.xack(&self.stream, self.options.group(), chunk)?;
         }
         Ok(())
@@ -275,20 +288,15 @@ enum ReadPhase {
 
 /// An entry's field/value pairs as a JSON object; values that are JSON
 /// numbers or booleans stay numbers or booleans.
-fn pairs_json(map: &std::collections::HashMap<String, Value>) -> Vec<u8> {
+fn pairs_json(fields: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
     let mut object = serde_json::Map::new();
-    for (k, v) in map {
-        let text = match v {
-            Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-            Value::SimpleString(s) => s.clone(),
-            Value::Int(i) => i.to_string(),
-            other => format!("{other:?}"),
-        };
+    for (k, v) in fields {
+        let text = String::from_utf8_lossy(v).into_owned();
         let value = match serde_json::from_str::<serde_json::Value>(&text) {
             Ok(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => v,
             _ => serde_json::Value::String(text),
         };
-        object.insert(k.clone(), value);
+        object.insert(String::from_utf8_lossy(k).into_owned(), value);
     }
     serde_json::to_vec(&object).unwrap_or_default()
 }
@@ -354,7 +362,7 @@ impl Source for RedisSource {
             }
             None => (ReadPhase::Claim("0-0".into()), 0, None),
         };
-        let mut unacked: BTreeMap<u64, String> = BTreeMap::new();
+        let mut unacked: VecDeque<(u64, (u64, u64))> = VecDeque::new();
         let mut acked_below = 0u64;
         let mut backoff = Duration::from_millis(200);
         let mut last_id: Option<String> = None;
@@ -406,13 +414,15 @@ impl Source for RedisSource {
             if !read && new_phase && self.options.until_end {
                 break;
             }
+            if let Some(last) = entries.last() {
+                last_id = Some(last.id.clone());
+            }
             let messages: Vec<Message> = entries
                 .into_iter()
                 .map(|e| {
                     let offset = next_offset;
                     next_offset += 1;
-                    last_id = Some(e.id.clone());
-                    unacked.insert(offset, e.id.clone());
+                    unacked.push_back((offset, id_pair(&e.id)));
                     self.message(offset, e)
                 })
                 .collect();
