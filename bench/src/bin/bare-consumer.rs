@@ -1,5 +1,6 @@
-//! The baseline for the broker benchmark: the same client library the host
-//! uses, consuming a topic or stream from its start with a fresh group and
+//! The baseline for the broker benchmark: the same client the host uses
+//! (for Redis, its own XREADGROUP reader, and the redis crate for the rest),
+//! consuming a topic or stream from its start with a fresh group and
 //! committing / acking what it read, and doing nothing else with it.
 //!
 //!   bare-consumer URL COUNT     (kafka://, pulsar:// or redis:// as for --source)
@@ -70,16 +71,16 @@ fn kafka(url: &BrokerUrl, group: &str, count: u64) -> u64 {
 }
 
 fn redis(url: &BrokerUrl, group: &str, count: u64) -> u64 {
-    use redis::streams::{StreamReadOptions, StreamReadReply};
+    use clean_host_stream::source::redis::reader::StreamReader;
     use redis::Commands;
     let client = redis::Client::open(format!("redis://{}/", url.hosts)).expect("client");
     let mut con = client.get_connection().expect("connect");
     let _: () = con.xgroup_create_mkstream(&url.path, group, "0").expect("group");
-    let opts = StreamReadOptions::default().group(group, "bare").count(1000).block(200);
+    let mut reader = StreamReader::connect(&url.hosts, Duration::from_secs(5), Duration::from_secs(10)).expect("connect");
     let mut read = 0;
     while read < count {
-        let reply: StreamReadReply = con.xread_options(&[&url.path], &[">"], &opts).expect("XREADGROUP");
-        let ids: Vec<String> = reply.keys.into_iter().flat_map(|k| k.ids).map(|e| e.id).collect();
+        let entries = reader.read(group, "bare", 1000, Some(Duration::from_millis(200)), &url.path, ">").expect("XREADGROUP");
+        let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
         if !ids.is_empty() {
             let _: i64 = con.xack(&url.path, group, &ids).expect("XACK");
         }

@@ -24,7 +24,7 @@ use std::time::Duration;
 use redis::streams::StreamAutoClaimOptions;
 use redis::{Commands, Connection, Value};
 
-mod reader;
+pub mod reader;
 
 use super::config::{BrokerOptions, BrokerUrl, EntryLayout, COMMON_PARAMS};
 use super::{Message, ResumePosition, Sink, Source, SourceContext, SourceError, SourceEvent, LAG_EVERY};
