@@ -176,6 +176,10 @@ fn history_api_metrics_and_dashboard_per_tenant() {
     assert!(nulls.iter().all(|a| a["pipeline"] == "orders" && a["seq"] == 15), "{alerts}");
     assert!(nulls[0]["findings"].as_array().unwrap().iter().any(|f| f["column"] == nulls[0]["column"]), "{alerts}");
 
+    // Probes answer without a token, and say nothing of any tenant.
+    assert_eq!(get(&addr, "/healthz", None), (200, "ok\n".to_string()));
+    assert_eq!(get(&addr, "/readyz", None), (200, "ready\n".to_string()));
+
     // Without a token, or with a wrong one: nothing.
     for path in ["/api/pipelines", "/api/windows", "/api/alerts", "/api/findings", "/api/plugins", "/api/plugin-events", "/metrics"] {
         assert_eq!(get(&addr, path, None).0, 401, "{path} without a token");

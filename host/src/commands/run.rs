@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -63,9 +63,11 @@ pub fn run(g: &GlobalArgs, args: &RunArgs, events: &PluginEventSink) -> Result<(
         false => None,
     };
     let live = Arc::new(RwLock::new(LiveStatus::default()));
+    // Set on Ctrl-C or SIGTERM: the pipelines stop reading, and /readyz says so.
+    let stop = Arc::new(AtomicBool::new(false));
     let listen = args.listen.clone().or_else(|| config.http.listen.clone());
     let server = match &listen {
-        Some(addr) => Some(start_http(&config, addr, counters.clone(), live.clone(), history.as_ref().map(|(h, _)| h))?),
+        Some(addr) => Some(start_http(&config, addr, counters.clone(), live.clone(), history.as_ref().map(|(h, _)| h), stop.clone())?),
         None => None,
     };
     let watcher = (!args.native).then(|| Watcher::start(runtime.clone(), tenants.iter().map(Tenant::folder_state).collect(), RELOAD_POLL));
@@ -84,7 +86,7 @@ pub fn run(g: &GlobalArgs, args: &RunArgs, events: &PluginEventSink) -> Result<(
         outputs: Mutex::new(Outputs::new(format, config.output.file.as_deref(), config.output.windows_file.as_deref())?),
         dead_letters: Mutex::new(DeadLetters::new(&dead_letter_path)),
         pipelines: counters.clone(),
-        stop: Default::default(),
+        stop,
         ledger: Mutex::new(ledger),
         history: history.as_ref().map(|(h, _)| h.clone()),
         checkpoints: checkpoints.map(|store| (store, config.checkpoints.interval())),
@@ -243,6 +245,7 @@ fn start_http(
     pipelines: Vec<Arc<PipelineCounters>>,
     live: Arc<RwLock<LiveStatus>>,
     history: Option<&History>,
+    draining: Arc<AtomicBool>,
 ) -> Result<http::Server> {
     let token_dir = data_dir(config).join("api-tokens");
     let mut tokens = Vec::new();
@@ -253,7 +256,7 @@ fn start_http(
         Some(h) => Some(HistoryReader::open(&h.path)?),
         None => None,
     };
-    let server = http::serve(addr, ApiState::new(tokens, pipelines, live, reader)?)?;
+    let server = http::serve(addr, ApiState::new(tokens, pipelines, live, reader, draining)?)?;
     tracing::info!(
         "dashboard, API and /metrics on http://{}/ (bearer token per tenant; those not set in the config are in {})",
         server.addr,

@@ -41,7 +41,7 @@ pub fn render(tenant: &str, pipelines: &[Arc<PipelineCounters>], status: &LiveSt
     let mut out = String::new();
     let mut f = Family { out: &mut out };
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
-    let counters: [PipelineCounter; 7] = [
+    let counters: [PipelineCounter; 8] = [
         ("clean_host_records_total", "Records read and placed in a window.", |p| &p.records),
         ("clean_host_windows_total", "Windows analysed.", |p| &p.windows),
         ("clean_host_dead_letters_total", "Records that could not be decoded (each with its reason in the dead-letter store).", |p| &p.dead_letters),
@@ -49,6 +49,7 @@ pub fn render(tenant: &str, pipelines: &[Arc<PipelineCounters>], status: &LiveSt
         ("clean_host_incidents_total", "Incidents: a window's alerts about one column, or about no column, count once.", |p| &p.incidents),
         ("clean_host_history_dropped_total", "Windows the history store could not take (its queue was full).", |p| &p.history_dropped),
         ("clean_host_checkpoints_total", "Checkpoints of detector and alert state stored with the committed positions.", |p| &p.checkpoints),
+        ("clean_host_broker_errors_total", "Errors from the source's broker (the source reconnects and reads on).", |p| &p.progress.broker_errors),
     ];
     for (name, help, counter) in counters {
         f.header(name, "counter", help);

@@ -18,6 +18,10 @@
 //! interrupted after the history's query time limit, so one tenant's heavy
 //! queries queue behind each other and never in front of another tenant's.
 //! Tokens are at least [`MIN_TOKEN_LEN`] characters and differ per tenant.
+//!
+//! `/healthz` and `/readyz` are for orchestrators' probes: no token, no
+//! tenant's data (counts only), and outside the limit on requests in
+//! flight, so a flood of API calls never fails a liveness probe.
 
 mod metrics;
 #[cfg(test)]
@@ -27,6 +31,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -39,7 +44,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::history::{timed_out, Filter, HistoryReader, QUERY_TIME_LIMIT};
-use crate::pipeline::PipelineCounters;
+use crate::pipeline::{PipelineCounters, Reading};
 use crate::tenant::TenantStatus;
 use clean_host_runtime::PluginStats;
 
@@ -85,6 +90,8 @@ pub struct ApiState {
     pipelines: Vec<Arc<PipelineCounters>>,
     status: Arc<RwLock<LiveStatus>>,
     history: Option<HistoryReader>,
+    /// Set once the host is stopping (Ctrl-C, SIGTERM): it drains what it read.
+    draining: Arc<AtomicBool>,
     in_flight: Arc<tokio::sync::Semaphore>,
     /// Per tenant: its turn at the history.
     history_turns: BTreeMap<String, Arc<tokio::sync::Semaphore>>,
@@ -97,6 +104,7 @@ impl ApiState {
         pipelines: Vec<Arc<PipelineCounters>>,
         status: Arc<RwLock<LiveStatus>>,
         history: Option<HistoryReader>,
+        draining: Arc<AtomicBool>,
     ) -> Result<Self, HttpError> {
         for (i, (token, tenant)) in tokens.iter().enumerate() {
             if token.chars().count() < MIN_TOKEN_LEN {
@@ -107,7 +115,24 @@ impl ApiState {
             }
         }
         let history_turns = tokens.iter().map(|(_, tenant)| (tenant.clone(), Arc::new(tokio::sync::Semaphore::new(1)))).collect();
-        Ok(ApiState { tokens, pipelines, status, history, in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)), history_turns })
+        Ok(ApiState { tokens, pipelines, status, history, draining, in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)), history_turns })
+    }
+
+    /// Why the host should get no work yet (or any more), if so. The server
+    /// runs once every plugin is loaded and every source opened; then each
+    /// pipeline must be reading (past its resume) or done, none failed, and
+    /// the host not stopping.
+    pub fn unready(&self) -> Option<String> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Some("stopping: analysing what was read".into());
+        }
+        let count = |state: Reading| self.pipelines.iter().filter(|p| p.reading() == state).count();
+        let (n, failed, waiting) = (self.pipelines.len(), count(Reading::Failed), count(Reading::NotYet));
+        match (failed, waiting) {
+            (0, 0) => None,
+            (0, _) => Some(format!("{waiting} of {n} pipelines not reading yet")),
+            _ => Some(format!("{failed} of {n} pipelines stopped on an error")),
+        }
     }
 
     /// The tenant whose token this request carries.
@@ -330,6 +355,19 @@ history_endpoint!(findings, findings);
 history_endpoint!(alerts, alerts);
 history_endpoint!(plugin_events, plugin_events);
 
+/// Answers while the process serves at all: for liveness probes.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// 200 once the host reads and analyses every pipeline, 503 (with why) before and while it stops.
+async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
+    match state.unready() {
+        None => "ready\n".into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
+    }
+}
+
 fn router(state: ApiState) -> Router {
     let state = Arc::new(state);
     Router::new()
@@ -342,6 +380,8 @@ fn router(state: ApiState) -> Router {
         .route("/api/alerts", get(alerts))
         .route("/api/plugin-events", get(plugin_events))
         .layer(axum::middleware::from_fn_with_state(state.clone(), bounded))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .with_state(state)
 }
 

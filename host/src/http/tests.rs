@@ -15,6 +15,7 @@ fn metrics_show_only_the_tenants_own_pipelines() {
     let text = metrics::render("a", &pipelines, &LiveStatus::default());
     assert!(text.contains("clean_host_records_total{tenant=\"a\",pipeline=\"orders\"} 10"), "{text}");
     assert!(text.contains("clean_host_alerts_total{tenant=\"a\",pipeline=\"orders\",severity=\"critical\"} 3"), "{text}");
+    assert!(text.contains("clean_host_broker_errors_total{tenant=\"a\",pipeline=\"orders\"} 0"), "{text}");
     assert!(!text.contains("pay"), "{text}");
     let b = metrics::render("b", &pipelines, &LiveStatus::default());
     assert!(b.contains("pipeline=\"pay\\\"ments\""), "label values are escaped: {b}");
@@ -49,7 +50,7 @@ fn tokens_are_made_once_and_kept() {
 #[test]
 fn a_token_opens_its_tenant_only() {
     let tokens = vec![("token-of-team-a-1".into(), "a".into()), ("token-of-team-b-1".into(), "b".into())];
-    let state = ApiState::new(tokens, Vec::new(), Arc::default(), None).unwrap();
+    let state = ApiState::new(tokens, Vec::new(), Arc::default(), None, Arc::default()).unwrap();
     let headers = |value: &str| {
         let mut h = HeaderMap::new();
         h.insert(header::AUTHORIZATION, value.parse().unwrap());
@@ -66,7 +67,7 @@ fn a_token_opens_its_tenant_only() {
 fn tokens_must_be_long_and_unique() {
     let state = |tokens: &[(&str, &str)]| {
         let tokens = tokens.iter().map(|(t, n)| (t.to_string(), n.to_string())).collect();
-        ApiState::new(tokens, Vec::new(), Arc::default(), None).err().map(|e| e.to_string())
+        ApiState::new(tokens, Vec::new(), Arc::default(), None, Arc::default()).err().map(|e| e.to_string())
     };
     let short = state(&[("s3cret", "a")]).unwrap();
     assert!(short.contains("tenant a") && short.contains("at least 16") && !short.contains("s3cret"), "{short}");
@@ -101,7 +102,7 @@ fn one_tenants_history_queries_never_hold_another_tenants() {
     let dir = tempfile_dir("http-turns");
     let reader = HistoryReader::open(&dir.join("history.db")).unwrap();
     let tokens = vec![("token-of-team-a-1".into(), "a".into()), ("token-of-team-b-1".into(), "b".into())];
-    let state = ApiState::new(tokens, Vec::new(), Arc::default(), Some(reader)).unwrap();
+    let state = ApiState::new(tokens, Vec::new(), Arc::default(), Some(reader), Arc::default()).unwrap();
     let a_turn = state.history_turns["a"].clone();
     let server = serve("127.0.0.1:0", state).unwrap();
     let held = a_turn.try_acquire_owned().unwrap();
@@ -122,4 +123,21 @@ fn tempfile_dir(name: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+#[test]
+fn ready_once_every_pipeline_reads_and_until_the_host_stops() {
+    let pipelines = vec![counters("orders", "a", 0), counters("payments", "b", 0)];
+    let draining = Arc::new(AtomicBool::new(false));
+    let state = ApiState::new(vec![("token-of-team-a-1".into(), "a".into())], pipelines.clone(), Arc::default(), None, draining.clone()).unwrap();
+    assert_eq!(state.unready().as_deref(), Some("2 of 2 pipelines not reading yet"));
+    pipelines[0].set_reading(Reading::Yes);
+    assert_eq!(state.unready().as_deref(), Some("1 of 2 pipelines not reading yet"));
+    pipelines[1].set_reading(Reading::Done);
+    assert_eq!(state.unready(), None, "a pipeline read to its end is no reason to wait");
+    pipelines[1].set_reading(Reading::Failed);
+    assert_eq!(state.unready().as_deref(), Some("1 of 2 pipelines stopped on an error"));
+    pipelines[1].set_reading(Reading::Yes);
+    draining.store(true, Ordering::Relaxed);
+    assert_eq!(state.unready().as_deref(), Some("stopping: analysing what was read"));
 }

@@ -23,7 +23,7 @@ mod cutter;
 mod tests;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -126,6 +126,8 @@ pub struct PipelineCounters {
     pub checkpoint_taken_ms: AtomicU64,
     /// The last window's quality score, as f64 bits (NaN before the first).
     last_score: AtomicU64,
+    /// Where the pipeline is with its source, as a [`Reading`].
+    reading: AtomicU8,
     /// The source's backlog, reads and broker errors.
     pub progress: Arc<Progress>,
 }
@@ -149,8 +151,22 @@ impl PipelineCounters {
             checkpoint_bytes: AtomicU64::new(0),
             checkpoint_taken_ms: AtomicU64::new(0),
             last_score: AtomicU64::new(f64::NAN.to_bits()),
+            reading: AtomicU8::new(Reading::NotYet as u8),
             progress: Arc::default(),
         }
+    }
+
+    pub fn reading(&self) -> Reading {
+        match self.reading.load(Ordering::Relaxed) {
+            x if x == Reading::Yes as u8 => Reading::Yes,
+            x if x == Reading::Done as u8 => Reading::Done,
+            x if x == Reading::Failed as u8 => Reading::Failed,
+            _ => Reading::NotYet,
+        }
+    }
+
+    pub fn set_reading(&self, reading: Reading) {
+        self.reading.store(reading as u8, Ordering::Relaxed);
     }
 
     /// The last window's quality score, if a window was analysed.
@@ -162,6 +178,18 @@ impl PipelineCounters {
     pub fn lag(&self) -> u64 {
         self.progress.lag.load(Ordering::Relaxed)
     }
+}
+
+/// Where a pipeline is with its source (for `/readyz`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// Opened, not read yet: resuming from its checkpoint, or not started.
+    NotYet,
+    Yes,
+    /// Read to its end (a file, `--until-end`) and analysed.
+    Done,
+    /// Stopped on an error (in the summary and the log).
+    Failed,
 }
 
 /// One counter summed over every pipeline.
@@ -232,6 +260,13 @@ pub struct PipelineReport {
 
 /// Run `pipeline` until its source ends (or Ctrl-C), then report.
 pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
+    let counters = pipeline.counters.clone();
+    let report = read_and_analyse(pipeline, shared);
+    counters.set_reading(if report.is_ok() { Reading::Done } else { Reading::Failed });
+    report
+}
+
+fn read_and_analyse(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
     let Pipeline { name, tenant, mut source, window, event_time_field, detectors, mut router, handlers, decoder, dead_letter_topic, findings_topic, counters } =
         pipeline;
     let (source_name, reader_id) = (source.name(), source.reader());
@@ -260,6 +295,7 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
     std::thread::scope(|scope| -> Result<PipelineReport> {
         let ctx = SourceContext { events: line_tx, acks: ack_rx, stop: shared.stop.clone(), progress: counters.progress.clone() };
         let reader = std::thread::Builder::new().name(format!("{name}-source")).spawn(move || source.run(ctx)).context("starting the source thread")?;
+        counters.set_reading(Reading::Yes);
 
         let analyst = Analyst::new(common, &detectors, router, handlers, acknowledges, ack_tx, findings_topic).checkpointed(checkpointer);
         let analysis = scope.spawn(move || -> Result<PipelineReport> {
