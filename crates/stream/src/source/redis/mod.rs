@@ -258,12 +258,14 @@ impl RedisSource {
 
     /// XACK the entries read whose offsets are below `below` (`unacked`
     /// holds each entry read as its offset and id, in offset order).
+    /// They stay there until the server took them all (acking one twice is harmless).
     fn ack(&mut self, unacked: &mut VecDeque<(u64, (u64, u64))>, below: u64) -> redis::RedisResult<()> {
         let done = unacked.partition_point(|&(offset, _)| offset < below);
-        let ids: Vec<String> = unacked.drain(..done).map(|(_, (ms, seq))| format!("{ms}-{seq}")).collect();
+        let ids: Vec<String> = unacked.range(..done).map(|(_, (ms, seq))| format!("{ms}-{seq}")).collect();
         for chunk in ids.chunks(1000) {
             let _: i64 = self.con.xack(&self.stream, self.options.group(), chunk)?;
         }
+        unacked.drain(..done);
         Ok(())
     }
 }
@@ -398,13 +400,14 @@ impl Source for RedisSource {
                     ctx.progress.broker_errors.fetch_add(1, Ordering::Relaxed);
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(5));
+                    // Delivered and lost on the way: pending, after the last entry read
+                    // (whichever connection failed: the entries' reader connects anew by itself).
+                    if matches!(phase, ReadPhase::New) {
+                        phase = ReadPhase::OwnPending(last_id.clone().unwrap_or_else(|| "0".into()));
+                    }
                     if let Ok(con) = connect(&self.url.hosts) {
                         tracing::info!("redis {}: reconnected", self.url.hosts);
                         self.con = con;
-                        // Delivered and lost on the way: pending, after the last entry read.
-                        if matches!(phase, ReadPhase::New) {
-                            phase = ReadPhase::OwnPending(last_id.clone().unwrap_or_else(|| "0".into()));
-                        }
                     }
                     continue;
                 }

@@ -33,22 +33,54 @@ pub struct StreamReader {
 }
 
 impl StreamReader {
-    /// Connect to `hosts` (`host[:port]`); reads time out after `read_timeout`.
-    pub fn connect(hosts: &str, connect_timeout: Duration, read_timeout: Duration) -> io::Result<Self> {
-        let address = if hosts.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) { hosts.to_string() } else { format!("{hosts}:6379") };
-        let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{hosts} resolves to no address"));
+    /// Connect to `hosts` (`[user][:password@]host[:port]`, as in a redis://
+    /// URL, percent-encoded) and log in when it holds a password; reads time
+    /// out after `read_timeout`.
+    pub fn connect(hosts: &str, connect_timeout: Duration, read_timeout: Duration) -> RedisResult<Self> {
+        let (login, host) = match hosts.rsplit_once('@') {
+            Some((login, host)) => (Some(login), host),
+            None => (None, hosts),
+        };
+        let address = if host.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) { host.to_string() } else { format!("{host}:6379") };
+        let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host} resolves to no address"));
         for addr in address.to_socket_addrs()? {
             match TcpStream::connect_timeout(&addr, connect_timeout) {
                 Ok(socket) => {
                     socket.set_read_timeout(Some(read_timeout))?;
                     socket.set_write_timeout(Some(connect_timeout))?;
                     socket.set_nodelay(true)?;
-                    return Ok(StreamReader { socket, buf: Vec::new() });
+                    let mut reader = StreamReader { socket, buf: Vec::new() };
+                    if let Some((user, password)) = login.and_then(|l| l.split_once(':')).filter(|(_, p)| !p.is_empty()) {
+                        reader.log_in(&percent_decoded(user), &percent_decoded(password))?;
+                    }
+                    return Ok(reader);
                 }
                 Err(e) => last = e,
             }
         }
-        Err(last)
+        Err(last.into())
+    }
+
+    /// AUTH [user] password; a refusal is no error that passes.
+    fn log_in(&mut self, user: &str, password: &str) -> RedisResult<()> {
+        let args: Vec<&[u8]> = match user {
+            "" => vec![b"AUTH", password.as_bytes()],
+            user => vec![b"AUTH", user.as_bytes(), password.as_bytes()],
+        };
+        self.socket.write_all(&command(&args))?;
+        self.buf.clear();
+        loop {
+            let mut c = Cursor { buf: &self.buf, at: 0 };
+            match c.line() {
+                Ok(b"+OK") if c.at == self.buf.len() => return Ok(()),
+                Ok(reply) => {
+                    let said = String::from_utf8_lossy(reply.strip_prefix(b"-").unwrap_or(reply)).into_owned();
+                    return Err(RedisError::from((ErrorKind::AuthenticationFailed, "AUTH refused", said)));
+                }
+                Err(Short::More) => self.fill()?,
+                Err(_) => return Err(invalid("an AUTH reply that is no line")),
+            }
+        }
     }
 
     /// `XREADGROUP GROUP group consumer COUNT count [BLOCK ms] STREAMS stream after`.
@@ -81,13 +113,42 @@ impl StreamReader {
     fn fill(&mut self) -> io::Result<()> {
         let at = self.buf.len();
         self.buf.resize(at + READ_CHUNK, 0);
-        let read = self.socket.read(&mut self.buf[at..]);
+        let read = loop {
+            // A signal (Ctrl-C) landing in the read is no broker error.
+            match self.socket.read(&mut self.buf[at..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                read => break read,
+            }
+        };
         self.buf.truncate(at + read.as_ref().ok().copied().unwrap_or(0));
         match read? {
             0 => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection")),
             _ => Ok(()),
         }
     }
+}
+
+/// `%XX` escapes of a URL's user or password, decoded.
+fn percent_decoded(s: &str) -> String {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        let hex = |b: Option<u8>| b.and_then(|b| (b as char).to_digit(16));
+        match b {
+            b'%' => {
+                let (hi, lo) = (bytes.clone().next(), bytes.clone().nth(1));
+                match (hex(hi), hex(lo)) {
+                    (Some(hi), Some(lo)) => {
+                        out.push((hi * 16 + lo) as u8);
+                        bytes.nth(1);
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn invalid(what: &'static str) -> RedisError {
@@ -275,20 +336,39 @@ mod tests {
     }
 
     /// A server on loopback that answers the first command with `reply`,
-    /// a few bytes at a time, then closes the connection.
-    fn serve(reply: String) -> String {
+    /// a few bytes at a time, then closes the connection; the command it got comes back.
+    fn serve_and_hear(reply: String) -> (String, std::sync::mpsc::Receiver<Vec<u8>>) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap().to_string();
+        let (heard, hear) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let (mut socket, _) = listener.accept().unwrap();
             let mut command = [0u8; 4096];
-            let _ = socket.read(&mut command);
+            let n = socket.read(&mut command).unwrap_or(0);
+            let _ = heard.send(command[..n].to_vec());
             for piece in reply.as_bytes().chunks(7) {
                 socket.write_all(piece).unwrap();
                 std::thread::sleep(Duration::from_micros(200));
             }
         });
-        address
+        (address, hear)
+    }
+
+    fn serve(reply: String) -> String {
+        serve_and_hear(reply).0
+    }
+
+    #[test]
+    fn a_password_in_the_address_logs_in_and_a_refusal_does_not_pass() {
+        let (address, hear) = serve_and_hear("-WRONGPASS invalid username-password pair or user is disabled.\r\n".into());
+        let refused = StreamReader::connect(&format!("monitor:s%40cret%2F1@{address}"), Duration::from_secs(1), Duration::from_secs(5)).err().unwrap();
+        assert_eq!(hear.recv().unwrap(), command(&[b"AUTH", b"monitor", b"s@cret/1"]));
+        assert_eq!(refused.kind(), ErrorKind::AuthenticationFailed);
+        assert!(!refused.is_io_error() && refused.to_string().contains("WRONGPASS") && !refused.to_string().contains("cret"), "{refused}");
+        let (address, hear) = serve_and_hear("+OK\r\n".into());
+        assert!(StreamReader::connect(&format!(":pw@{address}"), Duration::from_secs(1), Duration::from_secs(5)).is_ok());
+        assert_eq!(hear.recv().unwrap(), command(&[b"AUTH", b"pw"]), "no user: the password alone");
+        assert_eq!(percent_decoded("a%20b%zz%4"), "a b%zz%4");
     }
 
     #[test]
