@@ -160,6 +160,26 @@ fn chromium_dom(s: &Sandbox, url: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// What `promtool check metrics` (Debian's `prometheus` package; scripts/test
+/// installs it) says of an exposition: empty when it finds nothing.
+fn promtool_check_metrics(exposition: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (apt-get install prometheus; scripts/test installs it)");
+    child.stdin.take().expect("stdin").write_all(exposition.as_bytes()).expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    match out.status.success() {
+        true => said.trim().to_string(),
+        false => format!("exit {}: {said}", out.status),
+    }
+}
+
 #[test]
 fn history_api_metrics_and_dashboard_per_tenant() {
     let s = Sandbox::empty();
@@ -214,13 +234,15 @@ fn history_api_metrics_and_dashboard_per_tenant() {
         "clean_host_quality_score{tenant=\"team-a\",pipeline=\"orders\"}",
         "clean_host_alerts_total{tenant=\"team-a\",pipeline=\"orders\",severity=\"warning\"}",
         "clean_host_dead_letters_total{",
-        "clean_host_plugin_calls_total{tenant=\"team-a\",pipeline=\"orders\",plugin=\"completeness\",kind=\"detector\"}",
+        "clean_host_plugin_calls_total{tenant=\"team-a\",pipeline=\"orders\",plugin=\"completeness\",kind=\"detector\",version=\"0.1.0\",status=\"active\"}",
         "clean_host_plugin_errors_total{",
         "clean_host_plugin_call_seconds{",
     ] {
         assert!(metrics.contains(series), "{series} missing:\n{metrics}");
     }
     assert!(!metrics.contains("payments") && !metrics.contains("team-b"), "{metrics}");
+    let lint = promtool_check_metrics(&metrics);
+    assert!(lint.is_empty(), "promtool check metrics:\n{lint}\n{metrics}");
 
     // The dashboard, in a real browser: the chart shows window 15's drop, the alert is listed.
     let dom = chromium_dom(&s, &format!("http://{addr}/#token={TOKEN_A}"));

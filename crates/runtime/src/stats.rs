@@ -1,6 +1,6 @@
 //! What a plugin's calls came to, counted the same way for detectors and
 //! alert handlers: calls, errors, rebuilds after a trap, faults in a row,
-//! and the median and p99 of the last call durations.
+//! the median and p99 of the last call durations, and the time of all calls.
 
 use std::time::Duration;
 
@@ -68,6 +68,8 @@ pub struct CallCounters {
     pub rebuilds: u64,
     pub failures_in_row: u32,
     times: CallTimes,
+    /// Every call's time added up.
+    total: Duration,
 }
 
 impl CallCounters {
@@ -75,6 +77,7 @@ impl CallCounters {
     /// unsound takes it out of `instance`, so the next call rebuilds it.
     pub fn record<T, I>(&mut self, took: Duration, result: &Result<T, PluginFault>, instance: &mut Option<I>) {
         self.times.record(took);
+        self.total += took;
         self.calls += 1;
         match result {
             Ok(_) => self.failures_in_row = 0,
@@ -105,6 +108,7 @@ impl CallCounters {
             reloads: 0,
             call_p50_us: p50,
             call_p99_us: p99,
+            call_seconds: self.total.as_secs_f64(),
             agreement: None,
             compared_windows: None,
         }
@@ -131,6 +135,9 @@ pub struct PluginStats {
     pub reloads: u64,
     pub call_p50_us: u32,
     pub call_p99_us: u32,
+    /// Every call's time added up, in seconds.
+    #[serde(default)]
+    pub call_seconds: f64,
     /// Shadow versions: share of compared windows whose findings matched the active version's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agreement: Option<f64>,

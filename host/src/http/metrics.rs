@@ -97,14 +97,21 @@ pub fn render(tenant: &str, pipelines: &[Arc<PipelineCounters>], status: &LiveSt
         }
     }
     let plugins: Vec<_> = status.plugins.iter().filter(|p| p.tenant == tenant).collect();
+    // A plugin runs as more than one version at once (a shadow, one rolled
+    // back): the version and its status tell their series apart.
     let plugin_labels = |p: &PluginStats| -> Vec<(&'static str, String)> {
-        vec![("tenant", tenant.to_string()), ("pipeline", p.pipeline.clone()), ("plugin", p.name.clone()), ("kind", p.kind.clone())]
+        vec![
+            ("tenant", tenant.to_string()),
+            ("pipeline", p.pipeline.clone()),
+            ("plugin", p.name.clone()),
+            ("kind", p.kind.clone()),
+            ("version", p.version.clone()),
+            ("status", p.status.as_str().to_string()),
+        ]
     };
     f.header("clean_host_plugin_info", "gauge", "A plugin instance's version and status (always 1).");
     for p in &plugins {
-        let mut labels = plugin_labels(p);
-        labels.extend([("version", p.version.clone()), ("status", p.status.as_str().to_string())]);
-        f.sample("clean_host_plugin_info", &labels, 1.0);
+        f.sample("clean_host_plugin_info", &plugin_labels(p), 1.0);
     }
     let plugin_counters: [PluginCounter; 2] = [
         ("clean_host_plugin_calls_total", "Calls into the plugin.", |p| p.calls),
@@ -116,13 +123,16 @@ pub fn render(tenant: &str, pipelines: &[Arc<PipelineCounters>], status: &LiveSt
             f.sample(name, &plugin_labels(p), counter(p) as f64);
         }
     }
-    f.header("clean_host_plugin_call_seconds", "gauge", "Call time of the plugin's recent calls, by quantile.");
+    let name = "clean_host_plugin_call_seconds";
+    f.header(name, "summary", "Call time of the plugin: quantiles over its last 1024 calls, sum and count over all.");
     for p in &plugins {
         for (quantile, micros) in [("0.5", p.call_p50_us), ("0.99", p.call_p99_us)] {
             let mut labels = plugin_labels(p);
             labels.push(("quantile", quantile.to_string()));
-            f.sample("clean_host_plugin_call_seconds", &labels, micros as f64 / 1e6);
+            f.sample(name, &labels, micros as f64 / 1e6);
         }
+        f.sample(&format!("{name}_sum"), &plugin_labels(p), p.call_seconds);
+        f.sample(&format!("{name}_count"), &plugin_labels(p), p.calls as f64);
     }
     out
 }

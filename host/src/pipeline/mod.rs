@@ -260,9 +260,20 @@ pub struct PipelineReport {
 
 /// Run `pipeline` until its source ends (or Ctrl-C), then report.
 pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
-    let counters = pipeline.counters.clone();
+    /// Failed unless the run says otherwise: a panic says nothing.
+    struct Outcome(Arc<PipelineCounters>);
+    impl Drop for Outcome {
+        fn drop(&mut self) {
+            if self.0.reading() != Reading::Done {
+                self.0.set_reading(Reading::Failed);
+            }
+        }
+    }
+    let outcome = Outcome(pipeline.counters.clone());
     let report = read_and_analyse(pipeline, shared);
-    counters.set_reading(if report.is_ok() { Reading::Done } else { Reading::Failed });
+    if report.is_ok() {
+        outcome.0.set_reading(Reading::Done);
+    }
     report
 }
 
