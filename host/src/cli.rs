@@ -43,22 +43,24 @@ impl Cli {
 }
 
 /// What every command reads: where the plugins, the config and the data are, and how to log.
+/// Each flag of a run (these, and the run's own) may come from `CLEAN_HOST_FLAG` instead
+/// (`--data-dir`: `CLEAN_HOST_DATA_DIR`); the command line wins.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// Folder of detector plugins (`NAME.wasm`, optional `NAME.toml` beside each).
-    #[arg(long, global = true, default_value = "plugins")]
+    #[arg(long, global = true, default_value = "plugins", env = "CLEAN_HOST_PLUGINS")]
     pub plugins: PathBuf,
     /// TOML config with pipelines, alert rules and limits.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "CLEAN_HOST_CONFIG")]
     pub config: Option<PathBuf>,
     /// Folder for the history, dead letters and the compiled-plugin cache (default: clean-data).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "CLEAN_HOST_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Log lines on stderr as human text or JSON objects.
-    #[arg(long, global = true, value_enum, default_value = "human")]
+    #[arg(long, global = true, value_enum, default_value = "human", env = "CLEAN_HOST_LOG_FORMAT")]
     pub log_format: LogFormat,
     /// Log filter, e.g. `warn` or `clean_host=debug` (default: RUST_LOG, else `info`).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "CLEAN_HOST_LOG_LEVEL")]
     pub log_level: Option<String>,
 }
 
@@ -69,38 +71,38 @@ pub struct RunArgs {
     /// kafka://HOST:PORT/TOPIC?group=G&offset=earliest|latest|N|@UNIX_MS,
     /// pulsar://HOST:PORT/TENANT/NAMESPACE/TOPIC?subscription=S&type=T,
     /// redis://HOST:PORT/STREAM?group=G&consumer=C.
-    #[arg(long)]
+    #[arg(long, env = "CLEAN_HOST_SOURCE")]
     pub source: Option<String>,
     /// Broker sources: read to the end positions seen at start, then stop and report.
-    #[arg(long)]
+    #[arg(long, env = "CLEAN_HOST_UNTIL_END", value_parser = clap::builder::FalseyValueParser::new())]
     pub until_end: bool,
     /// Records per count window (overrides the config's window size).
-    #[arg(long)]
+    #[arg(long, env = "CLEAN_HOST_WINDOW")]
     pub window: Option<usize>,
     /// Field holding each record's event time.
-    #[arg(long)]
+    #[arg(long, env = "CLEAN_HOST_EVENT_TIME")]
     pub event_time: Option<String>,
     /// How alerts are written to stdout.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, env = "CLEAN_HOST_FORMAT")]
     pub format: Option<OutputFormat>,
     /// Also append alerts as JSON lines to this file.
-    #[arg(long)]
+    #[arg(long, env = "CLEAN_HOST_ALERTS_FILE")]
     pub alerts_file: Option<PathBuf>,
     /// Append one JSON line per analysed window to this file.
-    #[arg(long)]
+    #[arg(long, env = "CLEAN_HOST_WINDOWS_FILE")]
     pub windows_file: Option<PathBuf>,
     /// Where undecodable lines go (default: DATA_DIR/dead-letters.jsonl; broker
     /// sources use a dead-letter topic on their broker).
-    #[arg(long)]
+    #[arg(long, env = "CLEAN_HOST_DEAD_LETTERS")]
     pub dead_letters: Option<PathBuf>,
     #[command(flatten)]
     pub generator: GeneratorArgs,
     /// Serve the dashboard, the JSON API and /metrics on this address
     /// (`--listen` alone: 127.0.0.1:8080; port 0 picks a free one).
-    #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:8080")]
+    #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:8080", env = "CLEAN_HOST_LISTEN")]
     pub listen: Option<String>,
     /// No live status line on the terminal.
-    #[arg(long)]
+    #[arg(long, env = "CLEAN_HOST_QUIET", value_parser = clap::builder::FalseyValueParser::new())]
     pub quiet: bool,
     /// Run the bundled detectors as native code instead of the plugins (benchmark builds only).
     #[arg(long, hide = true)]
@@ -111,20 +113,20 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 pub struct GeneratorArgs {
     /// Generator: stop after this many records.
-    #[arg(long)]
+    #[arg(long, env = "CLEAN_HOST_RECORDS")]
     pub records: Option<u64>,
     /// Generator: records per second of wall time.
-    #[arg(long)]
+    #[arg(long, env = "CLEAN_HOST_RATE")]
     pub rate: Option<u64>,
     /// Generator: random seed.
-    #[arg(long)]
+    #[arg(long, env = "CLEAN_HOST_SEED")]
     pub seed: Option<u64>,
     /// Generator: mean delay in ms between a live record's event time and
     /// its being produced (default 100; 0 stamps the wall clock).
-    #[arg(long)]
+    #[arg(long, env = "CLEAN_HOST_DELIVERY_LAG_MS")]
     pub delivery_lag_ms: Option<f64>,
     /// Generator: faults to inject, `KIND@START+LEN` (comma-separated).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', env = "CLEAN_HOST_INJECT")]
     pub inject: Vec<String>,
 }
 

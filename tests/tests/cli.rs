@@ -44,6 +44,32 @@ fn run_flags_are_not_taken_by_commands() {
     assert!(before.status.success(), "{}", String::from_utf8_lossy(&before.stderr));
 }
 
+/// Each run flag may come from `CLEAN_HOST_FLAG` (a container's
+/// environment); the command line wins, and a command takes them quietly.
+#[test]
+fn run_flags_come_from_the_environment_and_the_command_line_wins() {
+    let s = Sandbox::with_bundled();
+    s.generate("orders.jsonl", 3000, &[]);
+    let plugins = s.plugins();
+    let env = [
+        ("CLEAN_HOST_PLUGINS", plugins.to_str().unwrap()),
+        ("CLEAN_HOST_DATA_DIR", "data"),
+        ("CLEAN_HOST_SOURCE", "orders.jsonl"),
+        ("CLEAN_HOST_WINDOW", "500"),
+        ("CLEAN_HOST_QUIET", "true"),
+    ];
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(clean_host_tests::binary()).args(args).envs(env).current_dir(s.dir.path()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+    };
+    let windows = |stderr: &str| serde_json::from_str::<serde_json::Value>(stderr.lines().last().unwrap()).unwrap()["windows"].clone();
+    assert_eq!(windows(&run(&[]).1), 6, "source and window size from the environment");
+    assert_eq!(windows(&run(&["--window", "1000"]).1), 3, "the command line wins");
+    assert!(run(&["check"]).0.contains("8 plugin(s)"), "a command with run flags in the environment");
+}
+
 #[test]
 fn check_accepts_a_good_config() {
     let s = Sandbox::with_bundled();

@@ -19,6 +19,7 @@ use clean_host_stream::source::generator::GeneratorConfig;
 use clean_host_stream::source::BrokerOptions;
 use clean_host_stream::window::{EventTimeSpec, WindowSpec};
 
+mod interpolate;
 #[cfg(test)]
 mod tests;
 
@@ -142,9 +143,16 @@ pub enum ConfigError {
 }
 
 impl ConfigFile {
+    /// The file at `path`, its `${VAR}` references taken from the environment.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        Self::parse(&text).map_err(|message| ConfigError::Parse { path: path.into(), message })
+        let variable = |name: &str| match std::env::var(name) {
+            Ok(value) => Ok(Some(value)),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => Err("is not UTF-8".to_string()),
+        };
+        let parse = |text: &str| Self::parse(&interpolate::interpolate(text, variable)?);
+        parse(&text).map_err(|message| ConfigError::Parse { path: path.into(), message })
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {

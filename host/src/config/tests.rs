@@ -311,3 +311,69 @@ fn every_config_key_is_in_the_config_reference() {
     }
     assert!(missing.is_empty(), "config keys no TOML example in docs/config.md or docs/operating.md sets: {missing:#?}");
 }
+
+/// `${VAR}` with a fixed environment.
+fn with_env(text: &str, env: &[(&str, &str)]) -> Result<String, String> {
+    interpolate::interpolate(text, |name| Ok(env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())))
+}
+
+#[test]
+fn references_take_the_environment_defaults_and_nothing_else() {
+    let env = [("GROUP", "quality"), ("SIZE", "500"), ("EMPTY", "")];
+    let text = "# ${NOT_SET} in a comment stays\n[[pipelines]]\nname = \"orders\"\nsource = \"kafka://k:9092/orders?group=${GROUP}\"\n[pipelines.window]\nsize = ${SIZE}\nslide = ${SLIDE:-250}\n[pipelines.broker]\ngroup = '${EMPTY:-fallback}'\ndead_letter_topic = \"$${kept}\"\n";
+    let c = ConfigFile::parse(&with_env(text, &env).unwrap()).unwrap();
+    let p = &c.pipelines[0];
+    assert_eq!(p.source, "kafka://k:9092/orders?group=quality");
+    assert_eq!((p.window.size, p.window.slide), (500, Some(250)));
+    assert_eq!(p.broker.group.as_deref(), Some("fallback"), "an empty variable takes the default");
+    assert_eq!(p.broker.dead_letter_topic.as_deref(), Some("${kept}"));
+    let missing = with_env("[http]\nlisten = \"${LISTEN}\"\n", &env).unwrap_err();
+    assert_eq!(missing, "line 2: ${LISTEN} is not set, or empty (or give a default: ${LISTEN:-...})");
+}
+
+/// No value can change the file's structure, wherever it lands.
+#[test]
+fn a_value_cannot_rewrite_the_file() {
+    let hostile = "x\"\n[limits]\nmemory_mib = 1\n# \\ \t\u{7}";
+    let env = [("V", hostile)];
+    for text in ["data_dir = \"${V}\"\n", "data_dir = \"\"\"${V}\"\"\"\n"] {
+        let c = ConfigFile::parse(&with_env(text, &env).unwrap()).unwrap();
+        assert_eq!(c.data_dir.as_deref(), Some(std::path::Path::new(hostile)), "{text}");
+        assert_eq!(c.limits, Limits::default());
+    }
+    let literal = with_env("data_dir = '${V}'\n", &env).unwrap_err();
+    assert!(literal.starts_with("line 1: ${V} holds a ' or a line break"), "{literal}");
+    let bare = with_env("max_consecutive_failures = ${V}\n", &env).unwrap_err();
+    assert!(bare.starts_with("line 1: ${V} outside quotes must read alone as a number"), "{bare}");
+    for (text, value) in [
+        ("max_consecutive_failures = ${N}\n", "3\n[limits]"),
+        ("[tenants.${T}]\n", "a.b"),
+        ("${K} = 1\n", "data_dir"),
+        ("x = [${N}]\n", "1, 2"),
+        ("x = { a = ${N} }\n", "1, b = 2"),
+        ("x = ${N}\n", "1 # c"),
+        ("x = '''it'${V}'''\n", "''\n[limits]\nmemory_mib = 1\n#"),
+    ] {
+        assert!(with_env(text, &[("N", value), ("T", value), ("K", value), ("V", value)]).is_err(), "{text} with {value:?}");
+    }
+    for (text, value) in [("max_consecutive_failures = ${N}\n", "3"), ("[alerts]\nquality_threshold = ${N}\n", "0.75")] {
+        assert!(ConfigFile::parse(&with_env(text, &[("N", value)]).unwrap()).is_ok(), "{text}");
+    }
+    // Quotes just before a multi-line string's closing three are its own: what follows is outside it.
+    assert!(with_env("x = \"\"\"a\"\"\"\"\ny = ${N}\n", &[("N", "1, c = 2")]).is_err());
+    // An escaped quote does not end a string: the reference after it is still inside.
+    let c = ConfigFile::parse(&with_env("data_dir = \"a\\\"${V}\"\n", &env).unwrap()).unwrap();
+    assert_eq!(c.data_dir.unwrap().to_str().unwrap(), format!("a\"{hostile}"));
+}
+
+#[test]
+fn broken_references_are_named_by_line() {
+    for (text, said) in [
+        ("a = 1\nb = \"${X\"\n", "line 2: a ${ without its closing }"),
+        ("a = \"${1X}\"\n", "line 1: '1X' is not an environment variable's name (letters, digits and _)"),
+        ("a = \"${}\"\n", "line 1: '' is not an environment variable's name (letters, digits and _)"),
+        ("a = \"${X-Y}\"\n", "line 1: 'X-Y' is not an environment variable's name (letters, digits and _)"),
+    ] {
+        assert_eq!(with_env(text, &[]).unwrap_err(), said, "{text}");
+    }
+}
