@@ -184,9 +184,14 @@ struct PrivateRedis {
 
 impl PrivateRedis {
     fn start(dir: std::path::PathBuf, port: u16) -> Self {
+        Self::start_with(dir, port, &[])
+    }
+
+    fn start_with(dir: std::path::PathBuf, port: u16, args: &[&str]) -> Self {
         std::fs::create_dir_all(&dir).unwrap();
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .args(args)
             .arg("--dir")
             .arg(&dir)
             .stdout(Stdio::null())
@@ -244,6 +249,47 @@ fn redis_restart_mid_run_reconnects_and_loses_nothing() {
     }
     assert_eq!(seen.len(), 20_000, "records lost across the restart");
     drop(redis);
+}
+
+/// A Redis behind a password: the host reads it with the login in its URL,
+/// and the password shows nowhere: not in its output, its log, its summary,
+/// or anything it keeps in its data dir. A login where it is not used is an error.
+#[test]
+fn redis_with_a_password_is_read_and_the_password_shown_nowhere() {
+    let s = Sandbox::with_bundled();
+    s.run(&["check"]).assert_ok();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let password = "pw-7f3a@9c";
+    let _redis = PrivateRedis::start_with(s.path("redis"), port, &["--requirepass", password]);
+    let source = format!("redis://:pw-7f3a%409c@127.0.0.1:{port}/events?group=g&consumer=c1");
+    produce(&s, &source, 5_000, &[], 1);
+    let run = s.run(&["--source", &source, "--until-end", "--format", "json", "--window", "500"]);
+    run.assert_ok();
+    assert_eq!((run.summary()["records"].as_u64(), run.summary()["windows"].as_u64()), (Some(5_000), Some(10)), "{}", run.stderr);
+    let mut shown = format!("{}{}", run.stdout, run.stderr);
+    for file in walk(&s.path("data")) {
+        shown.push_str(&String::from_utf8_lossy(&std::fs::read(&file).unwrap()));
+    }
+    for secret in [password, "pw-7f3a%409c", "pw-7f3a"] {
+        assert!(!shown.contains(secret), "the password ({secret}) shows in the output or the data dir");
+    }
+    let wrong = s.run(&["--source", &format!("redis://:wrong@127.0.0.1:{port}/events"), "--until-end"]);
+    assert!(wrong.code == Some(1) && !wrong.stderr.contains("wrong@"), "{}", wrong.stderr);
+    let kafka = s.run(&["--source", "kafka://me:secret@127.0.0.1:1/t", "--until-end"]);
+    assert!(kafka.stderr.contains("sasl.username") && !kafka.stderr.contains("secret"), "{}", kafka.stderr);
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        match path.is_dir() {
+            true => files.extend(walk(&path)),
+            false => files.push(path),
+        }
+    }
+    files
 }
 
 /// The alerts of runs, as a sorted list of what makes each one (its

@@ -173,7 +173,7 @@ pub fn build_pipelines(config: &ConfigFile, tenants: &[Tenant], handlers: &BTree
         let findings_topic = match BrokerUrl::parse(&p.source) {
             Ok(url) => match p.broker.merged(&url)?.findings_topic {
                 Some(topic) => {
-                    let sink_url = format!("{}://{}/{topic}", url.scheme, url.hosts);
+                    let sink_url = format!("{}://{}/{topic}", url.scheme, url.address());
                     Some(source::open_sink(&sink_url, &p.broker, 1).with_context(context)?)
                 }
                 None => None,

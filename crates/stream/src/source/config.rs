@@ -9,13 +9,16 @@ use serde::Deserialize;
 
 use super::SourceError;
 
-/// `scheme://host:port[,host:port]/path?key=value&...`
+/// `scheme://[user[:password]@]host:port[,host:port]/path?key=value&...`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerUrl {
+    /// The URL as given, its password masked: what errors and logs show.
     pub spec: String,
     pub scheme: String,
-    /// Comma-separated `host:port` list, as given.
+    /// Comma-separated `host:port` list, as given (without the login).
     pub hosts: String,
+    /// `user:password` before the hosts, if any.
+    pub login: Option<Login>,
     /// Topic, `tenant/namespace/topic` or stream, without the leading `/`.
     pub path: String,
     pub query: BTreeMap<String, String>,
@@ -23,10 +26,15 @@ pub struct BrokerUrl {
 
 impl BrokerUrl {
     pub fn parse(spec: &str) -> Result<Self, SourceError> {
-        let bad = |message: &str| SourceError::Config { spec: spec.into(), message: message.into() };
+        let shown = masked(spec);
+        let bad = |message: &str| SourceError::Config { spec: shown.clone(), message: message.into() };
         let (scheme, rest) = spec.split_once("://").ok_or_else(|| bad("expected scheme://host:port/name"))?;
         let (rest, query_text) = rest.split_once('?').unwrap_or((rest, ""));
-        let (hosts, path) = rest.split_once('/').ok_or_else(|| bad("no topic or stream after the address"))?;
+        let (address, path) = rest.split_once('/').ok_or_else(|| bad("no topic or stream after the address"))?;
+        let (login, hosts) = match address.rsplit_once('@') {
+            Some((login, hosts)) => (Some(Login(login.to_string())), hosts),
+            None => (None, address),
+        };
         if hosts.is_empty() || hosts.split(',').any(|h| !h.contains(':') || h.ends_with(':')) {
             return Err(bad("the address must be host:port (comma-separated for several)"));
         }
@@ -38,7 +46,7 @@ impl BrokerUrl {
             let (k, v) = pair.split_once('=').ok_or_else(|| bad(&format!("query parameter '{pair}' has no value")))?;
             query.insert(k.to_string(), v.to_string());
         }
-        Ok(BrokerUrl { spec: spec.into(), scheme: scheme.into(), hosts: hosts.into(), path: path.into(), query })
+        Ok(BrokerUrl { spec: shown.clone(), scheme: scheme.into(), hosts: hosts.into(), login, path: path.into(), query })
     }
 
     /// Fails on a query parameter the source does not know, naming those it does.
@@ -51,6 +59,44 @@ impl BrokerUrl {
 
     pub fn error(&self, message: impl Into<String>) -> SourceError {
         SourceError::Config { spec: self.spec.clone(), message: message.into() }
+    }
+
+    /// The hosts with the login, to connect with (never to show).
+    pub fn address(&self) -> String {
+        match &self.login {
+            Some(Login(login)) => format!("{login}@{}", self.hosts),
+            None => self.hosts.clone(),
+        }
+    }
+}
+
+/// The `user:password` of a broker URL, percent-encoded as given. It is
+/// shown as `user:***`, and kept out of names, keys and logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Login(String);
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Login({})", masked_login(&self.0))
+    }
+}
+
+fn masked_login(login: &str) -> String {
+    match login.split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => login.to_string(),
+    }
+}
+
+/// A source or sink spec with the password of its URL's login masked.
+pub fn masked(spec: &str) -> String {
+    let Some((scheme, rest)) = spec.split_once("://") else {
+        return spec.to_string();
+    };
+    let address_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..address_end].rsplit_once('@') {
+        Some((login, hosts)) => format!("{scheme}://{}@{hosts}{}", masked_login(login), &rest[address_end..]),
+        None => spec.to_string(),
     }
 }
 
@@ -223,6 +269,20 @@ mod tests {
         assert_eq!(p.query["type"], "shared");
         let r = BrokerUrl::parse("redis://127.0.0.1:6379/events?group=G&consumer=C").unwrap();
         assert_eq!((r.path.as_str(), r.query["consumer"].as_str()), ("events", "C"));
+    }
+
+    /// A password in a URL is used to connect and shown nowhere.
+    #[test]
+    fn a_login_is_kept_apart_and_masked() {
+        let url = BrokerUrl::parse("redis://monitor:p%40ss@h:6379/events?group=G").unwrap();
+        assert_eq!((url.hosts.as_str(), url.address().as_str()), ("h:6379", "monitor:p%40ss@h:6379"));
+        assert_eq!(url.spec, "redis://monitor:***@h:6379/events?group=G");
+        assert!(!format!("{url:?}").contains("p%40ss"), "{url:?}");
+        assert!(!url.error("x").to_string().contains("p%40ss"));
+        let bad = BrokerUrl::parse("redis://:secret@h/events").unwrap_err().to_string();
+        assert!(bad.contains(":***@h") && !bad.contains("secret"), "{bad}");
+        assert_eq!(masked("redis://:a:b@c@h:1/s"), "redis://:***@h:1/s");
+        assert_eq!(masked("orders.jsonl"), "orders.jsonl");
     }
 
     #[test]

@@ -255,6 +255,7 @@ pub trait Sink: Send {
 pub fn open(spec: &str, generator: &generator::GeneratorConfig, broker: &BrokerOptions) -> Result<Box<dyn Source>, SourceError> {
     if let Some((scheme, _)) = spec.split_once("://") {
         let url = config::BrokerUrl::parse(spec)?;
+        login_taken(&url)?;
         return match scheme {
             #[cfg(feature = "kafka")]
             "kafka" => Ok(Box::new(kafka::KafkaSource::new(url, broker)?)),
@@ -262,10 +263,7 @@ pub fn open(spec: &str, generator: &generator::GeneratorConfig, broker: &BrokerO
             "pulsar" => Ok(Box::new(pulsar::PulsarSource::new(url, broker)?)),
             #[cfg(feature = "redis")]
             "redis" => Ok(Box::new(redis::RedisSource::new(url, broker)?)),
-            other => Err(SourceError::Config {
-                spec: spec.into(),
-                message: format!("no '{other}' source in this build (kafka, pulsar and redis are cargo features)"),
-            }),
+            other => Err(url.error(format!("no '{other}' source in this build (kafka, pulsar and redis are cargo features)"))),
         };
     }
     match spec {
@@ -275,18 +273,28 @@ pub fn open(spec: &str, generator: &generator::GeneratorConfig, broker: &BrokerO
     }
 }
 
+/// Only Redis takes a login in its URL; elsewhere it would be dropped unseen.
+fn login_taken(url: &config::BrokerUrl) -> Result<(), SourceError> {
+    match (&url.login, url.scheme.as_str()) {
+        (Some(_), "kafka") => Err(url.error("a login in a kafka:// URL is not used: set sasl.username and sasl.password under [pipelines.broker.kafka]")),
+        (Some(_), scheme) if scheme != "redis" => Err(url.error(format!("a login in a {scheme}:// URL is not used"))),
+        _ => Ok(()),
+    }
+}
+
 /// A sink named by a URL like the sources'; a Kafka topic that must be
 /// created gets `partitions` partitions.
 #[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
 pub fn open_sink(url: &str, broker: &BrokerOptions, partitions: i32) -> Result<Box<dyn Sink>, SourceError> {
     let parsed = config::BrokerUrl::parse(url)?;
+    login_taken(&parsed)?;
     match parsed.scheme.as_str() {
         #[cfg(feature = "kafka")]
         "kafka" => Ok(Box::new(kafka::KafkaSink::with_partitions(&parsed.hosts, &parsed.path, broker, partitions)?)),
         #[cfg(feature = "pulsar")]
         "pulsar" => Ok(Box::new(pulsar::PulsarSink::new(&parsed.hosts, &parsed.path)?)),
         #[cfg(feature = "redis")]
-        "redis" => Ok(Box::new(redis::RedisSink::new(&parsed.hosts, &parsed.path)?)),
-        other => Err(SourceError::Config { spec: url.into(), message: format!("no '{other}' sink in this build") }),
+        "redis" => Ok(Box::new(redis::RedisSink::new(&parsed, &parsed.path)?)),
+        other => Err(parsed.error(format!("no '{other}' sink in this build"))),
     }
 }

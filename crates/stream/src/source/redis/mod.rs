@@ -35,9 +35,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const BLOCK: Duration = Duration::from_millis(200);
 const READ_COUNT: usize = 1000;
 
-fn connect(hosts: &str) -> Result<Connection, SourceError> {
-    let unreachable = |e: redis::RedisError| SourceError::Unreachable { address: hosts.to_string(), message: e.to_string() };
-    let client = redis::Client::open(format!("redis://{hosts}/")).map_err(unreachable)?;
+/// Connect to `url`'s hosts, logged in with its login if it has one.
+fn connect(url: &BrokerUrl) -> Result<Connection, SourceError> {
+    let unreachable = |e: redis::RedisError| SourceError::Unreachable { address: url.hosts.clone(), message: e.to_string() };
+    let client = redis::Client::open(format!("redis://{}/", url.address())).map_err(unreachable)?;
     let con = client.get_connection_with_timeout(CONNECT_TIMEOUT).map_err(unreachable)?;
     con.set_read_timeout(Some(BLOCK + Duration::from_secs(5))).map_err(unreachable)?;
     con.set_write_timeout(Some(CONNECT_TIMEOUT)).map_err(unreachable)?;
@@ -87,7 +88,7 @@ impl RedisSource {
         let start = options.start_at(&url)?;
         let stream = url.path.clone();
         let consumer = options.consumer.clone().unwrap_or_else(|| format!("clean-host-{}", std::process::id()));
-        let mut con = connect(&url.hosts)?;
+        let mut con = connect(&url)?;
         let from = match start {
             super::config::StartAt::Earliest => "0".to_string(),
             super::config::StartAt::Latest => "$".to_string(),
@@ -177,7 +178,7 @@ impl RedisSource {
     fn xreadgroup(&mut self, group: &str, after: &str, block: Option<Duration>) -> redis::RedisResult<Vec<Entry>> {
         let reader = match &mut self.reader {
             Some(reader) => reader,
-            None => self.reader.insert(StreamReader::connect(&self.url.hosts, CONNECT_TIMEOUT, BLOCK + Duration::from_secs(5))?),
+            None => self.reader.insert(StreamReader::connect(&self.url.address(), CONNECT_TIMEOUT, BLOCK + Duration::from_secs(5))?),
         };
         let read = reader.read(group, &self.consumer, READ_COUNT, block, &self.stream, after);
         if read.is_err() {
@@ -344,7 +345,7 @@ impl Source for RedisSource {
 
     fn dead_letter_sink(&self) -> Result<Option<Box<dyn Sink>>, SourceError> {
         let stream = self.options.dead_letter_topic.clone().unwrap_or_else(|| format!("{}-dead-letters", self.stream));
-        Ok(Some(Box::new(RedisSink::new(&self.url.hosts, &stream)?)))
+        Ok(Some(Box::new(RedisSink::new(&self.url, &stream)?)))
     }
 
     fn run(mut self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
@@ -405,7 +406,7 @@ impl Source for RedisSource {
                     if matches!(phase, ReadPhase::New) {
                         phase = ReadPhase::OwnPending(last_id.clone().unwrap_or_else(|| "0".into()));
                     }
-                    if let Ok(con) = connect(&self.url.hosts) {
+                    if let Ok(con) = connect(&self.url) {
                         tracing::info!("redis {}: reconnected", self.url.hosts);
                         self.con = con;
                     }
@@ -457,8 +458,9 @@ pub struct RedisSink {
 const SINK_BATCH: usize = 500;
 
 impl RedisSink {
-    pub fn new(hosts: &str, stream: &str) -> Result<Self, SourceError> {
-        Ok(RedisSink { hosts: hosts.into(), stream: stream.into(), con: connect(hosts)?, batch: redis::pipe(), queued: 0 })
+    /// A sink to `stream` on `url`'s server.
+    pub fn new(url: &BrokerUrl, stream: &str) -> Result<Self, SourceError> {
+        Ok(RedisSink { hosts: url.hosts.clone(), stream: stream.into(), con: connect(url)?, batch: redis::pipe(), queued: 0 })
     }
 }
 
