@@ -44,23 +44,24 @@ impl Cli {
 
 /// What every command reads: where the plugins, the config and the data are, and how to log.
 /// Each flag of a run (these, and the run's own) may come from `CLEAN_HOST_FLAG` instead
-/// (`--data-dir`: `CLEAN_HOST_DATA_DIR`); the command line wins.
+/// (`--data-dir`: `CLEAN_HOST_DATA_DIR`); the command line wins. `--help` names the
+/// variables, never their values (a source URL may hold a password).
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// Folder of detector plugins (`NAME.wasm`, optional `NAME.toml` beside each).
-    #[arg(long, global = true, default_value = "plugins", env = "CLEAN_HOST_PLUGINS")]
+    #[arg(long, global = true, default_value = "plugins", env = "CLEAN_HOST_PLUGINS", hide_env_values = true)]
     pub plugins: PathBuf,
     /// TOML config with pipelines, alert rules and limits.
-    #[arg(long, global = true, env = "CLEAN_HOST_CONFIG")]
+    #[arg(long, global = true, env = "CLEAN_HOST_CONFIG", hide_env_values = true)]
     pub config: Option<PathBuf>,
     /// Folder for the history, dead letters and the compiled-plugin cache (default: clean-data).
-    #[arg(long, global = true, env = "CLEAN_HOST_DATA_DIR")]
+    #[arg(long, global = true, env = "CLEAN_HOST_DATA_DIR", hide_env_values = true)]
     pub data_dir: Option<PathBuf>,
     /// Log lines on stderr as human text or JSON objects.
-    #[arg(long, global = true, value_enum, default_value = "human", env = "CLEAN_HOST_LOG_FORMAT")]
+    #[arg(long, global = true, value_enum, default_value = "human", env = "CLEAN_HOST_LOG_FORMAT", hide_env_values = true)]
     pub log_format: LogFormat,
     /// Log filter, e.g. `warn` or `clean_host=debug` (default: RUST_LOG, else `info`).
-    #[arg(long, global = true, env = "CLEAN_HOST_LOG_LEVEL")]
+    #[arg(long, global = true, env = "CLEAN_HOST_LOG_LEVEL", hide_env_values = true)]
     pub log_level: Option<String>,
 }
 
@@ -71,38 +72,38 @@ pub struct RunArgs {
     /// kafka://HOST:PORT/TOPIC?group=G&offset=earliest|latest|N|@UNIX_MS,
     /// pulsar://HOST:PORT/TENANT/NAMESPACE/TOPIC?subscription=S&type=T,
     /// redis://HOST:PORT/STREAM?group=G&consumer=C.
-    #[arg(long, env = "CLEAN_HOST_SOURCE")]
+    #[arg(long, env = "CLEAN_HOST_SOURCE", hide_env_values = true)]
     pub source: Option<String>,
     /// Broker sources: read to the end positions seen at start, then stop and report.
-    #[arg(long, env = "CLEAN_HOST_UNTIL_END", value_parser = clap::builder::FalseyValueParser::new())]
+    #[arg(long, env = "CLEAN_HOST_UNTIL_END", value_parser = clap::builder::FalseyValueParser::new(), hide_env_values = true)]
     pub until_end: bool,
     /// Records per count window (overrides the config's window size).
-    #[arg(long, env = "CLEAN_HOST_WINDOW")]
+    #[arg(long, env = "CLEAN_HOST_WINDOW", hide_env_values = true)]
     pub window: Option<usize>,
     /// Field holding each record's event time.
-    #[arg(long, env = "CLEAN_HOST_EVENT_TIME")]
+    #[arg(long, env = "CLEAN_HOST_EVENT_TIME", hide_env_values = true)]
     pub event_time: Option<String>,
     /// How alerts are written to stdout.
-    #[arg(long, value_enum, env = "CLEAN_HOST_FORMAT")]
+    #[arg(long, value_enum, env = "CLEAN_HOST_FORMAT", hide_env_values = true)]
     pub format: Option<OutputFormat>,
     /// Also append alerts as JSON lines to this file.
-    #[arg(long, env = "CLEAN_HOST_ALERTS_FILE")]
+    #[arg(long, env = "CLEAN_HOST_ALERTS_FILE", hide_env_values = true)]
     pub alerts_file: Option<PathBuf>,
     /// Append one JSON line per analysed window to this file.
-    #[arg(long, env = "CLEAN_HOST_WINDOWS_FILE")]
+    #[arg(long, env = "CLEAN_HOST_WINDOWS_FILE", hide_env_values = true)]
     pub windows_file: Option<PathBuf>,
     /// Where undecodable lines go (default: DATA_DIR/dead-letters.jsonl; broker
     /// sources use a dead-letter topic on their broker).
-    #[arg(long, env = "CLEAN_HOST_DEAD_LETTERS")]
+    #[arg(long, env = "CLEAN_HOST_DEAD_LETTERS", hide_env_values = true)]
     pub dead_letters: Option<PathBuf>,
     #[command(flatten)]
     pub generator: GeneratorArgs,
     /// Serve the dashboard, the JSON API and /metrics on this address
     /// (`--listen` alone: 127.0.0.1:8080; port 0 picks a free one).
-    #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:8080", env = "CLEAN_HOST_LISTEN")]
+    #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:8080", env = "CLEAN_HOST_LISTEN", hide_env_values = true)]
     pub listen: Option<String>,
     /// No live status line on the terminal.
-    #[arg(long, env = "CLEAN_HOST_QUIET", value_parser = clap::builder::FalseyValueParser::new())]
+    #[arg(long, env = "CLEAN_HOST_QUIET", value_parser = clap::builder::FalseyValueParser::new(), hide_env_values = true)]
     pub quiet: bool,
     /// Run the bundled detectors as native code instead of the plugins (benchmark builds only).
     #[arg(long, hide = true)]
@@ -113,20 +114,20 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 pub struct GeneratorArgs {
     /// Generator: stop after this many records.
-    #[arg(long, env = "CLEAN_HOST_RECORDS")]
+    #[arg(long, env = "CLEAN_HOST_RECORDS", hide_env_values = true)]
     pub records: Option<u64>,
     /// Generator: records per second of wall time.
-    #[arg(long, env = "CLEAN_HOST_RATE")]
+    #[arg(long, env = "CLEAN_HOST_RATE", hide_env_values = true)]
     pub rate: Option<u64>,
     /// Generator: random seed.
-    #[arg(long, env = "CLEAN_HOST_SEED")]
+    #[arg(long, env = "CLEAN_HOST_SEED", hide_env_values = true)]
     pub seed: Option<u64>,
     /// Generator: mean delay in ms between a live record's event time and
     /// its being produced (default 100; 0 stamps the wall clock).
-    #[arg(long, env = "CLEAN_HOST_DELIVERY_LAG_MS")]
+    #[arg(long, env = "CLEAN_HOST_DELIVERY_LAG_MS", hide_env_values = true)]
     pub delivery_lag_ms: Option<f64>,
     /// Generator: faults to inject, `KIND@START+LEN` (comma-separated).
-    #[arg(long, value_delimiter = ',', env = "CLEAN_HOST_INJECT")]
+    #[arg(long, value_delimiter = ',', env = "CLEAN_HOST_INJECT", hide_env_values = true)]
     pub inject: Vec<String>,
 }
 

@@ -304,6 +304,10 @@ impl CheckpointStore {
                 c.detectors.push(state);
             }
         }
+        // Keys stored before logins were kept out of them may hold a password.
+        for c in &mut listed {
+            c.source = clean_host_stream::source::config::masked(&c.source);
+        }
         Ok(listed)
     }
 

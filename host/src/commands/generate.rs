@@ -22,7 +22,7 @@ pub fn generate(g: &GlobalArgs, generator: &GeneratorArgs, sink: Option<&str>, p
     }
     let source = source::open("generator", &p.generator, &p.broker)?;
     let mut sink = match sink {
-        Some(url) => Some(source::open_sink(url, &p.broker, partitions).with_context(|| format!("sink {url}"))?),
+        Some(url) => Some(source::open_sink(url, &p.broker, partitions).with_context(|| format!("sink {}", source::config::masked(url)))?),
         None => None,
     };
     let (tx, rx) = crossbeam_channel::bounded(16);

@@ -29,15 +29,16 @@ impl BrokerUrl {
         let shown = masked(spec);
         let bad = |message: &str| SourceError::Config { spec: shown.clone(), message: message.into() };
         let (scheme, rest) = spec.split_once("://").ok_or_else(|| bad("expected scheme://host:port/name"))?;
+        let (login, rest) = split_login(rest);
+        if login.is_some_and(|l| !l.contains(':')) {
+            return Err(bad("a login needs its password: [user]:password@ (percent-encoded)"));
+        }
         let (rest, query_text) = rest.split_once('?').unwrap_or((rest, ""));
-        let (address, path) = rest.split_once('/').ok_or_else(|| bad("no topic or stream after the address"))?;
-        let (login, hosts) = match address.rsplit_once('@') {
-            Some((login, hosts)) => (Some(Login(login.to_string())), hosts),
-            None => (None, address),
-        };
-        if hosts.is_empty() || hosts.split(',').any(|h| !h.contains(':') || h.ends_with(':')) {
+        let (hosts, path) = rest.split_once('/').ok_or_else(|| bad("no topic or stream after the address"))?;
+        if !is_address(hosts) {
             return Err(bad("the address must be host:port (comma-separated for several)"));
         }
+        let login = login.map(|l| Login(l.to_string()));
         if path.is_empty() {
             return Err(bad("no topic or stream after the address"));
         }
@@ -61,10 +62,11 @@ impl BrokerUrl {
         SourceError::Config { spec: self.spec.clone(), message: message.into() }
     }
 
-    /// The hosts with the login, to connect with (never to show).
+    /// The hosts with the login, to connect with (never to show). What
+    /// would end a URL's login early (`/`, `?`, `#`) is percent-encoded.
     pub fn address(&self) -> String {
         match &self.login {
-            Some(Login(login)) => format!("{login}@{}", self.hosts),
+            Some(Login(login)) => format!("{}@{}", login.replace('/', "%2F").replace('?', "%3F").replace('#', "%23"), self.hosts),
             None => self.hosts.clone(),
         }
     }
@@ -83,8 +85,8 @@ impl std::fmt::Debug for Login {
 
 fn masked_login(login: &str) -> String {
     match login.split_once(':') {
-        Some((user, _)) => format!("{user}:***"),
-        None => login.to_string(),
+        Some((user, _)) if !user.contains(['/', '?', '#']) => format!("{user}:***"),
+        _ => "***".into(),
     }
 }
 
@@ -93,11 +95,31 @@ pub fn masked(spec: &str) -> String {
     let Some((scheme, rest)) = spec.split_once("://") else {
         return spec.to_string();
     };
-    let address_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..address_end].rsplit_once('@') {
-        Some((login, hosts)) => format!("{scheme}://{}@{hosts}{}", masked_login(login), &rest[address_end..]),
-        None => spec.to_string(),
+    match (split_login(rest), rest.rfind('@')) {
+        ((Some(login), rest), _) => format!("{scheme}://{}@{rest}", masked_login(login)),
+        // No address after any @ (a URL that will not parse): hide all before the last.
+        ((None, _), Some(at)) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        ((None, _), None) => spec.to_string(),
     }
+}
+
+/// The login before a URL's hosts, if any, and the rest. A password may
+/// hold `@`, `/` or `?` unencoded: the login ends at the last `@` that a
+/// `host:port` list follows (then `/`, `?` or the end).
+fn split_login(rest: &str) -> (Option<&str>, &str) {
+    let ends_login = |at: usize| {
+        let after = &rest[at + 1..];
+        is_address(&after[..after.find(['/', '?']).unwrap_or(after.len())])
+    };
+    match rest.match_indices('@').map(|(at, _)| at).rev().find(|&at| ends_login(at)) {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
+    }
+}
+
+/// `host:port[,host:port]`, each port a number.
+fn is_address(hosts: &str) -> bool {
+    !hosts.is_empty() && hosts.split(',').all(|h| h.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok()))
 }
 
 /// Where a consumer starts when it has nothing committed, or (for an offset
@@ -280,9 +302,22 @@ mod tests {
         assert!(!format!("{url:?}").contains("p%40ss"), "{url:?}");
         assert!(!url.error("x").to_string().contains("p%40ss"));
         let bad = BrokerUrl::parse("redis://:secret@h/events").unwrap_err().to_string();
-        assert!(bad.contains(":***@h") && !bad.contains("secret"), "{bad}");
+        assert!(bad.contains("redis://***@h/events") && !bad.contains("secret"), "{bad}");
         assert_eq!(masked("redis://:a:b@c@h:1/s"), "redis://:***@h:1/s");
         assert_eq!(masked("orders.jsonl"), "orders.jsonl");
+        // Unencoded / ? # @ in a password: the login still ends at the @ before the address.
+        for password in ["ab/cd", "p?ss", "p#ss", "a@b/c?d"] {
+            let spec = format!("redis://me:{password}@h:6379/events?group=a@b");
+            let url = BrokerUrl::parse(&spec).unwrap();
+            assert_eq!((url.hosts.as_str(), url.path.as_str(), url.query["group"].as_str()), ("h:6379", "events", "a@b"), "{spec}");
+            assert_eq!(url.spec, "redis://me:***@h:6379/events?group=a@b");
+            assert!(!url.address().contains(['/', '?', '#']) && url.address().ends_with("@h:6379"), "{}", url.address());
+            assert!(!masked(&format!("{spec}&x")).contains(password));
+        }
+        let no_password = BrokerUrl::parse("redis://s3cret@h:1/s").unwrap_err().to_string();
+        assert!(no_password.contains("needs its password") && !no_password.contains("s3cret"), "{no_password}");
+        assert!(BrokerUrl::parse("redis://h:1/str@eam").unwrap().login.is_none());
+        assert!(BrokerUrl::parse("kafka://[::1]:9092/t").is_ok());
     }
 
     #[test]
