@@ -83,6 +83,15 @@ impl std::fmt::Debug for Login {
     }
 }
 
+impl Login {
+    /// The user (may be empty) and the password, percent-decoded.
+    pub fn user_and_password(&self) -> (String, String) {
+        let (user, password) = self.0.split_once(':').unwrap_or((&self.0, ""));
+        let decoded = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+        (decoded(user), decoded(password))
+    }
+}
+
 fn masked_login(login: &str) -> String {
     match login.split_once(':') {
         Some((user, _)) if !user.contains(['/', '?', '#']) => format!("{user}:***"),
@@ -314,6 +323,8 @@ mod tests {
             assert!(!url.address().contains(['/', '?', '#']) && url.address().ends_with("@h:6379"), "{}", url.address());
             assert!(!masked(&format!("{spec}&x")).contains(password));
         }
+        let odd = BrokerUrl::parse("redis://a%20b:%zz%4@h:1/s").unwrap().login.unwrap();
+        assert_eq!(odd.user_and_password(), ("a b".to_string(), "%zz%4".to_string()), "a broken escape stays as it is");
         let no_password = BrokerUrl::parse("redis://s3cret@h:1/s").unwrap_err().to_string();
         assert!(no_password.contains("needs its password") && !no_password.contains("s3cret"), "{no_password}");
         assert!(BrokerUrl::parse("redis://h:1/str@eam").unwrap().login.is_none());

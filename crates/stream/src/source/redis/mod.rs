@@ -178,7 +178,7 @@ impl RedisSource {
     fn xreadgroup(&mut self, group: &str, after: &str, block: Option<Duration>) -> redis::RedisResult<Vec<Entry>> {
         let reader = match &mut self.reader {
             Some(reader) => reader,
-            None => self.reader.insert(StreamReader::connect(&self.url.address(), CONNECT_TIMEOUT, BLOCK + Duration::from_secs(5))?),
+            None => self.reader.insert(StreamReader::connect(&self.url.hosts, self.url.login.as_ref(), CONNECT_TIMEOUT, BLOCK + Duration::from_secs(5))?),
         };
         let read = reader.read(group, &self.consumer, READ_COUNT, block, &self.stream, after);
         if read.is_err() {
@@ -264,7 +264,7 @@ impl RedisSource {
         let done = unacked.partition_point(|&(offset, _)| offset < below);
         let ids: Vec<String> = unacked.range(..done).map(|(_, (ms, seq))| format!("{ms}-{seq}")).collect();
         for chunk in ids.chunks(1000) {
-            let _: i64 = self.con.xack(&self.stream, self.options.group(), chunk)?;
+            self.ack_ids(chunk.iter().map(String::as_str))?;
         }
         unacked.drain(..done);
         Ok(())

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use redis::{ErrorKind, RedisError, RedisResult};
 
+use crate::source::config::Login;
+
 /// Bytes asked of the socket at a time (a reply of 1000 typical entries is ~300 KB).
 const READ_CHUNK: usize = 256 * 1024;
 /// The longest string Redis stores (its `proto-max-bulk-len`).
@@ -33,16 +35,11 @@ pub struct StreamReader {
 }
 
 impl StreamReader {
-    /// Connect to `hosts` (`[user][:password@]host[:port]`, as in a redis://
-    /// URL, percent-encoded) and log in when it holds a password; reads time
-    /// out after `read_timeout`.
-    pub fn connect(hosts: &str, connect_timeout: Duration, read_timeout: Duration) -> RedisResult<Self> {
-        let (login, host) = match hosts.rsplit_once('@') {
-            Some((login, host)) => (Some(login), host),
-            None => (None, hosts),
-        };
-        let address = if host.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) { host.to_string() } else { format!("{host}:6379") };
-        let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host} resolves to no address"));
+    /// Connect to `hosts` (`host[:port]`) and log in with `login` when it
+    /// has a password; reads time out after `read_timeout`.
+    pub fn connect(hosts: &str, login: Option<&Login>, connect_timeout: Duration, read_timeout: Duration) -> RedisResult<Self> {
+        let address = if hosts.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) { hosts.to_string() } else { format!("{hosts}:6379") };
+        let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{hosts} resolves to no address"));
         for addr in address.to_socket_addrs()? {
             match TcpStream::connect_timeout(&addr, connect_timeout) {
                 Ok(socket) => {
@@ -50,8 +47,8 @@ impl StreamReader {
                     socket.set_write_timeout(Some(connect_timeout))?;
                     socket.set_nodelay(true)?;
                     let mut reader = StreamReader { socket, buf: Vec::new() };
-                    if let Some((user, password)) = login.and_then(|l| l.split_once(':')).filter(|(_, p)| !p.is_empty()) {
-                        reader.log_in(&percent_decoded(user), &percent_decoded(password))?;
+                    if let Some((user, password)) = login.map(Login::user_and_password).filter(|(_, p)| !p.is_empty()) {
+                        reader.log_in(&user, &password)?;
                     }
                     return Ok(reader);
                 }
@@ -126,29 +123,6 @@ impl StreamReader {
             _ => Ok(()),
         }
     }
-}
-
-/// `%XX` escapes of a URL's user or password, decoded.
-fn percent_decoded(s: &str) -> String {
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.bytes();
-    while let Some(b) = bytes.next() {
-        let hex = |b: Option<u8>| b.and_then(|b| (b as char).to_digit(16));
-        match b {
-            b'%' => {
-                let (hi, lo) = (bytes.clone().next(), bytes.clone().nth(1));
-                match (hex(hi), hex(lo)) {
-                    (Some(hi), Some(lo)) => {
-                        out.push((hi * 16 + lo) as u8);
-                        bytes.nth(1);
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn invalid(what: &'static str) -> RedisError {
@@ -361,21 +335,21 @@ mod tests {
     #[test]
     fn a_password_in_the_address_logs_in_and_a_refusal_does_not_pass() {
         let (address, hear) = serve_and_hear("-WRONGPASS invalid username-password pair or user is disabled.\r\n".into());
-        let refused = StreamReader::connect(&format!("monitor:s%40cret%2F1@{address}"), Duration::from_secs(1), Duration::from_secs(5)).err().unwrap();
+        let login = |userinfo: &str| crate::source::config::BrokerUrl::parse(&format!("redis://{userinfo}@h:1/s")).unwrap().login;
+        let refused = StreamReader::connect(&address, login("monitor:s%40cret%2F1").as_ref(), Duration::from_secs(1), Duration::from_secs(5)).err().unwrap();
         assert_eq!(hear.recv().unwrap(), command(&[b"AUTH", b"monitor", b"s@cret/1"]));
         assert_eq!(refused.kind(), ErrorKind::AuthenticationFailed);
         assert!(!refused.is_io_error() && refused.to_string().contains("WRONGPASS") && !refused.to_string().contains("cret"), "{refused}");
         let (address, hear) = serve_and_hear("+OK\r\n".into());
-        assert!(StreamReader::connect(&format!(":pw@{address}"), Duration::from_secs(1), Duration::from_secs(5)).is_ok());
+        assert!(StreamReader::connect(&address, login(":pw").as_ref(), Duration::from_secs(1), Duration::from_secs(5)).is_ok());
         assert_eq!(hear.recv().unwrap(), command(&[b"AUTH", b"pw"]), "no user: the password alone");
-        assert_eq!(percent_decoded("a%20b%zz%4"), "a b%zz%4");
     }
 
     #[test]
     fn a_reply_in_many_pieces_is_read_whole_and_one_cut_off_is_an_io_error() {
         let text = reply(&[("1-0", Some(&[("data", "hello")])), ("2-0", Some(&[("data", &"x".repeat(3000))]))]);
         let read = |text: String| {
-            let mut reader = StreamReader::connect(&serve(text), Duration::from_secs(1), Duration::from_secs(5)).unwrap();
+            let mut reader = StreamReader::connect(&serve(text), None, Duration::from_secs(1), Duration::from_secs(5)).unwrap();
             reader.read("g", "c", 10, None, "orders", ">")
         };
         let entries = read(text.clone()).unwrap();
