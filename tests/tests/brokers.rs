@@ -6,6 +6,7 @@
 //! analysed is counted from its window log (`--windows-file`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -314,33 +315,43 @@ fn alerts_of(s: &Sandbox, files: &[String]) -> Vec<String> {
 /// restarted host carries on from its last checkpoint (each detector's
 /// state, the control rules and cooldowns, the window numbers, the
 /// positions), so the two runs together alert as one uninterrupted run
-/// did, none lost and none twice.
+/// did, none lost and none twice. The checkpoints are in Kafka: the
+/// restart has a data dir of its own (another machine, a new pod).
 #[test]
 fn kafka_a_crash_changes_no_alert() {
     let topic = format!("{}/{}", kafka(), fresh("checkpoint"));
-    a_crash_changes_no_alert(&topic, |group| format!("{topic}?group={group}"));
+    a_crash_changes_no_alert(&topic, |group| format!("{topic}?group={group}"), Kept::InBroker);
 }
 
-/// As on Kafka; a named consumer's own pending entries up to the checkpoint
-/// (analysed, not acked when it was killed) are acked, not read again.
+/// As on Kafka, the checkpoints in a Redis hash; a named consumer's own
+/// pending entries up to the checkpoint (analysed, not acked when it was
+/// killed) are acked, not read again.
 #[test]
 fn redis_a_crash_changes_no_alert() {
     let stream = format!("{}/{}", redis(), fresh("checkpoint"));
-    a_crash_changes_no_alert(&stream, |group| format!("{stream}?group={group}&consumer=c1"));
+    a_crash_changes_no_alert(&stream, |group| format!("{stream}?group={group}&consumer=c1"), Kept::InBroker);
 }
 
-/// As on Kafka; messages sent again up to the checkpoint (analysed, not
-/// acked when it was killed) are acked, not read again, and a producer's
-/// batch the checkpoint cut through is acked once its rest is analysed.
+/// As on Kafka, the checkpoints in the data dir; messages sent again up to
+/// the checkpoint (analysed, not acked when it was killed) are acked, not
+/// read again, and a producer's batch the checkpoint cut through is acked
+/// once its rest is analysed.
 #[test]
 fn pulsar_a_crash_changes_no_alert() {
     let topic = format!("{}/{}", pulsar(), fresh("checkpoint"));
-    a_crash_changes_no_alert(&topic, |subscription| format!("{topic}?subscription={subscription}"));
+    a_crash_changes_no_alert(&topic, |subscription| format!("{topic}?subscription={subscription}"), Kept::InDataDir);
+}
+
+/// Where a broker pipeline's checkpoints are kept.
+#[derive(PartialEq)]
+enum Kept {
+    InBroker,
+    InDataDir,
 }
 
 /// Faults produced to `topic`; one uninterrupted run, then runs killed and
 /// restarted (each a new consumer group: `source(group)`).
-fn a_crash_changes_no_alert(topic: &str, source: impl Fn(&str) -> String) {
+fn a_crash_changes_no_alert(topic: &str, source: impl Fn(&str) -> String, kept: Kept) {
     let s = Sandbox::with_bundled();
     s.run(&["check"]).assert_ok();
     let config = checkpointed_config(&s, "");
@@ -349,7 +360,11 @@ fn a_crash_changes_no_alert(topic: &str, source: impl Fn(&str) -> String) {
     let host = |group: &str, run: &str, more: &[&str]| {
         let alerts = s.path(&format!("{run}.alerts"));
         let args = [&["--config", config, "--alerts-file", alerts.to_str().unwrap()], more].concat();
-        spawn_with(&s, &source(group), &format!("{run}.windows"), &format!("data-{group}"), 500, &args)
+        let data = match kept {
+            Kept::InBroker => format!("data-{run}"),
+            Kept::InDataDir => format!("data-{group}"),
+        };
+        spawn_with(&s, &source(group), &format!("{run}.windows"), &data, 500, &args)
     };
     host("whole", "whole", &["--until-end"]).finish();
     let expected = alerts_of(&s, &["whole.alerts".into()]);
@@ -357,10 +372,14 @@ fn a_crash_changes_no_alert(topic: &str, source: impl Fn(&str) -> String) {
     // Killed once this many windows were logged: early, mid-fault, late.
     for kill_after in [7, 23, 57] {
         let group = format!("crash{kill_after}");
-        let first = host(&group, &format!("{group}-1"), &[]);
+        // Its debug log says when each checkpoint is stored.
+        let first = host(&group, &format!("{group}-1"), &["--log-level", "clean_host=debug,info"]);
         let logged = s.path(&format!("{group}-1.windows"));
+        let stored = |log: &Path| std::fs::read_to_string(log).is_ok_and(|t| t.contains("checkpoint of"));
+        let log = s.path(&format!("{group}-1.windows.stderr"));
         // Looked at every few milliseconds: the host reads 40,000 records in about a second.
-        assert!(waited_every(Duration::from_millis(2), Duration::from_secs(60), || windows(&logged).len() >= kill_after), "{kill_after} windows");
+        let killable = || windows(&logged).len() >= kill_after && stored(&log);
+        assert!(waited_every(Duration::from_millis(2), Duration::from_secs(60), killable), "{kill_after} windows and a checkpoint");
         first.kill();
         let second = host(&group, &format!("{group}-2"), &["--until-end"]);
         let log = s.path(&format!("{group}-2.windows.stderr"));
@@ -371,8 +390,12 @@ fn a_crash_changes_no_alert(topic: &str, source: impl Fn(&str) -> String) {
         assert_eq!(together, expected, "killed after {kill_after} windows; the restart said:\n{said}");
     }
     // Another group on the same data dir reads the topic anew: the checkpoints are its own.
-    spawn_with(&s, &source("other"), "other.windows", "data-crash57", 500, &["--config", config, "--until-end"]).finish();
+    let data = if kept == Kept::InBroker { "data-crash57-2" } else { "data-crash57" };
+    spawn_with(&s, &source("other"), "other.windows", data, 500, &["--config", config, "--until-end"]).finish();
     assert_eq!(records(&windows(&s.path("other.windows"))), 40_000);
+    if kept == Kept::InBroker {
+        return;
+    }
     // `plugin list` shows both groups' checkpoints in that data dir (made
     // the sandbox's own, which `run` names), with each detector's state.
     let _ = std::fs::remove_dir_all(s.path("data"));
@@ -419,8 +442,9 @@ fn windows_by_number(logs: &[Vec<Value>]) -> BTreeMap<(u64, u64), String> {
     by_number
 }
 
-/// Two hosts of one group share their checkpoints (`[checkpoints] path`);
-/// one is killed mid-stream and the other takes its partitions over, each
+/// Two hosts of one group, each with a data dir of its own, find each
+/// other's checkpoints in Kafka; one is killed mid-stream and the other
+/// takes its partitions over, each
 /// with its state (detectors, control rules, cooldowns, window numbers), so
 /// every window is analysed as one uninterrupted host analysed it: the
 /// same findings, and the same alerts, none twice. A window the killed host
@@ -430,7 +454,7 @@ fn windows_by_number(logs: &[Vec<Value>]) -> BTreeMap<(u64, u64), String> {
 fn kafka_a_host_takes_over_a_killed_hosts_partitions_with_their_state() {
     let s = Sandbox::with_bundled();
     s.run(&["check"]).assert_ok();
-    let config = checkpointed_config(&s, &format!("path = {:?}\n", s.path("shared-checkpoints.db")));
+    let config = checkpointed_config(&s, "");
     let topic = format!("{}/{}", kafka(), fresh("takeover"));
     let source = format!("{topic}?group=pair");
     produce(&s, &topic, 1, &[], 2); // creates the topic with 2 partitions

@@ -19,27 +19,32 @@
 //! Exact for count windows. Time windows resume with a fresh watermark and
 //! clock, as any restart of them does.
 //!
-//! Kept in `DATA_DIR/checkpoints.db` (SQLite, WAL), one per tenant, pipeline,
-//! source and consumer group, and partition: another stream under the same
-//! pipeline name, or another group reading the same topic, never inherits
-//! it, and a partition's checkpoint is whole without the others'.
+//! Broker pipelines keep them in their broker ([`broker`]: a Redis hash, a
+//! compacted Kafka topic), so any host of the group, on any machine,
+//! resumes a partition with its state; other pipelines, and broker ones
+//! with `in_broker = false`, in `DATA_DIR/checkpoints.db` ([`file`]). One
+//! per tenant, pipeline, source and consumer group, and partition: another
+//! stream under the same pipeline name, or another group reading the same
+//! topic, never inherits it, and a partition's checkpoint is whole without
+//! the others'.
 
+mod broker;
+mod file;
 #[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use clean_host_core::timestamp::now_ms;
+use broker::BrokerStore;
 use clean_host_quality::alert::RouterState;
 use clean_host_quality::analysis::DetectorState;
-use clean_host_stream::source::ResumePosition;
+use clean_host_stream::source::{ResumePosition, Source, StateTable};
+use file::FileStore;
 
 /// The checkpoints' file in the data dir.
 const CHECKPOINTS_FILE: &str = "checkpoints.db";
@@ -51,10 +56,14 @@ pub struct CheckpointConfig {
     /// Checkpoint broker pipelines whose source can resume at a position (Kafka; Redis with
     /// `consumer=`; Pulsar exclusive or failover).
     pub enabled: bool,
+    /// Keep them in the pipeline's broker where it keeps tables (Kafka: a compacted topic;
+    /// Redis: a hash per stream; named by the broker table's `state_table`), so any host of
+    /// the group resumes from them; false keeps them in `path`. Pulsar's are kept in `path`.
+    pub in_broker: bool,
     /// How often a checkpoint is taken; the broker's commits follow it.
     pub interval_ms: u64,
-    /// Where they are kept (default `DATA_DIR/checkpoints.db`). Kafka hosts
-    /// of one consumer group on one machine that share this file carry each
+    /// Where they are kept when not in the broker (default `DATA_DIR/checkpoints.db`).
+    /// Hosts of one consumer group on one machine that share this file carry each
     /// other's partitions on with their state after a rebalance or a crash
     /// (SQLite in WAL mode: not over a network file system).
     pub path: Option<PathBuf>,
@@ -62,7 +71,7 @@ pub struct CheckpointConfig {
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        CheckpointConfig { enabled: true, interval_ms: 5_000, path: None }
+        CheckpointConfig { enabled: true, in_broker: true, interval_ms: 5_000, path: None }
     }
 }
 
@@ -81,6 +90,28 @@ impl CheckpointConfig {
     /// The checkpoints' file of a host whose data dir is `data_dir`.
     pub fn file(&self, data_dir: &Path) -> PathBuf {
         self.path.clone().unwrap_or_else(|| data_dir.join(CHECKPOINTS_FILE))
+    }
+}
+
+/// Where a host's pipelines keep their checkpoints, and how often.
+pub struct Checkpoints {
+    /// The file of those not kept in their broker.
+    pub file: CheckpointStore,
+    /// Broker pipelines keep them in their broker where it keeps tables.
+    pub in_broker: bool,
+    pub interval: Duration,
+}
+
+impl Checkpoints {
+    /// Where the pipeline reading `source` keeps its checkpoints.
+    pub fn store_for(&self, source: &dyn Source) -> Result<CheckpointStore> {
+        if !self.in_broker {
+            return Ok(self.file.clone());
+        }
+        let table = source
+            .state_table()
+            .with_context(|| format!("{}: opening the table its checkpoints are kept in (or set [checkpoints] in_broker = false)", source.name()))?;
+        Ok(table.map_or_else(|| self.file.clone(), CheckpointStore::in_broker))
     }
 }
 
@@ -149,66 +180,43 @@ pub struct StoredState {
     pub bytes: u64,
 }
 
-/// The checkpoints of every pipeline of a host, shared by their threads.
+/// Where a pipeline's checkpoints are kept: a file, or its broker.
 #[derive(Clone)]
-pub struct CheckpointStore {
-    path: PathBuf,
-    conn: Arc<Mutex<Connection>>,
+pub struct CheckpointStore(Place);
+
+#[derive(Clone)]
+enum Place {
+    File(FileStore),
+    Broker(BrokerStore),
 }
 
-/// The layout of the file (`PRAGMA user_version`); checkpoints of the first
-/// layout (one state per pipeline, before detectors ran per partition) are
-/// dropped: those pipelines start cold once.
-const LAYOUT: i64 = 3;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS partition_checkpoints (
-    tenant TEXT NOT NULL, pipeline TEXT NOT NULL, source TEXT NOT NULL, partition INTEGER NOT NULL,
-    taken_at_ms INTEGER NOT NULL, position TEXT NOT NULL, next_seq INTEGER NOT NULL, router TEXT NOT NULL,
-    PRIMARY KEY (tenant, pipeline, source, partition)
-);
-CREATE TABLE IF NOT EXISTS partition_states (
-    tenant TEXT NOT NULL, pipeline TEXT NOT NULL, source TEXT NOT NULL, partition INTEGER NOT NULL,
-    detector TEXT NOT NULL, version TEXT NOT NULL, state BLOB NOT NULL,
-    PRIMARY KEY (tenant, pipeline, source, partition, detector)
-);
-CREATE TABLE IF NOT EXISTS alerts_sent (key INTEGER PRIMARY KEY, sent_at_ms INTEGER NOT NULL);
-DROP TABLE IF EXISTS checkpoints;
-DROP TABLE IF EXISTS checkpoint_states;";
-
-/// How long a sent alert's key is kept in a shared ledger: replays come
-/// within a session timeout and a checkpoint interval, not days later.
-const SENT_KEPT_MS: i64 = 30 * 24 * 3_600_000;
-
 impl CheckpointStore {
+    /// The checkpoints in the SQLite file at `path` (created if need be).
     pub fn open(path: &Path) -> Result<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        let conn = Connection::open(path).with_context(|| format!("opening checkpoints {}", path.display()))?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        // WAL + NORMAL: a crashed process loses nothing committed.
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
-        let layout: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if layout != LAYOUT {
-            conn.execute_batch(&format!("BEGIN; {SCHEMA} PRAGMA user_version = {LAYOUT}; COMMIT;"))
-                .with_context(|| format!("checkpoints {}", path.display()))?;
-        }
-        conn.execute("DELETE FROM alerts_sent WHERE sent_at_ms < ?1", [now_ms() - SENT_KEPT_MS])?;
-        Ok(CheckpointStore { path: path.to_path_buf(), conn: Arc::new(Mutex::new(conn)) })
+        Ok(CheckpointStore(Place::File(FileStore::open(path)?)))
     }
 
-    /// The store of another process (`plugin list`), only read: it creates
+    /// The file of another process (`plugin list`), only read: it creates
     /// and changes nothing.
     pub fn read_only(path: &Path) -> Result<Self> {
-        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).with_context(|| format!("opening checkpoints {}", path.display()))?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        Ok(CheckpointStore { path: path.to_path_buf(), conn: Arc::new(Mutex::new(conn)) })
+        Ok(CheckpointStore(Place::File(FileStore::read_only(path)?)))
     }
 
-    /// Replace the checkpoint of each partition `checkpoint` names, all of
-    /// them or none; other partitions' stay.
+    /// The checkpoints a broker keeps in `table`.
+    pub fn in_broker(table: Box<dyn StateTable>) -> Self {
+        CheckpointStore(Place::Broker(BrokerStore::new(table)))
+    }
+
+    /// Where it is, for messages.
+    pub fn name(&self) -> String {
+        match &self.0 {
+            Place::File(f) => f.path().display().to_string(),
+            Place::Broker(b) => b.name(),
+        }
+    }
+
+    /// Replace the checkpoint of each partition `checkpoint` names; other
+    /// partitions' stay.
     pub fn save(&self, key: &StreamKey, checkpoint: &Checkpoint) -> Result<()> {
         self.write(key, checkpoint, false)
     }
@@ -221,143 +229,55 @@ impl CheckpointStore {
     }
 
     fn write(&self, key: &StreamKey, checkpoint: &Checkpoint, forward_only: bool) -> Result<()> {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = conn.transaction()?;
-        {
-            let mut row = tx.prepare_cached(
-                "INSERT INTO partition_checkpoints VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT (tenant, pipeline, source, partition) DO UPDATE SET
-                     taken_at_ms = excluded.taken_at_ms, position = excluded.position, next_seq = excluded.next_seq, router = excluded.router
-                 WHERE NOT ?9 OR json_extract(excluded.position, '$.next_offset') >= json_extract(partition_checkpoints.position, '$.next_offset')",
-            )?;
-            let mut clear = tx.prepare_cached("DELETE FROM partition_states WHERE tenant = ?1 AND pipeline = ?2 AND source = ?3 AND partition = ?4")?;
-            let mut state = tx.prepare_cached("INSERT INTO partition_states VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
-            for (partition, c) in &checkpoint.partitions {
-                let (position, router) = (serde_json::to_string(&c.position)?, serde_json::to_string(&c.router)?);
-                let next_seq = i64::try_from(c.next_seq).context("a window number past i64")?;
-                let row_params = params![key.tenant, key.pipeline, key.source, partition, checkpoint.taken_at_ms, position, next_seq, router, forward_only];
-                if row.execute(row_params)? == 0 {
-                    continue; // kept: further on
-                }
-                clear.execute(params![key.tenant, key.pipeline, key.source, partition])?;
-                for d in &c.detectors {
-                    state.execute(params![key.tenant, key.pipeline, key.source, partition, d.name, d.version, d.state])?;
-                }
-            }
+        match &self.0 {
+            Place::File(f) => f.write(key, checkpoint, forward_only),
+            Place::Broker(b) => b.write(key, checkpoint, forward_only),
         }
-        tx.commit().with_context(|| format!("writing a checkpoint to {}", self.path.display()))
     }
 
-    /// Every stored checkpoint, by tenant, pipeline and source (a partition
-    /// whose position cannot be read is said and left out).
+    /// Every checkpoint in a file, by tenant, pipeline and source (a
+    /// partition whose position cannot be read is said and left out); a
+    /// broker's are not listed.
     pub fn list(&self) -> Result<Vec<StoredCheckpoint>> {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let layout: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if layout < 2 {
-            tracing::info!("the checkpoints in {} are of an older layout; the next run drops them", self.path.display());
-            return Ok(Vec::new());
+        match &self.0 {
+            Place::File(f) => f.list(),
+            Place::Broker(_) => Ok(Vec::new()),
         }
-        // One snapshot for both tables.
-        let tx = conn.transaction()?;
-        let mut listed: Vec<StoredCheckpoint> = Vec::new();
-        let mut rows = tx.prepare(
-            "SELECT tenant, pipeline, source, partition, taken_at_ms, position FROM partition_checkpoints ORDER BY tenant, pipeline, source, partition",
-        )?;
-        let rows = rows.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, u32>(3)?, r.get::<_, i64>(4)?, r.get::<_, String>(5)?))
-        })?;
-        for row in rows {
-            let (tenant, pipeline, source, partition, taken_at_ms, position) = row?;
-            let position: ResumePosition = match serde_json::from_str(&position) {
-                Ok(position) => position,
-                Err(e) => {
-                    tracing::warn!("{}: {e}", self.unreadable(&pipeline, partition));
-                    continue;
-                }
-            };
-            match listed.last_mut().filter(|c| (&c.tenant, &c.pipeline, &c.source) == (&tenant, &pipeline, &source)) {
-                Some(c) => {
-                    c.positions.insert(partition, position);
-                    c.taken_at_ms = c.taken_at_ms.min(taken_at_ms);
-                }
-                None => listed.push(StoredCheckpoint {
-                    tenant,
-                    pipeline,
-                    source,
-                    positions: BTreeMap::from([(partition, position)]),
-                    taken_at_ms,
-                    detectors: Vec::new(),
-                }),
-            }
-        }
-        let mut states = tx.prepare(
-            "SELECT tenant, pipeline, source, detector, group_concat(DISTINCT version), sum(length(state)) FROM partition_states
-             GROUP BY tenant, pipeline, source, detector ORDER BY detector",
-        )?;
-        let states = states.query_map([], |r| {
-            let key = (r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?);
-            Ok((key, StoredState { name: r.get(3)?, version: r.get(4)?, bytes: r.get(5)? }))
-        })?;
-        for state in states {
-            let ((tenant, pipeline, source), state) = state?;
-            if let Some(c) = listed.iter_mut().find(|c| (&c.tenant, &c.pipeline, &c.source) == (&tenant, &pipeline, &source)) {
-                c.detectors.push(state);
-            }
-        }
-        // Keys stored before logins were kept out of them may hold a password.
-        for c in &mut listed {
-            c.source = clean_host_stream::source::config::masked(&c.source);
-        }
-        Ok(listed)
     }
 
-    /// Whether the alert whose ledger key is `key` went out (the ledger the
-    /// hosts sharing this file keep together).
-    pub fn was_sent(&self, key: u64) -> Result<bool> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let found = conn.query_row("SELECT 1 FROM alerts_sent WHERE key = ?1", [key as i64], |_| Ok(())).optional()?;
-        Ok(found.is_some())
+    /// Whether the alert of `stream` whose ledger key is `sent` went out
+    /// (from any host that keeps its checkpoints here).
+    pub fn was_sent(&self, stream: &StreamKey, sent: u64) -> Result<bool> {
+        match &self.0 {
+            Place::File(f) => f.was_sent(sent),
+            Place::Broker(b) => b.was_sent(stream, sent),
+        }
     }
 
-    /// Remember that the alert whose ledger key is `key` went out.
-    pub fn record_sent(&self, key: u64) -> Result<()> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let now = now_ms();
-        conn.execute("INSERT OR REPLACE INTO alerts_sent VALUES (?1, ?2)", params![key as i64, now])
-            .with_context(|| format!("writing the shared alert ledger in {}", self.path.display()))?;
-        Ok(())
+    /// Remember that the alert of `stream` whose ledger key is `sent` went out.
+    pub fn record_sent(&self, stream: &StreamKey, sent: u64) -> Result<()> {
+        match &self.0 {
+            Place::File(f) => f.record_sent(sent),
+            Place::Broker(b) => b.record_sent(stream, sent),
+        }
     }
 
     /// The stream's checkpoint, every partition it has one for; `None` if none.
     pub fn load(&self, key: &StreamKey) -> Result<Option<Checkpoint>> {
         let rows = self.read(key, None)?;
-        let Some(taken_at_ms) = rows.iter().map(|(_, (_, taken_at_ms))| *taken_at_ms).min() else {
+        let Some(taken_at_ms) = rows.values().map(|(_, taken_at_ms)| *taken_at_ms).min() else {
             return Ok(None);
         };
         Ok(Some(Checkpoint { partitions: rows.into_iter().map(|(p, (c, _))| (p, c)).collect(), taken_at_ms }))
     }
 
-    fn unreadable(&self, pipeline: &str, partition: u32) -> String {
-        format!("the checkpoint of pipeline {pipeline} partition {partition} in {} is unreadable", self.path.display())
-    }
-
     /// Where the stream's checkpoint is, without its state: per partition
     /// the position, and when the oldest was taken; `None` if it has none.
     pub fn positions(&self, key: &StreamKey) -> Result<Option<(BTreeMap<u32, ResumePosition>, i64)>> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let mut rows =
-            conn.prepare("SELECT partition, position, taken_at_ms FROM partition_checkpoints WHERE tenant = ?1 AND pipeline = ?2 AND source = ?3")?;
-        let rows = rows
-            .query_map(params![key.tenant, key.pipeline, key.source], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        let Some(taken_at_ms) = rows.iter().map(|r| r.2).min() else {
-            return Ok(None);
-        };
-        let mut positions = BTreeMap::new();
-        for (partition, position, _) in rows {
-            positions.insert(partition, serde_json::from_str(&position).with_context(|| self.unreadable(&key.pipeline, partition))?);
+        match &self.0 {
+            Place::File(f) => f.positions(key),
+            Place::Broker(_) => Ok(self.load(key)?.map(|c| (c.positions(), c.taken_at_ms))),
         }
-        Ok(Some((positions, taken_at_ms)))
     }
 
     /// One partition's checkpoint and when it was taken, if it has one: the
@@ -366,39 +286,10 @@ impl CheckpointStore {
         Ok(self.read(key, Some(partition))?.remove(&partition))
     }
 
-    /// The stream's partitions (one, or all), each with when it was taken.
     fn read(&self, key: &StreamKey, only: Option<u32>) -> Result<BTreeMap<u32, (PartitionCheckpoint, i64)>> {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = conn.transaction()?;
-        // Without `only`, -1 matches every partition.
-        let k = params![key.tenant, key.pipeline, key.source, only.map_or(-1, i64::from)];
-        let unreadable = |partition: u32| self.unreadable(&key.pipeline, partition);
-        let mut rows = tx.prepare(
-            "SELECT partition, taken_at_ms, position, next_seq, router FROM partition_checkpoints
-             WHERE tenant = ?1 AND pipeline = ?2 AND source = ?3 AND ?4 IN (-1, partition)",
-        )?;
-        let rows = rows
-            .query_map(k, |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?, r.get::<_, String>(4)?)))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        let mut states = tx.prepare(
-            "SELECT partition, detector, version, state FROM partition_states
-             WHERE tenant = ?1 AND pipeline = ?2 AND source = ?3 AND ?4 IN (-1, partition) ORDER BY partition, detector",
-        )?;
-        let mut detectors: BTreeMap<u32, Vec<DetectorState>> = BTreeMap::new();
-        for state in states.query_map(k, |r| Ok((r.get::<_, u32>(0)?, DetectorState { name: r.get(1)?, version: r.get(2)?, state: r.get(3)? })))? {
-            let (partition, state) = state?;
-            detectors.entry(partition).or_default().push(state);
+        match &self.0 {
+            Place::File(f) => f.read(key, only),
+            Place::Broker(b) => b.read(key, only),
         }
-        let mut partitions = BTreeMap::new();
-        for (partition, taken_at_ms, position, next_seq, router) in rows {
-            let c = PartitionCheckpoint {
-                position: serde_json::from_str(&position).with_context(|| unreadable(partition))?,
-                next_seq: u64::try_from(next_seq).with_context(|| unreadable(partition))?,
-                detectors: detectors.remove(&partition).unwrap_or_default(),
-                router: serde_json::from_str(&router).with_context(|| unreadable(partition))?,
-            };
-            partitions.insert(partition, (c, taken_at_ms));
-        }
-        Ok(partitions)
     }
 }

@@ -1,4 +1,42 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use super::*;
+use clean_host_stream::source::SourceError;
+use rusqlite::Connection;
+
+/// Tables in memory, as a broker keeps them: every handle sees one set.
+#[derive(Clone, Default)]
+struct MemoryTables(Arc<Mutex<Tables>>);
+
+/// Fields by table.
+type Tables = HashMap<String, HashMap<String, Vec<u8>>>;
+
+impl StateTable for MemoryTables {
+    fn name(&self) -> String {
+        "memory".into()
+    }
+    fn put(&mut self, table: &str, fields: &[(String, Vec<u8>)]) -> Result<(), SourceError> {
+        self.0.lock().unwrap().entry(table.into()).or_default().extend(fields.iter().cloned());
+        Ok(())
+    }
+    fn get_all(&mut self, table: &str) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
+        Ok(self.0.lock().unwrap().get(table).map(|t| t.clone().into_iter().collect()).unwrap_or_default())
+    }
+    fn get(&mut self, table: &str, field: &str) -> Result<Option<Vec<u8>>, SourceError> {
+        Ok(self.0.lock().unwrap().get(table).and_then(|t| t.get(field)).cloned())
+    }
+}
+
+/// Both places a checkpoint is kept, each as a way to open it (again, as
+/// another process would): a file, and a broker's tables.
+fn each_place(test: impl Fn(&dyn Fn() -> CheckpointStore)) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub").join("checkpoints.db");
+    test(&|| CheckpointStore::open(&path).unwrap());
+    let tables = MemoryTables::default();
+    test(&|| CheckpointStore::in_broker(Box::new(tables.clone())));
+}
 use clean_host_quality::alert::{AlertConfig, Router};
 
 fn key(source: &str) -> StreamKey {
@@ -26,40 +64,46 @@ fn checkpoint(offset: u64, states: &[(&str, &[u8])]) -> Checkpoint {
 
 #[test]
 fn a_checkpoint_comes_back_as_stored_and_replaces_the_one_before() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = CheckpointStore::open(&dir.path().join("sub").join("checkpoints.db")).unwrap();
-    let k = key("kafka://127.0.0.1:9092/orders");
-    assert!(store.load(&k).unwrap().is_none());
-    store.save(&k, &checkpoint(100, &[("drift", b"\x00\xffstate"), ("volume", b"")])).unwrap();
-    store.save(&k, &checkpoint(200, &[("drift", b"newer")])).unwrap();
-    // Another process (a restart) reads it from the file.
-    let loaded = CheckpointStore::open(&dir.path().join("sub").join("checkpoints.db")).unwrap().load(&k).unwrap().unwrap();
-    assert_eq!(loaded.positions(), BTreeMap::from([(0, at(200)), (3, at(400))]));
-    assert_eq!(loaded.partitions.values().map(|c| c.next_seq).collect::<Vec<_>>(), [7, 9]);
-    assert_eq!(loaded.partitions[&0].detectors, detector_states(&[("drift", b"newer")]), "the detectors of the checkpoint before are gone");
-    assert_eq!(loaded.state_bytes(), 5);
+    each_place(|open| {
+        let store = open();
+        let k = key("kafka://127.0.0.1:9092/orders");
+        assert!(store.load(&k).unwrap().is_none());
+        store.save(&k, &checkpoint(100, &[("drift", b"\x00\xffstate"), ("volume", b"")])).unwrap();
+        let before = store.load(&k).unwrap().unwrap();
+        assert_eq!(before.partitions[&0].detectors, detector_states(&[("drift", b"\x00\xffstate"), ("volume", b"")]));
+        store.save(&k, &checkpoint(200, &[("drift", b"newer")])).unwrap();
+        // Another process (a restart) reads it.
+        let loaded = open().load(&k).unwrap().unwrap();
+        assert_eq!(loaded.positions(), BTreeMap::from([(0, at(200)), (3, at(400))]));
+        assert_eq!(loaded.partitions.values().map(|c| c.next_seq).collect::<Vec<_>>(), [7, 9]);
+        assert_eq!(loaded.partitions[&0].detectors, detector_states(&[("drift", b"newer")]), "the detectors of the checkpoint before are gone");
+        let router = |c: &Checkpoint| serde_json::to_string(&c.partitions[&0].router).unwrap();
+        assert_eq!(router(&loaded), router(&before));
+        assert_eq!(loaded.state_bytes(), 5);
+    });
 }
 
 /// Hosts sharing a group each store the partitions they read; one's
 /// checkpoint leaves the other's partitions as they were.
 #[test]
 fn a_partitions_checkpoint_leaves_the_other_partitions_as_they_were() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = CheckpointStore::open(&dir.path().join("checkpoints.db")).unwrap();
-    let k = key("kafka://h:1/orders");
-    store.save(&k, &checkpoint(100, &[("drift", b"zero")])).unwrap();
-    let mut only_three = checkpoint(500, &[]);
-    only_three.partitions.remove(&0);
-    only_three.partitions.get_mut(&3).unwrap().detectors = detector_states(&[("drift", b"three")]);
-    only_three.taken_at_ms += 5_000;
-    store.save(&k, &only_three).unwrap();
-    let loaded = store.load(&k).unwrap().unwrap();
-    assert_eq!(loaded.positions(), BTreeMap::from([(0, at(100)), (3, at(1000))]));
-    assert_eq!(loaded.partitions[&0].detectors, detector_states(&[("drift", b"zero")]));
-    assert_eq!(loaded.partitions[&3].detectors, detector_states(&[("drift", b"three")]));
-    assert_eq!(loaded.taken_at_ms, 1_764_000_000_000, "a checkpoint is as old as its oldest partition");
-    assert_eq!(store.positions(&k).unwrap(), Some((loaded.positions(), loaded.taken_at_ms)), "the positions alone");
-    assert_eq!(store.positions(&key("kafka://h:1/other")).unwrap(), None);
+    each_place(|open| {
+        let store = open();
+        let k = key("kafka://h:1/orders");
+        store.save(&k, &checkpoint(100, &[("drift", b"zero")])).unwrap();
+        let mut only_three = checkpoint(500, &[]);
+        only_three.partitions.remove(&0);
+        only_three.partitions.get_mut(&3).unwrap().detectors = detector_states(&[("drift", b"three")]);
+        only_three.taken_at_ms += 5_000;
+        store.save(&k, &only_three).unwrap();
+        let loaded = store.load(&k).unwrap().unwrap();
+        assert_eq!(loaded.positions(), BTreeMap::from([(0, at(100)), (3, at(1000))]));
+        assert_eq!(loaded.partitions[&0].detectors, detector_states(&[("drift", b"zero")]));
+        assert_eq!(loaded.partitions[&3].detectors, detector_states(&[("drift", b"three")]));
+        assert_eq!(loaded.taken_at_ms, 1_764_000_000_000, "a checkpoint is as old as its oldest partition");
+        assert_eq!(store.positions(&k).unwrap(), Some((loaded.positions(), loaded.taken_at_ms)), "the positions alone");
+        assert_eq!(store.positions(&key("kafka://h:1/other")).unwrap(), None);
+    });
 }
 
 /// A data dir written before detectors ran per partition: its checkpoints
@@ -85,12 +129,38 @@ fn checkpoints_of_the_layout_before_are_dropped() {
 
 #[test]
 fn another_stream_or_tenant_never_sees_the_checkpoint() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = CheckpointStore::open(&dir.path().join("checkpoints.db")).unwrap();
-    store.save(&key("kafka://h:1/orders"), &checkpoint(100, &[("drift", b"x")])).unwrap();
-    assert!(store.load(&key("kafka://h:1/payments")).unwrap().is_none());
-    let other_tenant = StreamKey { tenant: "b".into(), ..key("kafka://h:1/orders") };
-    assert!(store.load(&other_tenant).unwrap().is_none());
+    each_place(|open| {
+        let store = open();
+        store.save(&key("kafka://h:1/orders"), &checkpoint(100, &[("drift", b"x")])).unwrap();
+        assert!(store.load(&key("kafka://h:1/payments")).unwrap().is_none());
+        let other_tenant = StreamKey { tenant: "b".into(), ..key("kafka://h:1/orders") };
+        assert!(store.load(&other_tenant).unwrap().is_none());
+        // Names that would run together if joined plainly.
+        let joined = StreamKey { tenant: "a:orders".into(), pipeline: "".into(), ..key("kafka://h:1/orders") };
+        assert!(store.load(&joined).unwrap().is_none());
+    });
+}
+
+/// A broker's table that holds something else than a checkpoint under a
+/// checkpoint's name: an error naming the pipeline, not a wrong state.
+#[test]
+fn a_mangled_checkpoint_in_a_broker_is_an_error_naming_the_pipeline() {
+    let tables = MemoryTables::default();
+    let store = CheckpointStore::in_broker(Box::new(tables.clone()));
+    let k = key("redis://h:1/orders?group=g&consumer=c");
+    store.save(&k, &checkpoint(100, &[("drift", b"state")])).unwrap();
+    for mangle in [|v: &mut Vec<u8>| v.truncate(v.len() - 1), |v: &mut Vec<u8>| v.push(0), |v: &mut Vec<u8>| v[0] = 0xff, |v: &mut Vec<u8>| v.truncate(2)] {
+        let mut mangled = tables.clone();
+        let table = tables.0.lock().unwrap().keys().next().unwrap().clone();
+        let mut value = mangled.get(&table, "0").unwrap().unwrap();
+        let good = value.clone();
+        mangle(&mut value);
+        mangled.put(&table, &[("0".into(), value)]).unwrap();
+        let e = store.load(&k).unwrap_err();
+        assert!(format!("{e:#}").contains("checkpoint of pipeline orders partition 0"), "{e:#}");
+        mangled.put(&table, &[("0".into(), good)]).unwrap();
+    }
+    assert!(store.load(&k).is_ok());
 }
 
 #[test]
@@ -130,28 +200,30 @@ fn the_list_names_every_checkpoint_and_its_state_sizes_without_the_state() {
 /// checkpoint after the new owner stored a newer one: that one stays.
 #[test]
 fn advancing_never_moves_a_partition_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = CheckpointStore::open(&dir.path().join("checkpoints.db")).unwrap();
-    let k = key("kafka://h:1/orders");
-    store.advance(&k, &checkpoint(100, &[("drift", b"new owner")])).unwrap();
-    store.advance(&k, &checkpoint(50, &[("drift", b"old owner")])).unwrap();
-    let loaded = store.load(&k).unwrap().unwrap();
-    assert_eq!(loaded.positions(), BTreeMap::from([(0, at(100)), (3, at(200))]));
-    assert_eq!(loaded.partitions[&0].detectors, detector_states(&[("drift", b"new owner")]));
-    store.advance(&k, &checkpoint(150, &[("drift", b"later")])).unwrap();
-    assert_eq!(store.load_partition(&k, 0).unwrap().unwrap().0.detectors, detector_states(&[("drift", b"later")]));
-    store.save(&k, &checkpoint(10, &[])).unwrap();
-    assert_eq!(store.load_partition(&k, 3).unwrap().unwrap().0.position, at(20), "a plain save replaces");
+    each_place(|open| {
+        let store = open();
+        let k = key("kafka://h:1/orders");
+        store.advance(&k, &checkpoint(100, &[("drift", b"new owner")])).unwrap();
+        store.advance(&k, &checkpoint(50, &[("drift", b"old owner")])).unwrap();
+        let loaded = store.load(&k).unwrap().unwrap();
+        assert_eq!(loaded.positions(), BTreeMap::from([(0, at(100)), (3, at(200))]));
+        assert_eq!(loaded.partitions[&0].detectors, detector_states(&[("drift", b"new owner")]));
+        store.advance(&k, &checkpoint(150, &[("drift", b"later")])).unwrap();
+        assert_eq!(store.load_partition(&k, 0).unwrap().unwrap().0.detectors, detector_states(&[("drift", b"later")]));
+        store.save(&k, &checkpoint(10, &[])).unwrap();
+        assert_eq!(store.load_partition(&k, 3).unwrap().unwrap().0.position, at(20), "a plain save replaces");
+    });
 }
 
-/// Hosts sharing the file share which alerts went out.
+/// Hosts sharing where checkpoints are kept share which alerts went out.
 #[test]
 fn the_shared_ledger_remembers_sent_alerts_across_processes() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("checkpoints.db");
-    let one = CheckpointStore::open(&path).unwrap();
-    assert!(!one.was_sent(7).unwrap());
-    one.record_sent(7).unwrap();
-    let other = CheckpointStore::open(&path).unwrap();
-    assert!(other.was_sent(7).unwrap() && !other.was_sent(8).unwrap());
+    each_place(|open| {
+        let k = key("kafka://h:1/orders");
+        let one = open();
+        assert!(!one.was_sent(&k, 7).unwrap());
+        one.record_sent(&k, 7).unwrap();
+        let other = open();
+        assert!(other.was_sent(&k, 7).unwrap() && !other.was_sent(&k, 8).unwrap());
+    });
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use crossbeam_channel::{RecvTimeoutError, Sender};
 
-use clean_host::checkpoint::CheckpointStore;
+use clean_host::checkpoint::{CheckpointStore, Checkpoints};
 use clean_host::config::ConfigFile;
 use clean_host::dispatch::handlers::Handlers;
 use clean_host::dispatch::OutputFormat;
@@ -74,14 +74,14 @@ pub fn run(g: &GlobalArgs, args: &RunArgs, events: &PluginEventSink) -> Result<(
     let format = config.output.format.unwrap_or(OutputFormat::Human);
     let dead_letter_path = args.dead_letters.clone().unwrap_or_else(|| data_dir(&config).join("dead-letters.jsonl"));
     let checkpoints = match config.checkpoints.enabled {
-        true => Some(CheckpointStore::open(&config.checkpoints.file(&data_dir(&config)))?),
+        true => Some(Checkpoints {
+            file: CheckpointStore::open(&config.checkpoints.file(&data_dir(&config)))?,
+            in_broker: config.checkpoints.in_broker,
+            interval: config.checkpoints.interval(),
+        }),
         false => None,
     };
-    let mut ledger = AlertLedger::open(&data_dir(&config).join("alerts-sent"))?;
-    // Hosts that share their checkpoints share which alerts went out.
-    if let Some(store) = checkpoints.as_ref().filter(|_| config.checkpoints.path.is_some()) {
-        ledger.share(store.clone());
-    }
+    let ledger = AlertLedger::open(&data_dir(&config).join("alerts-sent"))?;
     let shared = Arc::new(Shared {
         outputs: Mutex::new(Outputs::new(format, config.output.file.as_deref(), config.output.windows_file.as_deref())?),
         dead_letters: Mutex::new(DeadLetters::new(&dead_letter_path)),
@@ -89,7 +89,7 @@ pub fn run(g: &GlobalArgs, args: &RunArgs, events: &PluginEventSink) -> Result<(
         stop,
         ledger: Mutex::new(ledger),
         history: history.as_ref().map(|(h, _)| h.clone()),
-        checkpoints: checkpoints.map(|store| (store, config.checkpoints.interval())),
+        checkpoints,
     });
     {
         let shared = shared.clone();

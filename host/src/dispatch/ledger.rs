@@ -6,16 +6,15 @@
 //! the outputs and taken by the alert handlers' queue, never before: an
 //! alert that did not get out is sent again by the replay. The hash is
 //! XXH3-64 over the fields, so it stays the same across builds and Rust
-//! versions. Hosts of a group that share their checkpoints file also share
-//! the keys there, so a window one host alerted on and another analyses
-//! again (after a takeover) is not alerted twice.
+//! versions. Where checkpoints are kept, the keys are kept with them too
+//! (the pipeline's analyst asks there), so a window one host alerted on and
+//! another analyses again after a takeover is not alerted twice.
 
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::CheckpointStore;
 use clean_host_quality::alert::Alert;
 
 /// Hashes kept; older ones are dropped when the file is loaded.
@@ -23,7 +22,7 @@ const KEEP: usize = 1 << 20;
 
 /// What identifies a sent alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct AlertKey(u64);
+pub struct AlertKey(pub(crate) u64);
 
 impl AlertKey {
     /// The key of `alert`, raised by a pipeline of `tenant` reading `source`.
@@ -56,8 +55,6 @@ pub struct AlertLedger {
     path: PathBuf,
     sent: HashSet<u64>,
     file: Option<BufWriter<File>>,
-    /// The checkpoints file the hosts of a group share, if they do.
-    shared: Option<CheckpointStore>,
 }
 
 impl AlertLedger {
@@ -84,36 +81,18 @@ impl AlertLedger {
             }
             f.flush()?;
         }
-        Ok(AlertLedger { path: path.to_path_buf(), sent: hashes[start..].iter().copied().collect(), file: None, shared: None })
+        Ok(AlertLedger { path: path.to_path_buf(), sent: hashes[start..].iter().copied().collect(), file: None })
     }
 
-    /// Also keep and look up the keys in `store`, the checkpoints file the
-    /// hosts of a group share.
-    pub fn share(&mut self, store: CheckpointStore) {
-        self.shared = Some(store);
-    }
-
-    /// Whether an alert with this key went out before (from any host
-    /// sharing the ledger; one that cannot be asked says no, and the alert
-    /// goes out: at least once).
+    /// Whether an alert with this key went out before from this host.
     pub fn was_sent(&self, key: AlertKey) -> bool {
         self.sent.contains(&key.0)
-            || self.shared.as_ref().is_some_and(|store| {
-                store.was_sent(key.0).unwrap_or_else(|e| {
-                    tracing::warn!("{e:#}; the alert goes out");
-                    false
-                })
-            })
     }
 
     /// Remember that the alert with this key went out.
     pub fn record(&mut self, key: AlertKey) -> io::Result<()> {
         if !self.sent.insert(key.0) {
             return Ok(());
-        }
-        if let Err(e) = self.shared.as_ref().map_or(Ok(()), |store| store.record_sent(key.0)) {
-            // The local ledger still has it; another host may send it again.
-            tracing::warn!("{e:#}");
         }
         if self.file.is_none() {
             if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -32,8 +32,27 @@ struct CheckpointTarget {
 }
 
 impl CheckpointTarget {
+    /// Whether the alert went out from any host keeping its checkpoints
+    /// here; one that cannot be asked says no, and the alert goes out (at
+    /// least once).
+    fn was_sent(&self, alert: AlertKey) -> bool {
+        self.store.was_sent(&self.key, alert.0).unwrap_or_else(|e| {
+            tracing::warn!("pipeline {}: {e:#}; the alert goes out", self.key.pipeline);
+            false
+        })
+    }
+
+    /// Remember where its checkpoints are that the alert went out (this
+    /// host's own ledger has it even if that fails).
+    fn record_sent(&self, alert: AlertKey) {
+        if let Err(e) = self.store.record_sent(&self.key, alert.0) {
+            tracing::warn!("pipeline {}: {e:#}; another host may send the alert again", self.key.pipeline);
+        }
+    }
+
     /// Store `checkpoint`; false (and said) if it could not be.
     fn save(&self, checkpoint: &Checkpoint) -> bool {
+        let started = Instant::now();
         let saved = match self.forward_only {
             true => self.store.advance(&self.key, checkpoint),
             false => self.store.save(&self.key, checkpoint),
@@ -42,6 +61,8 @@ impl CheckpointTarget {
             tracing::error!("pipeline {}: {e:#}; its positions are not committed", self.key.pipeline);
             return false;
         }
+        let (pipeline, bytes) = (&self.key.pipeline, checkpoint.state_bytes());
+        tracing::debug!("pipeline {pipeline}: checkpoint of {bytes} bytes at {:?} stored in {:?}", checkpoint.positions(), started.elapsed());
         self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
         self.counters.checkpoint_bytes.store(checkpoint.state_bytes() as u64, Ordering::Relaxed);
         self.counters.checkpoint_taken_ms.store(checkpoint.taken_at_ms.max(0) as u64, Ordering::Relaxed);
@@ -146,7 +167,11 @@ impl<'a> Analyst<'a> {
         if self.acknowledges {
             let ledger = self.common.shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
             let before = routed.len();
-            routed.retain(|a| !ledger.was_sent(AlertKey::new(tenant, self.common.reader, a)));
+            let kept = self.checkpointer.as_ref().map(|c| &c.target);
+            routed.retain(|a| {
+                let key = AlertKey::new(tenant, self.common.reader, a);
+                !ledger.was_sent(key) && !kept.is_some_and(|t| t.was_sent(key))
+            });
             let replayed = (before - routed.len()) as u64;
             self.replayed += replayed;
             self.common.counters.replayed_alerts.fetch_add(replayed, Ordering::Relaxed);
@@ -190,7 +215,11 @@ impl<'a> Analyst<'a> {
             // Only now, once out: an alert that did not get out is sent again on replay.
             let mut ledger = self.common.shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
             for alert in routed.iter().zip(&taken).filter(|(_, taken)| **taken).map(|(a, _)| a) {
-                ledger.record(AlertKey::new(tenant, self.common.reader, alert)).context("writing the alert ledger")?;
+                let key = AlertKey::new(tenant, self.common.reader, alert);
+                ledger.record(key).context("writing the alert ledger")?;
+                if let Some(target) = self.checkpointer.as_ref().map(|c| &c.target) {
+                    target.record_sent(key);
+                }
             }
             ledger.flush().context("writing the alert ledger")?;
         }

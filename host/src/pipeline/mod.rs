@@ -31,7 +31,7 @@ use anyhow::{Context, Result};
 use crossbeam_channel::{bounded, RecvTimeoutError};
 use serde::Serialize;
 
-use crate::checkpoint::{CheckpointStore, PartitionCheckpoint, StreamKey};
+use crate::checkpoint::{CheckpointStore, Checkpoints, PartitionCheckpoint, StreamKey};
 use crate::dispatch::handlers::Handlers;
 use crate::dispatch::{AlertLedger, Outputs};
 use crate::history::History;
@@ -208,8 +208,8 @@ pub struct Shared {
     /// Alerts already sent for broker windows, so a replay does not repeat them.
     pub ledger: Mutex<AlertLedger>,
     pub history: Option<History>,
-    /// Checkpoints of pipelines whose source can resume, and how often.
-    pub checkpoints: Option<(CheckpointStore, Duration)>,
+    /// Checkpoints of pipelines whose source can resume.
+    pub checkpoints: Option<Checkpoints>,
 }
 
 /// A pipeline ready to run.
@@ -283,7 +283,10 @@ fn read_and_analyse(pipeline: Pipeline, shared: &Shared) -> Result<PipelineRepor
     let (source_name, reader_id) = (source.name(), source.reader());
     let acknowledges = source.acknowledges();
     let checkpoint_id = source.checkpoint_id().filter(|_| acknowledges);
-    let checkpoints = shared.checkpoints.as_ref().filter(|_| checkpoint_id.is_some());
+    let checkpoints = match shared.checkpoints.as_ref().filter(|_| checkpoint_id.is_some()) {
+        Some(c) => Some((c.store_for(&*source).with_context(|| format!("pipeline {name}"))?, c.interval)),
+        None => None,
+    };
     let key = StreamKey { tenant, pipeline: name.clone(), source: checkpoint_id.unwrap_or_default() };
     let (line_tx, line_rx) = bounded::<SourceEvent>(16);
     let (work_tx, work_rx) = bounded::<Work>(WINDOW_QUEUE);
@@ -293,7 +296,7 @@ fn read_and_analyse(pipeline: Pipeline, shared: &Shared) -> Result<PipelineRepor
     let common =
         Common { pipeline: &name, source: &source_name, reader: &reader_id, dead_letter_topic: dead_letter_topic.as_ref(), shared, counters: &counters };
     let mut cutter = Cutter::new(common, decoder, window, event_time_field)?;
-    let resumed = match checkpoints {
+    let resumed = match &checkpoints {
         Some((store, _)) if source.partitions_move() => adopt_as_they_come(&key, store, &mut *source, &mut cutter)?,
         Some((store, _)) => resume(&key, store, &mut *source, &detectors, &mut router, &mut cutter)?,
         None => None,
@@ -302,7 +305,7 @@ fn read_and_analyse(pipeline: Pipeline, shared: &Shared) -> Result<PipelineRepor
         counters.checkpoint_taken_ms.store(resumed.taken_at_ms.max(0) as u64, Ordering::Relaxed);
     }
     let forward_only = cutter.adopts();
-    let checkpointer = checkpoints.map(|(store, interval)| Checkpointer::new(store.clone(), key, *interval, forward_only, counters.clone()));
+    let checkpointer = checkpoints.map(|(store, interval)| Checkpointer::new(store, key, interval, forward_only, counters.clone()));
     std::thread::scope(|scope| -> Result<PipelineReport> {
         let ctx = SourceContext { events: line_tx, acks: ack_rx, stop: shared.stop.clone(), progress: counters.progress.clone() };
         let reader = std::thread::Builder::new().name(format!("{name}-source")).spawn(move || source.run(ctx)).context("starting the source thread")?;

@@ -292,7 +292,7 @@ fn said(dir: &TempDir) -> Vec<String> {
 fn run_with_checkpoints(dir: &TempDir, p: Pipeline) -> PipelineReport {
     let counters = p.counters.clone();
     let store = CheckpointStore::open(&dir.path().join("checkpoints.db")).unwrap();
-    let shared = Shared { checkpoints: Some((store, Duration::ZERO)), ..shared(dir, &counters) };
+    let shared = Shared { checkpoints: Some(Checkpoints { file: store, in_broker: false, interval: Duration::ZERO }), ..shared(dir, &counters) };
     run(p, &shared).unwrap()
 }
 

@@ -232,6 +232,9 @@ pub struct BrokerOptions {
     pub dead_letter_topic: Option<String>,
     /// Topic or stream on the same broker that every alert is also produced to.
     pub findings_topic: Option<String>,
+    /// Kafka topic (compacted) or Redis key prefix where the broker keeps
+    /// the pipeline's checkpoints (default `clean-host-state`).
+    pub state_table: Option<String>,
     /// librdkafka properties passed through as they are (security.protocol,
     /// sasl.mechanism, sasl.username, sasl.password, ssl.ca.location, ...).
     pub kafka: BTreeMap<String, String>,
@@ -274,6 +277,11 @@ impl BrokerOptions {
 
     pub fn start_at(&self, url: &BrokerUrl) -> Result<StartAt, SourceError> {
         self.offset.as_deref().map_or(Ok(StartAt::Earliest), |s| s.parse().map_err(|e: String| url.error(e)))
+    }
+
+    /// Where the broker keeps checkpoints ([`BrokerOptions::state_table`]).
+    pub fn state_table(&self) -> &str {
+        self.state_table.as_deref().unwrap_or("clean-host-state")
     }
 
     pub fn group(&self) -> &str {

@@ -24,7 +24,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::config::{BrokerOptions, BrokerUrl, StartAt, COMMON_PARAMS};
-use super::{Ack, Message, ResumePosition, Sink, Source, SourceContext, SourceError, SourceEvent, LAG_EVERY};
+use super::{Ack, Message, ResumePosition, Sink, Source, SourceContext, SourceError, SourceEvent, StateTable, LAG_EVERY, STATE_TABLE_KEPT};
 
 /// How long to wait for the broker at start before giving up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -424,6 +424,10 @@ impl Source for KafkaSource {
         Ok(Some(Box::new(KafkaSink::new(&self.url.hosts, &topic, &self.options)?)))
     }
 
+    fn state_table(&self) -> Result<Option<Box<dyn StateTable>>, SourceError> {
+        Ok(Some(Box::new(KafkaTable::new(&self.url.hosts, self.options.state_table(), &self.options)?)))
+    }
+
     fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
         self.consumer.subscribe(&[&self.topic]).map_err(|e| SourceError::Broker(format!("subscribing to {}: {e}", self.topic)))?;
         if self.options.until_end {
@@ -534,6 +538,20 @@ impl ProducerContext for Deliveries {
     }
 }
 
+/// Create `topic` unless it exists (as it is, whatever its settings).
+fn create_topic(config: &ClientConfig, hosts: &str, topic: &NewTopic<'_>) -> Result<(), SourceError> {
+    let admin: AdminClient<_> = config.create().map_err(|e| unreachable(hosts, e))?;
+    let opts = AdminOptions::new().operation_timeout(Some(CONNECT_TIMEOUT)).request_timeout(Some(CONNECT_TIMEOUT));
+    let created = futures::executor::block_on(admin.create_topics([topic], &opts)).map_err(|e| unreachable(hosts, e))?;
+    for result in created {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, code)) => return Err(SourceError::Broker(format!("cannot create topic '{t}' on {hosts}: {code}"))),
+        }
+    }
+    Ok(())
+}
+
 /// Produces to a topic, creating it if it does not exist.
 pub struct KafkaSink {
     hosts: String,
@@ -549,16 +567,7 @@ impl KafkaSink {
     /// A sink whose topic, if it must be created, gets `partitions` partitions.
     pub fn with_partitions(hosts: &str, topic: &str, options: &BrokerOptions, partitions: i32) -> Result<Self, SourceError> {
         let config = client_config(hosts, options);
-        let admin: AdminClient<_> = config.create().map_err(|e| unreachable(hosts, e))?;
-        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
-        let opts = AdminOptions::new().operation_timeout(Some(CONNECT_TIMEOUT)).request_timeout(Some(CONNECT_TIMEOUT));
-        let created = futures::executor::block_on(admin.create_topics([&new], &opts)).map_err(|e| unreachable(hosts, e))?;
-        for result in created {
-            match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((t, code)) => return Err(SourceError::Broker(format!("cannot create topic '{t}' on {hosts}: {code}"))),
-            }
-        }
+        create_topic(&config, hosts, &NewTopic::new(topic, partitions, TopicReplication::Fixed(-1)))?;
         let producer = config
             .clone()
             .set("linger.ms", "5")
@@ -597,6 +606,154 @@ impl Sink for KafkaSink {
             Some(e) => Err(SourceError::Broker(format!("delivery to {} failed: {e}", self.name()))),
             None => Ok(()),
         }
+    }
+}
+
+/// The largest value a [`KafkaTable`] stores (a partition's checkpoint).
+const TABLE_VALUE_MAX: usize = 32 << 20;
+/// How long reading a [`KafkaTable`] to its end may take.
+const TABLE_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A [`StateTable`] kept in one Kafka topic of one partition, compacted
+/// (and records older than [`STATE_TABLE_KEPT`] deleted): a record per
+/// field, keyed `TABLE NUL FIELD`, the latest one wins. Read from its start
+/// once, then caught up to its end before each read, so it sees every
+/// write that any host made before.
+pub struct KafkaTable {
+    hosts: String,
+    topic: String,
+    producer: BaseProducer<Deliveries>,
+    consumer: BaseConsumer,
+    /// The next offset to read.
+    next: i64,
+    /// The latest value of each field read, by table.
+    tables: HashMap<String, HashMap<String, Vec<u8>>>,
+}
+
+impl KafkaTable {
+    /// The tables in `topic` (created if it does not exist) on `hosts`.
+    pub fn new(hosts: &str, topic: &str, options: &BrokerOptions) -> Result<Self, SourceError> {
+        let config = client_config(hosts, options);
+        let kept = STATE_TABLE_KEPT.as_millis().to_string();
+        let (max, segment) = (TABLE_VALUE_MAX.to_string(), (TABLE_VALUE_MAX * 2).to_string());
+        let new = NewTopic::new(topic, 1, TopicReplication::Fixed(-1))
+            .set("cleanup.policy", "compact,delete")
+            .set("retention.ms", &kept)
+            .set("max.message.bytes", &max)
+            // Compacted soon, so a host starting reads little more than the latest values.
+            .set("segment.bytes", &segment)
+            .set("segment.ms", "3600000")
+            .set("min.cleanable.dirty.ratio", "0.2");
+        create_topic(&config, hosts, &new)?;
+        let producer = config
+            .clone()
+            .set("linger.ms", "0")
+            .set("socket.nagle.disable", "true")
+            .set("enable.idempotence", "true")
+            .set("message.max.bytes", (TABLE_VALUE_MAX + (1 << 20)).to_string())
+            .create_with_context(Deliveries::default())
+            .map_err(|e| SourceError::Broker(format!("bad Kafka producer settings: {e}")))?;
+        // Assigned, never subscribed: the group is only a name librdkafka wants, never joined or
+        // committed to. Its fetches wait briefly: a read waits for the end (the defaults cost ~400 ms).
+        let consumer: BaseConsumer = config
+            .clone()
+            .set("group.id", "clean-host-state-reader")
+            .set("fetch.wait.max.ms", "10")
+            .set("fetch.error.backoff.ms", "10")
+            .set("fetch.queue.backoff.ms", "10")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("fetch.max.bytes", (TABLE_VALUE_MAX * 2).to_string())
+            .set("receive.message.max.bytes", (TABLE_VALUE_MAX * 2 + (1 << 20)).to_string())
+            .create()
+            .map_err(|e| SourceError::Broker(format!("bad Kafka consumer settings: {e}")))?;
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(topic, 0, Offset::Beginning).map_err(|e| SourceError::Broker(e.to_string()))?;
+        consumer.assign(&list).map_err(|e| SourceError::Broker(format!("reading {topic}: {e}")))?;
+        Ok(KafkaTable { hosts: hosts.into(), topic: topic.into(), producer, consumer, next: 0, tables: HashMap::new() })
+    }
+
+    /// Read every record written so far.
+    fn catch_up(&mut self) -> Result<(), SourceError> {
+        let name = self.name();
+        let failed = |e: KafkaError| SourceError::Broker(format!("reading {name}: {e}"));
+        let (_, end) = self.consumer.fetch_watermarks(&self.topic, 0, CONNECT_TIMEOUT).map_err(|e| unreachable(&self.hosts, e))?;
+        let started = Instant::now();
+        while self.next < end {
+            if started.elapsed() > TABLE_READ_TIMEOUT {
+                return Err(SourceError::Broker(format!("reading {name}: not at its end ({end}) after {TABLE_READ_TIMEOUT:?}")));
+            }
+            match self.consumer.poll(POLL) {
+                Some(Ok(m)) => {
+                    self.next = m.offset() + 1;
+                    let Some((table, field)) = m.key().and_then(|k| std::str::from_utf8(k).ok()).and_then(|k| k.split_once('\0')) else {
+                        continue; // not written by a host
+                    };
+                    let fields = self.tables.entry(table.to_string()).or_default();
+                    match m.payload() {
+                        Some(value) => fields.insert(field.to_string(), value.to_vec()),
+                        None => fields.remove(field),
+                    };
+                }
+                Some(Err(e)) => return Err(failed(e)),
+                // Offsets that hold no record (compacted away, markers) are passed over.
+                None => {
+                    let position = self.consumer.position().map_err(failed)?;
+                    if let Some(Offset::Offset(at)) = position.find_partition(&self.topic, 0).map(|e| e.offset()) {
+                        self.next = self.next.max(at);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl StateTable for KafkaTable {
+    fn name(&self) -> String {
+        format!("kafka://{}/{}", self.hosts, self.topic)
+    }
+
+    fn put(&mut self, table: &str, fields: &[(String, Vec<u8>)]) -> Result<(), SourceError> {
+        for (field, value) in fields {
+            if value.len() > TABLE_VALUE_MAX {
+                return Err(SourceError::Broker(format!("{}: a value of {} bytes is over the {} MiB limit", self.name(), value.len(), TABLE_VALUE_MAX >> 20)));
+            }
+            let key = format!("{table}\0{field}");
+            let mut record = BaseRecord::to(&self.topic).key(&key).payload(value);
+            loop {
+                match self.producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        record = r;
+                        self.producer.poll(Duration::from_millis(10));
+                    }
+                    Err((e, _)) => return Err(SourceError::Broker(format!("producing to {}: {e}", self.name()))),
+                }
+            }
+        }
+        // Delivered once nothing is in flight (flush() looks only every 100 ms).
+        let started = Instant::now();
+        while self.producer.in_flight_count() > 0 {
+            if started.elapsed() > TABLE_READ_TIMEOUT {
+                return Err(SourceError::Broker(format!("storing in {}: not delivered after {TABLE_READ_TIMEOUT:?}", self.name())));
+            }
+            self.producer.poll(Duration::from_millis(1));
+        }
+        match self.producer.context().failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(e) => Err(SourceError::Broker(format!("storing in {}: {e}", self.name()))),
+            None => Ok(()),
+        }
+    }
+
+    fn get_all(&mut self, table: &str) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
+        self.catch_up()?;
+        Ok(self.tables.get(table).map(|t| t.iter().map(|(f, v)| (f.clone(), v.clone())).collect()).unwrap_or_default())
+    }
+
+    fn get(&mut self, table: &str, field: &str) -> Result<Option<Vec<u8>>, SourceError> {
+        self.catch_up()?;
+        Ok(self.tables.get(table).and_then(|t| t.get(field)).cloned())
     }
 }
 

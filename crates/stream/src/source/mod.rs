@@ -23,6 +23,7 @@ pub mod redis;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use serde::{Deserialize, Serialize};
@@ -237,6 +238,11 @@ pub trait Source: Send {
     fn dead_letter_sink(&self) -> Result<Option<Box<dyn Sink>>, SourceError> {
         Ok(None)
     }
+    /// A table on the same broker for the pipeline's checkpoints, if the
+    /// broker keeps one (Kafka, Redis): any consumer of the group finds them.
+    fn state_table(&self) -> Result<Option<Box<dyn StateTable>>, SourceError> {
+        Ok(None)
+    }
     fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError>;
 }
 
@@ -248,6 +254,25 @@ pub trait Sink: Send {
     /// Returns once everything sent is stored by the broker.
     fn flush(&mut self) -> Result<(), SourceError>;
 }
+
+/// Byte values a broker keeps for the host under `(table, field)` keys,
+/// readable by whichever host connects to it: checkpoints stored with one
+/// host's positions are found by the next (a Redis hash per table, or one
+/// compacted Kafka topic). A table not written for 30 days may be dropped:
+/// by then the group's committed positions are gone too.
+pub trait StateTable: Send {
+    /// Describes where it is kept, in errors.
+    fn name(&self) -> String;
+    /// Store the fields of `table`, all of them or none; stored when it returns.
+    fn put(&mut self, table: &str, fields: &[(String, Vec<u8>)]) -> Result<(), SourceError>;
+    /// The latest value of each field of `table`.
+    fn get_all(&mut self, table: &str) -> Result<Vec<(String, Vec<u8>)>, SourceError>;
+    /// The latest value of one field of `table`.
+    fn get(&mut self, table: &str, field: &str) -> Result<Option<Vec<u8>>, SourceError>;
+}
+
+/// How long a broker keeps a table after it was last written.
+pub const STATE_TABLE_KEPT: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The source a pipeline names: `generator`, `-` (stdin), a file path, or a
 /// `kafka://`, `pulsar://` or `redis://` URL.

@@ -27,7 +27,7 @@ use redis::{Commands, Connection, Value};
 pub mod reader;
 
 use super::config::{BrokerOptions, BrokerUrl, EntryLayout, COMMON_PARAMS};
-use super::{Message, ResumePosition, Sink, Source, SourceContext, SourceError, SourceEvent, LAG_EVERY};
+use super::{Message, ResumePosition, Sink, Source, SourceContext, SourceError, SourceEvent, StateTable, LAG_EVERY, STATE_TABLE_KEPT};
 use reader::{Entry, StreamReader};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -348,6 +348,10 @@ impl Source for RedisSource {
         Ok(Some(Box::new(RedisSink::new(&self.url, &stream)?)))
     }
 
+    fn state_table(&self) -> Result<Option<Box<dyn StateTable>>, SourceError> {
+        Ok(Some(Box::new(RedisTable::new(&self.url, self.options.state_table())?)))
+    }
+
     fn run(mut self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
         if self.options.until_end {
             if let Some(backlog) = self.backlog() {
@@ -495,5 +499,67 @@ impl Sink for RedisSink {
             self.queued = 0;
         }
         Ok(())
+    }
+}
+
+/// A [`StateTable`] kept as one Redis hash per table (`PREFIX:TABLE`),
+/// written in MULTI/EXEC and kept for [`STATE_TABLE_KEPT`] after the last write.
+pub struct RedisTable {
+    url: BrokerUrl,
+    prefix: String,
+    con: Option<Connection>,
+}
+
+impl RedisTable {
+    /// The tables under `prefix` on `url`'s server.
+    pub fn new(url: &BrokerUrl, prefix: &str) -> Result<Self, SourceError> {
+        Ok(RedisTable { url: url.clone(), prefix: prefix.into(), con: Some(connect(url)?) })
+    }
+
+    fn key(&self, table: &str) -> String {
+        format!("{}:{table}", self.prefix)
+    }
+
+    /// Run `query`, once more on a new connection if the one it had went away.
+    fn run<T>(&mut self, what: &str, query: impl Fn(&mut Connection) -> redis::RedisResult<T>) -> Result<T, SourceError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let con = match &mut self.con {
+                Some(con) => con,
+                None => self.con.insert(connect(&self.url)?),
+            };
+            match query(con) {
+                Ok(value) => return Ok(value),
+                Err(e) if attempts < 2 && passing(&e) => self.con = None,
+                Err(e) => return Err(SourceError::Broker(format!("{what} on {}: {e}", self.name()))),
+            }
+        }
+    }
+}
+
+impl StateTable for RedisTable {
+    fn name(&self) -> String {
+        format!("redis://{}/{}:*", self.url.hosts, self.prefix)
+    }
+
+    fn put(&mut self, table: &str, fields: &[(String, Vec<u8>)]) -> Result<(), SourceError> {
+        if fields.is_empty() {
+            return Ok(());
+        }
+        let key = self.key(table);
+        let kept = STATE_TABLE_KEPT.as_millis() as i64;
+        self.run("HSET", |con| redis::pipe().atomic().hset_multiple(&key, fields).ignore().pexpire(&key, kept).ignore().query::<()>(con))
+    }
+
+    fn get_all(&mut self, table: &str) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
+        let key = self.key(table);
+        let all: std::collections::HashMap<String, Vec<u8>> = self.run("HGETALL", |con| con.hgetall(&key))?;
+        Ok(all.into_iter().collect())
+    }
+
+    fn get(&mut self, table: &str, field: &str) -> Result<Option<Vec<u8>>, SourceError> {
+        let key = self.key(table);
+        self.run("HGET", |con| con.hget(&key, field))
     }
 }
