@@ -168,7 +168,11 @@ pub enum PluginCommand {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate the config and load every plugin, then exit.
-    Check,
+    Check {
+        /// Also print the config as it will run (after `${VAR}`, every default filled in), secrets masked.
+        #[arg(long)]
+        show_config: bool,
+    },
     /// Plugins: list them, promote a shadow version, scaffold and build new ones.
     Plugin {
         #[command(subcommand)]

@@ -18,7 +18,7 @@ fn main() {
     let g = &cli.global;
     let done = match cli.command {
         None => commands::run::run(g, &cli.run, &events),
-        Some(Command::Check) => commands::check::check(g),
+        Some(Command::Check { show_config }) => commands::check::check(g, show_config),
         Some(Command::Generate { ref sink, partitions, ref generator }) => commands::generate::generate(g, generator, sink.as_deref(), partitions),
         Some(Command::Plugin { ref command }) => commands::plugin::plugin(g, command),
         Some(Command::Plugins { json, ref command }) => commands::plugin::plugin(g, command.as_ref().unwrap_or(&PluginCommand::List { json })),

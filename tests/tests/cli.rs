@@ -70,6 +70,43 @@ fn run_flags_come_from_the_environment_and_the_command_line_wins() {
     assert!(run(&["check"]).0.contains("8 plugin(s)"), "a command with run flags in the environment");
 }
 
+/// A config made of environment variables, as a container gets it:
+/// `check --show-config` shows what runs, every default filled in, and no
+/// secret, whether it came through `${VAR}` or is read later (`env:VAR`).
+#[test]
+fn check_shows_the_config_from_the_environment_without_its_secrets() {
+    let s = Sandbox::with_bundled();
+    let config = s.write(
+        "env.toml",
+        r#"
+        [[tenants]]
+        name = "default"
+        api_token = "${API_TOKEN}"
+        [[pipelines]]
+        name = "${PIPELINE}"
+        source = "${SOURCE}"
+        [pipelines.window]
+        size = ${WINDOW:-700}
+        [pipelines.broker.kafka]
+        "sasl.password" = "env:KAFKA_PASSWORD"
+        "#,
+    );
+    s.generate("orders.jsonl", 10, &[]);
+    let env = [("PIPELINE", "orders"), ("SOURCE", "orders.jsonl"), ("API_TOKEN", "token-from-env-0123456789"), ("KAFKA_PASSWORD", "kafka-pw-from-env")];
+    let out = std::process::Command::new(clean_host_tests::binary())
+        .args(["check", "--show-config", "--config", config.to_str().unwrap(), "--plugins", s.plugins().to_str().unwrap()])
+        .envs(env)
+        .current_dir(s.dir.path())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    for shown in ["name = \"orders\"", "size = 700", "source = \"orders.jsonl\"", "api_token = \"***\"", "env:KAFKA_PASSWORD", "retention_hours = 168"] {
+        assert!(stdout.contains(shown), "{shown} is not shown:\n{stdout}");
+    }
+    assert!(!format!("{stdout}{stderr}").contains("from-env"), "a secret shows:\n{stdout}{stderr}");
+}
+
 #[test]
 fn check_accepts_a_good_config() {
     let s = Sandbox::with_bundled();

@@ -19,11 +19,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use clean_host_core::secret::resolve;
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use serde::{Deserialize, Serialize};
 
 /// A tenant's outbound settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EgressConfig {
     /// Hosts (`host` or `host:port`) destinations may point at; nothing else is reachable.
@@ -60,7 +61,7 @@ impl Default for EgressConfig {
 }
 
 /// Where a destination name leads. Every value may be `env:VAR`.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationConfig {
     /// The `http://` or `https://` URL to POST to (a secret: never logged).
@@ -86,14 +87,6 @@ struct Destination {
     url: String,
     headers: Vec<(String, String)>,
     secrets: BTreeMap<String, String>,
-}
-
-/// What `env:VAR` stands for, or the value itself.
-pub fn secret_value(value: &str, what: &str) -> Result<String, String> {
-    match value.strip_prefix("env:") {
-        Some(var) => std::env::var(var).map_err(|_| format!("{what}: environment variable {var} is not set")),
-        None => Ok(value.to_string()),
-    }
 }
 
 /// Whether `url`'s host (and port) is on `allow`.
@@ -179,10 +172,10 @@ impl Egress {
         let mut destinations = BTreeMap::new();
         for (name, d) in &config.destinations {
             let what = format!("tenant {tenant}: destination '{name}'");
-            let url = secret_value(&d.url, &what)?;
+            let url = resolve(&d.url, &what)?;
             allowed(&url, &config.allow).map_err(|e| format!("{what}: {e}"))?;
-            let headers = d.headers.iter().map(|(k, v)| Ok((k.clone(), secret_value(v, &what)?))).collect::<Result<_, String>>()?;
-            let secrets = d.secrets.iter().map(|(k, v)| Ok((k.clone(), secret_value(v, &what)?))).collect::<Result<_, String>>()?;
+            let headers = d.headers.iter().map(|(k, v)| Ok((k.clone(), resolve(v, &what)?))).collect::<Result<_, String>>()?;
+            let secrets = d.secrets.iter().map(|(k, v)| Ok((k.clone(), resolve(v, &what)?))).collect::<Result<_, String>>()?;
             destinations.insert(name.clone(), Destination { url, headers, secrets });
         }
         let destinations = Arc::new(destinations);

@@ -8,14 +8,14 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use wasmtime::{Engine, ResourceLimiter};
 
 /// How often the engine's epoch advances; time budgets are rounded up to it.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Limits of one plugin instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Linear memory of all the instance's memories together, in MiB.

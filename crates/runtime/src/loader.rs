@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use wasmtime::Store;
 
@@ -23,7 +23,7 @@ use super::{call_plugin, content_hash, cut, start, Limits, PluginFault, PluginSt
 use clean_host_core::bindings::{AlertHandlerPluginPre, DetectorPluginPre, PluginInfo};
 
 /// What may stand beside a plugin in `NAME.toml`.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// Linear memory cap for each instance, in MiB (at most the tenant's).

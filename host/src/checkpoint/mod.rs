@@ -50,7 +50,7 @@ use file::FileStore;
 const CHECKPOINTS_FILE: &str = "checkpoints.db";
 
 /// `[checkpoints]` in the config file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CheckpointConfig {
     /// Checkpoint broker pipelines whose source can resume at a position (Kafka; Redis with

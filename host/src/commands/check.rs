@@ -8,7 +8,7 @@ use anyhow::Result;
 use super::assembly::{build_pipelines, load_tenants, max_failures, settings, HANDLER_GRACE};
 use crate::cli::GlobalArgs;
 
-pub fn check(g: &GlobalArgs) -> Result<()> {
+pub fn check(g: &GlobalArgs, show_config: bool) -> Result<()> {
     let config = settings(g, "generator", |_| Ok(()))?;
     let (runtime, tenants) = load_tenants(&g.plugins, &config, false, None)?;
     let pipelines = build_pipelines(&config, &tenants, &BTreeMap::new())?;
@@ -19,6 +19,9 @@ pub fn check(g: &GlobalArgs) -> Result<()> {
     println!("config ok: {} pipeline(s), {} tenant(s), {plugins} plugin(s)", pipelines.len(), tenants.len());
     for p in &pipelines {
         println!("  {} ({}) <- {}: {} detector(s)", p.name, p.tenant, p.source.name(), p.detectors.stats().len());
+    }
+    if show_config {
+        println!("\n# the config as it runs (defaults filled in, secrets masked)\n{}", config.shown().map_err(anyhow::Error::msg)?);
     }
     Ok(())
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::CheckpointConfig;
 use crate::dispatch::OutputConfig;
@@ -20,11 +20,12 @@ use clean_host_stream::source::BrokerOptions;
 use clean_host_stream::window::{EventTimeSpec, WindowSpec};
 
 mod interpolate;
+mod shown;
 #[cfg(test)]
 mod tests;
 
 /// The whole config file.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConfigFile {
     /// Where dead letters and the compiled-plugin cache go (default `clean-data`).
@@ -50,7 +51,7 @@ pub struct ConfigFile {
 }
 
 /// One stream to watch.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
     /// Names the pipeline in alerts.
@@ -86,7 +87,7 @@ pub struct PipelineConfig {
     pub max_fields: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum WindowKind {
     Count,
@@ -95,7 +96,7 @@ pub enum WindowKind {
 }
 
 /// How the pipeline cuts its stream into windows.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WindowConfig {
     /// `count`, `time` (processing time) or `event-time`.

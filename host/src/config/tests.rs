@@ -377,3 +377,59 @@ fn broken_references_are_named_by_line() {
         assert_eq!(with_env(text, &[]).unwrap_err(), said, "{text}");
     }
 }
+
+/// Every setting a config can hold, secrets in the places they go.
+const FULL_CONFIG: &str = r#"
+data_dir = "/var/lib/clean-host"
+max_consecutive_failures = 3
+[alerts]
+quality_threshold = 0.75
+[checkpoints]
+interval_ms = 2000
+in_broker = false
+path = "/shared/checkpoints.db"
+[http]
+listen = "127.0.0.1:8080"
+[[tenants]]
+name = "payments"
+api_token = "tenant-token-0123456789abcdef"
+egress.allow = ["hooks.example.com"]
+egress.destinations.hook = { url = "https://hooks.example.com/T0/secret-path", headers = { Authorization = "Bearer header-secret" }, secrets = { routing_key = "routing-secret" } }
+egress.destinations.slack = { url = "env:SLACK_WEBHOOK_URL" }
+[[pipelines]]
+name = "orders"
+tenant = "payments"
+source = "redis://monitor:url-secret@127.0.0.1:6379/orders?group=q&consumer=c1"
+[pipelines.window]
+size = 500
+[pipelines.broker.kafka]
+"sasl.username" = "monitor"
+"sasl.password" = "kafka-secret"
+"ssl.key.password" = "env:KEY_PASSWORD"
+"sasl.jaas.config" = "jaas-secret"
+"#;
+
+/// `check --show-config` prints a config that reads back as the same
+/// config (with no secrets in it), and shows what is not in the file.
+#[test]
+fn the_shown_config_reads_back_as_the_same_config() {
+    let login_free = FULL_CONFIG.replace("monitor:url-secret@", "");
+    let plain = login_free.lines().filter(|l| !l.contains("secret") && !l.contains("token")).collect::<Vec<_>>().join("\n");
+    let shown = ConfigFile::parse(&plain).unwrap().shown().unwrap();
+    let again = ConfigFile::parse(&shown).unwrap_or_else(|e| panic!("{e}\n{shown}"));
+    assert_eq!(again.shown().unwrap(), shown);
+    assert!(shown.contains("retention_hours = 168"), "defaults are shown:\n{shown}");
+    assert!(shown.contains("interval_ms = 2000") && shown.contains("size = 500"), "{shown}");
+}
+
+/// No secret of the file shows, wherever it is; `env:VAR` does (it names one).
+#[test]
+fn the_shown_config_masks_every_secret() {
+    let shown = ConfigFile::parse(FULL_CONFIG).unwrap().shown().unwrap();
+    for secret in ["url-secret", "kafka-secret", "jaas-secret", "tenant-token", "header-secret", "routing-secret", "secret-path"] {
+        assert!(!shown.contains(secret), "{secret} shows:\n{shown}");
+    }
+    for kept in ["env:SLACK_WEBHOOK_URL", "env:KEY_PASSWORD", "redis://monitor:***@127.0.0.1:6379/orders", "\"sasl.username\" = \"monitor\""] {
+        assert!(shown.contains(kept), "{kept} is not shown:\n{shown}");
+    }
+}

@@ -4,12 +4,12 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use clean_host_quality::alert::{Alert, WindowSummary};
 
 /// Where alerts go besides the terminal.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutputConfig {
     /// `human` (default) or `json` lines on stdout.
@@ -20,7 +20,7 @@ pub struct OutputConfig {
     pub windows_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputFormat {
     Human,

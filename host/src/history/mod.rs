@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 pub use query::{timed_out, Filter, HistoryReader, Page, QUERY_TIME_LIMIT};
 
 /// `[history]` in the config file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HistoryConfig {
     /// Keep a history at all.

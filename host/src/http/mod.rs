@@ -49,7 +49,7 @@ use crate::tenant::TenantStatus;
 use clean_host_runtime::PluginStats;
 
 /// `[http]` in the config file.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// Serve the API, `/metrics` and the dashboard here, e.g. `127.0.0.1:8080` (off when unset).
@@ -166,7 +166,7 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 /// on first use so it stays the same across restarts.
 pub fn tenant_token(configured: Option<&str>, dir: &Path, tenant: &str) -> Result<String, HttpError> {
     if let Some(value) = configured {
-        return clean_host_runtime::egress::secret_value(value, &format!("tenant {tenant}: api_token")).map_err(HttpError::Token);
+        return clean_host_core::secret::resolve(value, &format!("tenant {tenant}: api_token")).map_err(HttpError::Token);
     }
     let path = dir.join(tenant);
     let io = |source| HttpError::TokenFile { path: path.display().to_string(), source };

@@ -4,7 +4,7 @@
 use clean_host_core::bindings::Severity;
 use clean_host_quality::alert::AlertConfig;
 use clean_host_runtime::egress::EgressConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The tenant a pipeline belongs to when it names none; its plugins are the
 /// `.wasm` files directly in the plugins folder.
@@ -12,7 +12,7 @@ pub const DEFAULT_TENANT: &str = "default";
 
 /// One team: its plugins (`PLUGINS/<name>/`, or PLUGINS itself for
 /// `default`), budgets, alert rules, alert handlers and egress allow list.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
     /// Letters, digits, `-` and `_`; also the name of its plugin folder.
@@ -49,7 +49,7 @@ impl TenantConfig {
 }
 
 /// What a tenant's plugin instances may use.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TenantLimits {
     /// Linear memory per instance, in MiB (default: the top-level `limits`).
@@ -70,7 +70,7 @@ impl Default for TenantLimits {
 }
 
 /// One alert handler of a tenant.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HandlerConfig {
     /// The handler plugin's name, from the tenant's plugin folder.

@@ -44,7 +44,7 @@ pub use router::{PastWindow, Router, RouterState, REARM_WINDOWS};
 pub use summary::{FindingSummary, WindowSummary};
 
 /// Overrides for one metric.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricRule {
     /// Alert only when the finding's value is above this.
@@ -58,7 +58,7 @@ pub struct MetricRule {
 }
 
 /// How findings become alerts.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AlertConfig {
     /// A window scoring below this raises a `quality_score` alert.
@@ -84,7 +84,7 @@ pub struct AlertConfig {
 }
 
 /// Which score a window's quality alert is judged on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ScoreBasis {
     /// Alert only when even the score's upper bound is below the threshold.

@@ -77,7 +77,7 @@ impl Rule {
 }
 
 /// Rule parameters; every field may be set globally or per metric.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SpcMetricConfig {
     /// Watch this metric at all (default true).
@@ -105,7 +105,7 @@ pub struct SpcMetricConfig {
 }
 
 /// `[alerts.spc]`: control rules over the per-window metrics.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SpcConfig {
     /// Watch the per-window metrics across windows.

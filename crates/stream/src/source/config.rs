@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::SourceError;
 
@@ -160,7 +160,7 @@ impl std::str::FromStr for StartAt {
 }
 
 /// How message payloads become records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageFormat {
     /// One JSON object per message.
@@ -173,7 +173,7 @@ pub enum MessageFormat {
 }
 
 /// Where a Redis entry keeps its record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EntryLayout {
     /// The record is the payload of one field (`entry_field`).
@@ -184,7 +184,7 @@ pub enum EntryLayout {
 }
 
 /// Message metadata that can be added to records as columns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MetadataColumn {
     /// `_key`: the message key as text.
@@ -200,7 +200,7 @@ pub enum MetadataColumn {
 }
 
 /// Settings of a broker source (`[pipelines.broker]`); URL parameters override them.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerOptions {
     /// Kafka consumer group or Redis consumer group (default `clean-host`).
@@ -236,7 +236,8 @@ pub struct BrokerOptions {
     /// the pipeline's checkpoints (default `clean-host-state`).
     pub state_table: Option<String>,
     /// librdkafka properties passed through as they are (security.protocol,
-    /// sasl.mechanism, sasl.username, sasl.password, ssl.ca.location, ...).
+    /// sasl.mechanism, sasl.username, sasl.password, ssl.ca.location, ...);
+    /// a value may be `env:VAR`, read from the environment.
     pub kafka: BTreeMap<String, String>,
     /// Read to the end positions seen at start, then stop (`--until-end`).
     #[serde(skip)]

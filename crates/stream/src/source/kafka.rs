@@ -200,13 +200,17 @@ fn partitions(list: &TopicPartitionList) -> Vec<u32> {
     list.elements().iter().map(|e| e.partition() as u32).collect()
 }
 
-fn client_config(hosts: &str, options: &BrokerOptions) -> ClientConfig {
+/// The client settings for `hosts`: the pipeline's librdkafka properties,
+/// each value possibly `env:VAR` (a SASL password from a Kubernetes Secret).
+fn client_config(hosts: &str, options: &BrokerOptions) -> Result<ClientConfig, SourceError> {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", hosts).set("client.id", "clean-host");
     for (k, v) in &options.kafka {
-        config.set(k, v);
+        let value = clean_host_core::secret::resolve(v, &format!("kafka property {k}"))
+            .map_err(|message| SourceError::Config { spec: format!("kafka://{hosts}"), message })?;
+        config.set(k, value);
     }
-    config
+    Ok(config)
 }
 
 fn unreachable(hosts: &str, e: KafkaError) -> SourceError {
@@ -241,7 +245,7 @@ impl KafkaSource {
             uncommitted: Mutex::default(),
             acks: Mutex::default(),
         };
-        let mut config = client_config(&url.hosts, &options);
+        let mut config = client_config(&url.hosts, &options)?;
         for (key, value) in CONSUMER_DEFAULTS.iter().filter(|(k, _)| !options.kafka.contains_key(*k)) {
             config.set(*key, *value);
         }
@@ -566,7 +570,7 @@ impl KafkaSink {
 
     /// A sink whose topic, if it must be created, gets `partitions` partitions.
     pub fn with_partitions(hosts: &str, topic: &str, options: &BrokerOptions, partitions: i32) -> Result<Self, SourceError> {
-        let config = client_config(hosts, options);
+        let config = client_config(hosts, options)?;
         create_topic(&config, hosts, &NewTopic::new(topic, partitions, TopicReplication::Fixed(-1)))?;
         let producer = config
             .clone()
@@ -633,7 +637,7 @@ pub struct KafkaTable {
 impl KafkaTable {
     /// The tables in `topic` (created if it does not exist) on `hosts`.
     pub fn new(hosts: &str, topic: &str, options: &BrokerOptions) -> Result<Self, SourceError> {
-        let config = client_config(hosts, options);
+        let config = client_config(hosts, options)?;
         let kept = STATE_TABLE_KEPT.as_millis().to_string();
         let (max, segment) = (TABLE_VALUE_MAX.to_string(), (TABLE_VALUE_MAX * 2).to_string());
         let new = NewTopic::new(topic, 1, TopicReplication::Fixed(-1))
@@ -760,6 +764,19 @@ impl StateTable for KafkaTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A property may name the environment variable holding it; one not set
+    /// is an error naming the property, never showing a value.
+    #[test]
+    fn a_property_may_come_from_the_environment() {
+        std::env::set_var("CLEAN_HOST_TEST_KAFKA_PASSWORD", "from-env");
+        let mut options = BrokerOptions::default();
+        options.kafka.insert("sasl.password".into(), "env:CLEAN_HOST_TEST_KAFKA_PASSWORD".into());
+        assert_eq!(client_config("h:1", &options).unwrap().get("sasl.password"), Some("from-env"));
+        options.kafka.insert("sasl.password".into(), "env:CLEAN_HOST_TEST_UNSET".into());
+        let e = client_config("h:1", &options).unwrap_err().to_string();
+        assert!(e.contains("kafka property sasl.password: environment variable CLEAN_HOST_TEST_UNSET is not set"), "{e}");
+    }
 
     #[test]
     fn a_partition_is_sought_once_it_stalled_long_enough_and_once_per_offset() {

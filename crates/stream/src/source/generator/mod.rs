@@ -18,7 +18,7 @@ mod tests;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use faults::{Fault, FaultKind};
 
@@ -47,7 +47,7 @@ const STATUSES: [(&str, f64); 4] = [("paid", 0.7), ("shipped", 0.2), ("refunded"
 const CURRENCIES: [(&str, f64); 3] = [("USD", 0.55), ("EUR", 0.35), ("GBP", 0.10)];
 
 /// Settings of the generator.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GeneratorConfig {
     /// Records to produce (unbounded when absent).
