@@ -107,6 +107,19 @@ fn check_shows_the_config_from_the_environment_without_its_secrets() {
     assert!(!format!("{stdout}{stderr}").contains("from-env"), "a secret shows:\n{stdout}{stderr}");
 }
 
+/// A broker URL missing its `//` is no file name to show: the error names
+/// the scheme and how to write it, and not the login after it.
+#[test]
+fn a_mistyped_broker_url_is_named_without_its_login() {
+    let s = Sandbox::with_bundled();
+    for source in ["redis:/monitor:pw-typo@127.0.0.1:6379/orders", "kafka:127.0.0.1:9092/orders?x=pw-typo", "Pulsar:/pw-typo@h/t/n/s"] {
+        let run = s.run(&["--source", source, "--until-end"]);
+        assert_ne!(run.code, Some(0), "{source}");
+        assert!(run.stderr.contains("URL but is not one (write "), "{source}: {}", run.stderr);
+        assert!(!format!("{}{}", run.stdout, run.stderr).contains("pw-typo"), "{source}: {}", run.stderr);
+    }
+}
+
 #[test]
 fn check_accepts_a_good_config() {
     let s = Sandbox::with_bundled();

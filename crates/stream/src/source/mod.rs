@@ -294,8 +294,23 @@ pub fn open(spec: &str, generator: &generator::GeneratorConfig, broker: &BrokerO
     match spec {
         "generator" => Ok(Box::new(generator::Generator::new(generator.clone()))),
         "-" => Ok(Box::new(file::LineReader::stdin())),
-        path => Ok(Box::new(file::LineReader::open(path)?)),
+        path => {
+            if let Some(scheme) = mistyped_url(path) {
+                // Not echoed: what follows the scheme may be a login.
+                let message = format!("starts like a {scheme}:// URL but is not one (write {scheme}://HOST:PORT/...), and no such file exists");
+                return Err(SourceError::Config { spec: format!("{scheme}:..."), message });
+            }
+            Ok(Box::new(file::LineReader::open(path)?))
+        }
     }
+}
+
+/// The broker scheme a source names without its `//` (`redis:/:pw@h`), if
+/// no file is there by that name.
+fn mistyped_url(path: &str) -> Option<&'static str> {
+    let (scheme, _) = path.split_once(':')?;
+    let known = ["kafka", "pulsar", "redis"].into_iter().find(|k| k.eq_ignore_ascii_case(scheme))?;
+    (!std::path::Path::new(path).exists()).then_some(known)
 }
 
 /// Only Redis takes a login in its URL; elsewhere it would be dropped unseen.
