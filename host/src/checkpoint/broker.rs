@@ -14,7 +14,7 @@ use super::{Checkpoint, PartitionCheckpoint, StreamKey};
 use clean_host_core::timestamp::now_ms;
 use clean_host_quality::alert::RouterState;
 use clean_host_quality::analysis::DetectorState;
-use clean_host_stream::source::{ResumePosition, StateTable};
+use clean_host_stream::source::{ResumePosition, StateTable, STATE_TABLE_KEPT};
 
 /// A partition's checkpoint as stored: this header (JSON, its length first
 /// as 4 bytes little-endian), then each detector's state, in its order.
@@ -46,10 +46,19 @@ fn encode(checkpoint: &PartitionCheckpoint, taken_at_ms: i64) -> Result<Vec<u8>>
     Ok(bytes)
 }
 
-fn decode(bytes: &[u8]) -> Result<(PartitionCheckpoint, i64)> {
+/// The header and what follows it.
+fn split(bytes: &[u8]) -> Result<(Header, &[u8])> {
     let (len, rest) = bytes.split_first_chunk::<4>().context("shorter than its header's length")?;
-    let (header, mut states) = rest.split_at_checked(u32::from_le_bytes(*len) as usize).context("shorter than its header")?;
-    let header: Header = serde_json::from_slice(header)?;
+    let (header, states) = rest.split_at_checked(u32::from_le_bytes(*len) as usize).context("shorter than its header")?;
+    Ok((serde_json::from_slice(header)?, states))
+}
+
+fn header(bytes: &[u8]) -> Result<Header> {
+    Ok(split(bytes)?.0)
+}
+
+fn decode(bytes: &[u8]) -> Result<(PartitionCheckpoint, i64)> {
+    let (header, mut states) = split(bytes)?;
     let mut detectors = Vec::with_capacity(header.detectors.len());
     for (name, version, len) in header.detectors {
         let (state, rest) = states.split_at_checked(len).with_context(|| format!("shorter than detector {name}'s state"))?;
@@ -87,19 +96,33 @@ impl BrokerStore {
     /// Replace the checkpoint of each partition `checkpoint` names (but,
     /// `forward_only`, one stored further on by the partition's new owner).
     pub(super) fn write(&self, key: &StreamKey, checkpoint: &Checkpoint, forward_only: bool) -> Result<()> {
-        let stored = match forward_only {
-            true => self.read(key, None)?,
-            false => BTreeMap::new(),
-        };
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let name = table_of("checkpoint", key);
+        // Where each partition is stored (its header alone); one that cannot be read is written over.
+        let mut stored = BTreeMap::new();
+        if forward_only {
+            for (field, value) in table.get_all(&name).with_context(|| format!("reading {}", table.name()))? {
+                match field.parse::<u32>().ok().filter(|p| checkpoint.partitions.contains_key(p)).map(|p| (p, header(&value))) {
+                    Some((partition, Ok(header))) => drop(stored.insert(partition, header.position.next_offset)),
+                    Some((partition, Err(e))) => {
+                        tracing::warn!(
+                            "pipeline {} partition {partition}: the checkpoint in {} is unreadable ({e:#}); written over",
+                            key.pipeline,
+                            table.name()
+                        );
+                    }
+                    None => {}
+                }
+            }
+        }
         let mut fields = Vec::with_capacity(checkpoint.partitions.len());
         for (partition, c) in &checkpoint.partitions {
-            if stored.get(partition).is_some_and(|(s, _)| s.position.next_offset > c.position.next_offset) {
+            if stored.get(partition).is_some_and(|&at| at > c.position.next_offset) {
                 continue;
             }
             fields.push((partition.to_string(), encode(c, checkpoint.taken_at_ms)?));
         }
-        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        table.put(&table_of("checkpoint", key), &fields).with_context(|| format!("storing a checkpoint in {}", table.name()))
+        table.put(&name, &fields).with_context(|| format!("storing a checkpoint in {}", table.name()))
     }
 
     /// The stream's partitions (one, or all), each with when it was taken.
@@ -119,15 +142,31 @@ impl BrokerStore {
         Ok(partitions)
     }
 
+    /// Whether the alert went out: asked of this period's table and the one before.
     pub(super) fn was_sent(&self, key: &StreamKey, sent: u64) -> Result<bool> {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        let found = table.get(&table_of("alerts-sent", key), &format!("{sent:016x}"));
-        Ok(found.with_context(|| format!("asking {} whether an alert went out", table.name()))?.is_some())
+        let period = sent_period(now_ms());
+        for period in [period, period - 1] {
+            let found = table.get(&table_of(&format!("alerts-sent-{period}"), key), &format!("{sent:016x}"));
+            if found.with_context(|| format!("asking {} whether an alert went out", table.name()))?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
-    pub(super) fn record_sent(&self, key: &StreamKey, sent: u64) -> Result<()> {
+    pub(super) fn record_sent(&self, key: &StreamKey, sent: &[u64]) -> Result<()> {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        let field = (format!("{sent:016x}"), now_ms().to_le_bytes().to_vec());
-        table.put(&table_of("alerts-sent", key), &[field]).with_context(|| format!("writing the alert ledger in {}", table.name()))
+        let now = now_ms();
+        let fields: Vec<(String, Vec<u8>)> = sent.iter().map(|s| (format!("{s:016x}"), now.to_le_bytes().to_vec())).collect();
+        let name = table_of(&format!("alerts-sent-{}", sent_period(now)), key);
+        table.put(&name, &fields).with_context(|| format!("writing the alert ledger in {}", table.name()))
     }
+}
+
+/// The 30-day period a sent alert is kept under: a stream's sent alerts
+/// are a table per period, asked of for two, so none grows for ever (the
+/// broker drops a table 30 days after its last write).
+fn sent_period(ms: i64) -> i64 {
+    ms.div_euclid(STATE_TABLE_KEPT.as_millis() as i64)
 }

@@ -174,13 +174,15 @@ impl FileStore {
         Ok(found.is_some())
     }
 
-    /// Remember that the alert whose ledger key is `key` went out.
-    pub(super) fn record_sent(&self, key: u64) -> Result<()> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+    /// Remember that the alerts whose ledger keys are `sent` went out.
+    pub(super) fn record_sent(&self, sent: &[u64]) -> Result<()> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let now = now_ms();
-        conn.execute("INSERT OR REPLACE INTO alerts_sent VALUES (?1, ?2)", params![key as i64, now])
-            .with_context(|| format!("writing the shared alert ledger in {}", self.path.display()))?;
-        Ok(())
+        let tx = conn.transaction()?;
+        for key in sent {
+            tx.execute("INSERT OR REPLACE INTO alerts_sent VALUES (?1, ?2)", params![*key as i64, now])?;
+        }
+        tx.commit().with_context(|| format!("writing the shared alert ledger in {}", self.path.display()))
     }
 
     pub(super) fn path(&self) -> &Path {

@@ -111,7 +111,10 @@ impl Checkpoints {
         let table = source
             .state_table()
             .with_context(|| format!("{}: opening the table its checkpoints are kept in (or set [checkpoints] in_broker = false)", source.name()))?;
-        Ok(table.map_or_else(|| self.file.clone(), CheckpointStore::in_broker))
+        Ok(match (table, &self.file.0) {
+            (Some(table), Place::File(before)) => CheckpointStore(Place::Broker { broker: BrokerStore::new(table), before: before.clone() }),
+            _ => self.file.clone(),
+        })
     }
 }
 
@@ -187,7 +190,12 @@ pub struct CheckpointStore(Place);
 #[derive(Clone)]
 enum Place {
     File(FileStore),
-    Broker(BrokerStore),
+    /// In the broker; a stream it has nothing of yet reads what the file
+    /// kept before checkpoints moved to the broker (once, on an upgrade).
+    Broker {
+        broker: BrokerStore,
+        before: FileStore,
+    },
 }
 
 impl CheckpointStore {
@@ -202,16 +210,17 @@ impl CheckpointStore {
         Ok(CheckpointStore(Place::File(FileStore::read_only(path)?)))
     }
 
-    /// The checkpoints a broker keeps in `table`.
-    pub fn in_broker(table: Box<dyn StateTable>) -> Self {
-        CheckpointStore(Place::Broker(BrokerStore::new(table)))
+    /// The checkpoints a broker keeps in `table`, and those `before` kept
+    /// until they moved there.
+    pub fn in_broker(table: Box<dyn StateTable>, before: &Path) -> Result<Self> {
+        Ok(CheckpointStore(Place::Broker { broker: BrokerStore::new(table), before: FileStore::open(before)? }))
     }
 
     /// Where it is, for messages.
     pub fn name(&self) -> String {
         match &self.0 {
             Place::File(f) => f.path().display().to_string(),
-            Place::Broker(b) => b.name(),
+            Place::Broker { broker, .. } => broker.name(),
         }
     }
 
@@ -231,7 +240,7 @@ impl CheckpointStore {
     fn write(&self, key: &StreamKey, checkpoint: &Checkpoint, forward_only: bool) -> Result<()> {
         match &self.0 {
             Place::File(f) => f.write(key, checkpoint, forward_only),
-            Place::Broker(b) => b.write(key, checkpoint, forward_only),
+            Place::Broker { broker, .. } => broker.write(key, checkpoint, forward_only),
         }
     }
 
@@ -241,7 +250,7 @@ impl CheckpointStore {
     pub fn list(&self) -> Result<Vec<StoredCheckpoint>> {
         match &self.0 {
             Place::File(f) => f.list(),
-            Place::Broker(_) => Ok(Vec::new()),
+            Place::Broker { .. } => Ok(Vec::new()),
         }
     }
 
@@ -250,15 +259,16 @@ impl CheckpointStore {
     pub fn was_sent(&self, stream: &StreamKey, sent: u64) -> Result<bool> {
         match &self.0 {
             Place::File(f) => f.was_sent(sent),
-            Place::Broker(b) => b.was_sent(stream, sent),
+            Place::Broker { broker, before } => Ok(broker.was_sent(stream, sent)? || before.was_sent(sent)?),
         }
     }
 
-    /// Remember that the alert of `stream` whose ledger key is `sent` went out.
-    pub fn record_sent(&self, stream: &StreamKey, sent: u64) -> Result<()> {
+    /// Remember that the alerts of `stream` whose ledger keys are `sent` went out.
+    pub fn record_sent(&self, stream: &StreamKey, sent: &[u64]) -> Result<()> {
         match &self.0 {
+            _ if sent.is_empty() => Ok(()),
             Place::File(f) => f.record_sent(sent),
-            Place::Broker(b) => b.record_sent(stream, sent),
+            Place::Broker { broker, .. } => broker.record_sent(stream, sent),
         }
     }
 
@@ -276,7 +286,7 @@ impl CheckpointStore {
     pub fn positions(&self, key: &StreamKey) -> Result<Option<(BTreeMap<u32, ResumePosition>, i64)>> {
         match &self.0 {
             Place::File(f) => f.positions(key),
-            Place::Broker(_) => Ok(self.load(key)?.map(|c| (c.positions(), c.taken_at_ms))),
+            Place::Broker { .. } => Ok(self.load(key)?.map(|c| (c.positions(), c.taken_at_ms))),
         }
     }
 
@@ -289,7 +299,21 @@ impl CheckpointStore {
     fn read(&self, key: &StreamKey, only: Option<u32>) -> Result<BTreeMap<u32, (PartitionCheckpoint, i64)>> {
         match &self.0 {
             Place::File(f) => f.read(key, only),
-            Place::Broker(b) => b.read(key, only),
+            Place::Broker { broker, before } => {
+                let found = broker.read(key, only)?;
+                if !found.is_empty() {
+                    return Ok(found);
+                }
+                let kept_before = before.read(key, only)?;
+                if !kept_before.is_empty() {
+                    tracing::info!(
+                        "pipeline {}: carrying on from the checkpoint kept in {} before checkpoints moved to the broker",
+                        key.pipeline,
+                        before.path().display()
+                    );
+                }
+                Ok(kept_before)
+            }
         }
     }
 }

@@ -35,7 +35,8 @@ fn each_place(test: impl Fn(&dyn Fn() -> CheckpointStore)) {
     let path = dir.path().join("sub").join("checkpoints.db");
     test(&|| CheckpointStore::open(&path).unwrap());
     let tables = MemoryTables::default();
-    test(&|| CheckpointStore::in_broker(Box::new(tables.clone())));
+    let before = dir.path().join("before.db");
+    test(&|| CheckpointStore::in_broker(Box::new(tables.clone()), &before).unwrap());
 }
 use clean_host_quality::alert::{AlertConfig, Router};
 
@@ -145,8 +146,8 @@ fn another_stream_or_tenant_never_sees_the_checkpoint() {
 /// checkpoint's name: an error naming the pipeline, not a wrong state.
 #[test]
 fn a_mangled_checkpoint_in_a_broker_is_an_error_naming_the_pipeline() {
-    let tables = MemoryTables::default();
-    let store = CheckpointStore::in_broker(Box::new(tables.clone()));
+    let (tables, dir) = (MemoryTables::default(), tempfile::tempdir().unwrap());
+    let store = CheckpointStore::in_broker(Box::new(tables.clone()), &dir.path().join("before.db")).unwrap();
     let k = key("redis://h:1/orders?group=g&consumer=c");
     store.save(&k, &checkpoint(100, &[("drift", b"state")])).unwrap();
     for mangle in [|v: &mut Vec<u8>| v.truncate(v.len() - 1), |v: &mut Vec<u8>| v.push(0), |v: &mut Vec<u8>| v[0] = 0xff, |v: &mut Vec<u8>| v.truncate(2)] {
@@ -222,8 +223,41 @@ fn the_shared_ledger_remembers_sent_alerts_across_processes() {
         let k = key("kafka://h:1/orders");
         let one = open();
         assert!(!one.was_sent(&k, 7).unwrap());
-        one.record_sent(&k, 7).unwrap();
+        one.record_sent(&k, &[7, 9]).unwrap();
         let other = open();
-        assert!(other.was_sent(&k, 7).unwrap() && !other.was_sent(&k, 8).unwrap());
+        assert!(other.was_sent(&k, 7).unwrap() && other.was_sent(&k, 9).unwrap() && !other.was_sent(&k, 8).unwrap());
     });
+}
+
+/// On the upgrade that moves checkpoints to the broker, a stream the broker
+/// has nothing of carries on from the file, and its sent alerts count; once
+/// the broker has its checkpoint, that one.
+#[test]
+fn a_stream_carries_on_from_the_file_until_the_broker_has_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("checkpoints.db");
+    let k = key("kafka://h:1/orders");
+    let file = CheckpointStore::open(&path).unwrap();
+    file.save(&k, &checkpoint(100, &[("drift", b"in the file")])).unwrap();
+    file.record_sent(&k, &[42]).unwrap();
+    let store = CheckpointStore::in_broker(Box::new(MemoryTables::default()), &path).unwrap();
+    assert_eq!(store.load(&k).unwrap().unwrap().partitions[&0].detectors, detector_states(&[("drift", b"in the file")]));
+    assert!(store.was_sent(&k, 42).unwrap());
+    store.advance(&k, &checkpoint(200, &[("drift", b"in the broker")])).unwrap();
+    assert_eq!(store.load_partition(&k, 0).unwrap().unwrap().0.detectors, detector_states(&[("drift", b"in the broker")]));
+}
+
+/// Where partitions move, one stored value that cannot be read (another
+/// version's, a mangled one) is written over, not a stop to every checkpoint.
+#[test]
+fn an_unreadable_stored_partition_is_written_over() {
+    let (tables, dir) = (MemoryTables::default(), tempfile::tempdir().unwrap());
+    let store = CheckpointStore::in_broker(Box::new(tables.clone()), &dir.path().join("before.db")).unwrap();
+    let k = key("kafka://h:1/orders");
+    store.advance(&k, &checkpoint(100, &[])).unwrap();
+    let table = tables.0.lock().unwrap().keys().next().unwrap().clone();
+    tables.clone().put(&table, &[("0".into(), b"not a checkpoint".to_vec())]).unwrap();
+    assert!(store.load(&k).is_err(), "a load says it cannot read it");
+    store.advance(&k, &checkpoint(150, &[("drift", b"new")])).unwrap();
+    assert_eq!(store.load(&k).unwrap().unwrap().positions(), BTreeMap::from([(0, at(150)), (3, at(300))]));
 }

@@ -21,6 +21,9 @@ use clean_host_quality::alert::{incidents, Alert, FindingSummary, Router, Window
 use clean_host_quality::analysis::{dead_letter_finding, quality_score, Detectors, WindowAnalysis};
 use clean_host_stream::source::{Ack, ResumePosition, Sink};
 
+/// Work the pipeline's checkpoint thread does, in order.
+type SaveJob = Box<dyn FnOnce() + Send>;
+
 /// Where one pipeline's checkpoints go, and who counts them.
 #[derive(Clone)]
 struct CheckpointTarget {
@@ -29,6 +32,10 @@ struct CheckpointTarget {
     /// Partitions move between hosts: a stored position further on stays.
     forward_only: bool,
     counters: Arc<PipelineCounters>,
+    /// The pipeline's own thread that stores them (then sends their acks),
+    /// so a slow broker holds up no other pipeline's history; it ends once
+    /// the last job is done.
+    saver: crossbeam_channel::Sender<SaveJob>,
 }
 
 impl CheckpointTarget {
@@ -42,11 +49,12 @@ impl CheckpointTarget {
         })
     }
 
-    /// Remember where its checkpoints are that the alert went out (this
-    /// host's own ledger has it even if that fails).
-    fn record_sent(&self, alert: AlertKey) {
-        if let Err(e) = self.store.record_sent(&self.key, alert.0) {
-            tracing::warn!("pipeline {}: {e:#}; another host may send the alert again", self.key.pipeline);
+    /// Remember where its checkpoints are that the alerts went out, in one
+    /// write (this host's own ledger has them even if that fails).
+    fn record_sent(&self, alerts: &[AlertKey]) {
+        let keys: Vec<u64> = alerts.iter().map(|a| a.0).collect();
+        if let Err(e) = self.store.record_sent(&self.key, &keys) {
+            tracing::warn!("pipeline {}: {e:#}; another host may send the alerts again", self.key.pipeline);
         }
     }
 
@@ -96,7 +104,14 @@ pub(super) struct Checkpointer {
 
 impl Checkpointer {
     pub(super) fn new(store: CheckpointStore, key: StreamKey, interval: Duration, forward_only: bool, counters: Arc<PipelineCounters>) -> Self {
-        Checkpointer { target: CheckpointTarget { store, key, forward_only, counters }, interval, last: Instant::now(), cuts: BTreeMap::new(), pending: false }
+        let (saver, jobs) = crossbeam_channel::unbounded::<SaveJob>();
+        let name = format!("{}-checkpoints", key.pipeline);
+        // If it cannot start, jobs find the channel closed: no checkpoint stored, no ack sent.
+        if let Err(e) = std::thread::Builder::new().name(name).spawn(move || jobs.into_iter().for_each(|job| job())) {
+            tracing::error!("pipeline {}: cannot start its checkpoint thread ({e}); its positions are not committed", key.pipeline);
+        }
+        let target = CheckpointTarget { store, key, forward_only, counters, saver };
+        Checkpointer { target, interval, last: Instant::now(), cuts: BTreeMap::new(), pending: false }
     }
 }
 
@@ -165,13 +180,15 @@ impl<'a> Analyst<'a> {
         let mut routed = self.router.route(&batch.info, (&first, &last), &result, &score);
         let tenant = self.detectors.tenant();
         if self.acknowledges {
-            let ledger = self.common.shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
             let before = routed.len();
-            let kept = self.checkpointer.as_ref().map(|c| &c.target);
-            routed.retain(|a| {
-                let key = AlertKey::new(tenant, self.common.reader, a);
-                !ledger.was_sent(key) && !kept.is_some_and(|t| t.was_sent(key))
-            });
+            {
+                let ledger = self.common.shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
+                routed.retain(|a| !ledger.was_sent(AlertKey::new(tenant, self.common.reader, a)));
+            }
+            // Where checkpoints are kept (asked without the host's ledger held: it may be a broker).
+            if let Some(target) = self.checkpointer.as_ref().map(|c| &c.target) {
+                routed.retain(|a| !target.was_sent(AlertKey::new(tenant, self.common.reader, a)));
+            }
             let replayed = (before - routed.len()) as u64;
             self.replayed += replayed;
             self.common.counters.replayed_alerts.fetch_add(replayed, Ordering::Relaxed);
@@ -213,15 +230,18 @@ impl<'a> Analyst<'a> {
         }
         if self.acknowledges {
             // Only now, once out: an alert that did not get out is sent again on replay.
-            let mut ledger = self.common.shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
-            for alert in routed.iter().zip(&taken).filter(|(_, taken)| **taken).map(|(a, _)| a) {
-                let key = AlertKey::new(tenant, self.common.reader, alert);
-                ledger.record(key).context("writing the alert ledger")?;
-                if let Some(target) = self.checkpointer.as_ref().map(|c| &c.target) {
-                    target.record_sent(key);
+            let sent: Vec<AlertKey> =
+                routed.iter().zip(&taken).filter(|(_, taken)| **taken).map(|(a, _)| AlertKey::new(tenant, self.common.reader, a)).collect();
+            {
+                let mut ledger = self.common.shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
+                for &key in &sent {
+                    ledger.record(key).context("writing the alert ledger")?;
                 }
+                ledger.flush().context("writing the alert ledger")?;
             }
-            ledger.flush().context("writing the alert ledger")?;
+            if let Some(target) = self.checkpointer.as_ref().map(|c| &c.target).filter(|_| !sent.is_empty()) {
+                target.record_sent(&sent);
+            }
         }
         self.windows += 1;
         self.alerts += routed.len() as u64;
@@ -335,6 +355,7 @@ impl<'a> Analyst<'a> {
     /// holds its acks back: those records replay, with the last stored one.
     fn release(&self, acks: Vec<Ack>, checkpoint: Option<(CheckpointTarget, Checkpoint)>) {
         let tx = self.ack_tx.clone();
+        let saver = checkpoint.as_ref().map(|(target, _)| target.saver.clone());
         let send = move || {
             if let Some((target, checkpoint)) = checkpoint {
                 if !target.save(&checkpoint) {
@@ -346,12 +367,17 @@ impl<'a> Analyst<'a> {
                 let _ = tx.send(ack);
             }
         };
+        // A checkpoint is stored on the pipeline's checkpoint thread.
+        let job: SaveJob = match saver {
+            Some(saver) => Box::new(move || drop(saver.send(Box::new(send)))),
+            None => Box::new(send),
+        };
         match &self.common.shared.history {
             // A full queue drops them: the next ones cover the same positions.
             Some(history) => {
-                history.after_commit(Box::new(send));
+                history.after_commit(job);
             }
-            None => send(),
+            None => job(),
         }
     }
 

@@ -270,9 +270,12 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
         }
     }
     let outcome = Outcome(pipeline.counters.clone());
+    let name = pipeline.name.clone();
     let report = read_and_analyse(pipeline, shared);
-    if report.is_ok() {
-        outcome.0.set_reading(Reading::Done);
+    match &report {
+        Ok(_) => outcome.0.set_reading(Reading::Done),
+        // Said now: the other pipelines may run on for days.
+        Err(e) => tracing::error!("pipeline {name} stopped: {e:#}"),
     }
     report
 }

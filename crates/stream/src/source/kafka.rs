@@ -630,38 +630,23 @@ pub struct KafkaTable {
     consumer: BaseConsumer,
     /// The next offset to read.
     next: i64,
-    /// The latest value of each field read, by table.
+    /// The latest value of each field read, of each table asked for (only
+    /// those: the topic holds every stream's).
     tables: HashMap<String, HashMap<String, Vec<u8>>>,
 }
 
 impl KafkaTable {
-    /// The tables in `topic` (created if it does not exist) on `hosts`.
+    /// The tables in `topic` (created if it does not exist; records go to
+    /// and come from its first partition, whatever else it has) on `hosts`.
     pub fn new(hosts: &str, topic: &str, options: &BrokerOptions) -> Result<Self, SourceError> {
         let config = client_config(hosts, options)?;
-        let kept = STATE_TABLE_KEPT.as_millis().to_string();
-        let (max, segment) = (TABLE_VALUE_MAX.to_string(), (TABLE_VALUE_MAX * 2).to_string());
-        let new = NewTopic::new(topic, 1, TopicReplication::Fixed(-1))
-            .set("cleanup.policy", "compact,delete")
-            .set("retention.ms", &kept)
-            .set("max.message.bytes", &max)
-            // Compacted soon, so a host starting reads little more than the latest values.
-            .set("segment.bytes", &segment)
-            .set("segment.ms", "3600000")
-            .set("min.cleanable.dirty.ratio", "0.2");
-        create_topic(&config, hosts, &new)?;
-        let producer = config
-            .clone()
-            .set("linger.ms", "0")
-            .set("socket.nagle.disable", "true")
-            .set("enable.idempotence", "true")
-            .set("message.max.bytes", (TABLE_VALUE_MAX + (1 << 20)).to_string())
-            .create_with_context(Deliveries::default())
-            .map_err(|e| SourceError::Broker(format!("bad Kafka producer settings: {e}")))?;
         // Assigned, never subscribed: the group is only a name librdkafka wants, never joined or
         // committed to. Its fetches wait briefly: a read waits for the end (the defaults cost ~400 ms).
         let consumer: BaseConsumer = config
             .clone()
             .set("group.id", "clean-host-state-reader")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
             .set("fetch.wait.max.ms", "10")
             .set("fetch.error.backoff.ms", "10")
             .set("fetch.queue.backoff.ms", "10")
@@ -671,21 +656,73 @@ impl KafkaTable {
             .set("receive.message.max.bytes", (TABLE_VALUE_MAX * 2 + (1 << 20)).to_string())
             .create()
             .map_err(|e| SourceError::Broker(format!("bad Kafka consumer settings: {e}")))?;
+        // Made only if missing: a host allowed to read and write it, not to create topics, uses one made for it.
+        let metadata = consumer.fetch_metadata(Some(topic), CONNECT_TIMEOUT).map_err(|e| unreachable(hosts, e))?;
+        if !metadata.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()) {
+            let kept = STATE_TABLE_KEPT.as_millis().to_string();
+            let (max, segment) = ((TABLE_VALUE_MAX + (1 << 20)).to_string(), (TABLE_VALUE_MAX * 2).to_string());
+            let new = NewTopic::new(topic, 1, TopicReplication::Fixed(-1))
+                .set("cleanup.policy", "compact,delete")
+                .set("retention.ms", &kept)
+                .set("max.message.bytes", &max)
+                // Compacted soon, so a host starting reads little more than the latest values.
+                .set("segment.bytes", &segment)
+                .set("segment.ms", "3600000")
+                .set("min.cleanable.dirty.ratio", "0.2");
+            create_topic(&config, hosts, &new)?;
+        }
+        let producer = config
+            .clone()
+            .set("linger.ms", "0")
+            .set("socket.nagle.disable", "true")
+            .set("enable.idempotence", "true")
+            .set("message.max.bytes", (TABLE_VALUE_MAX + (1 << 20)).to_string())
+            .create_with_context(Deliveries::default())
+            .map_err(|e| SourceError::Broker(format!("bad Kafka producer settings: {e}")))?;
+        let mut table = KafkaTable { hosts: hosts.into(), topic: topic.into(), producer, consumer, next: 0, tables: HashMap::new() };
+        table.rewind()?;
+        Ok(table)
+    }
+
+    /// Read again from the topic's start.
+    fn rewind(&mut self) -> Result<(), SourceError> {
         let mut list = TopicPartitionList::new();
-        list.add_partition_offset(topic, 0, Offset::Beginning).map_err(|e| SourceError::Broker(e.to_string()))?;
-        consumer.assign(&list).map_err(|e| SourceError::Broker(format!("reading {topic}: {e}")))?;
-        Ok(KafkaTable { hosts: hosts.into(), topic: topic.into(), producer, consumer, next: 0, tables: HashMap::new() })
+        list.add_partition_offset(&self.topic, 0, Offset::Beginning).map_err(|e| SourceError::Broker(e.to_string()))?;
+        self.consumer.assign(&list).map_err(|e| SourceError::Broker(format!("reading {}: {e}", self.name())))?;
+        self.next = 0;
+        Ok(())
+    }
+
+    /// Keep `table`'s values from now on: read from the start again if it
+    /// was not kept (records of it read before were passed over).
+    fn want(&mut self, table: &str) -> Result<(), SourceError> {
+        if !self.tables.contains_key(table) {
+            self.tables.insert(table.to_string(), HashMap::new());
+            if self.next > 0 {
+                self.tables.values_mut().for_each(HashMap::clear);
+                self.rewind()?;
+            }
+        }
+        Ok(())
     }
 
     /// Read every record written so far.
     fn catch_up(&mut self) -> Result<(), SourceError> {
         let name = self.name();
-        let failed = |e: KafkaError| SourceError::Broker(format!("reading {name}: {e}"));
-        let (_, end) = self.consumer.fetch_watermarks(&self.topic, 0, CONNECT_TIMEOUT).map_err(|e| unreachable(&self.hosts, e))?;
+        let (low, end) = self.consumer.fetch_watermarks(&self.topic, 0, CONNECT_TIMEOUT).map_err(|e| unreachable(&self.hosts, e))?;
+        if end < self.next {
+            // The topic was made again: what was read is gone.
+            self.tables.values_mut().for_each(HashMap::clear);
+            self.rewind()?;
+        }
+        // What retention deleted is passed over.
+        self.next = self.next.max(low);
         let started = Instant::now();
+        let mut last_error = None;
         while self.next < end {
             if started.elapsed() > TABLE_READ_TIMEOUT {
-                return Err(SourceError::Broker(format!("reading {name}: not at its end ({end}) after {TABLE_READ_TIMEOUT:?}")));
+                let why = last_error.map_or(String::new(), |e| format!(" (last: {e})"));
+                return Err(SourceError::Broker(format!("reading {name}: not at its end ({end}) after {TABLE_READ_TIMEOUT:?}{why}")));
             }
             match self.consumer.poll(POLL) {
                 Some(Ok(m)) => {
@@ -693,16 +730,19 @@ impl KafkaTable {
                     let Some((table, field)) = m.key().and_then(|k| std::str::from_utf8(k).ok()).and_then(|k| k.split_once('\0')) else {
                         continue; // not written by a host
                     };
-                    let fields = self.tables.entry(table.to_string()).or_default();
+                    let Some(fields) = self.tables.get_mut(table) else {
+                        continue; // another stream's
+                    };
                     match m.payload() {
                         Some(value) => fields.insert(field.to_string(), value.to_vec()),
                         None => fields.remove(field),
                     };
                 }
-                Some(Err(e)) => return Err(failed(e)),
+                // librdkafka retries by itself; given up on only at the deadline.
+                Some(Err(e)) => last_error = Some(e),
                 // Offsets that hold no record (compacted away, markers) are passed over.
                 None => {
-                    let position = self.consumer.position().map_err(failed)?;
+                    let position = self.consumer.position().map_err(|e| SourceError::Broker(format!("reading {name}: {e}")))?;
                     if let Some(Offset::Offset(at)) = position.find_partition(&self.topic, 0).map(|e| e.offset()) {
                         self.next = self.next.max(at);
                     }
@@ -719,12 +759,14 @@ impl StateTable for KafkaTable {
     }
 
     fn put(&mut self, table: &str, fields: &[(String, Vec<u8>)]) -> Result<(), SourceError> {
+        if let Some((_, value)) = fields.iter().find(|(_, v)| v.len() > TABLE_VALUE_MAX) {
+            return Err(SourceError::Broker(format!("{}: a value of {} bytes is over the {} MiB limit", self.name(), value.len(), TABLE_VALUE_MAX >> 20)));
+        }
+        // A failure left by a put that gave up waiting is not this one's.
+        self.producer.context().failed.lock().unwrap_or_else(|p| p.into_inner()).take();
         for (field, value) in fields {
-            if value.len() > TABLE_VALUE_MAX {
-                return Err(SourceError::Broker(format!("{}: a value of {} bytes is over the {} MiB limit", self.name(), value.len(), TABLE_VALUE_MAX >> 20)));
-            }
             let key = format!("{table}\0{field}");
-            let mut record = BaseRecord::to(&self.topic).key(&key).payload(value);
+            let mut record = BaseRecord::to(&self.topic).partition(0).key(&key).payload(value);
             loop {
                 match self.producer.send(record) {
                     Ok(()) => break,
@@ -751,11 +793,13 @@ impl StateTable for KafkaTable {
     }
 
     fn get_all(&mut self, table: &str) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
+        self.want(table)?;
         self.catch_up()?;
         Ok(self.tables.get(table).map(|t| t.iter().map(|(f, v)| (f.clone(), v.clone())).collect()).unwrap_or_default())
     }
 
     fn get(&mut self, table: &str, field: &str) -> Result<Option<Vec<u8>>, SourceError> {
+        self.want(table)?;
         self.catch_up()?;
         Ok(self.tables.get(table).and_then(|t| t.get(field)).cloned())
     }

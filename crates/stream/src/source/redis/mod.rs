@@ -520,18 +520,21 @@ impl RedisTable {
         format!("{}:{table}", self.prefix)
     }
 
-    /// Run `query`, once more on a new connection if the one it had went away.
+    /// Run `query`, once more on a new connection if the one it had went
+    /// away, and again while a restarted server loads its data set.
     fn run<T>(&mut self, what: &str, query: impl Fn(&mut Connection) -> redis::RedisResult<T>) -> Result<T, SourceError> {
-        let mut attempts = 0;
+        let (started, mut reconnected) = (std::time::Instant::now(), false);
         loop {
-            attempts += 1;
             let con = match &mut self.con {
                 Some(con) => con,
                 None => self.con.insert(connect(&self.url)?),
             };
             match query(con) {
                 Ok(value) => return Ok(value),
-                Err(e) if attempts < 2 && passing(&e) => self.con = None,
+                Err(e) if e.kind() == redis::ErrorKind::BusyLoadingError && started.elapsed() < LOADING_PATIENCE => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) if !reconnected && passing(&e) => (self.con, reconnected) = (None, true),
                 Err(e) => return Err(SourceError::Broker(format!("{what} on {}: {e}", self.name()))),
             }
         }
