@@ -151,7 +151,7 @@ impl FileStore {
         )?;
         let states = states.query_map([], |r| {
             let key = (r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?);
-            Ok((key, StoredState { name: r.get(3)?, version: r.get(4)?, bytes: r.get(5)? }))
+            Ok((key, StoredState { name: r.get(3)?, version: r.get(4)?, bytes: r.get::<_, i64>(5)?.max(0) as u64 }))
         })?;
         for state in states {
             let ((tenant, pipeline, source), state) = state?;

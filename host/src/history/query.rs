@@ -181,11 +181,11 @@ impl HistoryReader {
                 }
             }
         };
-        let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
         let deadline = Instant::now() + QUERY_TIME_LIMIT;
-        conn.progress_handler(STEPS_PER_CHECK, Some(move || Instant::now() > deadline));
+        conn.progress_handler(STEPS_PER_CHECK, Some(move || Instant::now() > deadline))?;
         let result = query(&conn);
-        conn.progress_handler(STEPS_PER_CHECK, None::<fn() -> bool>);
+        conn.progress_handler(STEPS_PER_CHECK, None::<fn() -> bool>)?;
         result
     }
 

@@ -48,7 +48,7 @@ impl MessageDecoder {
         #[cfg(feature = "avro")]
         let avro = match (format, avro_schema) {
             (MessageFormat::Avro, Some(text)) => {
-                apache_avro::max_allocation_bytes(MAX_AVRO_LENGTH);
+                apache_avro::util::max_allocation_bytes(MAX_AVRO_LENGTH);
                 Some(apache_avro::Schema::parse_str(text).map_err(|e| format!("invalid Avro schema: {e}"))?)
             }
             (MessageFormat::Avro, None) => return Err("format avro needs a schema file".into()),
@@ -92,7 +92,8 @@ impl MessageDecoder {
                 #[cfg(feature = "avro")]
                 {
                     let schema = self.avro.as_ref().expect("checked in new");
-                    let value = apache_avro::from_avro_datum(schema, &mut &message.payload[..], None).map_err(|e| DecodeError::Syntax(format!("Avro: {e}")))?;
+                    let datum = apache_avro::reader::datum::GenericDatumReader::builder(schema).build().and_then(|r| r.read_value(&mut &message.payload[..]));
+                    let value = datum.map_err(|e| DecodeError::Syntax(format!("Avro: {e}")))?;
                     let mut name = String::new();
                     match value {
                         apache_avro::types::Value::Record(fields) => avro_fields(fields, &mut name, &mut self.json.fields, &mut self.record, 0)?,
@@ -249,7 +250,7 @@ mod tests {
         value.put("id", 42i64);
         value.put("amount", apache_avro::types::Value::Union(1, Box::new(apache_avro::types::Value::Double(9.5))));
         value.put("geo", apache_avro::types::Value::Record(vec![("country".into(), "DE".into())]));
-        let bytes = apache_avro::to_avro_datum(&schema, value).unwrap();
+        let bytes = apache_avro::writer::datum::GenericDatumWriter::builder(&schema).build().unwrap().write_value_to_vec(value).unwrap();
         let mut d = MessageDecoder::new(MessageFormat::Avro, vec![], Some(schema_text)).unwrap();
         let r = d.decode(0, &message(&bytes)).unwrap();
         let r = Record { values: r.values.clone(), text: r.text.clone() };
