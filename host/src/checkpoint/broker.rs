@@ -53,8 +53,16 @@ fn split(bytes: &[u8]) -> Result<(Header, &[u8])> {
     Ok((serde_json::from_slice(header)?, states))
 }
 
-fn header(bytes: &[u8]) -> Result<Header> {
-    Ok(split(bytes)?.0)
+/// Where a stored partition's checkpoint is: read from its header alone, so
+/// a header of another version (more or other fields) still says it.
+fn stored_position(bytes: &[u8]) -> Result<u64> {
+    #[derive(Deserialize)]
+    struct Stored {
+        position: ResumePosition,
+    }
+    let (len, rest) = bytes.split_first_chunk::<4>().context("shorter than its header's length")?;
+    let header = rest.get(..u32::from_le_bytes(*len) as usize).context("shorter than its header")?;
+    Ok(serde_json::from_slice::<Stored>(header)?.position.next_offset)
 }
 
 fn decode(bytes: &[u8]) -> Result<(PartitionCheckpoint, i64)> {
@@ -102,8 +110,8 @@ impl BrokerStore {
         let mut stored = BTreeMap::new();
         if forward_only {
             for (field, value) in table.get_all(&name).with_context(|| format!("reading {}", table.name()))? {
-                match field.parse::<u32>().ok().filter(|p| checkpoint.partitions.contains_key(p)).map(|p| (p, header(&value))) {
-                    Some((partition, Ok(header))) => drop(stored.insert(partition, header.position.next_offset)),
+                match field.parse::<u32>().ok().filter(|p| checkpoint.partitions.contains_key(p)).map(|p| (p, stored_position(&value))) {
+                    Some((partition, Ok(at))) => drop(stored.insert(partition, at)),
                     Some((partition, Err(e))) => {
                         tracing::warn!(
                             "pipeline {} partition {partition}: the checkpoint in {} is unreadable ({e:#}); written over",

@@ -103,6 +103,16 @@ impl FileStore {
         tx.commit().with_context(|| format!("writing a checkpoint to {}", self.path.display()))
     }
 
+    /// Drop the stream's checkpoint (it moved to the broker).
+    pub(super) fn forget(&self, key: &StreamKey) -> Result<()> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction()?;
+        for table in ["partition_checkpoints", "partition_states"] {
+            tx.execute(&format!("DELETE FROM {table} WHERE tenant = ?1 AND pipeline = ?2 AND source = ?3"), params![key.tenant, key.pipeline, key.source])?;
+        }
+        tx.commit().with_context(|| format!("dropping a checkpoint from {}", self.path.display()))
+    }
+
     /// Every stored checkpoint, by tenant, pipeline and source (a partition
     /// whose position cannot be read is said and left out).
     pub(super) fn list(&self) -> Result<Vec<StoredCheckpoint>> {

@@ -191,7 +191,8 @@ pub struct CheckpointStore(Place);
 enum Place {
     File(FileStore),
     /// In the broker; a stream it has nothing of yet reads what the file
-    /// kept before checkpoints moved to the broker (once, on an upgrade).
+    /// kept before checkpoints moved to the broker (on an upgrade), dropped
+    /// from the file once the broker has the stream's first checkpoint.
     Broker {
         broker: BrokerStore,
         before: FileStore,
@@ -240,7 +241,11 @@ impl CheckpointStore {
     fn write(&self, key: &StreamKey, checkpoint: &Checkpoint, forward_only: bool) -> Result<()> {
         match &self.0 {
             Place::File(f) => f.write(key, checkpoint, forward_only),
-            Place::Broker { broker, .. } => broker.write(key, checkpoint, forward_only),
+            Place::Broker { broker, before } => {
+                broker.write(key, checkpoint, forward_only)?;
+                // The file's checkpoint is read once, until the broker has one: never again after.
+                before.forget(key)
+            }
         }
     }
 

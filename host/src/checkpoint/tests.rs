@@ -245,6 +245,7 @@ fn a_stream_carries_on_from_the_file_until_the_broker_has_its_checkpoint() {
     assert!(store.was_sent(&k, 42).unwrap());
     store.advance(&k, &checkpoint(200, &[("drift", b"in the broker")])).unwrap();
     assert_eq!(store.load_partition(&k, 0).unwrap().unwrap().0.detectors, detector_states(&[("drift", b"in the broker")]));
+    assert!(file.load(&k).unwrap().is_none(), "the file's is read no more once the broker has one");
 }
 
 /// Where partitions move, one stored value that cannot be read (another

@@ -33,9 +33,42 @@ struct CheckpointTarget {
     forward_only: bool,
     counters: Arc<PipelineCounters>,
     /// The pipeline's own thread that stores them (then sends their acks),
-    /// so a slow broker holds up no other pipeline's history; it ends once
-    /// the last job is done.
-    saver: crossbeam_channel::Sender<SaveJob>,
+    /// so a slow broker holds up no other pipeline's history.
+    saver: Saver,
+}
+
+/// The queue of a pipeline's checkpoint thread. One checkpoint waits at
+/// most: a newer one replaces it, as it names every partition's latest cut
+/// and its acks cover the older's (a partition revoked since is committed
+/// by no one), so a slow broker costs no memory. The thread ends once no
+/// job can come.
+#[derive(Clone)]
+struct Saver {
+    tx: crossbeam_channel::Sender<SaveJob>,
+    rx: crossbeam_channel::Receiver<SaveJob>,
+}
+
+impl Saver {
+    fn start(pipeline: &str) -> std::io::Result<Self> {
+        let (tx, rx) = crossbeam_channel::bounded::<SaveJob>(1);
+        let jobs = rx.clone();
+        std::thread::Builder::new().name(format!("{pipeline}-checkpoints")).spawn(move || jobs.into_iter().for_each(|job| job()))?;
+        Ok(Saver { tx, rx })
+    }
+
+    /// Queue `job`, in place of the one waiting if any.
+    fn hand(&self, mut job: SaveJob) {
+        loop {
+            match self.tx.try_send(job) {
+                Ok(()) => return,
+                Err(crossbeam_channel::TrySendError::Full(again)) => {
+                    drop(self.rx.try_recv()); // superseded
+                    job = again;
+                }
+                Err(crossbeam_channel::TrySendError::Disconnected(_)) => return,
+            }
+        }
+    }
 }
 
 impl CheckpointTarget {
@@ -103,15 +136,16 @@ pub(super) struct Checkpointer {
 }
 
 impl Checkpointer {
-    pub(super) fn new(store: CheckpointStore, key: StreamKey, interval: Duration, forward_only: bool, counters: Arc<PipelineCounters>) -> Self {
-        let (saver, jobs) = crossbeam_channel::unbounded::<SaveJob>();
-        let name = format!("{}-checkpoints", key.pipeline);
-        // If it cannot start, jobs find the channel closed: no checkpoint stored, no ack sent.
-        if let Err(e) = std::thread::Builder::new().name(name).spawn(move || jobs.into_iter().for_each(|job| job())) {
-            tracing::error!("pipeline {}: cannot start its checkpoint thread ({e}); its positions are not committed", key.pipeline);
-        }
+    pub(super) fn new(
+        store: CheckpointStore,
+        key: StreamKey,
+        interval: Duration,
+        forward_only: bool,
+        counters: Arc<PipelineCounters>,
+    ) -> std::io::Result<Self> {
+        let saver = Saver::start(&key.pipeline)?;
         let target = CheckpointTarget { store, key, forward_only, counters, saver };
-        Checkpointer { target, interval, last: Instant::now(), cuts: BTreeMap::new(), pending: false }
+        Ok(Checkpointer { target, interval, last: Instant::now(), cuts: BTreeMap::new(), pending: false })
     }
 }
 
@@ -369,7 +403,7 @@ impl<'a> Analyst<'a> {
         };
         // A checkpoint is stored on the pipeline's checkpoint thread.
         let job: SaveJob = match saver {
-            Some(saver) => Box::new(move || drop(saver.send(Box::new(send)))),
+            Some(saver) => Box::new(move || saver.hand(Box::new(send))),
             None => Box::new(send),
         };
         match &self.common.shared.history {

@@ -308,7 +308,10 @@ fn read_and_analyse(pipeline: Pipeline, shared: &Shared) -> Result<PipelineRepor
         counters.checkpoint_taken_ms.store(resumed.taken_at_ms.max(0) as u64, Ordering::Relaxed);
     }
     let forward_only = cutter.adopts();
-    let checkpointer = checkpoints.map(|(store, interval)| Checkpointer::new(store, key, interval, forward_only, counters.clone()));
+    let checkpointer = checkpoints
+        .map(|(store, interval)| Checkpointer::new(store, key, interval, forward_only, counters.clone()))
+        .transpose()
+        .with_context(|| format!("pipeline {name}: starting its checkpoint thread"))?;
     std::thread::scope(|scope| -> Result<PipelineReport> {
         let ctx = SourceContext { events: line_tx, acks: ack_rx, stop: shared.stop.clone(), progress: counters.progress.clone() };
         let reader = std::thread::Builder::new().name(format!("{name}-source")).spawn(move || source.run(ctx)).context("starting the source thread")?;

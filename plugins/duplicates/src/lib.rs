@@ -308,6 +308,9 @@ mod snapshot {
         let mut n = 0u64;
         for shift in (0..64).step_by(7) {
             let [byte] = take::<1>(rest)?;
+            if shift == 63 && byte > 1 {
+                break; // bits past u64
+            }
             n |= u64::from(byte & 0x7f) << shift;
             if byte < 0x80 {
                 return Ok(n);

@@ -102,7 +102,11 @@ fn masked_login(login: &str) -> String {
 /// A source or sink spec with the password of its URL's login masked.
 pub fn masked(spec: &str) -> String {
     let Some((scheme, rest)) = spec.split_once("://") else {
-        return spec.to_string();
+        // A broker URL missing its `//` (`redis:/:pw@host`): nothing after the scheme is shown.
+        return match spec.split_once(':') {
+            Some((scheme, _)) if ["kafka", "pulsar", "redis"].iter().any(|k| k.eq_ignore_ascii_case(scheme)) => format!("{scheme}:***"),
+            _ => spec.to_string(),
+        };
     };
     match (split_login(rest), rest.rfind('@')) {
         ((Some(login), rest), _) => format!("{scheme}://{}@{rest}", masked_login(login)),

@@ -630,6 +630,8 @@ pub struct KafkaTable {
     consumer: BaseConsumer,
     /// The next offset to read.
     next: i64,
+    /// Reading must start over from the topic's start (a rewind's assign failed).
+    rewinding: bool,
     /// The latest value of each field read, of each table asked for (only
     /// those: the topic holds every stream's).
     tables: HashMap<String, HashMap<String, Vec<u8>>>,
@@ -679,17 +681,20 @@ impl KafkaTable {
             .set("message.max.bytes", (TABLE_VALUE_MAX + (1 << 20)).to_string())
             .create_with_context(Deliveries::default())
             .map_err(|e| SourceError::Broker(format!("bad Kafka producer settings: {e}")))?;
-        let mut table = KafkaTable { hosts: hosts.into(), topic: topic.into(), producer, consumer, next: 0, tables: HashMap::new() };
+        let mut table = KafkaTable { hosts: hosts.into(), topic: topic.into(), producer, consumer, next: 0, rewinding: false, tables: HashMap::new() };
         table.rewind()?;
         Ok(table)
     }
 
     /// Read again from the topic's start.
     fn rewind(&mut self) -> Result<(), SourceError> {
+        // Set first: after a failed assign, the next read tries again rather than going on.
+        (self.next, self.rewinding) = (0, true);
+        self.tables.values_mut().for_each(HashMap::clear);
         let mut list = TopicPartitionList::new();
         list.add_partition_offset(&self.topic, 0, Offset::Beginning).map_err(|e| SourceError::Broker(e.to_string()))?;
         self.consumer.assign(&list).map_err(|e| SourceError::Broker(format!("reading {}: {e}", self.name())))?;
-        self.next = 0;
+        self.rewinding = false;
         Ok(())
     }
 
@@ -697,11 +702,10 @@ impl KafkaTable {
     /// was not kept (records of it read before were passed over).
     fn want(&mut self, table: &str) -> Result<(), SourceError> {
         if !self.tables.contains_key(table) {
-            self.tables.insert(table.to_string(), HashMap::new());
             if self.next > 0 {
-                self.tables.values_mut().for_each(HashMap::clear);
                 self.rewind()?;
             }
+            self.tables.insert(table.to_string(), HashMap::new());
         }
         Ok(())
     }
@@ -709,10 +713,12 @@ impl KafkaTable {
     /// Read every record written so far.
     fn catch_up(&mut self) -> Result<(), SourceError> {
         let name = self.name();
+        if self.rewinding {
+            self.rewind()?;
+        }
         let (low, end) = self.consumer.fetch_watermarks(&self.topic, 0, CONNECT_TIMEOUT).map_err(|e| unreachable(&self.hosts, e))?;
         if end < self.next {
             // The topic was made again: what was read is gone.
-            self.tables.values_mut().for_each(HashMap::clear);
             self.rewind()?;
         }
         // What retention deleted is passed over.
