@@ -575,6 +575,9 @@ impl KafkaSink {
         let producer = config
             .clone()
             .set("linger.ms", "5")
+            // Records without a key spread over the partitions one by one: librdkafka's default
+            // sticks to one partition for 10 ms, and `generate` fills a 4-partition topic in less.
+            .set("sticky.partitioning.linger.ms", "0")
             .set("enable.idempotence", "true")
             .create_with_context(Deliveries::default())
             .map_err(|e| SourceError::Broker(format!("bad Kafka producer settings: {e}")))?;
