@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(input) = Input::arbitrary(&mut Unstructured::new(data)) else { return };
     let format = if input.text { MessageFormat::String } else { MessageFormat::Json };
     let metadata = vec![MetadataColumn::Key, MetadataColumn::Partition, MetadataColumn::Offset, MetadataColumn::Timestamp, MetadataColumn::Headers];
-    let mut decoder = MessageDecoder::new(format, metadata, None).unwrap().with_max_fields(MAX_FIELDS);
+    let mut decoder = MessageDecoder::new(format, metadata, None, None).unwrap().with_max_fields(MAX_FIELDS);
     for (offset, (payload, key, id, timestamp_ms, headers)) in input.messages.into_iter().enumerate() {
         let message = Message { offset: offset as u64, id: id.map(Arc::from), payload, key, timestamp_ms, headers, fault: None };
         match decoder.decode(offset as u32, &message) {

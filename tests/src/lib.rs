@@ -7,6 +7,7 @@
 
 pub mod brokers;
 pub mod http;
+pub mod registry;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -134,8 +135,18 @@ impl Sandbox {
     }
 
     pub fn run_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Run {
+        self.run_command(args, stdin, &[])
+    }
+
+    /// Like [`Sandbox::run`], with `env` set in the host's environment.
+    pub fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        self.run_command(args, None, env)
+    }
+
+    fn run_command(&self, args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Run {
         let mut cmd = Command::new(binary());
         cmd.args(args)
+            .envs(env.iter().copied())
             .arg("--plugins")
             .arg(self.plugins())
             .arg("--data-dir")

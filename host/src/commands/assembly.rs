@@ -165,7 +165,7 @@ pub fn build_pipelines(config: &ConfigFile, tenants: &[Tenant], handlers: &BTree
             Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("reading Avro schema {}", path.display()))?),
             None => None,
         };
-        let decoder = MessageDecoder::new(p.broker.format, p.broker.metadata.clone(), schema.as_deref())
+        let decoder = MessageDecoder::new(p.broker.format, p.broker.metadata.clone(), schema.as_deref(), p.broker.registry.as_ref())
             .map_err(anyhow::Error::msg)
             .with_context(context)?
             .with_max_fields(p.max_fields);

@@ -402,6 +402,12 @@ tenant = "payments"
 source = "redis://monitor:url-secret@127.0.0.1:6379/orders?group=q&consumer=c1"
 [pipelines.window]
 size = 500
+[pipelines.broker]
+format = "registry"
+[pipelines.broker.registry]
+url = "https://registry.example.com"
+username = "monitor"
+password = "registry-secret"
 [pipelines.broker.kafka]
 "sasl.username" = "monitor"
 "sasl.password" = "kafka-secret"
@@ -426,10 +432,10 @@ fn the_shown_config_reads_back_as_the_same_config() {
 #[test]
 fn the_shown_config_masks_every_secret() {
     let shown = ConfigFile::parse(FULL_CONFIG).unwrap().shown().unwrap();
-    for secret in ["url-secret", "kafka-secret", "jaas-secret", "tenant-token", "header-secret", "routing-secret", "secret-path"] {
+    for secret in ["url-secret", "kafka-secret", "registry-secret", "jaas-secret", "tenant-token", "header-secret", "routing-secret", "secret-path"] {
         assert!(!shown.contains(secret), "{secret} shows:\n{shown}");
     }
-    for kept in ["env:SLACK_WEBHOOK_URL", "env:KEY_PASSWORD", "redis://monitor:***@127.0.0.1:6379/orders", "\"sasl.username\" = \"monitor\""] {
+    for kept in ["env:SLACK_WEBHOOK_URL", "env:KEY_PASSWORD", "redis://monitor:***@127.0.0.1:6379/orders", "\"sasl.username\" = \"monitor\"", "url = \"https://registry.example.com\""] {
         assert!(shown.contains(kept), "{kept} is not shown:\n{shown}");
     }
 }

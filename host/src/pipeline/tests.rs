@@ -126,7 +126,7 @@ fn pipeline(events: Vec<SourceEvent>, acknowledges: bool, committed: &Arc<Mutex<
         detectors: Arc::new(Detectors::new("p", set, 3).unwrap()),
         router: Router::new("p", AlertConfig::default()),
         handlers: None,
-        decoder: MessageDecoder::new(MessageFormat::Json, Vec::new(), None).unwrap(),
+        decoder: MessageDecoder::new(MessageFormat::Json, Vec::new(), None, None).unwrap(),
         dead_letter_topic: None,
         findings_topic: None,
         counters: Arc::new(PipelineCounters::new("p", "t", 0.8)),
@@ -376,7 +376,7 @@ fn a_resumed_cutter_cuts_on_from_the_checkpoint() {
     let counters = Arc::new(PipelineCounters::new("p", "t", 0.8));
     let shared = shared(&dir, &counters);
     let common = Common { pipeline: "p", source: "scripted", reader: "scripted", dead_letter_topic: None, shared: &shared, counters: &counters };
-    let decoder = MessageDecoder::new(MessageFormat::Json, Vec::new(), None).unwrap();
+    let decoder = MessageDecoder::new(MessageFormat::Json, Vec::new(), None, None).unwrap();
     let mut cutter = Cutter::new(common, decoder, WindowSpec::Count { size: 50, slide: 50 }, None).unwrap();
     let at = ResumePosition { next_offset: 150, after_id: Some("id-149".into()) };
     cutter.resume(&BTreeMap::from([(2, at)]), &BTreeMap::from([(2, 3)]));

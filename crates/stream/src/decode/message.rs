@@ -1,8 +1,11 @@
-//! Broker messages to records: the payload as JSON, as one text column, or
-//! as an Avro datum, plus the metadata columns a pipeline asked for.
+//! Broker messages to records: the payload as JSON, as one text column, as
+//! an Avro datum, or in a schema registry's framing, plus the metadata
+//! columns a pipeline asked for.
 
+#[cfg(feature = "registry")]
+use super::registry::{Schema, SchemaRegistry};
 use super::{DecodeError, FieldValue, JsonDecoder, Kind, Record};
-use crate::source::config::{MessageFormat, MetadataColumn};
+use crate::source::config::{MessageFormat, MetadataColumn, RegistryOptions};
 use crate::source::Message;
 
 impl Record {
@@ -38,13 +41,16 @@ pub struct MessageDecoder {
     metadata: Vec<MetadataColumn>,
     #[cfg(feature = "avro")]
     avro: Option<apache_avro::Schema>,
+    #[cfg(feature = "registry")]
+    registry: Option<SchemaRegistry>,
     /// The record when the payload is not JSON.
     record: Record,
 }
 
 impl MessageDecoder {
-    /// `avro_schema` is the schema file's text, needed for [`MessageFormat::Avro`].
-    pub fn new(format: MessageFormat, metadata: Vec<MetadataColumn>, avro_schema: Option<&str>) -> Result<Self, String> {
+    /// `avro_schema` is the schema file's text, needed for [`MessageFormat::Avro`];
+    /// `registry` is needed for [`MessageFormat::Registry`].
+    pub fn new(format: MessageFormat, metadata: Vec<MetadataColumn>, avro_schema: Option<&str>, registry: Option<&RegistryOptions>) -> Result<Self, String> {
         #[cfg(feature = "avro")]
         let avro = match (format, avro_schema) {
             (MessageFormat::Avro, Some(text)) => {
@@ -59,14 +65,35 @@ impl MessageDecoder {
             let _ = avro_schema;
             return Err("this build has no avro support (cargo feature avro)".into());
         }
+        #[cfg(feature = "registry")]
+        let registry = match (format, registry) {
+            (MessageFormat::Registry, Some(options)) => Some(SchemaRegistry::connect(options)?),
+            (MessageFormat::Registry, None) => return Err("format registry needs [pipelines.broker.registry] with its url".into()),
+            _ => None,
+        };
+        #[cfg(not(feature = "registry"))]
+        if format == MessageFormat::Registry {
+            let _ = registry;
+            return Err("this build has no schema registry support (cargo feature registry)".into());
+        }
         Ok(MessageDecoder {
             json: JsonDecoder::default(),
             format,
             metadata,
             #[cfg(feature = "avro")]
             avro,
+            #[cfg(feature = "registry")]
+            registry,
             record: Record::default(),
         })
+    }
+
+    /// Decode messages in the registry's framing, with `registry`'s schemas.
+    #[cfg(feature = "registry")]
+    pub fn with_registry(mut self, registry: SchemaRegistry) -> Self {
+        self.format = MessageFormat::Registry;
+        self.registry = Some(registry);
+        self
     }
 
     /// Refuse records that would bring the pipeline past `max` distinct field names.
@@ -90,17 +117,32 @@ impl MessageDecoder {
             MessageFormat::Avro => {
                 self.record.clear();
                 #[cfg(feature = "avro")]
+                avro_datum(self.avro.as_ref().expect("checked in new"), &[], &message.payload, &mut self.json.fields, &mut self.record)?;
+                (&mut self.json.fields, &mut self.record)
+            }
+            MessageFormat::Registry => {
+                #[cfg(feature = "registry")]
                 {
-                    let schema = self.avro.as_ref().expect("checked in new");
-                    let datum = apache_avro::reader::datum::GenericDatumReader::builder(schema).build().and_then(|r| r.read_value(&mut &message.payload[..]));
-                    let value = datum.map_err(|e| DecodeError::Syntax(format!("Avro: {e}")))?;
-                    let mut name = String::new();
-                    match value {
-                        apache_avro::types::Value::Record(fields) => avro_fields(fields, &mut name, &mut self.json.fields, &mut self.record, 0)?,
-                        other => avro_value("value".into(), other, &mut self.json.fields, &mut self.record, 0)?,
+                    let (id, body) = SchemaRegistry::unframe(&message.payload)?;
+                    let schema = self.registry.as_mut().expect("checked in new").schema(id)?;
+                    self.record.clear();
+                    match &*schema {
+                        Schema::Json => {
+                            self.json.decode(body)?;
+                            self.json.parts_mut()
+                        }
+                        Schema::Avro { schema, references } => {
+                            avro_datum(schema, references, body, &mut self.json.fields, &mut self.record)?;
+                            (&mut self.json.fields, &mut self.record)
+                        }
+                        Schema::Protobuf(schema) => {
+                            schema.decode(body, &mut self.json.fields, &mut self.record)?;
+                            (&mut self.json.fields, &mut self.record)
+                        }
                     }
                 }
-                (&mut self.json.fields, &mut self.record)
+                #[cfg(not(feature = "registry"))]
+                unreachable!("refused in new")
             }
         };
         for column in &self.metadata {
@@ -128,6 +170,30 @@ impl MessageDecoder {
             }
         }
         Ok(record)
+    }
+}
+
+/// One Avro datum written with `schema` (whose named types may be in
+/// `references`) as the record's fields.
+#[cfg(feature = "avro")]
+fn avro_datum(
+    schema: &apache_avro::Schema,
+    references: &[apache_avro::Schema],
+    body: &[u8],
+    names: &mut super::FieldNames,
+    record: &mut Record,
+) -> Result<(), DecodeError> {
+    use apache_avro::reader::datum::GenericDatumReader;
+    let reader = if references.is_empty() {
+        GenericDatumReader::builder(schema).build()
+    } else {
+        GenericDatumReader::builder(schema).writer_schemata(references.iter().chain([schema]).collect()).and_then(|b| b.build())
+    };
+    let value = reader.and_then(|r| r.read_value(&mut &body[..])).map_err(|e| DecodeError::Body { format: "Avro", reason: e.to_string() })?;
+    let mut name = String::new();
+    match value {
+        apache_avro::types::Value::Record(fields) => avro_fields(fields, &mut name, names, record, 0),
+        other => avro_value("value".into(), other, names, record, 0),
     }
 }
 
@@ -222,7 +288,7 @@ mod tests {
     #[test]
     fn json_with_metadata_columns() {
         let meta = vec![MetadataColumn::Key, MetadataColumn::Partition, MetadataColumn::Offset, MetadataColumn::Timestamp, MetadataColumn::Headers];
-        let mut d = MessageDecoder::new(MessageFormat::Json, meta, None).unwrap();
+        let mut d = MessageDecoder::new(MessageFormat::Json, meta, None, None).unwrap();
         let r = d.decode(3, &message(br#"{"a":1}"#)).unwrap();
         let r = Record { values: r.values.clone(), text: r.text.clone() };
         let got = fields(&d, &r);
@@ -233,7 +299,7 @@ mod tests {
 
     #[test]
     fn plain_strings() {
-        let mut d = MessageDecoder::new(MessageFormat::String, vec![], None).unwrap();
+        let mut d = MessageDecoder::new(MessageFormat::String, vec![], None, None).unwrap();
         let r = d.decode(0, &message(b"hello")).unwrap();
         let r = Record { values: r.values.clone(), text: r.text.clone() };
         assert_eq!(fields(&d, &r), vec![("value".to_string(), "hello".to_string())]);
@@ -251,14 +317,14 @@ mod tests {
         value.put("amount", apache_avro::types::Value::Union(1, Box::new(apache_avro::types::Value::Double(9.5))));
         value.put("geo", apache_avro::types::Value::Record(vec![("country".into(), "DE".into())]));
         let bytes = apache_avro::writer::datum::GenericDatumWriter::builder(&schema).build().unwrap().write_value_to_vec(value).unwrap();
-        let mut d = MessageDecoder::new(MessageFormat::Avro, vec![], Some(schema_text)).unwrap();
+        let mut d = MessageDecoder::new(MessageFormat::Avro, vec![], Some(schema_text), None).unwrap();
         let r = d.decode(0, &message(&bytes)).unwrap();
         let r = Record { values: r.values.clone(), text: r.text.clone() };
         let want = [("id", "42"), ("amount", "9.5"), ("geo.country", "DE")];
         assert_eq!(fields(&d, &r), want.map(|(a, b)| (a.to_string(), b.to_string())));
         let err = d.decode(0, &message(&[0xff, 0xff, 0xff])).unwrap_err();
         assert!(err.to_string().contains("Avro"), "{err}");
-        assert!(MessageDecoder::new(MessageFormat::Avro, vec![], Some("{nope")).is_err());
+        assert!(MessageDecoder::new(MessageFormat::Avro, vec![], Some("{nope"), None).is_err());
     }
 
     /// Found by `scripts/fuzz decode_avro`: 13 bytes whose map claims
@@ -267,13 +333,13 @@ mod tests {
     #[test]
     fn an_avro_length_past_the_limit_is_a_dead_letter_not_an_abort() {
         let schema = r#"{"type":"record","name":"E","fields":[{"name":"id","type":"long"},{"name":"attrs","type":{"type":"map","values":"int"}}]}"#;
-        let mut d = MessageDecoder::new(MessageFormat::Avro, vec![], Some(schema)).unwrap();
+        let mut d = MessageDecoder::new(MessageFormat::Avro, vec![], Some(schema), None).unwrap();
         // id 0, then a map block of 2^29 entries (zigzag varint) and nothing more.
         let err = d.decode(0, &message(&[0x00, 0x80, 0x80, 0x80, 0x80, 0x04])).unwrap_err();
         assert!(err.to_string().contains("Avro"), "{err}");
         // A string past the limit too.
         let schema = r#"{"type":"record","name":"S","fields":[{"name":"s","type":"string"}]}"#;
-        let mut d = MessageDecoder::new(MessageFormat::Avro, vec![], Some(schema)).unwrap();
+        let mut d = MessageDecoder::new(MessageFormat::Avro, vec![], Some(schema), None).unwrap();
         let err = d.decode(0, &message(&[0x80, 0x80, 0x80, 0x02])).unwrap_err();
         assert!(err.to_string().contains("Avro"), "{err}");
     }

@@ -10,6 +10,8 @@ use std::collections::HashMap;
 
 mod json;
 pub mod message;
+#[cfg(feature = "registry")]
+pub mod registry;
 #[cfg(test)]
 mod tests;
 
@@ -70,6 +72,10 @@ pub enum DecodeError {
     Binary { at: usize, byte: u8 },
     #[error("truncated: the line ends after {bytes} bytes, inside its JSON object")]
     Truncated { bytes: usize },
+    #[error("invalid {format} message: {reason}")]
+    Body { format: &'static str, reason: String },
+    #[error("schema registry: {0}")]
+    Registry(String),
     #[error("a new field name, but the pipeline already has {limit} distinct field names (max_fields)")]
     TooManyFields { limit: usize },
 }

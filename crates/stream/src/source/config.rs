@@ -174,6 +174,25 @@ pub enum MessageFormat {
     String,
     /// Avro datums written with `avro_schema`.
     Avro,
+    /// The schema registry's framing (a zero byte and a 4-byte schema id)
+    /// before an Avro datum, a Protobuf message or a JSON object, as the
+    /// schema's type in the `registry` says.
+    Registry,
+}
+
+/// A schema registry with the Confluent REST API (`[pipelines.broker.registry]`),
+/// for `format = "registry"`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryOptions {
+    /// Base URL, e.g. `http://schema-registry:8081` (no login in it: use the fields below).
+    pub url: String,
+    /// HTTP basic auth user, or `env:VAR`.
+    pub username: Option<String>,
+    /// HTTP basic auth password, or `env:VAR`.
+    pub password: Option<String>,
+    /// How long one request may take, ms (default 5000).
+    pub timeout_ms: Option<u64>,
 }
 
 /// Where a Redis entry keeps its record.
@@ -219,10 +238,12 @@ pub struct BrokerOptions {
     /// `earliest` (default), `latest`, an offset, or `@<unix-ms>`; an offset or
     /// a time replays from there even over committed positions.
     pub offset: Option<String>,
-    /// Payload format: json (default), string or avro.
+    /// Payload format: json (default), string, avro or registry.
     pub format: MessageFormat,
     /// Avro schema file (format = "avro").
     pub avro_schema: Option<PathBuf>,
+    /// The schema registry (format = "registry").
+    pub registry: Option<RegistryOptions>,
     /// Metadata added as columns: key, partition, offset, timestamp, headers.
     pub metadata: Vec<MetadataColumn>,
     /// Redis: the record is one field's value (`field`, default) or the entry's pairs (`pairs`).
@@ -271,11 +292,15 @@ impl BrokerOptions {
                 "json" => MessageFormat::Json,
                 "string" => MessageFormat::String,
                 "avro" => MessageFormat::Avro,
-                other => return Err(url.error(format!("format '{other}': expected json, string or avro"))),
+                "registry" => MessageFormat::Registry,
+                other => return Err(url.error(format!("format '{other}': expected json, string, avro or registry"))),
             };
         }
         if o.format == MessageFormat::Avro && o.avro_schema.is_none() {
             return Err(url.error("format avro needs avro_schema (a schema file) in the pipeline's broker table"));
+        }
+        if o.format == MessageFormat::Registry && o.registry.is_none() {
+            return Err(url.error("format registry needs the registry's url under [pipelines.broker.registry]"));
         }
         Ok(o)
     }
