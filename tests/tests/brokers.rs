@@ -280,6 +280,54 @@ fn redis_with_a_password_is_read_and_the_password_shown_nowhere() {
     assert!(kafka.stderr.contains("sasl.username") && !kafka.stderr.contains("secret"), "{}", kafka.stderr);
 }
 
+/// A Kafka behind SASL/SCRAM over TLS (the listener `scripts/brokers`
+/// starts with a CA of its own), configured the way a Kubernetes pod is:
+/// every run flag and every secret from the environment, the config file
+/// naming variables only. The password shows nowhere; a wrong one stops the
+/// run saying the broker refused the login.
+#[test]
+fn kafka_over_sasl_scram_and_tls_from_the_environment_alone() {
+    let s = Sandbox::with_bundled();
+    let topic = fresh("secured");
+    produce(&s, &format!("{}/{topic}", kafka()), 5_000, &[], 1);
+    let config = s.write(
+        "secured.toml",
+        format!(
+            "[[pipelines]]\nname = \"orders\"\nsource = \"kafka://${{KAFKA_SECURE}}/{topic}?group=g\"\n\
+             [pipelines.broker.kafka]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"SCRAM-SHA-256\"\n\
+             \"sasl.username\" = \"env:KAFKA_USER\"\n\"sasl.password\" = \"env:KAFKA_PASSWORD\"\n\"ssl.ca.location\" = \"${{KAFKA_CA}}\"\n"
+        ),
+    );
+    let password = broker("KAFKA_PASSWORD");
+    let env = |password: &str| {
+        [
+            ("CLEAN_HOST_CONFIG", config.to_str().unwrap().to_string()),
+            ("CLEAN_HOST_UNTIL_END", "true".into()),
+            ("CLEAN_HOST_FORMAT", "json".into()),
+            ("CLEAN_HOST_WINDOW", "500".into()),
+            ("KAFKA_SECURE", broker("KAFKA_SECURE")),
+            ("KAFKA_CA", broker("KAFKA_CA")),
+            ("KAFKA_USER", broker("KAFKA_USER")),
+            ("KAFKA_PASSWORD", password.to_string()),
+        ]
+    };
+    let vars = env(&password);
+    let run = s.run_with_env(&[], &vars.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>());
+    run.assert_ok();
+    assert_eq!((run.summary()["records"].as_u64(), run.summary()["windows"].as_u64()), (Some(5_000), Some(10)), "{}", run.stderr);
+    let mut shown = format!("{}{}", run.stdout, run.stderr);
+    for file in walk(&s.path("data")) {
+        shown.push_str(&String::from_utf8_lossy(&std::fs::read(&file).unwrap()));
+    }
+    assert!(!shown.contains(&password), "the SASL password shows in the output or the data dir");
+    let wrong = "not-the-password-4f1";
+    let vars = env(wrong);
+    let refused = s.run_with_env(&[], &vars.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>());
+    assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+    let last = refused.stderr.lines().last().unwrap_or_default();
+    assert!(last.contains("SASL authentication error") && !refused.stderr.contains(wrong), "{}", refused.stderr);
+}
+
 /// Every file under `dir`.
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();

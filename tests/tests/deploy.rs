@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use clean_host_tests::brokers::{fresh, kafka, produce};
+use clean_host_tests::brokers::{broker, fresh, kafka, produce};
 use clean_host_tests::Sandbox;
 use serde_yaml::Value;
 
@@ -81,16 +81,16 @@ fn the_image_and_the_manifests_name_only_what_the_host_has() {
 }
 
 /// The ConfigMap's config, with the Secret's values and the pod's
-/// variables in the environment (the broker and the paths made this
-/// machine's, and PLAINTEXT: the Kafka here has no SASL), passes `clean-host
-/// check` against a real Kafka; what it shows of it has no secret.
+/// variables in the environment (the broker, its login and CA and the paths
+/// made this machine's: the SASL/SCRAM over TLS listener of
+/// `scripts/brokers`), passes `clean-host check` against that Kafka; what it
+/// shows of it has no secret.
 #[test]
 fn the_configmaps_config_runs_with_the_secrets_environment() {
     let manifests = manifests();
     let s = Sandbox::with_bundled();
     let config = s.write("config.toml", manifests["ConfigMap"]["data"]["config.toml"].as_str().unwrap());
     let topic = fresh("deploy");
-    let bootstrap = kafka().trim_start_matches("kafka://").to_string();
     produce(&s, &format!("{}/{topic}", kafka()), 10, &[], 1);
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     let container = &manifests["Deployment"]["spec"]["template"]["spec"]["containers"][0];
@@ -100,9 +100,13 @@ fn the_configmaps_config_runs_with_the_secrets_environment() {
     for (k, v) in manifests["Secret"]["stringData"].as_mapping().unwrap() {
         env.insert(k.as_str().unwrap().into(), v.as_str().unwrap().into());
     }
+    let bootstrap = broker("KAFKA_SECURE");
+    let password = broker("KAFKA_PASSWORD");
     env.insert("KAFKA_BOOTSTRAP".into(), bootstrap.clone());
     env.insert("KAFKA_TOPIC".into(), topic.clone());
-    env.insert("KAFKA_SECURITY_PROTOCOL".into(), "PLAINTEXT".into());
+    env.insert("KAFKA_USERNAME".into(), broker("KAFKA_USER"));
+    env.insert("KAFKA_PASSWORD".into(), password.clone());
+    env.insert("KAFKA_CA_LOCATION".into(), broker("KAFKA_CA"));
     env.insert("CLEAN_HOST_DATA_DIR".into(), s.path("data").to_str().unwrap().into());
     env.insert("CLEAN_HOST_PLUGINS".into(), s.plugins().to_str().unwrap().into());
     env.remove("CLEAN_HOST_LISTEN");
@@ -121,5 +125,7 @@ fn the_configmaps_config_runs_with_the_secrets_environment() {
     ] {
         assert!(stdout.contains(&shown), "{shown} is not shown:\n{stdout}");
     }
-    assert!(!format!("{stdout}{stderr}").contains("change-me"), "a secret shows:\n{stdout}{stderr}");
+    for secret in ["change-me", &password] {
+        assert!(!format!("{stdout}{stderr}").contains(secret), "a secret shows:\n{stdout}{stderr}");
+    }
 }

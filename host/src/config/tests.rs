@@ -435,7 +435,13 @@ fn the_shown_config_masks_every_secret() {
     for secret in ["url-secret", "kafka-secret", "registry-secret", "jaas-secret", "tenant-token", "header-secret", "routing-secret", "secret-path"] {
         assert!(!shown.contains(secret), "{secret} shows:\n{shown}");
     }
-    for kept in ["env:SLACK_WEBHOOK_URL", "env:KEY_PASSWORD", "redis://monitor:***@127.0.0.1:6379/orders", "\"sasl.username\" = \"monitor\"", "url = \"https://registry.example.com\""] {
+    for kept in [
+        "env:SLACK_WEBHOOK_URL",
+        "env:KEY_PASSWORD",
+        "redis://monitor:***@127.0.0.1:6379/orders",
+        "\"sasl.username\" = \"monitor\"",
+        "url = \"https://registry.example.com\"",
+    ] {
         assert!(shown.contains(kept), "{kept} is not shown:\n{shown}");
     }
 }

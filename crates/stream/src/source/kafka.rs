@@ -104,6 +104,9 @@ struct GroupEvents {
     /// The current assignment, once the group gave one.
     assigned: Mutex<Option<HashSet<u32>>>,
     errors: AtomicU64,
+    /// The last authentication or TLS failure librdkafka reported: why a
+    /// start that gets no metadata failed (its own error says only "transport").
+    refused: Mutex<Option<String>>,
     /// Partition -> offset acked by the pipeline, not yet committed.
     uncommitted: Mutex<HashMap<u32, u64>>,
     /// The pipeline's acks, once the source runs.
@@ -146,6 +149,9 @@ impl GroupEvents {
 impl ClientContext for GroupEvents {
     fn error(&self, error: KafkaError, reason: &str) {
         self.errors.fetch_add(1, Ordering::Relaxed);
+        if matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL)) {
+            *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{error} ({reason})"));
+        }
         tracing::warn!("kafka {}: {error} ({reason}); librdkafka retries with backoff", self.hosts);
     }
 }
@@ -242,6 +248,7 @@ impl KafkaSource {
             revoked: Mutex::default(),
             assigned: Mutex::default(),
             errors: AtomicU64::new(0),
+            refused: Mutex::default(),
             uncommitted: Mutex::default(),
             acks: Mutex::default(),
         };
@@ -258,7 +265,15 @@ impl KafkaSource {
             .set("heartbeat.interval.ms", "1000")
             .create_with_context(events)
             .map_err(|e| url.error(format!("bad Kafka settings: {e}")))?;
-        let metadata = consumer.fetch_metadata(Some(&topic), CONNECT_TIMEOUT).map_err(|e| unreachable(&url.hosts, e))?;
+        let metadata = consumer.fetch_metadata(Some(&topic), CONNECT_TIMEOUT).map_err(|e| {
+            // The error events waiting say why: serving them calls `GroupEvents::error`
+            // (nothing is subscribed yet, so no message is taken).
+            for _ in 0..64 {
+                let _ = consumer.poll(Duration::ZERO);
+            }
+            let refused = consumer.context().refused.lock().unwrap_or_else(|p| p.into_inner()).take();
+            SourceError::Unreachable { address: url.hosts.clone(), message: refused.unwrap_or_else(|| e.to_string()) }
+        })?;
         let found = metadata.topics().iter().find(|t| t.name() == topic);
         let parts: Vec<i32> = match found {
             Some(t) if t.error().is_none() && !t.partitions().is_empty() => t.partitions().iter().map(|p| p.id()).collect(),
