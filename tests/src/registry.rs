@@ -30,15 +30,17 @@ impl Registry {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
                 let Some(request) = read_request(&stream) else { continue };
+                // What a path asks for, whatever its query (`?deleted=true` on references).
+                let path = request.path.split('?').next().unwrap_or_default().to_string();
                 let (status, body) = if request.header("authorization") != Some(authorization.as_str()) {
                     ("401 Unauthorized", serde_json::json!({"error_code": 401, "message": "Unauthorized"}))
                 } else {
-                    match answers.get(&request.path) {
+                    match answers.get(&path) {
                         Some(answer) => ("200 OK", answer.clone()),
                         None => ("404 Not Found", serde_json::json!({"error_code": 40403, "message": "Schema not found"})),
                     }
                 };
-                log.lock().unwrap().push(request.path);
+                log.lock().unwrap().push(path);
                 let body = body.to_string();
                 let _ = write!(
                     stream,
@@ -50,7 +52,7 @@ impl Registry {
         Registry { url, asked }
     }
 
-    /// How many times `path` was asked for.
+    /// How many times `path` (without its query) was asked for.
     pub fn asked(&self, path: &str) -> usize {
         self.asked.lock().unwrap().iter().filter(|p| *p == path).count()
     }

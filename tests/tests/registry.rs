@@ -251,6 +251,7 @@ fn kafka_schema_registry_topic_reads_as_its_json_twin() {
 
     // A wrong password: every message is a dead letter saying why, none is lost.
     let refused_topic = fresh("refused");
+    let asked_before = registry.asked("/schemas/ids/1");
     let wrong_config = s.write(
         "wrong.toml",
         std::fs::read_to_string(&config)
@@ -262,6 +263,9 @@ fn kafka_schema_registry_topic_reads_as_its_json_twin() {
         s.run_with_env(&["--config", wrong_config.to_str().unwrap(), "--until-end", "--format", "json"], &[("CLEAN_HOST_TEST_REGISTRY_PASSWORD", "wrong")]);
     wrong.assert_ok();
     assert_eq!((wrong.summary()["records"].as_u64(), wrong.summary()["dead_letters"].as_u64()), (Some(0), Some(20_004)), "{}", wrong.stderr);
+    let asked = registry.asked("/schemas/ids/1") - asked_before;
+    let seconds = wrong.summary()["seconds"].as_f64().unwrap();
+    assert!(asked >= 1 && asked <= 1 + (seconds / 10.0) as usize, "asked {asked} times in {seconds} s: a refused id is asked for again only every 10 s");
     let refused = read_all(&refused_topic, 1);
     assert!(refused[0]["reason"].as_str().unwrap().contains("the registry refused /schemas/ids/1 (401): check username and password"), "{refused:?}");
 }

@@ -2,6 +2,8 @@
 //! an Avro datum, or in a schema registry's framing, plus the metadata
 //! columns a pipeline asked for.
 
+#[cfg(feature = "avro")]
+use super::avro::AvroSchema;
 #[cfg(feature = "registry")]
 use super::registry::{Schema, SchemaRegistry};
 use super::{DecodeError, FieldValue, JsonDecoder, Kind, Record};
@@ -25,22 +27,13 @@ impl Record {
     }
 }
 
-/// Longest Avro string or bytes, and most items in one array or map block.
-/// An Avro length is a number in the payload that the decoder reserves
-/// room for before reading what follows: a 13-byte message claiming a map
-/// of 500 million entries would ask for 43 GB. Past this, the message is a
-/// dead letter with the reason. The limit is the process's (the Avro crate
-/// keeps one), set before the first datum is read.
-#[cfg(feature = "avro")]
-pub const MAX_AVRO_LENGTH: usize = 1 << 20;
-
 /// Decodes one pipeline's messages.
 pub struct MessageDecoder {
     pub json: JsonDecoder,
     format: MessageFormat,
     metadata: Vec<MetadataColumn>,
     #[cfg(feature = "avro")]
-    avro: Option<apache_avro::Schema>,
+    avro: Option<AvroSchema>,
     #[cfg(feature = "registry")]
     registry: Option<SchemaRegistry>,
     /// The record when the payload is not JSON.
@@ -53,10 +46,7 @@ impl MessageDecoder {
     pub fn new(format: MessageFormat, metadata: Vec<MetadataColumn>, avro_schema: Option<&str>, registry: Option<&RegistryOptions>) -> Result<Self, String> {
         #[cfg(feature = "avro")]
         let avro = match (format, avro_schema) {
-            (MessageFormat::Avro, Some(text)) => {
-                apache_avro::util::max_allocation_bytes(MAX_AVRO_LENGTH);
-                Some(apache_avro::Schema::parse_str(text).map_err(|e| format!("invalid Avro schema: {e}"))?)
-            }
+            (MessageFormat::Avro, Some(text)) => Some(AvroSchema::parse(text, &[])?),
             (MessageFormat::Avro, None) => return Err("format avro needs a schema file".into()),
             _ => None,
         };
@@ -117,7 +107,7 @@ impl MessageDecoder {
             MessageFormat::Avro => {
                 self.record.clear();
                 #[cfg(feature = "avro")]
-                avro_datum(self.avro.as_ref().expect("checked in new"), &[], &message.payload, &mut self.json.fields, &mut self.record)?;
+                self.avro.as_ref().expect("checked in new").decode(&message.payload, &mut self.json.fields, &mut self.record)?;
                 (&mut self.json.fields, &mut self.record)
             }
             MessageFormat::Registry => {
@@ -131,8 +121,8 @@ impl MessageDecoder {
                             self.json.decode(body)?;
                             self.json.parts_mut()
                         }
-                        Schema::Avro { schema, references } => {
-                            avro_datum(schema, references, body, &mut self.json.fields, &mut self.record)?;
+                        Schema::Avro(schema) => {
+                            schema.decode(body, &mut self.json.fields, &mut self.record)?;
                             (&mut self.json.fields, &mut self.record)
                         }
                         Schema::Protobuf(schema) => {
@@ -171,87 +161,6 @@ impl MessageDecoder {
         }
         Ok(record)
     }
-}
-
-/// One Avro datum written with `schema` (whose named types may be in
-/// `references`) as the record's fields.
-#[cfg(feature = "avro")]
-fn avro_datum(
-    schema: &apache_avro::Schema,
-    references: &[apache_avro::Schema],
-    body: &[u8],
-    names: &mut super::FieldNames,
-    record: &mut Record,
-) -> Result<(), DecodeError> {
-    use apache_avro::reader::datum::GenericDatumReader;
-    let reader = if references.is_empty() {
-        GenericDatumReader::builder(schema).build()
-    } else {
-        GenericDatumReader::builder(schema).writer_schemata(references.iter().chain([schema]).collect()).and_then(|b| b.build())
-    };
-    let value = reader.and_then(|r| r.read_value(&mut &body[..])).map_err(|e| DecodeError::Body { format: "Avro", reason: e.to_string() })?;
-    let mut name = String::new();
-    match value {
-        apache_avro::types::Value::Record(fields) => avro_fields(fields, &mut name, names, record, 0),
-        other => avro_value("value".into(), other, names, record, 0),
-    }
-}
-
-/// A record's fields as dotted names; records nested deeper than
-/// `MAX_DEPTH` (a recursive schema) are kept as JSON text.
-#[cfg(feature = "avro")]
-fn avro_fields(
-    fields: Vec<(String, apache_avro::types::Value)>,
-    prefix: &mut String,
-    names: &mut super::FieldNames,
-    record: &mut Record,
-    depth: usize,
-) -> Result<(), DecodeError> {
-    for (field, value) in fields {
-        let len = prefix.len();
-        if !prefix.is_empty() {
-            prefix.push('.');
-        }
-        prefix.push_str(&field);
-        match value {
-            apache_avro::types::Value::Record(inner) if depth < super::MAX_DEPTH => avro_fields(inner, prefix, names, record, depth + 1)?,
-            other => avro_value(prefix.clone(), other, names, record, depth + 1)?,
-        }
-        prefix.truncate(len);
-    }
-    Ok(())
-}
-
-#[cfg(feature = "avro")]
-fn avro_value(name: String, value: apache_avro::types::Value, names: &mut super::FieldNames, record: &mut Record, depth: usize) -> Result<(), DecodeError> {
-    use apache_avro::types::Value as V;
-    let field = names.intern(&name)?;
-    match value {
-        V::Null => record.push_scalar(field, Kind::Null, 0),
-        V::Boolean(b) => record.push_scalar(field, Kind::Bool, b as u64),
-        V::Int(i) | V::Date(i) | V::TimeMillis(i) => record.push_scalar(field, Kind::Int, i as i64 as u64),
-        V::Long(i) | V::TimestampMillis(i) | V::TimeMicros(i) | V::LocalTimestampMillis(i) => record.push_scalar(field, Kind::Int, i as u64),
-        V::TimestampMicros(i) | V::LocalTimestampMicros(i) => record.push_scalar(field, Kind::Int, (i / 1000) as u64),
-        V::Float(f) => record.push_scalar(field, Kind::Float, (f as f64).to_bits()),
-        V::Double(f) => record.push_scalar(field, Kind::Float, f.to_bits()),
-        V::String(s) | V::Enum(_, s) => record.push_text(field, s.as_bytes()),
-        V::Union(_, inner) => {
-            // The union's branch is invisible to the record: only its value counts.
-            record.values.retain(|v| v.field != field);
-            match *inner {
-                V::Record(fields) if depth < super::MAX_DEPTH => {
-                    let mut prefix = name;
-                    avro_fields(fields, &mut prefix, names, record, depth + 1)?
-                }
-                other => avro_value(name, other, names, record, depth + 1)?,
-            }
-        }
-        other => {
-            let text = serde_json::Value::try_from(other).map(|v| v.to_string()).unwrap_or_default();
-            record.push_text(field, text.as_bytes())
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@
 
 use std::collections::HashMap;
 
+#[cfg(feature = "avro")]
+pub mod avro;
 mod json;
 pub mod message;
 #[cfg(feature = "registry")]

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::RegistryApi;
+use super::{RegistryApi, Unanswered};
 use crate::source::config::RegistryOptions;
 
 /// Longest answer read from the registry (a schema with its metadata).
@@ -45,19 +45,20 @@ impl HttpRegistry {
 }
 
 impl RegistryApi for HttpRegistry {
-    fn get(&self, path: &str) -> Result<String, String> {
+    fn get(&self, path: &str) -> Result<String, Unanswered> {
         let mut request = self.agent.get(format!("{}{path}", self.base)).header("Accept", "application/vnd.schemaregistry.v1+json, application/json");
         if let Some(authorization) = &self.authorization {
             request = request.header("Authorization", authorization);
         }
-        let mut response = request.call().map_err(|e| format!("the registry could not be asked for {path}: {}", described(&e)))?;
+        let what = path.split('?').next().unwrap_or(path);
+        let mut response = request.call().map_err(|e| Unanswered::Unreachable(format!("the registry could not be asked for {what}: {}", described(&e))))?;
         let status = response.status().as_u16();
         let body = response.body_mut().with_config().limit(MAX_ANSWER_BYTES).read_to_string();
         match (status, body) {
             (200, Ok(body)) => Ok(body),
-            (200, Err(e)) => Err(format!("the registry's answer to {path} could not be read: {}", described(&e))),
-            (404, _) => Err(format!("the registry has no {path} (404)")),
-            (401 | 403, _) => Err(format!("the registry refused {path} ({status}): check username and password")),
+            (200, Err(e)) => Err(Unanswered::Unreachable(format!("the registry's answer to {what} could not be read: {}", described(&e)))),
+            (404, _) => Err(Unanswered::Refused(format!("the registry has no {what} (404)"))),
+            (401 | 403, _) => Err(Unanswered::Refused(format!("the registry refused {what} ({status}): check username and password"))),
             (status, body) => {
                 let mut message = body
                     .ok()
@@ -65,7 +66,9 @@ impl RegistryApi for HttpRegistry {
                     .and_then(|v| v["message"].as_str().map(str::to_string))
                     .unwrap_or_default();
                 message.truncate(message.floor_char_boundary(200));
-                Err(format!("the registry answered {status} to {path}{}{message}", if message.is_empty() { "" } else { ": " }))
+                let reason = format!("the registry answered {status} to {what}{}{message}", if message.is_empty() { "" } else { ": " });
+                // A registry that is up but failing is treated as one that is down: not asked per message.
+                Err(if status >= 500 { Unanswered::Unreachable(reason) } else { Unanswered::Refused(reason) })
             }
         }
     }
@@ -76,7 +79,7 @@ fn described(error: &ureq::Error) -> String {
     match error {
         ureq::Error::Timeout(_) => "timed out".into(),
         ureq::Error::HostNotFound => "host not found".into(),
-        ureq::Error::ConnectionFailed => "connection refused".into(),
+        ureq::Error::ConnectionFailed => "connection failed".into(),
         ureq::Error::Io(e) => format!("i/o error ({})", e.kind()),
         ureq::Error::Tls(_) => "TLS error".into(),
         ureq::Error::BodyExceedsLimit(limit) => format!("longer than {limit} bytes"),

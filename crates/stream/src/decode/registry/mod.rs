@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use super::avro::AvroSchema;
 use super::DecodeError;
 use crate::source::config::RegistryOptions;
 
@@ -37,11 +38,7 @@ const SUBJECT_ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPH
 
 /// A parsed schema, ready to decode bodies.
 pub enum Schema {
-    /// `references`: the named types it uses from other schemas, each after those it uses.
-    Avro {
-        schema: apache_avro::Schema,
-        references: Vec<apache_avro::Schema>,
-    },
+    Avro(Box<AvroSchema>),
     Protobuf(ProtobufSchema),
     /// JSON Schema: the body is a JSON object; the schema detector judges its fields.
     Json,
@@ -49,7 +46,24 @@ pub enum Schema {
 
 /// The registry's REST API as this module uses it: a GET's body, or why not.
 pub trait RegistryApi: Send {
-    fn get(&self, path: &str) -> Result<String, String>;
+    fn get(&self, path: &str) -> Result<String, Unanswered>;
+}
+
+/// Why a GET has no body.
+#[derive(Debug)]
+pub enum Unanswered {
+    /// The registry could not be reached, or did not answer in time.
+    Unreachable(String),
+    /// It answered with an error (not found, refused, ...).
+    Refused(String),
+}
+
+impl Unanswered {
+    fn reason(self) -> String {
+        match self {
+            Unanswered::Unreachable(reason) | Unanswered::Refused(reason) => reason,
+        }
+    }
 }
 
 /// What the registry answers for a schema (by id, or a subject's version).
@@ -80,6 +94,9 @@ enum Cached {
 pub struct SchemaRegistry {
     api: Box<dyn RegistryApi>,
     schemas: HashMap<u32, Cached>,
+    /// When the registry last could not be reached, and why: until
+    /// [`RETRY_AFTER`] has passed, a new id is not asked for.
+    unreachable: Option<(Instant, String)>,
 }
 
 impl SchemaRegistry {
@@ -89,7 +106,7 @@ impl SchemaRegistry {
     }
 
     pub fn with_api(api: Box<dyn RegistryApi>) -> Self {
-        SchemaRegistry { api, schemas: HashMap::new() }
+        SchemaRegistry { api, schemas: HashMap::new(), unreachable: None }
     }
 
     /// The schema id of a framed payload, and its body.
@@ -108,8 +125,18 @@ impl SchemaRegistry {
             Some(Cached::Failed { reason, at }) if at.elapsed() < RETRY_AFTER => return Err(DecodeError::Registry(reason.clone())),
             _ => {}
         }
+        if let Some((at, reason)) = self.unreachable.as_ref().filter(|(at, _)| at.elapsed() < RETRY_AFTER) {
+            return Err(DecodeError::Registry(format!(
+                "schema {id}: not asked for, the registry was unreachable {} ms ago: {reason}",
+                at.elapsed().as_millis()
+            )));
+        }
         if self.schemas.len() >= MAX_SCHEMAS {
-            self.schemas.clear();
+            // Ids that failed go first; the schemas in use stay unless the cache is all of them.
+            self.schemas.retain(|_, cached| matches!(cached, Cached::Ready(_)));
+            if self.schemas.len() >= MAX_SCHEMAS {
+                self.schemas.clear();
+            }
         }
         match self.fetch(id) {
             Ok(schema) => {
@@ -117,16 +144,24 @@ impl SchemaRegistry {
                 self.schemas.insert(id, Cached::Ready(schema.clone()));
                 Ok(schema)
             }
-            Err(reason) => {
-                let reason = format!("schema {id}: {reason}");
+            Err(unanswered) => {
+                if let Unanswered::Unreachable(reason) = &unanswered {
+                    self.unreachable = Some((Instant::now(), reason.clone()));
+                }
+                let reason = format!("schema {id}: {}", unanswered.reason());
                 self.schemas.insert(id, Cached::Failed { reason: reason.clone(), at: Instant::now() });
                 Err(DecodeError::Registry(reason))
             }
         }
     }
 
-    fn fetch(&self, id: u32) -> Result<Schema, String> {
+    fn fetch(&self, id: u32) -> Result<Schema, Unanswered> {
         let answer = self.answer(&format!("/schemas/ids/{id}"))?;
+        let schema_type = answer.schema_type.as_deref().unwrap_or("AVRO");
+        if schema_type == "JSON" {
+            // The body is read as JSON; the schema (and what it references) is not needed.
+            return Ok(Schema::Json);
+        }
         // Every schema it references, depth first, each once: (name, answer).
         let mut referenced: Vec<(String, Answer)> = Vec::new();
         let mut pending: Vec<Reference> = answer.references.iter().rev().cloned().collect();
@@ -135,32 +170,32 @@ impl SchemaRegistry {
                 continue;
             }
             if referenced.len() >= MAX_REFERENCES {
-                return Err(format!("references more than {MAX_REFERENCES} schemas"));
+                return Err(Unanswered::Refused(format!("references more than {MAX_REFERENCES} schemas")));
             }
             let subject = percent_encoding::utf8_percent_encode(&reference.subject, SUBJECT_ESCAPED);
             let version = if reference.version < 0 { "latest".to_string() } else { reference.version.to_string() };
-            let found = self.answer(&format!("/subjects/{subject}/versions/{version}"))?;
+            // A version deleted since (soft) still decodes the messages written with it.
+            let found = self.answer(&format!("/subjects/{subject}/versions/{version}?deleted=true"))?;
             pending.extend(found.references.iter().rev().cloned());
             referenced.push((reference.name, found));
         }
-        match answer.schema_type.as_deref().unwrap_or("AVRO") {
+        let invalid = Unanswered::Refused;
+        match schema_type {
             "AVRO" => {
-                // Those a schema references come before it, as resolving names needs.
+                // Reversed: each schema after those it references, as resolving names needs.
                 let texts: Vec<&str> = referenced.iter().rev().map(|(_, a)| a.schema.as_str()).collect();
-                let (schema, references) = apache_avro::Schema::parse_str_with_list(&answer.schema, texts).map_err(|e| format!("invalid Avro schema: {e}"))?;
-                Ok(Schema::Avro { schema, references })
+                Ok(Schema::Avro(Box::new(AvroSchema::parse(&answer.schema, &texts).map_err(invalid)?)))
             }
             "PROTOBUF" => {
                 let files = referenced.iter().map(|(name, a)| (name.as_str(), a.schema.as_str())).collect();
-                Ok(Schema::Protobuf(ProtobufSchema::compile(&answer.schema, files)?))
+                Ok(Schema::Protobuf(ProtobufSchema::compile(&answer.schema, files).map_err(invalid)?))
             }
-            "JSON" => Ok(Schema::Json),
-            other => Err(format!("schema type {other} is not one this host reads (AVRO, PROTOBUF, JSON)")),
+            other => Err(invalid(format!("schema type {other} is not one this host reads (AVRO, PROTOBUF, JSON)"))),
         }
     }
 
-    fn answer(&self, path: &str) -> Result<Answer, String> {
+    fn answer(&self, path: &str) -> Result<Answer, Unanswered> {
         let body = self.api.get(path)?;
-        serde_json::from_str(&body).map_err(|e| format!("the registry's answer to {path} is not a schema: {e}"))
+        serde_json::from_str(&body).map_err(|e| Unanswered::Refused(format!("the registry's answer to {path} is not a schema: {e}")))
     }
 }

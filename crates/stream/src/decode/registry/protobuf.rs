@@ -67,7 +67,8 @@ impl ProtobufSchema {
         let missing = || DecodeError::Registry(format!("the message indexes {indexes:?} name no message of the schema"));
         let mut message = self.messages.get(indexes.first().copied().unwrap_or(0)).ok_or_else(missing)?.clone();
         for &i in indexes.iter().skip(1) {
-            let child = message.child_messages().nth(i).ok_or_else(missing)?;
+            // Declared messages only, as the serializers count them: not a map field's entry type.
+            let child = message.child_messages().filter(|m| !m.is_map_entry()).nth(i).ok_or_else(missing)?;
             message = child;
         }
         Ok(message)

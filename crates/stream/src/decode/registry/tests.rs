@@ -25,9 +25,19 @@ impl Fake {
 }
 
 impl RegistryApi for Fake {
-    fn get(&self, path: &str) -> Result<String, String> {
+    fn get(&self, path: &str) -> Result<String, Unanswered> {
         self.asked.lock().unwrap().push(path.into());
-        self.answers.lock().unwrap().get(path).cloned().ok_or_else(|| format!("the registry has no {path} (404)"))
+        let path = path.strip_suffix("?deleted=true").unwrap_or(path);
+        self.answers.lock().unwrap().get(path).cloned().ok_or_else(|| Unanswered::Refused(format!("the registry has no {path} (404)")))
+    }
+}
+
+/// A registry that never answers.
+struct Down;
+
+impl RegistryApi for Down {
+    fn get(&self, _: &str) -> Result<String, Unanswered> {
+        Err(Unanswered::Unreachable("connection failed".into()))
     }
 }
 
@@ -76,19 +86,24 @@ const ORDER_AVRO: &str = r#"{"type":"record","name":"Order","namespace":"shop","
     {"name":"id","type":"long"},{"name":"amount","type":["null","double"]},{"name":"geo","type":"shop.Geo"}]}"#;
 const GEO_AVRO: &str = r#"{"type":"record","name":"Geo","namespace":"shop","fields":[{"name":"country","type":"string"}]}"#;
 
-#[test]
-fn avro_with_a_referenced_type_json_and_bad_framing() {
-    let fake = Fake::default()
-        .with("/schemas/ids/7", serde_json::json!({"schema": ORDER_AVRO, "references": [{"name": "shop.Geo", "subject": "geo value", "version": 2}]}))
-        .with("/subjects/geo%20value/versions/2", serde_json::json!({"subject": "geo value", "version": 2, "id": 6, "schema": GEO_AVRO}))
-        .with("/schemas/ids/8", serde_json::json!({"schemaType": "JSON", "schema": "{\"type\":\"object\"}"}));
+/// An `Order` of [`ORDER_AVRO`], written by apache-avro.
+fn order_avro() -> Vec<u8> {
     let (schema, refs) = apache_avro::Schema::parse_str_with_list(ORDER_AVRO, [GEO_AVRO]).unwrap();
     let mut value = apache_avro::types::Record::new(&schema).unwrap();
     value.put("id", 42i64);
     value.put("amount", apache_avro::types::Value::Union(0, Box::new(apache_avro::types::Value::Null)));
     value.put("geo", apache_avro::types::Value::Record(vec![("country".into(), "DE".into())]));
     let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&schema).schemata(refs.iter().chain([&schema]).collect()).unwrap().build().unwrap();
-    let avro = writer.write_value_to_vec(value).unwrap();
+    writer.write_value_to_vec(value).unwrap()
+}
+
+#[test]
+fn avro_with_a_referenced_type_json_and_bad_framing() {
+    let fake = Fake::default()
+        .with("/schemas/ids/7", serde_json::json!({"schema": ORDER_AVRO, "references": [{"name": "shop.Geo", "subject": "geo value", "version": 2}]}))
+        .with("/subjects/geo%20value/versions/2", serde_json::json!({"subject": "geo value", "version": 2, "id": 6, "schema": GEO_AVRO}))
+        .with("/schemas/ids/8", serde_json::json!({"schemaType": "JSON", "schema": "{\"type\":\"object\"}"}));
+    let avro = order_avro();
     let got = decoded(
         SchemaRegistry::with_api(Box::new(fake.clone())),
         &[
@@ -99,15 +114,19 @@ fn avro_with_a_referenced_type_json_and_bad_framing() {
             b"{\"a\":1}".to_vec(),
             vec![0, 0, 7],
             framed(99, b"{}"),
+            framed(7, &[&avro[..], &[0]].concat()),
+            framed(7, &avro[..avro.len() - 3]),
         ],
     );
     assert_eq!(got[0], Ok(pairs(&[("id", "42"), ("amount", "Null"), ("geo.country", "DE")])));
     assert_eq!(got[1], Ok(pairs(&[("a", "1"), ("b.c", "x")])));
     assert_eq!(got[2], got[0]);
-    assert!(got[3].as_ref().unwrap_err().contains("Avro"), "{got:?}");
+    assert!(got[3].as_ref().unwrap_err().starts_with("invalid Avro message: cut short"), "{got:?}");
     assert!(got[4].as_ref().unwrap_err().contains("the first byte is 0x7b, not the framing's 0"), "{got:?}");
     assert!(got[5].as_ref().unwrap_err().contains("3 bytes, fewer than the framing's 5"), "{got:?}");
     assert_eq!(got[6], Err("schema registry: schema 99: the registry has no /schemas/ids/99 (404)".into()));
+    assert_eq!(got[7], Err("invalid Avro message: 1 bytes after the datum".into()));
+    assert!(got[8].as_ref().unwrap_err().starts_with("invalid Avro message: cut short"), "a datum cut at a union reads as no nulls: {got:?}");
     assert_eq!(fake.asked("/schemas/ids/7"), 1, "a schema is fetched once");
 }
 
@@ -119,6 +138,16 @@ fn a_failed_fetch_is_not_asked_again_at_once() {
         assert!(registry.schema(5).is_err());
     }
     assert_eq!(fake.asked("/schemas/ids/5"), 1);
+}
+
+/// A registry that cannot be reached is not asked again for any id for a
+/// while: an outage costs one request, not one per message.
+#[test]
+fn an_unreachable_registry_is_not_asked_per_message() {
+    let mut registry = SchemaRegistry::with_api(Box::new(Down));
+    assert!(registry.schema(1).err().unwrap().to_string().contains("connection failed"));
+    let again = registry.schema(2).err().unwrap().to_string();
+    assert!(again.contains("not asked for, the registry was unreachable") && again.contains("connection failed"), "{again}");
 }
 
 #[test]
@@ -233,7 +262,7 @@ fn mangled_messages_are_reasons_not_panics() {
     let mut d = MessageDecoder::new(MessageFormat::Json, vec![], None, None).unwrap().with_registry(order_registry()).with_max_fields(64);
     let mut as_order = vec![2, 2];
     as_order.extend(encoded_order());
-    let seeds = [framed(3, &as_order), framed(7, &[2, 84, 0, 0, 4, 68, 69])];
+    let seeds = [framed(3, &as_order), framed(7, &order_avro())];
     let mut rng = fastrand::Rng::with_seed(7);
     let (mut decoded, mut refused) = (0, 0);
     for _ in 0..20_000 {
@@ -258,7 +287,13 @@ fn mangled_messages_are_reasons_not_panics() {
                 decoded += 1;
             }
             Err(e) => {
-                assert!(!e.to_string().is_empty());
+                let reason = e.to_string();
+                assert!(
+                    ["invalid Avro message: ", "invalid Protobuf message: ", "schema registry: ", "invalid JSON", "a new field name"]
+                        .iter()
+                        .any(|p| reason.starts_with(p)),
+                    "{reason}"
+                );
                 refused += 1;
             }
         }
@@ -291,4 +326,38 @@ fn protobuf_messages_by_index_with_imports_and_well_known_types() {
     assert!(got[2].as_ref().unwrap_err().contains("name no message"), "{got:?}");
     assert!(got[3].as_ref().unwrap_err().contains("Protobuf"), "{got:?}");
     assert!(got[4].as_ref().unwrap_err().contains("cut short"), "{got:?}");
+}
+
+/// A recursive schema lets the data decide the nesting: a list of a million
+/// links in 1 MB would overflow the decode thread's stack inside apache-avro
+/// (an abort, not an error). Past the nesting limit it is a dead letter; a
+/// type that contains itself with no way out fails on any message.
+#[test]
+fn nesting_past_the_limit_is_a_dead_letter_not_a_stack_overflow() {
+    let list = r#"{"type":"record","name":"Link","fields":[{"name":"v","type":"int"},{"name":"next","type":["null","Link"]}]}"#;
+    let endless = r#"{"type":"record","name":"R","fields":[{"name":"r","type":"R"}]}"#;
+    let fake = Fake::default().with("/schemas/ids/1", serde_json::json!({"schema": list})).with("/schemas/ids/2", serde_json::json!({"schema": endless}));
+    // Each link: v = 1 (zigzag 2), then union branch 1 (zigzag 2); the last one's next is null.
+    let links = |n: usize| [[2u8, 2].repeat(n), vec![2, 0]].concat();
+    let (three, deep) = (framed(1, &links(2)), framed(1, &links(1_000_000)));
+    let got = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || decoded(SchemaRegistry::with_api(Box::new(fake)), &[three, deep, framed(2, &[])]))
+        .unwrap()
+        .join()
+        .expect("no stack overflow");
+    assert_eq!(got[0], Ok(pairs(&[("v", "1"), ("next.v", "1"), ("next.next.v", "1"), ("next.next.next", "Null")])));
+    assert_eq!(got[1], Err("invalid Avro message: nested deeper than 64 levels".into()));
+    assert_eq!(got[2], Err("invalid Avro message: nested deeper than 64 levels".into()));
+}
+
+/// Nested message indexes count declared messages only, as the serializers
+/// do: a map field's entry type, which the compiler adds, is not one.
+#[test]
+fn nested_indexes_pass_over_map_entry_types() {
+    let proto = "syntax = \"proto3\"; message Outer { map<string, int32> tags = 1; message Inner { int32 n = 1; } }";
+    let fake = Fake::default().with("/schemas/ids/4", serde_json::json!({"schemaType": "PROTOBUF", "schema": proto}));
+    // Indexes [0, 0]: count 2 (zigzag 4), 0, 0 -> Outer.Inner, then n = 5.
+    let got = decoded(SchemaRegistry::with_api(Box::new(fake)), &[framed(4, &[4, 0, 0, 8, 5])]);
+    assert_eq!(got[0], Ok(pairs(&[("n", "5")])));
 }
