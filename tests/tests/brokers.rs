@@ -328,6 +328,38 @@ fn kafka_over_sasl_scram_and_tls_from_the_environment_alone() {
     assert!(last.contains("SASL authentication error") && !refused.stderr.contains(wrong), "{}", refused.stderr);
 }
 
+/// A Redis over TLS with a login (`rediss://`, the TLS port
+/// `scripts/brokers` opens with a CA of its own), the login, CA and address
+/// from the environment: every entry is read (the reader's own TLS
+/// connection and the `redis` crate's, checkpoints and acks included), the
+/// password shows nowhere, and without the CA the server's certificate is
+/// refused with the reason.
+#[test]
+fn redis_over_tls_with_a_login_from_the_environment() {
+    let s = Sandbox::with_bundled();
+    let stream = fresh("secured");
+    produce(&s, &format!("{}/{stream}", redis()), 5_000, &[], 1);
+    let source = format!("rediss://${{REDIS_USER}}:${{REDIS_PASSWORD}}@${{REDIS_SECURE}}/{stream}?group=g&consumer=c1");
+    let with_ca = s.write("tls.toml", format!("[[pipelines]]\nname = \"orders\"\nsource = \"{source}\"\n[pipelines.broker]\ntls_ca = \"${{REDIS_CA}}\"\n"));
+    let without_ca = s.write("no-ca.toml", format!("[[pipelines]]\nname = \"orders\"\nsource = \"{source}\"\n"));
+    let password = broker("REDIS_PASSWORD");
+    let env: Vec<(&str, String)> = ["REDIS_USER", "REDIS_PASSWORD", "REDIS_SECURE", "REDIS_CA"].into_iter().map(|v| (v, broker(v))).collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = s.run_with_env(&["--config", with_ca.to_str().unwrap(), "--until-end", "--format", "json", "--window", "500"], &env);
+    run.assert_ok();
+    assert_eq!((run.summary()["records"].as_u64(), run.summary()["windows"].as_u64()), (Some(5_000), Some(10)), "{}", run.stderr);
+    let again = s.run_with_env(&["--config", with_ca.to_str().unwrap(), "--until-end", "--format", "json", "--window", "500"], &env);
+    assert_eq!(again.summary()["records"].as_u64(), Some(0), "acked entries were read again:\n{}", again.stderr);
+    let mut shown = format!("{}{}{}{}", run.stdout, run.stderr, again.stdout, again.stderr);
+    for file in walk(&s.path("data")) {
+        shown.push_str(&String::from_utf8_lossy(&std::fs::read(&file).unwrap()));
+    }
+    assert!(!shown.contains(&password), "the Redis password shows in the output or the data dir");
+    let refused = s.run_with_env(&["--config", without_ca.to_str().unwrap(), "--until-end"], &env);
+    assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+    assert!(refused.stderr.contains("certificate") && !refused.stderr.contains(&password), "{}", refused.stderr);
+}
+
 /// Every file under `dir`.
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();

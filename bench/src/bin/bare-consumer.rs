@@ -76,7 +76,7 @@ fn redis(url: &BrokerUrl, group: &str, count: u64) -> u64 {
     let client = redis::Client::open(format!("redis://{}/", url.hosts)).expect("client");
     let mut con = client.get_connection().expect("connect");
     let _: () = con.xgroup_create_mkstream(&url.path, group, "0").expect("group");
-    let mut reader = StreamReader::connect(&url.hosts, url.login.as_ref(), Duration::from_secs(5), Duration::from_secs(10)).expect("connect");
+    let mut reader = StreamReader::connect(&url.hosts, url.login.as_ref(), None, Duration::from_secs(5), Duration::from_secs(10)).expect("connect");
     let mut read = 0;
     while read < count {
         let entries = reader.read(group, "bare", 1000, Some(Duration::from_millis(200)), &url.path, ">").expect("XREADGROUP");

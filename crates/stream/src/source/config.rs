@@ -104,7 +104,7 @@ pub fn masked(spec: &str) -> String {
     let Some((scheme, rest)) = spec.split_once("://") else {
         // A broker URL missing its `//` (`redis:/:pw@host`): nothing after the scheme is shown.
         return match spec.split_once(':') {
-            Some((scheme, _)) if ["kafka", "pulsar", "redis"].iter().any(|k| k.eq_ignore_ascii_case(scheme)) => format!("{scheme}:***"),
+            Some((scheme, _)) if ["kafka", "pulsar", "redis", "rediss"].iter().any(|k| k.eq_ignore_ascii_case(scheme)) => format!("{scheme}:***"),
             _ => spec.to_string(),
         };
     };
@@ -257,6 +257,9 @@ pub struct BrokerOptions {
     pub dead_letter_topic: Option<String>,
     /// Topic or stream on the same broker that every alert is also produced to.
     pub findings_topic: Option<String>,
+    /// `rediss://` (Redis over TLS): a CA certificate file (PEM) to trust
+    /// instead of the system's roots.
+    pub tls_ca: Option<PathBuf>,
     /// Kafka topic (compacted) or Redis key prefix where the broker keeps
     /// the pipeline's checkpoints (default `clean-host-state`).
     pub state_table: Option<String>,

@@ -275,7 +275,7 @@ pub trait StateTable: Send {
 pub const STATE_TABLE_KEPT: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The source a pipeline names: `generator`, `-` (stdin), a file path, or a
-/// `kafka://`, `pulsar://` or `redis://` URL.
+/// `kafka://`, `pulsar://`, `redis://` or `rediss://` (TLS) URL.
 #[cfg_attr(not(all(feature = "kafka", feature = "redis")), allow(unused_variables))]
 pub fn open(spec: &str, generator: &generator::GeneratorConfig, broker: &BrokerOptions) -> Result<Box<dyn Source>, SourceError> {
     if let Some((scheme, _)) = spec.split_once("://") {
@@ -287,7 +287,7 @@ pub fn open(spec: &str, generator: &generator::GeneratorConfig, broker: &BrokerO
             #[cfg(feature = "pulsar")]
             "pulsar" => Ok(Box::new(pulsar::PulsarSource::new(url, broker)?)),
             #[cfg(feature = "redis")]
-            "redis" => Ok(Box::new(redis::RedisSource::new(url, broker)?)),
+            "redis" | "rediss" => Ok(Box::new(redis::RedisSource::new(url, broker)?)),
             other => Err(url.error(format!("no '{other}' source in this build (kafka, pulsar and redis are cargo features)"))),
         };
     }
@@ -309,7 +309,7 @@ pub fn open(spec: &str, generator: &generator::GeneratorConfig, broker: &BrokerO
 /// no file is there by that name.
 fn mistyped_url(path: &str) -> Option<&'static str> {
     let (scheme, _) = path.split_once(':')?;
-    let known = ["kafka", "pulsar", "redis"].into_iter().find(|k| k.eq_ignore_ascii_case(scheme))?;
+    let known = ["kafka", "pulsar", "redis", "rediss"].into_iter().find(|k| k.eq_ignore_ascii_case(scheme))?;
     (!std::path::Path::new(path).exists()).then_some(known)
 }
 
@@ -317,7 +317,7 @@ fn mistyped_url(path: &str) -> Option<&'static str> {
 fn login_taken(url: &config::BrokerUrl) -> Result<(), SourceError> {
     match (&url.login, url.scheme.as_str()) {
         (Some(_), "kafka") => Err(url.error("a login in a kafka:// URL is not used: set sasl.username and sasl.password under [pipelines.broker.kafka]")),
-        (Some(_), scheme) if scheme != "redis" => Err(url.error(format!("a login in a {scheme}:// URL is not used"))),
+        (Some(_), scheme) if scheme != "redis" && scheme != "rediss" => Err(url.error(format!("a login in a {scheme}:// URL is not used"))),
         _ => Ok(()),
     }
 }
@@ -334,7 +334,7 @@ pub fn open_sink(url: &str, broker: &BrokerOptions, partitions: i32) -> Result<B
         #[cfg(feature = "pulsar")]
         "pulsar" => Ok(Box::new(pulsar::PulsarSink::new(&parsed.hosts, &parsed.path)?)),
         #[cfg(feature = "redis")]
-        "redis" => Ok(Box::new(redis::RedisSink::new(&parsed, &parsed.path)?)),
+        "redis" | "rediss" => Ok(Box::new(redis::RedisSink::new(&redis::Server::new(&parsed, broker)?, &parsed.path)?)),
         other => Err(parsed.error(format!("no '{other}' sink in this build"))),
     }
 }

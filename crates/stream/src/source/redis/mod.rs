@@ -35,14 +35,66 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const BLOCK: Duration = Duration::from_millis(200);
 const READ_COUNT: usize = 1000;
 
-/// Connect to `url`'s hosts, logged in with its login if it has one.
-fn connect(url: &BrokerUrl) -> Result<Connection, SourceError> {
-    let unreachable = |e: redis::RedisError| SourceError::Unreachable { address: url.hosts.clone(), message: e.to_string() };
-    let client = redis::Client::open(format!("redis://{}/", url.address())).map_err(unreachable)?;
-    let con = client.get_connection_with_timeout(CONNECT_TIMEOUT).map_err(unreachable)?;
-    con.set_read_timeout(Some(BLOCK + Duration::from_secs(5))).map_err(unreachable)?;
-    con.set_write_timeout(Some(CONNECT_TIMEOUT)).map_err(unreachable)?;
-    Ok(con)
+/// A Redis server as the host reaches it: its URL (`redis://`, or
+/// `rediss://` over TLS) and, over TLS, the roots its certificate is checked
+/// against (`tls_ca`, else the system's). Both the `redis` crate's
+/// connections and the XREADGROUP reader's go through it.
+#[derive(Clone)]
+pub struct Server {
+    url: BrokerUrl,
+    tls: Option<Tls>,
+}
+
+#[derive(Clone)]
+struct Tls {
+    config: Arc<rustls::ClientConfig>,
+    /// The CA certificate file's PEM, if one was given.
+    ca: Option<Vec<u8>>,
+}
+
+impl Server {
+    pub fn new(url: &BrokerUrl, options: &BrokerOptions) -> Result<Self, SourceError> {
+        let tls = match (url.scheme.as_str(), &options.tls_ca) {
+            ("rediss", ca) => {
+                let ca = match ca {
+                    Some(path) => Some(std::fs::read(path).map_err(|e| url.error(format!("tls_ca {}: {e}", path.display())))?),
+                    None => None,
+                };
+                let config = reader::tls_config(ca.as_deref()).map_err(|e| url.error(format!("TLS: {e}")))?;
+                Some(Tls { config, ca })
+            }
+            (_, Some(_)) => return Err(url.error("tls_ca is for a rediss:// URL (Redis over TLS)")),
+            (_, None) => None,
+        };
+        Ok(Server { url: url.clone(), tls })
+    }
+
+    /// A connection of the `redis` crate, logged in with the URL's login if it has one.
+    fn connect(&self) -> Result<Connection, SourceError> {
+        let url = &self.url;
+        let unreachable = |e: redis::RedisError| SourceError::Unreachable { address: url.hosts.clone(), message: e.to_string() };
+        let client = match &self.tls {
+            None => redis::Client::open(format!("redis://{}/", url.address())),
+            Some(tls) => {
+                redis::Client::build_with_tls(format!("rediss://{}/", url.address()), redis::TlsCertificates { client_tls: None, root_cert: tls.ca.clone() })
+            }
+        }
+        .map_err(unreachable)?;
+        let con = client.get_connection_with_timeout(CONNECT_TIMEOUT).map_err(unreachable)?;
+        con.set_read_timeout(Some(BLOCK + Duration::from_secs(5))).map_err(unreachable)?;
+        con.set_write_timeout(Some(CONNECT_TIMEOUT)).map_err(unreachable)?;
+        Ok(con)
+    }
+
+    /// A connection of the XREADGROUP reader.
+    fn reader(&self) -> redis::RedisResult<StreamReader> {
+        StreamReader::connect(&self.url.hosts, self.url.login.as_ref(), self.tls.as_ref().map(|t| &t.config), CONNECT_TIMEOUT, BLOCK + Duration::from_secs(5))
+    }
+
+    /// How the server is named in logs and errors (no login).
+    fn name(&self, key: &str) -> String {
+        format!("{}://{}/{key}", self.url.scheme, self.url.hosts)
+    }
 }
 
 /// Whether an error passes with time: the connection went away, or the
@@ -52,9 +104,7 @@ fn passing(e: &redis::RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal() || e.kind() == redis::ErrorKind::BusyLoadingError
 }
 
-/// How long a sink waits for a restarted server to load its data set; a
-/// batch sent again whole if loading ended inside it may store some of its
-/// entries twice (at least once, as everywhere).
+/// How long a sink waits for a restarted server to load its data set.
 const LOADING_PATIENCE: Duration = Duration::from_secs(60);
 
 /// `ms-seq` as a pair, to compare entry ids.
@@ -64,7 +114,7 @@ fn id_pair(id: &str) -> (u64, u64) {
 }
 
 pub struct RedisSource {
-    url: BrokerUrl,
+    server: Server,
     options: BrokerOptions,
     stream: String,
     consumer: String,
@@ -88,7 +138,8 @@ impl RedisSource {
         let start = options.start_at(&url)?;
         let stream = url.path.clone();
         let consumer = options.consumer.clone().unwrap_or_else(|| format!("clean-host-{}", std::process::id()));
-        let mut con = connect(&url)?;
+        let server = Server::new(&url, &options)?;
+        let mut con = server.connect()?;
         let from = match start {
             super::config::StartAt::Earliest => "0".to_string(),
             super::config::StartAt::Latest => "$".to_string(),
@@ -109,7 +160,7 @@ impl RedisSource {
         let last: FirstId = con.xrevrange_count(&stream, "+", "-", 1).map_err(|e| SourceError::Broker(e.to_string()))?;
         let end = last.0.map(|id| id_pair(&id));
         let replay = matches!(start, super::config::StartAt::Offset(_) | super::config::StartAt::Time(_));
-        Ok(RedisSource { url, options, stream, consumer, con, reader: None, end, replay, resumed: None })
+        Ok(RedisSource { server, options, stream, consumer, con, reader: None, end, replay, resumed: None })
     }
 
     fn message(&self, offset: u64, mut entry: Entry) -> Message {
@@ -145,7 +196,7 @@ impl RedisSource {
                     let reply: redis::streams::StreamAutoClaimReply =
                         self.con.xautoclaim_options(&self.stream, &group, &self.consumer, idle, start.as_str(), opts)?;
                     if !reply.claimed.is_empty() {
-                        tracing::info!("redis {}: took over {} entries another consumer left pending", self.url.hosts, reply.claimed.len());
+                        tracing::info!("redis {}: took over {} entries another consumer left pending", self.server.url.hosts, reply.claimed.len());
                     }
                     if reply.next_stream_id == "0-0" {
                         *phase = ReadPhase::OwnPending("0".into());
@@ -178,7 +229,7 @@ impl RedisSource {
     fn xreadgroup(&mut self, group: &str, after: &str, block: Option<Duration>) -> redis::RedisResult<Vec<Entry>> {
         let reader = match &mut self.reader {
             Some(reader) => reader,
-            None => self.reader.insert(StreamReader::connect(&self.url.hosts, self.url.login.as_ref(), CONNECT_TIMEOUT, BLOCK + Duration::from_secs(5))?),
+            None => self.reader.insert(self.server.reader()?),
         };
         let read = reader.read(group, &self.consumer, READ_COUNT, block, &self.stream, after);
         if read.is_err() {
@@ -306,7 +357,7 @@ fn pairs_json(fields: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
 
 impl Source for RedisSource {
     fn name(&self) -> String {
-        format!("redis://{}/{}", self.url.hosts, self.stream)
+        self.server.name(&self.stream)
     }
 
     fn acknowledges(&self) -> bool {
@@ -345,11 +396,11 @@ impl Source for RedisSource {
 
     fn dead_letter_sink(&self) -> Result<Option<Box<dyn Sink>>, SourceError> {
         let stream = self.options.dead_letter_topic.clone().unwrap_or_else(|| format!("{}-dead-letters", self.stream));
-        Ok(Some(Box::new(RedisSink::new(&self.url, &stream)?)))
+        Ok(Some(Box::new(RedisSink::new(&self.server, &stream)?)))
     }
 
     fn state_table(&self) -> Result<Option<Box<dyn StateTable>>, SourceError> {
-        Ok(Some(Box::new(RedisTable::new(&self.url, self.options.state_table())?)))
+        Ok(Some(Box::new(RedisTable::new(&self.server, self.options.state_table())?)))
     }
 
     fn run(mut self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
@@ -401,7 +452,7 @@ impl Source for RedisSource {
                     read
                 }
                 Err(e) if passing(&e) => {
-                    tracing::warn!("redis {}: {e}; reconnecting in {backoff:?}", self.url.hosts);
+                    tracing::warn!("redis {}: {e}; reconnecting in {backoff:?}", self.server.url.hosts);
                     ctx.progress.broker_errors.fetch_add(1, Ordering::Relaxed);
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -410,8 +461,8 @@ impl Source for RedisSource {
                     if matches!(phase, ReadPhase::New) {
                         phase = ReadPhase::OwnPending(last_id.clone().unwrap_or_else(|| "0".into()));
                     }
-                    if let Ok(con) = connect(&self.url) {
-                        tracing::info!("redis {}: reconnected", self.url.hosts);
+                    if let Ok(con) = self.server.connect() {
+                        tracing::info!("redis {}: reconnected", self.server.url.hosts);
                         self.con = con;
                     }
                     continue;
@@ -451,7 +502,8 @@ impl Source for RedisSource {
 /// Appends entries (`data` = payload, `key` = key) to a stream, in
 /// pipelined batches; `flush` returns once all are stored.
 pub struct RedisSink {
-    hosts: String,
+    /// `redis://HOST/STREAM`, for errors.
+    name: String,
     stream: String,
     con: Connection,
     batch: redis::Pipeline,
@@ -462,15 +514,19 @@ pub struct RedisSink {
 const SINK_BATCH: usize = 500;
 
 impl RedisSink {
-    /// A sink to `stream` on `url`'s server.
-    pub fn new(url: &BrokerUrl, stream: &str) -> Result<Self, SourceError> {
-        Ok(RedisSink { hosts: url.hosts.clone(), stream: stream.into(), con: connect(url)?, batch: redis::pipe(), queued: 0 })
+    /// A sink to `stream` on `server`.
+    pub fn new(server: &Server, stream: &str) -> Result<Self, SourceError> {
+        // In MULTI/EXEC: a batch sent while a restarted server loads its data set is
+        // refused whole (EXECABORT), never stored in part, so sending it again stores none twice.
+        let mut batch = redis::pipe();
+        batch.atomic();
+        Ok(RedisSink { name: server.name(stream), stream: stream.into(), con: server.connect()?, batch, queued: 0 })
     }
 }
 
 impl Sink for RedisSink {
     fn name(&self) -> String {
-        format!("redis://{}/{}", self.hosts, self.stream)
+        self.name.clone()
     }
 
     fn send(&mut self, key: &str, payload: &[u8]) -> Result<(), SourceError> {
@@ -489,7 +545,11 @@ impl Sink for RedisSink {
             loop {
                 match self.batch.query::<()>(&mut self.con) {
                     Ok(()) => break,
-                    Err(e) if e.kind() == redis::ErrorKind::BusyLoadingError && started.elapsed() < LOADING_PATIENCE => {
+                    // A command refused while loading aborts the transaction (EXECABORT).
+                    Err(e)
+                        if matches!(e.kind(), redis::ErrorKind::BusyLoadingError | redis::ErrorKind::ExecAbortError)
+                            && started.elapsed() < LOADING_PATIENCE =>
+                    {
                         std::thread::sleep(Duration::from_millis(100));
                     }
                     Err(e) => return Err(SourceError::Broker(format!("XADD to {}: {e}", self.name()))),
@@ -505,15 +565,15 @@ impl Sink for RedisSink {
 /// A [`StateTable`] kept as one Redis hash per table (`PREFIX:TABLE`),
 /// written in MULTI/EXEC and kept for [`STATE_TABLE_KEPT`] after the last write.
 pub struct RedisTable {
-    url: BrokerUrl,
+    server: Server,
     prefix: String,
     con: Option<Connection>,
 }
 
 impl RedisTable {
-    /// The tables under `prefix` on `url`'s server.
-    pub fn new(url: &BrokerUrl, prefix: &str) -> Result<Self, SourceError> {
-        Ok(RedisTable { url: url.clone(), prefix: prefix.into(), con: Some(connect(url)?) })
+    /// The tables under `prefix` on `server`.
+    pub fn new(server: &Server, prefix: &str) -> Result<Self, SourceError> {
+        Ok(RedisTable { server: server.clone(), prefix: prefix.into(), con: Some(server.connect()?) })
     }
 
     fn key(&self, table: &str) -> String {
@@ -527,7 +587,7 @@ impl RedisTable {
         loop {
             let con = match &mut self.con {
                 Some(con) => con,
-                None => self.con.insert(connect(&self.url)?),
+                None => self.con.insert(self.server.connect()?),
             };
             match query(con) {
                 Ok(value) => return Ok(value),
@@ -543,7 +603,7 @@ impl RedisTable {
 
 impl StateTable for RedisTable {
     fn name(&self) -> String {
-        format!("redis://{}/{}:*", self.url.hosts, self.prefix)
+        self.server.name(&format!("{}:*", self.prefix))
     }
 
     fn put(&mut self, table: &str, fields: &[(String, Vec<u8>)]) -> Result<(), SourceError> {

@@ -10,7 +10,11 @@
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 
 use redis::{ErrorKind, RedisError, RedisResult};
 
@@ -30,14 +34,50 @@ pub struct Entry {
 
 /// A plain connection that only reads a group's entries.
 pub struct StreamReader {
-    socket: TcpStream,
+    socket: Box<dyn Wire>,
     buf: Vec<u8>,
 }
 
+/// A connection's bytes: a TCP stream, or TLS over one.
+trait Wire: Read + Write + Send {}
+impl<T: Read + Write + Send> Wire for T {}
+
+/// A TLS client config trusting `ca` (PEM certificates), or the system's roots without one.
+pub fn tls_config(ca: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(pem) => {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| format!("tls_ca is not a PEM certificate file: {e}"))?;
+                roots.add(cert).map_err(|e| format!("tls_ca: {e}"))?;
+            }
+            if roots.is_empty() {
+                return Err("tls_ca holds no certificate".into());
+            }
+        }
+        None => {
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 impl StreamReader {
-    /// Connect to `hosts` (`host[:port]`) and log in with `login` when it
-    /// has a password; reads time out after `read_timeout`.
-    pub fn connect(hosts: &str, login: Option<&Login>, connect_timeout: Duration, read_timeout: Duration) -> RedisResult<Self> {
+    /// Connect to `hosts` (`host[:port]`), over TLS with `tls`, and log in
+    /// with `login` when it has a password; reads time out after `read_timeout`.
+    pub fn connect(
+        hosts: &str,
+        login: Option<&Login>,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+        connect_timeout: Duration,
+        read_timeout: Duration,
+    ) -> RedisResult<Self> {
         let address = if hosts.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) { hosts.to_string() } else { format!("{hosts}:6379") };
         let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{hosts} resolves to no address"));
         for addr in address.to_socket_addrs()? {
@@ -46,6 +86,16 @@ impl StreamReader {
                     socket.set_read_timeout(Some(read_timeout))?;
                     socket.set_write_timeout(Some(connect_timeout))?;
                     socket.set_nodelay(true)?;
+                    let socket: Box<dyn Wire> = match tls {
+                        None => Box::new(socket),
+                        Some(config) => {
+                            let host = address.rsplit_once(':').map_or(address.as_str(), |(host, _)| host).trim_start_matches('[').trim_end_matches(']');
+                            let name =
+                                ServerName::try_from(host.to_string()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{host}: {e}")))?;
+                            let session = rustls::ClientConnection::new(config.clone(), name).map_err(io::Error::other)?;
+                            Box::new(rustls::StreamOwned::new(session, socket))
+                        }
+                    };
                     let mut reader = StreamReader { socket, buf: Vec::new() };
                     if let Some((user, password)) = login.map(Login::user_and_password).filter(|(_, p)| !p.is_empty()) {
                         reader.log_in(&user, &password)?;
@@ -336,12 +386,13 @@ mod tests {
     fn a_password_in_the_address_logs_in_and_a_refusal_does_not_pass() {
         let (address, hear) = serve_and_hear("-WRONGPASS invalid username-password pair or user is disabled.\r\n".into());
         let login = |userinfo: &str| crate::source::config::BrokerUrl::parse(&format!("redis://{userinfo}@h:1/s")).unwrap().login;
-        let refused = StreamReader::connect(&address, login("monitor:s%40cret%2F1").as_ref(), Duration::from_secs(1), Duration::from_secs(5)).err().unwrap();
+        let refused =
+            StreamReader::connect(&address, login("monitor:s%40cret%2F1").as_ref(), None, Duration::from_secs(1), Duration::from_secs(5)).err().unwrap();
         assert_eq!(hear.recv().unwrap(), command(&[b"AUTH", b"monitor", b"s@cret/1"]));
         assert_eq!(refused.kind(), ErrorKind::AuthenticationFailed);
         assert!(!refused.is_io_error() && refused.to_string().contains("WRONGPASS") && !refused.to_string().contains("cret"), "{refused}");
         let (address, hear) = serve_and_hear("+OK\r\n".into());
-        assert!(StreamReader::connect(&address, login(":pw").as_ref(), Duration::from_secs(1), Duration::from_secs(5)).is_ok());
+        assert!(StreamReader::connect(&address, login(":pw").as_ref(), None, Duration::from_secs(1), Duration::from_secs(5)).is_ok());
         assert_eq!(hear.recv().unwrap(), command(&[b"AUTH", b"pw"]), "no user: the password alone");
     }
 
@@ -349,7 +400,7 @@ mod tests {
     fn a_reply_in_many_pieces_is_read_whole_and_one_cut_off_is_an_io_error() {
         let text = reply(&[("1-0", Some(&[("data", "hello")])), ("2-0", Some(&[("data", &"x".repeat(3000))]))]);
         let read = |text: String| {
-            let mut reader = StreamReader::connect(&serve(text), None, Duration::from_secs(1), Duration::from_secs(5)).unwrap();
+            let mut reader = StreamReader::connect(&serve(text), None, None, Duration::from_secs(1), Duration::from_secs(5)).unwrap();
             reader.read("g", "c", 10, None, "orders", ">")
         };
         let entries = read(text.clone()).unwrap();
@@ -363,5 +414,13 @@ mod tests {
     #[test]
     fn commands_are_arrays_of_bulk_strings() {
         assert_eq!(command(&[b"XREADGROUP", b"GROUP", b"g h"]), b"*3\r\n$10\r\nXREADGROUP\r\n$5\r\nGROUP\r\n$3\r\ng h\r\n");
+    }
+
+    #[test]
+    fn a_ca_file_without_a_certificate_is_a_clear_error() {
+        assert_eq!(tls_config(Some(b"not a certificate")).unwrap_err(), "tls_ca holds no certificate");
+        let cut = b"-----BEGIN CERTIFICATE-----\nMIIB\n";
+        assert!(tls_config(Some(cut)).unwrap_err().starts_with("tls_ca is not a PEM certificate file"));
+        assert!(tls_config(None).is_ok(), "the system's roots, however many");
     }
 }
