@@ -324,8 +324,8 @@ fn kafka_over_sasl_scram_and_tls_from_the_environment_alone() {
     let vars = env(wrong);
     let refused = s.run_with_env(&[], &vars.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>());
     assert_eq!(refused.code, Some(1), "{}", refused.stderr);
-    let last = refused.stderr.lines().last().unwrap_or_default();
-    assert!(last.contains("SASL authentication error") && !refused.stderr.contains(wrong), "{}", refused.stderr);
+    let error = refused.stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_default();
+    assert!(error.contains("SASL authentication error") && !refused.stderr.contains(wrong), "{}", refused.stderr);
 }
 
 /// A Redis over TLS with a login (`rediss://`, the TLS port
@@ -358,6 +358,10 @@ fn redis_over_tls_with_a_login_from_the_environment() {
     let refused = s.run_with_env(&["--config", without_ca.to_str().unwrap(), "--until-end"], &env);
     assert_eq!(refused.code, Some(1), "{}", refused.stderr);
     assert!(refused.stderr.contains("certificate") && !refused.stderr.contains(&password), "{}", refused.stderr);
+    // The login is sent: a wrong password is refused (the server's default user needs none).
+    let wrong: Vec<(&str, &str)> = env.iter().map(|&(k, v)| if k == "REDIS_PASSWORD" { (k, "not-the-password") } else { (k, v) }).collect();
+    let refused = s.run_with_env(&["--config", with_ca.to_str().unwrap(), "--until-end"], &wrong);
+    assert!(refused.code == Some(1) && refused.stderr.contains("AuthenticationFailed"), "{}", refused.stderr);
 }
 
 /// Every file under `dir`.

@@ -21,7 +21,7 @@ use super::{DecodeError, FieldNames, Kind, Record, MAX_DEPTH};
 /// message is a dead letter with the reason. The Avro crate keeps the same
 /// limit for the process, set before the first datum is read.
 pub const MAX_AVRO_LENGTH: usize = 1 << 20;
-/// Records, arrays, maps and unions nested in one datum.
+/// Records, arrays and maps nested in one datum.
 const MAX_NESTING: usize = 64;
 
 /// A writer's schema, with the named types it uses from other schemas.
@@ -81,7 +81,10 @@ fn collect_named(schema: &Schema, namespace: NamespaceRef, named: &mut HashMap<N
         Schema::Enum(e) => {
             named.insert(e.name.fully_qualified_name(namespace).into_owned(), schema.clone());
         }
-        Schema::Fixed(f) => {
+        Schema::Fixed(f)
+        | Schema::Duration(f)
+        | Schema::Uuid(UuidSchema::Fixed(f))
+        | Schema::Decimal(DecimalSchema { inner: InnerDecimalSchema::Fixed(f), .. }) => {
             named.insert(f.name.fully_qualified_name(namespace).into_owned(), schema.clone());
         }
         Schema::Array(a) => collect_named(&a.items, namespace, named),
@@ -100,9 +103,10 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
+    /// `depth` counts the records, arrays and maps around `schema` (a union or a reference adds none).
     fn datum(&mut self, schema: &Schema, namespace: NamespaceRef, depth: usize) -> Result<(), String> {
         if depth > MAX_NESTING {
-            return Err(format!("nested deeper than {MAX_NESTING} levels"));
+            return Err(format!("records, arrays and maps nested deeper than {MAX_NESTING} levels"));
         }
         match schema {
             Schema::Null => Ok(()),
@@ -147,7 +151,7 @@ impl Walk<'_> {
                 let index = self.long()?;
                 let variant =
                     usize::try_from(index).ok().and_then(|i| u.variants().get(i)).ok_or_else(|| format!("union branch {index} of {}", u.variants().len()))?;
-                self.datum(variant, namespace, depth + 1)
+                self.datum(variant, namespace, depth)
             }
             Schema::Record(r) => {
                 let full = r.name.fully_qualified_name(namespace);
@@ -156,7 +160,7 @@ impl Walk<'_> {
             Schema::Ref { name } => {
                 let full = name.fully_qualified_name(namespace);
                 let named = self.named.get(&*full).ok_or_else(|| format!("the schema has no type {}", full.fullname(None)))?;
-                self.datum(named, full.namespace(), depth + 1)
+                self.datum(named, full.namespace(), depth)
             }
         }
     }

@@ -149,7 +149,7 @@ impl GroupEvents {
 impl ClientContext for GroupEvents {
     fn error(&self, error: KafkaError, reason: &str) {
         self.errors.fetch_add(1, Ordering::Relaxed);
-        if matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL)) {
+        if matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed | RDKafkaErrorCode::SSL)) {
             *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{error} ({reason})"));
         }
         tracing::warn!("kafka {}: {error} ({reason}); librdkafka retries with backoff", self.hosts);

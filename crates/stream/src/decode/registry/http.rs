@@ -56,6 +56,8 @@ impl RegistryApi for HttpRegistry {
         let body = response.body_mut().with_config().limit(MAX_ANSWER_BYTES).read_to_string();
         match (status, body) {
             (200, Ok(body)) => Ok(body),
+            // Too long is this schema's trouble, not the registry's: others are still asked for.
+            (200, Err(e @ ureq::Error::BodyExceedsLimit(_))) => Err(Unanswered::Refused(format!("the registry's answer to {what} is {}", described(&e)))),
             (200, Err(e)) => Err(Unanswered::Unreachable(format!("the registry's answer to {what} could not be read: {}", described(&e)))),
             (404, _) => Err(Unanswered::Refused(format!("the registry has no {what} (404)"))),
             (401 | 403, _) => Err(Unanswered::Refused(format!("the registry refused {what} ({status}): check username and password"))),

@@ -101,7 +101,11 @@ impl Server {
 /// server is back but still loading its data set (it refuses commands
 /// until it is done).
 fn passing(e: &redis::RedisError) -> bool {
-    e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal() || e.kind() == redis::ErrorKind::BusyLoadingError
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_timeout()
+        || e.is_connection_refusal()
+        || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
 }
 
 /// How long a sink waits for a restarted server to load its data set.
@@ -326,7 +330,7 @@ impl RedisSource {
 struct FirstId(Option<String>);
 
 impl redis::FromRedisValue for FirstId {
-    fn from_redis_value(v: &Value) -> redis::RedisResult<Self> {
+    fn from_redis_value(v: Value) -> Result<Self, redis::ParsingError> {
         let reply: redis::streams::StreamRangeReply = redis::FromRedisValue::from_redis_value(v)?;
         Ok(FirstId(reply.ids.into_iter().next().map(|e| e.id)))
     }
@@ -547,8 +551,10 @@ impl Sink for RedisSink {
                     Ok(()) => break,
                     // A command refused while loading aborts the transaction (EXECABORT).
                     Err(e)
-                        if matches!(e.kind(), redis::ErrorKind::BusyLoadingError | redis::ErrorKind::ExecAbortError)
-                            && started.elapsed() < LOADING_PATIENCE =>
+                        if matches!(
+                            e.kind(),
+                            redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading) | redis::ErrorKind::Server(redis::ServerErrorKind::ExecAbort)
+                        ) && started.elapsed() < LOADING_PATIENCE =>
                     {
                         std::thread::sleep(Duration::from_millis(100));
                     }
@@ -591,7 +597,7 @@ impl RedisTable {
             };
             match query(con) {
                 Ok(value) => return Ok(value),
-                Err(e) if e.kind() == redis::ErrorKind::BusyLoadingError && started.elapsed() < LOADING_PATIENCE => {
+                Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading) && started.elapsed() < LOADING_PATIENCE => {
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 Err(e) if !reconnected && passing(&e) => (self.con, reconnected) = (None, true),
