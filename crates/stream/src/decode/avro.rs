@@ -94,6 +94,27 @@ fn collect_named(schema: &Schema, namespace: NamespaceRef, named: &mut HashMap<N
     }
 }
 
+/// Why a zigzag varint could not be read.
+pub(crate) enum Varint {
+    CutShort,
+    TooLong,
+}
+
+/// A zigzag varint of at most 10 bytes taken off the front of `bytes`: an
+/// Avro int or long, and the registry framing's Protobuf message indexes.
+pub(crate) fn zigzag(bytes: &mut &[u8]) -> Result<i64, Varint> {
+    let mut value: u64 = 0;
+    for shift in (0..70).step_by(7) {
+        let (&byte, rest) = bytes.split_first().ok_or(Varint::CutShort)?;
+        *bytes = rest;
+        value |= u64::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
+        if byte & 0x80 == 0 {
+            return Ok((value >> 1) as i64 ^ -((value & 1) as i64));
+        }
+    }
+    Err(Varint::TooLong)
+}
+
 /// A datum's bytes walked against its schema, reading nothing into memory.
 struct Walk<'a> {
     named: &'a HashMap<Name, Schema>,
@@ -194,17 +215,11 @@ impl Walk<'_> {
         Ok(taken)
     }
 
-    /// A zigzag varint of at most 10 bytes.
     fn long(&mut self) -> Result<i64, String> {
-        let mut value: u64 = 0;
-        for shift in (0..70).step_by(7) {
-            let [byte] = self.take(1)? else { unreachable!("took one byte") };
-            value |= u64::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
-            if byte & 0x80 == 0 {
-                return Ok((value >> 1) as i64 ^ -((value & 1) as i64));
-            }
-        }
-        Err("a number longer than 10 bytes".into())
+        zigzag(&mut self.rest).map_err(|e| match e {
+            Varint::CutShort => "cut short: a number wanted, no byte left".to_string(),
+            Varint::TooLong => "a number longer than 10 bytes".to_string(),
+        })
     }
 
     /// A string's or bytes' length, within [`MAX_AVRO_LENGTH`].

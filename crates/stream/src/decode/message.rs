@@ -166,6 +166,7 @@ impl MessageDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::tests::shown;
 
     fn message(payload: &[u8]) -> Message {
         Message {
@@ -179,28 +180,13 @@ mod tests {
         }
     }
 
-    fn fields(d: &MessageDecoder, r: &Record) -> Vec<(String, String)> {
-        r.values
-            .iter()
-            .map(|v| {
-                let shown = match v.kind {
-                    Kind::Text => String::from_utf8_lossy(r.text_of(v)).into_owned(),
-                    Kind::Int => (v.bits as i64).to_string(),
-                    Kind::Float => f64::from_bits(v.bits).to_string(),
-                    k => format!("{k:?}"),
-                };
-                (d.json.fields.name(v.field).to_string(), shown)
-            })
-            .collect()
-    }
-
     #[test]
     fn json_with_metadata_columns() {
         let meta = vec![MetadataColumn::Key, MetadataColumn::Partition, MetadataColumn::Offset, MetadataColumn::Timestamp, MetadataColumn::Headers];
         let mut d = MessageDecoder::new(MessageFormat::Json, meta, None, None).unwrap();
         let r = d.decode(3, &message(br#"{"a":1}"#)).unwrap();
         let r = Record { values: r.values.clone(), text: r.text.clone() };
-        let got = fields(&d, &r);
+        let got = shown(&d.json.fields, &r);
         let want = [("a", "1"), ("_key", "k1"), ("_partition", "3"), ("_offset", "7"), ("_timestamp", "1700000000000"), ("_header.origin", "eu")];
         assert_eq!(got, want.map(|(a, b)| (a.to_string(), b.to_string())));
         assert!(d.decode(0, &message(b"not json")).is_err());
@@ -211,7 +197,7 @@ mod tests {
         let mut d = MessageDecoder::new(MessageFormat::String, vec![], None, None).unwrap();
         let r = d.decode(0, &message(b"hello")).unwrap();
         let r = Record { values: r.values.clone(), text: r.text.clone() };
-        assert_eq!(fields(&d, &r), vec![("value".to_string(), "hello".to_string())]);
+        assert_eq!(shown(&d.json.fields, &r), vec![("value".to_string(), "hello".to_string())]);
     }
 
     #[cfg(feature = "avro")]
@@ -230,7 +216,7 @@ mod tests {
         let r = d.decode(0, &message(&bytes)).unwrap();
         let r = Record { values: r.values.clone(), text: r.text.clone() };
         let want = [("id", "42"), ("amount", "9.5"), ("geo.country", "DE")];
-        assert_eq!(fields(&d, &r), want.map(|(a, b)| (a.to_string(), b.to_string())));
+        assert_eq!(shown(&d.json.fields, &r), want.map(|(a, b)| (a.to_string(), b.to_string())));
         let err = d.decode(0, &message(&[0xff, 0xff, 0xff])).unwrap_err();
         assert!(err.to_string().contains("Avro"), "{err}");
         assert!(MessageDecoder::new(MessageFormat::Avro, vec![], Some("{nope"), None).is_err());

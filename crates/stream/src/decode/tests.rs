@@ -1,5 +1,22 @@
 use super::*;
 
+/// A record as (name, value) pairs, values as text, for the decoders' tests.
+pub(crate) fn shown(names: &FieldNames, r: &Record) -> Vec<(String, String)> {
+    r.values
+        .iter()
+        .map(|v| {
+            let value = match v.kind {
+                Kind::Text => String::from_utf8_lossy(r.text_of(v)).into_owned(),
+                Kind::Int => (v.bits as i64).to_string(),
+                Kind::Float => f64::from_bits(v.bits).to_string(),
+                Kind::Bool => (v.bits == 1).to_string(),
+                k => format!("{k:?}"),
+            };
+            (names.name(v.field).to_string(), value)
+        })
+        .collect()
+}
+
 fn decode(d: &mut JsonDecoder, line: &str) -> Vec<(String, Kind, u64, String)> {
     let record = d.decode(line.as_bytes()).unwrap();
     let out: Vec<_> = record.values.iter().map(|v| (v.field, v.kind, v.bits, String::from_utf8_lossy(record.text_of(v)).into_owned())).collect();

@@ -219,8 +219,8 @@ fn client_config(hosts: &str, options: &BrokerOptions) -> Result<ClientConfig, S
     Ok(config)
 }
 
-fn unreachable(hosts: &str, e: KafkaError) -> SourceError {
-    SourceError::Unreachable { address: hosts.to_string(), message: e.to_string() }
+fn unreachable(hosts: &str, why: impl std::fmt::Display) -> SourceError {
+    SourceError::Unreachable { address: hosts.to_string(), message: why.to_string() }
 }
 
 pub struct KafkaSource {
@@ -272,7 +272,7 @@ impl KafkaSource {
                 let _ = consumer.poll(Duration::ZERO);
             }
             let refused = consumer.context().refused.lock().unwrap_or_else(|p| p.into_inner()).take();
-            SourceError::Unreachable { address: url.hosts.clone(), message: refused.unwrap_or_else(|| e.to_string()) }
+            unreachable(&url.hosts, refused.unwrap_or_else(|| e.to_string()))
         })?;
         let found = metadata.topics().iter().find(|t| t.name() == topic);
         let parts: Vec<i32> = match found {

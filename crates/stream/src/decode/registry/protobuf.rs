@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use prost_reflect::{DescriptorPool, DynamicMessage, FieldDescriptor, MessageDescriptor, ReflectMessage, Value};
 
+use crate::decode::avro::Varint;
 use crate::decode::{DecodeError, FieldNames, Kind, Record, MAX_DEPTH};
 
 /// The name the schema's own file is compiled under.
@@ -92,18 +93,12 @@ fn message_indexes(body: &[u8]) -> Result<(Vec<usize>, &[u8]), DecodeError> {
 }
 
 fn zigzag(bytes: &mut &[u8]) -> Result<i64, DecodeError> {
-    let mut value: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let Some((&byte, rest)) = bytes.split_first() else {
-            return Err(DecodeError::Registry("the Protobuf message indexes are cut short".into()));
-        };
-        *bytes = rest;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Ok((value >> 1) as i64 ^ -((value & 1) as i64));
-        }
-    }
-    Err(DecodeError::Registry("a Protobuf message index is longer than 10 bytes".into()))
+    crate::decode::avro::zigzag(bytes).map_err(|e| {
+        DecodeError::Registry(match e {
+            Varint::CutShort => "the Protobuf message indexes are cut short".into(),
+            Varint::TooLong => "a Protobuf message index is longer than 10 bytes".into(),
+        })
+    })
 }
 
 fn message_fields(message: &DynamicMessage, prefix: &mut String, names: &mut FieldNames, record: &mut Record, depth: usize) -> Result<(), DecodeError> {

@@ -3,7 +3,8 @@ use std::sync::{Arc, Mutex};
 
 use super::*;
 use crate::decode::message::MessageDecoder;
-use crate::decode::{FieldNames, Kind, Record};
+use crate::decode::tests::shown;
+use crate::decode::Record;
 use crate::source::config::MessageFormat;
 use crate::source::Message;
 
@@ -58,22 +59,6 @@ fn decoded(registry: SchemaRegistry, payloads: &[Vec<u8>]) -> Vec<Result<Vec<(St
             let record = d.decode(0, &message).map_err(|e| e.to_string())?;
             let record = Record { values: record.values.clone(), text: record.text.clone() };
             Ok(shown(&d.json.fields, &record))
-        })
-        .collect()
-}
-
-fn shown(names: &FieldNames, r: &Record) -> Vec<(String, String)> {
-    r.values
-        .iter()
-        .map(|v| {
-            let value = match v.kind {
-                Kind::Text => String::from_utf8_lossy(r.text_of(v)).into_owned(),
-                Kind::Int => (v.bits as i64).to_string(),
-                Kind::Float => f64::from_bits(v.bits).to_string(),
-                Kind::Bool => (v.bits == 1).to_string(),
-                k => format!("{k:?}"),
-            };
-            (names.name(v.field).to_string(), value)
         })
         .collect()
 }
