@@ -3,10 +3,12 @@
 //! The WIT contract's types, generated once (the batch a detector reads, the
 //! findings and alerts it returns, one [`bindings::Severity`] for the whole
 //! host, with the order and spelling config and outputs use), and time in
-//! milliseconds since the epoch, and secrets named by an environment
-//! variable. Nothing here does I/O.
+//! milliseconds since the epoch, secrets named by an environment variable,
+//! and the words for an HTTP client's errors. Nothing here does I/O.
 
 pub mod bindings;
+#[cfg(feature = "http")]
+pub mod http_error;
 pub mod secret;
 mod severity;
 pub mod timestamp;

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use clean_host_core::http_error::described;
 use clean_host_core::secret::resolve;
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use serde::{Deserialize, Serialize};
@@ -352,7 +353,7 @@ impl Delivery {
                 status @ (429 | 500..=599) => Attempt::Retry(format!("answered {status}")),
                 status => Attempt::Failed(format!("answered {status}")),
             },
-            Err(e) => Attempt::Retry(describe(&e)),
+            Err(e) => Attempt::Retry(described(&e)),
         }
     }
 
@@ -364,18 +365,6 @@ impl Delivery {
             request.plugin,
             request.destination
         );
-    }
-}
-
-/// A transport error in words that cannot carry the URL.
-fn describe(error: &ureq::Error) -> String {
-    match error {
-        ureq::Error::Timeout(_) => "timed out".into(),
-        ureq::Error::HostNotFound => "host not found".into(),
-        ureq::Error::ConnectionFailed => "connection failed".into(),
-        ureq::Error::Io(e) => format!("i/o error ({})", e.kind()),
-        ureq::Error::Tls(_) => "TLS error".into(),
-        _ => "request failed".into(),
     }
 }
 

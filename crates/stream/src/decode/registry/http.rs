@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use clean_host_core::http_error::described;
+
 use super::{RegistryApi, Unanswered};
 use crate::source::config::RegistryOptions;
 
@@ -73,18 +75,5 @@ impl RegistryApi for HttpRegistry {
                 Err(if status >= 500 { Unanswered::Unreachable(reason) } else { Unanswered::Refused(reason) })
             }
         }
-    }
-}
-
-/// A transport error in words that carry no URL.
-fn described(error: &ureq::Error) -> String {
-    match error {
-        ureq::Error::Timeout(_) => "timed out".into(),
-        ureq::Error::HostNotFound => "host not found".into(),
-        ureq::Error::ConnectionFailed => "connection failed".into(),
-        ureq::Error::Io(e) => format!("i/o error ({})", e.kind()),
-        ureq::Error::Tls(_) => "TLS error".into(),
-        ureq::Error::BodyExceedsLimit(limit) => format!("longer than {limit} bytes"),
-        _ => "request failed".into(),
     }
 }
