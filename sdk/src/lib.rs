@@ -17,6 +17,7 @@ pub mod bindings {
 }
 
 mod column;
+pub mod distinct;
 pub mod stats;
 pub mod testing;
 pub mod time_like;

@@ -89,7 +89,9 @@ fn main() {
                 window.push(record, &RecordMeta { offset: i as u64, hash: 0, event_time: None, read_at_ms: 0 });
                 if window.rows() == 1000 {
                     let bounds = Bounds { seq: 0, kind: WindowKind::Count, time: None, event_time: false };
-                    black_box(std::mem::take(&mut window).into_batch(&d.fields, "p", "s", 0, bounds, 0));
+                    // As the window manager does: the next window starts at this one's size.
+                    let next = WindowBuffer::shaped(&window.shape());
+                    black_box(std::mem::replace(&mut window, next).into_batch(&d.fields, "p", "s", 0, bounds, 0));
                 }
             }
         }),

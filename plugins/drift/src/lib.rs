@@ -52,6 +52,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use clean_host_sdk::bindings::clean_host::plugin::host::LogLevel;
+use clean_host_sdk::distinct::{DistinctValues, ABSENT};
 use clean_host_sdk::stats::{Departures, History};
 use clean_host_sdk::time_like::TimeLikeColumns;
 use clean_host_sdk::{
@@ -273,16 +274,30 @@ struct Tally<'a> {
 }
 
 impl<'a> Tally<'a> {
-    /// Count `values`, `rows` of them; every `step`-th goes into the sample.
-    fn new(values: impl Iterator<Item = &'a [u8]>, rows: usize) -> Self {
+    /// The counts of a text column's distinct values; every `step`-th
+    /// present row goes into the sample.
+    fn of_text(distinct: DistinctValues<'a>) -> Self {
+        let step = distinct.present.div_ceil(CATEGORIES_PER_WINDOW).max(1);
+        let mut counts: Vec<(&[u8], u64, u64)> = distinct.values.iter().map(|&(v, n)| (v, u64::from(n), 0)).collect();
+        for &at in distinct.row_values.iter().filter(|&&at| at != ABSENT).step_by(step) {
+            counts[at as usize].2 += 1;
+        }
+        Tally { counts, rows: distinct.present }
+    }
+
+    /// The counts of a boolean column's present values.
+    fn of_booleans(values: impl Iterator<Item = bool>, rows: usize) -> Self {
         let step = rows.div_ceil(CATEGORIES_PER_WINDOW).max(1);
-        let mut index: HashMap<&[u8], usize, BuildHasherDefault<Fnv>> = HashMap::default();
         let mut counts: Vec<(&[u8], u64, u64)> = Vec::new();
         for (i, value) in values.enumerate() {
-            let at = *index.entry(value).or_insert_with(|| {
-                counts.push((value, 0, 0));
-                counts.len() - 1
-            });
+            let text: &[u8] = if value { b"true" } else { b"false" };
+            let at = match counts.iter().position(|c| c.0 == text) {
+                Some(at) => at,
+                None => {
+                    counts.push((text, 0, 0));
+                    counts.len() - 1
+                }
+            };
             counts[at].1 += 1;
             counts[at].2 += u64::from(i % step == 0);
         }
@@ -296,11 +311,8 @@ fn values(column: &Column) -> Option<Values<'_>> {
     Some(match &column.values {
         ColumnValues::Float64(v) => Values::Numbers(Numbers::new(rows.filter(present).map(|r| v[r]).filter(|x| x.is_finite()).collect())),
         ColumnValues::Int64(v) => Values::Numbers(Numbers::new(rows.filter(present).map(|r| v[r] as f64).collect())),
-        ColumnValues::Boolean(v) => {
-            let text = rows.filter(present).map(|r| if v[r] { &b"true"[..] } else { &b"false"[..] });
-            Values::Categories(Tally::new(text, column.count(PRESENT)))
-        }
-        ColumnValues::Text(_) => Values::Categories(Tally::new(rows.filter(present).map(|r| column.bytes(r)), column.count(PRESENT))),
+        ColumnValues::Boolean(v) => Values::Categories(Tally::of_booleans(rows.filter(present).map(|r| v[r]), column.count(PRESENT))),
+        ColumnValues::Text(_) => Values::Categories(Tally::of_text(DistinctValues::of(column)?)),
         ColumnValues::Timestamp(_) => return None,
     })
 }

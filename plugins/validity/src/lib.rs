@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use clean_host_sdk::distinct::{DistinctValues, ABSENT};
 use clean_host_sdk::stats::RateBaseline;
 use clean_host_sdk::{
     decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch, Cell, Column, ColumnValues, Detector, Finding, PluginInfo,
@@ -240,14 +241,16 @@ impl Validity {
         let Some(values) = c.values.as_mut() else {
             return;
         };
-        for row in 0..column.len() {
-            if column.is_present(row) {
-                c.present += 1;
-                match values.get_mut(column.text(row)) {
-                    Some(n) => *n += 1,
-                    None => {
-                        values.insert(column.text(row).to_string(), 1);
-                    }
+        let Some(distinct) = DistinctValues::of(column) else {
+            return;
+        };
+        c.present += distinct.present as u64;
+        for &(value, rows) in &distinct.values {
+            let value = std::str::from_utf8(value).unwrap_or("");
+            match values.get_mut(value) {
+                Some(n) => *n += u64::from(rows),
+                None => {
+                    values.insert(value.to_string(), u64::from(rows));
                 }
             }
         }
@@ -265,21 +268,22 @@ impl Validity {
         if values.is_empty() || c.present < 20 * values.len() as u64 {
             return;
         }
+        let Some(distinct) = DistinctValues::of(column) else {
+            return;
+        };
+        // Each distinct value is looked up once, then its rows follow it.
+        let known: Vec<bool> = distinct.values.iter().map(|&(v, _)| c.contains(v)).collect();
         let mut unseen_rows = Vec::new();
         let mut unseen = BTreeSet::new();
-        let mut present = 0;
-        for row in 0..column.len() {
-            if column.is_present(row) {
-                present += 1;
-                let v = column.bytes(row);
-                if !c.contains(v) {
-                    unseen_rows.push(row as u32);
-                    if unseen.len() < 3 {
-                        unseen.insert(String::from_utf8_lossy(v).into_owned());
-                    }
+        for (row, &at) in distinct.row_values.iter().enumerate() {
+            if at != ABSENT && !known[at as usize] {
+                unseen_rows.push(row as u32);
+                if unseen.len() < 3 {
+                    unseen.insert(String::from_utf8_lossy(distinct.values[at as usize].0).into_owned());
                 }
             }
         }
+        let present = distinct.present;
         if present == 0 {
             return;
         }
@@ -292,7 +296,8 @@ impl Validity {
         // do not starve the check above.
         c.present += present as u64;
         if !departed {
-            c.admit(unseen_rows.iter().map(|&r| column.text(r as usize)), self.config.max_categories);
+            let newcomers = distinct.values.iter().zip(&known).filter(|(_, &k)| !k).map(|(&(v, _), _)| std::str::from_utf8(v).unwrap_or(""));
+            c.admit(newcomers, self.config.max_categories);
         }
         if departed {
             let examples: Vec<String> = unseen.iter().map(|v| format!("{v:?}")).collect();

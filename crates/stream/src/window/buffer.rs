@@ -53,8 +53,11 @@ struct FieldColumn {
 }
 
 impl FieldColumn {
-    fn new() -> Self {
-        FieldColumn { kinds: Vec::new(), bits: Vec::new(), text: Vec::new(), ends: vec![0], counts: [0; 6] }
+    /// A column sized for `rows` rows and `text` bytes of text.
+    fn with_capacity(rows: usize, text: usize) -> Self {
+        let mut ends = Vec::with_capacity(rows + 1);
+        ends.push(0);
+        FieldColumn { kinds: Vec::with_capacity(rows), bits: Vec::with_capacity(rows), text: Vec::with_capacity(text), ends, counts: [0; 6] }
     }
 
     fn pad_to(&mut self, rows: usize) {
@@ -163,9 +166,20 @@ impl FieldColumn {
     }
 }
 
+/// How large a window's buffers grew, by field: the next window's start
+/// at that size, rather than growing (and copying) from empty again.
+#[derive(Debug, Default, Clone)]
+pub struct Shape {
+    rows: usize,
+    /// Text bytes per field id.
+    text: Vec<usize>,
+}
+
 /// The records of one open window.
 #[derive(Debug, Default)]
 pub struct WindowBuffer {
+    /// What this window's columns are sized for when they first appear.
+    shape: Shape,
     rows: usize,
     /// Indexed by field id.
     fields: Vec<Option<FieldColumn>>,
@@ -190,6 +204,24 @@ pub struct Bounds {
 }
 
 impl WindowBuffer {
+    /// An empty window whose buffers start at the size of `shape`'s.
+    pub fn shaped(shape: &Shape) -> Self {
+        let rows = shape.rows;
+        WindowBuffer {
+            shape: shape.clone(),
+            offsets: Vec::with_capacity(rows),
+            hashes: Vec::with_capacity(rows),
+            event_times: Vec::with_capacity(rows),
+            ..WindowBuffer::default()
+        }
+    }
+
+    /// How large this window's buffers are now.
+    pub fn shape(&self) -> Shape {
+        let text = self.fields.iter().map(|f| f.as_ref().map_or(0, |f| f.text.len())).collect();
+        Shape { rows: self.rows, text }
+    }
+
     pub fn rows(&self) -> usize {
         self.rows
     }
@@ -208,7 +240,9 @@ impl WindowBuffer {
             }
             let column = self.fields[id].get_or_insert_with(|| {
                 self.order.push(v.field);
-                FieldColumn::new()
+                // A little room past the last window's size: one more row, a longer value.
+                let text = self.shape.text.get(id).map_or(0, |&bytes| bytes + bytes / 8);
+                FieldColumn::with_capacity(self.shape.rows + self.shape.rows / 8, text)
             });
             if column.kinds.len() != row {
                 if column.kinds.len() > row {

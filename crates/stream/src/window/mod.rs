@@ -20,7 +20,7 @@ mod tests;
 
 use std::collections::{BTreeMap, VecDeque};
 
-pub use buffer::{Bounds, RecordMeta, WindowBuffer};
+pub use buffer::{Bounds, RecordMeta, Shape, WindowBuffer};
 
 use crate::decode::Record;
 use clean_host_core::bindings::WindowKind;
@@ -114,6 +114,8 @@ pub struct Windower {
     recent_times: VecDeque<i64>,
     /// The median of `recent_times` at its highest so far.
     stream_time: i64,
+    /// The size of the last window with records: new windows start at it.
+    shape: Shape,
     /// Event-time windows ending at or before this have closed; for count
     /// windows, the records before this index have been in a closed window.
     closed_until: i64,
@@ -129,11 +131,15 @@ impl Windower {
             records: 0,
             recent_times: VecDeque::with_capacity(WATERMARK_SPAN),
             stream_time: i64::MIN,
+            shape: Shape::default(),
             closed_until: i64::MIN,
         }
     }
 
     fn close(&mut self, buffer: WindowBuffer, time: Option<(i64, i64)>, out: &mut Vec<ClosedWindow>) {
+        if buffer.rows() > 0 {
+            self.shape = buffer.shape();
+        }
         let kind = match self.spec {
             WindowSpec::Count { .. } => WindowKind::Count,
             WindowSpec::ProcessingTime { .. } => WindowKind::ProcessingTime,
@@ -148,7 +154,7 @@ impl Windower {
         match self.spec {
             WindowSpec::Count { size, slide } => {
                 if self.records.is_multiple_of(slide as u64) {
-                    self.open.push_back((self.records as i64, WindowBuffer::default()));
+                    self.open.push_back((self.records as i64, WindowBuffer::shaped(&self.shape)));
                 }
                 for (_, buffer) in self.open.iter_mut() {
                     buffer.push(record, meta);
@@ -163,7 +169,7 @@ impl Windower {
             WindowSpec::ProcessingTime { size_ms } => {
                 self.tick(meta.read_at_ms, out);
                 if self.open.is_empty() {
-                    self.open.push_back((meta.read_at_ms.div_euclid(size_ms) * size_ms, WindowBuffer::default()));
+                    self.open.push_back((meta.read_at_ms.div_euclid(size_ms) * size_ms, WindowBuffer::shaped(&self.shape)));
                 }
                 self.open[0].1.push(record, meta);
             }
@@ -181,7 +187,7 @@ impl Windower {
                 if start.saturating_add(size_ms) <= self.closed_until {
                     return Placement::Late;
                 }
-                self.by_time.entry(start).or_default().push(record, meta);
+                self.by_time.entry(start).or_insert_with(|| WindowBuffer::shaped(&self.shape)).push(record, meta);
                 self.advance_stream_time(t);
                 let watermark = self.stream_time.saturating_sub(spec.lateness_ms);
                 while let Some(entry) = self.by_time.first_entry() {
@@ -256,7 +262,7 @@ impl Windower {
                     next = next.saturating_add(size_ms);
                     idle += 1;
                 }
-                self.open.push_back((now_start, WindowBuffer::default()));
+                self.open.push_back((now_start, WindowBuffer::shaped(&self.shape)));
             }
         }
     }

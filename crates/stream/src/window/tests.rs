@@ -232,3 +232,31 @@ fn min_open_offset_is_the_commit_point() {
     }
     assert_eq!(e.windower.min_open_offset(), Some(2));
 }
+
+#[test]
+fn a_window_sized_like_the_last_holds_only_its_own_columns() {
+    // The second window meets fields in another order and lacks some of the
+    // first's: starting at the first's size must not add or reorder columns.
+    let mut decoder = JsonDecoder::default();
+    let mut windower = Windower::new(WindowSpec::Count { size: 3, slide: 3 });
+    let mut closed = Vec::new();
+    let lines = [
+        r#"{"a": 1, "b": "x", "c": true}"#,
+        r#"{"a": 2, "b": "yy"}"#,
+        r#"{"a": 3, "c": false}"#,
+        r#"{"d": 1.5, "b": "long text"}"#,
+        r#"{"b": "z"}"#,
+        r#"{"d": 2.5}"#,
+    ];
+    for (i, line) in lines.iter().enumerate() {
+        let record = decoder.decode(line.as_bytes()).unwrap();
+        windower.push(record, &RecordMeta { offset: i as u64, hash: i as u64, event_time: None, read_at_ms: 0 }, &mut closed);
+    }
+    let batches: Vec<Batch> = closed.drain(..).map(|w| w.buffer.into_batch(&decoder.fields, "p", "s", 0, w.bounds, 0)).collect();
+    let names = |b: &Batch| b.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&batches[0]), ["a", "b", "c"]);
+    assert_eq!(names(&batches[1]), ["d", "b"]);
+    let ColumnValues::Text(b) = &column(&batches[1], "b").values else { panic!("text") };
+    assert_eq!((b.bytes.as_slice(), b.offsets.as_slice()), (&b"long textz"[..], &[0, 9, 10, 10][..]));
+    assert_eq!(column(&batches[1], "b").validity, [0, 0, 2]);
+}

@@ -1,0 +1,185 @@
+//! A text column's window as its distinct values.
+//!
+//! Category checks (drift's shares, validity's value sets) do their work
+//! once per distinct value, not once per row, when the rows have first been
+//! grouped by value. Grouping costs one probe of a small open-addressing
+//! table a row, keyed by the value's length and its first and last eight
+//! bytes: for values up to 16 bytes (codes, countries, statuses) that key
+//! is the value itself, so no bytes are compared at all; longer values also
+//! compare their bytes on a key match. A general hash map with a byte-wise
+//! hasher cost drift most of its time per window.
+
+use crate::{Column, ColumnValues, PRESENT};
+
+/// A row with no value (null, missing or of the wrong type) in [`DistinctValues::row_values`].
+pub const ABSENT: u32 = u32::MAX;
+
+/// A text column's distinct present values, their counts and each row's value.
+#[derive(Debug)]
+pub struct DistinctValues<'a> {
+    /// Each distinct value (its UTF-8 bytes as the batch holds them, never
+    /// decoded) and how many rows hold it, in order of first appearance.
+    pub values: Vec<(&'a [u8], u32)>,
+    /// Per row: the index of its value in `values`, or [`ABSENT`].
+    pub row_values: Vec<u32>,
+    /// Rows with a value.
+    pub present: usize,
+}
+
+/// A value's exact key when it is at most 16 bytes long: its length and two
+/// words that together cover every byte.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Key {
+    len: usize,
+    first: u64,
+    last: u64,
+}
+
+impl Key {
+    fn of(b: &[u8]) -> Key {
+        let n = b.len();
+        let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+        let half = |at: usize| u64::from(u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes")));
+        let (first, last) = match n {
+            8.. => (word(0), word(n - 8)),
+            4..=7 => (half(0), half(n - 4)),
+            1..=3 => (u64::from(b[0]) | u64::from(b[n / 2]) << 8 | u64::from(b[n - 1]) << 16, 0),
+            0 => (0, 0),
+        };
+        Key { len: n, first, last }
+    }
+
+    fn hash(self) -> u64 {
+        let h = self.first.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.last.rotate_left(31).wrapping_mul(0xC2B2_AE3D_27D4_EB4F) ^ self.len as u64;
+        (h ^ (h >> 29)).wrapping_mul(0x1656_67B1_9E37_79F9)
+    }
+
+    /// Whether the key alone tells two values apart or equal.
+    fn is_exact(self) -> bool {
+        self.len <= 16
+    }
+}
+
+impl<'a> DistinctValues<'a> {
+    /// The distinct values of a text column; `None` for other types.
+    pub fn of(column: &'a Column) -> Option<Self> {
+        let ColumnValues::Text(text) = &column.values else {
+            return None;
+        };
+        let rows = column.len();
+        let mut values: Vec<(&'a [u8], u32)> = Vec::new();
+        let mut keys: Vec<Key> = Vec::new();
+        let mut row_values = vec![ABSENT; rows];
+        // Slots hold an index into `values` plus one (0: empty); at most half full.
+        let mut bits = 4;
+        let mut slots = vec![0u32; 1 << bits];
+        let mut present = 0;
+        for (row, at) in row_values.iter_mut().enumerate() {
+            if column.validity.get(row).is_some_and(|&s| s != PRESENT) {
+                continue;
+            }
+            let (a, b) = (text.offsets[row] as usize, text.offsets[row + 1] as usize);
+            let value = text.bytes.get(a..b).unwrap_or_default();
+            present += 1;
+            let key = Key::of(value);
+            let mask = slots.len() - 1;
+            let mut slot = (key.hash() >> (64 - bits)) as usize;
+            let index = loop {
+                match slots[slot] {
+                    0 => {
+                        values.push((value, 0));
+                        keys.push(key);
+                        slots[slot] = values.len() as u32;
+                        break values.len() - 1;
+                    }
+                    taken => {
+                        let i = taken as usize - 1;
+                        if keys[i] == key && (key.is_exact() || values[i].0 == value) {
+                            break i;
+                        }
+                        slot = (slot + 1) & mask;
+                    }
+                }
+            };
+            values[index].1 += 1;
+            *at = index as u32;
+            if values.len() * 2 > slots.len() {
+                bits += 1;
+                slots = vec![0u32; 1 << bits];
+                for (i, key) in keys.iter().enumerate() {
+                    let mut slot = (key.hash() >> (64 - bits)) as usize;
+                    while slots[slot] != 0 {
+                        slot = (slot + 1) & (slots.len() - 1);
+                    }
+                    slots[slot] = i as u32 + 1;
+                }
+            }
+        }
+        Some(DistinctValues { values, row_values, present })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{BatchBuilder, Rng};
+    use std::collections::BTreeMap;
+
+    /// Counts as a plain map gives them.
+    fn counted(column: &Column) -> BTreeMap<Vec<u8>, u32> {
+        let mut counts = BTreeMap::new();
+        (0..column.len()).filter(|&r| column.is_present(r)).for_each(|r| *counts.entry(column.bytes(r).to_vec()).or_default() += 1);
+        counts
+    }
+
+    #[test]
+    fn groups_rows_as_a_map_would_for_every_length() {
+        // Values of every length from 0 to 40 bytes that differ in one byte
+        // only (first, middle or last), so a key that missed a byte would merge them.
+        let mut rng = Rng(3);
+        let mut texts = Vec::new();
+        for len in 0..=40usize {
+            let base: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            texts.push(base.clone());
+            for at in [0, len / 2, len.saturating_sub(1)] {
+                if len > 0 {
+                    let mut v = base.clone();
+                    v[at] = b'Z';
+                    texts.push(v);
+                }
+            }
+        }
+        let rows: Vec<String> = (0..5000).map(|_| String::from_utf8(texts[(rng.uniform() * texts.len() as f64) as usize].clone()).unwrap()).collect();
+        let cells: Vec<Option<&str>> = rows.iter().enumerate().map(|(i, s)| (i % 13 != 0).then_some(s.as_str())).collect();
+        let batch = BatchBuilder::new(0).text("t", &cells).build();
+        let column = &batch.columns[0];
+        let distinct = DistinctValues::of(column).unwrap();
+        let ours: BTreeMap<Vec<u8>, u32> = distinct.values.iter().map(|&(v, n)| (v.to_vec(), n)).collect();
+        assert_eq!(ours, counted(column));
+        assert_eq!(ours.len(), distinct.values.len(), "a value listed twice");
+        assert_eq!(distinct.present, column.count(PRESENT));
+        for (row, &at) in distinct.row_values.iter().enumerate() {
+            match column.is_present(row) {
+                true => assert_eq!(distinct.values[at as usize].0, column.bytes(row)),
+                false => assert_eq!(at, ABSENT),
+            }
+        }
+    }
+
+    #[test]
+    fn many_distinct_values_grow_the_table() {
+        let rows: Vec<String> = (0..20_000).map(|i| format!("id-{}", i % 7919)).collect();
+        let cells: Vec<Option<&str>> = rows.iter().map(|s| Some(s.as_str())).collect();
+        let batch = BatchBuilder::new(0).text("id", &cells).build();
+        let distinct = DistinctValues::of(&batch.columns[0]).unwrap();
+        assert_eq!(distinct.values.len(), 7919);
+        assert!(distinct.values.iter().all(|&(_, n)| n == 2 || n == 3));
+        assert_eq!(distinct.present, 20_000);
+    }
+
+    #[test]
+    fn other_types_have_none() {
+        let batch = BatchBuilder::new(0).int("n", &[Some(1)]).build();
+        assert!(DistinctValues::of(&batch.columns[0]).is_none());
+    }
+}
