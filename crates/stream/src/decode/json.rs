@@ -29,6 +29,33 @@ fn control_byte(b: &[u8]) -> Option<(usize, u8)> {
     b.iter().position(|&c| (c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r')) || c == 0x7f).map(|at| (at, b[at]))
 }
 
+/// Where the run of plain ASCII string bytes from `i` ends: at the first
+/// quote, backslash, control character or byte above 0x7f (or the end).
+/// Eight bytes at a time: each test below flags exactly the lowest byte
+/// that matches (higher flags may be borrows), so the lowest flag of all is
+/// the first byte that ends the run.
+#[inline]
+fn plain_ascii_end(b: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        let ends = zero_byte(w ^ (ONES * u64::from(b'"'))) | zero_byte(w ^ (ONES * u64::from(b'\\'))) | (w.wrapping_sub(ONES * 0x20) & !w & HIGH) | (w & HIGH);
+        if ends != 0 {
+            return i + (ends.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&c) = b.get(i) {
+        if c == b'"' || c == b'\\' || !(0x20..0x80).contains(&c) {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
 fn syntax(at: usize, what: &str) -> DecodeError {
     DecodeError::Syntax(format!("{what} at byte {at}"))
 }
@@ -140,24 +167,26 @@ impl<'a> Parser<'a> {
         // Fast path: no escapes. A key need not become a field (`"k": {}`),
         // so its UTF-8 is checked here, when it has bytes above 0x7f.
         let mut ascii = true;
-        while let Some(&c) = self.b.get(self.i) {
-            match c {
-                b'"' => {
-                    let key = &self.b[start..self.i];
-                    if !ascii && std::str::from_utf8(key).is_err() {
-                        return Err(syntax(start, "a key is not valid UTF-8"));
-                    }
-                    self.name.extend_from_slice(key);
-                    self.i += 1;
-                    return Ok(());
-                }
-                b'\\' | 0..=0x1f => break,
-                _ => {
-                    ascii &= c < 0x80;
+        loop {
+            self.i = plain_ascii_end(self.b, self.i);
+            match self.b.get(self.i) {
+                Some(&c) if c >= 0x80 => {
+                    ascii = false;
                     self.i += 1;
                 }
+                _ => break,
             }
         }
+        if self.peek() == Some(b'"') {
+            let key = &self.b[start..self.i];
+            if !ascii && std::str::from_utf8(key).is_err() {
+                return Err(syntax(start, "a key is not valid UTF-8"));
+            }
+            self.name.extend_from_slice(key);
+            self.i += 1;
+            return Ok(());
+        }
+        // An escape, a control character or the end: the slow path says which.
         self.i = start - 1;
         let mut name = std::mem::take(self.name);
         let r = self.string_into(&mut name);
@@ -235,11 +264,12 @@ impl<'a> Parser<'a> {
         self.i += 1;
         loop {
             let start = self.i;
-            while let Some(&c) = self.b.get(self.i) {
-                if c == b'"' || c == b'\\' || c < 0x20 {
-                    break;
+            loop {
+                self.i = plain_ascii_end(self.b, self.i);
+                match self.b.get(self.i) {
+                    Some(&c) if c >= 0x80 => self.i += 1,
+                    _ => break,
                 }
-                self.i += 1;
             }
             let run = &self.b[start..self.i];
             if !run.is_ascii() && std::str::from_utf8(run).is_err() {

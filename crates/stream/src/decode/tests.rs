@@ -142,3 +142,40 @@ fn deep_nesting_is_refused_and_deep_objects_stay_text() {
     assert_eq!(r.values.len(), 1);
     assert_eq!(r.values[0].kind, Kind::Text);
 }
+
+#[test]
+fn strings_and_keys_end_where_serde_json_says_at_every_length_and_position() {
+    // The scan reads eight bytes at a time: put each kind of byte that ends
+    // or interrupts a plain run at every position of keys and values of
+    // every length around a word, and compare with serde_json.
+    let specials: [(&str, bool); 7] = [(r#"\""#, true), (r"\\", true), (r"\n", true), (r"\u00e9", true), ("é", true), ("\u{7f}", true), ("\u{1}", false)];
+    for len in 1..=20 {
+        for at in 0..len {
+            for (special, valid) in specials {
+                let text: String = (0..len).map(|i| if i == at { special.to_string() } else { ((b'a' + (i % 26) as u8) as char).to_string() }).collect();
+                let line = format!(r#"{{"{text}": "{text}", "k{text}": 1}}"#);
+                let mut d = JsonDecoder::default();
+                let ours = d.decode(line.as_bytes()).map(|_| ()).map(|()| {
+                    let values = decode(&mut d, &line);
+                    values
+                        .into_iter()
+                        .map(|(name, kind, bits, text)| (name, if kind == Kind::Int { (bits as i64).to_string() } else { text }))
+                        .collect::<Vec<_>>()
+                });
+                match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&line) {
+                    Ok(map) => {
+                        assert!(valid, "{line:?}");
+                        let expected: Vec<(String, String)> =
+                            map.iter().map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string))).collect();
+                        let mut ours = ours.unwrap_or_else(|e| panic!("{line:?}: {e}"));
+                        ours.sort();
+                        let mut expected = expected;
+                        expected.sort();
+                        assert_eq!(ours, expected, "{line:?}");
+                    }
+                    Err(_) => assert!(ours.is_err() && !valid, "{line:?}"),
+                }
+            }
+        }
+    }
+}
