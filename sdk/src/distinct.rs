@@ -27,12 +27,15 @@ pub struct DistinctValues<'a> {
 }
 
 /// A value's exact key when it is at most 16 bytes long: its length and two
-/// words that together cover every byte.
+/// words that together cover every byte. Longer values also carry a hash of
+/// all their bytes: ids and addresses that differ only in the middle
+/// (`u12345@example.com`) must not share one probe sequence.
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Key {
     len: usize,
     first: u64,
     last: u64,
+    whole: u64,
 }
 
 impl Key {
@@ -46,11 +49,22 @@ impl Key {
             1..=3 => (u64::from(b[0]) | u64::from(b[n / 2]) << 8 | u64::from(b[n - 1]) << 16, 0),
             0 => (0, 0),
         };
-        Key { len: n, first, last }
+        let whole = match n {
+            17.. => b.chunks(8).fold(0u64, |h, chunk| {
+                let mut word = [0u8; 8];
+                word[..chunk.len()].copy_from_slice(chunk);
+                (h ^ u64::from_le_bytes(word)).wrapping_mul(0x1000_0000_01B3).rotate_left(23)
+            }),
+            _ => 0,
+        };
+        Key { len: n, first, last, whole }
     }
 
     fn hash(self) -> u64 {
-        let h = self.first.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.last.rotate_left(31).wrapping_mul(0xC2B2_AE3D_27D4_EB4F) ^ self.len as u64;
+        let h = self.first.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ self.last.rotate_left(31).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+            ^ self.whole.wrapping_mul(0xD6E8_FEB8_6659_FD93)
+            ^ self.len as u64;
         (h ^ (h >> 29)).wrapping_mul(0x1656_67B1_9E37_79F9)
     }
 
@@ -175,6 +189,18 @@ mod tests {
         assert_eq!(distinct.values.len(), 7919);
         assert!(distinct.values.iter().all(|&(_, n)| n == 2 || n == 3));
         assert_eq!(distinct.present, 20_000);
+    }
+
+    #[test]
+    fn long_values_that_differ_only_in_the_middle_stay_apart() {
+        let rows: Vec<String> = (0..3000).map(|i| format!("user-{:06}-of-the-same-domain.example.com", i % 1500)).collect();
+        let cells: Vec<Option<&str>> = rows.iter().map(|s| Some(s.as_str())).collect();
+        let batch = BatchBuilder::new(0).text("email", &cells).build();
+        let distinct = DistinctValues::of(&batch.columns[0]).unwrap();
+        assert_eq!(distinct.values.len(), 1500);
+        assert!(distinct.values.iter().all(|&(_, n)| n == 2));
+        let keys: std::collections::BTreeSet<u64> = distinct.values.iter().map(|&(v, _)| Key::of(v).hash()).collect();
+        assert!(keys.len() > 1490, "{} hashes for 1500 values", keys.len());
     }
 
     #[test]

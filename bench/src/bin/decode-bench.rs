@@ -90,7 +90,7 @@ fn main() {
                 if window.rows() == 1000 {
                     let bounds = Bounds { seq: 0, kind: WindowKind::Count, time: None, event_time: false };
                     // As the window manager does: the next window starts at this one's size.
-                    let next = WindowBuffer::shaped(&window.shape());
+                    let next = WindowBuffer::shaped(&window.shape(1000));
                     black_box(std::mem::replace(&mut window, next).into_batch(&d.fields, "p", "s", 0, bounds, 0));
                 }
             }

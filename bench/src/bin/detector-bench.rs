@@ -24,7 +24,7 @@ fn windows(file: &Path, windows: usize, rows: usize) -> Result<Vec<Batch>> {
     let mut decoder = JsonDecoder::default();
     let mut window = WindowBuffer::default();
     let mut batches = Vec::new();
-    for (offset, line) in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+    for (offset, line) in text.split(|&b| b == b'\n').enumerate().filter(|(_, l)| !l.is_empty()) {
         let record = decoder.decode(line).with_context(|| format!("line {}", offset + 1))?;
         let meta = RecordMeta { offset: offset as u64, hash: xxhash_rust::xxh3::xxh3_64(line), event_time: None, read_at_ms: 0 };
         window.push(record, &meta);

@@ -133,13 +133,10 @@ impl Duplicates {
         let generation = self.config.memory.div_ceil(2);
         if self.state.seen.len() >= generation {
             // The older generation's table, sized for a full one, is the
-            // next to fill: no growing, rehashing or fresh pages per generation.
+            // next to fill: from the third generation on, no growing,
+            // rehashing or fresh pages (a quiet stream never pays for it).
             std::mem::swap(&mut self.state.seen, &mut self.state.previous);
             self.state.seen.clear();
-        }
-        if self.state.seen.capacity() == 0 {
-            // Sized up front within reason; a huge `memory` grows as it fills.
-            self.state.seen.reserve(generation.min(1 << 16));
         }
         self.state.seen.insert(identity, position);
     }

@@ -216,10 +216,12 @@ impl WindowBuffer {
         }
     }
 
-    /// How large this window's buffers are now.
-    pub fn shape(&self) -> Shape {
-        let text = self.fields.iter().map(|f| f.as_ref().map_or(0, |f| f.text.len())).collect();
-        Shape { rows: self.rows, text }
+    /// How large this window's buffers are now, scaled down to at most
+    /// `max_rows` rows: a burst window must not size every later one.
+    pub fn shape(&self, max_rows: usize) -> Shape {
+        let scale = |n: usize| if self.rows > max_rows { (n as u128 * max_rows as u128 / self.rows as u128) as usize } else { n };
+        let text = self.fields.iter().map(|f| f.as_ref().map_or(0, |f| scale(f.text.len()))).collect();
+        Shape { rows: self.rows.min(max_rows), text }
     }
 
     pub fn rows(&self) -> usize {

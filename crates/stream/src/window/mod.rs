@@ -51,6 +51,10 @@ pub struct EventTimeSpec {
 /// Most empty processing-time windows one idle gap yields.
 pub const MAX_IDLE_WINDOWS: u32 = 1000;
 
+/// Most rows a new window's buffers are sized for up front (from the last
+/// window's size); past it they grow as they fill.
+const SHAPE_ROWS: usize = 16_384;
+
 /// Event times the watermark is the median of.
 pub const WATERMARK_SPAN: usize = 9;
 
@@ -138,7 +142,13 @@ impl Windower {
 
     fn close(&mut self, buffer: WindowBuffer, time: Option<(i64, i64)>, out: &mut Vec<ClosedWindow>) {
         if buffer.rows() > 0 {
-            self.shape = buffer.shape();
+            // Count windows hold `size` rows at most; time windows have no
+            // bound, and several may be open: a burst sizes none past SHAPE_ROWS.
+            let max_rows = match self.spec {
+                WindowSpec::Count { size, .. } => size.min(SHAPE_ROWS),
+                _ => SHAPE_ROWS,
+            };
+            self.shape = buffer.shape(max_rows);
         }
         let kind = match self.spec {
             WindowSpec::Count { .. } => WindowKind::Count,

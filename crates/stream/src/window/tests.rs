@@ -260,3 +260,18 @@ fn a_window_sized_like_the_last_holds_only_its_own_columns() {
     assert_eq!((b.bytes.as_slice(), b.offsets.as_slice()), (&b"long textz"[..], &[0, 9, 10, 10][..]));
     assert_eq!(column(&batches[1], "b").validity, [0, 0, 2]);
 }
+
+#[test]
+fn a_burst_window_does_not_size_every_later_one() {
+    // 50,000 records in one processing-time second, then one in the next:
+    // the small window starts at most SHAPE_ROWS rows large, not 50,000.
+    let mut f = Feed::new(WindowSpec::ProcessingTime { size_ms: 1000 });
+    for _ in 0..50_000 {
+        f.push(None, 500);
+    }
+    f.push(None, 1500);
+    f.windower.flush(&mut f.closed);
+    let batches = f.batches();
+    assert_eq!(batches.iter().map(|b| b.row_count).collect::<Vec<_>>(), [50_000, 1]);
+    assert!(batches[1].offsets.capacity() <= SHAPE_ROWS && batches[1].record_hashes.capacity() <= SHAPE_ROWS, "{}", batches[1].offsets.capacity());
+}
