@@ -5,9 +5,11 @@
 //! grouped by value. Grouping costs one probe of a small open-addressing
 //! table a row, keyed by the value's length and its first and last eight
 //! bytes: for values up to 16 bytes (codes, countries, statuses) that key
-//! is the value itself, so no bytes are compared at all; longer values also
-//! compare their bytes on a key match. A general hash map with a byte-wise
-//! hasher cost drift most of its time per window.
+//! is the value itself, so no bytes are compared at all; longer values are
+//! also keyed by a hash of all their bytes, and compare their bytes on a
+//! key match. A general hash map with a byte-wise hasher cost drift a third
+//! of its time per window, and validity's scan of its value set per row a
+//! third of validity's.
 
 use crate::{Column, ColumnValues, PRESENT};
 
@@ -200,7 +202,9 @@ mod tests {
         assert_eq!(distinct.values.len(), 1500);
         assert!(distinct.values.iter().all(|&(_, n)| n == 2));
         let keys: std::collections::BTreeSet<u64> = distinct.values.iter().map(|&(v, _)| Key::of(v).hash()).collect();
-        assert!(keys.len() > 1490, "{} hashes for 1500 values", keys.len());
+        // Each fold step of the whole-value hash can be undone: values that
+        // differ in one 8-byte chunk never share a hash.
+        assert_eq!(keys.len(), 1500);
     }
 
     #[test]

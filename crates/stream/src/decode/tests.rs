@@ -179,3 +179,40 @@ fn strings_and_keys_end_where_serde_json_says_at_every_length_and_position() {
         }
     }
 }
+
+#[test]
+fn raw_bytes_in_keys_and_strings_pass_or_fail_as_serde_json_says() {
+    // Two bytes that end or interrupt a plain run in one word (a match
+    // followed by a borrow's false flag), invalid UTF-8 alone, and the
+    // bytes next to the control range, at every pair of positions.
+    let specials: [&[u8]; 11] = [b"\\\"", b"\\\\", b"\\n", "\u{e9}".as_bytes(), &[0x7f], &[0x1f], &[0x20], &[0x21], &[0x80], &[0xa0], &[0xdc]];
+    for len in 1..=17 {
+        for i in 0..len {
+            for j in i..len {
+                for a in specials {
+                    for b in specials {
+                        let mut text = Vec::new();
+                        for at in 0..len {
+                            match at {
+                                _ if at == i => text.extend_from_slice(a),
+                                _ if at == j => text.extend_from_slice(b),
+                                _ => text.push(b'a' + (at % 26) as u8),
+                            }
+                        }
+                        let line = [&b"{\""[..], &text[..], &b"\": \""[..], &text[..], &b"\"}"[..]].concat();
+                        let mut d = JsonDecoder::default();
+                        let ours = d.decode(&line).is_ok().then(|| decode(&mut d, std::str::from_utf8(&line).expect("decoded, so UTF-8")));
+                        match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&line) {
+                            Ok(map) => {
+                                let (key, value) = map.iter().next().expect("one member");
+                                let ours = ours.unwrap_or_else(|| panic!("{line:?} refused"));
+                                assert_eq!((ours[0].0.as_str(), ours[0].3.as_str()), (key.as_str(), value.as_str().expect("a string")), "{line:?}");
+                            }
+                            Err(_) => assert!(ours.is_none(), "{line:?} accepted"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -173,6 +173,8 @@ pub struct Shape {
     rows: usize,
     /// Text bytes per field id.
     text: Vec<usize>,
+    /// Rows a window of this stream may size for up front (a count window's size).
+    max_rows: usize,
 }
 
 /// The records of one open window.
@@ -221,7 +223,7 @@ impl WindowBuffer {
     pub fn shape(&self, max_rows: usize) -> Shape {
         let scale = |n: usize| if self.rows > max_rows { (n as u128 * max_rows as u128 / self.rows as u128) as usize } else { n };
         let text = self.fields.iter().map(|f| f.as_ref().map_or(0, |f| scale(f.text.len()))).collect();
-        Shape { rows: self.rows.min(max_rows), text }
+        Shape { rows: self.rows.min(max_rows), text, max_rows }
     }
 
     pub fn rows(&self) -> usize {
@@ -244,7 +246,7 @@ impl WindowBuffer {
                 self.order.push(v.field);
                 // A little room past the last window's size: one more row, a longer value.
                 let text = self.shape.text.get(id).map_or(0, |&bytes| bytes + bytes / 8);
-                FieldColumn::with_capacity(self.shape.rows + self.shape.rows / 8, text)
+                FieldColumn::with_capacity((self.shape.rows + self.shape.rows / 8).min(self.shape.max_rows), text)
             });
             if column.kinds.len() != row {
                 if column.kinds.len() > row {
