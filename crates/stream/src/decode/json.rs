@@ -56,6 +56,23 @@ fn plain_ascii_end(b: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// Where a string's unescaped run from `i` ends (at a quote, backslash,
+/// control character or the end), passing over bytes above 0x7f, and
+/// whether the run was all ASCII (else its UTF-8 is for the caller to check).
+fn string_run_end(b: &[u8], mut i: usize) -> (usize, bool) {
+    let mut ascii = true;
+    loop {
+        i = plain_ascii_end(b, i);
+        match b.get(i) {
+            Some(&c) if c >= 0x80 => {
+                ascii = false;
+                i += 1;
+            }
+            _ => return (i, ascii),
+        }
+    }
+}
+
 fn syntax(at: usize, what: &str) -> DecodeError {
     DecodeError::Syntax(format!("{what} at byte {at}"))
 }
@@ -166,17 +183,8 @@ impl<'a> Parser<'a> {
         let start = self.i;
         // Fast path: no escapes. A key need not become a field (`"k": {}`),
         // so its UTF-8 is checked here, when it has bytes above 0x7f.
-        let mut ascii = true;
-        loop {
-            self.i = plain_ascii_end(self.b, self.i);
-            match self.b.get(self.i) {
-                Some(&c) if c >= 0x80 => {
-                    ascii = false;
-                    self.i += 1;
-                }
-                _ => break,
-            }
-        }
+        let ascii;
+        (self.i, ascii) = string_run_end(self.b, self.i);
         if self.peek() == Some(b'"') {
             let key = &self.b[start..self.i];
             if !ascii && std::str::from_utf8(key).is_err() {
@@ -264,15 +272,10 @@ impl<'a> Parser<'a> {
         self.i += 1;
         loop {
             let start = self.i;
-            loop {
-                self.i = plain_ascii_end(self.b, self.i);
-                match self.b.get(self.i) {
-                    Some(&c) if c >= 0x80 => self.i += 1,
-                    _ => break,
-                }
-            }
+            let ascii;
+            (self.i, ascii) = string_run_end(self.b, self.i);
             let run = &self.b[start..self.i];
-            if !run.is_ascii() && std::str::from_utf8(run).is_err() {
+            if !ascii && std::str::from_utf8(run).is_err() {
                 return Err(syntax(start, "invalid UTF-8"));
             }
             out.extend_from_slice(run);
