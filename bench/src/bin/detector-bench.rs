@@ -1,9 +1,10 @@
 //! Each detector of a plugins folder alone, as wasm, on one thread: the time
 //! of its `analyze` calls over the windows of a JSON-lines file, without the
 //! rest of a pipeline sharing the cores (the host's own call times include
-//! waiting for one). `detector-bench FILE PLUGINS [WINDOWS] [ROWS]`
+//! waiting for one). `detector-bench FILE PLUGINS [WINDOWS] [ROWS] [PASSES]`
 //! prints one JSON line per detector: p50, p99 and mean µs per call, the
-//! medians over three passes, each a fresh instance over every window.
+//! medians over the passes (3 unless given), each a fresh instance over every
+//! window.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -15,8 +16,6 @@ use clean_host_core::bindings::{Batch, WindowKind};
 use clean_host_runtime::{load_dir, Analyzer, Limits, Runtime, TenantBudget};
 use clean_host_stream::decode::JsonDecoder;
 use clean_host_stream::window::{Bounds, RecordMeta, WindowBuffer};
-
-const PASSES: usize = 3;
 
 /// The file's first `windows` windows of `rows` records, as the host builds them.
 fn windows(file: &Path, windows: usize, rows: usize) -> Result<Vec<Batch>> {
@@ -50,15 +49,16 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let [_, file, plugins, rest @ ..] = args.as_slice() else {
-        bail!("usage: detector-bench FILE PLUGINS [WINDOWS] [ROWS]");
+        bail!("usage: detector-bench FILE PLUGINS [WINDOWS] [ROWS] [PASSES]");
     };
     let count = |i: usize, default: usize| rest.get(i).map_or(Ok(default), |n| n.parse::<usize>().context("a count"));
     let batches = windows(Path::new(file), count(0, 300)?, count(1, 1000)?)?;
+    let passes = count(2, 3)?.max(1);
     let runtime = Arc::new(Runtime::new(None).map_err(|e| anyhow::anyhow!("{e:#}"))?);
     let budget = Arc::new(TenantBudget::new("bench", 4096, 64));
     for plugin in load_dir(&runtime, Path::new(plugins), Limits::default(), &budget, None)?.into_iter().filter(|p| p.is_detector()) {
         let (mut p50s, mut p99s, mut means) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..PASSES {
+        for _ in 0..passes {
             let mut instance = runtime.instantiate(&plugin, "{}").map_err(|e| anyhow::anyhow!("{}: {e}", plugin.name))?;
             let mut calls: Vec<f64> = Vec::with_capacity(batches.len());
             for batch in &batches {

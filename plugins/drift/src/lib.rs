@@ -53,7 +53,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use clean_host_sdk::bindings::clean_host::plugin::host::LogLevel;
 use clean_host_sdk::distinct::{DistinctValues, ABSENT};
-use clean_host_sdk::stats::{Departures, History};
+use clean_host_sdk::stats::{sorted, Departures, History};
 use clean_host_sdk::time_like::TimeLikeColumns;
 use clean_host_sdk::{
     decode_state, encode_state, export_detector, log, metric_info, parse_config, Analysis, Batch, Column, ColumnValues, Detector, Finding, PluginInfo,
@@ -236,29 +236,8 @@ struct Numbers {
 
 impl Numbers {
     fn new(rows: Vec<f64>) -> Self {
-        // Sorted as integers that order like the floats (f64::total_cmp's
-        // order): cheaper to compare than the floats themselves.
-        let mut keys: Vec<u64> = rows.iter().map(|x| ordered(x.to_bits())).collect();
-        keys.sort_unstable();
-        let sorted = keys.into_iter().map(|k| f64::from_bits(ordered_back(k))).collect();
+        let sorted = sorted(rows.iter().copied());
         Numbers { rows, sorted }
-    }
-}
-
-/// A float's bits as an integer in the float's total order.
-fn ordered(bits: u64) -> u64 {
-    if bits >> 63 == 1 {
-        !bits
-    } else {
-        bits | 1 << 63
-    }
-}
-
-fn ordered_back(key: u64) -> u64 {
-    if key >> 63 == 1 {
-        key & !(1 << 63)
-    } else {
-        !key
     }
 }
 

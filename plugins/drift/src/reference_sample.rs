@@ -10,6 +10,7 @@
 //! everything offered, exact until it first fills and at least half the
 //! capacity after.
 
+use clean_host_sdk::stats::sorted;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,8 +63,7 @@ impl ReferenceSample {
         if self.kept.is_empty() {
             return None;
         }
-        let mut sorted = self.kept.clone();
-        sorted.sort_unstable_by(f64::total_cmp);
+        let sorted = sorted(self.kept.iter().copied());
         let m = sorted.len();
         let last = points.max(2) - 1;
         Some((0..=last).map(|i| sorted[(i * m).div_ceil(last).saturating_sub(1).min(m - 1)]).collect())

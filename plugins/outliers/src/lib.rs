@@ -26,7 +26,7 @@
 use std::collections::BTreeMap;
 
 use clean_host_sdk::bindings::clean_host::plugin::host::LogLevel;
-use clean_host_sdk::stats::{median_mad, quantile, Departures, RateBaseline, Reservoir};
+use clean_host_sdk::stats::{sorted, sorted_median_mad, sorted_quantile, Departures, RateBaseline, Reservoir};
 use clean_host_sdk::time_like::TimeLikeColumns;
 use clean_host_sdk::{
     decode_state, encode_state, export_detector, log, metric_info, parse_config, Analysis, Batch, Detector, Finding, NumericView, PluginInfo, Severity,
@@ -154,14 +154,15 @@ pub struct Outliers {
 
 impl Reference {
     fn learn(sample: &[f64], config: &Config) -> Option<Reference> {
-        let mut v = sample.to_vec();
-        let (q01, q99) = (quantile(&mut v, 0.01), quantile(&mut v, 0.99));
+        // Sorted once: six quantiles are read off it.
+        let v = sorted(sample.iter().copied());
+        let quantile = |q| sorted_quantile(&v, q, |x| x);
+        let (q01, q99) = (quantile(0.01), quantile(0.99));
         if q99 <= q01 {
             return None;
         }
-        let q1 = quantile(&mut v, 0.25);
-        let q3 = quantile(&mut v, 0.75);
-        let (median, mad) = median_mad(&mut v);
+        let (q1, q3) = (quantile(0.25), quantile(0.75));
+        let (median, mad) = sorted_median_mad(&v);
         let iqr = q3 - q1;
         let e = config.extreme_factor;
         // Both tails or none: a column with its median at one end (a cost
