@@ -107,29 +107,27 @@ impl TimeLikeColumns {
     }
 
     /// One column's present values, in row order; `integers`: an integer column.
-    fn observe_column(&mut self, name: &str, mut values: impl Iterator<Item = f64>, integers: bool, epoch_ranges: &EpochRanges) {
+    fn observe_column(&mut self, name: &str, values: impl Iterator<Item = f64> + Clone, integers: bool, epoch_ranges: &EpochRanges) {
         let evidence = match self.columns.get_mut(name) {
             Some(e) => e,
             None => self.columns.entry(name.to_string()).or_insert(Evidence { unit_ups: true, ..Evidence::default() }),
         };
-        let Some(first) = values.next() else {
+        let Some(first) = values.clone().next() else {
             return;
         };
         // Counted without branches on the values: a column of noise goes up
         // and down at random, which a branch would mispredict every other row.
         let (mut downs, mut ups, mut wraps, mut unit_ups) = (0u32, 0u32, 0u32, true);
-        let (mut n, mut epochs, mut hhmm) = (0usize, 0usize, 0usize);
+        let mut n = 0usize;
         let (mut low, mut high) = (f64::INFINITY, f64::NEG_INFINITY);
         let mut previous = evidence.last.unwrap_or(first);
-        for v in std::iter::once(first).chain(values) {
+        for v in values.clone() {
             let p = previous;
             n += 1;
             downs += u32::from(v < p);
             ups += u32::from(v > p);
             wraps += u32::from(integers && v < p && p >= 6.0 && (v == 0.0 || v == 1.0));
             unit_ups &= v <= p || (integers && v - p == 1.0);
-            epochs += usize::from(epoch_ranges.holds(v));
-            hhmm += usize::from(integers && (0.0..=2400.0).contains(&v) && (v as i64) % 100 < 60);
             // Comparisons, not f64::min/max: those are libm calls in wasm.
             if v < low {
                 low = v;
@@ -139,6 +137,14 @@ impl TimeLikeColumns {
             }
             previous = v;
         }
+        // Values are read again only where the range says they may be epoch
+        // times or times of day: most columns are neither.
+        let epochs = if epoch_ranges.meets(low, high) { values.clone().filter(|&v| epoch_ranges.holds(v)).count() } else { 0 };
+        let hhmm = if integers && high - low >= HHMM_SPAN && low <= 2400.0 && high >= 0.0 {
+            values.filter(|&v| (0.0..=2400.0).contains(&v) && (v as i64) % 100 < 60).count()
+        } else {
+            0
+        };
         evidence.last = Some(previous);
         evidence.downs += downs;
         evidence.ups += ups;
@@ -195,6 +201,11 @@ impl EpochRanges {
         let low = ranges.iter().map(|r| r.0).fold(f64::INFINITY, f64::min).max(0.0);
         let high = ranges.iter().map(|r| r.1).fold(f64::NEG_INFINITY, f64::max);
         EpochRanges { ranges, low, high }
+    }
+
+    /// Whether any value from `low` to `high` may be an epoch time.
+    fn meets(&self, low: f64, high: f64) -> bool {
+        high > self.low && low <= self.high
     }
 
     fn holds(&self, v: f64) -> bool {
