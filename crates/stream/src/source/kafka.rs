@@ -384,6 +384,18 @@ impl KafkaSource {
         lag
     }
 
+    /// `--until-end`, from what was read alone: every assigned partition's
+    /// next offset has reached its end offset seen at start.
+    fn read_to_end(&self, next: &HashMap<u32, i64>) -> bool {
+        let assigned = self.consumer.context().assigned.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        assigned.is_some_and(|assigned| {
+            assigned.iter().all(|p| {
+                let (low, high) = self.watermarks.get(p).copied().unwrap_or((0, 0));
+                low >= high || next.get(p).is_some_and(|&n| n >= high)
+            })
+        })
+    }
+
     /// `--until-end`: every assigned partition has reached its end offset seen at start.
     fn at_end(&self, next: &HashMap<u32, i64>) -> bool {
         let assigned = self.consumer.context().assigned.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -528,7 +540,9 @@ impl Source for KafkaSource {
             if arrivals.chain(messages).any(|event| ctx.events.send(event).is_err()) {
                 break;
             }
-            if self.options.until_end && count == 0 && self.at_end(&next) {
+            // Read to the end already, or nothing came and the broker says so:
+            // no empty poll's wait at the end of every run.
+            if self.options.until_end && (self.read_to_end(&next) || (count == 0 && self.at_end(&next))) {
                 break;
             }
         }
@@ -586,16 +600,22 @@ impl KafkaSink {
     /// A sink whose topic, if it must be created, gets `partitions` partitions.
     pub fn with_partitions(hosts: &str, topic: &str, options: &BrokerOptions, partitions: i32) -> Result<Self, SourceError> {
         let config = client_config(hosts, options)?;
-        create_topic(&config, hosts, &NewTopic::new(topic, partitions, TopicReplication::Fixed(-1)))?;
-        let producer = config
+        let producer: BaseProducer<Deliveries> = config
             .clone()
             .set("linger.ms", "5")
             // Records without a key spread over the partitions one by one: librdkafka's default
             // sticks to one partition for 10 ms, and `generate` fills a 4-partition topic in less.
             .set("sticky.partitioning.linger.ms", "0")
             .set("enable.idempotence", "true")
+            // Its metadata request below must not make the topic with the broker's defaults.
+            .set("allow.auto.create.topics", "false")
             .create_with_context(Deliveries::default())
             .map_err(|e| SourceError::Broker(format!("bad Kafka producer settings: {e}")))?;
+        // An admin client only when the topic is missing: dropping one waits for its polling thread (100 ms).
+        let metadata = producer.client().fetch_metadata(Some(topic), CONNECT_TIMEOUT).map_err(|e| unreachable(hosts, e))?;
+        if !metadata.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()) {
+            create_topic(&config, hosts, &NewTopic::new(topic, partitions, TopicReplication::Fixed(-1)))?;
+        }
         Ok(KafkaSink { hosts: hosts.into(), topic: topic.into(), producer })
     }
 }
