@@ -191,14 +191,3 @@ fn bad_config_is_refused_with_the_reason() {
     assert!(d.configure(r#"{"reference": {"x": {"frequencies": {"a": 0.9, "b": 0.3}}}}"#).unwrap_err().contains("at most 1"));
     assert!(d.configure(r#"{"bogus": 1}"#).unwrap_err().contains("unknown field"));
 }
-
-#[test]
-fn numbers_sort_in_the_floats_total_order() {
-    let mut rng = Rng(8);
-    let mut v: Vec<f64> = (0..500).map(|_| rng.normal() * 10f64.powi((rng.uniform() * 40.0) as i32 - 20)).collect();
-    v.extend([0.0, -0.0, f64::MIN_POSITIVE / 4.0, -f64::MIN_POSITIVE / 4.0, f64::MAX, f64::MIN, 3.0, 3.0]);
-    let mut expected = v.clone();
-    expected.sort_unstable_by(f64::total_cmp);
-    let sorted = Numbers::new(v.clone()).sorted;
-    assert_eq!(sorted.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), expected.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
-}

@@ -154,7 +154,7 @@ pub struct Outliers {
 
 impl Reference {
     fn learn(sample: &[f64], config: &Config) -> Option<Reference> {
-        // Sorted once: six quantiles are read off it.
+        // Sorted once: every statistic below is read off it.
         let v = sorted(sample.iter().copied());
         let quantile = |q| sorted_quantile(&v, q, |x| x);
         let (q01, q99) = (quantile(0.01), quantile(0.99));

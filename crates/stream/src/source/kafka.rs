@@ -385,18 +385,26 @@ impl KafkaSource {
     }
 
     /// `--until-end`, from what was read alone: every assigned partition's
-    /// next offset has reached its end offset seen at start.
+    /// next offset has reached its end offset seen at start. Never while a
+    /// revocation waits to be handed on (the partitions of the next
+    /// assignment are not known yet, and `next` may hold revoked ones).
     fn read_to_end(&self, next: &HashMap<u32, i64>) -> bool {
-        let assigned = self.consumer.context().assigned.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        assigned.is_some_and(|assigned| {
-            assigned.iter().all(|p| {
-                let (low, high) = self.watermarks.get(p).copied().unwrap_or((0, 0));
-                low >= high || next.get(p).is_some_and(|&n| n >= high)
-            })
+        let context = self.consumer.context();
+        if !context.revoked.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+            return false;
+        }
+        let assigned = context.assigned.lock().unwrap_or_else(|p| p.into_inner());
+        assigned.as_ref().is_some_and(|assigned| {
+            !assigned.is_empty()
+                && assigned.iter().all(|p| {
+                    let (low, high) = self.watermarks.get(p).copied().unwrap_or((0, 0));
+                    low >= high || next.get(p).is_some_and(|&n| n >= high)
+                })
         })
     }
 
-    /// `--until-end`: every assigned partition has reached its end offset seen at start.
+    /// `--until-end`, once nothing more came: as [`Self::read_to_end`], or
+    /// the consumer's positions or the group's commits say so (asks the broker).
     fn at_end(&self, next: &HashMap<u32, i64>) -> bool {
         let assigned = self.consumer.context().assigned.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let Some(assigned) = assigned else { return false };
@@ -607,7 +615,8 @@ impl KafkaSink {
             // sticks to one partition for 10 ms, and `generate` fills a 4-partition topic in less.
             .set("sticky.partitioning.linger.ms", "0")
             .set("enable.idempotence", "true")
-            // Its metadata request below must not make the topic with the broker's defaults.
+            // Its metadata request below must not make the topic with the broker's
+            // defaults (whatever the config says); a topic deleted mid-run is not made again.
             .set("allow.auto.create.topics", "false")
             .create_with_context(Deliveries::default())
             .map_err(|e| SourceError::Broker(format!("bad Kafka producer settings: {e}")))?;
