@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::ClientContext;
+use rdkafka::client::{Client, ClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -394,13 +394,7 @@ impl KafkaSource {
             return false;
         }
         let assigned = context.assigned.lock().unwrap_or_else(|p| p.into_inner());
-        assigned.as_ref().is_some_and(|assigned| {
-            !assigned.is_empty()
-                && assigned.iter().all(|p| {
-                    let (low, high) = self.watermarks.get(p).copied().unwrap_or((0, 0));
-                    low >= high || next.get(p).is_some_and(|&n| n >= high)
-                })
-        })
+        assigned.as_ref().is_some_and(|assigned| !assigned.is_empty() && assigned.iter().all(|&p| self.ended(p, [next.get(&p).copied()])))
     }
 
     /// `--until-end`, once nothing more came: as [`Self::read_to_end`], or
@@ -412,11 +406,14 @@ impl KafkaSource {
         let committed = self.consumer.committed(CONNECT_TIMEOUT).ok();
         let offset_in =
             |list: &Option<TopicPartitionList>, p: u32| list.as_ref().and_then(|l| l.find_partition(&self.topic, p as i32)).and_then(|e| e.offset().to_raw());
-        assigned.iter().all(|&p| {
-            let (low, high) = self.watermarks.get(&p).copied().unwrap_or((0, 0));
-            let reached = |o: Option<i64>| o.is_some_and(|o| o >= high);
-            low >= high || reached(next.get(&p).copied()) || reached(offset_in(&positions, p)) || reached(offset_in(&committed, p))
-        })
+        assigned.iter().all(|&p| self.ended(p, [next.get(&p).copied(), offset_in(&positions, p), offset_in(&committed, p)]))
+    }
+
+    /// Whether `partition` was empty at start, or any of `offsets` (where
+    /// reading goes on) has reached its end offset seen at start.
+    fn ended(&self, partition: u32, offsets: impl IntoIterator<Item = Option<i64>>) -> bool {
+        let (low, high) = self.watermarks.get(&partition).copied().unwrap_or((0, 0));
+        low >= high || offsets.into_iter().flatten().any(|o| o >= high)
     }
 }
 
@@ -579,8 +576,15 @@ impl ProducerContext for Deliveries {
     }
 }
 
-/// Create `topic` unless it exists (as it is, whatever its settings).
-fn create_topic(config: &ClientConfig, hosts: &str, topic: &NewTopic<'_>) -> Result<(), SourceError> {
+/// Create `topic` unless `client`'s metadata shows it (as it is, whatever
+/// its settings). Made only if missing: a host allowed to read and write a
+/// topic, not to create topics, uses one made for it; and an admin client
+/// waits 100 ms for its polling thread when dropped.
+fn ensure_topic<C: ClientContext>(client: &Client<C>, config: &ClientConfig, hosts: &str, topic: &NewTopic<'_>) -> Result<(), SourceError> {
+    let metadata = client.fetch_metadata(Some(topic.name), CONNECT_TIMEOUT).map_err(|e| unreachable(hosts, e))?;
+    if metadata.topics().iter().any(|t| t.name() == topic.name && t.error().is_none() && !t.partitions().is_empty()) {
+        return Ok(());
+    }
     let admin: AdminClient<_> = config.create().map_err(|e| unreachable(hosts, e))?;
     let opts = AdminOptions::new().operation_timeout(Some(CONNECT_TIMEOUT)).request_timeout(Some(CONNECT_TIMEOUT));
     let created = futures::executor::block_on(admin.create_topics([topic], &opts)).map_err(|e| unreachable(hosts, e))?;
@@ -620,11 +624,7 @@ impl KafkaSink {
             .set("allow.auto.create.topics", "false")
             .create_with_context(Deliveries::default())
             .map_err(|e| SourceError::Broker(format!("bad Kafka producer settings: {e}")))?;
-        // An admin client only when the topic is missing: dropping one waits for its polling thread (100 ms).
-        let metadata = producer.client().fetch_metadata(Some(topic), CONNECT_TIMEOUT).map_err(|e| unreachable(hosts, e))?;
-        if !metadata.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()) {
-            create_topic(&config, hosts, &NewTopic::new(topic, partitions, TopicReplication::Fixed(-1)))?;
-        }
+        ensure_topic(producer.client(), &config, hosts, &NewTopic::new(topic, partitions, TopicReplication::Fixed(-1)))?;
         Ok(KafkaSink { hosts: hosts.into(), topic: topic.into(), producer })
     }
 }
@@ -705,21 +705,17 @@ impl KafkaTable {
             .set("receive.message.max.bytes", (TABLE_VALUE_MAX * 2 + (1 << 20)).to_string())
             .create()
             .map_err(|e| SourceError::Broker(format!("bad Kafka consumer settings: {e}")))?;
-        // Made only if missing: a host allowed to read and write it, not to create topics, uses one made for it.
-        let metadata = consumer.fetch_metadata(Some(topic), CONNECT_TIMEOUT).map_err(|e| unreachable(hosts, e))?;
-        if !metadata.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()) {
-            let kept = STATE_TABLE_KEPT.as_millis().to_string();
-            let (max, segment) = ((TABLE_VALUE_MAX + (1 << 20)).to_string(), (TABLE_VALUE_MAX * 2).to_string());
-            let new = NewTopic::new(topic, 1, TopicReplication::Fixed(-1))
-                .set("cleanup.policy", "compact,delete")
-                .set("retention.ms", &kept)
-                .set("max.message.bytes", &max)
-                // Compacted soon, so a host starting reads little more than the latest values.
-                .set("segment.bytes", &segment)
-                .set("segment.ms", "3600000")
-                .set("min.cleanable.dirty.ratio", "0.2");
-            create_topic(&config, hosts, &new)?;
-        }
+        let kept = STATE_TABLE_KEPT.as_millis().to_string();
+        let (max, segment) = ((TABLE_VALUE_MAX + (1 << 20)).to_string(), (TABLE_VALUE_MAX * 2).to_string());
+        let new = NewTopic::new(topic, 1, TopicReplication::Fixed(-1))
+            .set("cleanup.policy", "compact,delete")
+            .set("retention.ms", &kept)
+            .set("max.message.bytes", &max)
+            // Compacted soon, so a host starting reads little more than the latest values.
+            .set("segment.bytes", &segment)
+            .set("segment.ms", "3600000")
+            .set("min.cleanable.dirty.ratio", "0.2");
+        ensure_topic(consumer.client(), &config, hosts, &new)?;
         let producer = config
             .clone()
             .set("linger.ms", "0")
