@@ -10,6 +10,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use clean_host_stream::source::pulsar::PulsarTable;
+use clean_host_stream::source::StateTable;
 use clean_host_tests::brokers::*;
 use clean_host_tests::{wait_until, waited_every, Sandbox};
 use serde_json::Value;
@@ -416,12 +418,19 @@ fn redis_a_crash_changes_no_alert() {
     a_crash_changes_no_alert(&stream, |group| format!("{stream}?group={group}&consumer=c1"), Kept::InBroker);
 }
 
-/// As on Kafka, the checkpoints in the data dir; messages sent again up to
-/// the checkpoint (analysed, not acked when it was killed) are acked, not
-/// read again, and a producer's batch the checkpoint cut through is acked
-/// once its rest is analysed.
+/// As on Kafka, the checkpoints in a Pulsar topic; messages sent again up
+/// to the checkpoint (analysed, not acked when it was killed) are acked,
+/// not read again, and a producer's batch the checkpoint cut through is
+/// acked once its rest is analysed.
 #[test]
 fn pulsar_a_crash_changes_no_alert() {
+    let topic = format!("{}/{}", pulsar(), fresh("checkpoint"));
+    a_crash_changes_no_alert(&topic, |subscription| format!("{topic}?subscription={subscription}"), Kept::InBroker);
+}
+
+/// As on Pulsar, with checkpoints in the data dir (`in_broker = false`).
+#[test]
+fn pulsar_a_crash_changes_no_alert_with_checkpoints_in_the_data_dir() {
     let topic = format!("{}/{}", pulsar(), fresh("checkpoint"));
     a_crash_changes_no_alert(&topic, |subscription| format!("{topic}?subscription={subscription}"), Kept::InDataDir);
 }
@@ -438,7 +447,7 @@ enum Kept {
 fn a_crash_changes_no_alert(topic: &str, source: impl Fn(&str) -> String, kept: Kept) {
     let s = Sandbox::with_bundled();
     s.run(&["check"]).assert_ok();
-    let config = checkpointed_config(&s, "");
+    let config = checkpointed_config(&s, if kept == Kept::InDataDir { "in_broker = false" } else { "" });
     let config = config.as_str();
     produce(&s, topic, 40_000, &["nulls@9000+1000", "duplicates@16000+1000", "drift@24000+4000", "creep@30000+8000"], 1);
     let host = |group: &str, run: &str, more: &[&str]| {
@@ -536,57 +545,120 @@ fn windows_by_number(logs: &[Vec<Value>]) -> BTreeMap<(u64, u64), String> {
 /// owner, which knows from the shared ledger that its alerts went out.
 #[test]
 fn kafka_a_host_takes_over_a_killed_hosts_partitions_with_their_state() {
-    let s = Sandbox::with_bundled();
-    s.run(&["check"]).assert_ok();
-    let config = checkpointed_config(&s, "");
     let topic = format!("{}/{}", kafka(), fresh("takeover"));
-    let source = format!("{topic}?group=pair");
-    produce(&s, &topic, 1, &[], 2); // creates the topic with 2 partitions
+    let s = Sandbox::with_bundled();
+    // Creates the topic with 2 partitions.
+    produce(&s, &topic, 1, &[], 2);
+    // Each host says when the group gave it its partitions.
+    let assigned =
+        |s: &Sandbox| ["a", "b"].iter().all(|h| std::fs::read_to_string(s.path(&format!("{h}.windows.stderr"))).is_ok_and(|t| t.contains("assigned")));
+    a_host_takes_over(&s, &topic, |group| format!("{topic}?group={group}"), assigned);
+}
+
+/// As on Kafka, on a Pulsar topic of 2 partitions read by a failover
+/// subscription, the checkpoints in a Pulsar topic: the partition of the
+/// killed host comes to the other once its connection is gone, and carries
+/// on, numbered on from its checkpoint.
+#[test]
+fn pulsar_a_host_takes_over_a_killed_hosts_partitions_with_their_state() {
+    let name = fresh("takeover");
+    let admin = format!("{}/admin/v2/persistent/public/default/{name}", broker("PULSAR_ADMIN"));
+    let made = Command::new("curl").args(["-sf", "-X", "PUT", "-H", "Content-Type: application/json", "-d", "2", &format!("{admin}/partitions")]).status();
+    assert!(made.expect("curl").success(), "making {name} with 2 partitions");
+    let topic = format!("{}/{name}", pulsar());
+    let s = Sandbox::with_bundled();
+    // Both hosts are consumers of the subscription (Pulsar tells a consumer nothing when it becomes active).
+    let subscribed = |_: &Sandbox| {
+        let stats = Command::new("curl").args(["-sf", &format!("{admin}/partitioned-stats")]).output().expect("curl");
+        let stats: Value = serde_json::from_slice(&stats.stdout).unwrap_or_default();
+        stats["subscriptions"]["pair"]["consumers"].as_array().is_some_and(|c| c.len() >= 2)
+    };
+    a_host_takes_over(&s, &topic, |subscription| format!("{topic}?subscription={subscription}"), subscribed);
+}
+
+/// Two hosts of one group on `topic` (2 partitions), `source(group)`;
+/// `ready`: both read their partitions.
+fn a_host_takes_over(s: &Sandbox, topic: &str, source: impl Fn(&str) -> String, ready: impl Fn(&Sandbox) -> bool) {
+    s.run(&["check"]).assert_ok();
+    let config = checkpointed_config(s, "");
     let host = |name: &str, source: &str, more: &[&str]| {
         let alerts = s.path(&format!("{name}.alerts"));
         let args = [&["--config", config.as_str(), "--alerts-file", alerts.to_str().unwrap()], more].concat();
-        spawn_with(&s, source, &format!("{name}.windows"), &format!("data-{name}"), 500, &args)
+        spawn_with(s, source, &format!("{name}.windows"), &format!("data-{name}"), 500, &args)
     };
-    let a = host("a", &source, &[]);
-    let b = host("b", &source, &[]);
-    let assigned = |name: &str| std::fs::read_to_string(s.path(&format!("{name}.windows.stderr"))).is_ok_and(|t| t.contains("assigned"));
-    wait_for_hosts(&[&a, &b], "both hosts to get partitions", Duration::from_secs(90), || assigned("a") && assigned("b"));
+    let a = host("a", &source("pair"), &["--log-level", "clean_host=debug,info"]);
+    let b = host("b", &source("pair"), &["--log-level", "clean_host=debug,info"]);
+    let log = |name: &str| std::fs::read_to_string(s.path(&format!("{name}.windows.stderr"))).unwrap_or_default();
+    wait_for_hosts(&[&a, &b], "both hosts to get partitions", Duration::from_secs(90), || ready(s));
     std::thread::sleep(Duration::from_secs(5));
     // 60,000 records over 8 s (60 windows a partition; detectors learn each
     // partition apart), faults in the second half, so the kill lands mid-stream.
     let faults = "nulls@30000+2000,duplicates@38000+2000,drift@44000+6000,creep@50000+8000";
     let mut producer = Command::new(clean_host_tests::binary())
-        .args(["generate", "--records", "60000", "--rate", "7500", "--partitions", "2", "--inject", faults, "--sink", &topic])
+        .args(["generate", "--records", "60000", "--rate", "7500", "--partitions", "2", "--inject", faults, "--sink", topic])
         .current_dir(s.dir.path())
         .stderr(Stdio::null())
         .spawn()
         .expect("start generate");
-    a.wait_until("a's first windows", Duration::from_secs(60), || windows(&s.path("a.windows")).len() >= 30);
+    // Killed once it has analysed 30 windows and stored a checkpoint.
+    a.wait_until("a's first windows", Duration::from_secs(60), || windows(&s.path("a.windows")).len() >= 30 && log("a").contains("checkpoint of"));
     a.kill();
     assert!(producer.wait().expect("generate").success());
     // One host alone, uninterrupted, on the same records.
-    host("whole", &format!("{topic}?group=whole"), &["--until-end"]).finish();
+    host("whole", &source("whole"), &["--until-end"]).finish();
     let whole = windows_by_number(&[windows(&s.path("whole.windows"))]);
     let full: Vec<(u64, u64)> = windows(&s.path("whole.windows"))
         .iter()
         .filter(|w| w["records"] == 500)
         .map(|w| (w["partition"].as_u64().unwrap(), w["seq"].as_u64().unwrap()))
         .collect();
-    // b takes a's partitions once a's session ends (10 s), then reads to the end.
+    // b takes a's partitions once a's session ends (Kafka: 10 s), then reads to the end.
     b.wait_until("b to analyse every full window", Duration::from_secs(120), || {
         let pair = windows_by_number(&[windows(&s.path("a.windows")), windows(&s.path("b.windows"))]);
         full.iter().all(|k| pair.contains_key(k))
     });
     std::thread::sleep(Duration::from_secs(2));
     b.interrupt();
-    let took_over = std::fs::read_to_string(s.path("b.windows.stderr")).unwrap();
+    let took_over = log("b");
     assert!(took_over.contains("resumed from its checkpoint"), "b took nothing over from a checkpoint:\n{took_over}");
     let pair = windows_by_number(&[windows(&s.path("a.windows")), windows(&s.path("b.windows"))]);
     assert_eq!(pair, whole, "the pair analysed some window otherwise than one host");
-    let expected = alerts_of(&s, &["whole.alerts".into()]);
+    let expected = alerts_of(s, &["whole.alerts".into()]);
     assert!(expected.len() >= 4, "{expected:#?}");
     // The hosts share which alerts went out: none twice.
-    assert_eq!(alerts_of(&s, &["a.alerts".into(), "b.alerts".into()]), expected);
+    assert_eq!(alerts_of(s, &["a.alerts".into(), "b.alerts".into()]), expected);
+}
+
+/// Pulsar keeps checkpoints in a topic whose own subscription holds them:
+/// a value over a message's size goes in parts, another host reads each
+/// field's latest value, and each message a newer value replaced is acked,
+/// so only the latest values stay.
+#[test]
+fn pulsar_state_table_keeps_the_latest_value_of_each_field() {
+    let hosts = broker("PULSAR").trim_start_matches("pulsar://").to_string();
+    let path = format!("public/default/{}", fresh("state"));
+    let mut one = PulsarTable::new(&hosts, &path).unwrap();
+    // Over the broker's 5 MB a message: 6 parts.
+    let big: Vec<u8> = (0..(5 << 20) + 3).map(|i| (i % 251) as u8).collect();
+    one.put("t", &[("0".into(), big.clone()), ("1".into(), b"small".to_vec())]).unwrap();
+    one.put("t", &[("1".into(), b"newer".to_vec())]).unwrap();
+    one.put("u", &[("0".into(), b"another table".to_vec())]).unwrap();
+    let e = one.put("t", &[("0".into(), vec![0; (32 << 20) + 1])]).unwrap_err().to_string();
+    assert!(e.contains("over the 32 MiB limit"), "{e}");
+    let mut two = PulsarTable::new(&hosts, &path).unwrap();
+    let mut fields = two.get_all("t").unwrap();
+    fields.sort();
+    assert!(fields == [("0".to_string(), big), ("1".to_string(), b"newer".to_vec())], "{} fields", fields.len());
+    assert_eq!(two.get("u", "0").unwrap().as_deref(), Some(&b"another table"[..]));
+    assert_eq!(two.get("t", "2").unwrap(), None);
+    // "small" is acked: the 6 parts, "newer" and "another table" stay.
+    let stats = format!("{}/admin/v2/persistent/{path}/stats", broker("PULSAR_ADMIN"));
+    let backlog = || {
+        let out = Command::new("curl").args(["-sf", &stats]).output().expect("curl");
+        let stats: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        stats["subscriptions"]["clean-host-state-keeper"]["msgBacklog"].as_u64()
+    };
+    assert!(waited_every(Duration::from_millis(100), Duration::from_secs(10), || backlog() == Some(8)), "backlog {:?}", backlog());
 }
 
 /// Producers batch (as Java's do by default, and `generate`), and a crash

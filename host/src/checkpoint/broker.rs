@@ -1,5 +1,5 @@
 //! Checkpoints kept in the pipeline's broker ([`StateTable`]: a Redis hash,
-//! a compacted Kafka topic), so whichever host of the group reads a
+//! a compacted Kafka topic, a Pulsar topic), so whichever host of the group reads a
 //! partition on, on any machine, carries its state on. A stream's table
 //! holds a field per partition, each a whole partition's checkpoint; the
 //! stream's sent alerts are a table of their own.

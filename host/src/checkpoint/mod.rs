@@ -20,7 +20,7 @@
 //! clock, as any restart of them does.
 //!
 //! Broker pipelines keep them in their broker ([`broker`]: a Redis hash, a
-//! compacted Kafka topic), so any host of the group, on any machine,
+//! compacted Kafka topic, a Pulsar topic), so any host of the group, on any machine,
 //! resumes a partition with its state; other pipelines, and broker ones
 //! with `in_broker = false`, in `DATA_DIR/checkpoints.db` ([`file`]). One
 //! per tenant, pipeline, source and consumer group, and partition: another
@@ -56,9 +56,9 @@ pub struct CheckpointConfig {
     /// Checkpoint broker pipelines whose source can resume at a position (Kafka; Redis with
     /// `consumer=`; Pulsar exclusive or failover).
     pub enabled: bool,
-    /// Keep them in the pipeline's broker where it keeps tables (Kafka: a compacted topic;
-    /// Redis: a hash per stream; named by the broker table's `state_table`), so any host of
-    /// the group resumes from them; false keeps them in `path`. Pulsar's are kept in `path`.
+    /// Keep them in the pipeline's broker (Kafka: a compacted topic; Redis: a hash per
+    /// stream; Pulsar: a topic; named by the broker table's `state_table`), so any host of
+    /// the group resumes from them; false keeps them in `path`.
     pub in_broker: bool,
     /// How often a checkpoint is taken; the broker's commits follow it.
     pub interval_ms: u64,

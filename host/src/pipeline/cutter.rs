@@ -93,13 +93,14 @@ impl<'a> Cutter<'a> {
 
     /// `partition` arrived, read from `from` on: it carries on from its
     /// checkpoint, the latest any consumer of the group stored, unless it
-    /// has none or was read past it (then it starts cold).
-    pub(super) fn arrive(&mut self, partition: u32, from: u64) {
+    /// has none or was read past it (then it starts cold). `None`: the
+    /// source numbers it afresh, and it starts cold.
+    pub(super) fn arrive(&mut self, partition: u32, from: Option<u64>) {
         if self.partitions.contains_key(&partition) {
             return;
         }
         let started = Instant::now();
-        if let Some((checkpoint, at)) = self.checkpoint_of(partition, from) {
+        if let Some((checkpoint, at)) = from.and_then(|from| self.checkpoint_of(partition, from)) {
             self.carry_on(partition, at, checkpoint.next_seq);
             self.adopted.push(Work::Adopt(partition, Box::new(checkpoint), started.elapsed()));
         }
@@ -182,7 +183,7 @@ impl<'a> Cutter<'a> {
 
     pub(super) fn message(&mut self, partition: u32, message: &Message, read_at_ms: i64) -> Result<()> {
         let offset = message.offset;
-        self.arrive(partition, offset);
+        self.arrive(partition, Some(offset));
         let state = self.partition(partition);
         if offset < state.acked_below {
             // Analysed before the checkpoint it carries on from.

@@ -43,7 +43,7 @@ use clean_host_quality::analysis::Detectors;
 use clean_host_runtime::PluginStats;
 use clean_host_stream::dead_letter::{DeadLetterTopic, DeadLetters};
 use clean_host_stream::decode::message::MessageDecoder;
-use clean_host_stream::source::{lines, Ack, Position, Progress, ResumePosition, Sink, Source, SourceContext, SourceEvent, MAX_LINE_BYTES};
+use clean_host_stream::source::{lines, Ack, CheckpointLookup, Position, Progress, ResumePosition, Sink, Source, SourceContext, SourceEvent, MAX_LINE_BYTES};
 use clean_host_stream::window::WindowSpec;
 use cutter::Cutter;
 
@@ -308,12 +308,16 @@ fn read_and_analyse(pipeline: Pipeline, shared: &Shared) -> Result<PipelineRepor
         counters.checkpoint_taken_ms.store(resumed.taken_at_ms.max(0) as u64, Ordering::Relaxed);
     }
     let forward_only = cutter.adopts();
+    let checkpoint_of = match &checkpoints {
+        Some((store, _)) if forward_only => Some(position_lookup(store.clone(), key.clone())),
+        _ => None,
+    };
     let checkpointer = checkpoints
         .map(|(store, interval)| Checkpointer::new(store, key, interval, forward_only, counters.clone()))
         .transpose()
         .with_context(|| format!("pipeline {name}: starting its checkpoint thread"))?;
     std::thread::scope(|scope| -> Result<PipelineReport> {
-        let ctx = SourceContext { events: line_tx, acks: ack_rx, stop: shared.stop.clone(), progress: counters.progress.clone() };
+        let ctx = SourceContext { events: line_tx, acks: ack_rx, stop: shared.stop.clone(), progress: counters.progress.clone(), checkpoint_of };
         let reader = std::thread::Builder::new().name(format!("{name}-source")).spawn(move || source.run(ctx)).context("starting the source thread")?;
         counters.set_reading(Reading::Yes);
 
@@ -468,6 +472,15 @@ fn adopt_as_they_come(key: &StreamKey, store: &CheckpointStore, source: &mut dyn
     let age_s = (now_ms() - taken_at_ms) as f64 / 1000.0;
     let restore_ms = started.elapsed().as_secs_f64() * 1000.0;
     Ok(Some(Resumed { positions, taken_at_ms, age_s, restore_ms, cold_detectors: Vec::new() }))
+}
+
+/// Where each partition's checkpoint stands when asked: the latest any
+/// host of the group stored.
+fn position_lookup(store: CheckpointStore, key: StreamKey) -> CheckpointLookup {
+    Box::new(move |partition| match store.load_partition(&key, partition) {
+        Ok(found) => Ok(found.map(|(checkpoint, _)| checkpoint.position)),
+        Err(e) => Err(format!("pipeline {}: partition {partition}'s checkpoint: {e:#}", key.pipeline)),
+    })
 }
 
 /// Carry on from the stream's checkpoint if there is one and the source can

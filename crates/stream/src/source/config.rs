@@ -260,8 +260,9 @@ pub struct BrokerOptions {
     /// `rediss://` (Redis over TLS): a CA certificate file (PEM) to trust
     /// instead of the system's roots.
     pub tls_ca: Option<PathBuf>,
-    /// Kafka topic (compacted) or Redis key prefix where the broker keeps
-    /// the pipeline's checkpoints (default `clean-host-state`).
+    /// Kafka topic (compacted), Redis key prefix or Pulsar topic (in the
+    /// source's namespace, or `tenant/namespace/topic`) where the broker
+    /// keeps the pipeline's checkpoints (default `clean-host-state`).
     pub state_table: Option<String>,
     /// librdkafka properties passed through as they are (security.protocol,
     /// sasl.mechanism, sasl.username, sasl.password, ssl.ca.location, ...);

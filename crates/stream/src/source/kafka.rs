@@ -540,7 +540,7 @@ impl Source for KafkaSource {
                 }
             }
             ctx.progress.done.fetch_add(count as u64, Ordering::Relaxed);
-            let arrivals = arrived.into_iter().map(|(partition, first)| SourceEvent::Arrived { partition, from: self.start_of(partition, first) });
+            let arrivals = arrived.into_iter().map(|(partition, first)| SourceEvent::Arrived { partition, from: Some(self.start_of(partition, first)) });
             let messages = batch.into_iter().map(|(partition, messages)| SourceEvent::Messages { partition, messages });
             if arrivals.chain(messages).any(|event| ctx.events.send(event).is_err()) {
                 break;

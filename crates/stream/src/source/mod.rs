@@ -42,8 +42,10 @@ pub enum SourceEvent {
     /// Broker messages of one partition, in log order.
     Messages { partition: u32, messages: Vec<Message> },
     /// A partition was assigned (where [`Source::partitions_move`]) and is
-    /// read from `from` on, its committed offset: its messages follow.
-    Arrived { partition: u32, from: u64 },
+    /// read from `from` on (Kafka: its committed offset; Pulsar: its
+    /// checkpoint's): its messages follow. `None`: no checkpoint applies
+    /// ([`SourceContext::checkpoint_of`] found none, or none it can use).
+    Arrived { partition: u32, from: Option<u64> },
     /// Partitions taken away by a rebalance: their open windows are dropped
     /// uncommitted, to be replayed by their new owner.
     Revoked { partitions: Vec<u32> },
@@ -162,7 +164,16 @@ pub struct SourceContext {
     /// Set on Ctrl-C.
     pub stop: Arc<AtomicBool>,
     pub progress: Arc<Progress>,
+    /// Where a partition's checkpoint stands now, where checkpoints are
+    /// adopted as partitions come: sources that number their records
+    /// themselves (Pulsar) number a partition that comes on from it.
+    pub checkpoint_of: Option<CheckpointLookup>,
 }
+
+/// [`SourceContext::checkpoint_of`]: the position, if the partition has a
+/// checkpoint; an error when it cannot be read (the source stops rather
+/// than number the partition otherwise than its checkpoint).
+pub type CheckpointLookup = Box<dyn Fn(u32) -> Result<Option<ResumePosition>, String> + Send>;
 
 impl SourceContext {
     /// Stop sending, then hand every ack still to come to `commit` until the
@@ -176,7 +187,7 @@ impl SourceContext {
 
     /// A context for a source whose events go to `events` and that gets no acks.
     pub fn detached(events: Sender<SourceEvent>) -> Self {
-        SourceContext { events, acks: crossbeam_channel::never(), stop: Default::default(), progress: Default::default() }
+        SourceContext { events, acks: crossbeam_channel::never(), stop: Default::default(), progress: Default::default(), checkpoint_of: None }
     }
 
     pub fn stopped(&self) -> bool {
@@ -239,7 +250,7 @@ pub trait Source: Send {
         Ok(None)
     }
     /// A table on the same broker for the pipeline's checkpoints, if the
-    /// broker keeps one (Kafka, Redis): any consumer of the group finds them.
+    /// broker keeps one (Kafka, Redis, Pulsar): any consumer of the group finds them.
     fn state_table(&self) -> Result<Option<Box<dyn StateTable>>, SourceError> {
         Ok(None)
     }

@@ -12,10 +12,16 @@
 //! the pipeline's partitions.
 //!
 //! Exclusive and failover subscriptions (one reader a partition) are
-//! checkpointed: on a restart each partition's records are numbered on from
-//! the checkpoint's offset, and messages sent again up to its message id
-//! (analysed before the stop, not acked yet) are acked, not read again.
+//! checkpointed, in the broker ([`PulsarTable`]): when a partition first
+//! comes to this consumer (at the start, or from a consumer that stopped),
+//! its records are numbered on from its checkpoint's offset, and messages
+//! sent again up to its message id (analysed before the stop, not acked
+//! yet) are acked, not read again. Messages a reconnect sends again that
+//! were handed on already are not handed on twice.
 
+mod table;
+
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -24,10 +30,11 @@ use std::time::{Duration, Instant};
 use futures::{FutureExt, StreamExt};
 use pulsar::consumer::InitialPosition;
 use pulsar::proto::MessageIdData;
-use pulsar::{ConnectionRetryOptions, Consumer, ConsumerOptions, Producer, ProducerOptions, Pulsar, SubType, TokioExecutor};
+use pulsar::{ConnectionRetryOptions, Consumer, ConsumerOptions, OperationRetryOptions, Producer, ProducerOptions, Pulsar, SubType, TokioExecutor};
 
 use super::config::{BrokerOptions, BrokerUrl, StartAt, COMMON_PARAMS};
-use super::{Ack, Message, ResumePosition, Sink, Source, SourceContext, SourceError, SourceEvent, LAG_EVERY};
+use super::{Ack, Message, ResumePosition, Sink, Source, SourceContext, SourceError, SourceEvent, StateTable, LAG_EVERY};
+pub use table::PulsarTable;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(100);
@@ -101,9 +108,11 @@ fn connect(rt: &tokio::runtime::Runtime, hosts: &str) -> Result<Pulsar<TokioExec
         connection_timeout: Duration::from_secs(5),
         ..Default::default()
     };
+    // Not retried for ever (the default): a broker that keeps refusing is an error.
+    let operations = OperationRetryOptions { max_retries: Some(20), ..Default::default() };
     let address = format!("pulsar://{hosts}");
     let build = async move {
-        let builder = Pulsar::builder(address, TokioExecutor).with_connection_retry_options(retry);
+        let builder = Pulsar::builder(address, TokioExecutor).with_connection_retry_options(retry).with_operation_retry_options(operations);
         tokio::time::timeout(CONNECT_TIMEOUT, builder.build()).await
     };
     match rt.block_on(build) {
@@ -111,6 +120,39 @@ fn connect(rt: &tokio::runtime::Runtime, hosts: &str) -> Result<Pulsar<TokioExec
         Ok(Err(e)) => Err(unreachable(e.to_string())),
         Err(_) => Err(unreachable(format!("no answer within {CONNECT_TIMEOUT:?}"))),
     }
+}
+
+/// Per partition of `topic`, (ledger, entry) of its last message now (none
+/// for a partition with no message). Asked through a consumer of its own
+/// that starts at the end and takes one message at a time, so no backlog
+/// holds the answer up (see [`ask`]).
+fn last_entries(rt: &tokio::runtime::Runtime, client: &Pulsar<TokioExecutor>, topic: &str) -> Result<HashMap<u32, (u64, u64)>, SourceError> {
+    let what = |e: String| SourceError::Broker(format!("the last message id of {topic}: {e}"));
+    let ids = rt.block_on(async {
+        let probe = client
+            .consumer()
+            .with_topic(topic)
+            .with_subscription(format!("clean-host-end-{}-{}", std::process::id(), fastrand::u64(..)))
+            .with_subscription_type(SubType::Exclusive)
+            .with_batch_size(1)
+            .with_options(ConsumerOptions::default().durable(false).with_initial_position(InitialPosition::Latest))
+            .build();
+        let mut probe: PulsarConsumer = match tokio::time::timeout(REQUEST_TIMEOUT, probe).await {
+            Ok(built) => built.map_err(|e| what(e.to_string()))?,
+            Err(_) => return Err(what(format!("no answer within {REQUEST_TIMEOUT:?}"))),
+        };
+        let ids = tokio::time::timeout(REQUEST_TIMEOUT, probe.get_last_message_id()).await;
+        let _ = tokio::time::timeout(REQUEST_TIMEOUT, probe.close()).await;
+        match ids {
+            Ok(ids) => ids.map_err(|e| what(e.to_string())),
+            Err(_) => Err(what(format!("no answer within {REQUEST_TIMEOUT:?}"))),
+        }
+    })?;
+    let ends = ids
+        .iter()
+        .filter(|id| id.ledger_id != u64::MAX && id.entry_id != u64::MAX)
+        .map(|id| (id.partition.unwrap_or(0).max(0) as u32, (id.ledger_id, id.entry_id)));
+    Ok(ends.collect())
 }
 
 /// `persistent://tenant/namespace/topic` from `tenant/namespace/topic`.
@@ -152,9 +194,8 @@ pub struct PulsarSource {
     consumer: Option<PulsarConsumer>,
     /// Asked to start at a time: no checkpoint applies.
     replay: bool,
-    /// Per partition, the checkpoint resumed from: the next offset, and the
-    /// last message analysed.
-    resumed: HashMap<u32, (u64, Place)>,
+    /// `--until-end`: partition -> (ledger, entry) of its last message at start.
+    ends: HashMap<u32, (u64, u64)>,
 }
 
 impl Drop for PulsarSource {
@@ -186,6 +227,7 @@ impl PulsarSource {
         };
         let rt = runtime()?;
         let client = connect(&rt, &url.hosts)?;
+        let ends = if options.until_end { last_entries(&rt, &client, &topic)? } else { HashMap::new() };
         let subscription = options.subscription.clone().unwrap_or_else(|| "clean-host".into());
         let mut consumer: PulsarConsumer = rt
             .block_on(
@@ -208,7 +250,7 @@ impl PulsarSource {
             }
         }
         let replay = matches!(start, StartAt::Time(_));
-        Ok(PulsarSource { url, options, rt, consumer: Some(consumer), replay, resumed: HashMap::new() })
+        Ok(PulsarSource { url, options, rt, consumer: Some(consumer), replay, ends })
     }
 }
 
@@ -233,26 +275,30 @@ impl Source for PulsarSource {
         one_reader.then(|| self.reader())
     }
 
-    fn resume_at(&mut self, positions: &BTreeMap<u32, ResumePosition>) -> Result<bool, SourceError> {
-        if self.replay {
-            return Ok(false);
-        }
-        let mut resumed = HashMap::new();
-        for (&partition, at) in positions {
-            let Some(after) = at.after_id.as_deref().and_then(place_of_text) else { return Ok(false) };
-            resumed.insert(partition, (at.next_offset, after));
-        }
-        self.resumed = resumed;
-        Ok(true)
+    /// Where the subscription is checkpointed: a partition comes to a
+    /// consumer when another stops, and carries on from its checkpoint then.
+    fn partitions_move(&self) -> bool {
+        self.checkpoint_id().is_some()
+    }
+
+    /// Each partition's checkpoint is looked up when it comes
+    /// ([`SourceContext::checkpoint_of`]): the latest then, not at the start.
+    fn resume_at(&mut self, _positions: &BTreeMap<u32, ResumePosition>) -> Result<bool, SourceError> {
+        Ok(!self.replay)
     }
 
     fn dead_letter_sink(&self) -> Result<Option<Box<dyn Sink>>, SourceError> {
         let path = match &self.options.dead_letter_topic {
-            Some(t) if t.contains('/') => t.clone(),
-            Some(t) => format!("{}/{t}", self.url.path.rsplit_once('/').map_or("", |(ns, _)| ns)),
+            Some(t) => self.in_namespace(t),
             None => format!("{}-dead-letters", self.url.path),
         };
         Ok(Some(Box::new(PulsarSink::new(&self.url.hosts, &path)?)))
+    }
+
+    /// A topic in the source's namespace (or `tenant/namespace/topic`).
+    fn state_table(&self) -> Result<Option<Box<dyn StateTable>>, SourceError> {
+        let path = self.in_namespace(self.options.state_table());
+        Ok(Some(Box::new(PulsarTable::new(&self.url.hosts, &path)?)))
     }
 
     fn run(mut self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
@@ -260,27 +306,15 @@ impl Source for PulsarSource {
         let mut unacked: HashMap<u32, BTreeMap<u64, Unacked>> = HashMap::new();
         let mut acked_below: HashMap<u32, u64> = HashMap::new();
         let mut consumer = self.consumer.take().expect("set in new");
-        // Messages read while waiting for an answer, handed on first.
-        let mut read = Vec::new();
-        let mut last_ids = Vec::new();
         if self.options.until_end {
-            if let Some(Ok(stats)) = ask(&self.rt, &mut consumer, &mut read, FIRST_WAIT, async |c: &mut PulsarConsumer| c.get_stats().await) {
-                let backlog: u64 = stats.iter().filter_map(|s| s.msg_backlog).sum();
-                ctx.progress.total.store(backlog, Ordering::Relaxed);
+            // Asked once, not waited for: a full queue holds the answer up (see [`ask`]).
+            let stats = self.rt.block_on(async { tokio::time::timeout(LAG_WAIT, consumer.get_stats()).await });
+            if let Ok(Ok(stats)) = stats {
+                ctx.progress.total.store(stats.iter().filter_map(|s| s.msg_backlog).sum(), Ordering::Relaxed);
             }
-            let what = |e: String| SourceError::Broker(format!("the last message id of {}: {e}", self.url.path));
-            last_ids = match ask(&self.rt, &mut consumer, &mut read, FIRST_WAIT, async |c: &mut PulsarConsumer| c.get_last_message_id().await) {
-                Some(ids) => ids.map_err(|e| what(e.to_string()))?,
-                None => return Err(what(format!("no answer within {REQUEST_TIMEOUT:?}"))),
-            };
         }
-        // Partition -> (ledger, entry) of the last message at start.
-        let ends: HashMap<u32, (u64, u64)> = last_ids
-            .iter()
-            .filter(|id| id.ledger_id != u64::MAX && id.entry_id != u64::MAX)
-            .map(|id| (id.partition.unwrap_or(0).max(0) as u32, (id.ledger_id, id.entry_id)))
-            .collect();
-        let result = self.consume(&ctx, &mut consumer, read, &ends, &mut unacked, &mut acked_below);
+        let ends = std::mem::take(&mut self.ends);
+        let result = self.consume(&ctx, &mut consumer, &ends, &mut unacked, &mut acked_below);
         ctx.finish(|ack| record_ack(&mut acked_below, ack));
         ack_below(&self.rt, &mut consumer, &mut unacked, &acked_below);
         // Anything read now is not handed on: unacked, the broker sends it again.
@@ -292,21 +326,32 @@ impl Source for PulsarSource {
 }
 
 impl PulsarSource {
+    /// `topic` as `tenant/namespace/topic`: in the source's namespace unless it names one.
+    fn in_namespace(&self, topic: &str) -> String {
+        match topic.contains('/') {
+            true => topic.to_string(),
+            false => format!("{}/{topic}", self.url.path.rsplit_once('/').map_or("", |(ns, _)| ns)),
+        }
+    }
+
     fn consume(
         &self,
         ctx: &SourceContext,
         consumer: &mut PulsarConsumer,
-        mut read: Vec<PulsarMessage>,
         ends: &HashMap<u32, (u64, u64)>,
         unacked: &mut HashMap<u32, BTreeMap<u64, Unacked>>,
         acked_below: &mut HashMap<u32, u64>,
     ) -> Result<(), SourceError> {
-        let mut next_offset: HashMap<u32, u64> = self.resumed.iter().map(|(&p, &(offset, _))| (p, offset)).collect();
+        // Per partition that came: the next offset, the last message handed on,
+        // and the checkpoint it carries on from (its last message).
+        let mut next_offset: HashMap<u32, u64> = HashMap::new();
+        let mut handed: HashMap<u32, Place> = HashMap::new();
+        let mut resumed: HashMap<u32, Place> = HashMap::new();
         let mut reached: HashMap<u32, bool> = ends.keys().map(|&p| (p, false)).collect();
         let mut last_message = Instant::now();
         let mut last_lag: Option<Instant> = None;
         // The last read emptied the client's queue (see [`ask`]).
-        let mut drained = read.is_empty();
+        let mut drained = true;
         loop {
             for ack in ctx.acks.try_iter() {
                 record_ack(acked_below, ack);
@@ -322,7 +367,7 @@ impl PulsarSource {
             if ctx.stopped() {
                 return Ok(());
             }
-            let (received, failed) = self.receive(consumer, std::mem::take(&mut read))?;
+            let (received, failed) = self.receive(consumer)?;
             drained = received.len() < MAX_BATCH && failed.is_none();
             if let Some(e) = failed {
                 tracing::warn!("pulsar {}: {e}; the client reconnects with backoff", self.url.hosts);
@@ -343,7 +388,14 @@ impl PulsarSource {
                     (Some(index), Some(size)) if index >= 0 => index + 1 >= size,
                     _ => true,
                 };
-                if self.resumed.get(&partition).is_some_and(|&(_, after)| place(&id) <= after) {
+                if let Entry::Vacant(first) = next_offset.entry(partition) {
+                    let (next, from) = self.arrive(ctx, partition, &mut resumed)?;
+                    first.insert(next);
+                    if ctx.checkpoint_of.is_some() && ctx.events.send(SourceEvent::Arrived { partition, from }).is_err() {
+                        return Ok(());
+                    }
+                }
+                if resumed.get(&partition).is_some_and(|&after| place(&id) <= after) {
                     // Analysed before the checkpoint: the other messages of
                     // an entry the cut ran through are acked with its last one.
                     if ends_entry {
@@ -353,6 +405,11 @@ impl PulsarSource {
                     }
                     continue;
                 }
+                if handed.get(&partition).is_some_and(|&last| place(&id) <= last) {
+                    // Sent again by a reconnect: handed on already, acked once analysed.
+                    continue;
+                }
+                handed.insert(partition, place(&id));
                 let offset = next_offset.entry(partition).or_default();
                 let this = *offset;
                 *offset += 1;
@@ -380,20 +437,35 @@ impl PulsarSource {
         }
     }
 
-    /// `read` and the messages ready now, at most [`MAX_BATCH`] unless
-    /// `read` holds more, after waiting up to [`POLL`] for the first; and the
-    /// error that ended the batch, if any. One `block_on` a batch, not one a
-    /// message: each costs a wake-up of the client's runtime thread.
-    fn receive(&self, consumer: &mut PulsarConsumer, mut read: Vec<PulsarMessage>) -> Result<(Vec<PulsarMessage>, Option<pulsar::Error>), SourceError> {
+    /// `partition` came to this consumer: the offset to number its records
+    /// on from, and the checkpoint's (`None`: it starts cold), noting the
+    /// last message its checkpoint covers in `resumed`. A checkpoint that
+    /// cannot be read stops the source: numbered otherwise than it, the
+    /// partition's acks would pass what its checkpoints say.
+    fn arrive(&self, ctx: &SourceContext, partition: u32, resumed: &mut HashMap<u32, Place>) -> Result<(u64, Option<u64>), SourceError> {
+        let Some(lookup) = &ctx.checkpoint_of else { return Ok((0, None)) };
+        let Some(at) = lookup(partition).map_err(SourceError::Broker)? else { return Ok((0, None)) };
+        let Some(after) = at.after_id.as_deref().and_then(place_of_text) else {
+            tracing::warn!("pulsar {}: partition {partition}'s checkpoint names no message id; it starts cold", self.url.path);
+            return Ok((at.next_offset, None));
+        };
+        resumed.insert(partition, after);
+        Ok((at.next_offset, Some(at.next_offset)))
+    }
+
+    /// The messages ready now, at most [`MAX_BATCH`], after waiting up to
+    /// [`POLL`] for the first; and the error that ended the batch, if any.
+    /// One `block_on` a batch, not one a message: each costs a wake-up of
+    /// the client's runtime thread.
+    fn receive(&self, consumer: &mut PulsarConsumer) -> Result<(Vec<PulsarMessage>, Option<pulsar::Error>), SourceError> {
         let closed = || SourceError::Broker(format!("{} closed the consumer", self.url.hosts));
         self.rt.block_on(async {
-            if read.is_empty() {
-                match tokio::time::timeout(POLL, consumer.next()).await {
-                    Err(_) => return Ok((read, None)),
-                    Ok(None) => return Err(closed()),
-                    Ok(Some(Err(e))) => return Ok((read, Some(e))),
-                    Ok(Some(Ok(m))) => read.push(m),
-                }
+            let mut read = Vec::new();
+            match tokio::time::timeout(POLL, consumer.next()).await {
+                Err(_) => return Ok((read, None)),
+                Ok(None) => return Err(closed()),
+                Ok(Some(Err(e))) => return Ok((read, Some(e))),
+                Ok(Some(Ok(m))) => read.push(m),
             }
             while read.len() < MAX_BATCH {
                 match consumer.next().now_or_never() {

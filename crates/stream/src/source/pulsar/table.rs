@@ -1,0 +1,702 @@
+//! Checkpoints kept in Pulsar: a [`StateTable`] in one topic of the source's
+//! namespace, a message per field value keyed `TABLE NUL FIELD`, the latest
+//! one wins.
+//!
+//! Pulsar deletes what every subscription of a topic acked (and, with none,
+//! whatever retention lets go), and compacting a topic takes its admin API,
+//! which a pipeline's credentials need not reach. So the table holds its
+//! values with a durable subscription of its own that never acks what it
+//! is sent: every message stays until acked, and whichever host reads the
+//! table acks the messages a newer value of the same field replaced. Pulsar
+//! frees a ledger only once everything in it is acked, so a value older than
+//! [`REFRESH_AFTER`] is written again by the host that reads it, and one not
+//! written for [`STATE_TABLE_KEPT`] is acked and gone. A value goes in parts
+//! of at most [`PART_MAX`] bytes (a broker takes 5 MB a message by default).
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use clean_host_core::timestamp::now_ms;
+use futures::channel::mpsc::{TryRecvError, UnboundedReceiver, UnboundedSender};
+use futures::{FutureExt, StreamExt};
+use pulsar::consumer::InitialPosition;
+use pulsar::producer::SendFuture;
+use pulsar::proto::MessageIdData;
+use pulsar::{ConsumerOptions, Producer, ProducerOptions, Pulsar, SubType, TokioExecutor};
+
+use super::{ask, connect, entry_id, runtime, PulsarConsumer, PulsarMessage, FIRST_WAIT, POLL, REQUEST_TIMEOUT};
+use crate::source::{SourceError, StateTable, STATE_TABLE_KEPT};
+
+/// The largest value stored (a partition's checkpoint).
+const VALUE_MAX: usize = 32 << 20;
+/// The largest part of a value a message carries.
+const PART_MAX: usize = 1 << 20;
+/// How long reading the table to its end, or storing in it, may take.
+const TABLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A value read whose message is older than this is written again, so the
+/// ledger it is in can be freed.
+const REFRESH_AFTER: Duration = Duration::from_secs(10 * 60);
+/// At most this many bytes of old values are written again a read.
+const REFRESH_BUDGET: usize = 64 << 20;
+/// The subscription that holds the values.
+const KEEPER: &str = "clean-host-state-keeper";
+
+/// A message's properties: which put it is part of, its part (`I/N`), when
+/// the value was first written, and whether this is it written again (it
+/// keeps its put and first time, and never replaces another put's value).
+const PUT: &str = "clean-host-put";
+const PART: &str = "clean-host-part";
+const WRITTEN: &str = "clean-host-written-ms";
+const AGAIN: &str = "clean-host-again";
+
+pub struct PulsarTable {
+    name: String,
+    topic: String,
+    rt: tokio::runtime::Runtime,
+    client: Pulsar<TokioExecutor>,
+    /// Both always `Some` until dropped (inside the runtime, as the client needs).
+    producer: Option<Producer<TokioExecutor>>,
+    reader: Option<PulsarConsumer>,
+    /// Messages for the keeping subscription to ack ([`keep`]).
+    acks: UnboundedSender<MessageIdData>,
+    /// The last entry read.
+    read_to: Option<(u64, u64)>,
+    values: Values,
+    /// Tells this table's puts from other hosts': the process and when it started.
+    writer: String,
+    puts: u64,
+    readers: u64,
+}
+
+/// A field's latest whole value, and the puts of it read in part so far
+/// (two may interleave: a copy written again between a new put's parts).
+#[derive(Default)]
+struct Field {
+    latest: Option<Value>,
+    coming: Vec<Value>,
+}
+
+struct Value {
+    put: String,
+    written_ms: i64,
+    /// Written again (see [`AGAIN`]).
+    again: bool,
+    published: Instant,
+    /// Each part once read; empty when its bytes are not kept.
+    parts: Vec<Option<Vec<u8>>>,
+    /// Whether the parts' bytes are kept (the table is wanted, or the value is
+    /// old enough to be written again).
+    kept: bool,
+    /// Its messages, acked once a newer value replaces it.
+    ids: Vec<MessageIdData>,
+}
+
+/// A value to send.
+struct Put<'a> {
+    key: String,
+    /// The put it is written again for; `None`: a new put.
+    again: Option<String>,
+    written_ms: i64,
+    value: Cow<'a, [u8]>,
+}
+
+impl Value {
+    fn whole(&self) -> bool {
+        self.parts.iter().all(Option::is_some)
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        self.parts.iter().flatten().flatten().copied().collect()
+    }
+
+    /// Old enough to be written again.
+    fn old(&self) -> bool {
+        self.published.elapsed() >= REFRESH_AFTER
+    }
+}
+
+/// A field's key: `TABLE NUL FIELD`.
+fn key(table: &str, field: &str) -> String {
+    format!("{table}\0{field}")
+}
+
+/// One message of the table, as read.
+struct Part {
+    key: String,
+    put: String,
+    index: usize,
+    count: usize,
+    written_ms: i64,
+    again: bool,
+    /// How long ago it was published.
+    age: Duration,
+    id: MessageIdData,
+    bytes: Vec<u8>,
+}
+
+impl Part {
+    /// The part `m` is; its id if it is none (not written by a host).
+    fn of(m: PulsarMessage) -> Result<Part, MessageIdData> {
+        let meta = &m.payload.metadata;
+        let property = |name: &str| meta.properties.iter().find(|kv| kv.key == name).map(|kv| kv.value.as_str());
+        let parsed = (|| {
+            let (index, count) = property(PART)?.split_once('/')?;
+            let (index, count) = (index.parse::<usize>().ok()?, count.parse::<usize>().ok()?);
+            (index < count && count <= VALUE_MAX.div_ceil(PART_MAX)).then_some(())?;
+            Some(Part {
+                key: meta.partition_key.clone()?,
+                put: property(PUT)?.to_string(),
+                index,
+                count,
+                written_ms: property(WRITTEN)?.parse().ok()?,
+                again: property(AGAIN).is_some(),
+                age: Duration::from_millis(now_ms().saturating_sub(meta.publish_time as i64).max(0) as u64),
+                id: m.message_id().clone(),
+                bytes: Vec::new(),
+            })
+        })();
+        match parsed {
+            Some(part) => Ok(Part { bytes: m.payload.data, ..part }),
+            None => Err(m.message_id().clone()),
+        }
+    }
+}
+
+/// What was read of the table.
+#[derive(Default)]
+struct Values {
+    /// Per key, its latest whole value, and the parts of a newer one.
+    fields: HashMap<String, Field>,
+    /// Tables whose values' bytes are kept (the topic holds every stream's).
+    wanted: HashSet<String>,
+    /// Tables some value of which was read without its bytes.
+    passed: HashSet<String>,
+}
+
+impl Values {
+    /// Read `part`; returns the messages no value needs any more: of the
+    /// value a newer one replaced, of puts begun before a newer put and
+    /// left unfinished (their writer stopped), of a copy written again
+    /// after another put replaced its value.
+    fn read(&mut self, part: Part) -> Vec<MessageIdData> {
+        let table = part.key.split_once('\0').map_or("", |(table, _)| table);
+        let field = self.fields.entry(part.key.clone()).or_default();
+        // A copy of a value whose bytes are kept keeps them: it is written again when old.
+        let copy_of_kept = field.latest.as_ref().is_some_and(|v| v.kept && v.put == part.put);
+        let kept = self.wanted.contains(table) || part.age >= REFRESH_AFTER || copy_of_kept;
+        if !kept {
+            self.passed.insert(table.to_string());
+        }
+        let at = match field.coming.iter().position(|c| c.put == part.put) {
+            Some(at) => at,
+            None => {
+                field.coming.push(Value {
+                    put: part.put,
+                    written_ms: part.written_ms,
+                    again: part.again,
+                    published: Instant::now().checked_sub(part.age).unwrap_or_else(Instant::now),
+                    parts: vec![None; part.count],
+                    kept,
+                    ids: Vec::new(),
+                });
+                field.coming.len() - 1
+            }
+        };
+        let coming = &mut field.coming[at];
+        coming.ids.push(part.id);
+        if let Some(slot @ None) = coming.parts.get_mut(part.index) {
+            *slot = Some(if coming.kept { part.bytes } else { Vec::new() });
+        }
+        let mut unneeded = Vec::new();
+        if coming.whole() {
+            let done = field.coming.remove(at);
+            if !done.again {
+                // New puts begun before it (in the log's order) are passed over.
+                unneeded.extend(field.coming.drain(..at).flat_map(|c| c.ids));
+            }
+            if done.again && field.latest.as_ref().is_some_and(|latest| latest.put != done.put) {
+                unneeded.extend(done.ids);
+            } else {
+                unneeded.extend(field.latest.take().into_iter().flat_map(|v| v.ids));
+                field.latest = Some(done);
+            }
+        }
+        unneeded
+    }
+
+    /// Forget the values first written over [`STATE_TABLE_KEPT`] before
+    /// `now_ms`, and puts left unfinished for [`REFRESH_AFTER`]; returns
+    /// their messages.
+    fn expire(&mut self, now_ms: i64) -> Vec<MessageIdData> {
+        let kept_ms = STATE_TABLE_KEPT.as_millis() as i64;
+        let mut gone = Vec::new();
+        for field in self.fields.values_mut() {
+            if field.latest.as_ref().is_some_and(|v| now_ms - v.written_ms > kept_ms) {
+                gone.extend(field.latest.take().into_iter().flat_map(|v| v.ids));
+            }
+            let (stale, coming) = std::mem::take(&mut field.coming).into_iter().partition::<Vec<_>, _>(Value::old);
+            gone.extend(stale.into_iter().flat_map(|v| v.ids));
+            field.coming = coming;
+        }
+        self.fields.retain(|_, f| f.latest.is_some() || !f.coming.is_empty());
+        gone
+    }
+
+    /// Some value old enough to be written again had its bytes passed over.
+    fn old_passed_over(&self) -> bool {
+        self.fields.values().filter_map(|f| f.latest.as_ref()).any(|v| v.old() && !v.kept)
+    }
+
+    /// The values due to be written again, as they are, up to about `budget` bytes.
+    fn due_again(&self, budget: usize) -> Vec<Put<'static>> {
+        let mut old = self.fields.iter().filter_map(|(key, f)| Some((key, f.latest.as_ref().filter(|v| v.old() && v.kept)?)));
+        let mut again = Vec::new();
+        let mut bytes = 0;
+        while let Some((key, v)) = old.next().filter(|_| bytes < budget) {
+            let value = v.bytes();
+            bytes += value.len();
+            again.push(Put { key: key.clone(), again: Some(v.put.clone()), written_ms: v.written_ms, value: Cow::Owned(value) });
+        }
+        again
+    }
+
+    fn value(&self, key: &str) -> Option<Vec<u8>> {
+        self.fields.get(key).and_then(|f| f.latest.as_ref()).map(Value::bytes)
+    }
+
+    /// Each field of `table` and its value.
+    fn table(&self, table: &str) -> Vec<(String, Vec<u8>)> {
+        let prefix = key(table, "");
+        let fields = self.fields.iter().filter_map(|(k, f)| Some((k.strip_prefix(&prefix)?.to_string(), f.latest.as_ref()?.bytes())));
+        fields.collect()
+    }
+}
+
+impl Drop for PulsarTable {
+    fn drop(&mut self) {
+        let _inside = self.rt.enter();
+        self.producer.take();
+        self.reader.take();
+    }
+}
+
+impl PulsarTable {
+    /// The tables in `persistent://PATH` (`tenant/namespace/topic`) on `hosts`.
+    pub fn new(hosts: &str, path: &str) -> Result<Self, SourceError> {
+        let topic = format!("persistent://{path}");
+        let rt = runtime()?;
+        let client = connect(&rt, hosts)?;
+        let producer = rt
+            .block_on(client.producer().with_topic(&topic).with_options(ProducerOptions::default()).build())
+            .map_err(|e| SourceError::Broker(format!("producer for {topic}: {e}")))?;
+        let acks = keeper(&rt, &client, &topic)?;
+        let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let mut table = PulsarTable {
+            name: format!("pulsar://{hosts}/{path}"),
+            topic,
+            rt,
+            client,
+            producer: Some(producer),
+            reader: None,
+            acks,
+            read_to: None,
+            values: Values::default(),
+            writer: format!("{}-{started}", std::process::id()),
+            puts: 0,
+            readers: 0,
+        };
+        table.rewind()?;
+        Ok(table)
+    }
+
+    /// Read again from the topic's start, with a reader of its own (a
+    /// subscription that lasts as long as it).
+    fn rewind(&mut self) -> Result<(), SourceError> {
+        self.readers += 1;
+        let subscription = format!("clean-host-state-reader-{}-{}", self.writer, self.readers);
+        // A few parts at a time: each may be a MiB.
+        let options =
+            ConsumerOptions { receiver_queue_size: Some(8), ..ConsumerOptions::default().durable(false).with_initial_position(InitialPosition::Earliest) };
+        let reader = self
+            .rt
+            .block_on(
+                self.client
+                    .consumer()
+                    .with_topic(&self.topic)
+                    .with_subscription(&subscription)
+                    .with_subscription_type(SubType::Exclusive)
+                    .with_batch_size(8)
+                    .with_options(options)
+                    .build(),
+            )
+            .map_err(|e| SourceError::Broker(format!("reading {}: {e}", self.name)))?;
+        if let Some(old) = self.reader.replace(reader) {
+            let _inside = self.rt.enter();
+            drop(old);
+        }
+        self.values.fields.clear();
+        self.values.passed.clear();
+        self.read_to = None;
+        Ok(())
+    }
+
+    /// Keep `table`'s values from now on: read from the start again if
+    /// some were passed over.
+    fn want(&mut self, table: &str) -> Result<(), SourceError> {
+        if self.values.wanted.insert(table.to_string()) && self.values.passed.contains(table) {
+            self.rewind()?;
+        }
+        Ok(())
+    }
+
+    /// Read every message written so far, ack what newer values replaced,
+    /// and write again the values that hold old ledgers.
+    fn catch_up(&mut self, rewound: bool) -> Result<(), SourceError> {
+        let mut read = Vec::new();
+        let end = self.end(&mut read)?;
+        let started = Instant::now();
+        // An end with no entry (its ledger is new and empty) is somewhere before it:
+        // read until nothing comes.
+        let exact = end.is_some_and(|(_, entry)| entry != u64::MAX);
+        let mut idle = false;
+        while (exact || !idle) && end.is_some_and(|end| self.read_to.is_none_or(|at| at < end)) {
+            if started.elapsed() > TABLE_TIMEOUT {
+                return Err(SourceError::Broker(format!("reading {}: not at its end after {TABLE_TIMEOUT:?}", self.name)));
+            }
+            if read.is_empty() {
+                let reader = self.reader.as_mut().expect("set until dropped");
+                match self.rt.block_on(async { tokio::time::timeout(POLL, reader.next()).await }) {
+                    Ok(Some(Ok(m))) => read.push(m),
+                    Ok(Some(Err(e))) => tracing::warn!("pulsar {}: {e}; the client reconnects with backoff", self.name),
+                    // The client gave up reconnecting: a new reader reads from the start.
+                    Ok(None) => self.rewind()?,
+                    Err(_) => idle = true,
+                }
+            }
+            for m in read.drain(..) {
+                self.take(m);
+            }
+            let reader = self.reader.as_mut().expect("set until dropped");
+            self.rt.block_on(async {
+                while let Some(Some(Ok(m))) = reader.next().now_or_never() {
+                    read.push(m);
+                }
+            });
+        }
+        for m in read {
+            self.take(m);
+        }
+        self.tidy(rewound)
+    }
+
+    /// The topic's last entry (`None`: it has none); what is read while
+    /// asking goes in `read`.
+    fn end(&mut self, read: &mut Vec<PulsarMessage>) -> Result<Option<(u64, u64)>, SourceError> {
+        let reader = self.reader.as_mut().expect("set until dropped");
+        let ids = match ask(&self.rt, reader, read, FIRST_WAIT, async |c: &mut PulsarConsumer| c.get_last_message_id().await) {
+            Some(ids) => ids.map_err(|e| SourceError::Broker(format!("the end of {}: {e}", self.name)))?,
+            None => return Err(SourceError::Broker(format!("the end of {}: no answer within {REQUEST_TIMEOUT:?}", self.name))),
+        };
+        Ok(ids.first().filter(|id| id.ledger_id != u64::MAX).map(|id| (id.ledger_id, id.entry_id)))
+    }
+
+    /// One message read.
+    fn take(&mut self, m: PulsarMessage) {
+        let id = m.message_id();
+        let at = (id.ledger_id, id.entry_id);
+        if self.read_to.is_some_and(|read_to| at <= read_to) {
+            return; // sent again: a reconnect subscribes from the start again
+        }
+        self.read_to = Some(at);
+        let unneeded = match Part::of(m) {
+            Ok(part) => self.values.read(part),
+            // Not a value a host wrote: it holds no ledger either.
+            Err(id) => vec![id],
+        };
+        self.ack(unneeded);
+    }
+
+    /// Ack messages whose values are replaced or gone, so Pulsar may free them.
+    fn ack(&mut self, ids: Vec<MessageIdData>) {
+        for id in ids {
+            if let Err(unsent) = self.acks.unbounded_send(entry_id(id)) {
+                // Its consumer gave up reconnecting: a new one acks the rest.
+                match keeper(&self.rt, &self.client, &self.topic) {
+                    Ok(acks) => self.acks = acks,
+                    Err(e) => tracing::warn!("pulsar {}: {e}; replaced values are acked once a read finds them again", self.name),
+                }
+                let _ = self.acks.unbounded_send(unsent.into_inner());
+            }
+        }
+    }
+
+    /// Forget values not written for [`STATE_TABLE_KEPT`]; write again those
+    /// older than [`REFRESH_AFTER`] (read again from the start first if their
+    /// bytes were passed over), at most [`REFRESH_BUDGET`] bytes a read.
+    /// Writing again is housekeeping: a failure is said, and the read stands.
+    fn tidy(&mut self, rewound: bool) -> Result<(), SourceError> {
+        let expired = self.values.expire(now_ms());
+        self.ack(expired);
+        if !rewound && self.values.old_passed_over() {
+            self.rewind()?;
+            return self.catch_up(true);
+        }
+        let again = self.values.due_again(REFRESH_BUDGET);
+        if !again.is_empty() {
+            tracing::debug!("pulsar {}: writing {} value(s) again, so their old ledgers can go", self.name, again.len());
+            if let Err(e) = self.send(&again) {
+                tracing::warn!("{e}; they are written again after a later read");
+            }
+        }
+        Ok(())
+    }
+
+    /// Send each value in parts; returns once the broker stored them all.
+    fn send(&mut self, values: &[Put]) -> Result<(), SourceError> {
+        let mut receipts = Vec::new();
+        let started = Instant::now();
+        for v in values {
+            let put = match &v.again {
+                Some(put) => put.clone(),
+                None => {
+                    self.puts += 1;
+                    format!("{}-{}", self.writer, self.puts)
+                }
+            };
+            let parts: Vec<&[u8]> = if v.value.is_empty() { vec![&[]] } else { v.value.chunks(PART_MAX).collect() };
+            for (index, part) in parts.iter().enumerate() {
+                let producer = self.producer.as_mut().expect("set until dropped");
+                loop {
+                    let mut message = producer
+                        .create_message()
+                        .with_content(part.to_vec())
+                        .with_key(v.key.as_str())
+                        .with_property(PUT, put.as_str())
+                        .with_property(PART, format!("{index}/{}", parts.len()))
+                        .with_property(WRITTEN, v.written_ms.to_string());
+                    if v.again.is_some() {
+                        message = message.with_property(AGAIN, "1");
+                    }
+                    match self.rt.block_on(message.send_non_blocking()) {
+                        Ok(receipt) => break receipts.push(receipt),
+                        // The producer's queue is full: wait for what is in flight, then again.
+                        Err(e) if e.to_string().contains("SlowDown") && !receipts.is_empty() => {
+                            stored(&self.rt, &self.name, std::mem::take(&mut receipts), started)?
+                        }
+                        Err(e) => return Err(SourceError::Broker(format!("storing in {}: {e}", self.name))),
+                    }
+                }
+            }
+        }
+        stored(&self.rt, &self.name, receipts, started)
+    }
+}
+
+/// Waits until the broker stored what `receipts` are for, at most until
+/// [`TABLE_TIMEOUT`] after `started`.
+fn stored(rt: &tokio::runtime::Runtime, name: &str, receipts: Vec<SendFuture>, started: Instant) -> Result<(), SourceError> {
+    let left = TABLE_TIMEOUT.saturating_sub(started.elapsed());
+    let stored = rt.block_on(async {
+        tokio::time::timeout(left, async {
+            for r in receipts {
+                r.await?;
+            }
+            Ok::<_, pulsar::Error>(())
+        })
+        .await
+    });
+    match stored {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(SourceError::Broker(format!("storing in {name}: {e}"))),
+        Err(_) => Err(SourceError::Broker(format!("storing in {name}: not stored after {TABLE_TIMEOUT:?}"))),
+    }
+}
+
+/// A consumer of the keeping subscription, on a task that acks what is
+/// sent to the returned channel ([`keep`]).
+fn keeper(rt: &tokio::runtime::Runtime, client: &Pulsar<TokioExecutor>, topic: &str) -> Result<UnboundedSender<MessageIdData>, SourceError> {
+    let keeping =
+        ConsumerOptions { receiver_queue_size: Some(16), ..ConsumerOptions::default().durable(true).with_initial_position(InitialPosition::Earliest) };
+    let build =
+        client.consumer().with_topic(topic).with_subscription(KEEPER).with_subscription_type(SubType::Shared).with_batch_size(16).with_options(keeping).build();
+    let consumer = match rt.block_on(async { tokio::time::timeout(TABLE_TIMEOUT, build).await }) {
+        Ok(built) => built.map_err(|e| SourceError::Broker(format!("subscribing '{KEEPER}' to {topic}: {e}")))?,
+        Err(_) => return Err(SourceError::Broker(format!("subscribing '{KEEPER}' to {topic}: no answer within {TABLE_TIMEOUT:?}"))),
+    };
+    let (acks, to_ack) = futures::channel::mpsc::unbounded();
+    rt.spawn(keep(consumer, to_ack));
+    Ok(acks)
+}
+
+/// The keeping subscription's consumer: acks what `acks` names, and reads
+/// and drops what the broker sends it (left unacked, so kept), until the
+/// table's runtime stops or the client gives the consumer up.
+async fn keep(mut keeper: PulsarConsumer, mut acks: UnboundedReceiver<MessageIdData>) {
+    loop {
+        loop {
+            match acks.try_recv() {
+                Ok(id) => {
+                    if let Err(e) = keeper.ack_with_id("", id).await {
+                        tracing::warn!("pulsar: acking a replaced checkpoint failed ({e}); the next read acks it again");
+                    }
+                }
+                Err(TryRecvError::Closed) => return,
+                Err(TryRecvError::Empty) => break,
+            }
+        }
+        if let Ok(None) = tokio::time::timeout(POLL, keeper.next()).await {
+            return;
+        }
+    }
+}
+
+impl StateTable for PulsarTable {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn put(&mut self, table: &str, fields: &[(String, Vec<u8>)]) -> Result<(), SourceError> {
+        if let Some((_, value)) = fields.iter().find(|(_, v)| v.len() > VALUE_MAX) {
+            return Err(SourceError::Broker(format!("{}: a value of {} bytes is over the {} MiB limit", self.name, value.len(), VALUE_MAX >> 20)));
+        }
+        let written_ms = now_ms();
+        let values: Vec<Put> =
+            fields.iter().map(|(field, value)| Put { key: key(table, field), again: None, written_ms, value: Cow::Borrowed(value) }).collect();
+        self.send(&values)
+    }
+
+    fn get_all(&mut self, table: &str) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
+        self.want(table)?;
+        self.catch_up(false)?;
+        Ok(self.values.table(table))
+    }
+
+    fn get(&mut self, table: &str, field: &str) -> Result<Option<Vec<u8>>, SourceError> {
+        self.want(table)?;
+        self.catch_up(false)?;
+        Ok(self.values.value(&key(table, field)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(entry: u64) -> MessageIdData {
+        MessageIdData { ledger_id: 7, entry_id: entry, ..Default::default() }
+    }
+
+    /// Part `index` of `count` of put `put` of `key`, just published, at entry `entry`.
+    fn part(key: &str, put: &str, (index, count): (usize, usize), entry: u64, bytes: &[u8]) -> Part {
+        let written_ms = 1_000;
+        Part { key: key.into(), put: put.into(), index, count, written_ms, again: false, age: Duration::ZERO, id: id(entry), bytes: bytes.to_vec() }
+    }
+
+    fn wanting(table: &str) -> Values {
+        Values { wanted: HashSet::from([table.to_string()]), ..Values::default() }
+    }
+
+    fn entries(ids: &[MessageIdData]) -> Vec<u64> {
+        ids.iter().map(|id| id.entry_id).collect()
+    }
+
+    #[test]
+    fn a_value_in_parts_is_whole_once_every_part_is_read_and_replaces_the_last() {
+        let mut values = wanting("t");
+        let k = key("t", "0");
+        assert!(values.read(part(&k, "p1", (0, 1), 1, b"old")).is_empty());
+        assert!(values.read(part(&k, "p2", (0, 2), 2, b"new ")).is_empty());
+        assert_eq!(values.value(&k).as_deref(), Some(&b"old"[..]), "p2 is not whole yet");
+        assert_eq!(entries(&values.read(part(&k, "p2", (1, 2), 3, b"value"))), [1], "p1's message is no longer needed");
+        assert_eq!(values.value(&k).as_deref(), Some(&b"new value"[..]));
+        assert_eq!(values.table("t"), vec![("0".to_string(), b"new value".to_vec())]);
+        assert!(values.table("other").is_empty());
+    }
+
+    #[test]
+    fn a_put_left_unfinished_is_passed_over() {
+        let mut values = wanting("t");
+        let k = key("t", "0");
+        values.read(part(&k, "p1", (0, 1), 1, b"a"));
+        // Its writer stopped after the first of three parts.
+        values.read(part(&k, "p2", (0, 3), 2, b"b"));
+        assert_eq!(entries(&values.read(part(&k, "p3", (0, 1), 3, b"c"))), [2, 1]);
+        assert_eq!(values.value(&k).as_deref(), Some(&b"c"[..]));
+    }
+
+    #[test]
+    fn a_copy_written_again_between_the_parts_of_a_new_put_loses_neither() {
+        let mut values = wanting("t");
+        let k = key("t", "0");
+        values.read(part(&k, "p1", (0, 1), 1, b"old"));
+        values.read(part(&k, "p2", (0, 2), 2, b"new "));
+        // Another host writes p1 again, as it is, between p2's parts.
+        assert_eq!(entries(&values.read(Part { again: true, ..part(&k, "p1", (0, 1), 3, b"old") })), [1]);
+        assert_eq!(entries(&values.read(part(&k, "p2", (1, 2), 4, b"value"))), [3]);
+        assert_eq!(values.value(&k).as_deref(), Some(&b"new value"[..]));
+    }
+
+    #[test]
+    fn a_value_written_again_never_replaces_a_newer_put() {
+        let mut values = wanting("t");
+        let k = key("t", "0");
+        values.read(part(&k, "p1", (0, 1), 1, b"first"));
+        // p1 written again: it stays p1, its older message goes.
+        let again = |entry| Part { again: true, ..part(&k, "p1", (0, 1), entry, b"first") };
+        assert_eq!(entries(&values.read(again(2))), [1]);
+        assert_eq!(values.value(&k).as_deref(), Some(&b"first"[..]));
+        // A newer put, then p1 written again by a host that had not read it yet.
+        assert_eq!(entries(&values.read(part(&k, "p2", (0, 1), 3, b"second"))), [2]);
+        assert_eq!(entries(&values.read(again(4))), [4], "the late copy of p1 is itself unneeded");
+        assert_eq!(values.value(&k).as_deref(), Some(&b"second"[..]));
+    }
+
+    #[test]
+    fn values_of_tables_not_asked_for_keep_no_bytes_unless_old() {
+        let mut values = wanting("t");
+        values.read(part(&key("u", "0"), "p1", (0, 1), 1, b"theirs"));
+        assert_eq!(values.value(&key("u", "0")).as_deref(), Some(&b""[..]));
+        assert!(!values.old_passed_over() && values.due_again(usize::MAX).is_empty());
+        assert!(values.passed.contains("u") && !values.passed.contains("t"));
+        let old = Part { age: REFRESH_AFTER, ..part(&key("u", "1"), "p2", (0, 1), 2, b"kept") };
+        values.read(old);
+        let again = values.due_again(usize::MAX);
+        assert_eq!(again.len(), 1);
+        assert_eq!((again[0].key.as_str(), again[0].again.as_deref(), &*again[0].value), (key("u", "1").as_str(), Some("p2"), &b"kept"[..]));
+        // Its copy, read back new, keeps its bytes: it is written again when old.
+        values.read(Part { again: true, ..part(&key("u", "1"), "p2", (0, 1), 3, b"kept") });
+        assert_eq!(values.value(&key("u", "1")).as_deref(), Some(&b"kept"[..]));
+        // A budget of one byte writes one value again.
+        values.read(Part { age: REFRESH_AFTER, ..part(&key("u", "2"), "p3", (0, 1), 4, b"also") });
+        values.read(Part { age: REFRESH_AFTER, ..part(&key("u", "3"), "p4", (0, 1), 5, b"and") });
+        assert_eq!((values.due_again(usize::MAX).len(), values.due_again(1).len()), (2, 1));
+    }
+
+    #[test]
+    fn values_not_written_for_the_kept_time_and_stale_unfinished_puts_go() {
+        let mut values = wanting("t");
+        values.read(part(&key("t", "0"), "p1", (0, 1), 1, b"a"));
+        values.read(Part { age: REFRESH_AFTER, ..part(&key("t", "1"), "p2", (0, 2), 2, b"half") });
+        values.read(Part { written_ms: 5_000, ..part(&key("t", "2"), "p3", (0, 1), 3, b"c") });
+        let now = 1_000 + STATE_TABLE_KEPT.as_millis() as i64 + 1;
+        let mut gone = entries(&values.expire(now));
+        gone.sort();
+        assert_eq!(gone, [1, 2]);
+        assert_eq!(values.table("t"), vec![("2".to_string(), b"c".to_vec())]);
+    }
+
+    #[test]
+    fn parts_that_lie_about_their_place_are_passed_over() {
+        let mut values = wanting("t");
+        let k = key("t", "0");
+        // An index out of its count never fills the value.
+        values.read(part(&k, "p1", (5, 2), 1, b"x"));
+        values.read(part(&k, "p1", (0, 2), 2, b"y"));
+        assert_eq!(values.value(&k), None);
+        // The same part twice counts once.
+        values.read(part(&k, "p1", (0, 2), 3, b"z"));
+        values.read(part(&k, "p1", (1, 2), 4, b"!"));
+        assert_eq!(values.value(&k).as_deref(), Some(&b"y!"[..]));
+    }
+}
