@@ -510,12 +510,16 @@ fn a_crash_changes_no_alert(topic: &str, source: impl Fn(&str) -> String, kept: 
 /// The pipeline config of the crash tests: checkpoints after every cut, the
 /// bundled detectors but freshness (it judges records against the wall
 /// clock, so no two runs agree on it, crash or not), and `more` settings.
+/// Each test keeps its checkpoints in a table of its own (a host reads its
+/// broker's table from the start: the other tests' would slow it down).
 fn checkpointed_config(s: &Sandbox, more: &str) -> String {
+    let table = fresh("state");
     let config = s.write(
         "checkpointed.toml",
         format!(
             "[checkpoints]\ninterval_ms = 1\n{more}\n[[pipelines]]\nname = \"orders\"\nsource = \"generator\"\n\
-             detectors = [\"completeness\", \"drift\", \"duplicates\", \"outliers\", \"schema\", \"validity\", \"volume\"]\n"
+             detectors = [\"completeness\", \"drift\", \"duplicates\", \"outliers\", \"schema\", \"validity\", \"volume\"]\n\
+             [pipelines.broker]\nstate_table = \"{table}\"\n"
         ),
     );
     config.to_str().unwrap().to_string()

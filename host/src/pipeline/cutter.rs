@@ -93,8 +93,8 @@ impl<'a> Cutter<'a> {
 
     /// `partition` arrived, read from `from` on: it carries on from its
     /// checkpoint, the latest any consumer of the group stored, unless it
-    /// has none or was read past it (then it starts cold). `None`: the
-    /// source numbers it afresh, and it starts cold.
+    /// has none or was read past it (then it starts cold). `None`: no
+    /// checkpoint applies, and it starts cold.
     pub(super) fn arrive(&mut self, partition: u32, from: Option<u64>) {
         if self.partitions.contains_key(&partition) {
             return;

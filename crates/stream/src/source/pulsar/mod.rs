@@ -298,6 +298,7 @@ impl Source for PulsarSource {
     /// A topic in the source's namespace (or `tenant/namespace/topic`).
     fn state_table(&self) -> Result<Option<Box<dyn StateTable>>, SourceError> {
         let path = self.in_namespace(self.options.state_table());
+        full_topic(&self.url, &path)?;
         Ok(Some(Box::new(PulsarTable::new(&self.url.hosts, &path)?)))
     }
 
@@ -406,7 +407,14 @@ impl PulsarSource {
                     continue;
                 }
                 if handed.get(&partition).is_some_and(|&last| place(&id) <= last) {
-                    // Sent again by a reconnect: handed on already, acked once analysed.
+                    // Sent again by a reconnect: handed on already. Acked once analysed, or,
+                    // if its ack was sent and lost on the way, acked again now.
+                    let pending = unacked.get(&partition).and_then(|p| p.values().next()).is_some_and(|first| place(&first.id) <= place(&id));
+                    if !pending && ends_entry {
+                        if let Err(e) = self.rt.block_on(consumer.ack_with_id(&msg.topic, entry_id(id))) {
+                            tracing::warn!("pulsar: ack failed, the message will be redelivered: {e}");
+                        }
+                    }
                     continue;
                 }
                 handed.insert(partition, place(&id));

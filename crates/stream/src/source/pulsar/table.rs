@@ -32,8 +32,11 @@ use crate::source::{SourceError, StateTable, STATE_TABLE_KEPT};
 const VALUE_MAX: usize = 32 << 20;
 /// The largest part of a value a message carries.
 const PART_MAX: usize = 1 << 20;
-/// How long reading the table to its end, or storing in it, may take.
+/// How long storing in the table may take.
 const TABLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long reading the table to its end may take: from its start, it is
+/// what Pulsar keeps (see the module's doc).
+const READ_TIMEOUT: Duration = Duration::from_secs(120);
 /// A value read whose message is older than this is written again, so the
 /// ledger it is in can be freed.
 const REFRESH_AFTER: Duration = Duration::from_secs(10 * 60);
@@ -116,6 +119,11 @@ impl Value {
     }
 }
 
+/// Which table wrote a put (`WRITER-N`).
+fn writer_of(put: &str) -> &str {
+    put.rsplit_once('-').map_or(put, |(writer, _)| writer)
+}
+
 /// A field's key: `TABLE NUL FIELD`.
 fn key(table: &str, field: &str) -> String {
     format!("{table}\0{field}")
@@ -176,9 +184,10 @@ struct Values {
 
 impl Values {
     /// Read `part`; returns the messages no value needs any more: of the
-    /// value a newer one replaced, of puts begun before a newer put and
-    /// left unfinished (their writer stopped), of a copy written again
-    /// after another put replaced its value.
+    /// value a newer one replaced, of puts its writer began before a newer
+    /// one and left unfinished (it stopped midway), of a copy written again
+    /// after another put replaced its value. Another writer's unfinished
+    /// put is left to finish (or to go after [`REFRESH_AFTER`]).
     fn read(&mut self, part: Part) -> Vec<MessageIdData> {
         let table = part.key.split_once('\0').map_or("", |(table, _)| table);
         let field = self.fields.entry(part.key.clone()).or_default();
@@ -212,8 +221,16 @@ impl Values {
         if coming.whole() {
             let done = field.coming.remove(at);
             if !done.again {
-                // New puts begun before it (in the log's order) are passed over.
-                unneeded.extend(field.coming.drain(..at).flat_map(|c| c.ids));
+                // Its writer's puts begun before it (in the log's order) were left unfinished.
+                let mut index = 0;
+                field.coming.retain(|c| {
+                    let passed_over = index < at && writer_of(&c.put) == writer_of(&done.put);
+                    index += 1;
+                    if passed_over {
+                        unneeded.extend(c.ids.iter().cloned());
+                    }
+                    !passed_over
+                });
             }
             if done.again && field.latest.as_ref().is_some_and(|latest| latest.put != done.put) {
                 unneeded.extend(done.ids);
@@ -315,9 +332,9 @@ impl PulsarTable {
     fn rewind(&mut self) -> Result<(), SourceError> {
         self.readers += 1;
         let subscription = format!("clean-host-state-reader-{}-{}", self.writer, self.readers);
-        // A few parts at a time: each may be a MiB.
+        // Parts of a MiB at most, 32 at a time.
         let options =
-            ConsumerOptions { receiver_queue_size: Some(8), ..ConsumerOptions::default().durable(false).with_initial_position(InitialPosition::Earliest) };
+            ConsumerOptions { receiver_queue_size: Some(32), ..ConsumerOptions::default().durable(false).with_initial_position(InitialPosition::Earliest) };
         let reader = self
             .rt
             .block_on(
@@ -326,7 +343,7 @@ impl PulsarTable {
                     .with_topic(&self.topic)
                     .with_subscription(&subscription)
                     .with_subscription_type(SubType::Exclusive)
-                    .with_batch_size(8)
+                    .with_batch_size(32)
                     .with_options(options)
                     .build(),
             )
@@ -344,8 +361,11 @@ impl PulsarTable {
     /// Keep `table`'s values from now on: read from the start again if
     /// some were passed over.
     fn want(&mut self, table: &str) -> Result<(), SourceError> {
-        if self.values.wanted.insert(table.to_string()) && self.values.passed.contains(table) {
-            self.rewind()?;
+        if !self.values.wanted.contains(table) {
+            if self.values.passed.contains(table) {
+                self.rewind()?;
+            }
+            self.values.wanted.insert(table.to_string());
         }
         Ok(())
     }
@@ -354,15 +374,22 @@ impl PulsarTable {
     /// and write again the values that hold old ledgers.
     fn catch_up(&mut self, rewound: bool) -> Result<(), SourceError> {
         let mut read = Vec::new();
-        let end = self.end(&mut read)?;
+        let end = match self.end(&mut read) {
+            Ok(end) => end,
+            // The reader may be one the client gave up reconnecting: a new one asks again.
+            Err(_) => {
+                self.rewind()?;
+                self.end(&mut read)?
+            }
+        };
         let started = Instant::now();
         // An end with no entry (its ledger is new and empty) is somewhere before it:
         // read until nothing comes.
         let exact = end.is_some_and(|(_, entry)| entry != u64::MAX);
         let mut idle = false;
         while (exact || !idle) && end.is_some_and(|end| self.read_to.is_none_or(|at| at < end)) {
-            if started.elapsed() > TABLE_TIMEOUT {
-                return Err(SourceError::Broker(format!("reading {}: not at its end after {TABLE_TIMEOUT:?}", self.name)));
+            if started.elapsed() > READ_TIMEOUT {
+                return Err(SourceError::Broker(format!("reading {}: not at its end after {READ_TIMEOUT:?}", self.name)));
             }
             if read.is_empty() {
                 let reader = self.reader.as_mut().expect("set until dropped");
@@ -615,14 +642,18 @@ mod tests {
     }
 
     #[test]
-    fn a_put_left_unfinished_is_passed_over() {
+    fn a_put_left_unfinished_by_its_writer_is_passed_over() {
         let mut values = wanting("t");
         let k = key("t", "0");
-        values.read(part(&k, "p1", (0, 1), 1, b"a"));
-        // Its writer stopped after the first of three parts.
-        values.read(part(&k, "p2", (0, 3), 2, b"b"));
-        assert_eq!(entries(&values.read(part(&k, "p3", (0, 1), 3, b"c"))), [2, 1]);
+        values.read(part(&k, "a-1", (0, 1), 1, b"a"));
+        // Writer a stopped after the first of three parts; b is midway through its own.
+        values.read(part(&k, "a-2", (0, 3), 2, b"b"));
+        values.read(part(&k, "b-1", (0, 2), 3, b"other "));
+        assert_eq!(entries(&values.read(part(&k, "a-3", (0, 1), 4, b"c"))), [2, 1]);
         assert_eq!(values.value(&k).as_deref(), Some(&b"c"[..]));
+        // b's put was left to finish.
+        assert_eq!(entries(&values.read(part(&k, "b-1", (1, 2), 5, b"writer"))), [4]);
+        assert_eq!(values.value(&k).as_deref(), Some(&b"other writer"[..]));
     }
 
     #[test]
