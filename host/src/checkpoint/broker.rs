@@ -55,14 +55,14 @@ fn split(bytes: &[u8]) -> Result<(Header, &[u8])> {
 
 /// Where a stored partition's checkpoint is: read from its header alone, so
 /// a header of another version (more or other fields) still says it.
-fn stored_position(bytes: &[u8]) -> Result<u64> {
+fn stored_position(bytes: &[u8]) -> Result<ResumePosition> {
     #[derive(Deserialize)]
     struct Stored {
         position: ResumePosition,
     }
     let (len, rest) = bytes.split_first_chunk::<4>().context("shorter than its header's length")?;
     let header = rest.get(..u32::from_le_bytes(*len) as usize).context("shorter than its header")?;
-    Ok(serde_json::from_slice::<Stored>(header)?.position.next_offset)
+    Ok(serde_json::from_slice::<Stored>(header)?.position)
 }
 
 fn decode(bytes: &[u8]) -> Result<(PartitionCheckpoint, i64)> {
@@ -110,7 +110,7 @@ impl BrokerStore {
         let mut stored = BTreeMap::new();
         if forward_only {
             for (field, value) in table.get_all(&name).with_context(|| format!("reading {}", table.name()))? {
-                match field.parse::<u32>().ok().filter(|p| checkpoint.partitions.contains_key(p)).map(|p| (p, stored_position(&value))) {
+                match field.parse::<u32>().ok().filter(|p| checkpoint.partitions.contains_key(p)).map(|p| (p, stored_position(&value).map(|p| p.next_offset))) {
                     Some((partition, Ok(at))) => drop(stored.insert(partition, at)),
                     Some((partition, Err(e))) => {
                         tracing::warn!(
@@ -148,6 +148,22 @@ impl BrokerStore {
             partitions.insert(partition, decode(&value).with_context(unreadable)?);
         }
         Ok(partitions)
+    }
+
+    /// Where `partition`'s checkpoint is, read from its header alone; one
+    /// that cannot be read is said and is none (the next is written over it).
+    pub(super) fn position_of(&self, key: &StreamKey, partition: u32) -> Result<Option<ResumePosition>> {
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(value) = table.get(&table_of("checkpoint", key), &partition.to_string())? else {
+            return Ok(None);
+        };
+        match stored_position(&value) {
+            Ok(position) => Ok(Some(position)),
+            Err(e) => {
+                tracing::warn!("pipeline {} partition {partition}: the checkpoint in {} is unreadable ({e:#})", key.pipeline, table.name());
+                Ok(None)
+            }
+        }
     }
 
     /// Whether the alert went out: asked of this period's table and the one before.

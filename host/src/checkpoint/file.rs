@@ -222,6 +222,26 @@ impl FileStore {
         Ok(Some((positions, taken_at_ms)))
     }
 
+    /// Where `partition`'s checkpoint is; one that cannot be read is said
+    /// and is none (the next is written over it).
+    pub(super) fn position_of(&self, key: &StreamKey, partition: u32) -> Result<Option<ResumePosition>> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let position: Option<String> = conn
+            .query_row(
+                "SELECT position FROM partition_checkpoints WHERE tenant = ?1 AND pipeline = ?2 AND source = ?3 AND partition = ?4",
+                params![key.tenant, key.pipeline, key.source, partition],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match position.map(|p| serde_json::from_str(&p)).transpose() {
+            Ok(position) => Ok(position),
+            Err(e) => {
+                tracing::warn!("{} ({e})", self.unreadable(&key.pipeline, partition));
+                Ok(None)
+            }
+        }
+    }
+
     /// The stream's partitions (one, or all), each with when it was taken.
     pub(super) fn read(&self, key: &StreamKey, only: Option<u32>) -> Result<BTreeMap<u32, (PartitionCheckpoint, i64)>> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());

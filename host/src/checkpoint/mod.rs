@@ -295,6 +295,18 @@ impl CheckpointStore {
         }
     }
 
+    /// Where `partition`'s checkpoint is, without its state: the latest any
+    /// host of the group stored. One that cannot be read is said and is none.
+    pub fn position_of(&self, key: &StreamKey, partition: u32) -> Result<Option<ResumePosition>> {
+        match &self.0 {
+            Place::File(f) => f.position_of(key, partition),
+            Place::Broker { broker, before } => match broker.position_of(key, partition)? {
+                Some(position) => Ok(Some(position)),
+                None => before.position_of(key, partition),
+            },
+        }
+    }
+
     /// One partition's checkpoint and when it was taken, if it has one: the
     /// latest, whichever host of the group stored it.
     pub fn load_partition(&self, key: &StreamKey, partition: u32) -> Result<Option<(PartitionCheckpoint, i64)>> {

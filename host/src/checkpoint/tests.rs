@@ -262,3 +262,32 @@ fn an_unreadable_stored_partition_is_written_over() {
     store.advance(&k, &checkpoint(150, &[("drift", b"new")])).unwrap();
     assert_eq!(store.load(&k).unwrap().unwrap().positions(), BTreeMap::from([(0, at(150)), (3, at(300))]));
 }
+
+/// A partition's position is read from its header alone: states that
+/// cannot be read leave it, a header that cannot be read is no checkpoint
+/// (the partition starts cold, not stopped on every start).
+#[test]
+fn a_partitions_position_needs_only_its_header() {
+    let (tables, dir) = (MemoryTables::default(), tempfile::tempdir().unwrap());
+    let store = CheckpointStore::in_broker(Box::new(tables.clone()), &dir.path().join("before.db")).unwrap();
+    let k = key("pulsar://h:1/public/default/orders?subscription=s");
+    assert_eq!(store.position_of(&k, 0).unwrap(), None);
+    store.advance(&k, &checkpoint(100, &[("drift", b"state")])).unwrap();
+    assert_eq!(store.position_of(&k, 3).unwrap(), Some(at(200)));
+    let table = tables.0.lock().unwrap().keys().next().unwrap().clone();
+    let mut value = tables.clone().get(&table, "0").unwrap().unwrap();
+    value.truncate(value.len() - 1);
+    tables.clone().put(&table, &[("0".into(), value)]).unwrap();
+    assert!(store.load_partition(&k, 0).is_err(), "its state cannot be read");
+    assert_eq!(store.position_of(&k, 0).unwrap(), Some(at(100)), "its header can");
+    tables.clone().put(&table, &[("0".into(), b"\x05\0\0\0{not json".to_vec())]).unwrap();
+    assert_eq!(store.position_of(&k, 0).unwrap(), None);
+
+    let path = dir.path().join("checkpoints.db");
+    let store = CheckpointStore::open(&path).unwrap();
+    store.save(&k, &checkpoint(100, &[])).unwrap();
+    assert_eq!(store.position_of(&k, 0).unwrap(), Some(at(100)));
+    Connection::open(&path).unwrap().execute("UPDATE partition_checkpoints SET position = '{not json' WHERE partition = 0", []).unwrap();
+    assert_eq!(store.position_of(&k, 0).unwrap(), None);
+    assert_eq!(store.position_of(&k, 3).unwrap(), Some(at(200)));
+}

@@ -475,10 +475,11 @@ fn adopt_as_they_come(key: &StreamKey, store: &CheckpointStore, source: &mut dyn
 }
 
 /// Where each partition's checkpoint stands when asked: the latest any
-/// host of the group stored.
+/// host of the group stored (an unreadable one is none; a broker that
+/// cannot be asked is an error).
 fn position_lookup(store: CheckpointStore, key: StreamKey) -> CheckpointLookup {
-    Box::new(move |partition| match store.load_partition(&key, partition) {
-        Ok(found) => Ok(found.map(|(checkpoint, _)| checkpoint.position)),
+    Box::new(move |partition| match store.position_of(&key, partition) {
+        Ok(found) => Ok(found),
         Err(e) => Err(format!("pipeline {}: partition {partition}'s checkpoint: {e:#}", key.pipeline)),
     })
 }

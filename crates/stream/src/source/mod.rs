@@ -171,8 +171,9 @@ pub struct SourceContext {
 }
 
 /// [`SourceContext::checkpoint_of`]: the position, if the partition has a
-/// checkpoint; an error when it cannot be read (the source stops rather
-/// than number the partition otherwise than its checkpoint).
+/// checkpoint (one that cannot be read is none: the next is written over
+/// it); an error when the place it is kept cannot be asked (the source
+/// stops rather than number the partition otherwise than its checkpoint).
 pub type CheckpointLookup = Box<dyn Fn(u32) -> Result<Option<ResumePosition>, String> + Send>;
 
 impl SourceContext {

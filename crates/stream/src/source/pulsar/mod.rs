@@ -20,6 +20,8 @@
 //! were handed on already are not handed on twice.
 
 mod table;
+#[cfg(test)]
+mod tests;
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -29,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use pulsar::consumer::InitialPosition;
+use pulsar::producer::{self, SendFuture};
 use pulsar::proto::MessageIdData;
 use pulsar::{ConnectionRetryOptions, Consumer, ConsumerOptions, OperationRetryOptions, Producer, ProducerOptions, Pulsar, SubType, TokioExecutor};
 
@@ -54,6 +57,8 @@ const SEEK_WAIT: Duration = Duration::from_secs(5);
 const LAG_WAIT: Duration = Duration::from_millis(100);
 /// `--until-end` with nothing left: stop after this long without a message.
 const IDLE_END: Duration = Duration::from_secs(3);
+/// How long the broker may take to store what a sink sent.
+const SINK_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn runtime() -> Result<tokio::runtime::Runtime, SourceError> {
     tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().map_err(SourceError::Io)
@@ -122,10 +127,9 @@ fn connect(rt: &tokio::runtime::Runtime, hosts: &str) -> Result<Pulsar<TokioExec
     }
 }
 
-/// Per partition of `topic`, (ledger, entry) of its last message now (none
-/// for a partition with no message). Asked through a consumer of its own
-/// that starts at the end and takes one message at a time, so no backlog
-/// holds the answer up (see [`ask`]).
+/// Per partition of `topic`, where its last message is now ([`last_places`]).
+/// Asked through a consumer of its own that starts at the end and takes one
+/// message at a time, so no backlog holds the answer up (see [`ask`]).
 fn last_entries(rt: &tokio::runtime::Runtime, client: &Pulsar<TokioExecutor>, topic: &str) -> Result<HashMap<u32, (u64, u64)>, SourceError> {
     let what = |e: String| SourceError::Broker(format!("the last message id of {topic}: {e}"));
     let ids = rt.block_on(async {
@@ -148,11 +152,87 @@ fn last_entries(rt: &tokio::runtime::Runtime, client: &Pulsar<TokioExecutor>, to
             Err(_) => Err(what(format!("no answer within {REQUEST_TIMEOUT:?}"))),
         }
     })?;
-    let ends = ids
-        .iter()
-        .filter(|id| id.ledger_id != u64::MAX && id.entry_id != u64::MAX)
-        .map(|id| (id.partition.unwrap_or(0).max(0) as u32, (id.ledger_id, id.entry_id)));
-    Ok(ends.collect())
+    Ok(last_places(&ids))
+}
+
+/// Per partition, from the broker's last message ids, a (ledger, entry)
+/// that every message written so far is at or before and every later one
+/// after: the last message's, or, where the last ledger is new and empty
+/// (entry -1: what came before is in earlier ledgers), just before its
+/// first entry. None for a partition with no ledger.
+fn last_places(ids: &[MessageIdData]) -> HashMap<u32, (u64, u64)> {
+    let place = |id: &MessageIdData| match id.entry_id {
+        u64::MAX => Some((id.ledger_id.checked_sub(1)?, u64::MAX)),
+        entry => Some((id.ledger_id, entry)),
+    };
+    let ends = ids.iter().filter(|id| id.ledger_id != u64::MAX).filter_map(|id| Some((id.partition.unwrap_or(0).max(0) as u32, place(id)?)));
+    ends.collect()
+}
+
+/// The messages ready now, at most `max`, after waiting up to [`POLL`] for
+/// the first; and the error that ended the batch, if any; `None` when the
+/// client gave the consumer up. One `block_on` a batch, not one a message:
+/// each costs a wake-up of the client's runtime thread.
+fn receive(rt: &tokio::runtime::Runtime, consumer: &mut PulsarConsumer, max: usize) -> Option<(Vec<PulsarMessage>, Option<pulsar::Error>)> {
+    rt.block_on(async {
+        let mut read = Vec::new();
+        match tokio::time::timeout(POLL, consumer.next()).await {
+            Err(_) => return Some((read, None)),
+            Ok(None) => return None,
+            Ok(Some(Err(e))) => return Some((read, Some(e))),
+            Ok(Some(Ok(m))) => read.push(m),
+        }
+        while read.len() < max {
+            match consumer.next().now_or_never() {
+                None => break,
+                Some(None) => return None,
+                Some(Some(Err(e))) => return Some((read, Some(e))),
+                Some(Some(Ok(m))) => read.push(m),
+            }
+        }
+        Some((read, None))
+    })
+}
+
+/// Send `message` to the broker, its receipt into `receipts`. While the
+/// producer's queue is full (SlowDown), what is in flight is waited for
+/// first, until `deadline` at most.
+fn produce(
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    producer: &mut Producer<TokioExecutor>,
+    message: producer::Message,
+    receipts: &mut Vec<SendFuture>,
+    deadline: Instant,
+) -> Result<(), SourceError> {
+    loop {
+        match rt.block_on(producer.send_non_blocking(message.clone())) {
+            Ok(receipt) => {
+                receipts.push(receipt);
+                return Ok(());
+            }
+            Err(e) if e.to_string().contains("SlowDown") && !receipts.is_empty() => stored(rt, name, std::mem::take(receipts), deadline)?,
+            Err(e) => return Err(SourceError::Broker(format!("storing in {name}: {e}"))),
+        }
+    }
+}
+
+/// Waits until the broker stored what `receipts` are for, until `deadline` at most.
+fn stored(rt: &tokio::runtime::Runtime, name: &str, receipts: Vec<SendFuture>, deadline: Instant) -> Result<(), SourceError> {
+    let stored = rt.block_on(async {
+        tokio::time::timeout_at(deadline.into(), async {
+            for r in receipts {
+                r.await?;
+            }
+            Ok::<_, pulsar::Error>(())
+        })
+        .await
+    });
+    match stored {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(SourceError::Broker(format!("storing in {name}: {e}"))),
+        Err(_) => Err(SourceError::Broker(format!("storing in {name}: not stored in time"))),
+    }
 }
 
 /// `persistent://tenant/namespace/topic` from `tenant/namespace/topic`.
@@ -368,7 +448,8 @@ impl PulsarSource {
             if ctx.stopped() {
                 return Ok(());
             }
-            let (received, failed) = self.receive(consumer)?;
+            let closed = || SourceError::Broker(format!("{} closed the consumer", self.url.hosts));
+            let (received, failed) = receive(&self.rt, consumer, MAX_BATCH).ok_or_else(closed)?;
             drained = received.len() < MAX_BATCH && failed.is_none();
             if let Some(e) = failed {
                 tracing::warn!("pulsar {}: {e}; the client reconnects with backoff", self.url.hosts);
@@ -376,6 +457,8 @@ impl PulsarSource {
             }
             let count = received.len();
             let mut batch: BTreeMap<u32, Vec<Message>> = BTreeMap::new();
+            // Messages not handed on that are acked now (their entries' last).
+            let mut skipped = Vec::new();
             for msg in received {
                 let id = msg.message_id().clone();
                 let partition = id.partition.unwrap_or(0).max(0) as u32;
@@ -400,9 +483,7 @@ impl PulsarSource {
                     // Analysed before the checkpoint: the other messages of
                     // an entry the cut ran through are acked with its last one.
                     if ends_entry {
-                        if let Err(e) = self.rt.block_on(consumer.ack_with_id(&msg.topic, entry_id(id))) {
-                            tracing::warn!("pulsar: ack failed, the message will be redelivered: {e}");
-                        }
+                        skipped.push((msg.topic, id));
                     }
                     continue;
                 }
@@ -411,9 +492,7 @@ impl PulsarSource {
                     // if its ack was sent and lost on the way, acked again now.
                     let pending = unacked.get(&partition).and_then(|p| p.values().next()).is_some_and(|first| place(&first.id) <= place(&id));
                     if !pending && ends_entry {
-                        if let Err(e) = self.rt.block_on(consumer.ack_with_id(&msg.topic, entry_id(id))) {
-                            tracing::warn!("pulsar: ack failed, the message will be redelivered: {e}");
-                        }
+                        skipped.push((msg.topic, id));
                     }
                     continue;
                 }
@@ -432,6 +511,9 @@ impl PulsarSource {
                 });
                 unacked.entry(partition).or_default().insert(this, Unacked { topic: msg.topic, id, ends_entry });
             }
+            if !skipped.is_empty() {
+                ack(&self.rt, consumer, skipped);
+            }
             if count > 0 {
                 last_message = Instant::now();
             }
@@ -448,7 +530,7 @@ impl PulsarSource {
     /// `partition` came to this consumer: the offset to number its records
     /// on from, and the checkpoint's (`None`: it starts cold), noting the
     /// last message its checkpoint covers in `resumed`. A checkpoint that
-    /// cannot be read stops the source: numbered otherwise than it, the
+    /// cannot be asked for stops the source: numbered otherwise than it, the
     /// partition's acks would pass what its checkpoints say.
     fn arrive(&self, ctx: &SourceContext, partition: u32, resumed: &mut HashMap<u32, Place>) -> Result<(u64, Option<u64>), SourceError> {
         let Some(lookup) = &ctx.checkpoint_of else { return Ok((0, None)) };
@@ -459,32 +541,6 @@ impl PulsarSource {
         };
         resumed.insert(partition, after);
         Ok((at.next_offset, Some(at.next_offset)))
-    }
-
-    /// The messages ready now, at most [`MAX_BATCH`], after waiting up to
-    /// [`POLL`] for the first; and the error that ended the batch, if any.
-    /// One `block_on` a batch, not one a message: each costs a wake-up of
-    /// the client's runtime thread.
-    fn receive(&self, consumer: &mut PulsarConsumer) -> Result<(Vec<PulsarMessage>, Option<pulsar::Error>), SourceError> {
-        let closed = || SourceError::Broker(format!("{} closed the consumer", self.url.hosts));
-        self.rt.block_on(async {
-            let mut read = Vec::new();
-            match tokio::time::timeout(POLL, consumer.next()).await {
-                Err(_) => return Ok((read, None)),
-                Ok(None) => return Err(closed()),
-                Ok(Some(Err(e))) => return Ok((read, Some(e))),
-                Ok(Some(Ok(m))) => read.push(m),
-            }
-            while read.len() < MAX_BATCH {
-                match consumer.next().now_or_never() {
-                    None => break,
-                    Some(None) => return Err(closed()),
-                    Some(Some(Err(e))) => return Ok((read, Some(e))),
-                    Some(Some(Ok(m))) => read.push(m),
-                }
-            }
-            Ok((read, None))
-        })
     }
 }
 
@@ -508,15 +564,20 @@ fn ack_below(rt: &tokio::runtime::Runtime, consumer: &mut PulsarConsumer, unacke
         let Some(&below) = acked_below.get(partition) else { continue };
         let rest = pending.split_off(&below);
         let done = std::mem::replace(pending, rest);
-        rt.block_on(async {
-            // The other messages of an entry are acked with its last one.
-            for m in done.into_values().filter(|m| m.ends_entry) {
-                if let Err(e) = consumer.ack_with_id(&m.topic, entry_id(m.id)).await {
-                    tracing::warn!("pulsar: ack failed, the message will be redelivered: {e}");
-                }
-            }
-        });
+        // The other messages of an entry are acked with its last one.
+        ack(rt, consumer, done.into_values().filter(|m| m.ends_entry).map(|m| (m.topic, m.id)));
     }
+}
+
+/// Ack the entries of `messages` (topic, id), in one `block_on`.
+fn ack(rt: &tokio::runtime::Runtime, consumer: &mut PulsarConsumer, messages: impl IntoIterator<Item = (String, MessageIdData)>) {
+    rt.block_on(async {
+        for (topic, id) in messages {
+            if let Err(e) = consumer.ack_with_id(&topic, entry_id(id)).await {
+                tracing::warn!("pulsar: ack failed, the message will be redelivered: {e}");
+            }
+        }
+    });
 }
 
 /// The id of a message's whole entry, as the Java client acks a finished batch.
@@ -563,22 +624,9 @@ impl Sink for PulsarSink {
     }
 
     fn send(&mut self, key: &str, payload: &[u8]) -> Result<(), SourceError> {
-        for attempt in 0.. {
-            let producer = self.producer.as_mut().expect("set until dropped");
-            let mut builder = producer.create_message().with_content(payload.to_vec());
-            if !key.is_empty() {
-                builder = builder.with_key(key);
-            }
-            match self.rt.block_on(builder.send_non_blocking()) {
-                Ok(receipt) => {
-                    self.receipts.push(receipt);
-                    break;
-                }
-                // The producer's queue is full: wait for what is in flight, then retry.
-                Err(e) if attempt < 50 && e.to_string().contains("SlowDown") => self.flush()?,
-                Err(e) => return Err(SourceError::Broker(format!("producing to {}: {e}", self.name))),
-            }
-        }
+        let message = producer::Message { payload: payload.to_vec(), partition_key: (!key.is_empty()).then(|| key.to_string()), ..Default::default() };
+        let producer = self.producer.as_mut().expect("set until dropped");
+        produce(&self.rt, &self.name, producer, message, &mut self.receipts, Instant::now() + SINK_TIMEOUT)?;
         if self.receipts.len() >= 5000 {
             self.flush()?;
         }
@@ -586,12 +634,6 @@ impl Sink for PulsarSink {
     }
 
     fn flush(&mut self) -> Result<(), SourceError> {
-        let receipts = std::mem::take(&mut self.receipts);
-        self.rt.block_on(async {
-            for r in receipts {
-                r.await.map_err(|e| SourceError::Broker(format!("producing to {}: {e}", self.name)))?;
-            }
-            Ok(())
-        })
+        stored(&self.rt, &self.name, std::mem::take(&mut self.receipts), Instant::now() + SINK_TIMEOUT)
     }
 }

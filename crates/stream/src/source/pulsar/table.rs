@@ -19,13 +19,13 @@ use std::time::{Duration, Instant};
 
 use clean_host_core::timestamp::now_ms;
 use futures::channel::mpsc::{TryRecvError, UnboundedReceiver, UnboundedSender};
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use pulsar::consumer::InitialPosition;
-use pulsar::producer::SendFuture;
+use pulsar::producer::Message;
 use pulsar::proto::MessageIdData;
 use pulsar::{ConsumerOptions, Producer, ProducerOptions, Pulsar, SubType, TokioExecutor};
 
-use super::{ask, connect, entry_id, runtime, PulsarConsumer, PulsarMessage, FIRST_WAIT, POLL, REQUEST_TIMEOUT};
+use super::{ask, connect, entry_id, last_places, produce, receive, runtime, stored, PulsarConsumer, PulsarMessage, FIRST_WAIT, POLL, REQUEST_TIMEOUT};
 use crate::source::{SourceError, StateTable, STATE_TABLE_KEPT};
 
 /// The largest value stored (a partition's checkpoint).
@@ -42,6 +42,9 @@ const READ_TIMEOUT: Duration = Duration::from_secs(120);
 const REFRESH_AFTER: Duration = Duration::from_secs(10 * 60);
 /// At most this many bytes of old values are written again a read.
 const REFRESH_BUDGET: usize = 64 << 20;
+/// Values this small (a sent alert's mark) are kept whichever table they
+/// are of, so asking for a table of them never reads the topic again.
+const SMALL_VALUE: usize = 1 << 10;
 /// The subscription that holds the values.
 const KEEPER: &str = "clean-host-state-keeper";
 
@@ -193,7 +196,8 @@ impl Values {
         let field = self.fields.entry(part.key.clone()).or_default();
         // A copy of a value whose bytes are kept keeps them: it is written again when old.
         let copy_of_kept = field.latest.as_ref().is_some_and(|v| v.kept && v.put == part.put);
-        let kept = self.wanted.contains(table) || part.age >= REFRESH_AFTER || copy_of_kept;
+        let small = part.count == 1 && part.bytes.len() <= SMALL_VALUE;
+        let kept = self.wanted.contains(table) || small || part.age >= REFRESH_AFTER || copy_of_kept;
         if !kept {
             self.passed.insert(table.to_string());
         }
@@ -376,40 +380,39 @@ impl PulsarTable {
         let mut read = Vec::new();
         let end = match self.end(&mut read) {
             Ok(end) => end,
-            // The reader may be one the client gave up reconnecting: a new one asks again.
+            // The reader may be one the client gave up reconnecting: a new one
+            // reads from the start (what the old one read goes with it).
             Err(_) => {
+                read.clear();
                 self.rewind()?;
                 self.end(&mut read)?
             }
         };
         let started = Instant::now();
-        // An end with no entry (its ledger is new and empty) is somewhere before it:
-        // read until nothing comes.
+        // An end just before a new ledger's first entry is somewhere after the
+        // last message: read until nothing comes.
         let exact = end.is_some_and(|(_, entry)| entry != u64::MAX);
         let mut idle = false;
         while (exact || !idle) && end.is_some_and(|end| self.read_to.is_none_or(|at| at < end)) {
             if started.elapsed() > READ_TIMEOUT {
                 return Err(SourceError::Broker(format!("reading {}: not at its end after {READ_TIMEOUT:?}", self.name)));
             }
-            if read.is_empty() {
-                let reader = self.reader.as_mut().expect("set until dropped");
-                match self.rt.block_on(async { tokio::time::timeout(POLL, reader.next()).await }) {
-                    Ok(Some(Ok(m))) => read.push(m),
-                    Ok(Some(Err(e))) => tracing::warn!("pulsar {}: {e}; the client reconnects with backoff", self.name),
-                    // The client gave up reconnecting: a new reader reads from the start.
-                    Ok(None) => self.rewind()?,
-                    Err(_) => idle = true,
+            let reader = self.reader.as_mut().expect("set until dropped");
+            let more = if read.is_empty() { receive(&self.rt, reader, usize::MAX) } else { Some((Vec::new(), None)) };
+            match more {
+                Some((more, failed)) => {
+                    idle = more.is_empty() && read.is_empty() && failed.is_none();
+                    read.extend(more);
+                    if let Some(e) = failed {
+                        tracing::warn!("pulsar {}: {e}; the client reconnects with backoff", self.name);
+                    }
                 }
+                // The client gave up reconnecting: a new reader reads from the start.
+                None => self.rewind()?,
             }
             for m in read.drain(..) {
                 self.take(m);
             }
-            let reader = self.reader.as_mut().expect("set until dropped");
-            self.rt.block_on(async {
-                while let Some(Some(Ok(m))) = reader.next().now_or_never() {
-                    read.push(m);
-                }
-            });
         }
         for m in read {
             self.take(m);
@@ -417,15 +420,15 @@ impl PulsarTable {
         self.tidy(rewound)
     }
 
-    /// The topic's last entry (`None`: it has none); what is read while
-    /// asking goes in `read`.
+    /// Where the topic's last message is ([`last_places`]; `None`: it has
+    /// none); what is read while asking goes in `read`.
     fn end(&mut self, read: &mut Vec<PulsarMessage>) -> Result<Option<(u64, u64)>, SourceError> {
         let reader = self.reader.as_mut().expect("set until dropped");
         let ids = match ask(&self.rt, reader, read, FIRST_WAIT, async |c: &mut PulsarConsumer| c.get_last_message_id().await) {
             Some(ids) => ids.map_err(|e| SourceError::Broker(format!("the end of {}: {e}", self.name)))?,
             None => return Err(SourceError::Broker(format!("the end of {}: no answer within {REQUEST_TIMEOUT:?}", self.name))),
         };
-        Ok(ids.first().filter(|id| id.ledger_id != u64::MAX).map(|id| (id.ledger_id, id.entry_id)))
+        Ok(last_places(&ids).remove(&0))
     }
 
     /// One message read.
@@ -481,8 +484,7 @@ impl PulsarTable {
 
     /// Send each value in parts; returns once the broker stored them all.
     fn send(&mut self, values: &[Put]) -> Result<(), SourceError> {
-        let mut receipts = Vec::new();
-        let started = Instant::now();
+        let (mut receipts, deadline) = (Vec::new(), Instant::now() + TABLE_TIMEOUT);
         for v in values {
             let put = match &v.again {
                 Some(put) => put.clone(),
@@ -493,50 +495,20 @@ impl PulsarTable {
             };
             let parts: Vec<&[u8]> = if v.value.is_empty() { vec![&[]] } else { v.value.chunks(PART_MAX).collect() };
             for (index, part) in parts.iter().enumerate() {
-                let producer = self.producer.as_mut().expect("set until dropped");
-                loop {
-                    let mut message = producer
-                        .create_message()
-                        .with_content(part.to_vec())
-                        .with_key(v.key.as_str())
-                        .with_property(PUT, put.as_str())
-                        .with_property(PART, format!("{index}/{}", parts.len()))
-                        .with_property(WRITTEN, v.written_ms.to_string());
-                    if v.again.is_some() {
-                        message = message.with_property(AGAIN, "1");
-                    }
-                    match self.rt.block_on(message.send_non_blocking()) {
-                        Ok(receipt) => break receipts.push(receipt),
-                        // The producer's queue is full: wait for what is in flight, then again.
-                        Err(e) if e.to_string().contains("SlowDown") && !receipts.is_empty() => {
-                            stored(&self.rt, &self.name, std::mem::take(&mut receipts), started)?
-                        }
-                        Err(e) => return Err(SourceError::Broker(format!("storing in {}: {e}", self.name))),
-                    }
+                let mut properties = HashMap::from([
+                    (PUT.to_string(), put.clone()),
+                    (PART.to_string(), format!("{index}/{}", parts.len())),
+                    (WRITTEN.to_string(), v.written_ms.to_string()),
+                ]);
+                if v.again.is_some() {
+                    properties.insert(AGAIN.to_string(), "1".to_string());
                 }
+                let message = Message { payload: part.to_vec(), partition_key: Some(v.key.clone()), properties, ..Message::default() };
+                let producer = self.producer.as_mut().expect("set until dropped");
+                produce(&self.rt, &self.name, producer, message, &mut receipts, deadline)?;
             }
         }
-        stored(&self.rt, &self.name, receipts, started)
-    }
-}
-
-/// Waits until the broker stored what `receipts` are for, at most until
-/// [`TABLE_TIMEOUT`] after `started`.
-fn stored(rt: &tokio::runtime::Runtime, name: &str, receipts: Vec<SendFuture>, started: Instant) -> Result<(), SourceError> {
-    let left = TABLE_TIMEOUT.saturating_sub(started.elapsed());
-    let stored = rt.block_on(async {
-        tokio::time::timeout(left, async {
-            for r in receipts {
-                r.await?;
-            }
-            Ok::<_, pulsar::Error>(())
-        })
-        .await
-    });
-    match stored {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(SourceError::Broker(format!("storing in {name}: {e}"))),
-        Err(_) => Err(SourceError::Broker(format!("storing in {name}: not stored after {TABLE_TIMEOUT:?}"))),
+        stored(&self.rt, &self.name, receipts, deadline)
     }
 }
 
@@ -684,23 +656,28 @@ mod tests {
     }
 
     #[test]
-    fn values_of_tables_not_asked_for_keep_no_bytes_unless_old() {
+    fn values_of_tables_not_asked_for_keep_no_bytes_unless_old_or_small() {
         let mut values = wanting("t");
-        values.read(part(&key("u", "0"), "p1", (0, 1), 1, b"theirs"));
+        let big = vec![1; SMALL_VALUE + 1];
+        values.read(part(&key("u", "0"), "p1", (0, 1), 1, &big));
         assert_eq!(values.value(&key("u", "0")).as_deref(), Some(&b""[..]));
         assert!(!values.old_passed_over() && values.due_again(usize::MAX).is_empty());
         assert!(values.passed.contains("u") && !values.passed.contains("t"));
-        let old = Part { age: REFRESH_AFTER, ..part(&key("u", "1"), "p2", (0, 1), 2, b"kept") };
+        // A table of small values (sent alerts' marks) is whole without being asked for.
+        values.read(part(&key("v", "0"), "p5", (0, 1), 6, b"small"));
+        assert_eq!(values.table("v"), vec![("0".to_string(), b"small".to_vec())]);
+        assert!(!values.passed.contains("v"));
+        let old = Part { age: REFRESH_AFTER, ..part(&key("u", "1"), "p2", (0, 1), 2, &big) };
         values.read(old);
         let again = values.due_again(usize::MAX);
         assert_eq!(again.len(), 1);
-        assert_eq!((again[0].key.as_str(), again[0].again.as_deref(), &*again[0].value), (key("u", "1").as_str(), Some("p2"), &b"kept"[..]));
+        assert_eq!((again[0].key.as_str(), again[0].again.as_deref(), &*again[0].value), (key("u", "1").as_str(), Some("p2"), &big[..]));
         // Its copy, read back new, keeps its bytes: it is written again when old.
-        values.read(Part { again: true, ..part(&key("u", "1"), "p2", (0, 1), 3, b"kept") });
-        assert_eq!(values.value(&key("u", "1")).as_deref(), Some(&b"kept"[..]));
+        values.read(Part { again: true, ..part(&key("u", "1"), "p2", (0, 1), 3, &big) });
+        assert_eq!(values.value(&key("u", "1")), Some(big.clone()));
         // A budget of one byte writes one value again.
-        values.read(Part { age: REFRESH_AFTER, ..part(&key("u", "2"), "p3", (0, 1), 4, b"also") });
-        values.read(Part { age: REFRESH_AFTER, ..part(&key("u", "3"), "p4", (0, 1), 5, b"and") });
+        values.read(Part { age: REFRESH_AFTER, ..part(&key("u", "2"), "p3", (0, 1), 4, &big) });
+        values.read(Part { age: REFRESH_AFTER, ..part(&key("u", "3"), "p4", (0, 1), 5, &big) });
         assert_eq!((values.due_again(usize::MAX).len(), values.due_again(1).len()), (2, 1));
     }
 
