@@ -12,9 +12,12 @@
 //! [`REFRESH_AFTER`] is written again by the host that reads it, and one not
 //! written for [`STATE_TABLE_KEPT`] is acked and gone. A value goes in parts
 //! of at most [`PART_MAX`] bytes (a broker takes 5 MB a message by default).
+//! Each message says where the live values began when it was written
+//! ([`LIVE_FROM`]), so a host that starts reads from there, not from the
+//! start of all the topic keeps.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use clean_host_core::timestamp::now_ms;
@@ -25,7 +28,9 @@ use pulsar::producer::Message;
 use pulsar::proto::MessageIdData;
 use pulsar::{ConsumerOptions, Producer, ProducerOptions, Pulsar, SubType, TokioExecutor};
 
-use super::{ask, connect, entry_id, last_places, produce, receive, runtime, stored, PulsarConsumer, PulsarMessage, FIRST_WAIT, POLL, REQUEST_TIMEOUT};
+use super::{
+    ask, connect, entry_id, last_entries, last_places, produce, receive, runtime, stored, PulsarConsumer, PulsarMessage, FIRST_WAIT, POLL, REQUEST_TIMEOUT,
+};
 use crate::source::{SourceError, StateTable, STATE_TABLE_KEPT};
 
 /// The largest value stored (a partition's checkpoint).
@@ -45,6 +50,10 @@ const REFRESH_BUDGET: usize = 64 << 20;
 /// Values this small (a sent alert's mark) are kept whichever table they
 /// are of, so asking for a table of them never reads the topic again.
 const SMALL_VALUE: usize = 1 << 10;
+/// An ack to the keeping subscription is sent again this long after: the
+/// client says nothing of an ack lost in a reconnect, and one lost would
+/// hold its ledger (no host reads before where the live values begin).
+const ACK_AGAIN_AFTER: Duration = Duration::from_secs(60);
 /// The subscription that holds the values.
 const KEEPER: &str = "clean-host-state-keeper";
 
@@ -55,6 +64,10 @@ const PUT: &str = "clean-host-put";
 const PART: &str = "clean-host-part";
 const WRITTEN: &str = "clean-host-written-ms";
 const AGAIN: &str = "clean-host-again";
+/// Where the values live when the message was written begin (`LEDGER:ENTRY`):
+/// every message before it was replaced or is gone, so a host that starts
+/// reads from the last message's, not from the topic's start.
+const LIVE_FROM: &str = "clean-host-live-from";
 
 pub struct PulsarTable {
     name: String,
@@ -264,6 +277,12 @@ impl Values {
         gone
     }
 
+    /// The first message a value read so far still needs.
+    fn earliest_live(&self) -> Option<(u64, u64)> {
+        let values = self.fields.values().flat_map(|f| f.latest.iter().chain(&f.coming));
+        values.flat_map(|v| &v.ids).map(|id| (id.ledger_id, id.entry_id)).min()
+    }
+
     /// Some value old enough to be written again had its bytes passed over.
     fn old_passed_over(&self) -> bool {
         self.fields.values().filter_map(|f| f.latest.as_ref()).any(|v| v.old() && !v.kept)
@@ -331,14 +350,20 @@ impl PulsarTable {
         Ok(table)
     }
 
-    /// Read again from the topic's start, with a reader of its own (a
-    /// subscription that lasts as long as it).
+    /// Read again from where the live values begin (the topic's start if
+    /// that is not known), with a reader of its own (a subscription that
+    /// lasts as long as it).
     fn rewind(&mut self) -> Result<(), SourceError> {
+        let from = self.live_from();
         self.readers += 1;
         let subscription = format!("clean-host-state-reader-{}-{}", self.writer, self.readers);
         // Parts of a MiB at most, 32 at a time.
-        let options =
+        let mut options =
             ConsumerOptions { receiver_queue_size: Some(32), ..ConsumerOptions::default().durable(false).with_initial_position(InitialPosition::Earliest) };
+        if let Some(from) = from {
+            tracing::debug!("pulsar {}: reading from {from:?}, where its live values begin", self.name);
+            options = options.starting_on_message(just_before(from));
+        }
         let reader = self
             .rt
             .block_on(
@@ -360,6 +385,46 @@ impl PulsarTable {
         self.values.passed.clear();
         self.read_to = None;
         Ok(())
+    }
+
+    /// Where the live values begin, as the topic's last message says
+    /// ([`LIVE_FROM`]); `None` when it says nothing (or cannot be read).
+    fn live_from(&self) -> Option<(u64, u64)> {
+        let last = match last_entries(&self.rt, &self.client, &self.topic) {
+            // The last ledger is new and empty: the last message is in an earlier one.
+            Ok(mut last) => last.remove(&0).filter(|&(_, entry)| entry != u64::MAX)?,
+            Err(e) => {
+                tracing::debug!("{e}; the table is read from its start");
+                return None;
+            }
+        };
+        let options = ConsumerOptions { receiver_queue_size: Some(1), ..ConsumerOptions::default().durable(false).starting_on_message(just_before(last)) };
+        let probe = self
+            .client
+            .consumer()
+            .with_topic(&self.topic)
+            .with_subscription(format!("clean-host-state-start-{}-{}", self.writer, self.readers))
+            .with_subscription_type(SubType::Exclusive)
+            .with_batch_size(1)
+            .with_options(options)
+            .build();
+        let said = self.rt.block_on(async {
+            let mut probe: PulsarConsumer = tokio::time::timeout(REQUEST_TIMEOUT, probe).await.ok()?.ok()?;
+            let m = tokio::time::timeout(REQUEST_TIMEOUT, probe.next()).await.ok()??.ok();
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, probe.close()).await;
+            let m = m?;
+            let said = m.payload.metadata.properties.iter().find(|kv| kv.key == LIVE_FROM)?;
+            let (ledger, entry) = said.value.split_once(':')?;
+            Some((ledger.parse().ok()?, entry.parse().ok()?))
+        });
+        said.filter(|&from| from <= last)
+    }
+
+    /// Where the values this table knows of begin: its first live message,
+    /// or the next after all it read; `None` before it read any.
+    fn live_from_here(&self) -> Option<(u64, u64)> {
+        let next = self.read_to.map(|(ledger, entry)| (ledger, entry + 1))?;
+        Some(self.values.earliest_live().map_or(next, |live| live.min(next)))
     }
 
     /// Keep `table`'s values from now on: read from the start again if
@@ -485,6 +550,7 @@ impl PulsarTable {
     /// Send each value in parts; returns once the broker stored them all.
     fn send(&mut self, values: &[Put]) -> Result<(), SourceError> {
         let (mut receipts, deadline) = (Vec::new(), Instant::now() + TABLE_TIMEOUT);
+        let live_from = self.live_from_here();
         for v in values {
             let put = match &v.again {
                 Some(put) => put.clone(),
@@ -503,6 +569,9 @@ impl PulsarTable {
                 if v.again.is_some() {
                     properties.insert(AGAIN.to_string(), "1".to_string());
                 }
+                if let Some((ledger, entry)) = live_from {
+                    properties.insert(LIVE_FROM.to_string(), format!("{ledger}:{entry}"));
+                }
                 let message = Message { payload: part.to_vec(), partition_key: Some(v.key.clone()), properties, ..Message::default() };
                 let producer = self.producer.as_mut().expect("set until dropped");
                 produce(&self.rt, &self.name, producer, message, &mut receipts, deadline)?;
@@ -510,6 +579,12 @@ impl PulsarTable {
         }
         stored(&self.rt, &self.name, receipts, deadline)
     }
+}
+
+/// The id a reader is given to start at `(ledger, entry)`: a cursor starts
+/// after the id it is given (entry -1 is before a ledger's first).
+fn just_before((ledger_id, entry): (u64, u64)) -> MessageIdData {
+    MessageIdData { ledger_id, entry_id: entry.wrapping_sub(1), ..Default::default() }
 }
 
 /// A consumer of the keeping subscription, on a task that acks what is
@@ -528,20 +603,30 @@ fn keeper(rt: &tokio::runtime::Runtime, client: &Pulsar<TokioExecutor>, topic: &
     Ok(acks)
 }
 
-/// The keeping subscription's consumer: acks what `acks` names, and reads
-/// and drops what the broker sends it (left unacked, so kept), until the
-/// table's runtime stops or the client gives the consumer up.
+/// The keeping subscription's consumer: acks what `acks` names (each once
+/// more [`ACK_AGAIN_AFTER`] later), and reads and drops what the broker
+/// sends it (left unacked, so kept), until the table's runtime stops or
+/// the client gives the consumer up.
 async fn keep(mut keeper: PulsarConsumer, mut acks: UnboundedReceiver<MessageIdData>) {
+    let mut again = VecDeque::new();
     loop {
+        let mut due = Vec::new();
         loop {
             match acks.try_recv() {
                 Ok(id) => {
-                    if let Err(e) = keeper.ack_with_id("", id).await {
-                        tracing::warn!("pulsar: acking a replaced checkpoint failed ({e}); the next read acks it again");
-                    }
+                    again.push_back((Instant::now(), id.clone()));
+                    due.push(id);
                 }
                 Err(TryRecvError::Closed) => return,
                 Err(TryRecvError::Empty) => break,
+            }
+        }
+        while again.front().is_some_and(|(acked, _)| acked.elapsed() >= ACK_AGAIN_AFTER) {
+            due.extend(again.pop_front().map(|(_, id)| id));
+        }
+        for id in due {
+            if let Err(e) = keeper.ack_with_id("", id).await {
+                tracing::warn!("pulsar: acking a replaced checkpoint failed ({e})");
             }
         }
         if let Ok(None) = tokio::time::timeout(POLL, keeper.next()).await {
@@ -692,6 +777,22 @@ mod tests {
         gone.sort();
         assert_eq!(gone, [1, 2]);
         assert_eq!(values.table("t"), vec![("2".to_string(), b"c".to_vec())]);
+    }
+
+    /// A host that starts reads from the first message a live value needs:
+    /// a replaced value's messages are not, a new put's parts read so far are.
+    #[test]
+    fn live_values_begin_at_the_first_message_one_still_needs() {
+        let mut values = wanting("t");
+        assert_eq!(values.earliest_live(), None);
+        values.read(part(&key("t", "0"), "p1", (0, 1), 1, b"old"));
+        values.read(part(&key("u", "0"), "p2", (0, 1), 2, &[1; SMALL_VALUE + 1]));
+        values.read(part(&key("t", "0"), "p3", (0, 2), 3, b"new "));
+        assert_eq!(values.earliest_live(), Some((7, 1)));
+        values.read(part(&key("t", "0"), "p3", (1, 2), 4, b"value"));
+        assert_eq!(values.earliest_live(), Some((7, 2)), "another table's value, its bytes passed over, is live too");
+        values.read(part(&key("u", "0"), "p4", (0, 1), 5, b"u"));
+        assert_eq!(values.earliest_live(), Some((7, 3)));
     }
 
     #[test]
