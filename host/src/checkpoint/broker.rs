@@ -4,7 +4,7 @@
 //! holds a field per partition, each a whole partition's checkpoint; the
 //! stream's sent alerts are a table of their own.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
@@ -14,7 +14,7 @@ use super::{Checkpoint, PartitionCheckpoint, StreamKey};
 use clean_host_core::timestamp::now_ms;
 use clean_host_quality::alert::RouterState;
 use clean_host_quality::analysis::DetectorState;
-use clean_host_stream::source::{ResumePosition, StateTable, STATE_TABLE_KEPT};
+use clean_host_stream::source::{ResumePosition, StateTable, STATE_TABLE_KEPT, STATE_VALUE_MAX};
 
 /// A partition's checkpoint as stored: this header (JSON, its length first
 /// as 4 bytes little-endian), then each detector's state, in its order.
@@ -44,6 +44,30 @@ fn encode(checkpoint: &PartitionCheckpoint, taken_at_ms: i64) -> Result<Vec<u8>>
         bytes.extend_from_slice(&d.state);
     }
     Ok(bytes)
+}
+
+/// `checkpoint` encoded in at most [`STATE_VALUE_MAX`] bytes, and the
+/// detectors whose states were left out for it (the largest first), so one
+/// detector's state stops no commit; those start cold from this checkpoint.
+fn encode_within(checkpoint: &PartitionCheckpoint, taken_at_ms: i64) -> Result<(Vec<u8>, Vec<&DetectorState>)> {
+    let bytes = encode(checkpoint, taken_at_ms)?;
+    let mut over = bytes.len().saturating_sub(STATE_VALUE_MAX);
+    if over == 0 {
+        return Ok((bytes, Vec::new()));
+    }
+    let mut by_size: Vec<&DetectorState> = checkpoint.detectors.iter().collect();
+    by_size.sort_by_key(|d| std::cmp::Reverse(d.state.len()));
+    let mut left_out = Vec::new();
+    for d in by_size {
+        if over == 0 {
+            break;
+        }
+        over = over.saturating_sub(d.state.len());
+        left_out.push(d);
+    }
+    let detectors = checkpoint.detectors.iter().filter(|d| !left_out.iter().any(|l| l.name == d.name)).cloned().collect();
+    let fitting = PartitionCheckpoint { position: checkpoint.position.clone(), next_seq: checkpoint.next_seq, detectors, router: checkpoint.router.clone() };
+    Ok((encode(&fitting, taken_at_ms)?, left_out))
 }
 
 /// The header and what follows it.
@@ -83,6 +107,9 @@ fn decode(bytes: &[u8]) -> Result<(PartitionCheckpoint, i64)> {
 #[derive(Clone)]
 pub(super) struct BrokerStore {
     table: Arc<Mutex<Box<dyn StateTable>>>,
+    /// (pipeline, partition, detector) whose state was said to be left out
+    /// of checkpoints (said once, not every checkpoint).
+    left_out: Arc<Mutex<HashSet<(String, u32, String)>>>,
 }
 
 /// The table of a stream's checkpoints, or (`kind` = `alerts-sent`) of its
@@ -94,7 +121,7 @@ fn table_of(kind: &str, key: &StreamKey) -> String {
 
 impl BrokerStore {
     pub(super) fn new(table: Box<dyn StateTable>) -> Self {
-        BrokerStore { table: Arc::new(Mutex::new(table)) }
+        BrokerStore { table: Arc::new(Mutex::new(table)), left_out: Arc::default() }
     }
 
     pub(super) fn name(&self) -> String {
@@ -128,7 +155,19 @@ impl BrokerStore {
             if stored.get(partition).is_some_and(|&at| at > c.position.next_offset) {
                 continue;
             }
-            fields.push((partition.to_string(), encode(c, checkpoint.taken_at_ms)?));
+            let (value, left_out) = encode_within(c, checkpoint.taken_at_ms)?;
+            for d in left_out {
+                if self.left_out.lock().unwrap_or_else(|p| p.into_inner()).insert((key.pipeline.clone(), *partition, d.name.clone())) {
+                    tracing::warn!(
+                        "pipeline {} partition {partition}: detector {}'s state ({} bytes) is left out of its checkpoints while they would be over {} MiB; it starts cold from them",
+                        key.pipeline,
+                        d.name,
+                        d.state.len(),
+                        STATE_VALUE_MAX >> 20
+                    );
+                }
+            }
+            fields.push((partition.to_string(), value));
         }
         table.put(&name, &fields).with_context(|| format!("storing a checkpoint in {}", table.name()))
     }

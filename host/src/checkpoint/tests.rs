@@ -2,7 +2,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::*;
-use clean_host_stream::source::SourceError;
+use clean_host_stream::source::{SourceError, STATE_VALUE_MAX};
 use rusqlite::Connection;
 
 /// Tables in memory, as a broker keeps them: every handle sees one set.
@@ -290,4 +290,19 @@ fn a_partitions_position_needs_only_its_header() {
     Connection::open(&path).unwrap().execute("UPDATE partition_checkpoints SET position = '{not json' WHERE partition = 0", []).unwrap();
     assert_eq!(store.position_of(&k, 0).unwrap(), None);
     assert_eq!(store.position_of(&k, 3).unwrap(), Some(at(200)));
+}
+
+/// A partition's checkpoint over what a broker's table stores keeps all but
+/// its largest detector states: one detector's state stops no commit, and
+/// that detector starts cold from it (said as not in the checkpoint).
+#[test]
+fn a_checkpoint_too_big_for_the_broker_leaves_its_largest_states_out() {
+    let (tables, dir) = (MemoryTables::default(), tempfile::tempdir().unwrap());
+    let store = CheckpointStore::in_broker(Box::new(tables), &dir.path().join("before.db")).unwrap();
+    let k = key("kafka://h:1/orders");
+    let huge = vec![7; STATE_VALUE_MAX];
+    store.advance(&k, &checkpoint(100, &[("duplicates", &huge), ("drift", b"small")])).unwrap();
+    let loaded = store.load(&k).unwrap().unwrap();
+    assert_eq!(loaded.partitions[&0].detectors, detector_states(&[("drift", b"small")]));
+    assert_eq!(loaded.positions(), BTreeMap::from([(0, at(100)), (3, at(200))]));
 }

@@ -4,6 +4,7 @@
 //! (with a checkpoint, where the source resumes from one).
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ use clean_host_quality::analysis::{dead_letter_finding, quality_score, Detectors
 use clean_host_stream::source::{Ack, ResumePosition, Sink};
 
 /// Work the pipeline's checkpoint thread does, in order.
-type SaveJob = Box<dyn FnOnce() + Send>;
+pub(super) type SaveJob = Box<dyn FnOnce() + Send>;
 
 /// Where one pipeline's checkpoints go, and who counts them.
 #[derive(Clone)]
@@ -43,21 +44,31 @@ struct CheckpointTarget {
 /// by no one), so a slow broker costs no memory. The thread ends once no
 /// job can come.
 #[derive(Clone)]
-struct Saver {
+pub(super) struct Saver {
     tx: crossbeam_channel::Sender<SaveJob>,
     rx: crossbeam_channel::Receiver<SaveJob>,
 }
 
 impl Saver {
-    fn start(pipeline: &str) -> std::io::Result<Self> {
+    pub(super) fn start(pipeline: &str) -> std::io::Result<Self> {
         let (tx, rx) = crossbeam_channel::bounded::<SaveJob>(1);
         let jobs = rx.clone();
-        std::thread::Builder::new().name(format!("{pipeline}-checkpoints")).spawn(move || jobs.into_iter().for_each(|job| job()))?;
+        let name = pipeline.to_string();
+        let run = move || {
+            for job in jobs {
+                // A store that panics (a bug) loses that checkpoint only: its acks are held
+                // back (the records replay), and the thread goes on with the next.
+                if std::panic::catch_unwind(AssertUnwindSafe(job)).is_err() {
+                    tracing::error!("pipeline {name}: storing a checkpoint panicked; its positions are not committed");
+                }
+            }
+        };
+        std::thread::Builder::new().name(format!("{pipeline}-checkpoints")).spawn(run)?;
         Ok(Saver { tx, rx })
     }
 
     /// Queue `job`, in place of the one waiting if any.
-    fn hand(&self, mut job: SaveJob) {
+    pub(super) fn hand(&self, mut job: SaveJob) {
         loop {
             match self.tx.try_send(job) {
                 Ok(()) => return,

@@ -396,3 +396,18 @@ fn a_resumed_cutter_cuts_on_from_the_checkpoint() {
     assert_eq!(cuts(&mut cutter, 150, 170), [], "nothing new is analysed below an open window");
     assert_eq!(cuts(&mut cutter, 170, 210), [(200, 4, Some("id-199".to_string()))]);
 }
+
+/// A checkpoint whose store panics (a bug in a client) loses that one:
+/// the thread goes on storing the next, so acks still come and the
+/// pipeline can finish.
+#[test]
+fn a_store_that_panics_stops_no_later_checkpoint() {
+    let saver = analyst::Saver::start("orders").unwrap();
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    let panicking: analyst::SaveJob = Box::new(|| panic!("a client's bug"));
+    saver.hand(panicking);
+    // Handed once the thread took the first (one job waits at most).
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    saver.hand(Box::new(move || done_tx.send(()).unwrap()));
+    assert_eq!(done_rx.recv_timeout(std::time::Duration::from_secs(10)), Ok(()));
+}

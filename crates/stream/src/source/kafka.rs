@@ -24,7 +24,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::config::{BrokerOptions, BrokerUrl, StartAt, COMMON_PARAMS};
-use super::{Ack, Message, ResumePosition, Sink, Source, SourceContext, SourceError, SourceEvent, StateTable, LAG_EVERY, STATE_TABLE_KEPT};
+use super::{Ack, Message, ResumePosition, Sink, Source, SourceContext, SourceError, SourceEvent, StateTable, LAG_EVERY, STATE_TABLE_KEPT, STATE_VALUE_MAX};
 
 /// How long to wait for the broker at start before giving up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -660,8 +660,6 @@ impl Sink for KafkaSink {
     }
 }
 
-/// The largest value a [`KafkaTable`] stores (a partition's checkpoint).
-const TABLE_VALUE_MAX: usize = 32 << 20;
 /// How long reading a [`KafkaTable`] to its end may take.
 const TABLE_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -701,12 +699,12 @@ impl KafkaTable {
             .set("fetch.queue.backoff.ms", "10")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("fetch.max.bytes", (TABLE_VALUE_MAX * 2).to_string())
-            .set("receive.message.max.bytes", (TABLE_VALUE_MAX * 2 + (1 << 20)).to_string())
+            .set("fetch.max.bytes", (STATE_VALUE_MAX * 2).to_string())
+            .set("receive.message.max.bytes", (STATE_VALUE_MAX * 2 + (1 << 20)).to_string())
             .create()
             .map_err(|e| SourceError::Broker(format!("bad Kafka consumer settings: {e}")))?;
         let kept = STATE_TABLE_KEPT.as_millis().to_string();
-        let (max, segment) = ((TABLE_VALUE_MAX + (1 << 20)).to_string(), (TABLE_VALUE_MAX * 2).to_string());
+        let (max, segment) = ((STATE_VALUE_MAX + (1 << 20)).to_string(), (STATE_VALUE_MAX * 2).to_string());
         let new = NewTopic::new(topic, 1, TopicReplication::Fixed(-1))
             .set("cleanup.policy", "compact,delete")
             .set("retention.ms", &kept)
@@ -721,7 +719,7 @@ impl KafkaTable {
             .set("linger.ms", "0")
             .set("socket.nagle.disable", "true")
             .set("enable.idempotence", "true")
-            .set("message.max.bytes", (TABLE_VALUE_MAX + (1 << 20)).to_string())
+            .set("message.max.bytes", (STATE_VALUE_MAX + (1 << 20)).to_string())
             .create_with_context(Deliveries::default())
             .map_err(|e| SourceError::Broker(format!("bad Kafka producer settings: {e}")))?;
         let mut table = KafkaTable { hosts: hosts.into(), topic: topic.into(), producer, consumer, next: 0, rewinding: false, tables: HashMap::new() };
@@ -808,8 +806,8 @@ impl StateTable for KafkaTable {
     }
 
     fn put(&mut self, table: &str, fields: &[(String, Vec<u8>)]) -> Result<(), SourceError> {
-        if let Some((_, value)) = fields.iter().find(|(_, v)| v.len() > TABLE_VALUE_MAX) {
-            return Err(SourceError::Broker(format!("{}: a value of {} bytes is over the {} MiB limit", self.name(), value.len(), TABLE_VALUE_MAX >> 20)));
+        if let Some((_, value)) = fields.iter().find(|(_, v)| v.len() > STATE_VALUE_MAX) {
+            return Err(SourceError::Broker(format!("{}: a value of {} bytes is over the {} MiB limit", self.name(), value.len(), STATE_VALUE_MAX >> 20)));
         }
         // A failure left by a put that gave up waiting is not this one's.
         self.producer.context().failed.lock().unwrap_or_else(|p| p.into_inner()).take();

@@ -283,6 +283,9 @@ pub trait StateTable: Send {
     fn get(&mut self, table: &str, field: &str) -> Result<Option<Vec<u8>>, SourceError>;
 }
 
+/// The largest value a broker's state table stores (a partition's checkpoint).
+pub const STATE_VALUE_MAX: usize = 32 << 20;
+
 /// How long a broker keeps a table after it was last written.
 pub const STATE_TABLE_KEPT: Duration = Duration::from_secs(30 * 24 * 3600);
 

@@ -31,10 +31,8 @@ use pulsar::{ConsumerOptions, Producer, ProducerOptions, Pulsar, SubType, TokioE
 use super::{
     ask, connect, entry_id, last_entries, last_places, produce, receive, runtime, stored, PulsarConsumer, PulsarMessage, FIRST_WAIT, POLL, REQUEST_TIMEOUT,
 };
-use crate::source::{SourceError, StateTable, STATE_TABLE_KEPT};
+use crate::source::{SourceError, StateTable, STATE_TABLE_KEPT, STATE_VALUE_MAX};
 
-/// The largest value stored (a partition's checkpoint).
-const VALUE_MAX: usize = 32 << 20;
 /// The largest part of a value a message carries.
 const PART_MAX: usize = 1 << 20;
 /// How long storing in the table may take.
@@ -167,7 +165,7 @@ impl Part {
         let parsed = (|| {
             let (index, count) = property(PART)?.split_once('/')?;
             let (index, count) = (index.parse::<usize>().ok()?, count.parse::<usize>().ok()?);
-            (index < count && count <= VALUE_MAX.div_ceil(PART_MAX)).then_some(())?;
+            (index < count && count <= STATE_VALUE_MAX.div_ceil(PART_MAX)).then_some(())?;
             Some(Part {
                 key: meta.partition_key.clone()?,
                 put: property(PUT)?.to_string(),
@@ -641,8 +639,8 @@ impl StateTable for PulsarTable {
     }
 
     fn put(&mut self, table: &str, fields: &[(String, Vec<u8>)]) -> Result<(), SourceError> {
-        if let Some((_, value)) = fields.iter().find(|(_, v)| v.len() > VALUE_MAX) {
-            return Err(SourceError::Broker(format!("{}: a value of {} bytes is over the {} MiB limit", self.name, value.len(), VALUE_MAX >> 20)));
+        if let Some((_, value)) = fields.iter().find(|(_, v)| v.len() > STATE_VALUE_MAX) {
+            return Err(SourceError::Broker(format!("{}: a value of {} bytes is over the {} MiB limit", self.name, value.len(), STATE_VALUE_MAX >> 20)));
         }
         let written_ms = now_ms();
         let values: Vec<Put> =
