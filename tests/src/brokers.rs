@@ -49,6 +49,16 @@ pub fn produce(s: &Sandbox, url: &str, records: u64, faults: &[&str], partitions
     assert!(out.status.success(), "generate --sink {url} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Each line of `path` as a record produced to `url` (one partition).
+pub fn produce_file(url: &str, path: &Path) {
+    let mut sink = clean_host_stream::source::open_sink(url, &Default::default(), 1).unwrap_or_else(|e| panic!("a sink to {url}: {e}"));
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for line in text.lines() {
+        sink.send("", line.as_bytes()).unwrap_or_else(|e| panic!("producing to {url}: {e}"));
+    }
+    sink.flush().unwrap_or_else(|e| panic!("producing to {url}: {e}"));
+}
+
 /// The window log's entries (a line still being written is left out).
 pub fn windows(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();

@@ -2,8 +2,9 @@
 //! standalone and Redis, started by `scripts/brokers start` (which
 //! `scripts/test` runs). A missing broker fails these tests; none is skipped.
 //!
-//! Records are produced with `clean-host generate --sink`, and what the host
-//! analysed is counted from its window log (`--windows-file`).
+//! Records are produced with `clean-host generate --sink` (a real dataset's
+//! through the stream crate's sinks), and what the host analysed is counted
+//! from its window log (`--windows-file`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -406,7 +407,29 @@ fn alerts_of(s: &Sandbox, files: &[String]) -> Vec<String> {
 #[test]
 fn kafka_a_crash_changes_no_alert() {
     let topic = format!("{}/{}", kafka(), fresh("checkpoint"));
-    a_crash_changes_no_alert(&topic, |group| format!("{topic}?group={group}"), Kept::InBroker);
+    a_crash_changes_no_alert(&topic, |group| format!("{topic}?group={group}"), Kept::InBroker, &ORDERS);
+}
+
+/// The same proof on data we did not make, on each broker: the wireless
+/// sensor network (18,914 readings, fetched from npm by
+/// bench/accuracy/datasets.py, with the accuracy harness's faults written
+/// in), read as a user would (100-reading windows on its own clock).
+#[test]
+fn kafka_a_crash_changes_no_alert_on_real_data() {
+    let topic = format!("{}/{}", kafka(), fresh("checkpoint-real"));
+    a_crash_changes_no_alert(&topic, |group| format!("{topic}?group={group}"), Kept::InBroker, &SENSORS);
+}
+
+#[test]
+fn redis_a_crash_changes_no_alert_on_real_data() {
+    let stream = format!("{}/{}", redis(), fresh("checkpoint-real"));
+    a_crash_changes_no_alert(&stream, |group| format!("{stream}?group={group}&consumer=c1"), Kept::InBroker, &SENSORS);
+}
+
+#[test]
+fn pulsar_a_crash_changes_no_alert_on_real_data() {
+    let topic = format!("{}/{}", pulsar(), fresh("checkpoint-real"));
+    a_crash_changes_no_alert(&topic, |subscription| format!("{topic}?subscription={subscription}"), Kept::InBroker, &SENSORS);
 }
 
 /// As on Kafka, the checkpoints in a Redis hash; a named consumer's own
@@ -415,7 +438,7 @@ fn kafka_a_crash_changes_no_alert() {
 #[test]
 fn redis_a_crash_changes_no_alert() {
     let stream = format!("{}/{}", redis(), fresh("checkpoint"));
-    a_crash_changes_no_alert(&stream, |group| format!("{stream}?group={group}&consumer=c1"), Kept::InBroker);
+    a_crash_changes_no_alert(&stream, |group| format!("{stream}?group={group}&consumer=c1"), Kept::InBroker, &ORDERS);
 }
 
 /// As on Kafka, the checkpoints in a Pulsar topic; messages sent again up
@@ -425,14 +448,14 @@ fn redis_a_crash_changes_no_alert() {
 #[test]
 fn pulsar_a_crash_changes_no_alert() {
     let topic = format!("{}/{}", pulsar(), fresh("checkpoint"));
-    a_crash_changes_no_alert(&topic, |subscription| format!("{topic}?subscription={subscription}"), Kept::InBroker);
+    a_crash_changes_no_alert(&topic, |subscription| format!("{topic}?subscription={subscription}"), Kept::InBroker, &ORDERS);
 }
 
 /// As on Pulsar, with checkpoints in the data dir (`in_broker = false`).
 #[test]
 fn pulsar_a_crash_changes_no_alert_with_checkpoints_in_the_data_dir() {
     let topic = format!("{}/{}", pulsar(), fresh("checkpoint"));
-    a_crash_changes_no_alert(&topic, |subscription| format!("{topic}?subscription={subscription}"), Kept::InDataDir);
+    a_crash_changes_no_alert(&topic, |subscription| format!("{topic}?subscription={subscription}"), Kept::InDataDir, &ORDERS);
 }
 
 /// Where a broker pipeline's checkpoints are kept.
@@ -442,28 +465,67 @@ enum Kept {
     InDataDir,
 }
 
-/// Faults produced to `topic`; one uninterrupted run, then runs killed and
-/// restarted (each a new consumer group: `source(group)`).
-fn a_crash_changes_no_alert(topic: &str, source: impl Fn(&str) -> String, kept: Kept) {
+/// What a crash test reads, and how a user would run it.
+struct Stream {
+    /// Writes the records to the topic.
+    fill: fn(&Sandbox, &str),
+    window: u64,
+    /// More arguments of each run (the event-time field).
+    args: &'static [&'static str],
+    /// Killed once this many windows were logged: early, mid-fault, late.
+    kill_after: [usize; 3],
+}
+
+/// The generator's orders with four faults.
+const ORDERS: Stream = Stream { fill: produce_orders, window: 500, args: &[], kill_after: [7, 23, 57] };
+
+fn produce_orders(s: &Sandbox, topic: &str) {
+    produce(s, topic, 40_000, &["nulls@9000+1000", "duplicates@16000+1000", "drift@24000+4000", "creep@30000+8000"], 1);
+}
+
+/// The wireless sensor network with the accuracy harness's faults.
+const SENSORS: Stream = Stream { fill: produce_sensors, window: 100, args: &["--event-time", "ts"], kill_after: [30, 90, 150] };
+
+fn produce_sensors(_: &Sandbox, topic: &str) {
+    produce_file(topic, sensors_with_faults());
+}
+
+/// The readings as JSON lines, made once for every test of the process.
+fn sensors_with_faults() -> &'static Path {
+    static MADE: std::sync::OnceLock<(tempfile::TempDir, std::path::PathBuf)> = std::sync::OnceLock::new();
+    let (_, path) = MADE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sensors.jsonl");
+        let script = "import random, sys\nsys.path.insert(0, sys.argv[1])\nimport datasets, faults\nds = datasets.sensors()\n\
+                      rng = random.Random(7)\nrows = faults.inject(ds, faults.plan(ds, 40, 8, rng), rng)\ndatasets.write_jsonl(rows, sys.argv[2])\n";
+        let out = Command::new("python3").args(["-c", script]).arg(clean_host_tests::root().join("bench/accuracy")).arg(&path).output().expect("run python3");
+        assert!(out.status.success(), "writing the sensor readings: {}", String::from_utf8_lossy(&out.stderr));
+        (dir, path)
+    });
+    path
+}
+
+/// `stream` produced to `topic`; one uninterrupted run, then runs killed
+/// and restarted (each a new consumer group: `source(group)`).
+fn a_crash_changes_no_alert(topic: &str, source: impl Fn(&str) -> String, kept: Kept, stream: &Stream) {
     let s = Sandbox::with_bundled();
     s.run(&["check"]).assert_ok();
     let config = checkpointed_config(&s, if kept == Kept::InDataDir { "in_broker = false" } else { "" });
     let config = config.as_str();
-    produce(&s, topic, 40_000, &["nulls@9000+1000", "duplicates@16000+1000", "drift@24000+4000", "creep@30000+8000"], 1);
+    (stream.fill)(&s, topic);
     let host = |group: &str, run: &str, more: &[&str]| {
         let alerts = s.path(&format!("{run}.alerts"));
-        let args = [&["--config", config, "--alerts-file", alerts.to_str().unwrap()], more].concat();
+        let args = [&["--config", config, "--alerts-file", alerts.to_str().unwrap()], stream.args, more].concat();
         let data = match kept {
             Kept::InBroker => format!("data-{run}"),
             Kept::InDataDir => format!("data-{group}"),
         };
-        spawn_with(&s, &source(group), &format!("{run}.windows"), &data, 500, &args)
+        spawn_with(&s, &source(group), &format!("{run}.windows"), &data, stream.window, &args)
     };
     host("whole", "whole", &["--until-end"]).finish();
     let expected = alerts_of(&s, &["whole.alerts".into()]);
     assert!(expected.len() >= 4, "{expected:#?}");
-    // Killed once this many windows were logged: early, mid-fault, late.
-    for kill_after in [7, 23, 57] {
+    for kill_after in stream.kill_after {
         let group = format!("crash{kill_after}");
         // Its debug log says when each checkpoint is stored.
         let first = host(&group, &format!("{group}-1"), &["--log-level", "clean_host=debug,info"]);
@@ -484,8 +546,8 @@ fn a_crash_changes_no_alert(topic: &str, source: impl Fn(&str) -> String, kept: 
     }
     // Another group on the same data dir reads the topic anew: the checkpoints are its own.
     let data = if kept == Kept::InBroker { "data-crash57-2" } else { "data-crash57" };
-    spawn_with(&s, &source("other"), "other.windows", data, 500, &["--config", config, "--until-end"]).finish();
-    assert_eq!(records(&windows(&s.path("other.windows"))), 40_000);
+    spawn_with(&s, &source("other"), "other.windows", data, stream.window, &[&["--config", config, "--until-end"], stream.args].concat()).finish();
+    assert_eq!(records(&windows(&s.path("other.windows"))), records(&windows(&s.path("whole.windows"))));
     if kept == Kept::InBroker {
         return;
     }
