@@ -532,7 +532,7 @@ fn a_crash_changes_no_alert(topic: &str, source: impl Fn(&str) -> String, kept: 
         let logged = s.path(&format!("{group}-1.windows"));
         let stored = |log: &Path| std::fs::read_to_string(log).is_ok_and(|t| t.contains("checkpoint of"));
         let log = s.path(&format!("{group}-1.windows.stderr"));
-        // Looked at every few milliseconds: the host reads 40,000 records in about a second.
+        // Looked at every few milliseconds: the host reads either stream in about a second.
         let killable = || windows(&logged).len() >= kill_after && stored(&log);
         assert!(waited_every(Duration::from_millis(2), Duration::from_secs(60), killable), "{kill_after} windows and a checkpoint");
         first.kill();
@@ -545,8 +545,9 @@ fn a_crash_changes_no_alert(topic: &str, source: impl Fn(&str) -> String, kept: 
         assert_eq!(together, expected, "killed after {kill_after} windows; the restart said:\n{said}");
     }
     // Another group on the same data dir reads the topic anew: the checkpoints are its own.
-    let data = if kept == Kept::InBroker { "data-crash57-2" } else { "data-crash57" };
-    spawn_with(&s, &source("other"), "other.windows", data, stream.window, &[&["--config", config, "--until-end"], stream.args].concat()).finish();
+    let last = stream.kill_after[2];
+    let data = if kept == Kept::InBroker { format!("data-crash{last}-2") } else { format!("data-crash{last}") };
+    spawn_with(&s, &source("other"), "other.windows", &data, stream.window, &[&["--config", config, "--until-end"], stream.args].concat()).finish();
     assert_eq!(records(&windows(&s.path("other.windows"))), records(&windows(&s.path("whole.windows"))));
     if kept == Kept::InBroker {
         return;
@@ -554,7 +555,7 @@ fn a_crash_changes_no_alert(topic: &str, source: impl Fn(&str) -> String, kept: 
     // `plugin list` shows both groups' checkpoints in that data dir (made
     // the sandbox's own, which `run` names), with each detector's state.
     let _ = std::fs::remove_dir_all(s.path("data"));
-    std::fs::rename(s.path("data-crash57"), s.path("data")).unwrap();
+    std::fs::rename(s.path(&data), s.path("data")).unwrap();
     let listed = s.run(&["plugin", "list", "--json"]);
     listed.assert_ok();
     let checkpoints: Vec<Value> = listed.stdout.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|v| v["kind"] == "checkpoint").collect();
@@ -566,7 +567,7 @@ fn a_crash_changes_no_alert(topic: &str, source: impl Fn(&str) -> String, kept: 
         assert!(duplicates["bytes"].as_u64().unwrap() > 0 && c["state_bytes"].as_u64() >= duplicates["bytes"].as_u64(), "{c}");
     }
     let table = s.run(&["plugin", "list"]);
-    assert!(table.stdout.contains("CHECKPOINT OF") && table.stdout.contains("crash57"), "{}", table.stdout);
+    assert!(table.stdout.contains("CHECKPOINT OF") && table.stdout.contains(&format!("crash{last}")), "{}", table.stdout);
 }
 
 /// The pipeline config of the crash tests: checkpoints after every cut, the

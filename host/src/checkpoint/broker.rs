@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{Checkpoint, PartitionCheckpoint, StreamKey};
+use super::{Checkpoint, CheckpointMark, PartitionCheckpoint, StreamKey};
 use clean_host_core::timestamp::now_ms;
 use clean_host_quality::alert::RouterState;
 use clean_host_quality::analysis::DetectorState;
@@ -70,23 +70,28 @@ fn encode_within(checkpoint: &PartitionCheckpoint, taken_at_ms: i64) -> Result<(
     Ok((encode(&fitting, taken_at_ms)?, left_out))
 }
 
+/// The header's bytes and what follows them.
+fn header_bytes(bytes: &[u8]) -> Result<(&[u8], &[u8])> {
+    let (len, rest) = bytes.split_first_chunk::<4>().context("shorter than its header's length")?;
+    rest.split_at_checked(u32::from_le_bytes(*len) as usize).context("shorter than its header")
+}
+
 /// The header and what follows it.
 fn split(bytes: &[u8]) -> Result<(Header, &[u8])> {
-    let (len, rest) = bytes.split_first_chunk::<4>().context("shorter than its header's length")?;
-    let (header, states) = rest.split_at_checked(u32::from_le_bytes(*len) as usize).context("shorter than its header")?;
+    let (header, states) = header_bytes(bytes)?;
     Ok((serde_json::from_slice(header)?, states))
 }
 
 /// Where a stored partition's checkpoint is: read from its header alone, so
 /// a header of another version (more or other fields) still says it.
-fn stored_position(bytes: &[u8]) -> Result<ResumePosition> {
+fn stored_mark(bytes: &[u8]) -> Result<CheckpointMark> {
     #[derive(Deserialize)]
     struct Stored {
         position: ResumePosition,
+        next_seq: u64,
     }
-    let (len, rest) = bytes.split_first_chunk::<4>().context("shorter than its header's length")?;
-    let header = rest.get(..u32::from_le_bytes(*len) as usize).context("shorter than its header")?;
-    Ok(serde_json::from_slice::<Stored>(header)?.position)
+    let stored: Stored = serde_json::from_slice(header_bytes(bytes)?.0)?;
+    Ok(CheckpointMark { position: stored.position, next_seq: stored.next_seq })
 }
 
 fn decode(bytes: &[u8]) -> Result<(PartitionCheckpoint, i64)> {
@@ -107,9 +112,9 @@ fn decode(bytes: &[u8]) -> Result<(PartitionCheckpoint, i64)> {
 #[derive(Clone)]
 pub(super) struct BrokerStore {
     table: Arc<Mutex<Box<dyn StateTable>>>,
-    /// (pipeline, partition, detector) whose state was said to be left out
-    /// of checkpoints (said once, not every checkpoint).
-    left_out: Arc<Mutex<HashSet<(String, u32, String)>>>,
+    /// Each detector of a tenant's pipeline's partition whose state was said
+    /// to be left out of checkpoints (said once, not every checkpoint).
+    left_out: Arc<Mutex<HashSet<String>>>,
 }
 
 /// The table of a stream's checkpoints, or (`kind` = `alerts-sent`) of its
@@ -137,7 +142,12 @@ impl BrokerStore {
         let mut stored = BTreeMap::new();
         if forward_only {
             for (field, value) in table.get_all(&name).with_context(|| format!("reading {}", table.name()))? {
-                match field.parse::<u32>().ok().filter(|p| checkpoint.partitions.contains_key(p)).map(|p| (p, stored_position(&value).map(|p| p.next_offset))) {
+                match field
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|p| checkpoint.partitions.contains_key(p))
+                    .map(|p| (p, stored_mark(&value).map(|m| m.position.next_offset)))
+                {
                     Some((partition, Ok(at))) => drop(stored.insert(partition, at)),
                     Some((partition, Err(e))) => {
                         tracing::warn!(
@@ -157,7 +167,7 @@ impl BrokerStore {
             }
             let (value, left_out) = encode_within(c, checkpoint.taken_at_ms)?;
             for d in left_out {
-                if self.left_out.lock().unwrap_or_else(|p| p.into_inner()).insert((key.pipeline.clone(), *partition, d.name.clone())) {
+                if self.left_out.lock().unwrap_or_else(|p| p.into_inner()).insert(format!("{}\0{}\0{partition}\0{}", key.tenant, key.pipeline, d.name)) {
                     tracing::warn!(
                         "pipeline {} partition {partition}: detector {}'s state ({} bytes) is left out of its checkpoints while they would be over {} MiB; it starts cold from them",
                         key.pipeline,
@@ -189,20 +199,13 @@ impl BrokerStore {
         Ok(partitions)
     }
 
-    /// Where `partition`'s checkpoint is, read from its header alone; one
-    /// that cannot be read is said and is none (the next is written over it).
-    pub(super) fn position_of(&self, key: &StreamKey, partition: u32) -> Result<Option<ResumePosition>> {
+    /// Where `partition`'s checkpoint is, read from its header alone (`None`:
+    /// it has none; an error inside: it cannot be read).
+    pub(super) fn mark_of(&self, key: &StreamKey, partition: u32) -> Result<Option<Result<CheckpointMark>>> {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(value) = table.get(&table_of("checkpoint", key), &partition.to_string())? else {
-            return Ok(None);
-        };
-        match stored_position(&value) {
-            Ok(position) => Ok(Some(position)),
-            Err(e) => {
-                tracing::warn!("pipeline {} partition {partition}: the checkpoint in {} is unreadable ({e:#})", key.pipeline, table.name());
-                Ok(None)
-            }
-        }
+        let value = table.get(&table_of("checkpoint", key), &partition.to_string())?;
+        let name = table.name();
+        Ok(value.map(|v| stored_mark(&v).with_context(|| format!("the checkpoint of pipeline {} partition {partition} in {name} is unreadable", key.pipeline))))
     }
 
     /// Whether the alert went out: asked of this period's table and the one before.

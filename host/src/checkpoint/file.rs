@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{Checkpoint, PartitionCheckpoint, StoredCheckpoint, StoredState, StreamKey};
+use super::{Checkpoint, CheckpointMark, PartitionCheckpoint, StoredCheckpoint, StoredState, StreamKey};
 use clean_host_core::timestamp::now_ms;
 use clean_host_quality::analysis::DetectorState;
 use clean_host_stream::source::ResumePosition;
@@ -222,24 +222,21 @@ impl FileStore {
         Ok(Some((positions, taken_at_ms)))
     }
 
-    /// Where `partition`'s checkpoint is; one that cannot be read is said
-    /// and is none (the next is written over it).
-    pub(super) fn position_of(&self, key: &StreamKey, partition: u32) -> Result<Option<ResumePosition>> {
+    /// Where `partition`'s checkpoint is, without its state (`None`: it has
+    /// none; an error inside: it cannot be read).
+    pub(super) fn mark_of(&self, key: &StreamKey, partition: u32) -> Result<Option<Result<CheckpointMark>>> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let position: Option<String> = conn
+        let found: Option<(String, i64)> = conn
             .query_row(
-                "SELECT position FROM partition_checkpoints WHERE tenant = ?1 AND pipeline = ?2 AND source = ?3 AND partition = ?4",
+                "SELECT position, next_seq FROM partition_checkpoints WHERE tenant = ?1 AND pipeline = ?2 AND source = ?3 AND partition = ?4",
                 params![key.tenant, key.pipeline, key.source, partition],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        match position.map(|p| serde_json::from_str(&p)).transpose() {
-            Ok(position) => Ok(position),
-            Err(e) => {
-                tracing::warn!("{} ({e})", self.unreadable(&key.pipeline, partition));
-                Ok(None)
-            }
-        }
+        Ok(found.map(|(position, next_seq)| {
+            let mark = || Ok::<_, anyhow::Error>(CheckpointMark { position: serde_json::from_str(&position)?, next_seq: u64::try_from(next_seq)? });
+            mark().with_context(|| self.unreadable(&key.pipeline, partition))
+        }))
     }
 
     /// The stream's partitions (one, or all), each with when it was taken.

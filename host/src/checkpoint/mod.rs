@@ -142,6 +142,14 @@ pub struct PartitionCheckpoint {
     pub router: RouterState,
 }
 
+/// Where a partition's checkpoint stands, read without its state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointMark {
+    pub position: ResumePosition,
+    /// The number of its next window.
+    pub next_seq: u64,
+}
+
 /// One pipeline's state at one cut of its stream, partition by partition.
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
@@ -296,15 +304,17 @@ impl CheckpointStore {
     }
 
     /// Where `partition`'s checkpoint is, without its state: the latest any
-    /// host of the group stored. One that cannot be read is said and is none.
-    pub fn position_of(&self, key: &StreamKey, partition: u32) -> Result<Option<ResumePosition>> {
-        match &self.0 {
-            Place::File(f) => f.position_of(key, partition),
-            Place::Broker { broker, before } => match broker.position_of(key, partition)? {
-                Some(position) => Ok(Some(position)),
-                None => before.position_of(key, partition),
+    /// host of the group stored. One that cannot be read is said and is none
+    /// (the next is written over it).
+    pub fn mark_of(&self, key: &StreamKey, partition: u32) -> Result<Option<CheckpointMark>> {
+        let found = match &self.0 {
+            Place::File(f) => f.mark_of(key, partition)?,
+            Place::Broker { broker, before } => match broker.mark_of(key, partition)? {
+                Some(found) => Some(found),
+                None => before.mark_of(key, partition)?,
             },
-        }
+        };
+        Ok(found.and_then(|mark| mark.inspect_err(|e| tracing::warn!("{e:#}")).ok()))
     }
 
     /// One partition's checkpoint and when it was taken, if it has one: the

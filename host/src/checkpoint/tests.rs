@@ -267,29 +267,31 @@ fn an_unreadable_stored_partition_is_written_over() {
 /// cannot be read leave it, a header that cannot be read is no checkpoint
 /// (the partition starts cold, not stopped on every start).
 #[test]
-fn a_partitions_position_needs_only_its_header() {
+fn a_partitions_mark_needs_only_its_header() {
     let (tables, dir) = (MemoryTables::default(), tempfile::tempdir().unwrap());
-    let store = CheckpointStore::in_broker(Box::new(tables.clone()), &dir.path().join("before.db")).unwrap();
     let k = key("pulsar://h:1/public/default/orders?subscription=s");
-    assert_eq!(store.position_of(&k, 0).unwrap(), None);
+    // An older checkpoint in the file, from before checkpoints moved to the broker.
+    CheckpointStore::open(&dir.path().join("before.db")).unwrap().save(&k, &checkpoint(50, &[])).unwrap();
+    let store = CheckpointStore::in_broker(Box::new(tables.clone()), &dir.path().join("before.db")).unwrap();
+    assert_eq!(store.mark_of(&k, 0).unwrap(), Some(CheckpointMark { position: at(50), next_seq: 7 }), "the file's, while the broker has none");
     store.advance(&k, &checkpoint(100, &[("drift", b"state")])).unwrap();
-    assert_eq!(store.position_of(&k, 3).unwrap(), Some(at(200)));
+    assert_eq!(store.mark_of(&k, 3).unwrap(), Some(CheckpointMark { position: at(200), next_seq: 9 }));
     let table = tables.0.lock().unwrap().keys().next().unwrap().clone();
     let mut value = tables.clone().get(&table, "0").unwrap().unwrap();
     value.truncate(value.len() - 1);
     tables.clone().put(&table, &[("0".into(), value)]).unwrap();
     assert!(store.load_partition(&k, 0).is_err(), "its state cannot be read");
-    assert_eq!(store.position_of(&k, 0).unwrap(), Some(at(100)), "its header can");
+    assert_eq!(store.mark_of(&k, 0).unwrap(), Some(CheckpointMark { position: at(100), next_seq: 7 }), "its header can");
     tables.clone().put(&table, &[("0".into(), b"\x05\0\0\0{not json".to_vec())]).unwrap();
-    assert_eq!(store.position_of(&k, 0).unwrap(), None);
+    assert_eq!(store.mark_of(&k, 0).unwrap(), None, "not the file's older one");
 
     let path = dir.path().join("checkpoints.db");
     let store = CheckpointStore::open(&path).unwrap();
     store.save(&k, &checkpoint(100, &[])).unwrap();
-    assert_eq!(store.position_of(&k, 0).unwrap(), Some(at(100)));
+    assert_eq!(store.mark_of(&k, 0).unwrap(), Some(CheckpointMark { position: at(100), next_seq: 7 }));
     Connection::open(&path).unwrap().execute("UPDATE partition_checkpoints SET position = '{not json' WHERE partition = 0", []).unwrap();
-    assert_eq!(store.position_of(&k, 0).unwrap(), None);
-    assert_eq!(store.position_of(&k, 3).unwrap(), Some(at(200)));
+    assert_eq!(store.mark_of(&k, 0).unwrap(), None);
+    assert_eq!(store.mark_of(&k, 3).unwrap(), Some(CheckpointMark { position: at(200), next_seq: 9 }));
 }
 
 /// A partition's checkpoint over what a broker's table stores keeps all but

@@ -100,23 +100,29 @@ impl<'a> Cutter<'a> {
             return;
         }
         let started = Instant::now();
-        if let Some((checkpoint, at)) = from.and_then(|from| self.checkpoint_of(partition, from)) {
-            self.carry_on(partition, at, checkpoint.next_seq);
-            self.adopted.push(Work::Adopt(partition, Box::new(checkpoint), started.elapsed()));
+        if let Some((checkpoint, at, next_seq)) = from.and_then(|from| self.checkpoint_of(partition, from)) {
+            self.carry_on(partition, at, next_seq);
+            if let Some(checkpoint) = checkpoint {
+                self.adopted.push(Work::Adopt(partition, Box::new(checkpoint), started.elapsed()));
+            }
         }
         self.partition(partition);
     }
 
     /// The checkpoint `partition` carries on from when read from `from`,
-    /// and its position (said either way).
-    fn checkpoint_of(&self, partition: u32, from: u64) -> Option<(PartitionCheckpoint, u64)> {
+    /// its position and next window's number (said either way). `None`
+    /// inside when its state cannot be read: the source numbers on from
+    /// its position all the same, so the partition starts cold there.
+    fn checkpoint_of(&self, partition: u32, from: u64) -> Option<(Option<PartitionCheckpoint>, u64, u64)> {
         let (store, key) = self.adoption.as_ref()?;
         let pipeline = self.common.pipeline;
         let (checkpoint, taken_at_ms) = match store.load_partition(key, partition) {
             Ok(found) => found?,
             Err(e) => {
-                tracing::warn!("pipeline {pipeline}: {e:#}; partition {partition} starts cold");
-                return None;
+                let mark = store.mark_of(key, partition).ok().flatten()?;
+                let at = mark.position.next_offset;
+                tracing::warn!("pipeline {pipeline}: {e:#}; partition {partition} starts cold at its offset {at}");
+                return (from <= at).then_some((None, at, mark.next_seq));
             }
         };
         let at = checkpoint.position.next_offset;
@@ -126,7 +132,8 @@ impl<'a> Cutter<'a> {
         }
         let age_s = (now_ms() - taken_at_ms) as f64 / 1000.0;
         tracing::info!("pipeline {pipeline}: partition {partition} resumed from its checkpoint of {age_s:.1} s ago at offset {at}");
-        Some((checkpoint, at))
+        let next_seq = checkpoint.next_seq;
+        Some((Some(checkpoint), at, next_seq))
     }
 
     /// Carry `partition` on at `next_offset`: everything below it

@@ -478,8 +478,8 @@ fn adopt_as_they_come(key: &StreamKey, store: &CheckpointStore, source: &mut dyn
 /// host of the group stored (an unreadable one is none; a broker that
 /// cannot be asked is an error).
 fn position_lookup(store: CheckpointStore, key: StreamKey) -> CheckpointLookup {
-    Box::new(move |partition| match store.position_of(&key, partition) {
-        Ok(found) => Ok(found),
+    Box::new(move |partition| match store.mark_of(&key, partition) {
+        Ok(found) => Ok(found.map(|mark| mark.position)),
         Err(e) => Err(format!("pipeline {}: partition {partition}'s checkpoint: {e:#}", key.pipeline)),
     })
 }

@@ -367,6 +367,32 @@ fn a_partition_that_arrives_carries_on_from_its_own_checkpoint() {
     assert_eq!((last["partition"].as_u64(), last["seq"].as_u64(), last["findings"][0]["value"].as_f64()), (Some(5), Some(0), Some(50.0)));
 }
 
+/// A checkpoint whose state cannot be read (another version's, a mangled
+/// one) but whose position can: the partition starts cold there, its
+/// windows numbered on from the checkpoint's, as the source numbers its
+/// records on from it.
+#[test]
+fn a_partition_whose_state_cannot_be_read_starts_cold_at_its_checkpoint() {
+    let resumed_at = Arc::default();
+    let moving = |events: Vec<SourceEvent>| {
+        let mut p = resumable(Vec::new(), &resumed_at);
+        p.source = Box::new(Scripted { events, acknowledges: true, committed: Arc::default(), resumed_at: Some(resumed_at.clone()), moves: true });
+        p
+    };
+    let whole = tempfile::tempdir().unwrap();
+    run_with_checkpoints(&whole, moving(vec![on(2, 0, 300)]));
+    let dir = tempfile::tempdir().unwrap();
+    run_with_checkpoints(&dir, moving(vec![on(2, 0, 150)]));
+    rusqlite::Connection::open(dir.path().join("checkpoints.db")).unwrap().execute("UPDATE partition_checkpoints SET router = '{not json'", []).unwrap();
+    let second = run_with_checkpoints(&dir, moving(vec![on(2, 50, 300)]));
+    assert_eq!(second.adopted_partitions, 0, "its state was not restored");
+    let places = |dir: &TempDir| -> Vec<String> {
+        windows(dir).iter().map(|w| format!("{} {} {}..{}", w["partition"], w["seq"], w["first_offset"], w["last_offset"])).collect()
+    };
+    assert_eq!(places(&dir), places(&whole), "windows numbered on from the checkpoint at 150, not from 50");
+    assert_eq!(windows(&dir)[3]["findings"][0]["value"].as_f64(), Some(50.0), "the row count starts cold");
+}
+
 /// A cutter resumed at a checkpoint cuts nothing below it, and its first
 /// cut names the broker id of the last record below (a later restart finds
 /// the cut by it).
@@ -403,11 +429,16 @@ fn a_resumed_cutter_cuts_on_from_the_checkpoint() {
 #[test]
 fn a_store_that_panics_stops_no_later_checkpoint() {
     let saver = analyst::Saver::start("orders").unwrap();
+    let (taken_tx, taken_rx) = crossbeam_channel::bounded(1);
     let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-    let panicking: analyst::SaveJob = Box::new(|| panic!("a client's bug"));
+    let panicking: analyst::SaveJob = Box::new(move || {
+        taken_tx.send(()).unwrap();
+        panic!("a client's bug")
+    });
     saver.hand(panicking);
-    // Handed once the thread took the first (one job waits at most).
-    std::thread::sleep(std::time::Duration::from_millis(100));
+    // Handed once the thread took the first (one job waits at most: a second would replace it).
+    let wait = std::time::Duration::from_secs(10);
+    assert_eq!(taken_rx.recv_timeout(wait), Ok(()));
     saver.hand(Box::new(move || done_tx.send(()).unwrap()));
-    assert_eq!(done_rx.recv_timeout(std::time::Duration::from_secs(10)), Ok(()));
+    assert_eq!(done_rx.recv_timeout(wait), Ok(()));
 }

@@ -196,7 +196,7 @@ fn receive(rt: &tokio::runtime::Runtime, consumer: &mut PulsarConsumer, max: usi
 
 /// Send `message` to the broker, its receipt into `receipts`. While the
 /// producer's queue is full (SlowDown), what is in flight is waited for
-/// first, until `deadline` at most.
+/// first (with nothing of ours in flight, a moment), until `deadline` at most.
 fn produce(
     rt: &tokio::runtime::Runtime,
     name: &str,
@@ -211,7 +211,10 @@ fn produce(
                 receipts.push(receipt);
                 return Ok(());
             }
-            Err(e) if e.to_string().contains("SlowDown") && !receipts.is_empty() => stored(rt, name, std::mem::take(receipts), deadline)?,
+            Err(e) if e.to_string().contains("SlowDown") && Instant::now() < deadline => match receipts.is_empty() {
+                true => std::thread::sleep(Duration::from_millis(10)),
+                false => stored(rt, name, std::mem::take(receipts), deadline)?,
+            },
             Err(e) => return Err(SourceError::Broker(format!("storing in {name}: {e}"))),
         }
     }
@@ -429,7 +432,11 @@ impl PulsarSource {
         let mut handed: HashMap<u32, Place> = HashMap::new();
         let mut resumed: HashMap<u32, Place> = HashMap::new();
         let mut reached: HashMap<u32, bool> = ends.keys().map(|&p| (p, false)).collect();
-        let mut last_message = Instant::now();
+        let started = Instant::now();
+        let mut last_message = started;
+        // Per partition, when its last message came: one whose end is only known to be in
+        // an earlier ledger (see [`last_places`]) is at it once it has been quiet for IDLE_END.
+        let mut quiet_since: HashMap<u32, Instant> = HashMap::new();
         let mut last_lag: Option<Instant> = None;
         // The last read emptied the client's queue (see [`ask`]).
         let mut drained = true;
@@ -467,6 +474,7 @@ impl PulsarSource {
                         reached.insert(partition, true);
                     }
                 }
+                quiet_since.insert(partition, Instant::now());
                 let meta = &msg.payload.metadata;
                 let ends_entry = match (id.batch_index, meta.num_messages_in_batch) {
                     (Some(index), Some(size)) if index >= 0 => index + 1 >= size,
@@ -521,7 +529,8 @@ impl PulsarSource {
             if batch.into_iter().any(|(partition, messages)| ctx.events.send(SourceEvent::Messages { partition, messages }).is_err()) {
                 return Ok(());
             }
-            if self.options.until_end && count == 0 && (reached.values().all(|&r| r) || last_message.elapsed() >= IDLE_END) {
+            let at_end = |(p, &r): (&u32, &bool)| r || (ends[p].1 == u64::MAX && quiet_since.get(p).unwrap_or(&started).elapsed() >= IDLE_END);
+            if self.options.until_end && count == 0 && (reached.iter().all(at_end) || last_message.elapsed() >= IDLE_END) {
                 return Ok(());
             }
         }

@@ -17,7 +17,7 @@
 //! start of all the topic keeps.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use clean_host_core::timestamp::now_ms;
@@ -37,8 +37,8 @@ use crate::source::{SourceError, StateTable, STATE_TABLE_KEPT, STATE_VALUE_MAX};
 const PART_MAX: usize = 1 << 20;
 /// How long storing in the table may take.
 const TABLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long reading the table to its end may take: from its start, it is
-/// what Pulsar keeps (see the module's doc).
+/// How long reading the table to its end may take (from where its live
+/// values begin, or from its start when that is not known).
 const READ_TIMEOUT: Duration = Duration::from_secs(120);
 /// A value read whose message is older than this is written again, so the
 /// ledger it is in can be freed.
@@ -48,10 +48,6 @@ const REFRESH_BUDGET: usize = 64 << 20;
 /// Values this small (a sent alert's mark) are kept whichever table they
 /// are of, so asking for a table of them never reads the topic again.
 const SMALL_VALUE: usize = 1 << 10;
-/// An ack to the keeping subscription is sent again this long after: the
-/// client says nothing of an ack lost in a reconnect, and one lost would
-/// hold its ledger (no host reads before where the live values begin).
-const ACK_AGAIN_AFTER: Duration = Duration::from_secs(60);
 /// The subscription that holds the values.
 const KEEPER: &str = "clean-host-state-keeper";
 
@@ -62,9 +58,10 @@ const PUT: &str = "clean-host-put";
 const PART: &str = "clean-host-part";
 const WRITTEN: &str = "clean-host-written-ms";
 const AGAIN: &str = "clean-host-again";
-/// Where the values live when the message was written begin (`LEDGER:ENTRY`):
-/// every message before it was replaced or is gone, so a host that starts
-/// reads from the last message's, not from the topic's start.
+/// Where the live values began when the message was written, in its
+/// writer's view (`LEDGER:ENTRY`): every message before it was replaced or
+/// is gone, so a host that starts reads from the last message's, not from
+/// the topic's start.
 const LIVE_FROM: &str = "clean-host-live-from";
 
 pub struct PulsarTable {
@@ -76,7 +73,7 @@ pub struct PulsarTable {
     producer: Option<Producer<TokioExecutor>>,
     reader: Option<PulsarConsumer>,
     /// Messages for the keeping subscription to ack ([`keep`]).
-    acks: UnboundedSender<MessageIdData>,
+    acks: UnboundedSender<Keep>,
     /// The last entry read.
     read_to: Option<(u64, u64)>,
     values: Values,
@@ -212,7 +209,9 @@ impl Values {
         if !kept {
             self.passed.insert(table.to_string());
         }
-        let at = match field.coming.iter().position(|c| c.put == part.put) {
+        // A copy keeps apart from its put's own parts: a reader that starts where the
+        // live values begin may have read only the tail of a replaced put.
+        let at = match field.coming.iter().position(|c| c.put == part.put && c.again == part.again) {
             Some(at) => at,
             None => {
                 field.coming.push(Value {
@@ -425,8 +424,8 @@ impl PulsarTable {
         Some(self.values.earliest_live().map_or(next, |live| live.min(next)))
     }
 
-    /// Keep `table`'s values from now on: read from the start again if
-    /// some were passed over.
+    /// Keep `table`'s values from now on: read again (from where the live
+    /// values begin) if some were passed over.
     fn want(&mut self, table: &str) -> Result<(), SourceError> {
         if !self.values.wanted.contains(table) {
             if self.values.passed.contains(table) {
@@ -444,7 +443,7 @@ impl PulsarTable {
         let end = match self.end(&mut read) {
             Ok(end) => end,
             // The reader may be one the client gave up reconnecting: a new one
-            // reads from the start (what the old one read goes with it).
+            // reads again (what the old one read goes with it).
             Err(_) => {
                 read.clear();
                 self.rewind()?;
@@ -470,7 +469,7 @@ impl PulsarTable {
                         tracing::warn!("pulsar {}: {e}; the client reconnects with backoff", self.name);
                     }
                 }
-                // The client gave up reconnecting: a new reader reads from the start.
+                // The client gave up reconnecting: a new reader reads again.
                 None => self.rewind()?,
             }
             for m in read.drain(..) {
@@ -499,7 +498,7 @@ impl PulsarTable {
         let id = m.message_id();
         let at = (id.ledger_id, id.entry_id);
         if self.read_to.is_some_and(|read_to| at <= read_to) {
-            return; // sent again: a reconnect subscribes from the start again
+            return; // sent again: a reconnect subscribes from where it began again
         }
         self.read_to = Some(at);
         let unneeded = match Part::of(m) {
@@ -512,25 +511,34 @@ impl PulsarTable {
 
     /// Ack messages whose values are replaced or gone, so Pulsar may free them.
     fn ack(&mut self, ids: Vec<MessageIdData>) {
-        for id in ids {
-            if let Err(unsent) = self.acks.unbounded_send(entry_id(id)) {
+        self.tell(ids.into_iter().map(|id| Keep::Ack(entry_id(id))).collect());
+    }
+
+    /// Tell the keeping subscription's consumer `what`.
+    fn tell(&mut self, what: Vec<Keep>) {
+        for it in what {
+            if let Err(unsent) = self.acks.unbounded_send(it) {
                 // Its consumer gave up reconnecting: a new one acks the rest.
                 match keeper(&self.rt, &self.client, &self.topic) {
                     Ok(acks) => self.acks = acks,
-                    Err(e) => tracing::warn!("pulsar {}: {e}; replaced values are acked once a read finds them again", self.name),
+                    Err(e) => tracing::warn!("pulsar {}: {e}; what it was told is done once a keeping consumer gets those messages again", self.name),
                 }
                 let _ = self.acks.unbounded_send(unsent.into_inner());
             }
         }
     }
 
-    /// Forget values not written for [`STATE_TABLE_KEPT`]; write again those
-    /// older than [`REFRESH_AFTER`] (read again from the start first if their
-    /// bytes were passed over), at most [`REFRESH_BUDGET`] bytes a read.
+    /// Forget values not written for [`STATE_TABLE_KEPT`]; tell the keeping
+    /// consumer where the dead messages end; write again the values older
+    /// than [`REFRESH_AFTER`] (read again first if their bytes were passed
+    /// over), at most [`REFRESH_BUDGET`] bytes a read.
     /// Writing again is housekeeping: a failure is said, and the read stands.
     fn tidy(&mut self, rewound: bool) -> Result<(), SourceError> {
         let expired = self.values.expire(now_ms());
         self.ack(expired);
+        if let Some(place) = self.live_from_here() {
+            self.tell(vec![Keep::DeadBefore(place)]);
+        }
         if !rewound && self.values.old_passed_over() {
             self.rewind()?;
             return self.catch_up(true);
@@ -580,14 +588,26 @@ impl PulsarTable {
 }
 
 /// The id a reader is given to start at `(ledger, entry)`: a cursor starts
-/// after the id it is given (entry -1 is before a ledger's first).
+/// after the id it is given (entry -1 is before a ledger's first). Brokers
+/// since 2.5 step such a start back one entry, which the Java client drops
+/// and this one does not: a reader may start one message early, which only
+/// reads a message more (and a probe of the last message may read the one
+/// before it: an older hint, as safe).
 fn just_before((ledger_id, entry): (u64, u64)) -> MessageIdData {
     MessageIdData { ledger_id, entry_id: entry.wrapping_sub(1), ..Default::default() }
 }
 
+/// What the keeping subscription's consumer is told ([`keep`]).
+enum Keep {
+    /// A message a newer value replaced (or one not a host's).
+    Ack(MessageIdData),
+    /// Every message before this place is dead (see [`PulsarTable::live_from_here`]).
+    DeadBefore((u64, u64)),
+}
+
 /// A consumer of the keeping subscription, on a task that acks what is
 /// sent to the returned channel ([`keep`]).
-fn keeper(rt: &tokio::runtime::Runtime, client: &Pulsar<TokioExecutor>, topic: &str) -> Result<UnboundedSender<MessageIdData>, SourceError> {
+fn keeper(rt: &tokio::runtime::Runtime, client: &Pulsar<TokioExecutor>, topic: &str) -> Result<UnboundedSender<Keep>, SourceError> {
     let keeping =
         ConsumerOptions { receiver_queue_size: Some(16), ..ConsumerOptions::default().durable(true).with_initial_position(InitialPosition::Earliest) };
     let build =
@@ -601,34 +621,44 @@ fn keeper(rt: &tokio::runtime::Runtime, client: &Pulsar<TokioExecutor>, topic: &
     Ok(acks)
 }
 
-/// The keeping subscription's consumer: acks what `acks` names (each once
-/// more [`ACK_AGAIN_AFTER`] later), and reads and drops what the broker
-/// sends it (left unacked, so kept), until the table's runtime stops or
-/// the client gives the consumer up.
-async fn keep(mut keeper: PulsarConsumer, mut acks: UnboundedReceiver<MessageIdData>) {
-    let mut again = VecDeque::new();
+/// The keeping subscription's consumer, until the table's runtime stops or
+/// the client gives the consumer up. It acks what it is told to, and holds
+/// what the broker sends it (unacked, so kept) until it is dead. The client
+/// says nothing of an ack lost in a reconnect, and the host that sent it
+/// may be gone (a `kill -9`): the broker sends such a message again to a
+/// keeping consumer (this one after a reconnect, or another host's), which
+/// acks it once it is before where the live values begin. Otherwise it
+/// would hold its ledger and every later one, as no reader goes back there.
+async fn keep(mut keeper: PulsarConsumer, mut told: UnboundedReceiver<Keep>) {
+    let mut held: BTreeMap<(u64, u64), MessageIdData> = BTreeMap::new();
+    let mut dead_before = (0, 0);
     loop {
         let mut due = Vec::new();
         loop {
-            match acks.try_recv() {
-                Ok(id) => {
-                    again.push_back((Instant::now(), id.clone()));
+            match told.try_recv() {
+                Ok(Keep::Ack(id)) => {
+                    held.remove(&(id.ledger_id, id.entry_id));
                     due.push(id);
                 }
+                Ok(Keep::DeadBefore(place)) => dead_before = dead_before.max(place),
                 Err(TryRecvError::Closed) => return,
                 Err(TryRecvError::Empty) => break,
             }
         }
-        while again.front().is_some_and(|(acked, _)| acked.elapsed() >= ACK_AGAIN_AFTER) {
-            due.extend(again.pop_front().map(|(_, id)| id));
-        }
+        let alive = held.split_off(&dead_before);
+        due.extend(std::mem::replace(&mut held, alive).into_values());
         for id in due {
             if let Err(e) = keeper.ack_with_id("", id).await {
-                tracing::warn!("pulsar: acking a replaced checkpoint failed ({e})");
+                tracing::warn!("pulsar: acking a replaced checkpoint failed ({e}); acked again once it comes back");
             }
         }
-        if let Ok(None) = tokio::time::timeout(POLL, keeper.next()).await {
-            return;
+        match tokio::time::timeout(POLL, keeper.next()).await {
+            Ok(None) => return,
+            Ok(Some(Ok(m))) => {
+                let id = entry_id(m.message_id().clone());
+                held.insert((id.ledger_id, id.entry_id), id);
+            }
+            Ok(Some(Err(_))) | Err(_) => {}
         }
     }
 }
@@ -791,6 +821,21 @@ mod tests {
         assert_eq!(values.earliest_live(), Some((7, 2)), "another table's value, its bytes passed over, is live too");
         values.read(part(&key("u", "0"), "p4", (0, 1), 5, b"u"));
         assert_eq!(values.earliest_live(), Some((7, 3)));
+    }
+
+    /// A reader that starts where the live values begin may read only the
+    /// tail of a replaced put: a copy of that put written again later never
+    /// completes it into a value that replaces the newer one.
+    #[test]
+    fn a_copy_never_completes_the_tail_of_its_put() {
+        let mut values = wanting("t");
+        let k = key("t", "0");
+        values.read(part(&k, "p1", (1, 2), 1, b"tail"));
+        values.read(part(&k, "p2", (0, 1), 2, b"newer"));
+        let again = |index, entry| Part { again: true, ..part(&k, "p1", (index, 2), entry, b"copy") };
+        values.read(again(0, 3));
+        assert_eq!(entries(&values.read(again(1, 4))), [3, 4], "the late copy is itself unneeded");
+        assert_eq!(values.value(&k).as_deref(), Some(&b"newer"[..]));
     }
 
     #[test]
