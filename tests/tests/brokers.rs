@@ -384,25 +384,47 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// window's partition and offsets, detector, metric, column, value, severity): runs
 /// together that alerted twice for one thing list it twice.
 fn alerts_of(s: &Sandbox, files: &[String]) -> Vec<String> {
-    let mut all: Vec<String> = files
-        .iter()
-        .flat_map(|f| std::fs::read_to_string(s.path(f)).unwrap_or_default().lines().map(str::to_string).collect::<Vec<_>>())
-        .map(|line| {
-            let a: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("a torn alert line ({e}): {line}"));
-            let w = &a["window"];
-            let (detector, metric, column, value, severity) = (&a["detector"], &a["metric"], &a["column"], &a["value"], &a["severity"]);
-            format!("{} {}..{} {detector} {metric} {column} {value} {severity}", w["partition"], w["first_offset"], w["last_offset"])
-        })
-        .collect();
+    let mut all: Vec<String> = files.iter().flat_map(|f| lines_of(s, f)).map(|line| alert_of(&line)).collect();
     all.sort();
     all
+}
+
+fn lines_of(s: &Sandbox, file: &str) -> Vec<String> {
+    std::fs::read_to_string(s.path(file)).unwrap_or_default().lines().map(str::to_string).collect()
+}
+
+fn alert_of(line: &str) -> String {
+    let a: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("a torn alert line ({e}): {line}"));
+    let w = &a["window"];
+    let (detector, metric, column, value, severity) = (&a["detector"], &a["metric"], &a["column"], &a["value"], &a["severity"]);
+    format!("{} {}..{} {detector} {metric} {column} {value} {severity}", w["partition"], w["first_offset"], w["last_offset"])
+}
+
+/// The alerts of a killed host (`killed`) and of the host that carried on
+/// (`rest`) are those of one uninterrupted run: none lost, and none twice
+/// but those of the window the killed host was writing out when it died
+/// (written, but not yet recorded as sent where its checkpoints are: at
+/// least once). Those come again identical, so a receiver can drop them.
+fn assert_alerted_as_one_run(s: &Sandbox, killed: &str, rest: &[&str], expected: &[String], context: &str) {
+    let files: Vec<String> = std::iter::once(killed).chain(rest.iter().copied()).map(str::to_string).collect();
+    let mut extra = alerts_of(s, &files);
+    for alert in expected {
+        let at = extra.iter().position(|a| a == alert).unwrap_or_else(|| panic!("{context}: lost {alert}\n{extra:#?}"));
+        extra.remove(at);
+    }
+    let window = |alert: &str| alert.split(' ').take(2).collect::<Vec<_>>().join(" ");
+    let last_written = lines_of(s, killed).last().map(|line| window(&alert_of(line)));
+    for alert in &extra {
+        assert_eq!(Some(window(alert)), last_written, "{context}: {alert} twice, not of the window written out at the kill");
+    }
 }
 
 /// A `kill -9` at a random point and a restart change no alert: the
 /// restarted host carries on from its last checkpoint (each detector's
 /// state, the control rules and cooldowns, the window numbers, the
 /// positions), so the two runs together alert as one uninterrupted run
-/// did, none lost and none twice. The checkpoints are in Kafka: the
+/// did, none lost and none twice (but the window being written out at the
+/// kill: at least once). The checkpoints are in Kafka: the
 /// restart has a data dir of its own (another machine, a new pod).
 #[test]
 fn kafka_a_crash_changes_no_alert() {
@@ -541,8 +563,8 @@ fn a_crash_changes_no_alert(topic: &str, source: impl Fn(&str) -> String, kept: 
         second.finish();
         let said = std::fs::read_to_string(&log).unwrap();
         assert!(said.contains("resumed from its checkpoint"), "the restart did not resume:\n{said}");
-        let together = alerts_of(&s, &[format!("{group}-1.alerts"), format!("{group}-2.alerts")]);
-        assert_eq!(together, expected, "killed after {kill_after} windows; the restart said:\n{said}");
+        let context = format!("killed after {kill_after} windows; the restart said:\n{said}");
+        assert_alerted_as_one_run(&s, &format!("{group}-1.alerts"), &[&format!("{group}-2.alerts")], &expected, &context);
     }
     // Another group on the same data dir reads the topic anew: the checkpoints are its own.
     let last = stream.kill_after[2];
@@ -607,7 +629,7 @@ fn windows_by_number(logs: &[Vec<Value>]) -> BTreeMap<(u64, u64), String> {
 /// takes its partitions over, each
 /// with its state (detectors, control rules, cooldowns, window numbers), so
 /// every window is analysed as one uninterrupted host analysed it: the
-/// same findings, and the same alerts, none twice. A window the killed host
+/// same findings, and the same alerts, none twice (as above). A window the killed host
 /// analysed after its last checkpoint is analysed again, alike, by the new
 /// owner, which knows from the shared ledger that its alerts went out.
 #[test]
@@ -692,8 +714,8 @@ fn a_host_takes_over(s: &Sandbox, topic: &str, source: impl Fn(&str) -> String, 
     assert_eq!(pair, whole, "the pair analysed some window otherwise than one host");
     let expected = alerts_of(s, &["whole.alerts".into()]);
     assert!(expected.len() >= 4, "{expected:#?}");
-    // The hosts share which alerts went out: none twice.
-    assert_eq!(alerts_of(s, &["a.alerts".into(), "b.alerts".into()]), expected);
+    // The hosts share which alerts went out.
+    assert_alerted_as_one_run(s, "a.alerts", &["b.alerts"], &expected, "a killed, b took over");
 }
 
 /// Pulsar keeps checkpoints in a topic whose own subscription holds them:
