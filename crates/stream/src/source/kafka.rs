@@ -672,7 +672,8 @@ pub struct KafkaTable {
     hosts: String,
     topic: String,
     producer: BaseProducer<Deliveries>,
-    consumer: BaseConsumer,
+    /// Taken only when the table is dropped.
+    consumer: Option<BaseConsumer>,
     /// The next offset to read.
     next: i64,
     /// Reading must start over from the topic's start (a rewind's assign failed).
@@ -722,9 +723,13 @@ impl KafkaTable {
             .set("message.max.bytes", (STATE_VALUE_MAX + (1 << 20)).to_string())
             .create_with_context(Deliveries::default())
             .map_err(|e| SourceError::Broker(format!("bad Kafka producer settings: {e}")))?;
-        let mut table = KafkaTable { hosts: hosts.into(), topic: topic.into(), producer, consumer, next: 0, rewinding: false, tables: HashMap::new() };
+        let mut table = KafkaTable { hosts: hosts.into(), topic: topic.into(), producer, consumer: Some(consumer), next: 0, rewinding: false, tables: HashMap::new() };
         table.rewind()?;
         Ok(table)
+    }
+
+    fn consumer(&self) -> &BaseConsumer {
+        self.consumer.as_ref().expect("taken only when dropped")
     }
 
     /// Read again from the topic's start.
@@ -734,7 +739,7 @@ impl KafkaTable {
         self.tables.values_mut().for_each(HashMap::clear);
         let mut list = TopicPartitionList::new();
         list.add_partition_offset(&self.topic, 0, Offset::Beginning).map_err(|e| SourceError::Broker(e.to_string()))?;
-        self.consumer.assign(&list).map_err(|e| SourceError::Broker(format!("reading {}: {e}", self.name())))?;
+        self.consumer().assign(&list).map_err(|e| SourceError::Broker(format!("reading {}: {e}", self.name())))?;
         self.rewinding = false;
         Ok(())
     }
@@ -751,13 +756,26 @@ impl KafkaTable {
         Ok(())
     }
 
-    /// Read every record written so far.
+    /// Read every record written so far. Between reads its partition is
+    /// paused: a fetch every few milliseconds for as long as the host runs
+    /// would cost the broker and the host for nothing.
     fn catch_up(&mut self) -> Result<(), SourceError> {
-        let name = self.name();
         if self.rewinding {
             self.rewind()?;
         }
-        let (low, end) = self.consumer.fetch_watermarks(&self.topic, 0, CONNECT_TIMEOUT).map_err(|e| unreachable(&self.hosts, e))?;
+        let mut partition = TopicPartitionList::new();
+        partition.add_partition(&self.topic, 0);
+        let name = self.name();
+        let paused = |e| SourceError::Broker(format!("reading {name}: {e}"));
+        self.consumer().resume(&partition).map_err(paused)?;
+        let read = self.read_to_end();
+        self.consumer().pause(&partition).map_err(paused)?;
+        read
+    }
+
+    fn read_to_end(&mut self) -> Result<(), SourceError> {
+        let name = self.name();
+        let (low, end) = self.consumer().fetch_watermarks(&self.topic, 0, CONNECT_TIMEOUT).map_err(|e| unreachable(&self.hosts, e))?;
         if end < self.next {
             // The topic was made again: what was read is gone.
             self.rewind()?;
@@ -771,7 +789,7 @@ impl KafkaTable {
                 let why = last_error.map_or(String::new(), |e| format!(" (last: {e})"));
                 return Err(SourceError::Broker(format!("reading {name}: not at its end ({end}) after {TABLE_READ_TIMEOUT:?}{why}")));
             }
-            match self.consumer.poll(POLL) {
+            match self.consumer.as_ref().expect("taken only when dropped").poll(POLL) {
                 Some(Ok(m)) => {
                     self.next = m.offset() + 1;
                     let Some((table, field)) = m.key().and_then(|k| std::str::from_utf8(k).ok()).and_then(|k| k.split_once('\0')) else {
@@ -789,7 +807,7 @@ impl KafkaTable {
                 Some(Err(e)) => last_error = Some(e),
                 // Offsets that hold no record (compacted away, markers) are passed over.
                 None => {
-                    let position = self.consumer.position().map_err(|e| SourceError::Broker(format!("reading {name}: {e}")))?;
+                    let position = self.consumer().position().map_err(|e| SourceError::Broker(format!("reading {name}: {e}")))?;
                     if let Some(Offset::Offset(at)) = position.find_partition(&self.topic, 0).map(|e| e.offset()) {
                         self.next = self.next.max(at);
                     }
@@ -797,6 +815,17 @@ impl KafkaTable {
             }
         }
         Ok(())
+    }
+}
+
+impl Drop for KafkaTable {
+    /// Its consumer is closed on a thread of its own that a process's exit
+    /// does not wait for: librdkafka's group handler may take 100 ms to
+    /// stop, and the consumer has nothing to commit or leave.
+    fn drop(&mut self) {
+        if let Some(consumer) = self.consumer.take() {
+            let _ = std::thread::Builder::new().name("state-table-close".into()).spawn(move || drop(consumer));
+        }
     }
 }
 
