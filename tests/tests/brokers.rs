@@ -571,25 +571,43 @@ fn a_crash_changes_no_alert(topic: &str, source: impl Fn(&str) -> String, kept: 
     let data = if kept == Kept::InBroker { format!("data-crash{last}-2") } else { format!("data-crash{last}") };
     spawn_with(&s, &source("other"), "other.windows", &data, stream.window, &[&["--config", config, "--until-end"], stream.args].concat()).finish();
     assert_eq!(records(&windows(&s.path("other.windows"))), records(&windows(&s.path("whole.windows"))));
+    let group = format!("crash{last}");
     if kept == Kept::InBroker {
+        // `plugin list` reads the checkpoints of the group the config names
+        // from the broker (no host runs), with each detector's state.
+        let named = std::fs::read_to_string(config).unwrap().replace("source = \"generator\"", &format!("source = \"{}\"", source(&group)));
+        let named = s.write("listed.toml", named);
+        let named = named.to_str().unwrap();
+        let checkpoints = listed_checkpoints(&s.run(&["plugin", "list", "--json", "--config", named]));
+        assert_eq!(checkpoints.len(), 1, "{checkpoints:#?}");
+        assert!(checkpoints[0]["source"].as_str().unwrap().contains(&group), "{checkpoints:#?}");
+        let table = s.run(&["plugin", "list", "--config", named]);
+        assert!(table.stdout.contains("CHECKPOINT OF") && table.stdout.contains(&group), "{}", table.stdout);
         return;
     }
     // `plugin list` shows both groups' checkpoints in that data dir (made
     // the sandbox's own, which `run` names), with each detector's state.
     let _ = std::fs::remove_dir_all(s.path("data"));
     std::fs::rename(s.path(&data), s.path("data")).unwrap();
-    let listed = s.run(&["plugin", "list", "--json"]);
-    listed.assert_ok();
-    let checkpoints: Vec<Value> = listed.stdout.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|v| v["kind"] == "checkpoint").collect();
+    let checkpoints = listed_checkpoints(&s.run(&["plugin", "list", "--json"]));
     let sources: BTreeSet<String> = checkpoints.iter().map(|c| c["source"].as_str().unwrap().to_string()).collect();
     assert_eq!(sources.len(), 2, "{checkpoints:#?}");
+    let table = s.run(&["plugin", "list"]);
+    assert!(table.stdout.contains("CHECKPOINT OF") && table.stdout.contains(&group), "{}", table.stdout);
+}
+
+/// The checkpoints `plugin list --json` listed, each of the crash tests'
+/// pipeline and with the duplicates detector's state.
+fn listed_checkpoints(listed: &clean_host_tests::Run) -> Vec<Value> {
+    listed.assert_ok();
+    let checkpoints: Vec<Value> = listed.stdout.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|v| v["kind"] == "checkpoint").collect();
     for c in &checkpoints {
         assert_eq!(c["pipeline"], "orders");
+        assert!(!c["positions"].as_object().unwrap().is_empty(), "{c}");
         let duplicates = c["detectors"].as_array().unwrap().iter().find(|d| d["name"] == "duplicates").expect("duplicates' state");
         assert!(duplicates["bytes"].as_u64().unwrap() > 0 && c["state_bytes"].as_u64() >= duplicates["bytes"].as_u64(), "{c}");
     }
-    let table = s.run(&["plugin", "list"]);
-    assert!(table.stdout.contains("CHECKPOINT OF") && table.stdout.contains(&format!("crash{last}")), "{}", table.stdout);
+    checkpoints
 }
 
 /// The pipeline config of the crash tests: checkpoints after every cut, the

@@ -33,7 +33,7 @@ mod file;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -180,6 +180,35 @@ pub struct StoredCheckpoint {
     pub taken_at_ms: i64,
     /// Each detector's state in it, over all partitions.
     pub detectors: Vec<StoredState>,
+}
+
+impl StoredCheckpoint {
+    /// What the checkpoint of `stream` kept in a broker's `table` names, if
+    /// it has one (`plugin list`: no host needs to run).
+    pub fn in_broker(table: Box<dyn StateTable>, stream: &StreamKey) -> Result<Option<StoredCheckpoint>> {
+        let partitions = BrokerStore::new(table).read(stream, None)?;
+        let Some(taken_at_ms) = partitions.values().map(|(_, taken_at_ms)| *taken_at_ms).min() else {
+            return Ok(None);
+        };
+        let mut detectors: BTreeMap<&str, (BTreeSet<&str>, u64)> = BTreeMap::new();
+        for d in partitions.values().flat_map(|(c, _)| &c.detectors) {
+            let (versions, bytes) = detectors.entry(&d.name).or_default();
+            versions.insert(&d.version);
+            *bytes += d.state.len() as u64;
+        }
+        let detectors = detectors
+            .into_iter()
+            .map(|(name, (versions, bytes))| StoredState { name: name.to_string(), version: versions.into_iter().collect::<Vec<_>>().join(","), bytes })
+            .collect();
+        Ok(Some(StoredCheckpoint {
+            tenant: stream.tenant.clone(),
+            pipeline: stream.pipeline.clone(),
+            source: clean_host_stream::source::config::masked(&stream.source),
+            positions: partitions.iter().map(|(p, (c, _))| (*p, c.position.clone())).collect(),
+            taken_at_ms,
+            detectors,
+        }))
+    }
 }
 
 /// One detector's state in a stored checkpoint, over all partitions.

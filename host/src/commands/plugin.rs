@@ -9,12 +9,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use clean_host::checkpoint::{CheckpointStore, StoredCheckpoint};
+use clean_host::checkpoint::{CheckpointStore, StoredCheckpoint, StreamKey};
+use clean_host::config::PipelineConfig;
 use clean_host::report::StatusFile;
 use clean_host::tenant;
 use clean_host_core::timestamp;
 use clean_host_runtime::{DetectorSource, PluginStats, Status};
 use clean_host_runtime::{Plugin, Runtime, WasmDetector};
+use clean_host_stream::source;
 
 use super::assembly::{data_dir, load_tenants, settings};
 use crate::cli::{GlobalArgs, PluginCommand};
@@ -68,7 +70,7 @@ struct Listing<'a> {
     instantiate_us: Option<u64>,
 }
 
-/// A checkpoint kept in the data dir, as `--json` lists it.
+/// A checkpoint kept in the data dir or a broker, as `--json` lists it.
 #[derive(Serialize)]
 struct CheckpointListing<'a> {
     /// `checkpoint`.
@@ -165,25 +167,42 @@ fn list(g: &GlobalArgs, as_json: bool) -> Result<()> {
             println!("{tenant:<10} {:<14} {:<8} {:<13} {:<12}  {error}", "-", "-", "-", "rejected");
         }
     }
-    let checkpoints = config.checkpoints.file(&data_dir(&config));
-    if let Err(e) = list_checkpoints(&checkpoints, as_json) {
-        tracing::warn!("the checkpoints in {} are not listed: {e:#}", checkpoints.display());
+    let file = config.checkpoints.file(&data_dir(&config));
+    let mut stored = match file.exists() {
+        true => CheckpointStore::read_only(&file).and_then(|store| store.list()).unwrap_or_else(|e| {
+            tracing::warn!("the checkpoints in {} are not listed: {e:#}", file.display());
+            Vec::new()
+        }),
+        false => Vec::new(),
+    };
+    if config.checkpoints.enabled && config.checkpoints.in_broker {
+        stored.extend(config.pipelines.iter().filter_map(kept_in_broker));
     }
-    Ok(())
+    list_checkpoints(&stored, as_json)
+}
+
+/// The checkpoint the broker of pipeline `p` keeps for it, if any (one
+/// that cannot be read is said, and not listed).
+fn kept_in_broker(p: &PipelineConfig) -> Option<StoredCheckpoint> {
+    let found = source::checkpoint_home(&p.source, &p.broker).map_err(anyhow::Error::from).and_then(|home| {
+        let Some(home) = home else { return Ok(None) };
+        let stream = StreamKey { tenant: p.tenant_name().to_string(), pipeline: p.name.clone(), source: home.id };
+        StoredCheckpoint::in_broker(home.table, &stream)
+    });
+    found.unwrap_or_else(|e| {
+        tracing::warn!("pipeline {}: the checkpoints in its broker are not listed: {e:#}", p.name);
+        None
+    })
 }
 
 /// The checkpoints a restart would resume from: whose, where, how old and
 /// how much state each detector keeps in them.
-fn list_checkpoints(path: &std::path::Path, as_json: bool) -> Result<()> {
-    if !path.exists() {
-        return Ok(());
-    }
-    let stored = CheckpointStore::read_only(path)?.list()?;
+fn list_checkpoints(stored: &[StoredCheckpoint], as_json: bool) -> Result<()> {
     if !as_json && !stored.is_empty() {
         println!("\n{:<10} {:<14} {:>8} {:>12}  SOURCE AT POSITIONS [STATE PER DETECTOR]", "TENANT", "CHECKPOINT OF", "AGE_S", "STATE_BYTES");
     }
     let now = timestamp::now_ms();
-    for c in &stored {
+    for c in stored {
         let age_s = (now - c.taken_at_ms) as f64 / 1000.0;
         let state_bytes = c.detectors.iter().map(|d| d.bytes).sum();
         if as_json {

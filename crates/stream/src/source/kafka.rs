@@ -24,7 +24,10 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::config::{BrokerOptions, BrokerUrl, StartAt, COMMON_PARAMS};
-use super::{Ack, Message, ResumePosition, Sink, Source, SourceContext, SourceError, SourceEvent, StateTable, LAG_EVERY, STATE_TABLE_KEPT, STATE_VALUE_MAX};
+use super::{
+    Ack, CheckpointHome, Message, ResumePosition, Sink, Source, SourceContext, SourceError, SourceEvent, StateTable, LAG_EVERY, STATE_TABLE_KEPT,
+    STATE_VALUE_MAX,
+};
 
 /// How long to wait for the broker at start before giving up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -234,6 +237,17 @@ pub struct KafkaSource {
     start: StartAt,
 }
 
+/// A group's reading of the topic `url` names.
+fn reader(url: &BrokerUrl, options: &BrokerOptions) -> String {
+    format!("kafka://{}/{}?group={}", url.hosts, url.path, options.group())
+}
+
+/// See [`super::checkpoint_home`].
+pub(super) fn checkpoint_home(url: &BrokerUrl, options: &BrokerOptions) -> Result<Option<CheckpointHome>, SourceError> {
+    let table = KafkaTable::new(&url.hosts, options.state_table(), options)?;
+    Ok(Some(CheckpointHome { id: reader(url, options), table: Box::new(table) }))
+}
+
 impl KafkaSource {
     pub fn new(url: BrokerUrl, table: &BrokerOptions) -> Result<Self, SourceError> {
         let mut known = vec!["group"];
@@ -427,7 +441,7 @@ impl Source for KafkaSource {
     }
 
     fn reader(&self) -> String {
-        format!("{}?group={}", self.name(), self.options.group())
+        reader(&self.url, &self.options)
     }
 
     fn checkpoint_id(&self) -> Option<String> {
@@ -723,7 +737,8 @@ impl KafkaTable {
             .set("message.max.bytes", (STATE_VALUE_MAX + (1 << 20)).to_string())
             .create_with_context(Deliveries::default())
             .map_err(|e| SourceError::Broker(format!("bad Kafka producer settings: {e}")))?;
-        let mut table = KafkaTable { hosts: hosts.into(), topic: topic.into(), producer, consumer: Some(consumer), next: 0, rewinding: false, tables: HashMap::new() };
+        let mut table =
+            KafkaTable { hosts: hosts.into(), topic: topic.into(), producer, consumer: Some(consumer), next: 0, rewinding: false, tables: HashMap::new() };
         table.rewind()?;
         Ok(table)
     }

@@ -337,6 +337,35 @@ fn login_taken(url: &config::BrokerUrl) -> Result<(), SourceError> {
     }
 }
 
+/// Where a broker reader keeps its checkpoints.
+pub struct CheckpointHome {
+    /// What they are kept under ([`Source::checkpoint_id`]).
+    pub id: String,
+    /// The table they are in ([`Source::state_table`]).
+    pub table: Box<dyn StateTable>,
+}
+
+/// Where the reader a broker source URL names keeps its checkpoints, found
+/// without reading: no consumer is made and no group joined or created, so
+/// the readers at work are not disturbed. `None` when it keeps none in its
+/// broker (a file, a Redis reader without a consumer name, a shared
+/// Pulsar subscription).
+#[cfg_attr(not(all(feature = "kafka", feature = "pulsar", feature = "redis")), allow(unused_variables))]
+pub fn checkpoint_home(spec: &str, broker: &BrokerOptions) -> Result<Option<CheckpointHome>, SourceError> {
+    let Some((scheme, _)) = spec.split_once("://") else { return Ok(None) };
+    let url = config::BrokerUrl::parse(spec)?;
+    let options = broker.merged(&url)?;
+    match scheme {
+        #[cfg(feature = "kafka")]
+        "kafka" => kafka::checkpoint_home(&url, &options),
+        #[cfg(feature = "pulsar")]
+        "pulsar" => pulsar::checkpoint_home(&url, &options),
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" => redis::checkpoint_home(&url, &options),
+        _ => Ok(None),
+    }
+}
+
 /// A sink named by a URL like the sources'; a Kafka topic that must be
 /// created gets `partitions` partitions.
 #[cfg_attr(not(feature = "kafka"), allow(unused_variables))]

@@ -36,7 +36,7 @@ use pulsar::proto::MessageIdData;
 use pulsar::{ConnectionRetryOptions, Consumer, ConsumerOptions, OperationRetryOptions, Producer, ProducerOptions, Pulsar, SubType, TokioExecutor};
 
 use super::config::{BrokerOptions, BrokerUrl, StartAt, COMMON_PARAMS};
-use super::{Ack, Message, ResumePosition, Sink, Source, SourceContext, SourceError, SourceEvent, StateTable, LAG_EVERY};
+use super::{Ack, CheckpointHome, Message, ResumePosition, Sink, Source, SourceContext, SourceError, SourceEvent, StateTable, LAG_EVERY};
 pub use table::PulsarTable;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -347,15 +347,11 @@ impl Source for PulsarSource {
     }
 
     fn reader(&self) -> String {
-        format!("{}?subscription={}", self.name(), self.options.subscription.as_deref().unwrap_or("clean-host"))
+        reader(&self.url, &self.options)
     }
 
-    /// An exclusive or failover subscription's: shared ones split a
-    /// partition's messages between readers, so no one reader's state is
-    /// the partition's.
     fn checkpoint_id(&self) -> Option<String> {
-        let one_reader = matches!(self.options.subscription_type.as_deref().unwrap_or("failover"), "exclusive" | "failover");
-        one_reader.then(|| self.reader())
+        checkpoint_id(&self.url, &self.options)
     }
 
     /// Where the subscription is checkpointed: a partition comes to a
@@ -372,7 +368,7 @@ impl Source for PulsarSource {
 
     fn dead_letter_sink(&self) -> Result<Option<Box<dyn Sink>>, SourceError> {
         let path = match &self.options.dead_letter_topic {
-            Some(t) => self.in_namespace(t),
+            Some(t) => in_namespace(&self.url, t),
             None => format!("{}-dead-letters", self.url.path),
         };
         Ok(Some(Box::new(PulsarSink::new(&self.url.hosts, &path)?)))
@@ -380,13 +376,11 @@ impl Source for PulsarSource {
 
     /// A topic in the source's namespace (or `tenant/namespace/topic`).
     fn state_table(&self) -> Result<Option<Box<dyn StateTable>>, SourceError> {
-        let path = self.in_namespace(self.options.state_table());
-        full_topic(&self.url, &path)?;
-        Ok(Some(Box::new(PulsarTable::new(&self.url.hosts, &path)?)))
+        Ok(Some(Box::new(state_table(&self.url, &self.options)?)))
     }
 
     fn run(mut self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
-        // Per partition: offset -> the message, until acked.
+        // Per partition: offset -> the last message of an entry handed on, until acked.
         let mut unacked: HashMap<u32, BTreeMap<u64, Unacked>> = HashMap::new();
         let mut acked_below: HashMap<u32, u64> = HashMap::new();
         let mut consumer = self.consumer.take().expect("set in new");
@@ -409,15 +403,41 @@ impl Source for PulsarSource {
     }
 }
 
-impl PulsarSource {
-    /// `topic` as `tenant/namespace/topic`: in the source's namespace unless it names one.
-    fn in_namespace(&self, topic: &str) -> String {
-        match topic.contains('/') {
-            true => topic.to_string(),
-            false => format!("{}/{topic}", self.url.path.rsplit_once('/').map_or("", |(ns, _)| ns)),
-        }
+/// `topic` as `tenant/namespace/topic`: in the namespace of the source
+/// `url` names unless it names one.
+fn in_namespace(url: &BrokerUrl, topic: &str) -> String {
+    match topic.contains('/') {
+        true => topic.to_string(),
+        false => format!("{}/{topic}", url.path.rsplit_once('/').map_or("", |(ns, _)| ns)),
     }
+}
 
+/// A subscription's reading of the topic `url` names.
+fn reader(url: &BrokerUrl, options: &BrokerOptions) -> String {
+    format!("pulsar://{}/{}?subscription={}", url.hosts, url.path, options.subscription.as_deref().unwrap_or("clean-host"))
+}
+
+/// An exclusive or failover subscription's: shared ones split a
+/// partition's messages between readers, so no one reader's state is
+/// the partition's.
+fn checkpoint_id(url: &BrokerUrl, options: &BrokerOptions) -> Option<String> {
+    let one_reader = matches!(options.subscription_type.as_deref().unwrap_or("failover"), "exclusive" | "failover");
+    one_reader.then(|| reader(url, options))
+}
+
+fn state_table(url: &BrokerUrl, options: &BrokerOptions) -> Result<PulsarTable, SourceError> {
+    let path = in_namespace(url, options.state_table());
+    full_topic(url, &path)?;
+    PulsarTable::new(&url.hosts, &path)
+}
+
+/// See [`super::checkpoint_home`].
+pub(super) fn checkpoint_home(url: &BrokerUrl, options: &BrokerOptions) -> Result<Option<CheckpointHome>, SourceError> {
+    let Some(id) = checkpoint_id(url, options) else { return Ok(None) };
+    Ok(Some(CheckpointHome { id, table: Box::new(state_table(url, options)?) }))
+}
+
+impl PulsarSource {
     fn consume(
         &self,
         ctx: &SourceContext,
@@ -517,7 +537,11 @@ impl PulsarSource {
                     payload: msg.payload.data,
                     fault: None,
                 });
-                unacked.entry(partition).or_default().insert(this, Unacked { topic: msg.topic, id, ends_entry });
+                // An entry is acked with its last message: only those are kept (one of a
+                // producer's batch of 1000, not one a message, for up to a checkpoint's interval).
+                if ends_entry {
+                    unacked.entry(partition).or_default().insert(this, Unacked { topic: msg.topic, id });
+                }
             }
             if !skipped.is_empty() {
                 ack(&self.rt, consumer, skipped);
@@ -554,12 +578,11 @@ impl PulsarSource {
 }
 
 /// A message handed on and not acked yet.
+/// The last message of a broker entry handed on (or the entry's only one):
+/// acking it acks the entry.
 struct Unacked {
     topic: String,
     id: MessageIdData,
-    /// It is the last message of its broker entry (or the entry's only one):
-    /// acking it acks the entry.
-    ends_entry: bool,
 }
 
 /// Raise the partition's acked bound to `ack`'s.
@@ -573,8 +596,7 @@ fn ack_below(rt: &tokio::runtime::Runtime, consumer: &mut PulsarConsumer, unacke
         let Some(&below) = acked_below.get(partition) else { continue };
         let rest = pending.split_off(&below);
         let done = std::mem::replace(pending, rest);
-        // The other messages of an entry are acked with its last one.
-        ack(rt, consumer, done.into_values().filter(|m| m.ends_entry).map(|m| (m.topic, m.id)));
+        ack(rt, consumer, done.into_values().map(|m| (m.topic, m.id)));
     }
 }
 

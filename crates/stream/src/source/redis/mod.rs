@@ -25,12 +25,17 @@ use redis::streams::StreamAutoClaimOptions;
 use redis::{Commands, Connection, Value};
 
 pub mod reader;
+#[cfg(test)]
+mod tests;
 
 use super::config::{BrokerOptions, BrokerUrl, EntryLayout, COMMON_PARAMS};
-use super::{Message, ResumePosition, Sink, Source, SourceContext, SourceError, SourceEvent, StateTable, LAG_EVERY, STATE_TABLE_KEPT};
+use super::{CheckpointHome, Message, ResumePosition, Sink, Source, SourceContext, SourceError, SourceEvent, StateTable, LAG_EVERY, STATE_TABLE_KEPT};
 use reader::{Entry, StreamReader};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Entries acked between two reads at most (about 20 ms of the server's time).
+const ACK_STEP: usize = 50_000;
+
 /// XREADGROUP BLOCK time; the connection's read timeout is above it.
 const BLOCK: Duration = Duration::from_millis(200);
 const READ_COUNT: usize = 1000;
@@ -312,17 +317,72 @@ impl RedisSource {
         Ok(())
     }
 
-    /// XACK the entries read whose offsets are below `below` (`unacked`
-    /// holds each entry read as its offset and id, in offset order).
-    /// They stay there until the server took them all (acking one twice is harmless).
-    fn ack(&mut self, unacked: &mut VecDeque<(u64, (u64, u64))>, below: u64) -> redis::RedisResult<()> {
-        let done = unacked.partition_point(|&(offset, _)| offset < below);
-        let ids: Vec<String> = unacked.range(..done).map(|(_, (ms, seq))| format!("{ms}-{seq}")).collect();
-        for chunk in ids.chunks(1000) {
-            self.ack_ids(chunk.iter().map(String::as_str))?;
+    /// XACK the entries read whose offsets are below `below`, at most
+    /// `most` of them: a checkpoint may let a million go, and the reads go
+    /// on between. Each is kept until the server took it (acking one twice
+    /// is harmless).
+    fn ack(&mut self, unacked: &mut Unacked, below: u64, most: usize) -> redis::RedisResult<()> {
+        let mut left = most;
+        while left > 0 {
+            let ids = unacked.first(below, left.min(1000));
+            if ids.is_empty() {
+                break;
+            }
+            self.ack_ids(ids.iter().map(String::as_str))?;
+            unacked.forget(ids.len());
+            left -= ids.len();
         }
-        unacked.drain(..done);
         Ok(())
+    }
+}
+
+/// The entries read and not acked yet, in offset order, as runs of
+/// consecutive ids (one millisecond's, each seq one on): a producer's burst
+/// is one run, not 24 bytes an entry for up to a checkpoint's interval.
+#[derive(Default)]
+struct Unacked(VecDeque<IdRun>);
+
+struct IdRun {
+    /// The offset and id of its first entry.
+    offset: u64,
+    ms: u64,
+    seq: u64,
+    len: u64,
+}
+
+impl Unacked {
+    fn push(&mut self, offset: u64, (ms, seq): (u64, u64)) {
+        if let Some(run) = self.0.back_mut().filter(|r| r.offset + r.len == offset && r.ms == ms && r.seq.checked_add(r.len) == Some(seq)) {
+            run.len += 1;
+            return;
+        }
+        self.0.push_back(IdRun { offset, ms, seq, len: 1 });
+    }
+
+    /// The ids of the first `most` entries whose offsets are below `below`.
+    fn first(&self, below: u64, most: usize) -> Vec<String> {
+        let mut ids = Vec::new();
+        for run in self.0.iter().take_while(|r| r.offset < below) {
+            let n = (below - run.offset).min(run.len).min((most - ids.len()) as u64);
+            ids.extend((0..n).map(|i| format!("{}-{}", run.ms, run.seq + i)));
+            if ids.len() == most {
+                break;
+            }
+        }
+        ids
+    }
+
+    /// Drop the first `n` entries.
+    fn forget(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(run) = self.0.front_mut() else { return };
+            let k = (n as u64).min(run.len);
+            (run.offset, run.seq, run.len) = (run.offset + k, run.seq + k, run.len - k);
+            if run.len == 0 {
+                self.0.pop_front();
+            }
+            n -= k as usize;
+        }
     }
 }
 
@@ -359,6 +419,23 @@ fn pairs_json(fields: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
     serde_json::to_vec(&object).unwrap_or_default()
 }
 
+/// A group's reading of `stream`.
+fn reader(server: &Server, stream: &str, options: &BrokerOptions) -> String {
+    format!("{}?group={}", server.name(stream), options.group())
+}
+
+fn checkpoint_id(server: &Server, stream: &str, options: &BrokerOptions) -> Option<String> {
+    let consumer = options.consumer.as_deref()?;
+    Some(format!("{}&consumer={consumer}", reader(server, stream, options)))
+}
+
+/// See [`super::checkpoint_home`].
+pub(super) fn checkpoint_home(url: &BrokerUrl, options: &BrokerOptions) -> Result<Option<CheckpointHome>, SourceError> {
+    let server = Server::new(url, options)?;
+    let Some(id) = checkpoint_id(&server, &url.path, options) else { return Ok(None) };
+    Ok(Some(CheckpointHome { id, table: Box::new(RedisTable::new(&server, options.state_table())?) }))
+}
+
 impl Source for RedisSource {
     fn name(&self) -> String {
         self.server.name(&self.stream)
@@ -369,14 +446,13 @@ impl Source for RedisSource {
     }
 
     fn reader(&self) -> String {
-        format!("{}?group={}", self.name(), self.options.group())
+        reader(&self.server, &self.stream, &self.options)
     }
 
     /// A named consumer's: with a name made per process, nothing it left
     /// pending would be its own again.
     fn checkpoint_id(&self) -> Option<String> {
-        let consumer = self.options.consumer.as_deref()?;
-        Some(format!("{}&consumer={consumer}", self.reader()))
+        checkpoint_id(&self.server, &self.stream, &self.options)
     }
 
     /// Takes the checkpoint unless the group went on past it, and acks what
@@ -424,7 +500,7 @@ impl Source for RedisSource {
             }
             None => (ReadPhase::Claim("0-0".into()), 0, None),
         };
-        let mut unacked: VecDeque<(u64, (u64, u64))> = VecDeque::new();
+        let mut unacked = Unacked::default();
         let mut acked_below = 0u64;
         let mut backoff = Duration::from_millis(200);
         let mut last_id: Option<String> = None;
@@ -443,7 +519,7 @@ impl Source for RedisSource {
                 break;
             }
             // Whether anything was read, and what of it is new.
-            let result = self.ack(&mut unacked, acked_below).and_then(|_| self.read(&mut phase)).and_then(|entries| {
+            let result = self.ack(&mut unacked, acked_below, ACK_STEP).and_then(|_| self.read(&mut phase)).and_then(|entries| {
                 let read = !entries.is_empty();
                 match through {
                     Some(through) => Ok((read, self.skip_analysed(entries, through)?)),
@@ -485,7 +561,7 @@ impl Source for RedisSource {
                 .map(|e| {
                     let offset = next_offset;
                     next_offset += 1;
-                    unacked.push_back((offset, id_pair(&e.id)));
+                    unacked.push(offset, id_pair(&e.id));
                     self.message(offset, e)
                 })
                 .collect();
@@ -499,7 +575,7 @@ impl Source for RedisSource {
             }
         }
         ctx.finish(|ack| acked_below = acked_below.max(ack.below));
-        self.ack(&mut unacked, acked_below).map_err(|e| SourceError::Broker(format!("acking on {}: {e}", self.name())))
+        self.ack(&mut unacked, acked_below, usize::MAX).map_err(|e| SourceError::Broker(format!("acking on {}: {e}", self.name())))
     }
 }
 
