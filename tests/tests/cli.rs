@@ -22,6 +22,18 @@ fn plugin_list_shows_names_versions_and_metrics() {
     assert_eq!(old.stdout.lines().count(), BUNDLED.len(), "{}", old.stderr);
 }
 
+/// A broker pipeline's checkpoints are listed from its broker; one that
+/// cannot be reached is said, and the plugins are listed all the same.
+#[test]
+fn plugin_list_says_which_broker_it_cannot_ask_for_checkpoints() {
+    let s = Sandbox::with_bundled();
+    let config = s.write("broker.toml", "[[pipelines]]\nname = \"orders\"\nsource = \"redis://127.0.0.1:1/orders?group=g&consumer=c\"\n");
+    let run = s.run(&["plugin", "list", "--json", "--config", config.to_str().unwrap()]);
+    run.assert_ok();
+    assert_eq!(run.stdout.lines().count(), BUNDLED.len(), "{}", run.stdout);
+    assert!(run.stderr.contains("pipeline orders: the checkpoints in its broker are not listed: cannot reach 127.0.0.1:1"), "{}", run.stderr);
+}
+
 /// Run flags belong to the run: given to a command they are an error, not
 /// ignored; the global flags go on either side of a command.
 #[test]

@@ -176,7 +176,11 @@ fn list(g: &GlobalArgs, as_json: bool) -> Result<()> {
         false => Vec::new(),
     };
     if config.checkpoints.enabled && config.checkpoints.in_broker {
-        stored.extend(config.pipelines.iter().filter_map(kept_in_broker));
+        // Asked all at once: a broker that cannot be reached takes its connect timeout.
+        std::thread::scope(|scope| {
+            let asked: Vec<_> = config.pipelines.iter().map(|p| scope.spawn(|| kept_in_broker(p))).collect();
+            stored.extend(asked.into_iter().filter_map(|a| a.join().ok().flatten()));
+        });
     }
     list_checkpoints(&stored, as_json)
 }

@@ -608,8 +608,7 @@ enum Keep {
 /// A consumer of the keeping subscription, on a task that acks what is
 /// sent to the returned channel ([`keep`]).
 fn keeper(rt: &tokio::runtime::Runtime, client: &Pulsar<TokioExecutor>, topic: &str) -> Result<UnboundedSender<Keep>, SourceError> {
-    let keeping =
-        ConsumerOptions { receiver_queue_size: Some(2), ..ConsumerOptions::default().durable(true).with_initial_position(InitialPosition::Earliest) };
+    let keeping = ConsumerOptions { receiver_queue_size: Some(2), ..ConsumerOptions::default().durable(true).with_initial_position(InitialPosition::Earliest) };
     let build =
         client.consumer().with_topic(topic).with_subscription(KEEPER).with_subscription_type(SubType::Shared).with_batch_size(2).with_options(keeping).build();
     let consumer = match rt.block_on(async { tokio::time::timeout(TABLE_TIMEOUT, build).await }) {
