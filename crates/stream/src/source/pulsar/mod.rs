@@ -133,18 +133,9 @@ fn connect(rt: &tokio::runtime::Runtime, hosts: &str) -> Result<Pulsar<TokioExec
 fn last_entries(rt: &tokio::runtime::Runtime, client: &Pulsar<TokioExecutor>, topic: &str) -> Result<HashMap<u32, (u64, u64)>, SourceError> {
     let what = |e: String| SourceError::Broker(format!("the last message id of {topic}: {e}"));
     let ids = rt.block_on(async {
-        let probe = client
-            .consumer()
-            .with_topic(topic)
-            .with_subscription(format!("clean-host-end-{}-{}", std::process::id(), fastrand::u64(..)))
-            .with_subscription_type(SubType::Exclusive)
-            .with_batch_size(1)
-            .with_options(ConsumerOptions::default().durable(false).with_initial_position(InitialPosition::Latest))
-            .build();
-        let mut probe: PulsarConsumer = match tokio::time::timeout(REQUEST_TIMEOUT, probe).await {
-            Ok(built) => built.map_err(|e| what(e.to_string()))?,
-            Err(_) => return Err(what(format!("no answer within {REQUEST_TIMEOUT:?}"))),
-        };
+        let subscription = format!("clean-host-end-{}-{}", std::process::id(), fastrand::u64(..));
+        let options = ConsumerOptions::default().with_initial_position(InitialPosition::Latest);
+        let mut probe = probe(client, topic, subscription, options).await.map_err(what)?;
         let ids = tokio::time::timeout(REQUEST_TIMEOUT, probe.get_last_message_id()).await;
         let _ = tokio::time::timeout(REQUEST_TIMEOUT, probe.close()).await;
         match ids {
@@ -153,6 +144,24 @@ fn last_entries(rt: &tokio::runtime::Runtime, client: &Pulsar<TokioExecutor>, to
         }
     })?;
     Ok(last_places(&ids))
+}
+
+/// A consumer of `topic` to ask the broker something: its own subscription,
+/// gone with it, one message at a time.
+async fn probe(client: &Pulsar<TokioExecutor>, topic: &str, subscription: String, options: ConsumerOptions) -> Result<PulsarConsumer, String> {
+    let options = ConsumerOptions { receiver_queue_size: Some(1), ..options.durable(false) };
+    let build = client
+        .consumer()
+        .with_topic(topic)
+        .with_subscription(subscription)
+        .with_subscription_type(SubType::Exclusive)
+        .with_batch_size(1)
+        .with_options(options)
+        .build();
+    match tokio::time::timeout(REQUEST_TIMEOUT, build).await {
+        Ok(built) => built.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {REQUEST_TIMEOUT:?}")),
+    }
 }
 
 /// Per partition, from the broker's last message ids, a (ledger, entry)

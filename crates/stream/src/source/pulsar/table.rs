@@ -29,7 +29,8 @@ use pulsar::proto::MessageIdData;
 use pulsar::{ConsumerOptions, Producer, ProducerOptions, Pulsar, SubType, TokioExecutor};
 
 use super::{
-    ask, connect, entry_id, last_entries, last_places, produce, receive, runtime, stored, PulsarConsumer, PulsarMessage, FIRST_WAIT, POLL, REQUEST_TIMEOUT,
+    ask, connect, entry_id, last_entries, last_places, probe, produce, receive, runtime, stored, PulsarConsumer, PulsarMessage, FIRST_WAIT, POLL,
+    REQUEST_TIMEOUT,
 };
 use crate::source::{SourceError, StateTable, STATE_TABLE_KEPT, STATE_VALUE_MAX};
 
@@ -395,18 +396,10 @@ impl PulsarTable {
                 return None;
             }
         };
-        let options = ConsumerOptions { receiver_queue_size: Some(1), ..ConsumerOptions::default().durable(false).starting_on_message(just_before(last)) };
-        let probe = self
-            .client
-            .consumer()
-            .with_topic(&self.topic)
-            .with_subscription(format!("clean-host-state-start-{}-{}", self.writer, self.readers))
-            .with_subscription_type(SubType::Exclusive)
-            .with_batch_size(1)
-            .with_options(options)
-            .build();
+        let subscription = format!("clean-host-state-start-{}-{}", self.writer, self.readers);
+        let options = ConsumerOptions::default().starting_on_message(just_before(last));
         let said = self.rt.block_on(async {
-            let mut probe: PulsarConsumer = tokio::time::timeout(REQUEST_TIMEOUT, probe).await.ok()?.ok()?;
+            let mut probe = probe(&self.client, &self.topic, subscription, options).await.ok()?;
             let m = tokio::time::timeout(REQUEST_TIMEOUT, probe.next()).await.ok()??.ok();
             let _ = tokio::time::timeout(REQUEST_TIMEOUT, probe.close()).await;
             let m = m?;
