@@ -414,7 +414,9 @@ fn assert_alerted_as_one_run(s: &Sandbox, killed: &str, rest: &[&str], expected:
     }
     let window = |alert: &str| alert.split(' ').take(2).collect::<Vec<_>>().join(" ");
     let last_written = lines_of(s, killed).last().map(|line| window(&alert_of(line)));
-    for alert in &extra {
+    for (i, alert) in extra.iter().enumerate() {
+        assert!(expected.contains(alert), "{context}: {alert} is none of the uninterrupted run's");
+        assert!(!extra[..i].contains(alert), "{context}: {alert} three times");
         assert_eq!(Some(window(alert)), last_written, "{context}: {alert} twice, not of the window written out at the kill");
     }
 }

@@ -31,7 +31,7 @@ fn plugin_list_says_which_broker_it_cannot_ask_for_checkpoints() {
     let run = s.run(&["plugin", "list", "--json", "--config", config.to_str().unwrap()]);
     run.assert_ok();
     assert_eq!(run.stdout.lines().count(), BUNDLED.len(), "{}", run.stdout);
-    assert!(run.stderr.contains("pipeline orders: the checkpoints in its broker are not listed: cannot reach 127.0.0.1:1"), "{}", run.stderr);
+    assert!(run.stderr.contains("pipeline orders of tenant default: the checkpoints in its broker are not listed: cannot reach 127.0.0.1:1"), "{}", run.stderr);
 }
 
 /// Run flags belong to the run: given to a command they are an error, not

@@ -288,7 +288,7 @@ impl CheckpointStore {
 
     /// Every checkpoint in a file, by tenant, pipeline and source (a
     /// partition whose position cannot be read is said and left out); a
-    /// broker's are not listed.
+    /// broker's are listed by [`StoredCheckpoint::in_broker`], per stream.
     pub fn list(&self) -> Result<Vec<StoredCheckpoint>> {
         match &self.0 {
             Place::File(f) => f.list(),

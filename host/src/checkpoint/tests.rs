@@ -308,3 +308,22 @@ fn a_checkpoint_too_big_for_the_broker_leaves_its_largest_states_out() {
     assert_eq!(loaded.partitions[&0].detectors, detector_states(&[("drift", b"small")]));
     assert_eq!(loaded.positions(), BTreeMap::from([(0, at(100)), (3, at(200))]));
 }
+
+/// `plugin list` reads a broker's checkpoint of a stream with nothing but
+/// its table: each partition's position, each detector's state bytes over
+/// the partitions, the oldest partition's time, the source's login masked.
+#[test]
+fn a_checkpoint_in_a_broker_is_listed_from_its_table_alone() {
+    let (tables, dir) = (MemoryTables::default(), tempfile::tempdir().unwrap());
+    let store = CheckpointStore::in_broker(Box::new(tables.clone()), &dir.path().join("before.db")).unwrap();
+    let k = key("redis://:secret@h:1/orders?group=g&consumer=c");
+    let saved = checkpoint(100, &[("drift", b"state"), ("volume", b"vv")]);
+    store.save(&k, &saved).unwrap();
+    let listed = StoredCheckpoint::in_broker(Box::new(tables.clone()), &k).unwrap().expect("listed");
+    assert_eq!(listed.positions, saved.positions());
+    assert_eq!(listed.taken_at_ms, saved.taken_at_ms);
+    let states: Vec<(&str, u64)> = listed.detectors.iter().map(|d| (d.name.as_str(), d.bytes)).collect();
+    assert_eq!(states, [("drift", 5), ("volume", 2)], "partition 3 has no state");
+    assert!(!listed.source.contains("secret"), "{}", listed.source);
+    assert!(StoredCheckpoint::in_broker(Box::new(tables), &key("redis://h:1/other")).unwrap().is_none());
+}

@@ -176,13 +176,39 @@ fn list(g: &GlobalArgs, as_json: bool) -> Result<()> {
         false => Vec::new(),
     };
     if config.checkpoints.enabled && config.checkpoints.in_broker {
-        // Asked all at once: a broker that cannot be reached takes its connect timeout.
-        std::thread::scope(|scope| {
-            let asked: Vec<_> = config.pipelines.iter().map(|p| scope.spawn(|| kept_in_broker(p))).collect();
-            stored.extend(asked.into_iter().filter_map(|a| a.join().ok().flatten()));
-        });
+        stored.extend(kept_in_brokers(&config.pipelines));
     }
     list_checkpoints(&stored, as_json)
+}
+
+/// How long `plugin list` waits for the brokers' checkpoints.
+const BROKERS_ASKED_FOR: Duration = Duration::from_secs(15);
+
+/// The checkpoints the brokers of `pipelines` keep for them, all asked at
+/// once; those not read within [`BROKERS_ASKED_FOR`] are said, not listed.
+fn kept_in_brokers(pipelines: &[PipelineConfig]) -> Vec<StoredCheckpoint> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    for (i, p) in pipelines.iter().enumerate() {
+        let (tx, p) = (tx.clone(), p.clone());
+        // Not joined: a broker that hangs is left behind when the command ends.
+        let _ = std::thread::Builder::new().name(format!("list-{}", p.name)).spawn(move || _ = tx.send((i, kept_in_broker(&p))));
+    }
+    drop(tx);
+    let deadline = Instant::now() + BROKERS_ASKED_FOR;
+    let mut answered = vec![false; pipelines.len()];
+    let mut stored = Vec::new();
+    while let Ok((i, found)) = rx.recv_deadline(deadline) {
+        answered[i] = true;
+        stored.extend(found);
+    }
+    for (p, _) in pipelines.iter().zip(answered).filter(|(_, answered)| !answered) {
+        tracing::warn!(
+            "pipeline {} of tenant {}: its broker did not answer within {BROKERS_ASKED_FOR:?}; its checkpoints are not listed",
+            p.name,
+            p.tenant_name()
+        );
+    }
+    stored
 }
 
 /// The checkpoint the broker of pipeline `p` keeps for it, if any (one
@@ -194,7 +220,7 @@ fn kept_in_broker(p: &PipelineConfig) -> Option<StoredCheckpoint> {
         StoredCheckpoint::in_broker(home.table, &stream)
     });
     found.unwrap_or_else(|e| {
-        tracing::warn!("pipeline {}: the checkpoints in its broker are not listed: {e:#}", p.name);
+        tracing::warn!("pipeline {} of tenant {}: the checkpoints in its broker are not listed: {e:#}", p.name, p.tenant_name());
         None
     })
 }

@@ -784,8 +784,8 @@ impl KafkaTable {
         let paused = |e| SourceError::Broker(format!("reading {name}: {e}"));
         self.consumer().resume(&partition).map_err(paused)?;
         let read = self.read_to_end();
-        self.consumer().pause(&partition).map_err(paused)?;
-        read
+        let pause = self.consumer().pause(&partition).map_err(paused);
+        read.and(pause)
     }
 
     fn read_to_end(&mut self) -> Result<(), SourceError> {
@@ -804,6 +804,7 @@ impl KafkaTable {
                 let why = last_error.map_or(String::new(), |e| format!(" (last: {e})"));
                 return Err(SourceError::Broker(format!("reading {name}: not at its end ({end}) after {TABLE_READ_TIMEOUT:?}{why}")));
             }
+            // The field, not `consumer()`: `self.next` is set while the message borrows it.
             match self.consumer.as_ref().expect("taken only when dropped").poll(POLL) {
                 Some(Ok(m)) => {
                     self.next = m.offset() + 1;
@@ -835,8 +836,8 @@ impl KafkaTable {
 
 impl Drop for KafkaTable {
     /// Its consumer is closed on a thread of its own that a process's exit
-    /// does not wait for: librdkafka's group handler may take 100 ms to
-    /// stop, and the consumer has nothing to commit or leave.
+    /// does not wait for: closing polls every 100 ms until librdkafka says
+    /// it is closed, and the consumer has nothing to commit or leave.
     fn drop(&mut self) {
         if let Some(consumer) = self.consumer.take() {
             let _ = std::thread::Builder::new().name("state-table-close".into()).spawn(move || drop(consumer));

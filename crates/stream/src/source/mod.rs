@@ -346,8 +346,9 @@ pub struct CheckpointHome {
 }
 
 /// Where the reader a broker source URL names keeps its checkpoints, found
-/// without reading: no consumer is made and no group joined or created, so
-/// the readers at work are not disturbed. `None` when it keeps none in its
+/// without reading the stream: its group or subscription is never joined or
+/// made, so the readers at work keep their partitions (the state table is
+/// opened as a host opens it). `None` when it keeps none in its
 /// broker (a file, a Redis reader without a consumer name, a shared
 /// Pulsar subscription).
 #[cfg_attr(not(all(feature = "kafka", feature = "pulsar", feature = "redis")), allow(unused_variables))]

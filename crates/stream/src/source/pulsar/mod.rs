@@ -586,7 +586,6 @@ impl PulsarSource {
     }
 }
 
-/// A message handed on and not acked yet.
 /// The last message of a broker entry handed on (or the entry's only one):
 /// acking it acks the entry.
 struct Unacked {

@@ -355,9 +355,9 @@ impl PulsarTable {
         let from = self.live_from();
         self.readers += 1;
         let subscription = format!("clean-host-state-reader-{}-{}", self.writer, self.readers);
-        // Parts of a MiB at most, 4 at a time.
+        // Parts of a MiB at most, 16 at a time (most values are a few bytes).
         let mut options =
-            ConsumerOptions { receiver_queue_size: Some(4), ..ConsumerOptions::default().durable(false).with_initial_position(InitialPosition::Earliest) };
+            ConsumerOptions { receiver_queue_size: Some(16), ..ConsumerOptions::default().durable(false).with_initial_position(InitialPosition::Earliest) };
         if let Some(from) = from {
             tracing::debug!("pulsar {}: reading from {from:?}, where its live values begin", self.name);
             options = options.starting_on_message(just_before(from));
@@ -370,7 +370,7 @@ impl PulsarTable {
                     .with_topic(&self.topic)
                     .with_subscription(&subscription)
                     .with_subscription_type(SubType::Exclusive)
-                    .with_batch_size(4)
+                    .with_batch_size(16)
                     .with_options(options)
                     .build(),
             )

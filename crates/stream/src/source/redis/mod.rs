@@ -377,9 +377,10 @@ impl Unacked {
         while n > 0 {
             let Some(run) = self.0.front_mut() else { return };
             let k = (n as u64).min(run.len);
-            (run.offset, run.seq, run.len) = (run.offset + k, run.seq + k, run.len - k);
-            if run.len == 0 {
-                self.0.pop_front();
+            if k == run.len {
+                self.0.pop_front(); // its last seq may be u64::MAX
+            } else {
+                (run.offset, run.seq, run.len) = (run.offset + k, run.seq + k, run.len - k);
             }
             n -= k as usize;
         }

@@ -26,3 +26,14 @@ fn ids_that_do_not_follow_on_start_a_run_and_acks_stop_below_the_cut() {
     unacked.forget(2);
     assert!(unacked.first(u64::MAX, 10).is_empty() && unacked.0.is_empty());
 }
+
+#[test]
+fn a_run_may_end_at_the_last_seq() {
+    let mut unacked = Unacked::default();
+    unacked.push(0, (5, u64::MAX - 1));
+    unacked.push(1, (5, u64::MAX));
+    unacked.push(2, (6, 0));
+    assert_eq!(unacked.first(u64::MAX, 10), [format!("5-{}", u64::MAX - 1), format!("5-{}", u64::MAX), "6-0".to_string()]);
+    unacked.forget(2);
+    assert_eq!(unacked.first(u64::MAX, 10), ["6-0"]);
+}
