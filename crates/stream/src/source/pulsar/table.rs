@@ -355,9 +355,9 @@ impl PulsarTable {
         let from = self.live_from();
         self.readers += 1;
         let subscription = format!("clean-host-state-reader-{}-{}", self.writer, self.readers);
-        // Parts of a MiB at most, 16 at a time (most values are a few bytes).
+        // Parts of a MiB at most, 32 at a time.
         let mut options =
-            ConsumerOptions { receiver_queue_size: Some(16), ..ConsumerOptions::default().durable(false).with_initial_position(InitialPosition::Earliest) };
+            ConsumerOptions { receiver_queue_size: Some(32), ..ConsumerOptions::default().durable(false).with_initial_position(InitialPosition::Earliest) };
         if let Some(from) = from {
             tracing::debug!("pulsar {}: reading from {from:?}, where its live values begin", self.name);
             options = options.starting_on_message(just_before(from));
@@ -370,7 +370,7 @@ impl PulsarTable {
                     .with_topic(&self.topic)
                     .with_subscription(&subscription)
                     .with_subscription_type(SubType::Exclusive)
-                    .with_batch_size(16)
+                    .with_batch_size(32)
                     .with_options(options)
                     .build(),
             )
@@ -601,9 +601,10 @@ enum Keep {
 /// A consumer of the keeping subscription, on a task that acks what is
 /// sent to the returned channel ([`keep`]).
 fn keeper(rt: &tokio::runtime::Runtime, client: &Pulsar<TokioExecutor>, topic: &str) -> Result<UnboundedSender<Keep>, SourceError> {
-    let keeping = ConsumerOptions { receiver_queue_size: Some(2), ..ConsumerOptions::default().durable(true).with_initial_position(InitialPosition::Earliest) };
+    let keeping =
+        ConsumerOptions { receiver_queue_size: Some(16), ..ConsumerOptions::default().durable(true).with_initial_position(InitialPosition::Earliest) };
     let build =
-        client.consumer().with_topic(topic).with_subscription(KEEPER).with_subscription_type(SubType::Shared).with_batch_size(2).with_options(keeping).build();
+        client.consumer().with_topic(topic).with_subscription(KEEPER).with_subscription_type(SubType::Shared).with_batch_size(16).with_options(keeping).build();
     let consumer = match rt.block_on(async { tokio::time::timeout(TABLE_TIMEOUT, build).await }) {
         Ok(built) => built.map_err(|e| SourceError::Broker(format!("subscribing '{KEEPER}' to {topic}: {e}")))?,
         Err(_) => return Err(SourceError::Broker(format!("subscribing '{KEEPER}' to {topic}: no answer within {TABLE_TIMEOUT:?}"))),
