@@ -159,6 +159,13 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// The partitions' checkpoints as read, each with when it was taken, as
+    /// one (taken when the oldest was); `None` if there are none.
+    fn of(partitions: BTreeMap<u32, (PartitionCheckpoint, i64)>) -> Option<Checkpoint> {
+        let taken_at_ms = partitions.values().map(|(_, taken_at_ms)| *taken_at_ms).min()?;
+        Some(Checkpoint { partitions: partitions.into_iter().map(|(p, (c, _))| (p, c)).collect(), taken_at_ms })
+    }
+
     /// Per partition, where to read on.
     pub fn positions(&self) -> BTreeMap<u32, ResumePosition> {
         self.partitions.iter().map(|(p, c)| (*p, c.position.clone())).collect()
@@ -186,12 +193,11 @@ impl StoredCheckpoint {
     /// What the checkpoint of `stream` kept in a broker's `table` names, if
     /// it has one (`plugin list`: no host needs to run).
     pub fn in_broker(table: Box<dyn StateTable>, stream: &StreamKey) -> Result<Option<StoredCheckpoint>> {
-        let partitions = BrokerStore::new(table).read(stream, None)?;
-        let Some(taken_at_ms) = partitions.values().map(|(_, taken_at_ms)| *taken_at_ms).min() else {
+        let Some(checkpoint) = Checkpoint::of(BrokerStore::new(table).read(stream, None)?) else {
             return Ok(None);
         };
         let mut detectors: BTreeMap<&str, (BTreeSet<&str>, u64)> = BTreeMap::new();
-        for d in partitions.values().flat_map(|(c, _)| &c.detectors) {
+        for d in checkpoint.partitions.values().flat_map(|c| &c.detectors) {
             let (versions, bytes) = detectors.entry(&d.name).or_default();
             versions.insert(&d.version);
             *bytes += d.state.len() as u64;
@@ -204,8 +210,8 @@ impl StoredCheckpoint {
             tenant: stream.tenant.clone(),
             pipeline: stream.pipeline.clone(),
             source: clean_host_stream::source::config::masked(&stream.source),
-            positions: partitions.iter().map(|(p, (c, _))| (*p, c.position.clone())).collect(),
-            taken_at_ms,
+            positions: checkpoint.positions(),
+            taken_at_ms: checkpoint.taken_at_ms,
             detectors,
         }))
     }
@@ -316,11 +322,7 @@ impl CheckpointStore {
 
     /// The stream's checkpoint, every partition it has one for; `None` if none.
     pub fn load(&self, key: &StreamKey) -> Result<Option<Checkpoint>> {
-        let rows = self.read(key, None)?;
-        let Some(taken_at_ms) = rows.values().map(|(_, taken_at_ms)| *taken_at_ms).min() else {
-            return Ok(None);
-        };
-        Ok(Some(Checkpoint { partitions: rows.into_iter().map(|(p, (c, _))| (p, c)).collect(), taken_at_ms }))
+        Ok(Checkpoint::of(self.read(key, None)?))
     }
 
     /// Where the stream's checkpoint is, without its state: per partition
