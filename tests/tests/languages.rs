@@ -1,10 +1,11 @@
 //! Detectors written in other languages than Rust, built by
 //! `scripts/build-polyglot` and loaded like any other plugin: each finds the
-//! fault it is made for, in its window only, and nothing in clean data.
+//! fault it is made for, in its window only, and nothing in clean data. A C
+//! detector that writes out of bounds is contained like any other.
 
 use std::process::Command;
 
-use clean_host_tests::{binary, extra, plugin, root, Sandbox};
+use clean_host_tests::{binary, extra, plugin, root, Sandbox, BUNDLED};
 
 /// (window, detector, metric, column) of every alert of a run over 30 windows with `inject`.
 fn alerts_with(detector: &str, inject: Option<&str>) -> (Vec<(u64, String, String, String)>, serde_json::Value) {
@@ -64,10 +65,61 @@ fn javascript_formats_detector_finds_broken_emails() {
 }
 
 #[test]
+fn c_cardinality_detector_finds_a_stuck_key() {
+    // A default id in most rows: the user id and the email made from it
+    // (two critical findings, which also sink the window's quality score).
+    let (alerts, summary) = alerts_with("cardinality", Some("stuck-key@20000+1000"));
+    let mut found: Vec<_> = alerts.iter().filter(|a| a.1 == "cardinality").cloned().collect();
+    found.sort();
+    let expected = ["email", "user_id"].map(|c| (20, "cardinality".to_string(), "distinct_share".to_string(), c.to_string()));
+    assert_eq!(found, expected, "{summary}");
+    assert!(alerts.iter().all(|a| a.0 == 20), "{alerts:?}");
+    let cardinality = plugin(&summary, "cardinality");
+    assert_eq!((cardinality["status"].as_str(), cardinality["calls"].as_u64(), cardinality["errors"].as_u64()), (Some("active"), Some(30), Some(0)));
+    let (clean, _) = alerts_with("cardinality", None);
+    assert!(clean.is_empty(), "{clean:?}");
+    // Faults of other kinds are not this detector's.
+    for fault in ["nulls@20000+1000", "categories@20000+1000", "duplicates@20000+1000"] {
+        let (other, _) = alerts_with("cardinality", Some(fault));
+        assert!(other.is_empty(), "{fault}: {other:?}");
+    }
+    // Config reaches it: only the columns named are judged.
+    let (only_email, _) = alerts_configured("cardinality", Some("stuck-key@20000+1000"), "columns = ['email']");
+    let only_email: Vec<_> = only_email.into_iter().filter(|a| a.1 == "cardinality").collect();
+    assert_eq!(only_email, [(20, "cardinality".into(), "distinct_share".into(), "email".into())]);
+}
+
+#[test]
+fn a_c_detector_that_writes_out_of_bounds_traps_and_is_contained() {
+    let s = Sandbox::with_bundled();
+    let project = root().join("tests/fault-plugins/c/wild-pointer");
+    let built = Command::new(binary()).args(["plugin", "build"]).arg(&project).arg("--plugins").arg(s.plugins()).output().unwrap();
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let data = s.generate("clean.jsonl", 12_000, &[]);
+    let run = s.run(&["--source", data.to_str().unwrap(), "--window", "1000", "--format", "json"]);
+    run.assert_ok();
+    let summary = run.summary();
+    assert_eq!(summary["windows"], 12);
+    let wild = plugin(&summary, "wild-pointer");
+    assert_eq!((wild["status"].as_str(), wild["calls"].as_u64(), wild["errors"].as_u64()), (Some("quarantined"), Some(3), Some(3)), "{wild}");
+    let quarantine = run.alerts().into_iter().find(|a| a["detector"] == "wild-pointer" && a["metric"] == "plugin_quarantined");
+    let message = quarantine.unwrap_or_else(|| panic!("no quarantine alert: {}", run.stdout))["message"].as_str().unwrap().to_string();
+    assert!(message.contains("trapped") && message.contains("out of bounds"), "{message}");
+    // Its log line came through the helper before the write.
+    assert!(run.stderr.contains("wild-pointer: writing to"), "{}", run.stderr);
+    for name in BUNDLED {
+        let p = plugin(&summary, name);
+        assert_eq!((p["calls"].as_u64(), p["errors"].as_u64()), (Some(12), Some(0)), "{p}");
+    }
+}
+
+#[test]
 fn bad_config_is_rejected_in_every_language() {
-    for (detector, config, needle) in
-        [("drift", "psi_treshold = 0.3", "unknown config key(s): psi_treshold"), ("formats", "formats = { email = 'mail' }", "unknown format 'mail'")]
-    {
+    for (detector, config, needle) in [
+        ("drift", "psi_treshold = 0.3", "unknown config key(s): psi_treshold"),
+        ("formats", "formats = { email = 'mail' }", "unknown format 'mail'"),
+        ("cardinality", "min_chnage = 0.3", "unknown config key(s): min_chnage"),
+    ] {
         let s = Sandbox::empty();
         s.add_plugin(&extra(detector));
         s.write("c.toml", format!("[[pipelines]]\nname = 'p'\nsource = 'generator'\n[pipelines.detector_config.{detector}]\n{config}\n"));
@@ -94,7 +146,7 @@ fn scaffolded_plugins_build_load_and_analyse() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let mut config = String::from("[[pipelines]]\nname = 'p'\nsource = 'generator'\ngenerator = { records = 12000, inject = ['nulls@8000+1000'] }\n");
-    for lang in ["rust", "python", "js"] {
+    for lang in ["rust", "python", "js", "c"] {
         let name = format!("absent-{lang}");
         let created = host(&["plugin", "new", &name, "--lang", lang]);
         assert!(created.contains(&format!("clean-host plugin build {name}")), "{created}");
@@ -106,7 +158,7 @@ fn scaffolded_plugins_build_load_and_analyse() {
     let run = s.run(&["--config", "c.toml", "--window", "1000", "--format", "json", "--quiet"]);
     run.assert_ok();
     let summary = run.summary();
-    for lang in ["rust", "python", "js"] {
+    for lang in ["rust", "python", "js", "c"] {
         let name = format!("absent-{lang}");
         let p = plugin(&summary, &name);
         assert_eq!((p["calls"].as_u64(), p["errors"].as_u64()), (Some(12), Some(0)), "{p}");

@@ -30,9 +30,12 @@ pub enum FaultKind {
     /// `email`'s null rate climbs slowly from its usual 1% to 3% across the
     /// range: too little in any one window to flag, plain over many.
     Creep,
+    /// 60% of records carry `user_id` 0 (and its email): a user lookup
+    /// that fell back to a default.
+    StuckKey,
 }
 
-const KINDS: [(&str, FaultKind); 12] = [
+const KINDS: [(&str, FaultKind); 13] = [
     ("nulls", FaultKind::Nulls),
     ("outliers", FaultKind::Outliers),
     ("duplicates", FaultKind::Duplicates),
@@ -45,6 +48,7 @@ const KINDS: [(&str, FaultKind); 12] = [
     ("drift", FaultKind::Drift),
     ("bad-formats", FaultKind::BadFormats),
     ("creep", FaultKind::Creep),
+    ("stuck-key", FaultKind::StuckKey),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

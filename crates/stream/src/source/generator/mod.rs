@@ -123,7 +123,7 @@ impl Generator {
             if active(FaultKind::Late) && rng.f64() < 0.2 {
                 ts -= 15 * 60 * 1000;
             }
-            let user = rng.u64(1..200_000);
+            let user = if active(FaultKind::StuckKey) && rng.f64() < 0.6 { 0 } else { rng.u64(1..200_000) };
             let _ = write!(out, r#"{{"event_id":"e-{i:010}","ts":""#);
             timestamp::format_ms(ts, out);
             let _ = write!(out, r#"","user_id":{user}"#);

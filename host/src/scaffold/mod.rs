@@ -1,21 +1,23 @@
 //! `clean-host plugin new` and `clean-host plugin build`: a plugin project
-//! that builds as it is, in Rust, Python or JavaScript, and building one into
-//! the plugins folder.
+//! that builds as it is, in Rust, Python, JavaScript or C, and building one
+//! into the plugins folder.
 //!
 //! A new project carries what it needs to build on its own: the WIT contract
-//! (Python, JavaScript) and the helper module of its language, as this build
+//! (Python, JavaScript, C) and the helper module of its language, as this build
 //! of the host knows them; a Rust project depends on the SDK of the
 //! repository the host was built from. The finished `.wasm` is moved into
 //! the plugins folder in one step, so a running host reloads a whole file.
+
+mod c;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clean_host_runtime::write_atomically;
 
-const WIT: &str = include_str!("../../wit/clean-host.wit");
-const PYTHON_HELPER: &str = include_str!("../../sdk-python/clean_host.py");
-const JS_HELPER: &str = include_str!("../../sdk-js/clean-host.js");
+const WIT: &str = include_str!("../../../wit/clean-host.wit");
+const PYTHON_HELPER: &str = include_str!("../../../sdk-python/clean_host.py");
+const JS_HELPER: &str = include_str!("../../../sdk-js/clean-host.js");
 const RUST_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -23,6 +25,7 @@ pub enum Lang {
     Rust,
     Python,
     Js,
+    C,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +38,7 @@ pub enum ScaffoldError {
     NoSdk(PathBuf),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{0} is not a plugin project (no Cargo.toml, app.py or package.json)")]
+    #[error("{0} is not a plugin project (no Cargo.toml, app.py or package.json, nor C files beside a wit/ folder)")]
     NotAProject(PathBuf),
     #[error("`{command}` failed ({status}); its output is above")]
     Tool { command: String, status: String },
@@ -72,18 +75,19 @@ pub fn new_project(name: &str, lang: Lang, dir: &Path) -> Result<Vec<PathBuf>, S
             let sdk = Path::new(RUST_SDK);
             let sdk = sdk.canonicalize().map_err(|_| ScaffoldError::NoSdk(sdk.into()))?;
             vec![
-                ("Cargo.toml".into(), fill(include_str!("../templates/rust/Cargo.toml")).replace("{{sdk}}", &sdk.to_string_lossy())),
-                (".cargo/config.toml".into(), include_str!("../templates/rust/.cargo/config.toml").into()),
-                ("src/lib.rs".into(), fill(include_str!("../templates/rust/lib.rs"))),
+                ("Cargo.toml".into(), fill(include_str!("../../templates/rust/Cargo.toml")).replace("{{sdk}}", &sdk.to_string_lossy())),
+                (".cargo/config.toml".into(), include_str!("../../templates/rust/.cargo/config.toml").into()),
+                ("src/lib.rs".into(), fill(include_str!("../../templates/rust/lib.rs"))),
             ]
         }
-        Lang::Python => vec![("app.py".into(), fill(include_str!("../templates/python/app.py"))), ("clean_host.py".into(), PYTHON_HELPER.into())],
+        Lang::Python => vec![("app.py".into(), fill(include_str!("../../templates/python/app.py"))), ("clean_host.py".into(), PYTHON_HELPER.into())],
         Lang::Js => vec![
-            (format!("{name}.js").into(), fill(include_str!("../templates/js/plugin.js"))),
+            (format!("{name}.js").into(), fill(include_str!("../../templates/js/plugin.js"))),
             ("clean-host.js".into(), JS_HELPER.into()),
-            ("package.json".into(), fill(include_str!("../templates/js/package.json"))),
-            ("build.mjs".into(), fill(include_str!("../templates/js/build.mjs"))),
+            ("package.json".into(), fill(include_str!("../../templates/js/package.json"))),
+            ("build.mjs".into(), fill(include_str!("../../templates/js/build.mjs"))),
         ],
+        Lang::C => c::project_files(name),
     };
     if lang != Lang::Rust {
         files.push(("wit/clean-host.wit".into(), WIT.into()));
@@ -133,6 +137,9 @@ pub fn build(dir: &Path, plugins: &Path) -> Result<PathBuf, ScaffoldError> {
         let out = dir.join(format!("{folder_name}.wasm"));
         run(Command::new("node").arg("build.mjs").arg(&out).current_dir(&dir), "install Node.js")?;
         (folder_name, out)
+    } else if c::is_project(&dir) {
+        let out = c::build(&dir, &folder_name)?;
+        (folder_name, out)
     } else {
         return Err(ScaffoldError::NotAProject(dir));
     };
@@ -162,7 +169,7 @@ mod tests {
 
     #[test]
     fn names_and_folders_are_checked() {
-        let dir = tempfile_dir();
+        let dir = tempfile_dir("names");
         assert!(matches!(new_project("Bad Name", Lang::Python, &dir.join("x")), Err(ScaffoldError::Name(_))));
         let files = new_project("absent", Lang::Python, &dir.join("absent")).unwrap();
         assert_eq!(files.len(), 3);
@@ -173,8 +180,24 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    fn tempfile_dir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("clean-host-scaffold-{}", std::process::id()));
+    #[test]
+    fn a_c_project_is_its_c_files_beside_a_wit_folder() {
+        let dir = tempfile_dir("c");
+        let files = new_project("keys", Lang::C, &dir.join("keys")).unwrap();
+        let names: Vec<_> = files.iter().map(|f| f.strip_prefix(dir.join("keys")).unwrap().to_string_lossy().into_owned()).collect();
+        assert_eq!(names, ["keys.c", "clean_host.h", ".gitignore", "wit/clean-host.wit"]);
+        let source = std::fs::read_to_string(dir.join("keys/keys.c")).unwrap();
+        assert!(source.contains(r#""keys", "0.1.0""#) && source.contains("CLEAN_HOST_DETECTOR(") && !source.contains("{{"));
+        assert!(c::is_project(&dir.join("keys")));
+        // C files without the contract, or the contract without C, are no project.
+        std::fs::remove_dir_all(dir.join("keys/wit")).unwrap();
+        assert!(!c::is_project(&dir.join("keys")));
+        assert!(matches!(build(&dir.join("keys"), &dir.join("plugins")), Err(ScaffoldError::NotAProject(_))));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempfile_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("clean-host-scaffold-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }

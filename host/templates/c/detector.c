@@ -1,0 +1,50 @@
+/* {{name}}: flags a window where a column is mostly absent (null or missing).
+ *
+ * Change `analyze` to check what matters to you. `clean_host.h` beside this
+ * file has the helpers; `wit/clean-host.wit` is the contract. Build with
+ * `clean-host plugin build .`: every .c file of this folder is compiled.
+ */
+#include "clean_host.h"
+
+static const ch_metric_info METRICS[] = {
+    {"absent_share", "Share of a column's rows that are null or missing"},
+};
+static const ch_info INFO = {
+    "{{name}}", "0.1.0", "Columns that are mostly null or missing", METRICS, 1,
+    "{\"type\":\"object\",\"properties\":{\"max_absent_share\":{\"type\":\"number\"}}}",
+};
+
+/* One instance serves one pipeline, one call at a time: state is plain globals. */
+static double max_absent_share = 0.5;
+
+static bool configure(const ch_config *config, ch_error *error) {
+    static const char *const known[] = {"max_absent_share", NULL};
+    return ch_config_known(config, known, error) && ch_config_number(config, "max_absent_share", &max_absent_share, error);
+}
+
+static bool analyze(const ch_batch *batch, ch_analysis *out, ch_error *error) {
+    (void)error;
+    for (size_t i = 0; i < batch->columns.len; i++) {
+        const ch_column *column = &batch->columns.ptr[i];
+        uint32_t counts[4];
+        ch_count_states(column, batch->row_count, counts);
+        double share = (double)(counts[CH_NULL] + counts[CH_MISSING]) / (batch->row_count ? batch->row_count : 1);
+        ch_metric(out, "absent_share", column, share);
+        if (share > max_absent_share) {
+            ch_finding(out, "absent_share", column, share, max_absent_share, CH_WARNING, NULL, 0, "%.0f%% of '%.*s' is null or missing", share * 100,
+                       CH_TEXT_ARGS(ch_column_name(column)));
+        }
+    }
+    return true;
+}
+
+/* Nothing to keep across reloads: a detector with baselines writes them here. */
+static void snapshot(ch_buffer *state) { (void)state; }
+
+static bool restore(ch_reader *state, ch_error *error) {
+    (void)state;
+    (void)error;
+    return true;
+}
+
+CLEAN_HOST_DETECTOR(INFO, configure, analyze, snapshot, restore)

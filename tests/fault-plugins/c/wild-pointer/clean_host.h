@@ -1,0 +1,1 @@
+../../../../sdk-c/clean_host.h
