@@ -89,6 +89,33 @@ fn c_cardinality_detector_finds_a_stuck_key() {
     assert_eq!(only_email, [(20, "cardinality".into(), "distinct_share".into(), "email".into())]);
 }
 
+/// On data we did not make (fetched by bench/accuracy/datasets.py, as the
+/// accuracy harness reads it): the sensor network's four motes each number
+/// their readings, so a reading number's share of distinct values doubles
+/// when two motes fall silent (its real incident, windows 176-188: caught)
+/// and nowhere else; daily births have no key, and calendar parts that repeat.
+#[test]
+fn c_cardinality_detector_is_quiet_on_real_data_but_for_its_incident() {
+    for (dataset, incident) in [("sensors", 176..=188), ("births", 1..=0)] {
+        let s = Sandbox::empty();
+        s.add_plugin(&extra("cardinality"));
+        let path = s.path(&format!("{dataset}.jsonl"));
+        let script = "import sys\nsys.path.insert(0, sys.argv[1])\nimport datasets\nds = datasets.ALL[sys.argv[2]]()\n\
+                      datasets.write_jsonl(ds.rows, sys.argv[3])\nprint(ds.window, ds.event_time)\n";
+        let out = Command::new("python3").args(["-c", script]).arg(root().join("bench/accuracy")).arg(dataset).arg(&path).output().unwrap();
+        assert!(out.status.success(), "writing {dataset}: {}", String::from_utf8_lossy(&out.stderr));
+        let shape = String::from_utf8_lossy(&out.stdout);
+        let (window, event_time) = shape.trim().split_once(' ').unwrap();
+        let run = s.run(&["--source", path.to_str().unwrap(), "--window", window, "--event-time", event_time, "--format", "json", "--quiet"]);
+        run.assert_ok();
+        assert_eq!(plugin(&run.summary(), "cardinality")["errors"], 0);
+        let outside: Vec<_> = run.alerts().into_iter().filter(|a| !incident.contains(&a["window"]["seq"].as_u64().unwrap())).collect();
+        assert!(outside.is_empty(), "{dataset}: {outside:?}");
+        let caught = run.alerts().iter().any(|a| a["detector"] == "cardinality" && incident.contains(&a["window"]["seq"].as_u64().unwrap()));
+        assert_eq!(caught, !incident.is_empty(), "{dataset}: {}", run.stdout);
+    }
+}
+
 #[test]
 fn a_c_detector_that_writes_out_of_bounds_traps_and_is_contained() {
     let s = Sandbox::with_bundled();
