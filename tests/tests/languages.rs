@@ -173,7 +173,7 @@ fn scaffolded_plugins_build_load_and_analyse() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let mut config = String::from("[[pipelines]]\nname = 'p'\nsource = 'generator'\ngenerator = { records = 12000, inject = ['nulls@8000+1000'] }\n");
-    for lang in ["rust", "python", "js", "c"] {
+    for lang in ["rust", "python", "js", "c", "cpp"] {
         let name = format!("absent-{lang}");
         let created = host(&["plugin", "new", &name, "--lang", lang]);
         assert!(created.contains(&format!("clean-host plugin build {name}")), "{created}");
@@ -185,7 +185,7 @@ fn scaffolded_plugins_build_load_and_analyse() {
     let run = s.run(&["--config", "c.toml", "--window", "1000", "--format", "json", "--quiet"]);
     run.assert_ok();
     let summary = run.summary();
-    for lang in ["rust", "python", "js", "c"] {
+    for lang in ["rust", "python", "js", "c", "cpp"] {
         let name = format!("absent-{lang}");
         let p = plugin(&summary, &name);
         assert_eq!((p["calls"].as_u64(), p["errors"].as_u64()), (Some(12), Some(0)), "{p}");

@@ -1,9 +1,10 @@
-//! Building a C detector: Debian's clang, lld and wasi-libc compile it for
-//! wasm32-wasi (a WASI preview 1 core module); the host itself writes the
-//! bindings (wit-bindgen's C generator, from the project's `wit/`) and
-//! turns the module into a component (wit-component, with wasmtime's
-//! preview 1 adapter). So a C author needs no tool beyond the compiler,
-//! and a missing compiler is installed the way Debian installs it.
+//! Building a C or C++ detector: Debian's clang, lld and wasi-libc (and
+//! libc++ for C++) compile it for wasm32-wasi (a WASI preview 1 core
+//! module); the host itself writes the bindings (wit-bindgen's C
+//! generator, from the project's `wit/`) and turns the module into a
+//! component (wit-component, with wasmtime's preview 1 adapter). So an
+//! author needs no tool beyond the compiler, and a missing compiler is
+//! installed the way Debian installs it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,37 +17,48 @@ use super::{io, run, ScaffoldError};
 const WORLD: &str = "detector-plugin";
 const TARGET: &str = "--target=wasm32-wasi";
 /// What the C toolchain hint says when it cannot be installed here.
-const INSTALL_HINT: &str = "install clang, lld, wasi-libc and clang's wasm32 runtime (Debian: apt-get install clang lld wasi-libc libclang-rt-14-dev-wasm32)";
+const INSTALL_HINT: &str = "install clang, lld, wasi-libc and clang's wasm32 runtime, and for C++ its libc++ (Debian: apt-get install clang lld wasi-libc \
+                            libclang-rt-14-dev-wasm32 libc++-14-dev-wasm32 libc++abi-14-dev-wasm32)";
+/// Extensions of C++ sources; other sources are C (`.c`).
+const CPP: [&str; 3] = ["cpp", "cc", "cxx"];
 
-/// Whether `dir` holds a C detector project: C files beside a `wit/` folder.
+/// Whether `dir` holds a C or C++ detector project: sources beside a `wit/` folder.
 pub(super) fn is_project(dir: &Path) -> bool {
     dir.join("wit").is_dir() && sources(dir).is_ok_and(|s| !s.is_empty())
 }
 
-/// Build the C project in `dir` into `dir/NAME.wasm`; returns its path.
+fn is_cpp(source: &Path) -> bool {
+    source.extension().is_some_and(|x| CPP.iter().any(|c| x == *c))
+}
+
+/// Build the project in `dir` into `dir/NAME.wasm`; returns its path. Each
+/// source is compiled on its own (C with clang, C++ with clang in g++ mode,
+/// without exceptions: wasm32-wasi has none), then linked as a reactor.
 pub(super) fn build(dir: &Path, name: &str) -> Result<PathBuf, ScaffoldError> {
-    let clang = toolchain()?;
+    let sources = sources(dir).map_err(io(dir))?;
+    let cpp = sources.iter().any(|s| is_cpp(s));
+    let clang = toolchain(cpp)?;
     let out = dir.join("build");
     let bindings = out.join("bindings");
     generate_bindings(&dir.join("wit"), &bindings)?;
-    let core = out.join(format!("{name}.core.wasm"));
-    let mut command = Command::new(&clang);
-    command
-        .args([TARGET, "-O2", "-mexec-model=reactor", "-Wall", "-Wl,--strip-all"])
-        .arg("-I")
-        .arg(&bindings)
-        .arg("-I")
-        .arg(dir)
-        .arg("-o")
-        .arg(&core)
-        .args(sources(dir).map_err(io(dir))?)
-        .arg(bindings.join("detector_plugin.c"))
-        .arg(bindings.join("detector_plugin_component_type.o"));
-    // As make would: extra flags (-D, -I, -O3) from the environment.
-    if let Some(flags) = std::env::var_os("CFLAGS") {
-        command.args(flags.to_string_lossy().split_whitespace());
+    let objects_dir = out.join("obj");
+    std::fs::create_dir_all(&objects_dir).map_err(io(&objects_dir))?;
+    let mut objects = Vec::new();
+    for source in sources.iter().chain([&bindings.join("detector_plugin.c")]) {
+        let object = objects_dir.join(format!("{}.o", source.file_name().unwrap_or_default().to_string_lossy()));
+        let mut command = compiler(&clang, is_cpp(source));
+        command.args([TARGET, "-O2", "-Wall", "-c"]).arg("-I").arg(&bindings).arg("-I").arg(dir).arg(source).arg("-o").arg(&object);
+        // As make would: extra flags (-D, -I, -O3) from the environment.
+        if let Some(flags) = std::env::var_os(if is_cpp(source) { "CXXFLAGS" } else { "CFLAGS" }) {
+            command.args(flags.to_string_lossy().split_whitespace());
+        }
+        run(command.current_dir(dir), INSTALL_HINT)?;
+        objects.push(object);
     }
-    run(command.current_dir(dir), INSTALL_HINT)?;
+    let core = out.join(format!("{name}.core.wasm"));
+    let mut link = compiler(&clang, cpp);
+    link.args([TARGET, "-mexec-model=reactor", "-Wl,--strip-all", "-o"]).arg(&core).args(&objects);
+    run(link.arg(bindings.join("detector_plugin_component_type.o")).current_dir(dir), INSTALL_HINT)?;
     let module = std::fs::read(&core).map_err(io(&core))?;
     let component = componentize(&module).map_err(|e| ScaffoldError::Project(format!("{} is no detector component: {e:#}", core.display())))?;
     let wasm = dir.join(format!("{name}.wasm"));
@@ -54,10 +66,21 @@ pub(super) fn build(dir: &Path, name: &str) -> Result<PathBuf, ScaffoldError> {
     Ok(wasm)
 }
 
-/// The project's C files (not those in subfolders: tests, build), in order.
+/// clang, as a C++ compiler if `cpp`.
+fn compiler(clang: &Path, cpp: bool) -> Command {
+    let mut command = Command::new(clang);
+    if cpp {
+        command.args(["--driver-mode=g++", "-fno-exceptions"]);
+    }
+    command
+}
+
+/// The project's C and C++ files (not those in subfolders: tests, build), in order.
 fn sources(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut found: Vec<PathBuf> =
-        std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "c") && p.is_file()).collect();
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| (p.extension().is_some_and(|x| x == "c") || is_cpp(p)) && p.is_file())
+        .collect();
     found.sort();
     Ok(found)
 }
@@ -91,28 +114,29 @@ fn componentize(module: &[u8]) -> anyhow::Result<Vec<u8>> {
         .encode()
 }
 
-/// clang with a wasm32-wasi C library and runtime, and wasm-ld: installed
-/// from Debian's packages when missing (as root, or with sudo).
-fn toolchain() -> Result<PathBuf, ScaffoldError> {
+/// clang with a wasm32-wasi C library and runtime (and C++ library, if
+/// `cpp`), and wasm-ld: installed from Debian's packages when missing (as
+/// root, or with sudo).
+fn toolchain(cpp: bool) -> Result<PathBuf, ScaffoldError> {
     let clang = PathBuf::from(std::env::var_os("CLEAN_HOST_CLANG").unwrap_or_else(|| "clang".into()));
-    let missing = missing_packages(&clang);
+    let missing = missing_packages(&clang, cpp);
     if missing.is_empty() {
         return Ok(clang);
     }
     install(&missing)?;
-    // clang's runtime package is named after its version, known once it is there.
-    let missing = missing_packages(&clang);
+    // clang's runtime packages are named after its version, known once it is there.
+    let missing = missing_packages(&clang, cpp);
     if !missing.is_empty() {
         install(&missing)?;
     }
-    match missing_packages(&clang).as_slice() {
+    match missing_packages(&clang, cpp).as_slice() {
         [] => Ok(clang),
         still => Err(ScaffoldError::Project(format!("after installing, still missing: {}; {INSTALL_HINT}", still.join(", ")))),
     }
 }
 
-/// The Debian packages a C build lacks, by what is not found.
-fn missing_packages(clang: &Path) -> Vec<String> {
+/// The Debian packages a C (or C++) build lacks, by what is not found.
+fn missing_packages(clang: &Path, cpp: bool) -> Vec<String> {
     let ask = |args: &[&str]| {
         Command::new(clang).args(args).output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
@@ -128,9 +152,12 @@ fn missing_packages(clang: &Path) -> Vec<String> {
     if !found(&[TARGET, "-print-file-name=libc.a"]) {
         missing.push("wasi-libc".into());
     }
+    let major = version.split('.').next().unwrap_or("14");
     if !found(&[TARGET, "-print-libgcc-file-name"]) {
-        let major = version.split('.').next().unwrap_or("14");
         missing.push(format!("libclang-rt-{major}-dev-wasm32"));
+    }
+    if cpp && !found(&[TARGET, "-print-file-name=libc++.a"]) {
+        missing.extend([format!("libc++-{major}-dev-wasm32"), format!("libc++abi-{major}-dev-wasm32")]);
     }
     missing
 }
@@ -145,16 +172,20 @@ fn install(packages: &[String]) -> Result<(), ScaffoldError> {
         command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
         command
     };
-    eprintln!("installing {} (Debian packages) for C detectors", packages.join(" "));
+    eprintln!("installing {} (Debian packages) for C and C++ detectors", packages.join(" "));
     run(&mut apt(&["update", "-qq"]), INSTALL_HINT)?;
     let mut install = apt(&["install", "-y", "-qq", "--no-install-recommends"]);
     run(install.args(packages), INSTALL_HINT)
 }
 
-/// The files of a new C project called `name`.
-pub(super) fn project_files(name: &str) -> Vec<(PathBuf, String)> {
+/// The files of a new C (or C++) project called `name`.
+pub(super) fn project_files(name: &str, cpp: bool) -> Vec<(PathBuf, String)> {
+    let (file, template) = match cpp {
+        false => (format!("{name}.c"), include_str!("../../templates/c/detector.c")),
+        true => (format!("{name}.cpp"), include_str!("../../templates/cpp/detector.cpp")),
+    };
     vec![
-        (format!("{name}.c").into(), include_str!("../../templates/c/detector.c").replace("{{name}}", name)),
+        (file.into(), template.replace("{{name}}", name)),
         ("clean_host.h".into(), include_str!("../../../sdk-c/clean_host.h").into()),
         (".gitignore".into(), "/build/\n/*.wasm\n".into()),
     ]

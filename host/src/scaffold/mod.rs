@@ -1,9 +1,9 @@
 //! `clean-host plugin new` and `clean-host plugin build`: a plugin project
-//! that builds as it is, in Rust, Python, JavaScript or C, and building one
-//! into the plugins folder.
+//! that builds as it is, in Rust, Python, JavaScript, C or C++, and
+//! building one into the plugins folder.
 //!
 //! A new project carries what it needs to build on its own: the WIT contract
-//! (Python, JavaScript, C) and the helper module of its language, as this build
+//! (Python, JavaScript, C, C++) and the helper module of its language, as this build
 //! of the host knows them; a Rust project depends on the SDK of the
 //! repository the host was built from. The finished `.wasm` is moved into
 //! the plugins folder in one step, so a running host reloads a whole file.
@@ -26,6 +26,7 @@ pub enum Lang {
     Python,
     Js,
     C,
+    Cpp,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +39,7 @@ pub enum ScaffoldError {
     NoSdk(PathBuf),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{0} is not a plugin project (no Cargo.toml, app.py or package.json, nor C files beside a wit/ folder)")]
+    #[error("{0} is not a plugin project (no Cargo.toml, app.py or package.json, nor C or C++ files beside a wit/ folder)")]
     NotAProject(PathBuf),
     #[error("`{command}` failed ({status}); its output is above")]
     Tool { command: String, status: String },
@@ -87,7 +88,8 @@ pub fn new_project(name: &str, lang: Lang, dir: &Path) -> Result<Vec<PathBuf>, S
             ("package.json".into(), fill(include_str!("../../templates/js/package.json"))),
             ("build.mjs".into(), fill(include_str!("../../templates/js/build.mjs"))),
         ],
-        Lang::C => c::project_files(name),
+        Lang::C => c::project_files(name, false),
+        Lang::Cpp => c::project_files(name, true),
     };
     if lang != Lang::Rust {
         files.push(("wit/clean-host.wit".into(), WIT.into()));
@@ -193,6 +195,9 @@ mod tests {
         std::fs::remove_dir_all(dir.join("keys/wit")).unwrap();
         assert!(!c::is_project(&dir.join("keys")));
         assert!(matches!(build(&dir.join("keys"), &dir.join("plugins")), Err(ScaffoldError::NotAProject(_))));
+        // C++: the same, in a .cpp file.
+        let files = new_project("keys", Lang::Cpp, &dir.join("keys-cpp")).unwrap();
+        assert!(files[0].ends_with("keys-cpp/keys.cpp") && c::is_project(&dir.join("keys-cpp")));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
