@@ -96,7 +96,7 @@ fn c_cardinality_detector_finds_a_stuck_key() {
 /// and nowhere else; daily births have no key, and calendar parts that repeat.
 #[test]
 fn c_cardinality_detector_is_quiet_on_real_data_but_for_its_incident() {
-    for (dataset, incident) in [("sensors", 176..=188), ("births", 1..=0)] {
+    for (dataset, incident) in [("sensors", Some(176..=188)), ("births", None)] {
         let s = Sandbox::empty();
         s.add_plugin(&extra("cardinality"));
         let path = s.path(&format!("{dataset}.jsonl"));
@@ -109,10 +109,11 @@ fn c_cardinality_detector_is_quiet_on_real_data_but_for_its_incident() {
         let run = s.run(&["--source", path.to_str().unwrap(), "--window", window, "--event-time", event_time, "--format", "json", "--quiet"]);
         run.assert_ok();
         assert_eq!(plugin(&run.summary(), "cardinality")["errors"], 0);
-        let outside: Vec<_> = run.alerts().into_iter().filter(|a| !incident.contains(&a["window"]["seq"].as_u64().unwrap())).collect();
+        let in_incident = |a: &serde_json::Value| incident.as_ref().is_some_and(|w| w.contains(&a["window"]["seq"].as_u64().unwrap()));
+        let outside: Vec<_> = run.alerts().into_iter().filter(|a| !in_incident(a)).collect();
         assert!(outside.is_empty(), "{dataset}: {outside:?}");
-        let caught = run.alerts().iter().any(|a| a["detector"] == "cardinality" && incident.contains(&a["window"]["seq"].as_u64().unwrap()));
-        assert_eq!(caught, !incident.is_empty(), "{dataset}: {}", run.stdout);
+        let caught = run.alerts().iter().any(|a| a["detector"] == "cardinality" && in_incident(a));
+        assert_eq!(caught, incident.is_some(), "{dataset}: {}", run.stdout);
     }
 }
 
