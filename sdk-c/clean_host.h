@@ -71,6 +71,25 @@ typedef struct {
 } ch_text;
 #define CH_TEXT_ARGS(t) (int)(t).len, (t).ptr
 
+/* At most `most` bytes of `t`, never ending inside a UTF-8 character: the
+ * host refuses strings that are not valid UTF-8. */
+static inline ch_text ch_text_prefix(ch_text t, size_t most) {
+    if (t.len <= most) return t;
+    while (most > 0 && ((unsigned char)t.ptr[most] & 0xC0) == 0x80) most--;
+    return (ch_text){t.ptr, most};
+}
+
+/* Drop a UTF-8 character cut off at the end of `s` (NUL-terminated), as a
+ * bounded snprintf leaves it. */
+static inline void ch_utf8_trim(char *s) {
+    size_t end = strlen(s), start = end;
+    while (start > 0 && ((unsigned char)s[start - 1] & 0xC0) == 0x80) start--;
+    if (start == 0) return;
+    unsigned char lead = (unsigned char)s[start - 1];
+    size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    if (end - (start - 1) < need) s[start - 1] = 0;
+}
+
 typedef struct {
     const char *name;
     const char *description;
@@ -120,12 +139,18 @@ static inline bool ch_fail(ch_error *error, const char *format, ...) {
     va_start(args, format);
     vsnprintf(error->message, sizeof error->message, format, args);
     va_end(args);
+    ch_utf8_trim(error->message);
     return false;
 }
 
+/* `ptr` resized to `bytes` (NULL for none: an empty list the host's free skips). */
 static inline void *ch_grow(void *ptr, size_t bytes) {
+    if (!bytes) {
+        free(ptr);
+        return NULL;
+    }
     void *grown = realloc(ptr, bytes);
-    if (!grown && bytes) abort();
+    if (!grown) abort();
     return grown;
 }
 
@@ -231,7 +256,7 @@ static inline ch_text ch_text_at(const ch_column *column, uint32_t row) {
 /* ---- analysis ---- */
 
 /* Room for one more entry in a list that grows in powers of two. */
-static inline void *ch_push(void *ptr, size_t len, size_t size) {
+static inline void *ch_reserve_one(void *ptr, size_t len, size_t size) {
     if (len == 0) return ch_grow(ptr, 4 * size);
     if (len >= 4 && (len & (len - 1)) == 0) return ch_grow(ptr, 2 * len * size);
     return ptr;
@@ -249,7 +274,7 @@ static inline detector_plugin_option_string_t ch_column_option(const ch_column *
 /* A value measured in this window (column NULL: of the whole window); the
  * host watches each metric across windows with control rules. */
 static inline void ch_metric(ch_analysis *out, const char *metric, const ch_column *column, double value) {
-    out->metrics.ptr = (clean_host_plugin_types_metric_value_t *)ch_push(out->metrics.ptr, out->metrics.len, sizeof *out->metrics.ptr);
+    out->metrics.ptr = (clean_host_plugin_types_metric_value_t *)ch_reserve_one(out->metrics.ptr, out->metrics.len, sizeof *out->metrics.ptr);
     clean_host_plugin_types_metric_value_t *m = &out->metrics.ptr[out->metrics.len++];
     m->metric = ch_string(metric);
     m->column = ch_column_option(column);
@@ -260,7 +285,7 @@ static inline void ch_metric(ch_analysis *out, const char *metric, const ch_colu
  * rows that show it (`rows` may be NULL) and a printf-style message. */
 static inline void ch_finding(ch_analysis *out, const char *metric, const ch_column *column, double value, double threshold, int severity, const uint32_t *rows,
                               size_t row_count, const char *format, ...) {
-    out->findings.ptr = (clean_host_plugin_types_finding_t *)ch_push(out->findings.ptr, out->findings.len, sizeof *out->findings.ptr);
+    out->findings.ptr = (clean_host_plugin_types_finding_t *)ch_reserve_one(out->findings.ptr, out->findings.len, sizeof *out->findings.ptr);
     clean_host_plugin_types_finding_t *f = &out->findings.ptr[out->findings.len++];
     f->metric = ch_string(metric);
     f->column = ch_column_option(column);
@@ -295,7 +320,20 @@ static inline void ch_analysis_free(ch_analysis *out) {
     memset(out, 0, sizeof *out);
 }
 
-/* ---- config (a JSON object) ---- */
+/* ---- config (a JSON object) ----
+ * The host sends what serde_json writes; the reader below checks structure
+ * (strings, nesting, numbers a C library reads) and is lenient with the
+ * rest (an unknown escape, a leading zero). */
+
+/* A JSON number (as strtod reads it) into *value; false if it is none. */
+static inline bool ch_parse_number(ch_text t, double *value) {
+    char number[64], *stop;
+    if (t.len == 0 || t.len >= sizeof number || !(t.ptr[0] == '-' || (t.ptr[0] >= '0' && t.ptr[0] <= '9'))) return false;
+    memcpy(number, t.ptr, t.len);
+    number[t.len] = 0;
+    *value = strtod(number, &stop);
+    return *stop == 0 && isfinite(*value);
+}
 
 typedef struct {
     const char *at;
@@ -310,7 +348,7 @@ static inline bool ch_json_string(ch_json *j) {
     if (j->at >= j->end || *j->at != '"') return false;
     for (j->at++; j->at < j->end; j->at++) {
         if (*j->at == '\\') {
-            j->at++;
+            if (++j->at == j->end) return false;
         } else if (*j->at == '"') {
             j->at++;
             return true;
@@ -322,7 +360,7 @@ static inline bool ch_json_string(ch_json *j) {
 }
 
 /* Skip one JSON value; false if it is not one. */
-static inline bool ch_json_value(ch_json *j, int depth) {
+static inline bool ch_json_skip_value(ch_json *j, int depth) {
     ch_json_space(j);
     if (j->at >= j->end || depth > CH_CONFIG_DEPTH) return false;
     char c = *j->at;
@@ -342,7 +380,7 @@ static inline bool ch_json_value(ch_json *j, int depth) {
                 ch_json_space(j);
                 if (j->at >= j->end || *j->at++ != ':') return false;
             }
-            if (!ch_json_value(j, depth + 1)) return false;
+            if (!ch_json_skip_value(j, depth + 1)) return false;
             ch_json_space(j);
             if (j->at >= j->end) return false;
             if (*j->at == ',') {
@@ -356,12 +394,8 @@ static inline bool ch_json_value(ch_json *j, int depth) {
     while (j->at < j->end && ((*j->at && strchr("+-.eE", *j->at)) || (*j->at >= '0' && *j->at <= '9') || (*j->at >= 'a' && *j->at <= 'z'))) j->at++;
     size_t len = (size_t)(j->at - start);
     if ((len == 4 && !memcmp(start, "true", 4)) || (len == 5 && !memcmp(start, "false", 5)) || (len == 4 && !memcmp(start, "null", 4))) return true;
-    char number[64], *stop;
-    if (len == 0 || len >= sizeof number || !(c == '-' || (c >= '0' && c <= '9'))) return false;
-    memcpy(number, start, len);
-    number[len] = 0;
-    strtod(number, &stop);
-    return *stop == 0;
+    double ignored;
+    return ch_parse_number((ch_text){start, len}, &ignored);
 }
 
 /* Read the config's members; an empty text is an empty object. */
@@ -382,10 +416,11 @@ static inline bool ch_config_parse(const char *text, size_t len, ch_config *conf
             if (!ch_json_string(&j)) return ch_fail(error, "config: expected a key at byte %d", (int)(key - text));
             ch_text name = {key + 1, (size_t)(j.at - key) - 2};
             ch_json_space(&j);
-            if (j.at >= j.end || *j.at++ != ':') return ch_fail(error, "config: expected ':' at byte %d", (int)(j.at - text));
+            if (j.at >= j.end || *j.at != ':') return ch_fail(error, "config: expected ':' at byte %d", (int)(j.at - text));
+            j.at++;
             ch_json_space(&j);
             const char *value = j.at;
-            if (!ch_json_value(&j, 1)) return ch_fail(error, "config: bad value at byte %d", (int)(value - text));
+            if (!ch_json_skip_value(&j, 1)) return ch_fail(error, "config: bad value at byte %d", (int)(value - text));
             if (config->count == CH_CONFIG_MEMBERS) return ch_fail(error, "config: more than %d keys", CH_CONFIG_MEMBERS);
             config->keys[config->count] = name;
             config->values[config->count++] = (ch_text){value, (size_t)(j.at - value)};
@@ -427,6 +462,7 @@ static inline bool ch_config_known(const ch_config *config, const char *const *k
             if (used >= sizeof error->message) used = sizeof error->message - 1;
         }
     }
+    ch_utf8_trim(error->message);
     return used == 0;
 }
 
@@ -434,12 +470,8 @@ static inline bool ch_config_known(const ch_config *config, const char *const *k
 static inline bool ch_config_number(const ch_config *config, const char *key, double *value, ch_error *error) {
     const ch_text *raw = ch_config_raw(config, key);
     if (!raw) return true;
-    char number[64], *stop;
-    if (raw->len >= sizeof number) return ch_fail(error, "%s must be a number", key);
-    memcpy(number, raw->ptr, raw->len);
-    number[raw->len] = 0;
-    double parsed = strtod(number, &stop);
-    if (stop == number || *stop || !isfinite(parsed)) return ch_fail(error, "%s must be a number, not %s", key, number);
+    double parsed;
+    if (!ch_parse_number(*raw, &parsed)) return ch_fail(error, "%s must be a number, not %.*s", key, CH_TEXT_ARGS(ch_text_prefix(*raw, 40)));
     *value = parsed;
     return true;
 }
@@ -559,6 +591,16 @@ static inline double ch_get_f64(ch_reader *r) {
     return v;
 }
 
+/* Take the rest of the state as read: for a restore that keeps none of it
+ * (a state another version wrote, or one this version no longer needs),
+ * which would otherwise be refused as not read whole. */
+static inline void ch_drop(ch_reader *r) { r->at = r->len; }
+
+/* The message of a failed call: the error's, or `fallback` if none was set. */
+static inline detector_plugin_string_t ch_error_string(const ch_error *error, const char *fallback) {
+    return ch_string(error->message[0] ? error->message : fallback);
+}
+
 /* ---- the exports ---- */
 
 #if defined(__wasm__)
@@ -569,7 +611,7 @@ static inline double ch_get_f64(ch_reader *r) {
         ret->description = ch_string((info).description);                                                                                              \
         ret->config_schema = ch_string((info).config_schema ? (info).config_schema : "{}");                                                           \
         ret->metrics.len = (info).metric_count;                                                                                                        \
-        ret->metrics.ptr = (clean_host_plugin_types_metric_info_t *)ch_grow(NULL, ((info).metric_count + 1) * sizeof *ret->metrics.ptr);             \
+        ret->metrics.ptr = (clean_host_plugin_types_metric_info_t *)ch_grow(NULL, (info).metric_count * sizeof *ret->metrics.ptr);                   \
         for (size_t i = 0; i < (info).metric_count; i++) {                                                                                             \
             ret->metrics.ptr[i].name = ch_string((info).metrics[i].name);                                                                              \
             ret->metrics.ptr[i].description = ch_string((info).metrics[i].description);                                                                \
@@ -580,7 +622,7 @@ static inline double ch_get_f64(ch_reader *r) {
         ch_error error = {{0}};                                                                                                                        \
         bool ok = ch_config_parse((const char *)config->ptr, config->len, &parsed, &error) && configure_fn(&parsed, &error);                          \
         detector_plugin_string_free(config);                                                                                                           \
-        if (!ok) *err = ch_string(error.message[0] ? error.message : "configure failed");                                                            \
+        if (!ok) *err = ch_error_string(&error, "configure failed");                                                            \
         return ok;                                                                                                                                     \
     }                                                                                                                                                  \
     bool exports_clean_host_plugin_detector_analyze(exports_clean_host_plugin_detector_batch_t *batch, exports_clean_host_plugin_detector_analysis_t *ret, \
@@ -591,7 +633,7 @@ static inline double ch_get_f64(ch_reader *r) {
         exports_clean_host_plugin_detector_batch_free(batch);                                                                                          \
         if (!ok) {                                                                                                                                     \
             ch_analysis_free(ret);                                                                                                                     \
-            *err = ch_string(error.message[0] ? error.message : "analyze failed");                                                                    \
+            *err = ch_error_string(&error, "analyze failed");                                                                    \
         }                                                                                                                                              \
         return ok;                                                                                                                                     \
     }                                                                                                                                                  \
@@ -607,7 +649,7 @@ static inline double ch_get_f64(ch_reader *r) {
         bool ok = state->len == 0 || restore_fn(&reader, &error);                                                                                      \
         if (ok && state->len && (reader.cut || reader.at != reader.len)) ok = ch_fail(&error, "the state is not one this version wrote");            \
         detector_plugin_list_u8_free(state);                                                                                                           \
-        if (!ok) *err = ch_string(error.message[0] ? error.message : "restore failed");                                                              \
+        if (!ok) *err = ch_error_string(&error, "restore failed");                                                              \
         return ok;                                                                                                                                     \
     }
 #else

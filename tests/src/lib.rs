@@ -47,6 +47,11 @@ pub fn fault_plugin(name: &str) -> PathBuf {
     existing(root().join("tests/fault-plugins/target/wasm32-wasip2/release").join(format!("{name}.wasm")), "run scripts/test, which builds tests/fault-plugins")
 }
 
+/// A plugin of `tests/fault-plugins/c` (`wild-pointer`), as `scripts/test` builds it.
+pub fn c_fault_plugin(name: &str) -> PathBuf {
+    existing(root().join("tests/fault-plugins/target/c").join(format!("{name}.wasm")), "run scripts/test, which builds tests/fault-plugins/c")
+}
+
 /// A scratch folder with a plugins folder of its own.
 pub struct Sandbox {
     pub dir: tempfile::TempDir,

@@ -17,10 +17,10 @@ use super::{io, run, ScaffoldError};
 const WORLD: &str = "detector-plugin";
 const TARGET: &str = "--target=wasm32-wasi";
 /// What the C toolchain hint says when it cannot be installed here.
-const INSTALL_HINT: &str = "install clang, lld, wasi-libc and clang's wasm32 runtime, and for C++ its libc++ (Debian: apt-get install clang lld wasi-libc \
-                            libclang-rt-14-dev-wasm32 libc++-14-dev-wasm32 libc++abi-14-dev-wasm32)";
+const INSTALL_HINT: &str = "install clang, lld, wasi-libc and clang's wasm32 runtime, and for C++ its libc++ (Debian, N being clang's major version: \
+                            apt-get install clang lld wasi-libc libclang-rt-N-dev-wasm32 libc++-N-dev-wasm32 libc++abi-N-dev-wasm32)";
 /// Extensions of C++ sources; other sources are C (`.c`).
-const CPP: [&str; 3] = ["cpp", "cc", "cxx"];
+const CPP_EXTENSIONS: [&str; 3] = ["cpp", "cc", "cxx"];
 
 /// Whether `dir` holds a C or C++ detector project: sources beside a `wit/` folder.
 pub(super) fn is_project(dir: &Path) -> bool {
@@ -28,12 +28,14 @@ pub(super) fn is_project(dir: &Path) -> bool {
 }
 
 fn is_cpp(source: &Path) -> bool {
-    source.extension().is_some_and(|x| CPP.iter().any(|c| x == *c))
+    source.extension().is_some_and(|x| CPP_EXTENSIONS.iter().any(|c| x == *c))
 }
 
 /// Build the project in `dir` into `dir/NAME.wasm`; returns its path. Each
-/// source is compiled on its own (C with clang, C++ with clang in g++ mode,
-/// without exceptions: wasm32-wasi has none), then linked as a reactor.
+/// source is compiled on its own (C with clang, C++17 with clang in g++
+/// mode, without exceptions: wasm32-wasi has none), then linked as a
+/// reactor. `CLEAN_HOST_CFLAGS` and `CLEAN_HOST_CXXFLAGS` add flags: not
+/// `CFLAGS`, which are a native build's.
 pub(super) fn build(dir: &Path, name: &str) -> Result<PathBuf, ScaffoldError> {
     let sources = sources(dir).map_err(io(dir))?;
     let cpp = sources.iter().any(|s| is_cpp(s));
@@ -43,13 +45,15 @@ pub(super) fn build(dir: &Path, name: &str) -> Result<PathBuf, ScaffoldError> {
     generate_bindings(&dir.join("wit"), &bindings)?;
     let objects_dir = out.join("obj");
     std::fs::create_dir_all(&objects_dir).map_err(io(&objects_dir))?;
+    // The bindings' object beside them: a source of the same name cannot overwrite it.
+    let objects_of = sources.iter().map(|s| (s.clone(), objects_dir.join(format!("{}.o", s.file_name().unwrap_or_default().to_string_lossy()))));
     let mut objects = Vec::new();
-    for source in sources.iter().chain([&bindings.join("detector_plugin.c")]) {
-        let object = objects_dir.join(format!("{}.o", source.file_name().unwrap_or_default().to_string_lossy()));
-        let mut command = compiler(&clang, is_cpp(source));
-        command.args([TARGET, "-O2", "-Wall", "-c"]).arg("-I").arg(&bindings).arg("-I").arg(dir).arg(source).arg("-o").arg(&object);
-        // As make would: extra flags (-D, -I, -O3) from the environment.
-        if let Some(flags) = std::env::var_os(if is_cpp(source) { "CXXFLAGS" } else { "CFLAGS" }) {
+    for (source, object) in objects_of.chain([(bindings.join("detector_plugin.c"), bindings.join("detector_plugin.o"))]) {
+        let cpp = is_cpp(&source);
+        let mut command = compiler(&clang, cpp);
+        command.args([TARGET, "-O2", "-Wall", "-c"]).args(cpp.then_some("-std=c++17"));
+        command.arg("-I").arg(&bindings).arg("-I").arg(dir).arg(&source).arg("-o").arg(&object);
+        if let Some(flags) = std::env::var_os(if cpp { "CLEAN_HOST_CXXFLAGS" } else { "CLEAN_HOST_CFLAGS" }) {
             command.args(flags.to_string_lossy().split_whitespace());
         }
         run(command.current_dir(dir), INSTALL_HINT)?;
@@ -144,11 +148,12 @@ fn missing_packages(clang: &Path, cpp: bool) -> Vec<String> {
         return vec!["clang".into(), "lld".into(), "wasi-libc".into()];
     };
     let mut missing = Vec::new();
-    if Command::new("wasm-ld").arg("--version").output().is_err() {
+    // clang names a file or program it cannot find by its bare name.
+    let found = |args: &[&str]| ask(args).is_some_and(|p| Path::new(&p).is_absolute() && Path::new(&p).is_file());
+    // The linker: beside clang (its own LLVM's), else on PATH.
+    if !found(&["-print-prog-name=wasm-ld"]) && Command::new("wasm-ld").arg("--version").output().is_err() {
         missing.push("lld".into());
     }
-    // clang names a file it cannot find by its bare name.
-    let found = |args: &[&str]| ask(args).is_some_and(|p| Path::new(&p).is_absolute() && Path::new(&p).is_file());
     if !found(&[TARGET, "-print-file-name=libc.a"]) {
         missing.push("wasi-libc".into());
     }
@@ -163,11 +168,12 @@ fn missing_packages(clang: &Path, cpp: bool) -> Vec<String> {
 }
 
 fn install(packages: &[String]) -> Result<(), ScaffoldError> {
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0");
     let apt = |args: &[&str]| {
-        let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0");
         let mut command = if root { Command::new("apt-get") } else { Command::new("sudo") };
         if !root {
-            command.args(["-n", "apt-get"]);
+            // sudo resets the environment: the variable goes on the command line.
+            command.args(["-n", "env", "DEBIAN_FRONTEND=noninteractive", "apt-get"]);
         }
         command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
         command

@@ -38,12 +38,15 @@ static bool analyze(const ch_batch *batch, ch_analysis *out, ch_error *error) {
     return true;
 }
 
-/* Nothing to keep across reloads: a detector with baselines writes them here. */
+/* Nothing to keep across reloads: a detector with baselines writes them here
+ * (ch_put_*) and reads them back in `restore` (ch_get_*). */
 static void snapshot(ch_buffer *state) { (void)state; }
 
+/* A state this version does not read (an older one's) is dropped, not refused:
+ * a refused restore keeps the old build running. */
 static bool restore(ch_reader *state, ch_error *error) {
-    (void)state;
     (void)error;
+    ch_drop(state);
     return true;
 }
 

@@ -3,7 +3,7 @@
 // Change `analyze` to check what matters to you. `clean_host.h` beside this
 // file has the helpers (C, usable as they are from C++); `wit/clean-host.wit`
 // is the contract. Build with `clean-host plugin build .`: every .cpp and .c
-// file of this folder is compiled (C++17, no exceptions: wasm32-wasi has none).
+// file of this folder is compiled (C++17 without exceptions: wasm32-wasi has none).
 #include "clean_host.h"
 
 #include <string>
@@ -40,9 +40,15 @@ static bool analyze(const ch_batch *batch, ch_analysis *out, ch_error *) {
     return true;
 }
 
-// Nothing to keep across reloads: a detector with baselines writes them here.
+// Nothing to keep across reloads: a detector with baselines writes them here
+// (ch_put_*) and reads them back in `restore` (ch_get_*).
 static void snapshot(ch_buffer *) {}
 
-static bool restore(ch_reader *, ch_error *) { return true; }
+// A state this version does not read (an older one's) is dropped, not refused:
+// a refused restore keeps the old build running.
+static bool restore(ch_reader *state, ch_error *) {
+    ch_drop(state);
+    return true;
+}
 
 CLEAN_HOST_DETECTOR(INFO, configure, analyze, snapshot, restore)

@@ -93,6 +93,9 @@ static bool configure(const ch_config *given, ch_error *error) {
         !ch_config_number(given, "fence", &config.fence, error) || !ch_config_strings(given, "columns", &config.columns, &config.column_count, error)) {
         return false;
     }
+    if (config.min_rows != floor(config.min_rows) || config.warmup_windows != floor(config.warmup_windows)) {
+        return ch_fail(error, "min_rows and warmup_windows must be whole numbers");
+    }
     if (config.min_rows < 2 || config.warmup_windows < 3 || config.warmup_windows > HISTORY) {
         return ch_fail(error, "need min_rows >= 2 and 3 <= warmup_windows <= %d", HISTORY);
     }
@@ -227,8 +230,8 @@ static void judge(const ch_column *column, uint32_t rows, ch_analysis *out) {
             size_t n = rows_of(column, rows, top.hash, sample);
             char quoted[QUOTED + 24];
             if (kind == CH_TEXT) {
-                ch_text v = ch_text_at(column, sample[0]);
-                snprintf(quoted, sizeof quoted, "\"%.*s\"%s", (int)(v.len < QUOTED ? v.len : QUOTED), v.ptr, v.len > QUOTED ? "..." : "");
+                ch_text v = ch_text_at(column, sample[0]), shown = ch_text_prefix(v, QUOTED);
+                snprintf(quoted, sizeof quoted, "\"%.*s\"%s", CH_TEXT_ARGS(shown), shown.len < v.len ? "..." : "");
             } else {
                 snprintf(quoted, sizeof quoted, "%lld", (long long)column->values.val.int64.ptr[sample[0]]);
             }
@@ -281,7 +284,7 @@ static bool restore(ch_reader *state, ch_error *error) {
     if (state->cut) return ch_fail(error, "the state is cut short");
     if (version != STATE_VERSION) {
         ch_log(CH_LOG_WARN, "cardinality: state of version %llu is not one this version reads; learning anew", (unsigned long long)version);
-        state->at = state->len;
+        ch_drop(state);
         return true;
     }
     uint64_t count = ch_get_u64(state);
@@ -301,7 +304,14 @@ static bool restore(ch_reader *state, ch_error *error) {
         h->known = (uint32_t)known;
         h->next = (uint32_t)next;
         h->departures = (uint32_t)departures;
-        for (uint32_t k = 0; k < h->known; k++) h->shares[k] = ch_get_f64(state);
+        for (uint32_t k = 0; k < h->known; k++) {
+            h->shares[k] = ch_get_f64(state);
+            /* NaN would make every fence NaN: never departing again. */
+            if (!(h->shares[k] >= 0 && h->shares[k] <= 1)) {
+                forget();
+                return ch_fail(error, "state of column %llu holds a share out of [0, 1]", (unsigned long long)i);
+            }
+        }
     }
     return true;
 }

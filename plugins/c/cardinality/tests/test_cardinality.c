@@ -34,7 +34,7 @@ enum { ROWS = 1000 };
 typedef struct {
     int64_t ids[ROWS];
     uint8_t id_validity[ROWS];
-    char text[ROWS * 24];
+    char text[ROWS * 64];
     uint32_t offsets[ROWS + 1];
     ch_column columns[2];
     ch_batch batch;
@@ -76,6 +76,18 @@ static ch_batch *make_window(window *w, double stuck, double absent, bool unique
 }
 
 static window w;
+
+static bool valid_utf8(const char *s) {
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        int n = *p < 0x80 ? 1 : (*p & 0xE0) == 0xC0 ? 2 : (*p & 0xF0) == 0xE0 ? 3 : (*p & 0xF8) == 0xF0 ? 4 : 0;
+        if (!n) return false;
+        for (int i = 1; i < n; i++) {
+            if ((p[i] & 0xC0) != 0x80) return false;
+        }
+        p += n;
+    }
+    return true;
+}
 
 /* Analyse one window; returns its findings' count and keeps the analysis in *out. */
 static size_t run(double stuck, double absent, bool unique_countries, ch_analysis *out) {
@@ -136,6 +148,42 @@ static bool finds_a_collapsed_key(void) {
     ch_analysis_free(&out);
     /* The collapse did not join the usual range: the next clean window is quiet. */
     CHECK(run(0, 0, false, &out) == 0, "after the collapse");
+    ch_analysis_free(&out);
+    return ok;
+}
+
+/* A text key stuck at a long non-ASCII value: the message quotes it cut at a
+ * character (the host refuses a string that is not UTF-8). */
+static bool quotes_a_stuck_text_key_whole_characters_only(void) {
+    bool ok = true;
+    ch_error error;
+    CHECK(fresh("{\"columns\": [\"country\"]}", &error), "%s", error.message);
+    ch_analysis out;
+    for (int i = 0; i < 10; i++) {
+        run(0, 0, true, &out);
+        ch_analysis_free(&out);
+    }
+    make_window(&w, 0, 0, true);
+    size_t used = 0;
+    for (uint32_t r = 0; r < ROWS; r++) {
+        w.offsets[r] = (uint32_t)used;
+        if (r % 5 < 3) {
+            /* 61 bytes: a 40-byte cut would fall inside the 20th character. */
+            used += (size_t)sprintf(w.text + used, "a");
+            for (int k = 0; k < 30; k++) used += (size_t)sprintf(w.text + used, "\xc3\xa9");
+        } else {
+            used += (size_t)sprintf(w.text + used, "X%u", r);
+        }
+    }
+    w.offsets[ROWS] = (uint32_t)used;
+    w.columns[1].values.val.text.bytes.len = used;
+    memset(&out, 0, sizeof out);
+    CHECK(analyze(&w.batch, &out, &error) && out.findings.len == 1, "%zu findings", out.findings.len);
+    if (out.findings.len == 1) {
+        char message[1024];
+        snprintf(message, sizeof message, "%.*s", (int)out.findings.ptr[0].message.len, (char *)out.findings.ptr[0].message.ptr);
+        CHECK(valid_utf8(message) && strstr(message, "\"... is in 600 rows"), "%s", message);
+    }
     ch_analysis_free(&out);
     return ok;
 }
@@ -201,13 +249,67 @@ static bool bad_config_is_refused(void) {
     CHECK(!fresh("{\"columns\": [1]}", &error) && strstr(error.message, "array of strings"), "%s", error.message);
     CHECK(!fresh("{\"min_rows\": 10,}", &error) && strstr(error.message, "config:"), "%s", error.message);
     CHECK(!fresh("[1]", &error) && strstr(error.message, "not a JSON object"), "%s", error.message);
-    CHECK(fresh("{\"columns\": [\"a\\\"b\", \"c\"], \"fence\": 2.5, \"x\": {\"y\": [1, {\"z\": null}]}}", &error) == false, "nested unknown key refused");
+    CHECK(!fresh("{\"columns\": [\"a\\\"b\", \"c\"], \"fence\": 2.5, \"x\": {\"y\": [1, {\"z\": null}]}}", &error), "nested value parsed");
+    CHECK(!strcmp(error.message, "unknown config key(s): x"), "%s", error.message);
+    CHECK(!fresh("{\"min_rows\": 3.5}", &error) && strstr(error.message, "whole numbers"), "%s", error.message);
     CHECK(fresh(" {\"columns\": [\"a\\\"b\", \"c\"], \"fence\": 2.5e0 } ", &error), "%s", error.message);
     CHECK(config.column_count == 2 && !strcmp(config.columns[0], "a\"b") && config.fence == 2.5, "parsed");
-    /* Nesting past CH_CONFIG_DEPTH is refused, not recursed into. */
-    char deep[200] = "{\"columns\": ";
-    for (int i = 0; i < 100; i++) strcat(deep, "[");
-    CHECK(!fresh(deep, &error) && strstr(error.message, "bad value"), "%s", error.message);
+    /* Nesting past CH_CONFIG_DEPTH is refused, not recursed into; within it, read. */
+    for (int depth = 30; depth <= 100; depth += 70) {
+        char deep[300] = "{\"x\": ";
+        for (int i = 0; i < depth; i++) strcat(deep, "[");
+        for (int i = 0; i < depth; i++) strcat(deep, "]");
+        strcat(deep, "}");
+        ch_config parsed;
+        bool read = ch_config_parse(deep, strlen(deep), &parsed, &error);
+        CHECK(read == (depth < CH_CONFIG_DEPTH), "%d deep: %s", depth, read ? "read" : error.message);
+    }
+    /* A long message is cut at a character, never inside one. */
+    char names[1200] = "{";
+    for (int i = 0; i < 40; i++) strcat(names, i ? ", \"\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\": 1" : "\"\xc3\xa9\": 1");
+    strcat(names, "}");
+    CHECK(!fresh(names, &error), "unknown keys");
+    CHECK(strlen(error.message) < sizeof error.message && valid_utf8(error.message), "cut inside a character: %s", error.message);
+    return ok;
+}
+
+/* Hostile config text: mutations of a valid config (bytes flipped, cut,
+ * NULs, brackets, quotes and backslashes spliced in) are parsed or refused,
+ * never read out of bounds (ASan in scripts/test), and whatever parses
+ * reads back within its own text. */
+static bool hostile_config_is_parsed_or_refused(void) {
+    bool ok = true;
+    static const char valid[] = "{\"columns\": [\"user_id\", \"e\\\"mail\"], \"min_rows\": 50, \"fence\": 2.5e0, \"x\": {\"y\": [true, null, -1]}}";
+    static const char splice[] = "{}[]\",:\\ \0e-+.tn";
+    size_t parsed = 0;
+    for (int round = 0; round < 200000; round++) {
+        char mutated[sizeof valid];
+        memcpy(mutated, valid, sizeof valid);
+        for (int edits = 1 + (int)(next_random() % 4); edits > 0; edits--) mutated[next_random() % (sizeof valid - 1)] = splice[next_random() % (sizeof splice - 1)];
+        size_t len = sizeof valid - 1;
+        len -= next_random() % 3 == 0 ? next_random() % len : 0;
+        /* Its own buffer of exactly its length: a read past the end is caught. */
+        char *text = malloc(len ? len : 1);
+        memcpy(text, mutated, len);
+        ch_config parsed_config;
+        ch_error error;
+        if (ch_config_parse(text, len, &parsed_config, &error)) {
+            parsed++;
+            for (size_t i = 0; i < parsed_config.count; i++) {
+                CHECK(parsed_config.keys[i].ptr >= text && parsed_config.keys[i].ptr + parsed_config.keys[i].len <= text + len, "key outside the text");
+                CHECK(parsed_config.values[i].ptr >= text && parsed_config.values[i].ptr + parsed_config.values[i].len <= text + len, "value outside the text");
+            }
+            char **items;
+            size_t count;
+            double number;
+            char name[16];
+            if (ch_config_strings(&parsed_config, "columns", &items, &count, &error)) free(items);
+            ch_config_number(&parsed_config, "min_rows", &number, &error);
+            ch_config_string(&parsed_config, "x", name, sizeof name, &error);
+        }
+        free(text);
+    }
+    CHECK(parsed > 0, "no mutation parsed");
     return ok;
 }
 
@@ -233,6 +335,14 @@ static bool state_round_trips(void) {
         bool restored = restore(&part, &error);
         CHECK(!restored || part.cut || cut == 0, "a state cut at %zu bytes was taken", cut);
     }
+    /* A share that cannot be (NaN) is refused, not taken. */
+    uint8_t *bad = malloc(state.len);
+    memcpy(bad, state.ptr, state.len);
+    double nan = NAN;
+    memcpy(bad + state.len - 8, &nan, 8);
+    ch_reader poisoned = {bad, state.len, 0, false};
+    CHECK(!restore(&poisoned, &error) && strstr(error.message, "out of [0, 1]") && history_count == 0, "%s", error.message);
+    free(bad);
     /* Another version's state: learnt anew, never misread. */
     uint8_t other[16] = {9};
     ch_reader old = {other, sizeof other, 0, false};
@@ -243,8 +353,8 @@ static bool state_round_trips(void) {
 
 int main(void) {
     bool (*const tests[])(void) = {
-        quiet_on_clean_windows, finds_a_collapsed_key,       finds_ids_in_a_category_column, a_lasting_change_becomes_the_new_normal,
-        sparse_columns_are_not_judged, bad_config_is_refused, state_round_trips,
+        quiet_on_clean_windows, finds_a_collapsed_key, quotes_a_stuck_text_key_whole_characters_only, finds_ids_in_a_category_column, a_lasting_change_becomes_the_new_normal,
+        sparse_columns_are_not_judged, bad_config_is_refused, hostile_config_is_parsed_or_refused, state_round_trips,
     };
     clock_t started = clock();
     for (size_t i = 0; i < sizeof tests / sizeof *tests; i++) tests[i]() ? passed++ : failed++;

@@ -1,9 +1,9 @@
 /* wild-pointer: a C detector with the commonest C bug. Each call writes
- * through a pointer past the end of its linear memory,
- * which traps (a pointer gone wrong inside that memory can only harm the
- * plugin itself: the host copies nothing back but the call's answer). The
- * host must contain it like any trap: the call fails, the instance is
- * rebuilt, the plugin quarantined, and every other detector carries on. */
+ * through a pointer past the end of its linear memory, which traps (a
+ * pointer gone wrong inside that memory can only harm the plugin itself:
+ * the host copies nothing back but the call's answer). The host must
+ * contain it like any trap: the call fails, the instance is rebuilt, the
+ * plugin quarantined, and every other detector carries on. */
 #include "clean_host.h"
 
 static const ch_info INFO = {"wild-pointer", "0.1.0", "Writes out of bounds (a test of the sandbox)", NULL, 0, "{}"};
@@ -26,8 +26,8 @@ static bool analyze(const ch_batch *batch, ch_analysis *out, ch_error *error) {
 static void snapshot(ch_buffer *state) { (void)state; }
 
 static bool restore(ch_reader *state, ch_error *error) {
-    (void)state;
     (void)error;
+    ch_drop(state);
     return true;
 }
 
