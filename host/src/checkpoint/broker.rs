@@ -16,6 +16,10 @@ use clean_host_quality::alert::RouterState;
 use clean_host_quality::analysis::DetectorState;
 use clean_host_stream::source::{ResumePosition, StateTable, STATE_TABLE_KEPT, STATE_VALUE_MAX};
 
+/// How long the analysis thread waits for a broker's table to say which of
+/// a window's alerts went out: not knowing in time, they go out (at least once).
+const SENT_ASKED_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// A partition's checkpoint as stored: this header (JSON, its length first
 /// as 4 bytes little-endian), then each detector's state, in its order.
 #[derive(Serialize, Deserialize)]
@@ -208,17 +212,19 @@ impl BrokerStore {
         Ok(value.map(|v| stored_mark(&v).with_context(|| format!("the checkpoint of pipeline {} partition {partition} in {name} is unreadable", key.pipeline))))
     }
 
-    /// Whether the alert went out: asked of this period's table and the one before.
-    pub(super) fn was_sent(&self, key: &StreamKey, sent: u64) -> Result<bool> {
+    /// Which of the alerts went out: asked of this period's table and the
+    /// one before, each read within [`SENT_ASKED_WITHIN`].
+    pub(super) fn were_sent(&self, key: &StreamKey, sent: &[u64]) -> Result<Vec<bool>> {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let fields: Vec<String> = sent.iter().map(|s| format!("{s:016x}")).collect();
+        let mut found = vec![false; sent.len()];
         let period = sent_period(now_ms());
         for period in [period, period - 1] {
-            let found = table.get(&table_of(&format!("alerts-sent-{period}"), key), &format!("{sent:016x}"));
-            if found.with_context(|| format!("asking {} whether an alert went out", table.name()))?.is_some() {
-                return Ok(true);
-            }
+            let values = table.get_within(&table_of(&format!("alerts-sent-{period}"), key), &fields, SENT_ASKED_WITHIN);
+            let values = values.with_context(|| format!("asking {} whether alerts went out", table.name()))?;
+            found.iter_mut().zip(values).for_each(|(found, value)| *found |= value.is_some());
         }
-        Ok(false)
+        Ok(found)
     }
 
     pub(super) fn record_sent(&self, key: &StreamKey, sent: &[u64]) -> Result<()> {

@@ -176,12 +176,12 @@ impl FileStore {
         Ok(listed)
     }
 
-    /// Whether the alert whose ledger key is `key` went out (the ledger the
-    /// hosts sharing this file keep together).
-    pub(super) fn was_sent(&self, key: u64) -> Result<bool> {
+    /// Which of the alerts whose ledger keys are `sent` went out (the ledger
+    /// the hosts sharing this file keep together).
+    pub(super) fn were_sent(&self, sent: &[u64]) -> Result<Vec<bool>> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let found = conn.query_row("SELECT 1 FROM alerts_sent WHERE key = ?1", [key as i64], |_| Ok(())).optional()?;
-        Ok(found.is_some())
+        let mut query = conn.prepare_cached("SELECT 1 FROM alerts_sent WHERE key = ?1")?;
+        sent.iter().map(|key| Ok(query.query_row([*key as i64], |_| Ok(())).optional()?.is_some())).collect()
     }
 
     /// Remember that the alerts whose ledger keys are `sent` went out.

@@ -302,12 +302,16 @@ impl CheckpointStore {
         }
     }
 
-    /// Whether the alert of `stream` whose ledger key is `sent` went out
-    /// (from any host that keeps its checkpoints here).
-    pub fn was_sent(&self, stream: &StreamKey, sent: u64) -> Result<bool> {
+    /// Which of the alerts of `stream` whose ledger keys are `sent` went out
+    /// (from any host that keeps its checkpoints here): one question for all.
+    pub fn were_sent(&self, stream: &StreamKey, sent: &[u64]) -> Result<Vec<bool>> {
         match &self.0 {
-            Place::File(f) => f.was_sent(sent),
-            Place::Broker { broker, before } => Ok(broker.was_sent(stream, sent)? || before.was_sent(sent)?),
+            _ if sent.is_empty() => Ok(Vec::new()),
+            Place::File(f) => f.were_sent(sent),
+            Place::Broker { broker, before } => {
+                let (there, here) = (broker.were_sent(stream, sent)?, before.were_sent(sent)?);
+                Ok(there.into_iter().zip(here).map(|(there, here)| there || here).collect())
+            }
         }
     }
 

@@ -222,10 +222,10 @@ fn the_shared_ledger_remembers_sent_alerts_across_processes() {
     each_place(|open| {
         let k = key("kafka://h:1/orders");
         let one = open();
-        assert!(!one.was_sent(&k, 7).unwrap());
+        assert_eq!(one.were_sent(&k, &[7]).unwrap(), [false]);
         one.record_sent(&k, &[7, 9]).unwrap();
         let other = open();
-        assert!(other.was_sent(&k, 7).unwrap() && other.was_sent(&k, 9).unwrap() && !other.was_sent(&k, 8).unwrap());
+        assert_eq!(other.were_sent(&k, &[7, 8, 9]).unwrap(), [true, false, true]);
     });
 }
 
@@ -242,7 +242,7 @@ fn a_stream_carries_on_from_the_file_until_the_broker_has_its_checkpoint() {
     file.record_sent(&k, &[42]).unwrap();
     let store = CheckpointStore::in_broker(Box::new(MemoryTables::default()), &path).unwrap();
     assert_eq!(store.load(&k).unwrap().unwrap().partitions[&0].detectors, detector_states(&[("drift", b"in the file")]));
-    assert!(store.was_sent(&k, 42).unwrap());
+    assert_eq!(store.were_sent(&k, &[42]).unwrap(), [true]);
     store.advance(&k, &checkpoint(200, &[("drift", b"in the broker")])).unwrap();
     assert_eq!(store.load_partition(&k, 0).unwrap().unwrap().0.detectors, detector_states(&[("drift", b"in the broker")]));
     assert!(file.load(&k).unwrap().is_none(), "the file's is read no more once the broker has one");

@@ -83,13 +83,14 @@ impl Saver {
 }
 
 impl CheckpointTarget {
-    /// Whether the alert went out from any host keeping its checkpoints
-    /// here; one that cannot be asked says no, and the alert goes out (at
-    /// least once).
-    fn was_sent(&self, alert: AlertKey) -> bool {
-        self.store.was_sent(&self.key, alert.0).unwrap_or_else(|e| {
-            tracing::warn!("pipeline {}: {e:#}; the alert goes out", self.key.pipeline);
-            false
+    /// Which of a window's alerts went out from any host keeping its
+    /// checkpoints here, asked once; where that cannot be asked, none did,
+    /// and they go out (at least once).
+    fn were_sent(&self, alerts: &[AlertKey]) -> Vec<bool> {
+        let keys: Vec<u64> = alerts.iter().map(|a| a.0).collect();
+        self.store.were_sent(&self.key, &keys).unwrap_or_else(|e| {
+            tracing::warn!("pipeline {}: {e:#}; the alerts go out", self.key.pipeline);
+            vec![false; keys.len()]
         })
     }
 
@@ -231,8 +232,10 @@ impl<'a> Analyst<'a> {
                 routed.retain(|a| !ledger.was_sent(AlertKey::new(tenant, self.common.reader, a)));
             }
             // Where checkpoints are kept (asked without the host's ledger held: it may be a broker).
-            if let Some(target) = self.checkpointer.as_ref().map(|c| &c.target) {
-                routed.retain(|a| !target.was_sent(AlertKey::new(tenant, self.common.reader, a)));
+            if let Some(target) = self.checkpointer.as_ref().map(|c| &c.target).filter(|_| !routed.is_empty()) {
+                let keys: Vec<AlertKey> = routed.iter().map(|a| AlertKey::new(tenant, self.common.reader, a)).collect();
+                let mut sent = target.were_sent(&keys).into_iter();
+                routed.retain(|_| !sent.next().unwrap_or(false));
             }
             let replayed = (before - routed.len()) as u64;
             self.replayed += replayed;

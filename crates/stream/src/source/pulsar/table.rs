@@ -429,9 +429,10 @@ impl PulsarTable {
         Ok(())
     }
 
-    /// Read every message written so far, ack what newer values replaced,
-    /// and write again the values that hold old ledgers.
-    fn catch_up(&mut self, rewound: bool) -> Result<(), SourceError> {
+    /// Read every message written so far (an error if that takes over
+    /// `within`), ack what newer values replaced, and write again the values
+    /// that hold old ledgers.
+    fn catch_up(&mut self, rewound: bool, within: Duration) -> Result<(), SourceError> {
         let mut read = Vec::new();
         let end = match self.end(&mut read) {
             Ok(end) => end,
@@ -449,8 +450,8 @@ impl PulsarTable {
         let exact = end.is_some_and(|(_, entry)| entry != u64::MAX);
         let mut idle = false;
         while (exact || !idle) && end.is_some_and(|end| self.read_to.is_none_or(|at| at < end)) {
-            if started.elapsed() > READ_TIMEOUT {
-                return Err(SourceError::Broker(format!("reading {}: not at its end after {READ_TIMEOUT:?}", self.name)));
+            if started.elapsed() > within {
+                return Err(SourceError::Broker(format!("reading {}: not at its end after {within:?}", self.name)));
             }
             let reader = self.reader.as_mut().expect("set until dropped");
             let more = if read.is_empty() { receive(&self.rt, reader, usize::MAX) } else { Some((Vec::new(), None)) };
@@ -472,7 +473,7 @@ impl PulsarTable {
         for m in read {
             self.take(m);
         }
-        self.tidy(rewound)
+        self.tidy(rewound, within)
     }
 
     /// Where the topic's last message is ([`last_places`]; `None`: it has
@@ -526,7 +527,7 @@ impl PulsarTable {
     /// than [`REFRESH_AFTER`] (read again first if their bytes were passed
     /// over), at most [`REFRESH_BUDGET`] bytes a read.
     /// Writing again is housekeeping: a failure is said, and the read stands.
-    fn tidy(&mut self, rewound: bool) -> Result<(), SourceError> {
+    fn tidy(&mut self, rewound: bool, within: Duration) -> Result<(), SourceError> {
         let expired = self.values.expire(now_ms());
         self.ack(expired);
         if let Some(place) = self.live_from_here() {
@@ -534,7 +535,7 @@ impl PulsarTable {
         }
         if !rewound && self.values.old_passed_over() {
             self.rewind()?;
-            return self.catch_up(true);
+            return self.catch_up(true, within);
         }
         let again = self.values.due_again(REFRESH_BUDGET);
         if !again.is_empty() {
@@ -673,14 +674,21 @@ impl StateTable for PulsarTable {
 
     fn get_all(&mut self, table: &str) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
         self.want(table)?;
-        self.catch_up(false)?;
+        self.catch_up(false, READ_TIMEOUT)?;
         Ok(self.values.table(table))
     }
 
     fn get(&mut self, table: &str, field: &str) -> Result<Option<Vec<u8>>, SourceError> {
         self.want(table)?;
-        self.catch_up(false)?;
+        self.catch_up(false, READ_TIMEOUT)?;
         Ok(self.values.value(&key(table, field)))
+    }
+
+    /// One read to the table's end for every field, not one a field.
+    fn get_within(&mut self, table: &str, fields: &[String], within: Duration) -> Result<Vec<Option<Vec<u8>>>, SourceError> {
+        self.want(table)?;
+        self.catch_up(false, within)?;
+        Ok(fields.iter().map(|field| self.values.value(&key(table, field))).collect())
     }
 }
 
