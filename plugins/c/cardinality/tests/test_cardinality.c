@@ -100,6 +100,15 @@ static size_t run(double stuck, double absent, bool unique_countries, ch_analysi
     return out->findings.len;
 }
 
+/* `windows` clean windows, their analyses dropped. */
+static void warm_up(int windows, bool unique_countries) {
+    ch_analysis out;
+    for (int i = 0; i < windows; i++) {
+        run(0, 0, unique_countries, &out);
+        ch_analysis_free(&out);
+    }
+}
+
 /* Forget everything and apply `json` as the config. */
 static bool fresh(const char *json, ch_error *error) {
     static ch_config parsed;
@@ -159,10 +168,7 @@ static bool quotes_a_stuck_text_key_whole_characters_only(void) {
     ch_error error;
     CHECK(fresh("{\"columns\": [\"country\"]}", &error), "%s", error.message);
     ch_analysis out;
-    for (int i = 0; i < 10; i++) {
-        run(0, 0, true, &out);
-        ch_analysis_free(&out);
-    }
+    warm_up(10, true);
     make_window(&w, 0, 0, true);
     size_t used = 0;
     for (uint32_t r = 0; r < ROWS; r++) {
@@ -194,10 +200,7 @@ static bool finds_ids_in_a_category_column(void) {
     ch_error error;
     CHECK(fresh("{}", &error), "%s", error.message);
     ch_analysis out;
-    for (int i = 0; i < 12; i++) {
-        run(0, 0, false, &out);
-        ch_analysis_free(&out);
-    }
+    warm_up(12, false);
     CHECK(run(0, 0, true, &out) == 1, "%zu findings", out.findings.len);
     if (out.findings.len == 1) {
         CHECK(out.findings.ptr[0].value == 1.0, "%f", out.findings.ptr[0].value);
@@ -213,10 +216,7 @@ static bool a_lasting_change_becomes_the_new_normal(void) {
     ch_error error;
     CHECK(fresh("{}", &error), "%s", error.message);
     ch_analysis out;
-    for (int i = 0; i < 10; i++) {
-        run(0, 0, false, &out);
-        ch_analysis_free(&out);
-    }
+    warm_up(10, false);
     size_t alerted = 0;
     for (int i = 0; i < 40; i++) {
         alerted += run(0.5, 0, false, &out);
@@ -319,10 +319,7 @@ static bool state_round_trips(void) {
     ch_error error;
     CHECK(fresh("{}", &error), "%s", error.message);
     ch_analysis out;
-    for (int i = 0; i < 10; i++) {
-        run(0, 0, false, &out);
-        ch_analysis_free(&out);
-    }
+    warm_up(10, false);
     ch_buffer state = {NULL, 0, 0};
     snapshot(&state);
     forget();

@@ -77,6 +77,11 @@ pub struct PulsarTable {
     acks: UnboundedSender<Keep>,
     /// The last entry read.
     read_to: Option<(u64, u64)>,
+    /// The reader got nothing for a whole read that stopped short of the
+    /// end: the next read starts a new one (a client's consumer can stay
+    /// stuck after a reconnect). One that read some and ran out of time
+    /// goes on from where it is.
+    reader_stuck: bool,
     values: Values,
     /// Tells this table's puts from other hosts': the process and when it started.
     writer: String,
@@ -339,6 +344,7 @@ impl PulsarTable {
             reader: None,
             acks,
             read_to: None,
+            reader_stuck: false,
             values: Values::default(),
             writer: format!("{}-{started}", std::process::id()),
             puts: 0,
@@ -433,6 +439,10 @@ impl PulsarTable {
     /// `within`), ack what newer values replaced, and write again the values
     /// that hold old ledgers.
     fn catch_up(&mut self, rewound: bool, within: Duration) -> Result<(), SourceError> {
+        if std::mem::take(&mut self.reader_stuck) {
+            tracing::info!("pulsar {}: the last read stopped short of the end; reading again with a new reader", self.name);
+            self.rewind()?;
+        }
         let mut read = Vec::new();
         let end = match self.end(&mut read) {
             Ok(end) => end,
@@ -444,13 +454,14 @@ impl PulsarTable {
                 self.end(&mut read)?
             }
         };
-        let started = Instant::now();
+        let (started, read_from) = (Instant::now(), self.read_to);
         // An end just before a new ledger's first entry is somewhere after the
         // last message: read until nothing comes.
         let exact = end.is_some_and(|(_, entry)| entry != u64::MAX);
         let mut idle = false;
         while (exact || !idle) && end.is_some_and(|end| self.read_to.is_none_or(|at| at < end)) {
             if started.elapsed() > within {
+                self.reader_stuck = self.read_to == read_from;
                 return Err(SourceError::Broker(format!("reading {}: not at its end after {within:?}", self.name)));
             }
             let reader = self.reader.as_mut().expect("set until dropped");
