@@ -216,11 +216,11 @@ impl BrokerStore {
     /// one before, each read within [`SENT_ASKED_WITHIN`].
     pub(super) fn were_sent(&self, key: &StreamKey, sent: &[u64]) -> Result<Vec<bool>> {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        let fields: Vec<String> = sent.iter().map(|s| format!("{s:016x}")).collect();
+        let fields: Vec<String> = sent.iter().map(|&s| sent_field(s)).collect();
         let mut found = vec![false; sent.len()];
         let period = sent_period(now_ms());
         for period in [period, period - 1] {
-            let values = table.get_within(&table_of(&format!("alerts-sent-{period}"), key), &fields, SENT_ASKED_WITHIN);
+            let values = table.get_within(&sent_table(key, period), &fields, SENT_ASKED_WITHIN);
             let values = values.with_context(|| format!("asking {} whether alerts went out", table.name()))?;
             found.iter_mut().zip(values).for_each(|(found, value)| *found |= value.is_some());
         }
@@ -230,10 +230,20 @@ impl BrokerStore {
     pub(super) fn record_sent(&self, key: &StreamKey, sent: &[u64]) -> Result<()> {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         let now = now_ms();
-        let fields: Vec<(String, Vec<u8>)> = sent.iter().map(|s| (format!("{s:016x}"), now.to_le_bytes().to_vec())).collect();
-        let name = table_of(&format!("alerts-sent-{}", sent_period(now)), key);
+        let fields: Vec<(String, Vec<u8>)> = sent.iter().map(|&s| (sent_field(s), now.to_le_bytes().to_vec())).collect();
+        let name = sent_table(key, sent_period(now));
         table.put(&name, &fields).with_context(|| format!("writing the alert ledger in {}", table.name()))
     }
+}
+
+/// The table of a stream's alerts sent in `period` ([`sent_period`]).
+fn sent_table(key: &StreamKey, period: i64) -> String {
+    table_of(&format!("alerts-sent-{period}"), key)
+}
+
+/// A sent alert's field: its ledger key in hex.
+fn sent_field(sent: u64) -> String {
+    format!("{sent:016x}")
 }
 
 /// The 30-day period a sent alert is kept under: a stream's sent alerts
