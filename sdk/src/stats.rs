@@ -48,13 +48,68 @@ fn ordered_bits(key: u64) -> u64 {
     }
 }
 
-/// Median and median absolute deviation of `values` (reordered).
-pub fn median_mad(values: &mut [f64]) -> (f64, f64) {
-    let median = quantile(values, 0.5);
-    for v in values.iter_mut() {
-        *v = (*v - median).abs();
+/// Median and median absolute deviation of `values`, in any order (no NaN):
+/// two selections over integer keys that order like the floats, no sort.
+pub fn median_mad(values: &[f64]) -> (f64, f64) {
+    if values.is_empty() {
+        return (f64::NAN, f64::NAN);
     }
-    (median, quantile(values, 0.5))
+    let mut keys: Vec<u64> = values.iter().map(|x| ordered_key(x.to_bits())).collect();
+    let median = key_quantiles(&mut keys, &[0.5], |k| f64::from_bits(ordered_bits(k)))[0];
+    // Deviations are never negative, so their bits order like them.
+    for (key, &x) in keys.iter_mut().zip(values) {
+        *key = (x - median).abs().to_bits();
+    }
+    (median, key_quantiles(&mut keys, &[0.5], f64::from_bits)[0])
+}
+
+/// The `qs` quantiles of `values`, in any order: what [`sorted_quantile`]
+/// reads off them sorted, from selections of only the ranks it reads
+/// (sorting outliers' 4096-value sample at every refresh cost it a tenth of
+/// its time per window, on average).
+pub fn quantiles(values: &[f64], qs: &[f64]) -> Vec<f64> {
+    if values.is_empty() {
+        return vec![f64::NAN; qs.len()];
+    }
+    let mut keys: Vec<u64> = values.iter().map(|x| ordered_key(x.to_bits())).collect();
+    key_quantiles(&mut keys, qs, |k| f64::from_bits(ordered_bits(k)))
+}
+
+/// The `qs` quantiles of the floats `value` maps `keys` (not empty) to,
+/// reordering the keys.
+fn key_quantiles(keys: &mut [u64], qs: &[f64], value: impl Fn(u64) -> f64) -> Vec<f64> {
+    let last = keys.len() - 1;
+    let place = |q: f64| {
+        let pos = q.clamp(0.0, 1.0) * last as f64;
+        (pos.floor() as usize, pos - pos.floor())
+    };
+    let mut ranks: Vec<usize> = qs.iter().flat_map(|&q| [place(q).0, (place(q).0 + 1).min(last)]).collect();
+    ranks.sort_unstable();
+    ranks.dedup();
+    select_ranks(keys, &ranks);
+    qs.iter()
+        .map(|&q| {
+            let (lo, frac) = place(q);
+            let lo_v = value(keys[lo]);
+            if frac == 0.0 || lo == last {
+                lo_v
+            } else {
+                lo_v + (value(keys[lo + 1]) - lo_v) * frac
+            }
+        })
+        .collect()
+}
+
+/// Puts the key of each rank of `ranks` (ascending, distinct) where sorting
+/// would: a selection at the middle one, then each side for its own ranks.
+fn select_ranks(keys: &mut [u64], ranks: &[usize]) {
+    let Some(&rank) = ranks.get(ranks.len() / 2) else {
+        return;
+    };
+    let (below, _, above) = keys.select_nth_unstable(rank);
+    select_ranks(below, &ranks[..ranks.len() / 2]);
+    let after: Vec<usize> = ranks[ranks.len() / 2 + 1..].iter().map(|r| r - rank - 1).collect();
+    select_ranks(above, &after);
 }
 
 /// [`median_mad`] of values already in ascending order, without a copy:
@@ -412,23 +467,29 @@ mod tests {
     }
 
     #[test]
-    fn median_mad_of_sorted_values_is_the_same() {
+    fn selected_statistics_are_the_sorted_ones() {
         let mut rng = crate::testing::Rng(5);
-        for n in [1, 2, 3, 4, 7, 100, 101] {
+        for n in [1, 2, 3, 4, 7, 100, 101, 4096] {
             for ties in [false, true] {
                 let mut v: Vec<f64> = (0..n).map(|_| if ties { (rng.normal() * 2.0).round() } else { rng.normal().exp() }).collect();
                 v.sort_unstable_by(f64::total_cmp);
                 let (median, mad) = sorted_median_mad(&v);
-                assert_eq!((median, mad), median_mad(&mut v.clone()), "{v:?}");
+                let mut shuffled = v.clone();
+                shuffled.reverse();
+                shuffled.rotate_left(n / 3);
+                assert_eq!((median, mad), median_mad(&shuffled), "{v:?}");
+                let qs = [0.0, 0.01, 0.25, 0.5, 0.75, 0.99, 1.0];
+                let expected: Vec<u64> = qs.iter().map(|&q| sorted_quantile(&v, q, |x| x).to_bits()).collect();
+                let got: Vec<u64> = quantiles(&shuffled, &qs).iter().map(|x| x.to_bits()).collect();
+                assert_eq!(got, expected, "{v:?}");
             }
         }
-        assert!(sorted_median_mad(&[]).0.is_nan());
+        assert!(sorted_median_mad(&[]).0.is_nan() && median_mad(&[]).1.is_nan() && quantiles(&[], &[0.5])[0].is_nan());
     }
 
     #[test]
     fn median_mad_of_known_values() {
-        let mut v = vec![1.0, 1.0, 2.0, 2.0, 4.0, 6.0, 9.0];
-        let (m, mad) = median_mad(&mut v);
+        let (m, mad) = median_mad(&[9.0, 1.0, 2.0, 6.0, 2.0, 4.0, 1.0]);
         assert_eq!(m, 2.0);
         assert_eq!(mad, 1.0);
     }

@@ -124,10 +124,13 @@ impl TimeLikeColumns {
         for v in values.clone() {
             let p = previous;
             n += 1;
-            downs += u32::from(v < p);
-            ups += u32::from(v > p);
-            wraps += u32::from(integers && v < p && p >= 6.0 && (v == 0.0 || v == 1.0));
-            unit_ups &= v <= p || (integers && v - p == 1.0);
+            // `&` and `|`, not `&&` and `||`: as branches on every value,
+            // this loop cost a sixth more in wasm.
+            let (down, up) = (v < p, v > p);
+            downs += u32::from(down);
+            ups += u32::from(up);
+            wraps += u32::from(integers & down & (p >= 6.0) & ((v == 0.0) | (v == 1.0)));
+            unit_ups &= !up | (integers & (v - p == 1.0));
             // Comparisons, not f64::min/max: those are libm calls in wasm.
             if v < low {
                 low = v;

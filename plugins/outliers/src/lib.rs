@@ -26,7 +26,7 @@
 use std::collections::BTreeMap;
 
 use clean_host_sdk::bindings::clean_host::plugin::host::LogLevel;
-use clean_host_sdk::stats::{sorted, sorted_median_mad, sorted_quantile, Departures, RateBaseline, Reservoir};
+use clean_host_sdk::stats::{median_mad, quantiles, Departures, RateBaseline, Reservoir};
 use clean_host_sdk::time_like::TimeLikeColumns;
 use clean_host_sdk::{
     decode_state, encode_state, export_detector, log, metric_info, parse_config, Analysis, Batch, Detector, Finding, NumericView, PluginInfo, Severity,
@@ -154,15 +154,13 @@ pub struct Outliers {
 
 impl Reference {
     fn learn(sample: &[f64], config: &Config) -> Option<Reference> {
-        // Sorted once: every statistic below is read off it.
-        let v = sorted(sample.iter().copied());
-        let quantile = |q| sorted_quantile(&v, q, |x| x);
-        let (q01, q99) = (quantile(0.01), quantile(0.99));
+        // Selected, not sorted: only these ranks are read.
+        let q = quantiles(sample, &[0.01, 0.25, 0.75, 0.99]);
+        let (q01, q1, q3, q99) = (q[0], q[1], q[2], q[3]);
         if q99 <= q01 {
             return None;
         }
-        let (q1, q3) = (quantile(0.25), quantile(0.75));
-        let (median, mad) = sorted_median_mad(&v);
+        let (median, mad) = median_mad(sample);
         let iqr = q3 - q1;
         let e = config.extreme_factor;
         // Both tails or none: a column with its median at one end (a cost
