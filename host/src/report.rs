@@ -30,6 +30,9 @@ pub struct RunSummary {
     pub replayed_alerts: u64,
     pub broker_errors: u64,
     pub seconds: f64,
+    /// CPU time the process used, user and system, all its threads (Linux
+    /// only): over `seconds`, how many cores the run kept busy.
+    pub cpu_seconds: Option<f64>,
     pub records_per_second: f64,
     /// `None` with the history turned off.
     pub history: Option<HistoryReport>,

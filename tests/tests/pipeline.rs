@@ -16,6 +16,10 @@ fn clean_data_raises_no_alert() {
     assert_eq!(summary["records"], 60_000);
     assert_eq!(summary["windows"], 60);
     assert_eq!(summary["dead_letters"], 0);
+    // Decoding and 8 detectors over 60,000 records take some CPU, and no more than the run's cores could give.
+    let (cpu, wall) = (summary["cpu_seconds"].as_f64().expect("cpu_seconds"), summary["seconds"].as_f64().unwrap());
+    let cores = std::thread::available_parallelism().unwrap().get() as f64;
+    assert!(cpu > 0.0 && cpu <= wall * cores + 0.5, "cpu {cpu} s in {wall} s on {cores} cores");
     for name in BUNDLED {
         let p = plugin(&summary, name);
         assert_eq!((p["status"].as_str(), p["calls"].as_u64(), p["errors"].as_u64()), (Some("active"), Some(60), Some(0)), "{p}");

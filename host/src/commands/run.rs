@@ -162,6 +162,7 @@ pub fn run(g: &GlobalArgs, args: &RunArgs, events: &PluginEventSink) -> Result<(
         replayed_alerts: total(&counters, |c| &c.replayed_alerts),
         broker_errors: total(&counters, |c| &c.progress.broker_errors),
         seconds: (seconds * 1000.0).round() / 1000.0,
+        cpu_seconds: cpu_seconds(),
         records_per_second: (records as f64 / seconds.max(1e-9)).round(),
         history,
         plugins,
@@ -270,6 +271,16 @@ fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let kib: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some((kib / 1024.0 * 10.0).round() / 10.0)
+}
+
+/// The process's CPU time so far, user and system (Linux), in seconds.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |field: usize| fields.get(field - 3)?.parse::<u64>().ok();
+    // /proc counts in USER_HZ, 100 a second on Linux whatever the kernel's own tick.
+    Some((ticks(14)? + ticks(15)?) as f64 / 100.0)
 }
 
 /// Redraws one status line on stderr every half second until told to stop.
