@@ -225,18 +225,22 @@ impl<'a> Analyst<'a> {
         let score = quality_score(&result.findings, batch.row_count, self.router.min_rows());
         let mut routed = self.router.route(&batch.info, (&first, &last), &result, &score);
         let tenant = self.detectors.tenant();
+        // Each routed alert's ledger key, beside it (only where acks are kept).
+        let mut keys: Vec<AlertKey> = Vec::new();
         if self.acknowledges {
             let before = routed.len();
-            {
+            keys = routed.iter().map(|a| AlertKey::new(tenant, self.common.reader, a)).collect();
+            let mut sent: Vec<bool> = {
                 let ledger = self.common.shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
-                routed.retain(|a| !ledger.was_sent(AlertKey::new(tenant, self.common.reader, a)));
-            }
+                keys.iter().map(|&key| ledger.was_sent(key)).collect()
+            };
             // Where checkpoints are kept (asked without the host's ledger held: it may be a broker).
-            if let Some(target) = self.checkpointer.as_ref().map(|c| &c.target).filter(|_| !routed.is_empty()) {
-                let keys: Vec<AlertKey> = routed.iter().map(|a| AlertKey::new(tenant, self.common.reader, a)).collect();
-                let mut sent = target.were_sent(&keys).into_iter();
-                routed.retain(|_| !sent.next().unwrap_or(false));
+            if let Some(target) = self.checkpointer.as_ref().map(|c| &c.target).filter(|_| sent.contains(&false)) {
+                let unknown: Vec<AlertKey> = keys.iter().zip(&sent).filter(|(_, &sent)| !sent).map(|(&key, _)| key).collect();
+                let mut there = target.were_sent(&unknown).into_iter();
+                sent.iter_mut().filter(|sent| !**sent).for_each(|sent| *sent = there.next().unwrap_or(false));
             }
+            (routed, keys) = routed.into_iter().zip(keys).zip(sent).filter(|(_, sent)| !sent).map(|(pair, _)| pair).unzip();
             let replayed = (before - routed.len()) as u64;
             self.replayed += replayed;
             self.common.counters.replayed_alerts.fetch_add(replayed, Ordering::Relaxed);
@@ -278,8 +282,7 @@ impl<'a> Analyst<'a> {
         }
         if self.acknowledges {
             // Only now, once out: an alert that did not get out is sent again on replay.
-            let sent: Vec<AlertKey> =
-                routed.iter().zip(&taken).filter(|(_, taken)| **taken).map(|(a, _)| AlertKey::new(tenant, self.common.reader, a)).collect();
+            let sent: Vec<AlertKey> = keys.iter().zip(&taken).filter(|(_, taken)| **taken).map(|(&key, _)| key).collect();
             {
                 let mut ledger = self.common.shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
                 for &key in &sent {
