@@ -25,13 +25,14 @@ pub fn quantile(values: &mut [f64], q: f64) -> f64 {
 /// order like the floats: in wasm, comparing integers costs a third of
 /// comparing the floats with `total_cmp`.
 pub fn sorted(values: impl IntoIterator<Item = f64>) -> Vec<f64> {
-    let mut keys: Vec<u64> = values.into_iter().map(|x| ordered_key(x.to_bits())).collect();
+    let mut keys: Vec<u64> = values.into_iter().map(ordered_key).collect();
     keys.sort_unstable();
-    keys.into_iter().map(|k| f64::from_bits(ordered_bits(k))).collect()
+    keys.into_iter().map(from_ordered_key).collect()
 }
 
-/// A float's bits as an integer in the float's total order.
-fn ordered_key(bits: u64) -> u64 {
+/// A float as an integer in the float's total order.
+fn ordered_key(x: f64) -> u64 {
+    let bits = x.to_bits();
     if bits >> 63 == 1 {
         !bits
     } else {
@@ -39,13 +40,9 @@ fn ordered_key(bits: u64) -> u64 {
     }
 }
 
-/// The float bits of an [`ordered_key`].
-fn ordered_bits(key: u64) -> u64 {
-    if key >> 63 == 1 {
-        key & !(1 << 63)
-    } else {
-        !key
-    }
+/// The float of an [`ordered_key`].
+fn from_ordered_key(key: u64) -> f64 {
+    f64::from_bits(if key >> 63 == 1 { key & !(1 << 63) } else { !key })
 }
 
 /// Median and median absolute deviation of `values`, in any order (no NaN):
@@ -54,8 +51,8 @@ pub fn median_mad(values: &[f64]) -> (f64, f64) {
     if values.is_empty() {
         return (f64::NAN, f64::NAN);
     }
-    let mut keys: Vec<u64> = values.iter().map(|x| ordered_key(x.to_bits())).collect();
-    let median = key_quantiles(&mut keys, &[0.5], |k| f64::from_bits(ordered_bits(k)))[0];
+    let mut keys: Vec<u64> = values.iter().copied().map(ordered_key).collect();
+    let median = key_quantiles(&mut keys, &[0.5], from_ordered_key)[0];
     // Deviations are never negative, so their bits order like them.
     for (key, &x) in keys.iter_mut().zip(values) {
         *key = (x - median).abs().to_bits();
@@ -71,8 +68,8 @@ pub fn quantiles(values: &[f64], qs: &[f64]) -> Vec<f64> {
     if values.is_empty() {
         return vec![f64::NAN; qs.len()];
     }
-    let mut keys: Vec<u64> = values.iter().map(|x| ordered_key(x.to_bits())).collect();
-    key_quantiles(&mut keys, qs, |k| f64::from_bits(ordered_bits(k)))
+    let mut keys: Vec<u64> = values.iter().copied().map(ordered_key).collect();
+    key_quantiles(&mut keys, qs, from_ordered_key)
 }
 
 /// The `qs` quantiles of the floats `value` maps `keys` (not empty) to,
