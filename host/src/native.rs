@@ -9,24 +9,28 @@ use std::sync::Arc;
 
 use clean_host_sdk as sdk;
 
-use clean_host_core::bindings::{Analysis, Batch, ColumnValues, Finding, MetricValue, Severity, TimeBasis, WindowKind};
-use clean_host_runtime::PluginFault;
-use clean_host_runtime::{Analyzer, DetectorSource};
+use clean_host_core::bindings::{Analysis, Batch, BatchParts, ColumnValues, Finding, MetricValue, Reads, Severity, TimeBasis, WindowKind};
+use clean_host_runtime::{Analyzer, DetectorSource, PluginFault, Projection};
 
-struct Native<D>(D);
+struct Native<D> {
+    detector: D,
+    /// What it reads, as a wasm instance of it would say.
+    projection: Option<Projection>,
+}
 
 impl<D: sdk::Detector + Send> Analyzer for Native<D> {
     fn analyze(&mut self, batch: &Batch) -> Result<Analysis, PluginFault> {
-        let analysis = self.0.analyze(&to_sdk(batch)).map_err(PluginFault::Guest)?;
+        let projected = self.projection.as_ref().and_then(|p| p.apply(batch));
+        let analysis = self.detector.analyze(&to_sdk(projected.as_ref().unwrap_or(batch))).map_err(PluginFault::Guest)?;
         Ok(from_sdk(analysis))
     }
 
     fn snapshot(&mut self) -> Result<Vec<u8>, PluginFault> {
-        Ok(self.0.snapshot())
+        Ok(self.detector.snapshot())
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), PluginFault> {
-        self.0.restore(state).map_err(PluginFault::Guest)
+        self.detector.restore(state).map_err(PluginFault::Guest)
     }
 }
 
@@ -45,9 +49,10 @@ impl<D: sdk::Detector + Send + 'static> DetectorSource for NativeSource<D> {
     }
 
     fn instantiate(&self, config: &str) -> Result<Box<dyn Analyzer>, PluginFault> {
-        let mut d = D::default();
-        d.configure(config).map_err(PluginFault::Guest)?;
-        Ok(Box::new(Native(d)))
+        let mut detector = D::default();
+        detector.configure(config).map_err(PluginFault::Guest)?;
+        let projection = Projection::new(to_host_reads(detector.reads()))?;
+        Ok(Box::new(Native { detector, projection }))
     }
 }
 
@@ -67,6 +72,21 @@ pub fn detectors() -> Vec<Arc<dyn DetectorSource>> {
         source::<volume::Volume>(),
         source::<drift::Drift>(),
     ]
+}
+
+fn to_host_reads(reads: sdk::Reads) -> Reads {
+    let parts = [
+        (sdk::BatchParts::FLOAT64_VALUES, BatchParts::FLOAT64_VALUES),
+        (sdk::BatchParts::INT64_VALUES, BatchParts::INT64_VALUES),
+        (sdk::BatchParts::BOOLEAN_VALUES, BatchParts::BOOLEAN_VALUES),
+        (sdk::BatchParts::TIMESTAMP_VALUES, BatchParts::TIMESTAMP_VALUES),
+        (sdk::BatchParts::TEXT_VALUES, BatchParts::TEXT_VALUES),
+        (sdk::BatchParts::OFFSETS, BatchParts::OFFSETS),
+        (sdk::BatchParts::RECORD_HASHES, BatchParts::RECORD_HASHES),
+        (sdk::BatchParts::EVENT_TIMES, BatchParts::EVENT_TIMES),
+    ];
+    let parts = parts.into_iter().filter(|(sdk, _)| reads.parts.contains(*sdk)).fold(BatchParts::empty(), |all, (_, host)| all | host);
+    Reads { parts, columns: reads.columns }
 }
 
 fn to_sdk(b: &Batch) -> sdk::Batch {

@@ -22,14 +22,17 @@ pub enum Cell<'a> {
 }
 
 impl Column {
-    /// Rows in the column (the batch's row count).
+    /// Rows in the column (the batch's row count), also when the detector
+    /// does not read its values (see [`crate::Reads`]): they are then left
+    /// out, and the row states are always there.
     pub fn len(&self) -> usize {
-        match &self.values {
+        let values = match &self.values {
             ColumnValues::Float64(v) => v.len(),
             ColumnValues::Int64(v) | ColumnValues::Timestamp(v) => v.len(),
             ColumnValues::Boolean(v) => v.len(),
             ColumnValues::Text(s) => s.offsets.len().saturating_sub(1),
-        }
+        };
+        values.max(self.validity.len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -50,7 +53,17 @@ impl Column {
         if self.validity.is_empty() {
             return if state == PRESENT { self.len() } else { 0 };
         }
-        self.validity.iter().filter(|&&s| s == state).count()
+        // Eight row states at a time: a byte of `x` is 0 exactly where a row
+        // is in `state`, and the sum below sets its high bit everywhere else.
+        const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+        let spread = u64::from(state) * 0x0101_0101_0101_0101;
+        let mut chunks = self.validity.chunks_exact(8);
+        let mut n = 0;
+        for chunk in &mut chunks {
+            let x = u64::from_le_bytes(chunk.try_into().expect("8 bytes")) ^ spread;
+            n += (!(((x & LOW7) + LOW7) | x | LOW7)).count_ones() as usize;
+        }
+        n + chunks.remainder().iter().filter(|&&s| s == state).count()
     }
 
     /// The column's type as the WIT names it.

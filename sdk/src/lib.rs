@@ -9,7 +9,7 @@
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "detector-plugin",
+        world: "projected-detector-plugin",
         pub_export_macro: true,
         export_macro_name: "export_raw",
         default_bindings_module: "clean_host_sdk::bindings",
@@ -25,6 +25,7 @@ pub mod time_like;
 pub use bindings::clean_host::plugin::types::{
     Analysis, Batch, Column, ColumnValues, Finding, MetricInfo, MetricValue, PluginInfo, Severity, StringColumn, TimeBasis, WindowInfo, WindowKind,
 };
+pub use bindings::exports::clean_host::plugin::projection::{BatchParts, Reads};
 pub use column::{Cell, NumericView, MISSING, NULL, PRESENT, WRONG_TYPE};
 
 /// Most row indices a finding carries; the host rejects more.
@@ -50,6 +51,13 @@ pub trait Detector: Default {
         } else {
             Err("this detector takes no config".into())
         }
+    }
+    /// What of each window this detector reads, asked once after
+    /// `configure`: the host leaves the rest out of its batches (a column's
+    /// values left out arrive empty, its row states always; see
+    /// [`Column::len`]). By default everything.
+    fn reads(&self) -> Reads {
+        Reads::everything()
     }
     /// Look at one closed window.
     fn analyze(&mut self, batch: &Batch) -> Result<Analysis, String>;
@@ -133,6 +141,24 @@ pub fn metric_info(name: &str, description: &str) -> MetricInfo {
     MetricInfo { name: name.to_string(), description: description.to_string() }
 }
 
+impl Reads {
+    /// Every part of every window.
+    pub fn everything() -> Self {
+        Reads { parts: BatchParts::all(), columns: Vec::new() }
+    }
+
+    /// Only `parts`, and the names, row states and `info` every batch has.
+    pub fn only(parts: BatchParts) -> Self {
+        Reads { parts, columns: Vec::new() }
+    }
+
+    /// Also the values of these columns, whatever their type.
+    pub fn and_columns(mut self, names: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.columns.extend(names.into_iter().map(Into::into));
+        self
+    }
+}
+
 /// Export `$ty` (a [`Detector`]) as this component's detector.
 ///
 /// Expands to nothing off wasm, so detector crates also link natively.
@@ -142,6 +168,7 @@ macro_rules! export_detector {
         #[cfg(target_arch = "wasm32")]
         mod __clean_host_export {
             use $crate::bindings::exports::clean_host::plugin::detector::Guest;
+            use $crate::bindings::exports::clean_host::plugin::projection::Guest as Projection;
             use $crate::Detector as _;
 
             struct Export;
@@ -167,6 +194,12 @@ macro_rules! export_detector {
                 }
                 fn restore(state: Vec<u8>) -> Result<(), String> {
                     INSTANCE.with(|d| d.borrow_mut().restore(&state))
+                }
+            }
+
+            impl Projection for Export {
+                fn what_it_reads() -> $crate::Reads {
+                    INSTANCE.with(|d| d.borrow().reads())
                 }
             }
 
@@ -197,6 +230,30 @@ mod tests {
         assert!(d.configure("").is_ok() && d.configure(" {} ").is_ok());
         assert_eq!(d.configure(r#"{"x": 1}"#).unwrap_err(), "this detector takes no config");
         assert!(d.snapshot().is_empty() && d.restore(b"anything").is_ok());
+    }
+
+    #[test]
+    fn a_detector_reads_everything_unless_it_says_less() {
+        assert_eq!(Bare.reads().parts, BatchParts::all());
+        let reads = Reads::only(BatchParts::EVENT_TIMES).and_columns(["id"]).and_columns(Some(String::from("key")));
+        assert_eq!((reads.parts, reads.columns), (BatchParts::EVENT_TIMES, vec!["id".to_string(), "key".to_string()]));
+        // Values left out: the rows are still counted, from the row states.
+        let left_out = Column { name: "amount".into(), values: ColumnValues::Float64(Vec::new()), validity: vec![PRESENT, NULL, PRESENT] };
+        assert_eq!((left_out.len(), left_out.count(PRESENT), left_out.count(NULL)), (3, 2, 1));
+        let text = Column { name: "s".into(), values: ColumnValues::Text(StringColumn { bytes: Vec::new(), offsets: Vec::new() }), validity: vec![PRESENT; 4] };
+        assert_eq!(text.len(), 4);
+    }
+
+    #[test]
+    fn row_states_are_counted_exactly() {
+        // Every length around the 8-byte steps, every state, states next to each other.
+        for rows in 0..40 {
+            let validity: Vec<u8> = (0..rows).map(|r| ((r * 7 + r / 3) % 4) as u8).collect();
+            let column = Column { name: "c".into(), values: ColumnValues::Int64(vec![0; rows]), validity: validity.clone() };
+            for state in [PRESENT, NULL, MISSING, WRONG_TYPE, 200] {
+                assert_eq!(column.count(state), validity.iter().filter(|&&s| s == state).count(), "{rows} rows, state {state}");
+            }
+        }
     }
 
     #[test]

@@ -235,6 +235,47 @@ fn oversized_plugin_output_is_cut_or_refused() {
     stop(child, &s, "INT");
 }
 
+/// A detector is handed what it says it reads and the row states, nothing
+/// else; one that names too many columns is refused, as a bad config is,
+/// with the limit; one built for the 0.1.0 contract loads as it is and gets
+/// whole windows.
+#[test]
+fn detectors_are_handed_what_they_read() {
+    let s = Sandbox::empty();
+    s.add_plugin(&fault_plugin("reader"));
+    s.add_plugin(&fault_plugin("contract_0_1_0"));
+    s.write("plugins/reader.toml", "[config]\nparts = ['timestamp-values', 'record-hashes']\ncolumns = ['status']\n");
+    let data = s.generate("clean.jsonl", 3_000, &[]);
+    let windows = s.path("windows.jsonl");
+    let run = s.run_within(&["--source", data.to_str().unwrap(), "--format", "json", "--windows-file", windows.to_str().unwrap()], HANG);
+    run.assert_ok();
+    let ws = clean_host_tests::brokers::windows(&windows);
+    assert_eq!(ws.len(), 3);
+    for w in &ws {
+        let findings = |detector: &str| -> Vec<(String, Option<String>, f64)> {
+            let all = w["findings"].as_array().unwrap().iter().filter(|f| f["detector"] == detector);
+            all.map(|f| (f["metric"].as_str().unwrap().into(), f["column"].as_str().map(Into::into), f["value"].as_f64().unwrap())).collect()
+        };
+        let reader = findings("reader");
+        assert!(reader.len() > 20, "{w}");
+        for (metric, column, got) in &reader {
+            let expected = match (metric.as_str(), column.as_deref()) {
+                ("values", Some("ts" | "status")) | ("rows" | "record_hashes", _) => 1000.0,
+                _ => 0.0,
+            };
+            assert_eq!(*got, expected, "{metric} {column:?}");
+        }
+        let whole = findings("contract-0-1-0");
+        assert_eq!(whole.len(), reader.iter().filter(|(m, _, _)| m == "values").count() + 1, "{w}");
+        assert!(whole.iter().all(|(_, _, got)| *got == 1000.0), "{whole:?}");
+    }
+
+    s.write("plugins/reader.toml", "[config]\npadding = 5000\n");
+    let run = s.run_within(&["--source", data.to_str().unwrap(), "--format", "json"], HANG);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("plugin reader: returned invalid output: reads names 5000 columns (at most 1024)"), "{}", run.stderr);
+}
+
 /// One record stamped in the year 9999 (or at the ends of i64) cannot stop
 /// an event-time partition: bad times are dead letters, the rest is analysed.
 #[test]

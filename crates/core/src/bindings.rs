@@ -1,11 +1,13 @@
 //! Host-side bindings of the WIT contract, generated once for the whole crate:
-//! the detector world, and the alert-handler world sharing its types.
+//! the detector world with its optional `projection` export (a detector's
+//! exports are looked up one interface at a time, so a plugin without it
+//! loads too), and the alert-handler world sharing its types.
 //! Exports are async so a call can be bounded by its deadline even while the
 //! guest waits inside a WASI host call; the host's own imports stay sync.
 
 wasmtime::component::bindgen!({
     path: "../../wit",
-    world: "detector-plugin",
+    world: "projected-detector-plugin",
     exports: { default: async },
 });
 
@@ -26,4 +28,6 @@ pub use clean_host::plugin::host::{Host, LogLevel};
 pub use clean_host::plugin::types::{
     Alert, Analysis, Batch, Column, ColumnValues, Finding, MetricValue, PluginInfo, Severity, StringColumn, TimeBasis, WindowInfo, WindowKind,
 };
+pub use exports::clean_host::plugin::detector::{Guest as DetectorExports, GuestIndices as DetectorIndices};
+pub use exports::clean_host::plugin::projection::{BatchParts, Guest as ProjectionExports, GuestIndices as ProjectionIndices, Reads};
 pub use handler::{AlertHandlerPlugin, AlertHandlerPluginPre};

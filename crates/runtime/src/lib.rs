@@ -29,6 +29,7 @@ mod host_key;
 pub mod lifecycle;
 mod limits;
 mod loader;
+mod projection;
 mod stats;
 
 use std::future::Future;
@@ -42,12 +43,13 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, 
 
 use crate::egress::Egress;
 pub use cache::{content_hash, write_atomically};
-use clean_host_core::bindings::{self, Alert, AlertHandlerPlugin, Analysis, Batch, DetectorPlugin, LogLevel};
+use clean_host_core::bindings::{self, Alert, AlertHandlerPlugin, Analysis, Batch, DetectorExports, LogLevel, ProjectedDetectorPlugin};
 pub use fault::PluginFault;
 use host_key::HostKey;
 pub use limits::{cut, InstanceTicket, Limits, TenantBudget, MAX_NAME};
 use limits::{CapHit, EpochTicker, MemoryCap};
-pub use loader::{load_dir, wasm_files, LoadError, Manifest, Plugin, PluginKind};
+pub use loader::{load_dir, wasm_files, DetectorPre, LoadError, Manifest, Plugin, PluginKind};
+pub use projection::Projection;
 pub use stats::{PluginStats, Status};
 
 /// Most log lines one call may write; the rest are counted, not printed.
@@ -175,7 +177,7 @@ impl Runtime {
         // context below makes every one of them grant nothing. The async
         // linker lets a call's timeout cancel a guest waiting in one of them.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        DetectorPlugin::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
+        ProjectedDetectorPlugin::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
         bindings::handler::clean_host::plugin::egress::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
         let kept = data_dir.and_then(|dir| match HostKey::of_data_dir(dir) {
             Ok(key) => Some((dir, key)),
@@ -220,9 +222,13 @@ impl Runtime {
         };
         let ticket = plugin.budget.admit().map_err(PluginFault::Budget)?;
         let mut store = self.store(&plugin.name, &plugin.limits, &plugin.budget, None);
-        let bindings = start(&mut store, &plugin.limits, async |s| pre.instantiate_async(s).await)?;
-        let mut instance = DetectorInstance { store, bindings, plugin: plugin.clone(), _ticket: ticket };
-        instance.call(async |b, s| b.clean_host_plugin_detector().call_configure(s, config).await)?;
+        let (bindings, projection) = start(&mut store, &plugin.limits, async |s| pre.instantiate(s).await)?;
+        let mut instance = DetectorInstance { store, bindings, projection: None, plugin: plugin.clone(), _ticket: ticket };
+        instance.call(async |b, s| b.call_configure(s, config).await)?;
+        if let Some(p) = projection {
+            let reads = call_plugin(&mut instance.store, &p, &plugin.name, plugin.limits, async |p, s| p.call_what_it_reads(s).await.map(Ok))?;
+            instance.projection = Projection::new(reads)?;
+        }
         Ok(instance)
     }
 
@@ -290,7 +296,9 @@ fn classify(error: wasmtime::Error, store: &Store<PluginState>, limits: &Limits)
 /// One detector instance serving one pipeline: a store and its bindings.
 pub struct DetectorInstance {
     store: Store<PluginState>,
-    bindings: DetectorPlugin,
+    bindings: DetectorExports,
+    /// What it reads of a window, when it said it reads less than all.
+    projection: Option<Projection>,
     plugin: Arc<Plugin>,
     _ticket: InstanceTicket,
 }
@@ -358,7 +366,7 @@ fn call_plugin<B, R>(
 }
 
 impl DetectorInstance {
-    fn call<R>(&mut self, f: impl AsyncFnOnce(&DetectorPlugin, &mut Store<PluginState>) -> wasmtime::Result<Result<R, String>>) -> Result<R, PluginFault> {
+    fn call<R>(&mut self, f: impl AsyncFnOnce(&DetectorExports, &mut Store<PluginState>) -> wasmtime::Result<Result<R, String>>) -> Result<R, PluginFault> {
         call_plugin(&mut self.store, &self.bindings, &self.plugin.name, self.plugin.limits, f)
     }
 }
@@ -380,11 +388,13 @@ impl HandlerInstance {
 
 impl Analyzer for DetectorInstance {
     fn analyze(&mut self, batch: &Batch) -> Result<Analysis, PluginFault> {
-        self.call(async |b, s| b.clean_host_plugin_detector().call_analyze(s, batch).await)
+        let projected = self.projection.as_ref().and_then(|p| p.apply(batch));
+        let batch = projected.as_ref().unwrap_or(batch);
+        self.call(async |b, s| b.call_analyze(s, batch).await)
     }
 
     fn snapshot(&mut self) -> Result<Vec<u8>, PluginFault> {
-        let state = self.call(async |b, s| b.clean_host_plugin_detector().call_snapshot(s).await.map(Ok))?;
+        let state = self.call(async |b, s| b.call_snapshot(s).await.map(Ok))?;
         if state.len() > MAX_SNAPSHOT_BYTES {
             return Err(PluginFault::InvalidOutput(format!("a snapshot of {} bytes (at most {} MiB)", state.len(), MAX_SNAPSHOT_BYTES >> 20)));
         }
@@ -392,6 +402,6 @@ impl Analyzer for DetectorInstance {
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), PluginFault> {
-        self.call(async |b, s| b.clean_host_plugin_detector().call_restore(s, state).await)
+        self.call(async |b, s| b.call_restore(s, state).await)
     }
 }

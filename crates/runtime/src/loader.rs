@@ -17,10 +17,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use wasmtime::component::InstancePre;
 use wasmtime::Store;
 
 use super::{call_plugin, content_hash, cut, start, Limits, PluginFault, PluginState, Runtime, TenantBudget};
-use clean_host_core::bindings::{AlertHandlerPluginPre, DetectorPluginPre, PluginInfo};
+use clean_host_core::bindings::{AlertHandlerPluginPre, DetectorExports, DetectorIndices, PluginInfo, ProjectionExports, ProjectionIndices};
 
 /// What may stand beside a plugin in `NAME.toml`.
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -36,8 +37,32 @@ pub struct Manifest {
 
 /// Which world a plugin exports, linked and ready to instantiate.
 pub enum PluginKind {
-    Detector(DetectorPluginPre<PluginState>),
+    Detector(DetectorPre),
     AlertHandler(AlertHandlerPluginPre<PluginState>),
+}
+
+/// A detector, linked, its exports looked up once.
+pub struct DetectorPre {
+    instance: InstancePre<PluginState>,
+    detector: DetectorIndices,
+    /// Its `projection` export, when it says what it reads.
+    projection: Option<ProjectionIndices>,
+}
+
+impl DetectorPre {
+    fn new(instance: InstancePre<PluginState>) -> wasmtime::Result<Self> {
+        let detector = DetectorIndices::new(&instance)?;
+        let projection = ProjectionIndices::new(&instance).ok();
+        Ok(DetectorPre { instance, detector, projection })
+    }
+
+    /// A new instance in `store`: its detector, and its projection when it has one.
+    pub(crate) async fn instantiate(&self, store: &mut Store<PluginState>) -> wasmtime::Result<(DetectorExports, Option<ProjectionExports>)> {
+        let instance = self.instance.instantiate_async(&mut *store).await?;
+        let detector = self.detector.load(&mut *store, &instance)?;
+        let projection = self.projection.as_ref().map(|p| p.load(&mut *store, &instance)).transpose()?;
+        Ok((detector, projection))
+    }
 }
 
 /// A compiled, described plugin, ready to instantiate.
@@ -118,7 +143,7 @@ impl Runtime {
         let hash = content_hash(&bytes);
         let component = self.cache.component(&self.engine, &hash, &bytes).map_err(compile_error)?;
         let pre = self.linker.instantiate_pre(&component).map_err(compile_error)?;
-        let kind = match DetectorPluginPre::new(pre.clone()) {
+        let kind = match DetectorPre::new(pre.clone()) {
             Ok(pre) => PluginKind::Detector(pre),
             Err(detector_error) => match AlertHandlerPluginPre::new(pre) {
                 Ok(pre) => PluginKind::AlertHandler(pre),
@@ -136,8 +161,8 @@ impl Runtime {
         let mut store: Store<PluginState> = self.store(name, limits, budget, None);
         let mut info = match kind {
             PluginKind::Detector(pre) => {
-                let b = start(&mut store, limits, async |s| pre.instantiate_async(s).await)?;
-                call_plugin(&mut store, &b, name, *limits, async |b, s| b.clean_host_plugin_detector().call_describe(s).await.map(Ok))?
+                let (b, _) = start(&mut store, limits, async |s| pre.instantiate(s).await)?;
+                call_plugin(&mut store, &b, name, *limits, async |b, s| b.call_describe(s).await.map(Ok))?
             }
             PluginKind::AlertHandler(pre) => {
                 let b = start(&mut store, limits, async |s| pre.instantiate_async(s).await)?;

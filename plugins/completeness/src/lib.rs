@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 
 use clean_host_sdk::stats::RateBaseline;
 use clean_host_sdk::{
-    decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch, Detector, Finding, PluginInfo, Severity, MISSING, NULL,
+    decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch, BatchParts, Detector, Finding, PluginInfo, Reads, Severity,
+    MISSING, NULL,
 };
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +61,11 @@ impl Detector for Completeness {
     fn configure(&mut self, config: &str) -> Result<(), String> {
         self.config = parse_config(config)?;
         Ok(())
+    }
+
+    fn reads(&self) -> Reads {
+        // Row states only.
+        Reads::only(BatchParts::empty())
     }
 
     fn analyze(&mut self, batch: &Batch) -> Result<Analysis, String> {

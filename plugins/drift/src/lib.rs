@@ -56,8 +56,8 @@ use clean_host_sdk::distinct::{DistinctValues, ABSENT};
 use clean_host_sdk::stats::{sorted, Departures, History};
 use clean_host_sdk::time_like::TimeLikeColumns;
 use clean_host_sdk::{
-    decode_state, encode_state, export_detector, log, metric_info, parse_config, Analysis, Batch, Column, ColumnValues, Detector, Finding, PluginInfo,
-    Severity, PRESENT,
+    decode_state, encode_state, export_detector, log, metric_info, parse_config, Analysis, Batch, BatchParts, Column, ColumnValues, Detector, Finding,
+    PluginInfo, Reads, Severity, PRESENT,
 };
 use datasketches::frequencies::{ErrorType, FrequentItemsSketch};
 use serde::{Deserialize, Serialize};
@@ -663,6 +663,11 @@ impl Detector for Drift {
         self.config = config;
         self.index_categories();
         Ok(())
+    }
+
+    fn reads(&self) -> Reads {
+        // Timestamps are never judged.
+        Reads::only(BatchParts::FLOAT64_VALUES | BatchParts::INT64_VALUES | BatchParts::BOOLEAN_VALUES | BatchParts::TEXT_VALUES)
     }
 
     fn analyze(&mut self, batch: &Batch) -> Result<Analysis, String> {

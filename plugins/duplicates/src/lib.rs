@@ -15,7 +15,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 use xxhash_rust::xxh3::Xxh3;
 
 use clean_host_sdk::stats::RateBaseline;
-use clean_host_sdk::{decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch, Cell, Detector, Finding, PluginInfo, Severity};
+use clean_host_sdk::{
+    decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch, BatchParts, Cell, Detector, Finding, PluginInfo, Reads, Severity,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize)]
@@ -160,6 +162,10 @@ impl Detector for Duplicates {
         }
         self.config = config;
         Ok(())
+    }
+
+    fn reads(&self) -> Reads {
+        Reads::only(BatchParts::RECORD_HASHES | BatchParts::OFFSETS).and_columns(self.config.key_fields.iter().cloned())
     }
 
     fn analyze(&mut self, batch: &Batch) -> Result<Analysis, String> {

@@ -8,7 +8,8 @@
 
 use clean_host_sdk::stats::quantile;
 use clean_host_sdk::{
-    decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch, ColumnValues, Detector, Finding, PluginInfo, Severity,
+    decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch, BatchParts, ColumnValues, Detector, Finding, PluginInfo, Reads,
+    Severity,
 };
 use serde::{Deserialize, Serialize};
 
@@ -84,6 +85,10 @@ impl Detector for Freshness {
     fn configure(&mut self, config: &str) -> Result<(), String> {
         self.config = parse_config(config)?;
         Ok(())
+    }
+
+    fn reads(&self) -> Reads {
+        Reads::only(BatchParts::EVENT_TIMES | BatchParts::TIMESTAMP_VALUES).and_columns(self.config.column.clone())
     }
 
     fn analyze(&mut self, batch: &Batch) -> Result<Analysis, String> {

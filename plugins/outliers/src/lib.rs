@@ -29,7 +29,8 @@ use clean_host_sdk::bindings::clean_host::plugin::host::LogLevel;
 use clean_host_sdk::stats::{median_mad, quantiles, Departures, RateBaseline, Reservoir};
 use clean_host_sdk::time_like::TimeLikeColumns;
 use clean_host_sdk::{
-    decode_state, encode_state, export_detector, log, metric_info, parse_config, Analysis, Batch, Detector, Finding, NumericView, PluginInfo, Severity,
+    decode_state, encode_state, export_detector, log, metric_info, parse_config, Analysis, Batch, BatchParts, Detector, Finding, NumericView, PluginInfo,
+    Reads, Severity,
 };
 use serde::{Deserialize, Serialize};
 
@@ -327,6 +328,10 @@ impl Detector for Outliers {
         self.state.time.force(config.time_like.clone());
         self.config = config;
         Ok(())
+    }
+
+    fn reads(&self) -> Reads {
+        Reads::only(BatchParts::FLOAT64_VALUES | BatchParts::INT64_VALUES)
     }
 
     fn analyze(&mut self, batch: &Batch) -> Result<Analysis, String> {

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use clean_host_sdk::stats::RateBaseline;
 use clean_host_sdk::{
-    decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch, Column, Detector, Finding, PluginInfo, Severity, MISSING, PRESENT,
-    WRONG_TYPE,
+    decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch, BatchParts, Column, Detector, Finding, PluginInfo, Reads,
+    Severity, MISSING, PRESENT, WRONG_TYPE,
 };
 use serde::{Deserialize, Serialize};
 
@@ -204,6 +204,11 @@ impl Detector for Schema {
         }
         self.config = config;
         Ok(())
+    }
+
+    fn reads(&self) -> Reads {
+        // Names, types and row states: no values.
+        Reads::only(BatchParts::empty())
     }
 
     fn analyze(&mut self, batch: &Batch) -> Result<Analysis, String> {

@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use clean_host_sdk::distinct::{DistinctValues, ABSENT};
 use clean_host_sdk::stats::RateBaseline;
 use clean_host_sdk::{
-    decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch, Cell, Column, ColumnValues, Detector, Finding, PluginInfo,
-    Severity,
+    decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch, BatchParts, Cell, Column, ColumnValues, Detector, Finding,
+    PluginInfo, Reads, Severity,
 };
 use regex::Regex;
 use serde::{Deserialize, Serialize};
@@ -336,6 +336,11 @@ impl Detector for Validity {
         self.rules = std::mem::take(&mut config.rules).into_iter().map(CompiledRule::new).collect::<Result<_, _>>()?;
         self.config = config;
         Ok(())
+    }
+
+    fn reads(&self) -> Reads {
+        let categories = if self.config.learn_categories { BatchParts::TEXT_VALUES } else { BatchParts::empty() };
+        Reads::only(categories).and_columns(self.rules.iter().map(|r| r.rule.column.clone()))
     }
 
     fn analyze(&mut self, batch: &Batch) -> Result<Analysis, String> {

@@ -13,8 +13,8 @@
 
 use clean_host_sdk::stats::{quantile, Departures, Ewma, History};
 use clean_host_sdk::{
-    decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch, Column, ColumnValues, Detector, Finding, PluginInfo, Severity,
-    WindowKind,
+    decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch, BatchParts, Column, ColumnValues, Detector, Finding, PluginInfo,
+    Reads, Severity, WindowKind,
 };
 use serde::{Deserialize, Serialize};
 
@@ -76,6 +76,10 @@ impl Detector for Volume {
         }
         self.config = config;
         Ok(())
+    }
+
+    fn reads(&self) -> Reads {
+        Reads::only(BatchParts::EVENT_TIMES | BatchParts::TIMESTAMP_VALUES)
     }
 
     fn analyze(&mut self, batch: &Batch) -> Result<Analysis, String> {
