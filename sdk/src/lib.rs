@@ -31,6 +31,9 @@ pub use column::{Cell, NumericView, MISSING, NULL, PRESENT, WRONG_TYPE};
 /// Most row indices a finding carries; the host rejects more.
 pub const MAX_SAMPLE_ROWS: usize = 20;
 
+/// Most columns a detector may name in what it reads; the host refuses more.
+pub const MAX_NAMED_COLUMNS: usize = 1024;
+
 /// A quality check over windows of records.
 ///
 /// One value of the type serves one pipeline; the host calls it one window at a
@@ -152,9 +155,17 @@ impl Reads {
         Reads { parts, columns: Vec::new() }
     }
 
-    /// Also the values of these columns, whatever their type.
+    /// Also the values of these columns, whatever their type. Past the
+    /// contract's [`MAX_NAMED_COLUMNS`] distinct names, everything is read.
     pub fn and_columns(mut self, names: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        self.columns.extend(names.into_iter().map(Into::into));
+        for name in names.into_iter().map(Into::into) {
+            if !self.columns.contains(&name) {
+                self.columns.push(name);
+            }
+            if self.columns.len() > MAX_NAMED_COLUMNS {
+                return Reads::everything();
+            }
+        }
         self
     }
 }
@@ -235,9 +246,17 @@ mod tests {
     #[test]
     fn a_detector_reads_everything_unless_it_says_less() {
         assert_eq!(Bare.reads().parts, BatchParts::all());
-        let reads = Reads::only(BatchParts::EVENT_TIMES).and_columns(["id"]).and_columns(Some(String::from("key")));
+        let reads = Reads::only(BatchParts::EVENT_TIMES).and_columns(["id", "key"]).and_columns(Some(String::from("id")));
         assert_eq!((reads.parts, reads.columns), (BatchParts::EVENT_TIMES, vec!["id".to_string(), "key".to_string()]));
-        // Values left out: the rows are still counted, from the row states.
+        // Many rules on one column name it once; past the limit, everything is read.
+        let reads = Reads::only(BatchParts::empty()).and_columns((0..5000).map(|i| format!("c{}", i % MAX_NAMED_COLUMNS)));
+        assert_eq!(reads.columns.len(), MAX_NAMED_COLUMNS);
+        let reads = Reads::only(BatchParts::empty()).and_columns((0..=MAX_NAMED_COLUMNS).map(|i| format!("c{i}")));
+        assert_eq!((reads.parts, reads.columns.len()), (BatchParts::all(), 0));
+    }
+
+    #[test]
+    fn columns_whose_values_are_left_out_keep_their_rows() {
         let left_out = Column { name: "amount".into(), values: ColumnValues::Float64(Vec::new()), validity: vec![PRESENT, NULL, PRESENT] };
         assert_eq!((left_out.len(), left_out.count(PRESENT), left_out.count(NULL)), (3, 2, 1));
         let text = Column { name: "s".into(), values: ColumnValues::Text(StringColumn { bytes: Vec::new(), offsets: Vec::new() }), validity: vec![PRESENT; 4] };
@@ -248,9 +267,11 @@ mod tests {
     fn row_states_are_counted_exactly() {
         // Every length around the 8-byte steps, every state, states next to each other.
         for rows in 0..40 {
-            let validity: Vec<u8> = (0..rows).map(|r| ((r * 7 + r / 3) % 4) as u8).collect();
+            // Row states, and bytes around the high bit a malformed validity could hold.
+            let bytes = [0u8, 1, 2, 3, 0x7f, 0x80, 0xff, 200];
+            let validity: Vec<u8> = (0..rows).map(|r| bytes[(r * 7 + r / 3) % bytes.len()]).collect();
             let column = Column { name: "c".into(), values: ColumnValues::Int64(vec![0; rows]), validity: validity.clone() };
-            for state in [PRESENT, NULL, MISSING, WRONG_TYPE, 200] {
+            for state in bytes {
                 assert_eq!(column.count(state), validity.iter().filter(|&&s| s == state).count(), "{rows} rows, state {state}");
             }
         }

@@ -273,7 +273,7 @@ fn detectors_are_handed_what_they_read() {
     s.write("plugins/reader.toml", "[config]\npadding = 5000\n");
     let run = s.run_within(&["--source", data.to_str().unwrap(), "--format", "json"], HANG);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
-    assert!(run.stderr.contains("plugin reader: returned invalid output: reads names 5000 columns (at most 1024)"), "{}", run.stderr);
+    assert!(run.stderr.contains("plugin reader: returned invalid output: reads names 5000 columns of "), "{}", run.stderr);
 }
 
 /// One record stamped in the year 9999 (or at the ends of i64) cannot stop

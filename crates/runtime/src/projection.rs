@@ -8,31 +8,37 @@
 //! costs the host about what copying it into the plugin costs, so a batch is
 //! cut only when the detector reads less than half of it.
 
+use std::collections::HashSet;
+
 use clean_host_core::bindings::{Batch, BatchParts, Column, ColumnValues, Reads, StringColumn};
 
 use crate::PluginFault;
 
 /// Most columns a detector may name in what it reads.
 const MAX_NAMED_COLUMNS: usize = 1024;
+/// Most bytes those names may take together.
+const MAX_NAMED_BYTES: usize = 64 << 10;
 
 /// A row's state in a column's `validity`: present.
 const PRESENT: u8 = 0;
 
 /// What a detector reads of each window, when it reads less than all of it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, PartialEq)]
 pub struct Projection {
     parts: BatchParts,
     /// Columns read whatever their type.
-    columns: Vec<String>,
+    columns: HashSet<String>,
 }
 
 impl Projection {
     /// What a detector's `reads` said: `None` when that is everything.
     pub fn new(reads: Reads) -> Result<Option<Self>, PluginFault> {
-        if reads.columns.len() > MAX_NAMED_COLUMNS {
-            return Err(PluginFault::InvalidOutput(format!("reads names {} columns (at most {MAX_NAMED_COLUMNS})", reads.columns.len())));
+        let bytes: usize = reads.columns.iter().map(String::len).sum();
+        if reads.columns.len() > MAX_NAMED_COLUMNS || bytes > MAX_NAMED_BYTES {
+            let message = format!("reads names {} columns of {bytes} bytes (at most {MAX_NAMED_COLUMNS}, {MAX_NAMED_BYTES} bytes)", reads.columns.len());
+            return Err(PluginFault::InvalidOutput(message));
         }
-        Ok((reads.parts != BatchParts::all()).then_some(Projection { parts: reads.parts, columns: reads.columns }))
+        Ok((reads.parts != BatchParts::all()).then(|| Projection { parts: reads.parts, columns: reads.columns.into_iter().collect() }))
     }
 
     /// A per-row list, or an empty one when it is not read.
@@ -175,7 +181,9 @@ mod tests {
         assert_eq!(Projection::new(reads(BatchParts::all(), &["amount"])).unwrap(), None);
         let names: Vec<String> = (0..=MAX_NAMED_COLUMNS).map(|i| format!("c{i}")).collect();
         let error = Projection::new(Reads { parts: BatchParts::empty(), columns: names }).unwrap_err();
-        assert!(error.to_string().contains("reads names 1025 columns (at most 1024)"), "{error}");
+        assert!(error.to_string().contains("reads names 1025 columns of 4015 bytes (at most 1024, 65536 bytes)"), "{error}");
+        let long = Reads { parts: BatchParts::empty(), columns: vec!["x".repeat(MAX_NAMED_BYTES + 1)] };
+        assert!(Projection::new(long).is_err());
     }
 
     /// The bindings' types do not compare; their debug forms do.

@@ -1,8 +1,10 @@
 //! {{name}}: flags a window where a column is mostly absent (null or
 //! missing). Change `analyze` to check what matters to you; `cargo test
-//! --target x86_64-unknown-linux-gnu` runs the test below natively.
+//! --target x86_64-unknown-linux-gnu` runs the test below natively. Once it
+//! reads only some of a window (this one: row states), say so in
+//! `Detector::reads` and the host copies only that into it.
 
-use clean_host_sdk::{export_detector, metric_info, parse_config, Analysis, Batch, BatchParts, Detector, Finding, PluginInfo, Reads, Severity, MISSING, NULL};
+use clean_host_sdk::{export_detector, metric_info, parse_config, Analysis, Batch, Detector, Finding, PluginInfo, Severity, MISSING, NULL};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -37,12 +39,6 @@ impl Detector for Plugin {
     fn configure(&mut self, config: &str) -> Result<(), String> {
         self.config = parse_config(config)?;
         Ok(())
-    }
-
-    fn reads(&self) -> Reads {
-        // Row states only: the host leaves every value out. Name what you
-        // read (types, columns), and no more: the rest costs a copy a window.
-        Reads::only(BatchParts::empty())
     }
 
     fn analyze(&mut self, batch: &Batch) -> Result<Analysis, String> {
