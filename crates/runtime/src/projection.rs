@@ -68,10 +68,11 @@ impl Projection {
             total += bytes;
             kept += if self.parts.contains(part) { bytes } else { 0 };
         }
-        for column in &batch.columns {
+        let read: Vec<bool> = batch.columns.iter().map(|column| self.reads_values(column)).collect();
+        for (column, &read) in batch.columns.iter().zip(&read) {
             let values = values_bytes(&column.values);
             total += values + column.validity.len();
-            kept += if self.reads_values(column) { values + column.validity.len() } else { rows };
+            kept += if read { values + column.validity.len() } else { rows };
         }
         if 2 * kept >= total {
             return None;
@@ -82,8 +83,9 @@ impl Projection {
             columns: batch
                 .columns
                 .iter()
-                .map(|column| {
-                    if self.reads_values(column) {
+                .zip(read)
+                .map(|(column, read)| {
+                    if read {
                         return column.clone();
                     }
                     Column {
