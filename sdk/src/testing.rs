@@ -1,6 +1,6 @@
 //! Build batches by hand in a detector's unit tests.
 
-use crate::{Batch, Column, ColumnValues, Detector, StringColumn, TimeBasis, WindowInfo, WindowKind, NULL, PRESENT};
+use crate::{Batch, BatchParts, Column, ColumnValues, Detector, Reads, StringColumn, TimeBasis, WindowInfo, WindowKind, NULL, PRESENT};
 
 /// A batch under construction; every column must have the same number of rows.
 pub struct BatchBuilder {
@@ -59,6 +59,12 @@ impl BatchBuilder {
     pub fn timestamp(self, name: &str, values: &[Option<i64>]) -> Self {
         let validity = validity_of(values);
         self.push(name, ColumnValues::Timestamp(values.iter().map(|v| v.unwrap_or(0)).collect()), validity)
+    }
+
+    /// A boolean column; `None` is a null.
+    pub fn boolean(self, name: &str, values: &[Option<bool>]) -> Self {
+        let validity = validity_of(values);
+        self.push(name, ColumnValues::Boolean(values.iter().map(|v| v.unwrap_or(false)).collect()), validity)
     }
 
     /// A text column; `None` is a null.
@@ -154,8 +160,9 @@ impl Rng {
 /// detector keeps: event times that advance (the last tenth late by an
 /// hour), repeated records from the middle on, a log-normal `amount` that
 /// doubles in the last third, an integer `items`, a `country` that meets a
-/// new value halfway, an `email` with a few nulls and, for a tenth of the
-/// windows, a missing `coupon` column that otherwise holds text.
+/// new value halfway, an `email` with a few nulls, a boolean `paid`, a
+/// `shipped_at` time with a few nulls and, for a tenth of the windows, a
+/// missing `coupon` column that otherwise holds text.
 pub fn realistic_windows(seed: u64, windows: usize, rows: usize) -> Vec<Batch> {
     const COUNTRIES: [&str; 5] = ["US", "DE", "GB", "FR", "JP"];
     let mut rng = Rng(seed);
@@ -166,7 +173,7 @@ pub fn realistic_windows(seed: u64, windows: usize, rows: usize) -> Vec<Batch> {
             let late = w * 10 >= windows * 9;
             let (mut times, mut hashes, mut offsets) = (Vec::new(), Vec::new(), Vec::new());
             let (mut amount, mut items, mut country, mut email) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            let mut emails = Vec::new();
+            let (mut emails, mut paid, mut shipped_at) = (Vec::new(), Vec::new(), Vec::new());
             for r in 0..rows {
                 time += (rng.uniform() * 20.0) as i64;
                 times.push(if late { time - 3_600_000 } else { time });
@@ -181,6 +188,8 @@ pub fn realistic_windows(seed: u64, windows: usize, rows: usize) -> Vec<Batch> {
                 let pick = (rng.uniform() * rng.uniform() * 5.0) as usize;
                 country.push(if w * 2 >= windows && rng.uniform() < 0.1 { "XX" } else { COUNTRIES[pick] });
                 emails.push(format!("u{}@example.com", rng.next_u64() % 100_000));
+                paid.push(Some(rng.uniform() < 0.8));
+                shipped_at.push((r % 53 != 0).then(|| time + (rng.uniform() * 86_400_000.0) as i64));
             }
             for (r, e) in emails.iter().enumerate() {
                 email.push(if r % 97 == 0 { None } else { Some(e.as_str()) });
@@ -192,7 +201,9 @@ pub fn realistic_windows(seed: u64, windows: usize, rows: usize) -> Vec<Batch> {
                 .float("amount", &amount)
                 .int("items", &items)
                 .text("country", &country)
-                .text("email", &email);
+                .text("email", &email)
+                .boolean("paid", &paid)
+                .timestamp("shipped_at", &shipped_at);
             if w % 10 != 3 {
                 let coupons: Vec<Option<&str>> = (0..rows).map(|r| if r % 3 == 0 { Some("SAVE10") } else { None }).collect();
                 batch = batch.text("coupon", &coupons);
@@ -228,5 +239,61 @@ pub fn assert_restore_equivalent<D: Detector>(config: &str, windows: &[Batch], c
         for (i, (got, want)) in answers(&mut after, &windows[k..]).iter().zip(&expected[k..]).enumerate() {
             assert_eq!(got, want, "window {} differs when restored after window {k}", k + i);
         }
+    }
+}
+
+/// `batch` as the host hands it to a detector that says it `reads` this:
+/// a column whose values are not read keeps its name and row states but no
+/// values, a per-row list not read is empty. The host cuts a batch only
+/// when that saves copying, so a detector must work on any cut.
+pub fn as_handed(batch: &Batch, reads: &Reads) -> Batch {
+    let rows = batch.row_count as usize;
+    let list = |part: BatchParts, values: &[u64]| if reads.parts.contains(part) { values.to_vec() } else { Vec::new() };
+    let columns = batch
+        .columns
+        .iter()
+        .map(|column| {
+            let (part, empty) = match &column.values {
+                ColumnValues::Float64(_) => (BatchParts::FLOAT64_VALUES, ColumnValues::Float64(Vec::new())),
+                ColumnValues::Int64(_) => (BatchParts::INT64_VALUES, ColumnValues::Int64(Vec::new())),
+                ColumnValues::Boolean(_) => (BatchParts::BOOLEAN_VALUES, ColumnValues::Boolean(Vec::new())),
+                ColumnValues::Timestamp(_) => (BatchParts::TIMESTAMP_VALUES, ColumnValues::Timestamp(Vec::new())),
+                ColumnValues::Text(_) => (BatchParts::TEXT_VALUES, ColumnValues::Text(StringColumn { bytes: Vec::new(), offsets: Vec::new() })),
+            };
+            if reads.parts.contains(part) || reads.columns.contains(&column.name) {
+                return column.clone();
+            }
+            let validity = if column.validity.is_empty() { vec![PRESENT; rows] } else { column.validity.clone() };
+            Column { name: column.name.clone(), values: empty, validity }
+        })
+        .collect();
+    Batch {
+        info: batch.info.clone(),
+        row_count: batch.row_count,
+        columns,
+        offsets: list(BatchParts::OFFSETS, &batch.offsets),
+        record_hashes: list(BatchParts::RECORD_HASHES, &batch.record_hashes),
+        event_times: if reads.parts.contains(BatchParts::EVENT_TIMES) { batch.event_times.clone() } else { Vec::new() },
+    }
+}
+
+/// Panics unless `D`, configured with `config`, says it reads everything
+/// it reads: an instance handed each window as the host cuts it for what
+/// [`Detector::reads`] names ([`as_handed`]) answers every window as one
+/// handed the whole windows. A left-out value it indexes panics here, as it
+/// would trap in the host.
+pub fn assert_reads_suffice<D: Detector>(config: &str, windows: &[Batch]) {
+    let fresh = || {
+        let mut d = D::default();
+        d.configure(config).unwrap_or_else(|e| panic!("config {config}: {e}"));
+        d
+    };
+    let (mut whole, mut cut) = (fresh(), fresh());
+    let reads = cut.reads();
+    for (i, window) in windows.iter().enumerate() {
+        // The Debug form compares every field, floats to the last bit.
+        let want = format!("{:?}", whole.analyze(window));
+        let got = format!("{:?}", cut.analyze(&as_handed(window, &reads)));
+        assert_eq!(got, want, "window {i} differs when cut to what {config} reads ({reads:?})");
     }
 }

@@ -31,3 +31,11 @@ pub use clean_host::plugin::types::{
 pub use exports::clean_host::plugin::detector::{Guest as DetectorExports, GuestIndices as DetectorIndices};
 pub use exports::clean_host::plugin::projection::{BatchParts, Guest as ProjectionExports, GuestIndices as ProjectionIndices, Reads};
 pub use handler::{AlertHandlerPlugin, AlertHandlerPluginPre};
+
+/// A row's state in a column's `validity`, as the contract numbers them.
+pub mod row_state {
+    pub const PRESENT: u8 = 0;
+    pub const NULL: u8 = 1;
+    pub const MISSING: u8 = 2;
+    pub const WRONG_TYPE: u8 = 3;
+}

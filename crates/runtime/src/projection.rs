@@ -10,6 +10,7 @@
 
 use std::collections::HashSet;
 
+use clean_host_core::bindings::row_state::PRESENT;
 use clean_host_core::bindings::{Batch, BatchParts, Column, ColumnValues, Reads, StringColumn};
 
 use crate::PluginFault;
@@ -18,9 +19,6 @@ use crate::PluginFault;
 const MAX_NAMED_COLUMNS: usize = 1024;
 /// Most bytes those names may take together.
 const MAX_NAMED_BYTES: usize = 64 << 10;
-
-/// A row's state in a column's `validity`: present.
-const PRESENT: u8 = 0;
 
 /// What a detector reads of each window, when it reads less than all of it.
 #[derive(Debug, PartialEq)]

@@ -144,6 +144,12 @@ mod tests {
         clean_host_sdk::testing::assert_restore_equivalent::<Completeness>("{}", &windows, (3..60).step_by(7));
     }
 
+    #[test]
+    fn reads_all_it_analyses() {
+        let windows = clean_host_sdk::testing::realistic_windows(7, 60, 500);
+        clean_host_sdk::testing::assert_reads_suffice::<Completeness>("{}", &windows);
+    }
+
     fn window(seq: u64, rng: &mut Rng, null_rate: f64) -> Batch {
         let values: Vec<Option<f64>> = (0..1000).map(|_| if rng.uniform() < null_rate { None } else { Some(rng.normal()) }).collect();
         BatchBuilder::new(seq).float("amount", &values).build()

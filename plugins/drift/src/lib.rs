@@ -666,8 +666,11 @@ impl Detector for Drift {
     }
 
     fn reads(&self) -> Reads {
-        // Timestamps are never judged.
-        Reads::only(BatchParts::FLOAT64_VALUES | BatchParts::INT64_VALUES | BatchParts::BOOLEAN_VALUES | BatchParts::TEXT_VALUES)
+        match &self.config.columns {
+            Some(columns) => Reads::only(BatchParts::empty()).and_columns(columns.iter().cloned()),
+            // Timestamps are never judged.
+            None => Reads::only(BatchParts::FLOAT64_VALUES | BatchParts::INT64_VALUES | BatchParts::BOOLEAN_VALUES | BatchParts::TEXT_VALUES),
+        }
     }
 
     fn analyze(&mut self, batch: &Batch) -> Result<Analysis, String> {

@@ -161,6 +161,13 @@ fn resumes_from_its_snapshot_exactly() {
 }
 
 #[test]
+fn reads_all_it_analyses() {
+    let windows = clean_host_sdk::testing::realistic_windows(11, 60, 1000);
+    clean_host_sdk::testing::assert_reads_suffice::<Drift>("{}", &windows);
+    clean_host_sdk::testing::assert_reads_suffice::<Drift>(r#"{"columns": ["amount", "country", "paid", "shipped_at"]}"#, &windows);
+}
+
+#[test]
 fn memory_stays_bounded_however_many_rows_the_reference_spans() {
     let mut rng = Rng(5);
     let mut d = drift(r#"{"reference_windows": 200}"#);

@@ -165,7 +165,9 @@ impl Detector for Duplicates {
     }
 
     fn reads(&self) -> Reads {
-        Reads::only(BatchParts::RECORD_HASHES | BatchParts::OFFSETS).and_columns(self.config.key_fields.iter().cloned())
+        // A record's identity is its hash, or the hash of its key fields.
+        let identity = if self.config.key_fields.is_empty() { BatchParts::RECORD_HASHES } else { BatchParts::empty() };
+        Reads::only(identity | BatchParts::OFFSETS).and_columns(self.config.key_fields.iter().cloned())
     }
 
     fn analyze(&mut self, batch: &Batch) -> Result<Analysis, String> {
@@ -342,6 +344,13 @@ mod tests {
     fn resumes_from_its_snapshot_exactly() {
         let windows = clean_host_sdk::testing::realistic_windows(7, 60, 500);
         clean_host_sdk::testing::assert_restore_equivalent::<Duplicates>("{}", &windows, (3..60).step_by(7));
+    }
+
+    #[test]
+    fn reads_all_it_analyses() {
+        let windows = clean_host_sdk::testing::realistic_windows(7, 60, 500);
+        clean_host_sdk::testing::assert_reads_suffice::<Duplicates>("{}", &windows);
+        clean_host_sdk::testing::assert_reads_suffice::<Duplicates>(r#"{"key_fields": ["email", "country", "paid"]}"#, &windows);
     }
 
     fn window(seq: u64, hashes: &[u64]) -> Batch {

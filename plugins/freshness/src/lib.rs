@@ -173,6 +173,13 @@ mod tests {
         clean_host_sdk::testing::assert_restore_equivalent::<Freshness>("{}", &windows, (3..60).step_by(7));
     }
 
+    #[test]
+    fn reads_all_it_analyses() {
+        let windows = clean_host_sdk::testing::realistic_windows(7, 60, 500);
+        clean_host_sdk::testing::assert_reads_suffice::<Freshness>("{}", &windows);
+        clean_host_sdk::testing::assert_reads_suffice::<Freshness>(r#"{"column": "shipped_at"}"#, &windows);
+    }
+
     const NOW: i64 = 1_800_000_000_000;
 
     fn window(seq: u64, rng: &mut Rng, late_share: f64) -> Batch {

@@ -331,7 +331,11 @@ impl Detector for Outliers {
     }
 
     fn reads(&self) -> Reads {
-        Reads::only(BatchParts::FLOAT64_VALUES | BatchParts::INT64_VALUES)
+        if self.config.columns.is_empty() {
+            Reads::only(BatchParts::FLOAT64_VALUES | BatchParts::INT64_VALUES)
+        } else {
+            Reads::only(BatchParts::empty()).and_columns(self.config.columns.iter().cloned())
+        }
     }
 
     fn analyze(&mut self, batch: &Batch) -> Result<Analysis, String> {
@@ -376,6 +380,13 @@ mod tests {
     fn resumes_from_its_snapshot_exactly() {
         let windows = clean_host_sdk::testing::realistic_windows(7, 60, 500);
         clean_host_sdk::testing::assert_restore_equivalent::<Outliers>("{}", &windows, (3..60).step_by(7));
+    }
+
+    #[test]
+    fn reads_all_it_analyses() {
+        let windows = clean_host_sdk::testing::realistic_windows(7, 60, 500);
+        clean_host_sdk::testing::assert_reads_suffice::<Outliers>("{}", &windows);
+        clean_host_sdk::testing::assert_reads_suffice::<Outliers>(r#"{"columns": ["amount"]}"#, &windows);
     }
 
     /// Log-normal prices (heavily skewed), a sequence id, small integer counts.

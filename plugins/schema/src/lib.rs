@@ -249,6 +249,12 @@ mod tests {
         clean_host_sdk::testing::assert_restore_equivalent::<Schema>("{}", &windows, (3..60).step_by(7));
     }
 
+    #[test]
+    fn reads_all_it_analyses() {
+        let windows = clean_host_sdk::testing::realistic_windows(7, 60, 500);
+        clean_host_sdk::testing::assert_reads_suffice::<Schema>("{}", &windows);
+    }
+
     fn clean(seq: u64) -> Batch {
         let amounts: Vec<Option<f64>> = (0..100).map(|i| Some(i as f64 * 1.5)).collect();
         let names: Vec<Option<&str>> = (0..100).map(|i| Some(if i % 2 == 0 { "a" } else { "b" })).collect();

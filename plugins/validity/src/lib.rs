@@ -392,6 +392,16 @@ mod tests {
         clean_host_sdk::testing::assert_restore_equivalent::<Validity>("{}", &windows, (3..60).step_by(7));
     }
 
+    #[test]
+    fn reads_all_it_analyses() {
+        let windows = clean_host_sdk::testing::realistic_windows(7, 60, 500);
+        clean_host_sdk::testing::assert_reads_suffice::<Validity>("{}", &windows);
+        clean_host_sdk::testing::assert_reads_suffice::<Validity>(
+            r#"{"learn_categories": false, "rules": [{"column": "amount", "min": 0, "max": 100}, {"column": "email", "pattern": "^u[0-9]+@", "not_null": true}, {"column": "items", "allowed": [1, 2, 3]}]}"#,
+            &windows,
+        );
+    }
+
     const STATUS: [&str; 4] = ["paid", "shipped", "refunded", "cancelled"];
 
     fn window(seq: u64, rng: &mut Rng, odd: &[(usize, &str)]) -> Batch {

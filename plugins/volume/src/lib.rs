@@ -187,6 +187,12 @@ mod tests {
         clean_host_sdk::testing::assert_restore_equivalent::<Volume>("{}", &windows, (3..60).step_by(7));
     }
 
+    #[test]
+    fn reads_all_it_analyses() {
+        let windows = clean_host_sdk::testing::realistic_windows(7, 60, 500);
+        clean_host_sdk::testing::assert_reads_suffice::<Volume>("{}", &windows);
+    }
+
     /// 1000 records at `rate` per second with exponential gaps.
     fn window(seq: u64, rng: &mut Rng, rate: f64, start: &mut f64) -> Batch {
         let times: Vec<i64> = (0..1000)

@@ -6,14 +6,9 @@
 //! offsets are used as they are).
 
 use crate::decode::{FieldNames, Kind, Record};
+use clean_host_core::bindings::row_state::{MISSING, NULL, PRESENT, WRONG_TYPE};
 use clean_host_core::bindings::{Batch, Column, ColumnValues, StringColumn, WindowInfo, WindowKind};
 use clean_host_core::timestamp;
-
-/// Row states as the WIT contract numbers them.
-const PRESENT: u8 = 0;
-const NULL: u8 = 1;
-const MISSING: u8 = 2;
-const WRONG_TYPE: u8 = 3;
 
 /// Text columns become timestamps when at least this share of values parse as one.
 const TIMESTAMP_SHARE: f64 = 0.9;
