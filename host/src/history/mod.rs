@@ -21,6 +21,7 @@
 //! the transaction being written, and readers (the HTTP API) never block
 //! the writer.
 
+mod metric_values;
 mod query;
 #[cfg(test)]
 mod tests;
@@ -194,6 +195,7 @@ const WINDOWS_TABLE: &str = "(
     alerts INTEGER NOT NULL,
     score_low REAL,
     score_high REAL,
+    metrics BLOB,
     UNIQUE (tenant, pipeline, source, partition, first_offset, last_offset)
 )";
 
@@ -213,6 +215,7 @@ CREATE TABLE IF NOT EXISTS findings (
     shadow INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS findings_by_window ON findings (window_id);
+-- Metric values of windows written before they were kept in windows.metrics.
 CREATE TABLE IF NOT EXISTS metric_values (
     window_id INTEGER NOT NULL REFERENCES windows (id) ON DELETE CASCADE,
     detector TEXT NOT NULL,
@@ -252,8 +255,13 @@ CREATE INDEX IF NOT EXISTS plugin_events_by_tenant_time ON plugin_events (tenant
 
 /// Columns added since the first schema, for files an older version made
 /// (their old rows read as NULL).
-const ADDED_COLUMNS: [(&str, &str, &str); 4] =
-    [("windows", "score_low", "REAL"), ("windows", "score_high", "REAL"), ("alerts", "rule", "TEXT"), ("alerts", "low_confidence", "INTEGER")];
+const ADDED_COLUMNS: [(&str, &str, &str); 5] = [
+    ("windows", "score_low", "REAL"),
+    ("windows", "score_high", "REAL"),
+    ("windows", "metrics", "BLOB"),
+    ("alerts", "rule", "TEXT"),
+    ("alerts", "low_confidence", "INTEGER"),
+];
 
 fn add_columns(conn: &Connection) -> rusqlite::Result<()> {
     for (table, column, kind) in ADDED_COLUMNS {
@@ -407,13 +415,12 @@ fn write_batch(conn: &mut Connection, batch: &[Entry], stats: &HistoryStats) -> 
     let (mut written, mut duplicates) = (0, 0);
     {
         let mut window = tx.prepare_cached(
-            "INSERT OR IGNORE INTO windows (tenant, pipeline, source, partition, seq, first_offset, last_offset, records, start_ms, end_ms, analysed_ms, score, alerts, score_low, score_high)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            "INSERT OR IGNORE INTO windows (tenant, pipeline, source, partition, seq, first_offset, last_offset, records, start_ms, end_ms, analysed_ms, score, alerts, score_low, score_high, metrics)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         )?;
         let mut finding = tx.prepare_cached(
             "INSERT INTO findings (window_id, detector, metric, column_name, value, threshold, severity, message, shadow) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
-        let mut metric = tx.prepare_cached("INSERT INTO metric_values (window_id, detector, metric, column_name, value) VALUES (?1, ?2, ?3, ?4, ?5)")?;
         let mut alert = tx.prepare_cached(
             "INSERT INTO alerts (window_id, tenant, pipeline, at_ms, detector, metric, column_name, value, threshold, severity, message, rule, low_confidence)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
@@ -437,7 +444,8 @@ fn write_batch(conn: &mut Connection, batch: &[Entry], stats: &HistoryStats) -> 
                         w.score,
                         w.alerts.len() as i64,
                         w.score_interval[0],
-                        w.score_interval[1]
+                        w.score_interval[1],
+                        metric_values::encode(&w.metrics)
                     ])?;
                     if inserted == 0 {
                         duplicates += 1; // a replayed window: kept as first written
@@ -447,9 +455,6 @@ fn write_batch(conn: &mut Connection, batch: &[Entry], stats: &HistoryStats) -> 
                     let id = tx.last_insert_rowid();
                     for f in &w.findings {
                         finding.execute(params![id, f.detector, f.metric, f.column, f.value, f.threshold, f.severity.as_str(), f.message, f.shadow])?;
-                    }
-                    for m in &w.metrics {
-                        metric.execute(params![id, m.detector, m.metric, m.column, m.value])?;
                     }
                     for a in &w.alerts {
                         alert.execute(params![

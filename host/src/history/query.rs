@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rusqlite::types::Type;
 use rusqlite::{params, Connection, Row};
 use serde::Serialize;
 
@@ -17,7 +18,7 @@ use clean_host_core::bindings::Severity;
 use clean_host_quality::alert::{PastWindow, WindowRef};
 use clean_host_stream::source::Position;
 
-use super::{open, AlertRow, FindingRow, HistoryError};
+use super::{metric_values, open, AlertRow, FindingRow, HistoryError};
 
 /// Which rows: one tenant's, optionally one pipeline's, within a time range,
 /// newest first, `limit` at a time from `cursor` (the last page's `next_cursor`).
@@ -281,20 +282,26 @@ impl HistoryReader {
 
     fn past_windows_on(conn: &Connection, (tenant, pipeline, source): (&str, &str, &str), windows: u32) -> rusqlite::Result<Vec<PastWindow>> {
         let mut recent = conn.prepare_cached(
-            "SELECT id, partition, score, score_high FROM windows WHERE tenant = ?1 AND pipeline = ?2 AND source = ?3 ORDER BY id DESC LIMIT ?4",
+            "SELECT id, partition, score, score_high, metrics FROM windows WHERE tenant = ?1 AND pipeline = ?2 AND source = ?3 ORDER BY id DESC LIMIT ?4",
         )?;
         let mut metrics = conn.prepare_cached("SELECT detector, metric, column_name, value FROM metric_values WHERE window_id = ?1")?;
         let mut findings = conn.prepare_cached("SELECT detector, metric, column_name FROM findings WHERE window_id = ?1 AND shadow = 0")?;
         let rows = recent
-            .query_map(params![tenant, pipeline, source, windows], |r| Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get::<_, f64>(2)?, r.get::<_, Option<f64>>(3)?)))?
+            .query_map(params![tenant, pipeline, source, windows], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get::<_, f64>(2)?, r.get::<_, Option<f64>>(3)?, r.get::<_, Option<Vec<u8>>>(4)?))
+            })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let mut past = Vec::with_capacity(rows.len());
-        for (id, partition, score, score_high) in rows.into_iter().rev() {
+        for (id, partition, score, score_high, blob) in rows.into_iter().rev() {
             past.push(PastWindow {
                 partition,
                 score,
                 score_high: score_high.unwrap_or(score),
-                metrics: metrics.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<rusqlite::Result<_>>()?,
+                metrics: match blob {
+                    Some(blob) => metric_values::decode(&blob).map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, Type::Blob, e.into()))?,
+                    // A window written before metric values were kept in one blob.
+                    None => metrics.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<rusqlite::Result<_>>()?,
+                },
                 flagged: findings.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?,
             });
         }

@@ -219,3 +219,25 @@ fn past_windows_come_oldest_first_with_their_metrics_and_flags() {
     assert!(past[1].flagged.is_empty(), "shadow findings flag nothing");
     assert!(reader.past_windows("b", "orders", "orders.jsonl", 10).unwrap().is_empty());
 }
+
+#[test]
+fn metric_values_of_windows_written_before_the_blob_are_still_read() {
+    let now = clean_host_core::timestamp::now_ms();
+    let (dir, _, _) = store(vec![window("a", "orders", 1, now), window("a", "orders", 2, now + 1)]);
+    let path = dir.path().join("history.db");
+    // Window 1 as an older host wrote it: its values in rows of their own.
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "UPDATE windows SET metrics = NULL WHERE seq = 1;
+         INSERT INTO metric_values SELECT id, 'drift', 'psi', 'amount', 0.25 FROM windows WHERE seq = 1;",
+    )
+    .unwrap();
+    drop(conn);
+    let past = HistoryReader::open(&path).unwrap().past_windows("a", "orders", "orders.jsonl", 2).unwrap();
+    assert_eq!(past[0].metrics, [("drift".into(), "psi".into(), Some("amount".into()), 0.25)]);
+    assert_eq!(past[1].metrics, [("volume".into(), "records".into(), None, 100.0)]);
+    // A blob that does not decode is an error that says so, not an empty past.
+    Connection::open(&path).unwrap().execute("UPDATE windows SET metrics = x'01ff' WHERE seq = 2", []).unwrap();
+    let error = HistoryReader::open(&path).unwrap().past_windows("a", "orders", "orders.jsonl", 2).unwrap_err();
+    assert!(error.to_string().contains("cut short"), "{error}");
+}
