@@ -43,7 +43,9 @@ impl ComponentCache {
     /// The compiled component for `bytes` (whose hash is `hash`).
     pub fn component(&self, engine: &Engine, hash: &str, bytes: &[u8]) -> wasmtime::Result<Component> {
         let Some((dir, key)) = &self.store else {
-            return Component::new(engine, bytes);
+            let component = Component::new(engine, bytes);
+            release_freed_memory();
+            return component;
         };
         let name = format!("{hash}-{}.cwasm", self.engine_key);
         let path = dir.join(&name);
@@ -55,6 +57,7 @@ impl ComponentCache {
             }
         }
         let mut compiled = engine.precompile_component(bytes)?;
+        release_freed_memory();
         let signed = key.tag(&name, &compiled);
         let len = compiled.len();
         compiled.extend_from_slice(&signed);
@@ -79,6 +82,17 @@ impl ComponentCache {
         }
         bytes.truncate(split);
         Some(bytes)
+    }
+}
+
+/// Give the heap pages compiling freed back to the system. Cranelift frees
+/// tens of MiB per plugin, which glibc keeps otherwise; a first start that
+/// compiles a dozen plugins peaked a quarter higher for it.
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free pages; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
