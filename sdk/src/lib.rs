@@ -33,6 +33,8 @@ pub const MAX_SAMPLE_ROWS: usize = 20;
 
 /// Most columns a detector may name in what it reads; the host refuses more.
 pub const MAX_NAMED_COLUMNS: usize = 1024;
+/// Most bytes those names may take together.
+pub const MAX_NAMED_BYTES: usize = 64 << 10;
 
 /// A quality check over windows of records.
 ///
@@ -156,13 +158,16 @@ impl Reads {
     }
 
     /// Also the values of these columns, whatever their type. Past the
-    /// contract's [`MAX_NAMED_COLUMNS`] distinct names, everything is read.
+    /// contract's [`MAX_NAMED_COLUMNS`] distinct names or [`MAX_NAMED_BYTES`]
+    /// of them, everything is read.
     pub fn and_columns(mut self, names: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        let mut bytes: usize = self.columns.iter().map(String::len).sum();
         for name in names.into_iter().map(Into::into) {
             if !self.columns.contains(&name) {
+                bytes += name.len();
                 self.columns.push(name);
             }
-            if self.columns.len() > MAX_NAMED_COLUMNS {
+            if self.columns.len() > MAX_NAMED_COLUMNS || bytes > MAX_NAMED_BYTES {
                 return Reads::everything();
             }
         }
@@ -252,6 +257,11 @@ mod tests {
         let reads = Reads::only(BatchParts::empty()).and_columns((0..5000).map(|i| format!("c{}", i % MAX_NAMED_COLUMNS)));
         assert_eq!(reads.columns.len(), MAX_NAMED_COLUMNS);
         let reads = Reads::only(BatchParts::empty()).and_columns((0..=MAX_NAMED_COLUMNS).map(|i| format!("c{i}")));
+        assert_eq!((reads.parts, reads.columns.len()), (BatchParts::all(), 0));
+        let long = |i: usize| format!("{i:0>100}");
+        let reads = Reads::only(BatchParts::empty()).and_columns((0..MAX_NAMED_BYTES / 100).map(long));
+        assert_eq!(reads.columns.len(), MAX_NAMED_BYTES / 100);
+        let reads = Reads::only(BatchParts::empty()).and_columns((0..=MAX_NAMED_BYTES / 100).map(long));
         assert_eq!((reads.parts, reads.columns.len()), (BatchParts::all(), 0));
     }
 

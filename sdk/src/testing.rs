@@ -1,6 +1,9 @@
 //! Build batches by hand in a detector's unit tests.
 
-use crate::{Batch, BatchParts, Column, ColumnValues, Detector, Reads, StringColumn, TimeBasis, WindowInfo, WindowKind, NULL, PRESENT};
+use crate::{
+    Batch, BatchParts, Column, ColumnValues, Detector, Reads, StringColumn, TimeBasis, WindowInfo, WindowKind, MAX_NAMED_BYTES, MAX_NAMED_COLUMNS, NULL,
+    PRESENT,
+};
 
 /// A batch under construction; every column must have the same number of rows.
 pub struct BatchBuilder {
@@ -246,9 +249,19 @@ pub fn assert_restore_equivalent<D: Detector>(config: &str, windows: &[Batch], c
 /// a column whose values are not read keeps its name and row states but no
 /// values, a per-row list not read is empty. The host cuts a batch only
 /// when that saves copying, so a detector must work on any cut.
+/// A `reads` the host would refuse (past [`MAX_NAMED_COLUMNS`] names or
+/// [`MAX_NAMED_BYTES`] of them) panics.
 pub fn as_handed(batch: &Batch, reads: &Reads) -> Batch {
+    let bytes: usize = reads.columns.iter().map(String::len).sum();
+    assert!(reads.columns.len() <= MAX_NAMED_COLUMNS && bytes <= MAX_NAMED_BYTES, "the host refuses reads of {} names, {bytes} bytes", reads.columns.len());
     let rows = batch.row_count as usize;
-    let list = |part: BatchParts, values: &[u64]| if reads.parts.contains(part) { values.to_vec() } else { Vec::new() };
+    fn list<T: Clone>(reads: &Reads, part: BatchParts, values: &[T]) -> Vec<T> {
+        if reads.parts.contains(part) {
+            values.to_vec()
+        } else {
+            Vec::new()
+        }
+    }
     let columns = batch
         .columns
         .iter()
@@ -271,17 +284,18 @@ pub fn as_handed(batch: &Batch, reads: &Reads) -> Batch {
         info: batch.info.clone(),
         row_count: batch.row_count,
         columns,
-        offsets: list(BatchParts::OFFSETS, &batch.offsets),
-        record_hashes: list(BatchParts::RECORD_HASHES, &batch.record_hashes),
-        event_times: if reads.parts.contains(BatchParts::EVENT_TIMES) { batch.event_times.clone() } else { Vec::new() },
+        offsets: list(reads, BatchParts::OFFSETS, &batch.offsets),
+        record_hashes: list(reads, BatchParts::RECORD_HASHES, &batch.record_hashes),
+        event_times: list(reads, BatchParts::EVENT_TIMES, &batch.event_times),
     }
 }
 
 /// Panics unless `D`, configured with `config`, says it reads everything
 /// it reads: an instance handed each window as the host cuts it for what
-/// [`Detector::reads`] names ([`as_handed`]) answers every window as one
-/// handed the whole windows. A left-out value it indexes panics here, as it
-/// would trap in the host.
+/// [`Detector::reads`] names ([`as_handed`]) answers every window, and
+/// snapshots its state at the end, as one handed the whole windows (the
+/// host cuts a window only when that saves copying). A left-out value it
+/// indexes panics here, as it would trap in the host.
 pub fn assert_reads_suffice<D: Detector>(config: &str, windows: &[Batch]) {
     let fresh = || {
         let mut d = D::default();
@@ -296,4 +310,5 @@ pub fn assert_reads_suffice<D: Detector>(config: &str, windows: &[Batch]) {
         let got = format!("{:?}", cut.analyze(&as_handed(window, &reads)));
         assert_eq!(got, want, "window {i} differs when cut to what {config} reads ({reads:?})");
     }
+    assert!(whole.snapshot() == cut.snapshot(), "the state after the windows differs when they are cut to what {config} reads");
 }

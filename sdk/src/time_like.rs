@@ -89,10 +89,12 @@ impl TimeLikeColumns {
         self.forced = forced;
     }
 
-    /// Take in every numeric column of `batch`.
-    pub fn observe(&mut self, batch: &Batch) {
+    /// Take in the numeric columns of `batch` that are `watched`: only
+    /// those, so the evidence is the same whether the host handed the
+    /// others' values or left them out.
+    pub fn observe(&mut self, batch: &Batch, watched: impl Fn(&str) -> bool) {
         let epoch_ranges = EpochRanges::around(&[batch.info.start_ms, batch.info.end_ms, batch.info.closed_at_ms]);
-        for column in &batch.columns {
+        for column in batch.columns.iter().filter(|c| watched(&c.name)) {
             let validity = &column.validity;
             let present = move |r: &usize| validity.is_empty() || validity[*r] == PRESENT;
             match &column.values {
@@ -250,10 +252,10 @@ mod tests {
             let departures: Vec<i64> = (0..100).map(|_| (5.0 + rng.uniform() * 18.0) as i64 * 100 + (rng.uniform() * 60.0) as i64).collect();
             let amount: Vec<f64> = (0..100).map(|_| 20.0 + rng.normal() * 5.0).collect();
             let counter: Vec<f64> = (0..100).map(|i| base + i as f64).collect();
-            t.observe(&window(seq, &[("ts_ms", ts_ms), ("created_s", shuffled_s), ("hhmm", hhmm), ("amount", amount), ("n", counter)]));
-            t.observe(&int_window(seq, "dep_time", &departures));
+            t.observe(&window(seq, &[("ts_ms", ts_ms), ("created_s", shuffled_s), ("hhmm", hhmm), ("amount", amount), ("n", counter)]), |_| true);
+            t.observe(&int_window(seq, "dep_time", &departures), |_| true);
             let prices: Vec<i64> = (0..100).map(|_| 100 + (rng.uniform() * 2000.0) as i64).collect();
-            t.observe(&int_window(seq, "price_cents", &prices));
+            t.observe(&int_window(seq, "price_cents", &prices), |_| true);
         }
         assert!(t.is_time_like("dep_time"), "times of day as HHMM, in any order");
         assert!(!t.is_time_like("price_cents"), "whole numbers in range are not HHMM unless their last digits say so");
@@ -268,34 +270,34 @@ mod tests {
     fn a_calendar_part_counts_once_it_turns_a_constant_that_jumps_does_not() {
         let mut t = TimeLikeColumns::default();
         for seq in 0..10 {
-            t.observe(&int_window(seq, "month", &[1; 50]));
-            t.observe(&int_window(seq, "status", &[200; 50]));
+            t.observe(&int_window(seq, "month", &[1; 50]), |_| true);
+            t.observe(&int_window(seq, "status", &[200; 50]), |_| true);
         }
         assert!(!t.is_time_like("month") && !t.is_time_like("status"), "constant so far: nothing to go by");
-        t.observe(&int_window(10, "month", &[1, 1, 2, 2, 2]));
-        t.observe(&int_window(10, "status", &[200, 200, 500, 500, 500]));
+        t.observe(&int_window(10, "month", &[1, 1, 2, 2, 2]), |_| true);
+        t.observe(&int_window(10, "status", &[200, 200, 500, 500, 500]), |_| true);
         assert!(t.is_time_like("month"), "a month that turns by one moves with time");
         assert!(!t.is_time_like("status"), "a jump of 300 is not a clock");
         // A minute that first wraps (59 to 0), then steps up; a level that
         // drops to 0 and sticks there (a broken sensor) is no clock.
         let mut t = TimeLikeColumns::default();
         for seq in 0..10 {
-            t.observe(&int_window(seq, "minute", &[59; 50]));
-            t.observe(&int_window(seq, "level", &[7; 50]));
+            t.observe(&int_window(seq, "minute", &[59; 50]), |_| true);
+            t.observe(&int_window(seq, "level", &[7; 50]), |_| true);
         }
-        t.observe(&int_window(10, "minute", &[0; 50]));
-        t.observe(&int_window(10, "level", &[0; 50]));
+        t.observe(&int_window(10, "minute", &[0; 50]), |_| true);
+        t.observe(&int_window(10, "level", &[0; 50]), |_| true);
         assert!(!t.is_time_like("level"));
         for seq in 11..15 {
-            t.observe(&int_window(seq, "minute", &[seq as i64 - 10; 50]));
-            t.observe(&int_window(seq, "level", &[0; 50]));
+            t.observe(&int_window(seq, "minute", &[seq as i64 - 10; 50]), |_| true);
+            t.observe(&int_window(seq, "level", &[0; 50]), |_| true);
         }
         assert!(t.is_time_like("minute") && !t.is_time_like("level"));
         // A minute that counted up before it wraps is a clock at the wrap
         // already (a stream that starts three minutes before the hour).
         let mut t = TimeLikeColumns::default();
         for (seq, minute) in [57, 57, 58, 58, 59, 59, 0].into_iter().enumerate() {
-            t.observe(&int_window(seq as u64, "minute", &[minute; 50]));
+            t.observe(&int_window(seq as u64, "minute", &[minute; 50]), |_| true);
         }
         assert!(t.is_time_like("minute"), "57, 58, 59, 0 is a minute turning the hour");
     }
@@ -308,7 +310,7 @@ mod tests {
         let mut rng = Rng(8);
         for seq in 0..50 {
             let errors: Vec<i64> = (0..1000).map(|_| if rng.uniform() < 0.002 { 1 + (rng.uniform() * 4.0) as i64 } else { 0 }).collect();
-            t.observe(&int_window(seq, "errors", &errors));
+            t.observe(&int_window(seq, "errors", &errors), |_| true);
         }
         assert!(!t.is_time_like("errors"));
     }
@@ -317,7 +319,7 @@ mod tests {
     fn config_forces_either_way() {
         let mut t = TimeLikeColumns::new(BTreeMap::from([("amount".to_string(), true), ("n".to_string(), false)]));
         let counter: Vec<f64> = (0..100).map(f64::from).collect();
-        t.observe(&window(0, &[("n", counter.clone()), ("amount", counter)]));
+        t.observe(&window(0, &[("n", counter.clone()), ("amount", counter)]), |_| true);
         assert!(t.is_time_like("amount") && !t.is_time_like("n"));
     }
 }

@@ -56,8 +56,9 @@ impl ComponentCache {
                 return Ok(c);
             }
         }
-        let mut compiled = engine.precompile_component(bytes)?;
+        let compiled = engine.precompile_component(bytes);
         release_freed_memory();
+        let mut compiled = compiled?;
         let signed = key.tag(&name, &compiled);
         let len = compiled.len();
         compiled.extend_from_slice(&signed);
@@ -89,7 +90,7 @@ impl ComponentCache {
 /// tens of MiB per plugin, which glibc keeps otherwise; a first start that
 /// compiles a dozen plugins peaked a quarter higher for it.
 fn release_freed_memory() {
-    #[cfg(target_env = "gnu")]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free pages; it touches no live allocation.
     unsafe {
         libc::malloc_trim(0);

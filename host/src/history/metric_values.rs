@@ -6,10 +6,10 @@
 //! costs one column. Files written before keep their rows in
 //! `metric_values`, which is still read for windows without a blob.
 //!
-//! Layout: a version byte, the number of values (u32 LE), then per value its detector, metric and column,
-//! each a u32 LE of its length plus one (0: no column) and its UTF-8 bytes,
-//! then the value (f64 LE bits, so infinities and every bit stay as the
-//! plugin gave them).
+//! Layout: a version byte, the number of values (u32 LE), then per value
+//! its detector, metric and column, each a u32 LE of its length plus one
+//! (0: no column) and its UTF-8 bytes, then the value (f64 LE bits, so
+//! infinities and every bit stay as the plugin gave them).
 
 use super::MetricRow;
 
@@ -22,10 +22,12 @@ pub fn encode(metrics: &[MetricRow]) -> Vec<u8> {
     let size: usize = metrics.iter().map(|m| 20 + m.detector.len() + m.metric.len() + m.column.as_ref().map_or(0, String::len)).sum();
     let mut out = Vec::with_capacity(5 + size);
     out.push(VERSION);
-    out.extend_from_slice(&(metrics.len() as u32).to_le_bytes());
+    // A window has at most MAX_METRICS values a detector, names at most MAX_NAME bytes.
+    let count = u32::try_from(metrics.len()).expect("metric values a window fit a u32");
+    out.extend_from_slice(&count.to_le_bytes());
     for m in metrics {
         for text in [Some(&m.detector), Some(&m.metric), m.column.as_ref()] {
-            let length = text.map_or(0, |t| t.len() as u32 + 1);
+            let length = text.map_or(0, |t| u32::try_from(t.len() + 1).expect("names are cut short"));
             out.extend_from_slice(&length.to_le_bytes());
             out.extend_from_slice(text.map_or(&[][..], |t| t.as_bytes()));
         }

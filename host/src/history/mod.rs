@@ -302,6 +302,7 @@ fn key_windows_by_source(conn: &mut Connection) -> rusqlite::Result<()> {
     if keyed(conn)? {
         return Ok(());
     }
+    // Not `metrics`: a file from before sources were kept has no blobs.
     let columns =
         "id, tenant, pipeline, partition, seq, first_offset, last_offset, records, start_ms, end_ms, analysed_ms, score, alerts, score_low, score_high";
     conn.execute_batch("PRAGMA foreign_keys = OFF;")?;

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rusqlite::types::Type;
 use rusqlite::{params, Connection, Row};
 use serde::Serialize;
 
@@ -298,7 +297,11 @@ impl HistoryReader {
                 score,
                 score_high: score_high.unwrap_or(score),
                 metrics: match blob {
-                    Some(blob) => metric_values::decode(&blob).map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, Type::Blob, e.into()))?,
+                    // Only a warm start rests on it: a bad blob costs that window's values, not the start.
+                    Some(blob) => metric_values::decode(&blob).unwrap_or_else(|e| {
+                        tracing::warn!("history: window {id} of pipeline {pipeline}: {e}; its metric values are left out of the warm start");
+                        Vec::new()
+                    }),
                     // A window written before metric values were kept in one blob.
                     None => metrics.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<rusqlite::Result<_>>()?,
                 },

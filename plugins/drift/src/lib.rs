@@ -115,6 +115,13 @@ struct Config {
     reference: BTreeMap<String, PinnedReference>,
 }
 
+impl Config {
+    /// Whether the column `name` is judged.
+    fn watches(&self, name: &str) -> bool {
+        self.columns.as_ref().is_none_or(|c| c.iter().any(|n| n == name))
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -357,10 +364,6 @@ impl Learning {
 }
 
 impl Drift {
-    fn watched(&self, name: &str) -> bool {
-        self.config.columns.as_ref().is_none_or(|c| c.iter().any(|n| n == name))
-    }
-
     /// Take a judged (or not yet judged) column's window into its next
     /// reference, and freeze that when it is due: the trailing one every
     /// `refresh_windows` windows, a drift's own once it lasted
@@ -675,10 +678,11 @@ impl Detector for Drift {
 
     fn analyze(&mut self, batch: &Batch) -> Result<Analysis, String> {
         let mut out = Analysis::new();
-        self.time.observe(batch);
+        let config = &self.config;
+        self.time.observe(batch, |name| config.watches(name));
         for column in &batch.columns {
             // Ids and free text, known not to be categories, are not even read.
-            if !self.watched(&column.name) || matches!(self.reference.get(&column.name), Some(Reference::NotJudged)) {
+            if !self.config.watches(&column.name) || matches!(self.reference.get(&column.name), Some(Reference::NotJudged)) {
                 continue;
             }
             // Numbers that move with time are not read either.

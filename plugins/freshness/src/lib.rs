@@ -88,7 +88,11 @@ impl Detector for Freshness {
     }
 
     fn reads(&self) -> Reads {
-        Reads::only(BatchParts::EVENT_TIMES | BatchParts::TIMESTAMP_VALUES).and_columns(self.config.column.clone())
+        match &self.config.column {
+            // That column's times alone, whatever else the window has.
+            Some(column) => Reads::only(BatchParts::empty()).and_columns([column.clone()]),
+            None => Reads::only(BatchParts::EVENT_TIMES | BatchParts::TIMESTAMP_VALUES),
+        }
     }
 
     fn analyze(&mut self, batch: &Batch) -> Result<Analysis, String> {
@@ -178,6 +182,8 @@ mod tests {
         let windows = clean_host_sdk::testing::realistic_windows(7, 60, 500);
         clean_host_sdk::testing::assert_reads_suffice::<Freshness>("{}", &windows);
         clean_host_sdk::testing::assert_reads_suffice::<Freshness>(r#"{"column": "shipped_at"}"#, &windows);
+        // A column of integers named as the time: read by name, not by type.
+        clean_host_sdk::testing::assert_reads_suffice::<Freshness>(r#"{"column": "items"}"#, &windows);
     }
 
     const NOW: i64 = 1_800_000_000_000;

@@ -340,7 +340,8 @@ impl Detector for Outliers {
 
     fn analyze(&mut self, batch: &Batch) -> Result<Analysis, String> {
         let mut out = Analysis::new();
-        self.state.time.observe(batch);
+        let columns = &self.config.columns;
+        self.state.time.observe(batch, |name| columns.is_empty() || columns.iter().any(|c| c == name));
         for column in &batch.columns {
             if !self.config.columns.is_empty() && !self.config.columns.contains(&column.name) {
                 continue;
