@@ -276,6 +276,19 @@ fn detectors_are_handed_what_they_read() {
     assert!(run.stderr.contains("plugin reader: returned invalid output: reads names 5000 columns of "), "{}", run.stderr);
 }
 
+/// A detector whose `projection` export is not the contract's is refused by
+/// name with what is wrong, not loaded and handed whole windows.
+#[test]
+fn a_projection_not_the_contracts_is_refused() {
+    let s = Sandbox::empty();
+    s.add_plugin(&fault_plugin("bad_projection"));
+    let run = s.run(&["check"]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    for needle in ["bad_projection.wasm", "its projection export is not the contract's", "what-it-reads"] {
+        assert!(run.stderr.contains(needle), "expected {needle:?} in {}", run.stderr);
+    }
+}
+
 /// One record stamped in the year 9999 (or at the ends of i64) cannot stop
 /// an event-time partition: bad times are dead letters, the rest is analysed.
 #[test]

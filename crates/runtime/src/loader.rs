@@ -49,11 +49,27 @@ pub struct DetectorPre {
     projection: Option<ProjectionIndices>,
 }
 
+/// The contract's interfaces a detector exports, whatever their version.
+const DETECTOR_INTERFACE: &str = "clean-host:plugin/detector";
+const PROJECTION_INTERFACE: &str = "clean-host:plugin/projection";
+
 impl DetectorPre {
-    fn new(instance: InstancePre<PluginState>) -> wasmtime::Result<Self> {
-        let detector = DetectorIndices::new(&instance)?;
-        let projection = ProjectionIndices::new(&instance).ok();
-        Ok(DetectorPre { instance, detector, projection })
+    /// `Ok(None)` when the component exports no detector (maybe an alert
+    /// handler). An interface it exports but not as the contract has it is an
+    /// error: its author must hear of it, not find the plugin taken for
+    /// something else or every window handed whole.
+    fn new(instance: InstancePre<PluginState>) -> wasmtime::Result<Option<Self>> {
+        let detector = match DetectorIndices::new(&instance) {
+            Ok(detector) => detector,
+            Err(e) if exports_interface(&instance, DETECTOR_INTERFACE) => return Err(e.context("its detector export is not the contract's")),
+            Err(_) => return Ok(None),
+        };
+        let projection = match ProjectionIndices::new(&instance) {
+            Ok(projection) => Some(projection),
+            Err(e) if exports_interface(&instance, PROJECTION_INTERFACE) => return Err(e.context("its projection export is not the contract's")),
+            Err(_) => None,
+        };
+        Ok(Some(DetectorPre { instance, detector, projection }))
     }
 
     /// A new instance in `store`: its detector, and its projection when it has one.
@@ -63,6 +79,11 @@ impl DetectorPre {
         let projection = self.projection.as_ref().map(|p| p.load(&mut *store, &instance)).transpose()?;
         Ok((detector, projection))
     }
+}
+
+/// Whether a component exports some version of `interface`.
+fn exports_interface(instance: &InstancePre<PluginState>, interface: &str) -> bool {
+    instance.component().component_type().exports(instance.engine()).any(|(name, _)| name.split('@').next() == Some(interface))
 }
 
 /// A compiled, described plugin, ready to instantiate.
@@ -143,11 +164,11 @@ impl Runtime {
         let hash = content_hash(&bytes);
         let component = self.cache.component(&self.engine, &hash, &bytes).map_err(compile_error)?;
         let pre = self.linker.instantiate_pre(&component).map_err(compile_error)?;
-        let kind = match DetectorPre::new(pre.clone()) {
-            Ok(pre) => PluginKind::Detector(pre),
-            Err(detector_error) => match AlertHandlerPluginPre::new(pre) {
+        let kind = match DetectorPre::new(pre.clone()).map_err(compile_error)? {
+            Some(pre) => PluginKind::Detector(pre),
+            None => match AlertHandlerPluginPre::new(pre) {
                 Ok(pre) => PluginKind::AlertHandler(pre),
-                Err(_) => return Err(compile_error(detector_error.context("exports neither a detector nor an alert handler"))),
+                Err(e) => return Err(compile_error(e.context("exports neither a detector nor an alert handler"))),
             },
         };
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
