@@ -9,6 +9,7 @@
 //! record seen again at the same position (an overlapping window, a replay
 //! after a restart) is not a duplicate.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -179,12 +180,30 @@ impl Detector for Duplicates {
         let identities = self.identities(batch)?;
         let partition = batch.info.partition;
         let mut duplicate_rows = Vec::new();
+        let generation = self.config.memory.div_ceil(2);
         for (row, &identity) in identities.iter().enumerate() {
-            let offset = batch.offsets.get(row).copied().unwrap_or(batch.info.first_offset + row as u64);
-            match self.first_seen(identity) {
-                Some(first) if first != (partition, offset) => duplicate_rows.push(row as u32),
-                Some(_) => {}
-                None => self.remember(identity, (partition, offset)),
+            let position = (partition, batch.offsets.get(row).copied().unwrap_or(batch.info.first_offset + row as u64));
+            let first = if self.state.seen.len() < generation {
+                // One probe of the filling generation for a new identity, not a lookup and an insert.
+                match self.state.seen.entry(identity) {
+                    Entry::Occupied(seen) => Some(*seen.get()),
+                    Entry::Vacant(vacant) => match self.state.previous.get(&identity) {
+                        Some(&first) => Some(first),
+                        None => {
+                            vacant.insert(position);
+                            None
+                        }
+                    },
+                }
+            } else {
+                let first = self.first_seen(identity);
+                if first.is_none() {
+                    self.remember(identity, position);
+                }
+                first
+            };
+            if first.is_some_and(|first| first != position) {
+                duplicate_rows.push(row as u32);
             }
         }
         let rate = duplicate_rows.len() as f64 / rows as f64;
@@ -447,6 +466,41 @@ mod tests {
         e.restore(&bytes).unwrap();
         assert_eq!(e.state.seen, d.state.seen);
         assert_eq!(e.state.previous, d.state.previous);
+    }
+
+    /// The one-probe path finds and keeps what a lookup then an insert would,
+    /// across generation switches (a small memory, identities from a small pool).
+    #[test]
+    fn one_probe_finds_what_a_lookup_and_an_insert_find() {
+        let config = r#"{"memory": 101, "warmup_windows": 1000000}"#;
+        let (mut d, mut model) = (Duplicates::default(), Duplicates::default());
+        d.configure(config).unwrap();
+        model.configure(config).unwrap();
+        let mut x = 7u64;
+        for seq in 0..60 {
+            let hashes: Vec<u64> = (0..50)
+                .map(|_| {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    (x >> 33) % 300
+                })
+                .collect();
+            // Offsets come round every 7 windows: some records recur at the same position.
+            let batch = window(seq % 7, &hashes);
+            let expected = hashes
+                .iter()
+                .zip(&batch.offsets)
+                .filter(|&(&identity, &offset)| match model.first_seen(identity) {
+                    Some(first) => first != (0, offset),
+                    None => {
+                        model.remember(identity, (0, offset));
+                        false
+                    }
+                })
+                .count();
+            let rate = d.analyze(&batch).unwrap().metrics[0].value;
+            assert_eq!(rate, expected as f64 / 50.0, "window {seq}");
+            assert_eq!((&d.state.seen, &d.state.previous), (&model.state.seen, &model.state.previous), "window {seq}");
+        }
     }
 
     #[test]
