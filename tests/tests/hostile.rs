@@ -276,17 +276,26 @@ fn detectors_are_handed_what_they_read() {
     assert!(run.stderr.contains("plugin reader: returned invalid output: reads names 5000 columns of "), "{}", run.stderr);
 }
 
-/// A detector whose `projection` export is not the contract's is refused by
-/// name with what is wrong, not loaded and handed whole windows.
+/// A detector whose `projection` export is not the contract's, and a
+/// component that exports nothing of it, are refused by name with what is
+/// wrong, not loaded and handed whole windows or taken for something else.
 #[test]
-fn a_projection_not_the_contracts_is_refused() {
+fn exports_not_the_contracts_are_refused() {
     let s = Sandbox::empty();
+    let refused = |plugin: &str, why: &str| {
+        let run = s.run(&["check"]);
+        assert_eq!(run.code, Some(1), "{}", run.stderr);
+        assert!(run.stderr.contains(&format!("{plugin} is not a usable component: {why}")), "expected {why:?} in {}", run.stderr);
+        std::fs::remove_file(s.plugins().join(plugin)).unwrap();
+    };
     s.add_plugin(&fault_plugin("bad_projection"));
-    let run = s.run(&["check"]);
-    assert_eq!(run.code, Some(1), "{}", run.stderr);
-    for needle in ["bad_projection.wasm", "its projection export is not the contract's", "what-it-reads"] {
-        assert!(run.stderr.contains(needle), "expected {needle:?} in {}", run.stderr);
-    }
+    refused(
+        "bad_projection.wasm",
+        "its projection export is not the contract's: instance export `clean-host:plugin/projection@0.1.1` does not have export `what-it-reads`",
+    );
+    // An empty component: the binary header and nothing else.
+    s.write("plugins/empty.wasm", b"\0asm\x0d\0\x01\0");
+    refused("empty.wasm", "exports neither a detector (clean-host:plugin/detector) nor an alert handler (clean-host:plugin/alert-handler)");
 }
 
 /// One record stamped in the year 9999 (or at the ends of i64) cannot stop

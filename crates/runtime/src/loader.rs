@@ -49,9 +49,10 @@ pub struct DetectorPre {
     projection: Option<ProjectionIndices>,
 }
 
-/// The contract's interfaces a detector exports, whatever their version.
+// The contract's interfaces a plugin exports, named without their version.
 const DETECTOR_INTERFACE: &str = "clean-host:plugin/detector";
 const PROJECTION_INTERFACE: &str = "clean-host:plugin/projection";
+const ALERT_HANDLER_INTERFACE: &str = "clean-host:plugin/alert-handler";
 
 impl DetectorPre {
     /// `Ok(None)` when the component exports no detector (maybe an alert
@@ -81,7 +82,8 @@ impl DetectorPre {
     }
 }
 
-/// Whether a component exports some version of `interface`.
+/// Whether a component exports some version of `interface` (one the host's
+/// contract is not compatible with too: its lookup error then names the version).
 fn exports_interface(instance: &InstancePre<PluginState>, interface: &str) -> bool {
     instance.component().component_type().exports(instance.engine()).any(|(name, _)| name.split('@').next() == Some(interface))
 }
@@ -166,9 +168,15 @@ impl Runtime {
         let pre = self.linker.instantiate_pre(&component).map_err(compile_error)?;
         let kind = match DetectorPre::new(pre.clone()).map_err(compile_error)? {
             Some(pre) => PluginKind::Detector(pre),
-            None => match AlertHandlerPluginPre::new(pre) {
+            None => match AlertHandlerPluginPre::new(pre.clone()) {
                 Ok(pre) => PluginKind::AlertHandler(pre),
-                Err(e) => return Err(compile_error(e.context("exports neither a detector nor an alert handler"))),
+                Err(e) if exports_interface(&pre, ALERT_HANDLER_INTERFACE) => {
+                    return Err(compile_error(e.context("its alert-handler export is not the contract's")))
+                }
+                Err(_) => {
+                    let message = format!("exports neither a detector ({DETECTOR_INTERFACE}) nor an alert handler ({ALERT_HANDLER_INTERFACE})");
+                    return Err(compile_error(wasmtime::Error::msg(message)));
+                }
             },
         };
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();

@@ -132,9 +132,13 @@ impl Duplicates {
         self.state.seen.get(&identity).or_else(|| self.state.previous.get(&identity)).copied()
     }
 
+    /// Identities a generation holds.
+    fn generation(&self) -> usize {
+        self.config.memory.div_ceil(2)
+    }
+
     fn remember(&mut self, identity: u64, position: (u32, u64)) {
-        let generation = self.config.memory.div_ceil(2);
-        if self.state.seen.len() >= generation {
+        if self.state.seen.len() >= self.generation() {
             // The older generation's table, sized for a full one, is the
             // next to fill: from the third generation on, no growing,
             // rehashing or fresh pages (a quiet stream never pays for it).
@@ -180,7 +184,7 @@ impl Detector for Duplicates {
         let identities = self.identities(batch)?;
         let partition = batch.info.partition;
         let mut duplicate_rows = Vec::new();
-        let generation = self.config.memory.div_ceil(2);
+        let generation = self.generation();
         for (row, &identity) in identities.iter().enumerate() {
             let position = (partition, batch.offsets.get(row).copied().unwrap_or(batch.info.first_offset + row as u64));
             let first = if self.state.seen.len() < generation {
@@ -196,11 +200,10 @@ impl Detector for Duplicates {
                     },
                 }
             } else {
-                let first = self.first_seen(identity);
-                if first.is_none() {
+                self.first_seen(identity).or_else(|| {
                     self.remember(identity, position);
-                }
-                first
+                    None
+                })
             };
             if first.is_some_and(|first| first != position) {
                 duplicate_rows.push(row as u32);
