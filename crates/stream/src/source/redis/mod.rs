@@ -194,8 +194,9 @@ impl RedisSource {
         Message { offset, id, payload, key: None, timestamp_ms, headers: Vec::new(), fault }
     }
 
-    /// One read: taking over others' idle entries first, then own pending entries, then new ones.
-    fn read(&mut self, phase: &mut ReadPhase) -> redis::RedisResult<Vec<Entry>> {
+    /// One read: taking over others' idle entries first, then own pending
+    /// entries, then new ones (reading on ahead while `ahead`).
+    fn read(&mut self, phase: &mut ReadPhase, ahead: bool) -> redis::RedisResult<Vec<Entry>> {
         let group = self.options.group().to_string();
         loop {
             match phase {
@@ -227,7 +228,7 @@ impl RedisSource {
                     }
                 }
                 ReadPhase::New => {
-                    return self.xreadgroup(&group, ">", Some(BLOCK));
+                    return self.read_new(&group, ahead);
                 }
             }
         }
@@ -241,6 +242,36 @@ impl RedisSource {
             None => self.reader.insert(self.server.reader()?),
         };
         let read = reader.read(group, &self.consumer, READ_COUNT, block, &self.stream, after);
+        if read.is_err() {
+            self.reader = None;
+        }
+        read
+    }
+
+    /// New entries (`>`). With `ahead`, the next XREADGROUP goes out as soon
+    /// as these are in, so the server makes its reply while these are decoded
+    /// and analysed; none goes out past the end of an `--until-end` run.
+    /// What one in flight delivers is pending on the server until read, as
+    /// any delivered entry is until acked.
+    fn read_new(&mut self, group: &str, ahead: bool) -> redis::RedisResult<Vec<Entry>> {
+        let reader = match &mut self.reader {
+            Some(reader) => reader,
+            None => self.reader.insert(self.server.reader()?),
+        };
+        let (consumer, stream, until_end, end) = (&self.consumer, &self.stream, self.options.until_end, self.end);
+        let mut read = || {
+            if !reader.awaiting() {
+                reader.send_read(group, consumer, READ_COUNT, Some(BLOCK), stream, ">")?;
+            }
+            let entries = reader.receive()?;
+            let last = entries.last().map(|e| id_pair(&e.id));
+            let at_end = until_end && (last.is_none() || last >= end);
+            if ahead && !at_end {
+                reader.send_read(group, consumer, READ_COUNT, Some(BLOCK), stream, ">")?;
+            }
+            Ok(entries)
+        };
+        let read = read();
         if read.is_err() {
             self.reader = None;
         }
@@ -516,11 +547,13 @@ impl Source for RedisSource {
                 }
                 last_lag = Some(std::time::Instant::now());
             }
-            if ctx.stopped() {
+            // A stop takes in the entries of a read already sent, then ends.
+            let stopping = ctx.stopped();
+            if stopping && !self.reader.as_ref().is_some_and(StreamReader::awaiting) {
                 break;
             }
             // Whether anything was read, and what of it is new.
-            let result = self.ack(&mut unacked, acked_below, ACK_STEP).and_then(|_| self.read(&mut phase)).and_then(|entries| {
+            let result = self.ack(&mut unacked, acked_below, ACK_STEP).and_then(|_| self.read(&mut phase, !stopping)).and_then(|entries| {
                 let read = !entries.is_empty();
                 match through {
                     Some(through) => Ok((read, self.skip_analysed(entries, through)?)),
@@ -571,7 +604,7 @@ impl Source for RedisSource {
                 break;
             }
             let last_read = last_id.as_deref().map(id_pair);
-            if self.options.until_end && new_phase && last_read.is_some() && last_read >= self.end {
+            if stopping || self.options.until_end && new_phase && last_read.is_some() && last_read >= self.end {
                 break;
             }
         }

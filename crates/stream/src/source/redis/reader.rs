@@ -36,6 +36,8 @@ pub struct Entry {
 pub struct StreamReader {
     socket: Box<dyn Wire>,
     buf: Vec<u8>,
+    /// An XREADGROUP went out and its reply is not read yet.
+    awaiting: bool,
 }
 
 /// A connection's bytes: a TCP stream, or TLS over one.
@@ -99,7 +101,7 @@ impl StreamReader {
                             Box::new(rustls::StreamOwned::new(session, socket))
                         }
                     };
-                    let mut reader = StreamReader { socket, buf: Vec::new() };
+                    let mut reader = StreamReader { socket, buf: Vec::new(), awaiting: false };
                     if let Some((user, password)) = login.map(Login::user_and_password).filter(|(_, p)| !p.is_empty()) {
                         reader.log_in(&user, &password)?;
                     }
@@ -135,6 +137,14 @@ impl StreamReader {
 
     /// `XREADGROUP GROUP group consumer COUNT count [BLOCK ms] STREAMS stream after`.
     pub fn read(&mut self, group: &str, consumer: &str, count: usize, block: Option<Duration>, stream: &str, after: &str) -> RedisResult<Vec<Entry>> {
+        self.send_read(group, consumer, count, block, stream, after)?;
+        self.receive()
+    }
+
+    /// Sends an XREADGROUP as [`StreamReader::read`] does, without waiting
+    /// for its reply: [`StreamReader::receive`] reads it.
+    pub fn send_read(&mut self, group: &str, consumer: &str, count: usize, block: Option<Duration>, stream: &str, after: &str) -> io::Result<()> {
+        assert!(!self.awaiting, "one XREADGROUP at a time");
         let (count, block) = (count.to_string(), block.map(|b| b.as_millis().to_string()));
         let mut args: Vec<&[u8]> = vec![b"XREADGROUP", b"GROUP", group.as_bytes(), consumer.as_bytes(), b"COUNT", count.as_bytes()];
         if let Some(block) = &block {
@@ -142,6 +152,19 @@ impl StreamReader {
         }
         args.extend([&b"STREAMS"[..], stream.as_bytes(), after.as_bytes()]);
         self.socket.write_all(&command(&args))?;
+        self.awaiting = true;
+        Ok(())
+    }
+
+    /// Whether an XREADGROUP went out and its reply is not read yet.
+    pub fn awaiting(&self) -> bool {
+        self.awaiting
+    }
+
+    /// The entries of the XREADGROUP sent last.
+    pub fn receive(&mut self) -> RedisResult<Vec<Entry>> {
+        assert!(self.awaiting, "no XREADGROUP to receive");
+        self.awaiting = false;
         self.buf.clear();
         loop {
             // Walked through without keeping anything until it is all here:
@@ -412,6 +435,39 @@ mod tests {
         assert!(cut.is_io_error(), "{cut}");
         let refused = read("-LOADING Redis is loading the dataset in memory\r\n".into()).err().unwrap();
         assert_eq!(refused.kind(), ErrorKind::Server(ServerErrorKind::BusyLoading));
+    }
+
+    /// A read sent ahead (as the source sends the next while the last is
+    /// analysed) is received in its turn, each reply with its own entries.
+    #[test]
+    fn a_read_sent_ahead_is_received_in_its_turn() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let replies = [reply(&[("1-0", Some(&[("data", "a")]))]), reply(&[("2-0", Some(&[("data", "b")]))])];
+        std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().unwrap();
+            for reply in replies {
+                let mut command = Vec::new();
+                while !command.ends_with(b">\r\n") {
+                    let mut chunk = [0u8; 512];
+                    let n = socket.read(&mut chunk).unwrap();
+                    command.extend_from_slice(&chunk[..n]);
+                }
+                socket.write_all(reply.as_bytes()).unwrap();
+            }
+        });
+        let mut reader = StreamReader::connect(&address, None, None, Duration::from_secs(1), Duration::from_secs(5)).unwrap();
+        let mut ids = Vec::new();
+        reader.send_read("g", "c", 10, None, "orders", ">").unwrap();
+        for _ in 0..2 {
+            assert!(reader.awaiting());
+            ids.extend(reader.receive().unwrap().into_iter().map(|e| e.id));
+            assert!(!reader.awaiting());
+            if ids.len() == 1 {
+                reader.send_read("g", "c", 10, None, "orders", ">").unwrap();
+            }
+        }
+        assert_eq!(ids, ["1-0", "2-0"]);
     }
 
     #[test]
