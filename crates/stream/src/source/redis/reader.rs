@@ -167,9 +167,14 @@ impl StreamReader {
         self.awaiting = false;
         self.buf.clear();
         loop {
-            // Walked through without keeping anything until it is all here:
-            // a large reply comes in several reads.
-            match parse_reply(&self.buf, false).and_then(|_| parse_reply(&self.buf, true)) {
+            // A large reply comes in several reads. Whole, it ends in CR LF:
+            // only then is it parsed (a read that stops at one mid-reply
+            // costs one parse that comes up short).
+            if !self.buf.ends_with(b"\r\n") {
+                self.fill()?;
+                continue;
+            }
+            match parse_reply(&self.buf) {
                 Ok((entries, used)) if used == self.buf.len() => return Ok(entries),
                 Ok(_) => return Err(invalid("bytes after the reply")),
                 Err(Short::More) => self.fill()?,
@@ -227,9 +232,8 @@ enum Short {
 }
 
 /// The entries of an XREADGROUP reply at the start of `buf` (RESP2: nil,
-/// or an array of [stream, entries] pairs) and the bytes it took; with
-/// `keep` false, only the bytes.
-fn parse_reply(buf: &[u8], keep: bool) -> Result<(Vec<Entry>, usize), Short> {
+/// or an array of [stream, entries] pairs) and the bytes it took.
+fn parse_reply(buf: &[u8]) -> Result<(Vec<Entry>, usize), Short> {
     let mut c = Cursor { buf, at: 0 };
     let mut out = Vec::new();
     let Some(streams) = c.array()? else {
@@ -243,10 +247,8 @@ fn parse_reply(buf: &[u8], keep: bool) -> Result<(Vec<Entry>, usize), Short> {
         let Some(entries) = c.array()? else {
             continue;
         };
-        if keep {
-            // A length is only a claim until its bytes came.
-            out.reserve(entries.min(100_000));
-        }
+        // A length is only a claim until its bytes came.
+        out.reserve(entries.min(100_000));
         for _ in 0..entries {
             if c.array()? != Some(2) {
                 return Err(Short::Invalid("an entry that is not a pair"));
@@ -259,14 +261,10 @@ fn parse_reply(buf: &[u8], keep: bool) -> Result<(Vec<Entry>, usize), Short> {
                 }
                 for _ in 0..n / 2 {
                     let (name, value) = (c.bulk()?, c.bulk()?);
-                    if keep {
-                        fields.push((name.to_vec(), value.to_vec()));
-                    }
+                    fields.push((name.to_vec(), value.to_vec()));
                 }
             }
-            if keep {
-                out.push(Entry { id: id.to_string(), fields });
-            }
+            out.push(Entry { id: id.to_string(), fields });
         }
     }
     Ok((out, c.at))
@@ -293,9 +291,7 @@ impl<'a> Cursor<'a> {
     fn header(&mut self, kind: u8) -> Result<i64, Short> {
         match self.line()?.split_first() {
             Some((&b'-', message)) => Err(Short::Server(String::from_utf8_lossy(message).into_owned())),
-            Some((&k, n)) if k == kind => {
-                std::str::from_utf8(n).ok().and_then(|n| n.parse().ok()).filter(|&n| n >= -1).ok_or(Short::Invalid("a length that is no number"))
-            }
+            Some((&k, n)) if k == kind => length(n).ok_or(Short::Invalid("a length that is no number")),
             _ => Err(Short::Invalid("another type than XREADGROUP replies with")),
         }
     }
@@ -319,6 +315,16 @@ impl<'a> Cursor<'a> {
         }
         self.at += n + 2;
         Ok(&rest[..n])
+    }
+}
+
+/// A RESP length: `-1` (nil) or decimal digits, at most 18 of them.
+fn length(digits: &[u8]) -> Option<i64> {
+    match digits {
+        b"-1" => Some(-1),
+        [] => None,
+        digits if digits.len() <= 18 => digits.iter().try_fold(0i64, |n, &d| d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0'))),
+        _ => None,
     }
 }
 
@@ -353,7 +359,7 @@ mod tests {
     #[test]
     fn a_reply_reads_as_its_entries_and_a_timeout_as_none() {
         let text = reply(&[("1-0", Some(&[("data", "{\"a\":1}"), ("key", "k\r\nx")])), ("2-5", None), ("3-0", Some(&[("data", "")]))]);
-        let (entries, used) = parse_reply(text.as_bytes(), true).unwrap();
+        let (entries, used) = parse_reply(text.as_bytes()).unwrap();
         assert_eq!(used, text.len());
         let seen: Vec<String> = entries.iter().map(|e| format!("{} {:?}", e.id, e.fields)).collect();
         let expected = [
@@ -362,27 +368,33 @@ mod tests {
             format!("3-0 {:?}", [(b"data".to_vec(), Vec::<u8>::new())]),
         ];
         assert_eq!(seen, expected);
-        assert_eq!(parse_reply(b"*-1\r\n", true).unwrap().1, 5);
-        assert!(parse_reply(b"*-1\r\n", true).unwrap().0.is_empty());
+        assert_eq!(parse_reply(b"*-1\r\n").unwrap().1, 5);
+        assert!(parse_reply(b"*-1\r\n").unwrap().0.is_empty());
     }
 
     #[test]
     fn a_reply_cut_anywhere_asks_for_more() {
         let text = reply(&[("1-0", Some(&[("data", "hello")])), ("2-0", Some(&[("data", "world")]))]);
         for cut in 0..text.len() {
-            assert_eq!(parse_reply(&text.as_bytes()[..cut], false).err(), Some(Short::More), "cut at {cut}");
+            assert_eq!(parse_reply(&text.as_bytes()[..cut]).err(), Some(Short::More), "cut at {cut}");
         }
     }
 
     #[test]
     fn errors_and_garbage_are_told_apart() {
-        assert_eq!(parse_reply(b"-NOGROUP No such key\r\n", true).err(), Some(Short::Server("NOGROUP No such key".into())));
+        assert_eq!(parse_reply(b"-NOGROUP No such key\r\n").err(), Some(Short::Server("NOGROUP No such key".into())));
         for garbage in [&b"+OK\r\n"[..], b"*1\n", b"*x\r\n", b"*1\r\n*3\r\n", b"*1\r\n*2\r\n$2\r\nabc\r\n", b"*1\r\n*2\r\n$-1\r\n", b"*-7\r\n"] {
-            assert!(matches!(parse_reply(garbage, true), Err(Short::Invalid(_))), "{:?}", String::from_utf8_lossy(garbage));
+            assert!(matches!(parse_reply(garbage), Err(Short::Invalid(_))), "{:?}", String::from_utf8_lossy(garbage));
+        }
+        for (text, n) in [(&b"-1"[..], Some(-1)), (b"0", Some(0)), (b"1000", Some(1000)), (b"999999999999999999", Some(999_999_999_999_999_999))] {
+            assert_eq!(length(text), n);
+        }
+        for text in [&b""[..], b"-2", b"-", b"+5", b"1a", b" 1", b"9999999999999999999"] {
+            assert_eq!(length(text), None, "{:?}", String::from_utf8_lossy(text));
         }
         // A length claiming more than ever comes only waits for it; nothing is allocated for it.
-        assert_eq!(parse_reply(b"*1\r\n*2\r\n$6\r\norders\r\n*999999999999\r\n", true).err(), Some(Short::More));
-        assert_eq!(parse_reply(b"*1\r\n*2\r\n$99999999999999\r\n", true).err(), Some(Short::Invalid("a string longer than Redis stores")));
+        assert_eq!(parse_reply(b"*1\r\n*2\r\n$6\r\norders\r\n*999999999999\r\n").err(), Some(Short::More));
+        assert_eq!(parse_reply(b"*1\r\n*2\r\n$99999999999999\r\n").err(), Some(Short::Invalid("a string longer than Redis stores")));
     }
 
     /// A server on loopback that answers the first command with `reply`,
