@@ -194,9 +194,8 @@ impl RedisSource {
         Message { offset, id, payload, key: None, timestamp_ms, headers: Vec::new(), fault }
     }
 
-    /// One read: taking over others' idle entries first, then own pending
-    /// entries, then new ones (reading on ahead while `ahead`).
-    fn read(&mut self, phase: &mut ReadPhase, ahead: bool) -> redis::RedisResult<Vec<Entry>> {
+    /// One read: taking over others' idle entries first, then own pending entries, then new ones.
+    fn read(&mut self, phase: &mut ReadPhase) -> redis::RedisResult<Vec<Entry>> {
         let group = self.options.group().to_string();
         loop {
             match phase {
@@ -228,7 +227,7 @@ impl RedisSource {
                     }
                 }
                 ReadPhase::New => {
-                    return self.read_new(&group, ahead);
+                    return self.read_new(&group);
                 }
             }
         }
@@ -248,12 +247,12 @@ impl RedisSource {
         read
     }
 
-    /// New entries (`>`). With `ahead`, the next XREADGROUP goes out as soon
-    /// as these are in, so the server makes its reply while these are decoded
-    /// and analysed; none goes out past the end of an `--until-end` run.
-    /// What one in flight delivers is pending on the server until read, as
-    /// any delivered entry is until acked.
-    fn read_new(&mut self, group: &str, ahead: bool) -> redis::RedisResult<Vec<Entry>> {
+    /// New entries (`>`). The next XREADGROUP goes out as soon as these are
+    /// in, so the server makes its reply while these are decoded and
+    /// analysed; none goes out past the end of an `--until-end` run. What
+    /// one in flight delivers stays pending on the consumer until it is read,
+    /// as any entry delivered and not analysed does (a stop, a crash).
+    fn read_new(&mut self, group: &str) -> redis::RedisResult<Vec<Entry>> {
         let reader = match &mut self.reader {
             Some(reader) => reader,
             None => self.reader.insert(self.server.reader()?),
@@ -266,7 +265,7 @@ impl RedisSource {
             let entries = reader.receive()?;
             let last = entries.last().map(|e| id_pair(&e.id));
             let at_end = until_end && (last.is_none() || last >= end);
-            if ahead && !at_end {
+            if !at_end {
                 reader.send_read(group, consumer, READ_COUNT, Some(BLOCK), stream, ">")?;
             }
             Ok(entries)
@@ -547,13 +546,11 @@ impl Source for RedisSource {
                 }
                 last_lag = Some(std::time::Instant::now());
             }
-            // A stop takes in the entries of a read already sent, then ends.
-            let stopping = ctx.stopped();
-            if stopping && !self.reader.as_ref().is_some_and(StreamReader::awaiting) {
+            if ctx.stopped() {
                 break;
             }
             // Whether anything was read, and what of it is new.
-            let result = self.ack(&mut unacked, acked_below, ACK_STEP).and_then(|_| self.read(&mut phase, !stopping)).and_then(|entries| {
+            let result = self.ack(&mut unacked, acked_below, ACK_STEP).and_then(|_| self.read(&mut phase)).and_then(|entries| {
                 let read = !entries.is_empty();
                 match through {
                     Some(through) => Ok((read, self.skip_analysed(entries, through)?)),
@@ -566,6 +563,8 @@ impl Source for RedisSource {
                     read
                 }
                 Err(e) if passing(&e) => {
+                    // A read in flight goes with its connection: its entries are this consumer's pending.
+                    self.reader = None;
                     tracing::warn!("redis {}: {e}; reconnecting in {backoff:?}", self.server.url.hosts);
                     ctx.progress.broker_errors.fetch_add(1, Ordering::Relaxed);
                     std::thread::sleep(backoff);
@@ -604,7 +603,7 @@ impl Source for RedisSource {
                 break;
             }
             let last_read = last_id.as_deref().map(id_pair);
-            if stopping || self.options.until_end && new_phase && last_read.is_some() && last_read >= self.end {
+            if self.options.until_end && new_phase && last_read.is_some() && last_read >= self.end {
                 break;
             }
         }

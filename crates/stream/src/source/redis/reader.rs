@@ -167,10 +167,10 @@ impl StreamReader {
         self.awaiting = false;
         self.buf.clear();
         loop {
-            // A large reply comes in several reads. Whole, it ends in CR LF:
-            // only then is it parsed (a read that stops at one mid-reply
-            // costs one parse that comes up short).
-            if !self.buf.ends_with(b"\r\n") {
+            // A large reply comes in several reads. Whole, it ends in a line
+            // end: only then is it parsed (a read that stops at one mid-reply
+            // costs one parse that comes up short; one without its CR is refused).
+            if !self.buf.ends_with(b"\n") {
                 self.fill()?;
                 continue;
             }
@@ -392,7 +392,7 @@ mod tests {
         for text in [&b""[..], b"-2", b"-", b"+5", b"1a", b" 1", b"9999999999999999999"] {
             assert_eq!(length(text), None, "{:?}", String::from_utf8_lossy(text));
         }
-        // A length claiming more than ever comes only waits for it; nothing is allocated for it.
+        // A length claiming more than ever comes only waits for it (room for at most 100,000 entries is kept).
         assert_eq!(parse_reply(b"*1\r\n*2\r\n$6\r\norders\r\n*999999999999\r\n").err(), Some(Short::More));
         assert_eq!(parse_reply(b"*1\r\n*2\r\n$99999999999999\r\n").err(), Some(Short::Invalid("a string longer than Redis stores")));
     }
@@ -445,6 +445,9 @@ mod tests {
         assert_eq!(entries.iter().map(|e| (e.id.as_str(), e.fields[0].1.len())).collect::<Vec<_>>(), [("1-0", 5), ("2-0", 3000)]);
         let cut = read(text[..text.len() - 10].to_string()).err().unwrap();
         assert!(cut.is_io_error(), "{cut}");
+        // A line without its CR is refused as it comes, not waited on until the read times out.
+        let garbage = read("*1\n".into()).err().unwrap();
+        assert!(!garbage.is_io_error() && garbage.to_string().contains("CR LF"), "{garbage}");
         let refused = read("-LOADING Redis is loading the dataset in memory\r\n".into()).err().unwrap();
         assert_eq!(refused.kind(), ErrorKind::Server(ServerErrorKind::BusyLoading));
     }
