@@ -82,8 +82,8 @@ impl DetectorPre {
     }
 }
 
-/// Whether a component exports some version of `interface` (one the host's
-/// contract is not compatible with too: its lookup error then names the version).
+/// Whether a component exports some version of `interface`, compatible with
+/// the host's or not (the lookup error then names the version the host wants).
 fn exports_interface(instance: &InstancePre<PluginState>, interface: &str) -> bool {
     instance.component().component_type().exports(instance.engine()).any(|(name, _)| name.split('@').next() == Some(interface))
 }
