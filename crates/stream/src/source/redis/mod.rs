@@ -233,18 +233,9 @@ impl RedisSource {
         }
     }
 
-    /// At most [`READ_COUNT`] entries after `after` (XREADGROUP); a failed
-    /// read drops its connection, and the next read connects anew.
+    /// At most [`READ_COUNT`] entries after `after` (XREADGROUP).
     fn xreadgroup(&mut self, group: &str, after: &str, block: Option<Duration>) -> redis::RedisResult<Vec<Entry>> {
-        let reader = match &mut self.reader {
-            Some(reader) => reader,
-            None => self.reader.insert(self.server.reader()?),
-        };
-        let read = reader.read(group, &self.consumer, READ_COUNT, block, &self.stream, after);
-        if read.is_err() {
-            self.reader = None;
-        }
-        read
+        self.with_reader(|reader, consumer, stream| reader.read(group, consumer, READ_COUNT, block, stream, after))
     }
 
     /// New entries (`>`). The next XREADGROUP goes out as soon as these are
@@ -253,28 +244,35 @@ impl RedisSource {
     /// one in flight delivers stays pending on the consumer until it is read,
     /// as any entry delivered and not analysed does (a stop, a crash).
     fn read_new(&mut self, group: &str) -> redis::RedisResult<Vec<Entry>> {
-        let reader = match &mut self.reader {
-            Some(reader) => reader,
-            None => self.reader.insert(self.server.reader()?),
-        };
-        let (consumer, stream, until_end, end) = (&self.consumer, &self.stream, self.options.until_end, self.end);
-        let mut read = || {
+        let (until_end, end) = (self.options.until_end, self.end);
+        self.with_reader(|reader, consumer, stream| {
+            let send = |reader: &mut StreamReader| reader.send_read(group, consumer, READ_COUNT, Some(BLOCK), stream, ">");
             if !reader.awaiting() {
-                reader.send_read(group, consumer, READ_COUNT, Some(BLOCK), stream, ">")?;
+                send(reader)?;
             }
             let entries = reader.receive()?;
             let last = entries.last().map(|e| id_pair(&e.id));
             let at_end = until_end && (last.is_none() || last >= end);
             if !at_end {
-                reader.send_read(group, consumer, READ_COUNT, Some(BLOCK), stream, ">")?;
+                send(reader)?;
             }
             Ok(entries)
+        })
+    }
+
+    /// `read` on the entries' reader (with this consumer and stream),
+    /// connected at the first read; a failed read drops its connection,
+    /// with any read in flight, and the next read connects anew.
+    fn with_reader<T>(&mut self, read: impl FnOnce(&mut StreamReader, &str, &str) -> redis::RedisResult<T>) -> redis::RedisResult<T> {
+        let reader = match &mut self.reader {
+            Some(reader) => reader,
+            None => self.reader.insert(self.server.reader()?),
         };
-        let read = read();
-        if read.is_err() {
+        let result = read(reader, &self.consumer, &self.stream);
+        if result.is_err() {
             self.reader = None;
         }
-        read
+        result
     }
 
     /// The group's fields in XINFO GROUPS, as name/value pairs.
