@@ -23,6 +23,8 @@ import faults  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 HOST = os.path.join(ROOT, "target/release/clean-host")
+# Each run copies a warm cache into its data dir: the hosts must keep it there.
+os.environ.pop("CLEAN_HOST_PLUGIN_CACHE", None)
 PLUGINS = os.path.join(ROOT, "plugins")
 # Budgets (issue 15): clean windows alerting, injected faults caught, delay.
 MAX_ALERTING_SHARE = 0.02

@@ -22,6 +22,8 @@ import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 HOST = os.path.join(ROOT, "target/release/clean-host")
+# Each run copies a warm cache into its data dir: the hosts must keep it there.
+os.environ.pop("CLEAN_HOST_PLUGIN_CACHE", None)
 PLUGINS = os.path.join(ROOT, "plugins")
 OUT = os.path.join(ROOT, "target/bench/scaling")
 BUNDLED = ["completeness", "drift", "duplicates", "freshness", "outliers", "schema", "validity", "volume"]

@@ -54,9 +54,13 @@ pub struct GlobalArgs {
     /// TOML config with pipelines, alert rules and limits.
     #[arg(long, global = true, env = "CLEAN_HOST_CONFIG", hide_env_values = true)]
     pub config: Option<PathBuf>,
-    /// Folder for the history, dead letters and the compiled-plugin cache (default: clean-data).
+    /// Folder for the history, dead letters, checkpoints and (unless --plugin-cache) compiled plugins (default: clean-data).
     #[arg(long, global = true, env = "CLEAN_HOST_DATA_DIR", hide_env_values = true)]
     pub data_dir: Option<PathBuf>,
+    /// Folder for compiled plugins instead of the data dir, with a key of its own: hosts of one user
+    /// that share it (a volume, a baked image) compile each plugin once between them.
+    #[arg(long, global = true, env = "CLEAN_HOST_PLUGIN_CACHE", hide_env_values = true)]
+    pub plugin_cache: Option<PathBuf>,
     /// Log lines on stderr as human text or JSON objects.
     #[arg(long, global = true, value_enum, default_value = "human", env = "CLEAN_HOST_LOG_FORMAT", hide_env_values = true)]
     pub log_format: LogFormat,

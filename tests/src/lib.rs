@@ -30,6 +30,20 @@ pub fn binary() -> PathBuf {
     existing(root().join("target/release/clean-host"), "run scripts/test (or cargo build --release)")
 }
 
+/// The compiled-plugin cache every host the tests start shares
+/// (`--plugin-cache`): a plugin is compiled once, not at each start (the
+/// bundled eight take 7 s of both cores). scripts/test empties it first.
+pub fn plugin_cache() -> PathBuf {
+    root().join("target/test-plugin-cache")
+}
+
+/// A command running `clean-host` with the tests' shared plugin cache.
+pub fn host() -> Command {
+    let mut command = Command::new(binary());
+    command.env("CLEAN_HOST_PLUGIN_CACHE", plugin_cache());
+    command
+}
+
 /// A bundled detector, as `scripts/build` leaves it in `plugins/`.
 pub fn bundled(name: &str) -> PathBuf {
     existing(root().join("plugins").join(format!("{name}.wasm")), "run scripts/build")
@@ -98,7 +112,7 @@ impl Sandbox {
             args.push("--inject".into());
             args.push(faults.join(","));
         }
-        let out = Command::new(binary()).args(&args).current_dir(self.dir.path()).output().expect("run generate");
+        let out = host().args(&args).current_dir(self.dir.path()).output().expect("run generate");
         assert!(out.status.success(), "generate failed: {}", String::from_utf8_lossy(&out.stderr));
         self.write(name, out.stdout)
     }
@@ -112,7 +126,7 @@ impl Sandbox {
     /// and the test fails: for runs that hostile plugins or input try to hang.
     pub fn run_within(&self, args: &[&str], limit: std::time::Duration) -> Run {
         let (out, err) = (self.path("run.stdout"), self.path("run.stderr"));
-        let mut child = Command::new(binary())
+        let mut child = host()
             .args(args)
             .arg("--plugins")
             .arg(self.plugins())
@@ -149,7 +163,7 @@ impl Sandbox {
     }
 
     fn run_command(&self, args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Run {
-        let mut cmd = Command::new(binary());
+        let mut cmd = host();
         cmd.args(args)
             .envs(env.iter().copied())
             .arg("--plugins")

@@ -703,7 +703,7 @@ fn a_host_takes_over(s: &Sandbox, topic: &str, source: impl Fn(&str) -> String, 
     // 60,000 records over 8 s (60 windows a partition; detectors learn each
     // partition apart), faults in the second half, so the kill lands mid-stream.
     let faults = "nulls@30000+2000,duplicates@38000+2000,drift@44000+6000,creep@50000+8000";
-    let mut producer = Command::new(clean_host_tests::binary())
+    let mut producer = clean_host_tests::host()
         .args(["generate", "--records", "60000", "--rate", "7500", "--partitions", "2", "--inject", faults, "--sink", topic])
         .current_dir(s.dir.path())
         .stderr(Stdio::null())
@@ -890,7 +890,7 @@ fn kafka_rebalance_mid_stream_loses_nothing() {
     let a = spawn(&s, &source, "a.jsonl", "data-a");
     a.wait_until("the first windows", Duration::from_secs(60), || !windows(&s.path("a.jsonl")).is_empty());
     let b = spawn(&s, &source, "b.jsonl", "data-b");
-    // b joins (it may first compile its plugins: a fresh data dir), a gives up partitions with open windows.
+    // b joins, a gives up partitions with open windows.
     let joined = || std::fs::read_to_string(s.path("b.jsonl.stderr")).is_ok_and(|t| t.contains("assigned"));
     wait_for_hosts(&[&a, &b], "b to get partitions", Duration::from_secs(90), joined);
     std::thread::sleep(Duration::from_secs(2));

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use clean_host_tests::{binary, bundled, fault_plugin, plugin, wait_until, Run, Sandbox, BUNDLED};
+use clean_host_tests::{binary, bundled, fault_plugin, host, plugin, wait_until, Run, Sandbox, BUNDLED};
 use serde_json::Value;
 
 /// Long enough for any run here; a run still going then has hung.
@@ -16,7 +16,7 @@ const HANG: Duration = Duration::from_secs(180);
 /// An endless generated stream through the sandbox's plugins in windows of
 /// `window` records, stderr to `stderr.log`.
 fn spawn_endless(s: &Sandbox, window: u32) -> Child {
-    Command::new(binary())
+    host()
         .args(["--rate", "20000", "--quiet", "--format", "json", "--window", &window.to_string(), "--plugins"])
         .arg(s.plugins())
         .arg("--data-dir")
@@ -357,8 +357,18 @@ fn a_tampered_compile_cache_is_compiled_again_not_loaded() {
     let s = Sandbox::empty();
     s.add_plugin(&bundled("volume"));
     let data = s.generate("clean.jsonl", 3_000, &[]);
-    let args = ["--source", data.to_str().unwrap(), "--format", "json"];
-    s.run_within(&args, HANG).assert_ok();
+    // Without the plugin cache the tests share: the data dir's own.
+    let start = || {
+        let out = Command::new(binary())
+            .args(["--source", data.to_str().unwrap(), "--format", "json", "--plugins"])
+            .arg(s.plugins())
+            .arg("--data-dir")
+            .arg(s.path("data"))
+            .output()
+            .unwrap();
+        Run { code: out.status.code(), stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+    };
+    start().assert_ok();
     let cached = cached_files(&s);
     assert_eq!(cached.len(), 1);
     use std::os::unix::fs::PermissionsExt;
@@ -370,18 +380,62 @@ fn a_tampered_compile_cache_is_compiled_again_not_loaded() {
         *b ^= 0xff;
     }
     std::fs::write(&cached[0], &bytes).unwrap();
-    let run = s.run_within(&args, HANG);
+    let run = start();
     run.assert_ok();
     assert!(run.stderr.contains("does not carry this host's tag; compiling the plugin again"), "{}", run.stderr);
     assert_eq!(run.summary()["windows"], 3);
     // The file was written anew, with a good tag: the next start uses it quietly.
-    let run = s.run_within(&args, HANG);
+    let run = start();
     assert!(!run.stderr.contains("does not carry"), "{}", run.stderr);
     // A key others may read is no key: no cache at all.
     std::fs::set_permissions(s.path("data/cache.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
-    let run = s.run_within(&args, HANG);
+    let run = start();
     run.assert_ok();
     assert!(run.stderr.contains("compiled plugins are not cached") && run.stderr.contains("mode 0600"), "{}", run.stderr);
+}
+
+/// Hosts that share a plugin cache (`--plugin-cache`) compile a plugin
+/// once between them, each with its data dir's own key for its seeds; the
+/// shared folder's key is held to the same rules as a data dir's.
+#[test]
+fn a_shared_plugin_cache_is_compiled_once_and_each_data_dir_keeps_its_key() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let s = Sandbox::empty();
+    s.add_plugin(&bundled("volume"));
+    let data = s.generate("clean.jsonl", 3_000, &[]);
+    let shared = s.path("shared");
+    let run = |data_dir: &str| {
+        let out = Command::new(binary())
+            .args(["--source", data.to_str().unwrap(), "--format", "json", "--plugins"])
+            .arg(s.plugins())
+            .arg("--data-dir")
+            .arg(s.path(data_dir))
+            .arg("--plugin-cache")
+            .arg(&shared)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        stderr
+    };
+    run("a");
+    let compiled: Vec<_> = std::fs::read_dir(shared.join("cache")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(compiled.len(), 1, "{compiled:?}");
+    let inode = std::fs::metadata(&compiled[0]).unwrap().ino();
+    assert_eq!(std::fs::metadata(shared.join("cache.key")).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(!s.path("a/cache").exists(), "compiled into the data dir too");
+    let second = run("b");
+    assert!(!second.contains("not cached") && !second.contains("hash seeds"), "{second}");
+    // Loaded, not compiled and written again.
+    assert_eq!(std::fs::metadata(&compiled[0]).unwrap().ino(), inode);
+    let key = |dir: &str| std::fs::read(s.path(dir).join("cache.key")).unwrap();
+    assert_ne!(key("a"), key("b"), "each data dir seeds its plugins with its own key");
+    assert_ne!(key("a"), std::fs::read(shared.join("cache.key")).unwrap());
+    // A shared key others may read caches nothing, and costs the seeds nothing.
+    std::fs::set_permissions(shared.join("cache.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let refused = run("a");
+    assert!(refused.contains("compiled plugins are not cached") && refused.contains("mode 0600"), "{refused}");
+    assert!(!refused.contains("hash seeds"), "{refused}");
 }
 
 /// A new file whose plugin has the name of a running one is rejected on

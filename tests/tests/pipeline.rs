@@ -204,7 +204,7 @@ fn processing_time_windows_close_while_the_source_is_idle() {
     // A burst, two idle seconds with stdin still open, another burst.
     let script = "for i in $(seq 1 50); do echo '{\"v\": 1}'; done; sleep 2; for i in $(seq 1 50); do echo '{\"v\": 2}'; done";
     let mut feeder = std::process::Command::new("sh").arg("-c").arg(script).stdout(std::process::Stdio::piped()).spawn().unwrap();
-    let out = std::process::Command::new(clean_host_tests::binary())
+    let out = clean_host_tests::host()
         .args(["--config", config.to_str().unwrap(), "--format", "json", "--plugins"])
         .arg(s.plugins())
         .arg("--data-dir")
@@ -233,7 +233,7 @@ fn the_same_records_give_the_same_alerts() {
     let args = ["--source", data.to_str().unwrap(), "--window", "1000", "--format", "json"];
     let first = s.run(&args);
     first.assert_ok();
-    // Everything the first run left but the host's key (history, ledger, cache).
+    // Everything the first run left but the host's key (history, ledger).
     for entry in std::fs::read_dir(s.path("data")).unwrap() {
         let path = entry.unwrap().path();
         if path.file_name() != Some("cache.key".as_ref()) {

@@ -54,7 +54,7 @@ fn main() -> Result<()> {
     let count = |i: usize, default: usize| rest.get(i).map_or(Ok(default), |n| n.parse::<usize>().context("a count"));
     let batches = windows(Path::new(file), count(0, 300)?, count(1, 1000)?)?;
     let passes = count(2, 3)?.max(1);
-    let runtime = Arc::new(Runtime::new(None).map_err(|e| anyhow::anyhow!("{e:#}"))?);
+    let runtime = Arc::new(Runtime::new(None, None).map_err(|e| anyhow::anyhow!("{e:#}"))?);
     let budget = Arc::new(TenantBudget::new("bench", 4096, 64));
     for plugin in load_dir(&runtime, Path::new(plugins), Limits::default(), &budget, None)?.into_iter().filter(|p| p.is_detector()) {
         let (mut p50s, mut p99s, mut means) = (Vec::new(), Vec::new(), Vec::new());

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
-use super::host_key::{HostKey, TAG_BYTES};
+use super::host_key::{temporary_name, HostKey, TAG_BYTES};
 
 pub struct ComponentCache {
     /// The folder and the key its files are signed with.
@@ -31,12 +31,12 @@ pub fn content_hash(bytes: &[u8]) -> String {
 }
 
 impl ComponentCache {
-    /// A cache in `DATA_DIR/cache/` signed with `key`, the data dir's own
+    /// A cache in `DIR/cache/` signed with `key`, the folder's own
     /// (`None`: compile every time).
-    pub fn new(engine: &Engine, data_dir: Option<(&Path, HostKey)>) -> Self {
+    pub fn new(engine: &Engine, dir: Option<(&Path, HostKey)>) -> Self {
         let mut h = xxhash_rust::xxh3::Xxh3::new();
         engine.precompile_compatibility_hash().hash(&mut h);
-        let store = data_dir.map(|(data, key)| (data.join("cache"), key));
+        let store = dir.map(|(dir, key)| (dir.join("cache"), key));
         ComponentCache { store, engine_key: format!("{:016x}", h.finish()) }
     }
 
@@ -110,7 +110,7 @@ fn store(path: &Path, bytes: &[u8]) {
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let tmp = dir.join(temporary_name(&name));
     let written = std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&tmp, bytes)).and_then(|_| std::fs::rename(&tmp, path));
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -1,8 +1,9 @@
 //! The host's secret: `DATA_DIR/cache.key`, 32 random bytes only this
 //! host's user can read (mode 0600, made on first use).
 //!
-//! It signs compiled plugins (see `cache`) and seeds each plugin's hash
-//! maps (`wasi:random/insecure-seed`). Seeding from the key, not afresh per
+//! It signs compiled plugins (see `cache`; a `--plugin-cache` folder has a
+//! key of its own, made and checked the same way) and seeds each plugin's
+//! hash maps (`wasi:random/insecure-seed`). Seeding from the key, not afresh per
 //! start, makes a detector repeat itself: the same records replayed through
 //! the same host give the same findings (a quantile sketch's compactions
 //! follow its seed), while no one outside can predict the seed to craft
@@ -11,6 +12,7 @@
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -18,13 +20,25 @@ use sha2::Sha256;
 /// Bytes of a tag made by [`HostKey::tag`].
 pub const TAG_BYTES: usize = 32;
 
+/// A name for a file written beside `name` before it takes its place, that
+/// no other process picks: not even one of the same pid (containers sharing
+/// a folder are each pid 1).
+pub fn temporary_name(name: &str) -> String {
+    static MADE: AtomicU64 = AtomicU64::new(0);
+    let mut random = [0u8; 8];
+    // Should /dev/urandom fail, the pid and the count still part this process's names.
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut r| r.read_exact(&mut random));
+    format!(".{name}.tmp{}-{:016x}-{}", std::process::id(), u64::from_le_bytes(random), MADE.fetch_add(1, Ordering::Relaxed))
+}
+
 #[derive(Clone)]
 pub struct HostKey([u8; 32]);
 
 impl HostKey {
-    /// The key in `data_dir`, made if missing; `Err` says why it cannot be trusted.
-    pub fn of_data_dir(data_dir: &Path) -> Result<Self, String> {
-        let path = data_dir.join("cache.key");
+    /// The key in `dir` (a data dir, or a folder of compiled plugins), made
+    /// if missing; `Err` says why it cannot be trusted.
+    pub fn in_dir(dir: &Path) -> Result<Self, String> {
+        let path = dir.join("cache.key");
         let shown = path.display();
         let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path);
         let mut file = match file {
@@ -32,11 +46,10 @@ impl HostKey {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // Written whole beside it, then linked into place: a crash
                 // leaves no empty key, and of two hosts starting at once on
-                // one data dir, the second reads the first one's key.
+                // one folder, the second reads the first one's key.
                 let key = Self::random()?;
-                std::fs::create_dir_all(data_dir).map_err(|e| format!("creating {}: {e}", data_dir.display()))?;
-                let tmp = data_dir.join(format!(".cache.key.tmp{}", std::process::id()));
-                let _ = std::fs::remove_file(&tmp);
+                std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+                let tmp = dir.join(temporary_name("cache.key"));
                 let written = std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
@@ -47,7 +60,7 @@ impl HostKey {
                 let _ = std::fs::remove_file(&tmp);
                 return match written {
                     Ok(()) => Ok(key),
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::of_data_dir(data_dir),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::in_dir(dir),
                     Err(e) => Err(format!("creating {shown}: {e}")),
                 };
             }
@@ -104,10 +117,10 @@ mod tests {
     fn the_key_file_is_private_and_seeds_repeat() {
         let dir = std::env::temp_dir().join(format!("host-key-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let key = HostKey::of_data_dir(&dir).unwrap();
+        let key = HostKey::in_dir(&dir).unwrap();
         let mode = std::fs::metadata(dir.join("cache.key")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        let again = HostKey::of_data_dir(&dir).unwrap();
+        let again = HostKey::in_dir(&dir).unwrap();
         assert_eq!(key.seed("drift"), again.seed("drift"));
         assert_ne!(key.seed("drift"), key.seed("outliers"));
         assert_ne!(key.seed("drift"), HostKey::random().unwrap().seed("drift"));
@@ -115,7 +128,7 @@ mod tests {
         assert!(again.verify("a", b"compiled", &tag) && !again.verify("b", b"compiled", &tag));
 
         std::fs::set_permissions(dir.join("cache.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
-        let refused = HostKey::of_data_dir(&dir).err().expect("a key others can read is refused");
+        let refused = HostKey::in_dir(&dir).err().expect("a key others can read is refused");
         assert!(refused.contains("mode 0600"), "{refused}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

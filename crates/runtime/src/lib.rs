@@ -161,10 +161,12 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// `data_dir`: where compiled plugins are kept between runs, in
-    /// `cache/`, signed with its [`HostKey`] (`None`: compile every time,
-    /// with a key for this process only).
-    pub fn new(data_dir: Option<&Path>) -> wasmtime::Result<Self> {
+    /// `data_dir`: whose [`HostKey`] seeds the plugins' hash maps (`None`:
+    /// a key for this process only). `cache_dir`: where compiled plugins
+    /// are kept between runs, in `cache/`, signed with that folder's own
+    /// key (`None`: the data dir; neither: compiled at every start). Hosts
+    /// of one user may share it, so that a new one compiles nothing.
+    pub fn new(data_dir: Option<&Path>, cache_dir: Option<&Path>) -> wasmtime::Result<Self> {
         let mut config = Config::new();
         config.wasm_component_model(true).epoch_interruption(true).max_wasm_stack(1 << 20);
         // For profiling plugins with perf (docs/plugin-guide.md): names their functions.
@@ -179,18 +181,30 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         ProjectedDetectorPlugin::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
         bindings::handler::clean_host::plugin::egress::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
-        let kept = data_dir.and_then(|dir| match HostKey::of_data_dir(dir) {
-            Ok(key) => Some((dir, key)),
-            Err(reason) => {
-                tracing::warn!("compiled plugins are not cached, and detectors' hash seeds differ at each start: {reason}");
-                None
+        let cache_dir = cache_dir.or(data_dir);
+        let own = data_dir.map(|dir| (dir, HostKey::in_dir(dir)));
+        // The cache is signed with its folder's key: the data dir's, unless it has a folder of its own.
+        let signed = match (cache_dir, &own) {
+            (Some(dir), Some((data, own))) if dir == *data => own.as_ref().ok().map(|key| (dir, key.clone())),
+            (Some(dir), _) => match HostKey::in_dir(dir) {
+                Ok(key) => Some((dir, key)),
+                Err(reason) => {
+                    tracing::warn!("compiled plugins are not cached: {reason}");
+                    None
+                }
+            },
+            (None, _) => None,
+        };
+        let key = match own {
+            Some((_, Ok(key))) => key,
+            Some((dir, Err(reason))) => {
+                let also = if cache_dir == Some(dir) { "compiled plugins are not cached, and " } else { "" };
+                tracing::warn!("{also}detectors' hash seeds differ at each start: {reason}");
+                HostKey::random().map_err(wasmtime::Error::msg)?
             }
-        });
-        let key = match &kept {
-            Some((_, key)) => key.clone(),
             None => HostKey::random().map_err(wasmtime::Error::msg)?,
         };
-        let cache = cache::ComponentCache::new(&engine, kept);
+        let cache = cache::ComponentCache::new(&engine, signed);
         let ticker = EpochTicker::start(engine.clone());
         Ok(Runtime { engine, linker, cache, key, _ticker: ticker })
     }

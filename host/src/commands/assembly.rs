@@ -28,7 +28,7 @@ const DEFAULT_MAX_FAILURES: u32 = 3;
 pub const HANDLER_GRACE: Duration = Duration::from_secs(10);
 
 /// The config file (or the defaults: one pipeline reading `default_source`)
-/// with `overrides` from the command line and `--data-dir`, validated.
+/// with `overrides` from the command line, `--data-dir` and `--plugin-cache`, validated.
 pub fn settings(g: &GlobalArgs, default_source: &str, overrides: impl FnOnce(&mut ConfigFile) -> Result<()>) -> Result<ConfigFile> {
     let mut config = match &g.config {
         Some(path) => ConfigFile::load(path)?,
@@ -40,6 +40,9 @@ pub fn settings(g: &GlobalArgs, default_source: &str, overrides: impl FnOnce(&mu
     overrides(&mut config)?;
     if g.data_dir.is_some() {
         config.data_dir = g.data_dir.clone();
+    }
+    if g.plugin_cache.is_some() {
+        config.plugin_cache = g.plugin_cache.clone();
     }
     config.validate().map_err(|e| anyhow::anyhow!("{}: {e}", config_name(g)))?;
     Ok(config)
@@ -120,7 +123,8 @@ pub fn load_tenants(
     native: bool,
     mut broken: Option<&mut Vec<(String, LoadError)>>,
 ) -> Result<(Arc<Runtime>, Vec<Tenant>)> {
-    let runtime = Arc::new(Runtime::new(Some(&data_dir(config))).map_err(|e| anyhow::anyhow!("starting the wasm runtime: {e:#}"))?);
+    let runtime =
+        Arc::new(Runtime::new(Some(&data_dir(config)), config.plugin_cache.as_deref()).map_err(|e| anyhow::anyhow!("starting the wasm runtime: {e:#}"))?);
     if !plugins.is_dir() {
         bail!("plugin folder {} does not exist; build the bundled plugins with scripts/build", plugins.display());
     }

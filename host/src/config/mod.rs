@@ -28,8 +28,11 @@ mod tests;
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConfigFile {
-    /// Where dead letters and the compiled-plugin cache go (default `clean-data`).
+    /// Where dead letters and (unless `plugin_cache`) compiled plugins go (default `clean-data`).
     pub data_dir: Option<PathBuf>,
+    /// Where compiled plugins go instead, with a key of their own (`cache.key`
+    /// beside `cache/`), for hosts of one user to share (default: the data dir).
+    pub plugin_cache: Option<PathBuf>,
     /// Limits for every plugin instance (a plugin's manifest may override them).
     pub limits: Limits,
     /// Consecutive failed calls after which a plugin is quarantined.
