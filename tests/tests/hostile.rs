@@ -436,6 +436,11 @@ fn a_shared_plugin_cache_is_compiled_once_and_each_data_dir_keeps_its_key() {
     let refused = run("a");
     assert!(refused.contains("compiled plugins are not cached") && refused.contains("mode 0600"), "{refused}");
     assert!(!refused.contains("hash seeds"), "{refused}");
+    // Nor is a link to a good key (a data dir's) taken for the folder's own.
+    std::fs::remove_file(shared.join("cache.key")).unwrap();
+    std::os::unix::fs::symlink(s.path("b/cache.key"), shared.join("cache.key")).unwrap();
+    let linked = run("a");
+    assert!(linked.contains("compiled plugins are not cached"), "{linked}");
 }
 
 /// A new file whose plugin has the name of a running one is rejected on
