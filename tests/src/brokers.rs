@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::{host, root, waited, Run, Sandbox};
+use crate::{host_command, root, waited, Run, Sandbox};
 
 /// `KAFKA`, `PULSAR`, `REDIS` (and `PULSAR_ADMIN`) from the environment or `target/brokers/env`.
 pub fn broker(name: &str) -> String {
@@ -45,7 +45,7 @@ pub fn produce(s: &Sandbox, url: &str, records: u64, faults: &[&str], partitions
     if !faults.is_empty() {
         args.extend(["--inject".to_string(), faults.join(",")]);
     }
-    let out = host().args(&args).current_dir(s.dir.path()).output().expect("run generate");
+    let out = host_command().args(&args).current_dir(s.dir.path()).output().expect("run generate");
     assert!(out.status.success(), "generate --sink {url} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -154,7 +154,7 @@ pub fn spawn_windows(s: &Sandbox, source: &str, log: &str, data: &str, window: u
 /// [`spawn_windows`] with more arguments.
 pub fn spawn_with(s: &Sandbox, source: &str, log: &str, data: &str, window: u64, more: &[&str]) -> Host {
     let stderr = s.path(&format!("{log}.stderr"));
-    let child = host()
+    let child = host_command()
         .args(["--source", source, "--quiet", "--format", "json", "--window", &window.to_string(), "--windows-file"])
         .arg(s.path(log))
         .args(more)

@@ -30,17 +30,13 @@ pub fn binary() -> PathBuf {
     existing(root().join("target/release/clean-host"), "run scripts/test (or cargo build --release)")
 }
 
-/// The compiled-plugin cache every host the tests start shares
-/// (`--plugin-cache`): a plugin is compiled once, not at each start (the
-/// bundled eight take 7 s of both cores). scripts/test empties it first.
-pub fn plugin_cache() -> PathBuf {
-    root().join("target/test-plugin-cache")
-}
-
-/// A command running `clean-host` with the tests' shared plugin cache.
-pub fn host() -> Command {
+/// A command running `clean-host` with the compiled-plugin cache every
+/// host the tests start shares (`--plugin-cache`): a plugin is compiled
+/// once, not at each start (the bundled eight take 7 s of both cores).
+/// scripts/test empties it first.
+pub fn host_command() -> Command {
     let mut command = Command::new(binary());
-    command.env("CLEAN_HOST_PLUGIN_CACHE", plugin_cache());
+    command.env("CLEAN_HOST_PLUGIN_CACHE", root().join("target/test-plugin-cache"));
     command
 }
 
@@ -112,7 +108,7 @@ impl Sandbox {
             args.push("--inject".into());
             args.push(faults.join(","));
         }
-        let out = host().args(&args).current_dir(self.dir.path()).output().expect("run generate");
+        let out = host_command().args(&args).current_dir(self.dir.path()).output().expect("run generate");
         assert!(out.status.success(), "generate failed: {}", String::from_utf8_lossy(&out.stderr));
         self.write(name, out.stdout)
     }
@@ -125,13 +121,15 @@ impl Sandbox {
     /// Like [`Sandbox::run`], but a run still going after `limit` is killed
     /// and the test fails: for runs that hostile plugins or input try to hang.
     pub fn run_within(&self, args: &[&str], limit: std::time::Duration) -> Run {
+        let mut command = host_command();
+        command.args(args).arg("--plugins").arg(self.plugins()).arg("--data-dir").arg(self.path("data"));
+        self.run_command_within(command, limit)
+    }
+
+    /// `command` run in the sandbox, killed and the test failed once it ran for `limit`.
+    pub fn run_command_within(&self, mut command: Command, limit: std::time::Duration) -> Run {
         let (out, err) = (self.path("run.stdout"), self.path("run.stderr"));
-        let mut child = host()
-            .args(args)
-            .arg("--plugins")
-            .arg(self.plugins())
-            .arg("--data-dir")
-            .arg(self.path("data"))
+        let mut child = command
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).expect("stdout file"))
@@ -163,7 +161,7 @@ impl Sandbox {
     }
 
     fn run_command(&self, args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Run {
-        let mut cmd = host();
+        let mut cmd = host_command();
         cmd.args(args)
             .envs(env.iter().copied())
             .arg("--plugins")

@@ -703,7 +703,7 @@ fn a_host_takes_over(s: &Sandbox, topic: &str, source: impl Fn(&str) -> String, 
     // 60,000 records over 8 s (60 windows a partition; detectors learn each
     // partition apart), faults in the second half, so the kill lands mid-stream.
     let faults = "nulls@30000+2000,duplicates@38000+2000,drift@44000+6000,creep@50000+8000";
-    let mut producer = clean_host_tests::host()
+    let mut producer = clean_host_tests::host_command()
         .args(["generate", "--records", "60000", "--rate", "7500", "--partitions", "2", "--inject", faults, "--sink", topic])
         .current_dir(s.dir.path())
         .stderr(Stdio::null())

@@ -46,7 +46,8 @@ fn run_flags_are_not_taken_by_commands() {
     }
     let help = s.run(&["plugin", "new", "--help"]);
     assert!(help.stdout.contains("--lang") && !help.stdout.contains("--source") && !help.stdout.contains("--window"), "{}", help.stdout);
-    let before = clean_host_tests::host().arg("--plugins").arg(s.plugins()).args(["--data-dir", "data", "check"]).current_dir(s.dir.path()).output().unwrap();
+    let before =
+        clean_host_tests::host_command().arg("--plugins").arg(s.plugins()).args(["--data-dir", "data", "check"]).current_dir(s.dir.path()).output().unwrap();
     assert!(before.status.success(), "{}", String::from_utf8_lossy(&before.stderr));
 }
 
@@ -65,7 +66,7 @@ fn run_flags_come_from_the_environment_and_the_command_line_wins() {
         ("CLEAN_HOST_QUIET", "true"),
     ];
     let run = |args: &[&str]| {
-        let out = clean_host_tests::host().args(args).envs(env).current_dir(s.dir.path()).output().unwrap();
+        let out = clean_host_tests::host_command().args(args).envs(env).current_dir(s.dir.path()).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(out.status.success(), "{args:?}: {stderr}");
         (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
@@ -99,7 +100,7 @@ fn check_shows_the_config_from_the_environment_without_its_secrets() {
     );
     s.generate("orders.jsonl", 10, &[]);
     let env = [("PIPELINE", "orders"), ("SOURCE", "orders.jsonl"), ("API_TOKEN", "token-from-env-0123456789"), ("KAFKA_PASSWORD", "kafka-pw-from-env")];
-    let out = clean_host_tests::host()
+    let out = clean_host_tests::host_command()
         .args(["check", "--show-config", "--config", config.to_str().unwrap(), "--plugins", s.plugins().to_str().unwrap()])
         .envs(env)
         .current_dir(s.dir.path())

@@ -32,7 +32,7 @@ fn manifests() -> BTreeMap<String, Value> {
 
 /// The `CLEAN_HOST_*` variables the host reads (from its `--help`).
 fn host_variables() -> Vec<String> {
-    let help = clean_host_tests::host().arg("--help").output().unwrap();
+    let help = clean_host_tests::host_command().arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     help.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("CLEAN_HOST_")).map(str::to_string).collect()
 }
@@ -109,8 +109,12 @@ fn the_configmaps_config_runs_with_the_secrets_environment() {
     env.insert("CLEAN_HOST_DATA_DIR".into(), s.path("data").to_str().unwrap().into());
     env.insert("CLEAN_HOST_PLUGINS".into(), s.plugins().to_str().unwrap().into());
     env.remove("CLEAN_HOST_LISTEN");
-    let out =
-        clean_host_tests::host().args(["check", "--show-config", "--config", config.to_str().unwrap()]).envs(&env).current_dir(s.dir.path()).output().unwrap();
+    let out = clean_host_tests::host_command()
+        .args(["check", "--show-config", "--config", config.to_str().unwrap()])
+        .envs(&env)
+        .current_dir(s.dir.path())
+        .output()
+        .unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{stderr}");
     for shown in [

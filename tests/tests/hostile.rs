@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use clean_host_tests::{binary, bundled, fault_plugin, host, plugin, wait_until, Run, Sandbox, BUNDLED};
+use clean_host_tests::{binary, bundled, fault_plugin, host_command, plugin, wait_until, Run, Sandbox, BUNDLED};
 use serde_json::Value;
 
 /// Long enough for any run here; a run still going then has hung.
@@ -16,7 +16,7 @@ const HANG: Duration = Duration::from_secs(180);
 /// An endless generated stream through the sandbox's plugins in windows of
 /// `window` records, stderr to `stderr.log`.
 fn spawn_endless(s: &Sandbox, window: u32) -> Child {
-    host()
+    host_command()
         .args(["--rate", "20000", "--quiet", "--format", "json", "--window", &window.to_string(), "--plugins"])
         .arg(s.plugins())
         .arg("--data-dir")
@@ -345,9 +345,20 @@ fn distinct_field_names_are_capped() {
     assert_eq!(dead.matches("already has 2000 distinct field names (max_fields)").count(), 3_001);
 }
 
-fn cached_files(s: &Sandbox) -> Vec<std::path::PathBuf> {
-    let dir = s.path("data/cache");
-    std::fs::read_dir(dir).map(|d| d.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "cwasm")).collect()).unwrap_or_default()
+/// The compiled plugins in a cache folder (`DIR/cache`).
+fn cached_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let files = std::fs::read_dir(dir.join("cache"));
+    files.map(|d| d.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "cwasm")).collect()).unwrap_or_default()
+}
+
+/// A run of the sandbox's plugins over `data` with `data_dir`, under
+/// [`HANG`], without the plugin cache the tests share: the data dir's own,
+/// unless `more` names one.
+fn run_own_cache(s: &Sandbox, data: &Path, data_dir: &str, more: &[&std::ffi::OsStr]) -> Run {
+    let mut command = Command::new(binary());
+    command.env_remove("CLEAN_HOST_PLUGIN_CACHE").arg("--source").arg(data).args(["--format", "json", "--plugins"]).arg(s.plugins());
+    command.arg("--data-dir").arg(s.path(data_dir)).args(more);
+    s.run_command_within(command, HANG)
 }
 
 /// Compiled plugins are native code: a cached file is used only with this
@@ -357,19 +368,9 @@ fn a_tampered_compile_cache_is_compiled_again_not_loaded() {
     let s = Sandbox::empty();
     s.add_plugin(&bundled("volume"));
     let data = s.generate("clean.jsonl", 3_000, &[]);
-    // Without the plugin cache the tests share: the data dir's own.
-    let start = || {
-        let out = Command::new(binary())
-            .args(["--source", data.to_str().unwrap(), "--format", "json", "--plugins"])
-            .arg(s.plugins())
-            .arg("--data-dir")
-            .arg(s.path("data"))
-            .output()
-            .unwrap();
-        Run { code: out.status.code(), stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
-    };
+    let start = || run_own_cache(&s, &data, "data", &[]);
     start().assert_ok();
-    let cached = cached_files(&s);
+    let cached = cached_files(&s.path("data"));
     assert_eq!(cached.len(), 1);
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(s.path("data/cache.key")).unwrap().permissions().mode() & 0o777, 0o600);
@@ -405,29 +406,21 @@ fn a_shared_plugin_cache_is_compiled_once_and_each_data_dir_keeps_its_key() {
     let data = s.generate("clean.jsonl", 3_000, &[]);
     let shared = s.path("shared");
     let run = |data_dir: &str| {
-        let out = Command::new(binary())
-            .args(["--source", data.to_str().unwrap(), "--format", "json", "--plugins"])
-            .arg(s.plugins())
-            .arg("--data-dir")
-            .arg(s.path(data_dir))
-            .arg("--plugin-cache")
-            .arg(&shared)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "{stderr}");
-        stderr
+        let run = run_own_cache(&s, &data, data_dir, &["--plugin-cache".as_ref(), shared.as_os_str()]);
+        run.assert_ok();
+        run.stderr
     };
     run("a");
-    let compiled: Vec<_> = std::fs::read_dir(shared.join("cache")).unwrap().map(|e| e.unwrap().path()).collect();
+    let compiled = cached_files(&shared);
     assert_eq!(compiled.len(), 1, "{compiled:?}");
-    let inode = std::fs::metadata(&compiled[0]).unwrap().ino();
+    let inode = || std::fs::metadata(&compiled[0]).unwrap().ino();
+    let first = inode();
     assert_eq!(std::fs::metadata(shared.join("cache.key")).unwrap().permissions().mode() & 0o777, 0o600);
-    assert!(!s.path("a/cache").exists(), "compiled into the data dir too");
+    assert!(cached_files(&s.path("a")).is_empty(), "compiled into the data dir too");
     let second = run("b");
     assert!(!second.contains("not cached") && !second.contains("hash seeds"), "{second}");
     // Loaded, not compiled and written again.
-    assert_eq!(std::fs::metadata(&compiled[0]).unwrap().ino(), inode);
+    assert_eq!(inode(), first);
     let key = |dir: &str| std::fs::read(s.path(dir).join("cache.key")).unwrap();
     assert_ne!(key("a"), key("b"), "each data dir seeds its plugins with its own key");
     assert_ne!(key("a"), std::fs::read(shared.join("cache.key")).unwrap());
@@ -436,11 +429,13 @@ fn a_shared_plugin_cache_is_compiled_once_and_each_data_dir_keeps_its_key() {
     let refused = run("a");
     assert!(refused.contains("compiled plugins are not cached") && refused.contains("mode 0600"), "{refused}");
     assert!(!refused.contains("hash seeds"), "{refused}");
-    // Nor is a link to a good key (a data dir's) taken for the folder's own.
+    // Nor is a link to a good key (a data dir's) followed: the link itself is refused.
     std::fs::remove_file(shared.join("cache.key")).unwrap();
     std::os::unix::fs::symlink(s.path("b/cache.key"), shared.join("cache.key")).unwrap();
     let linked = run("a");
-    assert!(linked.contains("compiled plugins are not cached"), "{linked}");
+    assert!(linked.contains("compiled plugins are not cached") && linked.contains("symbolic links"), "{linked}");
+    assert!(!linked.contains("hash seeds"), "{linked}");
+    assert_eq!(inode(), first, "nothing compiled into the shared folder");
 }
 
 /// A new file whose plugin has the name of a running one is rejected on

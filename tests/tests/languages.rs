@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use clean_host_tests::{c_fault_plugin, extra, host, plugin, root, wait_until, Sandbox, BUNDLED};
+use clean_host_tests::{c_fault_plugin, extra, host_command, plugin, root, wait_until, Sandbox, BUNDLED};
 
 /// (window, detector, metric, column) of every alert of a run over 30 windows with `inject`.
 fn alerts_with(detector: &str, inject: Option<&str>) -> (Vec<(u64, String, String, String)>, serde_json::Value) {
@@ -128,7 +128,7 @@ fn a_c_detector_hands_its_state_over_on_reload() {
     s.add_plugin(&extra("cardinality"));
     let manifest = s.plugins().join("cardinality.toml");
     std::fs::write(&manifest, "[config]\nmin_change = 0.2\n").unwrap();
-    let mut host = host()
+    let mut host = host_command()
         .args(["--records", "40000", "--rate", "3000", "--window", "1000", "--inject", "stuck-key@30000+1000", "--quiet", "--format", "json"])
         .arg("--windows-file")
         .arg(s.path("windows.jsonl"))
@@ -204,7 +204,7 @@ fn bad_config_is_rejected_in_every_language() {
 fn scaffolded_plugins_build_load_and_analyse() {
     let s = Sandbox::empty();
     let host = |args: &[&str]| {
-        let out = clean_host_tests::host()
+        let out = clean_host_tests::host_command()
             .args(args)
             .arg("--plugins")
             .arg(s.plugins())

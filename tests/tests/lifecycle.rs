@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use clean_host_tests::brokers::windows;
 use clean_host_tests::http::Recorder;
-use clean_host_tests::{bundled, fault_plugin, host, plugin, wait_until, Sandbox, BUNDLED};
+use clean_host_tests::{bundled, fault_plugin, host_command, plugin, wait_until, Sandbox, BUNDLED};
 use serde_json::Value;
 
 /// The generator at `rate` records/s for `records` records, in the background.
 fn spawn_generator(s: &Sandbox, records: u64, rate: u64, extra: &[&str]) -> Child {
-    host()
+    host_command()
         .args(["--records", &records.to_string(), "--rate", &rate.to_string(), "--quiet", "--format", "json"])
         .args(["--windows-file", s.path("windows.jsonl").to_str().unwrap()])
         .args(["--alerts-file", s.path("alerts.jsonl").to_str().unwrap()])
@@ -92,8 +92,8 @@ fn reloads_hand_state_over_roll_back_and_promote() {
     wait_until("the shadow in the status file", Duration::from_secs(10), || {
         std::fs::read_to_string(s.path("data/plugins-status.json")).is_ok_and(|t| t.contains(r#""status":"shadow""#))
     });
-    let listed = host().args(["plugin", "list", "--json", "--plugins"]).arg(s.plugins()).arg("--data-dir").arg(s.path("data")).output().unwrap();
-    let promote = host().args(["plugin", "promote", "counter", "--plugins"]).arg(s.plugins()).output().unwrap();
+    let listed = host_command().args(["plugin", "list", "--json", "--plugins"]).arg(s.plugins()).arg("--data-dir").arg(s.path("data")).output().unwrap();
+    let promote = host_command().args(["plugin", "promote", "counter", "--plugins"]).arg(s.plugins()).output().unwrap();
     assert!(promote.status.success(), "{}", String::from_utf8_lossy(&promote.stderr));
     wait_windows(&s, 10);
     // A new plugin dropped in joins the pipeline; a removed one leaves it.
@@ -240,7 +240,7 @@ fn alert_handlers_deliver_through_the_host_only() {
             "#
         ),
     );
-    let mut cmd = host();
+    let mut cmd = host_command();
     cmd.args(["--config", "handlers.toml", "--format", "json", "--window", "1000", "--plugins"])
         .arg(s.plugins())
         .arg("--data-dir")

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use clean_host_tests::http::get;
-use clean_host_tests::{host, wait_until, Sandbox};
+use clean_host_tests::{host_command, wait_until, Sandbox};
 use serde_json::Value;
 
 const TOKEN_A: &str = "token-of-team-a-0123456789";
@@ -63,7 +63,7 @@ struct Host {
 
 impl Host {
     fn start(s: &Sandbox, args: &[&str]) -> Host {
-        let mut child = host()
+        let mut child = host_command()
             .args(args)
             .arg("--plugins")
             .arg(s.plugins())
@@ -275,7 +275,7 @@ fn json_logs_are_one_object_a_line_without_secrets() {
     let s = Sandbox::with_bundled();
     std::fs::copy(clean_host_tests::fault_plugin("panic"), s.plugins().join("panic.wasm")).unwrap();
     let config = s.write("c.toml", "[[tenants]]\nname = \"default\"\napi_token = \"env:TEAM_A_TOKEN\"\n");
-    let run = host()
+    let run = host_command()
         .args(["--config", config.to_str().unwrap(), "--records", "5000", "--log-format", "json", "--listen", "127.0.0.1:0", "--quiet"])
         .arg("--plugins")
         .arg(s.plugins())

@@ -204,7 +204,7 @@ fn processing_time_windows_close_while_the_source_is_idle() {
     // A burst, two idle seconds with stdin still open, another burst.
     let script = "for i in $(seq 1 50); do echo '{\"v\": 1}'; done; sleep 2; for i in $(seq 1 50); do echo '{\"v\": 2}'; done";
     let mut feeder = std::process::Command::new("sh").arg("-c").arg(script).stdout(std::process::Stdio::piped()).spawn().unwrap();
-    let out = clean_host_tests::host()
+    let out = clean_host_tests::host_command()
         .args(["--config", config.to_str().unwrap(), "--format", "json", "--plugins"])
         .arg(s.plugins())
         .arg("--data-dir")

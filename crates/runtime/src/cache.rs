@@ -17,7 +17,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
-use super::host_key::{temporary_name, HostKey, TAG_BYTES};
+use super::files::write_atomically;
+use super::host_key::{HostKey, TAG_BYTES};
 
 pub struct ComponentCache {
     /// The folder and the key its files are signed with.
@@ -102,18 +103,4 @@ fn store(path: &Path, bytes: &[u8]) {
     if let Err(e) = write_atomically(path, bytes) {
         tracing::warn!("cannot cache compiled plugin at {}: {e}", path.display());
     }
-}
-
-/// Write `path` through a temporary file beside it and a rename, so a
-/// reader (another host, the status reader, the plugin watcher) never sees
-/// half a file. The temporary name does not end in `.wasm`.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(temporary_name(&name));
-    let written = std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&tmp, bytes)).and_then(|_| std::fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
 }

@@ -12,24 +12,14 @@
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use super::files::temporary_name;
+
 /// Bytes of a tag made by [`HostKey::tag`].
 pub const TAG_BYTES: usize = 32;
-
-/// A name for a file written beside `name` before it takes its place, that
-/// no other process picks: not even one of the same pid (containers sharing
-/// a folder are each pid 1).
-pub fn temporary_name(name: &str) -> String {
-    static MADE: AtomicU64 = AtomicU64::new(0);
-    let mut random = [0u8; 8];
-    // Should /dev/urandom fail, the pid and the count still part this process's names.
-    let _ = std::fs::File::open("/dev/urandom").and_then(|mut r| r.read_exact(&mut random));
-    format!(".{name}.tmp{}-{:016x}-{}", std::process::id(), u64::from_le_bytes(random), MADE.fetch_add(1, Ordering::Relaxed))
-}
 
 #[derive(Clone)]
 pub struct HostKey([u8; 32]);
