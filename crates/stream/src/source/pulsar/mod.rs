@@ -16,9 +16,11 @@
 //! comes to this consumer (at the start, or from a consumer that stopped),
 //! its records are numbered on from its checkpoint's offset, and messages
 //! sent again up to its message id (analysed before the stop, not acked
-//! yet) are acked, not read again. Messages a reconnect sends again that
-//! were handed on already are not handed on twice.
+//! yet) are acked, not read again. There a partition's messages are handed
+//! on in the broker's order, none left out and none twice, however it sends
+//! them when a partition moves or a consumer reconnects ([`order`]).
 
+mod order;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -37,6 +39,7 @@ use pulsar::{ConnectionRetryOptions, Consumer, ConsumerOptions, OperationRetryOp
 
 use super::config::{BrokerOptions, BrokerUrl, StartAt, COMMON_PARAMS};
 use super::{Ack, CheckpointHome, Message, ResumePosition, Sink, Source, SourceContext, SourceError, SourceEvent, StateTable, LAG_EVERY};
+use order::{PartitionOrder, Verdict};
 pub use table::PulsarTable;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,6 +60,9 @@ const SEEK_WAIT: Duration = Duration::from_secs(5);
 const LAG_WAIT: Duration = Duration::from_millis(100);
 /// `--until-end` with nothing left: stop after this long without a message.
 const IDLE_END: Duration = Duration::from_secs(3);
+/// `--until-end` waiting for the broker to go back past a gap ([`order`]):
+/// stop after this long without a message handed on.
+const GAP_IDLE_END: Duration = Duration::from_secs(30);
 /// How long the broker may take to store what a sink sent.
 const SINK_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -426,12 +432,16 @@ fn reader(url: &BrokerUrl, options: &BrokerOptions) -> String {
     format!("pulsar://{}/{}?subscription={}", url.hosts, url.path, options.subscription.as_deref().unwrap_or("clean-host"))
 }
 
-/// An exclusive or failover subscription's: shared ones split a
-/// partition's messages between readers, so no one reader's state is
-/// the partition's.
+/// Whether one reader has each partition (exclusive and failover
+/// subscriptions); shared ones split a partition's messages between readers.
+fn one_reader(options: &BrokerOptions) -> bool {
+    matches!(options.subscription_type.as_deref().unwrap_or("failover"), "exclusive" | "failover")
+}
+
+/// One reader's subscription's ([`one_reader`]): in a shared one no
+/// reader's state is the partition's.
 fn checkpoint_id(url: &BrokerUrl, options: &BrokerOptions) -> Option<String> {
-    let one_reader = matches!(options.subscription_type.as_deref().unwrap_or("failover"), "exclusive" | "failover");
-    one_reader.then(|| reader(url, options))
+    one_reader(options).then(|| reader(url, options))
 }
 
 fn state_table(url: &BrokerUrl, options: &BrokerOptions) -> Result<PulsarTable, SourceError> {
@@ -455,13 +465,18 @@ impl PulsarSource {
         unacked: &mut HashMap<u32, BTreeMap<u64, Unacked>>,
         acked_below: &mut HashMap<u32, u64>,
     ) -> Result<(), SourceError> {
-        // Per partition that came: the next offset, the last message handed on,
-        // and the checkpoint it carries on from (its last message).
+        // Per partition that came: the next offset, the order of its messages
+        // (one reader a partition; shared subscriptions split it), and the
+        // checkpoint it carries on from (its last message).
         let mut next_offset: HashMap<u32, u64> = HashMap::new();
-        let mut handed: HashMap<u32, Place> = HashMap::new();
+        let mut order: HashMap<u32, PartitionOrder> = HashMap::new();
         let mut resumed: HashMap<u32, Place> = HashMap::new();
+        let one_reader = one_reader(&self.options);
+        // Each partition's own topic, to ask the broker to go back to its first unacked message.
+        let mut topics: HashMap<u32, String> = HashMap::new();
         let mut reached: HashMap<u32, bool> = ends.keys().map(|&p| (p, false)).collect();
         let started = Instant::now();
+        // When a message last came that was not dropped past a gap.
         let mut last_message = started;
         // Per partition, when its last message came: one whose end is only known to be in
         // an earlier ledger (see [`last_places`]) is at it once it has been quiet for IDLE_END.
@@ -484,6 +499,13 @@ impl PulsarSource {
             if ctx.stopped() {
                 return Ok(());
             }
+            let now = Instant::now();
+            for (partition, waiting) in &mut order {
+                if let Some(from) = waiting.waiting_from().filter(|_| waiting.ask_due(now)) {
+                    tracing::debug!("pulsar {}: partition {partition} not sent again from {from:?} yet; asking again", self.url.path);
+                    go_back(&self.rt, consumer, &topics[partition], *partition, from);
+                }
+            }
             let closed = || SourceError::Broker(format!("{} closed the consumer", self.url.hosts));
             let (received, failed) = receive(&self.rt, consumer, MAX_BATCH).ok_or_else(closed)?;
             drained = received.len() < MAX_BATCH && failed.is_none();
@@ -495,15 +517,11 @@ impl PulsarSource {
             let mut batch: BTreeMap<u32, Vec<Message>> = BTreeMap::new();
             // Messages not handed on that are acked now (their entries' last).
             let mut skipped = Vec::new();
+            let now = Instant::now();
             for msg in received {
                 let id = msg.message_id().clone();
                 let partition = id.partition.unwrap_or(0).max(0) as u32;
-                if let Some(end) = ends.get(&partition) {
-                    if (id.ledger_id, id.entry_id) >= *end {
-                        reached.insert(partition, true);
-                    }
-                }
-                quiet_since.insert(partition, Instant::now());
+                quiet_since.insert(partition, now);
                 let meta = &msg.payload.metadata;
                 let ends_entry = match (id.batch_index, meta.num_messages_in_batch) {
                     (Some(index), Some(size)) if index >= 0 => index + 1 >= size,
@@ -512,28 +530,50 @@ impl PulsarSource {
                 if let Entry::Vacant(first) = next_offset.entry(partition) {
                     let (next, from) = self.arrive(ctx, partition, &mut resumed)?;
                     first.insert(next);
+                    topics.insert(partition, msg.topic.clone());
+                    if let Some(&after) = resumed.get(&partition) {
+                        order.entry(partition).or_default().resume_after(after);
+                    }
                     if ctx.checkpoint_of.is_some() && ctx.events.send(SourceEvent::Arrived { partition, from }).is_err() {
                         return Ok(());
                     }
                 }
-                if resumed.get(&partition).is_some_and(|&after| place(&id) <= after) {
-                    // Analysed before the checkpoint: the other messages of
-                    // an entry the cut ran through are acked with its last one.
-                    if ends_entry {
-                        skipped.push((msg.topic, id));
+                let verdict = one_reader.then(|| order.entry(partition).or_default().judge(place(&id), ends_entry, now));
+                if let Some(Verdict::Early { ask }) = verdict {
+                    if ask {
+                        tracing::debug!(
+                            "pulsar {}: partition {partition} at {}, not known to follow; asking the broker to go back",
+                            self.url.path,
+                            id_text(&id)
+                        );
+                        go_back(&self.rt, consumer, &msg.topic, partition, place(&id));
                     }
                     continue;
                 }
-                if handed.get(&partition).is_some_and(|&last| place(&id) <= last) {
-                    // Sent again by a reconnect: handed on already. Acked once analysed, or,
-                    // if its ack was sent and lost on the way, acked again now.
-                    let pending = unacked.get(&partition).and_then(|p| p.values().next()).is_some_and(|first| place(&first.id) <= place(&id));
-                    if !pending && ends_entry {
-                        skipped.push((msg.topic, id));
-                    }
-                    continue;
+                last_message = now;
+                if ends.get(&partition).is_some_and(|&end| (id.ledger_id, id.entry_id) >= end) {
+                    reached.insert(partition, true);
                 }
-                handed.insert(partition, place(&id));
+                match verdict {
+                    Some(Verdict::Again) if resumed.get(&partition).is_some_and(|&after| place(&id) <= after) => {
+                        // Analysed before the checkpoint: the other messages of
+                        // an entry the cut ran through are acked with its last one.
+                        if ends_entry {
+                            skipped.push((msg.topic, id));
+                        }
+                        continue;
+                    }
+                    Some(Verdict::Again) => {
+                        // Handed on already. Acked once analysed, or, if its ack
+                        // was sent and lost on the way, acked again now.
+                        let pending = unacked.get(&partition).and_then(|p| p.values().next()).is_some_and(|first| place(&first.id) <= place(&id));
+                        if !pending && ends_entry {
+                            skipped.push((msg.topic, id));
+                        }
+                        continue;
+                    }
+                    _ => {}
+                }
                 let offset = next_offset.entry(partition).or_default();
                 let this = *offset;
                 *offset += 1;
@@ -555,15 +595,14 @@ impl PulsarSource {
             if !skipped.is_empty() {
                 ack(&self.rt, consumer, skipped);
             }
-            if count > 0 {
-                last_message = Instant::now();
-            }
             ctx.progress.done.fetch_add(count as u64, Ordering::Relaxed);
             if batch.into_iter().any(|(partition, messages)| ctx.events.send(SourceEvent::Messages { partition, messages }).is_err()) {
                 return Ok(());
             }
             let at_end = |(p, &r): (&u32, &bool)| r || (ends[p].1 == u64::MAX && quiet_since.get(p).unwrap_or(&started).elapsed() >= IDLE_END);
-            if self.options.until_end && count == 0 && (reached.iter().all(at_end) || last_message.elapsed() >= IDLE_END) {
+            // A gap the broker was asked to fill is waited on, up to GAP_IDLE_END (its messages stay unacked).
+            let waiting = order.values().any(|o| o.waiting_from().is_some()) && last_message.elapsed() < GAP_IDLE_END;
+            if self.options.until_end && count == 0 && !waiting && (reached.iter().all(at_end) || last_message.elapsed() >= IDLE_END) {
                 return Ok(());
             }
         }
@@ -615,6 +654,20 @@ fn ack(rt: &tokio::runtime::Runtime, consumer: &mut PulsarConsumer, messages: im
             if let Err(e) = consumer.ack_with_id(&topic, entry_id(id)).await {
                 tracing::warn!("pulsar: ack failed, the message will be redelivered: {e}");
             }
+        }
+    });
+}
+
+/// Ask the broker to send `topic` (`partition` of an exclusive or failover
+/// subscription) again from its first unacked message: a single message
+/// cannot be sent again there, so the whole partition is ([`order`]); the
+/// message named, at `place`, is only for the form.
+fn go_back(rt: &tokio::runtime::Runtime, consumer: &mut PulsarConsumer, topic: &str, partition: u32, (ledger_id, entry_id, batch_index): Place) {
+    let id =
+        MessageIdData { ledger_id, entry_id, partition: Some(partition as i32), batch_index: (batch_index >= 0).then_some(batch_index), ..Default::default() };
+    rt.block_on(async {
+        if let Err(e) = consumer.nack_with_id(topic, id).await {
+            tracing::warn!("pulsar: asking for {topic} again failed ({e}); asked again if it does not come");
         }
     });
 }
