@@ -184,6 +184,11 @@ impl Runtime {
         ProjectedDetectorPlugin::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
         bindings::handler::clean_host::plugin::egress::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
         let cache_dir = cache_dir.or(data_dir);
+        let compiled = cache_dir.map(|d| d.join("cache"));
+        let swept: usize = [data_dir, cache_dir, compiled.as_deref()].iter().flatten().map(|dir| files::sweep_left_behind(dir)).sum();
+        if swept > 0 {
+            tracing::info!("removed {swept} temporary file(s) that hosts killed mid-write left behind");
+        }
         let own = data_dir.map(|dir| (dir, HostKey::in_dir(dir)));
         // The cache is signed with its folder's key: the data dir's, unless it has a folder of its own.
         let signed = match (cache_dir, &own) {
