@@ -11,8 +11,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use clean_host_stream::source::kafka::KafkaTable;
 use clean_host_stream::source::pulsar::PulsarTable;
-use clean_host_stream::source::StateTable;
+use clean_host_stream::source::{BrokerOptions, StateTable};
 use clean_host_tests::brokers::*;
 use clean_host_tests::{wait_until, waited_every, Sandbox};
 use serde_json::Value;
@@ -818,6 +819,34 @@ fn pulsar_state_table_keeps_the_latest_value_of_each_field() {
         stats["subscriptions"]["clean-host-state-keeper"]["msgBacklog"].as_u64()
     };
     assert!(waited_every(Duration::from_millis(100), Duration::from_secs(10), || backlog() == Some(8)), "backlog {:?}", backlog());
+}
+
+/// Kafka keeps checkpoints in a compacted topic: another host reads each
+/// field's latest value, a table first asked for later is read from the
+/// start, and each read assigns the partition for itself at its next offset.
+#[test]
+fn kafka_state_table_keeps_the_latest_value_of_each_field() {
+    let (hosts, topic) = (broker("KAFKA"), fresh("state"));
+    let options = BrokerOptions::default();
+    let mut one = KafkaTable::new(&hosts, &topic, &options).unwrap();
+    // Over the 1 MiB a partition's fetch takes by default.
+    let big: Vec<u8> = (0..(3 << 20) + 3).map(|i| (i % 251) as u8).collect();
+    one.put("t", &[("0".into(), big.clone()), ("1".into(), b"small".to_vec())]).unwrap();
+    one.put("t", &[("1".into(), b"newer".to_vec())]).unwrap();
+    assert_eq!(one.get("t", "1").unwrap().as_deref(), Some(&b"newer"[..]));
+    one.put("u", &[("0".into(), b"another table".to_vec())]).unwrap();
+    assert_eq!(one.get("u", "0").unwrap().as_deref(), Some(&b"another table"[..]));
+    assert_eq!(one.get("t", "0").unwrap().as_deref(), Some(&big[..]), "read again from the start for u");
+    let mut two = KafkaTable::new(&hosts, &topic, &options).unwrap();
+    let mut fields = two.get_all("t").unwrap();
+    fields.sort();
+    assert!(fields == [("0".to_string(), big), ("1".to_string(), b"newer".to_vec())], "{} fields", fields.len());
+    assert_eq!(two.get("t", "2").unwrap(), None);
+    // Reads one after another, each from where the last ended.
+    for i in 0..30 {
+        one.put("t", &[("2".into(), i.to_string().into_bytes())]).unwrap();
+        assert_eq!(two.get("t", "2").unwrap(), Some(i.to_string().into_bytes()));
+    }
 }
 
 /// Producers batch (as Java's do by default, and `generate`), and a crash

@@ -682,16 +682,26 @@ const TABLE_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// field, keyed `TABLE NUL FIELD`, the latest one wins. Read from its start
 /// once, then caught up to its end before each read, so it sees every
 /// write that any host made before.
+///
+/// Each read assigns the partition at the next offset and unassigns it
+/// after, so nothing is fetched between reads and no read depends on
+/// fetcher state left by the last: pausing it between reads instead, a
+/// re-assign while paused could leave librdkafka's fetcher stopped for
+/// good (its fetch start dropped as older than the resume; librdkafka
+/// issue 5591), and every read after ran out of time.
 pub struct KafkaTable {
     hosts: String,
     topic: String,
     producer: BaseProducer<Deliveries>,
+    /// Its settings, for a new one when a read made no progress.
+    consumer_config: ClientConfig,
     /// Taken only when the table is dropped.
     consumer: Option<BaseConsumer>,
     /// The next offset to read.
     next: i64,
-    /// Reading must start over from the topic's start (a rewind's assign failed).
-    rewinding: bool,
+    /// The last read ran out of time without reading anything: the next
+    /// one starts with a new consumer.
+    stuck: bool,
     /// The latest value of each field read, of each table asked for (only
     /// those: the topic holds every stream's).
     tables: HashMap<String, HashMap<String, Vec<u8>>>,
@@ -702,9 +712,8 @@ impl KafkaTable {
     /// and come from its first partition, whatever else it has) on `hosts`.
     pub fn new(hosts: &str, topic: &str, options: &BrokerOptions) -> Result<Self, SourceError> {
         let config = client_config(hosts, options)?;
-        // Assigned, never subscribed: the group is only a name librdkafka wants, never joined or
-        // committed to. Its fetches wait briefly: a read waits for the end (the defaults cost ~400 ms).
-        let consumer: BaseConsumer = config
+        // Its fetches wait briefly: a read waits for the end (the defaults cost ~400 ms).
+        let consumer_config = config
             .clone()
             .set("group.id", "clean-host-state-reader")
             .set("auto.offset.reset", "earliest")
@@ -716,8 +725,8 @@ impl KafkaTable {
             .set("enable.auto.offset.store", "false")
             .set("fetch.max.bytes", (STATE_VALUE_MAX * 2).to_string())
             .set("receive.message.max.bytes", (STATE_VALUE_MAX * 2 + (1 << 20)).to_string())
-            .create()
-            .map_err(|e| SourceError::Broker(format!("bad Kafka consumer settings: {e}")))?;
+            .to_owned();
+        let consumer = table_consumer(&consumer_config)?;
         let kept = STATE_TABLE_KEPT.as_millis().to_string();
         let (max, segment) = ((STATE_VALUE_MAX + (1 << 20)).to_string(), (STATE_VALUE_MAX * 2).to_string());
         let new = NewTopic::new(topic, 1, TopicReplication::Fixed(-1))
@@ -737,10 +746,16 @@ impl KafkaTable {
             .set("message.max.bytes", (STATE_VALUE_MAX + (1 << 20)).to_string())
             .create_with_context(Deliveries::default())
             .map_err(|e| SourceError::Broker(format!("bad Kafka producer settings: {e}")))?;
-        let mut table =
-            KafkaTable { hosts: hosts.into(), topic: topic.into(), producer, consumer: Some(consumer), next: 0, rewinding: false, tables: HashMap::new() };
-        table.rewind()?;
-        Ok(table)
+        Ok(KafkaTable {
+            hosts: hosts.into(),
+            topic: topic.into(),
+            producer,
+            consumer_config,
+            consumer: Some(consumer),
+            next: 0,
+            stuck: false,
+            tables: HashMap::new(),
+        })
     }
 
     fn consumer(&self) -> &BaseConsumer {
@@ -748,61 +763,57 @@ impl KafkaTable {
     }
 
     /// Read again from the topic's start.
-    fn rewind(&mut self) -> Result<(), SourceError> {
-        // Set first: after a failed assign, the next read tries again rather than going on.
-        (self.next, self.rewinding) = (0, true);
+    fn rewind(&mut self) {
+        self.next = 0;
         self.tables.values_mut().for_each(HashMap::clear);
-        let mut list = TopicPartitionList::new();
-        list.add_partition_offset(&self.topic, 0, Offset::Beginning).map_err(|e| SourceError::Broker(e.to_string()))?;
-        self.consumer().assign(&list).map_err(|e| SourceError::Broker(format!("reading {}: {e}", self.name())))?;
-        self.rewinding = false;
-        Ok(())
     }
 
     /// Keep `table`'s values from now on: read from the start again if it
     /// was not kept (records of it read before were passed over).
-    fn want(&mut self, table: &str) -> Result<(), SourceError> {
+    fn want(&mut self, table: &str) {
         if !self.tables.contains_key(table) {
-            if self.next > 0 {
-                self.rewind()?;
-            }
+            self.rewind();
             self.tables.insert(table.to_string(), HashMap::new());
         }
-        Ok(())
     }
 
-    /// Read every record written so far. Between reads its partition is
-    /// paused: a fetch every few milliseconds for as long as the host runs
-    /// would cost the broker and the host for nothing.
+    /// Read every record written so far, its partition assigned for the read only.
     fn catch_up(&mut self) -> Result<(), SourceError> {
-        if self.rewinding {
-            self.rewind()?;
+        let name = self.name();
+        if std::mem::take(&mut self.stuck) {
+            tracing::info!("{name}: the last read got nothing; reading with a new consumer");
+            close_in_background(self.consumer.replace(table_consumer(&self.consumer_config)?));
         }
-        let mut partition = TopicPartitionList::new();
-        partition.add_partition(&self.topic, 0);
-        let name = self.name();
-        let paused = |e| SourceError::Broker(format!("reading {name}: {e}"));
-        self.consumer().resume(&partition).map_err(paused)?;
-        let read = self.read_to_end();
-        let pause = self.consumer().pause(&partition).map_err(paused);
-        read.and(pause)
-    }
-
-    fn read_to_end(&mut self) -> Result<(), SourceError> {
-        let name = self.name();
         let (low, end) = self.consumer().fetch_watermarks(&self.topic, 0, CONNECT_TIMEOUT).map_err(|e| unreachable(&self.hosts, e))?;
         if end < self.next {
             // The topic was made again: what was read is gone.
-            self.rewind()?;
+            self.rewind();
         }
         // What retention deleted is passed over.
         self.next = self.next.max(low);
-        let started = Instant::now();
+        if self.next >= end {
+            return Ok(());
+        }
+        let mut partition = TopicPartitionList::new();
+        let assigned = partition.add_partition_offset(&self.topic, 0, Offset::Offset(self.next)).and_then(|_| self.consumer().assign(&partition));
+        assigned.map_err(|e| SourceError::Broker(format!("reading {name}: {e}")))?;
+        let from = self.next;
+        let read = self.read_to(end);
+        self.stuck = read.is_err() && self.next == from;
+        let unassigned = self.consumer().unassign().map_err(|e| SourceError::Broker(format!("reading {name}: {e}")));
+        read.and(unassigned)
+    }
+
+    /// Read up to `end` (the offset after the last record written).
+    fn read_to(&mut self, end: i64) -> Result<(), SourceError> {
+        let name = self.name();
+        let (started, from) = (Instant::now(), self.next);
         let mut last_error = None;
         while self.next < end {
             if started.elapsed() > TABLE_READ_TIMEOUT {
-                let why = last_error.map_or(String::new(), |e| format!(" (last: {e})"));
-                return Err(SourceError::Broker(format!("reading {name}: not at its end ({end}) after {TABLE_READ_TIMEOUT:?}{why}")));
+                let why = last_error.map_or(String::new(), |e| format!("; last: {e}"));
+                let at = format!("from offset {from} to {end}, at {}", self.next);
+                return Err(SourceError::Broker(format!("reading {name}: not at its end after {TABLE_READ_TIMEOUT:?} ({at}{why})")));
             }
             // The field, not `consumer()`: `self.next` is set while the message borrows it.
             match self.consumer.as_ref().expect("taken only when dropped").poll(POLL) {
@@ -835,13 +846,23 @@ impl KafkaTable {
 }
 
 impl Drop for KafkaTable {
-    /// Its consumer is closed on a thread of its own that a process's exit
-    /// does not wait for: closing polls every 100 ms until librdkafka says
-    /// it is closed, and the consumer has nothing to commit or leave.
     fn drop(&mut self) {
-        if let Some(consumer) = self.consumer.take() {
-            let _ = std::thread::Builder::new().name("state-table-close".into()).spawn(move || drop(consumer));
-        }
+        close_in_background(self.consumer.take());
+    }
+}
+
+/// A consumer of a table's topic, assigned it (never subscribed) for each
+/// read: its group is only a name librdkafka wants, never joined or committed to.
+fn table_consumer(config: &ClientConfig) -> Result<BaseConsumer, SourceError> {
+    config.create().map_err(|e| SourceError::Broker(format!("bad Kafka consumer settings: {e}")))
+}
+
+/// Close `consumer` on a thread of its own that a process's exit does not
+/// wait for: closing polls every 100 ms until librdkafka says it is closed,
+/// and a table's consumer has nothing to commit or leave.
+fn close_in_background(consumer: Option<BaseConsumer>) {
+    if let Some(consumer) = consumer {
+        let _ = std::thread::Builder::new().name("state-table-close".into()).spawn(move || drop(consumer));
     }
 }
 
@@ -885,13 +906,13 @@ impl StateTable for KafkaTable {
     }
 
     fn get_all(&mut self, table: &str) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
-        self.want(table)?;
+        self.want(table);
         self.catch_up()?;
         Ok(self.tables.get(table).map(|t| t.iter().map(|(f, v)| (f.clone(), v.clone())).collect()).unwrap_or_default())
     }
 
     fn get(&mut self, table: &str, field: &str) -> Result<Option<Vec<u8>>, SourceError> {
-        self.want(table)?;
+        self.want(table);
         self.catch_up()?;
         Ok(self.tables.get(table).and_then(|t| t.get(field)).cloned())
     }
