@@ -78,11 +78,13 @@ mod tests {
         made(&young, hour / 2);
         made("a.cwasm", hour * 2);
         made(".a.cwasm.tmp12-notrandom-3", hour * 2);
+        let named_tmp = temporary_name("x.tmp1-0000000000000000-1");
+        made(&named_tmp, hour * 2);
         // A link named as one, to an old file elsewhere: neither is removed.
         made("target", hour * 2);
         let link = temporary_name("b.cwasm");
         std::os::unix::fs::symlink(dir.join("target"), dir.join(&link)).unwrap();
-        assert_eq!(sweep_left_behind(&dir), 1);
+        assert_eq!(sweep_left_behind(&dir), 2);
         let mut left: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         left.sort();
         let mut expected = vec![young, "a.cwasm".into(), ".a.cwasm.tmp12-notrandom-3".into(), "target".into(), link];

@@ -184,11 +184,6 @@ impl Runtime {
         ProjectedDetectorPlugin::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
         bindings::handler::clean_host::plugin::egress::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
         let cache_dir = cache_dir.or(data_dir);
-        let compiled = cache_dir.map(|d| d.join("cache"));
-        let swept: usize = [data_dir, cache_dir, compiled.as_deref()].iter().flatten().map(|dir| files::sweep_left_behind(dir)).sum();
-        if swept > 0 {
-            tracing::info!("removed {swept} temporary file(s) that hosts killed mid-write left behind");
-        }
         let own = data_dir.map(|dir| (dir, HostKey::in_dir(dir)));
         // The cache is signed with its folder's key: the data dir's, unless it has a folder of its own.
         let signed = match (cache_dir, &own) {
@@ -211,6 +206,14 @@ impl Runtime {
             }
             None => HostKey::random().map_err(wasmtime::Error::msg)?,
         };
+        // Each writer's temporary names are its own, so none is ever written over: what a
+        // killed one left is swept, in the data dir and in a cache folder this host trusts.
+        let trusted = signed.as_ref().map(|(dir, _)| *dir).filter(|dir| Some(*dir) != data_dir);
+        let compiled = signed.as_ref().map(|(dir, _)| dir.join("cache"));
+        let swept: usize = [data_dir, trusted, compiled.as_deref()].into_iter().flatten().map(files::sweep_left_behind).sum();
+        if swept > 0 {
+            tracing::info!("removed {swept} temporary file(s) that hosts killed mid-write left behind");
+        }
         let cache = cache::ComponentCache::new(&engine, signed);
         let ticker = EpochTicker::start(engine.clone());
         Ok(Runtime { engine, linker, cache, key, _ticker: ticker })

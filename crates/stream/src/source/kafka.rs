@@ -699,8 +699,8 @@ pub struct KafkaTable {
     consumer: Option<BaseConsumer>,
     /// The next offset to read.
     next: i64,
-    /// The last read ran out of time without reading anything: the next
-    /// one starts with a new consumer.
+    /// The last read failed without reading anything, or its consumer
+    /// kept the partition: the next one starts with a new consumer.
     stuck: bool,
     /// The latest value of each field read, of each table asked for (only
     /// those: the topic holds every stream's).
@@ -796,12 +796,19 @@ impl KafkaTable {
         }
         let mut partition = TopicPartitionList::new();
         let assigned = partition.add_partition_offset(&self.topic, 0, Offset::Offset(self.next)).and_then(|_| self.consumer().assign(&partition));
-        assigned.map_err(|e| SourceError::Broker(format!("reading {name}: {e}")))?;
+        if let Err(e) = assigned {
+            self.stuck = true;
+            return Err(SourceError::Broker(format!("reading {name}: {e}")));
+        }
         let from = self.next;
         let read = self.read_to(end);
         self.stuck = read.is_err() && self.next == from;
-        let unassigned = self.consumer().unassign().map_err(|e| SourceError::Broker(format!("reading {name}: {e}")));
-        read.and(unassigned)
+        // What was read stands; a consumer that keeps the partition is replaced before the next read.
+        if let Err(e) = self.consumer().unassign() {
+            tracing::warn!("{name}: {e}; the next read starts with a new consumer");
+            self.stuck = true;
+        }
+        read
     }
 
     /// Read up to `end` (the offset after the last record written).
@@ -809,6 +816,9 @@ impl KafkaTable {
         let name = self.name();
         let (started, from) = (Instant::now(), self.next);
         let mut last_error = None;
+        // The consumer's position says where this read is only once it got a record:
+        // before, it may still be the last read's (stopping that fetch takes a while).
+        let mut got_one = false;
         while self.next < end {
             if started.elapsed() > TABLE_READ_TIMEOUT {
                 let why = last_error.map_or(String::new(), |e| format!("; last: {e}"));
@@ -818,7 +828,7 @@ impl KafkaTable {
             // The field, not `consumer()`: `self.next` is set while the message borrows it.
             match self.consumer.as_ref().expect("taken only when dropped").poll(POLL) {
                 Some(Ok(m)) => {
-                    self.next = m.offset() + 1;
+                    (self.next, got_one) = (m.offset() + 1, true);
                     let Some((table, field)) = m.key().and_then(|k| std::str::from_utf8(k).ok()).and_then(|k| k.split_once('\0')) else {
                         continue; // not written by a host
                     };
@@ -832,13 +842,14 @@ impl KafkaTable {
                 }
                 // librdkafka retries by itself; given up on only at the deadline.
                 Some(Err(e)) => last_error = Some(e),
-                // Offsets that hold no record (compacted away, markers) are passed over.
-                None => {
+                // Offsets that hold no record (markers) are passed over.
+                None if got_one => {
                     let position = self.consumer().position().map_err(|e| SourceError::Broker(format!("reading {name}: {e}")))?;
                     if let Some(Offset::Offset(at)) = position.find_partition(&self.topic, 0).map(|e| e.offset()) {
-                        self.next = self.next.max(at);
+                        self.next = self.next.max(at.min(end));
                     }
                 }
+                None => {}
             }
         }
         Ok(())
