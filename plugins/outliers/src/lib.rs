@@ -133,7 +133,7 @@ enum ColumnState {
         next: Reservoir,
         windows: u32,
         /// While the column departs: the departure's own windows, a possible new normal.
-        shift: Option<Reservoir>,
+        shift: Option<Box<Reservoir>>,
         departing: Departures,
     },
     /// Constant, or nearly: no spread to measure distances in.
@@ -271,10 +271,10 @@ impl Outliers {
                 // The next reference: the windows that did not depart, or a
                 // departure's own once it lasted; a shorter one leaves nothing behind.
                 if departed {
-                    let sample = shift.get_or_insert_with(|| Reservoir::new(SAMPLE_SIZE));
+                    let sample = shift.get_or_insert_with(|| Box::new(Reservoir::new(SAMPLE_SIZE)));
                     values.iter().for_each(|&(_, v)| sample.push(v));
                     if departing.observe(true) {
-                        let sample = shift.take().expect("set above");
+                        let sample = *shift.take().expect("set above");
                         if let Some(fresh) = Reference::learn(&sample.values, config).filter(|_| sample.values.len() >= 50) {
                             (*reference, *seen) = (fresh, Range::of(&sample.values));
                         }
