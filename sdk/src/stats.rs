@@ -347,9 +347,8 @@ impl RateBaseline {
 
 /// A uniform sample of at most `capacity` values from a stream (reservoir
 /// sampling with a fixed seed, so runs repeat). Once full, it draws how many
-/// values to pass over before the next one it keeps (Li's Algorithm L), so a
-/// value passed over costs one comparison: a draw for every value (a 64-bit
-/// division each) was a quarter of outliers' time per window.
+/// values to pass over before the next one it keeps (Li's Algorithm L): a
+/// value passed over costs a few comparisons, no draw.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Reservoir {
     pub values: Vec<f64>,
@@ -379,8 +378,8 @@ impl Reservoir {
         }
         let k = self.capacity as f64;
         if self.keep_at == 0 {
-            // Full since the last value: the top key of `capacity` keys that
-            // are the smallest of `seen - 1` (exact when those are all).
+            // Just filled (then exact), or state written before `keep_at`
+            // was: the top key of `capacity` kept of `seen - 1`, at its mean.
             self.top_key = (self.uniform().ln() / k).exp() * k / (self.seen - 1) as f64;
             self.keep_at = self.seen - 1;
             self.draw_gap();
@@ -408,9 +407,9 @@ impl Reservoir {
         self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    /// Uniform in (0, 1), never either end.
+    /// Uniform in (0, 1), never either end (52 bits and a half: exact).
     fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        ((self.next_u64() >> 12) as f64 + 0.5) / (1u64 << 52) as f64
     }
 }
 
@@ -600,15 +599,34 @@ mod tests {
         // State written before the skips were kept (no keep_at) goes on uniformly too.
         let mut old = Reservoir::new(1000);
         (0..200_000).for_each(|i| old.push(i as f64));
-        let text = serde_json::to_string(&old).unwrap().replace(&format!(",\"keep_at\":{}", old.keep_at), "");
-        let mut old: Reservoir = serde_json::from_str(&text).unwrap();
-        assert_eq!(old.keep_at, 0);
+        let mut text: serde_json::Value = serde_json::to_value(&old).unwrap();
+        text.as_object_mut().unwrap().retain(|field, _| field != "keep_at" && field != "top_key");
+        let mut old: Reservoir = serde_json::from_value(text).unwrap();
+        assert_eq!((old.keep_at, old.top_key), (0, 0.0));
         (200_000..400_000).for_each(|i| old.push(-1.0 - i as f64));
         let newer = old.values.iter().filter(|&&v| v < 0.0).count();
         assert!((430..=570).contains(&newer), "{newer} of 1000 from the second half");
         let mut small = Reservoir::new(0);
         small.push(1.0);
         assert!(small.values.is_empty());
+    }
+
+    #[test]
+    fn every_value_offered_is_kept_as_often() {
+        // k of n kept: each value, the first past a full sample included, in k / n of the runs.
+        for (k, n) in [(1, 5), (3, 12), (8, 40)] {
+            let runs = 4000;
+            let mut kept = vec![0u32; n];
+            for seed in 1..=runs {
+                let mut r = Reservoir::new(k);
+                r.rng = (seed as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                (0..n).for_each(|i| r.push(i as f64));
+                r.values.iter().for_each(|&v| kept[v as usize] += 1);
+            }
+            let expected = f64::from(runs) * k as f64 / n as f64;
+            let sd = (expected * (1.0 - k as f64 / n as f64)).sqrt();
+            assert!(kept.iter().all(|&c| (f64::from(c) - expected).abs() < 4.5 * sd), "k {k}, n {n}: {kept:?} (expected {expected:.0} each)");
+        }
     }
 
     #[test]

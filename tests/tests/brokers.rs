@@ -791,8 +791,8 @@ fn pulsar_a_shared_subscription_analyses_what_a_killed_reader_left() {
 
 /// Pulsar keeps checkpoints in a topic whose own subscription holds them:
 /// a value over a message's size goes in parts, another host reads each
-/// field's latest value, and each message a newer value replaced is acked,
-/// so only the latest values stay.
+/// field's latest value (also once the topic was unloaded), and each
+/// message a newer value replaced is acked, so only the latest values stay.
 #[test]
 fn pulsar_state_table_keeps_the_latest_value_of_each_field() {
     let hosts = broker("PULSAR").trim_start_matches("pulsar://").to_string();
@@ -819,6 +819,16 @@ fn pulsar_state_table_keeps_the_latest_value_of_each_field() {
         stats["subscriptions"]["clean-host-state-keeper"]["msgBacklog"].as_u64()
     };
     assert!(waited_every(Duration::from_millis(100), Duration::from_secs(10), || backlog() == Some(8)), "backlog {:?}", backlog());
+    // Unloaded (as a broker restart or a bundle moving does), the topic comes
+    // back with a new, empty ledger: its end is known only to be past the
+    // last one, and a new reader still reads every value before it stops.
+    let admin = format!("{}/admin/v2/persistent/{path}", broker("PULSAR_ADMIN"));
+    let unloaded = Command::new("curl").args(["-sf", "-X", "PUT", &format!("{admin}/unload")]).status();
+    assert!(unloaded.expect("curl").success(), "unloading {path}");
+    let mut three = PulsarTable::new(&hosts, &path).unwrap();
+    assert_eq!(three.get("t", "1").unwrap().as_deref(), Some(&b"newer"[..]));
+    assert_eq!(three.get("u", "0").unwrap().as_deref(), Some(&b"another table"[..]));
+    assert_eq!(three.get_all("t").unwrap().len(), 2);
 }
 
 /// Kafka keeps checkpoints in a compacted topic: another host reads each

@@ -58,7 +58,8 @@ const SEEK_WAIT: Duration = Duration::from_secs(5);
 /// The lag is asked for only with the queue just read empty, and given up
 /// (until the next time) if the answer takes longer than this.
 const LAG_WAIT: Duration = Duration::from_millis(100);
-/// `--until-end` with nothing left: stop after this long without a message.
+/// `--until-end` with nothing left, or a state table read to an end known
+/// only to be past the last ledger: stop after this long without a message.
 const IDLE_END: Duration = Duration::from_secs(3);
 /// `--until-end` waiting for the broker to go back past a gap ([`order`]):
 /// stop after this long without a message handed on.

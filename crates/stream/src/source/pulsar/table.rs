@@ -29,7 +29,7 @@ use pulsar::proto::MessageIdData;
 use pulsar::{ConsumerOptions, Producer, ProducerOptions, Pulsar, SubType, TokioExecutor};
 
 use super::{
-    ask, connect, entry_id, last_entries, last_places, probe, produce, receive, runtime, stored, PulsarConsumer, PulsarMessage, FIRST_WAIT, POLL,
+    ask, connect, entry_id, last_entries, last_places, probe, produce, receive, runtime, stored, PulsarConsumer, PulsarMessage, FIRST_WAIT, IDLE_END, POLL,
     REQUEST_TIMEOUT,
 };
 use crate::source::{SourceError, StateTable, STATE_TABLE_KEPT, STATE_VALUE_MAX};
@@ -456,10 +456,13 @@ impl PulsarTable {
         };
         let (started, read_from) = (Instant::now(), self.read_to);
         // An end just before a new ledger's first entry is somewhere after the
-        // last message: read until nothing comes.
+        // last message: read until nothing has come for IDLE_END (half the
+        // time given, if less). One empty poll is no end: a new reader's first
+        // messages, or entries read back from storage, can take longer.
         let exact = end.is_some_and(|(_, entry)| entry != u64::MAX);
-        let mut idle = false;
-        while (exact || !idle) && end.is_some_and(|end| self.read_to.is_none_or(|at| at < end)) {
+        let quiet_end = IDLE_END.min(within / 2);
+        let mut active = Instant::now();
+        while (exact || active.elapsed() < quiet_end) && end.is_some_and(|end| self.read_to.is_none_or(|at| at < end)) {
             if started.elapsed() > within {
                 self.reader_stuck = self.read_to == read_from;
                 return Err(SourceError::Broker(format!("reading {}: not at its end after {within:?}", self.name)));
@@ -468,7 +471,9 @@ impl PulsarTable {
             let more = if read.is_empty() { receive(&self.rt, reader, usize::MAX) } else { Some((Vec::new(), None)) };
             match more {
                 Some((more, failed)) => {
-                    idle = more.is_empty() && read.is_empty() && failed.is_none();
+                    if !more.is_empty() || !read.is_empty() || failed.is_some() {
+                        active = Instant::now();
+                    }
                     read.extend(more);
                     if let Some(e) = failed {
                         tracing::warn!("pulsar {}: {e}; the client reconnects with backoff", self.name);
