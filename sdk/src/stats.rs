@@ -370,17 +370,18 @@ impl Reservoir {
 
     pub fn push(&mut self, value: f64) {
         self.seen += 1;
-        if self.values.len() < self.capacity || self.capacity == 0 {
-            if self.capacity > 0 {
-                self.values.push(value);
-            }
+        if self.capacity == 0 {
+            return;
+        }
+        if self.values.len() < self.capacity {
+            self.values.push(value);
             return;
         }
         let k = self.capacity as f64;
         if self.keep_at == 0 {
-            // Just filled (then exact), or state written before `keep_at`
-            // was: the top key of `capacity` kept of `seen - 1`, at its mean.
-            self.top_key = (self.uniform().ln() / k).exp() * k / (self.seen - 1) as f64;
+            // Just filled, or state written before `keep_at` was: the top key
+            // of `capacity` kept of `seen - 1` (exact just filled, else its mean).
+            self.top_key = (self.uniform().ln() / k).exp() * (k + 1.0) / self.seen as f64;
             self.keep_at = self.seen - 1;
             self.draw_gap();
         }

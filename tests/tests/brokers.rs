@@ -820,8 +820,7 @@ fn pulsar_state_table_keeps_the_latest_value_of_each_field() {
     };
     assert!(waited_every(Duration::from_millis(100), Duration::from_secs(10), || backlog() == Some(8)), "backlog {:?}", backlog());
     // Unloaded (as a broker restart or a bundle moving does), the topic comes
-    // back with a new, empty ledger: its end is known only to be past the
-    // last one, and a new reader still reads every value before it stops.
+    // back on a new ledger, and a new reader still reads every latest value.
     let admin = format!("{}/admin/v2/persistent/{path}", broker("PULSAR_ADMIN"));
     let unloaded = Command::new("curl").args(["-sf", "-X", "PUT", &format!("{admin}/unload")]).status();
     assert!(unloaded.expect("curl").success(), "unloading {path}");

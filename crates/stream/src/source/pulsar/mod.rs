@@ -59,7 +59,7 @@ const SEEK_WAIT: Duration = Duration::from_secs(5);
 /// (until the next time) if the answer takes longer than this.
 const LAG_WAIT: Duration = Duration::from_millis(100);
 /// `--until-end` with nothing left, or a state table read to an end known
-/// only to be past the last ledger: stop after this long without a message.
+/// only to be in an earlier ledger: stop after this long without a message.
 const IDLE_END: Duration = Duration::from_secs(3);
 /// `--until-end` waiting for the broker to go back past a gap ([`order`]):
 /// stop after this long without a message handed on.

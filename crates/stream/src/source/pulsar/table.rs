@@ -82,6 +82,9 @@ pub struct PulsarTable {
     /// stuck after a reconnect). One that read some and ran out of time
     /// goes on from where it is.
     reader_stuck: bool,
+    /// An end known only to be in an earlier ledger that this reader read
+    /// up to and then got nothing more for a while.
+    quiet_at: Option<(u64, u64)>,
     values: Values,
     /// Tells this table's puts from other hosts': the process and when it started.
     writer: String,
@@ -345,6 +348,7 @@ impl PulsarTable {
             acks,
             read_to: None,
             reader_stuck: false,
+            quiet_at: None,
             values: Values::default(),
             writer: format!("{}-{started}", std::process::id()),
             puts: 0,
@@ -388,6 +392,7 @@ impl PulsarTable {
         self.values.fields.clear();
         self.values.passed.clear();
         self.read_to = None;
+        self.quiet_at = None;
         Ok(())
     }
 
@@ -458,11 +463,13 @@ impl PulsarTable {
         // An end just before a new ledger's first entry is somewhere after the
         // last message: read until nothing has come for IDLE_END (half the
         // time given, if less). One empty poll is no end: a new reader's first
-        // messages, or entries read back from storage, can take longer.
+        // messages, or entries read back from storage, can take longer. A
+        // reader that was quiet at this very end before has nothing more to
+        // read but what is queued (a message written since would have moved it).
         let exact = end.is_some_and(|(_, entry)| entry != u64::MAX);
-        let quiet_end = IDLE_END.min(within / 2);
-        let mut active = Instant::now();
-        while (exact || active.elapsed() < quiet_end) && end.is_some_and(|end| self.read_to.is_none_or(|at| at < end)) {
+        let quiet_end = if end.is_some() && end == self.quiet_at { POLL } else { IDLE_END.min(within / 2) };
+        let mut quiet_since = Instant::now();
+        while (exact || quiet_since.elapsed() < quiet_end) && end.is_some_and(|end| self.read_to.is_none_or(|at| at < end)) {
             if started.elapsed() > within {
                 self.reader_stuck = self.read_to == read_from;
                 return Err(SourceError::Broker(format!("reading {}: not at its end after {within:?}", self.name)));
@@ -472,7 +479,7 @@ impl PulsarTable {
             match more {
                 Some((more, failed)) => {
                     if !more.is_empty() || !read.is_empty() || failed.is_some() {
-                        active = Instant::now();
+                        quiet_since = Instant::now();
                     }
                     read.extend(more);
                     if let Some(e) = failed {
@@ -480,7 +487,10 @@ impl PulsarTable {
                     }
                 }
                 // The client gave up reconnecting: a new reader reads again.
-                None => self.rewind()?,
+                None => {
+                    self.rewind()?;
+                    quiet_since = Instant::now();
+                }
             }
             for m in read.drain(..) {
                 self.take(m);
@@ -488,6 +498,9 @@ impl PulsarTable {
         }
         for m in read {
             self.take(m);
+        }
+        if !exact {
+            self.quiet_at = end;
         }
         self.tidy(rewound, within)
     }
