@@ -377,20 +377,24 @@ impl Reservoir {
             self.values.push(value);
             return;
         }
-        let k = self.capacity as f64;
         if self.keep_at == 0 {
             // Just filled, or state written before `keep_at` was: the top key
             // of `capacity` kept of `seen - 1` (exact just filled, else its mean).
-            self.top_key = (self.uniform().ln() / k).exp() * (k + 1.0) / self.seen as f64;
+            self.top_key = self.largest_key() * (self.capacity as f64 + 1.0) / self.seen as f64;
             self.keep_at = self.seen - 1;
             self.draw_gap();
         }
         if self.seen == self.keep_at {
             let slot = (self.next_u64() % self.capacity as u64) as usize;
             self.values[slot] = value;
-            self.top_key *= (self.uniform().ln() / k).exp();
+            self.top_key *= self.largest_key();
             self.draw_gap();
         }
+    }
+
+    /// The largest of `capacity` uniform keys: u^(1 / capacity).
+    fn largest_key(&mut self) -> f64 {
+        (self.uniform().ln() / self.capacity as f64).exp()
     }
 
     /// Moves `keep_at` past the values whose keys are above the top key.
