@@ -377,10 +377,10 @@ impl Reservoir {
             self.values.push(value);
             return;
         }
-        if self.keep_at == 0 {
-            // Just filled, or state written before `keep_at` was: the top key
-            // of `capacity` kept of `seen - 1` (exact just filled, else its mean).
-            self.top_key = self.largest_key() * (self.capacity as f64 + 1.0) / self.seen as f64;
+        if self.keep_at < self.seen {
+            // Just filled, or state with no keep ahead (written before
+            // `keep_at` was, or damaged): draw on from here.
+            self.top_key = self.fresh_top_key();
             self.keep_at = self.seen - 1;
             self.draw_gap();
         }
@@ -388,8 +388,17 @@ impl Reservoir {
             let slot = (self.next_u64() % self.capacity as u64) as usize;
             self.values[slot] = value;
             self.top_key *= self.largest_key();
+            if !(self.top_key > 0.0 && self.top_key < 1.0) {
+                // Only damaged state gets here (a key is in (0, 1)).
+                self.top_key = self.fresh_top_key();
+            }
             self.draw_gap();
         }
+    }
+
+    /// The top key of `capacity` kept of `seen - 1`: exact just filled, else its mean.
+    fn fresh_top_key(&mut self) -> f64 {
+        self.largest_key() * (self.capacity as f64 + 1.0) / self.seen as f64
     }
 
     /// The largest of `capacity` uniform keys: u^(1 / capacity).
@@ -614,6 +623,24 @@ mod tests {
         let mut small = Reservoir::new(0);
         small.push(1.0);
         assert!(small.values.is_empty());
+    }
+
+    #[test]
+    fn damaged_state_samples_on_uniformly() {
+        let mut r = Reservoir::new(1000);
+        (0..200_000).for_each(|i| r.push(i as f64));
+        // A next keep already passed, a top key out of (0, 1): a hand-edited
+        // or corrupt snapshot. The sample neither freezes nor takes every value.
+        for (keep_at, top_key) in [(Some(5), None), (Some(199_999), None), (None, Some(5.0)), (None, Some(-1.0)), (None, Some(0.0)), (Some(3), Some(1.0))] {
+            let mut text: serde_json::Value = serde_json::to_value(&r).unwrap();
+            let fields = text.as_object_mut().unwrap();
+            keep_at.inspect(|&k| _ = fields.insert("keep_at".into(), k.into()));
+            top_key.inspect(|&k| _ = fields.insert("top_key".into(), k.into()));
+            let mut damaged: Reservoir = serde_json::from_value(text).unwrap();
+            (200_000..400_000).for_each(|i| damaged.push(-1.0 - i as f64));
+            let newer = damaged.values.iter().filter(|&&v| v < 0.0).count();
+            assert!((430..=570).contains(&newer), "keep_at {keep_at:?}, top_key {top_key:?}: {newer} of 1000 from the second half");
+        }
     }
 
     #[test]
