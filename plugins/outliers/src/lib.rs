@@ -219,32 +219,6 @@ impl Outliers {
                 let limit = reference.rate.upper_limit(values.len(), config.min_increase);
                 let departed = rate > limit && hits.len() >= config.min_count;
                 reference.rate.push(rate, departed);
-                let extremes: Vec<(u32, f64)> = values.iter().copied().filter(|&(_, x)| reference.is_extreme(x, seen)).collect();
-                out.metric("extreme_values", Some(name), extremes.len() as f64);
-                if !departed && !extremes.is_empty() {
-                    let worst = extremes
-                        .iter()
-                        .map(|&(_, x)| x)
-                        .max_by(|a, b| (a - reference.median).abs().total_cmp(&(b - reference.median).abs()))
-                        .unwrap_or(f64::NAN);
-                    out.findings.push(
-                        Finding::new(
-                            "extreme_values",
-                            Some(name),
-                            extremes.len() as f64,
-                            0.0,
-                            Severity::Warning,
-                            format!(
-                                "{} value(s) of '{name}' far beyond anything usual: {worst} (usual median {:.4}; extreme below {:.4} or above {:.4})",
-                                extremes.len(),
-                                reference.median,
-                                reference.extreme_low,
-                                reference.extreme_high
-                            ),
-                        )
-                        .with_rows(extremes.iter().map(|&(r, _)| r)),
-                    );
-                }
                 if departed {
                     let extreme =
                         hits.iter().map(|&(_, x)| x).max_by(|a, b| (a - reference.median).abs().total_cmp(&(b - reference.median).abs())).unwrap_or(f64::NAN);
@@ -266,6 +240,34 @@ impl Outliers {
                             ),
                         )
                         .with_rows(hits.iter().map(|&(r, _)| r)),
+                    );
+                }
+                let extremes: Vec<(u32, f64)> = values.iter().copied().filter(|&(_, x)| reference.is_extreme(x, seen)).collect();
+                out.metric("extreme_values", Some(name), extremes.len() as f64);
+                // Its own finding in a departing window too: the rate's may
+                // not be sure over the window's rows, and these values are.
+                if !extremes.is_empty() {
+                    let worst = extremes
+                        .iter()
+                        .map(|&(_, x)| x)
+                        .max_by(|a, b| (a - reference.median).abs().total_cmp(&(b - reference.median).abs()))
+                        .unwrap_or(f64::NAN);
+                    out.findings.push(
+                        Finding::new(
+                            "extreme_values",
+                            Some(name),
+                            extremes.len() as f64,
+                            0.0,
+                            Severity::Warning,
+                            format!(
+                                "{} value(s) of '{name}' far beyond anything usual: {worst} (usual median {:.4}; extreme below {:.4} or above {:.4})",
+                                extremes.len(),
+                                reference.median,
+                                reference.extreme_low,
+                                reference.extreme_high
+                            ),
+                        )
+                        .with_rows(extremes.iter().map(|&(r, _)| r)),
                     );
                 }
                 // The next reference: the windows that did not depart, or a
@@ -376,6 +378,7 @@ export_detector!(Outliers);
 mod tests {
     use super::*;
     use clean_host_sdk::testing::{BatchBuilder, Rng};
+    use clean_host_sdk::ColumnValues;
 
     #[test]
     fn resumes_from_its_snapshot_exactly() {
@@ -425,11 +428,33 @@ mod tests {
             d.analyze(&window(seq, &mut rng, 0.0)).unwrap();
         }
         let a = d.analyze(&window(30, &mut rng, 0.05)).unwrap();
-        assert_eq!(a.findings.len(), 1, "{:?}", a.findings);
-        let f = &a.findings[0];
-        assert_eq!(f.column.as_deref(), Some("price"));
-        assert!(f.value > 0.03);
-        assert!(!f.sample_rows.is_empty());
+        let metrics: Vec<&str> = a.findings.iter().map(|f| f.metric.as_str()).collect();
+        // Prices 1000 times their usual are also extreme: a finding of their
+        // own, as the rate's finding may not be sure over the window's rows.
+        assert_eq!(metrics, ["outlier_rate", "extreme_values"], "{:?}", a.findings);
+        for f in &a.findings {
+            assert_eq!(f.column.as_deref(), Some("price"));
+            assert!(!f.sample_rows.is_empty());
+        }
+        assert!(a.findings[0].value > 0.03);
+        assert!(a.findings[1].value >= 20.0, "{:?}", a.findings[1]);
+    }
+
+    #[test]
+    fn outliers_short_of_extreme_are_one_finding() {
+        let mut d = Outliers::default();
+        d.configure("{}").unwrap();
+        let mut rng = Rng(5);
+        for seq in 0..30 {
+            d.analyze(&window(seq, &mut rng, 0.0)).unwrap();
+        }
+        // 8% of prices at 400: past the fences (median about 20), nowhere near extreme.
+        let mut batch = window(30, &mut rng, 0.0);
+        let ColumnValues::Float64(price) = &mut batch.columns[0].values else { unreachable!() };
+        price.iter_mut().step_by(12).for_each(|p| *p = 400.0);
+        let a = d.analyze(&batch).unwrap();
+        let metrics: Vec<&str> = a.findings.iter().map(|f| f.metric.as_str()).collect();
+        assert_eq!(metrics, ["outlier_rate"], "{:?}", a.findings);
     }
 
     #[test]
