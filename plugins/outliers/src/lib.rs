@@ -35,6 +35,8 @@ use clean_host_sdk::{
 use serde::{Deserialize, Serialize};
 
 const SAMPLE_SIZE: usize = 4096;
+/// Fewest outliers that make a finding, unless the window is small.
+const MIN_COUNT: usize = 5;
 /// How many times the farthest value ever seen an extreme one lies from the median.
 const BEYOND_FARTHEST: f64 = 2.0;
 
@@ -52,8 +54,10 @@ struct Config {
     iqr_k: f64,
     /// Smallest rise in the outlier rate that counts as a departure.
     min_increase: f64,
-    /// Fewest outliers that can make a finding.
-    min_count: usize,
+    /// Fewest outliers that can make a finding (default: 5, and in a window
+    /// of fewer than 50 values a tenth of them, at least 3: 4 impossible
+    /// values among 30 are a departure, not too few to count).
+    min_count: Option<usize>,
     /// Only these columns (all numeric columns when empty).
     columns: Vec<String>,
     /// How many times the distance from the median to the 1st or 99th
@@ -64,6 +68,13 @@ struct Config {
     time_like: BTreeMap<String, bool>,
 }
 
+impl Config {
+    /// The fewest outliers that make a finding among `values` present values.
+    fn min_count(&self, values: usize) -> usize {
+        self.min_count.unwrap_or_else(|| MIN_COUNT.min(values.div_ceil(10).max(3)))
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -72,7 +83,7 @@ impl Default for Config {
             z_threshold: 3.5,
             iqr_k: 3.0,
             min_increase: 0.02,
-            min_count: 5,
+            min_count: None,
             columns: Vec::new(),
             extreme_factor: 10.0,
             time_like: BTreeMap::new(),
@@ -217,7 +228,7 @@ impl Outliers {
                 let rate = hits.len() as f64 / values.len() as f64;
                 out.metric("outlier_rate", Some(name), rate);
                 let limit = reference.rate.upper_limit(values.len(), config.min_increase);
-                let departed = rate > limit && hits.len() >= config.min_count;
+                let departed = rate > limit && hits.len() >= config.min_count(values.len());
                 reference.rate.push(rate, departed);
                 if departed {
                     let extreme =
@@ -455,6 +466,27 @@ mod tests {
         let a = d.analyze(&batch).unwrap();
         let metrics: Vec<&str> = a.findings.iter().map(|f| f.metric.as_str()).collect();
         assert_eq!(metrics, ["outlier_rate"], "{:?}", a.findings);
+    }
+
+    #[test]
+    fn a_small_window_departs_on_fewer_outliers() {
+        // Windows of 30 values around 100: 4 of them at 200 (past the
+        // fences, nowhere near extreme) are 13% of the window.
+        let run = |config: &str| {
+            let mut d = Outliers::default();
+            d.configure(config).unwrap();
+            let mut rng = Rng(4);
+            let mut window = |seq: u64, high: usize| {
+                let values: Vec<Option<f64>> = (0..30).map(|i| Some(if i < high { 200.0 } else { 100.0 + 10.0 * rng.normal() })).collect();
+                d.analyze(&BatchBuilder::new(seq).float("level", &values).build()).unwrap()
+            };
+            for seq in 0..40 {
+                assert!(window(seq, 0).findings.is_empty(), "window {seq}");
+            }
+            window(40, 4).findings.iter().map(|f| f.metric.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(run("{}"), ["outlier_rate"]);
+        assert!(run(r#"{"min_count": 5}"#).is_empty(), "a min_count given is kept");
     }
 
     #[test]
