@@ -26,7 +26,7 @@
 use std::collections::BTreeMap;
 
 use clean_host_sdk::bindings::clean_host::plugin::host::LogLevel;
-use clean_host_sdk::stats::{median_mad, quantiles, Departures, RateBaseline, Reservoir};
+use clean_host_sdk::stats::{median_mad, quantiles, Departures, Ewma, RateBaseline, Reservoir};
 use clean_host_sdk::time_like::TimeLikeColumns;
 use clean_host_sdk::{
     decode_state, encode_state, export_detector, log, metric_info, parse_config, Analysis, Batch, BatchParts, Detector, Finding, NumericView, PluginInfo,
@@ -37,6 +37,8 @@ use serde::{Deserialize, Serialize};
 const SAMPLE_SIZE: usize = 4096;
 /// Fewest outliers that make a finding, unless the window is small.
 const MIN_COUNT: usize = 5;
+/// Weight of a window in the mean rate of calm windows (about the last 50).
+const CALM_ALPHA: f64 = 0.02;
 /// How many times the farthest value ever seen an extreme one lies from the median.
 const BEYOND_FARTHEST: f64 = 2.0;
 
@@ -54,9 +56,10 @@ struct Config {
     iqr_k: f64,
     /// Smallest rise in the outlier rate that counts as a departure.
     min_increase: f64,
-    /// Fewest outliers that can make a finding (default: 5, and in a window
-    /// of fewer than 50 values a tenth of them, at least 3: 4 impossible
-    /// values among 30 are a departure, not too few to count).
+    /// Fewest outliers that can make a finding (default: 5; in a window of
+    /// 40 values or fewer, also a tenth of them rounded up, at least 3, when
+    /// the column's usual rate gives that many less than once in 10,000
+    /// windows: 4 impossible values among 30 are a departure).
     min_count: Option<usize>,
     /// Only these columns (all numeric columns when empty).
     columns: Vec<String>,
@@ -69,10 +72,34 @@ struct Config {
 }
 
 impl Config {
-    /// The fewest outliers that make a finding among `values` present values.
-    fn min_count(&self, values: usize) -> usize {
-        self.min_count.unwrap_or_else(|| MIN_COUNT.min(values.div_ceil(10).max(3)))
+    /// Whether `hits` outliers among `n` values can make a finding, where
+    /// `usual` is the column's mean outlier rate in calm windows (none yet:
+    /// 5 are wanted). In a small window the rate's own limit says little
+    /// (most windows of 30 hold no outlier, so it is `min_increase`, which
+    /// one outlier passes): fewer than 5 count only when chance alone would
+    /// rarely give them.
+    fn enough(&self, hits: usize, n: usize, usual: Option<f64>) -> bool {
+        match (self.min_count, usual) {
+            (Some(min), _) => hits >= min,
+            (None, Some(p)) if hits < MIN_COUNT => hits >= n.div_ceil(10).max(3) && binomial_tail(hits, n, p) < 1e-4,
+            (None, _) => hits >= MIN_COUNT,
+        }
     }
+}
+
+/// P(X >= k) for X ~ Binomial(n, p): one minus the terms below k.
+fn binomial_tail(k: usize, n: usize, p: f64) -> f64 {
+    if k == 0 || p >= 1.0 {
+        return 1.0;
+    }
+    let p = p.max(0.0);
+    let (mut term, mut below) = ((1.0 - p).powi(n as i32), 0.0);
+    for i in 0..k.min(n + 1) {
+        below += term;
+        // C(n, i + 1) p^(i + 1) (1 - p)^(n - i - 1) from the term of i.
+        term *= (n - i) as f64 / (i + 1) as f64 * p / (1.0 - p);
+    }
+    (1.0 - below).max(0.0)
 }
 
 impl Default for Config {
@@ -146,6 +173,11 @@ enum ColumnState {
         /// While the column departs: the departure's own windows, a possible new normal.
         shift: Option<Box<Reservoir>>,
         departing: Departures,
+        /// The mean outlier rate of the windows that did not depart: what
+        /// chance gives (departures left out, which the rate's median and
+        /// fences shrug off and a mean does not).
+        #[serde(default)]
+        calm: Ewma,
     },
     /// Constant, or nearly: no spread to measure distances in.
     Skipped,
@@ -215,12 +247,13 @@ impl Outliers {
                             windows: 0,
                             shift: None,
                             departing: Departures::default(),
+                            calm: Ewma::default(),
                         },
                         _ => ColumnState::Skipped,
                     };
                 }
             }
-            ColumnState::Scored { reference, seen, next, windows, shift, departing } => {
+            ColumnState::Scored { reference, seen, next, windows, shift, departing, calm } => {
                 if values.is_empty() {
                     return;
                 }
@@ -228,8 +261,11 @@ impl Outliers {
                 let rate = hits.len() as f64 / values.len() as f64;
                 out.metric("outlier_rate", Some(name), rate);
                 let limit = reference.rate.upper_limit(values.len(), config.min_increase);
-                let departed = rate > limit && hits.len() >= config.min_count(values.len());
+                let departed = rate > limit && config.enough(hits.len(), values.len(), (calm.count > 0).then_some(calm.mean));
                 reference.rate.push(rate, departed);
+                if !departed {
+                    calm.update(rate, CALM_ALPHA);
+                }
                 if departed {
                     let extreme =
                         hits.iter().map(|&(_, x)| x).max_by(|a, b| (a - reference.median).abs().total_cmp(&(b - reference.median).abs())).unwrap_or(f64::NAN);
@@ -468,25 +504,48 @@ mod tests {
         assert_eq!(metrics, ["outlier_rate"], "{:?}", a.findings);
     }
 
-    #[test]
-    fn a_small_window_departs_on_fewer_outliers() {
-        // Windows of 30 values around 100: 4 of them at 200 (past the
-        // fences, nowhere near extreme) are 13% of the window.
-        let run = |config: &str| {
-            let mut d = Outliers::default();
-            d.configure(config).unwrap();
-            let mut rng = Rng(4);
-            let mut window = |seq: u64, high: usize| {
-                let values: Vec<Option<f64>> = (0..30).map(|i| Some(if i < high { 200.0 } else { 100.0 + 10.0 * rng.normal() })).collect();
-                d.analyze(&BatchBuilder::new(seq).float("level", &values).build()).unwrap()
-            };
-            for seq in 0..40 {
-                assert!(window(seq, 0).findings.is_empty(), "window {seq}");
-            }
-            window(40, 4).findings.iter().map(|f| f.metric.clone()).collect::<Vec<_>>()
+    /// Findings of a window of `rows` values around 100 with `high` of them
+    /// at 200 (past the fences, nowhere near extreme), after 60 windows with
+    /// one such value in every `every`-th.
+    fn small_windows(config: &str, rows: usize, every: usize, high: usize) -> Vec<String> {
+        let mut d = Outliers::default();
+        d.configure(config).unwrap();
+        let mut rng = Rng(4);
+        let mut window = |seq: u64, high: usize| {
+            let values: Vec<Option<f64>> = (0..rows).map(|i| Some(if i < high { 200.0 } else { 100.0 + 10.0 * rng.normal() })).collect();
+            d.analyze(&BatchBuilder::new(seq).float("level", &values).build()).unwrap()
         };
-        assert_eq!(run("{}"), ["outlier_rate"]);
-        assert!(run(r#"{"min_count": 5}"#).is_empty(), "a min_count given is kept");
+        for seq in 0..60 {
+            let a = window(seq, usize::from(seq as usize % every == every - 1));
+            assert!(a.findings.is_empty(), "window {seq}: {:?}", a.findings);
+        }
+        window(60, high).findings.iter().map(|f| f.metric.clone()).collect()
+    }
+
+    #[test]
+    fn a_small_window_departs_on_fewer_outliers_than_chance_gives() {
+        // 3 of 30 where there never was one: a departure.
+        assert_eq!(small_windows("{}", 30, usize::MAX, 3), ["outlier_rate"]);
+        // Where one window in 5 holds one, 3 come by chance once in ~1000 windows: not yet.
+        assert!(small_windows("{}", 30, 5, 3).is_empty());
+        assert_eq!(small_windows("{}", 30, 5, 4), ["outlier_rate"]);
+        // A min_count given is kept; windows of 50 values and more want 5.
+        assert!(small_windows(r#"{"min_count": 5}"#, 30, usize::MAX, 4).is_empty());
+        assert!(small_windows("{}", 60, usize::MAX, 4).is_empty());
+        assert_eq!(small_windows("{}", 60, usize::MAX, 5), ["outlier_rate"]);
+    }
+
+    #[test]
+    fn binomial_tails_are_exact() {
+        // P(X >= 2) for Binomial(3, 0.5) is 4/8; P(X >= 0) is 1; nothing to gain at p 0.
+        assert!((binomial_tail(2, 3, 0.5) - 0.5).abs() < 1e-12);
+        assert_eq!(binomial_tail(0, 30, 0.1), 1.0);
+        assert_eq!(binomial_tail(3, 30, 0.0), 0.0);
+        assert_eq!(binomial_tail(3, 30, 1.0), 1.0);
+        // 1 - (0.99^30 + 30 0.01 0.99^29 + 435 0.01^2 0.99^28)
+        let p: f64 = 0.01;
+        let below = 0.99f64.powi(30) + 30.0 * p * 0.99f64.powi(29) + 435.0 * p * p * 0.99f64.powi(28);
+        assert!((binomial_tail(3, 30, p) - (1.0 - below)).abs() < 1e-12);
     }
 
     #[test]
