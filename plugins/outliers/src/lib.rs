@@ -465,15 +465,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn injected_spikes_are_flagged_with_rows() {
+    /// A detector past its reference (10 windows) and the spread of its
+    /// outlier rates (12 more), and the generator that fed it.
+    fn warmed(seed: u64) -> (Outliers, Rng) {
         let mut d = Outliers::default();
         d.configure("{}").unwrap();
-        let mut rng = Rng(5);
-        // The reference (10 windows), then the spread of outlier rates (12 more).
+        let mut rng = Rng(seed);
         for seq in 0..30 {
             d.analyze(&window(seq, &mut rng, 0.0)).unwrap();
         }
+        (d, rng)
+    }
+
+    #[test]
+    fn injected_spikes_are_flagged_with_rows() {
+        let (mut d, mut rng) = warmed(5);
         let a = d.analyze(&window(30, &mut rng, 0.05)).unwrap();
         let metrics: Vec<&str> = a.findings.iter().map(|f| f.metric.as_str()).collect();
         // Prices 1000 times their usual are also extreme: a finding of their
@@ -489,12 +495,7 @@ mod tests {
 
     #[test]
     fn outliers_short_of_extreme_are_one_finding() {
-        let mut d = Outliers::default();
-        d.configure("{}").unwrap();
-        let mut rng = Rng(5);
-        for seq in 0..30 {
-            d.analyze(&window(seq, &mut rng, 0.0)).unwrap();
-        }
+        let (mut d, mut rng) = warmed(5);
         // 8% of prices at 400: past the fences (median about 20), nowhere near extreme.
         let mut batch = window(30, &mut rng, 0.0);
         let ColumnValues::Float64(price) = &mut batch.columns[0].values else { unreachable!() };
@@ -550,11 +551,7 @@ mod tests {
 
     #[test]
     fn a_shifted_distribution_is_critical() {
-        let mut d = Outliers::default();
-        let mut rng = Rng(9);
-        for seq in 0..30 {
-            d.analyze(&window(seq, &mut rng, 0.0)).unwrap();
-        }
+        let (mut d, mut rng) = warmed(9);
         let a = d.analyze(&window(30, &mut rng, 1.0)).unwrap();
         assert_eq!(a.findings[0].severity, Severity::Critical);
     }

@@ -578,6 +578,8 @@ impl KafkaSource {
     /// Leave the group and close the consumer, polling every few ms: its
     /// drop would do the same polling 100 ms at a time, and the close posts
     /// nothing that ends such a poll early (every run's exit waited ~0.1 s).
+    /// The drop's own close then fails as already done, which rust-rdkafka
+    /// logs through the `log` crate, a logger this host does not install.
     fn close(&self) {
         if self.consumer.close_queue().is_err() {
             return; // the drop tries again
