@@ -79,10 +79,9 @@ impl Config {
     /// one outlier passes): fewer than 5 count only when chance alone would
     /// rarely give them.
     fn enough(&self, hits: usize, n: usize, usual: Option<f64>) -> bool {
-        match (self.min_count, usual) {
-            (Some(min), _) => hits >= min,
-            (None, Some(p)) if hits < MIN_COUNT => hits >= n.div_ceil(10).max(3) && binomial_tail(hits, n, p) < 1e-4,
-            (None, _) => hits >= MIN_COUNT,
+        match self.min_count {
+            Some(min) => hits >= min,
+            None => hits >= MIN_COUNT || usual.is_some_and(|p| hits >= n.div_ceil(10).max(3) && binomial_tail(hits, n, p) < 1e-4),
         }
     }
 }
@@ -223,6 +222,11 @@ impl Reference {
         (x < self.low_fence || x > self.high_fence) && ((x - self.median) / self.scale).abs() > config.z_threshold
     }
 
+    /// The value of `values` (row, value) farthest from the median (NaN when none).
+    fn farthest(&self, values: &[(u32, f64)]) -> f64 {
+        values.iter().map(|&(_, x)| x).max_by(|a, b| (a - self.median).abs().total_cmp(&(b - self.median).abs())).unwrap_or(f64::NAN)
+    }
+
     fn is_extreme(&self, x: f64, seen: &Range) -> bool {
         let beyond = |farthest: f64| BEYOND_FARTHEST * (farthest - self.median).abs();
         (x < self.extreme_low && self.median - x > beyond(seen.low)) || (x > self.extreme_high && x - self.median > beyond(seen.high))
@@ -263,12 +267,8 @@ impl Outliers {
                 let limit = reference.rate.upper_limit(values.len(), config.min_increase);
                 let departed = rate > limit && config.enough(hits.len(), values.len(), (calm.count > 0).then_some(calm.mean));
                 reference.rate.push(rate, departed);
-                if !departed {
-                    calm.update(rate, CALM_ALPHA);
-                }
                 if departed {
-                    let extreme =
-                        hits.iter().map(|&(_, x)| x).max_by(|a, b| (a - reference.median).abs().total_cmp(&(b - reference.median).abs())).unwrap_or(f64::NAN);
+                    let extreme = reference.farthest(&hits);
                     let severity = if rate > 0.2 { Severity::Critical } else { Severity::Warning };
                     out.findings.push(
                         Finding::new(
@@ -294,11 +294,7 @@ impl Outliers {
                 // Its own finding in a departing window too: the rate's may
                 // not be sure over the window's rows, and these values are.
                 if !extremes.is_empty() {
-                    let worst = extremes
-                        .iter()
-                        .map(|&(_, x)| x)
-                        .max_by(|a, b| (a - reference.median).abs().total_cmp(&(b - reference.median).abs()))
-                        .unwrap_or(f64::NAN);
+                    let worst = reference.farthest(&extremes);
                     out.findings.push(
                         Finding::new(
                             "extreme_values",
@@ -333,6 +329,7 @@ impl Outliers {
                 } else {
                     *shift = None;
                     departing.observe(false);
+                    calm.update(rate, CALM_ALPHA);
                     values.iter().for_each(|&(_, v)| next.push(v));
                     for &(_, x) in &values {
                         if !reference.is_extreme(x, seen) {
@@ -512,15 +509,15 @@ mod tests {
         let mut d = Outliers::default();
         d.configure(config).unwrap();
         let mut rng = Rng(4);
-        let mut window = |seq: u64, high: usize| {
+        let mut analyze = |seq: u64, high: usize| {
             let values: Vec<Option<f64>> = (0..rows).map(|i| Some(if i < high { 200.0 } else { 100.0 + 10.0 * rng.normal() })).collect();
             d.analyze(&BatchBuilder::new(seq).float("level", &values).build()).unwrap()
         };
         for seq in 0..60 {
-            let a = window(seq, usize::from(seq as usize % every == every - 1));
+            let a = analyze(seq, usize::from(seq as usize % every == every - 1));
             assert!(a.findings.is_empty(), "window {seq}: {:?}", a.findings);
         }
-        window(60, high).findings.iter().map(|f| f.metric.clone()).collect()
+        analyze(60, high).findings.iter().map(|f| f.metric.clone()).collect()
     }
 
     #[test]
