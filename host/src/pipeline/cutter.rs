@@ -3,7 +3,7 @@
 //! which offsets every partition may acknowledge once its closed windows
 //! are analysed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,14 +26,45 @@ struct PartitionState {
     next_offset: u64,
     acked_below: u64,
     /// Broker ids of offsets not yet acknowledged (sources whose ids are not offsets).
-    ids: BTreeMap<u64, Arc<str>>,
+    ids: BrokerIds,
     /// Dead letters not yet attributed to a window.
     dead_since_window: u64,
 }
 
 impl PartitionState {
     fn new(spec: WindowSpec) -> Self {
-        PartitionState { windower: Windower::new(spec), next_offset: 0, acked_below: 0, ids: BTreeMap::new(), dead_since_window: 0 }
+        PartitionState { windower: Windower::new(spec), next_offset: 0, acked_below: 0, ids: BrokerIds::default(), dead_since_window: 0 }
+    }
+}
+
+/// Broker ids by offset. Offsets arrive in rising order, so the ids are a
+/// queue, searched by offset: a message costs a push, not a tree insert.
+#[derive(Default)]
+pub(super) struct BrokerIds(VecDeque<(u64, Arc<str>)>);
+
+impl BrokerIds {
+    pub(super) fn insert(&mut self, offset: u64, id: Arc<str>) {
+        match self.0.back() {
+            Some(&(last, _)) if last >= offset => match self.search(offset) {
+                Ok(at) => self.0[at].1 = id,
+                Err(at) => self.0.insert(at, (offset, id)),
+            },
+            _ => self.0.push_back((offset, id)),
+        }
+    }
+
+    fn search(&self, offset: u64) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&offset, |&(o, _)| o)
+    }
+
+    pub(super) fn get(&self, offset: u64) -> Option<&Arc<str>> {
+        self.search(offset).ok().map(|at| &self.0[at].1)
+    }
+
+    /// Forget the ids of offsets below `below`: the last of them, if any.
+    pub(super) fn forget_below(&mut self, below: u64) -> Option<Arc<str>> {
+        let n = self.0.partition_point(|&(o, _)| o < below);
+        self.0.drain(..n).next_back().map(|(_, id)| id)
     }
 }
 
@@ -290,7 +321,7 @@ impl<'a> Cutter<'a> {
             .drain(..)
             .map(|(partition, dead_letters, w)| {
                 let batch = w.buffer.into_batch(fields, self.common.pipeline, self.common.source, partition, w.bounds, closed_at);
-                let position = |offset: u64| match partitions.get(&partition).and_then(|s| s.ids.get(&offset)) {
+                let position = |offset: u64| match partitions.get(&partition).and_then(|s| s.ids.get(offset)) {
                     Some(id) => Position::Id(id.clone()),
                     None => Position::Offset(offset),
                 };
@@ -307,8 +338,7 @@ impl<'a> Cutter<'a> {
             let below = state.windower.min_open_offset().unwrap_or(state.next_offset);
             if below > state.acked_below {
                 state.acked_below = below;
-                let after_id = state.ids.range(..below).next_back().map(|(_, id)| id.clone());
-                state.ids = state.ids.split_off(&below);
+                let after_id = state.ids.forget_below(below);
                 cuts.push(Cut { ack: Ack { partition, below }, next_seq: state.windower.next_seq(), after_id });
             }
         }

@@ -139,7 +139,7 @@ fn messages(from: u64, to: u64, negative: u64) -> Vec<Message> {
         .map(|offset| Message {
             offset,
             id: Some(Arc::from(format!("id-{offset}"))),
-            payload: format!("{{\"x\": {}}}", if offset == negative { -1 } else { offset as i64 }).into_bytes(),
+            payload: format!("{{\"x\": {}}}", if offset == negative { -1 } else { offset as i64 }).into_bytes().into(),
             key: None,
             timestamp_ms: None,
             headers: Vec::new(),
@@ -441,4 +441,23 @@ fn a_store_that_panics_stops_no_later_checkpoint() {
     assert_eq!(taken_rx.recv_timeout(wait), Ok(()));
     saver.hand(Box::new(move || done_tx.send(()).unwrap()));
     assert_eq!(done_rx.recv_timeout(wait), Ok(()));
+}
+
+#[test]
+fn broker_ids_are_found_by_offset_whatever_order_they_came_in() {
+    let mut ids = cutter::BrokerIds::default();
+    for offset in [3, 4, 7] {
+        ids.insert(offset, format!("id-{offset}").into());
+    }
+    // Behind the last: kept in offset order; again: the newer id wins.
+    ids.insert(5, "id-5".into());
+    ids.insert(4, "id-4b".into());
+    assert_eq!(
+        [3, 4, 5, 6, 7].map(|o| ids.get(o).map(|id| id.to_string())),
+        [Some("id-3".into()), Some("id-4b".into()), Some("id-5".into()), None, Some("id-7".into())]
+    );
+    assert_eq!(ids.forget_below(6).as_deref(), Some("id-5"));
+    assert_eq!(ids.get(5), None);
+    assert_eq!(ids.forget_below(6), None, "nothing left below 6");
+    assert_eq!(ids.forget_below(u64::MAX).as_deref(), Some("id-7"));
 }

@@ -167,13 +167,14 @@ impl MessageDecoder {
 mod tests {
     use super::*;
     use crate::decode::tests::shown;
+    use bytes::Bytes;
 
     fn message(payload: &[u8]) -> Message {
         Message {
             offset: 7,
             id: None,
-            payload: payload.to_vec(),
-            key: Some(b"k1".to_vec()),
+            payload: payload.to_vec().into(),
+            key: Some(Bytes::from_static(b"k1")),
             timestamp_ms: Some(1_700_000_000_000),
             headers: vec![("origin".into(), b"eu".to_vec())],
             fault: None,

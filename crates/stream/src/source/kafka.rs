@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use crossbeam_channel::Receiver;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -36,6 +37,9 @@ const POLL: Duration = Duration::from_millis(100);
 const LAG_TIMEOUT: Duration = Duration::from_millis(500);
 /// Messages handed to the pipeline at once, at most.
 const MAX_BATCH: usize = 2000;
+/// Bytes of payloads and keys copied out of librdkafka into one allocation,
+/// which the messages then share (freed with the last of them).
+const BATCH_BYTES: usize = 256 << 10;
 /// librdkafka consumer settings unless the pipeline's own say otherwise.
 /// Its default waits a whole second (`fetch.queue.backoff.ms`) whenever its
 /// queue of prefetched messages is full, and a queue the pipeline drains in a
@@ -523,6 +527,11 @@ impl Source for KafkaSource {
             // Partitions read for the first time since they were assigned.
             let mut arrived = Vec::new();
             let mut count = 0;
+            let mut copied = BytesMut::with_capacity(BATCH_BYTES);
+            let mut copy = |bytes: &[u8]| {
+                copied.extend_from_slice(bytes);
+                copied.split().freeze()
+            };
             while count < MAX_BATCH {
                 let timeout = if count == 0 { POLL } else { Duration::ZERO };
                 match self.consumer.poll(timeout) {
@@ -532,26 +541,30 @@ impl Source for KafkaSource {
                         break;
                     }
                     Some(Ok(m)) => {
-                        let partition = m.partition() as u32;
-                        if next.insert(partition, m.offset() + 1).is_none() {
-                            arrived.push((partition, m.offset() as u64));
-                        }
-                        fed.insert(partition);
-                        batch.entry(partition).or_default().push(Message {
+                        batch.entry(m.partition() as u32).or_default().push(Message {
                             offset: m.offset() as u64,
                             id: None,
-                            payload: m.payload().unwrap_or_default().to_vec(),
-                            key: m.key().map(<[u8]>::to_vec),
+                            payload: copy(m.payload().unwrap_or_default()),
+                            key: m.key().map(&mut copy),
                             timestamp_ms: m.timestamp().to_millis(),
-                            headers: match (headers, m.headers()) {
-                                (true, Some(h)) => h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect(),
-                                _ => Vec::new(),
+                            // Asked of librdkafka only when they are read: that costs a call a message.
+                            headers: match headers.then(|| m.headers()).flatten() {
+                                Some(h) => h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect(),
+                                None => Vec::new(),
                             },
                             fault: None,
                         });
                         count += 1;
                     }
                 }
+            }
+            // Per partition of the batch, not per message: its first and next offsets.
+            for (&partition, messages) in &batch {
+                let (first, last) = (messages[0].offset, messages[messages.len() - 1].offset);
+                if next.insert(partition, last as i64 + 1).is_none() {
+                    arrived.push((partition, first));
+                }
+                fed.insert(partition);
             }
             ctx.progress.done.fetch_add(count as u64, Ordering::Relaxed);
             let arrivals = arrived.into_iter().map(|(partition, first)| SourceEvent::Arrived { partition, from: Some(self.start_of(partition, first)) });

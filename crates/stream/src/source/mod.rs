@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use serde::{Deserialize, Serialize};
 
@@ -104,8 +105,9 @@ pub struct Message {
     pub offset: u64,
     /// The broker's own position, when it is not `offset`.
     pub id: Option<Arc<str>>,
-    pub payload: Vec<u8>,
-    pub key: Option<Vec<u8>>,
+    /// Often a slice of one buffer the source read many messages into.
+    pub payload: Bytes,
+    pub key: Option<Bytes>,
     /// The broker's timestamp, epoch ms.
     pub timestamp_ms: Option<i64>,
     pub headers: Vec<(String, Vec<u8>)>,

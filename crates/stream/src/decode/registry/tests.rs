@@ -55,7 +55,7 @@ fn decoded(registry: SchemaRegistry, payloads: &[Vec<u8>]) -> Vec<Result<Vec<(St
     payloads
         .iter()
         .map(|payload| {
-            let message = Message { offset: 0, id: None, payload: payload.clone(), key: None, timestamp_ms: None, headers: vec![], fault: None };
+            let message = Message { offset: 0, id: None, payload: payload.clone().into(), key: None, timestamp_ms: None, headers: vec![], fault: None };
             let record = d.decode(0, &message).map_err(|e| e.to_string())?;
             let record = Record { values: record.values.clone(), text: record.text.clone() };
             Ok(shown(&d.json.fields, &record))
@@ -265,7 +265,7 @@ fn mangled_messages_are_reasons_not_panics() {
                 }
             }
         }
-        let message = Message { offset: 0, id: None, payload, key: None, timestamp_ms: None, headers: vec![], fault: None };
+        let message = Message { offset: 0, id: None, payload: payload.into(), key: None, timestamp_ms: None, headers: vec![], fault: None };
         match d.decode(0, &message) {
             Ok(record) => {
                 assert!(record.values.iter().all(|v| (v.field as usize) < 64));

@@ -31,6 +31,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use pulsar::consumer::InitialPosition;
 use pulsar::producer::{self, SendFuture};
@@ -581,10 +582,10 @@ impl PulsarSource {
                 batch.entry(partition).or_default().push(Message {
                     offset: this,
                     id: Some(Arc::from(id_text(&id))),
-                    key: meta.partition_key.as_ref().map(|k| k.as_bytes().to_vec()),
+                    key: meta.partition_key.as_ref().map(|k| Bytes::copy_from_slice(k.as_bytes())),
                     timestamp_ms: Some(meta.event_time.unwrap_or(meta.publish_time) as i64),
                     headers: meta.properties.iter().map(|kv| (kv.key.clone(), kv.value.as_bytes().to_vec())).collect(),
-                    payload: msg.payload.data,
+                    payload: msg.payload.data.into(),
                     fault: None,
                 });
                 // An entry is acked with its last message: only those are kept (one of a

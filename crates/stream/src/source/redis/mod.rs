@@ -21,6 +21,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use redis::streams::StreamAutoClaimOptions;
 use redis::{Commands, Connection, Value};
 
@@ -33,8 +34,11 @@ use super::{CheckpointHome, Message, ResumePosition, Sink, Source, SourceContext
 use reader::{Entry, StreamReader};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Entries acked between two reads at most (about 20 ms of the server's time).
+/// Entries acked between two reads at most (about 15 ms of the server's time).
 const ACK_STEP: usize = 50_000;
+/// Ids an XACK names at most, and XACKs sent in one round trip.
+const ACK_COUNT: usize = 1000;
+const ACKS_PER_TRIP: usize = 20;
 
 /// XREADGROUP BLOCK time; the connection's read timeout is above it.
 const BLOCK: Duration = Duration::from_millis(200);
@@ -172,26 +176,26 @@ impl RedisSource {
         Ok(RedisSource { server, options, stream, consumer, con, reader: None, end, replay, resumed: None })
     }
 
-    fn message(&self, offset: u64, mut entry: Entry) -> Message {
+    fn message(&self, offset: u64, entry: Entry) -> Message {
         let mut fault = None;
         let timestamp_ms = Some(id_pair(&entry.id).0 as i64);
-        let id = Some(Arc::from(entry.id.as_str()));
+        let Entry { id, mut fields } = entry;
         let payload = match self.options.entry_layout {
             EntryLayout::Field => {
                 let field = self.options.entry_field.as_deref().unwrap_or("data").as_bytes();
                 // The last of the same name, as Redis shows an entry as a map.
-                match entry.fields.iter().rposition(|(name, _)| name == field) {
-                    Some(at) => entry.fields.swap_remove(at).1,
+                match fields.iter().rposition(|(name, _)| name == field) {
+                    Some(at) => fields.swap_remove(at).1,
                     None => {
-                        let names: Vec<String> = entry.fields.iter().map(|(name, _)| String::from_utf8_lossy(name).into_owned()).collect();
+                        let names: Vec<String> = fields.iter().map(|(name, _)| String::from_utf8_lossy(name).into_owned()).collect();
                         fault = Some(format!("entry has no field '{}' (fields: {names:?})", String::from_utf8_lossy(field)));
-                        pairs_json(&entry.fields)
+                        pairs_json(&fields)
                     }
                 }
             }
-            EntryLayout::Pairs => pairs_json(&entry.fields),
+            EntryLayout::Pairs => pairs_json(&fields),
         };
-        Message { offset, id, payload, key: None, timestamp_ms, headers: Vec::new(), fault }
+        Message { offset, id: Some(id), payload, key: None, timestamp_ms, headers: Vec::new(), fault }
     }
 
     /// One read: taking over others' idle entries first, then own pending entries, then new ones.
@@ -217,10 +221,10 @@ impl RedisSource {
                     let ids = self.xreadgroup(&group, after, None)?;
                     match ids.last() {
                         Some(last) => {
-                            *after = last.id.clone();
+                            *after = last.id.to_string();
                             // Deleted from the stream since (Redis keeps no entry without fields): done with.
                             let (gone, entries): (Vec<Entry>, Vec<Entry>) = ids.into_iter().partition(|e| e.fields.is_empty());
-                            self.ack_ids(gone.iter().map(|e| e.id.as_str()))?;
+                            self.ack_ids(gone.iter().map(|e| &*e.id))?;
                             return Ok(entries);
                         }
                         None => *phase = ReadPhase::New,
@@ -333,7 +337,7 @@ impl RedisSource {
     /// group was moved back: they were analysed, so they are acked, not read.
     fn skip_analysed(&mut self, entries: Vec<Entry>, through: (u64, u64)) -> redis::RedisResult<Vec<Entry>> {
         let (analysed, entries): (Vec<Entry>, Vec<Entry>) = entries.into_iter().partition(|e| id_pair(&e.id) <= through);
-        self.ack_ids(analysed.iter().map(|e| e.id.as_str()))?;
+        self.ack_ids(analysed.iter().map(|e| &*e.id))?;
         Ok(entries)
     }
 
@@ -347,16 +351,22 @@ impl RedisSource {
 
     /// XACK the entries read whose offsets are below `below`, at most
     /// `most` of them: a checkpoint may let a million go, and the reads go
-    /// on between. Each is kept until the server took it (acking one twice
-    /// is harmless).
+    /// on between. The XACKs go out [`ACKS_PER_TRIP`] at a time, so the
+    /// server acks one while the next comes. Each entry is kept until the
+    /// server took it (acking one twice is harmless).
     fn ack(&mut self, unacked: &mut Unacked, below: u64, most: usize) -> redis::RedisResult<()> {
         let mut left = most;
         while left > 0 {
-            let ids = unacked.first(below, left.min(1000));
+            let listed = unacked.first(below, left.min(ACK_COUNT * ACKS_PER_TRIP));
+            let ids = listed.ids();
             if ids.is_empty() {
                 break;
             }
-            self.ack_ids(ids.iter().map(String::as_str))?;
+            let mut trip = redis::pipe();
+            for some in ids.chunks(ACK_COUNT) {
+                trip.xack(&self.stream, self.options.group(), some).ignore();
+            }
+            trip.query::<()>(&mut self.con)?;
             unacked.forget(ids.len());
             left -= ids.len();
         }
@@ -388,16 +398,16 @@ impl Unacked {
     }
 
     /// The ids of the first `most` entries whose offsets are below `below`.
-    fn first(&self, below: u64, most: usize) -> Vec<String> {
-        let mut ids = Vec::new();
+    fn first(&self, below: u64, most: usize) -> IdList {
+        let mut list = IdList::default();
         for run in self.0.iter().take_while(|r| r.offset < below) {
-            let n = (below - run.offset).min(run.len).min((most - ids.len()) as u64);
-            ids.extend((0..n).map(|i| format!("{}-{}", run.ms, run.seq + i)));
-            if ids.len() == most {
+            let n = (below - run.offset).min(run.len).min((most - list.ends.len()) as u64);
+            (0..n).for_each(|i| list.push(run.ms, run.seq + i));
+            if list.ends.len() == most {
                 break;
             }
         }
-        ids
+        list
     }
 
     /// Drop the first `n` entries.
@@ -412,6 +422,29 @@ impl Unacked {
             }
             n -= k as usize;
         }
+    }
+}
+
+/// Entry ids written out, in one buffer rather than a String each.
+#[derive(Default)]
+struct IdList {
+    text: String,
+    /// Where each id ends in `text`.
+    ends: Vec<usize>,
+}
+
+impl IdList {
+    fn push(&mut self, ms: u64, seq: u64) {
+        let mut number = itoa::Buffer::new();
+        self.text.push_str(number.format(ms));
+        self.text.push('-');
+        self.text.push_str(number.format(seq));
+        self.ends.push(self.text.len());
+    }
+
+    fn ids(&self) -> Vec<&str> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(&self.ends).map(|(start, &end)| &self.text[start..end]).collect()
     }
 }
 
@@ -435,7 +468,7 @@ enum ReadPhase {
 
 /// An entry's field/value pairs as a JSON object; values that are JSON
 /// numbers or booleans stay numbers or booleans.
-fn pairs_json(fields: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+fn pairs_json(fields: &[(Bytes, Bytes)]) -> Bytes {
     let mut object = serde_json::Map::new();
     for (k, v) in fields {
         let text = String::from_utf8_lossy(v).into_owned();
@@ -445,7 +478,7 @@ fn pairs_json(fields: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
         };
         object.insert(String::from_utf8_lossy(k).into_owned(), value);
     }
-    serde_json::to_vec(&object).unwrap_or_default()
+    serde_json::to_vec(&object).unwrap_or_default().into()
 }
 
 /// A group's reading of `stream`.
@@ -585,7 +618,7 @@ impl Source for RedisSource {
                 break;
             }
             if let Some(last) = entries.last() {
-                last_id = Some(last.id.clone());
+                last_id = Some(last.id.to_string());
             }
             let messages: Vec<Message> = entries
                 .into_iter()

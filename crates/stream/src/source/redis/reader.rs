@@ -13,6 +13,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 
@@ -27,9 +28,10 @@ const MAX_STRING: usize = 512 << 20;
 
 /// An entry of an XREADGROUP reply.
 pub struct Entry {
-    pub id: String,
-    /// Field/value pairs; none when the entry was deleted since it was delivered.
-    pub fields: Vec<(Vec<u8>, Vec<u8>)>,
+    pub id: Arc<str>,
+    /// Field/value pairs, slices of the whole reply; none when the entry
+    /// was deleted since it was delivered.
+    pub fields: Vec<(Bytes, Bytes)>,
 }
 
 /// A plain connection that only reads a group's entries.
@@ -174,10 +176,16 @@ impl StreamReader {
                 self.fill()?;
                 continue;
             }
-            match parse_reply(&self.buf) {
-                Ok((entries, used)) if used == self.buf.len() => return Ok(entries),
+            // The entries' fields are slices of the reply: it goes with them.
+            let reply = Bytes::from(std::mem::take(&mut self.buf));
+            match parse_reply(&reply) {
+                Ok((entries, used)) if used == reply.len() => return Ok(entries),
                 Ok(_) => return Err(invalid("bytes after the reply")),
-                Err(Short::More) => self.fill()?,
+                Err(Short::More) => {
+                    // Nothing holds a slice of it now: it is the buffer again, uncopied.
+                    self.buf = Vec::from(reply);
+                    self.fill()?
+                }
                 Err(Short::Invalid(what)) => return Err(invalid(what)),
                 Err(Short::Server(message)) => {
                     // LOADING passes once the server has its data set back.
@@ -233,8 +241,8 @@ enum Short {
 
 /// The entries of an XREADGROUP reply at the start of `buf` (RESP2: nil,
 /// or an array of [stream, entries] pairs) and the bytes it took.
-fn parse_reply(buf: &[u8]) -> Result<(Vec<Entry>, usize), Short> {
-    let mut c = Cursor { buf, at: 0 };
+fn parse_reply(reply: &Bytes) -> Result<(Vec<Entry>, usize), Short> {
+    let mut c = Cursor { buf: reply, at: 0 };
     let mut out = Vec::new();
     let Some(streams) = c.array()? else {
         return Ok((out, c.at));
@@ -253,7 +261,7 @@ fn parse_reply(buf: &[u8]) -> Result<(Vec<Entry>, usize), Short> {
             if c.array()? != Some(2) {
                 return Err(Short::Invalid("an entry that is not a pair"));
             }
-            let id = std::str::from_utf8(c.bulk()?).map_err(|_| Short::Invalid("an entry id that is not UTF-8"))?;
+            let id: Arc<str> = std::str::from_utf8(c.bulk()?).map_err(|_| Short::Invalid("an entry id that is not UTF-8"))?.into();
             let mut fields = Vec::new();
             if let Some(n) = c.array()? {
                 if n % 2 == 1 {
@@ -261,10 +269,10 @@ fn parse_reply(buf: &[u8]) -> Result<(Vec<Entry>, usize), Short> {
                 }
                 for _ in 0..n / 2 {
                     let (name, value) = (c.bulk()?, c.bulk()?);
-                    fields.push((name.to_vec(), value.to_vec()));
+                    fields.push((reply.slice_ref(name), reply.slice_ref(value)));
                 }
             }
-            out.push(Entry { id: id.to_string(), fields });
+            out.push(Entry { id, fields });
         }
     }
     Ok((out, c.at))
@@ -332,6 +340,11 @@ fn length(digits: &[u8]) -> Option<i64> {
 mod tests {
     use super::*;
 
+    /// A reply's entries, from a copy of `bytes`.
+    fn parse(bytes: &[u8]) -> Result<(Vec<Entry>, usize), Short> {
+        parse_reply(&Bytes::copy_from_slice(bytes))
+    }
+
     fn bulk(s: &str) -> String {
         format!("${}\r\n{s}\r\n", s.len())
     }
@@ -359,32 +372,32 @@ mod tests {
     #[test]
     fn a_reply_reads_as_its_entries_and_a_timeout_as_none() {
         let text = reply(&[("1-0", Some(&[("data", "{\"a\":1}"), ("key", "k\r\nx")])), ("2-5", None), ("3-0", Some(&[("data", "")]))]);
-        let (entries, used) = parse_reply(text.as_bytes()).unwrap();
+        let (entries, used) = parse(text.as_bytes()).unwrap();
         assert_eq!(used, text.len());
         let seen: Vec<String> = entries.iter().map(|e| format!("{} {:?}", e.id, e.fields)).collect();
         let expected = [
-            format!("1-0 {:?}", [(b"data".to_vec(), b"{\"a\":1}".to_vec()), (b"key".to_vec(), b"k\r\nx".to_vec())]),
+            format!("1-0 {:?}", [(Bytes::from_static(b"data"), Bytes::from_static(b"{\"a\":1}")), (Bytes::from_static(b"key"), Bytes::from_static(b"k\r\nx"))]),
             "2-5 []".to_string(),
-            format!("3-0 {:?}", [(b"data".to_vec(), Vec::<u8>::new())]),
+            format!("3-0 {:?}", [(Bytes::from_static(b"data"), Bytes::new())]),
         ];
         assert_eq!(seen, expected);
-        assert_eq!(parse_reply(b"*-1\r\n").unwrap().1, 5);
-        assert!(parse_reply(b"*-1\r\n").unwrap().0.is_empty());
+        assert_eq!(parse(b"*-1\r\n").unwrap().1, 5);
+        assert!(parse(b"*-1\r\n").unwrap().0.is_empty());
     }
 
     #[test]
     fn a_reply_cut_anywhere_asks_for_more() {
         let text = reply(&[("1-0", Some(&[("data", "hello")])), ("2-0", Some(&[("data", "world")]))]);
         for cut in 0..text.len() {
-            assert_eq!(parse_reply(&text.as_bytes()[..cut]).err(), Some(Short::More), "cut at {cut}");
+            assert_eq!(parse(&text.as_bytes()[..cut]).err(), Some(Short::More), "cut at {cut}");
         }
     }
 
     #[test]
     fn errors_and_garbage_are_told_apart() {
-        assert_eq!(parse_reply(b"-NOGROUP No such key\r\n").err(), Some(Short::Server("NOGROUP No such key".into())));
+        assert_eq!(parse(b"-NOGROUP No such key\r\n").err(), Some(Short::Server("NOGROUP No such key".into())));
         for garbage in [&b"+OK\r\n"[..], b"*1\n", b"*x\r\n", b"*1\r\n*3\r\n", b"*1\r\n*2\r\n$2\r\nabc\r\n", b"*1\r\n*2\r\n$-1\r\n", b"*-7\r\n"] {
-            assert!(matches!(parse_reply(garbage), Err(Short::Invalid(_))), "{:?}", String::from_utf8_lossy(garbage));
+            assert!(matches!(parse(garbage), Err(Short::Invalid(_))), "{:?}", String::from_utf8_lossy(garbage));
         }
         for (text, n) in [(&b"-1"[..], Some(-1)), (b"0", Some(0)), (b"1000", Some(1000)), (b"999999999999999999", Some(999_999_999_999_999_999))] {
             assert_eq!(length(text), n);
@@ -393,8 +406,8 @@ mod tests {
             assert_eq!(length(text), None, "{:?}", String::from_utf8_lossy(text));
         }
         // A length claiming more than ever comes only waits for it (room for at most 100,000 entries is kept).
-        assert_eq!(parse_reply(b"*1\r\n*2\r\n$6\r\norders\r\n*999999999999\r\n").err(), Some(Short::More));
-        assert_eq!(parse_reply(b"*1\r\n*2\r\n$99999999999999\r\n").err(), Some(Short::Invalid("a string longer than Redis stores")));
+        assert_eq!(parse(b"*1\r\n*2\r\n$6\r\norders\r\n*999999999999\r\n").err(), Some(Short::More));
+        assert_eq!(parse(b"*1\r\n*2\r\n$99999999999999\r\n").err(), Some(Short::Invalid("a string longer than Redis stores")));
     }
 
     /// A server on loopback that answers the first command with `reply`,
@@ -442,7 +455,7 @@ mod tests {
             reader.read("g", "c", 10, None, "orders", ">")
         };
         let entries = read(text.clone()).unwrap();
-        assert_eq!(entries.iter().map(|e| (e.id.as_str(), e.fields[0].1.len())).collect::<Vec<_>>(), [("1-0", 5), ("2-0", 3000)]);
+        assert_eq!(entries.iter().map(|e| (&*e.id, e.fields[0].1.len())).collect::<Vec<_>>(), [("1-0", 5), ("2-0", 3000)]);
         let cut = read(text[..text.len() - 10].to_string()).err().unwrap();
         assert!(cut.is_io_error(), "{cut}");
         // A line without its CR is refused as it comes, not waited on until the read times out.
@@ -476,7 +489,7 @@ mod tests {
         reader.send_read("g", "c", 10, None, "orders", ">").unwrap();
         for _ in 0..2 {
             assert!(reader.awaiting());
-            ids.extend(reader.receive().unwrap().into_iter().map(|e| e.id));
+            ids.extend(reader.receive().unwrap().into_iter().map(|e| e.id.to_string()));
             assert!(!reader.awaiting());
             if ids.len() == 1 {
                 reader.send_read("g", "c", 10, None, "orders", ">").unwrap();
