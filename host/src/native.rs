@@ -10,7 +10,7 @@ use std::sync::Arc;
 use clean_host_sdk as sdk;
 
 use clean_host_core::bindings::{Analysis, Batch, BatchParts, ColumnValues, Finding, MetricValue, Reads, Severity, TimeBasis, WindowKind};
-use clean_host_runtime::{Analyzer, DetectorSource, PluginFault, Projection};
+use clean_host_runtime::{Analyzer, DetectorSource, PluginFault, Projection, Window};
 
 struct Native<D> {
     detector: D,
@@ -19,7 +19,8 @@ struct Native<D> {
 }
 
 impl<D: sdk::Detector + Send> Analyzer for Native<D> {
-    fn analyze(&mut self, batch: &Batch) -> Result<Analysis, PluginFault> {
+    fn analyze(&mut self, window: &Arc<Window>) -> Result<Analysis, PluginFault> {
+        let batch = window.batch();
         let projected = self.projection.as_ref().and_then(|p| p.apply(batch));
         let analysis = self.detector.analyze(&to_sdk(projected.as_ref().unwrap_or(batch))).map_err(PluginFault::Guest)?;
         Ok(from_sdk(analysis))

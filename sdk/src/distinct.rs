@@ -2,27 +2,30 @@
 //!
 //! Category checks (drift's shares, validity's value sets) do their work
 //! once per distinct value, not once per row, when the rows have first been
-//! grouped by value. Grouping costs one probe of a small open-addressing
-//! table a row, keyed by the value's length and its first and last eight
-//! bytes: for values up to 16 bytes (codes, countries, statuses) that key
-//! is the value itself, so no bytes are compared at all; longer values are
-//! also keyed by a hash of all their bytes, and compare their bytes on a
-//! key match. A general hash map with a byte-wise hasher cost drift a third
-//! of its time per window, and validity's scan of its value set per row a
-//! third of validity's.
+//! grouped by value. In wasm the host groups them (the WIT's `window.distinct`,
+//! since 0.1.2): once a window for every detector that asks, in native code,
+//! which cost drift and validity a sixth of their time each when every
+//! plugin did it itself. Natively (unit tests, the benchmark's native
+//! detectors) they are grouped here, to the same result: one probe of a small
+//! open-addressing table a row, keyed by the value's length and its first
+//! and last eight bytes, which for values up to 16 bytes (codes, countries,
+//! statuses) is the value itself; longer values are also keyed by a hash of
+//! all their bytes, and compare their bytes on a key match.
 
-use crate::{Column, ColumnValues, PRESENT};
+use crate::{Batch, Column, ColumnValues, StringColumn, PRESENT};
 
 /// A row with no value (null, missing or of the wrong type) in [`DistinctValues::row_values`].
 pub const ABSENT: u32 = u32::MAX;
 
 /// A text column's distinct present values, their counts and each row's value.
 #[derive(Debug)]
-pub struct DistinctValues<'a> {
+pub struct DistinctValues {
     /// Each distinct value (its UTF-8 bytes as the batch holds them, never
-    /// decoded) and how many rows hold it, in order of first appearance.
-    pub values: Vec<(&'a [u8], u32)>,
-    /// Per row: the index of its value in `values`, or [`ABSENT`].
+    /// decoded), in order of first appearance: see [`DistinctValues::value`].
+    values: StringColumn,
+    /// How many rows hold each value.
+    pub counts: Vec<u32>,
+    /// Per row: the index of its value, or [`ABSENT`].
     pub row_values: Vec<u32>,
     /// Rows with a value.
     pub present: usize,
@@ -76,17 +79,57 @@ impl Key {
     }
 }
 
-impl<'a> DistinctValues<'a> {
-    /// The distinct values of a text column; `None` for other types.
-    pub fn of(column: &'a Column) -> Option<Self> {
-        let ColumnValues::Text(text) = &column.values else {
+impl DistinctValues {
+    /// Column `index` of `batch`, the window `analyze` was handed, grouped by
+    /// value; `None` when it is not a text column.
+    pub fn of(batch: &Batch, index: usize) -> Option<Self> {
+        let column = batch.columns.get(index)?;
+        let ColumnValues::Text(_) = &column.values else {
             return None;
         };
+        #[cfg(target_arch = "wasm32")]
+        {
+            use crate::bindings::clean_host::plugin::window;
+            // The host's answer is for the window it handed over: one of another length is not this batch's.
+            if let Some(host) = window::distinct(index as u32).filter(|d| d.rows.len() == column.len()) {
+                let present = host.counts.iter().map(|&n| n as usize).sum();
+                return Some(DistinctValues { values: host.values, counts: host.counts, row_values: host.rows, present });
+            }
+        }
+        Some(Self::grouped(column))
+    }
+
+    /// Distinct values.
+    pub fn len(&self) -> usize {
+        self.counts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
+    }
+
+    /// The bytes of distinct value `i`.
+    pub fn value(&self, i: usize) -> &[u8] {
+        let (start, end) = (self.values.offsets[i] as usize, self.values.offsets[i + 1] as usize);
+        &self.values.bytes[start..end]
+    }
+
+    /// Each distinct value and how many rows hold it, in order of first appearance.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], u32)> + '_ {
+        self.counts.iter().enumerate().map(|(i, &n)| (self.value(i), n))
+    }
+
+    /// A text column grouped here, in the guest.
+    fn grouped(column: &Column) -> Self {
+        let ColumnValues::Text(text) = &column.values else {
+            unreachable!("checked by the caller");
+        };
         let rows = column.len();
-        let mut values: Vec<(&'a [u8], u32)> = Vec::new();
+        let mut values = StringColumn { bytes: Vec::new(), offsets: vec![0] };
+        let mut counts: Vec<u32> = Vec::new();
         let mut keys: Vec<Key> = Vec::new();
         let mut row_values = vec![ABSENT; rows];
-        // Slots hold an index into `values` plus one (0: empty); at most half full.
+        // Slots hold an index into `counts` plus one (0: empty); at most half full.
         let mut bits = 4;
         let mut slots = vec![0u32; 1 << bits];
         let mut present = 0;
@@ -103,23 +146,26 @@ impl<'a> DistinctValues<'a> {
             let index = loop {
                 match slots[slot] {
                     0 => {
-                        values.push((value, 0));
+                        values.bytes.extend_from_slice(value);
+                        values.offsets.push(values.bytes.len() as u32);
+                        counts.push(0);
                         keys.push(key);
-                        slots[slot] = values.len() as u32;
-                        break values.len() - 1;
+                        slots[slot] = counts.len() as u32;
+                        break counts.len() - 1;
                     }
                     taken => {
                         let i = taken as usize - 1;
-                        if keys[i] == key && (key.is_exact() || values[i].0 == value) {
+                        let seen = &values.bytes[values.offsets[i] as usize..values.offsets[i + 1] as usize];
+                        if keys[i] == key && (key.is_exact() || seen == value) {
                             break i;
                         }
                         slot = (slot + 1) & mask;
                     }
                 }
             };
-            values[index].1 += 1;
+            counts[index] += 1;
             *at = index as u32;
-            if values.len() * 2 > slots.len() {
+            if counts.len() * 2 > slots.len() {
                 bits += 1;
                 slots = vec![0u32; 1 << bits];
                 for (i, key) in keys.iter().enumerate() {
@@ -131,7 +177,7 @@ impl<'a> DistinctValues<'a> {
                 }
             }
         }
-        Some(DistinctValues { values, row_values, present })
+        DistinctValues { values, counts, row_values, present }
     }
 }
 
@@ -169,14 +215,14 @@ mod tests {
         let cells: Vec<Option<&str>> = rows.iter().enumerate().map(|(i, s)| (i % 13 != 0).then_some(s.as_str())).collect();
         let batch = BatchBuilder::new(0).text("t", &cells).build();
         let column = &batch.columns[0];
-        let distinct = DistinctValues::of(column).unwrap();
-        let ours: BTreeMap<Vec<u8>, u32> = distinct.values.iter().map(|&(v, n)| (v.to_vec(), n)).collect();
+        let distinct = DistinctValues::of(&batch, 0).unwrap();
+        let ours: BTreeMap<Vec<u8>, u32> = distinct.iter().map(|(v, n)| (v.to_vec(), n)).collect();
         assert_eq!(ours, counted(column));
-        assert_eq!(ours.len(), distinct.values.len(), "a value listed twice");
+        assert_eq!(ours.len(), distinct.len(), "a value listed twice");
         assert_eq!(distinct.present, column.count(PRESENT));
         for (row, &at) in distinct.row_values.iter().enumerate() {
             match column.is_present(row) {
-                true => assert_eq!(distinct.values[at as usize].0, column.bytes(row)),
+                true => assert_eq!(distinct.value(at as usize), column.bytes(row)),
                 false => assert_eq!(at, ABSENT),
             }
         }
@@ -187,9 +233,9 @@ mod tests {
         let rows: Vec<String> = (0..20_000).map(|i| format!("id-{}", i % 7919)).collect();
         let cells: Vec<Option<&str>> = rows.iter().map(|s| Some(s.as_str())).collect();
         let batch = BatchBuilder::new(0).text("id", &cells).build();
-        let distinct = DistinctValues::of(&batch.columns[0]).unwrap();
-        assert_eq!(distinct.values.len(), 7919);
-        assert!(distinct.values.iter().all(|&(_, n)| n == 2 || n == 3));
+        let distinct = DistinctValues::of(&batch, 0).unwrap();
+        assert_eq!(distinct.len(), 7919);
+        assert!(distinct.iter().all(|(_, n)| n == 2 || n == 3));
         assert_eq!(distinct.present, 20_000);
     }
 
@@ -198,10 +244,10 @@ mod tests {
         let rows: Vec<String> = (0..3000).map(|i| format!("user-{:06}-of-the-same-domain.example.com", i % 1500)).collect();
         let cells: Vec<Option<&str>> = rows.iter().map(|s| Some(s.as_str())).collect();
         let batch = BatchBuilder::new(0).text("email", &cells).build();
-        let distinct = DistinctValues::of(&batch.columns[0]).unwrap();
-        assert_eq!(distinct.values.len(), 1500);
-        assert!(distinct.values.iter().all(|&(_, n)| n == 2));
-        let keys: std::collections::BTreeSet<u64> = distinct.values.iter().map(|&(v, _)| Key::of(v).hash()).collect();
+        let distinct = DistinctValues::of(&batch, 0).unwrap();
+        assert_eq!(distinct.len(), 1500);
+        assert!(distinct.iter().all(|(_, n)| n == 2));
+        let keys: std::collections::BTreeSet<u64> = distinct.iter().map(|(v, _)| Key::of(v).hash()).collect();
         // Each fold step of the whole-value hash can be undone: values that
         // differ in one 8-byte chunk never share a hash.
         assert_eq!(keys.len(), 1500);
@@ -210,6 +256,6 @@ mod tests {
     #[test]
     fn other_types_have_none() {
         let batch = BatchBuilder::new(0).int("n", &[Some(1)]).build();
-        assert!(DistinctValues::of(&batch.columns[0]).is_none());
+        assert!(DistinctValues::of(&batch, 0).is_none() && DistinctValues::of(&batch, 1).is_none());
     }
 }

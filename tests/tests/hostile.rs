@@ -276,6 +276,56 @@ fn detectors_are_handed_what_they_read() {
     assert!(run.stderr.contains("plugin reader: returned invalid output: reads names 5000 columns of "), "{}", run.stderr);
 }
 
+/// What the host works out of a window for every detector that asks (the
+/// WIT's `window` import) is what a plugin works out itself, on values made
+/// to trip it: nulls, missing fields and values of the wrong type, empty and
+/// multi-byte strings, long ones that differ only in the middle, -0 and 0,
+/// integers past 2^53, the extremes of f64. Asking for a column the window
+/// does not have gives none, and so does asking outside `analyze`.
+#[test]
+fn window_summaries_are_what_a_plugin_works_out_itself() {
+    let s = Sandbox::empty();
+    s.add_plugin(&fault_plugin("summaries"));
+    let texts = ["a", "b", "", "é", "日本語", "user-000123-of-the-same-domain.example.com", "user-000124-of-the-same-domain.example.com", "0123456789abcdef"];
+    let numbers = ["-0.0", "0.0", "0", "1e308", "-1e308", "5e-324", "-2.5", "3.25", "\"3.25\"", "null"];
+    let integers = ["9007199254740993", "9007199254740992", "-9223372036854775808", "9223372036854775807", "0", "-1", "7"];
+    let mut lines = String::new();
+    let mut state = 7u64;
+    let mut next = |n: usize| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) as usize % n
+    };
+    for row in 0..400 {
+        let text = match next(12) {
+            0 => "null".to_string(),
+            1 => "42".to_string(),
+            k => format!("{:?}", texts[k % texts.len()]),
+        };
+        let mut line =
+            format!("{{\"row\": {row}, \"x\": {}, \"n\": {}, \"flag\": {}", numbers[next(numbers.len())], integers[next(integers.len())], next(2) == 0);
+        if next(10) != 0 {
+            line += &format!(", \"cat\": {text}");
+        }
+        lines += &line;
+        lines += "}\n";
+    }
+    let data = s.write("tricky.jsonl", lines);
+    let windows = s.path("windows.jsonl");
+    let run = s.run_within(&["--source", data.to_str().unwrap(), "--window", "100", "--format", "json", "--windows-file", windows.to_str().unwrap()], HANG);
+    run.assert_ok();
+    let ws = clean_host_tests::brokers::windows(&windows);
+    assert_eq!(ws.len(), 4);
+    for w in &ws {
+        let findings: Vec<&Value> = w["findings"].as_array().unwrap().iter().filter(|f| f["detector"] == "summaries").collect();
+        let agrees: Vec<_> = findings.iter().filter(|f| f["metric"] == "agrees").collect();
+        assert_eq!(agrees.len(), 5, "a finding per column: {w}");
+        for f in agrees {
+            assert_eq!(f["value"], 1.0, "{f}");
+        }
+        assert!(findings.iter().any(|f| f["metric"] == "beyond_is_none" && f["value"] == 1.0), "{w}");
+    }
+}
+
 /// A detector whose `projection` export is not the contract's, and a
 /// component that exports nothing of it, are refused by name with what is
 /// wrong, not loaded and handed whole windows or taken for something else.
@@ -291,7 +341,7 @@ fn exports_not_the_contracts_are_refused() {
     s.add_plugin(&fault_plugin("bad_projection"));
     refused(
         "bad_projection.wasm",
-        "its projection export is not the contract's: instance export `clean-host:plugin/projection@0.1.1` does not have export `what-it-reads`",
+        "its projection export is not the contract's: instance export `clean-host:plugin/projection@0.1.2` does not have export `what-it-reads`",
     );
     // An empty component: the binary header and nothing else.
     s.write("plugins/empty.wasm", b"\0asm\x0d\0\x01\0");

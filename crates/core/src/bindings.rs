@@ -28,6 +28,7 @@ pub use clean_host::plugin::host::{Host, LogLevel};
 pub use clean_host::plugin::types::{
     Alert, Analysis, Batch, Column, ColumnValues, Finding, MetricValue, PluginInfo, Severity, StringColumn, TimeBasis, WindowInfo, WindowKind,
 };
+pub use clean_host::plugin::window;
 pub use exports::clean_host::plugin::detector::{Guest as DetectorExports, GuestIndices as DetectorIndices};
 pub use exports::clean_host::plugin::projection::{BatchParts, Guest as ProjectionExports, GuestIndices as ProjectionIndices, Reads};
 pub use handler::{AlertHandlerPlugin, AlertHandlerPluginPre};

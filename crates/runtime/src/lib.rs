@@ -32,6 +32,7 @@ mod limits;
 mod loader;
 mod projection;
 mod stats;
+mod window;
 
 use std::future::Future;
 use std::path::Path;
@@ -44,7 +45,7 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, 
 
 use crate::egress::Egress;
 pub use cache::content_hash;
-use clean_host_core::bindings::{self, Alert, AlertHandlerPlugin, Analysis, Batch, DetectorExports, LogLevel, ProjectedDetectorPlugin};
+use clean_host_core::bindings::{self, Alert, AlertHandlerPlugin, Analysis, DetectorExports, LogLevel, ProjectedDetectorPlugin};
 pub use fault::PluginFault;
 pub use files::write_atomically;
 use host_key::HostKey;
@@ -53,6 +54,7 @@ use limits::{CapHit, EpochTicker, MemoryCap};
 pub use loader::{load_dir, wasm_files, DetectorPre, LoadError, Manifest, Plugin, PluginKind};
 pub use projection::Projection;
 pub use stats::{PluginStats, Status};
+pub use window::Window;
 
 /// Most log lines one call may write; the rest are counted, not printed.
 const LOG_LINES_PER_CALL: u32 = 100;
@@ -67,7 +69,7 @@ pub const MAX_SNAPSHOT_BYTES: usize = 64 << 20;
 
 /// One configured detector instance, whatever runs it.
 pub trait Analyzer: Send {
-    fn analyze(&mut self, batch: &Batch) -> Result<Analysis, PluginFault>;
+    fn analyze(&mut self, window: &Arc<Window>) -> Result<Analysis, PluginFault>;
     fn snapshot(&mut self) -> Result<Vec<u8>, PluginFault>;
     fn restore(&mut self, state: &[u8]) -> Result<(), PluginFault>;
 }
@@ -114,6 +116,8 @@ pub struct PluginState {
     log_lines: u32,
     /// Where an alert handler's requests go (`None` for detectors).
     egress: Option<Arc<Egress>>,
+    /// The window a detector is analysing, during `analyze` only.
+    window: Option<Arc<Window>>,
 }
 
 impl WasiView for PluginState {
@@ -140,6 +144,16 @@ impl bindings::Host for PluginState {
             LogLevel::Warn => tracing::warn!(plugin, "plugin {plugin}: {message}"),
             LogLevel::Error => tracing::error!(plugin, "plugin {plugin}: {message}"),
         }
+    }
+}
+
+impl bindings::window::Host for PluginState {
+    fn distinct(&mut self, column: u32) -> Option<bindings::window::DistinctValues> {
+        self.window.as_ref()?.distinct_values(column).cloned()
+    }
+
+    fn sorted(&mut self, column: u32) -> Option<Vec<f64>> {
+        self.window.as_ref()?.sorted_values(column).map(<[f64]>::to_vec)
     }
 }
 
@@ -231,8 +245,15 @@ impl Runtime {
         let mut table = ResourceTable::new();
         // Host-side objects (pollables, streams) a guest may hold at once.
         table.set_max_capacity(MAX_RESOURCES);
-        let state =
-            PluginState { wasi, table, memory: MemoryCap::new(limits.memory_bytes(), budget.clone()), plugin: plugin.to_string(), log_lines: 0, egress };
+        let state = PluginState {
+            wasi,
+            table,
+            memory: MemoryCap::new(limits.memory_bytes(), budget.clone()),
+            plugin: plugin.to_string(),
+            log_lines: 0,
+            egress,
+            window: None,
+        };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.memory);
         store.epoch_deadline_trap();
@@ -411,10 +432,13 @@ impl HandlerInstance {
 }
 
 impl Analyzer for DetectorInstance {
-    fn analyze(&mut self, batch: &Batch) -> Result<Analysis, PluginFault> {
-        let projected = self.projection.as_ref().and_then(|p| p.apply(batch));
-        let batch = projected.as_ref().unwrap_or(batch);
-        self.call(async |b, s| b.call_analyze(s, batch).await)
+    fn analyze(&mut self, window: &Arc<Window>) -> Result<Analysis, PluginFault> {
+        let projected = self.projection.as_ref().and_then(|p| p.apply(window.batch()));
+        let batch = projected.as_ref().unwrap_or(window.batch());
+        self.store.data_mut().window = Some(window.clone());
+        let analysis = self.call(async |b, s| b.call_analyze(s, batch).await);
+        self.store.data_mut().window = None;
+        analysis
     }
 
     fn snapshot(&mut self) -> Result<Vec<u8>, PluginFault> {

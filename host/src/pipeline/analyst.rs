@@ -20,6 +20,7 @@ use crate::history::{AlertRow, FindingRow, MetricRow, WindowRecord};
 use clean_host_core::timestamp::now_ms;
 use clean_host_quality::alert::{incidents, Alert, FindingSummary, Router, WindowSummary};
 use clean_host_quality::analysis::{dead_letter_finding, quality_score, Detectors, WindowAnalysis};
+use clean_host_runtime::Window;
 use clean_host_stream::source::{Ack, ResumePosition, Sink};
 
 /// Work the pipeline's checkpoint thread does, in order.
@@ -220,7 +221,9 @@ impl<'a> Analyst<'a> {
 
     pub(super) fn window(&mut self, closed: ClosedBatch) -> Result<()> {
         let ClosedBatch { batch, dead_letters, first, last } = closed;
-        let mut result = self.detectors.analyze(&batch);
+        let window = Window::new(batch);
+        let mut result = self.detectors.analyze(&window);
+        let batch = window.batch();
         result.findings.extend(dead_letter_finding(dead_letters, batch.row_count, self.max_dead_letter_rate));
         let score = quality_score(&result.findings, batch.row_count, self.router.min_rows());
         let mut routed = self.router.route(&batch.info, (&first, &last), &result, &score);

@@ -10,7 +10,7 @@ use clean_host_core::bindings::{Analysis, ColumnValues, Finding, Severity};
 use clean_host_quality::alert::AlertConfig;
 use clean_host_quality::analysis::{tenant_call_pool, Candidate, Catalog, CatalogEntry, DetectorSet};
 use clean_host_runtime::PluginFault;
-use clean_host_runtime::{Analyzer, DetectorSource};
+use clean_host_runtime::{Analyzer, DetectorSource, Window};
 use clean_host_stream::source::config::MessageFormat;
 use clean_host_stream::source::{Message, ResumePosition, SourceError};
 use tempfile::TempDir;
@@ -58,7 +58,8 @@ impl Source for Scripted {
 struct Negatives;
 
 impl Analyzer for Negatives {
-    fn analyze(&mut self, batch: &Batch) -> Result<Analysis, PluginFault> {
+    fn analyze(&mut self, window: &Arc<Window>) -> Result<Analysis, PluginFault> {
+        let batch = window.batch();
         let negative = match batch.columns.iter().find(|c| c.name == "x").map(|c| &c.values) {
             Some(ColumnValues::Int64(v)) => v.iter().filter(|&&x| x < 0).count(),
             _ => 0,
@@ -228,7 +229,8 @@ fn a_revoked_partition_drops_its_open_windows_unacknowledged() {
 struct RowCount(u64);
 
 impl Analyzer for RowCount {
-    fn analyze(&mut self, batch: &Batch) -> Result<Analysis, PluginFault> {
+    fn analyze(&mut self, window: &Arc<Window>) -> Result<Analysis, PluginFault> {
+        let batch = window.batch();
         self.0 += u64::from(batch.row_count);
         let finding = Finding {
             metric: "rows_so_far".into(),

@@ -53,7 +53,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use clean_host_sdk::bindings::clean_host::plugin::host::LogLevel;
 use clean_host_sdk::distinct::{DistinctValues, ABSENT};
-use clean_host_sdk::stats::{sorted, Departures, History};
+use clean_host_sdk::stats::{sorted_column, Departures, History};
 use clean_host_sdk::time_like::TimeLikeColumns;
 use clean_host_sdk::{
     decode_state, encode_state, export_detector, log, metric_info, parse_config, Analysis, Batch, BatchParts, Column, ColumnValues, Detector, Finding,
@@ -242,8 +242,9 @@ struct Numbers {
 }
 
 impl Numbers {
-    fn new(rows: Vec<f64>) -> Self {
-        let sorted = sorted(rows.iter().copied());
+    /// Column `index`'s values, `rows`, and the same sorted (by the host, in wasm).
+    fn new(index: usize, rows: Vec<f64>) -> Self {
+        let sorted = sorted_column(index, &rows);
         Numbers { rows, sorted }
     }
 }
@@ -262,9 +263,9 @@ struct Tally<'a> {
 impl<'a> Tally<'a> {
     /// The counts of a text column's distinct values; every `step`-th
     /// present row goes into the sample.
-    fn of_text(distinct: DistinctValues<'a>) -> Self {
+    fn of_text(distinct: &'a DistinctValues) -> Self {
         let step = distinct.present.div_ceil(CATEGORIES_PER_WINDOW).max(1);
-        let mut counts: Vec<(&[u8], u64, u64)> = distinct.values.iter().map(|&(v, n)| (v, u64::from(n), 0)).collect();
+        let mut counts: Vec<(&[u8], u64, u64)> = distinct.iter().map(|(v, n)| (v, u64::from(n), 0)).collect();
         for &at in distinct.row_values.iter().filter(|&&at| at != ABSENT).step_by(step) {
             counts[at as usize].2 += 1;
         }
@@ -291,14 +292,15 @@ impl<'a> Tally<'a> {
     }
 }
 
-fn values(column: &Column) -> Option<Values<'_>> {
+/// Column `index` of the batch; a text column's rows grouped by value are `distinct`.
+fn values<'a>(column: &'a Column, index: usize, distinct: Option<&'a DistinctValues>) -> Option<Values<'a>> {
     let present = |r: &usize| column.validity.is_empty() || column.validity[*r] == PRESENT;
     let rows = 0..column.len();
     Some(match &column.values {
-        ColumnValues::Float64(v) => Values::Numbers(Numbers::new(rows.filter(present).map(|r| v[r]).filter(|x| x.is_finite()).collect())),
-        ColumnValues::Int64(v) => Values::Numbers(Numbers::new(rows.filter(present).map(|r| v[r] as f64).collect())),
+        ColumnValues::Float64(v) => Values::Numbers(Numbers::new(index, rows.filter(present).map(|r| v[r]).filter(|x| x.is_finite()).collect())),
+        ColumnValues::Int64(v) => Values::Numbers(Numbers::new(index, rows.filter(present).map(|r| v[r] as f64).collect())),
         ColumnValues::Boolean(v) => Values::Categories(Tally::of_booleans(rows.filter(present).map(|r| v[r]), column.count(PRESENT))),
-        ColumnValues::Text(_) => Values::Categories(Tally::of_text(DistinctValues::of(column)?)),
+        ColumnValues::Text(_) => Values::Categories(Tally::of_text(distinct?)),
         ColumnValues::Timestamp(_) => return None,
     })
 }
@@ -680,7 +682,7 @@ impl Detector for Drift {
         let mut out = Analysis::new();
         let config = &self.config;
         self.time.observe(batch, |name| config.watches(name));
-        for column in &batch.columns {
+        for (index, column) in batch.columns.iter().enumerate() {
             // Ids and free text, known not to be categories, are not even read.
             if !self.config.watches(&column.name) || matches!(self.reference.get(&column.name), Some(Reference::NotJudged)) {
                 continue;
@@ -689,7 +691,8 @@ impl Detector for Drift {
             if matches!(column.values, ColumnValues::Float64(_) | ColumnValues::Int64(_)) && self.time.is_time_like(&column.name) {
                 continue;
             }
-            let Some(values) = values(column) else {
+            let distinct = DistinctValues::of(batch, index);
+            let Some(values) = values(column, index, distinct.as_ref()) else {
                 continue;
             };
             if let Values::Numbers(Numbers { rows, .. }) = &values {

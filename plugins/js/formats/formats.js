@@ -3,7 +3,7 @@
 // least `min_share` of its rows matched it); afterwards a window where more
 // rows than usual break their column's format is a finding. `formats` in the
 // config pins a column's format and skips learning for it.
-import { log } from 'clean-host:plugin/host@0.1.1';
+import { log } from 'clean-host:plugin/host@0.1.2';
 import { info, finding, metric, textColumns, presentRows } from './clean-host.js';
 
 const FORMATS = {

@@ -230,7 +230,9 @@ impl Validity {
         }
     }
 
-    fn learn_categories(&mut self, column: &Column) {
+    /// Column `index` of `batch`, a text column: its values join the known ones.
+    fn learn_categories(&mut self, batch: &Batch, index: usize) {
+        let column = &batch.columns[index];
         let max = self.config.max_categories;
         let c = self.state.categories.entry(column.name.clone()).or_insert_with(|| Categories {
             values: Some(BTreeMap::new()),
@@ -241,11 +243,11 @@ impl Validity {
         let Some(values) = c.values.as_mut() else {
             return;
         };
-        let Some(distinct) = DistinctValues::of(column) else {
+        let Some(distinct) = DistinctValues::of(batch, index) else {
             return;
         };
         c.present += distinct.present as u64;
-        for &(value, rows) in &distinct.values {
+        for (value, rows) in distinct.iter() {
             let value = std::str::from_utf8(value).unwrap_or("");
             match values.get_mut(value) {
                 Some(n) => *n += u64::from(rows),
@@ -259,7 +261,9 @@ impl Validity {
         }
     }
 
-    fn check_categories(&mut self, column: &Column, out: &mut Analysis) {
+    /// Column `index` of `batch`, a text column, against the values known.
+    fn check_categories(&mut self, batch: &Batch, index: usize, out: &mut Analysis) {
+        let column = &batch.columns[index];
         let Some(c) = self.state.categories.get_mut(&column.name) else {
             return;
         };
@@ -268,18 +272,18 @@ impl Validity {
         if values.is_empty() || c.present < 20 * values.len() as u64 {
             return;
         }
-        let Some(distinct) = DistinctValues::of(column) else {
+        let Some(distinct) = DistinctValues::of(batch, index) else {
             return;
         };
         // Each distinct value is looked up once, then its rows follow it.
-        let known: Vec<bool> = distinct.values.iter().map(|&(v, _)| c.contains(v)).collect();
+        let known: Vec<bool> = distinct.iter().map(|(v, _)| c.contains(v)).collect();
         let mut unseen_rows = Vec::new();
         let mut unseen = BTreeSet::new();
         for (row, &at) in distinct.row_values.iter().enumerate() {
             if at != ABSENT && !known[at as usize] {
                 unseen_rows.push(row as u32);
                 if unseen.len() < 3 {
-                    unseen.insert(String::from_utf8_lossy(distinct.values[at as usize].0).into_owned());
+                    unseen.insert(String::from_utf8_lossy(distinct.value(at as usize)).into_owned());
                 }
             }
         }
@@ -296,7 +300,7 @@ impl Validity {
         // do not starve the check above.
         c.present += present as u64;
         if !departed {
-            let newcomers = distinct.values.iter().zip(&known).filter(|(_, &k)| !k).map(|(&(v, _), _)| std::str::from_utf8(v).unwrap_or(""));
+            let newcomers = distinct.iter().zip(&known).filter(|(_, &k)| !k).map(|((v, _), _)| std::str::from_utf8(v).unwrap_or(""));
             c.admit(newcomers, self.config.max_categories);
         }
         if departed {
@@ -354,14 +358,14 @@ impl Detector for Validity {
         }
         if self.config.learn_categories {
             let learning = self.state.windows < self.config.warmup_windows;
-            for column in batch.columns.iter().filter(|c| matches!(c.values, ColumnValues::Text(_))) {
+            for (index, column) in batch.columns.iter().enumerate().filter(|(_, c)| matches!(c.values, ColumnValues::Text(_))) {
                 if self.rules.iter().any(|r| r.rule.column == column.name) {
                     continue;
                 }
                 if learning {
-                    self.learn_categories(column);
+                    self.learn_categories(batch, index);
                 } else {
-                    self.check_categories(column, &mut out);
+                    self.check_categories(batch, index, &mut out);
                 }
             }
         }

@@ -24,10 +24,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use rayon::prelude::*;
 
 use super::{plugin_finding, validate, Candidate, Catalog, CatalogEntry, FindingOrigin, HostFinding, WindowAnalysis};
-use clean_host_core::bindings::{Analysis, Batch, Finding, MetricValue, Severity};
+use clean_host_core::bindings::{Analysis, Finding, MetricValue, Severity};
 use clean_host_runtime::events::plugin_event;
 use clean_host_runtime::lifecycle::{AfterFault, Build, Fault, Lifecycle, Owner};
-use clean_host_runtime::{Analyzer, PluginFault, PluginStats};
+use clean_host_runtime::{Analyzer, PluginFault, PluginStats, Window};
 use tracing::Level;
 
 /// The threads one tenant's detector calls run on. Each tenant has its own:
@@ -93,10 +93,10 @@ fn push_answer(detector: &str, analysis: Analysis, into: &mut DetectorResult) {
 /// One detector on one window, on the instances of the window's partition:
 /// the active version (its faults become findings, a rollback also rolls the
 /// tenant's catalog back), then the shadow, compared with it.
-fn analyze(detector: &mut Lifecycle<Candidate>, batch: &Batch, max_failures: u32, catalog: &Catalog) -> DetectorResult {
-    let (rows, partition) = (batch.row_count, batch.info.partition);
+fn analyze(detector: &mut Lifecycle<Candidate>, window: &Arc<Window>, max_failures: u32, catalog: &Catalog) -> DetectorResult {
+    let (rows, partition) = (window.batch().row_count, window.batch().info.partition);
     let call = |instance: &mut Box<dyn Analyzer>| {
-        let mut analysis = instance.analyze(batch)?;
+        let mut analysis = instance.analyze(window)?;
         validate(&mut analysis, rows).map_err(PluginFault::InvalidOutput)?;
         Ok(analysis)
     };
@@ -251,7 +251,7 @@ impl Detectors {
         findings
     }
 
-    pub fn analyze(&self, batch: &Batch) -> WindowAnalysis {
+    pub fn analyze(&self, window: &Arc<Window>) -> WindowAnalysis {
         let mut out = WindowAnalysis { findings: self.follow_catalog(), ..Default::default() };
         let running = self.running.read().unwrap_or_else(|p| p.into_inner());
         let results: Vec<(DetectorResult, String)> = self.set.pool.install(|| {
@@ -259,7 +259,7 @@ impl Detectors {
                 .par_iter()
                 .map(|detector| {
                     let mut detector = detector.lock().unwrap_or_else(|p| p.into_inner());
-                    (analyze(&mut detector, batch, self.max_failures, &self.set.catalog), detector.name().to_string())
+                    (analyze(&mut detector, window, self.max_failures, &self.set.catalog), detector.name().to_string())
                 })
                 .collect()
         });

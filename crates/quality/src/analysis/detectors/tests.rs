@@ -2,7 +2,7 @@
 //! window count and whose config can make it fail.
 
 use super::*;
-use clean_host_core::bindings::Finding;
+use clean_host_core::bindings::{Batch, Finding};
 use clean_host_runtime::{DetectorSource, Status};
 
 struct Counting {
@@ -11,7 +11,7 @@ struct Counting {
 }
 
 impl Analyzer for Counting {
-    fn analyze(&mut self, _batch: &Batch) -> Result<Analysis, PluginFault> {
+    fn analyze(&mut self, _window: &Arc<Window>) -> Result<Analysis, PluginFault> {
         if self.fail {
             return Err(PluginFault::Trap("boom".into()));
         }
@@ -60,9 +60,9 @@ fn candidate(build: &str, fail: bool) -> Candidate {
     Candidate::new(Arc::new(Source { build: build.into(), fail }), None)
 }
 
-fn batch(seq: u64) -> Batch {
+fn batch(seq: u64) -> Arc<Window> {
     let info = super::super::tests::info(seq);
-    Batch { info, row_count: 10, columns: Vec::new(), offsets: Vec::new(), record_hashes: Vec::new(), event_times: Vec::new() }
+    Window::new(Batch { info, row_count: 10, columns: Vec::new(), offsets: Vec::new(), record_hashes: Vec::new(), event_times: Vec::new() })
 }
 
 fn seen(findings: &[HostFinding]) -> Option<f64> {

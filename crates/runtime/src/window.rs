@@ -1,0 +1,214 @@
+//! A closed window as detectors are handed it: its batch, and what the host
+//! works out of it once for every detector that asks (the WIT's `window`
+//! import, since 0.1.2).
+//!
+//! Grouping a text column's rows by value and sorting a numeric column cost
+//! a detector in wasm several times what they cost here, and drift and
+//! validity both group the same category columns every window. Each summary
+//! is made on the first ask, by whichever detector's thread asks first (the
+//! others wait for it), and then copied into every plugin that asks.
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, LazyLock, OnceLock};
+
+use clean_host_core::bindings::row_state::PRESENT;
+use clean_host_core::bindings::window::DistinctValues;
+use clean_host_core::bindings::{Batch, ColumnValues, StringColumn};
+
+/// In [`DistinctValues::rows`]: a row with no value.
+const ABSENT: u32 = u32::MAX;
+
+/// One window's batch and its summaries, shared by the calls that analyse it.
+pub struct Window {
+    batch: Batch,
+    /// Per column, made on the first ask.
+    distinct: Vec<OnceLock<Option<DistinctValues>>>,
+    sorted: Vec<OnceLock<Option<Vec<f64>>>>,
+}
+
+impl Window {
+    pub fn new(batch: Batch) -> Arc<Self> {
+        let columns = batch.columns.len();
+        Arc::new(Window { batch, distinct: (0..columns).map(|_| OnceLock::new()).collect(), sorted: (0..columns).map(|_| OnceLock::new()).collect() })
+    }
+
+    pub fn batch(&self) -> &Batch {
+        &self.batch
+    }
+
+    /// Text column `column` grouped by value; `None` for other columns.
+    pub fn distinct_values(&self, column: u32) -> Option<&DistinctValues> {
+        let at = column as usize;
+        self.distinct.get(at)?.get_or_init(|| distinct_values(&self.batch, at)).as_ref()
+    }
+
+    /// The present, finite values of numeric column `column`, ascending.
+    pub fn sorted_values(&self, column: u32) -> Option<&[f64]> {
+        let at = column as usize;
+        self.sorted.get(at)?.get_or_init(|| sorted_values(&self.batch, at)).as_deref()
+    }
+}
+
+fn present(validity: &[u8], row: usize) -> bool {
+    validity.get(row).is_none_or(|&s| s == PRESENT)
+}
+
+fn distinct_values(batch: &Batch, at: usize) -> Option<DistinctValues> {
+    let column = &batch.columns[at];
+    let ColumnValues::Text(text) = &column.values else {
+        return None;
+    };
+    let value = |row: usize| {
+        let (start, end) = (text.offsets[row] as usize, text.offsets[row + 1] as usize);
+        text.bytes.get(start..end).unwrap_or_default()
+    };
+    let rows = text.offsets.len().saturating_sub(1);
+    let mut index: HashMap<Value, u32, ValueHash> = HashMap::with_hasher(ValueHash);
+    let mut values = StringColumn { bytes: Vec::new(), offsets: vec![0] };
+    let (mut counts, mut of_rows) = (Vec::new(), Vec::with_capacity(rows));
+    for row in 0..rows {
+        if !present(&column.validity, row) {
+            of_rows.push(ABSENT);
+            continue;
+        }
+        let bytes = value(row);
+        let next = counts.len() as u32;
+        let at = *index.entry(Value(bytes)).or_insert(next);
+        if at == next {
+            values.bytes.extend_from_slice(bytes);
+            values.offsets.push(values.bytes.len() as u32);
+            counts.push(0);
+        }
+        counts[at as usize] += 1;
+        of_rows.push(at);
+    }
+    Some(DistinctValues { values, counts, rows: of_rows })
+}
+
+/// A text value as a map key. Most are short (codes, countries, statuses):
+/// compared as two words, not by a call to `memcmp`, which cost more than
+/// the hash.
+#[derive(Clone, Copy)]
+struct Value<'a>(&'a [u8]);
+
+impl PartialEq for Value<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (self.0, other.0);
+        let n = a.len();
+        if n != b.len() {
+            return false;
+        }
+        let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8 bytes"));
+        let half = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().expect("4 bytes"));
+        match n {
+            8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+            4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+            _ => a == b,
+        }
+    }
+}
+
+impl Eq for Value<'_> {}
+
+impl std::hash::Hash for Value<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write(self.0);
+    }
+}
+
+/// Hashes a value's bytes with one-shot XXH3, seeded per process: the
+/// values are the data's, and may be chosen to collide. (XXH3's streaming
+/// hasher sets up a state of hundreds of bytes per value.)
+#[derive(Clone, Copy)]
+struct ValueHash;
+
+impl BuildHasher for ValueHash {
+    type Hasher = ValueHasher;
+
+    fn build_hasher(&self) -> ValueHasher {
+        static SEED: LazyLock<u64> = LazyLock::new(|| RandomState::new().hash_one(0u8));
+        ValueHasher(*SEED)
+    }
+}
+
+struct ValueHasher(u64);
+
+impl Hasher for ValueHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+fn sorted_values(batch: &Batch, at: usize) -> Option<Vec<f64>> {
+    let column = &batch.columns[at];
+    let values: Vec<f64> = match &column.values {
+        ColumnValues::Float64(v) => (0..v.len()).filter(|&r| present(&column.validity, r)).map(|r| v[r]).filter(|x| x.is_finite()).collect(),
+        ColumnValues::Int64(v) => (0..v.len()).filter(|&r| present(&column.validity, r)).map(|r| v[r] as f64).collect(),
+        _ => return None,
+    };
+    // As integers that order like the floats (`f64::total_cmp`'s order):
+    // sorting those takes about half the time.
+    let mut keys: Vec<u64> = values.into_iter().map(|x| x.to_bits() ^ ((((x.to_bits() as i64) >> 63) as u64) >> 1)).collect();
+    keys.sort_unstable_by_key(|&k| k as i64);
+    Some(keys.into_iter().map(|k| f64::from_bits(k ^ ((((k as i64) >> 63) as u64) >> 1))).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clean_host_core::bindings::{Column, TimeBasis, WindowInfo, WindowKind};
+
+    fn batch(columns: Vec<Column>) -> Batch {
+        let info = WindowInfo {
+            pipeline: "p".into(),
+            source: "s".into(),
+            partition: 0,
+            kind: WindowKind::Count,
+            start_ms: 0,
+            end_ms: 0,
+            time_basis: TimeBasis::Processing,
+            closed_at_ms: 0,
+            first_offset: 0,
+            last_offset: 0,
+            seq: 0,
+        };
+        let row_count = 5;
+        Batch { info, row_count, columns, offsets: Vec::new(), record_hashes: Vec::new(), event_times: Vec::new() }
+    }
+
+    fn text(values: &[&str], validity: Vec<u8>) -> Column {
+        let mut column = StringColumn { bytes: Vec::new(), offsets: vec![0] };
+        for v in values {
+            column.bytes.extend_from_slice(v.as_bytes());
+            column.offsets.push(column.bytes.len() as u32);
+        }
+        Column { name: "t".into(), values: ColumnValues::Text(column), validity }
+    }
+
+    #[test]
+    fn text_is_grouped_by_value_in_order_of_first_appearance() {
+        let window = Window::new(batch(vec![text(&["b", "a", "", "b", "a"], vec![0, 0, 1, 0, 0]), text(&["x"; 5], Vec::new())]));
+        let d = window.distinct_values(0).unwrap();
+        assert_eq!((&d.values.bytes[..], &d.values.offsets[..]), (&b"ba"[..], &[0, 1, 2][..]));
+        assert_eq!((&d.counts[..], &d.rows[..]), (&[2, 2][..], &[0, 1, ABSENT, 0, 1][..]));
+        let all_present = window.distinct_values(1).unwrap();
+        assert_eq!((&all_present.counts[..], &all_present.rows[..]), (&[5][..], &[0; 5][..]));
+        assert!(window.distinct_values(2).is_none() && window.sorted_values(0).is_none(), "no such column; not numeric");
+    }
+
+    #[test]
+    fn numbers_are_their_present_finite_values_ascending() {
+        let float = Column { name: "f".into(), values: ColumnValues::Float64(vec![2.5, f64::NAN, -1.0, f64::INFINITY, 0.0]), validity: vec![0, 0, 0, 0, 1] };
+        let int = Column { name: "i".into(), values: ColumnValues::Int64(vec![3, -7, 3, 0, 9]), validity: Vec::new() };
+        let window = Window::new(batch(vec![float, int, text(&["a"; 5], Vec::new())]));
+        assert_eq!(window.sorted_values(0).unwrap(), [-1.0, 2.5]);
+        assert_eq!(window.sorted_values(1).unwrap(), [-7.0, 0.0, 3.0, 3.0, 9.0]);
+        assert!(window.sorted_values(2).is_none() && window.distinct_values(0).is_none());
+    }
+}

@@ -1,0 +1,97 @@
+//! Asks the host for every column's summaries (the WIT's `window` import)
+//! and checks them against its own: per column one info finding `agrees`,
+//! 1 when the host's answer is the one it works out itself (none for the
+//! wrong type of column), else 0 with what differs. Asking for a column
+//! the batch does not have must give none, and so must asking outside
+//! `analyze` (its `configure` fails if not).
+
+use std::collections::HashMap;
+
+use clean_host_sdk::bindings::clean_host::plugin::window;
+use clean_host_sdk::{export_detector, Analysis, Batch, Column, ColumnValues, Detector, Finding, PluginInfo, Severity, PRESENT};
+
+#[derive(Default)]
+pub struct Summaries;
+
+/// (values in order of first appearance, their counts, each row's value or u32::MAX).
+type Grouped = (Vec<Vec<u8>>, Vec<u32>, Vec<u32>);
+
+fn grouped(column: &Column) -> Option<Grouped> {
+    let ColumnValues::Text(_) = &column.values else { return None };
+    let (mut values, mut counts, mut rows) = (Vec::new(), Vec::new(), Vec::new());
+    let mut index: HashMap<Vec<u8>, u32> = HashMap::new();
+    for row in 0..column.len() {
+        if column.state(row) != PRESENT {
+            rows.push(u32::MAX);
+            continue;
+        }
+        let value = column.bytes(row).to_vec();
+        let at = *index.entry(value.clone()).or_insert_with(|| {
+            values.push(value);
+            counts.push(0);
+            values.len() as u32 - 1
+        });
+        counts[at as usize] += 1;
+        rows.push(at);
+    }
+    Some((values, counts, rows))
+}
+
+fn sorted(column: &Column) -> Option<Vec<f64>> {
+    let view = column.numeric()?;
+    let mut values: Vec<f64> = view.present().map(|(_, v)| v).collect();
+    values.sort_by(f64::total_cmp);
+    Some(values)
+}
+
+fn host_grouped(column: u32) -> Option<Grouped> {
+    let d = window::distinct(column)?;
+    let values = (0..d.counts.len()).map(|i| d.values.bytes[d.values.offsets[i] as usize..d.values.offsets[i + 1] as usize].to_vec()).collect();
+    Some((values, d.counts, d.rows))
+}
+
+/// What differs between the host's answers for column `index` and ours.
+fn differences(index: u32, column: &Column) -> Option<String> {
+    let (ours, theirs) = (grouped(column), host_grouped(index));
+    if ours != theirs {
+        return Some(format!("distinct: ours {ours:?}, the host's {theirs:?}"));
+    }
+    let (ours, theirs) = (sorted(column), window::sorted(index));
+    // Bit for bit: -0 before 0, as total_cmp orders them.
+    let bits = |v: &Option<Vec<f64>>| v.as_ref().map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<u64>>());
+    (bits(&ours) != bits(&theirs)).then(|| format!("sorted: ours {ours:?}, the host's {theirs:?}"))
+}
+
+impl Detector for Summaries {
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: "summaries".into(),
+            version: "0.0.1".into(),
+            description: "Checks the host's window summaries against its own".into(),
+            metrics: Vec::new(),
+            config_schema: "{}".into(),
+        }
+    }
+
+    fn configure(&mut self, _config: &str) -> Result<(), String> {
+        match (window::distinct(0), window::sorted(0)) {
+            (None, None) => Ok(()),
+            _ => Err("the host answered outside analyze".into()),
+        }
+    }
+
+    fn analyze(&mut self, batch: &Batch) -> Result<Analysis, String> {
+        let mut out = Analysis::new();
+        for (index, column) in batch.columns.iter().enumerate() {
+            let differs = differences(index as u32, column);
+            let message = differs.clone().unwrap_or_default();
+            out.findings.push(Finding::new("agrees", Some(&column.name), f64::from(u8::from(differs.is_none())), 1.0, Severity::Info, message));
+        }
+        let beyond = batch.columns.len() as u32;
+        let none = [beyond, u32::MAX].iter().all(|&i| window::distinct(i).is_none() && window::sorted(i).is_none());
+        out.findings.push(Finding::new("beyond_is_none", None, f64::from(u8::from(none)), 1.0, Severity::Info, String::new()));
+        Ok(out)
+    }
+}
+
+export_detector!(Summaries);
