@@ -24,7 +24,7 @@ const SCHEMA: &str = r#"{
 
 fuzz_target!(|data: &[u8]| {
     let mut decoder = MessageDecoder::new(MessageFormat::Avro, Vec::new(), Some(SCHEMA), None).unwrap().with_max_fields(64);
-    let message = Message { offset: 0, id: None, payload: data.to_vec(), key: None, timestamp_ms: None, headers: Vec::new(), fault: None };
+    let message = Message { offset: 0, id: None, payload: data.to_vec().into(), key: None, timestamp_ms: None, headers: Vec::new(), fault: None };
     match decoder.decode(0, &message) {
         Ok(record) => assert!(record.values.iter().all(|v| (v.field as usize) < 64)),
         Err(e) => assert!(!e.to_string().is_empty()),

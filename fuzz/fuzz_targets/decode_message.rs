@@ -26,7 +26,8 @@ fuzz_target!(|data: &[u8]| {
     let metadata = vec![MetadataColumn::Key, MetadataColumn::Partition, MetadataColumn::Offset, MetadataColumn::Timestamp, MetadataColumn::Headers];
     let mut decoder = MessageDecoder::new(format, metadata, None, None).unwrap().with_max_fields(MAX_FIELDS);
     for (offset, (payload, key, id, timestamp_ms, headers)) in input.messages.into_iter().enumerate() {
-        let message = Message { offset: offset as u64, id: id.map(Arc::from), payload, key, timestamp_ms, headers, fault: None };
+        let message =
+            Message { offset: offset as u64, id: id.map(Arc::from), payload: payload.into(), key: key.map(Into::into), timestamp_ms, headers, fault: None };
         match decoder.decode(offset as u32, &message) {
             Ok(record) => {
                 for v in &record.values {

@@ -41,7 +41,7 @@ impl RegistryApi for Fixed {
 fuzz_target!(|data: &[u8]| {
     let registry = SchemaRegistry::with_api(Box::new(Fixed));
     let mut decoder = MessageDecoder::new(MessageFormat::Json, Vec::new(), None, None).unwrap().with_registry(registry).with_max_fields(64);
-    let message = Message { offset: 0, id: None, payload: data.to_vec(), key: None, timestamp_ms: None, headers: Vec::new(), fault: None };
+    let message = Message { offset: 0, id: None, payload: data.to_vec().into(), key: None, timestamp_ms: None, headers: Vec::new(), fault: None };
     match decoder.decode(0, &message) {
         Ok(record) => assert!(record.values.iter().all(|v| (v.field as usize) < 64)),
         Err(e) => {

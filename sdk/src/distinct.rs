@@ -81,22 +81,39 @@ impl Key {
 
 impl DistinctValues {
     /// Column `index` of `batch`, the window `analyze` was handed, grouped by
-    /// value; `None` when it is not a text column.
+    /// value; `None` when it is not a text column, or its values were left
+    /// out of what the detector reads (see [`crate::Reads`]).
     pub fn of(batch: &Batch, index: usize) -> Option<Self> {
         let column = batch.columns.get(index)?;
-        let ColumnValues::Text(_) = &column.values else {
+        let ColumnValues::Text(text) = &column.values else {
             return None;
         };
+        if text.offsets.len() != column.len() + 1 {
+            return None;
+        }
         #[cfg(target_arch = "wasm32")]
         {
             use crate::bindings::clean_host::plugin::window;
-            // The host's answer is for the window it handed over: one of another length is not this batch's.
-            if let Some(host) = window::distinct(index as u32).filter(|d| d.rows.len() == column.len()) {
-                let present = host.counts.iter().map(|&n| n as usize).sum();
-                return Some(DistinctValues { values: host.values, counts: host.counts, row_values: host.rows, present });
+            let host = window::distinct(index as u32).map(|d| {
+                let present = d.counts.iter().map(|&n| n as usize).sum();
+                DistinctValues { values: d.values, counts: d.counts, row_values: d.rows, present }
+            });
+            if let Some(host) = host.filter(|d| d.groups(column)) {
+                return Some(host);
             }
         }
         Some(Self::grouped(column))
+    }
+
+    /// Whether these are `column`'s groups, as far as its length, present
+    /// rows and bytes tell (rows without a value hold no bytes): the host
+    /// answers for the window it handed over, not for a batch of the
+    /// plugin's own making.
+    #[cfg(target_arch = "wasm32")]
+    fn groups(&self, column: &Column) -> bool {
+        let ColumnValues::Text(text) = &column.values else { return false };
+        let bytes: usize = self.iter().map(|(v, n)| v.len() * n as usize).sum();
+        self.row_values.len() == column.len() && self.present == column.count(PRESENT) && bytes == text.bytes.len()
     }
 
     /// Distinct values.
@@ -251,6 +268,14 @@ mod tests {
         // Each fold step of the whole-value hash can be undone: values that
         // differ in one 8-byte chunk never share a hash.
         assert_eq!(keys.len(), 1500);
+    }
+
+    #[test]
+    fn a_column_whose_values_were_left_out_has_none() {
+        let mut batch = BatchBuilder::new(0).text("t", &[Some("a"), None, Some("b")]).build();
+        batch.columns[0].values = ColumnValues::Text(StringColumn { bytes: Vec::new(), offsets: Vec::new() });
+        assert_eq!(batch.columns[0].len(), 3, "the row states are still there");
+        assert!(DistinctValues::of(&batch, 0).is_none());
     }
 
     #[test]

@@ -154,9 +154,15 @@ fn sorted_values(batch: &Batch, at: usize) -> Option<Vec<f64>> {
     };
     // As integers that order like the floats (`f64::total_cmp`'s order):
     // sorting those takes about half the time.
-    let mut keys: Vec<u64> = values.into_iter().map(|x| x.to_bits() ^ ((((x.to_bits() as i64) >> 63) as u64) >> 1)).collect();
+    let mut keys: Vec<u64> = values.into_iter().map(|x| ordered(x.to_bits())).collect();
     keys.sort_unstable_by_key(|&k| k as i64);
-    Some(keys.into_iter().map(|k| f64::from_bits(k ^ ((((k as i64) >> 63) as u64) >> 1))).collect())
+    Some(keys.into_iter().map(|k| f64::from_bits(ordered(k))).collect())
+}
+
+/// A float's bits as an integer that orders (as i64) like the float does
+/// under `f64::total_cmp`, and back: negatives' bits but the sign flipped.
+fn ordered(bits: u64) -> u64 {
+    bits ^ ((((bits as i64) >> 63) as u64) >> 1)
 }
 
 #[cfg(test)]

@@ -38,7 +38,8 @@ const LAG_TIMEOUT: Duration = Duration::from_millis(500);
 /// Messages handed to the pipeline at once, at most.
 const MAX_BATCH: usize = 2000;
 /// Bytes of payloads and keys copied out of librdkafka into one allocation,
-/// which the messages then share (freed with the last of them).
+/// which the messages then share (freed with the last of them); past it,
+/// the `bytes` crate allocates further buffers of its own size.
 const BATCH_BYTES: usize = 256 << 10;
 /// librdkafka consumer settings unless the pipeline's own say otherwise.
 /// Its default waits a whole second (`fetch.queue.backoff.ms`) whenever its
