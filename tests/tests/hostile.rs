@@ -326,6 +326,31 @@ fn window_summaries_are_what_a_plugin_works_out_itself() {
     }
 }
 
+/// A plugin that asks for the window's summaries over and over, never
+/// returning, is ended at its deadline like one that spins (the host's work
+/// for each ask is short, and the epoch reaches the plugin between asks),
+/// while drift and validity ask for the same summaries beside it.
+#[test]
+fn a_plugin_that_hammers_the_window_summaries_ends_at_its_deadline() {
+    let s = Sandbox::with_bundled();
+    s.add_plugin(&fault_plugin("summaries"));
+    s.write("plugins/summaries.toml", "timeout_ms = 300\n[config]\nhammer = true\n");
+    let data = s.generate("clean.jsonl", 8_000, &[]);
+    let run = s.run_within(&["--source", data.to_str().unwrap(), "--window", "1000", "--format", "json"], HANG);
+    run.assert_ok();
+    let summary = run.summary();
+    assert_eq!(summary["windows"], 8);
+    let hammer = plugin(&summary, "summaries");
+    assert_eq!((hammer["status"].as_str(), hammer["errors"].as_u64()), (Some("quarantined"), Some(3)), "{hammer}");
+    assert!(hammer["call_p99_us"].as_u64().unwrap() < 2_000_000, "{hammer}");
+    assert!(quarantine_message(&run, "summaries").contains("timed out after 300 ms"));
+    for name in BUNDLED {
+        assert_eq!((plugin(&summary, name)["calls"].as_u64(), plugin(&summary, name)["errors"].as_u64()), (Some(8), Some(0)), "{name}");
+    }
+    // What it was handed over and over was freed as it went.
+    assert!(summary["peak_rss_mib"].as_f64().unwrap() < 200.0, "{summary}");
+}
+
 /// A detector whose `projection` export is not the contract's, and a
 /// component that exports nothing of it, are refused by name with what is
 /// wrong, not loaded and handed whole windows or taken for something else.

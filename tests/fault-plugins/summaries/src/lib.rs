@@ -3,15 +3,27 @@
 //! 1 when the host's answer is the one it works out itself (none for the
 //! wrong type of column), else 0 with what differs. Asking for a column
 //! the batch does not have must give none, and so must asking outside
-//! `analyze` (its `configure` fails if not).
+//! `analyze` (its `configure` fails if not). With `hammer = true` it asks
+//! for them over and over and never returns: the call must still end at
+//! its deadline.
 
 use std::collections::HashMap;
 
 use clean_host_sdk::bindings::clean_host::plugin::window;
-use clean_host_sdk::{export_detector, Analysis, Batch, Column, ColumnValues, Detector, Finding, PluginInfo, Severity, PRESENT};
+use clean_host_sdk::{export_detector, parse_config, Analysis, Batch, Column, ColumnValues, Detector, Finding, PluginInfo, Severity, PRESENT};
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Config {
+    /// Ask for every column's summaries in a loop that never ends.
+    hammer: bool,
+}
 
 #[derive(Default)]
-pub struct Summaries;
+pub struct Summaries {
+    config: Config,
+}
 
 /// (values in order of first appearance, their counts, each row's value or u32::MAX).
 type Grouped = (Vec<Vec<u8>>, Vec<u32>, Vec<u32>);
@@ -73,7 +85,8 @@ impl Detector for Summaries {
         }
     }
 
-    fn configure(&mut self, _config: &str) -> Result<(), String> {
+    fn configure(&mut self, config: &str) -> Result<(), String> {
+        self.config = parse_config(config)?;
         match (window::distinct(0), window::sorted(0)) {
             (None, None) => Ok(()),
             _ => Err("the host answered outside analyze".into()),
@@ -81,6 +94,16 @@ impl Detector for Summaries {
     }
 
     fn analyze(&mut self, batch: &Batch) -> Result<Analysis, String> {
+        if self.config.hammer {
+            let mut kept = 0usize;
+            loop {
+                for index in 0..batch.columns.len() as u32 {
+                    kept = kept.wrapping_add(window::distinct(index).map_or(0, |d| d.rows.len()));
+                    kept = kept.wrapping_add(window::sorted(index).map_or(0, |s| s.len()));
+                }
+                std::hint::black_box(kept);
+            }
+        }
         let mut out = Analysis::new();
         for (index, column) in batch.columns.iter().enumerate() {
             let differs = differences(index as u32, column);
