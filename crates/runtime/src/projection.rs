@@ -135,26 +135,13 @@ fn empty_like(values: &ColumnValues) -> ColumnValues {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clean_host_core::bindings::{TimeBasis, WindowInfo, WindowKind};
+    use crate::window::tests::info;
 
     fn batch() -> Batch {
         let rows = 4;
         let column = |name: &str, values| Column { name: name.into(), values, validity: Vec::new() };
-        let info = WindowInfo {
-            pipeline: "p".into(),
-            source: "s".into(),
-            partition: 0,
-            kind: WindowKind::Count,
-            start_ms: 0,
-            end_ms: 1,
-            time_basis: TimeBasis::Event,
-            closed_at_ms: 2,
-            first_offset: 0,
-            last_offset: 3,
-            seq: 0,
-        };
         Batch {
-            info,
+            info: info(),
             row_count: rows,
             columns: vec![
                 column("amount", ColumnValues::Float64(vec![1.5; 4])),

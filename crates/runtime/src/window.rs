@@ -166,26 +166,29 @@ fn ordered(bits: u64) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use clean_host_core::bindings::{Column, TimeBasis, WindowInfo, WindowKind};
 
-    fn batch(columns: Vec<Column>) -> Batch {
-        let info = WindowInfo {
+    /// Where the unit tests' windows sit.
+    pub(crate) fn info() -> WindowInfo {
+        WindowInfo {
             pipeline: "p".into(),
             source: "s".into(),
             partition: 0,
             kind: WindowKind::Count,
             start_ms: 0,
-            end_ms: 0,
-            time_basis: TimeBasis::Processing,
-            closed_at_ms: 0,
+            end_ms: 1,
+            time_basis: TimeBasis::Event,
+            closed_at_ms: 2,
             first_offset: 0,
-            last_offset: 0,
+            last_offset: 4,
             seq: 0,
-        };
-        let row_count = 5;
-        Batch { info, row_count, columns, offsets: Vec::new(), record_hashes: Vec::new(), event_times: Vec::new() }
+        }
+    }
+
+    fn batch(columns: Vec<Column>) -> Batch {
+        Batch { info: info(), row_count: 5, columns, offsets: Vec::new(), record_hashes: Vec::new(), event_times: Vec::new() }
     }
 
     fn text(values: &[&str], validity: Vec<u8>) -> Column {
