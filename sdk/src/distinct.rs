@@ -106,14 +106,22 @@ impl DistinctValues {
     }
 
     /// Whether these are `column`'s groups, as far as its length, present
-    /// rows and bytes tell (rows without a value hold no bytes): the host
-    /// answers for the window it handed over, not for a batch of the
-    /// plugin's own making.
+    /// rows and bytes (rows without a value hold none) and the values of 16
+    /// rows spread over it tell: the host answers for the window it handed
+    /// over, not for a batch of the plugin's own making.
     #[cfg(target_arch = "wasm32")]
     fn groups(&self, column: &Column) -> bool {
         let ColumnValues::Text(text) = &column.values else { return false };
         let bytes: usize = self.iter().map(|(v, n)| v.len() * n as usize).sum();
-        self.row_values.len() == column.len() && self.present == column.count(PRESENT) && bytes == text.bytes.len()
+        let rows = column.len();
+        let same = |row: usize| match self.row_values[row] {
+            ABSENT => !column.is_present(row),
+            at => (at as usize) < self.len() && column.is_present(row) && self.value(at as usize) == column.bytes(row),
+        };
+        self.row_values.len() == rows
+            && self.present == column.count(PRESENT)
+            && bytes == text.bytes.len()
+            && (0..16).map(|k| k * rows / 16).filter(|&row| row < rows).all(same)
     }
 
     /// Distinct values.
