@@ -39,4 +39,9 @@ pub mod row_state {
     pub const NULL: u8 = 1;
     pub const MISSING: u8 = 2;
     pub const WRONG_TYPE: u8 = 3;
+
+    /// Whether `row` holds a value, by a column's `validity` (empty: every row does).
+    pub fn is_present(validity: &[u8], row: usize) -> bool {
+        validity.get(row).is_none_or(|&s| s == PRESENT)
+    }
 }

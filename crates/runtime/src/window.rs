@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, LazyLock, OnceLock};
 
-use clean_host_core::bindings::row_state::PRESENT;
+use clean_host_core::bindings::row_state::is_present;
 use clean_host_core::bindings::window::DistinctValues;
 use clean_host_core::bindings::{Batch, ColumnValues, StringColumn};
 
@@ -51,10 +51,6 @@ impl Window {
     }
 }
 
-fn present(validity: &[u8], row: usize) -> bool {
-    validity.get(row).is_none_or(|&s| s == PRESENT)
-}
-
 fn distinct_values(batch: &Batch, at: usize) -> Option<DistinctValues> {
     let column = &batch.columns[at];
     let ColumnValues::Text(text) = &column.values else {
@@ -69,7 +65,7 @@ fn distinct_values(batch: &Batch, at: usize) -> Option<DistinctValues> {
     let mut values = StringColumn { bytes: Vec::new(), offsets: vec![0] };
     let (mut counts, mut of_rows) = (Vec::new(), Vec::with_capacity(rows));
     for row in 0..rows {
-        if !present(&column.validity, row) {
+        if !is_present(&column.validity, row) {
             of_rows.push(ABSENT);
             continue;
         }
@@ -147,14 +143,14 @@ impl Hasher for ValueHasher {
 
 fn sorted_values(batch: &Batch, at: usize) -> Option<Vec<f64>> {
     let column = &batch.columns[at];
-    let values: Vec<f64> = match &column.values {
-        ColumnValues::Float64(v) => (0..v.len()).filter(|&r| present(&column.validity, r)).map(|r| v[r]).filter(|x| x.is_finite()).collect(),
-        ColumnValues::Int64(v) => (0..v.len()).filter(|&r| present(&column.validity, r)).map(|r| v[r] as f64).collect(),
-        _ => return None,
-    };
     // As integers that order like the floats (`f64::total_cmp`'s order):
     // sorting those takes about half the time.
-    let mut keys: Vec<u64> = values.into_iter().map(|x| ordered(x.to_bits())).collect();
+    let key = |x: f64| ordered(x.to_bits());
+    let mut keys: Vec<u64> = match &column.values {
+        ColumnValues::Float64(v) => (0..v.len()).filter(|&r| is_present(&column.validity, r)).map(|r| v[r]).filter(|x| x.is_finite()).map(key).collect(),
+        ColumnValues::Int64(v) => (0..v.len()).filter(|&r| is_present(&column.validity, r)).map(|r| key(v[r] as f64)).collect(),
+        _ => return None,
+    };
     keys.sort_unstable_by_key(|&k| k as i64);
     Some(keys.into_iter().map(|k| f64::from_bits(ordered(k))).collect())
 }

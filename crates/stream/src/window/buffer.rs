@@ -6,7 +6,7 @@
 //! offsets are used as they are).
 
 use crate::decode::{FieldNames, Kind, Record};
-use clean_host_core::bindings::row_state::{MISSING, NULL, PRESENT, WRONG_TYPE};
+use clean_host_core::bindings::row_state::{is_present, MISSING, NULL, PRESENT, WRONG_TYPE};
 use clean_host_core::bindings::{Batch, Column, ColumnValues, StringColumn, WindowInfo, WindowKind};
 use clean_host_core::timestamp;
 
@@ -20,7 +20,7 @@ const WELL_KNOWN_TIME_FIELDS: [&str; 6] = ["ts", "timestamp", "event_time", "@ti
 fn well_known_time_bounds(columns: &[Column]) -> Option<(i64, i64)> {
     columns.iter().filter(|c| WELL_KNOWN_TIME_FIELDS.contains(&c.name.as_str())).find_map(|c| match &c.values {
         ColumnValues::Timestamp(v) => {
-            let present = v.iter().enumerate().filter(|(r, _)| c.validity.get(*r).is_none_or(|&s| s == PRESENT));
+            let present = v.iter().enumerate().filter(|(r, _)| is_present(&c.validity, *r));
             let (min, max) = present.fold((i64::MAX, i64::MIN), |(lo, hi), (_, &t)| (lo.min(t), hi.max(t)));
             (min <= max).then_some((min, max))
         }
