@@ -36,8 +36,8 @@ fn kafka(url: &BrokerUrl, group: &str, count: u64) -> u64 {
     use rdkafka::Message;
     let mut config = rdkafka::ClientConfig::new();
     // The host's consumer settings, so the comparison is of what each does with the messages.
-    for (key, value) in clean_host_stream::source::kafka::CONSUMER_DEFAULTS {
-        config.set(key, value);
+    for (key, value) in clean_host_stream::source::kafka::CONSUMER_DEFAULTS.iter().chain(&clean_host_stream::source::kafka::CLIENT_DEFAULTS) {
+        config.set(*key, *value);
     }
     let consumer: BaseConsumer = config
         .set("bootstrap.servers", &url.hosts)
