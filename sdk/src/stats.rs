@@ -132,36 +132,48 @@ fn select_ranks(keys: &mut [u64], ranks: &[usize]) {
 }
 
 /// [`median_mad`] of values already in ascending order, without a copy:
-/// the deviations below and above the median are two ascending runs,
-/// merged only as far as the MAD's rank.
+/// the deviations below and above the median are two ascending runs, and
+/// the MAD's rank among them is found by a binary search over how many
+/// come from each.
 pub fn sorted_median_mad(sorted: &[f64]) -> (f64, f64) {
     if sorted.is_empty() {
         return (f64::NAN, f64::NAN);
     }
     let median = sorted_quantile(sorted, 0.5, |x| x);
     let split = sorted.partition_point(|&x| x < median);
-    // The next deviation below the median is at sorted[below - 1], above it at sorted[above].
-    let (mut below, mut above) = (split, split);
-    let mut next = || {
-        let down = if below > 0 { median - sorted[below - 1] } else { f64::INFINITY };
-        let up = sorted.get(above).map_or(f64::INFINITY, |&x| x - median);
-        if down <= up {
-            below -= 1;
-            down
-        } else {
-            above += 1;
-            up
-        }
-    };
+    let below = |i: usize| median - sorted[split - 1 - i];
+    let above = |i: usize| sorted[split + i] - median;
+    let deviation = |k: usize| kth_of_two(k, (split, below), (sorted.len() - split, above));
     let pos = 0.5 * (sorted.len() - 1) as f64;
     let lo = pos.floor() as usize;
-    for _ in 0..lo {
-        next();
-    }
-    let lo_v = next();
+    let lo_v = deviation(lo + 1);
     let frac = pos - lo as f64;
-    let mad = if frac == 0.0 { lo_v } else { lo_v + (next() - lo_v) * frac };
+    let mad = if frac == 0.0 { lo_v } else { lo_v + (deviation(lo + 2) - lo_v) * frac };
     (median, mad)
+}
+
+/// The `k`-th smallest (from 1, at most both lengths together) of two
+/// ascending runs, each its length and its `i`-th value: the first `i` of
+/// one and `k - i` of the other are the `k` smallest for the least `i`
+/// whose next of the other is not above the `i`-th of the one.
+fn kth_of_two(k: usize, (a_len, a): (usize, impl Fn(usize) -> f64), (b_len, b): (usize, impl Fn(usize) -> f64)) -> f64 {
+    let (mut lo, mut hi) = (k.saturating_sub(b_len), k.min(a_len));
+    while lo < hi {
+        let i = (lo + hi) / 2;
+        if b(k - i - 1) <= a(i) {
+            hi = i;
+        } else {
+            lo = i + 1;
+        }
+    }
+    let from_a = if lo > 0 { a(lo - 1) } else { f64::NEG_INFINITY };
+    let from_b = if k > lo { b(k - lo - 1) } else { f64::NEG_INFINITY };
+    // A comparison, not f64::max: that is a libm call in wasm.
+    if from_a > from_b {
+        from_a
+    } else {
+        from_b
+    }
 }
 
 /// Window values a [`History`] keeps: its memory of the ordinary spread.
@@ -418,6 +430,24 @@ impl Reservoir {
         }
     }
 
+    /// Offer `values` in order: the same as [`Reservoir::push`] of each, but
+    /// the values the sample passes over are skipped, not offered one by one.
+    pub fn extend(&mut self, values: &[f64]) {
+        let mut rest = values;
+        while !rest.is_empty() {
+            // Values passed over before the next one kept (none while filling,
+            // or when the next keep is not drawn yet: `push` draws it).
+            let passed = if self.values.len() < self.capacity || self.keep_at <= self.seen { 0 } else { self.keep_at - self.seen - 1 };
+            if passed >= rest.len() as u64 {
+                self.seen += rest.len() as u64;
+                return;
+            }
+            self.seen += passed;
+            self.push(rest[passed as usize]);
+            rest = &rest[passed as usize + 1..];
+        }
+    }
+
     /// The top key of `capacity` kept of `seen - 1`: exact just filled, else its mean.
     fn fresh_top_key(&mut self) -> f64 {
         self.largest_key() * (self.capacity as f64 + 1.0) / self.seen as f64
@@ -538,7 +568,7 @@ mod tests {
     #[test]
     fn selected_statistics_are_the_sorted_ones() {
         let mut rng = crate::testing::Rng(5);
-        for n in [1, 2, 3, 4, 7, 100, 101, 4096] {
+        for n in (1..=12).chain([100, 101, 1000, 4096]).flat_map(|n| [n; 8]) {
             for ties in [false, true] {
                 let mut v: Vec<f64> = (0..n).map(|_| if ties { (rng.normal() * 2.0).round() } else { rng.normal().exp() }).collect();
                 v.sort_unstable_by(f64::total_cmp);
@@ -645,6 +675,21 @@ mod tests {
         let mut small = Reservoir::new(0);
         small.push(1.0);
         assert!(small.values.is_empty());
+    }
+
+    #[test]
+    fn offering_a_slice_is_offering_each_of_its_values() {
+        let mut rng = crate::testing::Rng(11);
+        for capacity in [0, 1, 7, 100] {
+            let (mut one_by_one, mut in_slices) = (Reservoir::new(capacity), Reservoir::new(capacity));
+            // Slices of every length from empty to many times the capacity.
+            for len in (0..40).chain([500, 3000]) {
+                let values: Vec<f64> = (0..len).map(|_| rng.uniform()).collect();
+                values.iter().for_each(|&v| one_by_one.push(v));
+                in_slices.extend(&values);
+                assert_eq!(serde_json::to_string(&in_slices).unwrap(), serde_json::to_string(&one_by_one).unwrap(), "capacity {capacity}, slice of {len}");
+            }
+        }
     }
 
     #[test]

@@ -10,40 +10,6 @@ pub struct QuantileGrid {
 }
 
 impl QuantileGrid {
-    /// The reference CDF at `x`: piecewise linear between grid points, and
-    /// right-continuous where grid points repeat (a value many rows share).
-    pub fn cdf(&self, x: f64) -> f64 {
-        let g = &self.grid;
-        let last = g.len() - 1;
-        // Grid points at or below x.
-        let at_or_below = g.partition_point(|&v| v <= x);
-        if at_or_below == 0 {
-            return 0.0;
-        }
-        let j = at_or_below - 1;
-        if j == last {
-            return 1.0;
-        }
-        let (lo, hi) = (g[j], g[j + 1]);
-        let frac = if hi > lo { (x - lo) / (hi - lo) } else { 0.0 };
-        (j as f64 + frac) / last as f64
-    }
-
-    /// The reference CDF just below `x`: where values repeat, the rank
-    /// before the first of them.
-    pub fn cdf_below(&self, x: f64) -> f64 {
-        let g = &self.grid;
-        let below = g.partition_point(|&v| v < x);
-        if below == 0 {
-            return 0.0;
-        }
-        if below == g.len() {
-            return 1.0;
-        }
-        let (lo, hi) = (g[below - 1], g[below]);
-        ((below - 1) as f64 + (x - lo) / (hi - lo)) / (g.len() - 1) as f64
-    }
-
     /// PSI bin edges: the reference's `bins`-quantiles, without repeats.
     pub fn edges(&self, bins: usize) -> Vec<f64> {
         let last = self.grid.len() - 1;
@@ -112,45 +78,40 @@ pub struct Comparison {
 
 impl QuantileGrid {
     /// `sorted`: the window's values in ascending order.
+    ///
+    /// The reference CDF is piecewise linear between grid points and
+    /// right-continuous where they repeat (a value many rows share), so at a
+    /// grid point `j` (the first of its repeats, the last being `r`) it is
+    /// `j / last` just below and `r / last` at it. The window's CDF there is
+    /// two binary searches: values below `g[j]`, and those at it too.
     pub fn compare(&self, sorted: &[f64], bins: usize) -> Comparison {
         let g = &self.grid;
-        // below[j]: values strictly between g[j-1] and g[j]; equal[j]: values equal to g[j]
-        // (only at the first of repeated grid points).
-        let (mut below, mut equal) = (vec![0u64; g.len() + 1], vec![0u64; g.len()]);
-        // Grid points below the value: they only grow, as the values do.
-        let mut p = 0;
-        for &x in sorted {
-            while p < g.len() && g[p] < x {
-                p += 1;
-            }
-            if p < g.len() && g[p] == x {
-                equal[p] += 1
-            } else {
-                below[p] += 1
-            }
-        }
+        let last = (g.len() - 1) as f64;
         let n = sorted.len() as f64;
         let edges = self.edges(bins);
         let (mut observed, mut expected) = (Vec::with_capacity(edges.len() + 1), Vec::with_capacity(edges.len() + 1));
-        let (mut ks, mut seen, mut binned, mut cdf_binned) = (0.0f64, 0u64, 0u64, 0.0);
+        let (mut ks, mut binned, mut cdf_binned) = (0.0f64, 0, 0.0);
         let mut next_edge = edges.iter().peekable();
-        for j in 0..g.len() {
-            if j > 0 && g[j] == g[j - 1] {
-                continue;
-            }
-            seen += below[j];
-            ks = ks.max((self.cdf_below(g[j]) - seen as f64 / n).abs());
-            seen += equal[j];
-            let cdf = self.cdf(g[j]);
+        // Values at or below the grid point before: the searches start after them.
+        let mut seen = 0;
+        let mut j = 0;
+        while j < g.len() {
+            let x = g[j];
+            let r = j + g[j..].iter().take_while(|&&v| v == x).count() - 1;
+            let below = seen + sorted[seen..].partition_point(|&v| v < x);
+            seen = below + sorted[below..].partition_point(|&v| v <= x);
+            ks = ks.max((j as f64 / last - below as f64 / n).abs());
+            let cdf = r as f64 / last;
             ks = ks.max((cdf - seen as f64 / n).abs());
-            if next_edge.peek() == Some(&&g[j]) {
+            if next_edge.peek() == Some(&&x) {
                 next_edge.next();
-                observed.push(seen - binned);
+                observed.push((seen - binned) as u64);
                 expected.push(cdf - cdf_binned);
                 (binned, cdf_binned) = (seen, cdf);
             }
+            j = r + 1;
         }
-        observed.push(sorted.len() as u64 - binned);
+        observed.push((sorted.len() - binned) as u64);
         expected.push(1.0 - cdf_binned);
         Comparison { observed, expected, ks }
     }
@@ -180,21 +141,57 @@ pub fn ks_p(d: f64, n: f64, m: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clean_host_sdk::testing::Rng;
 
     fn uniform_grid() -> QuantileGrid {
         QuantileGrid { grid: (0..=100).map(|i| f64::from(i) / 100.0).collect() }
     }
 
+    /// The reference CDF at `x` by its definition: linear between grid
+    /// points, right-continuous where they repeat; `strictly`: just below `x`.
+    fn grid_cdf(g: &[f64], x: f64, strictly: bool) -> f64 {
+        let last = (g.len() - 1) as f64;
+        let at_or_below = g.iter().filter(|&&v| if strictly { v < x } else { v <= x }).count();
+        match at_or_below {
+            0 => 0.0,
+            k if k == g.len() => 1.0,
+            // At a grid point (only when not strictly below it).
+            k if g[k - 1] == x => (k - 1) as f64 / last,
+            k => ((k - 1) as f64 + (x - g[k - 1]) / (g[k] - g[k - 1])) / last,
+        }
+    }
+
     #[test]
-    fn grid_cdf_interpolates_and_handles_ties() {
-        let g = uniform_grid();
-        assert_eq!((g.cdf(-1.0), g.cdf(0.255), g.cdf(2.0)), (0.0, 0.255, 1.0));
-        // 40% of rows are 1, then 2s.
+    fn ks_and_bins_are_what_the_cdfs_give_at_every_grid_point() {
+        let mut rng = Rng(3);
+        for case in 0..200 {
+            // Grids and windows with and without repeated values, and windows
+            // reaching beyond the grid on either side.
+            let ties = case % 2 == 0;
+            let draw = |rng: &mut Rng| if ties { (rng.normal() * 2.0).round() } else { rng.normal() };
+            let mut grid: Vec<f64> = (0..101).map(|_| draw(&mut rng)).collect();
+            grid.sort_unstable_by(f64::total_cmp);
+            let shift = f64::from(case % 5) - 2.0;
+            let mut window: Vec<f64> = (0..1 + case * 7).map(|_| draw(&mut rng) + shift).collect();
+            window.sort_unstable_by(f64::total_cmp);
+            let c = QuantileGrid { grid: grid.clone() }.compare(&window, 10);
+            let n = window.len() as f64;
+            let share = |strictly: bool, x: f64| window.iter().filter(|&&v| if strictly { v < x } else { v <= x }).count() as f64 / n;
+            let ks = grid.iter().flat_map(|&x| [(grid_cdf(&grid, x, true) - share(true, x)).abs(), (grid_cdf(&grid, x, false) - share(false, x)).abs()]);
+            assert_eq!(c.ks, ks.fold(0.0, f64::max), "case {case}");
+            let edges = QuantileGrid { grid: grid.clone() }.edges(10);
+            let mut cuts: Vec<(u64, f64)> = edges.iter().map(|&x| (window.iter().filter(|&&v| v <= x).count() as u64, grid_cdf(&grid, x, false))).collect();
+            cuts.push((window.len() as u64, 1.0));
+            let observed: Vec<u64> = cuts.iter().scan(0, |before, &(at, _)| Some(at - std::mem::replace(before, at))).collect();
+            assert_eq!(c.observed, observed, "case {case}");
+            let expected: Vec<f64> = cuts.iter().scan(0.0, |before, &(_, cdf)| Some(cdf - std::mem::replace(before, cdf))).collect();
+            assert_eq!(c.expected, expected, "case {case}");
+        }
+    }
+
+    #[test]
+    fn edges_are_the_quantiles_without_repeats() {
         let ties = QuantileGrid { grid: (0..=100).map(|i| if i <= 40 { 1.0 } else { 2.0 }).collect() };
-        assert_eq!((ties.cdf(1.0), ties.cdf(2.0)), (0.4, 1.0));
-        assert!((ties.cdf(1.5) - 0.405).abs() < 1e-12, "linear between the last 1 and the first 2");
-        assert_eq!((ties.cdf_below(1.0), ties.cdf_below(2.0), ties.cdf_below(3.0)), (0.0, 0.41, 1.0));
-        assert_eq!(uniform_grid().cdf_below(0.255), 0.255);
         assert_eq!(ties.edges(10), [1.0, 2.0]);
         assert_eq!(uniform_grid().edges(4), [0.25, 0.5, 0.75]);
     }

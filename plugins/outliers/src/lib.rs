@@ -235,12 +235,13 @@ impl Reference {
 
 impl Outliers {
     fn analyze_column(&mut self, name: &str, view: NumericView, out: &mut Analysis) {
-        let values: Vec<(u32, f64)> = view.present().collect();
+        let (rows, values): (Vec<u32>, Vec<f64>) = view.present().unzip();
+        let pairs = || rows.iter().copied().zip(values.iter().copied());
         let config = &self.config;
         let state = self.state.columns.entry(name.to_string()).or_insert_with(|| ColumnState::Learning { sample: Reservoir::new(SAMPLE_SIZE), windows: 0 });
         match state {
             ColumnState::Learning { sample, windows } => {
-                values.iter().for_each(|&(_, v)| sample.push(v));
+                sample.extend(&values);
                 *windows += 1;
                 if *windows >= config.warmup_windows {
                     *state = match Reference::learn(&sample.values, config) {
@@ -261,7 +262,7 @@ impl Outliers {
                 if values.is_empty() {
                     return;
                 }
-                let hits: Vec<(u32, f64)> = values.iter().copied().filter(|&(_, x)| reference.is_outlier(x, config)).collect();
+                let hits: Vec<(u32, f64)> = pairs().filter(|&(_, x)| reference.is_outlier(x, config)).collect();
                 let rate = hits.len() as f64 / values.len() as f64;
                 out.metric("outlier_rate", Some(name), rate);
                 let limit = reference.rate.upper_limit(values.len(), config.min_increase);
@@ -289,7 +290,7 @@ impl Outliers {
                         .with_rows(hits.iter().map(|&(r, _)| r)),
                     );
                 }
-                let extremes: Vec<(u32, f64)> = values.iter().copied().filter(|&(_, x)| reference.is_extreme(x, seen)).collect();
+                let extremes: Vec<(u32, f64)> = pairs().filter(|&(_, x)| reference.is_extreme(x, seen)).collect();
                 out.metric("extreme_values", Some(name), extremes.len() as f64);
                 // Its own finding in a departing window too: the rate's may
                 // not be sure over the window's rows, and these values are.
@@ -317,7 +318,7 @@ impl Outliers {
                 // departure's own once it lasted; a shorter one leaves nothing behind.
                 if departed {
                     let sample = shift.get_or_insert_with(|| Box::new(Reservoir::new(SAMPLE_SIZE)));
-                    values.iter().for_each(|&(_, v)| sample.push(v));
+                    sample.extend(&values);
                     if departing.observe(true) {
                         let sample = *shift.take().expect("set above");
                         if let Some(fresh) = Reference::learn(&sample.values, config).filter(|_| sample.values.len() >= 50) {
@@ -330,8 +331,8 @@ impl Outliers {
                     *shift = None;
                     departing.observe(false);
                     calm.update(rate, CALM_ALPHA);
-                    values.iter().for_each(|&(_, v)| next.push(v));
-                    for &(_, x) in &values {
+                    next.extend(&values);
+                    for &x in &values {
                         if !reference.is_extreme(x, seen) {
                             seen.widen(x);
                         }
