@@ -938,6 +938,59 @@ fn pulsar_places(topic: &str) -> Vec<Place> {
 
 /// Two processes in one consumer group split a 4-partition topic; with no
 /// failures each record is analysed exactly once.
+/// What a Kafka message carries besides its payload (key, time, headers)
+/// reaches the pipeline as the producer wrote it, whichever of them it has:
+/// read through the source's batch queue, not rust-rdkafka's messages.
+#[test]
+fn kafka_keys_times_and_headers_arrive_as_produced() {
+    use clean_host_stream::source::config::MetadataColumn;
+    use clean_host_stream::source::{SourceContext, SourceEvent};
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let topic = fresh("metadata");
+    let producer: BaseProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", broker("KAFKA")).create().expect("a Kafka producer");
+    let headers = OwnedHeaders::new()
+        .insert(Header { key: "trace", value: Some("abc") })
+        .insert(Header { key: "none", value: None::<&[u8]> })
+        .insert(Header { key: "bytes", value: Some(&[0u8, 255, 10][..]) });
+    let sent = [
+        BaseRecord::<[u8], [u8]>::to(&topic).payload(&b"{\"n\":1}"[..]).key(&b"k-1"[..]).timestamp(1_700_000_000_123).headers(headers),
+        BaseRecord::<[u8], [u8]>::to(&topic).payload(&b"{\"n\":2}"[..]).timestamp(1_600_000_000_000),
+        BaseRecord::<[u8], [u8]>::to(&topic).payload(&b""[..]).key(&b""[..]).timestamp(1),
+    ];
+    for record in sent {
+        producer.send(record).map_err(|(e, _)| e).expect("queued");
+    }
+    producer.flush(Duration::from_secs(30)).expect("every message delivered");
+
+    let options = BrokerOptions { until_end: true, metadata: vec![MetadataColumn::Headers], ..BrokerOptions::default() };
+    let url = format!("kafka://{}/{topic}?group={}", broker("KAFKA"), fresh("metadata-group"));
+    let source = clean_host_stream::source::open(&url, &Default::default(), &options).expect("the source");
+    let (events, received) = crossbeam_channel::unbounded();
+    // No acks will come: the pipeline is done as far as the source knows.
+    let (_, acks) = crossbeam_channel::bounded(0);
+    let ctx = SourceContext { acks, ..SourceContext::detached(events) };
+    source.run(ctx).expect("read to the end");
+    let messages: Vec<_> = received
+        .try_iter()
+        .filter_map(|e| match e {
+            SourceEvent::Messages { partition: 0, messages } => Some(messages),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let seen: Vec<_> = messages.iter().map(|m| (m.offset, m.payload.to_vec(), m.key.as_ref().map(|k| k.to_vec()), m.timestamp_ms, m.headers.clone())).collect();
+    let headers = vec![("trace".to_string(), b"abc".to_vec()), ("none".to_string(), Vec::new()), ("bytes".to_string(), vec![0, 255, 10])];
+    assert_eq!(
+        seen,
+        [
+            (0, b"{\"n\":1}".to_vec(), Some(b"k-1".to_vec()), Some(1_700_000_000_123), headers),
+            (1, b"{\"n\":2}".to_vec(), None, Some(1_600_000_000_000), Vec::new()),
+            (2, Vec::new(), Some(Vec::new()), Some(1), Vec::new()),
+        ]
+    );
+}
+
 #[test]
 fn kafka_two_processes_split_the_partitions() {
     let s = Sandbox::with_bundled();

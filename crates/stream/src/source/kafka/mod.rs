@@ -5,11 +5,13 @@
 //! the pipeline, which drops its open windows; acks for partitions no longer
 //! owned are not committed. librdkafka reconnects by itself with backoff;
 //! its errors are logged as they happen, and a partition it stops fetching
-//! while records wait is sought again ([`StallWatch`]).
+//! while records wait is sought again ([`StallWatch`]). Messages are taken
+//! a batch at a time from a queue the partitions are forwarded to
+//! ([`batch_queue`]), not one `poll` each.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -30,9 +32,16 @@ use super::{
     STATE_VALUE_MAX,
 };
 
+mod batch_queue;
+
+use batch_queue::BatchQueue;
+
 /// How long to wait for the broker at start before giving up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(100);
+/// How long the source waits for messages when none are there; then it
+/// looks at the consumer's own queue again (a rebalance waits at most this).
+const IDLE_WAIT: Duration = Duration::from_millis(10);
 /// How long a consumer-lag measurement may wait for the broker.
 const LAG_TIMEOUT: Duration = Duration::from_millis(500);
 /// Messages handed to the pipeline at once, at most.
@@ -129,6 +138,9 @@ struct GroupEvents {
     uncommitted: Mutex<HashMap<u32, u64>>,
     /// The pipeline's acks, once the source runs.
     acks: Mutex<Option<Receiver<Ack>>>,
+    /// Where the assigned partitions' messages go (taken out before the
+    /// consumer is dropped: it must go first).
+    batch: Mutex<Option<Arc<BatchQueue>>>,
 }
 
 impl GroupEvents {
@@ -178,7 +190,16 @@ impl ConsumerContext for GroupEvents {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let parts = match rebalance {
             Rebalance::Revoke(list) => partitions(list),
-            Rebalance::Assign(_) => return,
+            Rebalance::Assign(list) => {
+                // Before the assignment starts their fetchers (see batch_queue).
+                if let Some(batch) = self.batch.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                    let refused = batch.take_in(&self.topic, &partitions(list));
+                    if !refused.is_empty() {
+                        tracing::warn!("kafka {}: partitions {refused:?} are read one message at a time (librdkafka has no queue of theirs)", self.hosts);
+                    }
+                }
+                return;
+            }
             // After a failed rebalance rdkafka unassigns everything under the
             // eager protocol (librdkafka 2.12 reports none, but the API allows
             // it); under the cooperative one only partitions it does not name.
@@ -283,6 +304,7 @@ impl KafkaSource {
             refused: Mutex::default(),
             uncommitted: Mutex::default(),
             acks: Mutex::default(),
+            batch: Mutex::default(),
         };
         let mut config = client_config(&url.hosts, &options)?;
         for (key, value) in CONSUMER_DEFAULTS.iter().filter(|(k, _)| !options.kafka.contains_key(*k)) {
@@ -316,6 +338,9 @@ impl KafkaSource {
             let marks = consumer.fetch_watermarks(&topic, *p, CONNECT_TIMEOUT).map_err(|e| unreachable(&url.hosts, e))?;
             watermarks.insert(*p as u32, marks);
         }
+        // Last: from here on the source's drop destroys the queue before the consumer.
+        let batch = BatchQueue::new(consumer.client().native_ptr()).ok_or_else(|| SourceError::Broker("librdkafka gave no queue".into()))?;
+        *consumer.context().batch.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(batch));
         let source = KafkaSource { url, options, topic, consumer, watermarks, start };
         source.replay_from(start, &parts)?;
         Ok(source)
@@ -508,6 +533,7 @@ impl Source for KafkaSource {
         let mut last_commit = Instant::now();
         let mut last_lag: Option<Instant> = None;
         let (mut fed, mut stalls) = (HashSet::new(), StallWatch::default());
+        let queue = self.consumer.context().batch.lock().unwrap_or_else(|p| p.into_inner()).clone();
         loop {
             if last_commit.elapsed() >= Duration::from_millis(200) {
                 self.commit(CommitMode::Async);
@@ -546,9 +572,10 @@ impl Source for KafkaSource {
                 copied.extend_from_slice(bytes);
                 copied.split().freeze()
             };
+            // The consumer's own queue first: rebalances, commits, errors, and
+            // the messages of a partition not forwarded to the batch queue.
             while count < MAX_BATCH {
-                let timeout = if count == 0 { POLL } else { Duration::ZERO };
-                match self.consumer.poll(timeout) {
+                match self.consumer.poll(Duration::ZERO) {
                     None => break,
                     Some(Err(e)) => {
                         tracing::warn!("kafka {}: {e}", self.url.hosts);
@@ -561,7 +588,6 @@ impl Source for KafkaSource {
                             payload: copy(m.payload().unwrap_or_default()),
                             key: m.key().map(&mut copy),
                             timestamp_ms: m.timestamp().to_millis(),
-                            // Asked of librdkafka only when they are read: that costs a call a message.
                             headers: match headers.then(|| m.headers()).flatten() {
                                 Some(h) => h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect(),
                                 None => Vec::new(),
@@ -570,6 +596,26 @@ impl Source for KafkaSource {
                         });
                         count += 1;
                     }
+                }
+            }
+            if let Some(queue) = &queue {
+                let wait = if count == 0 { IDLE_WAIT } else { Duration::ZERO };
+                for m in queue.take(wait, MAX_BATCH - count) {
+                    if let Some(e) = m.error() {
+                        tracing::warn!("kafka {}: partition {}: {e}", self.url.hosts, m.partition());
+                        continue;
+                    }
+                    batch.entry(m.partition()).or_default().push(Message {
+                        offset: m.offset(),
+                        id: None,
+                        payload: copy(m.payload()),
+                        key: m.key().map(&mut copy),
+                        timestamp_ms: m.timestamp_ms(),
+                        // Asked of librdkafka only when they are read: that costs a call a message.
+                        headers: if headers { m.headers() } else { Vec::new() },
+                        fault: None,
+                    });
+                    count += 1;
                 }
             }
             // Per partition of the batch, not per message: its first and next offsets.
@@ -898,6 +944,13 @@ impl KafkaTable {
             }
         }
         Ok(())
+    }
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        // The batch queue goes before the consumer it belongs to.
+        self.consumer.context().batch.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 }
 
