@@ -936,11 +936,8 @@ fn pulsar_places(topic: &str) -> Vec<Place> {
     places
 }
 
-/// Two processes in one consumer group split a 4-partition topic; with no
-/// failures each record is analysed exactly once.
 /// What a Kafka message carries besides its payload (key, time, headers)
-/// reaches the pipeline as the producer wrote it, whichever of them it has:
-/// read through the source's batch queue, not rust-rdkafka's messages.
+/// reaches the pipeline as the producer wrote it, whichever of them it has.
 #[test]
 fn kafka_keys_times_and_headers_arrive_as_produced() {
     use clean_host_stream::source::config::MetadataColumn;
@@ -948,15 +945,18 @@ fn kafka_keys_times_and_headers_arrive_as_produced() {
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let topic = fresh("metadata");
+    // Times within the topic's retention, so no segment is deleted meanwhile.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let (hour_ago, day_ago) = (now - 3_600_000, now - 86_400_000);
     let producer: BaseProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", broker("KAFKA")).create().expect("a Kafka producer");
     let headers = OwnedHeaders::new()
         .insert(Header { key: "trace", value: Some("abc") })
         .insert(Header { key: "none", value: None::<&[u8]> })
         .insert(Header { key: "bytes", value: Some(&[0u8, 255, 10][..]) });
     let sent = [
-        BaseRecord::<[u8], [u8]>::to(&topic).payload(&b"{\"n\":1}"[..]).key(&b"k-1"[..]).timestamp(1_700_000_000_123).headers(headers),
-        BaseRecord::<[u8], [u8]>::to(&topic).payload(&b"{\"n\":2}"[..]).timestamp(1_600_000_000_000),
-        BaseRecord::<[u8], [u8]>::to(&topic).payload(&b""[..]).key(&b""[..]).timestamp(1),
+        BaseRecord::<[u8], [u8]>::to(&topic).payload(&b"{\"n\":1}"[..]).key(&b"k-1"[..]).timestamp(hour_ago).headers(headers),
+        BaseRecord::<[u8], [u8]>::to(&topic).payload(&b"{\"n\":2}"[..]).timestamp(day_ago),
+        BaseRecord::<[u8], [u8]>::to(&topic).payload(&b""[..]).key(&b""[..]).timestamp(now),
     ];
     for record in sent {
         producer.send(record).map_err(|(e, _)| e).expect("queued");
@@ -984,13 +984,15 @@ fn kafka_keys_times_and_headers_arrive_as_produced() {
     assert_eq!(
         seen,
         [
-            (0, b"{\"n\":1}".to_vec(), Some(b"k-1".to_vec()), Some(1_700_000_000_123), headers),
-            (1, b"{\"n\":2}".to_vec(), None, Some(1_600_000_000_000), Vec::new()),
-            (2, Vec::new(), Some(Vec::new()), Some(1), Vec::new()),
+            (0, b"{\"n\":1}".to_vec(), Some(b"k-1".to_vec()), Some(hour_ago), headers),
+            (1, b"{\"n\":2}".to_vec(), None, Some(day_ago), Vec::new()),
+            (2, Vec::new(), Some(Vec::new()), Some(now), Vec::new()),
         ]
     );
 }
 
+/// Two processes in one consumer group split a 4-partition topic; with no
+/// failures each record is analysed exactly once.
 #[test]
 fn kafka_two_processes_split_the_partitions() {
     let s = Sandbox::with_bundled();

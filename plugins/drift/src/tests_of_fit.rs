@@ -63,7 +63,7 @@ pub fn normal_upper_tail(z: f64) -> f64 {
 }
 
 /// A window's values laid on a reference grid: the bin counts for PSI and
-/// the KS distance, from one merge of the sorted values with the grid.
+/// the KS distance.
 #[derive(Debug)]
 pub struct Comparison {
     /// Values per PSI bin (cut at the reference's `bins`-quantiles).

@@ -17,9 +17,13 @@
 //! (a revocation) clears the forwarding; the next assignment sets it again,
 //! and what was fetched in between moves over in order. A message of a
 //! partition revoked meanwhile is dropped by librdkafka (its version is
-//! outdated), as on the consumer's queue.
+//! outdated), as on the consumer's queue. Were a partition's fetch ever
+//! stopped after its next assignment forwarded it, its messages would wait
+//! in its own queue: the stall watch forwards a partition again before it
+//! seeks it.
 
 use std::ffi::{c_void, CStr, CString};
+use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::time::Duration;
 
@@ -39,16 +43,21 @@ unsafe impl Send for BatchQueue {}
 unsafe impl Sync for BatchQueue {}
 
 impl BatchQueue {
-    /// A new queue of `client` (a consumer), which must outlive it.
-    pub(super) fn new(client: *mut RDKafka) -> Option<Self> {
+    /// A new queue of `client`.
+    ///
+    /// # Safety
+    /// `client` is a live consumer that outlives the queue and the messages
+    /// taken from it.
+    pub(super) unsafe fn new(client: *mut RDKafka) -> Option<Self> {
         let client = NonNull::new(client)?;
-        // SAFETY: `client` is a live consumer (the caller's contract).
+        // SAFETY: the caller's contract.
         let queue = NonNull::new(unsafe { rd::rd_kafka_queue_new(client.as_ptr()) })?;
         Some(BatchQueue { queue, client })
     }
 
-    /// Forward `partitions` of `topic` here. Returns those that could not be:
-    /// their messages come through the consumer's own queue.
+    /// Forward `partitions` of `topic` here (again: a partition already
+    /// forwarded stays so). Returns those that could not be: their messages
+    /// come through the consumer's own queue.
     pub(super) fn take_in(&self, topic: &str, partitions: &[u32]) -> Vec<u32> {
         let Ok(topic) = CString::new(topic) else {
             return partitions.to_vec();
@@ -71,7 +80,7 @@ impl BatchQueue {
     }
 
     /// Up to `max` messages, waiting at most `wait` for the first.
-    pub(super) fn take(&self, wait: Duration, max: usize) -> Vec<Fetched> {
+    pub(super) fn take(&self, wait: Duration, max: usize) -> Vec<Fetched<'_>> {
         let mut messages: Vec<*mut RDKafkaMessage> = Vec::with_capacity(max);
         let wait_ms = wait.as_millis().min(i32::MAX as u128) as i32;
         // SAFETY: the buffer has room for `max` pointers; librdkafka writes
@@ -79,7 +88,7 @@ impl BatchQueue {
         let n = unsafe { rd::rd_kafka_consume_batch_queue(self.queue.as_ptr(), wait_ms, messages.as_mut_ptr(), max) };
         // SAFETY: the first `n` were written (a negative `n` is an error: none).
         unsafe { messages.set_len(n.max(0) as usize) };
-        messages.into_iter().filter_map(NonNull::new).map(|message| Fetched { message }).collect()
+        messages.into_iter().filter_map(NonNull::new).map(|message| Fetched { message, queue: PhantomData }).collect()
     }
 }
 
@@ -92,12 +101,14 @@ impl Drop for BatchQueue {
     }
 }
 
-/// A message taken from the queue, freed when dropped.
-pub(super) struct Fetched {
+/// A message taken from the queue, freed when dropped (before the queue
+/// and its consumer are).
+pub(super) struct Fetched<'q> {
     message: NonNull<RDKafkaMessage>,
+    queue: PhantomData<&'q BatchQueue>,
 }
 
-impl Fetched {
+impl Fetched<'_> {
     fn raw(&self) -> &RDKafkaMessage {
         // SAFETY: owned, alive until dropped.
         unsafe { self.message.as_ref() }
@@ -107,7 +118,13 @@ impl Fetched {
     /// passes consumer errors along with the messages).
     pub(super) fn error(&self) -> Option<String> {
         let err = self.raw().err;
-        (err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR).then(|| RDKafkaErrorCode::from(err).to_string())
+        if err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            return None;
+        }
+        // SAFETY: a live message; the text is its own (or librdkafka's static one).
+        let detail = unsafe { rd::rd_kafka_message_errstr(self.message.as_ptr()) };
+        let detail = if detail.is_null() { String::new() } else { unsafe { CStr::from_ptr(detail) }.to_string_lossy().into_owned() };
+        Some(format!("{} ({detail})", RDKafkaErrorCode::from(err)))
     }
 
     pub(super) fn partition(&self) -> u32 {
@@ -119,12 +136,14 @@ impl Fetched {
     }
 
     pub(super) fn payload(&self) -> &[u8] {
-        bytes_at(self.raw().payload, self.raw().len)
+        // SAFETY: the message's own buffer.
+        unsafe { bytes_at(self.raw().payload, self.raw().len) }
     }
 
     pub(super) fn key(&self) -> Option<&[u8]> {
         let raw = self.raw();
-        (!raw.key.is_null()).then(|| bytes_at(raw.key, raw.key_len))
+        // SAFETY: the message's own buffer.
+        (!raw.key.is_null()).then(|| unsafe { bytes_at(raw.key, raw.key_len) })
     }
 
     /// The producer's or the log's time, when the message has one.
@@ -155,19 +174,22 @@ impl Fetched {
     }
 }
 
-impl Drop for Fetched {
+impl Drop for Fetched<'_> {
     fn drop(&mut self) {
         // SAFETY: owned, destroyed once.
         unsafe { rd::rd_kafka_message_destroy(self.message.as_ptr()) };
     }
 }
 
-/// `len` bytes at `at` (none when null), borrowed from a message.
-fn bytes_at<'a>(at: *const c_void, len: usize) -> &'a [u8] {
+/// `len` bytes at `at` (none when null).
+///
+/// # Safety
+/// `at` is null or points to `len` bytes that stay alive and unchanged for `'a`.
+unsafe fn bytes_at<'a>(at: *const c_void, len: usize) -> &'a [u8] {
     if at.is_null() || len == 0 {
         &[]
     } else {
-        // SAFETY: librdkafka's message buffers, alive as long as the message.
+        // SAFETY: the caller's contract.
         unsafe { std::slice::from_raw_parts(at as *const u8, len) }
     }
 }

@@ -64,8 +64,10 @@ pub const CONSUMER_DEFAULTS: [(&str, &str); 2] = [("fetch.queue.backoff.ms", "10
 /// retry backoff: with connections made only when needed (its default),
 /// each client's first requests waited ~50 ms, the source's consumer and
 /// the checkpoint table's one after the other (a run's first record came
-/// ~270 ms after the process started, now ~170 ms). The cost: each client keeps
-/// a connection to every broker of the cluster.
+/// ~270 ms after the process started, now ~170 ms). The cost: each client
+/// keeps a connection to every broker of the cluster. (librdkafka leaves the
+/// property out of its documented list: a version without it would refuse
+/// every client, and every Kafka test would say so.)
 pub const CLIENT_DEFAULTS: [(&str, &str); 1] = [("enable.sparse.connections", "false")];
 /// How long a partition may give nothing while records wait before it is
 /// sought to where reading resumes (see [`StallWatch`]).
@@ -339,7 +341,8 @@ impl KafkaSource {
             watermarks.insert(*p as u32, marks);
         }
         // Last: from here on the source's drop destroys the queue before the consumer.
-        let batch = BatchQueue::new(consumer.client().native_ptr()).ok_or_else(|| SourceError::Broker("librdkafka gave no queue".into()))?;
+        // SAFETY: the consumer outlives the queue: KafkaSource's drop takes it first.
+        let batch = unsafe { BatchQueue::new(consumer.client().native_ptr()) }.ok_or_else(|| SourceError::Broker("librdkafka gave no queue".into()))?;
         *consumer.context().batch.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(batch));
         let source = KafkaSource { url, options, topic, consumer, watermarks, start };
         source.replay_from(start, &parts)?;
@@ -431,7 +434,10 @@ impl KafkaSource {
                     self.url.hosts,
                     STALL_AFTER.as_secs()
                 );
-                // A failed seek is tried again at the next look.
+                // Forwarded again first (see batch_queue); a failed seek is tried again at the next look.
+                if let Some(batch) = self.consumer.context().batch.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                    batch.take_in(&self.topic, &[p]);
+                }
                 match self.consumer.seek(&self.topic, p as i32, Offset::Offset(from), LAG_TIMEOUT) {
                     Ok(()) => stalls.sought(p, from, now),
                     Err(e) => tracing::warn!("kafka {}: seeking partition {p} to {from} failed: {e}", self.url.hosts),
@@ -534,6 +540,7 @@ impl Source for KafkaSource {
         let mut last_lag: Option<Instant> = None;
         let (mut fed, mut stalls) = (HashSet::new(), StallWatch::default());
         let queue = self.consumer.context().batch.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut last_end_check: Option<Instant> = None;
         loop {
             if last_commit.elapsed() >= Duration::from_millis(200) {
                 self.commit(CommitMode::Async);
@@ -567,8 +574,12 @@ impl Source for KafkaSource {
             // Partitions read for the first time since they were assigned.
             let mut arrived = Vec::new();
             let mut count = 0;
-            let mut copied = BytesMut::with_capacity(BATCH_BYTES);
+            // Allocated when the first message comes: an idle loop turns 100 times a second.
+            let mut copied = BytesMut::new();
             let mut copy = |bytes: &[u8]| {
+                if copied.capacity() == 0 {
+                    copied.reserve(BATCH_BYTES);
+                }
                 copied.extend_from_slice(bytes);
                 copied.split().freeze()
             };
@@ -634,7 +645,14 @@ impl Source for KafkaSource {
             }
             // Read to the end already, or nothing came and the broker says so:
             // no empty poll's wait at the end of every run.
-            if self.options.until_end && (self.read_to_end(&next) || (count == 0 && self.at_end(&next))) {
+            // The broker is asked at most every POLL while idle.
+            if self.options.until_end && count == 0 && last_end_check.is_none_or(|t| t.elapsed() >= POLL) {
+                last_end_check = Some(Instant::now());
+                if self.at_end(&next) {
+                    break;
+                }
+            }
+            if self.options.until_end && self.read_to_end(&next) {
                 break;
             }
         }
