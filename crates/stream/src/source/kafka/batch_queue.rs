@@ -86,8 +86,8 @@ impl BatchQueue {
         // SAFETY: the buffer has room for `max` pointers; librdkafka writes
         // `n` of them, each a message we own until it is destroyed.
         let n = unsafe { rd::rd_kafka_consume_batch_queue(self.queue.as_ptr(), wait_ms, messages.as_mut_ptr(), max) };
-        // SAFETY: the first `n` were written (a negative `n` is an error: none).
-        unsafe { messages.set_len(n.max(0) as usize) };
+        // SAFETY: the first `n` (at most `max`) were written; a negative `n` is an error: none.
+        unsafe { messages.set_len((n.max(0) as usize).min(max)) };
         messages.into_iter().filter_map(NonNull::new).map(|message| Fetched { message, queue: PhantomData }).collect()
     }
 }
