@@ -16,6 +16,7 @@ use std::sync::{Arc, LazyLock, OnceLock};
 use clean_host_core::bindings::row_state::is_present;
 use clean_host_core::bindings::window::DistinctValues;
 use clean_host_core::bindings::{Batch, ColumnValues, StringColumn};
+use clean_host_core::short_bytes;
 
 /// In [`DistinctValues::rows`]: a row with no value.
 const ABSENT: u32 = u32::MAX;
@@ -84,25 +85,14 @@ fn distinct_values(batch: &Batch, at: usize) -> Option<DistinctValues> {
 }
 
 /// A text value as a map key. Most are short (codes, countries, statuses):
-/// compared as two words, not by a call to `memcmp`, which cost more than
-/// the hash.
+/// compared inline ([`short_bytes::equal`]), not by a call to `memcmp`,
+/// which cost more than the hash.
 #[derive(Clone, Copy)]
 struct Value<'a>(&'a [u8]);
 
 impl PartialEq for Value<'_> {
     fn eq(&self, other: &Self) -> bool {
-        let (a, b) = (self.0, other.0);
-        let n = a.len();
-        if n != b.len() {
-            return false;
-        }
-        let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8 bytes"));
-        let half = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().expect("4 bytes"));
-        match n {
-            8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
-            4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
-            _ => a == b,
-        }
+        short_bytes::equal(self.0, other.0)
     }
 }
 

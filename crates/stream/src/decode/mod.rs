@@ -8,6 +8,8 @@
 
 use std::collections::HashMap;
 
+use clean_host_core::short_bytes;
+
 #[cfg(feature = "avro")]
 pub mod avro;
 mod json;
@@ -126,7 +128,7 @@ impl FieldNames {
     /// The id of the field named `name` (UTF-8 not yet checked) at `position` in a record.
     fn id_at(&mut self, position: usize, name: &[u8]) -> Result<u32, DecodeError> {
         if let Some(&id) = self.last_order.get(position) {
-            if same_bytes(self.names[id as usize].as_bytes(), name) {
+            if short_bytes::equal(self.names[id as usize].as_bytes(), name) {
                 return Ok(id);
             }
         }
@@ -138,25 +140,6 @@ impl FieldNames {
             self.last_order.push(id);
         }
         Ok(id)
-    }
-}
-
-/// `a == b`, inline for the short strings field names are: `==` calls
-/// memcmp, and that call, a field of every record, was 3% of a run's CPU.
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    // Two overlapping words of each cover every byte.
-    let u32_at = |s: &[u8], at: usize| u32::from_le_bytes([s[at], s[at + 1], s[at + 2], s[at + 3]]);
-    let u64_at = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8 bytes"));
-    match n {
-        0 => true,
-        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
-        4..=7 => u32_at(a, 0) == u32_at(b, 0) && u32_at(a, n - 4) == u32_at(b, n - 4),
-        8..=16 => u64_at(a, 0) == u64_at(b, 0) && u64_at(a, n - 8) == u64_at(b, n - 8),
-        _ => a == b,
     }
 }
 

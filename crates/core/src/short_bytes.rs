@@ -1,0 +1,41 @@
+//! Equality of the short byte strings the host compares per row or per
+//! field (field names, category values): `==` on slices calls `memcmp`, and
+//! for strings of a few bytes that call costs more than the comparison.
+
+/// `a == b`, inline up to 16 bytes: two overlapping words of each cover
+/// every byte.
+pub fn equal(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let u32_at = |s: &[u8], at: usize| u32::from_le_bytes([s[at], s[at + 1], s[at + 2], s[at + 3]]);
+    let u64_at = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8 bytes"));
+    match n {
+        0 => true,
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..=7 => u32_at(a, 0) == u32_at(b, 0) && u32_at(a, n - 4) == u32_at(b, n - 4),
+        8..=16 => u64_at(a, 0) == u64_at(b, 0) && u64_at(a, n - 8) == u64_at(b, n - 8),
+        _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_byte_strings_compare_like_slices() {
+        // Every length up to 20, equal and differing in each one byte.
+        for n in 0..=20usize {
+            let a: Vec<u8> = (0..n as u8).map(|i| b'a' + i).collect();
+            assert!(equal(&a, &a.clone()), "{n}");
+            for at in 0..n {
+                let mut b = a.clone();
+                b[at] ^= 0x20;
+                assert!(!equal(&a, &b), "length {n}, byte {at}");
+            }
+            assert!(!equal(&a, &a[..n.saturating_sub(1)]) || n == 0);
+        }
+    }
+}
