@@ -96,13 +96,17 @@ impl TimeLikeColumns {
         let epoch_ranges = EpochRanges::around(&[batch.info.start_ms, batch.info.end_ms, batch.info.closed_at_ms]);
         for column in batch.columns.iter().filter(|c| watched(&c.name)) {
             let validity = &column.validity;
-            let present = move |r: &usize| validity.is_empty() || validity[*r] == PRESENT;
-            match &column.values {
-                ColumnValues::Float64(v) => {
+            let present = move |r: &usize| validity[*r] == PRESENT;
+            // Every row present (no validity) is the usual case: read straight
+            // through, not row by row through the validity check.
+            match (&column.values, validity.is_empty()) {
+                (ColumnValues::Float64(v), true) => self.observe_column(&column.name, v.iter().copied().filter(|x| x.is_finite()), false, &epoch_ranges),
+                (ColumnValues::Float64(v), false) => {
                     let values = (0..v.len()).filter(present).map(|r| v[r]).filter(|x| x.is_finite());
                     self.observe_column(&column.name, values, false, &epoch_ranges);
                 }
-                ColumnValues::Int64(v) => self.observe_column(&column.name, (0..v.len()).filter(present).map(|r| v[r] as f64), true, &epoch_ranges),
+                (ColumnValues::Int64(v), true) => self.observe_column(&column.name, v.iter().map(|&x| x as f64), true, &epoch_ranges),
+                (ColumnValues::Int64(v), false) => self.observe_column(&column.name, (0..v.len()).filter(present).map(|r| v[r] as f64), true, &epoch_ranges),
                 _ => {}
             }
         }
@@ -313,6 +317,23 @@ mod tests {
             t.observe(&int_window(seq, "errors", &errors), |_| true);
         }
         assert!(!t.is_time_like("errors"));
+    }
+
+    /// Rows without a value say nothing: a column with gaps builds the same
+    /// evidence as its present values alone (read row by row, not straight through).
+    #[test]
+    fn gaps_are_skipped() {
+        let (mut gappy, mut dense) = (TimeLikeColumns::default(), TimeLikeColumns::default());
+        let mut rng = Rng(11);
+        for seq in 0..30u64 {
+            let values: Vec<Option<f64>> = (0..200).map(|i| (i % 7 != 3).then(|| seq as f64 * 200.0 + i as f64 + rng.uniform())).collect();
+            let present: Vec<Option<f64>> = values.iter().copied().filter(Option::is_some).collect();
+            let at = NOW + seq as i64 * 60_000;
+            gappy.observe(&BatchBuilder::new(seq).time_window(WindowKind::Count, at, at + 59_000).float("n", &values).build(), |_| true);
+            dense.observe(&BatchBuilder::new(seq).time_window(WindowKind::Count, at, at + 59_000).float("n", &present).build(), |_| true);
+        }
+        assert_eq!(format!("{:?}", gappy.columns), format!("{:?}", dense.columns));
+        assert!(gappy.is_time_like("n"));
     }
 
     #[test]

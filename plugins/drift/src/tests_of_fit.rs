@@ -83,7 +83,9 @@ impl QuantileGrid {
     /// right-continuous where they repeat (a value many rows share), so at a
     /// grid point `j` (the first of its repeats, the last being `r`) it is
     /// `j / last` just below and `r / last` at it. The window's CDF there is
-    /// two binary searches: values below `g[j]`, and those at it too.
+    /// its values below `g[j]`, and those at it too: counted by one walk up
+    /// the window alongside the grid (about ten values a grid point, where
+    /// two binary searches took twenty dependent loads).
     pub fn compare(&self, sorted: &[f64], bins: usize) -> Comparison {
         let g = &self.grid;
         let last = (g.len() - 1) as f64;
@@ -92,14 +94,14 @@ impl QuantileGrid {
         let (mut observed, mut expected) = (Vec::with_capacity(edges.len() + 1), Vec::with_capacity(edges.len() + 1));
         let (mut ks, mut binned, mut cdf_binned) = (0.0f64, 0, 0.0);
         let mut next_edge = edges.iter().peekable();
-        // Values at or below the grid point before: the searches start after them.
+        // Values at or below the grid point before: the walk goes on from them.
         let mut seen = 0;
         let mut j = 0;
         while j < g.len() {
             let x = g[j];
             let r = j + g[j..].iter().take_while(|&&v| v == x).count() - 1;
-            let below = seen + sorted[seen..].partition_point(|&v| v < x);
-            seen = below + sorted[below..].partition_point(|&v| v <= x);
+            let below = seen + sorted[seen..].iter().take_while(|&&v| v < x).count();
+            seen = below + sorted[below..].iter().take_while(|&&v| v == x).count();
             ks = ks.max((j as f64 / last - below as f64 / n).abs());
             let cdf = r as f64 / last;
             ks = ks.max((cdf - seen as f64 / n).abs());

@@ -227,9 +227,27 @@ impl Reference {
         values.iter().map(|&(_, x)| x).max_by(|a, b| (a - self.median).abs().total_cmp(&(b - self.median).abs())).unwrap_or(f64::NAN)
     }
 
-    fn is_extreme(&self, x: f64, seen: &Range) -> bool {
+    /// Where values are extreme, the farthest seen being `seen`.
+    fn extremes(&self, seen: &Range) -> Extremes {
         let beyond = |farthest: f64| BEYOND_FARTHEST * (farthest - self.median).abs();
-        (x < self.extreme_low && self.median - x > beyond(seen.low)) || (x > self.extreme_high && x - self.median > beyond(seen.high))
+        Extremes { median: self.median, low: self.extreme_low, beyond_low: beyond(seen.low), high: self.extreme_high, beyond_high: beyond(seen.high) }
+    }
+}
+
+/// A reference's bounds for extreme values, worked out once for a window's
+/// values rather than once a value: below `low` and further than
+/// `beyond_low` below the median, or the same above.
+struct Extremes {
+    median: f64,
+    low: f64,
+    beyond_low: f64,
+    high: f64,
+    beyond_high: f64,
+}
+
+impl Extremes {
+    fn holds(&self, x: f64) -> bool {
+        (x < self.low && self.median - x > self.beyond_low) || (x > self.high && x - self.median > self.beyond_high)
     }
 }
 
@@ -290,7 +308,8 @@ impl Outliers {
                         .with_rows(hits.iter().map(|&(r, _)| r)),
                     );
                 }
-                let extremes: Vec<(u32, f64)> = pairs().filter(|&(_, x)| reference.is_extreme(x, seen)).collect();
+                let bounds = reference.extremes(seen);
+                let extremes: Vec<(u32, f64)> = pairs().filter(|&(_, x)| bounds.holds(x)).collect();
                 out.metric("extreme_values", Some(name), extremes.len() as f64);
                 // Its own finding in a departing window too: the rate's may
                 // not be sure over the window's rows, and these values are.
@@ -332,9 +351,13 @@ impl Outliers {
                     departing.observe(false);
                     calm.update(rate, CALM_ALPHA);
                     next.extend(&values);
+                    // A value widens the range unless it is extreme by the
+                    // range as the values before it left it.
+                    let mut bounds = bounds;
                     for &x in &values {
-                        if !reference.is_extreme(x, seen) {
+                        if (x < seen.low || x > seen.high) && !bounds.holds(x) {
                             seen.widen(x);
+                            bounds = reference.extremes(seen);
                         }
                     }
                     *windows += 1;
