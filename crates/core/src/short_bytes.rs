@@ -4,6 +4,7 @@
 
 /// `a == b`, inline up to 16 bytes: two overlapping words of each cover
 /// every byte.
+#[inline]
 pub fn equal(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {
