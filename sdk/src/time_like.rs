@@ -319,21 +319,30 @@ mod tests {
         assert!(!t.is_time_like("errors"));
     }
 
-    /// Rows without a value say nothing: a column with gaps builds the same
-    /// evidence as its present values alone (read row by row, not straight through).
+    /// Rows without a value, and values that are not finite, say nothing:
+    /// a column with gaps (read row by row) builds the same evidence as its
+    /// present values alone (read straight through), floats and integers.
     #[test]
     fn gaps_are_skipped() {
         let (mut gappy, mut dense) = (TimeLikeColumns::default(), TimeLikeColumns::default());
         let mut rng = Rng(11);
         for seq in 0..30u64 {
-            let values: Vec<Option<f64>> = (0..200).map(|i| (i % 7 != 3).then(|| seq as f64 * 200.0 + i as f64 + rng.uniform())).collect();
-            let present: Vec<Option<f64>> = values.iter().copied().filter(Option::is_some).collect();
+            let mut float = |i: u64| match i % 13 {
+                5 => f64::NAN,
+                7 => f64::INFINITY,
+                _ => seq as f64 * 200.0 + i as f64 + rng.uniform(),
+            };
+            let floats: Vec<Option<f64>> = (0..200).map(|i| (i % 7 != 3).then(|| float(i))).collect();
+            let ints: Vec<Option<i64>> = (0..200).map(|i| (i % 5 != 2).then_some(seq as i64 * 200 + i)).collect();
             let at = NOW + seq as i64 * 60_000;
-            gappy.observe(&BatchBuilder::new(seq).time_window(WindowKind::Count, at, at + 59_000).float("n", &values).build(), |_| true);
-            dense.observe(&BatchBuilder::new(seq).time_window(WindowKind::Count, at, at + 59_000).float("n", &present).build(), |_| true);
+            let window = || BatchBuilder::new(seq).time_window(WindowKind::Count, at, at + 59_000);
+            gappy.observe(&window().float("n", &floats).int("k", &ints).build(), |_| true);
+            let (floats, ints): (Vec<_>, Vec<_>) = (floats.into_iter().filter(Option::is_some).collect(), ints.into_iter().filter(Option::is_some).collect());
+            dense.observe(&window().float("n", &floats).build(), |_| true);
+            dense.observe(&window().int("k", &ints).build(), |_| true);
         }
         assert_eq!(format!("{:?}", gappy.columns), format!("{:?}", dense.columns));
-        assert!(gappy.is_time_like("n"));
+        assert!(gappy.is_time_like("n") && gappy.is_time_like("k"));
     }
 
     #[test]

@@ -197,6 +197,39 @@ pub(crate) mod tests {
         assert!(window.distinct_values(2).is_none() && window.sorted_values(0).is_none(), "no such column; not numeric");
     }
 
+    /// Values of every length up to 24 bytes (short ones compare inline),
+    /// differing in one byte or in length only, group as their bytes do.
+    #[test]
+    fn values_of_every_length_group_as_their_bytes() {
+        let mut values: Vec<Vec<u8>> = Vec::new();
+        for n in 0..=24u8 {
+            let v: Vec<u8> = (0..n).map(|i| b'a' + i).collect();
+            for at in 0..v.len() {
+                let mut w = v.clone();
+                w[at] = b'Z';
+                values.push(w);
+            }
+            values.push([v.clone(), vec![0]].concat());
+            values.push(v);
+        }
+        let rows: Vec<&[u8]> = values.iter().chain(values.iter().rev()).map(Vec::as_slice).collect();
+        let mut column = StringColumn { bytes: Vec::new(), offsets: vec![0] };
+        for v in &rows {
+            column.bytes.extend_from_slice(v);
+            column.offsets.push(column.bytes.len() as u32);
+        }
+        let mut b = batch(vec![Column { name: "t".into(), values: ColumnValues::Text(column), validity: Vec::new() }]);
+        b.row_count = rows.len() as u32;
+        let d = distinct_values(&b, 0).unwrap();
+        let unique: std::collections::BTreeSet<&[u8]> = rows.iter().copied().collect();
+        assert_eq!(d.counts.len(), unique.len());
+        assert!(d.counts.iter().all(|&n| n == 2), "each value twice: {:?}", d.counts);
+        for (row, v) in rows.iter().enumerate() {
+            let at = d.rows[row] as usize;
+            assert_eq!(&d.values.bytes[d.values.offsets[at] as usize..d.values.offsets[at + 1] as usize], *v, "row {row}");
+        }
+    }
+
     #[test]
     fn numbers_are_their_present_finite_values_ascending() {
         let float = Column { name: "f".into(), values: ColumnValues::Float64(vec![2.5, f64::NAN, -1.0, f64::INFINITY, 0.0]), validity: vec![0, 0, 0, 0, 1] };

@@ -228,15 +228,15 @@ impl Reference {
     }
 
     /// Where values are extreme, the farthest seen being `seen`.
-    fn extremes(&self, seen: &Range) -> Extremes {
+    fn extreme_bounds(&self, seen: &Range) -> Extremes {
         let beyond = |farthest: f64| BEYOND_FARTHEST * (farthest - self.median).abs();
         Extremes { median: self.median, low: self.extreme_low, beyond_low: beyond(seen.low), high: self.extreme_high, beyond_high: beyond(seen.high) }
     }
 }
 
 /// A reference's bounds for extreme values, worked out once for a window's
-/// values rather than once a value: below `low` and further than
-/// `beyond_low` below the median, or the same above.
+/// values (and again when its range widens) rather than once a value: below
+/// `low` and further than `beyond_low` below the median, or the same above.
 struct Extremes {
     median: f64,
     low: f64,
@@ -308,7 +308,7 @@ impl Outliers {
                         .with_rows(hits.iter().map(|&(r, _)| r)),
                     );
                 }
-                let bounds = reference.extremes(seen);
+                let bounds = reference.extreme_bounds(seen);
                 let extremes: Vec<(u32, f64)> = pairs().filter(|&(_, x)| bounds.holds(x)).collect();
                 out.metric("extreme_values", Some(name), extremes.len() as f64);
                 // Its own finding in a departing window too: the rate's may
@@ -352,12 +352,13 @@ impl Outliers {
                     calm.update(rate, CALM_ALPHA);
                     next.extend(&values);
                     // A value widens the range unless it is extreme by the
-                    // range as the values before it left it.
+                    // range as the values before it left it; one inside the
+                    // range cannot widen it.
                     let mut bounds = bounds;
                     for &x in &values {
                         if (x < seen.low || x > seen.high) && !bounds.holds(x) {
                             seen.widen(x);
-                            bounds = reference.extremes(seen);
+                            bounds = reference.extreme_bounds(seen);
                         }
                     }
                     *windows += 1;
