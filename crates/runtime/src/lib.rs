@@ -185,13 +185,13 @@ impl Runtime {
     pub fn new(data_dir: Option<&Path>, cache_dir: Option<&Path>) -> wasmtime::Result<Self> {
         let mut config = Config::new();
         config.wasm_component_model(true).epoch_interruption(true).max_wasm_stack(1 << 20);
-        // For profiling plugins with perf (docs/plugin-guide.md): names their functions.
         // One function at a time: compiling on both cores took the default
         // run's peak RSS on a fresh clone to 92-98 MiB (the aim is at most
         // 100), one at a time to 83. A cold compile takes ~1.6x as long, once
         // per plugin build, and a plugin rebuilt while the host runs takes
         // one core from the pipelines, not both.
         config.parallel_compilation(false);
+        // For profiling plugins with perf (docs/plugin-guide.md): names their functions.
         if std::env::var_os("CLEAN_HOST_PERFMAP").is_some() {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
