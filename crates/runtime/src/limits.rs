@@ -4,7 +4,7 @@
 //! time budget per call (see the runtime's deadline), and each tenant's
 //! budget over all its instances together (total memory, number of instances).
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -202,32 +202,32 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped; a drop
+/// ends its thread at once (a sleeping ticker held every exit up to a tick).
 pub struct EpochTicker {
-    stop: Arc<AtomicBool>,
+    /// Dropped to stop the ticker: its wait for the next tick ends then.
+    stop: Option<crossbeam_channel::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl EpochTicker {
     pub fn start(engine: Engine) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
         let thread = std::thread::Builder::new()
             .name("epoch".into())
             .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
+                while stopped.recv_timeout(EPOCH_TICK) == Err(crossbeam_channel::RecvTimeoutError::Timeout) {
                     engine.increment_epoch();
                 }
             })
             .expect("spawn epoch thread");
-        EpochTicker { stop, thread: Some(thread) }
+        EpochTicker { stop: Some(stop), thread: Some(thread) }
     }
 }
 
 impl Drop for EpochTicker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -152,6 +152,8 @@ enum Entry {
     Plugin(PluginEvent),
     /// Run once everything before it is committed.
     AfterCommit(Box<dyn FnOnce() + Send>),
+    /// Commit what came before without waiting for more: its sender is done.
+    Flush,
     /// Write what came before, then end the writer.
     Stop,
 }
@@ -360,6 +362,12 @@ impl History {
         self.send(Entry::AfterCommit(f))
     }
 
+    /// Commit what is queued without lingering for more: a pipeline at the
+    /// end of its input (its last acks wait on that commit).
+    pub fn flush(&self) {
+        self.send(Entry::Flush);
+    }
+
     fn send(&self, entry: Entry) -> bool {
         match self.tx.try_send(entry) {
             Ok(()) => true,
@@ -379,23 +387,13 @@ impl HistoryWriter {
 fn write_loop(conn: &mut Connection, rx: &Receiver<Entry>, stats: &HistoryStats, retention_ms: i64) {
     let mut last_cleanup = Instant::now();
     loop {
-        let first = match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(entry) => Some(entry),
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+        let mut batch = match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(first) => gather(first, rx, LINGER),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Vec::new(),
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
         };
-        let mut batch: Vec<Entry> = first.into_iter().collect();
-        // What comes within LINGER of the first joins its transaction: a
-        // commit writes out every page it touched (the tables' last pages
-        // and their indexes'), more than a window's own rows.
-        let deadline = Instant::now() + LINGER;
-        while !batch.is_empty() && batch.len() < BATCH_MAX && !matches!(batch.last(), Some(Entry::Stop)) {
-            match rx.recv_deadline(deadline) {
-                Ok(entry) => batch.push(entry),
-                Err(_) => break,
-            }
-        }
         let stop = batch.iter().position(|e| matches!(e, Entry::Stop));
+        let flushed = matches!(batch.last(), Some(Entry::Flush));
         if let Some(at) = stop {
             batch.truncate(at);
         }
@@ -418,6 +416,13 @@ fn write_loop(conn: &mut Connection, rx: &Receiver<Entry>, stats: &HistoryStats,
         if stop.is_some() {
             return;
         }
+        // A pipeline's input ended: its last pages go from the log into the
+        // file now, while its source commits its acks, not at the exit.
+        if flushed {
+            if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+                tracing::warn!("history: cannot move the log into the file: {e}");
+            }
+        }
         if last_cleanup.elapsed() >= RETENTION_EVERY {
             last_cleanup = Instant::now();
             if let Err(e) = delete_old(conn, retention_ms) {
@@ -425,6 +430,22 @@ fn write_loop(conn: &mut Connection, rx: &Receiver<Entry>, stats: &HistoryStats,
             }
         }
     }
+}
+
+/// `first` and what comes within `linger` of it, for one transaction: a
+/// commit writes out every page it touched (the tables' last pages and
+/// their indexes'), more than a window's own rows. A `Stop` or `Flush` ends
+/// the batch at once.
+fn gather(first: Entry, rx: &Receiver<Entry>, linger: Duration) -> Vec<Entry> {
+    let mut batch = vec![first];
+    let deadline = Instant::now() + linger;
+    while batch.len() < BATCH_MAX && !matches!(batch.last(), Some(Entry::Stop | Entry::Flush)) {
+        match rx.recv_deadline(deadline) {
+            Ok(entry) => batch.push(entry),
+            Err(_) => break,
+        }
+    }
+    batch
 }
 
 fn write_batch(conn: &mut Connection, batch: &[Entry], stats: &HistoryStats) -> rusqlite::Result<()> {
@@ -494,7 +515,7 @@ fn write_batch(conn: &mut Connection, batch: &[Entry], stats: &HistoryStats) -> 
                 Entry::Plugin(e) => {
                     plugin.execute(params![e.tenant, e.pipeline, e.plugin, e.event, e.message, e.at_ms])?;
                 }
-                Entry::AfterCommit(_) | Entry::Stop => {}
+                Entry::AfterCommit(_) | Entry::Flush | Entry::Stop => {}
             }
         }
     }

@@ -241,3 +241,18 @@ fn metric_values_of_windows_written_before_the_blob_are_still_read() {
     let past = HistoryReader::open(&path).unwrap().past_windows("a", "orders", "orders.jsonl", 2).unwrap();
     assert_eq!((past[0].metrics.len(), past[1].metrics.len(), past[1].score), (1, 0, 0.9));
 }
+
+#[test]
+fn a_flush_ends_the_gathering_and_what_follows_it_waits_for_the_next_batch() {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    for entry in [Entry::Window(Box::new(window("t", "p", 2, 2_000))), Entry::Flush, Entry::Window(Box::new(window("t", "p", 3, 3_000)))] {
+        tx.send(entry).unwrap();
+    }
+    // A linger far longer than the test: only a flush (or a stop) ends a batch early.
+    let linger = Duration::from_secs(3_600);
+    let batch = gather(Entry::Window(Box::new(window("t", "p", 1, 1_000))), &rx, linger);
+    assert!(matches!(batch.as_slice(), [Entry::Window(a), Entry::Window(b), Entry::Flush] if a.window.seq == 1 && b.window.seq == 2));
+    tx.send(Entry::Stop).unwrap();
+    let next = gather(rx.recv().unwrap(), &rx, linger);
+    assert!(matches!(next.as_slice(), [Entry::Window(c), Entry::Stop] if c.window.seq == 3));
+}

@@ -360,6 +360,10 @@ impl<'a> Analyst<'a> {
         if self.checkpointer.as_ref().is_some_and(|c| c.pending) {
             self.checkpoint()?;
         }
+        // Nothing more comes: the last windows (and the acks waiting on them) need not linger.
+        if let Some(history) = &self.common.shared.history {
+            history.flush();
+        }
         Ok(())
     }
 
