@@ -79,8 +79,8 @@ fn redis(url: &BrokerUrl, group: &str, count: u64) -> u64 {
     let mut reader = StreamReader::connect(&url.hosts, url.login.as_ref(), None, Duration::from_secs(5), Duration::from_secs(10)).expect("connect");
     let mut read = 0;
     while read < count {
-        let entries = reader.read(group, "bare", 1000, Some(Duration::from_millis(200)), &url.path, ">").expect("XREADGROUP");
-        let ids: Vec<&str> = entries.iter().map(|e| &*e.id).collect();
+        let reply = reader.read(group, "bare", 1000, Some(Duration::from_millis(200)), &url.path, ">").expect("XREADGROUP");
+        let ids: Vec<&str> = reply.entries.iter().map(|e| &*e.id).collect();
         if !ids.is_empty() {
             let _: i64 = con.xack(&url.path, group, &ids).expect("XACK");
         }

@@ -31,7 +31,7 @@ mod tests;
 
 use super::config::{BrokerOptions, BrokerUrl, EntryLayout, COMMON_PARAMS};
 use super::{CheckpointHome, Message, ResumePosition, Sink, Source, SourceContext, SourceError, SourceEvent, StateTable, LAG_EVERY, STATE_TABLE_KEPT};
-use reader::{Entry, StreamReader};
+use reader::{id_pair, Entry, Reply, StreamReader};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Entries acked between two reads at most (about 15 ms of the server's time).
@@ -120,12 +120,6 @@ fn passing(e: &redis::RedisError) -> bool {
 /// How long a sink waits for a restarted server to load its data set.
 const LOADING_PATIENCE: Duration = Duration::from_secs(60);
 
-/// `ms-seq` as a pair, to compare entry ids.
-fn id_pair(id: &str) -> (u64, u64) {
-    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
-    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
-}
-
 pub struct RedisSource {
     server: Server,
     options: BrokerOptions,
@@ -176,30 +170,29 @@ impl RedisSource {
         Ok(RedisSource { server, options, stream, consumer, con, reader: None, end, replay, resumed: None })
     }
 
-    fn message(&self, offset: u64, entry: Entry) -> Message {
+    /// `entry` of `reply` as the message at `offset`.
+    fn message(&self, offset: u64, entry: Entry, reply: &Reply) -> Message {
         let mut fault = None;
-        let timestamp_ms = Some(id_pair(&entry.id).0 as i64);
-        let Entry { id, mut fields } = entry;
+        let timestamp_ms = Some(entry.at.0 as i64);
         let payload = match self.options.entry_layout {
             EntryLayout::Field => {
                 let field = self.options.entry_field.as_deref().unwrap_or("data").as_bytes();
-                // The last of the same name, as Redis shows an entry as a map.
-                match fields.iter().rposition(|(name, _)| name == field) {
-                    Some(at) => fields.swap_remove(at).1,
+                match reply.value(&entry, field) {
+                    Some(value) => value,
                     None => {
-                        let names: Vec<String> = fields.iter().map(|(name, _)| String::from_utf8_lossy(name).into_owned()).collect();
+                        let names: Vec<String> = reply.fields(&entry).map(|(name, _)| String::from_utf8_lossy(name).into_owned()).collect();
                         fault = Some(format!("entry has no field '{}' (fields: {names:?})", String::from_utf8_lossy(field)));
-                        pairs_json(&fields)
+                        pairs_json(reply.fields(&entry))
                     }
                 }
             }
-            EntryLayout::Pairs => pairs_json(&fields),
+            EntryLayout::Pairs => pairs_json(reply.fields(&entry)),
         };
-        Message { offset, id: Some(id), payload, key: None, timestamp_ms, headers: Vec::new(), fault }
+        Message { offset, id: Some(entry.id), payload, key: None, timestamp_ms, headers: Vec::new(), fault }
     }
 
     /// One read: taking over others' idle entries first, then own pending entries, then new ones.
-    fn read(&mut self, phase: &mut ReadPhase) -> redis::RedisResult<Vec<Entry>> {
+    fn read(&mut self, phase: &mut ReadPhase) -> redis::RedisResult<Reply> {
         let group = self.options.group().to_string();
         loop {
             match phase {
@@ -218,14 +211,15 @@ impl RedisSource {
                     }
                 }
                 ReadPhase::OwnPending(after) => {
-                    let ids = self.xreadgroup(&group, after, None)?;
-                    match ids.last() {
+                    let mut reply = self.xreadgroup(&group, after, None)?;
+                    match reply.entries.last() {
                         Some(last) => {
                             *after = last.id.to_string();
-                            // Deleted from the stream since (Redis keeps no entry without fields): done with.
-                            let (gone, entries): (Vec<Entry>, Vec<Entry>) = ids.into_iter().partition(|e| e.fields.is_empty());
+                            // Deleted from the stream since: done with.
+                            let (gone, entries): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut reply.entries).into_iter().partition(Entry::deleted);
                             self.ack_ids(gone.iter().map(|e| &*e.id))?;
-                            return Ok(entries);
+                            reply.entries = entries;
+                            return Ok(reply);
                         }
                         None => *phase = ReadPhase::New,
                     }
@@ -238,7 +232,7 @@ impl RedisSource {
     }
 
     /// At most [`READ_COUNT`] entries after `after` (XREADGROUP).
-    fn xreadgroup(&mut self, group: &str, after: &str, block: Option<Duration>) -> redis::RedisResult<Vec<Entry>> {
+    fn xreadgroup(&mut self, group: &str, after: &str, block: Option<Duration>) -> redis::RedisResult<Reply> {
         self.with_reader(|reader, consumer, stream| reader.read(group, consumer, READ_COUNT, block, stream, after))
     }
 
@@ -247,20 +241,20 @@ impl RedisSource {
     /// analysed; none goes out past the end of an `--until-end` run. What
     /// one in flight delivers stays pending on the consumer until it is read,
     /// as any entry delivered and not analysed does (a stop, a crash).
-    fn read_new(&mut self, group: &str) -> redis::RedisResult<Vec<Entry>> {
+    fn read_new(&mut self, group: &str) -> redis::RedisResult<Reply> {
         let (until_end, end) = (self.options.until_end, self.end);
         self.with_reader(|reader, consumer, stream| {
             let send = |reader: &mut StreamReader| reader.send_read(group, consumer, READ_COUNT, Some(BLOCK), stream, ">");
             if !reader.awaiting() {
                 send(reader)?;
             }
-            let entries = reader.receive()?;
-            let last = entries.last().map(|e| id_pair(&e.id));
+            let reply = reader.receive()?;
+            let last = reply.entries.last().map(|e| e.at);
             let at_end = until_end && (last.is_none() || last >= end);
             if !at_end {
                 send(reader)?;
             }
-            Ok(entries)
+            Ok(reply)
         })
     }
 
@@ -335,10 +329,11 @@ impl RedisSource {
 
     /// Entries up to the checkpoint resumed from come again only if the
     /// group was moved back: they were analysed, so they are acked, not read.
-    fn skip_analysed(&mut self, entries: Vec<Entry>, through: (u64, u64)) -> redis::RedisResult<Vec<Entry>> {
-        let (analysed, entries): (Vec<Entry>, Vec<Entry>) = entries.into_iter().partition(|e| id_pair(&e.id) <= through);
+    fn skip_analysed(&mut self, mut reply: Reply, through: (u64, u64)) -> redis::RedisResult<Reply> {
+        let (analysed, entries): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut reply.entries).into_iter().partition(|e| e.at <= through);
         self.ack_ids(analysed.iter().map(|e| &*e.id))?;
-        Ok(entries)
+        reply.entries = entries;
+        Ok(reply)
     }
 
     fn ack_ids<'i>(&mut self, ids: impl Iterator<Item = &'i str>) -> redis::RedisResult<()> {
@@ -468,7 +463,7 @@ enum ReadPhase {
 
 /// An entry's field/value pairs as a JSON object; values that are JSON
 /// numbers or booleans stay numbers or booleans.
-fn pairs_json(fields: &[(Bytes, Bytes)]) -> Bytes {
+fn pairs_json<'a>(fields: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Bytes {
     let mut object = serde_json::Map::new();
     for (k, v) in fields {
         let text = String::from_utf8_lossy(v).into_owned();
@@ -581,14 +576,14 @@ impl Source for RedisSource {
                 break;
             }
             // Whether anything was read, and what of it is new.
-            let result = self.ack(&mut unacked, acked_below, ACK_STEP).and_then(|_| self.read(&mut phase)).and_then(|entries| {
-                let read = !entries.is_empty();
+            let result = self.ack(&mut unacked, acked_below, ACK_STEP).and_then(|_| self.read(&mut phase)).and_then(|reply| {
+                let read = !reply.entries.is_empty();
                 match through {
-                    Some(through) => Ok((read, self.skip_analysed(entries, through)?)),
-                    None => Ok((read, entries)),
+                    Some(through) => Ok((read, self.skip_analysed(reply, through)?)),
+                    None => Ok((read, reply)),
                 }
             });
-            let (read, entries) = match result {
+            let (read, mut reply) = match result {
                 Ok(read) => {
                     backoff = Duration::from_millis(200);
                     read
@@ -617,16 +612,16 @@ impl Source for RedisSource {
             if !read && new_phase && self.options.until_end {
                 break;
             }
-            if let Some(last) = entries.last() {
+            if let Some(last) = reply.entries.last() {
                 last_id = Some(last.id.to_string());
             }
-            let messages: Vec<Message> = entries
+            let messages: Vec<Message> = std::mem::take(&mut reply.entries)
                 .into_iter()
                 .map(|e| {
                     let offset = next_offset;
                     next_offset += 1;
-                    unacked.push(offset, id_pair(&e.id));
-                    self.message(offset, e)
+                    unacked.push(offset, e.at);
+                    self.message(offset, e, &reply)
                 })
                 .collect();
             ctx.progress.done.fetch_add(messages.len() as u64, Ordering::Relaxed);

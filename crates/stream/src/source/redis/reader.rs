@@ -10,6 +10,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,23 +22,68 @@ use redis::{ErrorKind, RedisError, RedisResult, ServerErrorKind};
 
 use crate::source::config::Login;
 
-/// Bytes asked of the socket at a time (a reply of 1000 typical entries is ~300 KB).
+/// Bytes asked of the socket at a time at least (a reply of 1000 typical entries is ~300 KB).
 const READ_CHUNK: usize = 256 * 1024;
+/// Room made for a reply before its first read at most, however large the last one was.
+const MAX_FIRST_READ: usize = 16 << 20;
 /// The longest string Redis stores (its `proto-max-bulk-len`).
 const MAX_STRING: usize = 512 << 20;
+
+/// An XREADGROUP reply: its entries, whose fields stay in the reply's bytes
+/// (one buffer, one allocation a reply, not one a field).
+#[derive(Default)]
+pub struct Reply {
+    bytes: Bytes,
+    pub entries: Vec<Entry>,
+    /// Each entry's field/value pairs in turn, as ranges of `bytes`.
+    fields: Vec<(Range<usize>, Range<usize>)>,
+}
 
 /// An entry of an XREADGROUP reply.
 pub struct Entry {
     pub id: Arc<str>,
-    /// Field/value pairs, slices of the whole reply; none when the entry
-    /// was deleted since it was delivered.
-    pub fields: Vec<(Bytes, Bytes)>,
+    /// The id as (milliseconds, sequence number): ids compare as these.
+    pub at: (u64, u64),
+    /// Its pairs in the reply's `fields`.
+    fields: Range<usize>,
+}
+
+impl Entry {
+    /// Deleted from the stream since it was delivered: Redis keeps no entry without fields.
+    pub fn deleted(&self) -> bool {
+        self.fields.is_empty()
+    }
+}
+
+impl Reply {
+    /// `entry`'s field/value pairs.
+    pub fn fields(&self, entry: &Entry) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.fields[entry.fields.clone()].iter().map(|(name, value)| (&self.bytes[name.clone()], &self.bytes[value.clone()]))
+    }
+
+    /// The value of `entry`'s last field named `name` (Redis shows an
+    /// entry as a map), a slice of the reply.
+    pub fn value(&self, entry: &Entry, name: &[u8]) -> Option<Bytes> {
+        let (_, value) = self.fields[entry.fields.clone()].iter().rev().find(|(n, _)| &self.bytes[n.clone()] == name)?;
+        Some(self.bytes.slice(value.clone()))
+    }
+}
+
+/// An entry id `ms-seq` as a pair, to compare ids (a missing or malformed part is 0).
+pub fn id_pair(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
 }
 
 /// A plain connection that only reads a group's entries.
 pub struct StreamReader {
     socket: Box<dyn Wire>,
+    /// The reply coming in: its first `filled` bytes; the rest is room
+    /// made for it (zeroed once, as safe code must before a read into it).
     buf: Vec<u8>,
+    filled: usize,
+    /// The length of the last reply: room for the next is made at once.
+    last_reply: usize,
     /// An XREADGROUP went out and its reply is not read yet.
     awaiting: bool,
 }
@@ -103,7 +149,7 @@ impl StreamReader {
                             Box::new(rustls::StreamOwned::new(session, socket))
                         }
                     };
-                    let mut reader = StreamReader { socket, buf: Vec::new(), awaiting: false };
+                    let mut reader = StreamReader { socket, buf: Vec::new(), filled: 0, last_reply: 0, awaiting: false };
                     if let Some((user, password)) = login.map(Login::user_and_password).filter(|(_, p)| !p.is_empty()) {
                         reader.log_in(&user, &password)?;
                     }
@@ -122,11 +168,11 @@ impl StreamReader {
             user => vec![b"AUTH", user.as_bytes(), password.as_bytes()],
         };
         self.socket.write_all(&command(&args))?;
-        self.buf.clear();
+        (self.buf, self.filled) = (Vec::new(), 0);
         loop {
-            let mut c = Cursor { buf: &self.buf, at: 0 };
+            let mut c = Cursor { buf: &self.buf[..self.filled], at: 0 };
             match c.line() {
-                Ok(b"+OK") if c.at == self.buf.len() => return Ok(()),
+                Ok(b"+OK") if c.at == self.filled => return Ok(()),
                 Ok(reply) => {
                     let said = String::from_utf8_lossy(reply.strip_prefix(b"-").unwrap_or(reply)).into_owned();
                     return Err(RedisError::from((ErrorKind::AuthenticationFailed, "AUTH refused", said)));
@@ -138,7 +184,7 @@ impl StreamReader {
     }
 
     /// `XREADGROUP GROUP group consumer COUNT count [BLOCK ms] STREAMS stream after`.
-    pub fn read(&mut self, group: &str, consumer: &str, count: usize, block: Option<Duration>, stream: &str, after: &str) -> RedisResult<Vec<Entry>> {
+    pub fn read(&mut self, group: &str, consumer: &str, count: usize, block: Option<Duration>, stream: &str, after: &str) -> RedisResult<Reply> {
         self.send_read(group, consumer, count, block, stream, after)?;
         self.receive()
     }
@@ -164,22 +210,28 @@ impl StreamReader {
     }
 
     /// The entries of the XREADGROUP sent last.
-    pub fn receive(&mut self) -> RedisResult<Vec<Entry>> {
+    pub fn receive(&mut self) -> RedisResult<Reply> {
         assert!(self.awaiting, "no XREADGROUP to receive");
         self.awaiting = false;
-        self.buf.clear();
+        // The last reply's buffer went with its entries; one as large is
+        // likely again (growing one on the way copies what came so far).
+        (self.buf, self.filled) = (Vec::with_capacity(self.last_reply.clamp(READ_CHUNK, MAX_FIRST_READ)), 0);
         loop {
             // A large reply comes in several reads. Whole, it ends in a line
             // end: only then is it parsed (a read that stops at one mid-reply
             // costs one parse that comes up short; one without its CR is refused).
-            if !self.buf.ends_with(b"\n") {
+            if !self.buf[..self.filled].ends_with(b"\n") {
                 self.fill()?;
                 continue;
             }
             // The entries' fields are slices of the reply: it goes with them.
+            self.buf.truncate(self.filled);
             let reply = Bytes::from(std::mem::take(&mut self.buf));
             match parse_reply(&reply) {
-                Ok((entries, used)) if used == reply.len() => return Ok(entries),
+                Ok((parsed, used)) if used == reply.len() => {
+                    self.last_reply = used;
+                    return Ok(parsed);
+                }
                 Ok(_) => return Err(invalid("bytes after the reply")),
                 Err(Short::More) => {
                     // Nothing holds a slice of it now: it is the buffer again, uncopied.
@@ -196,21 +248,25 @@ impl StreamReader {
         }
     }
 
+    /// Read what the socket has after the bytes so far.
     fn fill(&mut self) -> io::Result<()> {
-        let at = self.buf.len();
-        self.buf.resize(at + READ_CHUNK, 0);
+        if self.filled == self.buf.len() {
+            // The room made for the reply, or READ_CHUNK more.
+            let more = (self.buf.capacity() - self.filled).max(READ_CHUNK);
+            self.buf.resize(self.filled + more, 0);
+        }
         let read = loop {
             // A signal (Ctrl-C) landing in the read is no broker error.
-            match self.socket.read(&mut self.buf[at..]) {
+            match self.socket.read(&mut self.buf[self.filled..]) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                read => break read,
+                read => break read?,
             }
         };
-        self.buf.truncate(at + read.as_ref().ok().copied().unwrap_or(0));
-        match read? {
-            0 => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection")),
-            _ => Ok(()),
+        if read == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection"));
         }
+        self.filled += read;
+        Ok(())
     }
 }
 
@@ -241,9 +297,9 @@ enum Short {
 
 /// The entries of an XREADGROUP reply at the start of `buf` (RESP2: nil,
 /// or an array of [stream, entries] pairs) and the bytes it took.
-fn parse_reply(reply: &Bytes) -> Result<(Vec<Entry>, usize), Short> {
+fn parse_reply(reply: &Bytes) -> Result<(Reply, usize), Short> {
     let mut c = Cursor { buf: reply, at: 0 };
-    let mut out = Vec::new();
+    let mut out = Reply { bytes: reply.clone(), ..Reply::default() };
     let Some(streams) = c.array()? else {
         return Ok((out, c.at));
     };
@@ -256,23 +312,23 @@ fn parse_reply(reply: &Bytes) -> Result<(Vec<Entry>, usize), Short> {
             continue;
         };
         // A length is only a claim until its bytes came.
-        out.reserve(entries.min(100_000));
+        out.entries.reserve(entries.min(100_000));
         for _ in 0..entries {
             if c.array()? != Some(2) {
                 return Err(Short::Invalid("an entry that is not a pair"));
             }
-            let id: Arc<str> = std::str::from_utf8(c.bulk()?).map_err(|_| Short::Invalid("an entry id that is not UTF-8"))?.into();
-            let mut fields = Vec::new();
+            let id = std::str::from_utf8(c.bulk()?).map_err(|_| Short::Invalid("an entry id that is not UTF-8"))?;
+            let first = out.fields.len();
             if let Some(n) = c.array()? {
                 if n % 2 == 1 {
                     return Err(Short::Invalid("a field without its value"));
                 }
                 for _ in 0..n / 2 {
-                    let (name, value) = (c.bulk()?, c.bulk()?);
-                    fields.push((reply.slice_ref(name), reply.slice_ref(value)));
+                    let (name, value) = (c.bulk_at()?, c.bulk_at()?);
+                    out.fields.push((name, value));
                 }
             }
-            out.push(Entry { id, fields });
+            out.entries.push(Entry { id: id.into(), at: id_pair(id), fields: first..out.fields.len() });
         }
     }
     Ok((out, c.at))
@@ -310,6 +366,12 @@ impl<'a> Cursor<'a> {
     }
 
     fn bulk(&mut self) -> Result<&'a [u8], Short> {
+        let at = self.bulk_at()?;
+        Ok(&self.buf[at])
+    }
+
+    /// Where the next bulk string's bytes are in the buffer.
+    fn bulk_at(&mut self) -> Result<Range<usize>, Short> {
         let n = usize::try_from(self.header(b'$')?).map_err(|_| Short::Invalid("a nil string"))?;
         if n > MAX_STRING {
             return Err(Short::Invalid("a string longer than Redis stores"));
@@ -321,8 +383,9 @@ impl<'a> Cursor<'a> {
         if &rest[n..n + 2] != b"\r\n" {
             return Err(Short::Invalid("a string longer than its length"));
         }
+        let start = self.at;
         self.at += n + 2;
-        Ok(&rest[..n])
+        Ok(start..start + n)
     }
 }
 
@@ -341,7 +404,7 @@ mod tests {
     use super::*;
 
     /// A reply's entries, from a copy of `bytes`.
-    fn parse(bytes: &[u8]) -> Result<(Vec<Entry>, usize), Short> {
+    fn parse(bytes: &[u8]) -> Result<(Reply, usize), Short> {
         parse_reply(&Bytes::copy_from_slice(bytes))
     }
 
@@ -372,17 +435,31 @@ mod tests {
     #[test]
     fn a_reply_reads_as_its_entries_and_a_timeout_as_none() {
         let text = reply(&[("1-0", Some(&[("data", "{\"a\":1}"), ("key", "k\r\nx")])), ("2-5", None), ("3-0", Some(&[("data", "")]))]);
-        let (entries, used) = parse(text.as_bytes()).unwrap();
+        let (reply, used) = parse(text.as_bytes()).unwrap();
         assert_eq!(used, text.len());
-        let seen: Vec<String> = entries.iter().map(|e| format!("{} {:?}", e.id, e.fields)).collect();
-        let expected = [
-            format!("1-0 {:?}", [(Bytes::from_static(b"data"), Bytes::from_static(b"{\"a\":1}")), (Bytes::from_static(b"key"), Bytes::from_static(b"k\r\nx"))]),
-            "2-5 []".to_string(),
-            format!("3-0 {:?}", [(Bytes::from_static(b"data"), Bytes::new())]),
+        type Seen<'a> = Vec<(&'a str, (u64, u64), bool, Vec<(&'a [u8], &'a [u8])>)>;
+        let seen: Seen = reply.entries.iter().map(|e| (&*e.id, e.at, e.deleted(), reply.fields(e).collect())).collect();
+        let expected: Seen = vec![
+            ("1-0", (1, 0), false, vec![(b"data", b"{\"a\":1}"), (b"key", b"k\r\nx")]),
+            ("2-5", (2, 5), true, vec![]),
+            ("3-0", (3, 0), false, vec![(b"data", b"")]),
         ];
         assert_eq!(seen, expected);
         assert_eq!(parse(b"*-1\r\n").unwrap().1, 5);
-        assert!(parse(b"*-1\r\n").unwrap().0.is_empty());
+        assert!(parse(b"*-1\r\n").unwrap().0.entries.is_empty());
+    }
+
+    #[test]
+    fn a_field_named_twice_reads_as_its_last_value_and_ids_order_as_numbers() {
+        let text = reply(&[("7-1", Some(&[("data", "old"), ("key", "k"), ("data", "new")]))]);
+        let (reply, _) = parse(text.as_bytes()).unwrap();
+        let entry = &reply.entries[0];
+        assert_eq!(reply.value(entry, b"data").as_deref(), Some(&b"new"[..]));
+        assert_eq!(reply.value(entry, b"key").as_deref(), Some(&b"k"[..]));
+        assert_eq!(reply.value(entry, b"missing"), None);
+        assert!(id_pair("9-5") < id_pair("10-0") && id_pair("10-2") < id_pair("10-10"));
+        assert_eq!(id_pair("1796519472940-424"), (1_796_519_472_940, 424));
+        assert_eq!(id_pair("12"), (12, 0));
     }
 
     #[test]
@@ -454,8 +531,9 @@ mod tests {
             let mut reader = StreamReader::connect(&serve(text), None, None, Duration::from_secs(1), Duration::from_secs(5)).unwrap();
             reader.read("g", "c", 10, None, "orders", ">")
         };
-        let entries = read(text.clone()).unwrap();
-        assert_eq!(entries.iter().map(|e| (&*e.id, e.fields[0].1.len())).collect::<Vec<_>>(), [("1-0", 5), ("2-0", 3000)]);
+        let reply = read(text.clone()).unwrap();
+        let data = |e: &Entry| reply.value(e, b"data").map(|v| v.len());
+        assert_eq!(reply.entries.iter().map(|e| (&*e.id, data(e))).collect::<Vec<_>>(), [("1-0", Some(5)), ("2-0", Some(3000))]);
         let cut = read(text[..text.len() - 10].to_string()).err().unwrap();
         assert!(cut.is_io_error(), "{cut}");
         // A line without its CR is refused as it comes, not waited on until the read times out.
@@ -489,7 +567,7 @@ mod tests {
         reader.send_read("g", "c", 10, None, "orders", ">").unwrap();
         for _ in 0..2 {
             assert!(reader.awaiting());
-            ids.extend(reader.receive().unwrap().into_iter().map(|e| e.id.to_string()));
+            ids.extend(reader.receive().unwrap().entries.into_iter().map(|e| e.id.to_string()));
             assert!(!reader.awaiting());
             if ids.len() == 1 {
                 reader.send_read("g", "c", 10, None, "orders", ">").unwrap();
