@@ -12,6 +12,7 @@ use std::hash::{Hash, Hasher};
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
@@ -24,6 +25,9 @@ pub struct ComponentCache {
     /// The folder and the key its files are signed with.
     store: Option<(PathBuf, HostKey)>,
     engine_key: String,
+    /// Held while compiling: plugins loaded side by side compile in turn,
+    /// so their memory peaks (tens of MiB each) never add up.
+    compiling: Mutex<()>,
 }
 
 /// Hex SHA-256 of a plugin's bytes.
@@ -38,15 +42,13 @@ impl ComponentCache {
         let mut h = xxhash_rust::xxh3::Xxh3::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         let store = dir.map(|(dir, key)| (dir.join("cache"), key));
-        ComponentCache { store, engine_key: format!("{:016x}", h.finish()) }
+        ComponentCache { store, engine_key: format!("{:016x}", h.finish()), compiling: Mutex::new(()) }
     }
 
     /// The compiled component for `bytes` (whose hash is `hash`).
     pub fn component(&self, engine: &Engine, hash: &str, bytes: &[u8]) -> wasmtime::Result<Component> {
         let Some((dir, key)) = &self.store else {
-            let component = Component::new(engine, bytes);
-            release_freed_memory();
-            return component;
+            return self.compile(|| Component::new(engine, bytes));
         };
         let name = format!("{hash}-{}.cwasm", self.engine_key);
         let path = dir.join(&name);
@@ -57,15 +59,21 @@ impl ComponentCache {
                 return Ok(c);
             }
         }
-        let compiled = engine.precompile_component(bytes);
-        release_freed_memory();
-        let mut compiled = compiled?;
+        let mut compiled = self.compile(|| engine.precompile_component(bytes))?;
         let signed = key.tag(&name, &compiled);
         let len = compiled.len();
         compiled.extend_from_slice(&signed);
         store(&path, &compiled);
         // SAFETY: `compiled` was just produced by this engine.
         unsafe { Component::deserialize(engine, &compiled[..len]) }
+    }
+
+    /// `compile()`, in its turn, its freed memory given back.
+    fn compile<T>(&self, compile: impl FnOnce() -> T) -> T {
+        let _turn = self.compiling.lock().unwrap_or_else(|p| p.into_inner());
+        let compiled = compile();
+        release_freed_memory();
+        compiled
     }
 
     /// The cached bytes at `path` if its tag verifies.

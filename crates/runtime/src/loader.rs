@@ -13,6 +13,7 @@
 //! quotes a file's content.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -329,9 +330,10 @@ pub fn load_dir(
     budget: &Arc<TenantBudget>,
     mut broken: Option<&mut Vec<LoadError>>,
 ) -> Result<Vec<Arc<Plugin>>, LoadError> {
+    let paths = wasm_files(dir)?;
     let mut plugins: Vec<Arc<Plugin>> = Vec::new();
-    for path in wasm_files(dir)? {
-        let loaded = runtime.load(&path, defaults, budget).and_then(|plugin| match plugins.iter().find(|p| p.name == plugin.name) {
+    for (path, loaded) in paths.iter().zip(load_all(runtime, &paths, defaults, budget)) {
+        let loaded = loaded.and_then(|plugin| match plugins.iter().find(|p| p.name == plugin.name) {
             Some(first) => Err(LoadError::Duplicate { name: plugin.name, first: first.path.clone(), second: path.clone() }),
             None => Ok(plugin),
         });
@@ -343,4 +345,39 @@ pub fn load_dir(
     }
     plugins.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(plugins)
+}
+
+/// Threads a folder's plugins are loaded on at most.
+const LOADERS: usize = 2;
+
+/// [`Runtime::load`] of each of `paths`, in their order, on up to
+/// [`LOADERS`] threads: a start from compiled plugins (reading, checking and
+/// describing each) takes about half as long. Compiles take turns (see the
+/// cache), so a first start peaks no higher than on one thread.
+fn load_all(runtime: &Runtime, paths: &[PathBuf], defaults: Limits, budget: &Arc<TenantBudget>) -> Vec<Result<Plugin, LoadError>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(LOADERS).min(paths.len());
+    if threads <= 1 {
+        return paths.iter().map(|path| runtime.load(path, defaults, budget)).collect();
+    }
+    // Largest first: the last one to start should be quick.
+    let mut order: Vec<usize> = (0..paths.len()).collect();
+    order.sort_by_key(|&at| std::cmp::Reverse(std::fs::symlink_metadata(&paths[at]).map_or(0, |m| m.len())));
+    let next = AtomicUsize::new(0);
+    let load_some = || {
+        let mut loaded = Vec::new();
+        while let Some(&at) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+            loaded.push((at, runtime.load(&paths[at], defaults, budget)));
+        }
+        loaded
+    };
+    let mut loaded: Vec<(usize, Result<Plugin, LoadError>)> = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(load_some)).collect();
+        let mut loaded = load_some();
+        for helper in helpers {
+            loaded.extend(helper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        }
+        loaded
+    });
+    loaded.sort_by_key(|(at, _)| *at);
+    loaded.into_iter().map(|(_, result)| result).collect()
 }

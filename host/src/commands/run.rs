@@ -42,6 +42,12 @@ const STATUS_EVERY: Duration = Duration::from_secs(1);
 pub fn run(g: &GlobalArgs, args: &RunArgs, events: &PluginEventSink) -> Result<()> {
     let config = settings(g, args.default_source(), |config| args.apply(config, &config_name(g)))?;
     let started = Instant::now();
+    // A new history file takes several syncs to make: done while the plugins load.
+    let history_opening = config.history.enabled.then(|| {
+        let path = config.history.path.clone().unwrap_or_else(|| data_dir(&config).join("history.db"));
+        let history_config = config.history.clone();
+        std::thread::spawn(move || History::start(&path, &history_config))
+    });
     let (runtime, tenants) = load_tenants(&g.plugins, &config, args.native, None)?;
     let mut handlers = BTreeMap::new();
     for t in &tenants {
@@ -52,15 +58,14 @@ pub fn run(g: &GlobalArgs, args: &RunArgs, events: &PluginEventSink) -> Result<(
     let mut pipelines = build_pipelines(&config, &tenants, &handlers)?;
     let detectors: Vec<Arc<Detectors>> = pipelines.iter().map(|p| p.detectors.clone()).collect();
     let counters: Vec<Arc<PipelineCounters>> = pipelines.iter().map(|p| p.counters.clone()).collect();
-    let history = match config.history.enabled {
-        true => {
-            let path = config.history.path.clone().unwrap_or_else(|| data_dir(&config).join("history.db"));
-            let (history, writer) = History::start(&path, &config.history)?;
+    let history = match history_opening {
+        Some(opening) => {
+            let (history, writer) = opening.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
             events.connect(history.clone());
             warm_control_rules(&mut pipelines, &history.path)?;
             Some((history, writer))
         }
-        false => None,
+        None => None,
     };
     let live = Arc::new(RwLock::new(LiveStatus::default()));
     // Set on Ctrl-C or SIGTERM: the pipelines stop reading, and /readyz says so.
