@@ -176,6 +176,35 @@ fn bad_input_is_named_and_fails() {
     assert!(run.code == Some(1) && run.stderr.contains("absent.toml"), "{}", run.stderr);
 }
 
+/// Plugins load side by side, yet what a folder's faults read as does not
+/// depend on which finished first: the first fault in name order stops a
+/// start, and the listing names every fault in name order.
+#[test]
+fn a_folders_faults_are_told_in_name_order_whatever_loads_first() {
+    let s = Sandbox::with_bundled();
+    std::fs::write(s.plugins().join("a-broken.wasm"), b"\0asm not really").unwrap();
+    std::fs::write(s.plugins().join("z-broken.wasm"), b"not wasm at all").unwrap();
+    // Named before volume.wasm ('-' sorts before '.'): the copy loads as the first of the name.
+    std::fs::copy(clean_host_tests::bundled("volume"), s.plugins().join("volume-copy.wasm")).unwrap();
+    for _ in 0..3 {
+        let run = s.run(&["check"]);
+        assert_eq!(run.code, Some(1));
+        assert!(run.stderr.contains("a-broken.wasm") && !run.stderr.contains("z-broken.wasm"), "{}", run.stderr);
+        let listed = s.run(&["plugin", "list", "--json"]);
+        listed.assert_ok();
+        let rows: Vec<serde_json::Value> = listed.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let errors: Vec<&str> = rows.iter().filter(|r| r["status"] == "rejected").map(|r| r["error"].as_str().unwrap()).collect();
+        assert_eq!(errors.len(), 3, "{}", listed.stdout);
+        assert!(errors[0].contains("a-broken.wasm") && errors[0].contains("not a usable component"), "{errors:?}");
+        assert!(
+            errors[1].contains("two plugins are named 'volume'") && errors[1].contains("volume-copy.wasm and ") && errors[1].ends_with("/volume.wasm"),
+            "{errors:?}"
+        );
+        assert!(errors[2].contains("z-broken.wasm") && errors[2].contains("no \\0asm header"), "{errors:?}");
+        assert_eq!(rows.iter().filter(|r| r["status"] == "active").count(), BUNDLED.len(), "{}", listed.stdout);
+    }
+}
+
 #[test]
 fn an_unreadable_plugin_is_named() {
     let s = Sandbox::with_bundled();

@@ -13,6 +13,7 @@ use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
@@ -26,7 +27,7 @@ pub struct ComponentCache {
     store: Option<(PathBuf, HostKey)>,
     engine_key: String,
     /// Held while compiling: plugins loaded side by side compile in turn,
-    /// so their memory peaks (tens of MiB each) never add up.
+    /// so two compiles' memory (tens of MiB each) is never held at once.
     compiling: Mutex<()>,
 }
 
@@ -45,35 +46,52 @@ impl ComponentCache {
         ComponentCache { store, engine_key: format!("{:016x}", h.finish()), compiling: Mutex::new(()) }
     }
 
-    /// The compiled component for `bytes` (whose hash is `hash`).
-    pub fn component(&self, engine: &Engine, hash: &str, bytes: &[u8]) -> wasmtime::Result<Component> {
+    /// The compiled component for `bytes` (whose hash is `hash`), and how
+    /// long it waited for its turn to compile (another plugin's compile,
+    /// not this one's load).
+    pub fn component(&self, engine: &Engine, hash: &str, bytes: &[u8]) -> wasmtime::Result<(Component, Duration)> {
         let Some((dir, key)) = &self.store else {
-            return self.compile(|| Component::new(engine, bytes));
+            let (component, waited) = self.compile(|| Component::new(engine, bytes));
+            return Ok((component?, waited));
         };
         let name = format!("{hash}-{}.cwasm", self.engine_key);
         let path = dir.join(&name);
-        if let Some(compiled) = self.verified(&path, key, &name) {
-            // SAFETY: the tag proves this host wrote these bytes, from
-            // `Engine::precompile_component` of a compatible engine.
-            if let Ok(c) = unsafe { Component::deserialize(engine, &compiled) } {
+        if let Some(c) = self.cached(engine, &path, key, &name) {
+            return Ok((c, Duration::ZERO));
+        }
+        let (component, waited) = self.compile(|| {
+            // The same bytes in another file may have been compiled meanwhile.
+            if let Some(c) = self.cached(engine, &path, key, &name) {
                 return Ok(c);
             }
-        }
-        let mut compiled = self.compile(|| engine.precompile_component(bytes))?;
-        let signed = key.tag(&name, &compiled);
-        let len = compiled.len();
-        compiled.extend_from_slice(&signed);
-        store(&path, &compiled);
-        // SAFETY: `compiled` was just produced by this engine.
-        unsafe { Component::deserialize(engine, &compiled[..len]) }
+            let mut compiled = engine.precompile_component(bytes)?;
+            let signed = key.tag(&name, &compiled);
+            let len = compiled.len();
+            compiled.extend_from_slice(&signed);
+            store(&path, &compiled);
+            // SAFETY: `compiled` was just produced by this engine.
+            unsafe { Component::deserialize(engine, &compiled[..len]) }
+        });
+        Ok((component?, waited))
     }
 
-    /// `compile()`, in its turn, its freed memory given back.
-    fn compile<T>(&self, compile: impl FnOnce() -> T) -> T {
+    /// The component compiled at `path`, if its tag verifies.
+    fn cached(&self, engine: &Engine, path: &Path, key: &HostKey, name: &str) -> Option<Component> {
+        let compiled = self.verified(path, key, name)?;
+        // SAFETY: the tag proves this host wrote these bytes, from
+        // `Engine::precompile_component` of a compatible engine.
+        unsafe { Component::deserialize(engine, &compiled) }.ok()
+    }
+
+    /// `compile()` in its turn, its freed memory given back after; and how
+    /// long it waited for the turn.
+    fn compile<T>(&self, compile: impl FnOnce() -> T) -> (T, Duration) {
+        let asked = Instant::now();
         let _turn = self.compiling.lock().unwrap_or_else(|p| p.into_inner());
+        let waited = asked.elapsed();
         let compiled = compile();
         release_freed_memory();
-        compiled
+        (compiled, waited)
     }
 
     /// The cached bytes at `path` if its tag verifies.

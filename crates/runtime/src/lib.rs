@@ -173,6 +173,10 @@ pub struct Runtime {
     linker: Linker<PluginState>,
     cache: cache::ComponentCache,
     key: HostKey,
+    /// Held while a plugin being loaded answers `describe()`: plugins
+    /// loaded side by side would otherwise hold two instances of one
+    /// tenant's budget at once, and a tenant sized for one would fail at random.
+    describing: std::sync::Mutex<()>,
     _ticker: EpochTicker,
 }
 
@@ -236,7 +240,7 @@ impl Runtime {
         }
         let cache = cache::ComponentCache::new(&engine, signed);
         let ticker = EpochTicker::start(engine.clone());
-        Ok(Runtime { engine, linker, cache, key, _ticker: ticker })
+        Ok(Runtime { engine, linker, cache, key, describing: std::sync::Mutex::new(()), _ticker: ticker })
     }
 
     fn store(&self, plugin: &str, limits: &Limits, budget: &Arc<TenantBudget>, egress: Option<Arc<Egress>>) -> Store<PluginState> {

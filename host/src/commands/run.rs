@@ -18,7 +18,7 @@ use clean_host::config::ConfigFile;
 use clean_host::dispatch::handlers::Handlers;
 use clean_host::dispatch::OutputFormat;
 use clean_host::dispatch::{AlertLedger, Outputs};
-use clean_host::history::{History, HistoryReader};
+use clean_host::history::{History, HistoryError, HistoryReader, HistoryWriter};
 use clean_host::http::{self, ApiState, LiveStatus};
 use clean_host::logging::PluginEventSink;
 use clean_host::pipeline::{self, total, Pipeline, PipelineCounters, PipelineReport, Shared};
@@ -34,6 +34,19 @@ use clean_host_stream::dead_letter::DeadLetters;
 use super::assembly::{build_pipelines, config_name, data_dir, load_tenants, max_failures, settings, HANDLER_GRACE};
 use crate::cli::{GlobalArgs, RunArgs};
 
+/// The history file being opened beside the plugins' loading. A start
+/// that fails before it is used waits for it: no thread is left writing a
+/// file as the process exits.
+struct HistoryOpening(Option<std::thread::JoinHandle<Result<(History, HistoryWriter), HistoryError>>>);
+
+impl Drop for HistoryOpening {
+    fn drop(&mut self) {
+        if let Some(opening) = self.0.take() {
+            let _ = opening.join();
+        }
+    }
+}
+
 /// How often the plugin folders are checked for changes.
 const RELOAD_POLL: Duration = Duration::from_millis(250);
 /// How often the running host rewrites its status file.
@@ -43,11 +56,11 @@ pub fn run(g: &GlobalArgs, args: &RunArgs, events: &PluginEventSink) -> Result<(
     let config = settings(g, args.default_source(), |config| args.apply(config, &config_name(g)))?;
     let started = Instant::now();
     // A new history file takes several syncs to make: done while the plugins load.
-    let history_opening = config.history.enabled.then(|| {
+    let mut history_opening = HistoryOpening(config.history.enabled.then(|| {
         let path = config.history.path.clone().unwrap_or_else(|| data_dir(&config).join("history.db"));
         let history_config = config.history.clone();
         std::thread::spawn(move || History::start(&path, &history_config))
-    });
+    }));
     let (runtime, tenants) = load_tenants(&g.plugins, &config, args.native, None)?;
     let mut handlers = BTreeMap::new();
     for t in &tenants {
@@ -58,7 +71,7 @@ pub fn run(g: &GlobalArgs, args: &RunArgs, events: &PluginEventSink) -> Result<(
     let mut pipelines = build_pipelines(&config, &tenants, &handlers)?;
     let detectors: Vec<Arc<Detectors>> = pipelines.iter().map(|p| p.detectors.clone()).collect();
     let counters: Vec<Arc<PipelineCounters>> = pipelines.iter().map(|p| p.counters.clone()).collect();
-    let history = match history_opening {
+    let history = match history_opening.0.take() {
         Some(opening) => {
             let (history, writer) = opening.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
             events.connect(history.clone());

@@ -6,7 +6,10 @@
 //! bounded queue with `try_send`; one writer thread drains it and writes
 //! whatever has piled up, and what comes within [`LINGER`] of it, in one
 //! transaction (a commit per window, about 1 ms apart, cost the file run of
-//! `scripts/bench` 4% of its throughput). If the disk falls so far behind
+//! `scripts/bench` 4% of its throughput). A pipeline at the end of its input
+//! says so ([`History::flush`]): what it queued is committed without
+//! lingering, and the log is moved into the file while its source commits
+//! its last positions, not at the exit. If the disk falls so far behind
 //! that the queue is full, the record is not written and the pipeline's
 //! `history_dropped` counter says so (summary and `/metrics`).
 //!
@@ -279,8 +282,11 @@ fn add_columns(conn: &Connection) -> rusqlite::Result<()> {
 
 /// How often old rows are deleted.
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
-/// How long the writer gathers records after the first before it commits them.
+/// How long the writer gathers records after the first before it commits
+/// them (unless a flush or the stop comes first).
 const LINGER: Duration = Duration::from_millis(20);
+/// The log is moved into the file on a flush at most this often.
+const LOG_MOVE_EVERY: Duration = Duration::from_secs(1);
 /// Queue entries (windows, plugin events, callbacks) one transaction takes at most.
 const BATCH_MAX: usize = 5_000;
 
@@ -362,8 +368,10 @@ impl History {
         self.send(Entry::AfterCommit(f))
     }
 
-    /// Commit what is queued without lingering for more: a pipeline at the
-    /// end of its input (its last acks wait on that commit).
+    /// Commit what is queued without lingering for more, then move the log
+    /// into the file: a pipeline at the end of its input (its last acks
+    /// wait on that commit). Left out if the queue is full: the batch then
+    /// lingers as any other.
     pub fn flush(&self) {
         self.send(Entry::Flush);
     }
@@ -386,6 +394,7 @@ impl HistoryWriter {
 
 fn write_loop(conn: &mut Connection, rx: &Receiver<Entry>, stats: &HistoryStats, retention_ms: i64) {
     let mut last_cleanup = Instant::now();
+    let mut last_log_move: Option<Instant> = None;
     loop {
         let mut batch = match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(first) => gather(first, rx, LINGER),
@@ -417,8 +426,10 @@ fn write_loop(conn: &mut Connection, rx: &Receiver<Entry>, stats: &HistoryStats,
             return;
         }
         // A pipeline's input ended: its last pages go from the log into the
-        // file now, while its source commits its acks, not at the exit.
-        if flushed {
+        // file now, while its source commits its acks, not at the exit (once
+        // for pipelines that end together).
+        if flushed && last_log_move.is_none_or(|t| t.elapsed() >= LOG_MOVE_EVERY) {
+            last_log_move = Some(Instant::now());
             if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
                 tracing::warn!("history: cannot move the log into the file: {e}");
             }

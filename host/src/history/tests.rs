@@ -248,8 +248,8 @@ fn a_flush_ends_the_gathering_and_what_follows_it_waits_for_the_next_batch() {
     for entry in [Entry::Window(Box::new(window("t", "p", 2, 2_000))), Entry::Flush, Entry::Window(Box::new(window("t", "p", 3, 3_000)))] {
         tx.send(entry).unwrap();
     }
-    // A linger far longer than the test: only a flush (or a stop) ends a batch early.
-    let linger = Duration::from_secs(3_600);
+    // A linger longer than the test takes: only a flush (or a stop) ends a batch early.
+    let linger = Duration::from_secs(10);
     let batch = gather(Entry::Window(Box::new(window("t", "p", 1, 1_000))), &rx, linger);
     assert!(matches!(batch.as_slice(), [Entry::Window(a), Entry::Window(b), Entry::Flush] if a.window.seq == 1 && b.window.seq == 2));
     tx.send(Entry::Stop).unwrap();

@@ -360,7 +360,8 @@ impl<'a> Analyst<'a> {
         if self.checkpointer.as_ref().is_some_and(|c| c.pending) {
             self.checkpoint()?;
         }
-        // Nothing more comes: the last windows (and the acks waiting on them) need not linger.
+        // Nothing more comes: the last windows (and the acks waiting on them)
+        // need not linger, and the history's log can go into its file now.
         if let Some(history) = &self.common.shared.history {
             history.flush();
         }

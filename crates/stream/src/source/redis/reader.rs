@@ -34,6 +34,7 @@ const MAX_STRING: usize = 512 << 20;
 #[derive(Default)]
 pub struct Reply {
     bytes: Bytes,
+    /// In the order the server sent them (id order).
     pub entries: Vec<Entry>,
     /// Each entry's field/value pairs in turn, as ranges of `bytes`.
     fields: Vec<(Range<usize>, Range<usize>)>,
@@ -55,6 +56,8 @@ impl Entry {
     }
 }
 
+/// An entry's fields are read through the reply it came in (another
+/// reply's entry reads the wrong bytes).
 impl Reply {
     /// `entry`'s field/value pairs.
     pub fn fields(&self, entry: &Entry) -> impl Iterator<Item = (&[u8], &[u8])> {
@@ -213,9 +216,10 @@ impl StreamReader {
     pub fn receive(&mut self) -> RedisResult<Reply> {
         assert!(self.awaiting, "no XREADGROUP to receive");
         self.awaiting = false;
-        // The last reply's buffer went with its entries; one as large is
-        // likely again (growing one on the way copies what came so far).
-        (self.buf, self.filled) = (Vec::with_capacity(self.last_reply.clamp(READ_CHUNK, MAX_FIRST_READ)), 0);
+        // The last reply's buffer went with its entries; one a little larger
+        // than it is likely next (growing one on the way copies what came so far).
+        let room = self.last_reply + self.last_reply / 8;
+        (self.buf, self.filled) = (Vec::with_capacity(room.clamp(READ_CHUNK, MAX_FIRST_READ)), 0);
         loop {
             // A large reply comes in several reads. Whole, it ends in a line
             // end: only then is it parsed (a read that stops at one mid-reply
@@ -224,20 +228,16 @@ impl StreamReader {
                 self.fill()?;
                 continue;
             }
-            // The entries' fields are slices of the reply: it goes with them.
-            self.buf.truncate(self.filled);
-            let reply = Bytes::from(std::mem::take(&mut self.buf));
-            match parse_reply(&reply) {
-                Ok((parsed, used)) if used == reply.len() => {
+            match parse_reply(&self.buf[..self.filled]) {
+                Ok((mut parsed, used)) if used == self.filled => {
+                    // The entries' fields are ranges of the reply: it goes with them.
+                    self.buf.truncate(used);
+                    parsed.bytes = Bytes::from(std::mem::take(&mut self.buf));
                     self.last_reply = used;
                     return Ok(parsed);
                 }
                 Ok(_) => return Err(invalid("bytes after the reply")),
-                Err(Short::More) => {
-                    // Nothing holds a slice of it now: it is the buffer again, uncopied.
-                    self.buf = Vec::from(reply);
-                    self.fill()?
-                }
+                Err(Short::More) => self.fill()?,
                 Err(Short::Invalid(what)) => return Err(invalid(what)),
                 Err(Short::Server(message)) => {
                     // LOADING passes once the server has its data set back.
@@ -296,10 +296,11 @@ enum Short {
 }
 
 /// The entries of an XREADGROUP reply at the start of `buf` (RESP2: nil,
-/// or an array of [stream, entries] pairs) and the bytes it took.
-fn parse_reply(reply: &Bytes) -> Result<(Reply, usize), Short> {
-    let mut c = Cursor { buf: reply, at: 0 };
-    let mut out = Reply { bytes: reply.clone(), ..Reply::default() };
+/// or an array of [stream, entries] pairs) and the bytes it took; the
+/// reply's `bytes` are for the caller to set (`buf`'s, as far as it took).
+fn parse_reply(buf: &[u8]) -> Result<(Reply, usize), Short> {
+    let mut c = Cursor { buf, at: 0 };
+    let mut out = Reply::default();
     let Some(streams) = c.array()? else {
         return Ok((out, c.at));
     };
@@ -403,9 +404,11 @@ fn length(digits: &[u8]) -> Option<i64> {
 mod tests {
     use super::*;
 
-    /// A reply's entries, from a copy of `bytes`.
+    /// A reply's entries, with its bytes, as the reader hands them out.
     fn parse(bytes: &[u8]) -> Result<(Reply, usize), Short> {
-        parse_reply(&Bytes::copy_from_slice(bytes))
+        let (mut reply, used) = parse_reply(bytes)?;
+        reply.bytes = Bytes::copy_from_slice(&bytes[..used]);
+        Ok((reply, used))
     }
 
     fn bulk(s: &str) -> String {
@@ -574,6 +577,45 @@ mod tests {
             }
         }
         assert_eq!(ids, ["1-0", "2-0"]);
+    }
+
+    /// A small reply, then one larger than the room made from it (and than
+    /// a read), both in many pieces: each is read whole, its values intact.
+    #[test]
+    fn a_reply_larger_than_the_last_is_read_whole_in_pieces() {
+        let ids: Vec<String> = (1..=4000).map(|i| format!("{i}-0")).collect();
+        let values: Vec<String> = (0..4000).map(|i| format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(i % 97))).collect();
+        let pairs: Vec<[(&str, &str); 1]> = values.iter().map(|v| [("data", v.as_str())]).collect();
+        let entries = |range: Range<usize>| -> Vec<TestEntry> { range.map(|i| (ids[i].as_str(), Some(&pairs[i][..]))).collect() };
+        let replies = [reply(&entries(0..10)), reply(&entries(10..4000))];
+        assert!(replies[1].len() > READ_CHUNK + READ_CHUNK / 8, "{}", replies[1].len());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().unwrap();
+            for reply in replies {
+                let mut command = Vec::new();
+                while !command.ends_with(b">\r\n") {
+                    let mut chunk = [0u8; 512];
+                    let n = socket.read(&mut chunk).unwrap();
+                    command.extend_from_slice(&chunk[..n]);
+                }
+                for piece in reply.as_bytes().chunks(4093) {
+                    socket.write_all(piece).unwrap();
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+            }
+        });
+        let mut reader = StreamReader::connect(&address, None, None, Duration::from_secs(1), Duration::from_secs(5)).unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let reply = reader.read("g", "c", 5000, None, "orders", ">").unwrap();
+            seen.extend(reply.entries.iter().map(|e| (e.id.to_string(), reply.value(e, b"data").unwrap())));
+        }
+        assert_eq!(seen.len(), 4000);
+        for (i, (id, data)) in seen.iter().enumerate() {
+            assert!(id == &ids[i] && data == values[i].as_bytes(), "entry {i}");
+        }
     }
 
     #[test]
