@@ -184,7 +184,7 @@ fn a_folders_faults_are_told_in_name_order_whatever_loads_first() {
     let s = Sandbox::with_bundled();
     std::fs::write(s.plugins().join("a-broken.wasm"), b"\0asm not really").unwrap();
     std::fs::write(s.plugins().join("z-broken.wasm"), b"not wasm at all").unwrap();
-    // Named before volume.wasm ('-' sorts before '.'): the copy loads as the first of the name.
+    // Named before volume.wasm ('-' sorts before '.'): the copy counts as the first of the name.
     std::fs::copy(clean_host_tests::bundled("volume"), s.plugins().join("volume-copy.wasm")).unwrap();
     for _ in 0..3 {
         let run = s.run(&["check"]);

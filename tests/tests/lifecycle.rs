@@ -194,6 +194,18 @@ fn tenants_are_contained_by_their_own_budgets() {
     let tight = s.run(&["check", "--config", "tight.toml"]);
     assert_eq!(tight.code, Some(1));
     assert!(tight.stderr.contains("tenant calm already has 3 instances (max_instances = 3)"), "{}", tight.stderr);
+
+    // Its plugins load side by side but describe themselves one at a time:
+    // a tenant whose memory holds one instance (a describe takes a little
+    // over 1 MiB) still loads every one of them.
+    s.write("one.toml", "[[tenants]]\nname = 'calm'\nlimits = { total_memory_mib = 2 }\n");
+    for _ in 0..3 {
+        let listed = s.run(&["plugin", "list", "--json", "--config", "one.toml"]);
+        listed.assert_ok();
+        let rows: Vec<Value> = listed.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let calm: Vec<&Value> = rows.iter().filter(|r| r["tenant"] == "calm").collect();
+        assert!(calm.len() == BUNDLED.len() && calm.iter().all(|r| r["status"] == "active"), "{}", listed.stdout);
+    }
 }
 
 #[test]

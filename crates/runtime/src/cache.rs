@@ -59,9 +59,11 @@ impl ComponentCache {
         if let Some(c) = self.cached(engine, &path, key, &name) {
             return Ok((c, Duration::ZERO));
         }
+        let absent = std::fs::symlink_metadata(&path).is_err();
         let (component, waited) = self.compile(|| {
-            // The same bytes in another file may have been compiled meanwhile.
-            if let Some(c) = self.cached(engine, &path, key, &name) {
+            // The same bytes in another file may have been compiled meanwhile
+            // (a file there that did not verify is not read twice).
+            if let Some(c) = absent.then(|| self.cached(engine, &path, key, &name)).flatten() {
                 return Ok(c);
             }
             let mut compiled = engine.precompile_component(bytes)?;
@@ -83,13 +85,13 @@ impl ComponentCache {
         unsafe { Component::deserialize(engine, &compiled) }.ok()
     }
 
-    /// `compile()` in its turn, its freed memory given back after; and how
-    /// long it waited for the turn.
-    fn compile<T>(&self, compile: impl FnOnce() -> T) -> (T, Duration) {
+    /// `work` (a compile) in its turn, its freed memory given back after;
+    /// and how long it waited for the turn.
+    fn compile<T>(&self, work: impl FnOnce() -> T) -> (T, Duration) {
         let asked = Instant::now();
         let _turn = self.compiling.lock().unwrap_or_else(|p| p.into_inner());
         let waited = asked.elapsed();
-        let compiled = compile();
+        let compiled = work();
         release_freed_memory();
         (compiled, waited)
     }

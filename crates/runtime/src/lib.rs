@@ -166,8 +166,8 @@ impl bindings::handler::clean_host::plugin::egress::Host for PluginState {
     }
 }
 
-/// The engine, the linker every plugin is linked with, the compile cache
-/// and the host's key.
+/// The engine, the linker every plugin is linked with, the compile cache,
+/// the host's key, and the turn plugins being loaded take to describe themselves.
 pub struct Runtime {
     engine: Engine,
     linker: Linker<PluginState>,

@@ -103,7 +103,8 @@ pub struct Plugin {
     pub manifest: Manifest,
     /// The tenant whose budget its instances count against.
     pub budget: Arc<TenantBudget>,
-    /// Time to compile (or load from the cache) and describe it.
+    /// Time to compile (or load from the cache) and describe it, not
+    /// counting waits for another plugin's compile or describe.
     pub load_time: std::time::Duration,
     pub kind: PluginKind,
 }
@@ -359,8 +360,9 @@ const LOADERS: usize = 2;
 /// [`Runtime::load`] of each of `paths`, in their order, on up to
 /// [`LOADERS`] threads: a start from compiled plugins (reading, checking,
 /// deserializing) takes about two thirds as long. Compiles take turns (see
-/// the cache), and so do `describe()` calls (see [`Runtime`]): a first start
-/// holds one compile's memory at a time, as on one thread. Every path is
+/// the cache), and so do `describe()` calls (two would count twice against
+/// the tenant's budget): a first start holds one compile's memory at a time,
+/// as on one thread. Every path is
 /// loaded even after a fault, so that which fault stops a start does not
 /// depend on which thread came first.
 fn load_all(runtime: &Runtime, paths: &[PathBuf], defaults: Limits, budget: &Arc<TenantBudget>) -> Vec<Result<Plugin, LoadError>> {

@@ -35,14 +35,15 @@ use super::assembly::{build_pipelines, config_name, data_dir, load_tenants, max_
 use crate::cli::{GlobalArgs, RunArgs};
 
 /// The history file being opened beside the plugins' loading. A start
-/// that fails before it is used waits for it: no thread is left writing a
-/// file as the process exits.
+/// that fails before using it (a broken plugin) has still opened (or made)
+/// the file; it waits for the opening and closes it again, so no thread is
+/// left writing the file as the process exits.
 struct HistoryOpening(Option<std::thread::JoinHandle<Result<(History, HistoryWriter), HistoryError>>>);
 
 impl Drop for HistoryOpening {
     fn drop(&mut self) {
-        if let Some(opening) = self.0.take() {
-            let _ = opening.join();
+        if let Some(Ok(Ok((_history, writer)))) = self.0.take().map(|opening| opening.join()) {
+            writer.finish();
         }
     }
 }

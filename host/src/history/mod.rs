@@ -8,8 +8,8 @@
 //! transaction (a commit per window, about 1 ms apart, cost the file run of
 //! `scripts/bench` 4% of its throughput). A pipeline at the end of its input
 //! says so ([`History::flush`]): what it queued is committed without
-//! lingering, and the log is moved into the file while its source commits
-//! its last positions, not at the exit. If the disk falls so far behind
+//! lingering, and the log is moved into the file (at most once a second)
+//! while its source commits its last positions, not at the exit. If the disk falls so far behind
 //! that the queue is full, the record is not written and the pipeline's
 //! `history_dropped` counter says so (summary and `/metrics`).
 //!
@@ -394,7 +394,7 @@ impl HistoryWriter {
 
 fn write_loop(conn: &mut Connection, rx: &Receiver<Entry>, stats: &HistoryStats, retention_ms: i64) {
     let mut last_cleanup = Instant::now();
-    let mut last_log_move: Option<Instant> = None;
+    let (mut log_move_due, mut last_log_move) = (false, None::<Instant>);
     loop {
         let mut batch = match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(first) => gather(first, rx, LINGER),
@@ -426,10 +426,11 @@ fn write_loop(conn: &mut Connection, rx: &Receiver<Entry>, stats: &HistoryStats,
             return;
         }
         // A pipeline's input ended: its last pages go from the log into the
-        // file now, while its source commits its acks, not at the exit (once
-        // for pipelines that end together).
-        if flushed && last_log_move.is_none_or(|t| t.elapsed() >= LOG_MOVE_EVERY) {
-            last_log_move = Some(Instant::now());
+        // file now, while its source commits its acks, not at the exit; for
+        // pipelines ending one after another, once a second.
+        log_move_due |= flushed;
+        if log_move_due && last_log_move.is_none_or(|t| t.elapsed() >= LOG_MOVE_EVERY) {
+            (log_move_due, last_log_move) = (false, Some(Instant::now()));
             if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
                 tracing::warn!("history: cannot move the log into the file: {e}");
             }
