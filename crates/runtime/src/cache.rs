@@ -13,7 +13,7 @@ use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
@@ -21,6 +21,7 @@ use wasmtime::Engine;
 
 use super::files::write_atomically;
 use super::host_key::{HostKey, TAG_BYTES};
+use super::take_turn;
 
 pub struct ComponentCache {
     /// The folder and the key its files are signed with.
@@ -88,9 +89,7 @@ impl ComponentCache {
     /// `work` (a compile) in its turn, its freed memory given back after;
     /// and how long it waited for the turn.
     fn compile<T>(&self, work: impl FnOnce() -> T) -> (T, Duration) {
-        let asked = Instant::now();
-        let _turn = self.compiling.lock().unwrap_or_else(|p| p.into_inner());
-        let waited = asked.elapsed();
+        let (_turn, waited) = take_turn(&self.compiling);
         let compiled = work();
         release_freed_memory();
         (compiled, waited)

@@ -166,6 +166,14 @@ impl bindings::handler::clean_host::plugin::egress::Host for PluginState {
     }
 }
 
+/// `turn` taken, and how long taking it waited (on another plugin's compile
+/// or describe: time that is not the waiting plugin's own load).
+fn take_turn(turn: &std::sync::Mutex<()>) -> (std::sync::MutexGuard<'_, ()>, Duration) {
+    let asked = std::time::Instant::now();
+    let taken = turn.lock().unwrap_or_else(|p| p.into_inner());
+    (taken, asked.elapsed())
+}
+
 /// The engine, the linker every plugin is linked with, the compile cache,
 /// the host's key, and the turn plugins being loaded take to describe themselves.
 pub struct Runtime {

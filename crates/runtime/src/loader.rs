@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use wasmtime::component::InstancePre;
 use wasmtime::Store;
 
-use super::{call_plugin, content_hash, cut, start, Limits, PluginFault, PluginState, Runtime, TenantBudget};
+use super::{call_plugin, content_hash, cut, start, take_turn, Limits, PluginFault, PluginState, Runtime, TenantBudget};
 use clean_host_core::bindings::{AlertHandlerPluginPre, DetectorExports, DetectorIndices, PluginInfo, ProjectionExports, ProjectionIndices};
 
 /// What may stand beside a plugin in `NAME.toml`.
@@ -182,9 +182,7 @@ impl Runtime {
             },
         };
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let asked = std::time::Instant::now();
-        let turn = self.describing.lock().unwrap_or_else(|p| p.into_inner());
-        let waited_to_describe = asked.elapsed();
+        let (turn, waited_to_describe) = take_turn(&self.describing);
         let info = self.describe(&kind, &stem, &limits, budget).map_err(|fault| LoadError::Describe { path: path.into(), fault })?;
         drop(turn);
         let name = if info.name.trim().is_empty() { stem } else { info.name.clone() };
@@ -362,9 +360,8 @@ const LOADERS: usize = 2;
 /// deserializing) takes about two thirds as long. Compiles take turns (see
 /// the cache), and so do `describe()` calls (two would count twice against
 /// the tenant's budget): a first start holds one compile's memory at a time,
-/// as on one thread. Every path is
-/// loaded even after a fault, so that which fault stops a start does not
-/// depend on which thread came first.
+/// as on one thread. Every path is loaded even after a fault, so that which
+/// fault stops a start does not depend on which thread came first.
 fn load_all(runtime: &Runtime, paths: &[PathBuf], defaults: Limits, budget: &Arc<TenantBudget>) -> Vec<Result<Plugin, LoadError>> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(LOADERS).min(paths.len());
     if threads <= 1 {

@@ -9,9 +9,10 @@
 //! `scripts/bench` 4% of its throughput). A pipeline at the end of its input
 //! says so ([`History::flush`]): what it queued is committed without
 //! lingering, and the log is moved into the file (at most once a second)
-//! while its source commits its last positions, not at the exit. If the disk falls so far behind
-//! that the queue is full, the record is not written and the pipeline's
-//! `history_dropped` counter says so (summary and `/metrics`).
+//! while its source commits its last positions, not at the exit. If the
+//! disk falls so far behind that the queue is full, the record is not
+//! written and the pipeline's `history_dropped` counter says so (summary
+//! and `/metrics`).
 //!
 //! Acknowledgements to the source pass through the same queue
 //! ([`History::after_commit`]): a broker position is committed only once the

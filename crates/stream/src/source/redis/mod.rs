@@ -216,9 +216,7 @@ impl RedisSource {
                         Some(last) => {
                             *after = last.id.to_string();
                             // Deleted from the stream since: done with.
-                            let (gone, entries): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut reply.entries).into_iter().partition(Entry::deleted);
-                            self.ack_ids(gone.iter().map(|e| &*e.id))?;
-                            reply.entries = entries;
+                            self.ack_leaving_out(&mut reply, Entry::deleted)?;
                             return Ok(reply);
                         }
                         None => *phase = ReadPhase::New,
@@ -330,10 +328,15 @@ impl RedisSource {
     /// Entries up to the checkpoint resumed from come again only if the
     /// group was moved back: they were analysed, so they are acked, not read.
     fn skip_analysed(&mut self, mut reply: Reply, through: (u64, u64)) -> redis::RedisResult<Reply> {
-        let (analysed, entries): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut reply.entries).into_iter().partition(|e| e.at <= through);
-        self.ack_ids(analysed.iter().map(|e| &*e.id))?;
-        reply.entries = entries;
+        self.ack_leaving_out(&mut reply, |e| e.at <= through)?;
         Ok(reply)
+    }
+
+    /// Ack the entries of `reply` that need no reading (`done`), and leave them out of it.
+    fn ack_leaving_out(&mut self, reply: &mut Reply, done: impl Fn(&Entry) -> bool) -> redis::RedisResult<()> {
+        let (gone, kept): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut reply.entries).into_iter().partition(|e| done(e));
+        reply.entries = kept;
+        self.ack_ids(gone.iter().map(|e| &*e.id))
     }
 
     fn ack_ids<'i>(&mut self, ids: impl Iterator<Item = &'i str>) -> redis::RedisResult<()> {

@@ -60,15 +60,15 @@ impl Entry {
 /// reply's entry reads the wrong bytes).
 impl Reply {
     /// `entry`'s field/value pairs.
-    pub fn fields(&self, entry: &Entry) -> impl Iterator<Item = (&[u8], &[u8])> {
+    pub fn fields(&self, entry: &Entry) -> impl DoubleEndedIterator<Item = (&[u8], &[u8])> {
         self.fields[entry.fields.clone()].iter().map(|(name, value)| (&self.bytes[name.clone()], &self.bytes[value.clone()]))
     }
 
     /// The value of `entry`'s last field named `name` (Redis shows an
     /// entry as a map), a slice of the reply.
     pub fn value(&self, entry: &Entry, name: &[u8]) -> Option<Bytes> {
-        let (_, value) = self.fields[entry.fields.clone()].iter().rev().find(|(n, _)| &self.bytes[n.clone()] == name)?;
-        Some(self.bytes.slice(value.clone()))
+        let (_, value) = self.fields(entry).rev().find(|&(n, _)| n == name)?;
+        Some(self.bytes.slice_ref(value))
     }
 }
 
@@ -550,13 +550,11 @@ mod tests {
         assert_eq!(refused.kind(), ErrorKind::Server(ServerErrorKind::BusyLoading));
     }
 
-    /// A read sent ahead (as the source sends the next while the last is
-    /// analysed) is received in its turn, each reply with its own entries.
-    #[test]
-    fn a_read_sent_ahead_is_received_in_its_turn() {
+    /// A server on loopback that answers each XREADGROUP with the next of
+    /// `replies`, written by `write`; its address.
+    fn answer_each_read<const N: usize>(replies: [String; N], write: impl Fn(&mut std::net::TcpStream, &str) + Send + 'static) -> String {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap().to_string();
-        let replies = [reply(&[("1-0", Some(&[("data", "a")]))]), reply(&[("2-0", Some(&[("data", "b")]))])];
         std::thread::spawn(move || {
             let (mut socket, _) = listener.accept().unwrap();
             for reply in replies {
@@ -567,9 +565,18 @@ mod tests {
                     assert!(n > 0, "the reader hung up");
                     command.extend_from_slice(&chunk[..n]);
                 }
-                socket.write_all(reply.as_bytes()).unwrap();
+                write(&mut socket, &reply);
             }
         });
+        address
+    }
+
+    /// A read sent ahead (as the source sends the next while the last is
+    /// analysed) is received in its turn, each reply with its own entries.
+    #[test]
+    fn a_read_sent_ahead_is_received_in_its_turn() {
+        let replies = [reply(&[("1-0", Some(&[("data", "a")]))]), reply(&[("2-0", Some(&[("data", "b")]))])];
+        let address = answer_each_read(replies, |socket, reply| socket.write_all(reply.as_bytes()).unwrap());
         let mut reader = StreamReader::connect(&address, None, None, Duration::from_secs(1), Duration::from_secs(5)).unwrap();
         let mut ids = Vec::new();
         reader.send_read("g", "c", 10, None, "orders", ">").unwrap();
@@ -595,26 +602,14 @@ mod tests {
         let entries = |range: Range<usize>| -> Vec<TestEntry> { range.map(|i| (ids[i].as_str(), Some(&pairs[i][..]))).collect() };
         let replies = [reply(&entries(0..10)), reply(&entries(10..4000))];
         assert!(replies[1].len() > READ_CHUNK, "{}", replies[1].len());
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        std::thread::spawn(move || {
-            let (mut socket, _) = listener.accept().unwrap();
-            for reply in replies {
-                let mut command = Vec::new();
-                while !command.ends_with(b">\r\n") {
-                    let mut chunk = [0u8; 512];
-                    let n = socket.read(&mut chunk).unwrap();
-                    assert!(n > 0, "the reader hung up");
-                    command.extend_from_slice(&chunk[..n]);
-                }
-                let mut rest = reply.as_bytes();
-                while !rest.is_empty() {
-                    // About 4 KB, up to a line end.
-                    let end = rest.iter().skip(4093).position(|&b| b == b'\n').map_or(rest.len(), |at| 4093 + at + 1);
-                    socket.write_all(&rest[..end]).unwrap();
-                    rest = &rest[end..];
-                    std::thread::sleep(Duration::from_micros(200));
-                }
+        let address = answer_each_read(replies, |socket, reply| {
+            let mut rest = reply.as_bytes();
+            while !rest.is_empty() {
+                // About 4 KB, up to a line end.
+                let end = rest.iter().skip(4093).position(|&b| b == b'\n').map_or(rest.len(), |at| 4093 + at + 1);
+                socket.write_all(&rest[..end]).unwrap();
+                rest = &rest[end..];
+                std::thread::sleep(Duration::from_micros(200));
             }
         });
         let mut reader = StreamReader::connect(&address, None, None, Duration::from_secs(1), Duration::from_secs(5)).unwrap();
