@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::Batch;
+
 /// The `q` quantile (0..=1) of `values`, reordering them; NaN when empty.
 pub fn quantile(values: &mut [f64], q: f64) -> f64 {
     if values.is_empty() {
@@ -30,26 +32,28 @@ pub fn sorted(values: impl IntoIterator<Item = f64>) -> Vec<f64> {
     keys.into_iter().map(from_ordered_key).collect()
 }
 
-/// Numeric column `index` of the window `analyze` was handed, whose present,
-/// finite values in row order are `values`, in ascending order. In wasm the
-/// host sorts it, once a window for every detector that asks (the WIT's
-/// `window.sorted`, since 0.1.2), natively several times faster than a
-/// plugin can; natively, or when the host's answer is not for these values
-/// (a batch of the plugin's own making, values it changed), they are
-/// [`sorted`] here.
-pub fn sorted_column(index: usize, values: &[f64]) -> Vec<f64> {
+/// The present, finite values of numeric column `index` of `batch` (the
+/// window `analyze` was handed), in ascending order; `None` for a column of
+/// another type or an index past the last. In wasm the host sorts it, once a
+/// window for every detector that asks (the WIT's `window.sorted`, since
+/// 0.1.2), natively several times faster than a plugin can; natively, or
+/// when the host's answer is not for these values (a batch of the plugin's
+/// own making, values it changed), they are [`sorted`] here.
+pub fn sorted_column(batch: &Batch, index: usize) -> Option<Vec<f64>> {
+    let view = batch.columns.get(index)?.numeric()?;
     #[cfg(target_arch = "wasm32")]
     {
         // The same values whatever their order: the same count and sum of their bits.
-        let sum = |v: &[f64]| v.iter().fold(0u64, |sum, x| sum.wrapping_add(x.to_bits()));
+        fn count_and_sum(values: impl Iterator<Item = f64>) -> (usize, u64) {
+            values.fold((0, 0), |(n, sum), x| (n + 1, sum.wrapping_add(x.to_bits())))
+        }
+        let expected = count_and_sum(view.present().map(|(_, x)| x));
         let host = crate::bindings::clean_host::plugin::window::sorted(index as u32);
-        if let Some(host) = host.filter(|s| s.len() == values.len() && sum(s) == sum(values)) {
-            return host;
+        if let Some(host) = host.filter(|s| count_and_sum(s.iter().copied()) == expected) {
+            return Some(host);
         }
     }
-    #[cfg(not(target_arch = "wasm32"))]
-    let _ = index;
-    sorted(values.iter().copied())
+    Some(sorted(view.present().map(|(_, x)| x)))
 }
 
 /// A float as an integer in the float's total order.
@@ -70,16 +74,25 @@ fn from_ordered_key(key: u64) -> f64 {
 /// Median and median absolute deviation of `values`, in any order (no NaN):
 /// two selections over integer keys that order like the floats, no sort.
 pub fn median_mad(values: &[f64]) -> (f64, f64) {
+    let (_, median, mad) = quantiles_median_mad(values, &[]);
+    (median, mad)
+}
+
+/// [`quantiles`] and [`median_mad`] of the same values together: the median
+/// selected with the quantiles, from one copy (outliers learns all of them
+/// from its 4096-value sample at every refresh).
+pub fn quantiles_median_mad(values: &[f64], qs: &[f64]) -> (Vec<f64>, f64, f64) {
     if values.is_empty() {
-        return (f64::NAN, f64::NAN);
+        return (vec![f64::NAN; qs.len()], f64::NAN, f64::NAN);
     }
     let mut keys: Vec<u64> = values.iter().copied().map(ordered_key).collect();
-    let median = key_quantiles(&mut keys, &[0.5], from_ordered_key)[0];
+    let mut quantiles = key_quantiles(&mut keys, &[qs, &[0.5]].concat(), from_ordered_key);
+    let median = quantiles.pop().expect("the median was asked for");
     // Deviations are never negative, so their bits order like them.
     for (key, &x) in keys.iter_mut().zip(values) {
         *key = (x - median).abs().to_bits();
     }
-    (median, key_quantiles(&mut keys, &[0.5], f64::from_bits)[0])
+    (quantiles, median, key_quantiles(&mut keys, &[0.5], f64::from_bits)[0])
 }
 
 /// The `qs` quantiles of `values`, in any order: what [`sorted_quantile`]
@@ -566,6 +579,19 @@ mod tests {
     }
 
     #[test]
+    fn a_columns_sorted_values_are_its_present_finite_ones() {
+        let batch = crate::testing::BatchBuilder::new(0)
+            .float("f", &[Some(2.5), None, Some(f64::NAN), Some(-1.0), Some(f64::INFINITY), Some(-0.0)])
+            .int("i", &[Some(3), Some(-7), None, Some(3), Some(0), Some(9)])
+            .text("t", &[Some("a"); 6])
+            .build();
+        let bits = |v: Vec<f64>| v.iter().map(|x| x.to_bits()).collect::<Vec<u64>>();
+        assert_eq!(bits(sorted_column(&batch, 0).unwrap()), bits(vec![-1.0, -0.0, 2.5]));
+        assert_eq!(sorted_column(&batch, 1).unwrap(), [-7.0, 0.0, 3.0, 3.0, 9.0]);
+        assert!(sorted_column(&batch, 2).is_none() && sorted_column(&batch, 3).is_none(), "text; no such column");
+    }
+
+    #[test]
     fn selected_statistics_are_the_sorted_ones() {
         let mut rng = crate::testing::Rng(5);
         for n in (1..=12).chain([100, 101, 1000, 4096]).flat_map(|n| [n; 8]) {
@@ -581,6 +607,9 @@ mod tests {
                 let expected: Vec<u64> = qs.iter().map(|&q| sorted_quantile(&v, q, |x| x).to_bits()).collect();
                 let got: Vec<u64> = quantiles(&shuffled, &qs).iter().map(|x| x.to_bits()).collect();
                 assert_eq!(got, expected, "{v:?}");
+                let (together, together_median, together_mad) = quantiles_median_mad(&shuffled, &qs);
+                assert_eq!(together.iter().map(|x| x.to_bits()).collect::<Vec<u64>>(), expected, "{v:?}");
+                assert_eq!((together_median, together_mad), (median, mad), "{v:?}");
             }
         }
         assert!(sorted_median_mad(&[]).0.is_nan() && median_mad(&[]).1.is_nan() && quantiles(&[], &[0.5])[0].is_nan());

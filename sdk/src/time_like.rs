@@ -96,17 +96,19 @@ impl TimeLikeColumns {
         let epoch_ranges = EpochRanges::around(&[batch.info.start_ms, batch.info.end_ms, batch.info.closed_at_ms]);
         for column in batch.columns.iter().filter(|c| watched(&c.name)) {
             let validity = &column.validity;
-            let present = move |r: &usize| validity[*r] == PRESENT;
             // Every row present (no validity) is the usual case: read straight
             // through, not row by row through the validity check.
             match (&column.values, validity.is_empty()) {
                 (ColumnValues::Float64(v), true) => self.observe_column(&column.name, v.iter().copied().filter(|x| x.is_finite()), false, &epoch_ranges),
                 (ColumnValues::Float64(v), false) => {
-                    let values = (0..v.len()).filter(present).map(|r| v[r]).filter(|x| x.is_finite());
+                    let values = v.iter().zip(validity).filter(|&(_, &s)| s == PRESENT).map(|(&x, _)| x).filter(|x| x.is_finite());
                     self.observe_column(&column.name, values, false, &epoch_ranges);
                 }
                 (ColumnValues::Int64(v), true) => self.observe_column(&column.name, v.iter().map(|&x| x as f64), true, &epoch_ranges),
-                (ColumnValues::Int64(v), false) => self.observe_column(&column.name, (0..v.len()).filter(present).map(|r| v[r] as f64), true, &epoch_ranges),
+                (ColumnValues::Int64(v), false) => {
+                    let values = v.iter().zip(validity).filter(|&(_, &s)| s == PRESENT).map(|(&x, _)| x as f64);
+                    self.observe_column(&column.name, values, true, &epoch_ranges);
+                }
                 _ => {}
             }
         }
@@ -124,6 +126,9 @@ impl TimeLikeColumns {
         // Counted without branches on the values: a column of noise goes up
         // and down at random, which a branch would mispredict every other row.
         let (mut downs, mut ups, mut wraps, mut unit_ups) = (0u32, 0u32, 0u32, true);
+        // Whole numbers within a day as `HHMM` may be: only a column nearly
+        // all of them is read again for its digits.
+        let mut in_day = 0usize;
         let mut n = 0usize;
         let (mut low, mut high) = (f64::INFINITY, f64::NEG_INFINITY);
         let mut previous = evidence.last.unwrap_or(first);
@@ -137,6 +142,7 @@ impl TimeLikeColumns {
             ups += u32::from(up);
             wraps += u32::from(integers & down & (p >= 6.0) & ((v == 0.0) | (v == 1.0)));
             unit_ups &= !up | (integers & (v - p == 1.0));
+            in_day += usize::from(integers && (0.0..=2400.0).contains(&v));
             // Comparisons, not f64::min/max: those are libm calls in wasm.
             if v < low {
                 low = v;
@@ -146,10 +152,10 @@ impl TimeLikeColumns {
             }
             previous = v;
         }
-        // Values are read again only where the range says they may be epoch
-        // times or times of day: most columns are neither.
+        // Values are read again only where they may be epoch times or times
+        // of day: most columns are neither.
         let epochs = if epoch_ranges.meets(low, high) { values.clone().filter(|&v| epoch_ranges.holds(v)).count() } else { 0 };
-        let hhmm = if integers && high - low >= HHMM_SPAN && low <= 2400.0 && high >= 0.0 {
+        let hhmm = if in_day as f64 >= HHMM_SHARE * n as f64 && high - low >= HHMM_SPAN {
             values.filter(|&v| (0.0..=2400.0).contains(&v) && (v as i64) % 100 < 60).count()
         } else {
             0

@@ -56,8 +56,8 @@ use clean_host_sdk::distinct::{DistinctValues, ABSENT};
 use clean_host_sdk::stats::{sorted_column, Departures, History};
 use clean_host_sdk::time_like::TimeLikeColumns;
 use clean_host_sdk::{
-    decode_state, encode_state, export_detector, log, metric_info, parse_config, Analysis, Batch, BatchParts, Column, ColumnValues, Detector, Finding,
-    PluginInfo, Reads, Severity, PRESENT,
+    decode_state, encode_state, export_detector, log, metric_info, parse_config, Analysis, Batch, BatchParts, ColumnValues, Detector, Finding, PluginInfo,
+    Reads, Severity, PRESENT,
 };
 use datasketches::frequencies::{ErrorType, FrequentItemsSketch};
 use serde::{Deserialize, Serialize};
@@ -74,9 +74,10 @@ const CATEGORY_MAP: usize = 1024;
 /// usually moves takes more windows to see than a rate's level.
 const JUDGE_AFTER: usize = 20;
 /// Values of a numeric column a window adds to the reference being learned,
-/// at most (evenly spaced over its rows): the cost of learning stays flat.
-/// The tests take the reference's size as it is (the sketch's count), so a
-/// smaller sample costs a little power, not false alarms.
+/// at most (evenly spaced over its ranks): the cost of learning stays flat.
+/// The tests take the reference's size as it is (the sample's count), so a
+/// smaller sample costs a little power, not false alarms (a sample spread
+/// over the ranks is closer to its window than as many random rows).
 const NUMBERS_PER_WINDOW: usize = 250;
 /// The same for a text or boolean column: more, as whether a column is a
 /// category at all (few values, covering 95% of rows) is read off the sample.
@@ -165,6 +166,19 @@ enum Reference {
     NotJudged,
 }
 
+/// Category -> bin: where a categorical reference's judge counts each value.
+type CategoryBins = HashMap<Vec<u8>, usize, BuildHasherDefault<Fnv>>;
+
+impl Reference {
+    /// The bins of a categorical reference; `None` for any other.
+    fn category_bins(&self) -> Option<CategoryBins> {
+        match self {
+            Reference::Categorical { shares, .. } => Some(shares.keys().enumerate().map(|(i, k)| (k.as_bytes().to_vec(), i)).collect()),
+            _ => None,
+        }
+    }
+}
+
 /// A reference being learned.
 enum Learning {
     Numeric(ReferenceSample),
@@ -224,29 +238,15 @@ pub struct Drift {
     time: TimeLikeColumns,
     spreads: BTreeMap<String, Spread>,
     /// Category -> bin, per categorical reference (rebuilt from `reference`).
-    bins: HashMap<String, HashMap<Vec<u8>, usize, BuildHasherDefault<Fnv>>>,
+    bins: HashMap<String, CategoryBins>,
 }
 
 /// The kind of values a column holds in this window.
 enum Values<'a> {
-    Numbers(Numbers),
+    /// A numeric column's present, finite values, ascending (sorted by the
+    /// host, in wasm): all the tests of fit, the median and the sample read.
+    Numbers(Vec<f64>),
     Categories(Tally<'a>),
-}
-
-/// A numeric column's present, finite values.
-struct Numbers {
-    /// In row order: the sample the reference learns is spread over it.
-    rows: Vec<f64>,
-    /// Ascending: what the tests of fit and the median read.
-    sorted: Vec<f64>,
-}
-
-impl Numbers {
-    /// Column `index`'s values, `rows`, and the same sorted (by the host, in wasm).
-    fn new(index: usize, rows: Vec<f64>) -> Self {
-        let sorted = sorted_column(index, &rows);
-        Numbers { rows, sorted }
-    }
 }
 
 /// A text or boolean column's window as counts of its distinct values: one
@@ -292,14 +292,13 @@ impl<'a> Tally<'a> {
     }
 }
 
-/// Column `index` of the batch; a text column's rows grouped by value are `distinct`.
-fn values<'a>(column: &'a Column, index: usize, distinct: Option<&'a DistinctValues>) -> Option<Values<'a>> {
+/// Column `index` of `batch`; a text column's rows grouped by value are `distinct`.
+fn values<'a>(batch: &Batch, index: usize, distinct: Option<&'a DistinctValues>) -> Option<Values<'a>> {
+    let column = &batch.columns[index];
     let present = |r: &usize| column.validity.is_empty() || column.validity[*r] == PRESENT;
-    let rows = 0..column.len();
     Some(match &column.values {
-        ColumnValues::Float64(v) => Values::Numbers(Numbers::new(index, rows.filter(present).map(|r| v[r]).filter(|x| x.is_finite()).collect())),
-        ColumnValues::Int64(v) => Values::Numbers(Numbers::new(index, rows.filter(present).map(|r| v[r] as f64).collect())),
-        ColumnValues::Boolean(v) => Values::Categories(Tally::of_booleans(rows.filter(present).map(|r| v[r]), column.count(PRESENT))),
+        ColumnValues::Float64(_) | ColumnValues::Int64(_) => Values::Numbers(sorted_column(batch, index)?),
+        ColumnValues::Boolean(v) => Values::Categories(Tally::of_booleans((0..column.len()).filter(present).map(|r| v[r]), column.count(PRESENT))),
         ColumnValues::Text(_) => Values::Categories(Tally::of_text(distinct?)),
         ColumnValues::Timestamp(_) => return None,
     })
@@ -325,9 +324,10 @@ impl Learning {
     /// Add an even sample of `values`; false if they are of the other kind.
     fn add(&mut self, values: &Values) -> Result<bool, String> {
         match (self, values) {
-            (Learning::Numeric(reference), Values::Numbers(v)) => {
-                let step = v.rows.len().div_ceil(NUMBERS_PER_WINDOW).max(1);
-                v.rows.iter().step_by(step).for_each(|&x| reference.add(x));
+            (Learning::Numeric(reference), Values::Numbers(sorted)) => {
+                // Evenly spaced ranks, each the middle of its share of the window.
+                let step = sorted.len().div_ceil(NUMBERS_PER_WINDOW).max(1);
+                sorted.iter().skip(step / 2).step_by(step).for_each(|&x| reference.add(x));
             }
             (Learning::Categorical(sketch), Values::Categories(tally)) => {
                 for &(s, _, sampled) in tally.counts.iter().filter(|c| c.2 > 0) {
@@ -419,21 +419,17 @@ impl Drift {
             candidate.windows = 0;
         }
         if let Some(reference) = frozen.freeze(self.config.max_categories)? {
+            match reference.category_bins() {
+                Some(bins) => self.bins.insert(name.to_string(), bins),
+                None => self.bins.remove(name),
+            };
             self.reference.insert(name.to_string(), reference);
-            self.index_categories();
         }
         Ok(())
     }
 
     fn index_categories(&mut self) {
-        self.bins = self
-            .reference
-            .iter()
-            .filter_map(|(name, r)| match r {
-                Reference::Categorical { shares, .. } => Some((name.clone(), shares.keys().enumerate().map(|(i, k)| (k.as_bytes().to_vec(), i)).collect())),
-                _ => None,
-            })
-            .collect();
+        self.bins = self.reference.iter().filter_map(|(name, r)| Some((name.clone(), r.category_bins()?))).collect();
     }
 
     /// The PSI and KS distance above which a column's window stands apart
@@ -463,7 +459,7 @@ impl Drift {
             return (false, None, None);
         };
         match (reference, values) {
-            (Reference::Numeric { grid, rows }, Values::Numbers(Numbers { sorted: v, .. })) => {
+            (Reference::Numeric { grid, rows }, Values::Numbers(v)) => {
                 if v.len() < c.min_rows as usize {
                     return (false, None, None);
                 }
@@ -692,16 +688,16 @@ impl Detector for Drift {
                 continue;
             }
             let distinct = DistinctValues::of(batch, index);
-            let Some(values) = values(column, index, distinct.as_ref()) else {
+            let Some(values) = values(batch, index, distinct.as_ref()) else {
                 continue;
             };
-            if let Values::Numbers(Numbers { rows, .. }) = &values {
-                if !rows.is_empty() {
-                    out.metric("mean", Some(&column.name), rows.iter().sum::<f64>() / rows.len() as f64);
+            if let Values::Numbers(sorted) = &values {
+                if !sorted.is_empty() {
+                    out.metric("mean", Some(&column.name), sorted.iter().sum::<f64>() / sorted.len() as f64);
                 }
             }
             let (mut drifted, psi, ks) = self.judge(&column.name, &values, &mut out);
-            if let Values::Numbers(Numbers { sorted, .. }) = &values {
+            if let Values::Numbers(sorted) = &values {
                 let spread = self.spreads.entry(column.name.clone()).or_default();
                 if let Some(step) = spread.steps.observe(sorted, self.config.min_rows as usize, JUDGE_AFTER) {
                     drifted = true;

@@ -198,3 +198,29 @@ fn bad_config_is_refused_with_the_reason() {
     assert!(d.configure(r#"{"reference": {"x": {"frequencies": {"a": 0.9, "b": 0.3}}}}"#).unwrap_err().contains("at most 1"));
     assert!(d.configure(r#"{"bogus": 1}"#).unwrap_err().contains("unknown field"));
 }
+
+/// The reference takes a window's values at evenly spaced ranks, so it holds
+/// the pooled windows' distribution closer than as many random rows would.
+#[test]
+fn a_learned_reference_holds_the_windows_quantiles() {
+    let mut rng = Rng(6);
+    let mut d = drift("");
+    let mut all = Vec::new();
+    for seq in 0..REFERENCE {
+        let amounts: Vec<f64> = (0..1000).map(|_| (3.2 + 0.9 * rng.normal()).exp()).collect();
+        all.extend_from_slice(&amounts);
+        let values: Vec<Option<f64>> = amounts.into_iter().map(Some).collect();
+        d.analyze(&BatchBuilder::new(seq).float("amount", &values).build()).unwrap();
+    }
+    let Some(Reference::Numeric { grid, rows }) = d.reference.get("amount") else {
+        panic!("no numeric reference after {REFERENCE} windows");
+    };
+    assert_eq!(*rows, 2500, "250 values a window");
+    let n = all.len() as f64;
+    for (i, &x) in grid.grid.iter().enumerate().skip(1).take(99) {
+        // The pooled share at or below each grid point, against its rank
+        // (a random 2500 of the rows would miss by 0.01 at the median).
+        let share = all.iter().filter(|&&v| v <= x).count() as f64 / n;
+        assert!((share - i as f64 / 100.0).abs() <= 0.003, "grid point {i}: {share}");
+    }
+}

@@ -26,7 +26,7 @@
 use std::collections::BTreeMap;
 
 use clean_host_sdk::bindings::clean_host::plugin::host::LogLevel;
-use clean_host_sdk::stats::{median_mad, quantiles, Departures, Ewma, RateBaseline, Reservoir};
+use clean_host_sdk::stats::{quantiles_median_mad, Departures, Ewma, RateBaseline, Reservoir};
 use clean_host_sdk::time_like::TimeLikeColumns;
 use clean_host_sdk::{
     decode_state, encode_state, export_detector, log, metric_info, parse_config, Analysis, Batch, BatchParts, Detector, Finding, NumericView, PluginInfo,
@@ -198,12 +198,11 @@ pub struct Outliers {
 impl Reference {
     fn learn(sample: &[f64], config: &Config) -> Option<Reference> {
         // Selected, not sorted: only these ranks are read.
-        let q = quantiles(sample, &[0.01, 0.25, 0.75, 0.99]);
+        let (q, median, mad) = quantiles_median_mad(sample, &[0.01, 0.25, 0.75, 0.99]);
         let (q01, q1, q3, q99) = (q[0], q[1], q[2], q[3]);
         if q99 <= q01 {
             return None;
         }
-        let (median, mad) = median_mad(sample);
         let iqr = q3 - q1;
         let e = config.extreme_factor;
         // Both tails or none: a column with its median at one end (a cost
