@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Batch;
+use crate::{Batch, ColumnValues};
 
 /// The `q` quantile (0..=1) of `values`, reordering them; NaN when empty.
 pub fn quantile(values: &mut [f64], q: f64) -> f64 {
@@ -34,13 +34,24 @@ pub fn sorted(values: impl IntoIterator<Item = f64>) -> Vec<f64> {
 
 /// The present, finite values of numeric column `index` of `batch` (the
 /// window `analyze` was handed), in ascending order; `None` for a column of
-/// another type or an index past the last. In wasm the host sorts it, once a
+/// another type, one whose values were not handed over, or an index past
+/// the last. In wasm the host sorts it, once a
 /// window for every detector that asks (the WIT's `window.sorted`, since
 /// 0.1.2), natively several times faster than a plugin can; natively, or
 /// when the host's answer is not for these values (a batch of the plugin's
 /// own making, values it changed), they are [`sorted`] here.
 pub fn sorted_column(batch: &Batch, index: usize) -> Option<Vec<f64>> {
-    let view = batch.columns.get(index)?.numeric()?;
+    let column = batch.columns.get(index)?;
+    let handed = match &column.values {
+        ColumnValues::Float64(v) => v.len(),
+        ColumnValues::Int64(v) => v.len(),
+        _ => return None,
+    };
+    // Values the detector does not read are not handed over: nothing to sort.
+    if handed < column.len() {
+        return None;
+    }
+    let view = column.numeric()?;
     #[cfg(target_arch = "wasm32")]
     {
         // The same values whatever their order: the same count and sum of their bits.
@@ -71,16 +82,12 @@ fn from_ordered_key(key: u64) -> f64 {
     f64::from_bits(if key >> 63 == 1 { key & !(1 << 63) } else { !key })
 }
 
-/// Median and median absolute deviation of `values`, in any order (no NaN):
-/// two selections over integer keys that order like the floats, no sort.
-pub fn median_mad(values: &[f64]) -> (f64, f64) {
-    let (_, median, mad) = quantiles_median_mad(values, &[]);
-    (median, mad)
-}
-
-/// [`quantiles`] and [`median_mad`] of the same values together: the median
-/// selected with the quantiles, from one copy (outliers learns all of them
-/// from its 4096-value sample at every refresh).
+/// The `qs` quantiles of `values` (in any order, no NaN), their median and
+/// their median absolute deviation: what [`sorted_quantile`] and
+/// [`sorted_median_mad`] read off them sorted, from selections of only the
+/// ranks read, over integer keys that order like the floats (sorting
+/// outliers' 4096-value sample at every refresh cost it a tenth of its time
+/// per window, on average).
 pub fn quantiles_median_mad(values: &[f64], qs: &[f64]) -> (Vec<f64>, f64, f64) {
     if values.is_empty() {
         return (vec![f64::NAN; qs.len()], f64::NAN, f64::NAN);
@@ -93,18 +100,6 @@ pub fn quantiles_median_mad(values: &[f64], qs: &[f64]) -> (Vec<f64>, f64, f64) 
         *key = (x - median).abs().to_bits();
     }
     (quantiles, median, key_quantiles(&mut keys, &[0.5], f64::from_bits)[0])
-}
-
-/// The `qs` quantiles of `values`, in any order: what [`sorted_quantile`]
-/// reads off them sorted, from selections of only the ranks it reads
-/// (sorting outliers' 4096-value sample at every refresh cost it a tenth of
-/// its time per window, on average).
-pub fn quantiles(values: &[f64], qs: &[f64]) -> Vec<f64> {
-    if values.is_empty() {
-        return vec![f64::NAN; qs.len()];
-    }
-    let mut keys: Vec<u64> = values.iter().copied().map(ordered_key).collect();
-    key_quantiles(&mut keys, qs, from_ordered_key)
 }
 
 /// The `qs` quantiles of the floats `value` maps `keys` (not empty) to,
@@ -144,7 +139,8 @@ fn select_ranks(keys: &mut [u64], ranks: &[usize]) {
     select_ranks(above, &after);
 }
 
-/// [`median_mad`] of values already in ascending order, without a copy:
+/// Median and median absolute deviation of values already in ascending
+/// order, without a copy:
 /// the deviations below and above the median are two ascending runs, and
 /// the MAD's rank among them is found by a binary search over how many
 /// come from each.
@@ -589,6 +585,10 @@ mod tests {
         assert_eq!(bits(sorted_column(&batch, 0).unwrap()), bits(vec![-1.0, -0.0, 2.5]));
         assert_eq!(sorted_column(&batch, 1).unwrap(), [-7.0, 0.0, 3.0, 3.0, 9.0]);
         assert!(sorted_column(&batch, 2).is_none() && sorted_column(&batch, 3).is_none(), "text; no such column");
+        // A column the detector does not read: its rows' states without values.
+        let mut projected = batch.clone();
+        projected.columns[1].values = crate::ColumnValues::Int64(Vec::new());
+        assert!(sorted_column(&projected, 1).is_none());
     }
 
     #[test]
@@ -602,22 +602,20 @@ mod tests {
                 let mut shuffled = v.clone();
                 shuffled.reverse();
                 shuffled.rotate_left(n / 3);
-                assert_eq!((median, mad), median_mad(&shuffled), "{v:?}");
                 let qs = [0.0, 0.01, 0.25, 0.5, 0.75, 0.99, 1.0];
                 let expected: Vec<u64> = qs.iter().map(|&q| sorted_quantile(&v, q, |x| x).to_bits()).collect();
-                let got: Vec<u64> = quantiles(&shuffled, &qs).iter().map(|x| x.to_bits()).collect();
-                assert_eq!(got, expected, "{v:?}");
-                let (together, together_median, together_mad) = quantiles_median_mad(&shuffled, &qs);
-                assert_eq!(together.iter().map(|x| x.to_bits()).collect::<Vec<u64>>(), expected, "{v:?}");
-                assert_eq!((together_median, together_mad), (median, mad), "{v:?}");
+                let (got, got_median, got_mad) = quantiles_median_mad(&shuffled, &qs);
+                assert_eq!(got.iter().map(|x| x.to_bits()).collect::<Vec<u64>>(), expected, "{v:?}");
+                assert_eq!((got_median, got_mad), (median, mad), "{v:?}");
             }
         }
-        assert!(sorted_median_mad(&[]).0.is_nan() && median_mad(&[]).1.is_nan() && quantiles(&[], &[0.5])[0].is_nan());
+        let (none, median, mad) = quantiles_median_mad(&[], &[0.5]);
+        assert!(sorted_median_mad(&[]).0.is_nan() && none[0].is_nan() && median.is_nan() && mad.is_nan());
     }
 
     #[test]
     fn median_mad_of_known_values() {
-        let (m, mad) = median_mad(&[9.0, 1.0, 2.0, 6.0, 2.0, 4.0, 1.0]);
+        let (_, m, mad) = quantiles_median_mad(&[9.0, 1.0, 2.0, 6.0, 2.0, 4.0, 1.0], &[]);
         assert_eq!(m, 2.0);
         assert_eq!(mad, 1.0);
     }

@@ -126,8 +126,8 @@ impl TimeLikeColumns {
         // Counted without branches on the values: a column of noise goes up
         // and down at random, which a branch would mispredict every other row.
         let (mut downs, mut ups, mut wraps, mut unit_ups) = (0u32, 0u32, 0u32, true);
-        // Whole numbers within a day as `HHMM` may be: only a column nearly
-        // all of them is read again for its digits.
+        // Whole numbers from 0 to 2400 (times of day as `HHMM`, perhaps): a
+        // column's digits are read only when nearly all its values are such.
         let mut in_day = 0usize;
         let mut n = 0usize;
         let (mut low, mut high) = (f64::INFINITY, f64::NEG_INFINITY);
@@ -142,7 +142,7 @@ impl TimeLikeColumns {
             ups += u32::from(up);
             wraps += u32::from(integers & down & (p >= 6.0) & ((v == 0.0) | (v == 1.0)));
             unit_ups &= !up | (integers & (v - p == 1.0));
-            in_day += usize::from(integers && (0.0..=2400.0).contains(&v));
+            in_day += usize::from(integers & (0.0..=2400.0).contains(&v));
             // Comparisons, not f64::min/max: those are libm calls in wasm.
             if v < low {
                 low = v;

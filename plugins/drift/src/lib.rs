@@ -237,7 +237,7 @@ pub struct Drift {
     pinned: Vec<String>,
     time: TimeLikeColumns,
     spreads: BTreeMap<String, Spread>,
-    /// Category -> bin, per categorical reference (rebuilt from `reference`).
+    /// Category -> bin, per categorical reference (kept with `reference`).
     bins: HashMap<String, CategoryBins>,
 }
 
@@ -324,11 +324,7 @@ impl Learning {
     /// Add an even sample of `values`; false if they are of the other kind.
     fn add(&mut self, values: &Values) -> Result<bool, String> {
         match (self, values) {
-            (Learning::Numeric(reference), Values::Numbers(sorted)) => {
-                // Evenly spaced ranks, each the middle of its share of the window.
-                let step = sorted.len().div_ceil(NUMBERS_PER_WINDOW).max(1);
-                sorted.iter().skip(step / 2).step_by(step).for_each(|&x| reference.add(x));
-            }
+            (Learning::Numeric(reference), Values::Numbers(sorted)) => reference.add_ranks(sorted, NUMBERS_PER_WINDOW),
             (Learning::Categorical(sketch), Values::Categories(tally)) => {
                 for &(s, _, sampled) in tally.counts.iter().filter(|c| c.2 > 0) {
                     // Checked as UTF-8 first: the lossy path walks the bytes in chunks.
@@ -404,6 +400,7 @@ impl Drift {
                 *candidate = Candidate { sketch: Learning::new(values, k)?, windows: 0, shift: None, drifting: Departures::default() };
                 candidate.sketch.add(values)?;
                 self.reference.remove(name);
+                self.bins.remove(name);
             }
             candidate.windows += 1;
             let due = match self.reference.get(name) {

@@ -31,9 +31,30 @@ impl ReferenceSample {
         ReferenceSample { kept: Vec::new(), stride: 1, offered: 0, capacity: capacity.max(2) }
     }
 
-    pub fn add(&mut self, x: f64) {
-        // A power of two: a mask, not a division (at least 1, whatever state says).
-        if self.offered & (self.stride.max(1) - 1) == 0 {
+    /// Offer a window's values at `count` evenly spaced ranks of `sorted`
+    /// (ascending), each the middle of its share of them: closer to the
+    /// window than as many of its rows. They are offered round from a rank
+    /// drawn from the count offered so far: once the sample keeps every
+    /// stride-th value, the ranks a window keeps are spread over it at
+    /// random, not climbing window by window (which would tie the sample's
+    /// tails to the windows' order, and a trend would widen it).
+    pub fn add_ranks(&mut self, sorted: &[f64], count: usize) {
+        let step = sorted.len().div_ceil(count.max(1)).max(1);
+        let first = step / 2;
+        let picks = sorted.len().saturating_sub(first).div_ceil(step);
+        if picks == 0 {
+            return;
+        }
+        let start = (mixed(self.offered) % picks as u64) as usize;
+        for k in 0..picks {
+            self.add(sorted[first + (start + k) % picks * step]);
+        }
+    }
+
+    fn add(&mut self, x: f64) {
+        // A power of two: a mask, not a division (damaged state's 0 taken as 1).
+        let stride = self.stride.max(1);
+        if self.offered & (stride - 1) == 0 {
             self.kept.push(x);
             if self.kept.len() >= self.capacity {
                 let mut position = 0;
@@ -41,7 +62,7 @@ impl ReferenceSample {
                     position += 1;
                     position % 2 == 1
                 });
-                self.stride *= 2;
+                self.stride = stride * 2;
             }
         }
         self.offered += 1;
@@ -71,6 +92,15 @@ impl ReferenceSample {
     }
 }
 
+/// SplitMix64's finaliser: every bit of `x` moves every bit of the result,
+/// so counts in step give starts in no order.
+fn mixed(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +117,31 @@ mod tests {
         let gaps: Vec<f64> = s.kept.windows(2).map(|w| w[1] - w[0]).collect();
         assert!(gaps.iter().all(|&g| g == gaps[0]), "{gaps:?}");
         assert!(s.len() >= 50 && s.len() < 100 && *s.kept.last().unwrap() >= 900.0, "{:?}", s.kept);
+    }
+
+    #[test]
+    fn a_window_offers_its_middle_ranks() {
+        let mut s = ReferenceSample::new(1000);
+        let window: Vec<f64> = (0..1000).map(f64::from).collect();
+        s.add_ranks(&window, 250);
+        let mut kept = s.kept.clone();
+        kept.sort_by(f64::total_cmp);
+        assert_eq!(kept, (0..250).map(|k| f64::from(2 + 4 * k)).collect::<Vec<_>>());
+        s.add_ranks(&window[..3], 250);
+        s.add_ranks(&[], 250);
+        assert_eq!(s.len(), 253, "a short window offers all it has");
+    }
+
+    /// Once the sample is thinned to fewer values than a window offers, the
+    /// ranks kept from window after window wander at random, not upwards.
+    #[test]
+    fn a_thinned_sample_keeps_ranks_that_do_not_climb() {
+        let mut s = ReferenceSample::new(202);
+        let window: Vec<f64> = (0..1000).map(f64::from).collect();
+        (0..400).for_each(|_| s.add_ranks(&window, 250));
+        assert!(s.stride >= 256, "about one value a window: stride {}", s.stride);
+        let rises = s.kept.windows(2).filter(|w| w[1] > w[0]).count() as f64 / (s.len() - 1) as f64;
+        assert!((0.35..0.65).contains(&rises), "{rises} of neighbours rise");
     }
 
     #[test]
