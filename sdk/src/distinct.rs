@@ -80,9 +80,10 @@ impl Key {
 }
 
 impl DistinctValues {
-    /// Column `index` of `batch`, the window `analyze` was handed, grouped by
-    /// value; `None` when it is not a text column, or its values were left
-    /// out of what the detector reads (see [`crate::Reads`]).
+    /// Column `index` of `batch` grouped by value (by the host, for the batch
+    /// `analyze` was handed, in wasm); `None` when it is not a text column,
+    /// or its values were left out of what the detector reads (see
+    /// [`crate::Reads`]).
     pub fn of(batch: &Batch, index: usize) -> Option<Self> {
         let column = batch.columns.get(index)?;
         let ColumnValues::Text(text) = &column.values else {
@@ -92,36 +93,13 @@ impl DistinctValues {
             return None;
         }
         #[cfg(target_arch = "wasm32")]
-        {
-            use crate::bindings::clean_host::plugin::window;
-            let host = window::distinct(index as u32).map(|d| {
+        if crate::handed(batch) {
+            if let Some(d) = crate::bindings::clean_host::plugin::window::distinct(index as u32) {
                 let present = d.counts.iter().map(|&n| n as usize).sum();
-                DistinctValues { values: d.values, counts: d.counts, row_values: d.rows, present }
-            });
-            if let Some(host) = host.filter(|d| d.groups(column)) {
-                return Some(host);
+                return Some(DistinctValues { values: d.values, counts: d.counts, row_values: d.rows, present });
             }
         }
         Some(Self::grouped(column))
-    }
-
-    /// Whether these are `column`'s groups, as far as its length, present
-    /// rows and bytes (rows without a value hold none) and the values of 16
-    /// rows spread over it tell: the host answers for the window it handed
-    /// over, not for a batch of the plugin's own making.
-    #[cfg(target_arch = "wasm32")]
-    fn groups(&self, column: &Column) -> bool {
-        let ColumnValues::Text(text) = &column.values else { return false };
-        let bytes: usize = self.iter().map(|(v, n)| v.len() * n as usize).sum();
-        let rows = column.len();
-        let same = |row: usize| match self.row_values[row] {
-            ABSENT => !column.is_present(row),
-            at => (at as usize) < self.len() && column.is_present(row) && self.value(at as usize) == column.bytes(row),
-        };
-        self.row_values.len() == rows
-            && self.present == column.count(PRESENT)
-            && bytes == text.bytes.len()
-            && (0..16).map(|k| k * rows / 16).filter(|&row| row < rows).all(same)
     }
 
     /// Distinct values.

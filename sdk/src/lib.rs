@@ -175,6 +175,31 @@ impl Reads {
     }
 }
 
+#[cfg(target_arch = "wasm32")]
+thread_local! {
+    static HANDED: std::cell::Cell<*const Batch> = const { std::cell::Cell::new(std::ptr::null()) };
+}
+
+/// Run `analyze` of the window the host handed over, `batch`: while it runs,
+/// the host's summaries of that window (`window.sorted`, `window.distinct`)
+/// are taken for this very batch and no other (see [`export_detector!`]).
+#[doc(hidden)]
+#[cfg(target_arch = "wasm32")]
+pub fn analyzing<R>(batch: &Batch, analyze: impl FnOnce() -> R) -> R {
+    HANDED.with(|handed| handed.set(batch));
+    let result = analyze();
+    HANDED.with(|handed| handed.set(std::ptr::null()));
+    result
+}
+
+/// Whether `batch` is the very batch (by address) the host handed the
+/// `analyze` that runs now: a batch of the plugin's own making, or a changed
+/// copy, is not, and the host's summaries are not of it.
+#[cfg(target_arch = "wasm32")]
+fn handed(batch: &Batch) -> bool {
+    HANDED.with(|handed| std::ptr::eq(handed.get(), batch))
+}
+
 /// Export `$ty` (a [`Detector`]) as this component's detector.
 ///
 /// Expands to nothing off wasm, so detector crates also link natively.
@@ -203,7 +228,7 @@ macro_rules! export_detector {
                     INSTANCE.with(|d| d.borrow_mut().configure(&config))
                 }
                 fn analyze(batch: $crate::Batch) -> Result<$crate::Analysis, String> {
-                    INSTANCE.with(|d| d.borrow_mut().analyze(&batch))
+                    $crate::analyzing(&batch, || INSTANCE.with(|d| d.borrow_mut().analyze(&batch)))
                 }
                 fn snapshot() -> Vec<u8> {
                     INSTANCE.with(|d| d.borrow().snapshot())

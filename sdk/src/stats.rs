@@ -32,14 +32,13 @@ pub fn sorted(values: impl IntoIterator<Item = f64>) -> Vec<f64> {
     keys.into_iter().map(from_ordered_key).collect()
 }
 
-/// The present, finite values of numeric column `index` of `batch` (the
-/// window `analyze` was handed), in ascending order; `None` for a column of
-/// another type, one whose values were not handed over, or an index past
-/// the last. In wasm the host sorts it, once a
-/// window for every detector that asks (the WIT's `window.sorted`, since
-/// 0.1.2), natively several times faster than a plugin can; natively, or
-/// when the host's answer is not for these values (a batch of the plugin's
-/// own making, values it changed), they are [`sorted`] here.
+/// The present, finite values of numeric column `index` of `batch`, in
+/// ascending order; `None` for a column of another type, one whose values
+/// were not handed over, or an index past the last. For the batch `analyze`
+/// was handed, in wasm, the host sorts it, once a window for every detector
+/// that asks (the WIT's `window.sorted`, since 0.1.2), natively several
+/// times faster than a plugin can; natively, or for any other batch (one of
+/// the plugin's own making, a changed copy), they are [`sorted`] here.
 pub fn sorted_column(batch: &Batch, index: usize) -> Option<Vec<f64>> {
     let column = batch.columns.get(index)?;
     let handed = match &column.values {
@@ -51,20 +50,13 @@ pub fn sorted_column(batch: &Batch, index: usize) -> Option<Vec<f64>> {
     if handed < column.len() {
         return None;
     }
-    let view = column.numeric()?;
     #[cfg(target_arch = "wasm32")]
-    {
-        // The same values whatever their order: the same count and sum of their bits.
-        fn count_and_sum(values: impl Iterator<Item = f64>) -> (usize, u64) {
-            values.fold((0, 0), |(n, sum), x| (n + 1, sum.wrapping_add(x.to_bits())))
-        }
-        let expected = count_and_sum(view.present().map(|(_, x)| x));
-        let host = crate::bindings::clean_host::plugin::window::sorted(index as u32);
-        if let Some(host) = host.filter(|s| count_and_sum(s.iter().copied()) == expected) {
+    if crate::handed(batch) {
+        if let Some(host) = crate::bindings::clean_host::plugin::window::sorted(index as u32) {
             return Some(host);
         }
     }
-    Some(sorted(view.present().map(|(_, x)| x)))
+    Some(sorted(column.numeric()?.present().map(|(_, x)| x)))
 }
 
 /// A float as an integer in the float's total order.

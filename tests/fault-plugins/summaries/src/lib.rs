@@ -3,14 +3,19 @@
 //! 1 when the host's answer is the one it works out itself (none for the
 //! wrong type of column), else 0 with what differs. Asking for a column
 //! the batch does not have must give none, and so must asking outside
-//! `analyze` (its `configure` fails if not). With `hammer = true` it asks
+//! `analyze` (its `configure` fails if not). Per column also `sdk_agrees`:
+//! the SDK's helpers (`DistinctValues::of`, `stats::sorted_column`) give
+//! the same for the batch handed over, and for a changed copy of it (rows
+//! reversed, numbers negated) what the copy holds, not the window's. With `hammer = true` it asks
 //! for them over and over and never returns: the call must still end at
 //! its deadline.
 
 use std::collections::HashMap;
 
 use clean_host_sdk::bindings::clean_host::plugin::window;
-use clean_host_sdk::{export_detector, parse_config, Analysis, Batch, Column, ColumnValues, Detector, Finding, PluginInfo, Severity, PRESENT};
+use clean_host_sdk::distinct::DistinctValues;
+use clean_host_sdk::stats::sorted_column;
+use clean_host_sdk::{export_detector, parse_config, Analysis, Batch, Column, ColumnValues, Detector, Finding, PluginInfo, Severity, StringColumn, PRESENT};
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -74,6 +79,36 @@ fn differences(index: u32, column: &Column) -> Option<String> {
     (bits(&ours) != bits(&theirs)).then(|| format!("sorted: ours {ours:?}, the host's {theirs:?}"))
 }
 
+/// The column with its rows in reverse order and its numbers negated.
+fn changed(column: &Column) -> Column {
+    let values = match &column.values {
+        ColumnValues::Float64(v) => ColumnValues::Float64(v.iter().rev().map(|x| -x).collect()),
+        ColumnValues::Int64(v) => ColumnValues::Int64(v.iter().rev().map(|x| x.wrapping_neg()).collect()),
+        ColumnValues::Text(_) => {
+            let mut text = StringColumn { bytes: Vec::new(), offsets: vec![0] };
+            for row in (0..column.len()).rev() {
+                text.bytes.extend_from_slice(column.bytes(row));
+                text.offsets.push(text.bytes.len() as u32);
+            }
+            ColumnValues::Text(text)
+        }
+        other => other.clone(),
+    };
+    Column { name: column.name.clone(), values, validity: column.validity.iter().rev().copied().collect() }
+}
+
+/// What differs between the SDK's summaries of column `index` of `batch` and ours.
+fn sdk_differences(batch: &Batch, index: usize) -> Option<String> {
+    let column = &batch.columns[index];
+    let sdk = DistinctValues::of(batch, index).map(|d| (d.iter().map(|(v, _)| v.to_vec()).collect(), d.counts.clone(), d.row_values.clone()));
+    if sdk != grouped(column) {
+        return Some(format!("distinct: the SDK's {sdk:?}, ours {:?}", grouped(column)));
+    }
+    let bits = |v: Option<Vec<f64>>| v.map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<u64>>());
+    let (sdk, ours) = (bits(sorted_column(batch, index)), bits(sorted(column)));
+    (sdk != ours).then(|| format!("sorted: the SDK's {sdk:?}, ours {ours:?}"))
+}
+
 impl Detector for Summaries {
     fn describe() -> PluginInfo {
         PluginInfo {
@@ -114,6 +149,13 @@ impl Detector for Summaries {
             let differs = differences(index as u32, column);
             let message = differs.clone().unwrap_or_default();
             out.findings.push(Finding::new("agrees", Some(&column.name), f64::from(u8::from(differs.is_none())), 1.0, Severity::Info, message));
+        }
+        let mut copy = batch.clone();
+        copy.columns = batch.columns.iter().map(changed).collect();
+        for (index, column) in batch.columns.iter().enumerate() {
+            let differs = sdk_differences(batch, index).or_else(|| sdk_differences(&copy, index));
+            let message = differs.clone().unwrap_or_default();
+            out.findings.push(Finding::new("sdk_agrees", Some(&column.name), f64::from(u8::from(differs.is_none())), 1.0, Severity::Info, message));
         }
         let beyond = batch.columns.len() as u32;
         let none = [beyond, u32::MAX].iter().all(|&i| window::distinct(i).is_none() && window::sorted(i).is_none());
