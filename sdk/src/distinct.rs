@@ -2,11 +2,12 @@
 //!
 //! Category checks (drift's shares, validity's value sets) do their work
 //! once per distinct value, not once per row, when the rows have first been
-//! grouped by value. In wasm the host groups them (the WIT's `window.distinct`,
-//! since 0.1.2): once a window for every detector that asks, in native code,
-//! which cost drift and validity a sixth of their time each when every
-//! plugin did it itself. Natively (unit tests, the benchmark's native
-//! detectors) they are grouped here, to the same result: one probe of a small
+//! grouped by value. In wasm the host groups them for the batch `analyze`
+//! was handed (the WIT's `window.distinct`, since 0.1.2): once a window for
+//! every detector that asks, in native code, which cost drift and validity
+//! a sixth of their time each when every plugin did it itself. Natively
+//! (unit tests, the benchmark's native detectors), and for any other batch,
+//! they are grouped here, to the same result: one probe of a small
 //! open-addressing table a row, keyed by the value's length and its first
 //! and last eight bytes, which for values up to 16 bytes (codes, countries,
 //! statuses) is the value itself; longer values are also keyed by a hash of
@@ -93,7 +94,7 @@ impl DistinctValues {
             return None;
         }
         #[cfg(target_arch = "wasm32")]
-        if crate::handed(batch) {
+        if crate::is_handed(batch) {
             if let Some(d) = crate::bindings::clean_host::plugin::window::distinct(index as u32) {
                 let present = d.counts.iter().map(|&n| n as usize).sum();
                 return Some(DistinctValues { values: d.values, counts: d.counts, row_values: d.rows, present });

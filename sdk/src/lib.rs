@@ -186,17 +186,25 @@ thread_local! {
 #[doc(hidden)]
 #[cfg(target_arch = "wasm32")]
 pub fn analyzing<R>(batch: &Batch, analyze: impl FnOnce() -> R) -> R {
+    /// Forgets the batch when the call ends, however it ends.
+    struct Forget;
+    impl Drop for Forget {
+        fn drop(&mut self) {
+            HANDED.with(|handed| handed.set(std::ptr::null()));
+        }
+    }
     HANDED.with(|handed| handed.set(batch));
-    let result = analyze();
-    HANDED.with(|handed| handed.set(std::ptr::null()));
-    result
+    let _forget = Forget;
+    analyze()
 }
 
 /// Whether `batch` is the very batch (by address) the host handed the
 /// `analyze` that runs now: a batch of the plugin's own making, or a changed
-/// copy, is not, and the host's summaries are not of it.
+/// copy, is not, and the host's summaries are not of it. (Public for the
+/// tests' plugins.)
+#[doc(hidden)]
 #[cfg(target_arch = "wasm32")]
-fn handed(batch: &Batch) -> bool {
+pub fn is_handed(batch: &Batch) -> bool {
     HANDED.with(|handed| std::ptr::eq(handed.get(), batch))
 }
 

@@ -41,17 +41,17 @@ pub fn sorted(values: impl IntoIterator<Item = f64>) -> Vec<f64> {
 /// the plugin's own making, a changed copy), they are [`sorted`] here.
 pub fn sorted_column(batch: &Batch, index: usize) -> Option<Vec<f64>> {
     let column = batch.columns.get(index)?;
-    let handed = match &column.values {
+    let values = match &column.values {
         ColumnValues::Float64(v) => v.len(),
         ColumnValues::Int64(v) => v.len(),
         _ => return None,
     };
     // Values the detector does not read are not handed over: nothing to sort.
-    if handed < column.len() {
+    if values < column.len() {
         return None;
     }
     #[cfg(target_arch = "wasm32")]
-    if crate::handed(batch) {
+    if crate::is_handed(batch) {
         if let Some(host) = crate::bindings::clean_host::plugin::window::sorted(index as u32) {
             return Some(host);
         }

@@ -327,6 +327,7 @@ fn window_summaries_are_what_a_plugin_works_out_itself() {
             }
         }
         assert!(findings.iter().any(|f| f["metric"] == "beyond_is_none" && f["value"] == 1.0), "{w}");
+        assert!(findings.iter().any(|f| f["metric"] == "handed" && f["value"] == 1.0), "{w}");
     }
 }
 

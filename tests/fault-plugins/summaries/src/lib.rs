@@ -6,9 +6,11 @@
 //! `analyze` (its `configure` fails if not). Per column also `sdk_agrees`:
 //! the SDK's helpers (`DistinctValues::of`, `stats::sorted_column`) give
 //! the same for the batch handed over, and for a changed copy of it (rows
-//! reversed, numbers negated) what the copy holds, not the window's. With `hammer = true` it asks
-//! for them over and over and never returns: the call must still end at
-//! its deadline.
+//! reversed, numbers negated) what the copy holds, not the window's; and
+//! `handed`: the SDK knows the batch handed over (whose summaries it takes
+//! from the host) and not the copy. With `hammer = true` it asks for them
+//! over and over and never returns: the call must still end at its
+//! deadline.
 
 use std::collections::HashMap;
 
@@ -157,6 +159,8 @@ impl Detector for Summaries {
             let message = differs.clone().unwrap_or_default();
             out.findings.push(Finding::new("sdk_agrees", Some(&column.name), f64::from(u8::from(differs.is_none())), 1.0, Severity::Info, message));
         }
+        let handed = clean_host_sdk::is_handed(batch) && !clean_host_sdk::is_handed(&copy);
+        out.findings.push(Finding::new("handed", None, f64::from(u8::from(handed)), 1.0, Severity::Info, String::new()));
         let beyond = batch.columns.len() as u32;
         let none = [beyond, u32::MAX].iter().all(|&i| window::distinct(i).is_none() && window::sorted(i).is_none());
         out.findings.push(Finding::new("beyond_is_none", None, f64::from(u8::from(none)), 1.0, Severity::Info, String::new()));
