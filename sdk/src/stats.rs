@@ -132,10 +132,9 @@ fn select_ranks(keys: &mut [u64], ranks: &[usize]) {
 }
 
 /// Median and median absolute deviation of values already in ascending
-/// order, without a copy:
-/// the deviations below and above the median are two ascending runs, and
-/// the MAD's rank among them is found by a binary search over how many
-/// come from each.
+/// order, without a copy: the deviations below and above the median are two
+/// ascending runs, and the MAD's rank among them is found by a binary search
+/// over how many come from each.
 pub fn sorted_median_mad(sorted: &[f64]) -> (f64, f64) {
     if sorted.is_empty() {
         return (f64::NAN, f64::NAN);

@@ -111,6 +111,12 @@ fn sdk_differences(batch: &Batch, index: usize) -> Option<String> {
     (sdk != ours).then(|| format!("sorted: the SDK's {sdk:?}, ours {ours:?}"))
 }
 
+/// An info finding `metric`: 1 when nothing `differs`, else 0 and what differs.
+fn verdict(metric: &str, column: Option<&str>, differs: Option<String>) -> Finding {
+    let agrees = f64::from(u8::from(differs.is_none()));
+    Finding::new(metric, column, agrees, 1.0, Severity::Info, differs.unwrap_or_default())
+}
+
 impl Detector for Summaries {
     fn describe() -> PluginInfo {
         PluginInfo {
@@ -147,23 +153,18 @@ impl Detector for Summaries {
             }
         }
         let mut out = Analysis::new();
-        for (index, column) in batch.columns.iter().enumerate() {
-            let differs = differences(index as u32, column);
-            let message = differs.clone().unwrap_or_default();
-            out.findings.push(Finding::new("agrees", Some(&column.name), f64::from(u8::from(differs.is_none())), 1.0, Severity::Info, message));
-        }
         let mut copy = batch.clone();
         copy.columns = batch.columns.iter().map(changed).collect();
         for (index, column) in batch.columns.iter().enumerate() {
-            let differs = sdk_differences(batch, index).or_else(|| sdk_differences(&copy, index));
-            let message = differs.clone().unwrap_or_default();
-            out.findings.push(Finding::new("sdk_agrees", Some(&column.name), f64::from(u8::from(differs.is_none())), 1.0, Severity::Info, message));
+            out.findings.push(verdict("agrees", Some(&column.name), differences(index as u32, column)));
+            let sdk_differs = sdk_differences(batch, index).or_else(|| sdk_differences(&copy, index));
+            out.findings.push(verdict("sdk_agrees", Some(&column.name), sdk_differs));
         }
         let handed = clean_host_sdk::is_handed(batch) && !clean_host_sdk::is_handed(&copy);
-        out.findings.push(Finding::new("handed", None, f64::from(u8::from(handed)), 1.0, Severity::Info, String::new()));
+        out.findings.push(verdict("handed", None, (!handed).then(|| "the SDK took a copy for the batch handed over, or not that batch".into())));
         let beyond = batch.columns.len() as u32;
         let none = [beyond, u32::MAX].iter().all(|&i| window::distinct(i).is_none() && window::sorted(i).is_none());
-        out.findings.push(Finding::new("beyond_is_none", None, f64::from(u8::from(none)), 1.0, Severity::Info, String::new()));
+        out.findings.push(verdict("beyond_is_none", None, (!none).then(|| "the host answered for a column past the last".into())));
         Ok(out)
     }
 }
