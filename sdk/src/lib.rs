@@ -321,6 +321,29 @@ mod tests {
     }
 
     #[test]
+    fn present_into_gives_what_present_gives() {
+        let states = [PRESENT, NULL, PRESENT, MISSING, PRESENT, WRONG_TYPE, PRESENT];
+        let floats = vec![1.5, 2.0, f64::NAN, 4.0, f64::INFINITY, 6.0, -0.0];
+        let columns = [
+            ColumnValues::Float64(floats.clone()),
+            ColumnValues::Int64(vec![7, -1, i64::MAX, 0, 3, 9, -8]),
+            // Values left out (not read): no rows, whatever the states.
+            ColumnValues::Float64(Vec::new()),
+        ];
+        let (mut rows, mut values) = (vec![99], vec![99.0]);
+        for values_of in columns {
+            for validity in [Vec::new(), states.to_vec()] {
+                let column = Column { name: "c".into(), values: values_of.clone(), validity };
+                let view = column.numeric().expect("numeric");
+                view.present_into(&mut rows, &mut values);
+                let (want_rows, want_values): (Vec<u32>, Vec<f64>) = view.present().unzip();
+                assert_eq!(rows, want_rows);
+                assert_eq!(values.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want_values.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+            }
+        }
+    }
+
+    #[test]
     fn findings_keep_at_most_twenty_rows() {
         let f = Finding::new("m", Some("c"), 1.0, 0.5, Severity::Warning, "x".into()).with_rows(0..100);
         assert_eq!(f.sample_rows.len(), MAX_SAMPLE_ROWS);

@@ -193,6 +193,10 @@ struct State {
 pub struct Outliers {
     config: Config,
     state: State,
+    /// A column's present rows and values in this window (buffers kept
+    /// from column to column).
+    rows: Vec<u32>,
+    values: Vec<f64>,
 }
 
 impl Reference {
@@ -252,13 +256,16 @@ impl Extremes {
 
 impl Outliers {
     fn analyze_column(&mut self, name: &str, view: NumericView, out: &mut Analysis) {
-        let (rows, values): (Vec<u32>, Vec<f64>) = view.present().unzip();
-        let pairs = || rows.iter().copied().zip(values.iter().copied());
         let config = &self.config;
         let state = self.state.columns.entry(name.to_string()).or_insert_with(|| ColumnState::Learning { sample: Reservoir::new(SAMPLE_SIZE), windows: 0 });
+        if matches!(state, ColumnState::Skipped) {
+            return;
+        }
+        let (rows, values) = (&mut self.rows, &mut self.values);
+        view.present_into(rows, values);
         match state {
             ColumnState::Learning { sample, windows } => {
-                sample.extend(&values);
+                sample.extend(values);
                 *windows += 1;
                 if *windows >= config.warmup_windows {
                     *state = match Reference::learn(&sample.values, config) {
@@ -279,7 +286,22 @@ impl Outliers {
                 if values.is_empty() {
                     return;
                 }
-                let hits: Vec<(u32, f64)> = pairs().filter(|&(_, x)| reference.is_outlier(x, config)).collect();
+                // One pass: the outliers and extreme values with their rows,
+                // and the values outside the range seen so far, the only ones
+                // that may widen it.
+                let bounds = reference.extreme_bounds(seen);
+                let (mut hits, mut extremes, mut outside) = (Vec::new(), Vec::new(), Vec::new());
+                for (&row, &x) in rows.iter().zip(values.iter()) {
+                    if reference.is_outlier(x, config) {
+                        hits.push((row, x));
+                    }
+                    if bounds.holds(x) {
+                        extremes.push((row, x));
+                    }
+                    if x < seen.low || x > seen.high {
+                        outside.push(x);
+                    }
+                }
                 let rate = hits.len() as f64 / values.len() as f64;
                 out.metric("outlier_rate", Some(name), rate);
                 let limit = reference.rate.upper_limit(values.len(), config.min_increase);
@@ -307,8 +329,6 @@ impl Outliers {
                         .with_rows(hits.iter().map(|&(r, _)| r)),
                     );
                 }
-                let bounds = reference.extreme_bounds(seen);
-                let extremes: Vec<(u32, f64)> = pairs().filter(|&(_, x)| bounds.holds(x)).collect();
                 out.metric("extreme_values", Some(name), extremes.len() as f64);
                 // Its own finding in a departing window too: the rate's may
                 // not be sure over the window's rows, and these values are.
@@ -336,7 +356,7 @@ impl Outliers {
                 // departure's own once it lasted; a shorter one leaves nothing behind.
                 if departed {
                     let sample = shift.get_or_insert_with(|| Box::new(Reservoir::new(SAMPLE_SIZE)));
-                    sample.extend(&values);
+                    sample.extend(values);
                     if departing.observe(true) {
                         let sample = *shift.take().expect("set above");
                         if let Some(fresh) = Reference::learn(&sample.values, config).filter(|_| sample.values.len() >= 50) {
@@ -349,12 +369,12 @@ impl Outliers {
                     *shift = None;
                     departing.observe(false);
                     calm.update(rate, CALM_ALPHA);
-                    next.extend(&values);
+                    next.extend(values);
                     // A value widens the range unless it is extreme by the
                     // range as the values before it left it; one inside the
                     // range cannot widen it.
                     let mut bounds = bounds;
-                    for &x in &values {
+                    for x in outside {
                         if (x < seen.low || x > seen.high) && !bounds.holds(x) {
                             seen.widen(x);
                             bounds = reference.extreme_bounds(seen);
