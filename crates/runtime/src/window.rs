@@ -62,6 +62,9 @@ fn distinct_values(batch: &Batch, at: usize) -> Option<DistinctValues> {
         text.bytes.get(start..end).unwrap_or_default()
     };
     let rows = text.offsets.len().saturating_sub(1);
+    // Values of up to 7 bytes (codes, countries, statuses) are keyed by one
+    // integer: no byte string hashed or compared. Longer ones by their bytes.
+    let mut short: HashMap<u64, u32, ShortHash> = HashMap::with_hasher(ShortHash);
     let mut index: HashMap<Value, u32, ValueHash> = HashMap::with_hasher(ValueHash);
     let mut values = StringColumn { bytes: Vec::new(), offsets: vec![0] };
     let (mut counts, mut of_rows) = (Vec::new(), Vec::with_capacity(rows));
@@ -72,7 +75,10 @@ fn distinct_values(batch: &Batch, at: usize) -> Option<DistinctValues> {
         }
         let bytes = value(row);
         let next = counts.len() as u32;
-        let at = *index.entry(Value(bytes)).or_insert(next);
+        let at = match short_key(bytes) {
+            Some(key) => *short.entry(key).or_insert(next),
+            None => *index.entry(Value(bytes)).or_insert(next),
+        };
         if at == next {
             values.bytes.extend_from_slice(bytes);
             values.offsets.push(values.bytes.len() as u32);
@@ -83,6 +89,56 @@ fn distinct_values(batch: &Batch, at: usize) -> Option<DistinctValues> {
     }
     Some(DistinctValues { values, counts, rows: of_rows })
 }
+
+/// A value of at most 7 bytes as one integer, its bytes in the low ones and
+/// its length in the top one, so that no two such values share a key;
+/// `None` for a longer value.
+fn short_key(bytes: &[u8]) -> Option<u64> {
+    let n = bytes.len();
+    let u32_at = |at: usize| u64::from(u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]));
+    let word = match n {
+        0..=3 => bytes.iter().rev().fold(0, |word, &b| word << 8 | u64::from(b)),
+        // Two words that overlap: the second's last n - 4 bytes follow the first's.
+        4..=7 => u32_at(0) | (u32_at(n - 4) >> (8 * (8 - n))) << 32,
+        _ => return None,
+    };
+    Some(word | (n as u64) << 56)
+}
+
+/// Hashes a [`short_key`]: one multiply of it and the per-process seed,
+/// folded (as foldhash does), the keys being the data's.
+#[derive(Clone, Copy)]
+struct ShortHash;
+
+impl BuildHasher for ShortHash {
+    type Hasher = ShortHasher;
+
+    fn build_hasher(&self) -> ShortHasher {
+        ShortHasher(*SEED)
+    }
+}
+
+struct ShortHasher(u64);
+
+impl Hasher for ShortHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        let product = u128::from(key ^ self.0) * u128::from(0x9e37_79b9_7f4a_7c15u64);
+        self.0 = product as u64 ^ (product >> 64) as u64;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Per process: the values hashed are the data's, and may be chosen to collide.
+static SEED: LazyLock<u64> = LazyLock::new(|| RandomState::new().hash_one(0u8));
 
 /// A text value as a map key. Most are short (codes, countries, statuses):
 /// compared inline ([`short_bytes::equal`]), not by a call to `memcmp`,
@@ -104,8 +160,7 @@ impl std::hash::Hash for Value<'_> {
     }
 }
 
-/// Hashes a value's bytes with one-shot XXH3, seeded per process: the
-/// values are the data's, and may be chosen to collide. (XXH3's streaming
+/// Hashes a value's bytes with one-shot XXH3, seeded per process. (XXH3's streaming
 /// hasher sets up a state of hundreds of bytes per value.)
 #[derive(Clone, Copy)]
 struct ValueHash;
@@ -114,7 +169,6 @@ impl BuildHasher for ValueHash {
     type Hasher = ValueHasher;
 
     fn build_hasher(&self) -> ValueHasher {
-        static SEED: LazyLock<u64> = LazyLock::new(|| RandomState::new().hash_one(0u8));
         ValueHasher(*SEED)
     }
 }
@@ -197,21 +251,26 @@ pub(crate) mod tests {
         assert!(window.distinct_values(2).is_none() && window.sorted_values(0).is_none(), "no such column; not numeric");
     }
 
-    /// Values of every length up to 24 bytes (short ones compare inline),
-    /// differing in one byte or in length only, group as their bytes do.
+    /// Values of every length up to 24 bytes (short ones are keyed by an
+    /// integer or compare inline), differing in one byte or in length only
+    /// (runs of one byte, zeros and high bytes too), group as their bytes do.
     #[test]
     fn values_of_every_length_group_as_their_bytes() {
-        let mut values: Vec<Vec<u8>> = Vec::new();
+        let mut values = std::collections::BTreeSet::new();
         for n in 0..=24u8 {
             let v: Vec<u8> = (0..n).map(|i| b'a' + i).collect();
             for at in 0..v.len() {
                 let mut w = v.clone();
                 w[at] = b'Z';
-                values.push(w);
+                values.insert(w);
             }
-            values.push([v.clone(), vec![0]].concat());
-            values.push(v);
+            values.insert([v.clone(), vec![0]].concat());
+            values.insert(v);
+            for b in [0, b'a', 0xff] {
+                values.insert(vec![b; usize::from(n)]);
+            }
         }
+        let values: Vec<Vec<u8>> = values.into_iter().collect();
         let rows: Vec<&[u8]> = values.iter().chain(values.iter().rev()).map(Vec::as_slice).collect();
         let mut column = StringColumn { bytes: Vec::new(), offsets: vec![0] };
         for v in &rows {
