@@ -134,25 +134,28 @@ impl<'a> NumericView<'a> {
         }
     }
 
-    /// `(row, value)` of every present, finite value (none when the
-    /// detector does not read the column's values).
-    pub fn present(self) -> impl Iterator<Item = (u32, f64)> + 'a {
-        let validity = &self.column.validity;
-        let handed = match &self.column.values {
+    /// Values handed over: none when the detector does not read the column's.
+    fn handed(&self) -> usize {
+        match &self.column.values {
             ColumnValues::Float64(v) => v.len(),
             ColumnValues::Int64(v) => v.len(),
             _ => 0,
-        };
-        (0..handed).filter(move |&r| validity.is_empty() || validity[r] == PRESENT).map(move |r| (r as u32, self.get(r))).filter(|(_, v)| v.is_finite())
+        }
+    }
+
+    /// `(row, value)` of every present, finite value.
+    pub fn present(self) -> impl Iterator<Item = (u32, f64)> + 'a {
+        let validity = &self.column.validity;
+        (0..self.handed()).filter(move |&r| validity.is_empty() || validity[r] == PRESENT).map(move |r| (r as u32, self.get(r))).filter(|(_, v)| v.is_finite())
     }
 
     /// [`NumericView::present`] into `rows` and `values` (cleared first),
     /// buffers a detector keeps from column to column. About twice as fast
     /// in wasm as collecting the iterator: each value is written in place,
-    /// with no length checked and stored for every row.
+    /// with no length stored for every row.
     pub fn present_into(self, rows: &mut Vec<u32>, values: &mut Vec<f64>) {
         let validity = &self.column.validity;
-        let len = self.column.len();
+        let len = self.handed();
         rows.clear();
         values.clear();
         rows.resize(len, 0);

@@ -323,12 +323,12 @@ mod tests {
     #[test]
     fn present_into_gives_what_present_gives() {
         let states = [PRESENT, NULL, PRESENT, MISSING, PRESENT, WRONG_TYPE, PRESENT];
-        let floats = vec![1.5, 2.0, f64::NAN, 4.0, f64::INFINITY, 6.0, -0.0];
         let columns = [
-            ColumnValues::Float64(floats.clone()),
+            ColumnValues::Float64(vec![1.5, 2.0, f64::NAN, 4.0, f64::INFINITY, 6.0, -0.0]),
             ColumnValues::Int64(vec![7, -1, i64::MAX, 0, 3, 9, -8]),
             // Values left out (not read): no rows, whatever the states.
             ColumnValues::Float64(Vec::new()),
+            ColumnValues::Int64(Vec::new()),
         ];
         let (mut rows, mut values) = (vec![99], vec![99.0]);
         for values_of in columns {

@@ -105,8 +105,8 @@ fn short_key(bytes: &[u8]) -> Option<u64> {
     Some(word | (n as u64) << 56)
 }
 
-/// Hashes a [`short_key`]: one multiply of it and the per-process seed,
-/// folded (as foldhash does), the keys being the data's.
+/// Hashes a [`short_key`]: the key and one per-process seed multiplied by
+/// another, the product's halves folded (as foldhash does).
 #[derive(Clone, Copy)]
 struct ShortHash;
 
@@ -128,7 +128,7 @@ impl Hasher for ShortHasher {
     }
 
     fn write_u64(&mut self, key: u64) {
-        let product = u128::from(key ^ self.0) * u128::from(0x9e37_79b9_7f4a_7c15u64);
+        let product = u128::from(key ^ self.0) * u128::from(*MULTIPLIER);
         self.0 = product as u64 ^ (product >> 64) as u64;
     }
 
@@ -139,10 +139,12 @@ impl Hasher for ShortHasher {
 
 /// Per process: the values hashed are the data's, and may be chosen to collide.
 static SEED: LazyLock<u64> = LazyLock::new(|| RandomState::new().hash_one(0u8));
+/// Per process too, and odd: no bit of the key is multiplied away.
+static MULTIPLIER: LazyLock<u64> = LazyLock::new(|| RandomState::new().hash_one(1u8) | 1);
 
-/// A text value as a map key. Most are short (codes, countries, statuses):
-/// compared inline ([`short_bytes::equal`]), not by a call to `memcmp`,
-/// which cost more than the hash.
+/// A text value of 8 bytes or more as a map key: up to 16 compared inline
+/// ([`short_bytes::equal`]), not by a call to `memcmp`, which cost more than
+/// the hash.
 #[derive(Clone, Copy)]
 struct Value<'a>(&'a [u8]);
 
