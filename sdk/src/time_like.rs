@@ -27,9 +27,9 @@
 //! while, up to its last window read (a measurement), is read in one window
 //! of [`SETTLED_EVERY`] only: a window passed over counts as the last one
 //! read did, and the first window read that says otherwise (a counter, a
-//! clock) has the column read in every window again, the windows passed over
-//! since counting for nothing. Reading it every window
-//! took a fifth of the outliers detector's time and a sixteenth of drift's.
+//! clock) has the column read in every window again, the windows passed
+//! over since counting for nothing. Reading it every window took a fifth of
+//! the outliers detector's time and a sixteenth of drift's.
 
 use std::collections::BTreeMap;
 
@@ -171,7 +171,7 @@ impl Evidence {
             self.measured = Some((ups, downs));
         } else if let Some((ups, downs)) = assumed {
             // It turned, perhaps in a window passed over: those count for nothing.
-            self.windows -= passed;
+            self.windows = self.windows.saturating_sub(passed);
             self.ups = self.ups.saturating_sub(passed.saturating_mul(ups));
             self.downs = self.downs.saturating_sub(passed.saturating_mul(downs));
         }
