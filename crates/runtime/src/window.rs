@@ -64,8 +64,8 @@ fn distinct_values(batch: &Batch, at: usize) -> Option<DistinctValues> {
     let rows = text.offsets.len().saturating_sub(1);
     // Values of up to 7 bytes (codes, countries, statuses) are keyed by one
     // integer: no byte string hashed or compared. Longer ones by their bytes.
-    let mut short: HashMap<u64, u32, ShortHash> = HashMap::with_hasher(ShortHash);
-    let mut index: HashMap<Value, u32, ValueHash> = HashMap::with_hasher(ValueHash);
+    let mut short: HashMap<u64, u32, SeededHash> = HashMap::with_hasher(SeededHash);
+    let mut index: HashMap<Value, u32, SeededHash> = HashMap::with_hasher(SeededHash);
     let mut values = StringColumn { bytes: Vec::new(), offsets: vec![0] };
     let (mut counts, mut of_rows) = (Vec::new(), Vec::with_capacity(rows));
     for row in 0..rows {
@@ -105,43 +105,6 @@ fn short_key(bytes: &[u8]) -> Option<u64> {
     Some(word | (n as u64) << 56)
 }
 
-/// Hashes a [`short_key`]: the key and one per-process seed multiplied by
-/// another, the product's halves folded (as foldhash does).
-#[derive(Clone, Copy)]
-struct ShortHash;
-
-impl BuildHasher for ShortHash {
-    type Hasher = ShortHasher;
-
-    fn build_hasher(&self) -> ShortHasher {
-        ShortHasher(*SEED)
-    }
-}
-
-struct ShortHasher(u64);
-
-impl Hasher for ShortHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_u64(&mut self, key: u64) {
-        let product = u128::from(key ^ self.0) * u128::from(*MULTIPLIER);
-        self.0 = product as u64 ^ (product >> 64) as u64;
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// Per process: the values hashed are the data's, and may be chosen to collide.
-static SEED: LazyLock<u64> = LazyLock::new(|| RandomState::new().hash_one(0u8));
-/// Per process too, and odd: no bit of the key is multiplied away.
-static MULTIPLIER: LazyLock<u64> = LazyLock::new(|| RandomState::new().hash_one(1u8) | 1);
-
 /// A text value of 8 bytes or more as a map key: up to 16 compared inline
 /// ([`short_bytes::equal`]), not by a call to `memcmp`, which cost more than
 /// the hash.
@@ -162,30 +125,42 @@ impl std::hash::Hash for Value<'_> {
     }
 }
 
-/// Hashes a value's bytes with one-shot XXH3, seeded per process. (XXH3's streaming
-/// hasher sets up a state of hundreds of bytes per value.)
+/// Hashes the data's values, seeded per process: a byte string with
+/// one-shot XXH3 (its streaming hasher sets up a state of hundreds of bytes
+/// per value), a [`short_key`] by one multiply with another per-process
+/// number, the product's halves folded (as foldhash does).
 #[derive(Clone, Copy)]
-struct ValueHash;
+struct SeededHash;
 
-impl BuildHasher for ValueHash {
-    type Hasher = ValueHasher;
+impl BuildHasher for SeededHash {
+    type Hasher = SeededHasher;
 
-    fn build_hasher(&self) -> ValueHasher {
-        ValueHasher(*SEED)
+    fn build_hasher(&self) -> SeededHasher {
+        SeededHasher(*SEED)
     }
 }
 
-struct ValueHasher(u64);
+struct SeededHasher(u64);
 
-impl Hasher for ValueHasher {
+impl Hasher for SeededHasher {
     fn write(&mut self, bytes: &[u8]) {
         self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        let product = u128::from(key ^ self.0) * u128::from(*MULTIPLIER);
+        self.0 = product as u64 ^ (product >> 64) as u64;
     }
 
     fn finish(&self) -> u64 {
         self.0
     }
 }
+
+/// Per process: the values hashed are the data's, and may be chosen to collide.
+static SEED: LazyLock<u64> = LazyLock::new(|| RandomState::new().hash_one(0u8));
+/// Per process too, and odd: no bit of the key is multiplied away.
+static MULTIPLIER: LazyLock<u64> = LazyLock::new(|| RandomState::new().hash_one(1u8) | 1);
 
 fn sorted_values(batch: &Batch, at: usize) -> Option<Vec<f64>> {
     let column = &batch.columns[at];
