@@ -135,7 +135,7 @@ impl<'a> NumericView<'a> {
     }
 
     /// Values handed over: none when the detector does not read the column's.
-    fn handed(&self) -> usize {
+    pub(crate) fn handed(&self) -> usize {
         match &self.column.values {
             ColumnValues::Float64(v) => v.len(),
             ColumnValues::Int64(v) => v.len(),

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Batch, ColumnValues};
+use crate::Batch;
 
 /// The `q` quantile (0..=1) of `values`, reordering them; NaN when empty.
 pub fn quantile(values: &mut [f64], q: f64) -> f64 {
@@ -41,13 +41,9 @@ pub fn sorted(values: impl IntoIterator<Item = f64>) -> Vec<f64> {
 /// the plugin's own making, a changed copy), they are [`sorted`] here.
 pub fn sorted_column(batch: &Batch, index: usize) -> Option<Vec<f64>> {
     let column = batch.columns.get(index)?;
-    let values = match &column.values {
-        ColumnValues::Float64(v) => v.len(),
-        ColumnValues::Int64(v) => v.len(),
-        _ => return None,
-    };
+    let view = column.numeric()?;
     // Values the detector does not read are not handed over: nothing to sort.
-    if values < column.len() {
+    if view.handed() < column.len() {
         return None;
     }
     #[cfg(target_arch = "wasm32")]
@@ -56,7 +52,7 @@ pub fn sorted_column(batch: &Batch, index: usize) -> Option<Vec<f64>> {
             return Some(host);
         }
     }
-    Some(sorted(column.numeric()?.present().map(|(_, x)| x)))
+    Some(sorted(view.present().map(|(_, x)| x)))
 }
 
 /// A float as an integer in the float's total order.

@@ -273,7 +273,7 @@ impl TimeLikeColumns {
         if most(e.clocks) {
             return true;
         }
-        let moved = e.ups >= 3 || (e.ups.saturating_add(e.wraps) > 0 && e.unit_ups);
+        let moved = e.ups >= 3 || ((e.ups > 0 || e.wraps > 0) && e.unit_ups);
         // A column that counts up by one (seen at least once) and wraps is a
         // calendar part: its wraps are no steps down (minute 57, 58, 59, 0).
         let wraps = if e.unit_ups && e.ups > 0 { e.wraps } else { 0 };
@@ -283,10 +283,9 @@ impl TimeLikeColumns {
 
 /// The last present, finite value of a numeric column, if any.
 fn last_value(column: &Column) -> Option<f64> {
-    let present = |r: usize| column.validity.get(r).is_none_or(|&s| s == PRESENT);
     match &column.values {
-        ColumnValues::Float64(v) => (0..v.len()).rev().filter(|&r| present(r)).map(|r| v[r]).find(|x| x.is_finite()),
-        ColumnValues::Int64(v) => (0..v.len()).rev().find(|&r| present(r)).map(|r| v[r] as f64),
+        ColumnValues::Float64(v) => (0..v.len()).rev().filter(|&r| column.is_present(r)).map(|r| v[r]).find(|x| x.is_finite()),
+        ColumnValues::Int64(v) => (0..v.len()).rev().find(|&r| column.is_present(r)).map(|r| v[r] as f64),
         _ => None,
     }
 }

@@ -69,16 +69,22 @@ fn host_grouped(column: u32) -> Option<Grouped> {
     Some((values, d.counts, d.rows))
 }
 
-/// What differs between the host's answers for column `index` and ours.
-fn differences(index: u32, column: &Column) -> Option<String> {
-    let (ours, theirs) = (grouped(column), host_grouped(index));
-    if ours != theirs {
-        return Some(format!("distinct: ours {ours:?}, the host's {theirs:?}"));
+/// What differs between `whose` summaries of `column` (grouped, sorted) and ours.
+fn differences(whose: &str, column: &Column, (their_groups, their_sorted): (Option<Grouped>, Option<Vec<f64>>)) -> Option<String> {
+    let ours = grouped(column);
+    if ours != their_groups {
+        return Some(format!("distinct: ours {ours:?}, {whose} {their_groups:?}"));
     }
-    let (ours, theirs) = (sorted(column), window::sorted(index));
+    let ours = sorted(column);
     // Bit for bit: -0 before 0, as total_cmp orders them.
     let bits = |v: &Option<Vec<f64>>| v.as_ref().map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<u64>>());
-    (bits(&ours) != bits(&theirs)).then(|| format!("sorted: ours {ours:?}, the host's {theirs:?}"))
+    (bits(&ours) != bits(&their_sorted)).then(|| format!("sorted: ours {ours:?}, {whose} {their_sorted:?}"))
+}
+
+/// The SDK's summaries of column `index` of `batch`.
+fn sdk_summaries(batch: &Batch, index: usize) -> (Option<Grouped>, Option<Vec<f64>>) {
+    let groups = DistinctValues::of(batch, index).map(|d| (d.iter().map(|(v, _)| v.to_vec()).collect(), d.counts.clone(), d.row_values.clone()));
+    (groups, sorted_column(batch, index))
 }
 
 /// The column with its rows in reverse order and its numbers negated.
@@ -97,18 +103,6 @@ fn changed(column: &Column) -> Column {
         other => other.clone(),
     };
     Column { name: column.name.clone(), values, validity: column.validity.iter().rev().copied().collect() }
-}
-
-/// What differs between the SDK's summaries of column `index` of `batch` and ours.
-fn sdk_differences(batch: &Batch, index: usize) -> Option<String> {
-    let column = &batch.columns[index];
-    let sdk = DistinctValues::of(batch, index).map(|d| (d.iter().map(|(v, _)| v.to_vec()).collect(), d.counts.clone(), d.row_values.clone()));
-    if sdk != grouped(column) {
-        return Some(format!("distinct: the SDK's {sdk:?}, ours {:?}", grouped(column)));
-    }
-    let bits = |v: Option<Vec<f64>>| v.map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<u64>>());
-    let (sdk, ours) = (bits(sorted_column(batch, index)), bits(sorted(column)));
-    (sdk != ours).then(|| format!("sorted: the SDK's {sdk:?}, ours {ours:?}"))
 }
 
 /// An info finding `metric`: 1 when nothing `differs`, else 0 and what differs.
@@ -156,8 +150,10 @@ impl Detector for Summaries {
         let mut copy = batch.clone();
         copy.columns = batch.columns.iter().map(changed).collect();
         for (index, column) in batch.columns.iter().enumerate() {
-            out.findings.push(verdict("agrees", Some(&column.name), differences(index as u32, column)));
-            let sdk_differs = sdk_differences(batch, index).or_else(|| sdk_differences(&copy, index));
+            let host = (host_grouped(index as u32), window::sorted(index as u32));
+            out.findings.push(verdict("agrees", Some(&column.name), differences("the host's", column, host)));
+            let sdk_differs = differences("the SDK's", column, sdk_summaries(batch, index))
+                .or_else(|| differences("the SDK's, for the copy,", &copy.columns[index], sdk_summaries(&copy, index)));
             out.findings.push(verdict("sdk_agrees", Some(&column.name), sdk_differs));
         }
         let handed = clean_host_sdk::is_handed(batch) && !clean_host_sdk::is_handed(&copy);
