@@ -1,6 +1,7 @@
-//! Equality of the short byte strings the host compares per row or per
-//! field (field names, category values): `==` on slices calls `memcmp`, and
-//! for strings of a few bytes that call costs more than the comparison.
+//! Equality and copies of the short byte strings the host handles per row
+//! or per field (field names, category values, text values): `==` on slices
+//! calls `memcmp` and `extend_from_slice` calls `memcpy`, and for strings of
+//! a few bytes that call costs more than the bytes.
 
 /// `a == b`, inline up to 16 bytes: two overlapping words of each cover
 /// every byte.
@@ -21,6 +22,20 @@ pub fn equal(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
+/// `out.extend_from_slice(&from[..n])`, as one copy of 16 bytes (the rest
+/// cut off again) when `n` is at most 16 and `from` holds 16.
+#[inline]
+pub fn extend(out: &mut Vec<u8>, from: &[u8], n: usize) {
+    match from.first_chunk::<16>() {
+        Some(chunk) if n <= 16 => {
+            let len = out.len();
+            out.extend_from_slice(chunk);
+            out.truncate(len + n);
+        }
+        _ => out.extend_from_slice(&from[..n]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,6 +52,19 @@ mod tests {
                 assert!(!equal(&a, &b), "length {n}, byte {at}");
             }
             assert!(!equal(&a, &a[..n.saturating_sub(1)]) || n == 0);
+        }
+    }
+
+    #[test]
+    fn short_copies_append_exactly_the_bytes_asked_for() {
+        let source: Vec<u8> = (0..40u8).collect();
+        for from in [0, 10, 24, 25, 30, 40] {
+            for n in 0..=(40 - from).min(20) {
+                let mut out = b"ab".to_vec();
+                extend(&mut out, &source[from..], n);
+                assert_eq!(out[..2], *b"ab");
+                assert_eq!(out[2..], source[from..from + n], "from {from}, {n} bytes");
+            }
         }
     }
 }

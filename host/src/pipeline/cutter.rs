@@ -3,7 +3,7 @@
 //! which offsets every partition may acknowledge once its closed windows
 //! are analysed.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -74,7 +74,9 @@ pub(super) struct Cutter<'a> {
     decoder: MessageDecoder,
     event_field: Option<(u32, String)>,
     spec: WindowSpec,
-    partitions: HashMap<u32, PartitionState>,
+    /// By partition: a tree, as a record's lookup among a few small keys
+    /// costs less there than hashing it.
+    partitions: BTreeMap<u32, PartitionState>,
     /// Closed windows with their partition and dead letters.
     closed: Vec<(u32, u64, ClosedWindow)>,
     scratch: Vec<ClosedWindow>,
@@ -84,10 +86,13 @@ pub(super) struct Cutter<'a> {
     /// Partitions that arrived and carry on from their checkpoints, to hand
     /// over before their windows.
     adopted: Vec<Work>,
+    /// Records placed in windows since `work` last added them to the
+    /// pipeline's counter (one atomic add a block, not a record).
+    accepted: u64,
 }
 
 /// The state of `partition`, created on its first record.
-fn partition_state(partitions: &mut HashMap<u32, PartitionState>, spec: WindowSpec, partition: u32) -> &mut PartitionState {
+fn partition_state(partitions: &mut BTreeMap<u32, PartitionState>, spec: WindowSpec, partition: u32) -> &mut PartitionState {
     partitions.entry(partition).or_insert_with(|| PartitionState::new(spec))
 }
 
@@ -104,11 +109,12 @@ impl<'a> Cutter<'a> {
             decoder,
             event_field,
             spec,
-            partitions: HashMap::new(),
+            partitions: BTreeMap::new(),
             closed: Vec::new(),
             scratch: Vec::new(),
             adoption: None,
             adopted: Vec::new(),
+            accepted: 0,
         })
     }
 
@@ -258,7 +264,7 @@ impl<'a> Cutter<'a> {
         self.take_closed(partition);
         match placement {
             Placement::Accepted => {
-                self.common.counters.records.fetch_add(1, Ordering::Relaxed);
+                self.accepted += 1;
                 Ok(())
             }
             Placement::Late => {
@@ -347,6 +353,7 @@ impl<'a> Cutter<'a> {
 
     /// The closed windows, then the acks they allow.
     pub(super) fn work(&mut self) -> Vec<Work> {
+        self.common.counters.records.fetch_add(std::mem::take(&mut self.accepted), Ordering::Relaxed);
         let mut work = std::mem::take(&mut self.adopted);
         work.extend(self.batches());
         work.extend(self.acks());

@@ -7,6 +7,7 @@
 //! that is not RFC 8259 JSON is an error with the byte where it went wrong.
 
 use super::{DecodeError, FieldNames, FieldValue, Kind, Record, MAX_DEPTH};
+use clean_host_core::short_bytes;
 
 /// Arrays and objects nested deeper than this are rejected.
 const MAX_NESTING: usize = 128;
@@ -20,6 +21,9 @@ pub struct Parser<'a> {
     fields: &'a mut FieldNames,
     record: &'a mut Record,
     name: &'a mut Vec<u8>,
+    /// A top-level key without escapes, where it is in the line: its name
+    /// is read there, not copied into `name` first.
+    key: Option<(usize, usize)>,
     position: usize,
 }
 
@@ -79,7 +83,7 @@ fn syntax(at: usize, what: &str) -> DecodeError {
 
 impl<'a> Parser<'a> {
     pub fn new(b: &'a [u8], fields: &'a mut FieldNames, record: &'a mut Record, name: &'a mut Vec<u8>) -> Self {
-        Parser { b, i: 0, fields, record, name, position: 0 }
+        Parser { b, i: 0, fields, record, name, key: None, position: 0 }
     }
 
     /// Parse the line as one object. Errors say what a person needs to
@@ -160,7 +164,7 @@ impl<'a> Parser<'a> {
             if depth > 0 {
                 self.name.push(b'.');
             }
-            self.key_into_name()?;
+            self.key_into_name(depth == 0)?;
             self.ws();
             self.expect(b':', "expected ':'")?;
             self.ws();
@@ -178,7 +182,10 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn key_into_name(&mut self) -> Result<(), DecodeError> {
+    /// The key at `self.i` onto `name`, or as `key` when `top_level` and
+    /// it has no escapes.
+    fn key_into_name(&mut self, top_level: bool) -> Result<(), DecodeError> {
+        self.key = None;
         self.i += 1;
         let start = self.i;
         // Fast path: no escapes. A key need not become a field (`"k": {}`),
@@ -190,7 +197,11 @@ impl<'a> Parser<'a> {
             if !ascii && std::str::from_utf8(key).is_err() {
                 return Err(syntax(start, "a key is not valid UTF-8"));
             }
-            self.name.extend_from_slice(key);
+            if top_level {
+                self.key = Some((start, self.i));
+            } else {
+                self.name.extend_from_slice(key);
+            }
             self.i += 1;
             return Ok(());
         }
@@ -207,6 +218,10 @@ impl<'a> Parser<'a> {
         match self.peek() {
             Some(b'{') if depth < MAX_DEPTH => {
                 self.i += 1;
+                // Nested names are built on this one.
+                if let Some((start, end)) = self.key.take() {
+                    self.name.extend_from_slice(&self.b[start..end]);
+                }
                 self.object_body(depth + 1)
             }
             Some(b'{' | b'[') => {
@@ -239,7 +254,11 @@ impl<'a> Parser<'a> {
     }
 
     fn field(&mut self) -> Result<u32, DecodeError> {
-        let id = self.fields.id_at(self.position, self.name).map_err(|e| match e {
+        let name = match self.key {
+            Some((start, end)) => &self.b[start..end],
+            None => &self.name[..],
+        };
+        let id = self.fields.id_at(self.position, name).map_err(|e| match e {
             DecodeError::Syntax(_) => syntax(self.i, "a key is not valid UTF-8"),
             other => other,
         })?;
@@ -274,11 +293,10 @@ impl<'a> Parser<'a> {
             let start = self.i;
             let ascii;
             (self.i, ascii) = string_run_end(self.b, self.i);
-            let run = &self.b[start..self.i];
-            if !ascii && std::str::from_utf8(run).is_err() {
+            if !ascii && std::str::from_utf8(&self.b[start..self.i]).is_err() {
                 return Err(syntax(start, "invalid UTF-8"));
             }
-            out.extend_from_slice(run);
+            short_bytes::extend(out, &self.b[start..], self.i - start);
             match self.peek() {
                 Some(b'"') => {
                     self.i += 1;

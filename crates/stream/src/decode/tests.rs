@@ -46,6 +46,20 @@ fn nested_objects_flatten_and_arrays_stay_text() {
 }
 
 #[test]
+fn top_level_keys_read_where_they_are_name_the_same_fields_as_escaped_and_nested_ones() {
+    let mut d = JsonDecoder::default();
+    for line in [
+        r#"{"a": 1, "k\u0041": {"b": 2}, "geo": {"lat": 1, "x": {"y": "z"}}, "e": "s", "": 0}"#,
+        r#"{"geo": {"x": {"y": "z"}, "lat": 1}, "": 0, "e": "s", "kA": {"b": 2}, "a": 1}"#,
+    ] {
+        let mut names: Vec<String> = decode(&mut d, line).into_iter().map(|v| v.0).collect();
+        names.sort();
+        assert_eq!(names, ["", "a", "e", "geo.lat", "geo.x.y", "kA.b"], "{line}");
+    }
+    assert_eq!(d.fields.intern("zz").unwrap(), 6, "six names so far");
+}
+
+#[test]
 fn field_ids_are_stable_when_order_changes() {
     let mut d = JsonDecoder::default();
     decode(&mut d, r#"{"a": 1, "b": 2}"#);

@@ -8,7 +8,7 @@
 use crate::decode::{FieldNames, Kind, Record};
 use clean_host_core::bindings::row_state::{is_present, MISSING, NULL, PRESENT, WRONG_TYPE};
 use clean_host_core::bindings::{Batch, Column, ColumnValues, StringColumn, WindowInfo, WindowKind};
-use clean_host_core::timestamp;
+use clean_host_core::{short_bytes, timestamp};
 
 /// Text columns become timestamps when at least this share of values parse as one.
 const TIMESTAMP_SHARE: f64 = 0.9;
@@ -64,11 +64,14 @@ impl FieldColumn {
         self.counts[Kind::Missing as usize] += missing as u32;
     }
 
+    /// A row's value; its text is the first `text_bytes` of `text`.
     #[inline]
-    fn push(&mut self, kind: Kind, bits: u64, text: &[u8]) {
+    fn push(&mut self, kind: Kind, bits: u64, text: &[u8], text_bytes: usize) {
         self.kinds.push(kind as u8);
         self.bits.push(bits);
-        self.text.extend_from_slice(text);
+        if text_bytes > 0 {
+            short_bytes::extend(&mut self.text, text, text_bytes);
+        }
         self.ends.push(self.text.len() as u32);
         self.counts[kind as usize] += 1;
     }
@@ -77,8 +80,13 @@ impl FieldColumn {
         let c = self.counts;
         let numbers = c[Kind::Int as usize] + c[Kind::Float as usize];
         let (texts, bools) = (c[Kind::Text as usize], c[Kind::Bool as usize]);
-        let validity_for = |kinds: &[u8], ok: &dyn Fn(u8) -> bool| -> Vec<u8> {
-            let v: Vec<u8> = kinds
+        // Row states, or none when every row holds a value of the column's
+        // type (`present` of them: known from the counts, not looked for).
+        let validity_for = |kinds: &[u8], present: u32, ok: &dyn Fn(u8) -> bool| -> Vec<u8> {
+            if present as usize == kinds.len() {
+                return Vec::new();
+            }
+            kinds
                 .iter()
                 .map(|&k| match k {
                     0 => MISSING,
@@ -86,16 +94,11 @@ impl FieldColumn {
                     k if ok(k) => PRESENT,
                     _ => WRONG_TYPE,
                 })
-                .collect();
-            if v.iter().all(|&s| s == PRESENT) {
-                Vec::new()
-            } else {
-                v
-            }
+                .collect()
         };
         if numbers >= texts && numbers >= bools && numbers > 0 {
             let number = |k: u8| k == Kind::Int as u8 || k == Kind::Float as u8;
-            let validity = validity_for(&self.kinds, &number);
+            let validity = validity_for(&self.kinds, numbers, &number);
             let values = if c[Kind::Float as usize] > 0 {
                 let floats = self
                     .kinds
@@ -115,14 +118,14 @@ impl FieldColumn {
             return Column { name: name.to_string(), values, validity };
         }
         if bools > texts {
-            let validity = validity_for(&self.kinds, &|k| k == Kind::Bool as u8);
+            let validity = validity_for(&self.kinds, bools, &|k| k == Kind::Bool as u8);
             let values = self.kinds.iter().zip(&self.bits).map(|(&k, &b)| k == 2 && b == 1).collect();
             return Column { name: name.to_string(), values: ColumnValues::Boolean(values), validity };
         }
         if let Some(column) = self.timestamps(name) {
             return column;
         }
-        let validity = validity_for(&self.kinds, &|k| k == Kind::Text as u8);
+        let validity = validity_for(&self.kinds, texts, &|k| k == Kind::Text as u8);
         Column { name: name.to_string(), values: ColumnValues::Text(StringColumn { bytes: self.text, offsets: self.ends }), validity }
     }
 
@@ -249,7 +252,7 @@ impl WindowBuffer {
                 }
                 column.pad_to(row);
             }
-            column.push(v.kind, v.bits, record.text_of(v));
+            column.push(v.kind, v.bits, &record.text[v.text.0 as usize..], (v.text.1 - v.text.0) as usize);
         }
         if row == 0 {
             self.first_read_ms = meta.read_at_ms;
