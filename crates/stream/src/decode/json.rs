@@ -77,6 +77,34 @@ fn string_run_end(b: &[u8], mut i: usize) -> (usize, bool) {
     }
 }
 
+/// Powers of ten that fit a `u64`, by exponent up to 8.
+const POW10_U64: [u64; 9] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000];
+
+/// The run of ASCII digits at `b[i..]` while eight bytes are left: how
+/// many (0 to 8) and their value. Eight bytes at a time, as a number's
+/// digits were one compare, one multiply and one add each.
+#[inline]
+fn digit_run(b: &[u8], i: usize) -> Option<(usize, u64)> {
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    let w = u64::from_le_bytes(*b.get(i..)?.first_chunk::<8>()?);
+    // Per byte, its value less '0': a digit is below 10. Adding 0x76 sets
+    // the top bit of every byte from 10 up; bytes from 0x80 have it
+    // already. Only a byte after the first non-digit can take a carry.
+    let x = w ^ ZEROS;
+    let non_digits = (x | x.wrapping_add(0x7676_7676_7676_7676)) & 0x8080_8080_8080_8080;
+    let run = (non_digits.trailing_zeros() / 8) as usize;
+    if run == 0 {
+        return Some((0, 0));
+    }
+    // The run's digits at the top, '0's below them: the same value.
+    let digits = if run == 8 { w } else { (w << (8 * (8 - run))) | (ZEROS >> (8 * run)) };
+    // Pairs, then fours, then all eight (the usual multiply-and-shift).
+    let v = digits - ZEROS;
+    let v = v * 10 + (v >> 8);
+    let v = (((v & 0x0000_00FF_0000_00FF) * 0x000F_4240_0000_0064) + (((v >> 16) & 0x0000_00FF_0000_00FF) * 0x0000_2710_0000_0001)) >> 32;
+    Some((run, v))
+}
+
 fn syntax(at: usize, what: &str) -> DecodeError {
     DecodeError::Syntax(format!("{what} at byte {at}"))
 }
@@ -370,32 +398,20 @@ impl<'a> Parser<'a> {
         }
         let int_start = self.i;
         let mut mantissa: u64 = 0;
-        let mut digits = 0usize;
-        match self.peek() {
+        let mut digits = match self.peek() {
             Some(b'0') => {
                 self.i += 1;
-                digits = 1;
+                1
             }
-            Some(b'1'..=b'9') => {
-                while let Some(d @ b'0'..=b'9') = self.peek() {
-                    mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
-                    digits += 1;
-                    self.i += 1;
-                }
-            }
+            Some(b'1'..=b'9') => self.digits(&mut mantissa),
             _ => return Err(syntax(self.i, "expected a digit")),
-        }
+        };
         let int_digits = self.i - int_start;
         let mut frac_digits = 0usize;
         if self.peek() == Some(b'.') {
             self.i += 1;
-            let frac_start = self.i;
-            while let Some(d @ b'0'..=b'9') = self.peek() {
-                mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
-                digits += 1;
-                self.i += 1;
-            }
-            frac_digits = self.i - frac_start;
+            frac_digits = self.digits(&mut mantissa);
+            digits += frac_digits;
             if frac_digits == 0 {
                 return Err(syntax(self.i, "expected a digit after '.'"));
             }
@@ -432,6 +448,25 @@ impl<'a> Parser<'a> {
         }
         let v: f64 = text.parse().map_err(|_| syntax(start, "invalid number"))?;
         Ok((Kind::Float, v.to_bits()))
+    }
+
+    /// Step over the digits at `self.i`, each taken into `mantissa` (as
+    /// `mantissa * 10 + digit`, wrapping); how many.
+    #[inline]
+    fn digits(&mut self, mantissa: &mut u64) -> usize {
+        let start = self.i;
+        while let Some((run, value)) = digit_run(self.b, self.i) {
+            *mantissa = mantissa.wrapping_mul(POW10_U64[run]).wrapping_add(value);
+            self.i += run;
+            if run < 8 {
+                return self.i - start;
+            }
+        }
+        while let Some(d @ b'0'..=b'9') = self.peek() {
+            *mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+            self.i += 1;
+        }
+        self.i - start
     }
 
     /// Check one value of any kind and step over it.

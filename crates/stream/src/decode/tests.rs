@@ -144,6 +144,43 @@ fn numbers_parse_exactly() {
 }
 
 #[test]
+fn numbers_of_every_length_at_every_position_parse_as_rust_parses_them() {
+    // The digits are read eight at a time: runs of every length up to 24
+    // before and after the point, at every offset in the line, followed
+    // by each byte that can end a number.
+    let mut d = JsonDecoder::default();
+    let mut state = 11u64;
+    let mut digits = |n: usize| -> String {
+        (0..n)
+            .map(|_| {
+                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                char::from(b'0' + (state >> 33) as u8 % 10)
+            })
+            .collect()
+    };
+    for int_len in 1..=24 {
+        for frac_len in [0, 1, 2, 7, 8, 9, 15, 16, 17, 24] {
+            for pad in 0..8 {
+                for (sign, end) in [("", "}"), ("-", ","), ("", "e2}"), ("-", " }")] {
+                    // No leading zero: JSON has none.
+                    let int = format!("{}{}", 1 + (int_len + pad) % 9, digits(int_len - 1));
+                    let text = if frac_len == 0 { format!("{sign}{int}") } else { format!("{sign}{int}.{}", digits(frac_len)) };
+                    let key = "k".repeat(pad + 1);
+                    let line = if end == "," { format!(r#"{{"{key}": {text}, "z": 1}}"#) } else { format!(r#"{{"{key}": {text}{end}"#) };
+                    let text = if end.starts_with('e') { format!("{text}e2") } else { text };
+                    let r = d.decode(line.as_bytes()).unwrap_or_else(|e| panic!("{line}: {e}"));
+                    let v = r.values[0];
+                    match text.parse::<i64>() {
+                        Ok(n) if !text.contains(['.', 'e']) => assert_eq!((v.kind, v.bits as i64), (Kind::Int, n), "{line}"),
+                        _ => assert_eq!((v.kind, f64::from_bits(v.bits)), (Kind::Float, text.parse::<f64>().unwrap()), "{line}"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn deep_nesting_is_refused_and_deep_objects_stay_text() {
     let mut d = JsonDecoder::default();
     let deep = format!(r#"{{"a": {}1{}}}"#, "[".repeat(200), "]".repeat(200));
