@@ -23,11 +23,15 @@ pub fn equal(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// `out.extend_from_slice(&from[..n])`, as one copy of 16 bytes (the rest
-/// cut off again) when `n` is at most 16 and `from` holds 16.
+/// cut off again) when `n` is at most 16, `from` holds 16 and `out` has
+/// room for them (never growing `out` for bytes it cuts off).
 #[inline]
 pub fn extend(out: &mut Vec<u8>, from: &[u8], n: usize) {
+    if n == 0 {
+        return;
+    }
     match from.first_chunk::<16>() {
-        Some(chunk) if n <= 16 => {
+        Some(chunk) if n <= 16 && out.capacity() - out.len() >= 16 => {
             let len = out.len();
             out.extend_from_slice(chunk);
             out.truncate(len + n);
@@ -60,10 +64,15 @@ mod tests {
         let source: Vec<u8> = (0..40u8).collect();
         for from in [0, 10, 24, 25, 30, 40] {
             for n in 0..=(40 - from).min(20) {
-                let mut out = b"ab".to_vec();
-                extend(&mut out, &source[from..], n);
-                assert_eq!(out[..2], *b"ab");
-                assert_eq!(out[2..], source[from..from + n], "from {from}, {n} bytes");
+                // With room for 16 more bytes, and with less.
+                for room in [64, 3] {
+                    let mut out = Vec::with_capacity(room);
+                    out.extend_from_slice(b"ab");
+                    extend(&mut out, &source[from..], n);
+                    assert_eq!(out[..2], *b"ab");
+                    assert_eq!(out[2..], source[from..from + n], "from {from}, {n} bytes");
+                    assert!(out.capacity() == room || 2 + n > room, "grown for bytes cut off: {} -> {}", room, out.capacity());
+                }
             }
         }
     }

@@ -77,12 +77,12 @@ fn string_run_end(b: &[u8], mut i: usize) -> (usize, bool) {
     }
 }
 
-/// Powers of ten that fit a `u64`, by exponent up to 8.
+/// 10^0 to 10^8: what a mantissa is multiplied by for a run of that many digits.
 const POW10_U64: [u64; 9] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000];
 
 /// The run of ASCII digits at `b[i..]` while eight bytes are left: how
-/// many (0 to 8) and their value. Eight bytes at a time, as a number's
-/// digits were one compare, one multiply and one add each.
+/// many (0 to 8) and their value, from eight bytes at once instead of one
+/// compare, multiply and add a digit.
 #[inline]
 fn digit_run(b: &[u8], i: usize) -> Option<(usize, u64)> {
     const ZEROS: u64 = 0x3030_3030_3030_3030;
@@ -99,9 +99,11 @@ fn digit_run(b: &[u8], i: usize) -> Option<(usize, u64)> {
     // The run's digits at the top, '0's below them: the same value.
     let digits = if run == 8 { w } else { (w << (8 * (8 - run))) | (ZEROS >> (8 * run)) };
     // Pairs, then fours, then all eight (the usual multiply-and-shift).
+    // The products' high terms fall off the top: wrapping, as intended.
     let v = digits - ZEROS;
     let v = v * 10 + (v >> 8);
-    let v = (((v & 0x0000_00FF_0000_00FF) * 0x000F_4240_0000_0064) + (((v >> 16) & 0x0000_00FF_0000_00FF) * 0x0000_2710_0000_0001)) >> 32;
+    let (pairs, next_pairs) = (v & 0x0000_00FF_0000_00FF, (v >> 16) & 0x0000_00FF_0000_00FF);
+    let v = pairs.wrapping_mul(0x000F_4240_0000_0064).wrapping_add(next_pairs.wrapping_mul(0x0000_2710_0000_0001)) >> 32;
     Some((run, v))
 }
 
@@ -192,7 +194,7 @@ impl<'a> Parser<'a> {
             if depth > 0 {
                 self.name.push(b'.');
             }
-            self.key_into_name(depth == 0)?;
+            self.read_key(depth == 0)?;
             self.ws();
             self.expect(b':', "expected ':'")?;
             self.ws();
@@ -210,9 +212,9 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// The key at `self.i` onto `name`, or as `key` when `top_level` and
+    /// The key at `self.i`: onto `name`, or as `key` when `top_level` and
     /// it has no escapes.
-    fn key_into_name(&mut self, top_level: bool) -> Result<(), DecodeError> {
+    fn read_key(&mut self, top_level: bool) -> Result<(), DecodeError> {
         self.key = None;
         self.i += 1;
         let start = self.i;
@@ -403,14 +405,14 @@ impl<'a> Parser<'a> {
                 self.i += 1;
                 1
             }
-            Some(b'1'..=b'9') => self.digits(&mut mantissa),
+            Some(b'1'..=b'9') => self.take_digits(&mut mantissa),
             _ => return Err(syntax(self.i, "expected a digit")),
         };
         let int_digits = self.i - int_start;
         let mut frac_digits = 0usize;
         if self.peek() == Some(b'.') {
             self.i += 1;
-            frac_digits = self.digits(&mut mantissa);
+            frac_digits = self.take_digits(&mut mantissa);
             digits += frac_digits;
             if frac_digits == 0 {
                 return Err(syntax(self.i, "expected a digit after '.'"));
@@ -453,7 +455,7 @@ impl<'a> Parser<'a> {
     /// Step over the digits at `self.i`, each taken into `mantissa` (as
     /// `mantissa * 10 + digit`, wrapping); how many.
     #[inline]
-    fn digits(&mut self, mantissa: &mut u64) -> usize {
+    fn take_digits(&mut self, mantissa: &mut u64) -> usize {
         let start = self.i;
         while let Some((run, value)) = digit_run(self.b, self.i) {
             *mantissa = mantissa.wrapping_mul(POW10_U64[run]).wrapping_add(value);

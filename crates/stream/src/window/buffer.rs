@@ -69,9 +69,7 @@ impl FieldColumn {
     fn push(&mut self, kind: Kind, bits: u64, text: &[u8], text_bytes: usize) {
         self.kinds.push(kind as u8);
         self.bits.push(bits);
-        if text_bytes > 0 {
-            short_bytes::extend(&mut self.text, text, text_bytes);
-        }
+        short_bytes::extend(&mut self.text, text, text_bytes);
         self.ends.push(self.text.len() as u32);
         self.counts[kind as usize] += 1;
     }
