@@ -6,30 +6,59 @@
 //! costs one column. Files written before keep their rows in
 //! `metric_values`, which is still read for windows without a blob.
 //!
-//! Layout: a version byte, the number of values (u32 LE), then per value
-//! its detector, metric and column, each a u32 LE of its length plus one
-//! (0: no column) and its UTF-8 bytes, then the value (f64 LE bits, so
-//! infinities and every bit stay as the plugin gave them).
+//! Layout (version 2): a version byte; the names the values use, each once
+//! (a count, then each as its length and UTF-8 bytes); the number of
+//! values; then per value its detector's, metric's and column's place among
+//! the names (the column's plus one, 0: no column) and the value (f64 LE
+//! bits, so infinities and every bit stay as the plugin gave them). Counts,
+//! lengths and places are LEB128 varints. Names repeat from value to value
+//! (one detector gives many, a column has several): written once, a
+//! window's blob is about a third of version 1's, which spelled every name
+//! out at every value with u32 lengths, and which is still read.
+
+use std::collections::HashMap;
 
 use super::MetricRow;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// Each name at every value, behind a u32 LE of its length plus one (0: no column).
+const VERSION_SPELLED_OUT: u8 = 1;
 
 /// (detector, metric, column, value) of each metric value.
 pub type Values = Vec<(String, String, Option<String>, f64)>;
 
+/// The names a blob's values use, each once, in the order first used.
+#[derive(Default)]
+struct Names<'a> {
+    list: Vec<&'a str>,
+    places: HashMap<&'a str, u64>,
+}
+
+impl<'a> Names<'a> {
+    fn place(&mut self, name: &'a str) -> u64 {
+        *self.places.entry(name).or_insert_with(|| {
+            self.list.push(name);
+            self.list.len() as u64 - 1
+        })
+    }
+}
+
 pub fn encode(metrics: &[MetricRow]) -> Vec<u8> {
-    let size: usize = metrics.iter().map(|m| 20 + m.detector.len() + m.metric.len() + m.column.as_ref().map_or(0, String::len)).sum();
-    let mut out = Vec::with_capacity(5 + size);
+    let mut names = Names::default();
+    let refs: Vec<(u64, u64, u64)> =
+        metrics.iter().map(|m| (names.place(&m.detector), names.place(&m.metric), m.column.as_deref().map_or(0, |c| names.place(c) + 1))).collect();
+    let names = names.list;
+    let mut out = Vec::with_capacity(16 + names.iter().map(|n| n.len() + 2).sum::<usize>() + 12 * metrics.len());
     out.push(VERSION);
-    // A window has at most MAX_METRICS values a detector, names at most MAX_NAME bytes.
-    let count = u32::try_from(metrics.len()).expect("metric values a window fit a u32");
-    out.extend_from_slice(&count.to_le_bytes());
-    for m in metrics {
-        for text in [Some(&m.detector), Some(&m.metric), m.column.as_ref()] {
-            let length = text.map_or(0, |t| u32::try_from(t.len() + 1).expect("names are cut short"));
-            out.extend_from_slice(&length.to_le_bytes());
-            out.extend_from_slice(text.map_or(&[][..], |t| t.as_bytes()));
+    put_varint(&mut out, names.len() as u64);
+    for name in &names {
+        put_varint(&mut out, name.len() as u64);
+        out.extend_from_slice(name.as_bytes());
+    }
+    put_varint(&mut out, metrics.len() as u64);
+    for (m, (detector, metric, column)) in metrics.iter().zip(refs) {
+        for at in [detector, metric, column] {
+            put_varint(&mut out, at);
         }
         out.extend_from_slice(&m.value.to_bits().to_le_bytes());
     }
@@ -38,22 +67,70 @@ pub fn encode(metrics: &[MetricRow]) -> Vec<u8> {
 
 pub fn decode(blob: &[u8]) -> Result<Values, String> {
     let (&version, mut rest) = blob.split_first().ok_or("an empty metric values blob")?;
-    if version != VERSION {
-        return Err(format!("a metric values blob of version {version} (this host reads {VERSION})"));
-    }
-    let count = u32::from_le_bytes(take(&mut rest, 4)?.try_into().expect("4 bytes"));
-    let mut values = Vec::new();
-    for _ in 0..count {
-        let detector = text(&mut rest)?.ok_or("a metric value without its detector")?;
-        let metric = text(&mut rest)?.ok_or("a metric value without its name")?;
-        let column = text(&mut rest)?;
-        let value = f64::from_bits(u64::from_le_bytes(take(&mut rest, 8)?.try_into().expect("8 bytes")));
-        values.push((detector, metric, column, value));
-    }
+    let values = match version {
+        VERSION => decode_names_once(&mut rest)?,
+        VERSION_SPELLED_OUT => decode_spelled_out(&mut rest)?,
+        _ => return Err(format!("a metric values blob of version {version} (this host reads {VERSION_SPELLED_OUT} and {VERSION})")),
+    };
     if !rest.is_empty() {
-        return Err(format!("a metric values blob with {} bytes after its {count} values", rest.len()));
+        return Err(format!("a metric values blob with {} bytes after its {} values", rest.len(), values.len()));
     }
     Ok(values)
+}
+
+fn decode_names_once(rest: &mut &[u8]) -> Result<Values, String> {
+    // Counts come from the blob: nothing is sized by them up front.
+    let mut names = Vec::new();
+    for _ in 0..varint(rest)? {
+        let length = usize::try_from(varint(rest)?).map_err(|_| "a metric values blob with a name too long")?;
+        names.push(utf8(take(rest, length)?)?);
+    }
+    let name = |at: u64| {
+        usize::try_from(at).ok().and_then(|at| names.get(at)).cloned().ok_or_else(|| format!("a metric values blob naming name {at} of {}", names.len()))
+    };
+    let mut values = Vec::new();
+    for _ in 0..varint(rest)? {
+        let (detector, metric, column) = (name(varint(rest)?)?, name(varint(rest)?)?, varint(rest)?);
+        let column = column.checked_sub(1).map(name).transpose()?;
+        values.push((detector, metric, column, value(rest)?));
+    }
+    Ok(values)
+}
+
+fn decode_spelled_out(rest: &mut &[u8]) -> Result<Values, String> {
+    let count = u32::from_le_bytes(take(rest, 4)?.try_into().expect("4 bytes"));
+    let mut values = Vec::new();
+    for _ in 0..count {
+        let detector = spelled_out(rest)?.ok_or("a metric value without its detector")?;
+        let metric = spelled_out(rest)?.ok_or("a metric value without its name")?;
+        let column = spelled_out(rest)?;
+        values.push((detector, metric, column, value(rest)?));
+    }
+    Ok(values)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push(n as u8 | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn varint(rest: &mut &[u8]) -> Result<u64, String> {
+    let mut n = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = take(rest, 1)?[0];
+        // The tenth byte holds the 64th bit only.
+        if shift == 63 && byte > 1 {
+            break;
+        }
+        n |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return Ok(n);
+        }
+    }
+    Err("a metric values blob with a number past 64 bits".into())
 }
 
 fn take<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
@@ -65,13 +142,21 @@ fn take<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
     Ok(head)
 }
 
-fn text(rest: &mut &[u8]) -> Result<Option<String>, String> {
+fn utf8(bytes: &[u8]) -> Result<String, String> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| "a metric values blob with a name that is not UTF-8".into())
+}
+
+fn value(rest: &mut &[u8]) -> Result<f64, String> {
+    Ok(f64::from_bits(u64::from_le_bytes(take(rest, 8)?.try_into().expect("8 bytes"))))
+}
+
+/// A version 1 name: a u32 LE of its length plus one (0: none), then its bytes.
+fn spelled_out(rest: &mut &[u8]) -> Result<Option<String>, String> {
     let length = u32::from_le_bytes(take(rest, 4)?.try_into().expect("4 bytes")) as usize;
     let Some(bytes) = length.checked_sub(1) else {
         return Ok(None);
     };
-    let bytes = take(rest, bytes)?;
-    String::from_utf8(bytes.to_vec()).map(Some).map_err(|_| "a metric values blob with a name that is not UTF-8".into())
+    utf8(take(rest, bytes)?).map(Some)
 }
 
 #[cfg(test)]
@@ -106,6 +191,58 @@ mod tests {
             assert!(decode(&blob[..end]).is_err(), "cut at {end}");
         }
         assert!(decode(&[blob.as_slice(), &[0]].concat()).unwrap_err().contains("1 bytes after its 5 values"));
-        assert!(decode(&[2]).unwrap_err().contains("version 2"));
+        assert!(decode(&[3]).unwrap_err().contains("version 3"));
+    }
+
+    /// A window's values as drift, outliers and the rest give them: many
+    /// values a detector, several a column.
+    fn window_rows() -> Vec<MetricRow> {
+        let columns = ["amount", "user_id", "items", "geo.lat", "geo.lon", "country", "device", "currency", "status"];
+        let mut rows = Vec::new();
+        for (detector, metrics) in
+            [("drift", &["psi", "ks_distance", "mean"][..]), ("outliers", &["outlier_rate", "max_z"]), ("completeness", &["absent_rate"])]
+        {
+            for (i, column) in columns.iter().enumerate() {
+                for metric in metrics {
+                    rows.push(MetricRow { detector: detector.into(), metric: (*metric).into(), column: Some((*column).into()), value: i as f64 / 7.0 });
+                }
+            }
+        }
+        rows.push(MetricRow { detector: "volume".into(), metric: "records".into(), column: None, value: 1000.0 });
+        rows
+    }
+
+    /// The blob as version 1 wrote it: every name spelled out at every value.
+    fn spelled_out_blob(rows: &[MetricRow]) -> Vec<u8> {
+        let mut out = vec![VERSION_SPELLED_OUT];
+        out.extend_from_slice(&(rows.len() as u32).to_le_bytes());
+        for m in rows {
+            for text in [Some(&m.detector), Some(&m.metric), m.column.as_ref()] {
+                out.extend_from_slice(&text.map_or(0, |t| t.len() as u32 + 1).to_le_bytes());
+                out.extend_from_slice(text.map_or(&[][..], |t| t.as_bytes()));
+            }
+            out.extend_from_slice(&m.value.to_bits().to_le_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn names_are_written_once_and_old_blobs_still_read() {
+        let rows = window_rows();
+        let (blob, old) = (encode(&rows), spelled_out_blob(&rows));
+        let want: Values = rows.iter().map(|m| (m.detector.clone(), m.metric.clone(), m.column.clone(), m.value)).collect();
+        assert_eq!(decode(&blob).unwrap(), want);
+        assert_eq!(decode(&old).unwrap(), want, "a version 1 blob, from a file written before");
+        assert!(blob.len() * 5 < old.len() * 2, "{} bytes against {}", blob.len(), old.len());
+        // One name ("d"), one value naming name 1 (there is none), then name 0.
+        let mut past = vec![VERSION, 1, 1, b'd', 1, 0, 1, 0];
+        past.extend_from_slice(&[0; 8]);
+        assert_eq!(decode(&past).unwrap_err(), "a metric values blob naming name 1 of 1");
+        past[6] = 0;
+        assert_eq!(decode(&past).unwrap(), [("d".to_string(), "d".to_string(), None, 0.0)]);
+        // Numbers of ten bytes: past 64 bits is an error; 2^63 names, read
+        // one by one from a blob that holds none, end at its end.
+        assert!(decode(&[&[VERSION][..], &[0xff; 9], &[0x02]].concat()).unwrap_err().contains("past 64 bits"));
+        assert!(decode(&[&[VERSION][..], &[0x80; 9], &[0x01]].concat()).unwrap_err().contains("cut short"));
     }
 }
