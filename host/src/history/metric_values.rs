@@ -21,6 +21,11 @@ use std::collections::HashMap;
 use super::MetricRow;
 
 const VERSION: u8 = 2;
+/// Bytes of names a version 2 blob may decode to, per byte of the blob.
+/// Each value copies its names out of the table, so a blob could name one
+/// long name from every value; the host's names are at most a few hundred
+/// bytes and a value takes at least 11 bytes, so its own blobs stay far below.
+const MOST_NAME_BYTES_PER_BYTE: usize = 128;
 /// Each name at every value, behind a u32 LE of its length plus one (0: no column).
 const VERSION_SPELLED_OUT: u8 = 1;
 
@@ -79,19 +84,25 @@ pub fn decode(blob: &[u8]) -> Result<Values, String> {
 }
 
 fn decode_names_once(rest: &mut &[u8]) -> Result<Values, String> {
+    let mut budget = MOST_NAME_BYTES_PER_BYTE * (rest.len() + 1);
     // Counts come from the blob: nothing is sized by them up front.
     let mut names = Vec::new();
     for _ in 0..varint(rest)? {
         let length = usize::try_from(varint(rest)?).map_err(|_| "a metric values blob with a name too long")?;
         names.push(utf8(take(rest, length)?)?);
     }
-    let name = |at: u64| {
-        usize::try_from(at).ok().and_then(|at| names.get(at)).cloned().ok_or_else(|| format!("a metric values blob naming name {at} of {}", names.len()))
+    let mut name = |at: u64| {
+        let name: &String = usize::try_from(at)
+            .ok()
+            .and_then(|at| names.get(at))
+            .ok_or_else(|| format!("a metric values blob naming name {at}, past its {} names", names.len()))?;
+        budget = budget.checked_sub(name.len()).ok_or("a metric values blob naming more bytes of names than it could hold")?;
+        Ok::<_, String>(name.clone())
     };
     let mut values = Vec::new();
     for _ in 0..varint(rest)? {
         let (detector, metric, column) = (name(varint(rest)?)?, name(varint(rest)?)?, varint(rest)?);
-        let column = column.checked_sub(1).map(name).transpose()?;
+        let column = column.checked_sub(1).map(&mut name).transpose()?;
         values.push((detector, metric, column, value(rest)?));
     }
     Ok(values)
@@ -237,12 +248,46 @@ mod tests {
         // One name ("d"), one value naming name 1 (there is none), then name 0.
         let mut past = vec![VERSION, 1, 1, b'd', 1, 0, 1, 0];
         past.extend_from_slice(&[0; 8]);
-        assert_eq!(decode(&past).unwrap_err(), "a metric values blob naming name 1 of 1");
+        assert_eq!(decode(&past).unwrap_err(), "a metric values blob naming name 1, past its 1 names");
         past[6] = 0;
         assert_eq!(decode(&past).unwrap(), [("d".to_string(), "d".to_string(), None, 0.0)]);
         // Numbers of ten bytes: past 64 bits is an error; 2^63 names, read
         // one by one from a blob that holds none, end at its end.
         assert!(decode(&[&[VERSION][..], &[0xff; 9], &[0x02]].concat()).unwrap_err().contains("past 64 bits"));
         assert!(decode(&[&[VERSION][..], &[0x80; 9], &[0x01]].concat()).unwrap_err().contains("cut short"));
+    }
+
+    #[test]
+    fn the_bytes_on_disk_are_the_layout_described() {
+        let long = "x".repeat(130);
+        let rows = [
+            MetricRow { detector: "d".into(), metric: "m".into(), column: Some("c".into()), value: 1.0 },
+            MetricRow { detector: "d".into(), metric: long.clone(), column: None, value: -0.0 },
+        ];
+        // Four names (130 as the varint 0x82 0x01), two values: places 0, 1,
+        // 2 + 1 and 0, 3, none; each value's f64 bits little-endian.
+        let mut want = vec![VERSION, 4, 1, b'd', 1, b'm', 1, b'c', 0x82, 0x01];
+        want.extend_from_slice(long.as_bytes());
+        want.extend_from_slice(&[2, 0, 1, 3, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0x80]);
+        assert_eq!(encode(&rows), want);
+    }
+
+    #[test]
+    fn a_blob_naming_one_long_name_from_every_value_is_refused_not_copied() {
+        // One name of 64 KiB (the varint 0x80 0x80 0x04), named three times
+        // by each value: 10,000 values are 174 KB that would decode to 2 GB.
+        let naming = |values: u64| {
+            let mut blob = vec![VERSION, 1, 0x80, 0x80, 0x04];
+            blob.extend(std::iter::repeat_n(b'n', 1 << 16));
+            put_varint(&mut blob, values);
+            for _ in 0..values {
+                blob.extend_from_slice(&[0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+            }
+            blob
+        };
+        // Not `unwrap_err`: were it read, printing it would take the 2 GB.
+        let Err(refused) = decode(&naming(10_000)) else { panic!("a blob naming 2 GB of names was read") };
+        assert!(refused.contains("more bytes of names than it could hold"), "{refused}");
+        assert_eq!(decode(&naming(2)).unwrap().len(), 2);
     }
 }
