@@ -65,6 +65,10 @@ fn distinct_values(batch: &Batch, at: usize) -> Option<DistinctValues> {
     // Values of up to 7 bytes (codes, countries, statuses) are keyed by one
     // integer: no byte string hashed or compared. Longer ones by their bytes.
     let mut short: HashMap<u64, u32, SeededHash> = HashMap::with_hasher(SeededHash);
+    // In front of it, each short value's place as last seen, by a few bits
+    // of the value: a window's categories find theirs after their first row
+    // (values made to share those bits only fall back to the map).
+    let mut recent = [(NO_SHORT_KEY, 0u32); SHORT_SLOTS];
     let mut index: HashMap<Value, u32, SeededHash> = HashMap::with_hasher(SeededHash);
     let mut values = StringColumn { bytes: Vec::new(), offsets: vec![0] };
     let (mut counts, mut of_rows) = (Vec::new(), Vec::with_capacity(rows));
@@ -76,7 +80,16 @@ fn distinct_values(batch: &Batch, at: usize) -> Option<DistinctValues> {
         let bytes = value(row);
         let next = counts.len() as u32;
         let at = match short_key(bytes) {
-            Some(key) => *short.entry(key).or_insert(next),
+            Some(key) => {
+                let slot = &mut recent[slot_of(key)];
+                if slot.0 == key {
+                    slot.1
+                } else {
+                    let at = *short.entry(key).or_insert(next);
+                    *slot = (key, at);
+                    at
+                }
+            }
             None => *index.entry(Value(bytes)).or_insert(next),
         };
         if at == next {
@@ -88,6 +101,17 @@ fn distinct_values(batch: &Batch, at: usize) -> Option<DistinctValues> {
         of_rows.push(at);
     }
     Some(DistinctValues { values, counts, rows: of_rows })
+}
+
+/// Places remembered in front of the short values' map (a power of two).
+const SHORT_SLOTS: usize = 64;
+/// No [`short_key`]: its top byte, a length, is at most 7.
+const NO_SHORT_KEY: u64 = u64::MAX;
+
+/// The remembered place of a [`short_key`]: the top bits of its product
+/// with 2^64 / phi (Fibonacci hashing), which every byte of it moves.
+fn slot_of(key: u64) -> usize {
+    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHORT_SLOTS.trailing_zeros())) as usize
 }
 
 /// A value of at most 7 bytes as one integer, its bytes in the low ones and
@@ -263,6 +287,23 @@ pub(crate) mod tests {
         for (row, v) in rows.iter().enumerate() {
             let at = d.rows[row] as usize;
             assert_eq!(&d.values.bytes[d.values.offsets[at] as usize..d.values.offsets[at + 1] as usize], *v, "row {row}");
+        }
+    }
+
+    /// More short values than the places remembered in front of their map,
+    /// coming round again and again (each place taken by turns): every row
+    /// still names its own value.
+    #[test]
+    fn short_values_that_share_a_remembered_place_keep_their_own() {
+        let values: Vec<String> = (0..4 * SHORT_SLOTS).map(|i| format!("{i:03}")).collect();
+        let rows: Vec<&str> = (0..5).flat_map(|_| values.iter().map(String::as_str)).collect();
+        let mut b = batch(vec![text(&rows, Vec::new())]);
+        b.row_count = rows.len() as u32;
+        let d = distinct_values(&b, 0).unwrap();
+        assert_eq!(d.counts, vec![5; values.len()]);
+        for (row, v) in rows.iter().enumerate() {
+            let at = d.rows[row] as usize;
+            assert_eq!(&d.values.bytes[d.values.offsets[at] as usize..d.values.offsets[at + 1] as usize], v.as_bytes(), "row {row}");
         }
     }
 
