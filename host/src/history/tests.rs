@@ -256,3 +256,32 @@ fn a_flush_ends_the_gathering_and_what_follows_it_waits_for_the_next_batch() {
     let next = gather(rx.recv().unwrap(), &rx, linger);
     assert!(matches!(next.as_slice(), [Entry::Window(c), Entry::Stop] if c.window.seq == 3));
 }
+
+/// A writer lingering asleep (not woken by each window) is woken by a
+/// flush, and by a queue half full.
+#[test]
+fn a_lingering_writer_is_woken_by_a_flush_and_by_a_half_full_queue() {
+    // The writer here is this thread: a wake-up lets its next park return at once.
+    let (tx, rx) = crossbeam_channel::bounded(4);
+    let history = History { tx, writer: std::thread::current(), path: PathBuf::new(), stats: Arc::default() };
+    let woken = || {
+        let asleep = Instant::now();
+        std::thread::park_timeout(Duration::from_secs(60));
+        asleep.elapsed() < Duration::from_secs(30)
+    };
+    assert!(history.window(window("t", "p", 1, 1_000)) && history.window(window("t", "p", 2, 2_000)));
+    assert!(woken(), "the second window fills half the queue");
+    rx.try_iter().for_each(drop);
+    history.flush();
+    assert!(woken(), "a flush is not kept waiting");
+
+    // And the writer's gathering takes what queued up once woken.
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    let gathering = std::thread::spawn(move || done_tx.send(gather(Entry::Window(Box::new(window("t", "p", 1, 1_000))), &rx, Duration::from_secs(600))));
+    tx.send(Entry::Window(Box::new(window("t", "p", 2, 2_000)))).unwrap();
+    tx.send(Entry::Flush).unwrap();
+    gathering.thread().unpark();
+    let batch = done_rx.recv_timeout(Duration::from_secs(60)).expect("woken before its linger ends");
+    assert!(matches!(batch.as_slice(), [Entry::Window(a), Entry::Window(b), Entry::Flush] if a.window.seq == 1 && b.window.seq == 2));
+}
