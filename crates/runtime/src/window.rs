@@ -107,6 +107,7 @@ fn distinct_values(batch: &Batch, at: usize) -> Option<DistinctValues> {
 const SHORT_SLOTS: usize = 64;
 /// No [`short_key`]: its top byte, a length, is at most 7.
 const NO_SHORT_KEY: u64 = u64::MAX;
+const _: () = assert!(NO_SHORT_KEY >> 56 > 7 && SHORT_SLOTS.is_power_of_two() && SHORT_SLOTS >= 2);
 
 /// The remembered place of a [`short_key`]: the top bits of its product
 /// with 2^64 / phi (Fibonacci hashing), which every byte of it moves.
@@ -301,6 +302,9 @@ pub(crate) mod tests {
         b.row_count = rows.len() as u32;
         let d = distinct_values(&b, 0).unwrap();
         assert_eq!(d.counts, vec![5; values.len()]);
+        // The empty value's key is 0: no place starts out holding it.
+        let empty_second = distinct_values(&batch(vec![text(&["a", "", "a", ""], Vec::new())]), 0).unwrap();
+        assert_eq!((&empty_second.counts[..], &empty_second.rows[..]), (&[2, 2][..], &[0, 1, 0, 1][..]));
         for (row, v) in rows.iter().enumerate() {
             let at = d.rows[row] as usize;
             assert_eq!(&d.values.bytes[d.values.offsets[at] as usize..d.values.offsets[at + 1] as usize], v.as_bytes(), "row {row}");

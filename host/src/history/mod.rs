@@ -6,16 +6,15 @@
 //! bounded queue with `try_send`; one writer thread drains it and writes
 //! whatever has piled up, and what comes within [`LINGER`] of it, in one
 //! transaction (a commit per window, about 1 ms apart, cost the file run of
-//! `scripts/bench` 4% of its throughput). It sleeps while it lingers: a
-//! window queued does not wake it (woken for each, it took a third more
-//! CPU and ten times the switches), a flush or a queue half full does. A
-//! pipeline at the end of its input says so ([`History::flush`]): what it
-//! queued is committed without lingering, and the log is moved into the
-//! file (at most once a second) while its source commits its last
-//! positions, not at the exit. If the
-//! disk falls so far behind that the queue is full, the record is not
-//! written and the pipeline's `history_dropped` counter says so (summary
-//! and `/metrics`).
+//! `scripts/bench` 4% of its throughput). The writer sleeps while it
+//! lingers: a window queued meanwhile does not wake it (woken for each, it
+//! took a third more CPU and ten times the switches); a flush, a stop or a
+//! queue half full does. A pipeline at the end of its input says so
+//! ([`History::flush`]): what it queued is committed without lingering, and
+//! the log is moved into the file (at most once a second) while its source
+//! commits its last positions, not at the exit. If the disk falls so far
+//! behind that the queue is full, the record is not written and the
+//! pipeline's `history_dropped` counter says so (summary and `/metrics`).
 //!
 //! Acknowledgements to the source pass through the same queue
 //! ([`History::after_commit`]): a broker position is committed only once the
@@ -382,14 +381,12 @@ impl History {
         self.send(Entry::Flush);
     }
 
-    /// Queue `entry`; the writer, asleep while it lingers, is woken for a
-    /// flush, and once the queue is half full (so that none is dropped while
-    /// it sleeps).
+    /// Queue `entry`, waking the writer where [`wakes`] says so.
     fn send(&self, entry: Entry) -> bool {
         let flush = matches!(entry, Entry::Flush);
         match self.tx.try_send(entry) {
             Ok(()) => {
-                if flush || 2 * self.tx.len() >= self.tx.capacity().unwrap_or(usize::MAX) {
+                if wakes(flush, self.tx.len(), self.tx.capacity().unwrap_or(usize::MAX)) {
                     self.writer.unpark();
                 }
                 true
@@ -458,6 +455,14 @@ fn write_loop(conn: &mut Connection, rx: &Receiver<Entry>, stats: &HistoryStats,
             }
         }
     }
+}
+
+/// Whether an entry just queued (a flush or not; `queued` waiting of at
+/// most `capacity`) wakes the writer lingering asleep: a flush is not kept
+/// waiting, and a queue half full (or holding a whole batch) should not
+/// fill while the writer sleeps.
+fn wakes(flush: bool, queued: usize, capacity: usize) -> bool {
+    flush || queued >= (capacity / 2).min(BATCH_MAX)
 }
 
 /// `first` and what comes within `linger` of it, for one transaction: a
