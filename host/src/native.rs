@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use clean_host_sdk as sdk;
 
-use clean_host_core::bindings::{Analysis, Batch, BatchParts, ColumnValues, Finding, MetricValue, Reads, Severity, TimeBasis, WindowKind};
-use clean_host_runtime::{Analyzer, DetectorSource, PluginFault, Projection, Window};
+use clean_host_core::bindings::{Analysis, BatchParts, Finding, MetricValue, Reads, Severity, TimeBasis, WindowKind};
+use clean_host_runtime::{Analyzer, BatchView, DetectorSource, PluginFault, Projection, ValuesView, Window};
 
 struct Native<D> {
     detector: D,
@@ -20,9 +20,8 @@ struct Native<D> {
 
 impl<D: sdk::Detector + Send> Analyzer for Native<D> {
     fn analyze(&mut self, window: &Arc<Window>) -> Result<Analysis, PluginFault> {
-        let batch = window.batch();
-        let projected = self.projection.as_ref().and_then(|p| p.apply(batch));
-        let analysis = self.detector.analyze(&to_sdk(projected.as_ref().unwrap_or(batch))).map_err(PluginFault::Guest)?;
+        let batch = to_sdk(&BatchView::of(window, self.projection.as_ref()));
+        let analysis = self.detector.analyze(&batch).map_err(PluginFault::Guest)?;
         Ok(from_sdk(analysis))
     }
 
@@ -90,8 +89,8 @@ fn to_host_reads(reads: sdk::Reads) -> Reads {
     Reads { parts, columns: reads.columns }
 }
 
-fn to_sdk(b: &Batch) -> sdk::Batch {
-    let i = &b.info;
+fn to_sdk(b: &BatchView) -> sdk::Batch {
+    let i = b.info;
     sdk::Batch {
         info: sdk::WindowInfo {
             pipeline: i.pipeline.clone(),
@@ -118,20 +117,20 @@ fn to_sdk(b: &Batch) -> sdk::Batch {
             .columns
             .iter()
             .map(|c| sdk::Column {
-                name: c.name.clone(),
+                name: c.name.to_string(),
                 values: match &c.values {
-                    ColumnValues::Float64(v) => sdk::ColumnValues::Float64(v.clone()),
-                    ColumnValues::Int64(v) => sdk::ColumnValues::Int64(v.clone()),
-                    ColumnValues::Boolean(v) => sdk::ColumnValues::Boolean(v.clone()),
-                    ColumnValues::Timestamp(v) => sdk::ColumnValues::Timestamp(v.clone()),
-                    ColumnValues::Text(s) => sdk::ColumnValues::Text(sdk::StringColumn { bytes: s.bytes.clone(), offsets: s.offsets.clone() }),
+                    ValuesView::Float64(v) => sdk::ColumnValues::Float64(v.to_vec()),
+                    ValuesView::Int64(v) => sdk::ColumnValues::Int64(v.to_vec()),
+                    ValuesView::Boolean(v) => sdk::ColumnValues::Boolean(v.to_vec()),
+                    ValuesView::Timestamp(v) => sdk::ColumnValues::Timestamp(v.to_vec()),
+                    ValuesView::Text(s) => sdk::ColumnValues::Text(sdk::StringColumn { bytes: s.bytes.to_vec(), offsets: s.offsets.to_vec() }),
                 },
-                validity: c.validity.clone(),
+                validity: c.validity.to_vec(),
             })
             .collect(),
-        offsets: b.offsets.clone(),
-        record_hashes: b.record_hashes.clone(),
-        event_times: b.event_times.clone(),
+        offsets: b.offsets.to_vec(),
+        record_hashes: b.record_hashes.to_vec(),
+        event_times: b.event_times.to_vec(),
     }
 }
 

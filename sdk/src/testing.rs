@@ -247,8 +247,7 @@ pub fn assert_restore_equivalent<D: Detector>(config: &str, windows: &[Batch], c
 
 /// `batch` as the host hands it to a detector that says it `reads` this:
 /// a column whose values are not read keeps its name and row states but no
-/// values, a per-row list not read is empty. The host cuts a batch only
-/// when that saves copying, so a detector must work on any cut.
+/// values, a per-row list not read is empty.
 /// A `reads` the host would refuse (past [`MAX_NAMED_COLUMNS`] names or
 /// [`MAX_NAMED_BYTES`] of them) panics.
 pub fn as_handed(batch: &Batch, reads: &Reads) -> Batch {
@@ -293,9 +292,8 @@ pub fn as_handed(batch: &Batch, reads: &Reads) -> Batch {
 /// Panics unless `D`, configured with `config`, says it reads everything
 /// it reads: an instance handed each window as the host cuts it for what
 /// [`Detector::reads`] names ([`as_handed`]) answers every window, and
-/// snapshots its state at the end, as one handed the whole windows (the
-/// host cuts a window only when that saves copying). A left-out value it
-/// indexes panics here, as it would trap in the host.
+/// snapshots its state at the end, as one handed the whole windows. A
+/// left-out value it indexes panics here, as it would trap in the host.
 pub fn assert_reads_suffice<D: Detector>(config: &str, windows: &[Batch]) {
     let fresh = || {
         let mut d = D::default();

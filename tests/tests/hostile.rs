@@ -236,7 +236,7 @@ fn oversized_plugin_output_is_cut_or_refused() {
 }
 
 /// A detector is handed what it says it reads and the row states, nothing
-/// else; one that names too many columns is refused, as a bad config is,
+/// else, however much of a window that is; one that names too many columns is refused, as a bad config is,
 /// with the limit; one built for the 0.1.0 contract loads as it is and gets
 /// whole windows.
 #[test]
@@ -268,6 +268,25 @@ fn detectors_are_handed_what_they_read() {
         let whole = findings("contract-0-1-0");
         assert_eq!(whole.len(), reader.iter().filter(|(m, _, _)| m == "values").count() + 1, "{w}");
         assert!(whole.iter().all(|(_, _, got)| *got == 1000.0), "{whole:?}");
+    }
+
+    // Reading most of a window, it is still handed only that: no times.
+    let most = "['float64-values', 'int64-values', 'boolean-values', 'text-values', 'offsets', 'record-hashes']";
+    s.write("plugins/reader.toml", format!("[config]\nparts = {most}\n"));
+    let windows = s.path("most.jsonl");
+    let run = s.run_within(&["--source", data.to_str().unwrap(), "--format", "json", "--windows-file", windows.to_str().unwrap()], HANG);
+    run.assert_ok();
+    let ws = clean_host_tests::brokers::windows(&windows);
+    assert_eq!(ws.len(), 3);
+    for w in ws {
+        let reader = w["findings"].as_array().unwrap().iter().filter(|f| f["detector"] == "reader");
+        for f in reader {
+            let expected = match (f["metric"].as_str().unwrap(), f["column"].as_str()) {
+                ("values", Some("ts")) | ("event_times", _) => 0.0,
+                _ => 1000.0,
+            };
+            assert_eq!(f["value"].as_f64().unwrap(), expected, "{f}");
+        }
     }
 
     s.write("plugins/reader.toml", "[config]\npadding = 5000\n");

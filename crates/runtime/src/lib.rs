@@ -39,7 +39,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::component::{HasSelf, Linker, ResourceTable, TypedFunc};
 use wasmtime::{Config, Engine, Store, Trap};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -52,7 +52,7 @@ use host_key::HostKey;
 pub use limits::{cut, InstanceTicket, Limits, TenantBudget, MAX_NAME};
 use limits::{CapHit, EpochTicker, MemoryCap};
 pub use loader::{load_dir, wasm_files, DetectorPre, LoadError, Manifest, Plugin, PluginKind};
-pub use projection::Projection;
+pub use projection::{BatchView, ColumnView, Projection, TextView, ValuesView};
 pub use stats::{PluginStats, Status};
 pub use window::Window;
 
@@ -286,7 +286,12 @@ impl Runtime {
         let ticket = plugin.budget.admit().map_err(PluginFault::Budget)?;
         let mut store = self.store(&plugin.name, &plugin.limits, &plugin.budget, None);
         let (bindings, projection) = start(&mut store, &plugin.limits, async |s| pre.instantiate(s).await)?;
-        let mut instance = DetectorInstance { store, bindings, projection: None, plugin: plugin.clone(), _ticket: ticket };
+        let analyze = bindings
+            .func_analyze()
+            .func()
+            .typed(&store)
+            .map_err(|e| PluginFault::Instantiate(format!("its analyze does not take the contract's batch: {e}")))?;
+        let mut instance = DetectorInstance { store, bindings, analyze, projection: None, plugin: plugin.clone(), _ticket: ticket };
         instance.call(async |b, s| b.call_configure(s, config).await)?;
         if let Some(p) = projection {
             let reads = call_plugin(&mut instance.store, &p, &plugin.name, plugin.limits, async |p, s| p.call_what_it_reads(s).await.map(Ok))?;
@@ -360,6 +365,9 @@ fn classify(error: wasmtime::Error, store: &Store<PluginState>, limits: &Limits)
 pub struct DetectorInstance {
     store: Store<PluginState>,
     bindings: DetectorExports,
+    /// Its `analyze`, handed a window's lists where they are (type-checked
+    /// when instantiated, as `bindings` are).
+    analyze: TypedFunc<(BatchView<'static>,), (Result<Analysis, String>,)>,
     /// What it reads of a window, when it said it reads less than all.
     projection: Option<Projection>,
     plugin: Arc<Plugin>,
@@ -451,10 +459,10 @@ impl HandlerInstance {
 
 impl Analyzer for DetectorInstance {
     fn analyze(&mut self, window: &Arc<Window>) -> Result<Analysis, PluginFault> {
-        let projected = self.projection.as_ref().and_then(|p| p.apply(window.batch()));
-        let batch = projected.as_ref().unwrap_or(window.batch());
+        let batch = BatchView::of(window, self.projection.as_ref());
+        let analyze: TypedFunc<(BatchView<'_>,), _> = self.analyze;
         self.store.data_mut().window = Some(window.clone());
-        let analysis = self.call(async |b, s| b.call_analyze(s, batch).await);
+        let analysis = self.call(async |_, s| analyze.call_async(s, (batch,)).await.map(|(analysis,)| analysis));
         self.store.data_mut().window = None;
         analysis
     }

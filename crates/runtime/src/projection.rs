@@ -4,16 +4,17 @@
 //! most detectors read few of its values: schema and completeness only the
 //! names and row states, volume and freshness the times. A detector that
 //! says what it reads (the WIT's optional `projection`) is handed a batch
-//! without the rest. Cutting a batch down means copying what is kept, which
-//! costs the host about what copying it into the plugin costs, so a batch is
-//! cut only when the detector reads less than half of it.
+//! without the rest. That batch is a [`BatchView`]: the window's own lists,
+//! borrowed and lowered into the plugin from where they are, so leaving a
+//! part out costs the host nothing (a copy of what is kept used to cost it
+//! about what copying that into the plugin costs).
 
 use std::collections::HashSet;
 
-use clean_host_core::bindings::row_state::PRESENT;
-use clean_host_core::bindings::{Batch, BatchParts, Column, ColumnValues, Reads, StringColumn};
+use clean_host_core::bindings::{Batch, BatchParts, Column, ColumnValues, Reads, WindowInfo};
+use wasmtime::component::{ComponentType, Lower};
 
-use crate::PluginFault;
+use crate::{PluginFault, Window};
 
 /// Most columns a detector may name in what it reads.
 const MAX_NAMED_COLUMNS: usize = 1024;
@@ -39,64 +40,113 @@ impl Projection {
         Ok((reads.parts != BatchParts::all()).then(|| Projection { parts: reads.parts, columns: reads.columns.into_iter().collect() }))
     }
 
-    /// A per-row list, or an empty one when it is not read.
-    fn list<T: Clone>(&self, part: BatchParts, values: &[T]) -> Vec<T> {
-        if self.parts.contains(part) {
-            values.to_vec()
-        } else {
-            Vec::new()
-        }
-    }
-
     fn reads_values(&self, column: &Column) -> bool {
         self.parts.contains(values_part(&column.values)) || self.columns.contains(&column.name)
     }
+}
 
-    /// `batch` without what the detector does not read, or `None` when it
-    /// reads at least half of it (the whole batch is then cheaper to hand over).
-    pub fn apply(&self, batch: &Batch) -> Option<Batch> {
-        let rows = batch.row_count as usize;
-        let lists = [
-            (BatchParts::OFFSETS, 8 * batch.offsets.len()),
-            (BatchParts::RECORD_HASHES, 8 * batch.record_hashes.len()),
-            (BatchParts::EVENT_TIMES, 8 * batch.event_times.len()),
-        ];
-        let (mut kept, mut total) = (0, 0);
-        for (part, bytes) in lists {
-            total += bytes;
-            kept += if self.parts.contains(part) { bytes } else { 0 };
-        }
-        let read: Vec<bool> = batch.columns.iter().map(|column| self.reads_values(column)).collect();
-        for (column, &read) in batch.columns.iter().zip(&read) {
-            let values = values_bytes(&column.values);
-            total += values + column.validity.len();
-            kept += if read { values + column.validity.len() } else { rows };
-        }
-        if 2 * kept >= total {
-            return None;
-        }
-        Some(Batch {
-            info: batch.info.clone(),
+/// A window's batch as one detector is handed it (the WIT's `batch`): the
+/// window's lists, borrowed, with what the detector does not read left out.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub struct BatchView<'a> {
+    pub info: &'a WindowInfo,
+    #[component(name = "row-count")]
+    pub row_count: u32,
+    pub columns: Vec<ColumnView<'a>>,
+    /// Empty when not read, as are the two lists below.
+    pub offsets: &'a [u64],
+    #[component(name = "record-hashes")]
+    pub record_hashes: &'a [u64],
+    #[component(name = "event-times")]
+    pub event_times: &'a [i64],
+}
+
+/// One column of a [`BatchView`] (the WIT's `column`).
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub struct ColumnView<'a> {
+    pub name: &'a str,
+    /// No values, of the column's type, when they are not read.
+    pub values: ValuesView<'a>,
+    /// Every row's state when the values are not read, even where the
+    /// window has none (every row present).
+    pub validity: &'a [u8],
+}
+
+/// A column's values (the WIT's `column-values`).
+#[derive(ComponentType, Lower)]
+#[component(variant)]
+pub enum ValuesView<'a> {
+    #[component(name = "float64")]
+    Float64(&'a [f64]),
+    #[component(name = "int64")]
+    Int64(&'a [i64]),
+    #[component(name = "boolean")]
+    Boolean(&'a [bool]),
+    #[component(name = "timestamp")]
+    Timestamp(&'a [i64]),
+    #[component(name = "text")]
+    Text(TextView<'a>),
+}
+
+/// A text column's strings in one buffer (the WIT's `string-column`).
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub struct TextView<'a> {
+    pub bytes: &'a [u8],
+    pub offsets: &'a [u32],
+}
+
+impl<'a> BatchView<'a> {
+    /// `window`'s batch as a detector that reads what `projection` says
+    /// (everything, without one) is handed it.
+    pub fn of(window: &'a Window, projection: Option<&Projection>) -> Self {
+        let batch: &'a Batch = window.batch();
+        let reads = |part: BatchParts| projection.is_none_or(|p| p.parts.contains(part));
+        let columns = batch
+            .columns
+            .iter()
+            .map(|column| match projection {
+                Some(p) if !p.reads_values(column) => ColumnView {
+                    name: &column.name,
+                    values: ValuesView::none_like(&column.values),
+                    validity: if column.validity.is_empty() { window.every_row_present() } else { &column.validity },
+                },
+                _ => ColumnView { name: &column.name, values: ValuesView::of(&column.values), validity: &column.validity },
+            })
+            .collect();
+        BatchView {
+            info: &batch.info,
             row_count: batch.row_count,
-            columns: batch
-                .columns
-                .iter()
-                .zip(read)
-                .map(|(column, read)| {
-                    if read {
-                        return column.clone();
-                    }
-                    Column {
-                        name: column.name.clone(),
-                        values: empty_like(&column.values),
-                        validity: if column.validity.is_empty() { vec![PRESENT; rows] } else { column.validity.clone() },
-                    }
-                })
-                .collect(),
-            offsets: self.list(BatchParts::OFFSETS, &batch.offsets),
-            record_hashes: self.list(BatchParts::RECORD_HASHES, &batch.record_hashes),
-            event_times: self.list(BatchParts::EVENT_TIMES, &batch.event_times),
-        })
+            columns,
+            offsets: if reads(BatchParts::OFFSETS) { &batch.offsets } else { &[] },
+            record_hashes: if reads(BatchParts::RECORD_HASHES) { &batch.record_hashes } else { &[] },
+            event_times: if reads(BatchParts::EVENT_TIMES) { &batch.event_times } else { &[] },
+        }
+    }
+}
+
+impl<'a> ValuesView<'a> {
+    fn of(values: &'a ColumnValues) -> Self {
+        match values {
+            ColumnValues::Float64(v) => ValuesView::Float64(v),
+            ColumnValues::Int64(v) => ValuesView::Int64(v),
+            ColumnValues::Boolean(v) => ValuesView::Boolean(v),
+            ColumnValues::Timestamp(v) => ValuesView::Timestamp(v),
+            ColumnValues::Text(s) => ValuesView::Text(TextView { bytes: &s.bytes, offsets: &s.offsets }),
+        }
+    }
+
+    /// No values, of the same type.
+    fn none_like(values: &ColumnValues) -> Self {
+        match values {
+            ColumnValues::Float64(_) => ValuesView::Float64(&[]),
+            ColumnValues::Int64(_) => ValuesView::Int64(&[]),
+            ColumnValues::Boolean(_) => ValuesView::Boolean(&[]),
+            ColumnValues::Timestamp(_) => ValuesView::Timestamp(&[]),
+            ColumnValues::Text(_) => ValuesView::Text(TextView { bytes: &[], offsets: &[] }),
+        }
     }
 }
 
@@ -111,31 +161,11 @@ fn values_part(values: &ColumnValues) -> BatchParts {
     }
 }
 
-/// Bytes a column's values take in a plugin's memory.
-fn values_bytes(values: &ColumnValues) -> usize {
-    match values {
-        ColumnValues::Float64(v) => 8 * v.len(),
-        ColumnValues::Int64(v) | ColumnValues::Timestamp(v) => 8 * v.len(),
-        ColumnValues::Boolean(v) => v.len(),
-        ColumnValues::Text(s) => s.bytes.len() + 4 * s.offsets.len(),
-    }
-}
-
-/// No values, of the same type.
-fn empty_like(values: &ColumnValues) -> ColumnValues {
-    match values {
-        ColumnValues::Float64(_) => ColumnValues::Float64(Vec::new()),
-        ColumnValues::Int64(_) => ColumnValues::Int64(Vec::new()),
-        ColumnValues::Boolean(_) => ColumnValues::Boolean(Vec::new()),
-        ColumnValues::Timestamp(_) => ColumnValues::Timestamp(Vec::new()),
-        ColumnValues::Text(_) => ColumnValues::Text(StringColumn { bytes: Vec::new(), offsets: Vec::new() }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::window::tests::info;
+    use clean_host_core::bindings::StringColumn;
 
     fn batch() -> Batch {
         let rows = 4;
@@ -173,33 +203,60 @@ mod tests {
         assert!(Projection::new(long).is_err());
     }
 
-    /// The bindings' types do not compare; their debug forms do.
-    fn same<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
-        format!("{a:?}") == format!("{b:?}")
+    /// Whether `view` is the whole of `list`, where it is: nothing copied.
+    fn borrows<T>(view: &[T], list: &[T]) -> bool {
+        std::ptr::eq(view, list)
+    }
+
+    fn values_of(view: &ValuesView) -> (*const u8, usize) {
+        match view {
+            ValuesView::Float64(v) => (v.as_ptr().cast(), v.len()),
+            ValuesView::Int64(v) | ValuesView::Timestamp(v) => (v.as_ptr().cast(), v.len()),
+            ValuesView::Boolean(v) => (v.as_ptr().cast(), v.len()),
+            ValuesView::Text(s) => (s.bytes.as_ptr(), s.offsets.len()),
+        }
     }
 
     #[test]
     fn what_is_not_read_is_left_out_and_row_states_stay() {
-        let b = batch();
+        let window = Window::new(batch());
+        let b = window.batch();
         let p = Projection::new(reads(BatchParts::TIMESTAMP_VALUES | BatchParts::EVENT_TIMES, &["qty"])).unwrap().unwrap();
-        let cut = p.apply(&b).expect("reads far less than half");
-        assert!(same(&cut.info, &b.info) && cut.row_count == 4);
-        assert_eq!(cut.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["amount", "qty", "status", "at"]);
+        let view = BatchView::of(&window, Some(&p));
+        assert!(std::ptr::eq(view.info, &b.info) && view.row_count == 4);
+        assert_eq!(view.columns.iter().map(|c| c.name).collect::<Vec<_>>(), ["amount", "qty", "status", "at"]);
         // Left out: no values of their type, every row's state.
-        assert!(matches!(&cut.columns[0].values, ColumnValues::Float64(v) if v.is_empty()));
-        assert_eq!(cut.columns[0].validity, [0; 4]);
-        assert!(matches!(&cut.columns[2].values, ColumnValues::Text(s) if s.bytes.is_empty() && s.offsets.is_empty()));
-        assert_eq!(cut.columns[2].validity, [0, 1, 0, 2]);
-        // Read: named, or of a type it reads.
-        assert!(same(&cut.columns[1], &b.columns[1]) && same(&cut.columns[3], &b.columns[3]));
-        assert_eq!((cut.offsets.len(), cut.record_hashes.len(), cut.event_times), (0, 0, b.event_times));
+        assert!(matches!(view.columns[0].values, ValuesView::Float64([])));
+        assert_eq!(view.columns[0].validity, [0; 4]);
+        assert!(matches!(&view.columns[2].values, ValuesView::Text(s) if s.bytes.is_empty() && s.offsets.is_empty()));
+        assert!(borrows(view.columns[2].validity, &b.columns[2].validity));
+        // Read: named, or of a type it reads, the window's own lists.
+        for at in [1, 3] {
+            let (ColumnValues::Int64(window_values) | ColumnValues::Timestamp(window_values)) = &b.columns[at].values else { unreachable!() };
+            assert_eq!(values_of(&view.columns[at].values), (window_values.as_ptr().cast(), 4), "column {at}");
+            assert!(borrows(view.columns[at].validity, &b.columns[at].validity));
+        }
+        assert!(view.offsets.is_empty() && view.record_hashes.is_empty() && borrows(view.event_times, &b.event_times));
+        // However little it reads, even with every part left out.
+        let none = Projection::new(reads(BatchParts::empty(), &[])).unwrap().unwrap();
+        let view = BatchView::of(&window, Some(&none));
+        assert!(view.columns.iter().all(|c| values_of(&c.values).1 == 0 && c.validity.len() == 4));
+        assert!(view.event_times.is_empty());
     }
 
     #[test]
-    fn a_batch_mostly_read_is_handed_over_whole() {
-        let b = batch();
-        let most = BatchParts::FLOAT64_VALUES | BatchParts::INT64_VALUES | BatchParts::TIMESTAMP_VALUES | BatchParts::RECORD_HASHES | BatchParts::EVENT_TIMES;
-        assert!(Projection::new(reads(most, &[])).unwrap().unwrap().apply(&b).is_none());
-        assert!(Projection::new(reads(BatchParts::empty(), &[])).unwrap().unwrap().apply(&b).is_some());
+    fn without_a_projection_every_list_is_handed_where_it_is() {
+        let window = Window::new(batch());
+        let b = window.batch();
+        let view = BatchView::of(&window, None);
+        assert!(borrows(view.offsets, &b.offsets) && borrows(view.record_hashes, &b.record_hashes) && borrows(view.event_times, &b.event_times));
+        for (view, column) in view.columns.iter().zip(&b.columns) {
+            assert_eq!(view.name, column.name);
+            assert!(borrows(view.validity, &column.validity), "{}", column.name);
+        }
+        let ColumnValues::Text(status) = &b.columns[2].values else { unreachable!() };
+        assert!(matches!(&view.columns[2].values, ValuesView::Text(s) if borrows(s.bytes, &status.bytes) && borrows(s.offsets, &status.offsets)));
+        let ColumnValues::Float64(amount) = &b.columns[0].values else { unreachable!() };
+        assert!(matches!(view.columns[0].values, ValuesView::Float64(v) if borrows(v, amount)));
     }
 }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, LazyLock, OnceLock};
 
-use clean_host_core::bindings::row_state::is_present;
+use clean_host_core::bindings::row_state::{is_present, PRESENT};
 use clean_host_core::bindings::window::DistinctValues;
 use clean_host_core::bindings::{Batch, ColumnValues, StringColumn};
 use clean_host_core::short_bytes;
@@ -27,16 +27,29 @@ pub struct Window {
     /// Per column, made on the first ask.
     distinct: Vec<OnceLock<Option<DistinctValues>>>,
     sorted: Vec<OnceLock<Option<Vec<f64>>>>,
+    /// Every row present: the row states of a column that has none, for
+    /// detectors handed its states without its values.
+    every_row_present: OnceLock<Vec<u8>>,
 }
 
 impl Window {
     pub fn new(batch: Batch) -> Arc<Self> {
         let columns = batch.columns.len();
-        Arc::new(Window { batch, distinct: (0..columns).map(|_| OnceLock::new()).collect(), sorted: (0..columns).map(|_| OnceLock::new()).collect() })
+        Arc::new(Window {
+            batch,
+            distinct: (0..columns).map(|_| OnceLock::new()).collect(),
+            sorted: (0..columns).map(|_| OnceLock::new()).collect(),
+            every_row_present: OnceLock::new(),
+        })
     }
 
     pub fn batch(&self) -> &Batch {
         &self.batch
+    }
+
+    /// A row state for each row, each of them present.
+    pub fn every_row_present(&self) -> &[u8] {
+        self.every_row_present.get_or_init(|| vec![PRESENT; self.batch.row_count as usize])
     }
 
     /// Text column `column` grouped by value; `None` for other columns.
