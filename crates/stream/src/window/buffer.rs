@@ -37,41 +37,52 @@ pub struct RecordMeta {
     pub read_at_ms: i64,
 }
 
+/// One row of a field: what its value is, its number's bits, and where
+/// its text ends in the field's text.
+#[derive(Debug, Clone, Copy)]
+struct Cell {
+    bits: u64,
+    text_end: u32,
+    kind: Kind,
+}
+
+/// A field's rows, one cell each: one store a value while the window fills
+/// (separate lists of kinds, bits and text ends took three, and the stores,
+/// not the parsing, were most of building a window's columns).
 #[derive(Debug)]
 struct FieldColumn {
-    kinds: Vec<u8>,
-    bits: Vec<u64>,
+    cells: Vec<Cell>,
     text: Vec<u8>,
-    /// Text end per row, after a leading 0: the text column's offsets.
-    ends: Vec<u32>,
     counts: [u32; 6],
 }
 
 impl FieldColumn {
     /// A column sized for `rows` rows and `text` bytes of text.
     fn with_capacity(rows: usize, text: usize) -> Self {
-        let mut ends = Vec::with_capacity(rows + 1);
-        ends.push(0);
-        FieldColumn { kinds: Vec::with_capacity(rows), bits: Vec::with_capacity(rows), text: Vec::with_capacity(text), ends, counts: [0; 6] }
+        FieldColumn { cells: Vec::with_capacity(rows), text: Vec::with_capacity(text), counts: [0; 6] }
     }
 
     fn pad_to(&mut self, rows: usize) {
-        let missing = rows.saturating_sub(self.kinds.len());
-        self.kinds.resize(rows.max(self.kinds.len()), Kind::Missing as u8);
-        self.bits.resize(self.kinds.len(), 0);
-        let end = *self.ends.last().unwrap_or(&0);
-        self.ends.resize(self.kinds.len() + 1, end);
+        let missing = rows.saturating_sub(self.cells.len());
+        let cell = Cell { bits: 0, text_end: self.text.len() as u32, kind: Kind::Missing };
+        self.cells.resize(rows.max(self.cells.len()), cell);
         self.counts[Kind::Missing as usize] += missing as u32;
     }
 
     /// A row's value; its text is the first `text_bytes` of `text`.
     #[inline]
     fn push(&mut self, kind: Kind, bits: u64, text: &[u8], text_bytes: usize) {
-        self.kinds.push(kind as u8);
-        self.bits.push(bits);
-        short_bytes::extend(&mut self.text, text, text_bytes);
-        self.ends.push(self.text.len() as u32);
+        if text_bytes > 0 {
+            short_bytes::extend(&mut self.text, text, text_bytes);
+        }
+        self.cells.push(Cell { bits, text_end: self.text.len() as u32, kind });
         self.counts[kind as usize] += 1;
+    }
+
+    /// Row `row`'s text.
+    fn text_of(&self, row: usize) -> &[u8] {
+        let start = if row == 0 { 0 } else { self.cells[row - 1].text_end as usize };
+        &self.text[start..self.cells[row].text_end as usize]
     }
 
     fn into_column(self, name: &str) -> Column {
@@ -80,68 +91,67 @@ impl FieldColumn {
         let (texts, bools) = (c[Kind::Text as usize], c[Kind::Bool as usize]);
         // Row states, or none when every row holds a value of the column's
         // type (`present` of them: known from the counts, not looked for).
-        let validity_for = |kinds: &[u8], present: u32, ok: &dyn Fn(u8) -> bool| -> Vec<u8> {
-            if present as usize == kinds.len() {
+        let validity_for = |cells: &[Cell], present: u32, ok: &dyn Fn(Kind) -> bool| -> Vec<u8> {
+            if present as usize == cells.len() {
                 return Vec::new();
             }
-            kinds
+            cells
                 .iter()
-                .map(|&k| match k {
-                    0 => MISSING,
-                    1 => NULL,
+                .map(|cell| match cell.kind {
+                    Kind::Missing => MISSING,
+                    Kind::Null => NULL,
                     k if ok(k) => PRESENT,
                     _ => WRONG_TYPE,
                 })
                 .collect()
         };
         if numbers >= texts && numbers >= bools && numbers > 0 {
-            let number = |k: u8| k == Kind::Int as u8 || k == Kind::Float as u8;
-            let validity = validity_for(&self.kinds, numbers, &number);
+            let validity = validity_for(&self.cells, numbers, &|k| matches!(k, Kind::Int | Kind::Float));
             let values = if c[Kind::Float as usize] > 0 {
                 let floats = self
-                    .kinds
+                    .cells
                     .iter()
-                    .zip(&self.bits)
-                    .map(|(&k, &b)| match k {
-                        3 => b as i64 as f64,
-                        4 => f64::from_bits(b),
+                    .map(|cell| match cell.kind {
+                        Kind::Int => cell.bits as i64 as f64,
+                        Kind::Float => f64::from_bits(cell.bits),
                         _ => 0.0,
                     })
                     .collect();
                 ColumnValues::Float64(floats)
             } else {
-                let ints = self.kinds.iter().zip(&self.bits).map(|(&k, &b)| if k == 3 { b as i64 } else { 0 }).collect();
+                let ints = self.cells.iter().map(|cell| if cell.kind == Kind::Int { cell.bits as i64 } else { 0 }).collect();
                 ColumnValues::Int64(ints)
             };
             return Column { name: name.to_string(), values, validity };
         }
         if bools > texts {
-            let validity = validity_for(&self.kinds, bools, &|k| k == Kind::Bool as u8);
-            let values = self.kinds.iter().zip(&self.bits).map(|(&k, &b)| k == 2 && b == 1).collect();
+            let validity = validity_for(&self.cells, bools, &|k| k == Kind::Bool);
+            let values = self.cells.iter().map(|cell| cell.kind == Kind::Bool && cell.bits == 1).collect();
             return Column { name: name.to_string(), values: ColumnValues::Boolean(values), validity };
         }
         if let Some(column) = self.timestamps(name) {
             return column;
         }
-        let validity = validity_for(&self.kinds, texts, &|k| k == Kind::Text as u8);
-        Column { name: name.to_string(), values: ColumnValues::Text(StringColumn { bytes: self.text, offsets: self.ends }), validity }
+        let validity = validity_for(&self.cells, texts, &|k| k == Kind::Text);
+        let offsets = std::iter::once(0).chain(self.cells.iter().map(|cell| cell.text_end)).collect();
+        Column { name: name.to_string(), values: ColumnValues::Text(StringColumn { bytes: self.text, offsets }), validity }
     }
 
     /// The column as timestamps, if its text is (almost) all RFC 3339 times.
     fn timestamps(&self, name: &str) -> Option<Column> {
         let text_rows = self.counts[Kind::Text as usize] as usize;
-        let first = self.kinds.iter().position(|&k| k == Kind::Text as u8)?;
-        if !timestamp::looks_like(&self.text[self.ends[first] as usize..self.ends[first + 1] as usize]) {
+        let first = self.cells.iter().position(|cell| cell.kind == Kind::Text)?;
+        if !timestamp::looks_like(self.text_of(first)) {
             return None;
         }
-        let mut values = vec![0i64; self.kinds.len()];
-        let mut validity = vec![PRESENT; self.kinds.len()];
+        let mut values = vec![0i64; self.cells.len()];
+        let mut validity = vec![PRESENT; self.cells.len()];
         let mut parsed = 0;
-        for (row, &k) in self.kinds.iter().enumerate() {
-            validity[row] = match k {
-                0 => MISSING,
-                1 => NULL,
-                5 => match timestamp::parse_ms(&self.text[self.ends[row] as usize..self.ends[row + 1] as usize]) {
+        for (row, cell) in self.cells.iter().enumerate() {
+            validity[row] = match cell.kind {
+                Kind::Missing => MISSING,
+                Kind::Null => NULL,
+                Kind::Text => match timestamp::parse_ms(self.text_of(row)) {
                     Some(ms) => {
                         values[row] = ms;
                         parsed += 1;
@@ -244,8 +254,8 @@ impl WindowBuffer {
                 let text = self.shape.text.get(id).map_or(0, |&bytes| bytes + bytes / 8);
                 FieldColumn::with_capacity((self.shape.rows + self.shape.rows / 8).min(self.shape.max_rows), text)
             });
-            if column.kinds.len() != row {
-                if column.kinds.len() > row {
+            if column.cells.len() != row {
+                if column.cells.len() > row {
                     continue; // a repeated key: the first value wins
                 }
                 column.pad_to(row);

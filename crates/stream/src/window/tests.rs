@@ -207,6 +207,27 @@ fn time_strings_make_a_timestamp_column_and_event_time_bounds() {
 }
 
 #[test]
+fn rows_without_a_value_take_no_text_wherever_they_are() {
+    // Missing before the first value, null and a number between, missing after the last.
+    let b = one_window(&[
+        r#"{"x": 1}"#,
+        r#"{"x": 2}"#,
+        r#"{"s": "ab", "t": "2026-01-01T00:00:01Z"}"#,
+        r#"{"s": null, "t": null}"#,
+        r#"{"s": 5, "t": "2026-01-01T00:00:03Z"}"#,
+        r#"{"s": "cde", "t": "2026-01-01T00:00:04Z"}"#,
+        r#"{"x": 3}"#,
+    ]);
+    let s = column(&b, "s");
+    let ColumnValues::Text(text) = &s.values else { panic!("{s:?}") };
+    assert_eq!((text.bytes.as_slice(), text.offsets.as_slice()), (&b"abcde"[..], &[0, 0, 0, 2, 2, 2, 5, 5][..]));
+    assert_eq!(s.validity, [2, 2, 0, 1, 3, 0, 2]);
+    let t = column(&b, "t");
+    assert!(matches!(&t.values, ColumnValues::Timestamp(v) if v[2..6] == [1_767_225_601_000, 0, 1_767_225_603_000, 1_767_225_604_000]), "{t:?}");
+    assert_eq!(t.validity, [2, 2, 0, 1, 0, 0, 2]);
+}
+
+#[test]
 fn a_repeated_key_keeps_the_first_value() {
     let b = one_window(&[r#"{"a": 1, "a": 2}"#, r#"{"a": 3}"#]);
     assert!(matches!(&column(&b, "a").values, ColumnValues::Int64(v) if v == &[1, 3]));
