@@ -14,22 +14,47 @@ const READ_BLOCK: usize = 256 << 10;
 pub struct LineReader {
     name: String,
     input: Box<dyn Read + Send>,
+    /// A regular file has its data at hand: a block is read whole, into
+    /// memory that is not zeroed first (zeroing each block cost the source
+    /// thread about what reading it cost). A pipe is read as its data
+    /// comes, never waiting to fill a block.
+    whole_blocks: bool,
     max_line: usize,
 }
 
 impl LineReader {
     pub fn open(path: &str) -> io::Result<Self> {
         let file = File::open(path).map_err(|e| io::Error::new(e.kind(), format!("cannot open source {path}: {e}")))?;
-        Ok(LineReader { name: path.to_string(), input: Box::new(file), max_line: MAX_LINE_BYTES })
+        // A named pipe (or /dev/stdin) is read as a pipe.
+        let whole_blocks = file.metadata().is_ok_and(|m| m.is_file());
+        Ok(LineReader { name: path.to_string(), input: Box::new(file), whole_blocks, max_line: MAX_LINE_BYTES })
     }
 
     pub fn stdin() -> Self {
-        LineReader { name: "stdin".into(), input: Box::new(io::stdin()), max_line: MAX_LINE_BYTES }
+        LineReader { name: "stdin".into(), input: Box::new(io::stdin()), whole_blocks: false, max_line: MAX_LINE_BYTES }
     }
 
     #[cfg(test)]
-    fn from_reader(input: impl Read + Send + 'static, max_line: usize) -> Self {
-        LineReader { name: "test".into(), input: Box::new(input), max_line }
+    fn from_reader(input: impl Read + Send + 'static, whole_blocks: bool, max_line: usize) -> Self {
+        LineReader { name: "test".into(), input: Box::new(input), whole_blocks, max_line }
+    }
+
+    /// Read up to a block onto the end of `pending`: how many bytes (0 at the end).
+    fn read_block(&mut self, pending: &mut Vec<u8>) -> io::Result<usize> {
+        if self.whole_blocks {
+            pending.reserve(READ_BLOCK);
+            return (&mut self.input).take(READ_BLOCK as u64).read_to_end(pending);
+        }
+        let filled = pending.len();
+        pending.resize(filled + READ_BLOCK, 0);
+        let read = loop {
+            match self.input.read(&mut pending[filled..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        pending.truncate(filled + *read.as_ref().unwrap_or(&0));
+        read
     }
 }
 
@@ -48,17 +73,7 @@ impl Source for LineReader {
         let mut skipping: Option<u64> = None;
         let send = |event: SourceEvent| tx.send(event).is_ok();
         loop {
-            let filled = pending.len();
-            pending.resize(filled + READ_BLOCK, 0);
-            let n = match self.input.read(&mut pending[filled..]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                    pending.truncate(filled);
-                    continue;
-                }
-                Err(e) => return Err(io::Error::new(e.kind(), format!("reading {}: {e}", self.name)).into()),
-            };
-            pending.truncate(filled + n);
+            let n = self.read_block(&mut pending).map_err(|e| io::Error::new(e.kind(), format!("reading {}: {e}", self.name)))?;
             if n == 0 {
                 break;
             }
