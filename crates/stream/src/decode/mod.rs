@@ -7,6 +7,7 @@
 //! here decides types: that happens per window, when columns are built.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use clean_host_core::short_bytes;
 
@@ -89,10 +90,13 @@ pub enum DecodeError {
 /// name is refused rather than growing every window's columns for good.
 #[derive(Debug)]
 pub struct FieldNames {
-    names: Vec<Box<str>>,
-    ids: HashMap<Box<str>, u32>,
-    /// Field ids by position in the previous record: the fast path.
-    last_order: Vec<u32>,
+    /// Each name once, shared by the lists below.
+    names: Vec<Arc<str>>,
+    ids: HashMap<Arc<str>, u32>,
+    /// Field ids by position in the previous record, each with its name:
+    /// the fast path compares a key with the name beside its id, not one
+    /// looked up by the id.
+    last_order: Vec<(u32, Arc<str>)>,
     limit: usize,
 }
 
@@ -120,24 +124,31 @@ impl FieldNames {
             return Err(DecodeError::TooManyFields { limit: self.limit });
         }
         let id = self.names.len() as u32;
-        self.names.push(name.into());
-        self.ids.insert(name.into(), id);
+        let name: Arc<str> = name.into();
+        self.names.push(name.clone());
+        self.ids.insert(name, id);
         Ok(id)
     }
 
     /// The id of the field named `name` (UTF-8 not yet checked) at `position` in a record.
+    #[inline]
     fn id_at(&mut self, position: usize, name: &[u8]) -> Result<u32, DecodeError> {
-        if let Some(&id) = self.last_order.get(position) {
-            if short_bytes::equal(self.names[id as usize].as_bytes(), name) {
-                return Ok(id);
-            }
+        match self.last_order.get(position) {
+            Some((id, last)) if short_bytes::equal(last.as_bytes(), name) => Ok(*id),
+            _ => self.id_at_anew(position, name),
         }
+    }
+
+    /// [`FieldNames::id_at`] for a key not where the previous record had it.
+    #[cold]
+    fn id_at_anew(&mut self, position: usize, name: &[u8]) -> Result<u32, DecodeError> {
         let name = std::str::from_utf8(name).map_err(|e| DecodeError::Syntax(format!("a key is not valid UTF-8 (byte {} of it)", e.valid_up_to())))?;
         let id = self.intern(name)?;
+        let entry = (id, self.names[id as usize].clone());
         if position < self.last_order.len() {
-            self.last_order[position] = id;
+            self.last_order[position] = entry;
         } else {
-            self.last_order.push(id);
+            self.last_order.push(entry);
         }
         Ok(id)
     }
