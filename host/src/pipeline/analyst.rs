@@ -220,8 +220,8 @@ impl<'a> Analyst<'a> {
     }
 
     pub(super) fn window(&mut self, closed: ClosedBatch) -> Result<()> {
-        let ClosedBatch { batch, dead_letters, first, last } = closed;
-        let window = Window::new(batch);
+        let ClosedBatch { window, bounds, partition, closed_at_ms, dead_letters, first, last } = closed;
+        let window = Window::new(window.into_batch(self.common.pipeline, self.common.source, partition, bounds, closed_at_ms));
         let mut result = self.detectors.analyze(&window);
         let batch = window.batch();
         result.findings.extend(dead_letter_finding(dead_letters, batch.row_count, self.max_dead_letter_rate));

@@ -320,19 +320,20 @@ impl<'a> Cutter<'a> {
     }
 
     fn batches(&mut self) -> Vec<Work> {
-        let closed_at = now_ms();
+        let closed_at_ms = now_ms();
         let fields = &self.decoder.json.fields;
         let partitions = &self.partitions;
         self.closed
             .drain(..)
             .map(|(partition, dead_letters, w)| {
-                let batch = w.buffer.into_batch(fields, self.common.pipeline, self.common.source, partition, w.bounds, closed_at);
+                let window = w.buffer.named(fields);
                 let position = |offset: u64| match partitions.get(&partition).and_then(|s| s.ids.get(offset)) {
                     Some(id) => Position::Id(id.clone()),
                     None => Position::Offset(offset),
                 };
-                let (first, last) = (position(batch.info.first_offset), position(batch.info.last_offset));
-                Work::Window(Box::new(ClosedBatch { batch, dead_letters, first, last }))
+                let (first, last) = window.offsets();
+                let (first, last) = (position(first), position(last));
+                Work::Window(Box::new(ClosedBatch { window, bounds: w.bounds, partition, closed_at_ms, dead_letters, first, last }))
             })
             .collect()
     }

@@ -1,8 +1,10 @@
 //! One pipeline end to end: source -> decode -> windows -> detectors -> alerts.
 //!
 //! Three threads: the source reads blocks of lines; this thread decodes them
-//! into windows and builds each closed window's batch; the analysis thread
-//! runs the detectors and routes alerts, one window at a time and in order.
+//! into windows; the analysis thread builds each closed window's batch (its
+//! columns' types, values and times: the decoding thread is the busiest, so
+//! it hands that on), runs the detectors and routes alerts, one window at a
+//! time and in order.
 //! A bounded channel between the last two keeps memory flat when analysis
 //! is the slower side.
 //!
@@ -36,7 +38,6 @@ use crate::dispatch::handlers::Handlers;
 use crate::dispatch::{AlertLedger, Outputs};
 use crate::history::History;
 use analyst::{Analyst, Checkpointer};
-use clean_host_core::bindings::Batch;
 use clean_host_core::timestamp::now_ms;
 use clean_host_quality::alert::Router;
 use clean_host_quality::analysis::Detectors;
@@ -44,7 +45,7 @@ use clean_host_runtime::PluginStats;
 use clean_host_stream::dead_letter::{DeadLetterTopic, DeadLetters};
 use clean_host_stream::decode::message::MessageDecoder;
 use clean_host_stream::source::{lines, Ack, CheckpointLookup, Position, Progress, ResumePosition, Sink, Source, SourceContext, SourceEvent, MAX_LINE_BYTES};
-use clean_host_stream::window::WindowSpec;
+use clean_host_stream::window::{Bounds, NamedWindow, WindowSpec};
 use cutter::Cutter;
 
 /// Closed windows waiting for analysis.
@@ -53,9 +54,13 @@ const WINDOW_QUEUE: usize = 4;
 const IDLE_TICK: Duration = Duration::from_millis(200);
 
 /// A closed window and the lines of its partition that became dead letters
-/// since the window before it closed.
+/// since the window before it closed. Its batch is built on the analysis
+/// thread, so that the decode thread goes on to the next records.
 struct ClosedBatch {
-    batch: Batch,
+    window: NamedWindow,
+    bounds: Bounds,
+    partition: u32,
+    closed_at_ms: i64,
     dead_letters: u64,
     /// The broker positions of the first and last offsets.
     first: Position,

@@ -115,6 +115,11 @@ impl FieldNames {
         &self.names[id as usize]
     }
 
+    /// The name of `id`, shared (one count up, no copy).
+    pub fn shared_name(&self, id: u32) -> Arc<str> {
+        self.names[id as usize].clone()
+    }
+
     /// The id of `name`, interning it if new and there is room.
     pub fn intern(&mut self, name: &str) -> Result<u32, DecodeError> {
         if let Some(&id) = self.ids.get(name) {

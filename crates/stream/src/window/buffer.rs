@@ -5,6 +5,8 @@
 //! values, then move the buffers into the batch (a text column's bytes and
 //! offsets are used as they are).
 
+use std::sync::Arc;
+
 use crate::decode::{FieldNames, Kind, Record};
 use clean_host_core::bindings::row_state::{is_present, MISSING, NULL, PRESENT, WRONG_TYPE};
 use clean_host_core::bindings::{Batch, Column, ColumnValues, StringColumn, WindowInfo, WindowKind};
@@ -275,18 +277,51 @@ impl WindowBuffer {
 
     /// The columnar batch of this window.
     pub fn into_batch(self, names: &FieldNames, pipeline: &str, source: &str, partition: u32, bounds: Bounds, closed_at_ms: i64) -> Batch {
-        let rows = self.rows;
-        let mut fields = self.fields;
-        let columns: Vec<Column> = self
+        self.named(names).into_batch(pipeline, source, partition, bounds, closed_at_ms)
+    }
+
+    /// This window with its columns' names, to be made into a batch away
+    /// from the decoder that keeps the names.
+    pub fn named(self, names: &FieldNames) -> NamedWindow {
+        let names = self.order.iter().map(|&id| names.shared_name(id)).collect();
+        NamedWindow { buffer: self, names }
+    }
+}
+
+/// A closed window's buffer and its columns' names (in the order the
+/// columns first appeared): building its columns (types inferred, values
+/// converted, times parsed) is left to whichever thread takes it, not the
+/// one decoding the next records.
+#[derive(Debug)]
+pub struct NamedWindow {
+    buffer: WindowBuffer,
+    names: Vec<Arc<str>>,
+}
+
+impl NamedWindow {
+    /// The lowest and highest offset of its records (the batch's first and last).
+    pub fn offsets(&self) -> (u64, u64) {
+        let offsets = &self.buffer.offsets;
+        (offsets.iter().copied().min().unwrap_or(0), offsets.iter().copied().max().unwrap_or(0))
+    }
+
+    /// The columnar batch of this window.
+    pub fn into_batch(self, pipeline: &str, source: &str, partition: u32, bounds: Bounds, closed_at_ms: i64) -> Batch {
+        let (first_offset, last_offset) = self.offsets();
+        let NamedWindow { buffer: this, names } = self;
+        let rows = this.rows;
+        let mut fields = this.fields;
+        let columns: Vec<Column> = this
             .order
             .iter()
-            .filter_map(|&id| {
+            .zip(&names)
+            .filter_map(|(&id, name)| {
                 let mut column = fields[id as usize].take()?;
                 column.pad_to(rows);
-                Some(column.into_column(names.name(id)))
+                Some(column.into_column(name))
             })
             .collect();
-        let event_times = if self.has_event_times { self.event_times } else { Vec::new() };
+        let event_times = if this.has_event_times { this.event_times } else { Vec::new() };
         let (start_ms, end_ms, event_basis) = match bounds.time {
             Some((s, e)) => (s, e, bounds.event_time),
             None if !event_times.is_empty() => {
@@ -295,7 +330,7 @@ impl WindowBuffer {
             }
             None => match well_known_time_bounds(&columns) {
                 Some((min, max)) => (min, max, true),
-                None => (self.first_read_ms, self.last_read_ms, false),
+                None => (this.first_read_ms, this.last_read_ms, false),
             },
         };
         Batch {
@@ -308,14 +343,14 @@ impl WindowBuffer {
                 end_ms,
                 time_basis: if event_basis { clean_host_core::bindings::TimeBasis::Event } else { clean_host_core::bindings::TimeBasis::Processing },
                 closed_at_ms,
-                first_offset: self.offsets.iter().copied().min().unwrap_or(0),
-                last_offset: self.offsets.iter().copied().max().unwrap_or(0),
+                first_offset,
+                last_offset,
                 seq: bounds.seq,
             },
             row_count: rows as u32,
             columns,
-            offsets: self.offsets,
-            record_hashes: self.hashes,
+            offsets: this.offsets,
+            record_hashes: this.hashes,
             event_times,
         }
     }

@@ -20,7 +20,7 @@ mod tests;
 
 use std::collections::{BTreeMap, VecDeque};
 
-pub use buffer::{Bounds, RecordMeta, Shape, WindowBuffer};
+pub use buffer::{Bounds, NamedWindow, RecordMeta, Shape, WindowBuffer};
 
 use crate::decode::Record;
 use clean_host_core::bindings::WindowKind;

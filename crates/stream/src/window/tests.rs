@@ -228,6 +228,25 @@ fn rows_without_a_value_take_no_text_wherever_they_are() {
 }
 
 #[test]
+fn a_named_window_is_built_without_the_decoder() {
+    let mut decoder = JsonDecoder::default();
+    let mut windower = Windower::new(WindowSpec::Count { size: 3, slide: 3 });
+    let mut closed = Vec::new();
+    for (i, line) in [r#"{"a": 1, "b": "x"}"#, r#"{"b": "y", "c": true}"#, r#"{"a": 3}"#].iter().enumerate() {
+        let record = decoder.decode(line.as_bytes()).unwrap();
+        windower.push(record, &RecordMeta { offset: 10 + i as u64, hash: 0, event_time: None, read_at_ms: 0 }, &mut closed);
+    }
+    let w = closed.pop().unwrap();
+    let named = w.buffer.named(&decoder.fields);
+    assert_eq!(named.offsets(), (10, 12));
+    drop(decoder);
+    let b = std::thread::spawn(move || named.into_batch("p", "s", 0, w.bounds, 0)).join().unwrap();
+    assert_eq!(b.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+    assert_eq!((b.info.first_offset, b.info.last_offset, b.row_count), (10, 12, 3));
+    assert_eq!(column(&b, "c").validity, [2, 0, 2]);
+}
+
+#[test]
 fn a_repeated_key_keeps_the_first_value() {
     let b = one_window(&[r#"{"a": 1, "a": 2}"#, r#"{"a": 3}"#]);
     assert!(matches!(&column(&b, "a").values, ColumnValues::Int64(v) if v == &[1, 3]));
