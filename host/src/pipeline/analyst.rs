@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::{restore_partition, ClosedBatch, Common, Cut, PipelineCounters, PipelineReport};
+use super::{restore_partition, Common, Cut, PipelineCounters, PipelineReport, WindowWork};
 use crate::checkpoint::{Checkpoint, CheckpointStore, PartitionCheckpoint, StreamKey};
 use crate::dispatch::handlers::Handlers;
 use crate::dispatch::AlertKey;
@@ -219,8 +219,8 @@ impl<'a> Analyst<'a> {
         Analyst { checkpointer, ..self }
     }
 
-    pub(super) fn window(&mut self, closed: ClosedBatch) -> Result<()> {
-        let ClosedBatch { window, bounds, partition, closed_at_ms, dead_letters, first, last } = closed;
+    pub(super) fn window(&mut self, closed: WindowWork) -> Result<()> {
+        let WindowWork { window, bounds, partition, closed_at_ms, dead_letters, first, last } = closed;
         let window = Window::new(window.into_batch(self.common.pipeline, self.common.source, partition, bounds, closed_at_ms));
         let mut result = self.detectors.analyze(&window);
         let batch = window.batch();

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use super::{ClosedBatch, Common, Cut, Work};
+use super::{Common, Cut, WindowWork, Work};
 use crate::checkpoint::{CheckpointStore, PartitionCheckpoint, StreamKey};
 use clean_host_core::timestamp::now_ms;
 use clean_host_stream::dead_letter::Origin;
@@ -333,7 +333,7 @@ impl<'a> Cutter<'a> {
                 };
                 let (first, last) = window.offsets();
                 let (first, last) = (position(first), position(last));
-                Work::Window(Box::new(ClosedBatch { window, bounds: w.bounds, partition, closed_at_ms, dead_letters, first, last }))
+                Work::Window(Box::new(WindowWork { window, bounds: w.bounds, partition, closed_at_ms, dead_letters, first, last }))
             })
             .collect()
     }

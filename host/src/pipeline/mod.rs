@@ -1,10 +1,9 @@
 //! One pipeline end to end: source -> decode -> windows -> detectors -> alerts.
 //!
 //! Three threads: the source reads blocks of lines; this thread decodes them
-//! into windows; the analysis thread builds each closed window's batch (its
-//! columns' types, values and times: the decoding thread is the busiest, so
-//! it hands that on), runs the detectors and routes alerts, one window at a
-//! time and in order.
+//! into windows; the analysis thread builds each closed window's batch (this
+//! thread is the busiest), runs the detectors and routes alerts, one window
+//! at a time and in order.
 //! A bounded channel between the last two keeps memory flat when analysis
 //! is the slower side.
 //!
@@ -53,10 +52,10 @@ const WINDOW_QUEUE: usize = 4;
 /// How long the decoder waits for input before letting time windows close.
 const IDLE_TICK: Duration = Duration::from_millis(200);
 
-/// A closed window and the lines of its partition that became dead letters
-/// since the window before it closed. Its batch is built on the analysis
-/// thread, so that the decode thread goes on to the next records.
-struct ClosedBatch {
+/// A closed window for the analysis thread, which builds its batch, and the
+/// lines of its partition that became dead letters since the window before
+/// it closed.
+struct WindowWork {
     window: NamedWindow,
     bounds: Bounds,
     partition: u32,
@@ -94,7 +93,7 @@ struct Cut {
 
 /// What the decode thread hands the analysis thread, in order.
 enum Work {
-    Window(Box<ClosedBatch>),
+    Window(Box<WindowWork>),
     /// Send these acks to the source once everything before them is done.
     Acks(Vec<Cut>),
     /// A partition arrived and carries on from its checkpoint, loaded in

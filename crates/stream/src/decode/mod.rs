@@ -95,7 +95,8 @@ pub struct FieldNames {
     ids: HashMap<Arc<str>, u32>,
     /// Field ids by position in the previous record, each with its name:
     /// the fast path compares a key with the name beside its id, not one
-    /// looked up by the id.
+    /// looked up by the id. At most `limit` places are kept (repeated keys
+    /// make places, not names).
     last_order: Vec<(u32, Arc<str>)>,
     limit: usize,
 }
@@ -109,10 +110,6 @@ impl Default for FieldNames {
 impl FieldNames {
     pub fn with_limit(limit: usize) -> Self {
         FieldNames { names: Vec::new(), ids: HashMap::new(), last_order: Vec::new(), limit }
-    }
-
-    pub fn name(&self, id: u32) -> &str {
-        &self.names[id as usize]
     }
 
     /// The name of `id`, shared (one count up, no copy).
@@ -152,7 +149,7 @@ impl FieldNames {
         let entry = (id, self.names[id as usize].clone());
         if position < self.last_order.len() {
             self.last_order[position] = entry;
-        } else {
+        } else if position == self.last_order.len() && position < self.limit {
             self.last_order.push(entry);
         }
         Ok(id)

@@ -12,7 +12,7 @@ pub(crate) fn shown(names: &FieldNames, r: &Record) -> Vec<(String, String)> {
                 Kind::Bool => (v.bits == 1).to_string(),
                 k => format!("{k:?}"),
             };
-            (names.name(v.field).to_string(), value)
+            (names.shared_name(v.field).to_string(), value)
         })
         .collect()
 }
@@ -20,7 +20,7 @@ pub(crate) fn shown(names: &FieldNames, r: &Record) -> Vec<(String, String)> {
 fn decode(d: &mut JsonDecoder, line: &str) -> Vec<(String, Kind, u64, String)> {
     let record = d.decode(line.as_bytes()).unwrap();
     let out: Vec<_> = record.values.iter().map(|v| (v.field, v.kind, v.bits, String::from_utf8_lossy(record.text_of(v)).into_owned())).collect();
-    out.into_iter().map(|(f, k, b, t)| (d.fields.name(f).to_string(), k, b, t)).collect()
+    out.into_iter().map(|(f, k, b, t)| (d.fields.shared_name(f).to_string(), k, b, t)).collect()
 }
 
 #[test]
@@ -59,6 +59,18 @@ fn top_level_keys_read_where_they_are_name_the_same_fields_as_escaped_and_nested
         assert_eq!(named, want.map(|(n, v)| (n.to_string(), v.to_string())), "{line}");
     }
     assert_eq!(d.fields.intern("zz").unwrap(), 7, "seven names so far");
+}
+
+#[test]
+fn repeated_keys_keep_at_most_the_field_limit_of_places() {
+    let mut fields = FieldNames::with_limit(3);
+    let mut record = Record::default();
+    let mut name = Vec::new();
+    let line = format!("{{{}}}", (0..1000).map(|i| format!(r#""a": {i}"#)).collect::<Vec<_>>().join(", "));
+    json::Parser::new(line.as_bytes(), &mut fields, &mut record, &mut name).parse_line().unwrap();
+    assert_eq!(record.values.len(), 1000);
+    assert!(record.values.iter().all(|v| v.field == 0));
+    assert_eq!(fields.last_order.len(), 3);
 }
 
 #[test]

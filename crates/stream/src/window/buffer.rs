@@ -1,9 +1,9 @@
 //! A window's records, stored column by column as they arrive.
 //!
-//! Each field keeps one entry per row (kind, number bits, end of its text), so
+//! Each field keeps one cell per row (kind, number bits, end of its text), so
 //! closing the window is a pass per column: infer the type from this window's
-//! values, then move the buffers into the batch (a text column's bytes and
-//! offsets are used as they are).
+//! values, then make the column's lists from its cells (a text column's bytes
+//! are used as they are).
 
 use std::sync::Arc;
 
@@ -48,9 +48,7 @@ struct Cell {
     kind: Kind,
 }
 
-/// A field's rows, one cell each: one store a value while the window fills
-/// (separate lists of kinds, bits and text ends took three, and the stores,
-/// not the parsing, were most of building a window's columns).
+/// A field's rows, one cell each: adding a value is one store.
 #[derive(Debug)]
 struct FieldColumn {
     cells: Vec<Cell>,
@@ -74,9 +72,7 @@ impl FieldColumn {
     /// A row's value; its text is the first `text_bytes` of `text`.
     #[inline]
     fn push(&mut self, kind: Kind, bits: u64, text: &[u8], text_bytes: usize) {
-        if text_bytes > 0 {
-            short_bytes::extend(&mut self.text, text, text_bytes);
-        }
+        short_bytes::extend(&mut self.text, text, text_bytes);
         self.cells.push(Cell { bits, text_end: self.text.len() as u32, kind });
         self.counts[kind as usize] += 1;
     }
@@ -284,7 +280,8 @@ impl WindowBuffer {
     /// from the decoder that keeps the names.
     pub fn named(self, names: &FieldNames) -> NamedWindow {
         let names = self.order.iter().map(|&id| names.shared_name(id)).collect();
-        NamedWindow { buffer: self, names }
+        let offsets = (self.offsets.iter().copied().min().unwrap_or(0), self.offsets.iter().copied().max().unwrap_or(0));
+        NamedWindow { buffer: self, names, offsets }
     }
 }
 
@@ -296,19 +293,19 @@ impl WindowBuffer {
 pub struct NamedWindow {
     buffer: WindowBuffer,
     names: Vec<Arc<str>>,
+    /// The lowest and highest offset of its records.
+    offsets: (u64, u64),
 }
 
 impl NamedWindow {
     /// The lowest and highest offset of its records (the batch's first and last).
     pub fn offsets(&self) -> (u64, u64) {
-        let offsets = &self.buffer.offsets;
-        (offsets.iter().copied().min().unwrap_or(0), offsets.iter().copied().max().unwrap_or(0))
+        self.offsets
     }
 
     /// The columnar batch of this window.
     pub fn into_batch(self, pipeline: &str, source: &str, partition: u32, bounds: Bounds, closed_at_ms: i64) -> Batch {
-        let (first_offset, last_offset) = self.offsets();
-        let NamedWindow { buffer: this, names } = self;
+        let NamedWindow { buffer: this, names, offsets: (first_offset, last_offset) } = self;
         let rows = this.rows;
         let mut fields = this.fields;
         let columns: Vec<Column> = this

@@ -15,9 +15,8 @@ pub struct LineReader {
     name: String,
     input: Box<dyn Read + Send>,
     /// A regular file has its data at hand: a block is read whole, into
-    /// memory that is not zeroed first (zeroing each block cost the source
-    /// thread about what reading it cost). A pipe is read as its data
-    /// comes, never waiting to fill a block.
+    /// memory not zeroed first. A pipe is read as its data comes, never
+    /// waiting to fill a block.
     whole_blocks: bool,
     max_line: usize,
 }

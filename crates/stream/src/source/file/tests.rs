@@ -1,12 +1,15 @@
 use super::*;
 
-/// Hands out at most 8 bytes per read, so lines span reads.
-struct Trickle(io::Cursor<Vec<u8>>);
+/// Hands out at most `chunk` bytes per read, so lines span reads.
+struct Trickle {
+    data: io::Cursor<Vec<u8>>,
+    chunk: usize,
+}
 
 impl Read for Trickle {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = buf.len().min(8);
-        self.0.read(&mut buf[..n])
+        let n = buf.len().min(self.chunk);
+        self.data.read(&mut buf[..n])
     }
 }
 
@@ -20,7 +23,9 @@ fn events(bytes: &[u8], max_line: usize) -> Vec<(u64, String)> {
 
 fn events_read(bytes: &[u8], whole_blocks: bool, max_line: usize) -> Vec<(u64, String)> {
     let (tx, rx) = crossbeam_channel::unbounded();
-    let reader = LineReader::from_reader(Trickle(io::Cursor::new(bytes.to_vec())), whole_blocks, max_line);
+    // 8 bytes a read, or 4 KiB over more than a block (a pipe's reads zero a block each).
+    let chunk = if bytes.len() > READ_BLOCK { 4096 } else { 8 };
+    let reader = LineReader::from_reader(Trickle { data: io::Cursor::new(bytes.to_vec()), chunk }, whole_blocks, max_line);
     Box::new(reader).run(crate::source::SourceContext::detached(tx)).unwrap();
     rx.iter()
         .flat_map(|e| match e {
@@ -88,8 +93,14 @@ fn a_named_pipe_is_read_as_its_data_comes() {
             let _ = closing.recv();
         }
     });
+    let reader = LineReader::open(&path);
+    if reader.is_err() {
+        // Lets the writer's open return, so that it can stop.
+        drop(std::fs::File::open(&fifo));
+    }
+    let reader = reader.expect("the pipe opens");
     let (tx, rx) = crossbeam_channel::unbounded();
-    let reader = std::thread::spawn(move || Box::new(LineReader::open(&path).unwrap()).run(crate::source::SourceContext::detached(tx)));
+    let reader = std::thread::spawn(move || Box::new(reader).run(crate::source::SourceContext::detached(tx)));
     let first = rx.recv_timeout(std::time::Duration::from_secs(10));
     drop(done);
     writer.join().unwrap();
