@@ -93,12 +93,31 @@ pub struct FieldNames {
     /// Each name once, shared by the lists below.
     names: Vec<Arc<str>>,
     ids: HashMap<Arc<str>, u32>,
-    /// Field ids by position in the previous record, each with its name:
-    /// the fast path compares a key with the name beside its id, not one
-    /// looked up by the id. At most `limit` places are kept (repeated keys
-    /// make places, not names).
-    last_order: Vec<(u32, Arc<str>)>,
+    /// The fields by position in the previous record: the fast path
+    /// compares a key with the name beside its id, not one looked up by
+    /// the id. At most `limit` places are kept (repeated keys make places,
+    /// not names).
+    last_order: Vec<Place>,
     limit: usize,
+}
+
+/// A field where the previous record had it.
+#[derive(Debug)]
+struct Place {
+    id: u32,
+    name: Arc<str>,
+    /// The key as a line writes it at the top level, its closing quote and
+    /// the colon after (`name":`), when that is its name's bytes: no dot
+    /// (not nested), nothing JSON escapes.
+    token: Option<Box<[u8]>>,
+}
+
+impl Place {
+    fn new(id: u32, name: Arc<str>) -> Self {
+        let plain = name.bytes().all(|c| c >= 0x20 && !matches!(c, b'.' | b'"' | b'\\'));
+        let token = plain.then(|| [name.as_bytes(), b"\":"].concat().into_boxed_slice());
+        Place { id, name, token }
+    }
 }
 
 impl Default for FieldNames {
@@ -136,9 +155,21 @@ impl FieldNames {
     #[inline]
     fn id_at(&mut self, position: usize, name: &[u8]) -> Result<u32, DecodeError> {
         match self.last_order.get(position) {
-            Some((id, last)) if short_bytes::equal(last.as_bytes(), name) => Ok(*id),
+            Some(place) if short_bytes::equal(place.name.as_bytes(), name) => Ok(place.id),
             _ => self.id_at_anew(position, name),
         }
+    }
+
+    /// The field of the top-level key that `after_quote` (a line from just
+    /// after a key's opening quote) starts with, and the bytes its key, the
+    /// closing quote and the colon take, when that key is the one the
+    /// previous record had at `position`; `None` says nothing.
+    #[inline]
+    fn key_at(&self, position: usize, after_quote: &[u8]) -> Option<(u32, usize)> {
+        let place = self.last_order.get(position)?;
+        let token = place.token.as_deref()?;
+        let found = after_quote.get(..token.len())?;
+        short_bytes::equal(found, token).then_some((place.id, token.len()))
     }
 
     /// [`FieldNames::id_at`] for a key not where the previous record had it.
@@ -146,11 +177,11 @@ impl FieldNames {
     fn id_at_anew(&mut self, position: usize, name: &[u8]) -> Result<u32, DecodeError> {
         let name = std::str::from_utf8(name).map_err(|e| DecodeError::Syntax(format!("a key is not valid UTF-8 (byte {} of it)", e.valid_up_to())))?;
         let id = self.intern(name)?;
-        let entry = (id, self.names[id as usize].clone());
+        let place = || Place::new(id, self.names[id as usize].clone());
         if position < self.last_order.len() {
-            self.last_order[position] = entry;
+            self.last_order[position] = place();
         } else if position == self.last_order.len() && position < self.limit {
-            self.last_order.push(entry);
+            self.last_order.push(place());
         }
         Ok(id)
     }

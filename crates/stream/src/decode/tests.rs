@@ -62,6 +62,36 @@ fn top_level_keys_read_where_they_are_name_the_same_fields_as_escaped_and_nested
 }
 
 #[test]
+fn a_key_where_the_record_before_had_it_decodes_as_it_would_anew() {
+    // (the record before, the record): the second decodes to the same
+    // names, values and errors after the first as in a decoder of its own.
+    let pairs = [
+        (r#"{"ab": 1, "c": "x"}"#, r#"{"abc": 1, "c": "y"}"#),
+        (r#"{"abc": 1}"#, r#"{"ab": 1}"#),
+        (r#"{"ab": 1}"#, r#"{"ab" : 2, "ab"  :3}"#),
+        (r#"{"ab": 1}"#, r#"{"a\u0062": 2}"#),
+        (r#"{"ab": 1}"#, r#"{"ab": {"c": 1}, "d": [1]}"#),
+        (r#"{"a": {"b": 0}}"#, r#"{"a.b": 1}"#),
+        (r#"{"a.b": 0}"#, r#"{"a": {"b": 1}}"#),
+        (r#"{"ab": 1}"#, r#"{"ab"x: 1}"#),
+        (r#"{"ab": 1}"#, r#"{"ab""#),
+        (r#"{"a\"b": 1}"#, r#"{"a"b": 1}"#),
+        (r#"{"a\\b": 1}"#, r#"{"a\b": 1}"#),
+        (r#"{"a\u0001": 1}"#, "{\"a\u{1}\": 1}"),
+        (r#"{"gé": 1, "": 2}"#, r#"{"gé":3,"":4}"#),
+    ];
+    let shown_or_error = |d: &mut JsonDecoder, line: &str| {
+        d.decode(line.as_bytes())?;
+        Ok::<_, DecodeError>(shown(&d.fields, &d.record))
+    };
+    for (before, line) in pairs {
+        let mut primed = JsonDecoder::default();
+        shown_or_error(&mut primed, before).unwrap();
+        assert_eq!(shown_or_error(&mut primed, line), shown_or_error(&mut JsonDecoder::default(), line), "{line} after {before}");
+    }
+}
+
+#[test]
 fn repeated_keys_keep_at_most_the_field_limit_of_places() {
     let mut fields = FieldNames::with_limit(3);
     let mut record = Record::default();
