@@ -102,9 +102,13 @@ impl QuantileGrid {
             let r = j + g[j..].iter().take_while(|&&v| v == x).count() - 1;
             let below = seen + sorted[seen..].iter().take_while(|&&v| v < x).count();
             seen = below + sorted[below..].iter().take_while(|&&v| v == x).count();
-            ks = ks.max((j as f64 / last - below as f64 / n).abs());
             let cdf = r as f64 / last;
-            ks = ks.max((cdf - seen as f64 / n).abs());
+            // Compared, not f64::max: that is a libm call in wasm.
+            for gap in [(j as f64 / last - below as f64 / n).abs(), (cdf - seen as f64 / n).abs()] {
+                if gap > ks {
+                    ks = gap;
+                }
+            }
             if next_edge.peek() == Some(&&x) {
                 next_edge.next();
                 observed.push((seen - binned) as u64);
