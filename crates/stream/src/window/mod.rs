@@ -114,6 +114,9 @@ pub struct Windower {
     /// Event-time windows by start.
     by_time: BTreeMap<i64, WindowBuffer>,
     records: u64,
+    /// Count windows: records to come before the next one opens (0: it
+    /// opens with the next record). Counted down, not a division a record.
+    until_open: u64,
     /// The last event times, for the watermark.
     recent_times: VecDeque<i64>,
     /// The median of `recent_times` at its highest so far.
@@ -133,6 +136,7 @@ impl Windower {
             open: VecDeque::new(),
             by_time: BTreeMap::new(),
             records: 0,
+            until_open: 0,
             recent_times: VecDeque::with_capacity(WATERMARK_SPAN),
             stream_time: i64::MIN,
             shape: Shape::default(),
@@ -163,9 +167,11 @@ impl Windower {
     pub fn push(&mut self, record: &Record, meta: &RecordMeta, out: &mut Vec<ClosedWindow>) -> Placement {
         match self.spec {
             WindowSpec::Count { size, slide } => {
-                if self.records.is_multiple_of(slide as u64) {
+                if self.until_open == 0 {
                     self.open.push_back((self.records as i64, WindowBuffer::shaped(&self.shape)));
+                    self.until_open = (slide as u64).max(1);
                 }
+                self.until_open -= 1;
                 for (_, buffer) in self.open.iter_mut() {
                     buffer.push(record, meta);
                 }
