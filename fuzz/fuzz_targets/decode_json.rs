@@ -1,11 +1,13 @@
 //! JSON lines -> records -> a window's columns. Any input: no panic, every
 //! line either decodes or gets a reason, a line the decoder accepts is JSON
-//! (serde_json agrees) and an object, and the batch has one row per accepted
-//! line in every column.
+//! (serde_json agrees) and an object, it decodes to the same fields (or
+//! error) after the lines before it as in a decoder of its own (which has
+//! no places of earlier keys to match), and the batch has one row per
+//! accepted line in every column.
 #![no_main]
 
 use clean_host_core::bindings::{ColumnValues, WindowKind};
-use clean_host_stream::decode::JsonDecoder;
+use clean_host_stream::decode::{FieldNames, JsonDecoder, Record};
 use clean_host_stream::window::{Bounds, RecordMeta, WindowBuffer};
 use libfuzzer_sys::fuzz_target;
 
@@ -14,7 +16,11 @@ fuzz_target!(|data: &[u8]| {
     let mut window = WindowBuffer::default();
     let mut accepted = 0;
     for (i, line) in data.split(|&b| b == b'\n').enumerate() {
-        match decoder.decode(line) {
+        let mut fresh = JsonDecoder::default();
+        let alone = fresh.decode(line).map(owned).map(|r| fields(&fresh.fields, &r));
+        let decoded = decoder.decode(line).map(owned);
+        assert_eq!(decoded.as_ref().map(|r| fields(&decoder.fields, r)).map_err(Clone::clone), alone, "{:?} after the lines before it", String::from_utf8_lossy(line));
+        match decoded {
             Ok(record) => {
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
                 let parsed: Result<serde_json::Value, _> = serde_json::from_slice(line);
@@ -23,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
                     "accepted a line serde_json calls {parsed:?}: {:?}",
                     String::from_utf8_lossy(line)
                 );
-                window.push(record, &RecordMeta { offset: i as u64, hash: i as u64, event_time: None, read_at_ms: 0 });
+                window.push(&record, &RecordMeta { offset: i as u64, hash: i as u64, event_time: None, read_at_ms: 0 });
                 accepted += 1;
             }
             Err(e) => assert!(!e.to_string().is_empty()),
@@ -47,3 +53,12 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(rows, accepted, "column {}: one value per row", column.name);
     }
 });
+
+/// A record's fields by name: (name, kind, bits, text).
+fn fields(names: &FieldNames, record: &Record) -> Vec<(String, String, u64, Vec<u8>)> {
+    record.values.iter().map(|v| (names.shared_name(v.field).to_string(), format!("{:?}", v.kind), v.bits, record.text_of(v).to_vec())).collect()
+}
+
+fn owned(record: &Record) -> Record {
+    Record { values: record.values.clone(), text: record.text.clone() }
+}
