@@ -19,7 +19,12 @@ fuzz_target!(|data: &[u8]| {
         let mut fresh = JsonDecoder::default();
         let alone = fresh.decode(line).map(owned).map(|r| fields(&fresh.fields, &r));
         let decoded = decoder.decode(line).map(owned);
-        assert_eq!(decoded.as_ref().map(|r| fields(&decoder.fields, r)).map_err(Clone::clone), alone, "{:?} after the lines before it", String::from_utf8_lossy(line));
+        assert_eq!(
+            decoded.as_ref().map(|r| fields(&decoder.fields, r)).map_err(Clone::clone),
+            alone,
+            "{:?} after the lines before it",
+            String::from_utf8_lossy(line)
+        );
         match decoded {
             Ok(record) => {
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
