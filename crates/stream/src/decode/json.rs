@@ -220,7 +220,8 @@ impl<'a> Parser<'a> {
     }
 
     /// The key at `self.i`: onto `name`, or as `key` when `top_level` and
-    /// it has no escapes.
+    /// it has no escapes; its field as `known` when the previous record had
+    /// that key at this place.
     #[inline(always)]
     fn read_key(&mut self, top_level: bool) -> Result<(), DecodeError> {
         self.key = None;
