@@ -7,7 +7,7 @@
 #![no_main]
 
 use clean_host_core::bindings::{ColumnValues, WindowKind};
-use clean_host_stream::decode::{FieldNames, JsonDecoder, Record};
+use clean_host_stream::decode::{DecodeError, FieldNames, JsonDecoder, Record};
 use clean_host_stream::window::{Bounds, RecordMeta, WindowBuffer};
 use libfuzzer_sys::fuzz_target;
 
@@ -19,12 +19,15 @@ fuzz_target!(|data: &[u8]| {
         let mut fresh = JsonDecoder::default();
         let alone = fresh.decode(line).map(owned).map(|r| fields(&fresh.fields, &r));
         let decoded = decoder.decode(line).map(owned);
-        assert_eq!(
-            decoded.as_ref().map(|r| fields(&decoder.fields, r)).map_err(Clone::clone),
-            alone,
-            "{:?} after the lines before it",
-            String::from_utf8_lossy(line)
-        );
+        // Past the field limit only the decoder that met the names before refuses new ones.
+        if !matches!(decoded, Err(DecodeError::TooManyFields { .. })) {
+            assert_eq!(
+                decoded.as_ref().map(|r| fields(&decoder.fields, r)).map_err(Clone::clone),
+                alone,
+                "{:?} after the lines before it",
+                String::from_utf8_lossy(line)
+            );
+        }
         match decoded {
             Ok(record) => {
                 let line = line.strip_suffix(b"\r").unwrap_or(line);

@@ -93,10 +93,10 @@ pub struct FieldNames {
     /// Each name once, shared by the lists below.
     names: Vec<Arc<str>>,
     ids: HashMap<Arc<str>, u32>,
-    /// The fields by position in the previous record: the fast path
-    /// compares a key with the name beside its id, not one looked up by
-    /// the id. At most `limit` places are kept (repeated keys make places,
-    /// not names).
+    /// The fields by position in the records before (each place as the
+    /// last record that reached it had it): the fast paths compare a key
+    /// with the name or key beside its id, not one looked up by the id. At
+    /// most `limit` places are kept (repeated keys make places, not names).
     last_order: Vec<Place>,
     limit: usize,
 }
@@ -107,8 +107,9 @@ struct Place {
     id: u32,
     name: Arc<str>,
     /// The key as a line writes it at the top level, its closing quote and
-    /// the colon after (`name":`), when that is its name's bytes: no dot
-    /// (not nested), nothing JSON escapes.
+    /// the colon after (`name":`), when the key is the name as it stands:
+    /// no dot (a nested field's name joins its objects' keys) and nothing
+    /// JSON escapes.
     token: Option<Box<[u8]>>,
 }
 
@@ -163,7 +164,7 @@ impl FieldNames {
     /// The field of the top-level key that `after_quote` (a line from just
     /// after a key's opening quote) starts with, and the bytes its key, the
     /// closing quote and the colon take, when that key is the one the
-    /// previous record had at `position`; `None` says nothing.
+    /// previous record had at `position`; `None`: the key is read the slow way.
     #[inline]
     fn key_at(&self, position: usize, after_quote: &[u8]) -> Option<(u32, usize)> {
         let place = self.last_order.get(position)?;

@@ -28,7 +28,8 @@ use clean_host_core::bindings::WindowKind;
 /// How a pipeline cuts its stream into windows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WindowSpec {
-    /// Every `size` records, a new one every `slide` records (`slide == size`: tumbling).
+    /// Every `size` records, a new one every `slide` records (`slide == size`:
+    /// tumbling; a `slide` of 0 counts as 1).
     Count { size: usize, slide: usize },
     /// Wall-clock windows of `size_ms`, aligned to multiples of it.
     ProcessingTime { size_ms: i64 },
