@@ -25,6 +25,13 @@ pub use buffer::{Bounds, NamedWindow, RecordMeta, Shape, WindowBuffer};
 use crate::decode::Record;
 use clean_host_core::bindings::WindowKind;
 
+/// The start of the `size_ms` window that holds `ms`: the multiple of it at
+/// or below, or the earliest time there is when that multiple is before it
+/// (a clock or an event time near the start of `i64`).
+fn aligned(ms: i64, size_ms: i64) -> i64 {
+    ms.div_euclid(size_ms).saturating_mul(size_ms)
+}
+
 /// How a pipeline cuts its stream into windows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WindowSpec {
@@ -186,7 +193,7 @@ impl Windower {
             WindowSpec::ProcessingTime { size_ms } => {
                 self.tick(meta.read_at_ms, out);
                 if self.open.is_empty() {
-                    self.open.push_back((meta.read_at_ms.div_euclid(size_ms) * size_ms, WindowBuffer::shaped(&self.shape)));
+                    self.open.push_back((aligned(meta.read_at_ms, size_ms), WindowBuffer::shaped(&self.shape)));
                 }
                 self.open[0].1.push(record, meta);
             }
@@ -200,7 +207,7 @@ impl Windower {
                     return Placement::BadEventTime(bad);
                 }
                 let size_ms = spec.size_ms;
-                let start = t.div_euclid(size_ms) * size_ms;
+                let start = aligned(t, size_ms);
                 if start.saturating_add(size_ms) <= self.closed_until {
                     return Placement::Late;
                 }
@@ -271,7 +278,7 @@ impl Windower {
                 let (start, buffer) = self.open.pop_front().expect("checked above");
                 self.close(buffer, Some((start, end)), out);
                 // Idle periods still produce (empty) windows, one per period.
-                let now_start = now_ms.div_euclid(size_ms) * size_ms;
+                let now_start = aligned(now_ms, size_ms);
                 let mut next = end;
                 let mut idle = 0;
                 while next < now_start && idle < MAX_IDLE_WINDOWS {

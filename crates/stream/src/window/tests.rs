@@ -149,6 +149,24 @@ fn a_clock_jump_yields_a_bounded_number_of_idle_windows() {
     f.windower.tick(i64::MAX, &mut f.closed);
 }
 
+#[test]
+fn times_at_the_start_of_the_clock_get_windows_that_hold_them() {
+    // Found by fuzzing: the multiple of the window size below such a time
+    // overflowed (a panic in debug builds, a window far in the future here).
+    let earliest = i64::MIN + 5;
+    let mut f = Feed::new(WindowSpec::ProcessingTime { size_ms: 1000 });
+    f.push(None, earliest);
+    f.windower.tick(earliest + 10_000, &mut f.closed);
+    let spec = EventTimeSpec { size_ms: 1000, lateness_ms: 0, max_future_ms: i64::MAX, earliest_ms: i64::MIN };
+    let mut e = Feed::new(WindowSpec::EventTime(spec));
+    assert_eq!(e.push(Some(earliest), 0), Placement::Accepted);
+    e.windower.flush(&mut e.closed);
+    for feed in [&mut f, &mut e] {
+        let (start, end) = feed.closed[0].bounds.time.expect("a time window");
+        assert!(start <= earliest && earliest < end, "{start}..{end} holds {earliest}");
+    }
+}
+
 fn one_window(lines: &[&str]) -> Batch {
     let mut decoder = JsonDecoder::default();
     let mut windower = Windower::new(WindowSpec::Count { size: 1000, slide: 1000 });
