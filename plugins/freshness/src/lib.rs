@@ -6,7 +6,7 @@
 //! `factor` times and `min_increase_ms` above it, or above a fixed
 //! `max_lag_ms`. Records stamped well in the future are flagged too.
 
-use clean_host_sdk::stats::quantile;
+use clean_host_sdk::stats::{quantile, quantiles};
 use clean_host_sdk::{
     decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch, BatchParts, ColumnValues, Detector, Finding, PluginInfo, Reads,
     Severity,
@@ -102,9 +102,9 @@ impl Detector for Freshness {
             return Ok(out);
         }
         let now = batch.info.closed_at_ms;
-        let mut lags: Vec<f64> = times.iter().map(|&(_, t)| (now - t) as f64).collect();
-        let p95 = quantile(&mut lags, 0.95);
-        let max = lags.iter().copied().fold(f64::MIN, f64::max);
+        let lags: Vec<f64> = times.iter().map(|&(_, t)| (now - t) as f64).collect();
+        let p95_max = quantiles(&lags, &[0.95, 1.0]);
+        let (p95, max) = (p95_max[0], p95_max[1]);
         out.metric("lag_p95_ms", None, p95);
         out.metric("lag_max_ms", None, max);
 
@@ -131,7 +131,7 @@ impl Detector for Freshness {
             (None, None) => {
                 self.state.warmup_p95.push(p95);
                 if self.state.warmup_p95.len() as u32 >= self.config.warmup_windows {
-                    self.state.usual_p95 = Some(quantile(&mut self.state.warmup_p95.clone(), 0.5));
+                    self.state.usual_p95 = Some(quantile(&self.state.warmup_p95, 0.5));
                 }
                 return Ok(out);
             }

@@ -11,7 +11,7 @@
 //! a source whose volume swings with the seasons swings without alerting). Flagged windows do not move the baseline, unless the new
 //! volume lasts `NEW_NORMAL_AFTER` windows: then it is the baseline.
 
-use clean_host_sdk::stats::{quantile, Departures, Ewma, History};
+use clean_host_sdk::stats::{quantiles, Departures, Ewma, History};
 use clean_host_sdk::{
     decode_state, encode_state, export_detector, metric_info, parse_config, Analysis, Batch, BatchParts, Column, ColumnValues, Detector, Finding, PluginInfo,
     Reads, Severity, WindowKind,
@@ -163,14 +163,13 @@ fn rate(batch: &Batch) -> Option<(f64, f64)> {
         let span = (info.end_ms - info.start_ms) as f64;
         return (span > 0.0).then(|| (batch.row_count as f64 * 1000.0 / span, span));
     }
-    let mut times = event_times(batch);
+    let times = event_times(batch);
     if times.len() < 20 {
         let span = (info.end_ms - info.start_ms) as f64;
         return (span > 0.0 && batch.row_count > 0).then(|| (batch.row_count as f64 * 1000.0 / span, span));
     }
-    let q1 = quantile(&mut times, 0.25);
-    let q3 = quantile(&mut times, 0.75);
-    let half_span = q3 - q1;
+    let quartiles = quantiles(&times, &[0.25, 0.75]);
+    let half_span = quartiles[1] - quartiles[0];
     (half_span > 0.0).then(|| (times.len() as f64 * 500.0 / half_span, 2.0 * half_span))
 }
 
