@@ -57,18 +57,53 @@ pub fn looks_like(s: &[u8]) -> bool {
 
 /// Parse `YYYY-MM-DD[T ]hh:mm:ss[.fff...](Z|±hh:mm)`; `None` if it is not one.
 pub fn parse_ms(s: &[u8]) -> Option<i64> {
-    if !looks_like(s) {
+    TimeParser::default().parse_ms(s)
+}
+
+/// Parses a column's times one after another as [`parse_ms`] does, taking
+/// the date and time of day from the time before when they repeat it to
+/// the second (a window's times mostly do): then only the fraction and the
+/// offset are read, and no date turned into days.
+#[derive(Debug, Default)]
+pub struct TimeParser {
+    /// The last time's first 19 bytes (up to its seconds) and their seconds
+    /// since the epoch, offset not applied.
+    last: Option<([u8; 19], i64)>,
+}
+
+impl TimeParser {
+    pub fn parse_ms(&mut self, s: &[u8]) -> Option<i64> {
+        let head: [u8; 19] = s.get(..19)?.try_into().ok()?;
+        let seconds = match self.last {
+            Some((last, seconds)) if last == head => seconds,
+            _ => {
+                let seconds = seconds_of(&head)?;
+                self.last = Some((head, seconds));
+                seconds
+            }
+        };
+        let (millis, offset_min) = fraction_and_offset(s)?;
+        Some((seconds - offset_min * 60) * 1000 + millis)
+    }
+}
+
+/// Seconds since the epoch of `YYYY-MM-DD[T ]hh:mm:ss`, in no time zone.
+fn seconds_of(head: &[u8; 19]) -> Option<i64> {
+    if !looks_like(head) || head[16] != b':' {
         return None;
     }
-    let num = |from: usize, len: usize| -> Option<i64> {
-        let part = s.get(from..from + len)?;
-        part.iter().try_fold(0i64, |acc, &b| b.is_ascii_digit().then(|| acc * 10 + i64::from(b - b'0')))
-    };
+    let num = |from: usize, len: usize| head[from..from + len].iter().try_fold(0i64, |acc, &b| b.is_ascii_digit().then(|| acc * 10 + i64::from(b - b'0')));
     let (y, mo, d) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
     let (h, mi, sec) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 || s[16] != b':' {
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
         return None;
     }
+    Some(((days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60 + sec)
+}
+
+/// The milliseconds of a time's fraction (`.fff...`, if any) and its offset
+/// in minutes (`Z` or `±hh:mm`, ending the time), from byte 19 of `s`.
+fn fraction_and_offset(s: &[u8]) -> Option<(i64, i64)> {
     let mut i = 19;
     let mut millis = 0;
     if s.get(i) == Some(&b'.') {
@@ -90,7 +125,8 @@ pub fn parse_ms(s: &[u8]) -> Option<i64> {
     let offset_min = match s.get(i) {
         Some(b'Z') | Some(b'z') if i + 1 == s.len() => 0,
         Some(&sign @ (b'+' | b'-')) if i + 6 == s.len() && s[i + 3] == b':' => {
-            let off = num(i + 1, 2)? * 60 + num(i + 4, 2)?;
+            let two = |at: usize| s[at..at + 2].iter().try_fold(0i64, |acc, &b| b.is_ascii_digit().then(|| acc * 10 + i64::from(b - b'0')));
+            let off = two(i + 1)? * 60 + two(i + 4)?;
             if sign == b'+' {
                 off
             } else {
@@ -99,8 +135,7 @@ pub fn parse_ms(s: &[u8]) -> Option<i64> {
         }
         _ => return None,
     };
-    let days = days_from_civil(y, mo, d);
-    Some((((days * 24 + h) * 60 + mi - offset_min) * 60 + sec) * 1000 + millis)
+    Some((millis, offset_min))
 }
 
 #[cfg(test)]
@@ -122,6 +157,36 @@ mod tests {
         assert_eq!(parse_ms(b"1970-01-01T01:00:00+01:00"), Some(0));
         assert_eq!(parse_ms(b"1970-01-01T00:00:00.5Z"), Some(500));
         assert_eq!(parse_ms(b"1970-01-01 00:00:01.123456Z"), Some(1123));
+    }
+
+    /// The date and time of day kept from the time before never change what a time reads as.
+    #[test]
+    fn a_parser_that_read_times_before_reads_each_as_a_fresh_one_does() {
+        let times: [&[u8]; 15] = [
+            b"2026-12-06T11:22:30.178Z",
+            b"2026-12-06T11:22:30.999Z",
+            b"2026-12-06T11:22:30+01:00",
+            b"2026-12-06T11:22:30.5-02:30",
+            b"2026-12-06T11:22:30.Z",
+            b"2026-12-06T11:22:30",
+            b"2026-12-06T11:22:30Zjunk",
+            b"2026-12-06 11:22:30.1Z",
+            b"2026-12-06T11:22:31.000Z",
+            b"2026-13-06T11:22:31.000Z",
+            b"2026-13-06T11:22:31.001Z",
+            b"2026-12-06T11:22:3",
+            b"",
+            b"2026-12-06T11:22:31.000z",
+            b"2026-12-06T11:22:31.000+00:0x",
+        ];
+        let mut parser = TimeParser::default();
+        let read: Vec<Option<i64>> = times.iter().map(|s| parser.parse_ms(s)).collect();
+        let fresh: Vec<Option<i64>> = times.iter().map(|s| TimeParser::default().parse_ms(s)).collect();
+        assert_eq!(read, fresh);
+        let at = |i: usize| read[i].unwrap();
+        assert_eq!((at(1) - at(0), at(0) - at(2), at(3) - at(2)), (821, 3_600_000 + 178, 9_000_000 + 500 + 3_600_000));
+        assert_eq!((at(7), at(8), at(13)), (at(0) - 78, at(0) + 822, at(8)));
+        assert_eq!(read.iter().filter(|t| t.is_none()).count(), 8, "{read:?}");
     }
 
     #[test]

@@ -145,11 +145,12 @@ impl FieldColumn {
         let mut values = vec![0i64; self.cells.len()];
         let mut validity = vec![PRESENT; self.cells.len()];
         let mut parsed = 0;
+        let mut times = timestamp::TimeParser::default();
         for (row, cell) in self.cells.iter().enumerate() {
             validity[row] = match cell.kind {
                 Kind::Missing => MISSING,
                 Kind::Null => NULL,
-                Kind::Text => match timestamp::parse_ms(self.text_of(row)) {
+                Kind::Text => match times.parse_ms(self.text_of(row)) {
                     Some(ms) => {
                         values[row] = ms;
                         parsed += 1;
