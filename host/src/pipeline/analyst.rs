@@ -17,6 +17,7 @@ use crate::checkpoint::{Checkpoint, CheckpointStore, PartitionCheckpoint, Stream
 use crate::dispatch::handlers::Handlers;
 use crate::dispatch::AlertKey;
 use crate::history::{AlertRow, FindingRow, MetricRow, WindowRecord};
+use clean_host_core::bindings::MetricValue;
 use clean_host_core::timestamp::now_ms;
 use clean_host_quality::alert::{incidents, Alert, FindingSummary, Router, WindowSummary};
 use clean_host_quality::analysis::{dead_letter_finding, quality_score, Detectors, WindowAnalysis};
@@ -251,7 +252,8 @@ impl<'a> Analyst<'a> {
         let mut summary = WindowSummary::new(self.common.pipeline, &batch.info, (&first, &last), &score, &result.findings, routed.len());
         summary.shadow_findings = result.shadow_findings.iter().map(FindingSummary::from).collect();
         if let Some(history) = &self.common.shared.history {
-            if !history.window(history_record((self.detectors.tenant(), self.common.source), &summary, &result, &routed)) {
+            let metrics = std::mem::take(&mut result.metrics);
+            if !history.window(history_record((self.detectors.tenant(), self.common.source), &summary, &result, metrics, &routed)) {
                 self.common.counters.history_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -473,8 +475,16 @@ struct TopicAlert<'a> {
     alert: &'a Alert,
 }
 
-/// What the history keeps of an analysed window.
-fn history_record((tenant, source): (&str, &str), summary: &WindowSummary, analysis: &WindowAnalysis, alerts: &[Alert]) -> WindowRecord {
+/// What the history keeps of an analysed window: its `metrics` are the
+/// analysis's own, used up by then, moved rather than copied (three strings
+/// a value, tens of values a window).
+fn history_record(
+    (tenant, source): (&str, &str),
+    summary: &WindowSummary,
+    analysis: &WindowAnalysis,
+    metrics: Vec<(String, MetricValue)>,
+    alerts: &[Alert],
+) -> WindowRecord {
     let findings = analysis.findings.iter().map(|f| (f, false)).chain(analysis.shadow_findings.iter().map(|f| (f, true)));
     WindowRecord {
         tenant: tenant.into(),
@@ -496,11 +506,7 @@ fn history_record((tenant, source): (&str, &str), summary: &WindowSummary, analy
                 shadow,
             })
             .collect(),
-        metrics: analysis
-            .metrics
-            .iter()
-            .map(|(detector, m)| MetricRow { detector: detector.clone(), metric: m.metric.clone(), column: m.column.clone(), value: m.value })
-            .collect(),
+        metrics: metrics.into_iter().map(|(detector, m)| MetricRow { detector, metric: m.metric, column: m.column, value: m.value }).collect(),
         alerts: alerts
             .iter()
             .map(|a| AlertRow {
