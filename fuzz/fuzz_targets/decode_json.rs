@@ -2,11 +2,13 @@
 //! line either decodes or gets a reason, a line the decoder accepts is JSON
 //! (serde_json agrees) and an object, it decodes to the same fields (or
 //! error) after the lines before it as in a decoder of its own (which has
-//! no places of earlier keys to match), and the batch has one row per
-//! accepted line in every column.
+//! no places of earlier keys to match), every text value reads as the same
+//! time (or none) to the one parser a window's times share as to a fresh
+//! one, and the batch has one row per accepted line in every column.
 #![no_main]
 
 use clean_host_core::bindings::{ColumnValues, WindowKind};
+use clean_host_core::timestamp::{parse_ms, TimeParser};
 use clean_host_stream::decode::{DecodeError, FieldNames, JsonDecoder, Record};
 use clean_host_stream::window::{Bounds, RecordMeta, WindowBuffer};
 use libfuzzer_sys::fuzz_target;
@@ -15,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
     let mut decoder = JsonDecoder::default();
     let mut window = WindowBuffer::default();
     let mut accepted = 0;
+    let mut times = TimeParser::default();
     for (i, line) in data.split(|&b| b == b'\n').enumerate() {
         let mut fresh = JsonDecoder::default();
         let alone = fresh.decode(line).map(owned).map(|r| fields(&fresh.fields, &r));
@@ -37,6 +40,10 @@ fuzz_target!(|data: &[u8]| {
                     "accepted a line serde_json calls {parsed:?}: {:?}",
                     String::from_utf8_lossy(line)
                 );
+                for value in &record.values {
+                    let text = record.text_of(value);
+                    assert_eq!(times.parse_ms(text), parse_ms(text), "{:?} after the times before it", String::from_utf8_lossy(text));
+                }
                 window.push(&record, &RecordMeta { offset: i as u64, hash: i as u64, event_time: None, read_at_ms: 0 });
                 accepted += 1;
             }
