@@ -11,11 +11,9 @@ pub fn quantile(values: &[f64], q: f64) -> f64 {
 }
 
 /// The `qs` quantiles (each 0..=1, between neighbouring ranks as
-/// [`sorted_quantile`] takes them) of `values` in [`f64::total_cmp`] order;
-/// NaN when empty. The ranks read are selected together over integer keys
-/// (in wasm, a selection comparing floats with `total_cmp` cost volume two
-/// fifths of its time per window), and not at all when the values come in
-/// order or in reverse (a window's event times and lags, mostly).
+/// [`sorted_quantile`] takes them) of `values` (no NaN); NaN when empty.
+/// Selected together over integer keys (comparing floats cost volume two
+/// fifths of its time in wasm), or read off values already in order.
 pub fn quantiles(values: &[f64], qs: &[f64]) -> Vec<f64> {
     if values.is_empty() {
         return vec![f64::NAN; qs.len()];
@@ -74,7 +72,7 @@ fn from_ordered_key(key: u64) -> f64 {
 /// The `qs` quantiles of `values` (in any order, no NaN), their median and
 /// their median absolute deviation: what [`sorted_quantile`] and
 /// [`sorted_median_mad`] read off them sorted, from selections of only the
-/// ranks read, over integer keys that order like the floats (sorting
+/// ranks read (none when in order), over integer keys that order like the floats (sorting
 /// outliers' 4096-value sample at every refresh cost it a tenth of its time
 /// per window, on average).
 pub fn quantiles_median_mad(values: &[f64], qs: &[f64]) -> (Vec<f64>, f64, f64) {
@@ -102,7 +100,7 @@ fn key_quantiles(keys: &mut [u64], qs: &[f64], value: impl Fn(u64) -> f64) -> Ve
     let mut ranks: Vec<usize> = qs.iter().flat_map(|&q| [place(q).0, (place(q).0 + 1).min(last)]).collect();
     ranks.sort_unstable();
     ranks.dedup();
-    // In order, or in reverse (a window's lags behind its closing time).
+    // Nothing to select when in order either way (a window's times, its lags).
     if keys.is_sorted_by(|a, b| a >= b) {
         keys.reverse();
     }
@@ -557,7 +555,7 @@ mod tests {
         let mut rng = crate::testing::Rng(5);
         let qs = [0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0];
         for case in 0..100 {
-            // Ties and both zeros in every other case; shuffled, in order and in reverse (nothing selected).
+            // Ties and both zeros in every other case; shuffled, in order and in reverse.
             let draw = |rng: &mut crate::testing::Rng| if case % 2 == 0 { (rng.normal() * 2.0).round() * -rng.normal().signum() } else { rng.normal() };
             let shuffled: Vec<f64> = (0..1 + case * 13).map(|_| draw(&mut rng)).collect();
             let in_order = sorted(shuffled.iter().copied());

@@ -20,7 +20,7 @@ use crate::history::{AlertRow, FindingRow, MetricRow, WindowRecord};
 use clean_host_core::bindings::MetricValue;
 use clean_host_core::timestamp::now_ms;
 use clean_host_quality::alert::{incidents, Alert, FindingSummary, Router, WindowSummary};
-use clean_host_quality::analysis::{dead_letter_finding, quality_score, Detectors, WindowAnalysis};
+use clean_host_quality::analysis::{dead_letter_finding, quality_score, Detectors, HostFinding};
 use clean_host_runtime::Window;
 use clean_host_stream::source::{Ack, ResumePosition, Sink};
 
@@ -252,8 +252,9 @@ impl<'a> Analyst<'a> {
         let mut summary = WindowSummary::new(self.common.pipeline, &batch.info, (&first, &last), &score, &result.findings, routed.len());
         summary.shadow_findings = result.shadow_findings.iter().map(FindingSummary::from).collect();
         if let Some(history) = &self.common.shared.history {
-            let metrics = std::mem::take(&mut result.metrics);
-            if !history.window(history_record((self.detectors.tenant(), self.common.source), &summary, &result, metrics, &routed)) {
+            let findings = (&result.findings[..], &result.shadow_findings[..]);
+            let record = history_record((self.detectors.tenant(), self.common.source), &summary, findings, std::mem::take(&mut result.metrics), &routed);
+            if !history.window(record) {
                 self.common.counters.history_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -475,17 +476,18 @@ struct TopicAlert<'a> {
     alert: &'a Alert,
 }
 
-/// What the history keeps of an analysed window: its `metrics` are the
-/// analysis's own, used up by then, moved rather than copied (three strings
-/// a value, tens of values a window).
+/// What the history keeps of an analysed window: its findings (the active
+/// versions' and the shadows'), and its metric values, which the analysis is
+/// done with by then: moved rather than copied (three strings a value, tens
+/// of values a window).
 fn history_record(
     (tenant, source): (&str, &str),
     summary: &WindowSummary,
-    analysis: &WindowAnalysis,
+    (findings, shadow_findings): (&[HostFinding], &[HostFinding]),
     metrics: Vec<(String, MetricValue)>,
     alerts: &[Alert],
 ) -> WindowRecord {
-    let findings = analysis.findings.iter().map(|f| (f, false)).chain(analysis.shadow_findings.iter().map(|f| (f, true)));
+    let findings = findings.iter().map(|f| (f, false)).chain(shadow_findings.iter().map(|f| (f, true)));
     WindowRecord {
         tenant: tenant.into(),
         pipeline: summary.pipeline.into(),
