@@ -205,11 +205,22 @@ fn sorted_values(batch: &Batch, at: usize) -> Option<Vec<f64>> {
     // As integers that order like the floats (`f64::total_cmp`'s order):
     // sorting those takes about half the time.
     let key = |x: f64| ordered(x.to_bits());
+    let present = |r: usize| is_present(&column.validity, r);
+    // Every row present (no validity), the usual case, is read straight
+    // through: a third of the instructions of checking each row.
+    let all = column.validity.is_empty();
     let mut keys: Vec<u64> = match &column.values {
-        ColumnValues::Float64(v) => (0..v.len()).filter(|&r| is_present(&column.validity, r)).map(|r| v[r]).filter(|x| x.is_finite()).map(key).collect(),
-        ColumnValues::Int64(v) => (0..v.len()).filter(|&r| is_present(&column.validity, r)).map(|r| key(v[r] as f64)).collect(),
+        ColumnValues::Float64(v) => Vec::with_capacity(v.len()),
+        ColumnValues::Int64(v) => Vec::with_capacity(v.len()),
         _ => return None,
     };
+    match &column.values {
+        ColumnValues::Float64(v) if all => keys.extend(v.iter().filter(|x| x.is_finite()).map(|&x| key(x))),
+        ColumnValues::Float64(v) => keys.extend(v.iter().enumerate().filter(|&(r, x)| present(r) && x.is_finite()).map(|(_, &x)| key(x))),
+        ColumnValues::Int64(v) if all => keys.extend(v.iter().map(|&x| key(x as f64))),
+        ColumnValues::Int64(v) => keys.extend(v.iter().enumerate().filter(|&(r, _)| present(r)).map(|(_, &x)| key(x as f64))),
+        _ => {}
+    }
     keys.sort_unstable_by_key(|&k| k as i64);
     Some(keys.into_iter().map(|k| f64::from_bits(ordered(k))).collect())
 }
@@ -328,9 +339,15 @@ pub(crate) mod tests {
     fn numbers_are_their_present_finite_values_ascending() {
         let float = Column { name: "f".into(), values: ColumnValues::Float64(vec![2.5, f64::NAN, -1.0, f64::INFINITY, 0.0]), validity: vec![0, 0, 0, 0, 1] };
         let int = Column { name: "i".into(), values: ColumnValues::Int64(vec![3, -7, 3, 0, 9]), validity: Vec::new() };
-        let window = Window::new(batch(vec![float, int, text(&["a"; 5], Vec::new())]));
+        // Every row present (no validity), and rows checked one by one.
+        let all_floats = Column { name: "g".into(), values: ColumnValues::Float64(vec![f64::NEG_INFINITY, 1.5, -0.0, f64::NAN, -3.0]), validity: Vec::new() };
+        let some_ints = Column { name: "j".into(), values: ColumnValues::Int64(vec![4, -2, 8, 1, 0]), validity: vec![0, 2, 0, 3, 0] };
+        let window = Window::new(batch(vec![float, int, text(&["a"; 5], Vec::new()), all_floats, some_ints]));
         assert_eq!(window.sorted_values(0).unwrap(), [-1.0, 2.5]);
         assert_eq!(window.sorted_values(1).unwrap(), [-7.0, 0.0, 3.0, 3.0, 9.0]);
         assert!(window.sorted_values(2).is_none() && window.distinct_values(0).is_none());
+        let bits = |values: &[f64]| values.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(window.sorted_values(3).unwrap()), bits(&[-3.0, -0.0, 1.5]));
+        assert_eq!(window.sorted_values(4).unwrap(), [0.0, 4.0, 8.0]);
     }
 }
