@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 
 use super::{Common, Cut, WindowWork, Work};
 use crate::checkpoint::{CheckpointStore, PartitionCheckpoint, StreamKey};
-use clean_host_core::timestamp::now_ms;
+use clean_host_core::timestamp::{now_ms, TimeParser};
 use clean_host_stream::dead_letter::Origin;
 use clean_host_stream::decode::message::MessageDecoder;
 use clean_host_stream::decode::{self, Record};
@@ -73,6 +73,9 @@ pub(super) struct Cutter<'a> {
     common: Common<'a>,
     decoder: MessageDecoder,
     event_field: Option<(u32, String)>,
+    /// Reads the event field's times one after another (they mostly repeat
+    /// the date and time of day of the one before).
+    times: TimeParser,
     spec: WindowSpec,
     /// By partition: a tree, as a record's lookup among a few small keys
     /// costs less there than hashing it.
@@ -108,6 +111,7 @@ impl<'a> Cutter<'a> {
             common,
             decoder,
             event_field,
+            times: TimeParser::default(),
             spec,
             partitions: BTreeMap::new(),
             closed: Vec::new(),
@@ -216,7 +220,7 @@ impl<'a> Cutter<'a> {
         }
         let placement = match self.decoder.json.decode(line) {
             Ok(record) => {
-                let meta = record_meta(record, &self.event_field, offset, line, read_at_ms);
+                let meta = record_meta(record, &self.event_field, &mut self.times, offset, line, read_at_ms);
                 let state = partition_state(&mut self.partitions, self.spec, partition);
                 state.windower.push(record, &meta, &mut self.scratch)
             }
@@ -248,7 +252,7 @@ impl<'a> Cutter<'a> {
         }
         let placement = match self.decoder.decode(partition, message) {
             Ok(record) => {
-                let meta = record_meta(record, &self.event_field, offset, &message.payload, read_at_ms);
+                let meta = record_meta(record, &self.event_field, &mut self.times, offset, &message.payload, read_at_ms);
                 let state = self.partitions.get_mut(&partition).expect("created above");
                 state.windower.push(record, &meta, &mut self.scratch)
             }
@@ -362,8 +366,8 @@ impl<'a> Cutter<'a> {
     }
 }
 
-fn record_meta(record: &Record, event_field: &Option<(u32, String)>, offset: u64, raw: &[u8], read_at_ms: i64) -> RecordMeta {
+fn record_meta(record: &Record, event_field: &Option<(u32, String)>, times: &mut TimeParser, offset: u64, raw: &[u8], read_at_ms: i64) -> RecordMeta {
     let hash = xxhash_rust::xxh3::xxh3_64(raw);
-    let event_time = event_field.as_ref().and_then(|(id, _)| record.get(*id).and_then(|v| decode::event_time(record, v)));
+    let event_time = event_field.as_ref().and_then(|(id, _)| record.get(*id).and_then(|v| decode::event_time(record, v, times)));
     RecordMeta { offset, hash, event_time, read_at_ms }
 }

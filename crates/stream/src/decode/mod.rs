@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use clean_host_core::short_bytes;
+use clean_host_core::timestamp::TimeParser;
 
 #[cfg(feature = "avro")]
 pub mod avro;
@@ -214,8 +215,9 @@ impl JsonDecoder {
 }
 
 /// An event time from a decoded value: epoch milliseconds (numbers above
-/// 10^11; smaller numbers are seconds) or an RFC 3339 string.
-pub fn event_time(record: &Record, value: &FieldValue) -> Option<i64> {
+/// 10^11; smaller numbers are seconds) or an RFC 3339 string, read by
+/// `times`, the parser of the stream's times one after another.
+pub fn event_time(record: &Record, value: &FieldValue, times: &mut TimeParser) -> Option<i64> {
     match value.kind {
         Kind::Int => {
             let v = value.bits as i64;
@@ -225,7 +227,7 @@ pub fn event_time(record: &Record, value: &FieldValue) -> Option<i64> {
             let v = f64::from_bits(value.bits);
             v.is_finite().then(|| if v.abs() < 1e11 { (v * 1000.0) as i64 } else { v as i64 })
         }
-        Kind::Text => clean_host_core::timestamp::parse_ms(record.text_of(value)),
+        Kind::Text => times.parse_ms(record.text_of(value)),
         _ => None,
     }
 }

@@ -141,7 +141,8 @@ fn bad_lines_say_why() {
 fn event_times_from_numbers_and_strings() {
     let mut d = JsonDecoder::default();
     let r = d.decode(br#"{"ms": 1764250000123, "s": 1764250000, "t": "2025-11-27T13:26:40.123Z", "x": "no"}"#).unwrap();
-    let times: Vec<Option<i64>> = r.values.iter().map(|v| event_time(r, v)).collect();
+    let mut parser = TimeParser::default();
+    let times: Vec<Option<i64>> = r.values.iter().map(|v| event_time(r, v, &mut parser)).collect();
     assert_eq!(times, [Some(1_764_250_000_123), Some(1_764_250_000_000), Some(1_764_250_000_123), None]);
 }
 
