@@ -308,14 +308,19 @@ mod tests {
 
     #[test]
     fn row_states_are_counted_exactly() {
-        // Every length around the 8-byte steps, every state, states next to each other.
-        for rows in 0..40 {
+        // Every length around the 8- and 32-byte steps, every state, states
+        // next to each other, and mostly present (whole blocks of 32 present,
+        // others not) with another state every 37 rows.
+        for rows in 0..100 {
             // Row states, and bytes around the high bit a malformed validity could hold.
             let bytes = [0u8, 1, 2, 3, 0x7f, 0x80, 0xff, 200];
-            let validity: Vec<u8> = (0..rows).map(|r| bytes[(r * 7 + r / 3) % bytes.len()]).collect();
-            let column = Column { name: "c".into(), values: ColumnValues::Int64(vec![0; rows]), validity: validity.clone() };
-            for state in bytes {
-                assert_eq!(column.count(state), validity.iter().filter(|&&s| s == state).count(), "{rows} rows, state {state}");
+            let mixed: Vec<u8> = (0..rows).map(|r| bytes[(r * 7 + r / 3) % bytes.len()]).collect();
+            let mostly_present: Vec<u8> = (0..rows).map(|r| if r % 37 == 36 { bytes[r % bytes.len()] } else { PRESENT }).collect();
+            for validity in [mixed, mostly_present] {
+                let column = Column { name: "c".into(), values: ColumnValues::Int64(vec![0; rows]), validity: validity.clone() };
+                for state in bytes {
+                    assert_eq!(column.count(state), validity.iter().filter(|&&s| s == state).count(), "{rows} rows, state {state}, {validity:?}");
+                }
             }
         }
     }
@@ -325,6 +330,8 @@ mod tests {
         let states = [PRESENT, NULL, PRESENT, MISSING, PRESENT, WRONG_TYPE, PRESENT];
         let columns = [
             ColumnValues::Float64(vec![1.5, 2.0, f64::NAN, 4.0, f64::INFINITY, 6.0, -0.0]),
+            // Every value finite: with no row states, copied whole.
+            ColumnValues::Float64(vec![1.5, 2.0, -3.0, 4.0, f64::MAX, 6.0, -0.0]),
             ColumnValues::Int64(vec![7, -1, i64::MAX, 0, 3, 9, -8]),
             // Values left out (not read): no rows, whatever the states.
             ColumnValues::Float64(Vec::new()),
