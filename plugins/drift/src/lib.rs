@@ -266,8 +266,12 @@ impl<'a> Tally<'a> {
     fn of_text(distinct: &'a DistinctValues) -> Self {
         let step = distinct.present.div_ceil(CATEGORIES_PER_WINDOW).max(1);
         let mut counts: Vec<(&[u8], u64, u64)> = distinct.iter().map(|(v, n)| (v, u64::from(n), 0)).collect();
-        for &at in distinct.row_values.iter().filter(|&&at| at != ABSENT).step_by(step) {
-            counts[at as usize].2 += 1;
+        let mut sample = |at: u32| counts[at as usize].2 += 1;
+        if distinct.present == distinct.row_values.len() {
+            // Every row present: the sampled rows are read, not every row looked at.
+            distinct.row_values.iter().step_by(step).for_each(|&at| sample(at));
+        } else {
+            distinct.row_values.iter().filter(|&&at| at != ABSENT).step_by(step).for_each(|&at| sample(at));
         }
         Tally { counts, rows: distinct.present }
     }
