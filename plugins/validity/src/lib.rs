@@ -279,7 +279,9 @@ impl Validity {
         let known: Vec<bool> = distinct.iter().map(|(v, _)| c.contains(v)).collect();
         let mut unseen_rows = Vec::new();
         let mut unseen = BTreeSet::new();
-        for (row, &at) in distinct.row_values.iter().enumerate() {
+        // Every value known, the usual case: no row to look for.
+        let rows = if known.iter().all(|&k| k) { &[][..] } else { &distinct.row_values[..] };
+        for (row, &at) in rows.iter().enumerate() {
             if at != ABSENT && !known[at as usize] {
                 unseen_rows.push(row as u32);
                 if unseen.len() < 3 {
