@@ -62,9 +62,8 @@ impl Column {
             (!(((x & LOW7) + LOW7) | x | LOW7)).count_ones() as usize
         };
         let word = |bytes: &[u8]| u64::from_le_bytes(bytes.try_into().expect("8 bytes"));
-        // 32 rows all present (PRESENT is 0), as the states of a column the
-        // detector reads no values of usually are, are told by one test: a
-        // tenth of the instructions of counting them.
+        // A block of 32 rows all PRESENT (0), as the states of a column whose
+        // values are left out usually are, is told by one test.
         let mut blocks = self.validity.chunks_exact(32);
         let mut n = 0;
         for block in &mut blocks {

@@ -279,13 +279,14 @@ impl Validity {
         let known: Vec<bool> = distinct.iter().map(|(v, _)| c.contains(v)).collect();
         let mut unseen_rows = Vec::new();
         let mut unseen = BTreeSet::new();
-        // Every value known, the usual case: no row to look for.
-        let rows = if known.iter().all(|&k| k) { &[][..] } else { &distinct.row_values[..] };
-        for (row, &at) in rows.iter().enumerate() {
-            if at != ABSENT && !known[at as usize] {
-                unseen_rows.push(row as u32);
-                if unseen.len() < 3 {
-                    unseen.insert(String::from_utf8_lossy(distinct.value(at as usize)).into_owned());
+        // Rows looked for only when a value is unseen: with every value known, the usual case, none is.
+        if known.contains(&false) {
+            for (row, &at) in distinct.row_values.iter().enumerate() {
+                if at != ABSENT && !known[at as usize] {
+                    unseen_rows.push(row as u32);
+                    if unseen.len() < 3 {
+                        unseen.insert(String::from_utf8_lossy(distinct.value(at as usize)).into_owned());
+                    }
                 }
             }
         }
