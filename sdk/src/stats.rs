@@ -72,9 +72,9 @@ fn from_ordered_key(key: u64) -> f64 {
 /// The `qs` quantiles of `values` (in any order, no NaN), their median and
 /// their median absolute deviation: what [`sorted_quantile`] and
 /// [`sorted_median_mad`] read off them sorted, from selections of only the
-/// ranks read (none when in order), over integer keys that order like the floats (sorting
-/// outliers' 4096-value sample at every refresh cost it a tenth of its time
-/// per window, on average).
+/// ranks read (none when in order), over integer keys that order like the
+/// floats (sorting outliers' 4096-value sample at every refresh cost it a
+/// tenth of its time per window, on average).
 pub fn quantiles_median_mad(values: &[f64], qs: &[f64]) -> (Vec<f64>, f64, f64) {
     if values.is_empty() {
         return (vec![f64::NAN; qs.len()], f64::NAN, f64::NAN);

@@ -209,17 +209,13 @@ fn sorted_values(batch: &Batch, at: usize) -> Option<Vec<f64>> {
     // Every row present (no validity), the usual case, is read straight
     // through, in less than half the instructions of checking each row.
     let all = column.validity.is_empty();
-    let mut keys: Vec<u64> = match &column.values {
-        ColumnValues::Float64(v) => Vec::with_capacity(v.len()),
-        ColumnValues::Int64(v) => Vec::with_capacity(v.len()),
-        _ => return None,
-    };
+    let mut keys: Vec<u64> = Vec::with_capacity(batch.row_count as usize);
     match &column.values {
         ColumnValues::Float64(v) if all => keys.extend(v.iter().filter(|x| x.is_finite()).map(|&x| key(x))),
         ColumnValues::Float64(v) => keys.extend(v.iter().enumerate().filter(|&(r, x)| present(r) && x.is_finite()).map(|(_, &x)| key(x))),
         ColumnValues::Int64(v) if all => keys.extend(v.iter().map(|&x| key(x as f64))),
         ColumnValues::Int64(v) => keys.extend(v.iter().enumerate().filter(|&(r, _)| present(r)).map(|(_, &x)| key(x as f64))),
-        _ => {}
+        _ => return None,
     }
     keys.sort_unstable_by_key(|&k| k as i64);
     Some(keys.into_iter().map(|k| f64::from_bits(ordered(k))).collect())
