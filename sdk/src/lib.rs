@@ -351,6 +351,38 @@ mod tests {
     }
 
     #[test]
+    fn present_rows_are_those_in_state_present() {
+        let mut rng = crate::testing::Rng(11);
+        let (mut rows, mut values) = (Vec::new(), Vec::new());
+        for len in 0..80 {
+            // No row absent, a few, half, all; runs of 8 present rows or more
+            // next to absent ones; states ending early or running on.
+            for absent_share in [0.0, 0.03, 0.5, 1.0] {
+                for states_len in [len, len / 2, len + 9] {
+                    let validity: Vec<u8> = (0..states_len)
+                        .map(|_| if rng.uniform() < absent_share { [NULL, MISSING, WRONG_TYPE, 0x80][(rng.next_u64() % 4) as usize] } else { PRESENT })
+                        .collect();
+                    let floats: Vec<f64> = (0..len).map(|r| if r % 37 == 5 { f64::NAN } else { r as f64 - 9.5 }).collect();
+                    for values_of in [
+                        ColumnValues::Float64(floats.iter().map(|&x| if x.is_nan() { 1.0 } else { x }).collect()),
+                        ColumnValues::Float64(floats),
+                        ColumnValues::Int64((0..len as i64).map(|r| r * 3 - 7).collect()),
+                    ] {
+                        let column = Column { name: "c".into(), values: values_of, validity: validity.clone() };
+                        let view = column.numeric().expect("numeric");
+                        view.present_into(&mut rows, &mut values);
+                        let want: Vec<(u32, u64)> =
+                            (0..len).filter(|&r| column.state(r) == PRESENT && view.get(r).is_finite()).map(|r| (r as u32, view.get(r).to_bits())).collect();
+                        let got: Vec<(u32, u64)> = rows.iter().zip(&values).map(|(&r, x)| (r, x.to_bits())).collect();
+                        assert_eq!(got, want, "{len} rows, states {validity:?}");
+                        assert_eq!(view.present().map(|(r, x)| (r, x.to_bits())).collect::<Vec<_>>(), want);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn findings_keep_at_most_twenty_rows() {
         let f = Finding::new("m", Some("c"), 1.0, 0.5, Severity::Warning, "x".into()).with_rows(0..100);
         assert_eq!(f.sample_rows.len(), MAX_SAMPLE_ROWS);
