@@ -276,22 +276,26 @@ impl<'a> Tally<'a> {
         Tally { counts, rows: distinct.present }
     }
 
-    /// The counts of a boolean column's present values.
+    /// The counts of a boolean column's present values, in the order the
+    /// two values first appear; every `step`-th value goes into the sample.
     fn of_booleans(values: impl Iterator<Item = bool>, rows: usize) -> Self {
         let step = rows.div_ceil(CATEGORIES_PER_WINDOW).max(1);
-        let mut counts: Vec<(&[u8], u64, u64)> = Vec::new();
+        // By value (false, true): its rows, its sampled rows, its first row.
+        let (mut count, mut sampled, mut first) = ([0u64; 2], [0u64; 2], [usize::MAX; 2]);
+        let mut next_sample = 0;
         for (i, value) in values.enumerate() {
-            let text: &[u8] = if value { b"true" } else { b"false" };
-            let at = match counts.iter().position(|c| c.0 == text) {
-                Some(at) => at,
-                None => {
-                    counts.push((text, 0, 0));
-                    counts.len() - 1
-                }
-            };
-            counts[at].1 += 1;
-            counts[at].2 += u64::from(i % step == 0);
+            let v = usize::from(value);
+            count[v] += 1;
+            first[v] = first[v].min(i);
+            if i == next_sample {
+                sampled[v] += 1;
+                next_sample += step;
+            }
         }
+        let mut order = [0, 1];
+        order.sort_by_key(|&v| first[v]);
+        let text = |v: usize| -> &'static [u8] { [b"false".as_slice(), b"true"][v] };
+        let counts = order.into_iter().filter(|&v| count[v] > 0).map(|v| (text(v), count[v], sampled[v])).collect();
         Tally { counts, rows }
     }
 }

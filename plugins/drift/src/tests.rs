@@ -224,3 +224,28 @@ fn a_learned_reference_holds_the_windows_quantiles() {
         assert!((share - i as f64 / 100.0).abs() <= 0.003, "grid point {i}: {share}");
     }
 }
+
+#[test]
+fn booleans_are_tallied_in_the_order_they_first_appear() {
+    let mut rng = Rng(17);
+    for rows in [0usize, 1, 2, 7, 999, 1000, 1001, 2600] {
+        for true_share in [0.0, 0.1, 0.5, 1.0] {
+            let values: Vec<bool> = (0..rows).map(|_| rng.uniform() < true_share).collect();
+            let step = rows.div_ceil(CATEGORIES_PER_WINDOW).max(1);
+            // By definition: each value where it first appears, its rows, and
+            // its rows among every step-th.
+            let mut want: Vec<(&[u8], u64, u64)> = Vec::new();
+            for (i, &v) in values.iter().enumerate() {
+                let text: &[u8] = if v { b"true" } else { b"false" };
+                if !want.iter().any(|c| c.0 == text) {
+                    want.push((text, 0, 0));
+                }
+                let c = want.iter_mut().find(|c| c.0 == text).expect("pushed");
+                c.1 += 1;
+                c.2 += u64::from(i % step == 0);
+            }
+            let tally = Tally::of_booleans(values.iter().copied(), rows);
+            assert_eq!(tally.counts, want, "{rows} rows, {true_share} true");
+        }
+    }
+}
