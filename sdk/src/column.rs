@@ -166,36 +166,38 @@ impl<'a> NumericView<'a> {
     }
 
     /// [`NumericView::present`] into `rows` and `values` (cleared first),
-    /// buffers a detector keeps from column to column. With every value
-    /// finite, the usual case, each run of present rows (the whole column
-    /// when none is absent) is copied at once, not row by row: in wasm a
-    /// loop over rows costs several times a copy.
+    /// buffers a detector keeps from column to column. Each run of present
+    /// rows (the whole column when none is absent) with every value finite,
+    /// the usual case, is copied at once, not row by row: in wasm a loop
+    /// over rows costs several times a copy.
     pub fn present_into(self, rows: &mut Vec<u32>, values: &mut Vec<f64>) {
         let len = self.handed();
         rows.clear();
         values.clear();
-        let finite = match &self.column.values {
-            ColumnValues::Float64(v) => all_finite(v),
-            _ => true,
-        };
-        if !finite {
-            for (row, x) in self.present() {
-                rows.push(row);
-                values.push(x);
-            }
-            return;
-        }
         let states = &self.column.validity[..self.column.validity.len().min(len)];
         let mut from = 0;
         while from < len {
             let run = present_run(states, from, len);
+            let whole = |rows: &mut Vec<u32>| rows.extend(run.start as u32..run.end as u32);
             match &self.column.values {
-                ColumnValues::Float64(v) => values.extend_from_slice(&v[run.clone()]),
-                ColumnValues::Int64(v) => values.extend(v[run.clone()].iter().map(|&x| x as f64)),
+                ColumnValues::Float64(v) if all_finite(&v[run.clone()]) => {
+                    values.extend_from_slice(&v[run.clone()]);
+                    whole(rows);
+                }
+                // A NaN or an infinity in the run: its finite values one by one.
+                ColumnValues::Float64(v) => {
+                    for (row, &x) in run.clone().zip(&v[run.clone()]).filter(|(_, x)| x.is_finite()) {
+                        rows.push(row as u32);
+                        values.push(x);
+                    }
+                }
+                ColumnValues::Int64(v) => {
+                    values.extend(v[run.clone()].iter().map(|&x| x as f64));
+                    whole(rows);
+                }
                 _ => {}
             }
             from = run.end;
-            rows.extend(run.start as u32..run.end as u32);
         }
     }
 }
@@ -217,9 +219,9 @@ fn present_run(states: &[u8], from: usize, len: usize) -> std::ops::Range<usize>
         start += 1;
     }
     let mut end = start;
-    // Eight states at a time while they are all PRESENT (0).
+    // Eight states at a time while they are all PRESENT.
     while let Some(word) = states.get(end..end + 8) {
-        if u64::from_le_bytes(word.try_into().expect("8 bytes")) != u64::from(PRESENT) {
+        if u64::from_le_bytes(word.try_into().expect("8 bytes")) != u64::from_le_bytes([PRESENT; 8]) {
             break;
         }
         end += 8;

@@ -330,7 +330,7 @@ mod tests {
         let states = [PRESENT, NULL, PRESENT, MISSING, PRESENT, WRONG_TYPE, PRESENT];
         let columns = [
             ColumnValues::Float64(vec![1.5, 2.0, f64::NAN, 4.0, f64::INFINITY, 6.0, -0.0]),
-            // Every value finite: with no row states, copied whole.
+            // Every value finite: each run of present rows copied whole.
             ColumnValues::Float64(vec![1.5, 2.0, -3.0, 4.0, f64::MAX, 6.0, -0.0]),
             ColumnValues::Int64(vec![7, -1, i64::MAX, 0, 3, 9, -8]),
             // Values left out (not read): no rows, whatever the states.

@@ -24,8 +24,8 @@ pub fn quantiles(values: &[f64], qs: &[f64]) -> Vec<f64> {
 
 /// `values` in ascending [`f64::total_cmp`] order, sorted as integers that
 /// order like the floats: in wasm, comparing integers costs a third of
-/// comparing the floats with `total_cmp`. The stable sort merges runs
-/// already in order, as a sample made of windows' sorted values is.
+/// comparing the floats with `total_cmp`. The stable sort merges ascending
+/// runs in its input (drift's reference sample is mostly made of them).
 pub fn sorted(values: impl IntoIterator<Item = f64>) -> Vec<f64> {
     let mut keys: Vec<u64> = values.into_iter().map(ordered_key).collect();
     keys.sort();

@@ -303,7 +303,7 @@ impl<'a> Tally<'a> {
 /// Column `index` of `batch`; a text column's rows grouped by value are `distinct`.
 fn values<'a>(batch: &Batch, index: usize, distinct: Option<&'a DistinctValues>) -> Option<Values<'a>> {
     let column = &batch.columns[index];
-    let present = |r: &usize| column.validity.is_empty() || column.validity[*r] == PRESENT;
+    let present = |r: &usize| column.is_present(*r);
     Some(match &column.values {
         ColumnValues::Float64(_) | ColumnValues::Int64(_) => Values::Numbers(sorted_column(batch, index)?),
         ColumnValues::Boolean(v) => Values::Categories(Tally::of_booleans((0..column.len()).filter(present).map(|r| v[r]), column.count(PRESENT))),

@@ -230,7 +230,9 @@ fn booleans_are_tallied_in_the_order_they_first_appear() {
     let mut rng = Rng(17);
     for rows in [0usize, 1, 2, 7, 999, 1000, 1001, 2600] {
         for true_share in [0.0, 0.1, 0.5, 1.0] {
-            let values: Vec<bool> = (0..rows).map(|_| rng.uniform() < true_share).collect();
+            // Random values after a true, a false and a true: either value first.
+            let start = [true, false, true].into_iter().skip(usize::from(true_share < 0.5));
+            let values: Vec<bool> = start.chain((0..rows).map(|_| rng.uniform() < true_share)).take(rows).collect();
             let step = rows.div_ceil(CATEGORIES_PER_WINDOW).max(1);
             // By definition: each value where it first appears, its rows, and
             // its rows among every step-th.

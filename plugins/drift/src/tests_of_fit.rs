@@ -211,8 +211,8 @@ mod tests {
         for len in 0..40 {
             let sorted: Vec<f64> = (0..len).map(|i| f64::from(i / 3)).collect();
             for x in [-1.0, 0.0, 2.0, 7.0, 20.0] {
-                assert_eq!(leading(&sorted, |v| v < x), sorted.iter().filter(|&&v| v < x).count(), "{len} {x}");
                 let below = leading(&sorted, |v| v < x);
+                assert_eq!(below, sorted.iter().filter(|&&v| v < x).count(), "{len} {x}");
                 assert_eq!(leading(&sorted[below..], |v| v == x), sorted.iter().filter(|&&v| v == x).count(), "{len} {x}");
             }
         }

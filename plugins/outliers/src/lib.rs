@@ -324,7 +324,8 @@ impl Outliers {
                 }
                 // One pass: the outliers and extreme values with their rows,
                 // and the values outside the range seen so far, the only ones
-                // that may widen it.
+                // that may widen it; a value inside the quiet interval is
+                // none of them, and passed by one test.
                 let bounds = reference.extreme_bounds(seen);
                 let (mut hits, mut extremes, mut outside) = (Vec::new(), Vec::new(), Vec::new());
                 let quiet = reference.quiet(&bounds, seen);
@@ -669,13 +670,47 @@ mod tests {
         for len in 0..40 {
             for out_share in [0.0, 0.02, 0.3] {
                 let values: Vec<f64> = (0..len).map(|_| if rng.uniform() < out_share { 5.0 * rng.normal() } else { rng.uniform() }).collect();
-                // Bounds the values sit on, and NaN bounds (nothing is beyond one).
+                // Bounds the values sit on, and NaN bounds: nothing is inside
+                // them, so every value is looked at closely.
                 for bounds in [(0.0, 1.0), (-1.0, 0.5), (values.first().copied().unwrap_or(0.0), 1.0), (f64::NAN, 1.0), (0.0, f64::NAN)] {
                     let want = values.iter().position(|&x| x < bounds.0 || x > bounds.1 || bounds.0.is_nan() || bounds.1.is_nan());
                     assert_eq!(first_outside(&values, bounds), want, "{values:?} {bounds:?}");
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_quiet_value_is_no_outlier_not_extreme_and_inside_the_range_seen() {
+        let mut rng = Rng(21);
+        let config = Config::default();
+        let mut quiet_values = 0;
+        for case in 0..400 {
+            let sample: Vec<f64> = (0..200).map(|_| if case % 3 == 0 { (rng.normal() * 3.0).round() } else { (rng.normal() + 2.0).exp() }).collect();
+            let Some(mut reference) = Reference::learn(&sample, &config) else { continue };
+            // Fences and extreme bounds of every kind: learned, none (f64::MIN
+            // and f64::MAX), NaN; ranges seen inside, around or apart from them.
+            let odd = [f64::NAN, f64::MIN, f64::MAX, 0.0, reference.median];
+            match case % 5 {
+                1 => reference.low_fence = odd[case / 5 % 5],
+                2 => reference.high_fence = odd[case / 5 % 5],
+                3 => (reference.extreme_low, reference.extreme_high) = (odd[case / 5 % 5], odd[(case / 25) % 5]),
+                _ => {}
+            }
+            let (a, b) = (reference.median + 10.0 * rng.normal(), reference.median + 10.0 * rng.normal());
+            let seen = if case % 7 == 0 { Range::of(&sample) } else { Range { low: a.min(b), high: if case % 11 == 0 { a.min(b) - 1.0 } else { a.max(b) } } };
+            let bounds = reference.extreme_bounds(&seen);
+            let (low, high) = reference.quiet(&bounds, &seen);
+            let edges = [low, high, reference.low_fence, reference.high_fence, seen.low, seen.high, bounds.low, bounds.high];
+            let xs = sample.iter().copied().chain(edges.iter().flat_map(|&e| [e, e.next_down(), e.next_up()])).filter(|x| x.is_finite());
+            for x in xs.filter(|&x| x >= low && x <= high) {
+                quiet_values += 1;
+                assert!(!reference.is_outlier(x, &config), "case {case}: {x} is quiet and an outlier");
+                assert!(!bounds.holds(x), "case {case}: {x} is quiet and extreme");
+                assert!(x >= seen.low && x <= seen.high, "case {case}: {x} is quiet and outside the range seen");
+            }
+        }
+        assert!(quiet_values > 10_000, "only {quiet_values} quiet values were tested");
     }
 
     #[test]

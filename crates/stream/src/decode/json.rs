@@ -331,8 +331,8 @@ impl<'a> Parser<'a> {
     }
 
     /// `true`, `false` or `null` at `self.i`. Inlined, as the member's
-    /// other steps are: its word a constant, the test is one load and compare,
-    /// not a call to compare bytes.
+    /// other steps are: with its word a constant, the test compares a few
+    /// bytes in place, not by a call to compare bytes.
     #[inline(always)]
     fn literal(&mut self, word: &[u8], kind: Kind, bits: u64) -> Result<(), DecodeError> {
         if !self.b[self.i..].starts_with(word) {
