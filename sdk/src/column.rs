@@ -1,5 +1,6 @@
 //! Typed, zero-copy reads of a batch's columns.
 
+use crate::stats::first_failing;
 use crate::{Batch, Column, ColumnValues};
 
 /// Row states in [`Column::validity`], as the WIT contract numbers them.
@@ -180,7 +181,7 @@ impl<'a> NumericView<'a> {
             let run = present_run(states, from, len);
             let whole = |rows: &mut Vec<u32>| rows.extend(run.start as u32..run.end as u32);
             match &self.column.values {
-                ColumnValues::Float64(v) if all_finite(&v[run.clone()]) => {
+                ColumnValues::Float64(v) if first_failing(&v[run.clone()], f64::is_finite).is_none() => {
                     values.extend_from_slice(&v[run.clone()]);
                     whole(rows);
                 }
@@ -200,14 +201,6 @@ impl<'a> NumericView<'a> {
             from = run.end;
         }
     }
-}
-
-/// Whether every value is finite. Eight values a pass, tested with no
-/// branch between them: in wasm a pass's check for an interruption, and
-/// the loads and stores around it, cost more than a test.
-fn all_finite(values: &[f64]) -> bool {
-    let mut chunks = values.chunks_exact(8);
-    chunks.all(|chunk| chunk.iter().fold(true, |all, x| all & x.is_finite())) && chunks.remainder().iter().all(|x| x.is_finite())
 }
 
 /// The first run of present rows from row `from` on, of `len` rows whose

@@ -26,7 +26,7 @@
 use std::collections::BTreeMap;
 
 use clean_host_sdk::bindings::clean_host::plugin::host::LogLevel;
-use clean_host_sdk::stats::{quantiles_median_mad, Departures, Ewma, RateBaseline, Reservoir};
+use clean_host_sdk::stats::{first_failing, quantiles_median_mad, Departures, Ewma, RateBaseline, Reservoir};
 use clean_host_sdk::time_like::TimeLikeColumns;
 use clean_host_sdk::{
     decode_state, encode_state, export_detector, log, metric_info, parse_config, Analysis, Batch, BatchParts, Detector, Finding, NumericView, PluginInfo,
@@ -189,21 +189,13 @@ struct State {
     time: TimeLikeColumns,
 }
 
-/// Where the first of `values` outside `low..=high` is. A loop of its own,
-/// not the caller's: there, every value's pass stored and reloaded several
-/// of the caller's floats, held across the loop's interruption check. Eight
-/// values a pass, tested with no branch between them, share that cost.
+/// Where the first of `values` outside `low..=high` is. A function of its
+/// own, not inlined into the caller: there, every pass of the loop stored
+/// and reloaded several of the caller's floats around the loop's
+/// interruption check.
 #[inline(never)]
 fn first_outside(values: &[f64], (low, high): (f64, f64)) -> Option<usize> {
-    let inside = |x: f64| (x >= low) & (x <= high);
-    let mut from = 0;
-    for chunk in values.chunks_exact(8) {
-        if !chunk.iter().fold(true, |all, &x| all & inside(x)) {
-            break;
-        }
-        from += 8;
-    }
-    values[from..].iter().position(|&x| !inside(x)).map(|at| from + at)
+    first_failing(values, |x| (x >= low) & (x <= high))
 }
 
 #[derive(Default)]
