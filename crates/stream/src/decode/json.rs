@@ -26,12 +26,19 @@ pub struct Parser<'a> {
     fields: &'a mut FieldNames,
     record: &'a mut Record,
     name: &'a mut Vec<u8>,
-    /// A top-level key without escapes, where it is in the line: its name
-    /// is read there, not copied into `name` first.
-    key: Option<(usize, usize)>,
-    /// The field of that key, when it is the previous record's at its place.
-    known: Option<u32>,
     position: usize,
+}
+
+/// A member's key as [`Parser::read_key`] found it: a value handed from
+/// step to step (in registers), not kept in the parser, where each member
+/// stored and loaded it.
+#[derive(Clone, Copy)]
+struct Key {
+    /// A top-level key without escapes, where it is in the line: its name
+    /// is read there, not copied into `name` first (else it is in `name`).
+    at: Option<(usize, usize)>,
+    /// Its field, when it is the previous record's key at its place.
+    known: Option<u32>,
 }
 
 /// The first byte no JSON text can hold (a control character other than
@@ -120,7 +127,7 @@ fn syntax(at: usize, what: &str) -> DecodeError {
 
 impl<'a> Parser<'a> {
     pub fn new(b: &'a [u8], fields: &'a mut FieldNames, record: &'a mut Record, name: &'a mut Vec<u8>) -> Self {
-        Parser { b, i: 0, fields, record, name, key: None, known: None, position: 0 }
+        Parser { b, i: 0, fields, record, name, position: 0 }
     }
 
     /// Parse the line as one object. Errors say what a person needs to
@@ -201,11 +208,11 @@ impl<'a> Parser<'a> {
             if depth > 0 {
                 self.name.push(b'.');
             }
-            self.read_key(depth == 0)?;
+            let key = self.read_key(depth == 0)?;
             self.ws();
             self.expect(b':', "expected ':'")?;
             self.ws();
-            self.member_value(depth)?;
+            self.member_value(depth, key)?;
             self.name.truncate(prefix);
             self.ws();
             match self.peek() {
@@ -219,22 +226,19 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// The key at `self.i`: onto `name`, or as `key` when `top_level` and
-    /// it has no escapes; its field as `known` when the previous record had
+    /// The key at `self.i`: onto `name`, or where it is when `top_level`
+    /// and it has no escapes; its field too when the previous record had
     /// that key at this place.
     #[inline(always)]
-    fn read_key(&mut self, top_level: bool) -> Result<(), DecodeError> {
-        self.key = None;
-        self.known = None;
+    fn read_key(&mut self, top_level: bool) -> Result<Key, DecodeError> {
         self.i += 1;
         let start = self.i;
         // Fastest path: the key the previous record had here, then `:`.
         if top_level {
             if let Some((id, bytes)) = self.fields.key_at(self.position, &self.b[start..]) {
-                (self.key, self.known) = (Some((start, start + bytes - 2)), Some(id));
                 // On the colon, which the caller steps over as after any key.
                 self.i += bytes - 1;
-                return Ok(());
+                return Ok(Key { at: Some((start, start + bytes - 2)), known: Some(id) });
             }
         }
         // Fast path: no escapes. A key need not become a field (`"k": {}`),
@@ -246,30 +250,31 @@ impl<'a> Parser<'a> {
             if !ascii && std::str::from_utf8(key).is_err() {
                 return Err(syntax(start, "a key is not valid UTF-8"));
             }
-            if top_level {
-                self.key = Some((start, self.i));
+            let at = if top_level {
+                Some((start, self.i))
             } else {
                 self.name.extend_from_slice(key);
-            }
+                None
+            };
             self.i += 1;
-            return Ok(());
+            return Ok(Key { at, known: None });
         }
         // An escape, a control character or the end: the slow path says which.
         self.i = start - 1;
         let mut name = std::mem::take(self.name);
         let r = self.string_into(&mut name);
         *self.name = name;
-        r
+        r.map(|()| Key { at: None, known: None })
     }
 
     #[inline(always)]
-    fn member_value(&mut self, depth: usize) -> Result<(), DecodeError> {
+    fn member_value(&mut self, depth: usize, key: Key) -> Result<(), DecodeError> {
         let at = self.i;
         match self.peek() {
             Some(b'{') if depth < MAX_DEPTH => {
                 self.i += 1;
                 // Nested names are built on this one.
-                if let Some((start, end)) = self.key.take() {
+                if let Some((start, end)) = key.at {
                     self.name.extend_from_slice(&self.b[start..end]);
                 }
                 self.object_body(depth + 1)
@@ -277,25 +282,33 @@ impl<'a> Parser<'a> {
             Some(b'{' | b'[') => {
                 self.skip_value(depth)?;
                 let raw = (at, self.i);
-                self.push_text_slice(raw)
+                self.push_text_slice(raw, key)
             }
             Some(b'"') => {
-                let field = self.field()?;
+                let field = self.field(key)?;
                 let start = self.record.text.len() as u32;
-                let mut text = std::mem::take(&mut self.record.text);
-                let r = self.string_into(&mut text);
-                self.record.text = text;
-                r?;
+                // Plain ASCII up to the closing quote, the usual value, is
+                // copied as it stands; the rest is unescaped.
+                let end = plain_ascii_end(self.b, self.i + 1);
+                if self.b.get(end) == Some(&b'"') {
+                    short_bytes::extend(&mut self.record.text, &self.b[self.i + 1..], end - self.i - 1);
+                    self.i = end + 1;
+                } else {
+                    let mut text = std::mem::take(&mut self.record.text);
+                    let r = self.string_into(&mut text);
+                    self.record.text = text;
+                    r?;
+                }
                 let end = self.record.text.len() as u32;
                 self.record.values.push(FieldValue { field, kind: Kind::Text, bits: 0, text: (start, end) });
                 Ok(())
             }
-            Some(b't') => self.literal(b"true", Kind::Bool, 1),
-            Some(b'f') => self.literal(b"false", Kind::Bool, 0),
-            Some(b'n') => self.literal(b"null", Kind::Null, 0),
+            Some(b't') => self.literal(b"true", Kind::Bool, 1, key),
+            Some(b'f') => self.literal(b"false", Kind::Bool, 0, key),
+            Some(b'n') => self.literal(b"null", Kind::Null, 0, key),
             Some(b'-' | b'0'..=b'9') => {
                 let (kind, bits) = self.number()?;
-                let field = self.field()?;
+                let field = self.field(key)?;
                 self.record.values.push(FieldValue { field, kind, bits, text: (0, 0) });
                 Ok(())
             }
@@ -304,12 +317,12 @@ impl<'a> Parser<'a> {
     }
 
     #[inline(always)]
-    fn field(&mut self) -> Result<u32, DecodeError> {
-        if let Some(id) = self.known.take() {
+    fn field(&mut self, key: Key) -> Result<u32, DecodeError> {
+        if let Some(id) = key.known {
             self.position += 1;
             return Ok(id);
         }
-        let name = match self.key {
+        let name = match key.at {
             Some((start, end)) => &self.b[start..end],
             None => &self.name[..],
         };
@@ -321,8 +334,8 @@ impl<'a> Parser<'a> {
         Ok(id)
     }
 
-    fn push_text_slice(&mut self, (from, to): (usize, usize)) -> Result<(), DecodeError> {
-        let field = self.field()?;
+    fn push_text_slice(&mut self, (from, to): (usize, usize), key: Key) -> Result<(), DecodeError> {
+        let field = self.field(key)?;
         let start = self.record.text.len() as u32;
         self.record.text.extend_from_slice(&self.b[from..to]);
         let text = (start, self.record.text.len() as u32);
@@ -334,12 +347,12 @@ impl<'a> Parser<'a> {
     /// other steps are: with its word a constant, the test compares a few
     /// bytes in place, not by a call to compare bytes.
     #[inline(always)]
-    fn literal(&mut self, word: &[u8], kind: Kind, bits: u64) -> Result<(), DecodeError> {
+    fn literal(&mut self, word: &[u8], kind: Kind, bits: u64, key: Key) -> Result<(), DecodeError> {
         if !self.b[self.i..].starts_with(word) {
             return Err(syntax(self.i, "expected true, false or null"));
         }
         self.i += word.len();
-        let field = self.field()?;
+        let field = self.field(key)?;
         self.record.values.push(FieldValue { field, kind, bits, text: (0, 0) });
         Ok(())
     }
