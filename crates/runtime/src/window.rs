@@ -70,10 +70,6 @@ fn distinct_values(batch: &Batch, at: usize) -> Option<DistinctValues> {
     let ColumnValues::Text(text) = &column.values else {
         return None;
     };
-    let value = |row: usize| {
-        let (start, end) = (text.offsets[row] as usize, text.offsets[row + 1] as usize);
-        text.bytes.get(start..end).unwrap_or_default()
-    };
     let rows = text.offsets.len().saturating_sub(1);
     // Values of up to 7 bytes (codes, countries, statuses) are keyed by one
     // integer: no byte string hashed or compared. Longer ones by their bytes.
@@ -85,12 +81,14 @@ fn distinct_values(batch: &Batch, at: usize) -> Option<DistinctValues> {
     let mut index: HashMap<Value, u32, SeededHash> = HashMap::with_hasher(SeededHash);
     let mut values = StringColumn { bytes: Vec::new(), offsets: vec![0] };
     let (mut counts, mut of_rows) = (Vec::new(), Vec::with_capacity(rows));
-    for row in 0..rows {
+    // Each row's value from where it starts to where the next one does.
+    let ends = text.offsets.get(1..).unwrap_or_default();
+    for (row, (&start, &end)) in text.offsets.iter().zip(ends).enumerate() {
         if !is_present(&column.validity, row) {
             of_rows.push(ABSENT);
             continue;
         }
-        let bytes = value(row);
+        let bytes = text.bytes.get(start as usize..end as usize).unwrap_or_default();
         let next = counts.len() as u32;
         let at = match short_key(bytes) {
             Some(key) => {
