@@ -46,8 +46,21 @@ impl ReferenceSample {
             return;
         }
         let start = (mixed(self.offered) % picks as u64) as usize;
-        for k in 0..picks {
-            self.add(sorted[first + (start + k) % picks * step]);
+        let pick = |k: usize| sorted[first + k * step];
+        // Every value kept, none dropped (the usual case): all of them at once.
+        if self.stride <= 1 && self.kept.len() + picks < self.capacity {
+            // Grown as pushes grow it, never past the capacity.
+            let room = (self.kept.len() + picks).max(2 * self.kept.capacity()).min(self.capacity);
+            self.kept.reserve_exact(room - self.kept.len());
+            self.kept.extend((start..picks).chain(0..start).map(pick));
+            self.offered += picks as u64;
+            return;
+        }
+        for k in start..picks {
+            self.add(pick(k));
+        }
+        for k in 0..start {
+            self.add(pick(k));
         }
     }
 
@@ -142,6 +155,29 @@ mod tests {
         assert!(s.stride >= 256, "about one value a window: stride {}", s.stride);
         let rises = s.kept.windows(2).filter(|w| w[1] > w[0]).count() as f64 / (s.len() - 1) as f64;
         assert!((0.35..0.65).contains(&rises), "{rises} of neighbours rise");
+    }
+
+    /// The picks a window offers, kept all at once while nothing is
+    /// dropped, are kept as offering them one by one keeps them, through
+    /// the sample filling and thinning.
+    #[test]
+    fn ranks_kept_at_once_are_those_kept_one_by_one() {
+        for capacity in [2, 7, 100, 260, 1000, 4096] {
+            let (mut s, mut one_by_one) = (ReferenceSample::new(capacity), ReferenceSample::new(capacity));
+            for len in [0u32, 1, 3, 999, 1000, 1001, 250, 40, 1000, 7, 1000, 1000, 600] {
+                let window: Vec<f64> = (0..len).map(|i| f64::from(i) * 0.5).collect();
+                s.add_ranks(&window, 250);
+                let step = window.len().div_ceil(250).max(1);
+                let picks = window.len().saturating_sub(step / 2).div_ceil(step);
+                if picks > 0 {
+                    let start = (mixed(one_by_one.offered) % picks as u64) as usize;
+                    (0..picks).for_each(|k| one_by_one.add(window[step / 2 + (start + k) % picks * step]));
+                }
+                assert_eq!((&s.kept, s.stride, s.offered), (&one_by_one.kept, one_by_one.stride, one_by_one.offered), "capacity {capacity}");
+                // (As pushes grow it: to a power of two, at least 4.)
+                assert!(s.kept.capacity() <= capacity.next_power_of_two().max(4), "capacity {capacity}: {}", s.kept.capacity());
+            }
+        }
     }
 
     #[test]
