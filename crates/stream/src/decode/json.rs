@@ -200,8 +200,7 @@ impl<'a> Parser<'a> {
             return Ok(());
         }
         loop {
-            self.ws();
-            if self.peek() != Some(b'"') {
+            if !self.next_is(b'"') {
                 return Err(syntax(self.i, "expected a key"));
             }
             let prefix = self.name.len();
@@ -209,21 +208,34 @@ impl<'a> Parser<'a> {
                 self.name.push(b'.');
             }
             let key = self.read_key(depth == 0)?;
-            self.ws();
-            self.expect(b':', "expected ':'")?;
+            if !self.next_is(b':') {
+                return Err(syntax(self.i, "expected ':'"));
+            }
+            self.i += 1;
             self.ws();
             self.member_value(depth, key)?;
             self.name.truncate(prefix);
-            self.ws();
-            match self.peek() {
-                Some(b',') => self.i += 1,
-                Some(b'}') => {
-                    self.i += 1;
-                    return Ok(());
-                }
-                _ => return Err(syntax(self.i, "expected ',' or '}'")),
+            if self.next_is(b',') {
+                self.i += 1;
+            } else if self.peek() == Some(b'}') {
+                self.i += 1;
+                return Ok(());
+            } else {
+                return Err(syntax(self.i, "expected ',' or '}'"));
             }
         }
+    }
+
+    /// Whether the next byte is `c`, stepping over whitespace (whether or
+    /// not `c` follows it) unless `c` is there at once, as it usually is
+    /// right after the last token (lines are mostly compact JSON).
+    #[inline(always)]
+    fn next_is(&mut self, c: u8) -> bool {
+        if self.peek() == Some(c) {
+            return true;
+        }
+        self.ws();
+        self.peek() == Some(c)
     }
 
     /// The key at `self.i`: onto `name`, or where it is when `top_level`

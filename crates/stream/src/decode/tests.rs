@@ -138,6 +138,34 @@ fn bad_lines_say_why() {
 }
 
 #[test]
+fn whitespace_around_any_token_decodes_as_compact_json() {
+    let compact = r#"{"a":1,"b":{"c":"x","d":[1,2]},"e":true,"f":null}"#;
+    let mut d = JsonDecoder::default();
+    let expected = decode(&mut d, compact);
+    for space in [" ", "\t", "\n", " \r\t "] {
+        // Not inside the array, which is kept as its text.
+        let mut spaced = String::new();
+        let mut in_array = false;
+        for c in compact.chars() {
+            in_array = (in_array || c == '[') && c != ']';
+            match c {
+                '{' | '}' | ':' | ',' if !in_array => spaced.extend([space, c.encode_utf8(&mut [0; 4]), space]),
+                _ => spaced.push(c),
+            }
+        }
+        // Once as the first record, once after the compact one.
+        assert_eq!(decode(&mut JsonDecoder::default(), &spaced), expected, "{spaced:?}");
+        assert_eq!(decode(&mut d, &spaced), expected, "{spaced:?}");
+    }
+    // Errors name the byte past the whitespace.
+    for (bad, error) in
+        [(r#"{"a"  1}"#, "expected ':' at byte 6"), (r#"{"a": 1  "b": 2}"#, "expected ',' or '}' at byte 9"), (r#"{"a": 1,  2}"#, "expected a key at byte 10")]
+    {
+        assert_eq!(d.decode(bad.as_bytes()).unwrap_err(), DecodeError::Syntax(error.into()), "{bad}");
+    }
+}
+
+#[test]
 fn event_times_from_numbers_and_strings() {
     let mut d = JsonDecoder::default();
     let r = d.decode(br#"{"ms": 1764250000123, "s": 1764250000, "t": "2025-11-27T13:26:40.123Z", "x": "no"}"#).unwrap();
