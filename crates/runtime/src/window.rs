@@ -80,7 +80,7 @@ fn distinct_values(batch: &Batch, at: usize) -> Option<DistinctValues> {
     let mut recent = [(NO_SHORT_KEY, 0u32); SHORT_SLOTS];
     let mut index: HashMap<Value, u32, SeededHash> = HashMap::with_hasher(SeededHash);
     let mut values = StringColumn { bytes: Vec::new(), offsets: vec![0] };
-    let (mut counts, mut of_rows) = (Vec::new(), Vec::with_capacity(rows));
+    let mut of_rows = Vec::with_capacity(rows);
     // Each row's value from where it starts to where the next one does.
     let ends = text.offsets.get(1..).unwrap_or_default();
     for (row, (&start, &end)) in text.offsets.iter().zip(ends).enumerate() {
@@ -88,9 +88,21 @@ fn distinct_values(batch: &Batch, at: usize) -> Option<DistinctValues> {
             of_rows.push(ABSENT);
             continue;
         }
-        let bytes = text.bytes.get(start as usize..end as usize).unwrap_or_default();
-        let next = counts.len() as u32;
-        let at = match short_key(bytes) {
+        let (start, end) = (start as usize, end as usize);
+        // A short value's key read in place, as one word masked to its
+        // length (not within eight bytes of the end: `short_key` reads those).
+        let in_place = match text.bytes.get(start..start.saturating_add(8)) {
+            Some(word) if end.wrapping_sub(start) <= 7 => {
+                let n = end - start;
+                let word = u64::from_le_bytes(word.try_into().expect("8 bytes")) & ((1u64 << (8 * n)) - 1);
+                Some(word | (n as u64) << 56)
+            }
+            _ => None,
+        };
+        let bytes = || text.bytes.get(start..end).unwrap_or_default();
+        // The next value's place, should this one be new.
+        let next = values.offsets.len() as u32 - 1;
+        let at = match in_place.or_else(|| short_key(bytes())) {
             Some(key) => {
                 let slot = &mut recent[slot_of(key)];
                 if slot.0 == key {
@@ -101,15 +113,21 @@ fn distinct_values(batch: &Batch, at: usize) -> Option<DistinctValues> {
                     at
                 }
             }
-            None => *index.entry(Value(bytes)).or_insert(next),
+            None => *index.entry(Value(bytes())).or_insert(next),
         };
         if at == next {
-            values.bytes.extend_from_slice(bytes);
+            values.bytes.extend_from_slice(bytes());
             values.offsets.push(values.bytes.len() as u32);
-            counts.push(0);
         }
-        counts[at as usize] += 1;
         of_rows.push(at);
+    }
+    // Counted apart: the loop above keeps fewer values in registers.
+    let mut counts = vec![0u32; values.offsets.len() - 1];
+    for &at in &of_rows {
+        // An absent row (`ABSENT`) is past every value: none to count.
+        if let Some(count) = counts.get_mut(at as usize) {
+            *count += 1;
+        }
     }
     Some(DistinctValues { values, counts, rows: of_rows })
 }
@@ -306,6 +324,25 @@ pub(crate) mod tests {
         for (row, v) in rows.iter().enumerate() {
             let at = d.rows[row] as usize;
             assert_eq!(&d.values.bytes[d.values.offsets[at] as usize..d.values.offsets[at + 1] as usize], *v, "row {row}");
+        }
+    }
+
+    #[test]
+    fn a_short_value_keys_the_same_read_in_place_or_at_the_end() {
+        // Each value of 0 to 7 bytes (none of them zero) once with eight
+        // bytes after it, and once as the column's last row.
+        for n in 0..=7u8 {
+            let value: Vec<u8> = (0..n).map(|i| 0x81 + 17 * i).collect();
+            let rows: [&[u8]; 3] = [&value, b"filler of eight+", &value];
+            let mut column = StringColumn { bytes: Vec::new(), offsets: vec![0] };
+            for v in rows {
+                column.bytes.extend_from_slice(v);
+                column.offsets.push(column.bytes.len() as u32);
+            }
+            let mut b = batch(vec![Column { name: "t".into(), values: ColumnValues::Text(column), validity: Vec::new() }]);
+            b.row_count = 3;
+            let d = distinct_values(&b, 0).unwrap();
+            assert_eq!((d.counts.as_slice(), d.rows.as_slice()), ([2, 1].as_slice(), [0, 1, 0].as_slice()), "{n} bytes");
         }
     }
 
