@@ -89,20 +89,10 @@ fn distinct_values(batch: &Batch, at: usize) -> Option<DistinctValues> {
             continue;
         }
         let (start, end) = (start as usize, end as usize);
-        // A short value's key read in place, as one word masked to its
-        // length (not within eight bytes of the end: `short_key` reads those).
-        let in_place = match text.bytes.get(start..start.saturating_add(8)) {
-            Some(word) if end.wrapping_sub(start) <= 7 => {
-                let n = end - start;
-                let word = u64::from_le_bytes(word.try_into().expect("8 bytes")) & ((1u64 << (8 * n)) - 1);
-                Some(word | (n as u64) << 56)
-            }
-            _ => None,
-        };
         let bytes = || text.bytes.get(start..end).unwrap_or_default();
         // The next value's place, should this one be new.
         let next = values.offsets.len() as u32 - 1;
-        let at = match in_place.or_else(|| short_key(bytes())) {
+        let at = match short_key(&text.bytes, start, end) {
             Some(key) => {
                 let slot = &mut recent[slot_of(key)];
                 if slot.0 == key {
@@ -144,19 +134,30 @@ fn slot_of(key: u64) -> usize {
     (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHORT_SLOTS.trailing_zeros())) as usize
 }
 
-/// A value of at most 7 bytes as one integer, its bytes in the low ones and
-/// its length in the top one, so that no two such values share a key;
-/// `None` for a longer value.
-fn short_key(bytes: &[u8]) -> Option<u64> {
-    let n = bytes.len();
-    let u32_at = |at: usize| u64::from(u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]));
-    let word = match n {
-        0..=3 => bytes.iter().rev().fold(0, |word, &b| word << 8 | u64::from(b)),
-        // Two words that overlap: the second's last n - 4 bytes follow the first's.
-        4..=7 => u32_at(0) | (u32_at(n - 4) >> (8 * (8 - n))) << 32,
-        _ => return None,
+/// The value at `all[start..end]`, when it has at most 7 bytes, as one
+/// integer: its bytes in the low ones (the rest zero) and its length in the
+/// top one, so that no two such values share a key; `None` for a longer
+/// value. Read in place as one word masked to its length; copied into one
+/// within eight bytes of the end (out of range: as the empty value).
+#[inline]
+fn short_key(all: &[u8], start: usize, end: usize) -> Option<u64> {
+    let n = end.wrapping_sub(start);
+    let word = match all.get(start..start.saturating_add(8)) {
+        Some(word) if n <= 7 => u64::from_le_bytes(word.try_into().expect("8 bytes")) & ((1u64 << (8 * n)) - 1),
+        _ => return short_key_copied(all.get(start..end).unwrap_or_default()),
     };
     Some(word | (n as u64) << 56)
+}
+
+/// [`short_key`] of `bytes` copied into a zeroed word.
+fn short_key_copied(bytes: &[u8]) -> Option<u64> {
+    let n = bytes.len();
+    if n > 7 {
+        return None;
+    }
+    let mut word = [0; 8];
+    word[..n].copy_from_slice(bytes);
+    Some(u64::from_le_bytes(word) | (n as u64) << 56)
 }
 
 /// A text value of 8 bytes or more as a map key: up to 16 compared inline
@@ -329,9 +330,9 @@ pub(crate) mod tests {
 
     #[test]
     fn a_short_value_keys_the_same_read_in_place_or_at_the_end() {
-        // Each value of 0 to 7 bytes (none of them zero) once with eight
+        // Each value of 0 to 9 bytes (none of them zero) once with eight
         // bytes after it, and once as the column's last row.
-        for n in 0..=7u8 {
+        for n in 0..=9u8 {
             let value: Vec<u8> = (0..n).map(|i| 0x81 + 17 * i).collect();
             let rows: [&[u8]; 3] = [&value, b"filler of eight+", &value];
             let mut column = StringColumn { bytes: Vec::new(), offsets: vec![0] };
@@ -344,6 +345,11 @@ pub(crate) mod tests {
             let d = distinct_values(&b, 0).unwrap();
             assert_eq!((d.counts.as_slice(), d.rows.as_slice()), ([2, 1].as_slice(), [0, 1, 0].as_slice()), "{n} bytes");
         }
+        // Eight bytes at the end are no short value: these two differ.
+        let column = StringColumn { bytes: b"abcdefghabcdefg`".to_vec(), offsets: vec![0, 8, 16] };
+        let mut b = batch(vec![Column { name: "t".into(), values: ColumnValues::Text(column), validity: Vec::new() }]);
+        b.row_count = 2;
+        assert_eq!(distinct_values(&b, 0).unwrap().counts, [1, 1]);
     }
 
     /// More short values than the places remembered in front of their map,
