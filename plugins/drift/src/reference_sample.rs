@@ -47,18 +47,12 @@ impl ReferenceSample {
         }
         let start = (mixed(self.offered) % picks as u64) as usize;
         let pick = |k: usize| sorted[first + k * step];
-        // Every value kept, none dropped (the usual case): all of them at once.
-        let needed = self.kept.len() + picks;
-        if self.stride <= 1 && needed < self.capacity {
-            // Grown as pushes grow it: doubled until there is room.
-            if needed > self.kept.capacity() {
-                let mut room = self.kept.capacity().max(4);
-                while room < needed {
-                    room *= 2;
-                }
-                self.kept.reserve_exact(room - self.kept.len());
+        // Every value kept, none dropped (the usual case): each pushed,
+        // without the tests of the thinning path.
+        if self.stride <= 1 && self.kept.len() + picks < self.capacity {
+            for k in (start..picks).chain(0..start) {
+                self.kept.push(pick(k));
             }
-            self.kept.extend((start..picks).chain(0..start).map(pick));
             self.offered += picks as u64;
             return;
         }
