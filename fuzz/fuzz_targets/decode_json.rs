@@ -4,7 +4,9 @@
 //! error) after the lines before it as in a decoder of its own (which has
 //! no places of earlier keys to match), every text value reads as the same
 //! time (or none) to the one parser a window's times share as to a fresh
-//! one, and the batch has one row per accepted line in every column.
+//! one, and the batch has one row per accepted line in every column. The
+//! same lines decoded straight into a window's columns (a failing one's
+//! values dropped again) make the same batch.
 #![no_main]
 
 use clean_host_core::bindings::{ColumnValues, WindowKind};
@@ -16,12 +18,21 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let mut decoder = JsonDecoder::default();
     let mut window = WindowBuffer::default();
+    let (mut straight_decoder, mut straight) = (JsonDecoder::default(), WindowBuffer::default());
     let mut accepted = 0;
     let mut times = TimeParser::default();
     for (i, line) in data.split(|&b| b == b'\n').enumerate() {
         let mut fresh = JsonDecoder::default();
         let alone = fresh.decode(line).map(owned).map(|r| fields(&fresh.fields, &r));
         let decoded = decoder.decode(line).map(owned);
+        let meta = RecordMeta { offset: i as u64, hash: i as u64, event_time: None, read_at_ms: 0 };
+        match straight_decoder.decode_into(line, &mut straight) {
+            Ok(()) => straight.finish_row(&meta),
+            Err(e) => {
+                assert_eq!(decoded.as_ref().err(), Some(&e), "{:?} decoded straight", String::from_utf8_lossy(line));
+                straight.abandon_row();
+            }
+        }
         // Past the field limit only the decoder that met the names before refuses new ones.
         if !matches!(decoded, Err(DecodeError::TooManyFields { .. })) {
             assert_eq!(
@@ -44,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
                     let text = record.text_of(value);
                     assert_eq!(times.parse_ms(text), parse_ms(text), "{:?} after the times before it", String::from_utf8_lossy(text));
                 }
-                window.push(&record, &RecordMeta { offset: i as u64, hash: i as u64, event_time: None, read_at_ms: 0 });
+                window.push(&record, &meta);
                 accepted += 1;
             }
             Err(e) => assert!(!e.to_string().is_empty()),
@@ -52,6 +63,8 @@ fuzz_target!(|data: &[u8]| {
     }
     let bounds = Bounds { seq: 0, kind: WindowKind::Count, time: None, event_time: false };
     let batch = window.into_batch(&decoder.fields, "fuzz", "fuzz", 0, bounds, 0);
+    let straight = straight.into_batch(&straight_decoder.fields, "fuzz", "fuzz", 0, bounds, 0);
+    assert_eq!(format!("{straight:?}"), format!("{batch:?}"), "decoded straight into the columns");
     assert_eq!(batch.row_count as usize, accepted);
     for column in &batch.columns {
         assert!(column.validity.is_empty() || column.validity.len() == accepted, "column {}: validity per row", column.name);

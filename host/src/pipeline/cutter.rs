@@ -15,7 +15,7 @@ use crate::checkpoint::{CheckpointStore, PartitionCheckpoint, StreamKey};
 use clean_host_core::timestamp::{now_ms, TimeParser};
 use clean_host_stream::dead_letter::Origin;
 use clean_host_stream::decode::message::MessageDecoder;
-use clean_host_stream::decode::{self, Record};
+use clean_host_stream::decode::{self, DecodeError, Record};
 use clean_host_stream::source::{Ack, Message, Position, ResumePosition, MAX_LINE_BYTES};
 use clean_host_stream::window::{ClosedWindow, Placement, RecordMeta, WindowSpec, Windower};
 
@@ -218,15 +218,40 @@ impl<'a> Cutter<'a> {
             let reason = format!("line of {} bytes is over the {} MiB limit", line.len(), MAX_LINE_BYTES >> 20);
             return self.dead_letter(partition, offset, None, &reason, line, line.len() as u64);
         }
-        let placement = match self.decoder.json.decode(line) {
-            Ok(record) => {
-                let meta = record_meta(record, &self.event_field, &mut self.times, offset, line, read_at_ms);
-                let state = partition_state(&mut self.partitions, self.spec, partition);
-                state.windower.push(record, &meta, &mut self.scratch)
-            }
-            Err(e) => return self.dead_letter(partition, offset, None, &e.to_string(), line, line.len() as u64),
+        match self.window(partition, offset, Input::Line(line), read_at_ms) {
+            Ok(placement) => self.placed(partition, offset, None, placement, line),
+            Err(e) => self.dead_letter(partition, offset, None, &e.to_string(), line, line.len() as u64),
+        }
+    }
+
+    /// Decode a line or message into its partition's windows: straight into
+    /// a window's columns where the window does not depend on the record (a
+    /// tumbling count window, no event time) and the format allows, else
+    /// into a record first.
+    fn window(&mut self, partition: u32, offset: u64, input: Input<'_>, read_at_ms: i64) -> Result<Placement, DecodeError> {
+        let raw = match input {
+            Input::Line(line) => line,
+            Input::Message(message) => &message.payload,
         };
-        self.placed(partition, offset, None, placement, line)
+        let windower = &mut partition_state(&mut self.partitions, self.spec, partition).windower;
+        let straight = self.event_field.is_none() && (matches!(input, Input::Line(_)) || self.decoder.decodes_straight());
+        if let Some(window) = if straight { windower.next_row() } else { None } {
+            let decoded = match input {
+                Input::Line(line) => self.decoder.json.decode_into(line, window),
+                Input::Message(message) => self.decoder.decode_into(partition, message, window),
+            };
+            if let Err(e) = decoded {
+                window.abandon_row();
+                return Err(e);
+            }
+            return Ok(windower.finish_row(&record_meta(None, offset, raw, read_at_ms), &mut self.scratch));
+        }
+        let record = match input {
+            Input::Line(line) => self.decoder.json.decode(line)?,
+            Input::Message(message) => self.decoder.decode(partition, message)?,
+        };
+        let meta = record_meta(event_time(record, &self.event_field, &mut self.times), offset, raw, read_at_ms);
+        Ok(windower.push(record, &meta, &mut self.scratch))
     }
 
     pub(super) fn message(&mut self, partition: u32, message: &Message, read_at_ms: i64) -> Result<()> {
@@ -250,18 +275,13 @@ impl<'a> Cutter<'a> {
             let reason = format!("message of {bytes} bytes is over the {} MiB limit", MAX_LINE_BYTES >> 20);
             return self.dead_letter(partition, offset, Some(message.position()), &reason, b"", bytes as u64);
         }
-        let placement = match self.decoder.decode(partition, message) {
-            Ok(record) => {
-                let meta = record_meta(record, &self.event_field, &mut self.times, offset, &message.payload, read_at_ms);
-                let state = self.partitions.get_mut(&partition).expect("created above");
-                state.windower.push(record, &meta, &mut self.scratch)
-            }
+        match self.window(partition, offset, Input::Message(message), read_at_ms) {
+            Ok(placement) => self.placed(partition, offset, Some(message.position()), placement, &message.payload),
             Err(e) => {
                 let bytes = message.payload.len() as u64;
-                return self.dead_letter(partition, offset, Some(message.position()), &e.to_string(), &message.payload, bytes);
+                self.dead_letter(partition, offset, Some(message.position()), &e.to_string(), &message.payload, bytes)
             }
-        };
-        self.placed(partition, offset, Some(message.position()), placement, &message.payload)
+        }
     }
 
     fn placed(&mut self, partition: u32, offset: u64, position: Option<Position>, placement: Placement, raw: &[u8]) -> Result<()> {
@@ -366,8 +386,18 @@ impl<'a> Cutter<'a> {
     }
 }
 
-fn record_meta(record: &Record, event_field: &Option<(u32, String)>, times: &mut TimeParser, offset: u64, raw: &[u8], read_at_ms: i64) -> RecordMeta {
-    let hash = xxhash_rust::xxh3::xxh3_64(raw);
-    let event_time = event_field.as_ref().and_then(|(id, _)| record.get(*id).and_then(|v| decode::event_time(record, v, times)));
-    RecordMeta { offset, hash, event_time, read_at_ms }
+/// What [`Cutter::window`] decodes.
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    Line(&'a [u8]),
+    Message(&'a Message),
+}
+
+/// The record's value of the pipeline's event-time field, as a time.
+fn event_time(record: &Record, event_field: &Option<(u32, String)>, times: &mut TimeParser) -> Option<i64> {
+    event_field.as_ref().and_then(|(id, _)| record.get(*id).and_then(|v| decode::event_time(record, v, times)))
+}
+
+fn record_meta(event_time: Option<i64>, offset: u64, raw: &[u8], read_at_ms: i64) -> RecordMeta {
+    RecordMeta { offset, hash: xxhash_rust::xxh3::xxh3_64(raw), event_time, read_at_ms }
 }

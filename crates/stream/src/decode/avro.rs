@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use apache_avro::schema::{DecimalSchema, InnerDecimalSchema, Name, NamespaceRef, UuidSchema};
 use apache_avro::Schema;
 
-use super::{DecodeError, FieldNames, Kind, Record, MAX_DEPTH};
+use super::{DecodeError, FieldNames, Kind, Record, ValueSink, MAX_DEPTH};
 
 /// Longest Avro string or bytes, and most items in one datum's arrays and
 /// maps. An Avro length is a number in the payload that the decoder

@@ -1,8 +1,9 @@
-//! A strict JSON object parser that writes fields straight into a [`Record`].
+//! A strict JSON object parser that writes fields straight into a
+//! [`ValueSink`]: a [`Record`](super::Record), or a window's columns.
 //!
 //! Building a DOM per line and then walking it costs more than the whole
 //! rest of the pipeline, so this parser does both in one pass: keys become
-//! interned field ids, scalars land in the record, nested objects flatten to
+//! interned field ids, scalars land in the sink, nested objects flatten to
 //! dotted names, arrays are validated and kept as their JSON text. Anything
 //! that is not RFC 8259 JSON is an error with the byte where it went wrong.
 //!
@@ -11,7 +12,7 @@
 //! not): as calls, they had the parser's state stored and loaded around
 //! each one, 20-23% more instructions a line.
 
-use super::{DecodeError, FieldNames, FieldValue, Kind, Record, MAX_DEPTH};
+use super::{DecodeError, FieldNames, Kind, ValueSink, MAX_DEPTH};
 use clean_host_core::short_bytes;
 
 /// Arrays and objects nested deeper than this are rejected.
@@ -20,11 +21,11 @@ const MAX_NESTING: usize = 128;
 /// Exact powers of ten, for the fast decimal path.
 const POW10: [f64; 23] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22];
 
-pub struct Parser<'a> {
+pub struct Parser<'a, S> {
     b: &'a [u8],
     i: usize,
     fields: &'a mut FieldNames,
-    record: &'a mut Record,
+    sink: &'a mut S,
     name: &'a mut Vec<u8>,
     position: usize,
 }
@@ -77,6 +78,7 @@ fn plain_ascii_end(b: &[u8], mut i: usize) -> usize {
 /// Where a string's unescaped run from `i` ends (at a quote, backslash,
 /// control character or the end), passing over bytes above 0x7f, and
 /// whether the run was all ASCII (else its UTF-8 is for the caller to check).
+#[inline(always)]
 fn string_run_end(b: &[u8], mut i: usize) -> (usize, bool) {
     let mut ascii = true;
     loop {
@@ -125,9 +127,9 @@ fn syntax(at: usize, what: &str) -> DecodeError {
     DecodeError::Syntax(format!("{what} at byte {at}"))
 }
 
-impl<'a> Parser<'a> {
-    pub fn new(b: &'a [u8], fields: &'a mut FieldNames, record: &'a mut Record, name: &'a mut Vec<u8>) -> Self {
-        Parser { b, i: 0, fields, record, name, position: 0 }
+impl<'a, S: ValueSink> Parser<'a, S> {
+    pub fn new(b: &'a [u8], fields: &'a mut FieldNames, sink: &'a mut S, name: &'a mut Vec<u8>) -> Self {
+        Parser { b, i: 0, fields, sink, name, position: 0 }
     }
 
     /// Parse the line as one object. Errors say what a person needs to
@@ -298,21 +300,21 @@ impl<'a> Parser<'a> {
             }
             Some(b'"') => {
                 let field = self.field(key)?;
-                let start = self.record.text.len() as u32;
                 // Plain ASCII up to the closing quote, the usual value, is
                 // copied as it stands; the rest is unescaped.
                 let end = plain_ascii_end(self.b, self.i + 1);
                 if self.b.get(end) == Some(&b'"') {
-                    short_bytes::extend(&mut self.record.text, &self.b[self.i + 1..], end - self.i - 1);
+                    let (b, from) = (self.b, self.i + 1);
+                    self.sink.text(field, |out| short_bytes::extend(out, &b[from..], end - from));
                     self.i = end + 1;
                 } else {
-                    let mut text = std::mem::take(&mut self.record.text);
+                    let mut text = std::mem::take(self.sink.text_buffer(field));
+                    let start = text.len();
                     let r = self.string_into(&mut text);
-                    self.record.text = text;
+                    *self.sink.text_buffer(field) = text;
                     r?;
+                    self.sink.value(field, Kind::Text, 0, start);
                 }
-                let end = self.record.text.len() as u32;
-                self.record.values.push(FieldValue { field, kind: Kind::Text, bits: 0, text: (start, end) });
                 Ok(())
             }
             Some(b't') => self.literal(b"true", Kind::Bool, 1, key),
@@ -321,7 +323,7 @@ impl<'a> Parser<'a> {
             Some(b'-' | b'0'..=b'9') => {
                 let (kind, bits) = self.number()?;
                 let field = self.field(key)?;
-                self.record.values.push(FieldValue { field, kind, bits, text: (0, 0) });
+                self.sink.push_scalar(field, kind, bits);
                 Ok(())
             }
             _ => Err(syntax(at, "expected a value")),
@@ -348,10 +350,7 @@ impl<'a> Parser<'a> {
 
     fn push_text_slice(&mut self, (from, to): (usize, usize), key: Key) -> Result<(), DecodeError> {
         let field = self.field(key)?;
-        let start = self.record.text.len() as u32;
-        self.record.text.extend_from_slice(&self.b[from..to]);
-        let text = (start, self.record.text.len() as u32);
-        self.record.values.push(FieldValue { field, kind: Kind::Text, bits: 0, text });
+        self.sink.push_text(field, &self.b[from..to]);
         Ok(())
     }
 
@@ -365,7 +364,7 @@ impl<'a> Parser<'a> {
         }
         self.i += word.len();
         let field = self.field(key)?;
-        self.record.values.push(FieldValue { field, kind, bits, text: (0, 0) });
+        self.sink.push_scalar(field, kind, bits);
         Ok(())
     }
 

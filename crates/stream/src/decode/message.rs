@@ -6,7 +6,7 @@
 use super::avro::AvroSchema;
 #[cfg(feature = "registry")]
 use super::registry::{Schema, SchemaRegistry};
-use super::{DecodeError, FieldValue, JsonDecoder, Kind, Record};
+use super::{DecodeError, FieldNames, JsonDecoder, Kind, Record, ValueSink};
 use crate::source::config::{MessageFormat, MetadataColumn, RegistryOptions};
 use crate::source::Message;
 
@@ -14,16 +14,6 @@ impl Record {
     pub fn clear(&mut self) {
         self.values.clear();
         self.text.clear();
-    }
-
-    pub fn push_text(&mut self, field: u32, text: &[u8]) {
-        let start = self.text.len() as u32;
-        self.text.extend_from_slice(text);
-        self.values.push(FieldValue { field, kind: Kind::Text, bits: 0, text: (start, self.text.len() as u32) });
-    }
-
-    pub fn push_scalar(&mut self, field: u32, kind: Kind, bits: u64) {
-        self.values.push(FieldValue { field, kind, bits, text: (0, 0) });
     }
 }
 
@@ -92,6 +82,21 @@ impl MessageDecoder {
         self
     }
 
+    /// Whether [`MessageDecoder::decode_into`] takes this pipeline's
+    /// messages: JSON payloads, whose values go straight where they are put.
+    pub fn decodes_straight(&self) -> bool {
+        self.format == MessageFormat::Json
+    }
+
+    /// A JSON message (see [`MessageDecoder::decodes_straight`]) and its
+    /// metadata columns into `sink`. An error leaves in it the values read
+    /// before the error: the sink's to drop.
+    pub fn decode_into(&mut self, partition: u32, message: &Message, sink: &mut impl ValueSink) -> Result<(), DecodeError> {
+        debug_assert!(self.decodes_straight());
+        self.json.decode_into(&message.payload, sink)?;
+        metadata_columns(&self.metadata, partition, message, &mut self.json.fields, sink)
+    }
+
     pub fn decode(&mut self, partition: u32, message: &Message) -> Result<&Record, DecodeError> {
         let (fields, record) = match self.format {
             MessageFormat::Json => {
@@ -135,32 +140,44 @@ impl MessageDecoder {
                 unreachable!("refused in new")
             }
         };
-        for column in &self.metadata {
-            match column {
-                MetadataColumn::Key => {
-                    if let Some(key) = &message.key {
-                        record.push_text(fields.intern("_key")?, key);
-                    }
+        metadata_columns(&self.metadata, partition, message, fields, record)?;
+        Ok(record)
+    }
+}
+
+/// The metadata columns a pipeline asked for, of `message`, into `sink`.
+fn metadata_columns(
+    metadata: &[MetadataColumn],
+    partition: u32,
+    message: &Message,
+    fields: &mut FieldNames,
+    sink: &mut impl ValueSink,
+) -> Result<(), DecodeError> {
+    for column in metadata {
+        match column {
+            MetadataColumn::Key => {
+                if let Some(key) = &message.key {
+                    sink.push_text(fields.intern("_key")?, key);
                 }
-                MetadataColumn::Partition => record.push_scalar(fields.intern("_partition")?, Kind::Int, partition as u64),
-                MetadataColumn::Offset => match &message.id {
-                    Some(id) => record.push_text(fields.intern("_offset")?, id.as_bytes()),
-                    None => record.push_scalar(fields.intern("_offset")?, Kind::Int, message.offset),
-                },
-                MetadataColumn::Timestamp => {
-                    if let Some(ms) = message.timestamp_ms {
-                        record.push_scalar(fields.intern("_timestamp")?, Kind::Int, ms as u64);
-                    }
+            }
+            MetadataColumn::Partition => sink.push_scalar(fields.intern("_partition")?, Kind::Int, partition as u64),
+            MetadataColumn::Offset => match &message.id {
+                Some(id) => sink.push_text(fields.intern("_offset")?, id.as_bytes()),
+                None => sink.push_scalar(fields.intern("_offset")?, Kind::Int, message.offset),
+            },
+            MetadataColumn::Timestamp => {
+                if let Some(ms) = message.timestamp_ms {
+                    sink.push_scalar(fields.intern("_timestamp")?, Kind::Int, ms as u64);
                 }
-                MetadataColumn::Headers => {
-                    for (name, value) in &message.headers {
-                        record.push_text(fields.intern(&format!("_header.{name}"))?, value);
-                    }
+            }
+            MetadataColumn::Headers => {
+                for (name, value) in &message.headers {
+                    sink.push_text(fields.intern(&format!("_header.{name}"))?, value);
                 }
             }
         }
-        Ok(record)
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -191,6 +208,41 @@ mod tests {
         let want = [("a", "1"), ("_key", "k1"), ("_partition", "3"), ("_offset", "7"), ("_timestamp", "1700000000000"), ("_header.origin", "eu")];
         assert_eq!(got, want.map(|(a, b)| (a.to_string(), b.to_string())));
         assert!(d.decode(0, &message(b"not json")).is_err());
+    }
+
+    /// JSON messages and their metadata columns written straight into a
+    /// window make the batch their records pushed make; a payload that
+    /// fails part way leaves nothing behind.
+    #[test]
+    fn json_messages_straight_into_a_window_batch_as_records() {
+        use crate::window::{Bounds, RecordMeta, WindowBuffer};
+        use clean_host_core::bindings::WindowKind;
+        let meta = vec![MetadataColumn::Key, MetadataColumn::Partition, MetadataColumn::Offset, MetadataColumn::Timestamp, MetadataColumn::Headers];
+        let payloads: [&[u8]; 4] = [br#"{"a":1,"b":"x"}"#, br#"{"a":2,"new":"cut"#, br#"{"b":"y","a":"z"}"#, b"not json"];
+        let batch = |straight: bool| {
+            let mut d = MessageDecoder::new(MessageFormat::Json, meta.clone(), None, None).unwrap();
+            assert!(d.decodes_straight());
+            let mut window = WindowBuffer::default();
+            for (i, payload) in payloads.iter().enumerate() {
+                let m = message(payload);
+                let row = RecordMeta { offset: i as u64, hash: 0, event_time: None, read_at_ms: 0 };
+                if straight {
+                    match d.decode_into(3, &m, &mut window) {
+                        Ok(()) => window.finish_row(&row),
+                        Err(_) => window.abandon_row(),
+                    }
+                } else if let Ok(record) = d.decode(3, &m) {
+                    window.push(record, &row);
+                }
+            }
+            let bounds = Bounds { seq: 0, kind: WindowKind::Count, time: None, event_time: false };
+            format!("{:?}", window.into_batch(&d.json.fields, "p", "s", 3, bounds, 0))
+        };
+        let pushed = batch(false);
+        assert!(pushed.contains("row-count: 2") && pushed.contains("_header.origin"), "{pushed}");
+        assert_eq!(batch(true), pushed);
+        let text = MessageDecoder::new(MessageFormat::String, Vec::new(), None, None).unwrap();
+        assert!(!text.decodes_straight());
     }
 
     #[test]

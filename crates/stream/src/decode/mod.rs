@@ -65,6 +65,51 @@ impl Record {
     }
 }
 
+/// Where a decoder writes a record's values as it reads them: a [`Record`],
+/// or a window's columns (one copy of each value, not one into a record
+/// and another into the columns).
+pub trait ValueSink {
+    /// The buffer a text value of `field` is written onto, at its end.
+    fn text_buffer(&mut self, field: u32) -> &mut Vec<u8>;
+    /// A value of `field`; a text one (`Kind::Text`) is what its buffer got
+    /// from `start` on.
+    fn value(&mut self, field: u32, kind: Kind, bits: u64, start: usize);
+
+    /// A text value of `field` that `write` appends to its buffer whole.
+    #[inline(always)]
+    fn text(&mut self, field: u32, write: impl FnOnce(&mut Vec<u8>)) {
+        let out = self.text_buffer(field);
+        let start = out.len();
+        write(out);
+        self.value(field, Kind::Text, 0, start);
+    }
+
+    /// A text value of `field` that is at hand whole.
+    #[inline(always)]
+    fn push_text(&mut self, field: u32, text: &[u8]) {
+        self.text(field, |out| out.extend_from_slice(text));
+    }
+
+    /// A number, boolean or null of `field`.
+    #[inline(always)]
+    fn push_scalar(&mut self, field: u32, kind: Kind, bits: u64) {
+        self.value(field, kind, bits, 0);
+    }
+}
+
+impl ValueSink for Record {
+    #[inline]
+    fn text_buffer(&mut self, _field: u32) -> &mut Vec<u8> {
+        &mut self.text
+    }
+
+    #[inline]
+    fn value(&mut self, field: u32, kind: Kind, bits: u64, start: usize) {
+        let text = if kind == Kind::Text { (start as u32, self.text.len() as u32) } else { (0, 0) };
+        self.values.push(FieldValue { field, kind, bits, text });
+    }
+}
+
 /// Why a line could not be decoded; it goes to the dead letters with this reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -200,12 +245,20 @@ pub struct JsonDecoder {
 
 impl JsonDecoder {
     pub fn decode(&mut self, line: &[u8]) -> Result<&Record, DecodeError> {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
         self.record.values.clear();
         self.record.text.clear();
+        let mut record = std::mem::take(&mut self.record);
+        let decoded = self.decode_into(line, &mut record);
+        self.record = record;
+        decoded.map(|()| &self.record)
+    }
+
+    /// Decode `line` into `sink`. An error leaves in it the values read
+    /// before the error: the sink's to drop.
+    pub fn decode_into(&mut self, line: &[u8], sink: &mut impl ValueSink) -> Result<(), DecodeError> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
         self.name.clear();
-        json::Parser::new(line, &mut self.fields, &mut self.record, &mut self.name).parse_line()?;
-        Ok(&self.record)
+        json::Parser::new(line, &mut self.fields, sink, &mut self.name).parse_line()
     }
 
     /// The field names and the record of the last `decode`, for adding columns to it.

@@ -3,11 +3,13 @@
 //! Each field keeps one cell per row (kind, number bits, end of its text), so
 //! closing the window is a pass per column: infer the type from this window's
 //! values, then make the column's lists from its cells (a text column's bytes
-//! are used as they are).
+//! are used as they are). The JSON decoder writes a line's values straight
+//! into the cells ([`ValueSink`]) where the window is known before the line
+//! is read; elsewhere a decoded [`Record`] is pushed.
 
 use std::sync::Arc;
 
-use crate::decode::{FieldNames, Kind, Record};
+use crate::decode::{FieldNames, Kind, Record, ValueSink};
 use clean_host_core::bindings::row_state::{is_present, MISSING, NULL, PRESENT, WRONG_TYPE};
 use clean_host_core::bindings::{Batch, Column, ColumnValues, StringColumn, WindowInfo, WindowKind};
 use clean_host_core::{short_bytes, timestamp};
@@ -69,12 +71,20 @@ impl FieldColumn {
         self.counts[Kind::Missing as usize] += missing as u32;
     }
 
-    /// A row's value; its text is the first `text_bytes` of `text`.
+    /// A row's value; its text is what `text` got since the row before's.
     #[inline]
-    fn push(&mut self, kind: Kind, bits: u64, text: &[u8], text_bytes: usize) {
-        short_bytes::extend(&mut self.text, text, text_bytes);
+    fn push(&mut self, kind: Kind, bits: u64) {
         self.cells.push(Cell { bits, text_end: self.text.len() as u32, kind });
         self.counts[kind as usize] += 1;
+    }
+
+    /// Drop the rows from `rows` on (at most one) and the text past the rest.
+    fn truncate(&mut self, rows: usize) {
+        if let Some(cell) = self.cells.get(rows..).and_then(|past| past.first()) {
+            self.counts[cell.kind as usize] -= 1;
+            self.cells.truncate(rows);
+        }
+        self.text.truncate(self.cells.last().map_or(0, |cell| cell.text_end as usize));
     }
 
     /// Row `row`'s text.
@@ -192,6 +202,11 @@ pub struct WindowBuffer {
     fields: Vec<Option<FieldColumn>>,
     /// Field ids in the order they first appeared in this window.
     order: Vec<u32>,
+    /// How many of `order` had appeared before the row being written: the
+    /// others were made by it, and go if it is abandoned.
+    order_before_row: usize,
+    /// Where the text of a repeated key's later values goes (the first value wins).
+    repeated: Vec<u8>,
     offsets: Vec<u64>,
     hashes: Vec<u64>,
     event_times: Vec<i64>,
@@ -240,27 +255,64 @@ impl WindowBuffer {
         self.offsets.first().copied()
     }
 
+    /// A decoded record as the next row.
     pub fn push(&mut self, record: &Record, meta: &RecordMeta) {
-        let row = self.rows;
         for v in &record.values {
-            let id = v.field as usize;
-            if id >= self.fields.len() {
-                self.fields.resize_with(id + 1, || None);
-            }
-            let column = self.fields[id].get_or_insert_with(|| {
-                self.order.push(v.field);
-                // A little room past the last window's size: one more row, a longer value.
-                let text = self.shape.text.get(id).map_or(0, |&bytes| bytes + bytes / 8);
-                FieldColumn::with_capacity((self.shape.rows + self.shape.rows / 8).min(self.shape.max_rows), text)
+            self.with_row_column(v.field, |column| {
+                let start = v.text.0 as usize;
+                short_bytes::extend(&mut column.text, &record.text[start..], v.text.1 as usize - start);
+                column.push(v.kind, v.bits);
             });
-            if column.cells.len() != row {
-                if column.cells.len() > row {
-                    continue; // a repeated key: the first value wins
-                }
-                column.pad_to(row);
-            }
-            column.push(v.kind, v.bits, &record.text[v.text.0 as usize..], (v.text.1 - v.text.0) as usize);
         }
+        self.finish_row(meta);
+    }
+
+    /// Whether field `field`'s column takes a value in the row being
+    /// written: made when new (sized as the last window's) and padded to
+    /// that row; not when the row has a value of it already (a repeated
+    /// key: the first value wins).
+    #[cold]
+    fn open_column(&mut self, field: u32) -> bool {
+        let (id, row) = (field as usize, self.rows);
+        if id >= self.fields.len() {
+            self.fields.resize_with(id + 1, || None);
+        }
+        let column = self.fields[id].get_or_insert_with(|| {
+            self.order.push(field);
+            // A little room past the last window's size: one more row, a longer value.
+            let text = self.shape.text.get(id).map_or(0, |&bytes| bytes + bytes / 8);
+            FieldColumn::with_capacity((self.shape.rows + self.shape.rows / 8).min(self.shape.max_rows), text)
+        });
+        if column.cells.len() > row {
+            return false;
+        }
+        column.pad_to(row);
+        true
+    }
+
+    /// `add` a value to field `field`'s column, unless the row being
+    /// written has one (see [`WindowBuffer::open_column`]). The usual case,
+    /// a column there with every row before this one, is tested in line.
+    #[inline(always)]
+    fn with_row_column(&mut self, field: u32, add: impl FnOnce(&mut FieldColumn)) {
+        let row = self.rows;
+        // Once opened, the column is the usual case: `add` is called in one place, in line.
+        loop {
+            if let Some(Some(column)) = self.fields.get_mut(field as usize) {
+                if column.cells.len() == row {
+                    return add(column);
+                }
+            }
+            if !self.open_column(field) {
+                return;
+            }
+        }
+    }
+
+    /// The row whose values were written ([`ValueSink`]) is complete.
+    #[inline]
+    pub fn finish_row(&mut self, meta: &RecordMeta) {
+        let row = self.rows;
         if row == 0 {
             self.first_read_ms = meta.read_at_ms;
         }
@@ -270,6 +322,21 @@ impl WindowBuffer {
         self.has_event_times |= meta.event_time.is_some();
         self.event_times.push(meta.event_time.unwrap_or(meta.read_at_ms));
         self.rows += 1;
+        self.order_before_row = self.order.len();
+    }
+
+    /// Forget what a decoder wrote of a row it then failed on: its values,
+    /// and the columns it made. A pass over the window's columns, for a
+    /// line that is a dead letter.
+    pub fn abandon_row(&mut self) {
+        for id in self.order.drain(self.order_before_row..) {
+            self.fields[id as usize] = None;
+        }
+        for &id in &self.order {
+            if let Some(column) = &mut self.fields[id as usize] {
+                column.truncate(self.rows);
+            }
+        }
     }
 
     /// The columnar batch of this window.
@@ -283,6 +350,31 @@ impl WindowBuffer {
         let names = self.order.iter().map(|&id| names.shared_name(id)).collect();
         let offsets = (self.offsets.iter().copied().min().unwrap_or(0), self.offsets.iter().copied().max().unwrap_or(0));
         NamedWindow { buffer: self, names, offsets }
+    }
+}
+
+/// A decoder writes the next row straight into the columns, then
+/// [`WindowBuffer::finish_row`] (or [`WindowBuffer::abandon_row`]).
+impl ValueSink for WindowBuffer {
+    fn text_buffer(&mut self, field: u32) -> &mut Vec<u8> {
+        if !self.open_column(field) {
+            self.repeated.clear();
+            return &mut self.repeated;
+        }
+        &mut self.fields[field as usize].as_mut().expect("open").text
+    }
+
+    #[inline(always)]
+    fn value(&mut self, field: u32, kind: Kind, bits: u64, _start: usize) {
+        self.with_row_column(field, |column| column.push(kind, bits));
+    }
+
+    #[inline(always)]
+    fn text(&mut self, field: u32, write: impl FnOnce(&mut Vec<u8>)) {
+        self.with_row_column(field, |column| {
+            write(&mut column.text);
+            column.push(Kind::Text, 0);
+        });
     }
 }
 

@@ -175,20 +175,11 @@ impl Windower {
     pub fn push(&mut self, record: &Record, meta: &RecordMeta, out: &mut Vec<ClosedWindow>) -> Placement {
         match self.spec {
             WindowSpec::Count { size, slide } => {
-                if self.until_open == 0 {
-                    self.open.push_back((self.records as i64, WindowBuffer::shaped(&self.shape)));
-                    self.until_open = (slide as u64).max(1);
-                }
-                self.until_open -= 1;
+                self.open_when_due(slide);
                 for (_, buffer) in self.open.iter_mut() {
                     buffer.push(record, meta);
                 }
-                self.records += 1;
-                while self.open.front().is_some_and(|(_, b)| b.rows() >= size) {
-                    let (start, buffer) = self.open.pop_front().expect("checked above");
-                    self.closed_until = start + size as i64;
-                    self.close(buffer, None, out);
-                }
+                self.counted(size, out);
             }
             WindowSpec::ProcessingTime { size_ms } => {
                 self.tick(meta.read_at_ms, out);
@@ -227,6 +218,56 @@ impl Windower {
             }
         }
         Placement::Accepted
+    }
+
+    /// The window the next record goes into, when it is one window that
+    /// does not depend on the record: a tumbling count window's (opened if
+    /// due). A decoder writes the record straight into its columns
+    /// ([`crate::decode::ValueSink`]), then [`Windower::finish_row`]. Other
+    /// windows take a decoded [`Record`] ([`Windower::push`]): a sliding
+    /// window's record goes into several, a time window's where its time says.
+    #[inline]
+    pub fn next_row(&mut self) -> Option<&mut WindowBuffer> {
+        let WindowSpec::Count { size, slide } = self.spec else {
+            return None;
+        };
+        if slide.max(1) != size {
+            return None;
+        }
+        self.open_when_due(slide);
+        self.open.front_mut().map(|(_, buffer)| buffer)
+    }
+
+    /// The record written into [`Windower::next_row`]'s window is whole.
+    #[inline]
+    pub fn finish_row(&mut self, meta: &RecordMeta, out: &mut Vec<ClosedWindow>) -> Placement {
+        let (WindowSpec::Count { size, .. }, Some((_, buffer))) = (self.spec, self.open.front_mut()) else {
+            unreachable!("next_row gave a count window's buffer");
+        };
+        buffer.finish_row(meta);
+        self.counted(size, out);
+        Placement::Accepted
+    }
+
+    /// Count windows: open the next one if it opens with the next record.
+    #[inline]
+    fn open_when_due(&mut self, slide: usize) {
+        if self.until_open == 0 {
+            self.open.push_back((self.records as i64, WindowBuffer::shaped(&self.shape)));
+            self.until_open = (slide as u64).max(1);
+        }
+    }
+
+    /// Count windows: a record went into the open ones; close those it filled.
+    #[inline]
+    fn counted(&mut self, size: usize, out: &mut Vec<ClosedWindow>) {
+        self.until_open -= 1;
+        self.records += 1;
+        while self.open.front().is_some_and(|(_, b)| b.rows() >= size) {
+            let (start, buffer) = self.open.pop_front().expect("checked above");
+            self.closed_until = start + size as i64;
+            self.close(buffer, None, out);
+        }
     }
 
     /// Take `t` into the recent event times; the stream time becomes their

@@ -333,3 +333,62 @@ fn a_burst_window_does_not_size_every_later_one() {
     assert_eq!(batches.iter().map(|b| b.row_count).collect::<Vec<_>>(), [50_000, 1]);
     assert!(batches[1].offsets.capacity() <= SHAPE_ROWS && batches[1].record_hashes.capacity() <= SHAPE_ROWS, "{}", batches[1].offsets.capacity());
 }
+
+/// Lines a decoder writes straight into a tumbling window's columns make
+/// the batches their records make pushed one by one: nested objects,
+/// arrays, escapes, repeated keys, fields that come and go or change type,
+/// and lines that fail part way (after new fields, inside a string, after
+/// a repeated key), whose values and new columns go with them.
+#[test]
+fn rows_written_straight_into_columns_batch_as_records_pushed() {
+    let lines = [
+        r#"{"a": 1, "b": "x", "c": true}"#,
+        r#"{"a": 2.5, "b": "y\n\u00e9", "d": null}"#,
+        r#"{"a": 3, "a": "again", "b": "z"}"#,
+        r#"{"b": "w", "b": "repeated", "e": [1, {"x": 2}], "geo": {"lat": 1.5, "lon": -2}}"#,
+        r#"{"new": 1, "newer": "partial", "a": }"#,
+        r#"{"a": 4, "b": "unterminated"#,
+        r#"{"b": "café", "a": "text now", "geo": {"lat": "north"}}"#,
+        "not json",
+        r#"{"a": 5, "b": "v\ud800", "fresh": 1}"#,
+        r#"{"a": 6, "b": "b", "b": "ok\"", "c": false"#,
+        "{}",
+        r#"{"a": 7, "deep": {"er": {"est": "x"}}, "oops"}"#,
+        r#"{"ts": "2026-12-07T06:01:33.769Z", "a": 8, "c": false, "e": [], "b": ""}"#,
+        r#"{"a": 9, "d": "now text"}"#,
+    ];
+    for size in [1, 3, 4, 1000] {
+        let batches = |straight: bool| -> Vec<String> {
+            let mut decoder = JsonDecoder::default();
+            let mut windower = Windower::new(WindowSpec::Count { size, slide: size });
+            let mut closed = Vec::new();
+            for (i, line) in lines.iter().enumerate() {
+                let meta = RecordMeta { offset: i as u64, hash: i as u64, event_time: None, read_at_ms: i as i64 };
+                if straight {
+                    let window = windower.next_row().expect("a tumbling count window");
+                    match decoder.decode_into(line.as_bytes(), window) {
+                        Ok(()) => assert_eq!(windower.finish_row(&meta, &mut closed), Placement::Accepted),
+                        Err(_) => window.abandon_row(),
+                    }
+                } else if let Ok(record) = decoder.decode(line.as_bytes()) {
+                    windower.push(record, &meta, &mut closed);
+                }
+            }
+            windower.flush(&mut closed);
+            closed.into_iter().map(|w| format!("{:?}", w.buffer.into_batch(&decoder.fields, "p", "s", 0, w.bounds, 0))).collect()
+        };
+        let pushed = batches(false);
+        assert_eq!(pushed.len(), 8usize.div_ceil(size), "windows of {size}: {pushed:#?}");
+        assert_eq!(batches(true), pushed, "windows of {size}");
+    }
+}
+
+/// Only a tumbling count window is one a record's decoder can write into
+/// before it is decoded.
+#[test]
+fn only_tumbling_count_windows_take_rows_straight() {
+    assert!(Windower::new(WindowSpec::Count { size: 4, slide: 4 }).next_row().is_some());
+    assert!(Windower::new(WindowSpec::Count { size: 1, slide: 0 }).next_row().is_some());
+    assert!(Windower::new(WindowSpec::Count { size: 4, slide: 2 }).next_row().is_none());
+    assert!(Windower::new(WindowSpec::ProcessingTime { size_ms: 1000 }).next_row().is_none());
+}

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use prost_reflect::{DescriptorPool, DynamicMessage, FieldDescriptor, MessageDescriptor, ReflectMessage, Value};
 
 use crate::decode::avro::Varint;
-use crate::decode::{DecodeError, FieldNames, Kind, Record, MAX_DEPTH};
+use crate::decode::{DecodeError, FieldNames, Kind, Record, ValueSink, MAX_DEPTH};
 
 /// The name the schema's own file is compiled under.
 const MAIN_FILE: &str = "clean-host-registry-schema.proto";
