@@ -8,11 +8,10 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use clean_host_core::bindings::WindowKind;
 use clean_host_stream::decode::JsonDecoder;
 use clean_host_stream::source::generator::{Generator, GeneratorConfig};
 use clean_host_stream::source::{Source, SourceContext, SourceEvent};
-use clean_host_stream::window::{Bounds, RecordMeta, WindowBuffer};
+use clean_host_stream::window::{RecordMeta, WindowSpec, Windower};
 
 const RECORDS: u64 = 200_000;
 const RUNS: usize = 7;
@@ -83,15 +82,15 @@ fn main() {
         "clean-host parser + window columns (the whole decode stage)",
         measure(&lines, |ls| {
             let mut d = JsonDecoder::default();
-            let mut window = WindowBuffer::default();
+            let mut windower = Windower::new(WindowSpec::Count { size: 1000, slide: 1000 });
+            let mut closed = Vec::new();
             for (i, l) in ls.iter().enumerate() {
-                let record = d.decode(l).expect("valid");
-                window.push(record, &RecordMeta { offset: i as u64, hash: 0, event_time: None, read_at_ms: 0 });
-                if window.rows() == 1000 {
-                    let bounds = Bounds { seq: 0, kind: WindowKind::Count, time: None, event_time: false };
-                    // As the window manager does: the next window starts at this one's size.
-                    let next = WindowBuffer::shaped(&window.shape(1000));
-                    black_box(std::mem::replace(&mut window, next).into_batch(&d.fields, "p", "s", 0, bounds, 0));
+                // As a pipeline does: each line straight into its window's columns.
+                let window = windower.next_row().expect("a tumbling count window");
+                d.decode_into(l, window).expect("valid");
+                windower.finish_row(&RecordMeta { offset: i as u64, hash: 0, event_time: None, read_at_ms: 0 }, &mut closed);
+                for w in closed.drain(..) {
+                    black_box(w.buffer.into_batch(&d.fields, "p", "s", 0, w.bounds, 0));
                 }
             }
         }),
