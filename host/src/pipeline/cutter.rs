@@ -17,7 +17,7 @@ use clean_host_stream::dead_letter::Origin;
 use clean_host_stream::decode::message::MessageDecoder;
 use clean_host_stream::decode::{self, DecodeError, Record};
 use clean_host_stream::source::{Ack, Message, Position, ResumePosition, MAX_LINE_BYTES};
-use clean_host_stream::window::{ClosedWindow, Placement, RecordMeta, WindowSpec, Windower};
+use clean_host_stream::window::{ClosedWindow, Placement, RecordMeta, WindowBuffer, WindowSpec, Windower};
 
 /// One partition's windows and how far it has been acknowledged.
 struct PartitionState {
@@ -218,7 +218,7 @@ impl<'a> Cutter<'a> {
             let reason = format!("line of {} bytes is over the {} MiB limit", line.len(), MAX_LINE_BYTES >> 20);
             return self.dead_letter(partition, offset, None, &reason, line, line.len() as u64);
         }
-        match self.window(partition, offset, Input::Line(line), read_at_ms) {
+        match self.decode_into_windows(partition, offset, Input::Line(line), read_at_ms) {
             Ok(placement) => self.placed(partition, offset, None, placement, line),
             Err(e) => self.dead_letter(partition, offset, None, &e.to_string(), line, line.len() as u64),
         }
@@ -226,31 +226,21 @@ impl<'a> Cutter<'a> {
 
     /// Decode a line or message into its partition's windows: straight into
     /// a window's columns where the window does not depend on the record (a
-    /// tumbling count window, no event time) and the format allows, else
+    /// tumbling count window, no event time) and its format allows, else
     /// into a record first.
-    fn window(&mut self, partition: u32, offset: u64, input: Input<'_>, read_at_ms: i64) -> Result<Placement, DecodeError> {
-        let raw = match input {
-            Input::Line(line) => line,
-            Input::Message(message) => &message.payload,
-        };
+    fn decode_into_windows(&mut self, partition: u32, offset: u64, input: Input<'_>, read_at_ms: i64) -> Result<Placement, DecodeError> {
         let windower = &mut partition_state(&mut self.partitions, self.spec, partition).windower;
-        let straight = self.event_field.is_none() && (matches!(input, Input::Line(_)) || self.decoder.decodes_straight());
-        if let Some(window) = if straight { windower.next_row() } else { None } {
-            let decoded = match input {
-                Input::Line(line) => self.decoder.json.decode_into(line, window),
-                Input::Message(message) => self.decoder.decode_into(partition, message, window),
-            };
-            if let Err(e) = decoded {
+        let straight = self.event_field.is_none() && input.decodes_straight(&self.decoder);
+        let window = if straight { windower.next_row() } else { None };
+        if let Some(window) = window {
+            if let Err(e) = input.decode_into(&mut self.decoder, partition, window) {
                 window.abandon_row();
                 return Err(e);
             }
-            return Ok(windower.finish_row(&record_meta(None, offset, raw, read_at_ms), &mut self.scratch));
+            return Ok(windower.finish_row(&record_meta(None, offset, input.raw(), read_at_ms), &mut self.scratch));
         }
-        let record = match input {
-            Input::Line(line) => self.decoder.json.decode(line)?,
-            Input::Message(message) => self.decoder.decode(partition, message)?,
-        };
-        let meta = record_meta(event_time(record, &self.event_field, &mut self.times), offset, raw, read_at_ms);
+        let record = input.decode(&mut self.decoder, partition)?;
+        let meta = record_meta(event_time(record, &self.event_field, &mut self.times), offset, input.raw(), read_at_ms);
         Ok(windower.push(record, &meta, &mut self.scratch))
     }
 
@@ -275,7 +265,7 @@ impl<'a> Cutter<'a> {
             let reason = format!("message of {bytes} bytes is over the {} MiB limit", MAX_LINE_BYTES >> 20);
             return self.dead_letter(partition, offset, Some(message.position()), &reason, b"", bytes as u64);
         }
-        match self.window(partition, offset, Input::Message(message), read_at_ms) {
+        match self.decode_into_windows(partition, offset, Input::Message(message), read_at_ms) {
             Ok(placement) => self.placed(partition, offset, Some(message.position()), placement, &message.payload),
             Err(e) => {
                 let bytes = message.payload.len() as u64;
@@ -386,11 +376,43 @@ impl<'a> Cutter<'a> {
     }
 }
 
-/// What [`Cutter::window`] decodes.
+/// What [`Cutter::decode_into_windows`] decodes.
 #[derive(Clone, Copy)]
 enum Input<'a> {
     Line(&'a [u8]),
     Message(&'a Message),
+}
+
+impl<'a> Input<'a> {
+    /// Its bytes as read (what its record's hash is of).
+    fn raw(self) -> &'a [u8] {
+        match self {
+            Input::Line(line) => line,
+            Input::Message(message) => &message.payload,
+        }
+    }
+
+    /// Whether its format is decoded straight into a window's columns.
+    fn decodes_straight(self, decoder: &MessageDecoder) -> bool {
+        match self {
+            Input::Line(_) => true,
+            Input::Message(_) => decoder.decodes_straight(),
+        }
+    }
+
+    fn decode_into(self, decoder: &mut MessageDecoder, partition: u32, window: &mut WindowBuffer) -> Result<(), DecodeError> {
+        match self {
+            Input::Line(line) => decoder.json.decode_into(line, window),
+            Input::Message(message) => decoder.decode_into(partition, message, window),
+        }
+    }
+
+    fn decode(self, decoder: &mut MessageDecoder, partition: u32) -> Result<&Record, DecodeError> {
+        match self {
+            Input::Line(line) => decoder.json.decode(line),
+            Input::Message(message) => decoder.decode(partition, message),
+        }
+    }
 }
 
 /// The record's value of the pipeline's event-time field, as a time.

@@ -533,8 +533,8 @@ impl<'a, S: ValueSink> Parser<'a, S> {
         }
         match self.peek() {
             Some(b'"') => {
-                let mut sink = Vec::new();
-                self.string_into(&mut sink)
+                let mut unused = Vec::new();
+                self.string_into(&mut unused)
             }
             Some(b'-' | b'0'..=b'9') => self.number().map(|_| ()),
             Some(b't') | Some(b'f') | Some(b'n') => {

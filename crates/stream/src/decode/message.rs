@@ -212,13 +212,15 @@ mod tests {
 
     /// JSON messages and their metadata columns written straight into a
     /// window make the batch their records pushed make; a payload that
-    /// fails part way leaves nothing behind.
+    /// fails part way, or whose metadata column is one name too many,
+    /// leaves nothing behind.
     #[test]
     fn json_messages_straight_into_a_window_batch_as_records() {
         use crate::window::{Bounds, RecordMeta, WindowBuffer};
         use clean_host_core::bindings::WindowKind;
         let meta = vec![MetadataColumn::Key, MetadataColumn::Partition, MetadataColumn::Offset, MetadataColumn::Timestamp, MetadataColumn::Headers];
-        let payloads: [&[u8]; 4] = [br#"{"a":1,"b":"x"}"#, br#"{"a":2,"new":"cut"#, br#"{"b":"y","a":"z"}"#, b"not json"];
+        let payloads: [&[u8]; 5] = [br#"{"a":1,"b":"x"}"#, br#"{"a":2,"new":"cut"#, br#"{"b":"y","a":"z"}"#, b"not json", br#"{"a":3,"c":4}"#];
+        let bounds = Bounds { seq: 0, kind: WindowKind::Count, time: None, event_time: false };
         let batch = |straight: bool| {
             let mut d = MessageDecoder::new(MessageFormat::Json, meta.clone(), None, None).unwrap();
             assert!(d.decodes_straight());
@@ -235,12 +237,19 @@ mod tests {
                     window.push(record, &row);
                 }
             }
-            let bounds = Bounds { seq: 0, kind: WindowKind::Count, time: None, event_time: false };
             format!("{:?}", window.into_batch(&d.json.fields, "p", "s", 3, bounds, 0))
         };
         let pushed = batch(false);
-        assert!(pushed.contains("row-count: 2") && pushed.contains("_header.origin"), "{pushed}");
+        assert!(pushed.contains("row-count: 3") && pushed.contains("_header.origin"), "{pushed}");
         assert_eq!(batch(true), pushed);
+        // A payload that decodes, then a header's name one past the limit: the payload's values go too.
+        let mut d = MessageDecoder::new(MessageFormat::Json, vec![MetadataColumn::Headers], None, None).unwrap().with_max_fields(1);
+        let mut window = WindowBuffer::default();
+        assert_eq!(d.decode_into(0, &message(br#"{"a":1}"#), &mut window), Err(DecodeError::TooManyFields { limit: 1 }));
+        window.abandon_row();
+        assert!(d.decode(0, &message(br#"{"a":1}"#)).is_err());
+        let batch = window.into_batch(&d.json.fields, "p", "s", 0, bounds, 0);
+        assert!(batch.row_count == 0 && batch.columns.is_empty(), "{batch:?}");
         let text = MessageDecoder::new(MessageFormat::String, Vec::new(), None, None).unwrap();
         assert!(!text.decodes_straight());
     }

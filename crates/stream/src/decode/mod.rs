@@ -69,7 +69,9 @@ impl Record {
 /// or a window's columns (one copy of each value, not one into a record
 /// and another into the columns).
 pub trait ValueSink {
-    /// The buffer a text value of `field` is written onto, at its end.
+    /// The buffer a text value of `field` is written onto, at its end; it
+    /// may be asked for again (the same buffer) before the value is ended
+    /// by `value(field, Kind::Text, ..)`, with no other value in between.
     fn text_buffer(&mut self, field: u32) -> &mut Vec<u8>;
     /// A value of `field`; a text one (`Kind::Text`) is what its buffer got
     /// from `start` on.

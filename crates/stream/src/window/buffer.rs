@@ -3,9 +3,10 @@
 //! Each field keeps one cell per row (kind, number bits, end of its text), so
 //! closing the window is a pass per column: infer the type from this window's
 //! values, then make the column's lists from its cells (a text column's bytes
-//! are used as they are). The JSON decoder writes a line's values straight
-//! into the cells ([`ValueSink`]) where the window is known before the line
-//! is read; elsewhere a decoded [`Record`] is pushed.
+//! are used as they are). A JSON line or message (with its metadata
+//! columns) is written straight into the cells ([`ValueSink`]) when its
+//! window is known before it is read (a tumbling count window, no event
+//! time); elsewhere a decoded [`Record`] is pushed.
 
 use std::sync::Arc;
 
@@ -205,7 +206,8 @@ pub struct WindowBuffer {
     /// How many of `order` had appeared before the row being written: the
     /// others were made by it, and go if it is abandoned.
     order_before_row: usize,
-    /// Where the text of a repeated key's later values goes (the first value wins).
+    /// Where a repeated key's later text values are unescaped, to be
+    /// dropped (the first value wins; plain ones are not copied at all).
     repeated: Vec<u8>,
     offsets: Vec<u64>,
     hashes: Vec<u64>,
@@ -292,11 +294,12 @@ impl WindowBuffer {
 
     /// `add` a value to field `field`'s column, unless the row being
     /// written has one (see [`WindowBuffer::open_column`]). The usual case,
-    /// a column there with every row before this one, is tested in line.
+    /// a column there with every row before this one, is tested in line;
+    /// a column opened is that case on the second pass, so `add` is called
+    /// in one place.
     #[inline(always)]
     fn with_row_column(&mut self, field: u32, add: impl FnOnce(&mut FieldColumn)) {
         let row = self.rows;
-        // Once opened, the column is the usual case: `add` is called in one place, in line.
         loop {
             if let Some(Some(column)) = self.fields.get_mut(field as usize) {
                 if column.cells.len() == row {
@@ -365,6 +368,7 @@ impl ValueSink for WindowBuffer {
     }
 
     #[inline(always)]
+    /// (A column's cells keep where its text ends: `start` is not needed.)
     fn value(&mut self, field: u32, kind: Kind, bits: u64, _start: usize) {
         self.with_row_column(field, |column| column.push(kind, bits));
     }

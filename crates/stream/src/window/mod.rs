@@ -222,10 +222,14 @@ impl Windower {
 
     /// The window the next record goes into, when it is one window that
     /// does not depend on the record: a tumbling count window's (opened if
-    /// due). A decoder writes the record straight into its columns
-    /// ([`crate::decode::ValueSink`]), then [`Windower::finish_row`]. Other
-    /// windows take a decoded [`Record`] ([`Windower::push`]): a sliding
-    /// window's record goes into several, a time window's where its time says.
+    /// due, and left open, empty, should the record fail to decode). A
+    /// decoder writes the record straight into its columns
+    /// ([`crate::decode::ValueSink`]), then [`Windower::finish_row`] (or
+    /// [`WindowBuffer::abandon_row`]). Other windows take a decoded
+    /// [`Record`] ([`Windower::push`]): a sliding window's record goes into
+    /// several, a time window's where its time says. A caller whose records
+    /// carry event times takes that path for every window: the time is read
+    /// from the record.
     #[inline]
     pub fn next_row(&mut self) -> Option<&mut WindowBuffer> {
         let WindowSpec::Count { size, slide } = self.spec else {
@@ -336,9 +340,10 @@ impl Windower {
     pub fn flush(&mut self, out: &mut Vec<ClosedWindow>) {
         match self.spec {
             WindowSpec::Count { .. } => {
-                // The oldest open window holds every record the others hold.
+                // The oldest open window holds every record the others hold;
+                // one `next_row` opened for a line that then failed holds none.
                 if let Some((_, buffer)) = self.open.pop_front() {
-                    if self.records as i64 > self.closed_until {
+                    if self.records as i64 > self.closed_until && buffer.rows() > 0 {
                         self.close(buffer, None, out);
                     }
                 }

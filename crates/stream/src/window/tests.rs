@@ -1,5 +1,5 @@
 use super::*;
-use crate::decode::{FieldNames, JsonDecoder};
+use crate::decode::{DecodeError, FieldNames, JsonDecoder};
 use clean_host_core::bindings::{Batch, ColumnValues, TimeBasis};
 
 /// Pushes `{"v": i}` records with the given event times (ms) and read times.
@@ -334,17 +334,47 @@ fn a_burst_window_does_not_size_every_later_one() {
     assert!(batches[1].offsets.capacity() <= SHAPE_ROWS && batches[1].record_hashes.capacity() <= SHAPE_ROWS, "{}", batches[1].offsets.capacity());
 }
 
+/// The batches `lines` make in tumbling count windows of `size`, decoded
+/// straight into the columns or into records pushed, by a decoder that
+/// keeps at most `max_fields` names; and what each line decoded to.
+fn batches_of(lines: &[&str], size: usize, max_fields: usize, straight: bool) -> (Vec<String>, Vec<Result<(), DecodeError>>) {
+    let mut decoder = JsonDecoder::default();
+    decoder.fields = FieldNames::with_limit(max_fields);
+    let mut windower = Windower::new(WindowSpec::Count { size, slide: size });
+    let (mut closed, mut decoded) = (Vec::new(), Vec::new());
+    for (i, line) in lines.iter().enumerate() {
+        let meta = RecordMeta { offset: i as u64, hash: i as u64, event_time: None, read_at_ms: i as i64 };
+        if straight {
+            let window = windower.next_row().expect("a tumbling count window");
+            let result = decoder.decode_into(line.as_bytes(), window);
+            match result {
+                Ok(()) => assert_eq!(windower.finish_row(&meta, &mut closed), Placement::Accepted),
+                Err(_) => window.abandon_row(),
+            }
+            decoded.push(result);
+        } else {
+            let result = decoder.decode(line.as_bytes()).map(|record| assert_eq!(windower.push(record, &meta, &mut closed), Placement::Accepted));
+            decoded.push(result);
+        }
+    }
+    windower.flush(&mut closed);
+    let batches = closed.into_iter().map(|w| format!("{:?}", w.buffer.into_batch(&decoder.fields, "p", "s", 0, w.bounds, 0))).collect();
+    (batches, decoded)
+}
+
 /// Lines a decoder writes straight into a tumbling window's columns make
-/// the batches their records make pushed one by one: nested objects,
-/// arrays, escapes, repeated keys, fields that come and go or change type,
-/// and lines that fail part way (after new fields, inside a string, after
-/// a repeated key), whose values and new columns go with them.
+/// the batches (and errors) their records make pushed one by one: nested
+/// objects, arrays, escapes, repeated keys, fields that come and go or
+/// change type, and lines that fail part way (first of all, after new
+/// fields, inside a string, after a repeated key), whose values and new
+/// columns go with them, a field they made coming back later in its place.
 #[test]
 fn rows_written_straight_into_columns_batch_as_records_pushed() {
     let lines = [
+        r#"{"first": "fails", "x": tru}"#,
         r#"{"a": 1, "b": "x", "c": true}"#,
         r#"{"a": 2.5, "b": "y\n\u00e9", "d": null}"#,
-        r#"{"a": 3, "a": "again", "b": "z"}"#,
+        r#"{"a": 3, "a": "again", "b": "z", "b": "w\t"}"#,
         r#"{"b": "w", "b": "repeated", "e": [1, {"x": 2}], "geo": {"lat": 1.5, "lon": -2}}"#,
         r#"{"new": 1, "newer": "partial", "a": }"#,
         r#"{"a": 4, "b": "unterminated"#,
@@ -355,31 +385,32 @@ fn rows_written_straight_into_columns_batch_as_records_pushed() {
         "{}",
         r#"{"a": 7, "deep": {"er": {"est": "x"}}, "oops"}"#,
         r#"{"ts": "2026-12-07T06:01:33.769Z", "a": 8, "c": false, "e": [], "b": ""}"#,
-        r#"{"a": 9, "d": "now text"}"#,
+        r#"{"a": 9, "d": "now text", "newer": "back", "x": 10}"#,
     ];
     for size in [1, 3, 4, 1000] {
-        let batches = |straight: bool| -> Vec<String> {
-            let mut decoder = JsonDecoder::default();
-            let mut windower = Windower::new(WindowSpec::Count { size, slide: size });
-            let mut closed = Vec::new();
-            for (i, line) in lines.iter().enumerate() {
-                let meta = RecordMeta { offset: i as u64, hash: i as u64, event_time: None, read_at_ms: i as i64 };
-                if straight {
-                    let window = windower.next_row().expect("a tumbling count window");
-                    match decoder.decode_into(line.as_bytes(), window) {
-                        Ok(()) => assert_eq!(windower.finish_row(&meta, &mut closed), Placement::Accepted),
-                        Err(_) => window.abandon_row(),
-                    }
-                } else if let Ok(record) = decoder.decode(line.as_bytes()) {
-                    windower.push(record, &meta, &mut closed);
-                }
-            }
-            windower.flush(&mut closed);
-            closed.into_iter().map(|w| format!("{:?}", w.buffer.into_batch(&decoder.fields, "p", "s", 0, w.bounds, 0))).collect()
-        };
-        let pushed = batches(false);
+        let (pushed, errors) = batches_of(&lines, size, 1000, false);
+        assert_eq!(errors.iter().filter(|r| r.is_ok()).count(), 8);
         assert_eq!(pushed.len(), 8usize.div_ceil(size), "windows of {size}: {pushed:#?}");
-        assert_eq!(batches(true), pushed, "windows of {size}");
+        assert_eq!(batches_of(&lines, size, 1000, true), (pushed, errors), "windows of {size}");
+    }
+}
+
+/// Past the pipeline's field limit a line fails where it meets a new name,
+/// decoded straight or not, and leaves no column behind; input that never
+/// decodes leaves no window, not even the one opened for it.
+#[test]
+fn rows_written_straight_fail_as_records_do_at_the_field_limit_and_leave_nothing() {
+    let lines = [r#"{"a": 1, "b": 2}"#, r#"{"a": 3, "c": "over", "b": 4}"#, r#"{"b": 5, "a": 6}"#, r#"{"d": {"e": 1}}"#];
+    for size in [1, 2, 10] {
+        let (pushed, errors) = batches_of(&lines, size, 2, false);
+        assert!(matches!(errors[1], Err(DecodeError::TooManyFields { limit: 2 })), "{errors:?}");
+        assert_eq!(batches_of(&lines, size, 2, true), (pushed, errors));
+    }
+    let failing = ["nope", r#"{"a": }"#, r#"{"b": "cut"#];
+    for size in [1, 1000] {
+        let (straight, errors) = batches_of(&failing, size, 1000, true);
+        assert!(straight.is_empty() && errors.iter().all(Result::is_err), "{straight:?}");
+        assert_eq!(batches_of(&failing, size, 1000, false), (straight, errors));
     }
 }
 
@@ -390,5 +421,7 @@ fn only_tumbling_count_windows_take_rows_straight() {
     assert!(Windower::new(WindowSpec::Count { size: 4, slide: 4 }).next_row().is_some());
     assert!(Windower::new(WindowSpec::Count { size: 1, slide: 0 }).next_row().is_some());
     assert!(Windower::new(WindowSpec::Count { size: 4, slide: 2 }).next_row().is_none());
+    assert!(Windower::new(WindowSpec::Count { size: 4, slide: 8 }).next_row().is_none());
     assert!(Windower::new(WindowSpec::ProcessingTime { size_ms: 1000 }).next_row().is_none());
+    assert!(Windower::new(event_time(1000, 0)).next_row().is_none());
 }
