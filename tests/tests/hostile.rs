@@ -475,21 +475,39 @@ fn a_tampered_compile_cache_is_compiled_again_not_loaded() {
     let cached = cached_files(&s.path("data"));
     assert_eq!(cached.len(), 1);
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(s.path("data/cache.key")).unwrap().permissions().mode() & 0o777, 0o600);
-    // Flip bytes in the middle of the compiled code.
-    let mut bytes = std::fs::read(&cached[0]).unwrap();
-    let middle = bytes.len() / 2;
-    for b in &mut bytes[middle..middle + 64] {
-        *b ^= 0xff;
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&s.path("data/cache.key")), 0o600);
+    // Only its user may write it: it is mapped where it lies.
+    assert_eq!(mode(&cached[0]), 0o600);
+    let good = std::fs::read(&cached[0]).unwrap();
+    // Flip bytes in the middle of the compiled code, or in the tag at the
+    // end; cut the file shorter than a tag; in a file only this user may
+    // write (mapped) and in one its group may (read and copied).
+    let mut flipped = good.clone();
+    let middle = good.len() / 2;
+    flipped[middle..middle + 64].iter_mut().for_each(|b| *b ^= 0xff);
+    let mut bad_tag = good.clone();
+    *bad_tag.last_mut().unwrap() ^= 1;
+    for (bytes, file_mode) in [(&flipped, 0o600), (&bad_tag, 0o600), (&flipped, 0o664), (&good[..20].to_vec(), 0o600)] {
+        std::fs::write(&cached[0], bytes).unwrap();
+        std::fs::set_permissions(&cached[0], std::fs::Permissions::from_mode(file_mode)).unwrap();
+        let run = start();
+        run.assert_ok();
+        if bytes.len() > 32 {
+            assert!(run.stderr.contains("does not carry this host's tag; compiling the plugin again"), "{}", run.stderr);
+        }
+        assert_eq!(run.summary()["windows"], 3);
+        // The file was written anew, with a good tag: the next start uses it quietly.
+        assert_eq!(std::fs::read(&cached[0]).unwrap(), good);
+        let run = start();
+        assert!(!run.stderr.contains("does not carry"), "{}", run.stderr);
     }
-    std::fs::write(&cached[0], &bytes).unwrap();
+    // A good file its group may write is read, not mapped: it still loads.
+    std::fs::set_permissions(&cached[0], std::fs::Permissions::from_mode(0o664)).unwrap();
     let run = start();
     run.assert_ok();
-    assert!(run.stderr.contains("does not carry this host's tag; compiling the plugin again"), "{}", run.stderr);
-    assert_eq!(run.summary()["windows"], 3);
-    // The file was written anew, with a good tag: the next start uses it quietly.
-    let run = start();
     assert!(!run.stderr.contains("does not carry"), "{}", run.stderr);
+    assert_eq!(mode(&cached[0]), 0o664, "loaded, not compiled and written again");
     // A key others may read is no key: no cache at all.
     std::fs::set_permissions(s.path("data/cache.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
     let run = start();

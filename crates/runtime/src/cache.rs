@@ -3,14 +3,23 @@
 //! file) skips Cranelift.
 //!
 //! A compiled file is native code that wasmtime maps and runs unchecked, so
-//! the cache must not be a door for code: each file ends with an HMAC-SHA256
-//! of its content made with the [`HostKey`]. A file whose tag does not
-//! verify, or a key file that others could read or write, means compiling
+//! the cache must not be a door for code: each file ends with a tag of its
+//! content made with the [`HostKey`] (a keyed BLAKE3). A file whose tag does
+//! not verify, or a key file that others could read or write, means compiling
 //! from the `.wasm` again; nothing unverified is deserialized.
+//!
+//! A verified file that only this user can change (its owner, writable by
+//! no one else) is mapped where it lies, as wasmtime maps a file it is given,
+//! instead of read into memory and copied again into code memory: those two
+//! copies of a dozen MiB were a third of a start. The mapping is of the same
+//! open file that verified, so a file renamed into its place meanwhile is
+//! never read.
 
+use std::fs::Metadata;
 use std::hash::{Hash, Hasher};
-use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{Read, Seek};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -22,6 +31,9 @@ use wasmtime::Engine;
 use super::files::write_atomically;
 use super::host_key::{HostKey, TAG_BYTES};
 use super::take_turn;
+
+/// How the files are tagged, in their names.
+const TAG_SCHEME: &str = "blake3-keyed";
 
 pub struct ComponentCache {
     /// The folder and the key its files are signed with.
@@ -43,6 +55,8 @@ impl ComponentCache {
     pub fn new(engine: &Engine, dir: Option<(&Path, HostKey)>) -> Self {
         let mut h = xxhash_rust::xxh3::Xxh3::new();
         engine.precompile_compatibility_hash().hash(&mut h);
+        // Files tagged another way are other files: never read, never taken for tampered.
+        TAG_SCHEME.hash(&mut h);
         let store = dir.map(|(dir, key)| (dir.join("cache"), key));
         ComponentCache { store, engine_key: format!("{:016x}", h.finish()), compiling: Mutex::new(()) }
     }
@@ -80,10 +94,36 @@ impl ComponentCache {
 
     /// The component compiled at `path`, if its tag verifies.
     fn cached(&self, engine: &Engine, path: &Path, key: &HostKey, name: &str) -> Option<Component> {
-        let compiled = self.verified(path, key, name)?;
+        let mut file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).ok()?;
+        let meta = file.metadata().ok()?;
+        let len = meta.len().checked_sub(TAG_BYTES as u64).filter(|_| meta.is_file())?;
+        if only_this_user_writes(&meta) {
+            let mut tag = [0; TAG_BYTES];
+            file.read_exact_at(&mut tag, len).ok()?;
+            if !verifies(key, name, (&file).take(len), &tag, path) {
+                return None;
+            }
+            // SAFETY: the tag proves this host wrote the file, from
+            // `Engine::precompile_component` of a compatible engine (the tag
+            // after it is past all wasmtime reads), and only this user can
+            // have changed it since. /proc/self/fd names this open file.
+            let mapped = unsafe { Component::deserialize_file(engine, Path::new("/proc/self/fd").join(file.as_raw_fd().to_string())) };
+            if let Ok(component) = mapped {
+                return Some(component);
+            }
+            // No /proc: read it.
+            file.rewind().ok()?;
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        file.read_to_end(&mut bytes).ok()?;
+        let split = bytes.len().checked_sub(TAG_BYTES)?;
+        if !verifies(key, name, &bytes[..split], &bytes[split..], path) {
+            return None;
+        }
+        bytes.truncate(split);
         // SAFETY: the tag proves this host wrote these bytes, from
         // `Engine::precompile_component` of a compatible engine.
-        unsafe { Component::deserialize(engine, &compiled) }.ok()
+        unsafe { Component::deserialize(engine, &bytes) }.ok()
     }
 
     /// `work` (a compile) in its turn, its freed memory given back after;
@@ -93,24 +133,6 @@ impl ComponentCache {
         let compiled = work();
         release_freed_memory();
         (compiled, waited)
-    }
-
-    /// The cached bytes at `path` if its tag verifies.
-    fn verified(&self, path: &Path, key: &HostKey, name: &str) -> Option<Vec<u8>> {
-        let mut file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).ok()?;
-        if !file.metadata().ok()?.is_file() {
-            return None;
-        }
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).ok()?;
-        let split = bytes.len().checked_sub(TAG_BYTES)?;
-        let (compiled, given) = bytes.split_at(split);
-        if !key.verify(name, compiled, given) {
-            tracing::warn!("{} does not carry this host's tag; compiling the plugin again", path.display());
-            return None;
-        }
-        bytes.truncate(split);
-        Some(bytes)
     }
 }
 
@@ -125,9 +147,28 @@ fn release_freed_memory() {
     }
 }
 
-/// A cache that cannot be written only costs a recompile.
+/// Whether `file` can be changed only by its owner, this user (and root).
+fn only_this_user_writes(file: &Metadata) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    file.uid() == unsafe { libc::geteuid() } && file.mode() & 0o022 == 0
+}
+
+/// Whether `given` is the tag of what `read` gives; a tag that is not says so.
+fn verifies(key: &HostKey, name: &str, read: impl Read, given: &[u8], path: &Path) -> bool {
+    match key.verify(name, read, given) {
+        Ok(true) => true,
+        Ok(false) => {
+            tracing::warn!("{} does not carry this host's tag; compiling the plugin again", path.display());
+            false
+        }
+        Err(_) => false,
+    }
+}
+
+/// A cache that cannot be written only costs a recompile. Only this user
+/// may write it, so that it can be mapped where it lies.
 fn store(path: &Path, bytes: &[u8]) {
-    if let Err(e) = write_atomically(path, bytes) {
+    if let Err(e) = write_atomically(path, bytes, 0o600) {
         tracing::warn!("cannot cache compiled plugin at {}: {e}", path.display());
     }
 }

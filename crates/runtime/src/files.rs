@@ -1,7 +1,8 @@
 //! Files other processes may read or write at the same time: another
 //! host sharing the folder, the status reader, the plugin watcher.
 
-use std::io::Read;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -45,12 +46,14 @@ pub fn sweep_left_behind(dir: &Path) -> usize {
 
 /// Write `path` through a temporary file beside it and a rename, so a
 /// reader (another host, the status reader, the plugin watcher) never sees
-/// half a file. The temporary name does not end in `.wasm`.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// half a file. The temporary name does not end in `.wasm`. The file is
+/// made with `mode` (less the umask).
+pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(temporary_name(&name));
-    let written = std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&tmp, bytes)).and_then(|_| std::fs::rename(&tmp, path));
+    let write = |tmp: &Path| std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(tmp)?.write_all(bytes);
+    let written = std::fs::create_dir_all(dir).and_then(|_| write(&tmp)).and_then(|_| std::fs::rename(&tmp, path));
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

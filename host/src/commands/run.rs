@@ -214,7 +214,7 @@ fn plugin_report(
 /// Rewrite the status file `clean-host plugin list` reads while the host runs.
 fn write_status(path: &Path, plugins: &[PluginStats], tenants: &[TenantStatus]) {
     let status = StatusFile { pid: std::process::id(), updated_ms: timestamp::now_ms(), plugins: plugins.into(), tenants: tenants.into() };
-    let written = serde_json::to_vec(&status).map_err(std::io::Error::other).and_then(|bytes| write_atomically(path, &bytes));
+    let written = serde_json::to_vec(&status).map_err(std::io::Error::other).and_then(|bytes| write_atomically(path, &bytes, 0o666));
     if let Err(e) = written {
         tracing::warn!("cannot write {}: {e}", path.display());
     }

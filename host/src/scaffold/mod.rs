@@ -147,7 +147,7 @@ pub fn build(dir: &Path, plugins: &Path) -> Result<PathBuf, ScaffoldError> {
     };
     let dest = plugins.join(format!("{name}.wasm"));
     let bytes = std::fs::read(&built).map_err(io(&built))?;
-    write_atomically(&dest, &bytes).map_err(io(&dest))?;
+    write_atomically(&dest, &bytes, 0o666).map_err(io(&dest))?;
     Ok(dest)
 }
 
