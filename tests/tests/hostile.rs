@@ -464,55 +464,87 @@ fn run_own_cache(s: &Sandbox, data: &Path, data_dir: &str, more: &[&std::ffi::Os
 }
 
 /// Compiled plugins are native code: a cached file is used only with this
-/// host's tag, made with a key only its user can read.
+/// host's tag, made with a key only its user can read. A good file only
+/// this user can write is mapped where it lies, any other is read.
+/// (Files of other users, and other filesystems, need root to make.)
 #[test]
 fn a_tampered_compile_cache_is_compiled_again_not_loaded() {
+    use std::os::unix::fs::PermissionsExt;
     let s = Sandbox::empty();
     s.add_plugin(&bundled("volume"));
+    s.add_plugin(&bundled("schema"));
     let data = s.generate("clean.jsonl", 3_000, &[]);
-    let start = || run_own_cache(&s, &data, "data", &[]);
-    start().assert_ok();
-    let cached = cached_files(&s.path("data"));
-    assert_eq!(cached.len(), 1);
-    use std::os::unix::fs::PermissionsExt;
-    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let start = || {
+        let run = run_own_cache(&s, &data, "data", &["--log-level".as_ref(), "info,clean_host_runtime=debug".as_ref()]);
+        run.assert_ok();
+        assert_eq!(run.summary()["windows"], 3);
+        run.stderr
+    };
+    start();
+    let mut cached = cached_files(&s.path("data"));
+    cached.sort();
+    assert_eq!(cached.len(), 2);
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&s.path("data/cache.key")), 0o600);
     // Only its user may write it: it is mapped where it lies.
-    assert_eq!(mode(&cached[0]), 0o600);
-    let good = std::fs::read(&cached[0]).unwrap();
-    // Flip bytes in the middle of the compiled code, or in the tag at the
-    // end; cut the file shorter than a tag; in a file only this user may
-    // write (mapped) and in one its group may (read and copied).
-    let mut flipped = good.clone();
-    let middle = good.len() / 2;
-    flipped[middle..middle + 64].iter_mut().for_each(|b| *b ^= 0xff);
-    let mut bad_tag = good.clone();
-    *bad_tag.last_mut().unwrap() ^= 1;
-    for (bytes, file_mode) in [(&flipped, 0o600), (&bad_tag, 0o600), (&flipped, 0o664), (&good[..20].to_vec(), 0o600)] {
-        std::fs::write(&cached[0], bytes).unwrap();
-        std::fs::set_permissions(&cached[0], std::fs::Permissions::from_mode(file_mode)).unwrap();
+    assert!(cached.iter().all(|c| mode(c) == 0o600));
+    let mapped = start();
+    assert_eq!(mapped.matches(" mapped").count(), 2, "{mapped}");
+    let good: Vec<Vec<u8>> = cached.iter().map(|c| std::fs::read(c).unwrap()).collect();
+    let (file, good_bytes) = (&cached[0], &good[0]);
+    let tampered = |change: &dyn Fn(&mut Vec<u8>)| {
+        let mut bytes = good_bytes.clone();
+        change(&mut bytes);
+        bytes
+    };
+    let middle = good_bytes.len() / 2;
+    let cases = [
+        ("code flipped", tampered(&|b| b[middle..middle + 64].iter_mut().for_each(|b| *b ^= 0xff)), 0o600),
+        ("tag flipped", tampered(&|b| *b.last_mut().unwrap() ^= 1), 0o600),
+        ("cut short", tampered(&|b| b.truncate(middle)), 0o600),
+        ("bytes added", tampered(&|b| b.extend_from_slice(b"more")), 0o600),
+        ("code flipped, group-writable", tampered(&|b| b[middle..middle + 64].iter_mut().for_each(|b| *b ^= 0xff)), 0o664),
+    ];
+    for (what, bytes, file_mode) in cases {
+        std::fs::write(file, &bytes).unwrap();
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(file_mode)).unwrap();
         let run = start();
-        run.assert_ok();
-        if bytes.len() > 32 {
-            assert!(run.stderr.contains("does not carry this host's tag; compiling the plugin again"), "{}", run.stderr);
-        }
-        assert_eq!(run.summary()["windows"], 3);
-        // The file was written anew, with a good tag: the next start uses it quietly.
-        assert_eq!(std::fs::read(&cached[0]).unwrap(), good);
+        assert_eq!(run.matches("does not carry this host's tag; compiling the plugin again").count(), 1, "{what}: {run}");
+        // The file was written anew, with a good tag: the next start maps it quietly.
+        assert_eq!(std::fs::read(file).unwrap(), *good_bytes, "{what}");
         let run = start();
-        assert!(!run.stderr.contains("does not carry"), "{}", run.stderr);
+        assert!(!run.contains("does not carry") && run.matches(" mapped").count() == 2, "{what}: {run}");
     }
-    // A good file its group may write is read, not mapped: it still loads.
-    std::fs::set_permissions(&cached[0], std::fs::Permissions::from_mode(0o664)).unwrap();
+    // Shorter than a tag, a link to a good file, a FIFO: not read at all, compiled again.
+    let elsewhere = s.path("good.cwasm");
+    std::fs::write(&elsewhere, good_bytes).unwrap();
+    let replacements: [(&str, &dyn Fn()); 3] = [
+        ("shorter than a tag", &|| std::fs::write(file, &good_bytes[..20]).unwrap()),
+        ("a link", &|| std::os::unix::fs::symlink(&elsewhere, file).unwrap()),
+        ("a FIFO", &|| assert!(Command::new("mkfifo").arg(file).status().unwrap().success())),
+    ];
+    for (what, replace) in replacements {
+        std::fs::remove_file(file).unwrap();
+        replace();
+        start();
+        assert!(std::fs::symlink_metadata(file).unwrap().is_file(), "{what}");
+        assert_eq!(std::fs::read(file).unwrap(), *good_bytes, "{what}");
+    }
+    // A tag is of its own file's name: two good files swapped do not verify.
+    std::fs::write(&cached[0], &good[1]).unwrap();
+    std::fs::write(&cached[1], &good[0]).unwrap();
     let run = start();
-    run.assert_ok();
-    assert!(!run.stderr.contains("does not carry"), "{}", run.stderr);
-    assert_eq!(mode(&cached[0]), 0o664, "loaded, not compiled and written again");
+    assert_eq!(run.matches("does not carry this host's tag").count(), 2, "{run}");
+    assert!(cached.iter().zip(&good).all(|(c, g)| std::fs::read(c).unwrap() == *g));
+    // A good file its group may write is read and copied, not mapped: it still loads.
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o664)).unwrap();
+    let run = start();
+    assert!(!run.contains("does not carry") && run.contains(&format!("{} read", file.display())), "{run}");
+    assert_eq!(mode(file), 0o664, "loaded, not compiled and written again");
     // A key others may read is no key: no cache at all.
     std::fs::set_permissions(s.path("data/cache.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
     let run = start();
-    run.assert_ok();
-    assert!(run.stderr.contains("compiled plugins are not cached") && run.stderr.contains("mode 0600"), "{}", run.stderr);
+    assert!(run.contains("compiled plugins are not cached") && run.contains("mode 0600"), "{run}");
 }
 
 /// Hosts that share a plugin cache (`--plugin-cache`) compile a plugin

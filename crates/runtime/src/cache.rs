@@ -9,13 +9,18 @@
 //! from the `.wasm` again; nothing unverified is deserialized.
 //!
 //! A verified file that only this user can change (its owner, writable by
-//! no one else) is mapped where it lies, as wasmtime maps a file it is given,
-//! instead of read into memory and copied again into code memory: those two
-//! copies of a dozen MiB were a third of a start. The mapping is of the same
-//! open file that verified, so a file renamed into its place meanwhile is
-//! never read.
+//! no one else) on a local filesystem is mapped where it lies, as wasmtime
+//! maps a file it is given, instead of read into memory and copied again
+//! into code memory: those two copies of a dozen MiB were a third of a
+//! start. A mapped file must not change while the host runs, and none does:
+//! the cache never writes a file in place (a new one is renamed over it, and
+//! the old one lives on while mapped), and no one but this user can. The
+//! mapping is of the same open file that verified, so a file renamed into
+//! its place meanwhile is never read. On a network filesystem another node's
+//! rename could take the pages from under the mapping: there, and for any
+//! other file, the verified bytes are copied as before.
 
-use std::fs::Metadata;
+use std::fs::{File, Metadata};
 use std::hash::{Hash, Hasher};
 use std::io::{Read, Seek};
 use std::os::fd::AsRawFd;
@@ -34,6 +39,13 @@ use super::take_turn;
 
 /// How the files are tagged, in their names.
 const TAG_SCHEME: &str = "blake3-keyed";
+/// A cached file larger than this is not read (a compiled plugin is a few
+/// times its `.wasm`, which is at most 256 MiB).
+const MAX_COMPILED_BYTES: u64 = 1 << 30;
+/// Filesystems whose files stay as they are while mapped unless written
+/// here (`statfs` magic numbers): ext2/3/4, XFS, Btrfs, tmpfs, overlayfs,
+/// F2FS and ZFS.
+const LOCAL_FILESYSTEMS: [u32; 7] = [0xEF53, 0x5846_5342, 0x9123_683E, 0x0102_1994, 0x794C_7630, 0xF2F5_2010, 0x2FC1_2FC1];
 
 pub struct ComponentCache {
     /// The folder and the key its files are signed with.
@@ -96,8 +108,8 @@ impl ComponentCache {
     fn cached(&self, engine: &Engine, path: &Path, key: &HostKey, name: &str) -> Option<Component> {
         let mut file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).ok()?;
         let meta = file.metadata().ok()?;
-        let len = meta.len().checked_sub(TAG_BYTES as u64).filter(|_| meta.is_file())?;
-        if only_this_user_writes(&meta) {
+        let len = meta.len().checked_sub(TAG_BYTES as u64).filter(|&len| meta.is_file() && len <= MAX_COMPILED_BYTES)?;
+        if mappable(&file, &meta) {
             let mut tag = [0; TAG_BYTES];
             file.read_exact_at(&mut tag, len).ok()?;
             if !verifies(key, name, (&file).take(len), &tag, path) {
@@ -105,13 +117,17 @@ impl ComponentCache {
             }
             // SAFETY: the tag proves this host wrote the file, from
             // `Engine::precompile_component` of a compatible engine (the tag
-            // after it is past all wasmtime reads), and only this user can
-            // have changed it since. /proc/self/fd names this open file.
-            let mapped = unsafe { Component::deserialize_file(engine, Path::new("/proc/self/fd").join(file.as_raw_fd().to_string())) };
-            if let Ok(component) = mapped {
-                return Some(component);
+            // after it is past all wasmtime reads), and the file stays as it
+            // is while mapped (see the module's docs). /proc/self/fd names
+            // this open file.
+            match unsafe { Component::deserialize_file(engine, Path::new("/proc/self/fd").join(file.as_raw_fd().to_string())) } {
+                Ok(component) => {
+                    tracing::debug!("{} mapped", path.display());
+                    return Some(component);
+                }
+                // Without /proc, say: read it.
+                Err(e) => tracing::debug!("{} cannot be mapped ({e:#}); reading it", path.display()),
             }
-            // No /proc: read it.
             file.rewind().ok()?;
         }
         let mut bytes = Vec::with_capacity(meta.len() as usize);
@@ -121,6 +137,7 @@ impl ComponentCache {
             return None;
         }
         bytes.truncate(split);
+        tracing::debug!("{} read", path.display());
         // SAFETY: the tag proves this host wrote these bytes, from
         // `Engine::precompile_component` of a compatible engine.
         unsafe { Component::deserialize(engine, &bytes) }.ok()
@@ -147,10 +164,18 @@ fn release_freed_memory() {
     }
 }
 
-/// Whether `file` can be changed only by its owner, this user (and root).
-fn only_this_user_writes(file: &Metadata) -> bool {
+/// Whether `file` can be mapped where it lies: only its owner, this user
+/// (and root), can change it, and it is on a local filesystem. (Files of
+/// this tag scheme are made with mode 0600, so none was ever open for
+/// writing by another user.)
+fn mappable(file: &File, meta: &Metadata) -> bool {
     // SAFETY: geteuid has no preconditions.
-    file.uid() == unsafe { libc::geteuid() } && file.mode() & 0o022 == 0
+    let mine = meta.uid() == unsafe { libc::geteuid() } && meta.mode() & 0o022 == 0;
+    let mut stat = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: fstatfs fills the buffer it is given when it succeeds, and
+    // only then is the buffer read.
+    let local = unsafe { libc::fstatfs(file.as_raw_fd(), stat.as_mut_ptr()) == 0 && LOCAL_FILESYSTEMS.contains(&(stat.assume_init().f_type as u32)) };
+    mine && local
 }
 
 /// Whether `given` is the tag of what `read` gives; a tag that is not says so.

@@ -52,8 +52,10 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(temporary_name(&name));
-    let write = |tmp: &Path| std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(tmp)?.write_all(bytes);
-    let written = std::fs::create_dir_all(dir).and_then(|_| write(&tmp)).and_then(|_| std::fs::rename(&tmp, path));
+    std::fs::create_dir_all(dir)?;
+    // Made here, so only this write's own temporary file is ever removed.
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+    let written = file.write_all(bytes).and_then(|_| std::fs::rename(&tmp, path));
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

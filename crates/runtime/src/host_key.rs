@@ -22,8 +22,8 @@ use super::files::temporary_name;
 
 /// Bytes of a tag made by [`HostKey::tag`].
 pub const TAG_BYTES: usize = blake3::OUT_LEN;
-/// What the key tags are made with is derived for: the tag key is not the
-/// key the seeds' HMAC takes.
+/// The purpose the key that tags files is derived for (BLAKE3's key
+/// derivation): it is not the key itself, which the seeds' HMAC takes.
 const TAG_KEY_CONTEXT: &str = "clean-host 2026-12-07 compiled plugin tags";
 
 #[derive(Clone)]
