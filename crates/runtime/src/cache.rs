@@ -125,7 +125,7 @@ impl ComponentCache {
                     tracing::debug!("{} mapped", path.display());
                     return Some(component);
                 }
-                // Without /proc, say: read it.
+                // /proc not mounted, say: the file is read instead.
                 Err(e) => tracing::debug!("{} cannot be mapped ({e:#}); reading it", path.display()),
             }
             file.rewind().ok()?;
@@ -165,9 +165,9 @@ fn release_freed_memory() {
 }
 
 /// Whether `file` can be mapped where it lies: only its owner, this user
-/// (and root), can change it, and it is on a local filesystem. (Files of
-/// this tag scheme are made with mode 0600, so none was ever open for
-/// writing by another user.)
+/// (and root), can change it, and it is on a local filesystem. (This host
+/// makes its files with mode 0600, so no other user ever had one open for
+/// writing.)
 fn mappable(file: &File, meta: &Metadata) -> bool {
     // SAFETY: geteuid has no preconditions.
     let mine = meta.uid() == unsafe { libc::geteuid() } && meta.mode() & 0o022 == 0;
