@@ -2,8 +2,14 @@
 //! detectors, its score and alerts, the outputs, the history, the handlers
 //! and the findings topic, then the acks the windows before them allow
 //! (with a checkpoint, where the source resumes from one).
+//!
+//! Up to [`WINDOWS_IN_DETECTORS`] windows are with the detectors at once,
+//! so a detector done with one window starts on the next while a slower
+//! one finishes; windows are routed, and acks released, in the order they
+//! came. A checkpoint is taken only when no window is with the detectors,
+//! so the state it holds is as of its cut.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::{restore_partition, Common, Cut, PipelineCounters, PipelineReport, WindowWork};
+use super::{restore_partition, Common, Cut, PipelineCounters, PipelineReport, WindowWork, Work};
 use crate::checkpoint::{Checkpoint, CheckpointStore, PartitionCheckpoint, StreamKey};
 use crate::dispatch::handlers::Handlers;
 use crate::dispatch::AlertKey;
@@ -20,9 +26,12 @@ use crate::history::{AlertRow, FindingRow, MetricRow, WindowRecord};
 use clean_host_core::bindings::MetricValue;
 use clean_host_core::timestamp::now_ms;
 use clean_host_quality::alert::{incidents, Alert, FindingSummary, Router, WindowSummary};
-use clean_host_quality::analysis::{dead_letter_finding, quality_score, Detectors, HostFinding};
+use clean_host_quality::analysis::{dead_letter_finding, quality_score, Detectors, HostFinding, PendingWindow};
 use clean_host_runtime::Window;
-use clean_host_stream::source::{Ack, ResumePosition, Sink};
+use clean_host_stream::source::{Ack, Position, ResumePosition, Sink};
+
+/// Windows with the detectors at once, at most.
+const WINDOWS_IN_DETECTORS: usize = 4;
 
 /// Work the pipeline's checkpoint thread does, in order.
 pub(super) type SaveJob = Box<dyn FnOnce() + Send>;
@@ -161,6 +170,26 @@ impl Checkpointer {
         let target = CheckpointTarget { store, key, forward_only, counters, saver };
         Ok(Checkpointer { target, interval, last: Instant::now(), cuts: BTreeMap::new(), pending: false })
     }
+
+    fn is_due(&self) -> bool {
+        self.last.elapsed() >= self.interval
+    }
+}
+
+/// What waits for the detectors' answers, in the order it came.
+enum Waiting {
+    Window(Box<Analysing>),
+    /// Acks for the windows before them.
+    Acks(Vec<Cut>),
+}
+
+/// A window with the detectors, and what its routing needs besides.
+struct Analysing {
+    window: Arc<Window>,
+    pending: PendingWindow,
+    dead_letters: u64,
+    first: Position,
+    last: Position,
 }
 
 /// The analysis side of a pipeline: detectors, alerts, outputs, acks.
@@ -175,6 +204,9 @@ pub(super) struct Analyst<'a> {
     ack_tx: crossbeam_channel::Sender<Ack>,
     findings_topic: Option<Box<dyn Sink>>,
     checkpointer: Option<Checkpointer>,
+    waiting: VecDeque<Waiting>,
+    /// Told, by the detectors' threads, that a window was answered.
+    answered: (crossbeam_channel::Sender<()>, crossbeam_channel::Receiver<()>),
     windows: u64,
     alerts: u64,
     incidents: u64,
@@ -205,6 +237,8 @@ impl<'a> Analyst<'a> {
             ack_tx,
             findings_topic,
             checkpointer: None,
+            waiting: VecDeque::new(),
+            answered: crossbeam_channel::unbounded(),
             windows: 0,
             alerts: 0,
             incidents: 0,
@@ -220,10 +254,100 @@ impl<'a> Analyst<'a> {
         Analyst { checkpointer, ..self }
     }
 
-    pub(super) fn window(&mut self, closed: WindowWork) -> Result<()> {
+    /// Where the detectors say that a window was answered: then
+    /// [`route_answered`](Self::route_answered).
+    pub(super) fn answered(&self) -> crossbeam_channel::Receiver<()> {
+        self.answered.1.clone()
+    }
+
+    /// The decode thread's next piece of work. A partition that arrives
+    /// or leaves waits for the windows before it.
+    pub(super) fn take(&mut self, work: Work) -> Result<()> {
+        match work {
+            Work::Window(closed) => self.submit(*closed),
+            Work::Acks(cuts) => self.queue_acks(cuts),
+            Work::Adopt(partition, checkpoint, loaded_in) => {
+                self.drain()?;
+                self.adopt(partition, *checkpoint, loaded_in);
+                Ok(())
+            }
+            Work::Revoked(partitions) => {
+                self.drain()?;
+                self.revoke(&partitions);
+                Ok(())
+            }
+        }
+    }
+
+    /// Hand a closed window to the detectors; with too many there, route
+    /// the oldest first.
+    fn submit(&mut self, closed: WindowWork) -> Result<()> {
         let WindowWork { window, bounds, partition, closed_at_ms, dead_letters, first, last } = closed;
         let window = Window::new(window.into_batch(self.common.pipeline, self.common.source, partition, bounds, closed_at_ms));
-        let mut result = self.detectors.analyze(&window);
+        let tell = self.answered.0.clone();
+        let pending = self.detectors.submit(window.clone(), move || _ = tell.send(()));
+        self.waiting.push_back(Waiting::Window(Box::new(Analysing { window, pending, dead_letters, first, last })));
+        while self.windows_waiting() > WINDOWS_IN_DETECTORS {
+            self.route_next()?;
+        }
+        self.route_answered()
+    }
+
+    fn windows_waiting(&self) -> usize {
+        self.waiting.iter().filter(|w| matches!(w, Waiting::Window(_))).count()
+    }
+
+    /// Route the oldest window (once answered) or release the oldest acks.
+    fn route_next(&mut self) -> Result<()> {
+        match self.waiting.pop_front() {
+            Some(Waiting::Window(analysing)) => self.route(*analysing),
+            Some(Waiting::Acks(cuts)) => self.acks(cuts),
+            None => Ok(()),
+        }
+    }
+
+    /// Route the answered windows at the front, and the acks after them.
+    pub(super) fn route_answered(&mut self) -> Result<()> {
+        while let Some(oldest) = self.waiting.front() {
+            if matches!(oldest, Waiting::Window(w) if !w.pending.is_answered()) {
+                break;
+            }
+            self.route_next()?;
+        }
+        Ok(())
+    }
+
+    /// Route everything waiting.
+    fn drain(&mut self) -> Result<()> {
+        while !self.waiting.is_empty() {
+            self.route_next()?;
+        }
+        Ok(())
+    }
+
+    /// Acks go after the windows before them. Where a checkpoint is due
+    /// they wait for those windows here, so that no later window is with
+    /// the detectors when it is taken.
+    fn queue_acks(&mut self, cuts: Vec<Cut>) -> Result<()> {
+        if !self.acknowledges {
+            return Ok(());
+        }
+        if self.checkpointer.as_ref().is_some_and(Checkpointer::is_due) {
+            self.drain()?;
+        }
+        match self.waiting.is_empty() {
+            true => self.acks(cuts),
+            false => {
+                self.waiting.push_back(Waiting::Acks(cuts));
+                Ok(())
+            }
+        }
+    }
+
+    /// A window the detectors answered: its score, alerts, outputs and history.
+    fn route(&mut self, analysing: Analysing) -> Result<()> {
+        let Analysing { window, pending, dead_letters, first, last } = analysing;
+        let mut result = pending.wait();
         let batch = window.batch();
         result.findings.extend(dead_letter_finding(dead_letters, batch.row_count, self.max_dead_letter_rate));
         let score = quality_score(&result.findings, batch.row_count, self.router.min_rows());
@@ -319,7 +443,7 @@ impl<'a> Analyst<'a> {
     /// Everything before these cuts is analysed and written: make what was
     /// produced durable, then let the source commit (with a checkpoint,
     /// once one covers them).
-    pub(super) fn acks(&mut self, cuts: Vec<Cut>) -> Result<()> {
+    fn acks(&mut self, cuts: Vec<Cut>) -> Result<()> {
         if !self.acknowledges {
             return Ok(());
         }
@@ -331,7 +455,8 @@ impl<'a> Analyst<'a> {
         };
         checkpointer.cuts.extend(cuts.into_iter().map(|c| (c.ack.partition, c)));
         checkpointer.pending = true;
-        if checkpointer.last.elapsed() >= checkpointer.interval {
+        // With a later window at the detectors, the state is past these cuts: a later ack takes it.
+        if checkpointer.is_due() && self.windows_waiting() == 0 {
             self.checkpoint()?;
         }
         Ok(())
@@ -339,7 +464,7 @@ impl<'a> Analyst<'a> {
 
     /// `partition` carries on from `checkpoint` (loaded in `loaded_in`): its
     /// detectors' state and its alert state (its windows and cut follow).
-    pub(super) fn adopt(&mut self, partition: u32, checkpoint: PartitionCheckpoint, loaded_in: Duration) {
+    fn adopt(&mut self, partition: u32, checkpoint: PartitionCheckpoint, loaded_in: Duration) {
         let started = Instant::now();
         let cold = restore_partition(self.common.pipeline, partition, checkpoint, self.detectors, &mut self.router);
         self.adoptions.cold_detectors.extend(cold);
@@ -350,7 +475,7 @@ impl<'a> Analyst<'a> {
     /// `partitions` are read by another consumer now: their state goes, and
     /// so does a cut waiting for a checkpoint (their last checkpoint and
     /// commit stay, for whoever reads them next).
-    pub(super) fn revoke(&mut self, partitions: &[u32]) {
+    fn revoke(&mut self, partitions: &[u32]) {
         if let Some(checkpointer) = &mut self.checkpointer {
             partitions.iter().for_each(|p| _ = checkpointer.cuts.remove(p));
         }
@@ -358,8 +483,10 @@ impl<'a> Analyst<'a> {
         partitions.iter().for_each(|&p| self.router.forget(p));
     }
 
-    /// The input ended or the run stops: the cuts still waiting get their checkpoint.
+    /// The input ended or the run stops: the windows with the detectors
+    /// are routed, and the cuts still waiting get their checkpoint.
     pub(super) fn finish(&mut self) -> Result<()> {
+        self.drain()?;
         if self.checkpointer.as_ref().is_some_and(|c| c.pending) {
             self.checkpoint()?;
         }

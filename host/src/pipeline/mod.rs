@@ -1,9 +1,10 @@
 //! One pipeline end to end: source -> decode -> windows -> detectors -> alerts.
 //!
 //! Three threads: the source reads blocks of lines; this thread decodes them
-//! into windows; the analysis thread builds each closed window's batch (this
-//! thread is the busiest), runs the detectors and routes alerts, one window
-//! at a time and in order.
+//! into windows (this thread is the busiest); the analysis thread builds
+//! each closed window's batch, hands it to the detectors (which run on the
+//! tenant's pool, a few windows at once) and routes alerts, window by window
+//! in order.
 //! A bounded channel between the last two keeps memory flat when analysis
 //! is the slower side.
 //!
@@ -328,12 +329,14 @@ fn read_and_analyse(pipeline: Pipeline, shared: &Shared) -> Result<PipelineRepor
         let analyst = Analyst::new(common, &detectors, router, handlers, acknowledges, ack_tx, findings_topic).checkpointed(checkpointer);
         let analysis = scope.spawn(move || -> Result<PipelineReport> {
             let mut analyst = analyst;
-            for work in work_rx {
-                match work {
-                    Work::Window(closed) => analyst.window(*closed)?,
-                    Work::Acks(cuts) => analyst.acks(cuts)?,
-                    Work::Adopt(partition, checkpoint, loaded_in) => analyst.adopt(partition, *checkpoint, loaded_in),
-                    Work::Revoked(partitions) => analyst.revoke(&partitions),
+            let answered = analyst.answered();
+            loop {
+                crossbeam_channel::select! {
+                    recv(work_rx) -> work => match work {
+                        Ok(work) => analyst.take(work)?,
+                        Err(_) => break,
+                    },
+                    recv(answered) -> _ => analyst.route_answered()?,
                 }
             }
             analyst.finish()?;

@@ -12,7 +12,7 @@ pub(crate) mod tests;
 pub use catalog::{Candidate, Catalog, CatalogEntry};
 use clean_host_core::bindings::{Analysis, Finding, MetricValue, Severity};
 use clean_host_runtime::{cut, MAX_NAME};
-pub use detectors::{tenant_call_pool, DetectorSet, DetectorState, Detectors};
+pub use detectors::{tenant_call_pool, DetectorSet, DetectorState, Detectors, PendingWindow};
 pub use score::{is_sure, quality_score, wilson, Score};
 
 /// Most findings one call may return.

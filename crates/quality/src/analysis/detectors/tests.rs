@@ -65,6 +65,11 @@ fn batch(seq: u64) -> Arc<Window> {
     Window::new(Batch { info, row_count: 10, columns: Vec::new(), offsets: Vec::new(), record_hashes: Vec::new(), event_times: Vec::new() })
 }
 
+/// What the detectors say about `window`, once they answered.
+fn answer(detectors: &Detectors, window: Arc<Window>) -> WindowAnalysis {
+    detectors.submit(window, || {}).wait()
+}
+
 fn seen(findings: &[HostFinding]) -> Option<f64> {
     findings.iter().find(|f| f.finding.metric == "seen").map(|f| f.finding.value)
 }
@@ -75,12 +80,12 @@ fn swaps_hand_state_over_and_failures_roll_back() {
     let set = DetectorSet { catalog: catalog.clone(), pool: tenant_call_pool("t"), selection: None, configs: BTreeMap::new() };
     let detectors = Detectors::new("p", set, 3).unwrap();
     for seq in 0..3 {
-        assert_eq!(seen(&detectors.analyze(&batch(seq)).findings), Some(seq as f64 + 1.0));
+        assert_eq!(seen(&answer(&detectors, batch(seq)).findings), Some(seq as f64 + 1.0));
     }
     catalog.update(|e| e.get_mut("counting").unwrap().active = candidate("b", false));
-    assert_eq!(seen(&detectors.analyze(&batch(3)).findings), Some(4.0), "b carries on from a's count");
+    assert_eq!(seen(&answer(&detectors, batch(3)).findings), Some(4.0), "b carries on from a's count");
     catalog.update(|e| e.get_mut("counting").unwrap().active = candidate("c", true));
-    let window = detectors.analyze(&batch(4));
+    let window = answer(&detectors, batch(4));
     assert!(window.findings.iter().any(|f| f.finding.metric == "plugin_rolled_back" && f.origin == FindingOrigin::Quarantine));
     assert_eq!(seen(&window.findings), Some(5.0), "b analysed the window c failed on");
     assert_eq!(catalog.entries()["counting"].active.source.fingerprint(), "b");
@@ -94,10 +99,10 @@ fn shadows_are_compared_then_promoted() {
     let catalog = Catalog::new("t", BTreeMap::from([("counting".to_string(), CatalogEntry { active: candidate("a", false), shadow: None })]));
     let set = DetectorSet { catalog: catalog.clone(), pool: tenant_call_pool("t"), selection: None, configs: BTreeMap::new() };
     let detectors = Detectors::new("p", set, 3).unwrap();
-    detectors.analyze(&batch(0));
+    answer(&detectors, batch(0));
     catalog.update(|e| e.get_mut("counting").unwrap().shadow = Some(candidate("s", false)));
     for seq in 1..5 {
-        let w = detectors.analyze(&batch(seq));
+        let w = answer(&detectors, batch(seq));
         assert_eq!(seen(&w.findings), seen(&w.shadow_findings), "the shadow starts from the active state");
     }
     let shadow = detectors.stats().into_iter().find(|s| s.status == Status::Shadow).unwrap();
@@ -106,7 +111,7 @@ fn shadows_are_compared_then_promoted() {
         let entry = e.get_mut("counting").unwrap();
         entry.active = entry.shadow.take().unwrap();
     });
-    let w = detectors.analyze(&batch(5));
+    let w = answer(&detectors, batch(5));
     assert_eq!((seen(&w.findings), w.shadow_findings.len()), (Some(6.0), 0));
     let stats = detectors.stats();
     assert_eq!((stats.len(), stats[0].fingerprint.as_str(), stats[0].reloads), (1, "s", 1));
@@ -120,12 +125,12 @@ fn removed_detectors_leave_and_new_ones_join() {
     catalog.update(|e| {
         e.clear();
     });
-    assert!(detectors.analyze(&batch(0)).findings.is_empty());
+    assert!(answer(&detectors, batch(0)).findings.is_empty());
     assert!(detectors.stats().is_empty());
     catalog.update(|e| {
         e.insert("counting".into(), CatalogEntry { active: candidate("b", false), shadow: None });
     });
-    assert_eq!(seen(&detectors.analyze(&batch(1)).findings), Some(1.0));
+    assert_eq!(seen(&answer(&detectors, batch(1)).findings), Some(1.0));
 }
 
 #[test]
@@ -133,10 +138,143 @@ fn a_new_build_brings_a_quarantined_detector_back() {
     let catalog = Catalog::new("t", BTreeMap::from([("counting".to_string(), CatalogEntry { active: candidate("bad", true), shadow: None })]));
     let set = DetectorSet { catalog: catalog.clone(), pool: tenant_call_pool("t"), selection: None, configs: BTreeMap::new() };
     let detectors = Detectors::new("p", set, 2).unwrap();
-    detectors.analyze(&batch(0));
-    let w = detectors.analyze(&batch(1));
+    answer(&detectors, batch(0));
+    let w = answer(&detectors, batch(1));
     assert!(w.findings.iter().any(|f| f.finding.metric == "plugin_quarantined"));
     catalog.update(|e| e.get_mut("counting").unwrap().active = candidate("fixed", false));
-    assert_eq!(seen(&detectors.analyze(&batch(2)).findings), Some(1.0));
+    assert_eq!(seen(&answer(&detectors, batch(2)).findings), Some(1.0));
     assert_eq!(detectors.stats()[0].status, Status::Active);
+}
+
+/// Holds every call until opened.
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Gate {
+    fn pass(&self) {
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.opened.wait(open).unwrap();
+        }
+    }
+
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+}
+
+/// Notes the seq of every window it analyses (once past its gate, if it
+/// has one), and says it as a `seen` finding; panics on window `panics_on`.
+#[derive(Clone, Default)]
+struct Recording {
+    name: String,
+    seqs: Arc<Mutex<Vec<u64>>>,
+    gate: Option<Arc<Gate>>,
+    panics_on: Option<u64>,
+}
+
+impl Analyzer for Recording {
+    fn analyze(&mut self, window: &Arc<Window>) -> Result<Analysis, PluginFault> {
+        let seq = window.batch().info.seq;
+        if let Some(gate) = &self.gate {
+            gate.pass();
+        }
+        assert_ne!(Some(seq), self.panics_on, "a bug in the detector");
+        self.seqs.lock().unwrap().push(seq);
+        let seen = Finding {
+            metric: "seen".into(),
+            column: None,
+            value: seq as f64,
+            threshold: 0.0,
+            severity: Severity::Info,
+            message: String::new(),
+            sample_rows: Vec::new(),
+        };
+        Ok(Analysis { findings: vec![seen], metrics: Vec::new() })
+    }
+    fn snapshot(&mut self) -> Result<Vec<u8>, PluginFault> {
+        Ok((self.seqs.lock().unwrap().len() as u64).to_le_bytes().to_vec())
+    }
+    fn restore(&mut self, _state: &[u8]) -> Result<(), PluginFault> {
+        Ok(())
+    }
+}
+
+impl DetectorSource for Recording {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn version(&self) -> &str {
+        "1.0"
+    }
+    fn instantiate(&self, _config: &str) -> Result<Box<dyn Analyzer>, PluginFault> {
+        Ok(Box::new(self.clone()))
+    }
+}
+
+/// A pipeline of `detectors`, on a pool of two threads (whatever the machine's cores).
+fn recording(detectors: &[&Recording]) -> Detectors {
+    let entries = detectors.iter().map(|&d| (d.name.clone(), CatalogEntry { active: Candidate::new(Arc::new(d.clone()), None), shadow: None })).collect();
+    let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap());
+    let set = DetectorSet { catalog: Catalog::new("t", entries), pool, selection: None, configs: BTreeMap::new() };
+    Detectors::new("p", set, 3).unwrap()
+}
+
+fn seqs(detector: &Recording) -> Vec<u64> {
+    detector.seqs.lock().unwrap().clone()
+}
+
+#[test]
+fn a_detector_moves_on_while_a_slower_one_holds_a_window() {
+    let gate = Arc::new(Gate::default());
+    let fast = Recording { name: "fast".into(), ..Default::default() };
+    let held = Recording { name: "held".into(), gate: Some(gate.clone()), ..Default::default() };
+    let detectors = recording(&[&fast, &held]);
+    let pending: Vec<PendingWindow> = (0..4).map(|seq| detectors.submit(batch(seq), || {})).collect();
+    let started = std::time::Instant::now();
+    while seqs(&fast).len() < 4 && started.elapsed() < std::time::Duration::from_secs(30) {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert_eq!(seqs(&fast), [0, 1, 2, 3], "fast took every window while held holds the first");
+    assert!(seqs(&held).is_empty() && !pending[0].is_answered());
+    gate.open();
+    for (seq, window) in pending.into_iter().enumerate() {
+        let findings = window.wait().findings;
+        let said: Vec<(&str, f64)> = findings.iter().map(|f| (f.detector.as_str(), f.finding.value)).collect();
+        assert_eq!(said, [("fast", seq as f64), ("held", seq as f64)], "answers in the detectors' order");
+    }
+    assert_eq!(seqs(&held), [0, 1, 2, 3], "each detector takes its windows in order");
+}
+
+#[test]
+fn a_checkpoint_is_taken_once_the_windows_handed_over_are_answered() {
+    let counting = Recording { name: "counting".into(), ..Default::default() };
+    let detectors = recording(&[&counting]);
+    // Told about the first window, its lane waits: the detector is free, and two windows wait.
+    let told = Arc::new(Gate::default());
+    let wait_for_told = told.clone();
+    detectors.submit(batch(0), move || wait_for_told.pass());
+    let pending: Vec<PendingWindow> = (1..3).map(|seq| detectors.submit(batch(seq), || {})).collect();
+    let teller = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        told.open();
+    });
+    let states = detectors.checkpoint(0);
+    assert_eq!(states[0].state, 3u64.to_le_bytes(), "the state is as of the third window");
+    assert!(pending.iter().all(PendingWindow::is_answered));
+    teller.join().unwrap();
+}
+
+#[test]
+fn a_detector_that_panics_panics_where_its_window_is_awaited() {
+    let panics = Recording { name: "panics".into(), panics_on: Some(1), ..Default::default() };
+    let detectors = recording(&[&panics]);
+    let pending: Vec<PendingWindow> = (0..3).map(|seq| detectors.submit(batch(seq), || {})).collect();
+    let waited: Vec<bool> = pending.into_iter().map(|w| std::panic::catch_unwind(AssertUnwindSafe(|| w.wait())).is_ok()).collect();
+    assert_eq!(waited, [true, false, true], "the windows after it are still analysed");
+    assert_eq!(seqs(&panics), [0, 2]);
 }
