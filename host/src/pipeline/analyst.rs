@@ -185,7 +185,6 @@ enum Waiting {
 
 /// A window with the detectors, and what its routing needs besides.
 struct Analysing {
-    window: Arc<Window>,
     pending: PendingWindow,
     dead_letters: u64,
     first: Position,
@@ -205,8 +204,9 @@ pub(super) struct Analyst<'a> {
     findings_topic: Option<Box<dyn Sink>>,
     checkpointer: Option<Checkpointer>,
     waiting: VecDeque<Waiting>,
-    /// Told, by the detectors' threads, that a window was answered.
-    answered: (crossbeam_channel::Sender<()>, crossbeam_channel::Receiver<()>),
+    /// The detectors' threads say on this that a window was answered.
+    answered_tx: crossbeam_channel::Sender<()>,
+    answered_rx: crossbeam_channel::Receiver<()>,
     windows: u64,
     alerts: u64,
     incidents: u64,
@@ -227,6 +227,7 @@ impl<'a> Analyst<'a> {
         findings_topic: Option<Box<dyn Sink>>,
     ) -> Self {
         let max_dead_letter_rate = router.max_dead_letter_rate();
+        let (answered_tx, answered_rx) = crossbeam_channel::unbounded();
         Analyst {
             common,
             detectors,
@@ -238,7 +239,8 @@ impl<'a> Analyst<'a> {
             findings_topic,
             checkpointer: None,
             waiting: VecDeque::new(),
-            answered: crossbeam_channel::unbounded(),
+            answered_tx,
+            answered_rx,
             windows: 0,
             alerts: 0,
             incidents: 0,
@@ -257,7 +259,7 @@ impl<'a> Analyst<'a> {
     /// Where the detectors say that a window was answered: then
     /// [`route_answered`](Self::route_answered).
     pub(super) fn answered(&self) -> crossbeam_channel::Receiver<()> {
-        self.answered.1.clone()
+        self.answered_rx.clone()
     }
 
     /// The decode thread's next piece of work. A partition that arrives
@@ -279,17 +281,17 @@ impl<'a> Analyst<'a> {
         }
     }
 
-    /// Hand a closed window to the detectors; with too many there, route
-    /// the oldest first.
+    /// Hand a closed window to the detectors, once fewer than
+    /// [`WINDOWS_IN_DETECTORS`] are there.
     fn submit(&mut self, closed: WindowWork) -> Result<()> {
-        let WindowWork { window, bounds, partition, closed_at_ms, dead_letters, first, last } = closed;
-        let window = Window::new(window.into_batch(self.common.pipeline, self.common.source, partition, bounds, closed_at_ms));
-        let tell = self.answered.0.clone();
-        let pending = self.detectors.submit(window.clone(), move || _ = tell.send(()));
-        self.waiting.push_back(Waiting::Window(Box::new(Analysing { window, pending, dead_letters, first, last })));
-        while self.windows_waiting() > WINDOWS_IN_DETECTORS {
+        while self.windows_waiting() >= WINDOWS_IN_DETECTORS {
             self.route_next()?;
         }
+        let WindowWork { window, bounds, partition, closed_at_ms, dead_letters, first, last } = closed;
+        let window = Window::new(window.into_batch(self.common.pipeline, self.common.source, partition, bounds, closed_at_ms));
+        let tell = self.answered_tx.clone();
+        let pending = self.detectors.submit(window, move || _ = tell.send(()));
+        self.waiting.push_back(Waiting::Window(Box::new(Analysing { pending, dead_letters, first, last })));
         self.route_answered()
     }
 
@@ -346,7 +348,8 @@ impl<'a> Analyst<'a> {
 
     /// A window the detectors answered: its score, alerts, outputs and history.
     fn route(&mut self, analysing: Analysing) -> Result<()> {
-        let Analysing { window, pending, dead_letters, first, last } = analysing;
+        let Analysing { pending, dead_letters, first, last } = analysing;
+        let window = pending.window().clone();
         let mut result = pending.wait();
         let batch = window.batch();
         result.findings.extend(dead_letter_finding(dead_letters, batch.row_count, self.max_dead_letter_rate));
@@ -444,9 +447,6 @@ impl<'a> Analyst<'a> {
     /// produced durable, then let the source commit (with a checkpoint,
     /// once one covers them).
     fn acks(&mut self, cuts: Vec<Cut>) -> Result<()> {
-        if !self.acknowledges {
-            return Ok(());
-        }
         let Some(checkpointer) = &mut self.checkpointer else {
             self.flush_topics()?;
             let acks = cuts.iter().map(|c| c.ack).collect();

@@ -463,3 +463,105 @@ fn broker_ids_are_found_by_offset_whatever_order_they_came_in() {
     assert_eq!(ids.forget_below(6), None, "nothing left below 6");
     assert_eq!(ids.forget_below(u64::MAX).as_deref(), Some("id-7"));
 }
+
+/// Holds its first window until told (10 s at most), so later windows are
+/// with the detectors, and answered by the others, while it waits.
+struct Held(Option<crossbeam_channel::Receiver<()>>);
+
+impl Analyzer for Held {
+    fn analyze(&mut self, _window: &Arc<Window>) -> Result<Analysis, PluginFault> {
+        if let Some(go) = self.0.take() {
+            let _ = go.recv_timeout(Duration::from_secs(10));
+        }
+        Ok(Analysis { findings: Vec::new(), metrics: Vec::new() })
+    }
+    fn snapshot(&mut self) -> Result<Vec<u8>, PluginFault> {
+        Ok(Vec::new())
+    }
+    fn restore(&mut self, _state: &[u8]) -> Result<(), PluginFault> {
+        Ok(())
+    }
+}
+
+/// Counts rows; notes the count at every snapshot; tells `Held` to go
+/// once it counted `go_at` rows, after `wait` (past the checkpoint interval).
+struct Counted {
+    rows: u64,
+    go_at: u64,
+    wait: Duration,
+    go: Option<crossbeam_channel::Sender<()>>,
+    snapshots: Arc<Mutex<Vec<u64>>>,
+}
+
+impl Analyzer for Counted {
+    fn analyze(&mut self, window: &Arc<Window>) -> Result<Analysis, PluginFault> {
+        self.rows += u64::from(window.batch().row_count);
+        if self.rows == self.go_at {
+            std::thread::sleep(self.wait);
+            self.go.take().map(|go| go.send(()));
+        }
+        Ok(Analysis { findings: Vec::new(), metrics: Vec::new() })
+    }
+    fn snapshot(&mut self) -> Result<Vec<u8>, PluginFault> {
+        self.snapshots.lock().unwrap().push(self.rows);
+        Ok(self.rows.to_le_bytes().to_vec())
+    }
+    fn restore(&mut self, _state: &[u8]) -> Result<(), PluginFault> {
+        Ok(())
+    }
+}
+
+/// Makes one instance of an analyzer (the pipeline reads one partition).
+struct Single(&'static str, Mutex<Option<Box<dyn Analyzer>>>);
+
+impl DetectorSource for Single {
+    fn name(&self) -> &str {
+        self.0
+    }
+    fn version(&self) -> &str {
+        "1.0"
+    }
+    fn instantiate(&self, _config: &str) -> Result<Box<dyn Analyzer>, PluginFault> {
+        self.1.lock().unwrap().take().ok_or_else(|| PluginFault::Guest("one instance only".into()))
+    }
+}
+
+/// The cuts of windows 0 and 1 come due while windows 1 and 2 are with
+/// the detectors (and answered by one of them): no checkpoint is taken
+/// there, as its state would be past its cut; the cut after window 2,
+/// with nothing at the detectors, takes it, with the state of all 150 rows.
+#[test]
+fn no_checkpoint_is_taken_while_a_later_window_is_with_the_detectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let interval = Duration::from_millis(300);
+    let (go, held_until) = crossbeam_channel::bounded(1);
+    let snapshots = Arc::new(Mutex::new(Vec::new()));
+    let counted = Counted { rows: 0, go_at: 150, wait: interval + Duration::from_millis(100), go: Some(go), snapshots: snapshots.clone() };
+    let source = |name: &'static str, analyzer: Box<dyn Analyzer>| CatalogEntry {
+        active: Candidate::new(Arc::new(Single(name, Mutex::new(Some(analyzer)))), None),
+        shadow: None,
+    };
+    let catalog = Catalog::new(
+        "t",
+        BTreeMap::from([("counted".to_string(), source("counted", Box::new(counted))), ("held".to_string(), source("held", Box::new(Held(Some(held_until)))))]),
+    );
+    let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap());
+    let committed = Arc::default();
+    let mut p = pipeline(Vec::new(), true, &committed);
+    p.source = Box::new(Scripted {
+        events: vec![on(0, 0, 50), on(0, 50, 100), on(0, 100, 150)],
+        acknowledges: true,
+        committed: committed.clone(),
+        resumed_at: Some(Arc::default()),
+        moves: false,
+    });
+    p.detectors = Arc::new(Detectors::new("p", DetectorSet { catalog, pool, selection: None, configs: BTreeMap::new() }, 3).unwrap());
+    let store = CheckpointStore::open(&dir.path().join("checkpoints.db")).unwrap();
+    let counters = p.counters.clone();
+    let shared = Shared { checkpoints: Some(Checkpoints { file: store, in_broker: false, interval }), ..shared(&dir, &counters) };
+    assert_eq!(run(p, &shared).unwrap().windows, 3);
+    // Counted before its acks went out, which the source waited for.
+    assert_eq!(counters.checkpoints.load(Ordering::Relaxed), 1);
+    assert_eq!(*snapshots.lock().unwrap(), [150], "one checkpoint, its state as of its cut");
+    assert_eq!(committed.lock().unwrap().iter().map(|a| a.below).collect::<Vec<_>>(), [150]);
+}

@@ -3,13 +3,12 @@
 //!
 //! Each detector runs under the plugin lifecycle of the runtime
 //! ([`Lifecycle`]: rebuild after a trap, quarantine, swap with state,
-//! probation and rollback, shadow) in its own [`Lane`]: it takes the
+//! probation and rollback, shadow) as a [`RunningDetector`]: it answers the
 //! pipeline's windows in order, one call at a time, on the tenant's pool.
-//! A window is handed to every lane at once and is answered when the last
-//! one answers; a lane that is done moves on to the next window without
-//! waiting for a slower detector of this one, so a pool thread never idles
-//! behind the slowest call of a window while windows wait (before, every
-//! window was a barrier, and a tenth of the two cores went idle in them).
+//! A window goes to every detector at once and is answered when the last
+//! one answers; a detector done with it moves on to the next window
+//! without waiting for a slower one, so no pool thread idles behind the
+//! slowest call of a window while windows wait.
 //! What this module adds is what a detector's
 //! faults mean for a window: a call that faults becomes a `plugin_error`
 //! finding, a quarantine a `plugin_quarantined` one and a rollback a
@@ -20,14 +19,15 @@
 //! Changes to the catalog are applied on the analysis thread between two
 //! windows, once every window handed over before was answered, so every
 //! window is analysed by exactly one version of each detector; so are
-//! checkpoints and restores, so a state is as of the last window handed over. A shadow version sees every window the active one sees; its
+//! checkpoints and restores, so a state is as of the last window handed
+//! over. A shadow version sees every window the active one sees; its
 //! findings are kept apart, never alerted, and compared with the active
 //! version's.
 
 use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 
 use super::{plugin_finding, validate, Candidate, Catalog, CatalogEntry, FindingOrigin, HostFinding, WindowAnalysis};
@@ -152,55 +152,81 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// One detector of a pipeline and the windows waiting for it: taken in
-/// order, by one task of the tenant's pool at a time.
-struct Lane {
+/// One detector of a pipeline and the windows waiting for it, answered in
+/// order, one call at a time. Every window handed over is a job of its own
+/// on the tenant's pool, in the order handed over with every other
+/// pipeline's: a job that finds the detector busy leaves its window to the
+/// job that holds it, which takes it next. So the pool's threads take turns
+/// between a tenant's pipelines window by window, and a detector never
+/// waits for another one of its pipeline.
+struct RunningDetector {
     detector: Mutex<Lifecycle<Candidate>>,
-    queue: Mutex<LaneQueue>,
+    queue: Mutex<DetectorQueue>,
+    catalog: Arc<Catalog>,
+    max_failures: u32,
 }
 
 #[derive(Default)]
-struct LaneQueue {
+struct DetectorQueue {
     windows: VecDeque<(Arc<InFlight>, usize)>,
-    /// A task of the pool is taking this lane's windows.
+    /// A job is answering this detector's windows.
     taken: bool,
+    /// Jobs that found it taken: their windows are the holder's to answer.
+    left_to_holder: usize,
+    /// A call panicked: later windows are not handed to the detector.
+    panicked: bool,
 }
 
-impl Lane {
-    fn new(detector: Lifecycle<Candidate>) -> Arc<Self> {
-        Arc::new(Lane { detector: Mutex::new(detector), queue: Mutex::default() })
+impl RunningDetector {
+    fn new(detector: Lifecycle<Candidate>, catalog: Arc<Catalog>, max_failures: u32) -> Arc<Self> {
+        Arc::new(RunningDetector { detector: Mutex::new(detector), queue: Mutex::default(), catalog, max_failures })
     }
 
-    /// Queue `window`, whose answer from this lane goes into `slot`; a task
-    /// starts taking the queue unless one already is.
-    fn hand(self: &Arc<Self>, window: &Arc<InFlight>, slot: usize, pool: &rayon::ThreadPool, catalog: &Arc<Catalog>, max_failures: u32) {
-        let mut queue = lock(&self.queue);
-        queue.windows.push_back((window.clone(), slot));
-        if !queue.taken {
+    /// Queue `window`, whose answer goes into `slot`, and its job.
+    fn hand(self: &Arc<Self>, window: &Arc<InFlight>, slot: usize, pool: &rayon::ThreadPool) {
+        lock(&self.queue).windows.push_back((window.clone(), slot));
+        let detector = self.clone();
+        pool.spawn(move || detector.answer_next());
+    }
+
+    /// One window's job: answer the oldest window, and the windows of the
+    /// jobs that came meanwhile; or, with the detector taken, leave it to
+    /// the job that holds it.
+    fn answer_next(&self) {
+        {
+            let mut queue = lock(&self.queue);
+            if queue.taken {
+                queue.left_to_holder += 1;
+                return;
+            }
             queue.taken = true;
-            let (lane, catalog) = (self.clone(), catalog.clone());
-            pool.spawn(move || lane.take_windows(&catalog, max_failures));
         }
-    }
-
-    /// Answer the queued windows, in order, until none is left.
-    fn take_windows(&self, catalog: &Catalog, max_failures: u32) {
         loop {
-            let (window, slot) = {
+            let (window, slot, panicked) = {
                 let mut queue = lock(&self.queue);
-                match queue.windows.pop_front() {
-                    Some(next) => next,
-                    None => {
-                        queue.taken = false;
-                        return;
-                    }
-                }
+                let (window, slot) = queue.windows.pop_front().expect("a window for every job");
+                (window, slot, queue.panicked)
             };
-            let answer = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                let mut detector = lock(&self.detector);
-                (analyze(&mut detector, &window.window, max_failures, catalog), detector.name().to_string())
-            }));
+            let answer = if window.abandoned.load(Ordering::Acquire) {
+                // Its pipeline stopped waiting (it failed): nothing reads the answer.
+                Ok((DetectorResult::default(), String::new()))
+            } else if panicked {
+                Err(Box::new("an earlier call of this detector panicked") as Box<dyn Any + Send>)
+            } else {
+                let answer = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    let mut detector = lock(&self.detector);
+                    (analyze(&mut detector, &window.window, self.max_failures, &self.catalog), detector.name().to_string())
+                }));
+                lock(&self.queue).panicked |= answer.is_err();
+                answer
+            };
             window.answer(slot, answer);
+            let mut queue = lock(&self.queue);
+            if queue.left_to_holder == 0 {
+                queue.taken = false;
+                return;
+            }
+            queue.left_to_holder -= 1;
         }
     }
 }
@@ -245,10 +271,12 @@ struct InFlight {
     /// Told once the last detector answered.
     on_answered: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     outstanding: Arc<Outstanding>,
+    /// Its [`PendingWindow`] was dropped unanswered: no call is made for it.
+    abandoned: AtomicBool,
 }
 
 struct Answers {
-    /// By lane, in the order of the pipeline's detectors.
+    /// In the order of the pipeline's detectors.
     results: Vec<Option<(DetectorResult, String)>>,
     left: usize,
     panic: Option<Box<dyn Any + Send>>,
@@ -268,14 +296,20 @@ impl InFlight {
         if last {
             self.all_answered.notify_all();
             self.outstanding.answered();
-            if let Some(tell) = lock(&self.on_answered).take() {
-                tell();
-            }
+            self.tell_answered();
+        }
+    }
+
+    fn tell_answered(&self) {
+        if let Some(tell) = lock(&self.on_answered).take() {
+            tell();
         }
     }
 }
 
-/// A window handed to the detectors ([`Detectors::submit`]).
+/// A window handed to the detectors ([`Detectors::submit`]). Dropped
+/// before they answered (its pipeline failed), the calls still to come
+/// for it are not made.
 pub struct PendingWindow {
     in_flight: Arc<InFlight>,
     /// What following the catalog before it found.
@@ -283,6 +317,10 @@ pub struct PendingWindow {
 }
 
 impl PendingWindow {
+    pub fn window(&self) -> &Arc<Window> {
+        &self.in_flight.window
+    }
+
     /// Every detector answered: [`wait`](Self::wait) returns at once.
     pub fn is_answered(&self) -> bool {
         lock(&self.in_flight.answers).left == 0
@@ -290,7 +328,7 @@ impl PendingWindow {
 
     /// What the detectors said, in the order of the pipeline's detectors. A
     /// detector that panicked panics here, on the caller's thread.
-    pub fn wait(self) -> WindowAnalysis {
+    pub fn wait(mut self) -> WindowAnalysis {
         let mut answers = lock(&self.in_flight.answers);
         while answers.left > 0 {
             answers = self.in_flight.all_answered.wait(answers).unwrap_or_else(|p| p.into_inner());
@@ -299,13 +337,19 @@ impl PendingWindow {
             drop(answers);
             std::panic::resume_unwind(panic);
         }
-        let mut out = WindowAnalysis { findings: self.catalog_findings, ..Default::default() };
+        let mut out = WindowAnalysis { findings: std::mem::take(&mut self.catalog_findings), ..Default::default() };
         for (result, name) in answers.results.drain(..).flatten() {
             out.findings.extend(result.findings);
             out.shadow_findings.extend(result.shadow_findings);
             out.metrics.extend(result.metrics.into_iter().map(|m| (name.clone(), m)));
         }
         out
+    }
+}
+
+impl Drop for PendingWindow {
+    fn drop(&mut self) {
+        self.in_flight.abandoned.store(true, Ordering::Release);
     }
 }
 
@@ -323,7 +367,7 @@ pub struct DetectorState {
 pub struct Detectors {
     pipeline: String,
     set: DetectorSet,
-    running: RwLock<Vec<Arc<Lane>>>,
+    running: RwLock<Vec<Arc<RunningDetector>>>,
     /// The catalog generation the running detectors follow.
     seen: AtomicU64,
     max_failures: u32,
@@ -362,17 +406,17 @@ impl Detectors {
         };
         let mut running = Vec::new();
         for name in names {
-            let detector = detectors.start(&name, &entries[&name]).map_err(|f| format!("plugin {name}: {f}"))?;
-            running.push(Lane::new(detector));
+            running.push(detectors.start(&name, &entries[&name]).map_err(|f| format!("plugin {name}: {f}"))?);
         }
         detectors.running = RwLock::new(running);
         Ok(detectors)
     }
 
-    fn start(&self, name: &str, entry: &CatalogEntry) -> Result<Lifecycle<Candidate>, PluginFault> {
+    fn start(&self, name: &str, entry: &CatalogEntry) -> Result<Arc<RunningDetector>, PluginFault> {
         let owner = Owner { tenant: self.tenant().to_string(), pipeline: Some(self.pipeline.clone()) };
         let config = self.set.config_json(name, &entry.active);
-        Lifecycle::start(name, owner, entry.active.clone(), config, entry.shadow.clone(), self.max_failures)
+        let detector = Lifecycle::start(name, owner, entry.active.clone(), config, entry.shadow.clone(), self.max_failures)?;
+        Ok(RunningDetector::new(detector, self.set.catalog.clone(), self.max_failures))
     }
 
     pub fn tenant(&self) -> &str {
@@ -391,8 +435,8 @@ impl Detectors {
         let entries = self.set.catalog.entries();
         let mut findings = Vec::new();
         let mut running = self.running.write().unwrap_or_else(|p| p.into_inner());
-        running.retain(|lane| {
-            let detector = lock(&lane.detector);
+        running.retain(|running| {
+            let detector = lock(&running.detector);
             let name = detector.name();
             let kept = entries.contains_key(name);
             if !kept {
@@ -401,8 +445,8 @@ impl Detectors {
             }
             kept
         });
-        for lane in running.iter() {
-            let mut detector = lock(&lane.detector);
+        for running in running.iter() {
+            let mut detector = lock(&running.detector);
             let entry = &entries[detector.name()];
             let config = self.set.config_json(detector.name(), &entry.active);
             if let Err(message) = detector.follow(&entry.active, entry.shadow.as_ref(), config) {
@@ -411,7 +455,7 @@ impl Detectors {
             }
         }
         for (name, entry) in &entries {
-            let present = running.iter().any(|lane| lock(&lane.detector).name() == name);
+            let present = running.iter().any(|running| lock(&running.detector).name() == name);
             if present || !self.set.wants(name) {
                 continue;
             }
@@ -419,7 +463,7 @@ impl Detectors {
                 Ok(detector) => {
                     let message = format!("pipeline {}: plugin {name} {} added", self.pipeline, entry.active.label());
                     plugin_event(Level::INFO, self.tenant(), Some(&self.pipeline), name, "added", &message);
-                    running.push(Lane::new(detector));
+                    running.push(detector);
                 }
                 Err(fault) => {
                     let message = format!("new plugin {name} could not start: {fault}");
@@ -432,8 +476,8 @@ impl Detectors {
     }
 
     /// Hand `window` to every detector, after the windows handed over
-    /// before; `on_answered` is called (on a pool thread) once they all
-    /// answered it.
+    /// before; `on_answered` is called once they all answered it (on a pool
+    /// thread, or at once on this one when the pipeline has no detector).
     pub fn submit(&self, window: Arc<Window>, on_answered: impl FnOnce() + Send + 'static) -> PendingWindow {
         let catalog_findings = self.follow_catalog();
         let running = self.running.read().unwrap_or_else(|p| p.into_inner());
@@ -444,15 +488,14 @@ impl Detectors {
             all_answered: Condvar::new(),
             on_answered: Mutex::new(Some(Box::new(on_answered))),
             outstanding: self.outstanding.clone(),
+            abandoned: AtomicBool::new(false),
         });
         if running.is_empty() {
-            if let Some(tell) = lock(&in_flight.on_answered).take() {
-                tell();
-            }
+            in_flight.tell_answered();
         } else {
             self.outstanding.add();
-            for (slot, lane) in running.iter().enumerate() {
-                lane.hand(&in_flight, slot, &self.set.pool, &self.set.catalog, self.max_failures);
+            for (slot, detector) in running.iter().enumerate() {
+                detector.hand(&in_flight, slot, &self.set.pool);
             }
         }
         PendingWindow { in_flight, catalog_findings }
@@ -465,8 +508,8 @@ impl Detectors {
         self.outstanding.wait();
         let running = self.running.read().unwrap_or_else(|p| p.into_inner());
         let mut states = Vec::with_capacity(running.len());
-        for lane in running.iter() {
-            let mut detector = lock(&lane.detector);
+        for running in running.iter() {
+            let mut detector = lock(&running.detector);
             let name = detector.name().to_string();
             match detector.checkpoint(partition) {
                 Some(Ok((version, state))) => states.push(DetectorState { name, version, state }),
@@ -493,8 +536,8 @@ impl Detectors {
         self.outstanding.wait();
         let running = self.running.read().unwrap_or_else(|p| p.into_inner());
         let mut cold = Vec::new();
-        for lane in running.iter() {
-            let mut detector = lock(&lane.detector);
+        for running in running.iter() {
+            let mut detector = lock(&running.detector);
             let name = detector.name().to_string();
             match states.iter().find(|s| s.name == name) {
                 None => cold.push((name, "not in the checkpoint".to_string())),
@@ -512,15 +555,15 @@ impl Detectors {
     pub fn forget(&self, partitions: &[u32]) {
         self.outstanding.wait();
         let running = self.running.read().unwrap_or_else(|p| p.into_inner());
-        for lane in running.iter() {
-            let mut detector = lock(&lane.detector);
+        for running in running.iter() {
+            let mut detector = lock(&running.detector);
             partitions.iter().for_each(|&p| detector.forget(p));
         }
     }
 
     pub fn stats(&self) -> Vec<PluginStats> {
         let running = self.running.read().unwrap_or_else(|p| p.into_inner());
-        running.iter().flat_map(|lane| lock(&lane.detector).stats()).collect()
+        running.iter().flat_map(|running| lock(&running.detector).stats()).collect()
     }
 }
 

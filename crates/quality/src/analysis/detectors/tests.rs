@@ -172,6 +172,8 @@ impl Gate {
 #[derive(Clone, Default)]
 struct Recording {
     name: String,
+    /// Its build (fingerprint): another is another version.
+    build: String,
     seqs: Arc<Mutex<Vec<u64>>>,
     gate: Option<Arc<Gate>>,
     panics_on: Option<u64>,
@@ -211,17 +213,32 @@ impl DetectorSource for Recording {
     fn version(&self) -> &str {
         "1.0"
     }
+    fn fingerprint(&self) -> &str {
+        &self.build
+    }
     fn instantiate(&self, _config: &str) -> Result<Box<dyn Analyzer>, PluginFault> {
         Ok(Box::new(self.clone()))
     }
 }
 
+fn entry(detector: &Recording) -> CatalogEntry {
+    CatalogEntry { active: Candidate::new(Arc::new(detector.clone()), None), shadow: None }
+}
+
+/// A pipeline of `detectors`, on `pool`, and its catalog.
+fn recording_on(pool: &Arc<rayon::ThreadPool>, detectors: &[&Recording]) -> (Arc<Catalog>, Detectors) {
+    let catalog = Catalog::new("t", detectors.iter().map(|&d| (d.name.clone(), entry(d))).collect());
+    let set = DetectorSet { catalog: catalog.clone(), pool: pool.clone(), selection: None, configs: BTreeMap::new() };
+    (catalog, Detectors::new("p", set, 3).unwrap())
+}
+
+fn threads(n: usize) -> Arc<rayon::ThreadPool> {
+    Arc::new(rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap())
+}
+
 /// A pipeline of `detectors`, on a pool of two threads (whatever the machine's cores).
 fn recording(detectors: &[&Recording]) -> Detectors {
-    let entries = detectors.iter().map(|&d| (d.name.clone(), CatalogEntry { active: Candidate::new(Arc::new(d.clone()), None), shadow: None })).collect();
-    let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap());
-    let set = DetectorSet { catalog: Catalog::new("t", entries), pool, selection: None, configs: BTreeMap::new() };
-    Detectors::new("p", set, 3).unwrap()
+    recording_on(&threads(2), detectors).1
 }
 
 fn seqs(detector: &Recording) -> Vec<u64> {
@@ -231,9 +248,10 @@ fn seqs(detector: &Recording) -> Vec<u64> {
 #[test]
 fn a_detector_moves_on_while_a_slower_one_holds_a_window() {
     let gate = Arc::new(Gate::default());
-    let fast = Recording { name: "fast".into(), ..Default::default() };
-    let held = Recording { name: "held".into(), gate: Some(gate.clone()), ..Default::default() };
-    let detectors = recording(&[&fast, &held]);
+    // First in the pipeline's order, last to answer.
+    let held = Recording { name: "a-held".into(), gate: Some(gate.clone()), ..Default::default() };
+    let fast = Recording { name: "b-fast".into(), ..Default::default() };
+    let detectors = recording(&[&held, &fast]);
     let pending: Vec<PendingWindow> = (0..4).map(|seq| detectors.submit(batch(seq), || {})).collect();
     let started = std::time::Instant::now();
     while seqs(&fast).len() < 4 && started.elapsed() < std::time::Duration::from_secs(30) {
@@ -245,20 +263,83 @@ fn a_detector_moves_on_while_a_slower_one_holds_a_window() {
     for (seq, window) in pending.into_iter().enumerate() {
         let findings = window.wait().findings;
         let said: Vec<(&str, f64)> = findings.iter().map(|f| (f.detector.as_str(), f.finding.value)).collect();
-        assert_eq!(said, [("fast", seq as f64), ("held", seq as f64)], "answers in the detectors' order");
+        assert_eq!(said, [("a-held", seq as f64), ("b-fast", seq as f64)], "answers in the detectors' order");
     }
     assert_eq!(seqs(&held), [0, 1, 2, 3], "each detector takes its windows in order");
+}
+
+/// Windows of a tenant's pipelines are answered in the order they were
+/// handed over, whichever pipeline they are of: a detector that has more
+/// windows queued does not keep the pool's thread for them.
+#[test]
+fn the_pool_takes_turns_between_pipelines_window_by_window() {
+    let pool = threads(1);
+    let (gate, order) = (Arc::new(Gate::default()), Arc::new(Mutex::new(Vec::new())));
+    let a = Recording { name: "a".into(), seqs: order.clone(), gate: Some(gate.clone()), ..Default::default() };
+    let b = Recording { name: "b".into(), seqs: order.clone(), ..Default::default() };
+    let ((_, first), (_, second)) = (recording_on(&pool, &[&a]), recording_on(&pool, &[&b]));
+    // The first pipeline's first window holds the thread; then each pipeline hands one over.
+    let pending = [first.submit(batch(0), || {}), second.submit(batch(100), || {}), first.submit(batch(1), || {})];
+    gate.open();
+    pending.into_iter().for_each(|w| _ = w.wait());
+    assert_eq!(*order.lock().unwrap(), [0, 100, 1]);
+}
+
+#[test]
+fn a_catalog_change_waits_for_the_windows_handed_over_before() {
+    let old = Recording { name: "d".into(), build: "old".into(), ..Default::default() };
+    let new = Recording { name: "d".into(), build: "new".into(), ..Default::default() };
+    let (catalog, detectors) = recording_on(&threads(2), &[&old]);
+    // Told about window 0, its job waits: the detector is free, windows 1 and 2 wait for it.
+    let told = Arc::new(Gate::default());
+    let wait_for_told = told.clone();
+    let mut pending = vec![detectors.submit(batch(0), move || wait_for_told.pass())];
+    pending.extend((1..3).map(|seq| detectors.submit(batch(seq), || {})));
+    catalog.update(|e| _ = e.insert("d".into(), entry(&new)));
+    let teller = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        told.open();
+    });
+    let after = detectors.submit(batch(3), || {});
+    assert!(pending.iter().all(PendingWindow::is_answered), "the change waited for them");
+    assert_eq!(seen(&after.wait().findings), Some(3.0));
+    assert_eq!((seqs(&old), seqs(&new)), (vec![0, 1, 2], vec![3]), "each window analysed by one version");
+    teller.join().unwrap();
+}
+
+#[test]
+fn a_pipeline_without_detectors_answers_at_once() {
+    let detectors = recording(&[]);
+    let told = Arc::new(AtomicU64::new(0));
+    let count = told.clone();
+    let pending = detectors.submit(batch(0), move || _ = count.fetch_add(1, Ordering::SeqCst));
+    assert_eq!(told.load(Ordering::SeqCst), 1, "told before submit returned");
+    assert!(pending.is_answered() && pending.wait().findings.is_empty());
+}
+
+#[test]
+fn no_call_is_made_for_a_window_nobody_waits_for() {
+    let gate = Arc::new(Gate::default());
+    let held = Recording { name: "held".into(), gate: Some(gate.clone()), ..Default::default() };
+    let detectors = recording(&[&held]);
+    let first = detectors.submit(batch(0), || {});
+    // Its pipeline failed: dropped unanswered.
+    drop((detectors.submit(batch(1), || {}), detectors.submit(batch(2), || {})));
+    gate.open();
+    first.wait();
+    detectors.checkpoint(0);
+    assert_eq!(seqs(&held), [0]);
 }
 
 #[test]
 fn a_checkpoint_is_taken_once_the_windows_handed_over_are_answered() {
     let counting = Recording { name: "counting".into(), ..Default::default() };
     let detectors = recording(&[&counting]);
-    // Told about the first window, its lane waits: the detector is free, and two windows wait.
+    // Told about window 0, its job waits: the detector is free, windows 1 and 2 wait for it.
     let told = Arc::new(Gate::default());
     let wait_for_told = told.clone();
-    detectors.submit(batch(0), move || wait_for_told.pass());
-    let pending: Vec<PendingWindow> = (1..3).map(|seq| detectors.submit(batch(seq), || {})).collect();
+    let mut pending = vec![detectors.submit(batch(0), move || wait_for_told.pass())];
+    pending.extend((1..3).map(|seq| detectors.submit(batch(seq), || {})));
     let teller = std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_millis(50));
         told.open();
@@ -275,6 +356,6 @@ fn a_detector_that_panics_panics_where_its_window_is_awaited() {
     let detectors = recording(&[&panics]);
     let pending: Vec<PendingWindow> = (0..3).map(|seq| detectors.submit(batch(seq), || {})).collect();
     let waited: Vec<bool> = pending.into_iter().map(|w| std::panic::catch_unwind(AssertUnwindSafe(|| w.wait())).is_ok()).collect();
-    assert_eq!(waited, [true, false, true], "the windows after it are still analysed");
-    assert_eq!(seqs(&panics), [0, 2]);
+    assert_eq!(waited, [true, false, false], "the windows after it fail too");
+    assert_eq!(seqs(&panics), [0], "no call after a panic");
 }
