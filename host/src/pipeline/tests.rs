@@ -533,7 +533,7 @@ impl DetectorSource for Single {
 #[test]
 fn no_checkpoint_is_taken_while_a_later_window_is_with_the_detectors() {
     let dir = tempfile::tempdir().unwrap();
-    let interval = Duration::from_millis(300);
+    let interval = Duration::from_secs(1);
     let (go, held_until) = crossbeam_channel::bounded(1);
     let snapshots = Arc::new(Mutex::new(Vec::new()));
     let counted = Counted { rows: 0, go_at: 150, wait: interval + Duration::from_millis(100), go: Some(go), snapshots: snapshots.clone() };
