@@ -329,20 +329,15 @@ impl<'a> Analyst<'a> {
 
     /// Acks go after the windows before them. Where a checkpoint is due
     /// they wait for those windows here, so that no later window is with
-    /// the detectors when it is taken.
+    /// the detectors when it is taken, and it covers every cut so far.
     fn queue_acks(&mut self, cuts: Vec<Cut>) -> Result<()> {
         if !self.acknowledges {
             return Ok(());
         }
-        if self.checkpointer.as_ref().is_some_and(Checkpointer::is_due) {
-            self.drain()?;
-        }
-        match self.waiting.is_empty() {
-            true => self.acks(cuts),
-            false => {
-                self.waiting.push_back(Waiting::Acks(cuts));
-                Ok(())
-            }
+        self.waiting.push_back(Waiting::Acks(cuts));
+        match self.checkpointer.as_ref().is_some_and(Checkpointer::is_due) {
+            true => self.drain(),
+            false => self.route_answered(),
         }
     }
 
@@ -455,8 +450,9 @@ impl<'a> Analyst<'a> {
         };
         checkpointer.cuts.extend(cuts.into_iter().map(|c| (c.ack.partition, c)));
         checkpointer.pending = true;
-        // With a later window at the detectors, the state is past these cuts: a later ack takes it.
-        if checkpointer.is_due() && self.windows_waiting() == 0 {
+        // With a later window at the detectors the state is past these cuts,
+        // and later cuts are better covered: the last of them takes it.
+        if checkpointer.is_due() && self.waiting.is_empty() {
             self.checkpoint()?;
         }
         Ok(())

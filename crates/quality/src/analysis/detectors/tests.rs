@@ -5,6 +5,13 @@ use super::*;
 use clean_host_core::bindings::{Batch, Finding};
 use clean_host_runtime::{DetectorSource, Status};
 
+/// An answer of one `seen` finding of `value`.
+fn seen_as(value: f64) -> Analysis {
+    let seen =
+        Finding { metric: "seen".into(), column: None, value, threshold: 0.0, severity: Severity::Info, message: String::new(), sample_rows: Vec::new() };
+    Analysis { findings: vec![seen], metrics: Vec::new() }
+}
+
 struct Counting {
     count: u64,
     fail: bool,
@@ -16,16 +23,7 @@ impl Analyzer for Counting {
             return Err(PluginFault::Trap("boom".into()));
         }
         self.count += 1;
-        let seen = Finding {
-            metric: "seen".into(),
-            column: None,
-            value: self.count as f64,
-            threshold: 0.0,
-            severity: Severity::Info,
-            message: String::new(),
-            sample_rows: Vec::new(),
-        };
-        Ok(Analysis { findings: vec![seen], metrics: Vec::new() })
+        Ok(seen_as(self.count as f64))
     }
     fn snapshot(&mut self) -> Result<Vec<u8>, PluginFault> {
         Ok(self.count.to_le_bytes().to_vec())
@@ -187,16 +185,7 @@ impl Analyzer for Recording {
         }
         assert_ne!(Some(seq), self.panics_on, "a bug in the detector");
         self.seqs.lock().unwrap().push(seq);
-        let seen = Finding {
-            metric: "seen".into(),
-            column: None,
-            value: seq as f64,
-            threshold: 0.0,
-            severity: Severity::Info,
-            message: String::new(),
-            sample_rows: Vec::new(),
-        };
-        Ok(Analysis { findings: vec![seen], metrics: Vec::new() })
+        Ok(seen_as(seq as f64))
     }
     fn snapshot(&mut self) -> Result<Vec<u8>, PluginFault> {
         Ok((self.seqs.lock().unwrap().len() as u64).to_le_bytes().to_vec())
