@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Alert, AlertConfig, PriorAlert, ScoreBasis, WindowRef};
 use crate::analysis::{is_sure, FindingOrigin, Score, WindowAnalysis};
-use crate::spc::{format_value, Signal, Watch, WatchState};
+use crate::spc::{format_value, SeriesName, Signal, Watch, WatchState};
 use clean_host_core::bindings::{Severity, WindowInfo};
 use clean_host_stream::source::Position;
 
@@ -312,12 +312,13 @@ impl Router {
             if flagged(detector, metric, column) {
                 continue;
             }
-            for signal in self.watch.observe_in((partition, detector.into(), metric.into(), column.clone()), value, rows) {
+            let name = SeriesName { partition, detector, metric, column: column.as_deref() };
+            for signal in self.watch.observe_in(name, value, rows) {
                 signals.push((detector.into(), metric.into(), column.clone(), value, signal));
             }
         }
         if let Some(score) = score {
-            for signal in self.watch.observe((partition, "host".into(), "quality_score".into(), None), score) {
+            for signal in self.watch.observe(SeriesName { partition, detector: "host", metric: "quality_score", column: None }, score) {
                 signals.push(("host".into(), "quality_score".into(), None, score, signal));
             }
         }

@@ -171,15 +171,20 @@ pub struct Params {
 const MEAN_FOLLOW: f64 = 0.1;
 
 impl SpcConfig {
+    /// Whether `metric` is watched.
+    pub fn watches(&self, metric: &str) -> bool {
+        let own = self.metrics.get(metric);
+        let listed = own.is_some() || self.watch.iter().any(|w| w == "*" || w == metric);
+        self.enabled && own.and_then(|m| m.enabled).or(self.defaults.enabled).unwrap_or(listed)
+    }
+
     /// Parameters for `metric`, or `None` when it is not watched.
     pub fn params(&self, metric: &str) -> Option<Params> {
-        let own = self.metrics.get(metric);
-        let pick = |f: fn(&SpcMetricConfig) -> Option<f64>, default: f64| own.and_then(f).or(f(&self.defaults)).unwrap_or(default);
-        let listed = own.is_some() || self.watch.iter().any(|w| w == "*" || w == metric);
-        let enabled = own.and_then(|m| m.enabled).or(self.defaults.enabled).unwrap_or(listed);
-        if !self.enabled || !enabled {
+        if !self.watches(metric) {
             return None;
         }
+        let own = self.metrics.get(metric);
+        let pick = |f: fn(&SpcMetricConfig) -> Option<f64>, default: f64| own.and_then(f).or(f(&self.defaults)).unwrap_or(default);
         Some(Params {
             rules: own.and_then(|m| m.rules.clone()).or(self.defaults.rules.clone()).unwrap_or(vec![Rule::Ewma, Rule::Cusum]),
             mean: own.and_then(|m| m.mean).or(self.defaults.mean),
@@ -519,6 +524,22 @@ pub fn format_value(v: f64) -> String {
 /// Which series a metric value belongs to: (partition, detector, metric, column).
 pub type SeriesKey = (u32, String, String, Option<String>);
 
+/// A [`SeriesKey`] as a window's metric value names it: borrowed, made
+/// owned only for a watched metric (most are not, and a window has tens).
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesName<'a> {
+    pub partition: u32,
+    pub detector: &'a str,
+    pub metric: &'a str,
+    pub column: Option<&'a str>,
+}
+
+impl SeriesName<'_> {
+    fn key(&self) -> SeriesKey {
+        (self.partition, self.detector.to_string(), self.metric.to_string(), self.column.map(str::to_string))
+    }
+}
+
 /// Every watched series of one pipeline, as a checkpoint keeps them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WatchState {
@@ -540,12 +561,17 @@ impl Watch {
     }
 
     /// Feed one value; the rules that fired.
-    pub fn observe(&mut self, key: SeriesKey, value: f64) -> Vec<Signal> {
-        self.observe_in(key, value, None)
+    pub fn observe(&mut self, name: SeriesName<'_>, value: f64) -> Vec<Signal> {
+        self.observe_in(name, value, None)
     }
 
     /// Feed one value of a window of `rows` rows; the rules that fired.
-    pub fn observe_in(&mut self, key: SeriesKey, value: f64, rows: Option<u32>) -> Vec<Signal> {
+    pub fn observe_in(&mut self, name: SeriesName<'_>, value: f64, rows: Option<u32>) -> Vec<Signal> {
+        // An unwatched metric has no series: nothing to look up or build.
+        if !self.config.watches(name.metric) {
+            return Vec::new();
+        }
+        let key = name.key();
         if let Some(series) = self.series.get_mut(&key) {
             return series.observe_in(value, rows);
         }

@@ -158,11 +158,14 @@ fn config_sets_rules_per_metric_and_rejects_nonsense() {
 #[test]
 fn watch_keeps_one_series_per_partition_detector_metric_and_column() {
     let mut watch = Watch::new(SpcConfig { warmup_windows: 2, ..SpcConfig::default() });
-    let key = |p: u32, c: &str| (p, "completeness".to_string(), "null_rate".to_string(), Some(c.to_string()));
+    let key = |partition: u32, c| SeriesName { partition, detector: "completeness", metric: "null_rate", column: Some(c) };
     for v in [0.01, 0.02] {
         watch.observe(key(0, "a"), v);
         watch.observe(key(1, "a"), v);
         watch.observe(key(0, "b"), v);
+        // Not watched by default: no series, however far it moves.
+        let psi = SeriesName { partition: 0, detector: "drift", metric: "psi", column: Some("a") };
+        assert!(watch.observe(psi, v * 1e6).is_empty());
     }
     assert_eq!(watch.watching(), 3);
 }
@@ -199,15 +202,15 @@ fn a_rate_from_one_row_is_judged_without_a_floor() {
 /// metric whose mean and sigma were configured since is judged by them.
 #[test]
 fn a_resumed_watch_takes_a_newly_configured_baseline() {
-    let key = (0, "completeness".to_string(), "null_rate".to_string(), Some("a".to_string()));
+    let key = SeriesName { partition: 0, detector: "completeness", metric: "null_rate", column: Some("a") };
     let learned = SpcConfig { warmup_windows: 5, ..SpcConfig::default() };
     let mut before = Watch::new(learned.clone());
     for i in 0..20 {
-        before.observe_in(key.clone(), 0.5 + 0.01 * f64::from(i % 3), Some(1000));
+        before.observe_in(key, 0.5 + 0.01 * f64::from(i % 3), Some(1000));
     }
     let mut same = Watch::new(learned.clone());
     same.resume(0, before.state(0));
-    assert!(same.observe_in(key.clone(), 0.51, Some(1000)).is_empty(), "the learned baseline carries on");
+    assert!(same.observe_in(key, 0.51, Some(1000)).is_empty(), "the learned baseline carries on");
 
     let mut configured = learned;
     configured.metrics.insert("null_rate".into(), SpcMetricConfig { mean: Some(0.02), sigma: Some(0.005), ..SpcMetricConfig::default() });
