@@ -222,20 +222,32 @@ fn sorted_values(batch: &Batch, at: usize) -> Option<Vec<f64>> {
     // As integers that order like the floats (`f64::total_cmp`'s order):
     // sorting those takes about half the time.
     let key = |x: f64| ordered(x.to_bits());
-    let present = |r: usize| is_present(&column.validity, r);
-    // Every row present (no validity), the usual case, is read straight
-    // through, in less than half the instructions of checking each row.
-    let all = column.validity.is_empty();
     let mut keys: Vec<u64> = Vec::with_capacity(batch.row_count as usize);
+    let finite = |x: &&f64| x.is_finite();
     match &column.values {
-        ColumnValues::Float64(v) if all => keys.extend(v.iter().filter(|x| x.is_finite()).map(|&x| key(x))),
-        ColumnValues::Float64(v) => keys.extend(v.iter().enumerate().filter(|&(r, x)| present(r) && x.is_finite()).map(|(_, &x)| key(x))),
-        ColumnValues::Int64(v) if all => keys.extend(v.iter().map(|&x| key(x as f64))),
-        ColumnValues::Int64(v) => keys.extend(v.iter().enumerate().filter(|&(r, _)| present(r)).map(|(_, &x)| key(x as f64))),
+        ColumnValues::Float64(v) => {
+            let (stated, rest) = present_values(v, &column.validity);
+            keys.extend(stated.filter(finite).map(|&x| key(x)));
+            keys.extend(rest.iter().filter(finite).map(|&x| key(x)));
+        }
+        ColumnValues::Int64(v) => {
+            let (stated, rest) = present_values(v, &column.validity);
+            keys.extend(stated.map(|&x| key(x as f64)));
+            keys.extend(rest.iter().map(|&x| key(x as f64)));
+        }
         _ => return None,
     }
     keys.sort_unstable_by_key(|&k| k as i64);
     Some(keys.into_iter().map(|k| f64::from_bits(ordered(k))).collect())
+}
+
+/// The `values` whose row is present, in two parts: those of the rows
+/// `validity` has a state for (read alongside the states, not each row
+/// through [`is_present`]), and the rows past it, every one present (row
+/// states may end early; a column with every row present has none).
+fn present_values<'a, T>(values: &'a [T], validity: &'a [u8]) -> (impl Iterator<Item = &'a T>, &'a [T]) {
+    let (stated, rest) = values.split_at(validity.len().min(values.len()));
+    (stated.iter().zip(validity).filter(|&(_, &state)| state == PRESENT).map(|(x, _)| x), rest)
 }
 
 /// A float's bits as an integer that orders (as i64) like the float does
