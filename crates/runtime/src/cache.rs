@@ -112,9 +112,12 @@ impl ComponentCache {
         if mappable(&file, &meta) {
             let mut tag = [0; TAG_BYTES];
             file.read_exact_at(&mut tag, len).ok()?;
-            if !verifies(key, name, (&file).take(len), &tag, path) {
+            // Verified where it lies: the page cache's pages, not a copy of them.
+            let mapped = Mapped::new(&file, usize::try_from(len).ok()?)?;
+            if !verifies(key, name, mapped.bytes(), &tag, path) {
                 return None;
             }
+            drop(mapped);
             // SAFETY: the tag proves this host wrote the file, from
             // `Engine::precompile_component` of a compatible engine (the tag
             // after it is past all wasmtime reads), and the file stays as it
@@ -178,15 +181,43 @@ fn mappable(file: &File, meta: &Metadata) -> bool {
     mine && local
 }
 
-/// Whether `given` is the tag of what `read` gives; a tag that is not says so.
-fn verifies(key: &HostKey, name: &str, read: impl Read, given: &[u8], path: &Path) -> bool {
-    match key.verify(name, read, given) {
-        Ok(true) => true,
-        Ok(false) => {
-            tracing::warn!("{} does not carry this host's tag; compiling the plugin again", path.display());
-            false
+/// Whether `given` is the tag of `bytes`; a tag that is not says so.
+fn verifies(key: &HostKey, name: &str, bytes: &[u8], given: &[u8], path: &Path) -> bool {
+    let verified = key.verify(name, bytes, given);
+    if !verified {
+        tracing::warn!("{} does not carry this host's tag; compiling the plugin again", path.display());
+    }
+    verified
+}
+
+/// The first bytes of a cached file, mapped read-only (unmapped when dropped).
+struct Mapped {
+    at: *mut libc::c_void,
+    len: usize,
+}
+
+impl Mapped {
+    /// `len` bytes (at least one) from the start of `file`, which [`mappable`] allows.
+    fn new(file: &File, len: usize) -> Option<Self> {
+        if len == 0 {
+            return None;
         }
-        Err(_) => false,
+        // SAFETY: a new private read-only mapping of an open file, which
+        // nothing changes while it is mapped (see the module's docs).
+        let at = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, file.as_raw_fd(), 0) };
+        (at != libc::MAP_FAILED).then_some(Mapped { at, len })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `at` maps `len` readable bytes until `self` is dropped.
+        unsafe { std::slice::from_raw_parts(self.at.cast::<u8>(), self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: `at` and `len` are the mapping `new` made, unmapped once.
+        unsafe { libc::munmap(self.at, self.len) };
     }
 }
 
