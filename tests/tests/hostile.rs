@@ -503,6 +503,8 @@ fn a_tampered_compile_cache_is_compiled_again_not_loaded() {
         ("tag flipped", tampered(&|b| *b.last_mut().unwrap() ^= 1), 0o600),
         ("cut short", tampered(&|b| b.truncate(middle)), 0o600),
         ("bytes added", tampered(&|b| b.extend_from_slice(b"more")), 0o600),
+        // Nothing before a tag's 32 bytes: none to map, read and refused.
+        ("only a tag", tampered(&|b| _ = b.drain(..b.len() - 32)), 0o600),
         ("code flipped, group-writable", tampered(&|b| b[middle..middle + 64].iter_mut().for_each(|b| *b ^= 0xff)), 0o664),
     ];
     for (what, bytes, file_mode) in cases {

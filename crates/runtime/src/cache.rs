@@ -16,9 +16,13 @@
 //! the cache never writes a file in place (a new one is renamed over it, and
 //! the old one lives on while mapped), and no one but this user can. The
 //! mapping is of the same open file that verified, so a file renamed into
-//! its place meanwhile is never read. On a network filesystem another node's
-//! rename could take the pages from under the mapping: there, and for any
-//! other file, the verified bytes are copied as before.
+//! its place meanwhile is never read. It is verified through a mapping of
+//! its own as well, not read through a buffer (a kernel copy of every
+//! byte): a file cut short under either mapping would stop the process
+//! (SIGBUS), not fail a check, hence only files no one else can write. On
+//! a network filesystem another node's rename could take the pages from
+//! under the mapping: there, and for any other file (or one that cannot be
+//! mapped), the verified bytes are copied as before.
 
 use std::fs::{File, Metadata};
 use std::hash::{Hash, Hasher};
@@ -112,24 +116,26 @@ impl ComponentCache {
         if mappable(&file, &meta) {
             let mut tag = [0; TAG_BYTES];
             file.read_exact_at(&mut tag, len).ok()?;
-            // Verified where it lies: the page cache's pages, not a copy of them.
-            let mapped = Mapped::new(&file, usize::try_from(len).ok()?)?;
-            if !verifies(key, name, mapped.bytes(), &tag, path) {
-                return None;
-            }
-            drop(mapped);
-            // SAFETY: the tag proves this host wrote the file, from
-            // `Engine::precompile_component` of a compatible engine (the tag
-            // after it is past all wasmtime reads), and the file stays as it
-            // is while mapped (see the module's docs). /proc/self/fd names
-            // this open file.
-            match unsafe { Component::deserialize_file(engine, Path::new("/proc/self/fd").join(file.as_raw_fd().to_string())) } {
-                Ok(component) => {
-                    tracing::debug!("{} mapped", path.display());
-                    return Some(component);
+            // Verified where it lies (the page cache's pages, not a copy of
+            // them); a file that cannot be mapped is read below.
+            if let Some(mapped) = usize::try_from(len).ok().and_then(|len| Mapped::new(&file, len)) {
+                if !verifies(key, name, mapped.bytes(), &tag, path) {
+                    return None;
                 }
-                // /proc not mounted, say: the file is read instead.
-                Err(e) => tracing::debug!("{} cannot be mapped ({e:#}); reading it", path.display()),
+                drop(mapped);
+                // SAFETY: the tag proves this host wrote the file, from
+                // `Engine::precompile_component` of a compatible engine (the
+                // tag after it is past all wasmtime reads), and the file stays
+                // as it is while mapped (see the module's docs). /proc/self/fd
+                // names this open file.
+                match unsafe { Component::deserialize_file(engine, Path::new("/proc/self/fd").join(file.as_raw_fd().to_string())) } {
+                    Ok(component) => {
+                        tracing::debug!("{} mapped", path.display());
+                        return Some(component);
+                    }
+                    // /proc not mounted, say: the file is read instead.
+                    Err(e) => tracing::debug!("{} cannot be mapped ({e:#}); reading it", path.display()),
+                }
             }
             file.rewind().ok()?;
         }
@@ -190,14 +196,16 @@ fn verifies(key: &HostKey, name: &str, bytes: &[u8], given: &[u8], path: &Path) 
     verified
 }
 
-/// The first bytes of a cached file, mapped read-only (unmapped when dropped).
+/// The first bytes of a cached file, mapped read-only (unmapped when
+/// dropped) to be verified, as wasmtime then maps it to run.
 struct Mapped {
     at: *mut libc::c_void,
     len: usize,
 }
 
 impl Mapped {
-    /// `len` bytes (at least one) from the start of `file`, which [`mappable`] allows.
+    /// The first `len` bytes of `file`, which [`mappable`] allows; `None`
+    /// for none (mmap takes at least one) or when it cannot be mapped.
     fn new(file: &File, len: usize) -> Option<Self> {
         if len == 0 {
             return None;

@@ -388,16 +388,21 @@ pub(crate) mod tests {
     fn numbers_are_their_present_finite_values_ascending() {
         let float = Column { name: "f".into(), values: ColumnValues::Float64(vec![2.5, f64::NAN, -1.0, f64::INFINITY, 0.0]), validity: vec![0, 0, 0, 0, 1] };
         let int = Column { name: "i".into(), values: ColumnValues::Int64(vec![3, -7, 3, 0, 9]), validity: Vec::new() };
-        // Every row present (no validity), and rows checked one by one (a
-        // row past the validity counts as present).
+        // Every row present (no row states); row states that end early (a
+        // row past them is present, a NaN there still left out) or run on
+        // past the values.
         let all_floats = Column { name: "g".into(), values: ColumnValues::Float64(vec![f64::NEG_INFINITY, 1.5, -0.0, f64::NAN, -3.0]), validity: Vec::new() };
         let some_ints = Column { name: "j".into(), values: ColumnValues::Int64(vec![4, -2, 8, 1, 0]), validity: vec![0, 2, 0, 3] };
-        let window = Window::new(batch(vec![float, int, text(&["a"; 5], Vec::new()), all_floats, some_ints]));
+        let short_states = Column { name: "h".into(), values: ColumnValues::Float64(vec![2.0, 9.0, -5.0, f64::NAN, 7.5]), validity: vec![0, 1] };
+        let long_states = Column { name: "k".into(), values: ColumnValues::Int64(vec![5, 6]), validity: vec![1, 0, 0, 0] };
+        let window = Window::new(batch(vec![float, int, text(&["a"; 5], Vec::new()), all_floats, some_ints, short_states, long_states]));
         assert_eq!(window.sorted_values(0).unwrap(), [-1.0, 2.5]);
         assert_eq!(window.sorted_values(1).unwrap(), [-7.0, 0.0, 3.0, 3.0, 9.0]);
         assert!(window.sorted_values(2).is_none() && window.distinct_values(0).is_none());
         let bits = |values: &[f64]| values.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(window.sorted_values(3).unwrap()), bits(&[-3.0, -0.0, 1.5]));
         assert_eq!(window.sorted_values(4).unwrap(), [0.0, 4.0, 8.0]);
+        assert_eq!(window.sorted_values(5).unwrap(), [-5.0, 2.0, 7.5]);
+        assert_eq!(window.sorted_values(6).unwrap(), [6.0]);
     }
 }
