@@ -44,4 +44,14 @@ pub mod row_state {
     pub fn is_present(validity: &[u8], row: usize) -> bool {
         validity.get(row).is_none_or(|&s| s == PRESENT)
     }
+
+    /// The `values` whose row holds one, in two parts: those of the rows
+    /// `validity` has a state for (read alongside the states, not each row
+    /// through [`is_present`]), and the rows past it, every one present
+    /// (states may end early; a column with every row present has none).
+    /// Two parts, not one chained iterator, so a hot loop takes each whole.
+    pub fn present_values<'a, T>(values: &'a [T], validity: &'a [u8]) -> (impl Iterator<Item = &'a T>, &'a [T]) {
+        let (stated, rest) = values.split_at(validity.len().min(values.len()));
+        (stated.iter().zip(validity).filter(|&(_, &state)| state == PRESENT).map(|(x, _)| x), rest)
+    }
 }

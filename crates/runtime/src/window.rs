@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, LazyLock, OnceLock};
 
-use clean_host_core::bindings::row_state::{is_present, PRESENT};
+use clean_host_core::bindings::row_state::{is_present, present_values, PRESENT};
 use clean_host_core::bindings::window::DistinctValues;
 use clean_host_core::bindings::{Batch, ColumnValues, StringColumn};
 use clean_host_core::short_bytes;
@@ -239,15 +239,6 @@ fn sorted_values(batch: &Batch, at: usize) -> Option<Vec<f64>> {
     }
     keys.sort_unstable_by_key(|&k| k as i64);
     Some(keys.into_iter().map(|k| f64::from_bits(ordered(k))).collect())
-}
-
-/// The `values` whose row is present, in two parts: those of the rows
-/// `validity` has a state for (read alongside the states, not each row
-/// through [`is_present`]), and the rows past it, every one present (row
-/// states may end early; a column with every row present has none).
-fn present_values<'a, T>(values: &'a [T], validity: &'a [u8]) -> (impl Iterator<Item = &'a T>, &'a [T]) {
-    let (stated, rest) = values.split_at(validity.len().min(values.len()));
-    (stated.iter().zip(validity).filter(|&(_, &state)| state == PRESENT).map(|(x, _)| x), rest)
 }
 
 /// A float's bits as an integer that orders (as i64) like the float does

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use crate::decode::{FieldNames, Kind, Record, ValueSink};
-use clean_host_core::bindings::row_state::{is_present, MISSING, NULL, PRESENT, WRONG_TYPE};
+use clean_host_core::bindings::row_state::{present_values, MISSING, NULL, PRESENT, WRONG_TYPE};
 use clean_host_core::bindings::{Batch, Column, ColumnValues, StringColumn, WindowInfo, WindowKind};
 use clean_host_core::{short_bytes, timestamp};
 
@@ -25,8 +25,8 @@ const WELL_KNOWN_TIME_FIELDS: [&str; 6] = ["ts", "timestamp", "event_time", "@ti
 fn well_known_time_bounds(columns: &[Column]) -> Option<(i64, i64)> {
     columns.iter().filter(|c| WELL_KNOWN_TIME_FIELDS.contains(&c.name.as_str())).find_map(|c| match &c.values {
         ColumnValues::Timestamp(v) => {
-            let present = v.iter().enumerate().filter(|(r, _)| is_present(&c.validity, *r));
-            let (min, max) = present.fold((i64::MAX, i64::MIN), |(lo, hi), (_, &t)| (lo.min(t), hi.max(t)));
+            let (stated, rest) = present_values(v, &c.validity);
+            let (min, max) = stated.chain(rest).fold((i64::MAX, i64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t)));
             (min <= max).then_some((min, max))
         }
         _ => None,
