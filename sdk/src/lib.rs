@@ -18,6 +18,8 @@ pub mod bindings {
 
 mod column;
 pub mod distinct;
+#[cfg(any(test, all(target_arch = "wasm32", feature = "size-classes")))]
+mod size_classes;
 pub mod stats;
 pub mod testing;
 pub mod time_like;
@@ -27,6 +29,10 @@ pub use bindings::clean_host::plugin::types::{
 };
 pub use bindings::exports::clean_host::plugin::projection::{BatchParts, Reads};
 pub use column::{Cell, NumericView, MISSING, NULL, PRESENT, WRONG_TYPE};
+
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics"), feature = "size-classes"))]
+#[global_allocator]
+static HEAP: size_classes::SizeClasses<std::alloc::System> = size_classes::SizeClasses::new(std::alloc::System);
 
 /// Most row indices a finding carries; the host rejects more.
 pub const MAX_SAMPLE_ROWS: usize = 20;
