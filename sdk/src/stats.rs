@@ -420,12 +420,19 @@ impl Reservoir {
     }
 
     pub fn push(&mut self, value: f64) {
+        self.push_noting(value, &mut |_, _| {});
+    }
+
+    /// [`Reservoir::push`], calling `kept(replaced, value)` if `value` is
+    /// kept, `replaced` the value whose place it took (`None` while filling).
+    fn push_noting(&mut self, value: f64, kept: &mut impl FnMut(Option<f64>, f64)) {
         self.seen += 1;
         if self.capacity == 0 {
             return;
         }
         if self.values.len() < self.capacity {
             self.values.push(value);
+            kept(None, value);
             return;
         }
         if self.keep_at < self.seen {
@@ -437,7 +444,7 @@ impl Reservoir {
         }
         if self.seen == self.keep_at {
             let slot = (self.next_u64() % self.capacity as u64) as usize;
-            self.values[slot] = value;
+            kept(Some(std::mem::replace(&mut self.values[slot], value)), value);
             self.top_key *= self.largest_key();
             if !(self.top_key > 0.0 && self.top_key < 1.0) {
                 // Only damaged state gets here (a key is in (0, 1)).
@@ -450,6 +457,13 @@ impl Reservoir {
     /// Offer `values` in order: the same as [`Reservoir::push`] of each, but
     /// the values the sample passes over are skipped, not offered one by one.
     pub fn extend(&mut self, values: &[f64]) {
+        self.extend_noting(values, |_, _| {});
+    }
+
+    /// [`Reservoir::extend`], calling `kept(replaced, value)` for each value
+    /// kept, as [`Reservoir::push`] would: how a copy of the sample kept in
+    /// another form (sorted, say) follows it without looking at all of it.
+    pub fn extend_noting(&mut self, values: &[f64], mut kept: impl FnMut(Option<f64>, f64)) {
         let mut rest = values;
         while !rest.is_empty() {
             // Values passed over before the next one kept (none while filling,
@@ -460,7 +474,7 @@ impl Reservoir {
                 return;
             }
             self.seen += passed;
-            self.push(rest[passed as usize]);
+            self.push_noting(rest[passed as usize], &mut kept);
             rest = &rest[passed as usize + 1..];
         }
     }
@@ -749,6 +763,34 @@ mod tests {
                 values.iter().for_each(|&v| one_by_one.push(v));
                 in_slices.extend(&values);
                 assert_eq!(serde_json::to_string(&in_slices).unwrap(), serde_json::to_string(&one_by_one).unwrap(), "capacity {capacity}, slice of {len}");
+            }
+        }
+    }
+
+    /// The notes of the values kept, applied to a copy (each replaced value
+    /// swapped for the one kept), give the sample, through filling and
+    /// replacing; and the sample is the one `extend` keeps.
+    #[test]
+    fn noted_changes_remake_the_sample() {
+        let mut rng = crate::testing::Rng(13);
+        for capacity in [0, 1, 7, 100] {
+            let (mut noted, mut plain, mut copy) = (Reservoir::new(capacity), Reservoir::new(capacity), Vec::new());
+            for len in (0..40).chain([500, 3000]) {
+                // Few distinct values: a replaced value is found by its bits among its ties.
+                let values: Vec<f64> = (0..len).map(|_| (rng.uniform() * 20.0).floor()).collect();
+                noted.extend_noting(&values, |replaced, value| match replaced {
+                    None => copy.push(value),
+                    Some(old) => {
+                        let at = copy.iter().position(|v: &f64| v.to_bits() == old.to_bits()).expect("a replaced value was kept");
+                        copy[at] = value;
+                    }
+                });
+                plain.extend(&values);
+                let (mut a, mut b) = (copy.clone(), noted.values.clone());
+                a.sort_by(f64::total_cmp);
+                b.sort_by(f64::total_cmp);
+                assert_eq!(a, b, "capacity {capacity}, slice of {len}");
+                assert_eq!(noted.values, plain.values);
             }
         }
     }

@@ -23,16 +23,20 @@
 //! the outlier rate's meaning moves with the reference: the host's control
 //! rules do not watch it unless asked.)
 
+mod sorted_sample;
+
 use std::collections::BTreeMap;
 
 use clean_host_sdk::bindings::clean_host::plugin::host::LogLevel;
-use clean_host_sdk::stats::{first_failing, quantiles_median_mad, Departures, Ewma, RateBaseline, Reservoir};
+use clean_host_sdk::stats::{first_failing, sorted, sorted_median_mad, sorted_quantile, Departures, Ewma, RateBaseline, Reservoir};
 use clean_host_sdk::time_like::TimeLikeColumns;
 use clean_host_sdk::{
     decode_state, encode_state, export_detector, log, metric_info, parse_config, Analysis, Batch, BatchParts, Detector, Finding, NumericView, PluginInfo,
     Reads, Severity,
 };
 use serde::{Deserialize, Serialize};
+
+use sorted_sample::SortedSample;
 
 const SAMPLE_SIZE: usize = 4096;
 /// Fewest outliers that make a finding, unless the window is small.
@@ -168,6 +172,9 @@ enum ColumnState {
         seen: Range,
         /// A sample of every window so far that did not depart: the next reference.
         next: Reservoir,
+        /// `next`'s values in order, followed as it changes.
+        #[serde(skip)]
+        next_sorted: Box<SortedSample>,
         windows: u32,
         /// While the column departs: the departure's own windows, a possible new normal.
         shift: Option<Box<Reservoir>>,
@@ -209,10 +216,10 @@ pub struct Outliers {
 }
 
 impl Reference {
-    fn learn(sample: &[f64], config: &Config) -> Option<Reference> {
-        // Selected, not sorted: only these ranks are read.
-        let (q, median, mad) = quantiles_median_mad(sample, &[0.01, 0.25, 0.75, 0.99]);
-        let (q01, q1, q3, q99) = (q[0], q[1], q[2], q[3]);
+    /// From a sample's values in ascending order.
+    fn learn(sorted: &[f64], config: &Config) -> Option<Reference> {
+        let [q01, q1, q3, q99] = [0.01, 0.25, 0.75, 0.99].map(|q| sorted_quantile(sorted, q, |x| x));
+        let (median, mad) = sorted_median_mad(sorted);
         if q99 <= q01 {
             return None;
         }
@@ -296,11 +303,12 @@ impl Outliers {
                 sample.extend(values);
                 *windows += 1;
                 if *windows >= config.warmup_windows {
-                    *state = match Reference::learn(&sample.values, config) {
+                    *state = match Reference::learn(&sorted(sample.values.iter().copied()), config) {
                         Some(reference) if sample.values.len() >= 50 => ColumnState::Scored {
                             reference,
                             seen: Range::of(&sample.values),
                             next: sample.clone(),
+                            next_sorted: Box::default(),
                             windows: 0,
                             shift: None,
                             departing: Departures::default(),
@@ -310,7 +318,7 @@ impl Outliers {
                     };
                 }
             }
-            ColumnState::Scored { reference, seen, next, windows, shift, departing, calm } => {
+            ColumnState::Scored { reference, seen, next, next_sorted, windows, shift, departing, calm } => {
                 if values.is_empty() {
                     return;
                 }
@@ -392,17 +400,18 @@ impl Outliers {
                     sample.extend(values);
                     if departing.observe(true) {
                         let sample = *shift.take().expect("set above");
-                        if let Some(fresh) = Reference::learn(&sample.values, config).filter(|_| sample.values.len() >= 50) {
+                        if let Some(fresh) = Reference::learn(&sorted(sample.values.iter().copied()), config).filter(|_| sample.values.len() >= 50) {
                             (*reference, *seen) = (fresh, Range::of(&sample.values));
                         }
                         // The new normal is all there is to sample from now on.
                         (*next, *windows) = (sample, 0);
+                        next_sorted.forget();
                     }
                 } else {
                     *shift = None;
                     departing.observe(false);
                     calm.update(rate, CALM_ALPHA);
-                    next.extend(values);
+                    next.extend_noting(values, |replaced, value| next_sorted.note(replaced, value));
                     // A value widens the range unless it is extreme by the
                     // range as the values before it left it; one inside the
                     // range cannot widen it.
@@ -415,7 +424,7 @@ impl Outliers {
                     }
                     *windows += 1;
                     if config.refresh_windows > 0 && *windows >= config.refresh_windows {
-                        if let Some(mut fresh) = Reference::learn(&next.values, config).filter(|_| next.values.len() >= 50) {
+                        if let Some(mut fresh) = Reference::learn(next_sorted.read(&next.values), config).filter(|_| next.values.len() >= 50) {
                             // The spread of past outlier rates still says how much they move.
                             fresh.rate = reference.rate.clone();
                             *reference = fresh;
@@ -679,7 +688,7 @@ mod tests {
         let mut quiet_values = 0;
         for case in 0..400 {
             let sample: Vec<f64> = (0..200).map(|_| if case % 3 == 0 { (rng.normal() * 3.0).round() } else { (rng.normal() + 2.0).exp() }).collect();
-            let Some(mut reference) = Reference::learn(&sample, &config) else { continue };
+            let Some(mut reference) = Reference::learn(&sorted(sample.iter().copied()), &config) else { continue };
             // Fences and extreme bounds of every kind: learned, none (f64::MIN
             // and f64::MAX), NaN; ranges seen inside, around or apart from them.
             let odd = [f64::NAN, f64::MIN, f64::MAX, 0.0, reference.median];
