@@ -18,7 +18,7 @@ pub mod bindings {
 
 mod column;
 pub mod distinct;
-#[cfg(any(test, all(target_arch = "wasm32", feature = "size-classes")))]
+#[cfg(any(test, all(target_arch = "wasm32", not(target_feature = "atomics"), feature = "size-classes")))]
 mod size_classes;
 pub mod stats;
 pub mod testing;

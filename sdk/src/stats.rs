@@ -85,26 +85,6 @@ fn from_ordered_key(key: u64) -> f64 {
     f64::from_bits(if key >> 63 == 1 { key & !(1 << 63) } else { !key })
 }
 
-/// The `qs` quantiles of `values` (in any order, no NaN), their median and
-/// their median absolute deviation: what [`sorted_quantile`] and
-/// [`sorted_median_mad`] read off them sorted, from selections of only the
-/// ranks read (none when in order), over integer keys that order like the
-/// floats (sorting outliers' 4096-value sample at every refresh cost it a
-/// tenth of its time per window, on average).
-pub fn quantiles_median_mad(values: &[f64], qs: &[f64]) -> (Vec<f64>, f64, f64) {
-    if values.is_empty() {
-        return (vec![f64::NAN; qs.len()], f64::NAN, f64::NAN);
-    }
-    let mut keys: Vec<u64> = values.iter().copied().map(ordered_key).collect();
-    let mut quantiles = key_quantiles(&mut keys, &[qs, &[0.5]].concat(), from_ordered_key);
-    let median = quantiles.pop().expect("the median was asked for");
-    // Deviations are never negative, so their bits order like them.
-    for (key, &x) in keys.iter_mut().zip(values) {
-        *key = (x - median).abs().to_bits();
-    }
-    (quantiles, median, key_quantiles(&mut keys, &[0.5], f64::from_bits)[0])
-}
-
 /// The `qs` quantiles of the floats `value` maps `keys` (not empty) to,
 /// reordering the keys unless they are in order (or in reverse) already.
 fn key_quantiles(keys: &mut [u64], qs: &[f64], value: impl Fn(u64) -> f64) -> Vec<f64> {
@@ -461,7 +441,7 @@ impl Reservoir {
     }
 
     /// [`Reservoir::extend`], calling `kept(replaced, value)` for each value
-    /// kept, as [`Reservoir::push`] would: how a copy of the sample kept in
+    /// the sample keeps: how a copy of the sample kept in
     /// another form (sorted, say) follows it without looking at all of it.
     pub fn extend_noting(&mut self, values: &[f64], mut kept: impl FnMut(Option<f64>, f64)) {
         let mut rest = values;
@@ -639,33 +619,37 @@ mod tests {
         }
     }
 
+    /// The median and MAD read off sorted values without a copy are those
+    /// of the deviations sorted, to the bit; quantiles selected from values
+    /// in any order are those read off them sorted.
     #[test]
-    fn selected_statistics_are_the_sorted_ones() {
+    fn sorted_statistics_are_those_of_the_values_sorted() {
         let mut rng = crate::testing::Rng(5);
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<u64>>();
         for n in (1..=12).chain([100, 101, 1000, 4096]).flat_map(|n| [n; 8]) {
             for ties in [false, true] {
                 let mut v: Vec<f64> = (0..n).map(|_| if ties { (rng.normal() * 2.0).round() } else { rng.normal().exp() }).collect();
                 v.sort_unstable_by(f64::total_cmp);
                 let (median, mad) = sorted_median_mad(&v);
+                let mut deviations: Vec<f64> = v.iter().map(|&x| (x - median).abs()).collect();
+                deviations.sort_unstable_by(f64::total_cmp);
+                assert_eq!(bits(&[median, mad]), bits(&[sorted_quantile(&v, 0.5, |x| x), sorted_quantile(&deviations, 0.5, |x| x)]), "{v:?}");
                 let mut shuffled = v.clone();
                 shuffled.reverse();
                 shuffled.rotate_left(n / 3);
                 let qs = [0.0, 0.01, 0.25, 0.5, 0.75, 0.99, 1.0];
-                let expected: Vec<u64> = qs.iter().map(|&q| sorted_quantile(&v, q, |x| x).to_bits()).collect();
-                let (got, got_median, got_mad) = quantiles_median_mad(&shuffled, &qs);
-                assert_eq!(got.iter().map(|x| x.to_bits()).collect::<Vec<u64>>(), expected, "{v:?}");
-                assert_eq!((got_median, got_mad), (median, mad), "{v:?}");
+                let expected: Vec<f64> = qs.iter().map(|&q| sorted_quantile(&v, q, |x| x)).collect();
+                assert_eq!(bits(&quantiles(&shuffled, &qs)), bits(&expected), "{v:?}");
             }
         }
-        let (none, median, mad) = quantiles_median_mad(&[], &[0.5]);
-        assert!(sorted_median_mad(&[]).0.is_nan() && none[0].is_nan() && median.is_nan() && mad.is_nan());
+        assert!(sorted_median_mad(&[]).0.is_nan() && sorted_median_mad(&[]).1.is_nan());
     }
 
     #[test]
     fn median_mad_of_known_values() {
-        let (_, m, mad) = quantiles_median_mad(&[9.0, 1.0, 2.0, 6.0, 2.0, 4.0, 1.0], &[]);
-        assert_eq!(m, 2.0);
-        assert_eq!(mad, 1.0);
+        let mut v = [9.0, 1.0, 2.0, 6.0, 2.0, 4.0, 1.0];
+        v.sort_unstable_by(f64::total_cmp);
+        assert_eq!(sorted_median_mad(&v), (2.0, 1.0));
     }
 
     #[test]

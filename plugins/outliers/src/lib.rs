@@ -28,7 +28,7 @@ mod sorted_sample;
 use std::collections::BTreeMap;
 
 use clean_host_sdk::bindings::clean_host::plugin::host::LogLevel;
-use clean_host_sdk::stats::{first_failing, sorted, sorted_median_mad, sorted_quantile, Departures, Ewma, RateBaseline, Reservoir};
+use clean_host_sdk::stats::{first_failing, sorted_median_mad, sorted_quantile, Departures, Ewma, RateBaseline, Reservoir};
 use clean_host_sdk::time_like::TimeLikeColumns;
 use clean_host_sdk::{
     decode_state, encode_state, export_detector, log, metric_info, parse_config, Analysis, Batch, BatchParts, Detector, Finding, NumericView, PluginInfo,
@@ -217,9 +217,9 @@ pub struct Outliers {
 
 impl Reference {
     /// From a sample's values in ascending order.
-    fn learn(sorted: &[f64], config: &Config) -> Option<Reference> {
-        let [q01, q1, q3, q99] = [0.01, 0.25, 0.75, 0.99].map(|q| sorted_quantile(sorted, q, |x| x));
-        let (median, mad) = sorted_median_mad(sorted);
+    fn learn(ascending: &[f64], config: &Config) -> Option<Reference> {
+        let [q01, q1, q3, q99] = [0.01, 0.25, 0.75, 0.99].map(|q| sorted_quantile(ascending, q, |x| x));
+        let (median, mad) = sorted_median_mad(ascending);
         if q99 <= q01 {
             return None;
         }
@@ -303,12 +303,13 @@ impl Outliers {
                 sample.extend(values);
                 *windows += 1;
                 if *windows >= config.warmup_windows {
-                    *state = match Reference::learn(&sorted(sample.values.iter().copied()), config) {
+                    let mut next_sorted = Box::new(SortedSample::of(&sample.values));
+                    *state = match Reference::learn(next_sorted.read(&sample.values), config) {
                         Some(reference) if sample.values.len() >= 50 => ColumnState::Scored {
                             reference,
                             seen: Range::of(&sample.values),
                             next: sample.clone(),
-                            next_sorted: Box::default(),
+                            next_sorted,
                             windows: 0,
                             shift: None,
                             departing: Departures::default(),
@@ -400,12 +401,12 @@ impl Outliers {
                     sample.extend(values);
                     if departing.observe(true) {
                         let sample = *shift.take().expect("set above");
-                        if let Some(fresh) = Reference::learn(&sorted(sample.values.iter().copied()), config).filter(|_| sample.values.len() >= 50) {
+                        **next_sorted = SortedSample::of(&sample.values);
+                        if let Some(fresh) = Reference::learn(next_sorted.read(&sample.values), config).filter(|_| sample.values.len() >= 50) {
                             (*reference, *seen) = (fresh, Range::of(&sample.values));
                         }
                         // The new normal is all there is to sample from now on.
                         (*next, *windows) = (sample, 0);
-                        next_sorted.forget();
                     }
                 } else {
                     *shift = None;
@@ -507,6 +508,7 @@ export_detector!(Outliers);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clean_host_sdk::stats::sorted;
     use clean_host_sdk::testing::{BatchBuilder, Rng};
     use clean_host_sdk::ColumnValues;
 

@@ -8,6 +8,8 @@
 //! kept: the values kept and those they replaced are noted, and merged into
 //! it when it is read next.
 
+use clean_host_sdk::stats::sorted;
+
 /// A sample's values in ascending [`f64::total_cmp`] order.
 #[derive(Debug, Clone, Default)]
 pub struct SortedSample {
@@ -19,6 +21,11 @@ pub struct SortedSample {
 }
 
 impl SortedSample {
+    /// Of a sample's `values`, sorted now.
+    pub fn of(values: &[f64]) -> Self {
+        SortedSample { sorted: Some(sorted(values.iter().copied())), ..SortedSample::default() }
+    }
+
     /// The sample kept `value`, in place of `replaced` (`None` while it filled).
     pub fn note(&mut self, replaced: Option<f64>, value: f64) {
         let Some(sorted) = &self.sorted else {
@@ -33,8 +40,8 @@ impl SortedSample {
         self.removed.extend(replaced);
     }
 
-    /// The sample changed in a way not noted: it is sorted afresh when read.
-    pub fn forget(&mut self) {
+    /// Sorted afresh when read next.
+    fn forget(&mut self) {
         self.sorted = None;
         self.added.clear();
         self.removed.clear();
@@ -42,16 +49,16 @@ impl SortedSample {
 
     /// `values`, the sample as the notes since the last read left it, in ascending order.
     pub fn read(&mut self, values: &[f64]) -> &[f64] {
-        let merged = self.sorted.take().and_then(|sorted| merged(&sorted, &mut self.added, &mut self.removed));
+        let known = match self.sorted.take() {
+            Some(copy) if self.added.is_empty() && self.removed.is_empty() => Some(copy),
+            Some(copy) => merged(&copy, &mut self.added, &mut self.removed),
+            None => None,
+        };
         // Notes that do not add up (a change not noted) are not trusted.
-        let sorted = merged.filter(|m| m.len() == values.len()).unwrap_or_else(|| {
-            let mut sorted = values.to_vec();
-            sorted.sort_unstable_by(f64::total_cmp);
-            sorted
-        });
+        let ascending = known.filter(|k| k.len() == values.len()).unwrap_or_else(|| sorted(values.iter().copied()));
         self.added.clear();
         self.removed.clear();
-        self.sorted.insert(sorted)
+        self.sorted.insert(ascending)
     }
 }
 
@@ -152,10 +159,16 @@ mod tests {
                     assert_eq!(bits(sorted.read(&sample.values)), bits(&expected), "capacity {capacity}, window {window}");
                 }
                 if window == 150 {
-                    // Changed without notes (a new normal taking over): known to be unknown.
+                    // A new sample (a new normal taking over), sorted anew.
                     sample = Reservoir::new(capacity);
                     sample.extend(&values);
-                    sorted.forget();
+                    sorted = SortedSample::of(&sample.values);
+                }
+                if window == 220 {
+                    // More changes than values: sorted afresh when read.
+                    (0..capacity.max(64) + 1).for_each(|i| sorted.note(None, i as f64));
+                    sample.values.clear();
+                    sample.values.extend((0..capacity.max(64) + 1).map(|i| i as f64));
                 }
             }
         }
