@@ -31,8 +31,9 @@ impl SortedSample {
         let Some(sorted) = &self.sorted else {
             return;
         };
-        // More changes than values: sorting afresh costs no more than a merge.
-        if self.added.len() >= sorted.len().max(64) {
+        // Changes to a quarter of the values or more (the first refreshes,
+        // a sample still filling): sorting afresh costs no more than merging.
+        if self.added.len() >= (sorted.len() / 4).max(64) {
             self.forget();
             return;
         }
@@ -66,11 +67,11 @@ impl SortedSample {
 /// to each, in bits); `None` if one is not there. Each change is found by a
 /// binary search and the values between changes are copied whole: a few
 /// dozen changes to 4096 values cost a fraction of a pass comparing each.
-fn merged(sorted: &[f64], added: &mut Vec<f64>, removed: &mut Vec<f64>) -> Option<Vec<f64>> {
-    added.sort_unstable_by(f64::total_cmp);
-    removed.sort_unstable_by(f64::total_cmp);
+fn merged(ascending: &[f64], added: &mut Vec<f64>, removed: &mut Vec<f64>) -> Option<Vec<f64>> {
+    *added = sorted(added.iter().copied());
+    *removed = sorted(removed.iter().copied());
     cancel_common(added, removed);
-    let mut out = Vec::with_capacity((sorted.len() + added.len()).saturating_sub(removed.len()));
+    let mut out = Vec::with_capacity((ascending.len() + added.len()).saturating_sub(removed.len()));
     let (mut from, mut added, mut removed) = (0, added.iter().peekable(), removed.iter().peekable());
     loop {
         // The lower of the next value to add and the next to take out.
@@ -80,21 +81,21 @@ fn merged(sorted: &[f64], added: &mut Vec<f64>, removed: &mut Vec<f64>) -> Optio
             (Some(&&x), None) => (x, true),
             (None, None) => break,
         };
-        let at = from + sorted[from..].partition_point(|v| v.total_cmp(&value).is_lt());
-        out.extend_from_slice(&sorted[from..at]);
+        let at = from + ascending[from..].partition_point(|v| v.total_cmp(&value).is_lt());
+        out.extend_from_slice(&ascending[from..at]);
         from = at;
         if add {
             out.push(value);
             added.next();
         } else {
-            if sorted.get(at).is_none_or(|v| v.total_cmp(&value).is_ne()) {
+            if ascending.get(at).is_none_or(|v| v.total_cmp(&value).is_ne()) {
                 return None;
             }
             from += 1;
             removed.next();
         }
     }
-    out.extend_from_slice(&sorted[from..]);
+    out.extend_from_slice(&ascending[from..]);
     Some(out)
 }
 
