@@ -166,7 +166,7 @@ mod tests {
                     sorted = SortedSample::of(&sample.values);
                 }
                 if window == 220 {
-                    // More changes than values: sorted afresh when read.
+                    // More changes than a quarter of the values: sorted afresh when read.
                     (0..capacity.max(64) + 1).for_each(|i| sorted.note(None, i as f64));
                     sample.values.clear();
                     sample.values.extend((0..capacity.max(64) + 1).map(|i| i as f64));
