@@ -31,8 +31,11 @@ const SMALLEST: usize = 16;
 /// Classes: 16 bytes, 32, ... 64 KiB.
 const CLASSES: usize = 13;
 const LARGEST: usize = SMALLEST << (CLASSES - 1);
-/// Taken from below at a time, and cut into blocks as they are asked for.
-const CHUNK: usize = 4 * LARGEST;
+/// Taken from below at a time, and cut into blocks as they are asked for:
+/// the first chunk this large, each next one twice the one before, up to
+/// [`LAST_CHUNK`], so a plugin that needs little takes little.
+const FIRST_CHUNK: usize = 16 << 10;
+const LAST_CHUNK: usize = 4 * LARGEST;
 
 /// Size classes over `below`, which serves what they do not. Not `Sync`
 /// (it keeps its lists unlocked) but where wasm has one thread.
@@ -47,6 +50,8 @@ struct FreeLists {
     /// What is left of the chunk being cut: where, and how many bytes.
     rest: Option<NonNull<u8>>,
     rest_len: usize,
+    /// Bytes of the next chunk.
+    next_chunk: usize,
 }
 
 /// A wasm32 component has one thread (no `atomics` feature): nothing else
@@ -68,7 +73,7 @@ fn block_size(class: usize) -> usize {
 
 impl<A> SizeClasses<A> {
     pub const fn new(below: A) -> Self {
-        SizeClasses { below, free: UnsafeCell::new(FreeLists { heads: [None; CLASSES], rest: None, rest_len: 0 }) }
+        SizeClasses { below, free: UnsafeCell::new(FreeLists { heads: [None; CLASSES], rest: None, rest_len: 0, next_chunk: FIRST_CHUNK }) }
     }
 }
 
@@ -118,13 +123,19 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for SizeClasses<A> {
         if let Some(block) = free.pop(class).or_else(|| free.cut(block_size(class))) {
             return block.as_ptr();
         }
+        let (size, chunk_len) = (block_size(class), free.next_chunk);
+        // A block above a quarter of the next chunk (while chunks are
+        // small), or when no chunk can be had: a block of its own.
+        let alone = || self.below.alloc(Layout::from_size_align_unchecked(size, SMALLEST));
+        if size > chunk_len / 4 {
+            return alone();
+        }
         free.shelve_rest();
-        let Some(chunk) = NonNull::new(self.below.alloc(Layout::from_size_align_unchecked(CHUNK, SMALLEST))) else {
-            // No room for a chunk: the one block, if there is room for that.
-            return self.below.alloc(Layout::from_size_align_unchecked(block_size(class), SMALLEST));
+        let Some(chunk) = NonNull::new(self.below.alloc(Layout::from_size_align_unchecked(chunk_len, SMALLEST))) else {
+            return alone();
         };
-        (free.rest, free.rest_len) = (Some(chunk), CHUNK);
-        free.cut(block_size(class)).map_or(ptr::null_mut(), NonNull::as_ptr)
+        (free.rest, free.rest_len, free.next_chunk) = (Some(chunk), chunk_len, (2 * chunk_len).min(LAST_CHUNK));
+        free.cut(size).map_or(ptr::null_mut(), NonNull::as_ptr)
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
@@ -259,10 +270,10 @@ mod tests {
                 assert_eq!(heap.below.allocs.get(), before + 1, "{layout:?}");
                 heap.dealloc(block, layout);
             }
-            // A chunk's worth of small blocks, then one more chunk only.
+            // 1 MiB of small blocks: chunks of 16, 32, ... 256, 256 KiB.
             let before = heap.below.allocs.get();
-            let blocks: Vec<*mut u8> = (0..CHUNK / 128 + 1).map(|_| heap.alloc(Layout::from_size_align(128, 8).unwrap())).collect();
-            assert_eq!(heap.below.allocs.get(), before + 1);
+            let blocks: Vec<*mut u8> = (0..(1 << 20) / 128).map(|_| heap.alloc(Layout::from_size_align(128, 8).unwrap())).collect();
+            assert!(heap.below.allocs.get() - before <= 8, "{} chunks", heap.below.allocs.get() - before);
             let mut sorted = blocks.clone();
             sorted.sort();
             sorted.dedup();
@@ -270,17 +281,18 @@ mod tests {
         }
     }
 
-    /// The rest of a chunk too small for a block goes to the smaller classes.
+    /// The rest of a chunk too small for a block goes to the smaller
+    /// classes; a block above a quarter of the next chunk is taken alone.
     #[test]
     fn a_chunks_rest_is_shelved_not_lost() {
         let heap = SizeClasses::new(Counted::default());
-        let largest = Layout::from_size_align(LARGEST, 16).unwrap();
+        let page = Layout::from_size_align(4096, 16).unwrap();
         unsafe {
             heap.alloc(Layout::from_size_align(48, 8).unwrap());
             for _ in 0..4 {
-                heap.alloc(largest);
+                heap.alloc(page);
             }
-            assert_eq!(heap.below.allocs.get(), 2, "the fourth largest block needed a chunk of its own");
+            assert_eq!(heap.below.allocs.get(), 2, "the fourth 4 KiB block needed the next chunk");
             let free = &*heap.free.get();
             let shelved: usize = (0..CLASSES)
                 .map(|class| {
@@ -293,7 +305,9 @@ mod tests {
                     n
                 })
                 .sum();
-            assert_eq!(shelved, CHUNK - 64 - 3 * LARGEST, "every byte of the first chunk's rest");
+            assert_eq!(shelved, FIRST_CHUNK - 64 - 3 * 4096, "every byte of the first chunk's rest");
+            heap.alloc(Layout::from_size_align(LARGEST, 16).unwrap());
+            assert_eq!(heap.below.allocs.get(), 3, "64 KiB, above a quarter of the next chunk (64 KiB): alone");
         }
     }
 }
