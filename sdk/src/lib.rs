@@ -30,10 +30,6 @@ pub use bindings::clean_host::plugin::types::{
 pub use bindings::exports::clean_host::plugin::projection::{BatchParts, Reads};
 pub use column::{Cell, NumericView, MISSING, NULL, PRESENT, WRONG_TYPE};
 
-#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics"), feature = "size-classes"))]
-#[global_allocator]
-static HEAP: size_classes::SizeClasses<std::alloc::System> = size_classes::SizeClasses::new(std::alloc::System);
-
 /// Most row indices a finding carries; the host rejects more.
 pub const MAX_SAMPLE_ROWS: usize = 20;
 

@@ -59,6 +59,10 @@ struct FreeLists {
 #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
 unsafe impl<A: Sync> Sync for SizeClasses<A> {}
 
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+#[global_allocator]
+static HEAP: SizeClasses<std::alloc::System> = SizeClasses::new(std::alloc::System);
+
 /// The class of blocks `layout` is served from; `None` for the allocator below.
 fn class_of(layout: Layout) -> Option<usize> {
     if layout.size() > LARGEST || layout.align() > SMALLEST {
@@ -119,11 +123,11 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for SizeClasses<A> {
         let Some(class) = class_of(layout) else {
             return self.below.alloc(layout);
         };
-        let free = &mut *self.free.get();
-        if let Some(block) = free.pop(class).or_else(|| free.cut(block_size(class))) {
+        let (free, size) = (&mut *self.free.get(), block_size(class));
+        if let Some(block) = free.pop(class).or_else(|| free.cut(size)) {
             return block.as_ptr();
         }
-        let (size, chunk_len) = (block_size(class), free.next_chunk);
+        let chunk_len = free.next_chunk;
         // A block above a quarter of the next chunk (while chunks are
         // small), or when no chunk can be had: a block of its own.
         let alone = || self.below.alloc(Layout::from_size_align_unchecked(size, SMALLEST));

@@ -63,7 +63,7 @@ impl SortedSample {
     }
 }
 
-/// `sorted` with `added` merged in and `removed` taken out (a value equal
+/// `ascending` with `added` merged in and `removed` taken out (a value equal
 /// to each, in bits); `None` if one is not there. Each change is found by a
 /// binary search and the values between changes are copied whole: a few
 /// dozen changes to 4096 values cost a fraction of a pass comparing each.
