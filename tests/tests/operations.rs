@@ -127,6 +127,25 @@ impl Host {
     }
 }
 
+/// Linux's scheduling policies, as `/proc/<pid>/task/<tid>/stat` numbers them.
+const SCHED_OTHER: u32 = 0;
+const SCHED_BATCH: u32 = 3;
+
+/// Each thread of process `pid`: its name and scheduling policy.
+fn thread_policies(pid: u32) -> Vec<(String, u32)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the host's threads");
+    let mut threads = Vec::new();
+    for task in tasks.map_while(Result::ok) {
+        let (Ok(name), Ok(stat)) = (std::fs::read_to_string(task.path().join("comm")), std::fs::read_to_string(task.path().join("stat"))) else {
+            continue; // ended meanwhile
+        };
+        // After the name (which may hold spaces), fields from the third on: the policy is the 41st.
+        let policy = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(41 - 3)).and_then(|p| p.parse().ok()).expect("a policy");
+        threads.push((name.trim_end().to_string(), policy));
+    }
+    threads
+}
+
 fn json(addr: &str, path: &str, token: &str) -> Value {
     let (status, body) = get(addr, path, Some(token));
     assert_eq!(status, 200, "{path}: {body}");
@@ -195,6 +214,17 @@ fn history_api_metrics_and_dashboard_per_tenant() {
     let nulls: Vec<&Value> = alerts["items"].as_array().unwrap().iter().filter(|a| a["metric"] == "null_rate").collect();
     assert!(nulls.iter().all(|a| a["pipeline"] == "orders" && a["seq"] == 15), "{alerts}");
     assert!(nulls[0]["findings"].as_array().unwrap().iter().any(|f| f["column"] == nulls[0]["column"]), "{alerts}");
+
+    // The bulk work runs as batch work; what must answer at once does not.
+    let policies = thread_policies(host.child.id());
+    let policy = |name: &str| policies.iter().filter(|(n, _)| n.starts_with(name)).map(|&(_, p)| p).collect::<Vec<_>>();
+    // (Names are cut to 15 bytes: team-a-detectors-0 is team-a-detector.)
+    for (thread, expected) in
+        [("team-a-detector", SCHED_BATCH), ("orders-source", SCHED_BATCH), ("history", SCHED_BATCH), ("epoch", SCHED_OTHER), ("http", SCHED_OTHER)]
+    {
+        let found = policy(thread);
+        assert!(!found.is_empty() && found.iter().all(|&p| p == expected), "{thread}: {found:?} in {policies:?}");
+    }
 
     // Probes answer without a token, and say nothing of any tenant.
     assert_eq!(get(&addr, "/healthz", None), (200, "ok\n".to_string()));

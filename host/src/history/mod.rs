@@ -41,6 +41,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use clean_host_core::bindings::Severity;
+use clean_host_core::scheduling::run_as_batch_work;
 use clean_host_quality::alert::WindowRef;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use rusqlite::{params, Connection};
@@ -406,6 +407,9 @@ impl HistoryWriter {
 }
 
 fn write_loop(conn: &mut Connection, rx: &Receiver<Entry>, stats: &HistoryStats, retention_ms: i64) {
+    if let Err(e) = run_as_batch_work() {
+        tracing::debug!("history: the writer runs in the normal scheduling class: {e}");
+    }
     let mut last_cleanup = Instant::now();
     let (mut log_move_due, mut last_log_move) = (false, None::<Instant>);
     loop {

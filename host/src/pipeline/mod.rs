@@ -38,6 +38,7 @@ use crate::dispatch::handlers::Handlers;
 use crate::dispatch::{AlertLedger, Outputs};
 use crate::history::History;
 use analyst::{Analyst, Checkpointer};
+use clean_host_core::scheduling::run_as_batch_work;
 use clean_host_core::timestamp::now_ms;
 use clean_host_quality::alert::Router;
 use clean_host_quality::analysis::Detectors;
@@ -276,6 +277,10 @@ pub fn run(pipeline: Pipeline, shared: &Shared) -> Result<PipelineReport> {
     }
     let outcome = Outcome(pipeline.counters.clone());
     let name = pipeline.name.clone();
+    // Its source, analysis and checkpoint threads, started from here, too.
+    if let Err(e) = run_as_batch_work() {
+        tracing::debug!("pipeline {name}: runs in the normal scheduling class: {e}");
+    }
     let report = read_and_analyse(pipeline, shared);
     match &report {
         Ok(_) => outcome.0.set_reading(Reading::Done),

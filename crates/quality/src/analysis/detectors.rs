@@ -32,6 +32,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 
 use super::{plugin_finding, validate, Candidate, Catalog, CatalogEntry, FindingOrigin, HostFinding, WindowAnalysis};
 use clean_host_core::bindings::{Analysis, Finding, MetricValue, Severity};
+use clean_host_core::scheduling::run_as_batch_work;
 use clean_host_runtime::events::plugin_event;
 use clean_host_runtime::lifecycle::{AfterFault, Build, Fault, Lifecycle, Owner};
 use clean_host_runtime::{Analyzer, PluginFault, PluginStats, Window};
@@ -43,7 +44,14 @@ use tracing::Level;
 /// wasmtime compiles reloaded plugins, so a window never waits behind that.
 pub fn tenant_call_pool(tenant: &str) -> Arc<rayon::ThreadPool> {
     let tenant = tenant.to_string();
-    let pool = rayon::ThreadPoolBuilder::new().thread_name(move |i| format!("{tenant}-detectors-{i}")).build();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .thread_name(move |i| format!("{tenant}-detectors-{i}"))
+        .start_handler(|_| {
+            if let Err(e) = run_as_batch_work() {
+                tracing::debug!("a detector thread runs in the normal scheduling class: {e}");
+            }
+        })
+        .build();
     Arc::new(pool.expect("start a detector thread pool"))
 }
 
