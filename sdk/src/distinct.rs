@@ -81,24 +81,24 @@ impl Key {
 }
 
 impl DistinctValues {
-    /// Column `index` of `batch` grouped by value (by the host, for the batch
-    /// `analyze` was handed, in wasm); `None` when it is not a text column,
-    /// or its values were left out of what the detector reads (see
-    /// [`crate::Reads`]).
+    /// Column `index` of `batch` grouped by value: by the host for the batch
+    /// `analyze` was handed, in wasm, whether or not its values were handed
+    /// over (see [`crate::Reads::and_grouped_text`]); else here. `None` when
+    /// it is not a text column, or its values are neither.
     pub fn of(batch: &Batch, index: usize) -> Option<Self> {
         let column = batch.columns.get(index)?;
         let ColumnValues::Text(text) = &column.values else {
             return None;
         };
-        if text.offsets.len() != column.len() + 1 {
-            return None;
-        }
         #[cfg(target_arch = "wasm32")]
         if crate::is_handed(batch) {
             if let Some(d) = crate::bindings::clean_host::plugin::window::distinct(index as u32) {
                 let present = d.counts.iter().map(|&n| n as usize).sum();
                 return Some(DistinctValues { values: d.values, counts: d.counts, row_values: d.rows, present });
             }
+        }
+        if text.offsets.len() != column.len() + 1 {
+            return None;
         }
         Some(Self::grouped(column))
     }

@@ -159,6 +159,17 @@ impl Reads {
         Reads { parts, columns: Vec::new() }
     }
 
+    /// Also every text column as [`DistinctValues::of`](crate::distinct::DistinctValues::of)
+    /// groups it, for a detector that reads text no other way. In wasm the
+    /// host groups the window's values, so their bytes are not copied into
+    /// the plugin; natively they are read, and grouped here.
+    pub fn and_grouped_text(mut self) -> Self {
+        if cfg!(not(target_arch = "wasm32")) {
+            self.parts |= BatchParts::TEXT_VALUES;
+        }
+        self
+    }
+
     /// Also the values of these columns, whatever their type. Past the
     /// contract's [`MAX_NAMED_COLUMNS`] distinct names or [`MAX_NAMED_BYTES`]
     /// of them, everything is read.

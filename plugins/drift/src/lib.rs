@@ -674,8 +674,8 @@ impl Detector for Drift {
     fn reads(&self) -> Reads {
         match &self.config.columns {
             Some(columns) => Reads::only(BatchParts::empty()).and_columns(columns.iter().cloned()),
-            // Timestamps are never judged.
-            None => Reads::only(BatchParts::FLOAT64_VALUES | BatchParts::INT64_VALUES | BatchParts::BOOLEAN_VALUES | BatchParts::TEXT_VALUES),
+            // Timestamps are never judged; text is read as the host groups it.
+            None => Reads::only(BatchParts::FLOAT64_VALUES | BatchParts::INT64_VALUES | BatchParts::BOOLEAN_VALUES).and_grouped_text(),
         }
     }
 

@@ -346,8 +346,10 @@ impl Detector for Validity {
     }
 
     fn reads(&self) -> Reads {
-        let categories = if self.config.learn_categories { BatchParts::TEXT_VALUES } else { BatchParts::empty() };
-        Reads::only(categories).and_columns(self.rules.iter().map(|r| r.rule.column.clone()))
+        let reads = Reads::only(BatchParts::empty());
+        // Categories are learned and checked as the host groups the text.
+        let reads = if self.config.learn_categories { reads.and_grouped_text() } else { reads };
+        reads.and_columns(self.rules.iter().map(|r| r.rule.column.clone()))
     }
 
     fn analyze(&mut self, batch: &Batch) -> Result<Analysis, String> {
