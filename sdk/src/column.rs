@@ -49,6 +49,20 @@ impl Column {
         self.state(row) == PRESENT
     }
 
+    /// The runs of present rows among the first `rows` (the values handed
+    /// over), in order: the whole column when none is absent. A run's
+    /// values are taken at once (`extend_from_slice`), not row by row: in
+    /// wasm a loop over rows costs several times a copy.
+    pub fn present_runs(&self, rows: usize) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+        let states = &self.validity[..self.validity.len().min(rows)];
+        let mut from = 0;
+        std::iter::from_fn(move || {
+            let run = present_run(states, from, rows);
+            from = run.end;
+            (!run.is_empty()).then_some(run)
+        })
+    }
+
     /// How many rows are in `state`.
     pub fn count(&self, state: u8) -> usize {
         if self.validity.is_empty() {
@@ -172,13 +186,9 @@ impl<'a> NumericView<'a> {
     /// the usual case, is copied at once, not row by row: in wasm a loop
     /// over rows costs several times a copy.
     pub fn present_into(self, rows: &mut Vec<u32>, values: &mut Vec<f64>) {
-        let len = self.handed();
         rows.clear();
         values.clear();
-        let states = &self.column.validity[..self.column.validity.len().min(len)];
-        let mut from = 0;
-        while from < len {
-            let run = present_run(states, from, len);
+        for run in self.column.present_runs(self.handed()) {
             let whole = |rows: &mut Vec<u32>| rows.extend(run.start as u32..run.end as u32);
             match &self.column.values {
                 ColumnValues::Float64(v) if first_failing(&v[run.clone()], f64::is_finite).is_none() => {
@@ -198,7 +208,6 @@ impl<'a> NumericView<'a> {
                 }
                 _ => {}
             }
-            from = run.end;
         }
     }
 }

@@ -48,22 +48,38 @@ pub struct Freshness {
     state: State,
 }
 
+/// The rows that have an event time, and their times, in the same order.
+#[derive(Default)]
+struct EventTimes {
+    rows: Vec<u32>,
+    times: Vec<i64>,
+}
+
+impl EventTimes {
+    /// The rows whose time `holds` is true of.
+    fn rows_where<'a>(&'a self, holds: impl Fn(i64) -> bool + 'a) -> impl Iterator<Item = u32> + 'a {
+        self.rows.iter().zip(&self.times).filter(move |&(_, &t)| holds(t)).map(|(&r, _)| r)
+    }
+}
+
 impl Freshness {
-    /// `(row, event time)` of every row that has one.
-    fn event_times(&self, batch: &Batch) -> Vec<(u32, i64)> {
+    /// Every row that has an event time, taken a run of present rows at once.
+    fn event_times(&self, batch: &Batch) -> EventTimes {
         if !batch.event_times.is_empty() && self.config.column.is_none() {
-            return batch.event_times.iter().enumerate().map(|(r, &t)| (r as u32, t)).collect();
+            return EventTimes { rows: (0..batch.event_times.len() as u32).collect(), times: batch.event_times.clone() };
         }
         let column = match &self.config.column {
             Some(name) => batch.column(name),
             None => batch.columns.iter().find(|c| matches!(c.values, ColumnValues::Timestamp(_))),
         };
-        match column.map(|c| (c, &c.values)) {
-            Some((c, ColumnValues::Timestamp(v))) | Some((c, ColumnValues::Int64(v))) => {
-                (0..v.len()).filter(|&r| c.is_present(r)).map(|r| (r as u32, v[r])).collect()
+        let mut found = EventTimes::default();
+        if let Some((c, ColumnValues::Timestamp(v) | ColumnValues::Int64(v))) = column.map(|c| (c, &c.values)) {
+            for run in c.present_runs(v.len()) {
+                found.rows.extend(run.start as u32..run.end as u32);
+                found.times.extend_from_slice(&v[run]);
             }
-            _ => Vec::new(),
         }
+        found
     }
 }
 
@@ -98,18 +114,18 @@ impl Detector for Freshness {
     fn analyze(&mut self, batch: &Batch) -> Result<Analysis, String> {
         let mut out = Analysis::new();
         let times = self.event_times(batch);
-        if times.is_empty() {
+        if times.times.is_empty() {
             return Ok(out);
         }
         let now = batch.info.closed_at_ms;
-        let lags: Vec<f64> = times.iter().map(|&(_, t)| (now - t) as f64).collect();
+        let lags: Vec<f64> = times.times.iter().map(|&t| (now - t) as f64).collect();
         let p95_max = quantiles(&lags, &[0.95, 1.0]);
         let (p95, max) = (p95_max[0], p95_max[1]);
         out.metric("lag_p95_ms", None, p95);
         out.metric("lag_max_ms", None, max);
 
-        let future: Vec<u32> = times.iter().filter(|&&(_, t)| t > now + self.config.future_tolerance_ms).map(|&(r, _)| r).collect();
-        let future_rate = future.len() as f64 / times.len() as f64;
+        let future: Vec<u32> = times.rows_where(|t| t > now + self.config.future_tolerance_ms).collect();
+        let future_rate = future.len() as f64 / times.times.len() as f64;
         out.metric("future_rate", None, future_rate);
         if future_rate > 0.01 {
             out.findings.push(
@@ -119,7 +135,12 @@ impl Detector for Freshness {
                     future_rate,
                     0.01,
                     Severity::Warning,
-                    format!("{} of {} records are stamped more than {} s in the future", future.len(), times.len(), self.config.future_tolerance_ms / 1000),
+                    format!(
+                        "{} of {} records are stamped more than {} s in the future",
+                        future.len(),
+                        times.times.len(),
+                        self.config.future_tolerance_ms / 1000
+                    ),
                 )
                 .with_rows(future),
             );
@@ -138,7 +159,7 @@ impl Detector for Freshness {
         };
         if p95 > limit {
             let severity = if p95 > 10.0 * limit { Severity::Critical } else { Severity::Warning };
-            let stale = times.iter().filter(|&&(_, t)| (now - t) as f64 > limit).map(|&(r, _)| r);
+            let stale = times.rows_where(|t| (now - t) as f64 > limit);
             out.findings.push(
                 Finding::new(
                     "lag_p95_ms",

@@ -151,7 +151,13 @@ fn event_times(batch: &Batch) -> Vec<f64> {
         return batch.event_times.iter().map(|&t| t as f64).collect();
     }
     match batch.columns.iter().find(|c| matches!(c.values, ColumnValues::Timestamp(_))) {
-        Some(c @ Column { values: ColumnValues::Timestamp(v), .. }) => (0..v.len()).filter(|&r| c.is_present(r)).map(|r| v[r] as f64).collect(),
+        Some(c @ Column { values: ColumnValues::Timestamp(v), .. }) => {
+            let mut times = Vec::with_capacity(v.len());
+            for run in c.present_runs(v.len()) {
+                times.extend(v[run].iter().map(|&t| t as f64));
+            }
+            times
+        }
         _ => Vec::new(),
     }
 }
