@@ -83,8 +83,9 @@ impl Key {
 impl DistinctValues {
     /// Column `index` of `batch` grouped by value: by the host for the batch
     /// `analyze` was handed, in wasm, whether or not its values were handed
-    /// over (see [`crate::Reads::and_grouped_text`]); else here. `None` when
-    /// it is not a text column, or its values are neither.
+    /// over (see [`crate::Reads::and_grouped_text`]); else here, from its
+    /// values. `None` when it is not a text column, or when the host did not
+    /// group it and its values were left out.
     pub fn of(batch: &Batch, index: usize) -> Option<Self> {
         let column = batch.columns.get(index)?;
         let ColumnValues::Text(text) = &column.values else {
