@@ -14,7 +14,9 @@ use clean_host_runtime::{Analyzer, BatchView, DetectorSource, PluginFault, Proje
 
 struct Native<D> {
     detector: D,
-    /// What it reads, as a wasm instance of it would say.
+    /// What it reads, as it says natively: as a wasm instance of it would,
+    /// but text it reads only as the host groups it (`and_grouped_text`),
+    /// which natively it is handed and groups itself.
     projection: Option<Projection>,
 }
 

@@ -50,9 +50,9 @@ impl Column {
     }
 
     /// The runs of present rows among the first `rows` (the values handed
-    /// over), in order: the whole column when none is absent. A run's
-    /// values are taken at once (`extend_from_slice`), not row by row: in
-    /// wasm a loop over rows costs several times a copy.
+    /// over), in order: the whole column when none is absent. So a caller
+    /// can take a run's values at once (`extend_from_slice`), not row by
+    /// row: in wasm a loop over rows costs several times a copy.
     pub fn present_runs(&self, rows: usize) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
         let states = &self.validity[..self.validity.len().min(rows)];
         let mut from = 0;

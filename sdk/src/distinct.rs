@@ -84,8 +84,8 @@ impl DistinctValues {
     /// Column `index` of `batch` grouped by value: by the host for the batch
     /// `analyze` was handed, in wasm, whether or not its values were handed
     /// over (see [`crate::Reads::and_grouped_text`]); else here, from its
-    /// values. `None` when it is not a text column, or when the host did not
-    /// group it and its values were left out.
+    /// values. `None` for an index past the last column, a column of another
+    /// type, or one the host did not group whose values were left out.
     pub fn of(batch: &Batch, index: usize) -> Option<Self> {
         let column = batch.columns.get(index)?;
         let ColumnValues::Text(text) = &column.values else {
@@ -258,8 +258,9 @@ mod tests {
         assert_eq!(keys.len(), 1500);
     }
 
+    /// Natively; in wasm the host groups it.
     #[test]
-    fn a_column_whose_values_were_left_out_has_none() {
+    fn a_column_whose_values_were_left_out_has_none_natively() {
         let mut batch = BatchBuilder::new(0).text("t", &[Some("a"), None, Some("b")]).build();
         batch.columns[0].values = ColumnValues::Text(StringColumn { bytes: Vec::new(), offsets: Vec::new() });
         assert_eq!(batch.columns[0].len(), 3, "the row states are still there");

@@ -131,8 +131,16 @@ pub fn run(g: &GlobalArgs, args: &RunArgs, events: &PluginEventSink) -> Result<(
                 }
             }
         });
-        let handles: Vec<_> = pipelines.into_iter().map(|p| scope.spawn(|| pipeline::run(p, &shared))).collect();
-        let reports = handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a pipeline thread panicked")))).collect();
+        // Named for what it does, decoding most of all (in `top -H`, perf, /proc).
+        let spawn = |p: pipeline::Pipeline| std::thread::Builder::new().name(format!("{}-pipeline", p.name)).spawn_scoped(scope, || pipeline::run(p, &shared));
+        let handles: Vec<_> = pipelines.into_iter().map(spawn).collect();
+        let reports = handles
+            .into_iter()
+            .map(|h| match h {
+                Ok(h) => h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a pipeline thread panicked"))),
+                Err(e) => Err(anyhow::anyhow!("starting a pipeline thread: {e}")),
+            })
+            .collect();
         drop(stop_status);
         reports
     });

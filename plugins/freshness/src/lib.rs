@@ -113,19 +113,19 @@ impl Detector for Freshness {
 
     fn analyze(&mut self, batch: &Batch) -> Result<Analysis, String> {
         let mut out = Analysis::new();
-        let times = self.event_times(batch);
-        if times.times.is_empty() {
+        let stamped = self.event_times(batch);
+        if stamped.times.is_empty() {
             return Ok(out);
         }
         let now = batch.info.closed_at_ms;
-        let lags: Vec<f64> = times.times.iter().map(|&t| (now - t) as f64).collect();
+        let lags: Vec<f64> = stamped.times.iter().map(|&t| (now - t) as f64).collect();
         let p95_max = quantiles(&lags, &[0.95, 1.0]);
         let (p95, max) = (p95_max[0], p95_max[1]);
         out.metric("lag_p95_ms", None, p95);
         out.metric("lag_max_ms", None, max);
 
-        let future: Vec<u32> = times.rows_where(|t| t > now + self.config.future_tolerance_ms).collect();
-        let future_rate = future.len() as f64 / times.times.len() as f64;
+        let future: Vec<u32> = stamped.rows_where(|t| t > now + self.config.future_tolerance_ms).collect();
+        let future_rate = future.len() as f64 / stamped.times.len() as f64;
         out.metric("future_rate", None, future_rate);
         if future_rate > 0.01 {
             out.findings.push(
@@ -138,7 +138,7 @@ impl Detector for Freshness {
                     format!(
                         "{} of {} records are stamped more than {} s in the future",
                         future.len(),
-                        times.times.len(),
+                        stamped.times.len(),
                         self.config.future_tolerance_ms / 1000
                     ),
                 )
@@ -159,7 +159,7 @@ impl Detector for Freshness {
         };
         if p95 > limit {
             let severity = if p95 > 10.0 * limit { Severity::Critical } else { Severity::Warning };
-            let stale = times.rows_where(|t| (now - t) as f64 > limit);
+            let stale = stamped.rows_where(|t| (now - t) as f64 > limit);
             out.findings.push(
                 Finding::new(
                     "lag_p95_ms",
@@ -241,6 +241,29 @@ mod tests {
         let mut b = BatchBuilder::new(0).timestamp("ts", &ts).build();
         b.info.closed_at_ms = NOW;
         assert_eq!(d.analyze(&b).unwrap().findings.len(), 1);
+    }
+
+    /// Rows without a time (nulls, here 3 and 10 to 12) are left out, and
+    /// each flagged row is still named by its own row number.
+    #[test]
+    fn flagged_rows_are_named_by_their_row_past_absent_ones() {
+        let mut d = Freshness::default();
+        d.configure(r#"{"max_lag_ms": 1000}"#).unwrap();
+        let ts: Vec<Option<i64>> = (0..100)
+            .map(|i| match i {
+                3 | 10..=12 => None,
+                20..=39 => Some(NOW + 3_600_000),
+                _ => Some(NOW - 5000),
+            })
+            .collect();
+        let mut b = BatchBuilder::new(0).timestamp("ts", &ts).build();
+        b.info.closed_at_ms = NOW;
+        let a = d.analyze(&b).unwrap();
+        let rows = |metric: &str| a.findings.iter().find(|f| f.metric == metric).map(|f| f.sample_rows.clone()).unwrap_or_default();
+        assert_eq!(rows("future_rate"), (20..=39).collect::<Vec<u32>>());
+        let stale: Vec<u32> = (0..100).filter(|i| !matches!(i, 3 | 10..=12 | 20..=39)).take(20).collect();
+        assert_eq!(rows("lag_p95_ms"), stale);
+        assert_eq!(a.metrics.iter().find(|m| m.metric == "future_rate").map(|m| m.value), Some(20.0 / 96.0));
     }
 
     #[test]
