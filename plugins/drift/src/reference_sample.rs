@@ -47,12 +47,17 @@ impl ReferenceSample {
         }
         let start = (mixed(self.offered) % picks as u64) as usize;
         let pick = |k: usize| sorted[first + k * step];
-        // Every value kept, none dropped (the usual case): each pushed,
-        // without the tests of the thinning path.
+        // Every value kept, none dropped (the usual case): one extend,
+        // without the tests of the thinning path or for room at each value.
+        // The room is made first as pushes would make it (doubling), so
+        // the sample's memory stays as bounded as its capacity.
         if self.stride <= 1 && self.kept.len() + picks < self.capacity {
-            for k in (start..picks).chain(0..start) {
-                self.kept.push(pick(k));
+            let mut room = self.kept.capacity();
+            while room < self.kept.len() + picks {
+                room = (room * 2).max(4);
             }
+            self.kept.reserve_exact(room - self.kept.len());
+            self.kept.extend((start..picks).chain(0..start).map(pick));
             self.offered += picks as u64;
             return;
         }

@@ -246,8 +246,13 @@ fn booleans_are_tallied_in_the_order_they_first_appear() {
                 c.1 += 1;
                 c.2 += u64::from(i % step == 0);
             }
-            let tally = Tally::of_booleans(values.iter().copied(), rows);
+            let tally = Tally::of_booleans(&values);
             assert_eq!(tally.counts, want, "{rows} rows, {true_share} true");
+            // The same values with nulls among them (at the start too): the present ones tallied.
+            let with_nulls: Vec<Option<bool>> = values.iter().flat_map(|&v| [None, Some(v)]).collect();
+            let batch = BatchBuilder::new(0).boolean("b", &with_nulls).build();
+            let Some(Values::Categories(tally)) = super::values(&batch, 0, None) else { panic!("a boolean column is categories") };
+            assert_eq!((tally.counts, tally.rows), (want, rows), "{rows} rows among nulls, {true_share} true");
         }
     }
 }
